@@ -1,0 +1,120 @@
+// swift-tools-version:6.0
+// ComputeGrid: a hierarchical scheduler for a national network of AI accelerators.
+import PackageDescription
+
+let package = Package(
+    name: "ComputeGrid",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "grid-agent", targets: ["grid-agent"]),
+        .executable(name: "grid-controller", targets: ["grid-controller"]),
+        .executable(name: "gridctl", targets: ["gridctl"]),
+        .executable(name: "grid-bench", targets: ["grid-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.28.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+    ],
+    targets: [
+        // libzmq through pkg-config; the Swift layer on it lives in GridTransport.
+        .systemLibrary(
+            name: "CZeroMQ",
+            pkgConfig: "libzmq",
+            providers: [.apt(["libzmq3-dev"])]
+        ),
+        // Domain types shared by every role. No I/O.
+        .target(name: "GridCore"),
+        // Vendor-tool parsers (pure) and the probe runner (processes with deadlines).
+        .target(name: "GridProbe", dependencies: ["GridCore"]),
+        // Wire protocol: protobuf schema, generated code, envelope codec.
+        .target(
+            name: "GridProtocol",
+            dependencies: ["GridCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["Proto"]
+        ),
+        // ZeroMQ sockets as Swift values.
+        .target(name: "GridTransport", dependencies: ["CZeroMQ"]),
+        // Placement decisions: (snapshot, requests, policy) -> plan. Pure.
+        .target(name: "GridScheduler", dependencies: ["GridCore"]),
+        // SQLite persistence for controllers (GRDB).
+        .target(
+            name: "GridStore",
+            dependencies: ["GridCore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        // The node agent: pure instance + shell.
+        .target(
+            name: "GridAgent",
+            dependencies: [
+                "GridCore", "GridProbe", "GridProtocol", "GridTransport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // Regional controller and national scheduler: pure instances + shells.
+        .target(
+            name: "GridController",
+            dependencies: [
+                "GridCore", "GridProtocol", "GridTransport", "GridStore", "GridScheduler",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // The operator's CLI logic (job files, requests, tables).
+        .target(
+            name: "GridCLI",
+            dependencies: [
+                "GridCore", "GridProtocol", "GridTransport",
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .executableTarget(
+            name: "grid-agent",
+            dependencies: [
+                "GridAgent", "GridProbe", "GridCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "grid-controller",
+            dependencies: [
+                "GridController", "GridCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "gridctl",
+            dependencies: [
+                "GridCLI", "GridCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "grid-bench",
+            dependencies: [
+                "GridCore", "GridProbe", "GridProtocol", "GridScheduler", "GridTransport", "GridStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "GridCoreTests", dependencies: ["GridCore"]),
+        .testTarget(name: "GridProbeTests", dependencies: ["GridProbe", "GridCore"]),
+        .testTarget(name: "GridProtocolTests", dependencies: ["GridProtocol", "GridCore"]),
+        .testTarget(name: "GridTransportTests", dependencies: ["GridTransport"]),
+        .testTarget(name: "GridStoreTests", dependencies: ["GridStore", "GridCore"]),
+        .testTarget(name: "GridSchedulerTests", dependencies: ["GridScheduler", "GridCore"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["GridCore", "GridCLI", "GridProtocol", "GridTransport", "GridStore"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,238 @@
+import Foundation
+
+/// What accelerators a job needs. All constraints must hold on each chosen device.
+public struct AcceleratorRequest: Codable, Sendable, Hashable {
+    /// Number of devices on one node (0 = CPU-only job).
+    public var count: Int
+    public var vendor: AcceleratorVendor?
+    /// Case-insensitive substring of the device model, e.g. "A100".
+    public var model: String?
+    public var minMemoryMiB: Int?
+    public init(count: Int = 1, vendor: AcceleratorVendor? = nil, model: String? = nil, minMemoryMiB: Int? = nil) {
+        self.count = count
+        self.vendor = vendor
+        self.model = model
+        self.minMemoryMiB = minMemoryMiB
+    }
+}
+
+/// A job as submitted: what to run and what it needs.
+public struct JobSpec: Codable, Sendable, Hashable {
+    public var name: String
+    public var command: String
+    public var args: [String]
+    public var env: [String: String]
+    public var accelerators: AcceleratorRequest
+    /// Wall-clock limit for the process; the agent kills it after this.
+    public var timeoutSeconds: Int?
+    /// Regions the job may run in (empty = any).
+    public var allowedRegions: [RegionID]
+
+    public init(
+        name: String, command: String, args: [String] = [], env: [String: String] = [:],
+        accelerators: AcceleratorRequest = AcceleratorRequest(), timeoutSeconds: Int? = nil,
+        allowedRegions: [RegionID] = []
+    ) {
+        self.name = name
+        self.command = command
+        self.args = args
+        self.env = env
+        self.accelerators = accelerators
+        self.timeoutSeconds = timeoutSeconds
+        self.allowedRegions = allowedRegions
+    }
+
+    /// Returns every problem with the spec, each naming the field, or [] when it is valid.
+    public func problems() -> [String] {
+        var out: [String] = []
+        if name.isEmpty { out.append("name: must not be empty") }
+        if command.isEmpty { out.append("command: must not be empty") }
+        if accelerators.count < 0 { out.append("accelerators.count: must be >= 0, got \(accelerators.count)") }
+        if accelerators.count > 64 { out.append("accelerators.count: at most 64 devices per node, got \(accelerators.count)") }
+        if let m = accelerators.minMemoryMiB, m < 0 { out.append("accelerators.min_memory: must be >= 0") }
+        if let t = timeoutSeconds, t <= 0 { out.append("timeout_seconds: must be > 0, got \(t)") }
+        for key in env.keys where key.isEmpty || key.contains("=") || key.contains("\0") {
+            out.append("env: invalid variable name '\(key)'")
+        }
+        return out
+    }
+}
+
+/// Job lifecycle. Terminal states never change again.
+public enum JobState: String, Codable, Sendable, CaseIterable {
+    /// Accepted by the national scheduler, no region chosen yet.
+    case pending
+    /// Sent to a region, not yet acknowledged by it.
+    case forwarded
+    /// Held by a region, waiting for devices.
+    case queued
+    /// Pushed to a node, not yet started.
+    case assigned
+    case running
+    case succeeded
+    case failed
+    case cancelled
+
+    public var isTerminal: Bool { self == .succeeded || self == .failed || self == .cancelled }
+
+    /// Order used to ignore status updates that would move a job backwards.
+    public var progress: Int {
+        switch self {
+        case .pending: return 0
+        case .forwarded: return 1
+        case .queued: return 2
+        case .assigned: return 3
+        case .running: return 4
+        case .succeeded, .failed, .cancelled: return 5
+        }
+    }
+}
+
+/// Where a job runs and how it ended, as stored and shown by `gridctl jobs`.
+public struct JobRecord: Codable, Sendable, Hashable {
+    public var id: JobID
+    public var spec: JobSpec
+    public var state: JobState
+    public var region: RegionID?
+    public var node: NodeID?
+    public var deviceIDs: [String]
+    public var deviceModels: [String]
+    public var assignment: AssignmentID?
+    public var epoch: Int
+    public var exitCode: Int?
+    public var message: String
+    public var outputTail: String
+    /// Variables the agent set to pin the process to its devices, e.g. CUDA_VISIBLE_DEVICES=0,1.
+    public var visibleDevices: [String: String]
+    public var submittedAt: Date
+    public var updatedAt: Date
+
+    public init(
+        id: JobID, spec: JobSpec, state: JobState, region: RegionID? = nil, node: NodeID? = nil,
+        deviceIDs: [String] = [], deviceModels: [String] = [], assignment: AssignmentID? = nil,
+        epoch: Int = 0, exitCode: Int? = nil, message: String = "", outputTail: String = "",
+        visibleDevices: [String: String] = [:], submittedAt: Date, updatedAt: Date
+    ) {
+        self.id = id
+        self.spec = spec
+        self.state = state
+        self.region = region
+        self.node = node
+        self.deviceIDs = deviceIDs
+        self.deviceModels = deviceModels
+        self.assignment = assignment
+        self.epoch = epoch
+        self.exitCode = exitCode
+        self.message = message
+        self.outputTail = outputTail
+        self.visibleDevices = visibleDevices
+        self.submittedAt = submittedAt
+        self.updatedAt = updatedAt
+    }
+}
+
+/// Node liveness as the region sees it.
+public enum NodeState: String, Codable, Sendable, CaseIterable {
+    case ready, lost, draining
+}
+
+/// A node as a region stores it and reports it upward.
+public struct NodeRecord: Codable, Sendable, Hashable {
+    public var id: NodeID
+    public var region: RegionID
+    public var hostname: String
+    public var state: NodeState
+    public var devices: [DeviceInventory]
+    /// Device ids currently held by assignments.
+    public var busyDeviceIDs: [String]
+    public var lastSeen: Date
+    public var registeredAt: Date
+
+    public init(
+        id: NodeID, region: RegionID, hostname: String, state: NodeState, devices: [DeviceInventory],
+        busyDeviceIDs: [String] = [], lastSeen: Date, registeredAt: Date
+    ) {
+        self.id = id
+        self.region = region
+        self.hostname = hostname
+        self.state = state
+        self.devices = devices
+        self.busyDeviceIDs = busyDeviceIDs
+        self.lastSeen = lastSeen
+        self.registeredAt = registeredAt
+    }
+}
+
+/// Capacity of one kind of device in a region, the unit of a region summary.
+public struct CapacityEntry: Codable, Sendable, Hashable {
+    public var vendor: AcceleratorVendor
+    public var model: String
+    public var memoryTotalMiB: Int
+    public var total: Int
+    public var free: Int
+    public var healthy: Int
+    public init(vendor: AcceleratorVendor, model: String, memoryTotalMiB: Int, total: Int, free: Int, healthy: Int) {
+        self.vendor = vendor
+        self.model = model
+        self.memoryTotalMiB = memoryTotalMiB
+        self.total = total
+        self.free = free
+        self.healthy = healthy
+    }
+}
+
+/// What a region tells the national scheduler about itself.
+public struct RegionSummary: Codable, Sendable, Hashable {
+    public var region: RegionID
+    public var nodesReady: Int
+    public var nodesLost: Int
+    public var queuedJobs: Int
+    public var runningJobs: Int
+    public var capacity: [CapacityEntry]
+    /// Per-node brief, capped; `nodesTruncated` says when the cap was hit.
+    public var nodes: [NodeBrief]
+    public var nodesTruncated: Bool
+    public var generatedAt: Date
+
+    public init(
+        region: RegionID, nodesReady: Int, nodesLost: Int, queuedJobs: Int, runningJobs: Int,
+        capacity: [CapacityEntry], nodes: [NodeBrief], nodesTruncated: Bool, generatedAt: Date
+    ) {
+        self.region = region
+        self.nodesReady = nodesReady
+        self.nodesLost = nodesLost
+        self.queuedJobs = queuedJobs
+        self.runningJobs = runningJobs
+        self.capacity = capacity
+        self.nodes = nodes
+        self.nodesTruncated = nodesTruncated
+        self.generatedAt = generatedAt
+    }
+}
+
+/// One line per node for `gridctl nodes`.
+public struct NodeBrief: Codable, Sendable, Hashable {
+    public var node: NodeID
+    public var region: RegionID
+    public var hostname: String
+    public var state: NodeState
+    public var deviceCount: Int
+    public var freeDevices: Int
+    public var models: [String]
+    public var worstHealth: HealthState
+    public var lastSeen: Date
+    public init(
+        node: NodeID, region: RegionID, hostname: String, state: NodeState, deviceCount: Int,
+        freeDevices: Int, models: [String], worstHealth: HealthState, lastSeen: Date
+    ) {
+        self.node = node
+        self.region = region
+        self.hostname = hostname
+        self.state = state
+        self.deviceCount = deviceCount
+        self.freeDevices = freeDevices
+        self.models = models
+        self.worstHealth = worstHealth
+        self.lastSeen = lastSeen
+    }
+}
