@@ -30,6 +30,8 @@ let package = Package(
         .target(name: "GridCore"),
         // Vendor-tool parsers (pure) and the probe runner (processes with deadlines).
         .target(name: "GridProbe", dependencies: ["GridCore"]),
+        // Accelerator catalog, vendor-neutral compute units and grading. Pure.
+        .target(name: "GridCatalog", dependencies: ["GridCore"], resources: [.copy("Resources/accelerators.csv")]),
         // Wire protocol: protobuf schema, generated code, envelope codec.
         .target(
             name: "GridProtocol",
@@ -49,7 +51,7 @@ let package = Package(
         .target(
             name: "GridAgent",
             dependencies: [
-                "GridCore", "GridProbe", "GridProtocol", "GridTransport",
+                "GridCore", "GridProbe", "GridCatalog", "GridProtocol", "GridTransport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
@@ -106,6 +108,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "GridCoreTests", dependencies: ["GridCore"]),
+        .testTarget(name: "GridCatalogTests", dependencies: ["GridCatalog", "GridCore"]),
         .testTarget(name: "GridProbeTests", dependencies: ["GridProbe", "GridCore"]),
         .testTarget(name: "GridProtocolTests", dependencies: ["GridProtocol", "GridCore"]),
         .testTarget(name: "GridTransportTests", dependencies: ["GridTransport"]),
