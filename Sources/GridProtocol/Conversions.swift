@@ -1,0 +1,223 @@
+import Foundation
+import GridCore
+
+// Conversions between domain values and wire messages. Absent optionals use the sentinels the
+// .proto documents (0, -1, "" ...), so other languages see the same rules.
+
+extension Date {
+    public var unixMilliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
+    public init(unixMilliseconds ms: Int64) { self.init(timeIntervalSince1970: Double(ms) / 1000) }
+}
+
+extension Wire.Device {
+    public init(_ d: DeviceInventory) {
+        self.init()
+        id = d.id
+        index = Int32(clamping: d.index)
+        vendor = d.vendor.rawValue
+        model = d.model
+        memoryTotalMib = Int64(d.memoryTotalMiB ?? 0)
+        memoryUsedMib = Int64(d.memoryUsedMiB ?? 0)
+        pciBusID = d.pciBusID ?? ""
+        pciDeviceID = d.pciDeviceID ?? ""
+        architecture = d.architecture ?? ""
+        computeCapability = d.computeCapability ?? ""
+        driverVersion = d.driverVersion ?? ""
+        firmwareVersion = d.firmwareVersion ?? ""
+        serial = d.serial ?? ""
+        numaNode = Int32(clamping: d.numaNode ?? -1)
+        interconnects = d.interconnects
+        powerLimitW = d.powerLimitW ?? 0
+        powerDrawW = d.powerDrawW ?? 0
+        temperatureC = d.temperatureC ?? -1000
+        utilizationPercent = d.utilizationPercent ?? -1
+        partitions = d.partitions.map { p in
+            var w = Wire.Partition()
+            w.id = p.id
+            w.profile = p.profile ?? ""
+            w.memoryTotalMib = Int64(p.memoryTotalMiB ?? 0)
+            w.computeFraction = p.computeFraction ?? 0
+            return w
+        }
+        healthState = d.health.state.rawValue
+        healthReasons = d.health.reasons.map { r in
+            var w = Wire.HealthReason()
+            w.kind = r.kind.rawValue
+            w.detail = r.detail
+            return w
+        }
+        grade = d.grade?.rawValue ?? ""
+        gradeReason = d.gradeReason ?? ""
+        computeUnits = d.computeUnits ?? 0
+    }
+
+    /// Back to the domain type. Unknown vendor/health spellings from newer peers degrade to
+    /// `unknown`, never to `healthy`.
+    public var inventory: DeviceInventory {
+        func opt(_ s: String) -> String? { s.isEmpty ? nil : s }
+        func optInt(_ v: Int64) -> Int? { v > 0 ? Int(exactly: v) : nil }
+        func optPos(_ v: Double) -> Double? { v > 0 && v.isFinite ? v : nil }
+        return DeviceInventory(
+            id: id, index: Int(index), vendor: AcceleratorVendor(rawValue: vendor) ?? .unknown, model: model,
+            memoryTotalMiB: optInt(memoryTotalMib), memoryUsedMiB: memoryUsedMib >= 0 ? Int(exactly: memoryUsedMib) : nil,
+            pciBusID: opt(pciBusID), pciDeviceID: opt(pciDeviceID), architecture: opt(architecture),
+            computeCapability: opt(computeCapability), serial: opt(serial), driverVersion: opt(driverVersion),
+            firmwareVersion: opt(firmwareVersion), numaNode: numaNode >= 0 ? Int(numaNode) : nil,
+            interconnects: interconnects, powerLimitW: optPos(powerLimitW), powerDrawW: optPos(powerDrawW),
+            temperatureC: temperatureC > -1000 && temperatureC.isFinite ? temperatureC : nil,
+            utilizationPercent: utilizationPercent >= 0 && utilizationPercent.isFinite ? utilizationPercent : nil,
+            partitions: partitions.map {
+                DevicePartition(id: $0.id, profile: opt($0.profile), memoryTotalMiB: optInt($0.memoryTotalMib),
+                                computeFraction: $0.computeFraction > 0 ? $0.computeFraction : nil)
+            },
+            health: DeviceHealth(
+                state: HealthState(rawValue: healthState) ?? .unknown,
+                reasons: healthReasons.map { HealthReason(HealthReasonKind(rawValue: $0.kind) ?? .other, $0.detail) }
+            ),
+            grade: DeviceGrade(rawValue: grade), gradeReason: opt(gradeReason),
+            computeUnits: optPos(computeUnits)
+        )
+    }
+}
+
+extension Wire.JobSpec {
+    public init(_ s: JobSpec) {
+        self.init()
+        name = s.name
+        command = s.command
+        args = s.args
+        env = s.env
+        var a = Wire.AcceleratorRequest()
+        a.count = Int32(clamping: s.accelerators.count)
+        a.vendor = s.accelerators.vendor?.rawValue ?? ""
+        a.model = s.accelerators.model ?? ""
+        a.minMemoryMib = Int64(s.accelerators.minMemoryMiB ?? 0)
+        accelerators = a
+        timeoutSeconds = UInt32(clamping: s.timeoutSeconds ?? 0)
+        allowedRegions = s.allowedRegions.map(\.rawValue)
+    }
+
+    /// Throws when a field cannot be represented in the domain (e.g. an unknown vendor name).
+    public func spec() throws(ProtocolError) -> JobSpec {
+        var vendor: AcceleratorVendor?
+        if !accelerators.vendor.isEmpty {
+            guard let v = AcceleratorVendor(rawValue: accelerators.vendor) else {
+                throw .invalidField(type: "JobSpec", field: "accelerators.vendor", reason: "unknown vendor '\(accelerators.vendor)'")
+            }
+            vendor = v
+        }
+        let s = JobSpec(
+            name: name, command: command, args: args, env: env,
+            accelerators: AcceleratorRequest(
+                count: Int(accelerators.count), vendor: vendor,
+                model: accelerators.model.isEmpty ? nil : accelerators.model,
+                minMemoryMiB: accelerators.minMemoryMib > 0 ? Int(exactly: accelerators.minMemoryMib) : nil),
+            timeoutSeconds: timeoutSeconds > 0 ? Int(timeoutSeconds) : nil,
+            allowedRegions: allowedRegions.map(RegionID.init)
+        )
+        if let first = s.problems().first {
+            throw .invalidField(type: "JobSpec", field: String(first.prefix(while: { $0 != ":" })), reason: first)
+        }
+        return s
+    }
+}
+
+extension Wire.Job {
+    public init(_ r: JobRecord) {
+        self.init()
+        jobID = r.id.rawValue
+        spec = Wire.JobSpec(r.spec)
+        state = r.state.rawValue
+        regionID = r.region?.rawValue ?? ""
+        nodeID = r.node?.rawValue ?? ""
+        deviceIds = r.deviceIDs
+        deviceModels = r.deviceModels
+        assignmentID = r.assignment?.rawValue ?? ""
+        epoch = UInt64(max(0, r.epoch))
+        if let code = r.exitCode {
+            exitCode = Int32(clamping: code)
+            hasExitCode_p = true
+        }
+        message = r.message
+        outputTail = r.outputTail
+        visibleDevices = r.visibleDevices
+        submittedUnixMs = r.submittedAt.unixMilliseconds
+        updatedUnixMs = r.updatedAt.unixMilliseconds
+    }
+
+    public func record() throws(ProtocolError) -> JobRecord {
+        guard let st = JobState(rawValue: state) else {
+            throw .invalidField(type: "Job", field: "state", reason: "unknown state '\(state)'")
+        }
+        return JobRecord(
+            id: JobID(jobID), spec: try spec.spec(), state: st,
+            region: regionID.isEmpty ? nil : RegionID(regionID), node: nodeID.isEmpty ? nil : NodeID(nodeID),
+            deviceIDs: deviceIds, deviceModels: deviceModels,
+            assignment: assignmentID.isEmpty ? nil : AssignmentID(assignmentID), epoch: Int(clamping: epoch),
+            exitCode: hasExitCode_p ? Int(exitCode) : nil, message: message, outputTail: outputTail,
+            visibleDevices: visibleDevices, submittedAt: Date(unixMilliseconds: submittedUnixMs),
+            updatedAt: Date(unixMilliseconds: updatedUnixMs)
+        )
+    }
+}
+
+extension Wire.NodeBrief {
+    public init(_ b: NodeBrief) {
+        self.init()
+        nodeID = b.node.rawValue
+        regionID = b.region.rawValue
+        hostname = b.hostname
+        state = b.state.rawValue
+        deviceCount = Int32(clamping: b.deviceCount)
+        freeDevices = Int32(clamping: b.freeDevices)
+        models = b.models
+        worstHealth = b.worstHealth.rawValue
+        lastSeenUnixMs = b.lastSeen.unixMilliseconds
+    }
+
+    public var brief: NodeBrief {
+        NodeBrief(
+            node: NodeID(nodeID), region: RegionID(regionID), hostname: hostname,
+            state: NodeState(rawValue: state) ?? .lost, deviceCount: Int(deviceCount),
+            freeDevices: Int(freeDevices), models: models,
+            worstHealth: HealthState(rawValue: worstHealth) ?? .unknown,
+            lastSeen: Date(unixMilliseconds: lastSeenUnixMs))
+    }
+}
+
+extension Wire.RegionSummary {
+    public init(_ s: RegionSummary) {
+        self.init()
+        regionID = s.region.rawValue
+        nodesReady = Int32(clamping: s.nodesReady)
+        nodesLost = Int32(clamping: s.nodesLost)
+        queuedJobs = Int32(clamping: s.queuedJobs)
+        runningJobs = Int32(clamping: s.runningJobs)
+        capacity = s.capacity.map { c in
+            var w = Wire.Capacity()
+            w.vendor = c.vendor.rawValue
+            w.model = c.model
+            w.memoryTotalMib = Int64(c.memoryTotalMiB)
+            w.total = Int32(clamping: c.total)
+            w.free = Int32(clamping: c.free)
+            w.healthy = Int32(clamping: c.healthy)
+            return w
+        }
+        nodes = s.nodes.map(Wire.NodeBrief.init)
+        nodesTruncated = s.nodesTruncated
+        generatedUnixMs = s.generatedAt.unixMilliseconds
+    }
+
+    public var summary: RegionSummary {
+        RegionSummary(
+            region: RegionID(regionID), nodesReady: Int(nodesReady), nodesLost: Int(nodesLost),
+            queuedJobs: Int(queuedJobs), runningJobs: Int(runningJobs),
+            capacity: capacity.map {
+                CapacityEntry(vendor: AcceleratorVendor(rawValue: $0.vendor) ?? .unknown, model: $0.model,
+                              memoryTotalMiB: Int(clamping: $0.memoryTotalMib), total: Int($0.total),
+                              free: Int($0.free), healthy: Int($0.healthy))
+            },
+            nodes: nodes.map(\.brief), nodesTruncated: nodesTruncated,
+            generatedAt: Date(unixMilliseconds: generatedUnixMs))
+    }
+}
