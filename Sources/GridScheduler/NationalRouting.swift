@@ -1,0 +1,86 @@
+import Foundation
+import GridCore
+
+/// How the national scheduler ranks regions. Price, carbon and transfer-cost terms come later;
+/// the decision already records its terms so operators can see why a job went where it went.
+public struct RoutingPolicy: Sendable, Codable, Hashable {
+    /// Regions whose last summary is older than this are not chosen.
+    public var staleAfterSeconds: Double
+    /// Whether a job may go to a region that has the right devices but none free right now.
+    public var allowQueueing: Bool
+    public init(staleAfterSeconds: Double = 30, allowQueueing: Bool = true) {
+        self.staleAfterSeconds = staleAfterSeconds
+        self.allowQueueing = allowQueueing
+    }
+}
+
+public struct RegionCandidate: Sendable {
+    public var summary: RegionSummary
+    public var ageSeconds: Double
+    public init(summary: RegionSummary, ageSeconds: Double) {
+        self.summary = summary
+        self.ageSeconds = ageSeconds
+    }
+}
+
+public struct RoutingDecision: Sendable, Equatable {
+    /// nil: no region can take the job now.
+    public var region: RegionID?
+    /// One line per candidate, saying why it was chosen or passed over.
+    public var terms: [String]
+}
+
+/// National routing: `(candidates, request, policy) -> decision`. Pure and deterministic.
+/// Prefers regions with free matching capacity, then the most free matching devices, then
+/// the shortest queue, then region id.
+public enum NationalRouting {
+    public static func choose(candidates: [RegionCandidate], spec: JobSpec, policy: RoutingPolicy) -> RoutingDecision {
+        let want = spec.accelerators
+        var terms: [String] = []
+        var ranked: [(free: Int, total: Int, queued: Int, region: RegionID)] = []
+        for c in candidates.sorted(by: { $0.summary.region < $1.summary.region }) {
+            let r = c.summary.region
+            if !spec.allowedRegions.isEmpty && !spec.allowedRegions.contains(r) {
+                terms.append("\(r): not in allowed regions")
+                continue
+            }
+            if c.ageSeconds > policy.staleAfterSeconds {
+                terms.append("\(r): last summary \(Int(c.ageSeconds))s old (> \(Int(policy.staleAfterSeconds))s)")
+                continue
+            }
+            let matching = c.summary.capacity.filter { matches($0, want) }
+            let free = matching.reduce(0) { $0 + min($1.free, $1.healthy) }
+            let total = matching.reduce(0) { $0 + $1.healthy }
+            if want.count == 0 {
+                if c.summary.nodesReady == 0 {
+                    terms.append("\(r): no ready nodes")
+                    continue
+                }
+            } else if total < want.count {
+                terms.append("\(r): \(total) healthy matching device(s) < \(want.count) wanted")
+                continue
+            } else if free < want.count && !policy.allowQueueing {
+                terms.append("\(r): \(free) free matching device(s) < \(want.count) and queueing disabled")
+                continue
+            }
+            terms.append("\(r): free=\(free) healthy=\(total) queued=\(c.summary.queuedJobs)")
+            ranked.append((free, total, c.summary.queuedJobs, r))
+        }
+        let best = ranked.min { a, b in
+            let aFits = a.free >= want.count, bFits = b.free >= want.count
+            if aFits != bFits { return aFits }
+            if a.free != b.free { return a.free > b.free }
+            if a.queued != b.queued { return a.queued < b.queued }
+            return a.region < b.region
+        }
+        if let best { terms.append("chose \(best.region)") }
+        return RoutingDecision(region: best?.region, terms: terms)
+    }
+
+    static func matches(_ c: CapacityEntry, _ want: AcceleratorRequest) -> Bool {
+        if let v = want.vendor, c.vendor != v { return false }
+        if let m = want.model, !m.isEmpty, c.model.range(of: m, options: .caseInsensitive) == nil { return false }
+        if let mem = want.minMemoryMiB, c.memoryTotalMiB < mem { return false }
+        return true
+    }
+}

@@ -1,0 +1,363 @@
+import Foundation
+import GRDB
+import GridCore
+
+/// Something the store could not do, with the database file named so an operator can act.
+public struct StoreError: Error, CustomStringConvertible {
+    public let path: String
+    public let operation: String
+    public let underlying: String
+    public var description: String { "store \(path): \(operation) failed: \(underlying)" }
+}
+
+/// A message waiting in the outbox until its receiver acknowledges it. Written in the same
+/// transaction as the state change that produced it, so nothing accepted is lost by a crash.
+public struct OutboxItem: Sendable, Hashable {
+    /// Idempotency key: the receiver deduplicates on it (job id, update id...).
+    public var key: String
+    /// Where it goes: "national", a region id, or a node id.
+    public var destination: String
+    /// Wire message type name, e.g. "JOB_FORWARD".
+    public var type: String
+    public var payload: [UInt8]
+    public var createdAt: Date
+    public var attempts: Int
+    public var lastAttemptAt: Date?
+}
+
+/// An assignment of a job to a node, as the region tracks it.
+public struct AssignmentRecord: Sendable, Hashable {
+    public var id: AssignmentID
+    public var job: JobID
+    public var node: NodeID
+    public var epoch: Int
+    public var deviceIDs: [String]
+    /// "pending" (not acked), "accepted", "finished", "lost".
+    public var state: String
+    public var createdAt: Date
+}
+
+/// SQLite persistence for one controller. One file per controller; WAL with synchronous=FULL
+/// so anything acknowledged to a peer survives power loss.
+public final class GridStore: Sendable {
+    public let path: String
+    let pool: DatabasePool
+
+    public init(path: String) throws {
+        self.path = path
+        var config = Configuration()
+        config.busyMode = .timeout(5)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        do {
+            let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            pool = try DatabasePool(path: path, configuration: config)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw StoreError(path: path, operation: "open/migrate", underlying: String(describing: error))
+        }
+    }
+
+    /// Versioned schema. Append migrations; never edit a released one.
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1-initial") { db in
+            try db.execute(sql: """
+                CREATE TABLE nodes (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    hostname TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    devices BLOB NOT NULL,
+                    last_seen_ms INTEGER NOT NULL,
+                    registered_ms INTEGER NOT NULL
+                );
+                CREATE TABLE jobs (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    record BLOB NOT NULL,
+                    state TEXT NOT NULL,
+                    region TEXT,
+                    node TEXT,
+                    submitted_ms INTEGER NOT NULL,
+                    updated_ms INTEGER NOT NULL
+                );
+                CREATE INDEX jobs_state ON jobs(state);
+                CREATE TABLE assignments (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    job_id TEXT NOT NULL REFERENCES jobs(id),
+                    node_id TEXT NOT NULL,
+                    epoch INTEGER NOT NULL,
+                    device_ids BLOB NOT NULL,
+                    state TEXT NOT NULL,
+                    created_ms INTEGER NOT NULL
+                );
+                CREATE INDEX assignments_node ON assignments(node_id, state);
+                CREATE TABLE outbox (
+                    key TEXT PRIMARY KEY NOT NULL,
+                    destination TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    payload BLOB NOT NULL,
+                    created_ms INTEGER NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    last_attempt_ms INTEGER
+                );
+                CREATE INDEX outbox_destination ON outbox(destination, created_ms);
+                CREATE TABLE applied_updates (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    applied_ms INTEGER NOT NULL
+                );
+                CREATE TABLE regions (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    summary BLOB NOT NULL,
+                    last_seen_ms INTEGER NOT NULL
+                );
+                CREATE TABLE meta (
+                    key TEXT PRIMARY KEY NOT NULL,
+                    value TEXT NOT NULL
+                );
+                """)
+        }
+        return m
+    }
+
+    /// Names of the migrations applied, oldest first (for tests and `gridctl`).
+    public func appliedMigrations() throws -> [String] {
+        try wrap("read migrations") { try pool.read { try Self.migrator.appliedMigrations($0) } }
+    }
+
+    /// SQLite's own integrity check; "ok" when the file is sound.
+    public func integrityCheck() throws -> String {
+        try wrap("integrity_check") { try pool.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") ?? "" } }
+    }
+
+    func wrap<T>(_ op: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as StoreError { throw e } catch {
+            throw StoreError(path: path, operation: op, underlying: String(describing: error))
+        }
+    }
+
+    /// Runs `body` in one write transaction: all of it is stored, or none of it.
+    public func write<T>(_ op: String, _ body: (StoreTransaction) throws -> T) throws -> T {
+        try wrap(op) { try pool.write { db in try body(StoreTransaction(db: db)) } }
+    }
+
+    public func read<T>(_ op: String, _ body: (StoreTransaction) throws -> T) throws -> T {
+        try wrap(op) { try pool.read { db in try body(StoreTransaction(db: db)) } }
+    }
+}
+
+let jsonEncoder: JSONEncoder = {
+    let e = JSONEncoder()
+    e.dateEncodingStrategy = .millisecondsSince1970
+    e.outputFormatting = [.sortedKeys]
+    return e
+}()
+
+let jsonDecoder: JSONDecoder = {
+    let d = JSONDecoder()
+    d.dateDecodingStrategy = .millisecondsSince1970
+    return d
+}()
+
+/// Typed access inside one transaction.
+public struct StoreTransaction {
+    let db: Database
+
+    // MARK: nodes
+
+    public func upsertNode(_ n: NodeRecord) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO nodes (id, hostname, state, devices, last_seen_ms, registered_ms)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET hostname = excluded.hostname, state = excluded.state,
+                    devices = excluded.devices, last_seen_ms = excluded.last_seen_ms
+                """,
+            arguments: [n.id.rawValue, n.hostname, n.state.rawValue, try jsonEncoder.encode(n.devices),
+                        n.lastSeen.unixMs, n.registeredAt.unixMs])
+    }
+
+    public func setNodeState(_ id: NodeID, _ state: NodeState) throws {
+        try db.execute(sql: "UPDATE nodes SET state = ? WHERE id = ?", arguments: [state.rawValue, id.rawValue])
+    }
+
+    public func touchNodes(_ seen: [NodeID: Date]) throws {
+        let stmt = try db.cachedStatement(sql: "UPDATE nodes SET last_seen_ms = ? WHERE id = ?")
+        for (id, at) in seen { try stmt.execute(arguments: [at.unixMs, id.rawValue]) }
+    }
+
+    public func nodes(region: RegionID) throws -> [NodeRecord] {
+        try Row.fetchAll(db, sql: "SELECT * FROM nodes ORDER BY id").map { row in
+            NodeRecord(
+                id: NodeID(row["id"]), region: region, hostname: row["hostname"],
+                state: NodeState(rawValue: row["state"]) ?? .lost,
+                devices: try jsonDecoder.decode([DeviceInventory].self, from: row["devices"] as Data),
+                lastSeen: Date(ms: row["last_seen_ms"]), registeredAt: Date(ms: row["registered_ms"]))
+        }
+    }
+
+    // MARK: jobs
+
+    /// Inserts the job unless one with the same id exists; returns what is stored either way.
+    public func insertJobIfAbsent(_ j: JobRecord) throws -> (record: JobRecord, inserted: Bool) {
+        if let existing = try job(j.id) { return (existing, false) }
+        try saveJob(j)
+        return (j, true)
+    }
+
+    public func saveJob(_ j: JobRecord) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO jobs (id, record, state, region, node, submitted_ms, updated_ms)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET record = excluded.record, state = excluded.state,
+                    region = excluded.region, node = excluded.node, updated_ms = excluded.updated_ms
+                """,
+            arguments: [j.id.rawValue, try jsonEncoder.encode(j), j.state.rawValue, j.region?.rawValue,
+                        j.node?.rawValue, j.submittedAt.unixMs, j.updatedAt.unixMs])
+    }
+
+    public func job(_ id: JobID) throws -> JobRecord? {
+        guard let data = try Data.fetchOne(db, sql: "SELECT record FROM jobs WHERE id = ?", arguments: [id.rawValue])
+        else { return nil }
+        return try jsonDecoder.decode(JobRecord.self, from: data)
+    }
+
+    /// Jobs, newest submission last; `states` filters when non-empty.
+    public func jobs(states: [JobState] = [], limit: Int = 10_000) throws -> [JobRecord] {
+        let rows: [Data]
+        if states.isEmpty {
+            rows = try Data.fetchAll(db, sql: "SELECT record FROM jobs ORDER BY submitted_ms, id LIMIT ?", arguments: [limit])
+        } else {
+            let marks = databaseQuestionMarks(count: states.count)
+            var args = StatementArguments(states.map(\.rawValue))
+            args += [limit]
+            rows = try Data.fetchAll(
+                db, sql: "SELECT record FROM jobs WHERE state IN (\(marks)) ORDER BY submitted_ms, id LIMIT ?",
+                arguments: args)
+        }
+        return try rows.map { try jsonDecoder.decode(JobRecord.self, from: $0) }
+    }
+
+    public func countJobs(state: JobState) throws -> Int {
+        try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE state = ?", arguments: [state.rawValue]) ?? 0
+    }
+
+    // MARK: assignments
+
+    public func insertAssignment(_ a: AssignmentRecord) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO assignments (id, job_id, node_id, epoch, device_ids, state, created_ms)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [a.id.rawValue, a.job.rawValue, a.node.rawValue, a.epoch, try jsonEncoder.encode(a.deviceIDs),
+                        a.state, a.createdAt.unixMs])
+    }
+
+    public func setAssignmentState(_ id: AssignmentID, _ state: String) throws {
+        try db.execute(sql: "UPDATE assignments SET state = ? WHERE id = ?", arguments: [state, id.rawValue])
+    }
+
+    public func assignment(_ id: AssignmentID) throws -> AssignmentRecord? {
+        try Row.fetchOne(db, sql: "SELECT * FROM assignments WHERE id = ?", arguments: [id.rawValue]).map(Self.assignment)
+    }
+
+    /// Assignments still holding devices ("pending" or "accepted").
+    public func activeAssignments() throws -> [AssignmentRecord] {
+        try Row.fetchAll(db, sql: "SELECT * FROM assignments WHERE state IN ('pending', 'accepted') ORDER BY created_ms, id")
+            .map(Self.assignment)
+    }
+
+    static func assignment(_ row: Row) throws -> AssignmentRecord {
+        AssignmentRecord(
+            id: AssignmentID(row["id"]), job: JobID(row["job_id"]), node: NodeID(row["node_id"]),
+            epoch: row["epoch"], deviceIDs: try jsonDecoder.decode([String].self, from: row["device_ids"] as Data),
+            state: row["state"], createdAt: Date(ms: row["created_ms"]))
+    }
+
+    // MARK: outbox
+
+    /// Queues a message for reliable delivery; a second enqueue with the same key replaces
+    /// the payload (newer state supersedes older) and keeps it pending.
+    public func enqueue(key: String, destination: String, type: String, payload: [UInt8], at now: Date) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO outbox (key, destination, type, payload, created_ms) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(key) DO UPDATE SET payload = excluded.payload, type = excluded.type,
+                    destination = excluded.destination, attempts = 0, last_attempt_ms = NULL
+                """,
+            arguments: [key, destination, type, Data(payload), now.unixMs])
+    }
+
+    public func outbox(destination: String? = nil, limit: Int = 1000) throws -> [OutboxItem] {
+        let rows: [Row]
+        if let destination {
+            rows = try Row.fetchAll(db, sql: "SELECT * FROM outbox WHERE destination = ? ORDER BY created_ms, key LIMIT ?",
+                                    arguments: [destination, limit])
+        } else {
+            rows = try Row.fetchAll(db, sql: "SELECT * FROM outbox ORDER BY created_ms, key LIMIT ?", arguments: [limit])
+        }
+        return rows.map { row in
+            OutboxItem(key: row["key"], destination: row["destination"], type: row["type"],
+                       payload: Array(row["payload"] as Data), createdAt: Date(ms: row["created_ms"]),
+                       attempts: row["attempts"], lastAttemptAt: (row["last_attempt_ms"] as Int64?).map { Date(ms: $0) })
+        }
+    }
+
+    public func markAttempt(key: String, at now: Date) throws {
+        try db.execute(sql: "UPDATE outbox SET attempts = attempts + 1, last_attempt_ms = ? WHERE key = ?",
+                       arguments: [now.unixMs, key])
+    }
+
+    /// Removes an acknowledged message. Returns false when it was not (or no longer) queued.
+    @discardableResult
+    public func acknowledge(key: String) throws -> Bool {
+        try db.execute(sql: "DELETE FROM outbox WHERE key = ?", arguments: [key])
+        return db.changesCount > 0
+    }
+
+    // MARK: deduplication
+
+    /// Records that an update id was applied. Returns false when it already was (a duplicate).
+    public func markApplied(_ updateID: String, at now: Date) throws -> Bool {
+        try db.execute(sql: "INSERT OR IGNORE INTO applied_updates (id, applied_ms) VALUES (?, ?)",
+                       arguments: [updateID, now.unixMs])
+        return db.changesCount > 0
+    }
+
+    // MARK: regions (national)
+
+    public func upsertRegion(_ s: RegionSummary, seen: Date) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO regions (id, summary, last_seen_ms) VALUES (?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET summary = excluded.summary, last_seen_ms = excluded.last_seen_ms
+                """,
+            arguments: [s.region.rawValue, try jsonEncoder.encode(s), seen.unixMs])
+    }
+
+    public func regions() throws -> [(summary: RegionSummary, lastSeen: Date)] {
+        try Row.fetchAll(db, sql: "SELECT * FROM regions ORDER BY id").map { row in
+            (try jsonDecoder.decode(RegionSummary.self, from: row["summary"] as Data), Date(ms: row["last_seen_ms"]))
+        }
+    }
+
+    // MARK: meta
+
+    public func meta(_ key: String) throws -> String? {
+        try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [key])
+    }
+
+    public func setMeta(_ key: String, _ value: String) throws {
+        try db.execute(sql: "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                       arguments: [key, value])
+    }
+}
+
+extension Date {
+    var unixMs: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
+    init(ms: Int64) { self.init(timeIntervalSince1970: Double(ms) / 1000) }
+}

@@ -1,0 +1,1 @@
+// GridProbe tests live beside this file.
