@@ -12,6 +12,18 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         self.staleAfterSeconds = staleAfterSeconds
         self.allowQueueing = allowQueueing
     }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case staleAfterSeconds = "stale_after_seconds"
+        case allowQueueing = "allow_queueing"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        staleAfterSeconds = try c.value(.staleAfterSeconds, default: 30)
+        allowQueueing = try c.value(.allowQueueing, default: true)
+    }
 }
 
 public struct RegionCandidate: Sendable {

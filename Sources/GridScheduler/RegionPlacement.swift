@@ -30,6 +30,14 @@ public struct PlacementPolicy: Sendable, Codable, Hashable {
     /// Whether devices reported `degraded` may take work (they are still correct, only slower).
     public var allowDegraded: Bool
     public init(allowDegraded: Bool = true) { self.allowDegraded = allowDegraded }
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case allowDegraded = "allow_degraded" }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        allowDegraded = try c.value(.allowDegraded, default: true)
+    }
 }
 
 /// The placer's decision for one tick: which jobs go where, and why the rest wait.

@@ -32,9 +32,20 @@ public struct AssignmentRecord: Sendable, Hashable {
     public var node: NodeID
     public var epoch: Int
     public var deviceIDs: [String]
-    /// "pending" (not acked), "accepted", "finished", "lost".
+    /// "pending" (sent, not acknowledged), "accepted", "done", "rejected", "revoked".
+    /// Only pending and accepted hold devices.
     public var state: String
     public var createdAt: Date
+
+    public init(id: AssignmentID, job: JobID, node: NodeID, epoch: Int, deviceIDs: [String], state: String, createdAt: Date) {
+        self.id = id
+        self.job = job
+        self.node = node
+        self.epoch = epoch
+        self.deviceIDs = deviceIDs
+        self.state = state
+        self.createdAt = createdAt
+    }
 }
 
 /// SQLite persistence for one controller. One file per controller; WAL with synchronous=FULL

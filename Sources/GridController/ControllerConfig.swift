@@ -1,0 +1,159 @@
+import Foundation
+import GridCore
+import GridScheduler
+import Yams
+
+/// Which level of the hierarchy a controller process serves.
+public enum ControllerRole: String, Codable, Sendable, CaseIterable {
+    case region, national
+}
+
+/// Settings of one controller process. Every key is optional in the YAML file; the defaults
+/// below apply. Precedence: defaults < file < environment (`GRID_*`) < command-line flags.
+/// See controller-config/README.md for the documented sample.
+public struct ControllerConfig: Codable, Sendable, Equatable {
+    /// `region` or `national`. Default `region`.
+    public var role: ControllerRole = .region
+    /// Region id (role region) or scheduler name (role national). Default `region-1` / `national`.
+    public var id: String = "region-1"
+    /// ROUTER endpoint this controller binds for children and `gridctl`.
+    /// Default `tcp://127.0.0.1:7710` (region), `tcp://127.0.0.1:7700` (national).
+    public var bind: String = "tcp://127.0.0.1:7710"
+    /// Region only: the national scheduler's endpoint. Default `tcp://127.0.0.1:7700`.
+    public var national: String = "tcp://127.0.0.1:7700"
+    /// Directory of the SQLite file; relative paths are resolved against the config file's
+    /// directory. Default `/var/lib/computegrid/<id>`.
+    public var dataDir: String = ""
+    /// Heartbeat period the region asks agents for. Default 1000 ms.
+    public var heartbeatIntervalMs: Int = 1000
+    /// A node silent this long is declared lost and its work re-queued. Default 10000 ms.
+    public var nodeLostAfterMs: Int = 10_000
+    /// How often a region reports to the national scheduler. Default 1000 ms.
+    public var summaryIntervalMs: Int = 1000
+    /// How long an unacknowledged assignment/forward/status waits before it is resent. Default 1000 ms.
+    public var retryIntervalMs: Int = 1000
+    /// Largest message accepted on any socket. Default 4 MiB.
+    public var maxMessageBytes: Int = 4 << 20
+    /// Region placement policy.
+    public var placement: PlacementPolicy = PlacementPolicy()
+    /// National routing policy.
+    public var routing: RoutingPolicy = RoutingPolicy()
+    /// trace, debug, info, notice, warning, error, critical. Default `info`.
+    public var logLevel: String = "info"
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case role, id, bind, national
+        case dataDir = "data_dir"
+        case heartbeatIntervalMs = "heartbeat_interval_ms"
+        case nodeLostAfterMs = "node_lost_after_ms"
+        case summaryIntervalMs = "summary_interval_ms"
+        case retryIntervalMs = "retry_interval_ms"
+        case maxMessageBytes = "max_message_bytes"
+        case placement, routing
+        case logLevel = "log_level"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = ControllerConfig()
+        role = try c.value(.role, default: d.role)
+        let defaultsForRole = ControllerConfig.defaults(for: role)
+        id = try c.value(.id, default: defaultsForRole.id)
+        bind = try c.value(.bind, default: defaultsForRole.bind)
+        national = try c.value(.national, default: d.national)
+        dataDir = try c.value(.dataDir, default: d.dataDir)
+        heartbeatIntervalMs = try c.value(.heartbeatIntervalMs, default: d.heartbeatIntervalMs)
+        nodeLostAfterMs = try c.value(.nodeLostAfterMs, default: d.nodeLostAfterMs)
+        summaryIntervalMs = try c.value(.summaryIntervalMs, default: d.summaryIntervalMs)
+        retryIntervalMs = try c.value(.retryIntervalMs, default: d.retryIntervalMs)
+        maxMessageBytes = try c.value(.maxMessageBytes, default: d.maxMessageBytes)
+        placement = try c.value(.placement, default: d.placement)
+        routing = try c.value(.routing, default: d.routing)
+        logLevel = try c.value(.logLevel, default: d.logLevel)
+    }
+
+    /// Role-specific defaults for id and bind.
+    public static func defaults(for role: ControllerRole) -> ControllerConfig {
+        var c = ControllerConfig()
+        c.role = role
+        if role == .national {
+            c.id = "national"
+            c.bind = "tcp://127.0.0.1:7700"
+        }
+        return c
+    }
+
+    /// Every problem with the values, each naming its key.
+    public func problems() -> [String] {
+        var out: [String] = []
+        if let p = IdentifierRules.problem(with: id) { out.append("id: '\(id)' \(p)") }
+        if !bind.contains("://") { out.append("bind: '\(bind)' is not a ZeroMQ endpoint (e.g. tcp://0.0.0.0:7710)") }
+        if role == .region && !national.contains("://") { out.append("national: '\(national)' is not a ZeroMQ endpoint") }
+        for (k, v) in [("heartbeat_interval_ms", heartbeatIntervalMs), ("node_lost_after_ms", nodeLostAfterMs),
+                       ("summary_interval_ms", summaryIntervalMs), ("retry_interval_ms", retryIntervalMs)] where v <= 0 {
+            out.append("\(k): must be > 0, got \(v)")
+        }
+        if nodeLostAfterMs < 3 * heartbeatIntervalMs {
+            out.append("node_lost_after_ms: \(nodeLostAfterMs) is less than 3 heartbeats (\(3 * heartbeatIntervalMs)); nodes would flap")
+        }
+        if maxMessageBytes < 64 << 10 { out.append("max_message_bytes: at least 65536, got \(maxMessageBytes)") }
+        return out
+    }
+
+    /// Loads a YAML file (nil = defaults), applies environment overrides, resolves relative
+    /// paths against the file's directory, and validates.
+    public static func load(path: String?, role: ControllerRole?, environment: [String: String]) throws -> ControllerConfig {
+        var config: ControllerConfig
+        var baseDir = FileManager.default.currentDirectoryPath
+        let source = path ?? "(defaults)"
+        if let path {
+            let url = URL(fileURLWithPath: path)
+            baseDir = url.deletingLastPathComponent().path
+            let text: String
+            do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+                throw ConfigError(source: path, problems: ["cannot read file: \(error.localizedDescription)"])
+            }
+            do {
+                config = text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+                    ? ControllerConfig.defaults(for: role ?? .region)
+                    : try YAMLDecoder().decode(ControllerConfig.self, from: text)
+            } catch {
+                throw ConfigError(source: path, problems: [describeDecodingError(error)])
+            }
+        } else {
+            config = ControllerConfig.defaults(for: role ?? .region)
+        }
+        if let role, role != config.role {
+            let wasDefaultBind = config.bind == ControllerConfig.defaults(for: config.role).bind
+            let wasDefaultID = config.id == ControllerConfig.defaults(for: config.role).id
+            config.role = role
+            if wasDefaultBind { config.bind = ControllerConfig.defaults(for: role).bind }
+            if wasDefaultID { config.id = ControllerConfig.defaults(for: role).id }
+        }
+        var problems: [String] = []
+        let env: [(String, (inout ControllerConfig, String) -> Void)] = [
+            ("GRID_CONTROLLER_ID", { $0.id = $1 }),
+            ("GRID_CONTROLLER_BIND", { $0.bind = $1 }),
+            ("GRID_CONTROLLER_NATIONAL", { $0.national = $1 }),
+            ("GRID_CONTROLLER_DATA_DIR", { $0.dataDir = $1 }),
+            ("GRID_LOG_LEVEL", { $0.logLevel = $1 }),
+        ]
+        for (name, apply) in env {
+            if let v = environment[name], !v.isEmpty { apply(&config, v) }
+        }
+        if config.dataDir.isEmpty {
+            config.dataDir = "/var/lib/computegrid/\(config.id)"
+        } else if !config.dataDir.hasPrefix("/") {
+            config.dataDir = URL(fileURLWithPath: baseDir).appendingPathComponent(config.dataDir).standardizedFileURL.path
+        }
+        problems += config.problems()
+        if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
+        return config
+    }
+
+    /// The controller's SQLite file.
+    public var databasePath: String { URL(fileURLWithPath: dataDir).appendingPathComponent("\(id).sqlite").path }
+}

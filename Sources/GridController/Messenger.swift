@@ -1,0 +1,66 @@
+import Foundation
+import GridProtocol
+import GridTransport
+import Logging
+
+/// Envelope plumbing every controller shares: numbering outbound messages, decoding inbound
+/// ones, and counting (never crashing on) what cannot be decoded.
+struct Messenger {
+    let sender: String
+    let codec: EnvelopeCodec
+    let logger: Logger
+    private(set) var sequence: UInt64 = 0
+    /// Rejected inbound frames by reason label (ProtocolError.counterLabel, "bad_shape").
+    private(set) var rejected: [String: Int] = [:]
+
+    init(sender: String, maxFrameBytes: Int, logger: Logger) {
+        self.sender = sender
+        self.codec = EnvelopeCodec(maxFrameBytes: maxFrameBytes)
+        self.logger = logger
+    }
+
+    mutating func output(_ body: Body, to peer: Peer, replyTo: UInt64 = 0, delimited: Bool = false) -> LoopOutput {
+        sequence &+= 1
+        let frame = codec.encode(Message(sender: sender, sequence: sequence, replyTo: replyTo, body: body))
+        return LoopOutput(to: peer, payload: frame, delimited: delimited)
+    }
+
+    /// Decodes a frame or logs and counts why not.
+    mutating func decode(_ payload: [UInt8], from peer: Peer) -> Message? {
+        do {
+            return try codec.decode(payload)
+        } catch {
+            rejected[error.counterLabel, default: 0] += 1
+            logger.warning("rejected frame", metadata: [
+                "from": "\(peer.label)", "reason": "\(error)", "bytes": "\(payload.count)",
+                "rejected_total": "\(rejected.values.reduce(0, +))",
+            ])
+            return nil
+        }
+    }
+
+    mutating func countBadShape(from peer: Peer, frames: Int) {
+        rejected["bad_shape", default: 0] += 1
+        logger.warning("rejected message with \(frames) frames; expected [identity, payload]", metadata: ["from": "\(peer.label)"])
+    }
+}
+
+/// Reply context: who asked, so answers go back the way the question came.
+struct Origin {
+    var peer: Peer
+    var sequence: UInt64
+    var delimited: Bool
+}
+
+extension Messenger {
+    mutating func reply(_ body: Body, to origin: Origin) -> LoopOutput {
+        output(body, to: origin.peer, replyTo: origin.sequence, delimited: origin.delimited)
+    }
+
+    mutating func error(_ code: String, _ message: String, to origin: Origin) -> LoopOutput {
+        var e = Wire.ErrorReply()
+        e.code = code
+        e.message = message
+        return reply(.errorReply(e), to: origin)
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+
+/// A coding key for any string, used to list the keys a config file actually contains.
+public struct AnyCodingKey: CodingKey, Hashable, Sendable {
+    public var stringValue: String
+    public var intValue: Int?
+    public init(_ s: String) { stringValue = s }
+    public init?(stringValue: String) { self.stringValue = stringValue }
+    public init?(intValue: Int) {
+        stringValue = String(intValue)
+        self.intValue = intValue
+    }
+}
+
+/// Problems in a configuration file or override, each naming the key and what to do.
+public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var source: String
+    public var problems: [String]
+    public init(source: String, problems: [String]) {
+        self.source = source
+        self.problems = problems
+    }
+    public var description: String {
+        "configuration \(source) is invalid:\n" + problems.map { "  - \($0)" }.joined(separator: "\n")
+    }
+}
+
+extension Decoder {
+    /// Throws when the mapping at this level holds keys the config type does not know, so a
+    /// typo ("hearbeat_interval") is an error instead of a silently ignored setting.
+    public func rejectUnknownKeys(_ known: [String]) throws {
+        let container = try container(keyedBy: AnyCodingKey.self)
+        let unknown = container.allKeys.map(\.stringValue).filter { !known.contains($0) }.sorted()
+        guard !unknown.isEmpty else { return }
+        let path = codingPath.map(\.stringValue).joined(separator: ".")
+        let at = path.isEmpty ? "top level" : "'\(path)'"
+        throw DecodingError.dataCorrupted(.init(
+            codingPath: codingPath,
+            debugDescription: "unknown key(s) \(unknown.map { "'\($0)'" }.joined(separator: ", ")) at \(at); known keys: \(known.sorted().joined(separator: ", "))"))
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// `decodeIfPresent` falling back to a default: every config key is optional in files.
+    public func value<T: Decodable>(_ key: Key, default value: T) throws -> T {
+        try decodeIfPresent(T.self, forKey: key) ?? value
+    }
+}
+
+/// Renders a DecodingError as "key.path: what went wrong" for config diagnostics.
+public func describeDecodingError(_ error: any Error) -> String {
+    guard let e = error as? DecodingError else { return String(describing: error) }
+    func path(_ p: [any CodingKey]) -> String {
+        let s = p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        return s.isEmpty ? "top level" : s
+    }
+    switch e {
+    case .typeMismatch(let type, let ctx):
+        return "\(path(ctx.codingPath)): expected \(type); \(ctx.debugDescription)"
+    case .valueNotFound(let type, let ctx):
+        return "\(path(ctx.codingPath)): missing \(type) value"
+    case .keyNotFound(let key, let ctx):
+        return "\(path(ctx.codingPath + [key])): required key missing"
+    case .dataCorrupted(let ctx):
+        return "\(path(ctx.codingPath)): \(ctx.debugDescription)"
+    @unknown default:
+        return String(describing: e)
+    }
+}

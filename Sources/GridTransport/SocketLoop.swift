@@ -1,0 +1,265 @@
+import CZeroMQ
+import Foundation
+import Synchronization
+
+/// Where a frame came from or goes to: a peer of the bound ROUTER (by its routing identity) or
+/// the single upstream DEALER connection.
+public enum Peer: Hashable, Sendable {
+    case downstream(identity: [UInt8])
+    case upstream
+
+    /// Printable form for logs (identities are usually ASCII, otherwise hex).
+    public var label: String {
+        switch self {
+        case .upstream: return "upstream"
+        case .downstream(let id):
+            if let s = String(bytes: id, encoding: .utf8), s.allSatisfy({ $0.isASCII && !$0.isNewline && $0 != "\0" }) {
+                return "peer '\(s)'"
+            }
+            return "peer 0x" + id.map { String(format: "%02x", $0) }.joined()
+        }
+    }
+}
+
+/// What the loop hands the role's handler.
+public enum LoopInput<Event: Sendable> {
+    /// One payload frame from a peer. `delimited` is true when the peer used a REQ-style empty
+    /// delimiter frame, so the reply must carry one too.
+    case frame(from: Peer, payload: [UInt8], delimited: Bool)
+    /// A ROUTER message that did not have the shape [identity, (empty,) payload].
+    case badShape(from: Peer, frames: Int)
+    /// Posted from another thread with `SocketLoop.post`.
+    case event(Event)
+    /// Periodic timer, every `tickMilliseconds`.
+    case tick
+}
+
+/// A frame for the loop to send.
+public struct LoopOutput: Sendable {
+    public var to: Peer
+    public var payload: [UInt8]
+    public var delimited: Bool
+    public init(to: Peer, payload: [UInt8], delimited: Bool = false) {
+        self.to = to
+        self.payload = payload
+        self.delimited = delimited
+    }
+}
+
+/// Socket settings shared by every role. Defaults suit a LAN/WAN control plane.
+public struct SocketLoopOptions: Sendable {
+    /// Endpoint the ROUTER binds (agents, child regions and `gridctl` connect here); nil = none.
+    public var bind: String?
+    /// Endpoint the DEALER connects to (the parent controller); nil = none.
+    public var connect: String?
+    /// Routing identity of the DEALER, so the parent can address replies across reconnects.
+    public var identity: String?
+    /// Largest inbound message libzmq accepts; bigger ones drop the connection before we see them.
+    public var maxMessageBytes: Int
+    public var highWaterMark: Int32
+    public var tickMilliseconds: Int
+    /// ZMTP heartbeats detect dead TCP peers that never send FIN.
+    public var heartbeatIntervalMs: Int32
+    public var heartbeatTimeoutMs: Int32
+    public var reconnectIntervalMs: Int32
+    public var reconnectIntervalMaxMs: Int32
+    /// CURVE: server secret key for the ROUTER (nil = plaintext).
+    public var curveServerSecretKey: String?
+    /// CURVE: (server public key, own public key, own secret key) for the DEALER.
+    public var curveClient: (serverKey: String, publicKey: String, secretKey: String)?
+
+    public init(
+        bind: String? = nil, connect: String? = nil, identity: String? = nil,
+        maxMessageBytes: Int = 4 << 20, highWaterMark: Int32 = 10_000, tickMilliseconds: Int = 100,
+        heartbeatIntervalMs: Int32 = 2_000, heartbeatTimeoutMs: Int32 = 6_000,
+        reconnectIntervalMs: Int32 = 100, reconnectIntervalMaxMs: Int32 = 5_000,
+        curveServerSecretKey: String? = nil,
+        curveClient: (serverKey: String, publicKey: String, secretKey: String)? = nil
+    ) {
+        self.bind = bind
+        self.connect = connect
+        self.identity = identity
+        self.maxMessageBytes = maxMessageBytes
+        self.highWaterMark = highWaterMark
+        self.tickMilliseconds = tickMilliseconds
+        self.heartbeatIntervalMs = heartbeatIntervalMs
+        self.heartbeatTimeoutMs = heartbeatTimeoutMs
+        self.reconnectIntervalMs = reconnectIntervalMs
+        self.reconnectIntervalMaxMs = reconnectIntervalMaxMs
+        self.curveServerSecretKey = curveServerSecretKey
+        self.curveClient = curveClient
+    }
+}
+
+/// Counters a loop keeps about what it could not deliver.
+public struct SocketLoopStats: Sendable, Equatable {
+    public var received = 0
+    public var sent = 0
+    /// ROUTER sends to an identity that is not connected (EHOSTUNREACH); callers retry later.
+    public var unroutable = 0
+    /// Sends dropped because the peer's queue was full.
+    public var wouldBlock = 0
+}
+
+/// One thread that owns a ROUTER (bound) and/or a DEALER (connected), a mailbox and a timer,
+/// and feeds everything to a synchronous handler. Roles keep all socket I/O here, so their
+/// logic never touches libzmq and stays testable without sockets.
+public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
+    // Sockets are touched only by the loop thread after `init` returns (thread start is a
+    // full memory barrier, which libzmq requires for migrating sockets between threads).
+    private let context: ZMQContext
+    private let router: ZMQSocket?
+    private let dealer: ZMQSocket?
+    private let mailbox: Mailbox<Event?>
+    private let stopFlag = Atomic<Bool>(false)
+    private let tickMs: Int
+    private let statsBox = Mutex(SocketLoopStats())
+
+    /// The endpoint the ROUTER actually bound (resolves `tcp://127.0.0.1:*`).
+    public let boundEndpoint: String?
+
+    public init(options: SocketLoopOptions) throws(ZMQError) {
+        context = try ZMQContext()
+        mailbox = try Mailbox<Event?>()
+        tickMs = max(1, options.tickMilliseconds)
+        if let bind = options.bind {
+            let r = try ZMQSocket(context, .router)
+            try r.setRouterMandatory(true)
+            try r.setMaxMessageSize(Int64(options.maxMessageBytes))
+            try r.setSendHighWaterMark(options.highWaterMark)
+            try r.setReceiveHighWaterMark(options.highWaterMark)
+            try r.setHeartbeat(intervalMs: options.heartbeatIntervalMs, timeoutMs: options.heartbeatTimeoutMs, ttlMs: options.heartbeatTimeoutMs)
+            if let secret = options.curveServerSecretKey { try r.setCurveServer(secretKey: secret) }
+            try r.bind(bind)
+            router = r
+            boundEndpoint = try r.lastEndpoint()
+        } else {
+            router = nil
+            boundEndpoint = nil
+        }
+        if let connect = options.connect {
+            let d = try ZMQSocket(context, .dealer)
+            if let id = options.identity { try d.setRoutingID(Array(id.utf8)) }
+            try d.setMaxMessageSize(Int64(options.maxMessageBytes))
+            try d.setSendHighWaterMark(options.highWaterMark)
+            try d.setReceiveHighWaterMark(options.highWaterMark)
+            try d.setHeartbeat(intervalMs: options.heartbeatIntervalMs, timeoutMs: options.heartbeatTimeoutMs, ttlMs: options.heartbeatTimeoutMs)
+            try d.setReconnectInterval(milliseconds: options.reconnectIntervalMs, max: options.reconnectIntervalMaxMs)
+            // Queue only to completed connections: a message for a parent that is down stays
+            // in our outbox (and is retried) instead of piling up inside libzmq.
+            try d.setImmediate(true)
+            if let c = options.curveClient {
+                try d.setCurveClient(serverKey: c.serverKey, publicKey: c.publicKey, secretKey: c.secretKey)
+            }
+            try d.connect(connect)
+            dealer = d
+        } else {
+            dealer = nil
+        }
+    }
+
+    deinit {
+        router?.close()
+        dealer?.close()
+        context.terminate()
+    }
+
+    public var stats: SocketLoopStats { statsBox.withLock { $0 } }
+
+    /// Hands an event to the loop thread. Safe from any thread.
+    public func post(_ event: Event) { mailbox.post(event) }
+
+    /// Asks the loop to return after the current iteration. Safe from any thread.
+    public func stop() {
+        stopFlag.store(true, ordering: .releasing)
+        mailbox.post(nil)
+    }
+
+    /// Runs until `stop()`. Blocks the calling thread: call from `runOnDedicatedThread`.
+    public func run(_ handler: (LoopInput<Event>) -> [LoopOutput]) {
+        var items: [PollItem] = [mailbox.pollItem]
+        if let router { items.append(router.pollItem) }
+        if let dealer { items.append(dealer.pollItem) }
+        var nextTick = DispatchTime.now().uptimeNanoseconds
+        while !stopFlag.load(ordering: .acquiring) {
+            let now = DispatchTime.now().uptimeNanoseconds
+            if now >= nextTick {
+                send(handler(.tick))
+                nextTick = now + UInt64(tickMs) * 1_000_000
+            }
+            let waitMs = Int((nextTick - min(nextTick, DispatchTime.now().uptimeNanoseconds)) / 1_000_000)
+            let ready: [Bool]
+            do { ready = try poll(items, timeoutMs: max(0, waitMs)) } catch {
+                if error.contextTerminated { return }
+                continue
+            }
+            if ready[0] {
+                for event in mailbox.drain() {
+                    guard let event else { continue }
+                    send(handler(.event(event)))
+                }
+            }
+            var index = 1
+            if let router {
+                if ready[index] { drain(router, handler, upstream: false) }
+                index += 1
+            }
+            if let dealer, ready[index] { drain(dealer, handler, upstream: true) }
+        }
+    }
+
+    private func drain(_ socket: ZMQSocket, _ handler: (LoopInput<Event>) -> [LoopOutput], upstream: Bool) {
+        // Bounded batch so one busy socket cannot starve timers and the mailbox.
+        for _ in 0..<256 {
+            let frames: [[UInt8]]?
+            do { frames = try socket.receive(dontWait: true) } catch { return }
+            guard let frames else { return }
+            statsBox.withLock { $0.received += 1 }
+            if upstream {
+                // DEALER from our parent: [payload] or [empty, payload].
+                if frames.count == 1 {
+                    send(handler(.frame(from: .upstream, payload: frames[0], delimited: false)))
+                } else if frames.count == 2, frames[0].isEmpty {
+                    send(handler(.frame(from: .upstream, payload: frames[1], delimited: true)))
+                } else {
+                    send(handler(.badShape(from: .upstream, frames: frames.count)))
+                }
+            } else {
+                let peer = Peer.downstream(identity: frames[0])
+                if frames.count == 2 {
+                    send(handler(.frame(from: peer, payload: frames[1], delimited: false)))
+                } else if frames.count == 3, frames[1].isEmpty {
+                    send(handler(.frame(from: peer, payload: frames[2], delimited: true)))
+                } else {
+                    send(handler(.badShape(from: peer, frames: frames.count)))
+                }
+            }
+        }
+    }
+
+    private func send(_ outputs: [LoopOutput]) {
+        for out in outputs {
+            var frames: [[UInt8]] = []
+            let socket: ZMQSocket?
+            switch out.to {
+            case .upstream:
+                socket = dealer
+            case .downstream(let identity):
+                socket = router
+                frames.append(identity)
+            }
+            guard let socket else { continue }
+            if out.delimited { frames.append([]) }
+            frames.append(out.payload)
+            do {
+                if try socket.send(frames, dontWait: true) {
+                    statsBox.withLock { $0.sent += 1 }
+                } else {
+                    statsBox.withLock { $0.wouldBlock += 1 }
+                }
+            } catch {
+                statsBox.withLock { $0.unroutable += 1 }
+            }
+        }
+    }
+}

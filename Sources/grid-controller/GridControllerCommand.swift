@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import GridController
+import GridCore
+import Logging
+import ServiceLifecycle
+
+@main
+struct GridControllerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "grid-controller",
+        abstract: "Regional controller or national scheduler of a ComputeGrid network.",
+        discussion: "Settings come from --config (YAML, see controller-config/README.md), then GRID_* environment variables, then these flags.")
+
+    @Option(help: "region or national (default: the config file's role, else region).")
+    var role: ControllerRole?
+    @Option(help: "YAML configuration file.")
+    var config: String?
+    @Option(help: "Region id or scheduler name (overrides 'id').")
+    var id: String?
+    @Option(help: "ROUTER endpoint to bind, e.g. tcp://0.0.0.0:7710; tcp://127.0.0.1:* picks a free port (overrides 'bind').")
+    var bind: String?
+    @Option(help: "Region only: national scheduler endpoint (overrides 'national').")
+    var national: String?
+    @Option(help: "Directory for the SQLite file (overrides 'data_dir').")
+    var dataDir: String?
+    @Option(help: "trace|debug|info|notice|warning|error|critical (overrides 'log_level').")
+    var logLevel: String?
+
+    func run() async throws {
+        var cfg: ControllerConfig
+        do {
+            cfg = try ControllerConfig.load(path: config, role: role, environment: ProcessInfo.processInfo.environment)
+            if let id { cfg.id = id }
+            if let bind { cfg.bind = bind }
+            if let national { cfg.national = national }
+            if let dataDir { cfg.dataDir = URL(fileURLWithPath: dataDir).standardizedFileURL.path }
+            if let logLevel { cfg.logLevel = logLevel }
+            let problems = cfg.problems()
+            if !problems.isEmpty { throw ConfigError(source: "command line", problems: problems) }
+        } catch let error as ConfigError {
+            FileHandle.standardError.write(Data("grid-controller: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        guard let level = Logger.Level(rawValue: cfg.logLevel) else {
+            FileHandle.standardError.write(Data("grid-controller: log_level '\(cfg.logLevel)' is not one of trace, debug, info, notice, warning, error, critical\n".utf8))
+            throw ExitCode(2)
+        }
+        let name = "\(cfg.role.rawValue):\(cfg.id)"
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: name)
+        let service: ControllerService
+        do {
+            service = try ControllerService(config: cfg, logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("grid-controller: cannot start \(name): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        // Scripts and tests read the bound endpoint from this line.
+        FileHandle.standardOutput.write(Data("grid-controller \(name) listening on \(service.endpoint)\n".utf8))
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: service)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+    }
+}
+
+extension ControllerRole: ExpressibleByArgument {}
