@@ -1,0 +1,117 @@
+import Foundation
+import GridCore
+import Yams
+
+/// Settings of one node agent. Every key is optional in the YAML file; the defaults below
+/// apply. Precedence: defaults < file < environment (`GRID_AGENT_*`) < command-line flags.
+/// agent-config/README.md documents each key.
+public struct AgentConfig: Codable, Sendable {
+    /// This node's id in the network. Default: the host name.
+    public var nodeID: String = ""
+    /// Region controller endpoint. Default `tcp://127.0.0.1:7710`.
+    public var region: String = "tcp://127.0.0.1:7710"
+    /// Where job output files go; relative paths resolve against the config file's directory.
+    /// Default `/var/lib/computegrid/agent`.
+    public var dataDir: String = ""
+    /// Heartbeat period until the region says otherwise in its RegisterAck. Default 1000 ms.
+    public var heartbeatIntervalMs: Int = 1000
+    /// Seconds between full probes of the devices. Default 30.
+    public var probeIntervalSeconds: Double = 30
+    /// Captured vendor-tool outputs to use instead of probing this host (simulation, demos,
+    /// tests); relative paths resolve against the config file's directory. Default: none.
+    public var simulate: [String] = []
+    /// Bytes of a job's combined stdout/stderr reported back when it ends. Default 4096.
+    public var outputTailBytes: Int = 4096
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out. Default 5.
+    public var killGraceSeconds: Double = 5
+    /// Largest message accepted from the region. Default 4 MiB.
+    public var maxMessageBytes: Int = 4 << 20
+    /// Extra environment variables every job gets (job env wins). Default: none.
+    public var jobEnvironment: [String: String] = [:]
+    /// trace, debug, info, notice, warning, error, critical. Default `info`.
+    public var logLevel: String = "info"
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case nodeID = "node_id"
+        case region
+        case dataDir = "data_dir"
+        case heartbeatIntervalMs = "heartbeat_interval_ms"
+        case probeIntervalSeconds = "probe_interval_s"
+        case simulate
+        case outputTailBytes = "output_tail_bytes"
+        case killGraceSeconds = "kill_grace_s"
+        case maxMessageBytes = "max_message_bytes"
+        case jobEnvironment = "job_environment"
+        case logLevel = "log_level"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = AgentConfig()
+        nodeID = try c.value(.nodeID, default: d.nodeID)
+        region = try c.value(.region, default: d.region)
+        dataDir = try c.value(.dataDir, default: d.dataDir)
+        heartbeatIntervalMs = try c.value(.heartbeatIntervalMs, default: d.heartbeatIntervalMs)
+        probeIntervalSeconds = try c.value(.probeIntervalSeconds, default: d.probeIntervalSeconds)
+        simulate = try c.value(.simulate, default: d.simulate)
+        outputTailBytes = try c.value(.outputTailBytes, default: d.outputTailBytes)
+        killGraceSeconds = try c.value(.killGraceSeconds, default: d.killGraceSeconds)
+        maxMessageBytes = try c.value(.maxMessageBytes, default: d.maxMessageBytes)
+        jobEnvironment = try c.value(.jobEnvironment, default: d.jobEnvironment)
+        logLevel = try c.value(.logLevel, default: d.logLevel)
+    }
+
+    public func problems() -> [String] {
+        var out: [String] = []
+        if let p = IdentifierRules.problem(with: nodeID) { out.append("node_id: '\(nodeID)' \(p)") }
+        if !region.contains("://") { out.append("region: '\(region)' is not a ZeroMQ endpoint (e.g. tcp://10.0.0.5:7710)") }
+        if heartbeatIntervalMs <= 0 { out.append("heartbeat_interval_ms: must be > 0, got \(heartbeatIntervalMs)") }
+        if probeIntervalSeconds <= 0 { out.append("probe_interval_s: must be > 0, got \(probeIntervalSeconds)") }
+        if outputTailBytes < 0 || outputTailBytes > 1 << 20 { out.append("output_tail_bytes: 0...1048576, got \(outputTailBytes)") }
+        if killGraceSeconds < 0 { out.append("kill_grace_s: must be >= 0") }
+        for path in simulate where !FileManager.default.isReadableFile(atPath: path) {
+            out.append("simulate: cannot read '\(path)'")
+        }
+        return out
+    }
+
+    /// Loads a YAML file (nil = defaults), applies environment overrides, resolves relative
+    /// paths against the file's directory, and validates.
+    public static func load(path: String?, environment: [String: String], validate: Bool = true) throws -> AgentConfig {
+        var config = AgentConfig()
+        var baseDir = FileManager.default.currentDirectoryPath
+        if let path {
+            let url = URL(fileURLWithPath: path)
+            baseDir = url.deletingLastPathComponent().path
+            let text: String
+            do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+                throw ConfigError(source: path, problems: ["cannot read file: \(error.localizedDescription)"])
+            }
+            if !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                do { config = try YAMLDecoder().decode(AgentConfig.self, from: text) } catch {
+                    throw ConfigError(source: path, problems: [describeDecodingError(error)])
+                }
+            }
+        }
+        if let v = environment["GRID_AGENT_NODE_ID"], !v.isEmpty { config.nodeID = v }
+        if let v = environment["GRID_AGENT_REGION"], !v.isEmpty { config.region = v }
+        if let v = environment["GRID_AGENT_DATA_DIR"], !v.isEmpty { config.dataDir = v }
+        if let v = environment["GRID_LOG_LEVEL"], !v.isEmpty { config.logLevel = v }
+        if config.nodeID.isEmpty {
+            config.nodeID = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
+        }
+        func resolve(_ p: String) -> String {
+            p.hasPrefix("/") ? p : URL(fileURLWithPath: baseDir).appendingPathComponent(p).standardizedFileURL.path
+        }
+        config.dataDir = config.dataDir.isEmpty ? "/var/lib/computegrid/agent" : resolve(config.dataDir)
+        config.simulate = config.simulate.map(resolve)
+        if validate {
+            let problems = config.problems()
+            if !problems.isEmpty { throw ConfigError(source: path ?? "(defaults)", problems: problems) }
+        }
+        return config
+    }
+}

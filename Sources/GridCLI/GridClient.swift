@@ -1,0 +1,88 @@
+import Foundation
+import GridCore
+import GridProtocol
+import GridTransport
+
+/// Why a request to a controller did not get an answer.
+public struct ClientError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A synchronous request/reply client over a DEALER socket, for `gridctl` and tests.
+public final class GridClient {
+    let context: ZMQContext
+    let socket: ZMQSocket
+    let codec = EnvelopeCodec()
+    let endpoint: String
+    var sequence: UInt64 = 0
+    let sender: String
+
+    public init(endpoint: String, sender: String = "gridctl") throws {
+        self.endpoint = endpoint
+        self.sender = sender
+        do {
+            context = try ZMQContext()
+            socket = try ZMQSocket(context, .dealer)
+            try socket.connect(endpoint)
+        } catch {
+            throw ClientError("cannot connect to \(endpoint): \(error)")
+        }
+    }
+
+    deinit {
+        socket.close()
+        context.terminate()
+    }
+
+    /// Sends `body` and waits up to `timeout` seconds for the reply to it.
+    public func request(_ body: Body, timeout: Double = 5) throws -> Body {
+        sequence += 1
+        let seq = sequence
+        let frame = codec.encode(Message(sender: sender, sequence: seq, body: body))
+        do { try socket.send([frame]) } catch { throw ClientError("cannot send to \(endpoint): \(error)") }
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let left = deadline.timeIntervalSinceNow
+            if left <= 0 {
+                throw ClientError("no answer from \(endpoint) within \(Int(timeout))s; is the controller running? (set --controller or GRID_CONTROLLER)")
+            }
+            let ready = (try? poll([socket.pollItem], timeoutMs: Int(left * 1000) + 1)) ?? [false]
+            guard ready[0], let frames = try? socket.receive(dontWait: true), let payload = frames.last else { continue }
+            let message: Message
+            do { message = try codec.decode(payload) } catch {
+                throw ClientError("unreadable answer from \(endpoint): \(error)")
+            }
+            guard message.replyTo == seq else { continue }  // a late answer to an earlier request
+            if case .errorReply(let e) = message.body {
+                throw ClientError("\(endpoint) answered \(e.code): \(e.message)")
+            }
+            return message.body
+        }
+    }
+
+    public func submit(_ spec: JobSpec, id: JobID? = nil, timeout: Double = 5) throws -> Wire.SubmitReply {
+        var s = Wire.Submit()
+        s.spec = Wire.JobSpec(spec)
+        s.jobID = id?.rawValue ?? ""
+        guard case .submitReply(let r) = try request(.submit(s), timeout: timeout) else {
+            throw ClientError("\(endpoint) answered a submit with something else")
+        }
+        return r
+    }
+
+    public func query(_ kind: Wire.Query.Kind, job: String = "", timeout: Double = 5) throws -> Wire.QueryReply {
+        var q = Wire.Query()
+        q.kind = kind
+        q.jobID = job
+        guard case .queryReply(let r) = try request(.query(q), timeout: timeout) else {
+            throw ClientError("\(endpoint) answered a query with something else")
+        }
+        return r
+    }
+
+    public func jobs(timeout: Double = 5) throws -> [JobRecord] {
+        try query(.jobs, timeout: timeout).jobs.map { try $0.record() }
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import GridCore
+import Yams
+
+/// A job file as users write it (YAML). Keys:
+///
+///     name: matmul                # default: the file name without extension
+///     command: python3            # required; looked up on the node's PATH
+///     args: ["train.py", "--epochs", "1"]
+///     env: {BATCH: "64"}
+///     accelerators:               # default: count 1, any vendor/model/memory
+///       count: 2
+///       vendor: nvidia            # nvidia|amd|hygon|huawei|intel|habana|iluvatar
+///       model: A100               # case-insensitive substring of the device model
+///       min_memory: 40GiB         # MiB if a bare number; KiB/MiB/GiB/TiB and KB/MB/GB/TB accepted
+///     timeout_seconds: 3600
+///     allowed_regions: [guizhou, ningxia]
+public enum JobFile {
+    struct Raw: Decodable {
+        var name: String?
+        var command: String?
+        var args: [String]?
+        var env: [String: String]?
+        var accelerators: RawAccelerators?
+        var timeoutSeconds: Int?
+        var allowedRegions: [String]?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, command, args, env, accelerators
+            case timeoutSeconds = "timeout_seconds"
+            case allowedRegions = "allowed_regions"
+        }
+
+        init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decodeIfPresent(String.self, forKey: .name)
+            command = try c.decodeIfPresent(String.self, forKey: .command)
+            args = try c.decodeIfPresent([String].self, forKey: .args)
+            env = try c.decodeIfPresent([String: String].self, forKey: .env)
+            accelerators = try c.decodeIfPresent(RawAccelerators.self, forKey: .accelerators)
+            timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds)
+            allowedRegions = try c.decodeIfPresent([String].self, forKey: .allowedRegions)
+        }
+    }
+
+    struct RawAccelerators: Decodable {
+        var count: Int?
+        var vendor: String?
+        var model: String?
+        var minMemory: String?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case count, vendor, model
+            case minMemory = "min_memory"
+        }
+
+        init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            count = try c.decodeIfPresent(Int.self, forKey: .count)
+            vendor = try c.decodeIfPresent(String.self, forKey: .vendor)
+            model = try c.decodeIfPresent(String.self, forKey: .model)
+            if let n = try? c.decodeIfPresent(Int.self, forKey: .minMemory) {
+                minMemory = String(n)
+            } else {
+                minMemory = try c.decodeIfPresent(String.self, forKey: .minMemory)
+            }
+        }
+    }
+
+    /// Parses and validates a job file; errors name the file and every problem found.
+    public static func parse(_ text: String, source: String) throws -> JobSpec {
+        let raw: Raw
+        do { raw = try YAMLDecoder().decode(Raw.self, from: text) } catch {
+            throw ConfigError(source: source, problems: [describeDecodingError(error)])
+        }
+        var problems: [String] = []
+        var request = AcceleratorRequest(count: raw.accelerators?.count ?? 1)
+        if let v = raw.accelerators?.vendor {
+            if let vendor = AcceleratorVendor(loose: v) { request.vendor = vendor } else {
+                problems.append("accelerators.vendor: '\(v)' is not one of \(AcceleratorVendor.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+        request.model = raw.accelerators?.model
+        if let m = raw.accelerators?.minMemory {
+            if let mib = parseMemoryMiB(m) { request.minMemoryMiB = mib } else {
+                problems.append("accelerators.min_memory: '\(m)' is not a size (e.g. 40GiB, 16000MiB, or a number of MiB)")
+            }
+        }
+        let defaultName = URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
+        let spec = JobSpec(
+            name: raw.name ?? defaultName, command: raw.command ?? "", args: raw.args ?? [], env: raw.env ?? [:],
+            accelerators: request, timeoutSeconds: raw.timeoutSeconds,
+            allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init))
+        if raw.command == nil { problems.append("command: required (the program to run, e.g. python3)") }
+        problems += spec.problems().filter { !($0.hasPrefix("command:") && raw.command == nil) }
+        if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
+        return spec
+    }
+
+    /// "40GiB" → 40960; "16000" → 16000 (MiB); decimal units are converted exactly and rounded up.
+    public static func parseMemoryMiB(_ text: String) -> Int? {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        let digits = t.prefix { $0.isNumber || $0 == "." }
+        guard let value = Double(digits), value >= 0, value.isFinite else { return nil }
+        let unit = t.dropFirst(digits.count).trimmingCharacters(in: .whitespaces).lowercased()
+        let bytes: Double
+        switch unit {
+        case "", "mib", "mi", "m": bytes = value * 1_048_576
+        case "kib", "ki", "k": bytes = value * 1024
+        case "gib", "gi", "g": bytes = value * 1_073_741_824
+        case "tib", "ti", "t": bytes = value * 1_099_511_627_776
+        case "kb": bytes = value * 1e3
+        case "mb": bytes = value * 1e6
+        case "gb": bytes = value * 1e9
+        case "tb": bytes = value * 1e12
+        default: return nil
+        }
+        let mib = (bytes / 1_048_576).rounded(.up)
+        return mib < 1e12 ? Int(mib) : nil
+    }
+}
