@@ -31,7 +31,7 @@ let package = Package(
         // Vendor-tool parsers (pure) and the probe runner (processes with deadlines).
         .target(name: "GridProbe", dependencies: ["GridCore"]),
         // Accelerator catalog, vendor-neutral compute units and grading. Pure.
-        .target(name: "GridCatalog", dependencies: ["GridCore"], resources: [.copy("Resources/accelerators.csv")]),
+        .target(name: "GridCatalog", dependencies: ["GridCore"], exclude: ["README.md"], resources: [.copy("Resources/accelerators.csv")]),
         // Wire protocol: protobuf schema, generated code, envelope codec.
         .target(
             name: "GridProtocol",
@@ -110,10 +110,15 @@ let package = Package(
         .testTarget(name: "GridCoreTests", dependencies: ["GridCore"]),
         .testTarget(name: "GridCatalogTests", dependencies: ["GridCatalog", "GridCore"]),
         .testTarget(name: "GridProbeTests", dependencies: ["GridProbe", "GridCore"]),
-        .testTarget(name: "GridProtocolTests", dependencies: ["GridProtocol", "GridCore"]),
+        .testTarget(name: "GridProtocolTests", dependencies: ["GridProtocol", "GridCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "GridTransportTests", dependencies: ["GridTransport"]),
         .testTarget(name: "GridStoreTests", dependencies: ["GridStore", "GridCore"]),
         .testTarget(name: "GridSchedulerTests", dependencies: ["GridScheduler", "GridCore"]),
+        .testTarget(
+            name: "GridControllerTests",
+            dependencies: ["GridController", "GridCore", "GridProtocol", "GridStore", "GridTransport",
+                           .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["GridCore", "GridCLI", "GridProtocol", "GridTransport", "GridStore"]

@@ -1,5 +1,7 @@
 import Foundation
+import GridCatalog
 import GridCore
+import GridProbe
 import Yams
 
 /// Settings of one node agent. Every key is optional in the YAML file; the defaults below
@@ -30,6 +32,10 @@ public struct AgentConfig: Codable, Sendable {
     public var jobEnvironment: [String: String] = [:]
     /// trace, debug, info, notice, warning, error, critical. Default `info`.
     public var logLevel: String = "info"
+    /// Discovery, vendor tools, deadlines and health thresholds (see agent-config/README.md).
+    public var probe = ProbeSettings()
+    /// Grade thresholds for circular utilization (see agent-config/README.md).
+    public var grading = GradingPolicy()
 
     public init() {}
 
@@ -45,6 +51,7 @@ public struct AgentConfig: Codable, Sendable {
         case maxMessageBytes = "max_message_bytes"
         case jobEnvironment = "job_environment"
         case logLevel = "log_level"
+        case probe, grading
     }
 
     public init(from decoder: any Decoder) throws {
@@ -62,6 +69,8 @@ public struct AgentConfig: Codable, Sendable {
         maxMessageBytes = try c.value(.maxMessageBytes, default: d.maxMessageBytes)
         jobEnvironment = try c.value(.jobEnvironment, default: d.jobEnvironment)
         logLevel = try c.value(.logLevel, default: d.logLevel)
+        probe = try c.value(.probe, default: d.probe)
+        grading = try c.value(.grading, default: d.grading)
     }
 
     public func problems() -> [String] {

@@ -83,7 +83,8 @@ public enum Body: Sendable {
         }
     }
 
-    var message: any SwiftProtobuf.Message {
+    /// The payload message, for serialisation and logging.
+    public var message: any SwiftProtobuf.Message {
         switch self {
         case .register(let m): return m
         case .registerAck(let m): return m

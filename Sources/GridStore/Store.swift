@@ -143,6 +143,14 @@ public final class GridStore: Sendable {
         try wrap("integrity_check") { try pool.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") ?? "" } }
     }
 
+    /// Reads a PRAGMA value as text (journal_mode, synchronous...), for checks and diagnostics.
+    public func pragma(_ name: String) throws -> String {
+        guard name.allSatisfy({ $0.isLetter || $0 == "_" }) else {
+            throw StoreError(path: path, operation: "pragma", underlying: "invalid pragma name '\(name)'")
+        }
+        return try wrap("pragma \(name)") { try pool.read { try String.fetchOne($0, sql: "PRAGMA \(name)") ?? "" } }
+    }
+
     func wrap<T>(_ op: String, _ body: () throws -> T) throws -> T {
         do { return try body() } catch let e as StoreError { throw e } catch {
             throw StoreError(path: path, operation: op, underlying: String(describing: error))

@@ -168,6 +168,7 @@ public final class ZMQSocket {
     /// ROUTER: fail with EHOSTUNREACH instead of silently dropping a message to an unknown peer.
     public func setRouterMandatory(_ on: Bool) throws(ZMQError) { try setInt(ZMQ_ROUTER_MANDATORY, on ? 1 : 0, name: "ROUTER_MANDATORY") }
     public func setSendHighWaterMark(_ messages: Int32) throws(ZMQError) { try setInt(ZMQ_SNDHWM, messages, name: "SNDHWM") }
+    public func sendHighWaterMark() throws(ZMQError) -> Int32 { try getInt(ZMQ_SNDHWM, name: "SNDHWM") }
     public func setReceiveHighWaterMark(_ messages: Int32) throws(ZMQError) { try setInt(ZMQ_RCVHWM, messages, name: "RCVHWM") }
     public func setLinger(milliseconds: Int32) throws(ZMQError) { try setInt(ZMQ_LINGER, milliseconds, name: "LINGER") }
     /// Queue only to completed connections, so messages are not stranded on a dead peer's pipe.

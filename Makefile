@@ -1,0 +1,26 @@
+# ComputeGrid. The two commands a fresh machine needs:
+#   make demo   install missing system packages (as root), build, run a whole network on loopback
+#   make test   install missing system packages (as root), build, run every test
+SWIFT ?= swift
+
+.PHONY: demo test build deps bench clean
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(SWIFT) build
+
+demo: build
+	@scripts/demo.sh
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+bench: deps
+	$(SWIFT) build -c release --product grid-bench
+	.build/release/grid-bench
+
+clean:
+	rm -rf .build run

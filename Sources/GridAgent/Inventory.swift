@@ -1,0 +1,44 @@
+import Foundation
+import GridCatalog
+import GridCore
+import GridProbe
+
+/// The probe pipeline as the agent uses it: discover (or replay captured outputs), merge,
+/// evaluate health with damping, then grade against the catalog.
+public struct ProbeInventorySource: InventorySource {
+    let prober: Prober
+    let captures: [(name: String, text: String)]?
+    let grading: GradingPolicy
+    let catalog: AcceleratorCatalog
+    let currentYear: @Sendable () -> Int
+
+    /// `captures` non-nil replays those vendor outputs instead of probing the host.
+    public init(prober: Prober, captures: [(name: String, text: String)]?, grading: GradingPolicy,
+                catalog: AcceleratorCatalog = .bundled,
+                currentYear: @escaping @Sendable () -> Int = { Calendar(identifier: .gregorian).component(.year, from: Date()) }) {
+        self.prober = prober
+        self.captures = captures
+        self.grading = grading
+        self.catalog = catalog
+        self.currentYear = currentYear
+    }
+
+    public func collect() async -> InventoryReport {
+        let report: ProbeReport
+        if let captures { report = prober.simulate(captures: captures) } else { report = await prober.probe() }
+        let devices = Grader.graded(report.devices, catalog: catalog, policy: grading, currentYear: currentYear())
+        return InventoryReport(devices: devices, problems: report.problems)
+    }
+
+    /// Reads captured outputs for `--simulate`; errors name the file.
+    public static func readCaptures(_ paths: [String]) throws -> [(name: String, text: String)] {
+        try paths.map { path in
+            do {
+                let data = try Data(contentsOf: URL(fileURLWithPath: path))
+                return (URL(fileURLWithPath: path).lastPathComponent, String(decoding: data, as: UTF8.self))
+            } catch {
+                throw ConfigError(source: path, problems: ["cannot read captured vendor output: \(error.localizedDescription)"])
+            }
+        }
+    }
+}

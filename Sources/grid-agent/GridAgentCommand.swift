@@ -1,0 +1,124 @@
+import ArgumentParser
+import Foundation
+import GridAgent
+import GridCatalog
+import GridCore
+import GridProbe
+import Logging
+import ServiceLifecycle
+
+@main
+struct GridAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "grid-agent",
+        abstract: "ComputeGrid node agent: discovers accelerators, reports them to its region, runs assigned jobs.",
+        subcommands: [Run.self, Probe.self],
+        defaultSubcommand: Run.self)
+}
+
+struct AgentOptions: ParsableArguments {
+    @Option(help: "YAML configuration file (see agent-config/README.md).")
+    var config: String?
+    @Option(parsing: .upToNextOption, help: "Captured vendor-tool outputs to use instead of probing this host (overrides 'simulate').")
+    var simulate: [String] = []
+    @Option(help: "trace|debug|info|notice|warning|error|critical (overrides 'log_level').")
+    var logLevel: String?
+
+    func load(validate: Bool = true) throws -> AgentConfig {
+        do {
+            var cfg = try AgentConfig.load(path: config, environment: ProcessInfo.processInfo.environment, validate: false)
+            if !simulate.isEmpty { cfg.simulate = simulate.map { URL(fileURLWithPath: $0).standardizedFileURL.path } }
+            if let logLevel { cfg.logLevel = logLevel }
+            return cfg
+        }
+    }
+}
+
+func exitWith(_ message: String, code: Int32 = 2) -> ExitCode {
+    FileHandle.standardError.write(Data("grid-agent: \(message)\n".utf8))
+    return ExitCode(code)
+}
+
+func makeSource(_ cfg: AgentConfig) throws -> ProbeInventorySource {
+    let captures = cfg.simulate.isEmpty ? nil : try ProbeInventorySource.readCaptures(cfg.simulate)
+    return ProbeInventorySource(prober: Prober(settings: cfg.probe), captures: captures, grading: cfg.grading)
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the agent (default).")
+    @OptionGroup var options: AgentOptions
+    @Option(help: "Node id (overrides 'node_id').") var nodeID: String?
+    @Option(help: "Region controller endpoint (overrides 'region').") var region: String?
+    @Option(help: "Directory for job output (overrides 'data_dir').") var dataDir: String?
+
+    func run() async throws {
+        var cfg: AgentConfig
+        do {
+            cfg = try options.load()
+            if let nodeID { cfg.nodeID = nodeID }
+            if let region { cfg.region = region }
+            if let dataDir { cfg.dataDir = URL(fileURLWithPath: dataDir).standardizedFileURL.path }
+            let problems = cfg.problems()
+            if !problems.isEmpty { throw ConfigError(source: options.config ?? "command line", problems: problems) }
+        } catch {
+            throw exitWith("\(error)")
+        }
+        guard let level = Logger.Level(rawValue: cfg.logLevel) else {
+            throw exitWith("log_level '\(cfg.logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let logger = Logger(label: "agent:\(cfg.nodeID)")
+        let source: ProbeInventorySource
+        do { source = try makeSource(cfg) } catch { throw exitWith("\(error)") }
+        let initial = await source.collect()
+        for p in initial.problems { logger.warning("probe: \(p)") }
+        logger.info("inventory", metadata: [
+            "devices": "\(initial.devices.count)",
+            "models": "\(Set(initial.devices.map(\.model)).sorted().joined(separator: ", "))",
+            "source": "\(cfg.simulate.isEmpty ? "probe" : "simulate: " + cfg.simulate.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", "))",
+        ])
+        let service: AgentService
+        do {
+            service = try AgentService(config: cfg, source: source, initial: initial, logger: logger)
+        } catch {
+            throw exitWith("cannot start: \(error)", code: 1)
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+struct Probe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print this host's accelerators with health and grade, then exit.",
+        discussion: "With --simulate FILE..., runs the same pipeline on captured vendor outputs.")
+    @OptionGroup var options: AgentOptions
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() async throws {
+        let cfg: AgentConfig
+        let source: ProbeInventorySource
+        do {
+            cfg = try options.load()
+            source = try makeSource(cfg)
+        } catch {
+            throw exitWith("\(error)")
+        }
+        let report = await source.collect()
+        if json {
+            struct Output: Encodable { var devices: [DeviceInventory]; var problems: [String] }
+            let e = JSONEncoder()
+            e.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try e.encode(Output(devices: report.devices, problems: report.problems)), as: UTF8.self))
+            return
+        }
+        print(InventoryTable.render(report.devices))
+        for p in report.problems { print("problem: \(p)") }
+        if report.devices.isEmpty { print("no accelerators found") }
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import GridCore
+import Testing
+@testable import GridProbe
+
+@Suite("Prober")
+struct ProberTests {
+    func prober(_ settings: ProbeSettings) -> Prober {
+        Prober(settings: settings, runner: ToolRunner(killGraceSeconds: 0.5, reapGraceSeconds: 0.5), parse: fakeParse)
+    }
+
+    @Test func goodToolOutputMergesWithSysfs() async throws {
+        let r = try FakeRoot("probe-good")
+        try makeNvidiaTree(r)
+        let tool = try r.script("nvidia-smi", "echo FAKE-SMI; echo 'GPU 00000000:3B:00.0 GPU-1111 NVIDIA H100 80GB HBM3 temp=40'")
+        let report = await prober(fakeSettings(r, tool: tool)).probe()
+        #expect(report.problems == [])
+        #expect(report.devices.count == 1)
+        let d = try #require(report.devices.first)
+        #expect(d.id == "GPU-1111")
+        #expect(d.numaNode == 1)
+        #expect(d.health == .healthy)
+        #expect(report.healthChanged == ["GPU-1111"])
+    }
+
+    @Test func hangingToolGivesTimelyUnknown() async throws {
+        let r = try FakeRoot("probe-hang")
+        try makeNvidiaTree(r)
+        let tool = try r.script("nvidia-smi", "exec sleep 1000")
+        let start = Date()
+        let report = await prober(fakeSettings(r, tool: tool, timeout: 1)).probe()
+        #expect(secondsElapsed(since: start) < 1 + 2)
+        let d = try #require(report.devices.first)
+        #expect(d.health.state == .unknown)
+        #expect(d.health.reasons.map(\.kind) == [.toolTimeout])
+        #expect(d.model == "NVIDIA H100 80GB HBM3")  // still named, from procfs
+        #expect(report.problems.contains { $0.contains("did not finish within 1 s") })
+    }
+
+    @Test func stubbornToolIgnoringSigtermGivesTimelyUnknown() async throws {
+        let r = try FakeRoot("probe-trap")
+        try makeNvidiaTree(r)
+        let tool = try r.script("nvidia-smi", "trap '' TERM INT HUP\nwhile :; do sleep 1; done")
+        let start = Date()
+        let report = await prober(fakeSettings(r, tool: tool, timeout: 1)).probe()
+        #expect(secondsElapsed(since: start) < 1 + 2)
+        #expect(report.devices.first?.health.reasons.map(\.kind) == [.toolTimeout])
+    }
+
+    @Test func garbageIsUnparseable() async throws {
+        let r = try FakeRoot("probe-garbage")
+        try makeNvidiaTree(r)
+        let tool = try r.script("nvidia-smi", "echo '<<<%%% not a table'; head -c 200 /dev/urandom")
+        let report = await prober(fakeSettings(r, tool: tool)).probe()
+        let d = try #require(report.devices.first)
+        #expect(d.health.state == .unknown)
+        #expect(d.health.reasons.map(\.kind) == [.unparseable])
+    }
+
+    @Test func nonZeroExitIsToolFailed() async throws {
+        let r = try FakeRoot("probe-exit")
+        try makeNvidiaTree(r)
+        let tool = try r.script(
+            "nvidia-smi", "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"; exit 3")
+        let report = await prober(fakeSettings(r, tool: tool)).probe()
+        let d = try #require(report.devices.first)
+        #expect(d.health.state == .unknown)
+        #expect(d.health.reasons.map(\.kind) == [.toolFailed])
+        #expect(d.health.reasons.first?.detail.contains("status 3") == true)
+        #expect(d.health.reasons.first?.detail.contains("couldn't communicate") == true)
+    }
+
+    @Test func fallenOffTheBusIsUnhealthy() async throws {
+        let r = try FakeRoot("probe-lost")
+        try makeNvidiaTree(r)
+        let tool = try r.script(
+            "nvidia-smi", "echo 'Unable to determine the device handle for GPU 0000:3B:00.0: GPU is lost.  Reboot the system to recover this GPU' >&2; exit 15")
+        let report = await prober(fakeSettings(r, tool: tool)).probe()
+        let d = try #require(report.devices.first)
+        #expect(d.health.state == .unhealthy)
+        #expect(d.health.reasons.first?.kind == .fallenOffBus)
+    }
+
+    @Test func driverMismatchIsUnhealthy() async throws {
+        let r = try FakeRoot("probe-mismatch")
+        try makeNvidiaTree(r)
+        let tool = try r.script("nvidia-smi", "echo 'Failed to initialize NVML: Driver/library version mismatch'; exit 18")
+        let report = await prober(fakeSettings(r, tool: tool)).probe()
+        let d = try #require(report.devices.first)
+        #expect(d.health.state == .unhealthy)
+        #expect(d.health.reasons.first?.kind == .driverMismatch)
+    }
+
+    @Test func missingToolLeavesDevicesUnknown() async throws {
+        let r = try FakeRoot("probe-missing")
+        try makeNvidiaTree(r)
+        let report = await prober(fakeSettings(r, tool: r.path + "/bin/nvidia-smi")).probe()
+        let d = try #require(report.devices.first)
+        #expect(d.health.state == .unknown)
+        #expect(d.health.reasons.map(\.kind) == [.notReported])
+        #expect(report.problems.contains { $0.contains("not found") })
+    }
+
+    @Test func noAcceleratorRunsNoTool() async throws {
+        let r = try FakeRoot("probe-none")
+        try r.pci("0000:00:00.0", vendor: "0x8086", device: "0x09a2", cls: "0x060000")
+        let marker = r.path + "/ran"
+        let tool = try r.script("nvidia-smi", "touch '\(marker)'; exec sleep 1000")
+        let report = await prober(fakeSettings(r, tool: tool, timeout: 5)).probe()
+        #expect(report.devices.isEmpty)
+        #expect(report.problems.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: marker))
+        #expect(report.durationSeconds < 2)
+    }
+
+    @Test func dampingAcrossProbes() async throws {
+        let r = try FakeRoot("probe-damp")
+        try makeNvidiaTree(r)
+        let state = r.path + "/mode"
+        try r.file("mode", "good")
+        let tool = try r.script(
+            "nvidia-smi",
+            "if [ \"$(cat '\(state)')\" = good ]; then echo FAKE-SMI; echo 'GPU 0000:3b:00.0 GPU-1111 H100'; else echo garbage; fi")
+        let p = prober(fakeSettings(r, tool: tool, cleanProbes: 2))
+        var report = await p.probe()
+        #expect(report.devices.first?.health == .healthy)
+        try r.file("mode", "bad")
+        report = await p.probe()
+        // The id stays stable (UUID from procfs) so damping follows the device.
+        #expect(report.devices.first?.id == "GPU-11111111-2222-3333-4444-555555555555")
+        #expect(report.devices.first?.health.state == .unknown)
+        try r.file("mode", "good")
+        report = await p.probe()
+        #expect(report.devices.first?.id == "GPU-1111")
+        #expect(report.devices.first?.health.state == .unknown)  // damped: 1 of 2 clean probes
+        #expect(report.healthChanged.isEmpty)
+        report = await p.probe()
+        #expect(report.devices.first?.health.state == .healthy)
+        #expect(report.healthChanged == ["GPU-1111"])
+    }
+
+    @Test func dampingHoldsUnhealthyUntilCleanProbes() async throws {
+        let r = try FakeRoot("probe-damp2")
+        try makeNvidiaTree(r)
+        let state = r.path + "/mode"
+        try r.file("mode", "xid=79")
+        let tool = try r.script("nvidia-smi", "echo FAKE-SMI; echo \"GPU 0000:3b:00.0 GPU-1111 H100 $(cat '\(state)')\"")
+        let p = prober(fakeSettings(r, tool: tool, cleanProbes: 3))
+        var report = await p.probe()
+        #expect(report.devices.first?.health.state == .unhealthy)
+        try r.file("mode", "temp=40")
+        var states: [HealthState] = []
+        var changes: [[String]] = []
+        for _ in 0..<3 {
+            report = await p.probe()
+            states.append(report.devices.first?.health.state ?? .unknown)
+            changes.append(report.healthChanged)
+        }
+        #expect(states == [.unhealthy, .unhealthy, .healthy])
+        #expect(changes == [[], [], ["GPU-1111"]])
+    }
+
+    @Test func simulateRunsTheSamePipelineWithoutSysfs() {
+        let p = Prober(settings: ProbeSettings(), parse: fakeParse)
+        let report = p.simulate(captures: [
+            (name: "nvidia-smi", text: "FAKE-SMI\nGPU 00000000:3B:00.0 GPU-1 H100 xid=48\nGPU 00000000:5E:00.0 GPU-2 H100 health=OK"),
+            (name: "npu-smi", text: "garbage"),
+        ])
+        #expect(report.devices.map(\.id) == ["GPU-1", "GPU-2"])
+        #expect(report.devices.map(\.health.state) == [.unhealthy, .healthy])
+        #expect(report.devices[0].health.reasons.map(\.kind) == [.xid])
+        #expect(report.problems.count == 1)
+        #expect(report.problems[0].contains("npu-smi output could not be parsed"))
+        #expect(report.healthChanged.isEmpty)
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Testing
+@testable import GridProbe
+
+@Suite("Tool runner")
+struct ToolRunnerTests {
+    let runner = ToolRunner(killGraceSeconds: 0.5, reapGraceSeconds: 0.5)
+
+    @Test func capturesStdoutAndExitStatus() async throws {
+        let r = try FakeRoot("run-ok")
+        let tool = try r.script("ok", "echo hello; echo oops >&2; exit 0")
+        let res = await runner.run(tool, timeoutSeconds: 5)
+        #expect(res.outcome == .exited(0))
+        #expect(res.exitStatus == 0)
+        #expect(res.stdout == "hello\n")
+        #expect(res.stderrTail == "oops\n")
+        #expect(res.reaped)
+        #expect(!runner.isBusy("ok"))
+    }
+
+    @Test func argumentsAndLocale() async throws {
+        let r = try FakeRoot("run-args")
+        let tool = try r.script("args", "echo \"$1|$2|$LC_ALL\"")
+        let res = await runner.run(tool, arguments: ["-q", "a b"], timeoutSeconds: 5)
+        #expect(res.stdout == "-q|a b|C\n")
+    }
+
+    @Test func nonZeroExit() async throws {
+        let r = try FakeRoot("run-exit3")
+        let tool = try r.script("fail", "echo 'NVIDIA-SMI has failed' >&2; exit 3")
+        let res = await runner.run(tool, timeoutSeconds: 5)
+        #expect(res.outcome == .exited(3))
+        #expect(res.stderrTail.contains("NVIDIA-SMI has failed"))
+    }
+
+    @Test func sleepsForeverTimesOutWithinDeadline() async throws {
+        let r = try FakeRoot("run-sleep")
+        let tool = try r.script("hang", "echo partial; exec sleep 1000")
+        let start = Date()
+        let res = await runner.run(tool, timeoutSeconds: 1)
+        #expect(res.outcome == .timedOut)
+        #expect(secondsElapsed(since: start) < 1 + 2)
+        #expect(res.reaped)
+        #expect(!runner.isBusy("hang"))
+    }
+
+    @Test func ignoresSigtermStillKilled() async throws {
+        let r = try FakeRoot("run-trap")
+        let tool = try r.script("stubborn", "trap '' TERM\nwhile :; do sleep 1; done")
+        let start = Date()
+        let res = await runner.run(tool, timeoutSeconds: 1)
+        #expect(res.outcome == .timedOut)
+        #expect(res.reaped)
+        #expect(secondsElapsed(since: start) < 1 + 2)
+    }
+
+    @Test func hugeOutputIsBoundedAndDoesNotDeadlock() async throws {
+        let r = try FakeRoot("run-huge")
+        // 50 MB on stdout and plenty on stderr: neither pipe may fill up and block the tool.
+        let tool = try r.script("flood", "yes error >&2 & yes 0123456789abcdef | head -c 50000000; wait")
+        let start = Date()
+        let res = await runner.run(tool, timeoutSeconds: 10, maxOutputBytes: 1 << 20)
+        #expect(res.outcome == .outputTooLarge)
+        #expect(res.stdoutTruncated)
+        #expect(res.stdout.utf8.count == 1 << 20)
+        #expect(res.stderrTail.utf8.count <= 4096)
+        #expect(secondsElapsed(since: start) < 10)
+    }
+
+    @Test func outputUnderTheLimitIsComplete() async throws {
+        let r = try FakeRoot("run-big")
+        let tool = try r.script("big", "head -c 3000000 /dev/zero | tr '\\0' x; yes e | head -c 200000 >&2")
+        let res = await runner.run(tool, timeoutSeconds: 10, maxOutputBytes: 8 << 20)
+        #expect(res.outcome == .exited(0))
+        #expect(res.stdout.utf8.count == 3_000_000)
+        #expect(!res.stdoutTruncated)
+        #expect(res.stderrTail.utf8.count == 4096)
+    }
+
+    @Test func crashIsSignaled() async throws {
+        let r = try FakeRoot("run-crash")
+        let tool = try r.script("crash", "kill -SEGV $$")
+        let res = await runner.run(tool, timeoutSeconds: 5)
+        #expect(res.outcome == .signaled(11))
+    }
+
+    @Test func backgroundChildHoldingThePipeDoesNotHoldTheCaller() async throws {
+        let r = try FakeRoot("run-bg")
+        let tool = try r.script("daemonish", "sleep 1000 &\necho done")
+        let start = Date()
+        let res = await runner.run(tool, timeoutSeconds: 5)
+        #expect(res.outcome == .exited(0))
+        #expect(res.stdout == "done\n")
+        #expect(secondsElapsed(since: start) < 3)
+    }
+
+    @Test func secondRunWhileFirstInFlightIsBusy() async throws {
+        let r = try FakeRoot("run-busy")
+        let tool = try r.script("slow", "exec sleep 1000")
+        let first = Task { await runner.run(tool, tool: "slow-tool", timeoutSeconds: 2) }
+        // Wait until the first run is registered.
+        var waited = 0
+        while !runner.isBusy("slow-tool") && waited < 200 {
+            try await Task.sleep(nanoseconds: 10_000_000)
+            waited += 1
+        }
+        let start = Date()
+        let second = await runner.run(tool, tool: "slow-tool", timeoutSeconds: 2)
+        #expect(second.outcome == .busy)
+        #expect(secondsElapsed(since: start) < 0.5)
+        let firstResult = await first.value
+        #expect(firstResult.outcome == .timedOut)
+        #expect(!runner.isBusy("slow-tool"))
+        // And once reaped the tool runs again.
+        let third = await runner.run("/bin/true", tool: "slow-tool", timeoutSeconds: 2)
+        #expect(third.outcome == .exited(0))
+    }
+
+    @Test func notFound() async {
+        let res = await runner.run("definitely-not-a-vendor-smi", timeoutSeconds: 1)
+        #expect(res.outcome == .notFound("definitely-not-a-vendor-smi"))
+        let abs = await runner.run("/nonexistent/nvidia-smi", timeoutSeconds: 1)
+        #expect(abs.outcome == .notFound("/nonexistent/nvidia-smi"))
+    }
+
+    @Test func notExecutableFormatIsLaunchFailure() async throws {
+        let r = try FakeRoot("run-noexec")
+        try r.file("bin/bad", "\u{7f}ELFgarbage")
+        chmod(r.path + "/bin/bad", 0o755)
+        let res = await runner.run(r.path + "/bin/bad", timeoutSeconds: 1)
+        guard case .launchFailed = res.outcome else {
+            Issue.record("expected launchFailed, got \(res.outcome)")
+            return
+        }
+    }
+
+    @Test func cancellationKillsTheTool() async throws {
+        let r = try FakeRoot("run-cancel")
+        let tool = try r.script("cancelme", "exec sleep 1000")
+        let start = Date()
+        let task = Task { await runner.run(tool, timeoutSeconds: 30) }
+        try await Task.sleep(nanoseconds: 200_000_000)
+        task.cancel()
+        let res = await task.value
+        #expect(res.outcome == .cancelled)
+        #expect(secondsElapsed(since: start) < 5)
+    }
+}

@@ -1,0 +1,207 @@
+import Foundation
+import GridCore
+import GridProtocol
+import SwiftProtobuf
+import Testing
+
+@Suite struct EnvelopeTests {
+    let codec = EnvelopeCodec(maxFrameBytes: 64 * 1024)
+
+    static func sampleBodies() -> [Body] {
+        var reg = Wire.Register()
+        reg.nodeID = "node-1"
+        reg.hostname = "h1"
+        reg.devices = [Wire.Device(DeviceInventory(id: "GPU-1", index: 0, vendor: .nvidia, model: "NVIDIA A100", memoryTotalMiB: 81920))]
+        var hb = Wire.Heartbeat()
+        hb.nodeID = "node-1"
+        hb.runningAssignments = ["j-1.1"]
+        var a = Wire.Assignment()
+        a.assignmentID = "j-1.1"
+        a.epoch = 1
+        a.jobID = "j-1"
+        a.nodeID = "node-1"
+        a.command = "/bin/true"
+        a.env = ["A": "b"]
+        a.deviceIds = ["GPU-1"]
+        var ack = Wire.AssignmentAck()
+        ack.assignmentID = "j-1.1"
+        ack.nodeID = "node-1"
+        ack.accepted = true
+        var st = Wire.StatusUpdate()
+        st.jobID = "j-1"
+        st.updateID = "j-1.1:running"
+        st.state = "running"
+        var fwd = Wire.JobForward()
+        fwd.jobID = "j-1"
+        fwd.spec = Wire.JobSpec(JobSpec(name: "n", command: "c"))
+        var sum = Wire.RegionSummary()
+        sum.regionID = "r1"
+        var cancel = Wire.Cancel()
+        cancel.jobID = "j-1"
+        return [.register(reg), .heartbeat(hb), .assignment(a), .assignmentAck(ack), .statusUpdate(st),
+                .jobForward(fwd), .regionSummary(sum), .cancel(cancel)]
+    }
+
+    @Test(arguments: sampleBodies())
+    func roundTrip(_ body: Body) throws {
+        let frame = codec.encode(Message(sender: "s", sequence: 42, replyTo: 7, body: body))
+        let decoded = try codec.decode(frame)
+        #expect(decoded.sender == "s")
+        #expect(decoded.sequence == 42)
+        #expect(decoded.replyTo == 7)
+        #expect(decoded.body.type == body.type)
+        #expect(try decoded.body.message.serializedData() == body.message.serializedData())
+    }
+
+    @Test func deviceInventorySurvivesTheWire() {
+        var d = DeviceInventory(id: "GPU-x", index: 3, vendor: .huawei, model: "Ascend910B4", memoryTotalMiB: 32768, memoryUsedMiB: 100,
+                                numaNode: 1, temperatureC: 41, partitions: [DevicePartition(id: "p0", profile: "vnpu", memoryTotalMiB: 8192, computeFraction: 0.25)],
+                                health: DeviceHealth(state: .degraded, reasons: [HealthReason(.thermalThrottle, "throttled")]), grade: .b, gradeReason: "B: ok", computeUnits: 280)
+        d.utilizationPercent = 0
+        let back = Wire.Device(d).inventory
+        #expect(back.id == d.id && back.index == 3 && back.vendor == .huawei)
+        #expect(back.memoryTotalMiB == 32768 && back.numaNode == 1 && back.temperatureC == 41)
+        #expect(back.partitions == d.partitions)
+        #expect(back.health == d.health)
+        #expect(back.grade == .b && back.computeUnits == 280)
+        #expect(back.utilizationPercent == 0, "zero utilisation is a reading, not 'unknown'")
+    }
+
+    @Test func emptyFrameIsRejected() {
+        #expect(throws: ProtocolError.emptyFrame) { try codec.decode([]) }
+    }
+
+    @Test func oversizedFrameIsRejectedBeforeParsing() {
+        let big = [UInt8](repeating: 0x41, count: 64 * 1024 + 1)
+        #expect(throws: ProtocolError.oversized(bytes: big.count, limit: 64 * 1024)) { try codec.decode(big) }
+    }
+
+    @Test(arguments: [
+        [UInt8]([0xff, 0xff, 0xff, 0xff]),
+        Array("hello, this is not protobuf".utf8),
+        [UInt8]([0x0a, 0xff]),
+        [UInt8](repeating: 0x08, count: 100),
+    ])
+    func garbageIsRejectedWithAReason(_ frame: [UInt8]) {
+        do {
+            _ = try codec.decode(frame)
+            Issue.record("garbage decoded")
+        } catch {
+            #expect(["malformed_envelope", "unsupported_version", "unknown_type", "malformed_payload"].contains(error.counterLabel))
+            #expect(!error.description.isEmpty)
+        }
+    }
+
+    @Test func unknownVersionIsRejected() throws {
+        var env = Wire.Envelope()
+        env.version = 99
+        env.type = .heartbeat
+        let frame = Array(try env.serializedData())
+        #expect(throws: ProtocolError.unsupportedVersion(99)) { try codec.decode(frame) }
+    }
+
+    @Test func missingVersionIsRejected() throws {
+        var env = Wire.Envelope()
+        env.type = .heartbeat
+        #expect(throws: ProtocolError.malformedEnvelope("version field missing")) { try codec.decode(Array(try env.serializedData())) }
+    }
+
+    @Test func unknownMessageTypeIsRejected() throws {
+        var env = Wire.Envelope()
+        env.version = Wire.version
+        env.type = .UNRECOGNIZED(777)
+        #expect(throws: ProtocolError.unknownType(777)) { try codec.decode(Array(try env.serializedData())) }
+    }
+
+    @Test func payloadThatDoesNotDecodeIsRejected() throws {
+        var env = Wire.Envelope()
+        env.version = Wire.version
+        env.type = .register
+        env.payload = Data([0x0a, 0x05, 0x41])  // length-delimited field claiming 5 bytes, 1 present
+        let frame = Array(try env.serializedData())
+        do {
+            _ = try codec.decode(frame)
+            Issue.record("truncated payload decoded")
+        } catch {
+            #expect(error.counterLabel == "malformed_payload")
+        }
+    }
+
+    @Test(arguments: ["", "has space", "semi;colon", String(repeating: "x", count: 200)])
+    func invalidNodeIDsAreRejected(_ id: String) throws {
+        var hb = Wire.Heartbeat()
+        hb.nodeID = id
+        let frame = codec.encode(Message(sender: "s", sequence: 1, body: .heartbeat(hb)))
+        do {
+            _ = try codec.decode(frame)
+            Issue.record("node id '\(id)' accepted")
+        } catch {
+            guard case .invalidField(_, let field, _) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(field == "node_id")
+        }
+    }
+
+    @Test func statusUpdateWithUnknownStateIsRejected() {
+        var st = Wire.StatusUpdate()
+        st.jobID = "j-1"
+        st.updateID = "u1"
+        st.state = "exploded"
+        let frame = codec.encode(Message(sender: "s", sequence: 1, body: .statusUpdate(st)))
+        #expect(throws: ProtocolError.invalidField(type: "StatusUpdate", field: "state", reason: "unknown state 'exploded'")) {
+            try codec.decode(frame)
+        }
+    }
+
+    @Test func jobSpecConversionRejectsUnknownVendor() {
+        var spec = Wire.JobSpec()
+        spec.name = "x"
+        spec.command = "true"
+        spec.accelerators.count = 1
+        spec.accelerators.vendor = "acme"
+        #expect(throws: ProtocolError.self) { try spec.spec() }
+    }
+
+    @Test func jobRecordRoundTrips() throws {
+        let now = Date(unixMilliseconds: 1_700_000_000_000)
+        let r = JobRecord(id: "j-1", spec: JobSpec(name: "n", command: "c", args: ["a"], env: ["K": "V"],
+                                                     accelerators: AcceleratorRequest(count: 2, vendor: .amd, model: "MI", minMemoryMiB: 1024),
+                                                     timeoutSeconds: 60, allowedRegions: ["r1"]),
+                          state: .succeeded, region: "r1", node: "n1", deviceIDs: ["d1", "d2"], deviceModels: ["m", "m"],
+                          assignment: "j-1.2", epoch: 2, exitCode: 0, message: "ok", outputTail: "out",
+                          visibleDevices: ["ROCR_VISIBLE_DEVICES": "0,1"], submittedAt: now, updatedAt: now)
+        #expect(try Wire.Job(r).record() == r)
+    }
+
+    /// Fuzz-style robustness: random bytes and random mutations of valid frames never crash.
+    @Test func randomBytesNeverCrash() {
+        var rng = SplitMix64(seed: 0xC0FFEE)
+        let valid = codec.encode(Message(sender: "s", sequence: 1, body: Self.sampleBodies()[0]))
+        var rejected = 0
+        for i in 0..<5_000 {
+            var frame: [UInt8]
+            if i % 2 == 0 {
+                frame = (0..<Int(rng.next() % 300)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            } else {
+                frame = valid
+                for _ in 0..<(1 + Int(rng.next() % 4)) where !frame.isEmpty {
+                    frame[Int(rng.next() % UInt64(frame.count))] = UInt8(truncatingIfNeeded: rng.next())
+                }
+            }
+            if (try? codec.decode(frame)) == nil { rejected += 1 }
+        }
+        #expect(rejected > 2_000)
+    }
+}
+
+/// Deterministic generator so a failing fuzz case can be replayed.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import GridCore
+import GridStore
+import Testing
+
+func temporaryDirectory(_ name: String = #function) -> URL {
+    let dir = FileManager.default.temporaryDirectory
+        .appendingPathComponent("grid-store-\(name.filter { $0.isLetter })-\(UUID().uuidString.prefix(8))")
+    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+@Suite struct StoreTests {
+    let t0 = Date(timeIntervalSince1970: 1_750_000_000)
+
+    func job(_ id: String, _ state: JobState = .queued, at: Date? = nil) -> JobRecord {
+        JobRecord(id: JobID(id), spec: JobSpec(name: id, command: "true"), state: state, submittedAt: at ?? t0, updatedAt: at ?? t0)
+    }
+
+    @Test func freshFileGetsEveryMigrationAndWALWithFullSync() throws {
+        let dir = temporaryDirectory()
+        let store = try GridStore(path: dir.appendingPathComponent("c.sqlite").path)
+        #expect(try store.appliedMigrations() == ["v1-initial"])
+        #expect(try store.integrityCheck() == "ok")
+        #expect(try store.pragma("journal_mode") == "wal")
+        #expect(try store.pragma("synchronous") == "2")  // FULL
+    }
+
+    @Test func reopeningKeepsDataAndDoesNotRemigrate() throws {
+        let path = temporaryDirectory().appendingPathComponent("c.sqlite").path
+        do {
+            let store = try GridStore(path: path)
+            try store.write("t") { _ = try $0.insertJobIfAbsent(job("j-1")) }
+        }
+        let again = try GridStore(path: path)
+        #expect(try again.appliedMigrations() == ["v1-initial"])
+        #expect(try again.read("t") { try $0.job("j-1") }?.spec.name == "j-1")
+    }
+
+    @Test func insertJobIfAbsentIsIdempotent() throws {
+        let store = try GridStore(path: temporaryDirectory().appendingPathComponent("c.sqlite").path)
+        let first = try store.write("t") { try $0.insertJobIfAbsent(job("j-1")) }
+        var changed = job("j-1", .running)
+        changed.message = "second"
+        let second = try store.write("t") { try $0.insertJobIfAbsent(changed) }
+        #expect(first.inserted && !second.inserted)
+        #expect(second.record.state == .queued, "the stored record answers a duplicate")
+    }
+
+    @Test func jobsAreListedInSubmissionOrderAndFilteredByState() throws {
+        let store = try GridStore(path: temporaryDirectory().appendingPathComponent("c.sqlite").path)
+        try store.write("t") { tx in
+            _ = try tx.insertJobIfAbsent(job("b", .queued, at: t0.addingTimeInterval(2)))
+            _ = try tx.insertJobIfAbsent(job("a", .running, at: t0.addingTimeInterval(1)))
+            _ = try tx.insertJobIfAbsent(job("c", .queued, at: t0.addingTimeInterval(3)))
+        }
+        #expect(try store.read("t") { try $0.jobs() }.map(\.id.rawValue) == ["a", "b", "c"])
+        #expect(try store.read("t") { try $0.jobs(states: [.queued]) }.map(\.id.rawValue) == ["b", "c"])
+        #expect(try store.read("t") { try $0.countJobs(state: .queued) } == 2)
+    }
+
+    @Test func outboxKeepsItemsUntilAcknowledged() throws {
+        let store = try GridStore(path: temporaryDirectory().appendingPathComponent("c.sqlite").path)
+        try store.write("t") { tx in
+            try tx.enqueue(key: "k1", destination: "r1", type: "job_forward", payload: [1, 2], at: t0)
+            try tx.enqueue(key: "k2", destination: "r2", type: "job_forward", payload: [3], at: t0)
+            try tx.markAttempt(key: "k1", at: t0.addingTimeInterval(1))
+        }
+        let r1 = try store.read("t") { try $0.outbox(destination: "r1") }
+        #expect(r1.count == 1 && r1[0].attempts == 1 && r1[0].payload == [1, 2])
+        #expect(try store.write("t") { try $0.acknowledge(key: "k1") })
+        #expect(try store.write("t") { try $0.acknowledge(key: "k1") } == false)
+        #expect(try store.read("t") { try $0.outbox() }.map(\.key) == ["k2"])
+    }
+
+    @Test func appliedUpdatesDeduplicate() throws {
+        let store = try GridStore(path: temporaryDirectory().appendingPathComponent("c.sqlite").path)
+        #expect(try store.write("t") { try $0.markApplied("u1", at: t0) })
+        #expect(try store.write("t") { try $0.markApplied("u1", at: t0) } == false)
+    }
+
+    @Test func failedTransactionLeavesNothingBehind() throws {
+        let store = try GridStore(path: temporaryDirectory().appendingPathComponent("c.sqlite").path)
+        struct Boom: Error {}
+        #expect(throws: StoreError.self) {
+            try store.write("t") { tx in
+                _ = try tx.insertJobIfAbsent(job("j-1"))
+                throw Boom()
+            }
+        }
+        #expect(try store.read("t") { try $0.job("j-1") } == nil)
+    }
+
+    @Test func assignmentsTrackActiveState() throws {
+        let store = try GridStore(path: temporaryDirectory().appendingPathComponent("c.sqlite").path)
+        try store.write("t") { tx in
+            _ = try tx.insertJobIfAbsent(job("j-1"))
+            try tx.insertAssignment(AssignmentRecord(id: "j-1.1", job: "j-1", node: "n1", epoch: 1, deviceIDs: ["d0", "d1"], state: "pending", createdAt: t0))
+        }
+        #expect(try store.read("t") { try $0.activeAssignments() }.map(\.deviceIDs) == [["d0", "d1"]])
+        try store.write("t") { try $0.setAssignmentState("j-1.1", "done") }
+        #expect(try store.read("t") { try $0.activeAssignments() }.isEmpty)
+    }
+
+    @Test func nodesAndRegionsRoundTrip() throws {
+        let store = try GridStore(path: temporaryDirectory().appendingPathComponent("c.sqlite").path)
+        let node = NodeRecord(id: "n1", region: "r1", hostname: "h", state: .ready,
+                              devices: [DeviceInventory(id: "d0", index: 0, vendor: .amd, model: "MI100", memoryTotalMiB: 32752)],
+                              lastSeen: t0, registeredAt: t0)
+        let summary = RegionSummary(region: "r1", nodesReady: 1, nodesLost: 0, queuedJobs: 2, runningJobs: 1,
+                                    capacity: [CapacityEntry(vendor: .amd, model: "MI100", memoryTotalMiB: 32752, total: 1, free: 1, healthy: 1)],
+                                    nodes: [], nodesTruncated: false, generatedAt: t0)
+        try store.write("t") { tx in
+            try tx.upsertNode(node)
+            try tx.setNodeState("n1", .lost)
+            try tx.upsertRegion(summary, seen: t0)
+        }
+        let nodes = try store.read("t") { try $0.nodes(region: "r1") }
+        #expect(nodes.count == 1 && nodes[0].state == .lost && nodes[0].devices == node.devices)
+        #expect(try store.read("t") { try $0.regions() }.first?.summary == summary)
+    }
+
+    @Test func unopenablePathGivesAClearError() {
+        do {
+            _ = try GridStore(path: "/proc/computegrid/x.sqlite")
+            Issue.record("opened a store under /proc")
+        } catch {
+            #expect(String(describing: error).contains("/proc/computegrid/x.sqlite"))
+        }
+    }
+
+    @Test func notADatabaseIsReportedNotCrashed() throws {
+        let path = temporaryDirectory().appendingPathComponent("junk.sqlite").path
+        try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: path))
+        #expect(throws: StoreError.self) { _ = try GridStore(path: path) }
+    }
+}

@@ -1,0 +1,216 @@
+import Foundation
+import GridTransport
+import Testing
+
+/// Real libzmq sockets over loopback: no mocks.
+@Suite struct ZMQTests {
+    @Test func ephemeralPortIsResolvedThroughLastEndpoint() throws {
+        let ctx = try ZMQContext()
+        defer { ctx.terminate() }
+        let router = try ZMQSocket(ctx, .router)
+        defer { router.close() }
+        try router.bind("tcp://127.0.0.1:*")
+        let ep = try router.lastEndpoint()
+        #expect(ep.hasPrefix("tcp://127.0.0.1:"))
+        #expect(Int(ep.split(separator: ":").last ?? "") ?? 0 > 0)
+    }
+
+    @Test func routerDealerMultipartRoundTrip() throws {
+        let ctx = try ZMQContext()
+        defer { ctx.terminate() }
+        let router = try ZMQSocket(ctx, .router)
+        let dealer = try ZMQSocket(ctx, .dealer)
+        defer { router.close(); dealer.close() }
+        try router.bind("tcp://127.0.0.1:*")
+        try dealer.setRoutingID(Array("agent-7".utf8))
+        try dealer.connect(try router.lastEndpoint())
+        try dealer.send([Array("one".utf8), [], Array("three".utf8)])
+        #expect(try poll([router.pollItem], timeoutMs: 5000) == [true])
+        let got = try #require(try router.receive())
+        #expect(got.count == 4)
+        #expect(got[0] == Array("agent-7".utf8))
+        #expect(got[1] == Array("one".utf8) && got[2].isEmpty && got[3] == Array("three".utf8))
+        try router.send([got[0], Array("reply".utf8)])
+        #expect(try poll([dealer.pollItem], timeoutMs: 5000) == [true])
+        #expect(try dealer.receive() == [Array("reply".utf8)])
+    }
+
+    @Test func routerMandatoryMakesUnknownPeersAnError() throws {
+        let ctx = try ZMQContext()
+        defer { ctx.terminate() }
+        let router = try ZMQSocket(ctx, .router)
+        defer { router.close() }
+        try router.setRouterMandatory(true)
+        try router.bind("tcp://127.0.0.1:*")
+        do {
+            try router.send([Array("nobody".utf8), Array("x".utf8)])
+            Issue.record("send to an unknown identity succeeded")
+        } catch {
+            #expect(error.errno == EHOSTUNREACH)
+            #expect(error.description.contains("send"))
+        }
+    }
+
+    @Test func maxMessageSizeDropsOversizedMessages() throws {
+        let ctx = try ZMQContext()
+        defer { ctx.terminate() }
+        let router = try ZMQSocket(ctx, .router)
+        let dealer = try ZMQSocket(ctx, .dealer)
+        defer { router.close(); dealer.close() }
+        try router.setMaxMessageSize(1024)
+        try router.bind("tcp://127.0.0.1:*")
+        try dealer.connect(try router.lastEndpoint())
+        try dealer.send([[UInt8](repeating: 1, count: 4096)])
+        // The oversized message kills that connection; nothing is delivered.
+        #expect(try poll([router.pollItem], timeoutMs: 500) == [false])
+    }
+
+    @Test func receiveWithoutWaitingReturnsNil() throws {
+        let ctx = try ZMQContext()
+        defer { ctx.terminate() }
+        let dealer = try ZMQSocket(ctx, .dealer)
+        defer { dealer.close() }
+        try dealer.bind("tcp://127.0.0.1:*")
+        #expect(try dealer.receive(dontWait: true) == nil)
+    }
+
+    @Test func bindErrorsCarryErrnoTextAndEndpoint() throws {
+        let ctx = try ZMQContext()
+        defer { ctx.terminate() }
+        let a = try ZMQSocket(ctx, .router)
+        let b = try ZMQSocket(ctx, .router)
+        defer { a.close(); b.close() }
+        try a.bind("tcp://127.0.0.1:*")
+        let ep = try a.lastEndpoint()
+        do {
+            try b.bind(ep)
+            Issue.record("second bind succeeded")
+        } catch {
+            #expect(error.errno == EADDRINUSE)
+            #expect(error.description.contains(ep))
+            #expect(error.description.lowercased().contains("address already in use"))
+        }
+        #expect(throws: ZMQError.self) { try b.bind("nonsense://x") }
+    }
+
+    @Test func socketOptionsAreAccepted() throws {
+        let ctx = try ZMQContext()
+        defer { ctx.terminate() }
+        let s = try ZMQSocket(ctx, .dealer)
+        defer { s.close() }
+        try s.setSendHighWaterMark(100)
+        try s.setReceiveHighWaterMark(100)
+        try s.setLinger(milliseconds: 0)
+        try s.setImmediate(true)
+        try s.setHeartbeat(intervalMs: 1000, timeoutMs: 3000, ttlMs: 3000)
+        try s.setReconnectInterval(milliseconds: 100, max: 1000)
+        try s.setSendTimeout(milliseconds: 10)
+        #expect(try s.sendHighWaterMark() == 100)
+    }
+
+    @Test func curveEncryptedPairTalks() throws {
+        let server = try CurveKeyPair.generate()
+        let client = try CurveKeyPair.generate()
+        #expect(server.publicKey.count == 40 && server.secretKey.count == 40)
+        let ctx = try ZMQContext()
+        defer { ctx.terminate() }
+        let router = try ZMQSocket(ctx, .router)
+        let dealer = try ZMQSocket(ctx, .dealer)
+        defer { router.close(); dealer.close() }
+        try router.setCurveServer(secretKey: server.secretKey)
+        try router.bind("tcp://127.0.0.1:*")
+        try dealer.setCurveClient(serverKey: server.publicKey, publicKey: client.publicKey, secretKey: client.secretKey)
+        try dealer.connect(try router.lastEndpoint())
+        try dealer.send([Array("secret hello".utf8)])
+        #expect(try poll([router.pollItem], timeoutMs: 5000) == [true])
+        #expect(try router.receive()?.last == Array("secret hello".utf8))
+    }
+
+    @Test func curveWithWrongServerKeyDeliversNothing() throws {
+        let server = try CurveKeyPair.generate()
+        let other = try CurveKeyPair.generate()
+        let client = try CurveKeyPair.generate()
+        let ctx = try ZMQContext()
+        defer { ctx.terminate() }
+        let router = try ZMQSocket(ctx, .router)
+        let dealer = try ZMQSocket(ctx, .dealer)
+        defer { router.close(); dealer.close() }
+        try router.setCurveServer(secretKey: server.secretKey)
+        try router.bind("tcp://127.0.0.1:*")
+        try dealer.setCurveClient(serverKey: other.publicKey, publicKey: client.publicKey, secretKey: client.secretKey)
+        try dealer.connect(try router.lastEndpoint())
+        _ = try dealer.send([Array("x".utf8)], dontWait: true)
+        #expect(try poll([router.pollItem], timeoutMs: 500) == [false])
+    }
+}
+
+@Suite struct SocketLoopTests {
+    enum Ping: Sendable { case ping(Int) }
+
+    @Test func loopDeliversFramesEventsAndTicksAndStops() async throws {
+        let server = try SocketLoop<Ping>(options: SocketLoopOptions(bind: "tcp://127.0.0.1:*", tickMilliseconds: 10))
+        let endpoint = try #require(server.boundEndpoint)
+        let client = try SocketLoop<Ping>(options: SocketLoopOptions(connect: endpoint, identity: "c1", tickMilliseconds: 10))
+        let seen = Counter()
+        async let serverDone: Void = runOnDedicatedThread(name: "server") {
+            server.run { input in
+                switch input {
+                case .frame(let peer, let payload, _):
+                    seen.add("server got \(String(decoding: payload, as: UTF8.self)) from \(peer.label)")
+                    return [LoopOutput(to: peer, payload: Array("pong".utf8))]
+                case .tick: seen.add("server tick")
+                default: break
+                }
+                return []
+            }
+        }
+        async let clientDone: Void = runOnDedicatedThread(name: "client") {
+            client.run { input in
+                switch input {
+                case .event(.ping(let n)): return [LoopOutput(to: .upstream, payload: Array("ping \(n)".utf8))]
+                case .frame(.upstream, let payload, _): seen.add("client got \(String(decoding: payload, as: UTF8.self))")
+                default: break
+                }
+                return []
+            }
+        }
+        client.post(.ping(1))
+        let deadline = Date().addingTimeInterval(10)
+        while !seen.contains("client got pong") && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        server.stop()
+        client.stop()
+        _ = await (serverDone, clientDone)
+        #expect(seen.contains("server got ping 1 from peer 'c1'"))
+        #expect(seen.contains("client got pong"))
+        #expect(seen.contains("server tick"))
+    }
+
+    @Test func routerReportsBadShapedMessages() async throws {
+        let server = try SocketLoop<Ping>(options: SocketLoopOptions(bind: "tcp://127.0.0.1:*", tickMilliseconds: 10))
+        let ctx = try ZMQContext()
+        let raw = try ZMQSocket(ctx, .dealer)
+        try raw.connect(try #require(server.boundEndpoint))
+        try raw.send([Array("a".utf8), Array("b".utf8), Array("c".utf8)])
+        let seen = Counter()
+        async let done: Void = runOnDedicatedThread(name: "server") {
+            server.run { input in
+                if case .badShape(_, let frames) = input { seen.add("bad \(frames)") }
+                return []
+            }
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while !seen.contains("bad 4") && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        server.stop()
+        await done
+        raw.close()
+        ctx.terminate()
+        #expect(seen.contains("bad 4"))
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [String] = []
+    func add(_ s: String) { lock.lock(); items.append(s); lock.unlock() }
+    func contains(_ s: String) -> Bool { lock.lock(); defer { lock.unlock() }; return items.contains(s) }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system packages ComputeGrid builds against, when missing.
+# As root: installs them with apt-get. Otherwise: prints the exact apt line and fails.
+set -euo pipefail
+PACKAGES="libzmq3-dev libsqlite3-dev pkg-config libxml2-dev"
+missing=""
+for p in $PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "deps: missing system packages:$missing (no apt-get here: install libzmq, SQLite 3 headers and pkg-config by hand)" >&2
+  exit 1
+fi
+if [ "$(id -u)" -eq 0 ]; then
+  echo "deps: installing$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+else
+  echo "deps: missing system packages:$missing" >&2
+  echo "deps: run:  sudo apt-get update && sudo apt-get install -y$missing" >&2
+  exit 1
+fi
