@@ -121,7 +121,8 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["GridCore", "GridCLI", "GridProtocol", "GridTransport", "GridStore"]
+            dependencies: ["GridCore", "GridCLI", "GridProtocol", "GridTransport", "GridStore",
+                           "grid-agent", "grid-controller", "gridctl"]
         ),
     ],
     swiftLanguageModes: [.v6]

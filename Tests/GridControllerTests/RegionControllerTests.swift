@@ -146,10 +146,11 @@ func device(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, mod
         _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
         let a1 = try #require(h.tick().assignments.first)
         _ = h.status(a1, .running)
-        _ = h.tick(advance: 6)  // n1 silent past node_lost_after_ms
+        let afterLoss = h.tick(advance: 6)  // n1 silent past node_lost_after_ms
         let requeued = try #require(try h.job("j-1"))
         #expect(requeued.state == .queued)
-        #expect(requeued.message.contains("lost"))
+        #expect(afterLoss.statusUpdates.contains { $0.state == "queued" && $0.message.contains("n1 lost") },
+                "the national scheduler hears why the job went back to the queue")
 
         // A second node takes the job with a higher epoch.
         _ = h.register("n2", devices: [device("h0", 0)])

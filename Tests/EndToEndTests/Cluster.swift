@@ -1,0 +1,132 @@
+import Foundation
+import GridCLI
+import GridCore
+import Testing
+
+/// Starts the real executables (national, regions, agents) on loopback with ephemeral ports,
+/// in a scratch directory, and stops them all at the end.
+final class Cluster {
+    struct Daemon {
+        let name: String
+        let process: Process
+        let stdout: URL
+        let stderr: URL
+    }
+
+    let dir: URL
+    var daemons: [Daemon] = []
+    var nationalEndpoint = ""
+    var regionEndpoints: [String: String] = [:]
+
+    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let fixtures = repoRoot.appendingPathComponent("Tests/Fixtures/vendor")
+
+    /// The directory holding the built executables (next to the test bundle).
+    static let binDir: URL = {
+        var url = Bundle.main.bundleURL
+        for _ in 0..<4 {
+            if FileManager.default.isExecutableFile(atPath: url.appendingPathComponent("grid-controller").path) { return url }
+            url = url.deletingLastPathComponent()
+        }
+        return repoRoot.appendingPathComponent(".build/debug")
+    }()
+
+    init(_ name: String = #function) throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("grid-e2e-\(name.filter { $0.isLetter })-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    deinit { stopAll() }
+
+    @discardableResult
+    func start(_ name: String, _ executable: String, _ args: [String]) throws -> Daemon {
+        let p = Process()
+        p.executableURL = Self.binDir.appendingPathComponent(executable)
+        p.arguments = args
+        let out = dir.appendingPathComponent("\(name).out")
+        let err = dir.appendingPathComponent("\(name).err")
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
+        p.standardOutput = try FileHandle(forWritingTo: out)
+        p.standardError = try FileHandle(forWritingTo: err)
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let d = Daemon(name: name, process: p, stdout: out, stderr: err)
+        daemons.append(d)
+        return d
+    }
+
+    /// Waits for the "listening on ENDPOINT" line a controller prints once bound.
+    func endpoint(of d: Daemon, within seconds: Double = 20) throws -> String {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let text = try? String(contentsOf: d.stdout, encoding: .utf8), let line = text.split(separator: "\n").first(where: { $0.contains("listening on") }) {
+                return String(line.split(separator: " ").last ?? "")
+            }
+            if !d.process.isRunning { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw ClientError("\(d.name) did not report its endpoint; stderr:\n\(log(d.name))")
+    }
+
+    func startNational() throws {
+        let d = try start("national", "grid-controller", ["--role", "national", "--bind", "tcp://127.0.0.1:*", "--data-dir", dir.appendingPathComponent("national").path])
+        nationalEndpoint = try endpoint(of: d)
+    }
+
+    func startRegion(_ id: String, extra: [String] = []) throws {
+        let d = try start(id, "grid-controller", ["--role", "region", "--id", id, "--bind", "tcp://127.0.0.1:*", "--national", nationalEndpoint,
+                                                  "--data-dir", dir.appendingPathComponent(id).path] + extra)
+        regionEndpoints[id] = try endpoint(of: d)
+    }
+
+    func startAgent(_ node: String, region: String, simulate: [String]) throws {
+        try start(node, "grid-agent", ["run", "--node-id", node, "--region", try #require(regionEndpoints[region]),
+                                       "--data-dir", dir.appendingPathComponent(node).path,
+                                       "--simulate"] + simulate.map { Self.fixtures.appendingPathComponent($0).path })
+    }
+
+    func client() throws -> GridClient { try GridClient(endpoint: nationalEndpoint) }
+
+    /// Polls until `condition` holds or `seconds` pass.
+    func eventually<T>(_ seconds: Double = 30, _ what: String, _ probe: () throws -> T?) throws -> T {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let v = try? probe() { return v }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        throw ClientError("timed out waiting for \(what)\n" + daemons.map { "--- \($0.name) ---\n\(log($0.name).suffix(3000))" }.joined(separator: "\n"))
+    }
+
+    func log(_ name: String) -> String {
+        (try? String(contentsOf: dir.appendingPathComponent("\(name).err"), encoding: .utf8)) ?? ""
+    }
+
+    func daemon(_ name: String) -> Daemon? { daemons.first { $0.name == name } }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit status.
+    @discardableResult
+    func stop(_ name: String, signal: Int32 = SIGTERM, within seconds: Double = 10) -> Int32? {
+        guard let d = daemon(name) else { return nil }
+        if d.process.isRunning { kill(d.process.processIdentifier, signal) }
+        let deadline = Date().addingTimeInterval(seconds)
+        while d.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        if d.process.isRunning {
+            kill(d.process.processIdentifier, SIGKILL)
+            d.process.waitUntilExit()
+            return nil
+        }
+        daemons.removeAll { $0.name == name }
+        return d.process.terminationStatus
+    }
+
+    func stopAll() {
+        for d in daemons.reversed() where d.process.isRunning { kill(d.process.processIdentifier, SIGTERM) }
+        let deadline = Date().addingTimeInterval(10)
+        for d in daemons {
+            while d.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+            if d.process.isRunning { kill(d.process.processIdentifier, SIGKILL); d.process.waitUntilExit() }
+        }
+        daemons.removeAll()
+    }
+}

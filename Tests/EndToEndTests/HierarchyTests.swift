@@ -1,0 +1,99 @@
+import Foundation
+import GridCLI
+import GridCore
+import GridProtocol
+import GridStore
+import Testing
+
+/// The whole path with the real executables: gridctl-style submit → national → region →
+/// agent child process → status back up. Serialized: each test runs several processes.
+@Suite(.serialized) struct HierarchyTests {
+    @Test func jobRunsOnTheRequestedKindOfDeviceWithVisibleDevicesSet() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r-east")
+        try c.startRegion("r-west")
+        try c.startAgent("nv-node", region: "r-east", simulate: ["nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml"])
+        try c.startAgent("amd-node", region: "r-west", simulate: ["rocm-smi-json_mi100_rocm602.json"])
+        let client = try c.client()
+        _ = try c.eventually(30, "both regions to report ready nodes") { () -> Bool? in
+            let regions = try client.query(.regions).regions
+            return regions.count == 2 && regions.allSatisfy { $0.nodesReady == 1 } ? true : nil
+        }
+
+        let spec = JobSpec(name: "amd-probe", command: "/bin/sh",
+                           args: ["-c", "echo ROCR=$ROCR_VISIBLE_DEVICES HIP=$HIP_VISIBLE_DEVICES JOB=$GRID_JOB_ID"],
+                           accelerators: AcceleratorRequest(count: 2, vendor: .amd))
+        let reply = try client.submit(spec)
+        #expect(reply.accepted, "\(reply.reason)")
+        #expect(reply.regionID == "r-west")
+        let job = try c.eventually(30, "the job to finish") { () -> JobRecord? in
+            let j = try client.jobs().first { $0.id.rawValue == reply.jobID }
+            return j?.state.isTerminal == true ? j : nil
+        }
+        #expect(job.state == .succeeded, "\(job.message) \(job.outputTail)")
+        #expect(job.exitCode == 0)
+        #expect(job.region == "r-west" && job.node == "amd-node")
+        #expect(job.deviceModels.count == 2)
+        #expect(job.deviceModels.allSatisfy { $0.contains("MI100") })
+        let rocr = try #require(job.visibleDevices["ROCR_VISIBLE_DEVICES"])
+        #expect(rocr.split(separator: ",").count == 2)
+        #expect(job.visibleDevices["HIP_VISIBLE_DEVICES"] == rocr)
+        #expect(job.outputTail.contains("ROCR=\(rocr) HIP=\(rocr) JOB=\(reply.jobID)"))
+
+        let nv = try client.submit(JobSpec(name: "nv", command: "/bin/sh", args: ["-c", "echo CUDA=$CUDA_VISIBLE_DEVICES; exit 3"],
+                                           accelerators: AcceleratorRequest(count: 1, vendor: .nvidia, minMemoryMiB: 16 * 1024)))
+        let failed = try c.eventually(30, "the failing job to finish") { () -> JobRecord? in
+            let j = try client.jobs().first { $0.id.rawValue == nv.jobID }
+            return j?.state.isTerminal == true ? j : nil
+        }
+        #expect(failed.state == .failed && failed.exitCode == 3)
+        #expect(failed.node == "nv-node" && failed.deviceModels.first?.contains("V100S") == true)
+        #expect(failed.outputTail.contains("CUDA=\(failed.visibleDevices["CUDA_VISIBLE_DEVICES"] ?? "?")"))
+
+        // Clean shutdown: every daemon exits 0 on SIGTERM.
+        for name in ["nv-node", "amd-node", "r-east", "r-west", "national"] {
+            #expect(c.stop(name) == 0, "\(name) did not exit cleanly:\n\(c.log(name).suffix(2000))")
+        }
+    }
+
+    @Test func killNineLeavesEveryDatabaseReadableAndNoAcceptedJobIsLost() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        try c.startAgent("n1", region: "r1", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
+        let client = try c.client()
+        _ = try c.eventually(30, "the region to report a ready node") { () -> Bool? in
+            try client.query(.regions).regions.first?.nodesReady == 1 ? true : nil
+        }
+        var ids: [String] = []
+        for i in 0..<5 {
+            let r = try client.submit(JobSpec(name: "sleepy-\(i)", command: "/bin/sh", args: ["-c", "sleep 0.3; echo done \(i)"],
+                                              accelerators: AcceleratorRequest(count: 1)))
+            #expect(r.accepted)
+            ids.append(r.jobID)
+        }
+        // Crash the region and the national scheduler mid-flight, then bring them back.
+        Thread.sleep(forTimeInterval: 0.5)
+        c.stop("r1", signal: SIGKILL)
+        c.stop("national", signal: SIGKILL)
+        for db in ["national/national.sqlite", "r1/r1.sqlite"] {
+            let store = try GridStore(path: c.dir.appendingPathComponent(db).path)
+            #expect(try store.integrityCheck() == "ok")
+            #expect(try store.read("list") { try $0.jobs() }.count == 5, "\(db) lost accepted jobs")
+        }
+        let nationalData = c.dir.appendingPathComponent("national").path
+        let n = try c.start("national-2", "grid-controller", ["--role", "national", "--bind", c.nationalEndpoint, "--data-dir", nationalData])
+        _ = try c.endpoint(of: n)
+        try c.start("r1-2", "grid-controller", ["--role", "region", "--id", "r1", "--bind", try #require(c.regionEndpoints["r1"]),
+                                                "--national", c.nationalEndpoint, "--data-dir", c.dir.appendingPathComponent("r1").path])
+        let client2 = try c.client()
+        let jobs = try c.eventually(60, "all jobs to finish after the restart") { () -> [JobRecord]? in
+            let jobs = try client2.jobs().filter { ids.contains($0.id.rawValue) }
+            return jobs.count == 5 && jobs.allSatisfy { $0.state.isTerminal } ? jobs : nil
+        }
+        #expect(jobs.allSatisfy { $0.state == .succeeded }, "\(jobs.map { "\($0.id) \($0.state) \($0.message)" })")
+    }
+}

@@ -1,0 +1,42 @@
+import Foundation
+import Testing
+@testable import GridProbe
+
+@Suite struct ParseSupportTests {
+    @Test(arguments: ["N/A", "[N/A]", "[Not Supported]", "-", "NA", "Requested functionality has been deprecated", "  ", "unknown"])
+    func missingSpellingsAreNil(_ raw: String) {
+        #expect(ParseSupport.clean(raw) == nil)
+    }
+
+    @Test func numbersWithUnits() {
+        #expect(ParseSupport.double("67.03 W") == 67.03)
+        #expect(ParseSupport.double("(1402Mhz)") == 1402)
+        #expect(ParseSupport.double("35C") == 35)
+        #expect(ParseSupport.int("16x") == 16)
+        #expect(ParseSupport.int("99999999999999999999999") == nil)
+        #expect(ParseSupport.count("-3") == nil)
+        #expect(ParseSupport.mebibytes("32768.00 MiB") == 32768)
+        #expect(ParseSupport.mebibytes("98304 MB") == 98304)
+        #expect(ParseSupport.mebibytes("2 GiB") == 2048)
+        #expect(ParseSupport.mebibytes("12 parsecs") == nil)
+        #expect(ParseSupport.mebibytes(fromBytes: "34342961152") == 32752)
+    }
+
+    @Test func pciAddresses() {
+        #expect(ParseSupport.pciBusID("00000000:0A:00.0") == "0000:0a:00.0")
+        #expect(ParseSupport.pciBusID("0001:6c:00.0") == "0001:6c:00.0")
+        #expect(ParseSupport.pciBusID("65:00.0") == "0000:65:00.0")
+        #expect(ParseSupport.pciBusID("NA") == nil)
+        #expect(ParseSupport.pciBusID("0000:zz:00.0") == nil)
+        #expect(ParseSupport.pciDeviceID("20B210DE", packing: .deviceHigh) == "0x20b2")
+        #expect(ParseSupport.pciDeviceID("0x1da31020", packing: .deviceLow) == "0x1020")
+        #expect(ParseSupport.pciDeviceID("0x20a") == "0x020a")
+    }
+
+    @Test func placeholders() {
+        #expect(ParseSupport.serial("0000000000000") == nil)
+        #expect(ParseSupport.serial("0") == nil)
+        #expect(ParseSupport.uuid("GPU-00000000-0000-0000-0000-000000000000") == nil)
+        #expect(ParseSupport.uuid("GPU-27b94a00-ed54-5c24-b1fd-1054085de32a") != nil)
+    }
+}
