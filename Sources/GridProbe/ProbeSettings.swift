@@ -26,6 +26,11 @@ public struct ToolSettings: Codable, Sendable, Hashable {
         self.vendors = vendors
         self.timeoutSeconds = timeoutSeconds
     }
+
+    enum CodingKeys: String, CodingKey {
+        case enabled, executable, arguments, format, vendors
+        case timeoutSeconds = "timeout_seconds"
+    }
 }
 
 /// Probe configuration, embedded in the agent config (YAML key `probe:`). Every key is
@@ -81,9 +86,15 @@ public struct ProbeSettings: Codable, Sendable, Hashable {
         self.health = health
     }
 
-    enum CodingKeys: String, CodingKey {
-        case sysfsRoot, procRoot, toolTimeoutSeconds, maxOutputBytes, sysfsTimeoutSeconds
-        case onlyToolsForDetectedVendors, tools, health
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case sysfsRoot = "sysfs_root"
+        case procRoot = "proc_root"
+        case toolTimeoutSeconds = "tool_timeout_seconds"
+        case maxOutputBytes = "max_output_bytes"
+        case sysfsTimeoutSeconds = "sysfs_timeout_seconds"
+        case onlyToolsForDetectedVendors = "only_tools_for_detected_vendors"
+        case tools = "tools"
+        case health = "health"
     }
 
     /// A tool entry as written in config: every key optional.
@@ -94,9 +105,26 @@ public struct ProbeSettings: Codable, Sendable, Hashable {
         var format: VendorTool?
         var vendors: [AcceleratorVendor]?
         var timeoutSeconds: Double?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case enabled, executable, arguments, format, vendors
+            case timeoutSeconds = "timeout_seconds"
+        }
+
+        init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled)
+            executable = try c.decodeIfPresent(String.self, forKey: .executable)
+            arguments = try c.decodeIfPresent([String].self, forKey: .arguments)
+            format = try c.decodeIfPresent(VendorTool.self, forKey: .format)
+            vendors = try c.decodeIfPresent([AcceleratorVendor].self, forKey: .vendors)
+            timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds)
+        }
     }
 
     public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = ProbeSettings()
         sysfsRoot = try c.decodeIfPresent(String.self, forKey: .sysfsRoot) ?? d.sysfsRoot

@@ -105,9 +105,27 @@ struct Job: ParsableCommand {
 struct Nodes: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List nodes as their regions last reported them.")
     @OptionGroup var options: ControllerOptions
+    @Option(help: "Wait until at least this many nodes are ready (exit 2 if not within --within seconds).")
+    var expect: Int?
+    @Option(help: "Seconds to wait for --expect.")
+    var within: Double = 60
+
     func run() throws {
         do {
-            let nodes = try options.client().query(.nodes, timeout: options.timeout).nodes.map(\.brief)
+            let client = try options.client()
+            var nodes = try client.query(.nodes, timeout: options.timeout).nodes.map(\.brief)
+            if let expect {
+                let deadline = Date().addingTimeInterval(within)
+                while nodes.filter({ $0.state == .ready }).count < expect {
+                    if Date() >= deadline {
+                        print(Table.nodes(nodes))
+                        _ = fail("only \(nodes.filter { $0.state == .ready }.count) of \(expect) nodes ready after \(Int(within))s")
+                        throw ExitCode(2)
+                    }
+                    Thread.sleep(forTimeInterval: 0.25)
+                    nodes = (try? client.query(.nodes, timeout: options.timeout).nodes.map(\.brief)) ?? nodes
+                }
+            }
             if options.json { try printJSON(nodes) } else { print(Table.nodes(nodes)) }
         } catch let e as ClientError { throw fail(e.message) }
     }

@@ -75,7 +75,7 @@ struct HealthEvaluatorTests {
         #expect(empty == HealthPolicy())
         let partial = try JSONDecoder().decode(
             HealthPolicy.self,
-            from: Data(#"{"cleanProbesToRecover": 5, "powerThrottleState": "healthy", "vendorHealthText": {" OK ": "healthy", "Minor": "degraded"}}"#.utf8))
+            from: Data(#"{"clean_probes_to_recover": 5, "power_throttle_state": "healthy", "vendor_health_text": {" OK ": "healthy", "Minor": "degraded"}}"#.utf8))
         #expect(partial.cleanProbesToRecover == 5)
         #expect(partial.powerThrottleState == .healthy)
         #expect(partial.vendorHealthText == ["ok": .healthy, "minor": .degraded])
@@ -90,11 +90,11 @@ struct HealthEvaluatorTests {
         let s = try JSONDecoder().decode(
             ProbeSettings.self,
             from: Data(#"""
-            {"toolTimeoutSeconds": 4,
+            {"tool_timeout_seconds": 4,
              "tools": {"nvidia-smi": {"executable": "/opt/nv/nvidia-smi"},
                        "hl-smi": {"enabled": false},
                        "hy-smi": {"executable": "hy-smi", "arguments": ["--json"], "format": "rocm-smi-json"}},
-             "health": {"cleanProbesToRecover": 2}}
+             "health": {"clean_probes_to_recover": 2}}
             """#.utf8))
         #expect(s.toolTimeoutSeconds == 4)
         #expect(s.sysfsRoot == "/sys")
@@ -108,6 +108,16 @@ struct HealthEvaluatorTests {
         #expect(try JSONDecoder().decode(ProbeSettings.self, from: Data("{}".utf8)) == ProbeSettings())
         #expect(throws: DecodingError.self) {
             try JSONDecoder().decode(ProbeSettings.self, from: Data(#"{"tools": {"mystery": {}}}"#.utf8))
+        }
+        // A typo is an error that names the key, not a silently ignored setting.
+        do {
+            _ = try JSONDecoder().decode(ProbeSettings.self, from: Data(#"{"tool_timeout_secs": 4}"#.utf8))
+            Issue.record("unknown key accepted")
+        } catch {
+            #expect(describeDecodingError(error).contains("tool_timeout_secs"))
+        }
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(HealthPolicy.self, from: Data(#"{"cleanProbesToRecover": 2}"#.utf8))
         }
     }
 }

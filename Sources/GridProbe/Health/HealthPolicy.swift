@@ -109,16 +109,28 @@ public struct HealthPolicy: Codable, Sendable, Hashable {
         self.cleanProbesToRecover = cleanProbesToRecover
     }
 
-    enum CodingKeys: String, CodingKey {
-        case eccUncorrectableVolatileMax, eccUncorrectableAggregateMax, eccCorrectableVolatileMax
-        case retiredPagesPendingState, remappedRowsPendingState, retiredPagesUnhealthyAt
-        case remappingFailedState, temperatureSlowdownMarginC, temperatureDegradedC
-        case temperatureUnhealthyC, thermalThrottleState, powerThrottleState, fatalFaultCodes
-        case degradingFaultCodes, vendorHealthText, unrecognizedVendorHealthState
-        case cleanProbesToRecover
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case eccUncorrectableVolatileMax = "ecc_uncorrectable_volatile_max"
+        case eccUncorrectableAggregateMax = "ecc_uncorrectable_aggregate_max"
+        case eccCorrectableVolatileMax = "ecc_correctable_volatile_max"
+        case retiredPagesPendingState = "retired_pages_pending_state"
+        case remappedRowsPendingState = "remapped_rows_pending_state"
+        case retiredPagesUnhealthyAt = "retired_pages_unhealthy_at"
+        case remappingFailedState = "remapping_failed_state"
+        case temperatureSlowdownMarginC = "temperature_slowdown_margin_c"
+        case temperatureDegradedC = "temperature_degraded_c"
+        case temperatureUnhealthyC = "temperature_unhealthy_c"
+        case thermalThrottleState = "thermal_throttle_state"
+        case powerThrottleState = "power_throttle_state"
+        case fatalFaultCodes = "fatal_fault_codes"
+        case degradingFaultCodes = "degrading_fault_codes"
+        case vendorHealthText = "vendor_health_text"
+        case unrecognizedVendorHealthState = "unrecognized_vendor_health_state"
+        case cleanProbesToRecover = "clean_probes_to_recover"
     }
 
     public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = HealthPolicy()
         eccUncorrectableVolatileMax = try c.decodeIfPresent(Int.self, forKey: .eccUncorrectableVolatileMax) ?? d.eccUncorrectableVolatileMax

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# `make demo`: a national scheduler, two regions and six simulated agents on loopback, the
+# sample jobs in examples/jobs, a table of where each ran and how it ended, clean shutdown.
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${BIN:-$ROOT/.build/debug}"
+RUN="$ROOT/run"
+LOGS="$RUN/logs"
+NATIONAL=tcp://127.0.0.1:7700
+PIDS=()
+NAMES=()
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  if [ ${#PIDS[@]} -gt 0 ]; then
+    log "stopping ${#PIDS[@]} processes (SIGTERM)"
+    # Agents first, then regions, then the national scheduler.
+    for ((i=${#PIDS[@]}-1; i>=0; i--)); do kill -TERM "${PIDS[$i]}" 2>/dev/null || true; done
+    local deadline=$((SECONDS + 15))
+    for i in "${!PIDS[@]}"; do
+      local pid=${PIDS[$i]}
+      while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+      if kill -0 "$pid" 2>/dev/null; then
+        echo "demo: ${NAMES[$i]} (pid $pid) ignored SIGTERM; killing" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+        status=1
+      fi
+      wait "$pid" 2>/dev/null
+      local rc=$?
+      if [ $rc -ne 0 ] && [ $rc -ne 143 ]; then
+        echo "demo: ${NAMES[$i]} exited with status $rc (log: $LOGS/${NAMES[$i]}.log)" >&2
+        status=1
+      fi
+    done
+    local left
+    left=$(pgrep -f "$BIN/grid-(agent|controller)" || true)
+    if [ -n "$left" ]; then
+      echo "demo: processes left behind: $left" >&2
+      status=1
+    else
+      log "all processes stopped; logs in ${LOGS#"$ROOT"/}"
+    fi
+  fi
+  exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start() { # name binary args...
+  local name=$1; shift
+  "$@" >"$LOGS/$name.out" 2>"$LOGS/$name.log" </dev/null &
+  PIDS+=($!)
+  NAMES+=("$name")
+}
+
+wait_listening() { # name
+  local name=$1 deadline=$((SECONDS + 20))
+  until grep -q "listening on" "$LOGS/$name.out" 2>/dev/null; do
+    if ! kill -0 "${PIDS[-1]}" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+      echo "demo: $name did not start; its log:" >&2
+      cat "$LOGS/$name.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "    $(cat "$LOGS/$name.out")"
+}
+
+for b in grid-controller grid-agent gridctl; do
+  [ -x "$BIN/$b" ] || { echo "demo: $BIN/$b is missing; run 'make demo' (it builds first)" >&2; exit 1; }
+done
+rm -rf "$RUN"
+mkdir -p "$LOGS"
+
+log "starting the national scheduler and two regional controllers"
+start national "$BIN/grid-controller" --config "$ROOT/controller-config/national.yaml"
+wait_listening national
+for r in guian zhongwei; do
+  start "region-$r" "$BIN/grid-controller" --config "$ROOT/controller-config/region-$r.yaml"
+  wait_listening "region-$r"
+done
+
+log "starting six agents with simulated accelerators (captured vendor-tool outputs)"
+for a in gz-a100 gz-v100 gz-ascend nx-t4 nx-mi100 nx-gaudi; do
+  start "agent-$a" "$BIN/grid-agent" run --config "$ROOT/agent-config/$a.yaml"
+  echo "    $a: $(sed -n 's/^# Simulated node for `make demo`: //p' "$ROOT/agent-config/$a.yaml")"
+done
+
+log "waiting for the regions to report all nodes to the national scheduler"
+"$BIN/gridctl" --help >/dev/null
+"$BIN/gridctl" nodes --controller "$NATIONAL" --expect 6 --within 60 || exit 1
+echo
+"$BIN/gridctl" regions --controller "$NATIONAL"
+
+log "submitting the sample jobs in examples/jobs"
+"$BIN/gridctl" submit --controller "$NATIONAL" "$ROOT"/examples/jobs/*.yaml || exit 1
+
+log "waiting for every job to end"
+"$BIN/gridctl" wait --controller "$NATIONAL" --within 120
+rc=$?
+echo
+if [ $rc -eq 0 ]; then
+  log "all sample jobs succeeded"
+else
+  log "some jobs did not succeed (gridctl wait exit $rc)"
+  exit $rc
+fi
