@@ -103,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "grid-bench",
             dependencies: [
-                "GridCore", "GridProbe", "GridProtocol", "GridScheduler", "GridTransport", "GridStore",
+                "GridCore", "GridProbe", "GridCatalog", "GridProtocol", "GridScheduler", "GridTransport", "GridStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
