@@ -122,6 +122,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["GridCore", "GridCLI", "GridProtocol", "GridTransport", "GridStore",
+                           "GridAgent", "GridController",
                            "grid-agent", "grid-controller", "gridctl"]
         ),
     ],

@@ -1,0 +1,109 @@
+import Foundation
+import GridAgent
+import GridCLI
+import GridController
+import GridCore
+import Testing
+
+/// The sample files the demo and the systemd units use must load, and bad files must fail with
+/// errors that name the key.
+@Suite struct ConfigFileTests {
+    static let root = Cluster.repoRoot
+
+    static func files(_ dir: String, ext: String = "yaml") -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent(dir).path)) ?? [])
+            .filter { $0.hasSuffix(".\(ext)") }.sorted()
+    }
+
+    @Test(arguments: files("controller-config"))
+    func controllerSamplesLoad(_ name: String) throws {
+        let cfg = try ControllerConfig.load(path: Self.root.appendingPathComponent("controller-config/\(name)").path, role: nil, environment: [:])
+        #expect(cfg.problems().isEmpty)
+        #expect(cfg.dataDir.hasPrefix(Self.root.appendingPathComponent("run").path), "demo state stays under run/")
+    }
+
+    @Test func controllerSamplesCoverBothRoles() throws {
+        let roles = try Self.files("controller-config").map {
+            try ControllerConfig.load(path: Self.root.appendingPathComponent("controller-config/\($0)").path, role: nil, environment: [:]).role
+        }
+        #expect(Set(roles) == [.national, .region])
+    }
+
+    @Test(arguments: files("agent-config"))
+    func agentSamplesLoad(_ name: String) throws {
+        let cfg = try AgentConfig.load(path: Self.root.appendingPathComponent("agent-config/\(name)").path, environment: [:], validate: false)
+        #expect(IdentifierRules.problem(with: cfg.nodeID) == nil)
+        for file in cfg.simulate { #expect(FileManager.default.isReadableFile(atPath: file), "\(name): \(file)") }
+    }
+
+    @Test func environmentOverridesFileAndFlagsAreValidated() throws {
+        let path = Self.root.appendingPathComponent("controller-config/region-guian.yaml").path
+        let cfg = try ControllerConfig.load(path: path, role: nil, environment: ["GRID_CONTROLLER_BIND": "tcp://127.0.0.1:9999"])
+        #expect(cfg.bind == "tcp://127.0.0.1:9999")
+        #expect(cfg.id == "cn-gz-guian")
+    }
+
+    func write(_ text: String) throws -> String {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("cfg-\(UUID().uuidString.prefix(8)).yaml")
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        return url.path
+    }
+
+    @Test func typoInControllerConfigNamesTheKey() throws {
+        let path = try write("role: region\nhearbeat_interval_ms: 500\n")
+        do {
+            _ = try ControllerConfig.load(path: path, role: nil, environment: [:])
+            Issue.record("typo accepted")
+        } catch let e as ConfigError {
+            #expect(e.description.contains("hearbeat_interval_ms"))
+            #expect(e.description.contains(path))
+        }
+    }
+
+    @Test func wrongTypeAndBadValuesAreReported() throws {
+        #expect(throws: ConfigError.self) { try ControllerConfig.load(path: try write("heartbeat_interval_ms: often\n"), role: nil, environment: [:]) }
+        do {
+            _ = try ControllerConfig.load(path: try write("id: 'bad id'\nnode_lost_after_ms: 100\n"), role: nil, environment: [:])
+            Issue.record("bad values accepted")
+        } catch let e as ConfigError {
+            #expect(e.problems.contains { $0.hasPrefix("id:") })
+            #expect(e.problems.contains { $0.hasPrefix("node_lost_after_ms:") })
+        }
+        #expect(throws: ConfigError.self) { try AgentConfig.load(path: try write("probe:\n  tool_timeout: 3\n"), environment: [:]) }
+        #expect(throws: ConfigError.self) { try AgentConfig.load(path: "/nonexistent/agent.yaml", environment: [:]) }
+    }
+
+    @Test(arguments: files("examples/jobs"))
+    func sampleJobsParse(_ name: String) throws {
+        let path = Self.root.appendingPathComponent("examples/jobs/\(name)").path
+        let spec = try JobFile.parse(try String(contentsOfFile: path, encoding: .utf8), source: path)
+        #expect(spec.problems().isEmpty)
+        #expect(spec.accelerators.count >= 1)
+    }
+
+    @Test func jobFileErrorsNameEveryProblem() {
+        do {
+            _ = try JobFile.parse("args: [x]\naccelerators: {vendor: acme, min_memory: lots, count: -1}\n", source: "bad.yaml")
+            Issue.record("bad job accepted")
+        } catch let e as ConfigError {
+            #expect(e.problems.contains { $0.hasPrefix("command:") })
+            #expect(e.problems.contains { $0.hasPrefix("accelerators.vendor:") })
+            #expect(e.problems.contains { $0.hasPrefix("accelerators.min_memory:") })
+            #expect(e.problems.contains { $0.hasPrefix("accelerators.count:") })
+        } catch { Issue.record("unexpected \(error)") }
+        #expect(throws: ConfigError.self) { try JobFile.parse("command: x\nacelerators: {count: 1}\n", source: "typo.yaml") }
+    }
+
+    @Test(arguments: [("40GiB", 40960), ("16000", 16000), ("1.5 GiB", 1536), ("80GB", 76294), ("512MiB", 512)])
+    func memorySizes(_ text: String, _ mib: Int) {
+        #expect(JobFile.parseMemoryMiB(text) == mib)
+    }
+
+    @Test func visibleDevicesFollowTheVendorRuntime() {
+        let devs = [DeviceInventory(id: "a", index: 2, vendor: .amd, model: "m"), DeviceInventory(id: "b", index: 0, vendor: .amd, model: "m")]
+        #expect(AgentCore.visibleDevices(devs) == ["ROCR_VISIBLE_DEVICES": "2,0", "HIP_VISIBLE_DEVICES": "2,0"])
+        #expect(AgentCore.visibleDevices([DeviceInventory(id: "h", index: 5, vendor: .habana, model: "g")]) == ["HABANA_VISIBLE_MODULES": "5"])
+        #expect(AgentCore.visibleDevices([DeviceInventory(id: "n", index: 1, vendor: .huawei, model: "n")]) == ["ASCEND_RT_VISIBLE_DEVICES": "1"])
+        #expect(AgentCore.visibleDevices([DeviceInventory(id: "i", index: 3, vendor: .intel, model: "x")]) == ["ZE_AFFINITY_MASK": "3"])
+    }
+}
