@@ -10,7 +10,7 @@ import Logging
 /// `NationalRouting`, forwards the job until the region acknowledges it, and keeps the job's
 /// state as regions report it. Like `RegionController`, it never touches sockets and takes
 /// `now` from the caller.
-public final class NationalController {
+public final class NationalController: ControllerLogic {
     let config: ControllerConfig
     let store: GridStore
     let logger: Logger
@@ -21,6 +21,7 @@ public final class NationalController {
     var lastRoutingAt = Date.distantPast
     var routingDirty = true
     let makeJobID: () -> JobID
+    var role: String { "the national scheduler" }
 
     /// `makeJobID` is injected so tests and replays get predictable ids.
     public init(config: ControllerConfig, store: GridStore, logger: Logger, makeJobID: @escaping () -> JobID) {
@@ -31,26 +32,12 @@ public final class NationalController {
         self.makeJobID = makeJobID
     }
 
-    public var rejectedFrames: [String: Int] { messenger.rejected }
 
-    public func handle(_ input: LoopInput<Never>, now: Date) -> [LoopOutput] {
-        switch input {
-        case .tick:
-            return tick(now: now)
-        case .badShape(let peer, let frames):
-            messenger.countBadShape(from: peer, frames: frames)
-            return []
-        case .frame(let peer, let payload, let delimited):
-            guard let message = messenger.decode(payload, from: peer) else { return [] }
-            let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited)
-            do {
-                return try receive(message, origin: origin, now: now)
-            } catch {
-                logger.error("could not process \(message.body.type) from \(peer.label): \(error)")
-                return [messenger.error("internal", "national scheduler could not store the request: \(error); retry later", to: origin)]
-            }
-        }
-    }
+    /// One loop input in, the frames to send out. Runs on the socket loop's thread.
+    public func handle(_ input: LoopInput<Never>, now: Date) -> [LoopOutput] { dispatch(input, now: now) }
+
+    /// Rejected inbound frames by reason, for logs and tests.
+    public var rejectedFrames: [String: Int] { messenger.rejected }
 
     func receive(_ message: Message, origin: Origin, now: Date) throws -> [LoopOutput] {
         switch message.body {

@@ -14,7 +14,7 @@ import Logging
 /// Delivery rules (PROTOCOL.md): every change is committed to SQLite before it is acknowledged;
 /// assignments carry (id, epoch) and are resent until acknowledged; status updates carry an
 /// update id and duplicates are answered from the `applied_updates` table.
-public final class RegionController {
+public final class RegionController: ControllerLogic {
     public let region: RegionID
     let config: ControllerConfig
     let store: GridStore
@@ -37,6 +37,7 @@ public final class RegionController {
     var cancelRequested: Set<JobID> = []
 
     static let upstreamDestination = "national"
+    var role: String { "region \(region)" }
 
     public init(config: ControllerConfig, store: GridStore, logger: Logger, now: Date) throws {
         self.region = RegionID(config.id)
@@ -53,29 +54,11 @@ public final class RegionController {
         }
     }
 
-    /// Counters for logs and tests.
-    public var rejectedFrames: [String: Int] { messenger.rejected }
+    /// One loop input in, the frames to send out. Runs on the socket loop's thread.
+    public func handle(_ input: LoopInput<Never>, now: Date) -> [LoopOutput] { dispatch(input, now: now) }
 
-    public func handle(_ input: LoopInput<Never>, now: Date) -> [LoopOutput] {
-        switch input {
-        case .tick:
-            return tick(now: now)
-        case .badShape(let peer, let frames):
-            messenger.countBadShape(from: peer, frames: frames)
-            return []
-        case .frame(let peer, let payload, let delimited):
-            guard let message = messenger.decode(payload, from: peer) else { return [] }
-            let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited)
-            do {
-                return try receive(message, origin: origin, now: now)
-            } catch {
-                // Storage failed (disk full, I/O error): nothing was acknowledged, the sender
-                // retries. Say so and keep serving.
-                logger.error("could not process \(message.body.type) from \(peer.label): \(error)")
-                return [messenger.error("internal", "region \(region) could not store the update: \(error); retry later", to: origin)]
-            }
-        }
-    }
+    /// Rejected inbound frames by reason, for logs and tests.
+    public var rejectedFrames: [String: Int] { messenger.rejected }
 
     func receive(_ message: Message, origin: Origin, now: Date) throws -> [LoopOutput] {
         switch message.body {
