@@ -64,7 +64,7 @@ struct ToolRunnerTests {
         #expect(res.stdoutTruncated)
         #expect(res.stdout.utf8.count == 1 << 20)
         #expect(res.stderrTail.utf8.count <= 4096)
-        #expect(secondsElapsed(since: start) < 10)
+        #expect(secondsElapsed(since: start) < 30)
     }
 
     @Test func outputUnderTheLimitIsComplete() async throws {
@@ -107,7 +107,7 @@ struct ToolRunnerTests {
         let start = Date()
         let second = await runner.run(tool, tool: "slow-tool", timeoutSeconds: 2)
         #expect(second.outcome == .busy)
-        #expect(secondsElapsed(since: start) < 5)
+        #expect(secondsElapsed(since: start) < 20, "answered busy without waiting for the first run")
         let firstResult = await first.value
         #expect(firstResult.outcome == .timedOut)
         #expect(!runner.isBusy("slow-tool"))
@@ -143,6 +143,6 @@ struct ToolRunnerTests {
         task.cancel()
         let res = await task.value
         #expect(res.outcome == .cancelled)
-        #expect(secondsElapsed(since: start) < 5)
+        #expect(secondsElapsed(since: start) < 20, "cancelled, not left to its 30 s deadline")
     }
 }

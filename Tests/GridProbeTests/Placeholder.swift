@@ -1,1 +1,0 @@
-// GridProbe tests live beside this file.
