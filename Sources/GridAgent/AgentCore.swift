@@ -52,7 +52,6 @@ public final class AgentCore {
     var registered = false
     var lastRegisterAt = Date.distantPast
     var lastHeartbeatAt = Date.distantPast
-    var lastAckAt: Date?
     var heartbeatInterval: Double
     var devicesDirty = true
     var heartbeatCount = 0
@@ -86,7 +85,6 @@ public final class AgentCore {
         case .event(.exited(let id, let end)): return onExit(id, end, now: now)
         case .frame(_, let payload, _):
             guard let message = messenger.decode(payload) else { return [] }
-            lastAckAt = now
             switch message.body {
             case .registerAck(let m):
                 if !registered { logger.info("registered", metadata: ["region": "\(m.regionID)", "node": "\(node)"]) }

@@ -13,12 +13,8 @@ public final class AgentService: Service, @unchecked Sendable {
     let source: any InventorySource
     let logger: Logger
     let loop: SocketLoop<AgentEvent>
-    let core: UncheckedCore
-
-    final class UncheckedCore: @unchecked Sendable {
-        let core: AgentCore
-        init(_ core: AgentCore) { self.core = core }
-    }
+    /// Touched only on the loop thread once `run` starts.
+    let core: AgentCore
 
     public init(config: AgentConfig, source: any InventorySource, initial: InventoryReport, logger: Logger) throws {
         self.config = config
@@ -27,12 +23,11 @@ public final class AgentService: Service, @unchecked Sendable {
         let loop = try SocketLoop<AgentEvent>(options: SocketLoopOptions(
             connect: config.region, identity: nil, maxMessageBytes: config.maxMessageBytes, tickMilliseconds: 50))
         self.loop = loop
-        self.core = UncheckedCore(AgentCore(config: config, initial: initial, logger: logger) { loop.post($0) })
+        self.core = AgentCore(config: config, initial: initial, logger: logger) { loop.post($0) }
     }
 
     public func run() async throws {
         let loop = self.loop
-        let core = self.core
         let source = self.source
         let interval = config.probeIntervalSeconds
         let grace = config.killGraceSeconds
@@ -41,8 +36,8 @@ public final class AgentService: Service, @unchecked Sendable {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     await runOnDedicatedThread(name: "grid-agent") {
-                        loop.run { core.core.handle($0, now: Date()) }
-                        core.core.terminateAll(grace: grace)
+                        loop.run { self.core.handle($0, now: Date()) }
+                        self.core.terminateAll(grace: grace)
                     }
                 }
                 group.addTask {

@@ -13,8 +13,8 @@ public final class ControllerService: Service, @unchecked Sendable {
     public let config: ControllerConfig
     let loop: SocketLoop<Never>
     let logger: Logger
-    // Touched only on the loop thread once `run` starts.
-    private let handle: (LoopInput<Never>, Date) -> [LoopOutput]
+    /// The role's logic with the clock applied. Touched only on the loop thread once `run` starts.
+    private let handle: (LoopInput<Never>) -> [LoopOutput]
 
     public init(config: ControllerConfig, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }) throws {
         self.config = config
@@ -32,7 +32,7 @@ public final class ControllerService: Service, @unchecked Sendable {
         switch config.role {
         case .region:
             let controller = try RegionController(config: config, store: store, logger: logger, now: clock())
-            handle = { input, now in controller.handle(input, now: now) }
+            handle = { controller.handle($0, now: clock()) }
         case .national:
             var counter = 0
             let controller = NationalController(config: config, store: store, logger: logger) {
@@ -40,34 +40,22 @@ public final class ControllerService: Service, @unchecked Sendable {
                 let ms = UInt64(max(0, clock().timeIntervalSince1970 * 1000))
                 return JobID("j-\(String(ms, radix: 36))-\(counter)")
             }
-            handle = { input, now in controller.handle(input, now: now) }
+            handle = { controller.handle($0, now: clock()) }
         }
-        let h = handle
-        self.handleWithClock = { input in h(input, clock()) }
     }
-
-    private let handleWithClock: (LoopInput<Never>) -> [LoopOutput]
 
     public func run() async throws {
         logger.info("\(config.role.rawValue) controller \(config.id) serving", metadata: [
             "endpoint": "\(endpoint)", "database": "\(config.databasePath)",
         ])
         let loop = self.loop
-        let body = handleWithClock
-        let box = UncheckedBox(body)
         await withTaskCancellationOrGracefulShutdownHandler {
             await runOnDedicatedThread(name: "grid-\(config.role.rawValue)") {
-                loop.run { box.value($0) }
+                loop.run { self.handle($0) }
             }
         } onCancelOrGracefulShutdown: {
             loop.stop()
         }
         logger.info("\(config.role.rawValue) controller \(config.id) stopped")
     }
-}
-
-/// Moves a non-Sendable value to the loop thread that will be its only user.
-final class UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }

@@ -31,6 +31,7 @@ public final class RegionController: ControllerLogic {
     var lastSummaryAt = Date.distantPast
     var lastOutboxAt = Date.distantPast
     var lastPlacementAt = Date.distantPast
+    var lastResendAt = Date.distantPast
     var placementDirty = true
     /// Jobs the national scheduler asked to cancel while they run; the Cancel is resent until
     /// the agent reports a terminal state.
@@ -91,13 +92,15 @@ public final class RegionController: ControllerLogic {
             lastSeen: now, registeredAt: nodes[id]?.registeredAt ?? now)
         let held = Set(m.heldAssignments)
         var out: [LoopOutput] = []
-        try store.write("register \(id)") { tx in
+        let pending: [AssignmentID] = try store.write("register \(id)") { tx in
             try tx.upsertNode(record)
+            let mine = try tx.activeAssignments().filter { $0.node == id }
             // An agent that restarted lost the processes of assignments it no longer holds:
             // run those jobs again elsewhere rather than wait for results that cannot come.
-            for a in try tx.activeAssignments() where a.node == id && a.state == "accepted" && !held.contains(a.id.rawValue) {
+            for a in mine where a.state == "accepted" && !held.contains(a.id.rawValue) {
                 try requeue(a, reason: "node \(id) restarted without assignment \(a.id)", tx: tx, now: now)
             }
+            return mine.filter { $0.state == "pending" }.map(\.id)
         }
         nodes[id] = record
         routes[id] = origin.peer
@@ -109,10 +112,9 @@ public final class RegionController: ControllerLogic {
         ack.regionID = region.rawValue
         ack.heartbeatIntervalMs = UInt32(config.heartbeatIntervalMs)
         out.append(messenger.reply(.registerAck(ack), to: origin))
-        // Anything still pending for this node goes out again right away.
-        for a in try store.read("pending assignments") { try $0.activeAssignments() } where a.node == id && a.state == "pending" {
-            assignmentSentAt[a.id] = nil
-        }
+        // Anything still pending for this node goes out again on the next resend pass.
+        for a in pending { assignmentSentAt[a] = nil }
+        lastResendAt = .distantPast
         return out
     }
 
@@ -408,6 +410,7 @@ public final class RegionController: ControllerLogic {
         let requests = queued.map { PlacementRequest(job: $0.id, accelerators: $0.spec.accelerators) }
         let plan = RegionPlacement.plan(snapshot: snapshot, requests: requests, policy: config.placement)
         var out: [LoopOutput] = []
+        var placed: [(AssignmentRecord, JobRecord)] = []
         let byID = Dictionary(queued.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         for p in plan.placements {
             guard var job = byID[p.job], let node = nodes[p.node] else { continue }
@@ -422,26 +425,28 @@ public final class RegionController: ControllerLogic {
             job.message = "assigned to \(p.node)"
             job.updatedAt = now
             let record = AssignmentRecord(id: aid, job: job.id, node: p.node, epoch: job.epoch, deviceIDs: p.deviceIDs, state: "pending", createdAt: now)
-            let saved = job
-            try store.write("assign \(job.id)") { tx in
-                try tx.saveJob(saved)
-                try tx.insertAssignment(record)
-                try enqueueStatus(saved, tx: tx, now: now)
-            }
-            logger.info("job placed", metadata: ["job": "\(job.id)", "node": "\(p.node)", "devices": "\(p.deviceIDs.joined(separator: ","))", "epoch": "\(job.epoch)"])
-            if let o = assignmentOutput(record, job: saved) {
-                out.append(o)
-                assignmentSentAt[aid] = now
-            }
+            placed.append((record, job))
         }
         // Say why the others wait, once per change of reason.
         let waitingChanges = queued.filter { job in plan.waiting[job.id].map { $0 != job.message } ?? false }
-        if !waitingChanges.isEmpty {
-            try store.write("waiting reasons") { tx in
-                for var job in waitingChanges {
-                    job.message = plan.waiting[job.id] ?? job.message
-                    try tx.saveJob(job)
-                }
+        guard !placed.isEmpty || !waitingChanges.isEmpty else { return [] }
+        // One transaction (one fsync) for the whole pass; assignments go out only once stored.
+        try store.write("placement pass") { tx in
+            for (record, job) in placed {
+                try tx.saveJob(job)
+                try tx.insertAssignment(record)
+                try enqueueStatus(job, tx: tx, now: now)
+            }
+            for var job in waitingChanges {
+                job.message = plan.waiting[job.id] ?? job.message
+                try tx.saveJob(job)
+            }
+        }
+        for (record, job) in placed {
+            logger.info("job placed", metadata: ["job": "\(job.id)", "node": "\(record.node)", "devices": "\(record.deviceIDs.joined(separator: ","))", "epoch": "\(job.epoch)"])
+            if let o = assignmentOutput(record, job: job) {
+                out.append(o)
+                assignmentSentAt[record.id] = now
             }
         }
         return out
@@ -464,6 +469,9 @@ public final class RegionController: ControllerLogic {
 
     func resendAssignments(now: Date) throws -> [LoopOutput] {
         let retry = Double(config.retryIntervalMs) / 1000
+        // Looking for due resends reads SQLite; a quarter of the retry interval is precise enough.
+        guard now.timeIntervalSince(lastResendAt) >= retry / 4 else { return [] }
+        lastResendAt = now
         let due = try store.read("pending assignments") { tx in
             try tx.activeAssignments().filter { a in
                 a.state == "pending" && now.timeIntervalSince(assignmentSentAt[a.id] ?? .distantPast) >= retry

@@ -208,7 +208,13 @@ func device(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, mod
         _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
         let reopened = try RegionController(config: { var c = ControllerConfig(); c.id = "r1"; c.dataDir = URL(fileURLWithPath: h.storePath).deletingLastPathComponent().path; return c }(),
                                             store: try GridStore(path: h.storePath), logger: Logger(label: "t"), now: h.now)
-        _ = reopened
         #expect(try h.job("j-1")?.state == .queued)
+        // The reopened controller finds the stored job and places it once a node appears.
+        var r = Wire.Register()
+        r.nodeID = "n1"
+        r.devices = [Wire.Device(device("g0", 0))]
+        _ = reopened.handle(.frame(from: h.agentPeer, payload: h.codec.encode(Message(sender: "t", sequence: 1, body: .register(r))), delimited: false), now: h.now)
+        let placed = h.decode(reopened.handle(.tick, now: h.now)).assignments
+        #expect(placed.map(\.jobID) == ["j-1"])
     }
 }
