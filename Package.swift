@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
     ],
     targets: [
         // libzmq through pkg-config; the Swift layer on it lives in GridTransport.
@@ -41,7 +42,7 @@ let package = Package(
         // ZeroMQ sockets as Swift values.
         .target(name: "GridTransport", dependencies: ["CZeroMQ"]),
         // Placement decisions: (snapshot, requests, policy) -> plan. Pure.
-        .target(name: "GridScheduler", dependencies: ["GridCore"]),
+        .target(name: "GridScheduler", dependencies: ["GridCore", "GridCatalog"]),
         // SQLite persistence for controllers (GRDB).
         .target(
             name: "GridStore",
@@ -113,7 +114,10 @@ let package = Package(
         .testTarget(name: "GridProtocolTests", dependencies: ["GridProtocol", "GridCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "GridTransportTests", dependencies: ["GridTransport"]),
         .testTarget(name: "GridStoreTests", dependencies: ["GridStore", "GridCore"]),
-        .testTarget(name: "GridSchedulerTests", dependencies: ["GridScheduler", "GridCore"]),
+        .testTarget(
+            name: "GridSchedulerTests",
+            dependencies: ["GridScheduler", "GridCore", "GridCatalog", .product(name: "PropertyBased", package: "swift-property-based")]
+        ),
         .testTarget(
             name: "GridControllerTests",
             dependencies: ["GridController", "GridCore", "GridProtocol", "GridStore", "GridTransport",

@@ -55,6 +55,8 @@ public final class AgentCore {
     var heartbeatInterval: Double
     var devicesDirty = true
     var heartbeatCount = 0
+    var sendAssignmentList = false
+    var lastSentAssignments: [String] = []
     var running: [AssignmentID: Running] = [:]
     /// Assignments already finished here, so a resent one is not run again (bounded).
     var finished: [AssignmentID: JobState] = [:]
@@ -92,6 +94,7 @@ public final class AgentCore {
                 if m.heartbeatIntervalMs > 0 { heartbeatInterval = Double(m.heartbeatIntervalMs) / 1000 }
                 return []
             case .heartbeatAck(let m):
+                if m.sendAssignments { sendAssignmentList = true }
                 if !m.known && m.nodeID == node.rawValue {
                     logger.notice("region does not know this node (region restarted or node declared lost); registering again")
                     registered = false
@@ -150,7 +153,15 @@ public final class AgentCore {
                 h.devices = devices.map(Wire.Device.init)
                 devicesDirty = false
             }
-            h.runningAssignments = runningAssignments.map(\.rawValue)
+            // A digest on every beat; the list itself only when it changed or the region asked.
+            let held = runningAssignments.map(\.rawValue)
+            h.assignmentDigest = AssignmentDigest.of(held)
+            h.assignmentCount = UInt32(held.count)
+            if sendAssignmentList || held != lastSentAssignments {
+                h.runningAssignments = held
+                lastSentAssignments = held
+                sendAssignmentList = false
+            }
             out.append(messenger.output(.heartbeat(h)))
         }
         for key in pendingOrder {

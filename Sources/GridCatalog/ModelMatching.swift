@@ -240,3 +240,44 @@ extension AcceleratorCatalog {
         return reportedGiB <= gb / Double(dies) * 1.15 ? 1 / Double(dies) : 1
     }
 }
+
+/// A model name as a job asks for it ("A100", "910B", "MI250X"), matched against the model a
+/// device reports with the catalog's normalisation. The request must start at a token of the
+/// device's name, and a request that ends in a digit must end where the device's number ends:
+/// "A10" does not match "A100-SXM4-40GB", "A100" does, "910B" matches "Ascend910B2C" and
+/// "Gaudi" matches "HL-225 Gaudi2".
+public struct ModelPattern: Sendable, Hashable {
+    public let original: String
+    let compact: [UInt8]
+
+    public init(_ request: String) {
+        original = request
+        compact = Array(ModelNormalizer.normalize(request).utf8)
+    }
+
+    /// True when the pattern says nothing (empty or only brand words).
+    public var isEmpty: Bool { compact.isEmpty }
+
+    public func matches(_ deviceModel: String) -> Bool {
+        if compact.isEmpty { return true }
+        let key = ModelNormalizer.key(deviceModel)
+        return matches(key)
+    }
+
+    func matches(_ key: ModelKey) -> Bool {
+        let hay = key.compact, n = compact.count
+        guard hay.count >= n else { return false }
+        let endsInDigit = Self.isDigit(compact[n - 1])
+        for start in key.boundaries.sorted() where start + n <= hay.count {
+            guard hay[start..<(start + n)].elementsEqual(compact) else { continue }
+            let end = start + n
+            // "A10" must not match "A100": a request ending in a digit ends where the device's
+            // number ends (at a token boundary or before a letter).
+            if endsInDigit, end < hay.count, !key.boundaries.contains(end), Self.isDigit(hay[end]) { continue }
+            return true
+        }
+        return false
+    }
+
+    static func isDigit(_ b: UInt8) -> Bool { b >= 48 && b <= 57 }
+}

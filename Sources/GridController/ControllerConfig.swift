@@ -32,6 +32,12 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     public var summaryIntervalMs: Int = 1000
     /// How long an unacknowledged assignment/forward/status waits before it is resent. Default 1000 ms.
     public var retryIntervalMs: Int = 1000
+    /// Region: queued jobs examined per loop turn, so a burst never keeps heartbeats waiting.
+    /// Default 2048.
+    public var placementBudget: Int = 2048
+    /// How long finished jobs, finished assignments and applied update ids are kept in the
+    /// database (and in memory) before they are pruned. Default 24 hours.
+    public var historyRetentionHours: Double = 24
     /// Largest message accepted on any socket. Default 4 MiB.
     public var maxMessageBytes: Int = 4 << 20
     /// Region placement policy.
@@ -51,6 +57,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case summaryIntervalMs = "summary_interval_ms"
         case retryIntervalMs = "retry_interval_ms"
         case maxMessageBytes = "max_message_bytes"
+        case placementBudget = "placement_budget"
+        case historyRetentionHours = "history_retention_hours"
         case placement, routing
         case logLevel = "log_level"
     }
@@ -70,6 +78,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         summaryIntervalMs = try c.value(.summaryIntervalMs, default: d.summaryIntervalMs)
         retryIntervalMs = try c.value(.retryIntervalMs, default: d.retryIntervalMs)
         maxMessageBytes = try c.value(.maxMessageBytes, default: d.maxMessageBytes)
+        placementBudget = try c.value(.placementBudget, default: d.placementBudget)
+        historyRetentionHours = try c.value(.historyRetentionHours, default: d.historyRetentionHours)
         placement = try c.value(.placement, default: d.placement)
         routing = try c.value(.routing, default: d.routing)
         logLevel = try c.value(.logLevel, default: d.logLevel)
@@ -98,6 +108,10 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         }
         if nodeLostAfterMs < 3 * heartbeatIntervalMs {
             out.append("node_lost_after_ms: \(nodeLostAfterMs) is less than 3 heartbeats (\(3 * heartbeatIntervalMs)); nodes would flap")
+        }
+        if placementBudget < 1 || placementBudget > 1_000_000 { out.append("placement_budget: must be 1...1000000, got \(placementBudget)") }
+        if !(historyRetentionHours > 0 && historyRetentionHours <= 24 * 365) {
+            out.append("history_retention_hours: must be > 0 and at most 8760, got \(historyRetentionHours)")
         }
         if maxMessageBytes < 64 << 10 { out.append("max_message_bytes: at least 65536, got \(maxMessageBytes)") }
         return out

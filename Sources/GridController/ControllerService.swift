@@ -14,15 +14,16 @@ public final class ControllerService: Service, @unchecked Sendable {
     let loop: SocketLoop<Never>
     let logger: Logger
     /// The role's logic with the clock applied. Touched only on the loop thread once `run` starts.
-    private let handle: (LoopInput<Never>) -> [LoopOutput]
+    private let handle: ([LoopInput<Never>], Bool) -> [LoopOutput]
+    private let nextWake: () -> UInt64?
 
-    public init(config: ControllerConfig, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }) throws {
+    public init(config: ControllerConfig, logger: Logger, clock: MomentClock = .system) throws {
         self.config = config
         self.logger = logger
         let store = try GridStore(path: config.databasePath)
         let options = SocketLoopOptions(
             bind: config.bind, connect: config.role == .region ? config.national : nil, identity: config.id,
-            maxMessageBytes: config.maxMessageBytes, tickMilliseconds: 50)
+            maxMessageBytes: config.maxMessageBytes, highWaterMark: 100_000, tickMilliseconds: 50)
         do {
             loop = try SocketLoop<Never>(options: options)
         } catch {
@@ -31,16 +32,15 @@ public final class ControllerService: Service, @unchecked Sendable {
         endpoint = loop.boundEndpoint ?? config.bind
         switch config.role {
         case .region:
-            let controller = try RegionController(config: config, store: store, logger: logger, now: clock())
-            handle = { controller.handle($0, now: clock()) }
+            let shell = try RegionShell(settings: RegionInstance.Settings(config: config), store: store,
+                                        maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock)
+            handle = { shell.handle($0, backlog: $1) }
+            nextWake = { shell.nextWakeNanoseconds }
         case .national:
-            var counter = 0
-            let controller = NationalController(config: config, store: store, logger: logger) {
-                counter += 1
-                let ms = UInt64(max(0, clock().timeIntervalSince1970 * 1000))
-                return JobID("j-\(String(ms, radix: 36))-\(counter)")
-            }
-            handle = { controller.handle($0, now: clock()) }
+            let shell = try NationalShell(settings: NationalInstance.Settings(config: config), store: store,
+                                          maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock)
+            handle = { shell.handle($0, backlog: $1) }
+            nextWake = { shell.nextWakeNanoseconds }
         }
     }
 
@@ -51,7 +51,7 @@ public final class ControllerService: Service, @unchecked Sendable {
         let loop = self.loop
         await withTaskCancellationOrGracefulShutdownHandler {
             await runOnDedicatedThread(name: "grid-\(config.role.rawValue)") {
-                loop.run { self.handle($0) }
+                loop.runBatched(nextWake: self.nextWake) { self.handle($0, $1) }
             }
         } onCancelOrGracefulShutdown: {
             loop.stop()

@@ -45,12 +45,6 @@ struct Messenger {
     }
 }
 
-/// Reply context: who asked, so answers go back the way the question came.
-struct Origin {
-    var peer: Peer
-    var sequence: UInt64
-    var delimited: Bool
-}
 
 extension Messenger {
     mutating func reply(_ body: Body, to origin: Origin) -> LoopOutput {
@@ -62,38 +56,5 @@ extension Messenger {
         e.code = code
         e.message = message
         return reply(.errorReply(e), to: origin)
-    }
-}
-
-/// What both controllers share: decode (or count and drop) a frame, dispatch it, and turn a
-/// storage failure into an `internal` error reply instead of a crash. Nothing was acknowledged
-/// in that case, so the sender retries.
-protocol ControllerLogic: AnyObject {
-    var messenger: Messenger { get set }
-    var logger: Logger { get }
-    /// "region r1", "the national scheduler": for error replies.
-    var role: String { get }
-    func receive(_ message: Message, origin: Origin, now: Date) throws -> [LoopOutput]
-    func tick(now: Date) -> [LoopOutput]
-}
-
-extension ControllerLogic {
-    func dispatch(_ input: LoopInput<Never>, now: Date) -> [LoopOutput] {
-        switch input {
-        case .tick:
-            return tick(now: now)
-        case .badShape(let peer, let frames):
-            messenger.countBadShape(from: peer, frames: frames)
-            return []
-        case .frame(let peer, let payload, let delimited):
-            guard let message = messenger.decode(payload, from: peer) else { return [] }
-            let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited)
-            do {
-                return try receive(message, origin: origin, now: now)
-            } catch {
-                logger.error("could not process \(message.body.type) from \(peer.label): \(error)")
-                return [messenger.error("internal", "\(role) could not store the request: \(error); retry later", to: origin)]
-            }
-        }
     }
 }

@@ -245,3 +245,46 @@ public struct DeviceInventory: Codable, Sendable, Hashable {
         self.computeUnits = computeUnits
     }
 }
+
+/// What a device is and can do: changes only with hardware, firmware, partitioning or grading.
+/// A region writes a node's record when this (or health) changes, never for telemetry.
+public struct DeviceCapability: Sendable, Hashable {
+    public var id: String
+    public var index: Int
+    public var vendor: AcceleratorVendor
+    public var model: String
+    public var memoryTotalMiB: Int?
+    public var pciBusID: String?
+    public var architecture: String?
+    public var driverVersion: String?
+    public var partitions: [DevicePartition]
+    public var grade: DeviceGrade?
+    public var computeUnits: Double?
+}
+
+/// Live readings: change on every probe, kept in memory only.
+public struct DeviceTelemetry: Sendable, Hashable {
+    public var memoryUsedMiB: Int?
+    public var powerDrawW: Double?
+    public var temperatureC: Double?
+    public var utilizationPercent: Double?
+}
+
+extension DeviceInventory {
+    public var capability: DeviceCapability {
+        DeviceCapability(id: id, index: index, vendor: vendor, model: model, memoryTotalMiB: memoryTotalMiB,
+                         pciBusID: pciBusID, architecture: architecture, driverVersion: driverVersion,
+                         partitions: partitions, grade: grade, computeUnits: computeUnits)
+    }
+
+    public var telemetry: DeviceTelemetry {
+        DeviceTelemetry(memoryUsedMiB: memoryUsedMiB, powerDrawW: powerDrawW, temperatureC: temperatureC,
+                        utilizationPercent: utilizationPercent)
+    }
+
+    /// Whether two reports of a device differ in anything placement depends on: capability or
+    /// health state (not readings, not the wording of health reasons).
+    public func schedulingDiffers(from other: DeviceInventory) -> Bool {
+        capability != other.capability || health.state != other.health.state
+    }
+}

@@ -171,13 +171,35 @@ public struct CapacityEntry: Codable, Sendable, Hashable {
     public var total: Int
     public var free: Int
     public var healthy: Int
-    public init(vendor: AcceleratorVendor, model: String, memoryTotalMiB: Int, total: Int, free: Int, healthy: Int) {
+    /// Grade of the class; nil when the devices are not graded.
+    public var grade: DeviceGrade?
+    /// Of `healthy` (schedulable), how many are degraded.
+    public var degraded: Int
+    public init(vendor: AcceleratorVendor, model: String, memoryTotalMiB: Int, total: Int, free: Int, healthy: Int,
+                grade: DeviceGrade? = nil, degraded: Int = 0) {
         self.vendor = vendor
         self.model = model
         self.memoryTotalMiB = memoryTotalMiB
         self.total = total
         self.free = free
         self.healthy = healthy
+        self.grade = grade
+        self.degraded = degraded
+    }
+
+    enum CodingKeys: String, CodingKey { case vendor, model, memoryTotalMiB, total, free, healthy, grade, degraded }
+
+    /// Summaries stored before grade and degraded existed still decode.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        vendor = try c.decode(AcceleratorVendor.self, forKey: .vendor)
+        model = try c.decode(String.self, forKey: .model)
+        memoryTotalMiB = try c.decode(Int.self, forKey: .memoryTotalMiB)
+        total = try c.decode(Int.self, forKey: .total)
+        free = try c.decode(Int.self, forKey: .free)
+        healthy = try c.decode(Int.self, forKey: .healthy)
+        grade = try c.decodeIfPresent(DeviceGrade.self, forKey: .grade)
+        degraded = try c.decodeIfPresent(Int.self, forKey: .degraded) ?? 0
     }
 }
 
@@ -234,5 +256,35 @@ public struct NodeBrief: Codable, Sendable, Hashable {
         self.models = models
         self.worstHealth = worstHealth
         self.lastSeen = lastSeen
+    }
+}
+
+/// An assignment's life at the region. Only `pending` and `accepted` hold devices.
+public enum AssignmentState: String, Codable, Sendable, CaseIterable {
+    /// Sent to the node, not yet acknowledged.
+    case pending
+    /// The node acknowledged it and runs (or ran) the job.
+    case accepted
+    /// The job reached a terminal state.
+    case done
+    /// The node refused it (device busy, not its id...).
+    case rejected
+    /// Taken back: the node was lost or restarted without it.
+    case revoked
+
+    public var holdsDevices: Bool { self == .pending || self == .accepted }
+}
+
+/// When something happens, as a controller's logic sees it: a monotonic reading for timers and
+/// liveness (never compared across hosts) and the wall clock for records people read.
+public struct Moment: Sendable, Hashable {
+    public var monotonicMs: Int64
+    public var wall: Date
+    public init(monotonicMs: Int64, wall: Date) {
+        self.monotonicMs = monotonicMs
+        self.wall = wall
+    }
+    public func adding(ms: Int64) -> Moment {
+        Moment(monotonicMs: monotonicMs + ms, wall: wall.addingTimeInterval(Double(ms) / 1000))
     }
 }

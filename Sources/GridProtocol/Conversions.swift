@@ -201,6 +201,8 @@ extension Wire.RegionSummary {
             w.total = Int32(clamping: c.total)
             w.free = Int32(clamping: c.free)
             w.healthy = Int32(clamping: c.healthy)
+            w.grade = c.grade?.rawValue ?? ""
+            w.degraded = Int32(clamping: c.degraded)
             return w
         }
         nodes = s.nodes.map(Wire.NodeBrief.init)
@@ -215,9 +217,29 @@ extension Wire.RegionSummary {
             capacity: capacity.map {
                 CapacityEntry(vendor: AcceleratorVendor(rawValue: $0.vendor) ?? .unknown, model: $0.model,
                               memoryTotalMiB: Int(clamping: $0.memoryTotalMib), total: Int($0.total),
-                              free: Int($0.free), healthy: Int($0.healthy))
+                              free: Int($0.free), healthy: Int($0.healthy),
+                              grade: DeviceGrade(rawValue: $0.grade), degraded: Int($0.degraded))
             },
             nodes: nodes.map(\.brief), nodesTruncated: nodesTruncated,
             generatedAt: Date(unixMilliseconds: generatedUnixMs))
+    }
+}
+
+/// FNV-1a 64 over sorted ids, each followed by a 0 byte: the assignment digest a heartbeat
+/// carries (PROTOCOL.md). 0 for none.
+public enum AssignmentDigest {
+    public static func of<S: Sequence>(_ ids: S) -> UInt64 where S.Element == String {
+        let sorted = ids.sorted()
+        guard !sorted.isEmpty else { return 0 }
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for id in sorted {
+            for b in id.utf8 {
+                h ^= UInt64(b)
+                h = h &* 0x100_0000_01b3
+            }
+            h ^= 0
+            h = h &* 0x100_0000_01b3
+        }
+        return h
     }
 }

@@ -28,6 +28,8 @@ public enum Wire {
     public typealias JobForwardAck = Computegrid_V1_JobForwardAck
     public typealias Submit = Computegrid_V1_Submit
     public typealias SubmitReply = Computegrid_V1_SubmitReply
+    public typealias SubmitItem = Computegrid_V1_SubmitItem
+    public typealias SubmitResult = Computegrid_V1_SubmitResult
     public typealias Query = Computegrid_V1_Query
     public typealias QueryReply = Computegrid_V1_QueryReply
     public typealias Job = Computegrid_V1_Job

@@ -1,4 +1,5 @@
 import Foundation
+import GridCatalog
 import GridCore
 
 /// How the national scheduler ranks regions. Price, carbon and transfer-cost terms come later;
@@ -91,7 +92,7 @@ public enum NationalRouting {
 
     static func matches(_ c: CapacityEntry, _ want: AcceleratorRequest) -> Bool {
         if let v = want.vendor, c.vendor != v { return false }
-        if let m = want.model, !m.isEmpty, c.model.range(of: m, options: .caseInsensitive) == nil { return false }
+        if let m = want.model, !ModelPattern(m).matches(c.model) { return false }
         if let mem = want.minMemoryMiB, c.memoryTotalMiB < mem { return false }
         return true
     }

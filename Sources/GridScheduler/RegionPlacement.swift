@@ -1,4 +1,5 @@
 import Foundation
+import GridCatalog
 import GridCore
 
 /// What the regional placer sees: ready nodes with their devices and which are taken.
@@ -46,6 +47,11 @@ public struct PlacementPlan: Sendable, Equatable {
         public var job: JobID
         public var node: NodeID
         public var deviceIDs: [String]
+        public init(job: JobID, node: NodeID, deviceIDs: [String]) {
+            self.job = job
+            self.node = node
+            self.deviceIDs = deviceIDs
+        }
     }
     public var placements: [Placement]
     /// Jobs left queued, with the reason in words.
@@ -54,36 +60,30 @@ public struct PlacementPlan: Sendable, Equatable {
 
 /// Regional placement: `(snapshot, requests, policy) -> plan`. Pure and deterministic.
 ///
-/// Requests are taken in order (FIFO). Each goes to the node whose eligible free devices fit
-/// it best: lowest adequate grade first (circular utilization: keep frontier parts for work
-/// that needs them), then least memory beyond the request, then node id.
+/// Requests are taken in order (FIFO) and placed through a `PlacementIndex` built from the
+/// snapshot: least capable adequate grade first (circular utilization: keep frontier parts for
+/// work that needs them), healthy before degraded, least memory beyond the request, and the
+/// node with the fewest free devices that still fits. The region controller keeps one index
+/// alive and updates it incrementally; this entry point builds one per call for tests and tools.
 public enum RegionPlacement {
     public static func plan(snapshot: RegionSnapshot, requests: [PlacementRequest], policy: PlacementPolicy) -> PlacementPlan {
-        var busy: [NodeID: Set<String>] = [:]
-        for n in snapshot.nodes { busy[n.id] = n.busyDeviceIDs }
+        var index = PlacementIndex(options: .init(allowDegraded: policy.allowDegraded))
+        for n in snapshot.nodes.sorted(by: { $0.id < $1.id }) {
+            index.upsert(node: n.id, devices: n.devices, busy: n.busyDeviceIDs, schedulable: true)
+        }
+        return plan(index: &index, requests: requests)
+    }
+
+    /// Places requests in order on a live index, allocating what it places.
+    public static func plan(index: inout PlacementIndex, requests: [PlacementRequest]) -> PlacementPlan {
         var placements: [PlacementPlan.Placement] = []
         var waiting: [JobID: String] = [:]
-
         for request in requests {
-            let want = request.accelerators
-            var best: (score: Score, node: NodeID, devices: [DeviceInventory])?
-            var anyCapable = false
-            for node in snapshot.nodes {
-                let eligible = node.devices.filter { eligibleDevice($0, for: want, policy: policy) }
-                if eligible.count >= want.count { anyCapable = true }
-                let free = eligible.filter { !(busy[node.id]?.contains($0.id) ?? false) }
-                guard free.count >= want.count else { continue }
-                let chosen = Array(free.sorted(by: deviceOrder).prefix(want.count))
-                let score = Score(devices: chosen, request: want, node: node.id)
-                if best == nil || score < best!.score { best = (score, node.id, chosen) }
-            }
-            if let best {
-                placements.append(.init(job: request.job, node: best.node, deviceIDs: best.devices.map(\.id)))
-                busy[best.node, default: []].formUnion(best.devices.map(\.id))
-            } else {
-                waiting[request.job] = anyCapable
-                    ? "waiting for \(want.count) free device(s) matching \(describe(want))"
-                    : "no ready node has \(want.count) healthy device(s) matching \(describe(want))"
+            switch index.place(request.accelerators) {
+            case .placed(let node, let devices):
+                placements.append(.init(job: request.job, node: node, deviceIDs: devices))
+            case .busy(let why), .impossible(let why):
+                waiting[request.job] = why
             }
         }
         return PlacementPlan(placements: placements, waiting: waiting)
@@ -98,7 +98,7 @@ public enum RegionPlacement {
         }
         if d.grade == .r { return false }
         if let v = want.vendor, d.vendor != v { return false }
-        if let m = want.model, !m.isEmpty, d.model.range(of: m, options: .caseInsensitive) == nil { return false }
+        if let m = want.model, !ModelPattern(m).matches(d.model) { return false }
         if let mem = want.minMemoryMiB, (d.memoryTotalMiB ?? 0) < mem { return false }
         return true
     }
@@ -109,35 +109,5 @@ public enum RegionPlacement {
         if let m = want.model { parts.append("model~\(m)") }
         if let mem = want.minMemoryMiB { parts.append("memory>=\(mem)MiB") }
         return parts.isEmpty ? "any" : parts.joined(separator: ",")
-    }
-
-    /// Within a node, lowest-capability devices first, then by index, so the same request on
-    /// the same state always takes the same devices.
-    static func deviceOrder(_ a: DeviceInventory, _ b: DeviceInventory) -> Bool {
-        let ga = a.grade ?? .c, gb = b.grade ?? .c
-        if ga != gb { return ga > gb }
-        if (a.memoryTotalMiB ?? 0) != (b.memoryTotalMiB ?? 0) { return (a.memoryTotalMiB ?? 0) < (b.memoryTotalMiB ?? 0) }
-        return a.index < b.index
-    }
-
-    struct Score: Comparable {
-        /// Best (most capable) grade among chosen devices, as a rank: higher = less capable = preferred.
-        var gradeRank: Int
-        var surplusMemoryMiB: Int
-        var node: NodeID
-
-        init(devices: [DeviceInventory], request: AcceleratorRequest, node: NodeID) {
-            let grades = devices.map { $0.grade ?? .c }
-            gradeRank = DeviceGrade.allCases.firstIndex(of: grades.min() ?? .c) ?? 2
-            let floor = request.minMemoryMiB ?? 0
-            surplusMemoryMiB = devices.reduce(0) { $0 + max(0, ($1.memoryTotalMiB ?? 0) - floor) }
-            self.node = node
-        }
-
-        static func < (a: Score, b: Score) -> Bool {
-            if a.gradeRank != b.gradeRank { return a.gradeRank > b.gradeRank }
-            if a.surplusMemoryMiB != b.surplusMemoryMiB { return a.surplusMemoryMiB < b.surplusMemoryMiB }
-            return a.node < b.node
-        }
     }
 }

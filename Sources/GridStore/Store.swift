@@ -23,6 +23,16 @@ public struct OutboxItem: Sendable, Hashable {
     public var createdAt: Date
     public var attempts: Int
     public var lastAttemptAt: Date?
+
+    public init(key: String, destination: String, type: String, payload: [UInt8], createdAt: Date, attempts: Int = 0, lastAttemptAt: Date? = nil) {
+        self.key = key
+        self.destination = destination
+        self.type = type
+        self.payload = payload
+        self.createdAt = createdAt
+        self.attempts = attempts
+        self.lastAttemptAt = lastAttemptAt
+    }
 }
 
 /// An assignment of a job to a node, as the region tracks it.
@@ -32,12 +42,10 @@ public struct AssignmentRecord: Sendable, Hashable {
     public var node: NodeID
     public var epoch: Int
     public var deviceIDs: [String]
-    /// "pending" (sent, not acknowledged), "accepted", "done", "rejected", "revoked".
-    /// Only pending and accepted hold devices.
-    public var state: String
+    public var state: AssignmentState
     public var createdAt: Date
 
-    public init(id: AssignmentID, job: JobID, node: NodeID, epoch: Int, deviceIDs: [String], state: String, createdAt: Date) {
+    public init(id: AssignmentID, job: JobID, node: NodeID, epoch: Int, deviceIDs: [String], state: AssignmentState, createdAt: Date) {
         self.id = id
         self.job = job
         self.node = node
@@ -130,7 +138,29 @@ public final class GridStore: Sendable {
                 );
                 """)
         }
+        m.registerMigration("v2-log") { db in
+            // The store is the log the in-memory state is rebuilt from: indexes for recovery
+            // (non-terminal jobs, active assignments) and for pruning history by age.
+            try db.execute(sql: """
+                CREATE INDEX IF NOT EXISTS jobs_updated ON jobs(updated_ms);
+                CREATE INDEX IF NOT EXISTS assignments_state ON assignments(state, created_ms);
+                CREATE INDEX IF NOT EXISTS applied_updates_age ON applied_updates(applied_ms);
+                ALTER TABLE assignments ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0;
+                """)
+        }
         return m
+    }
+
+    /// Applies a batch of changes in one transaction: one fsync for the whole batch. Either all
+    /// of them are stored or none is; on error nothing may be acknowledged.
+    public func commit(_ batch: [StoreMutation]) throws {
+        guard !batch.isEmpty else { return }
+        try wrap("commit \(batch.count) change(s)") {
+            try pool.write { db in
+                let tx = StoreTransaction(db: db)
+                for m in batch { try tx.apply(m) }
+            }
+        }
     }
 
     /// Names of the migrations applied, oldest first (for tests and `gridctl`).
@@ -273,11 +303,23 @@ public struct StoreTransaction {
                 VALUES (?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [a.id.rawValue, a.job.rawValue, a.node.rawValue, a.epoch, try jsonEncoder.encode(a.deviceIDs),
-                        a.state, a.createdAt.unixMs])
+                        a.state.rawValue, a.createdAt.unixMs])
     }
 
-    public func setAssignmentState(_ id: AssignmentID, _ state: String) throws {
-        try db.execute(sql: "UPDATE assignments SET state = ? WHERE id = ?", arguments: [state, id.rawValue])
+    /// Inserts or updates an assignment (its state is the only field that changes).
+    public func saveAssignment(_ a: AssignmentRecord, at now: Date) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO assignments (id, job_id, node_id, epoch, device_ids, state, created_ms, updated_ms)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms
+                """,
+            arguments: [a.id.rawValue, a.job.rawValue, a.node.rawValue, a.epoch, try jsonEncoder.encode(a.deviceIDs),
+                        a.state.rawValue, a.createdAt.unixMs, now.unixMs])
+    }
+
+    public func setAssignmentState(_ id: AssignmentID, _ state: AssignmentState) throws {
+        try db.execute(sql: "UPDATE assignments SET state = ? WHERE id = ?", arguments: [state.rawValue, id.rawValue])
     }
 
     public func assignment(_ id: AssignmentID) throws -> AssignmentRecord? {
@@ -294,7 +336,7 @@ public struct StoreTransaction {
         AssignmentRecord(
             id: AssignmentID(row["id"]), job: JobID(row["job_id"]), node: NodeID(row["node_id"]),
             epoch: row["epoch"], deviceIDs: try jsonDecoder.decode([String].self, from: row["device_ids"] as Data),
-            state: row["state"], createdAt: Date(ms: row["created_ms"]))
+            state: AssignmentState(rawValue: row["state"]) ?? .revoked, createdAt: Date(ms: row["created_ms"]))
     }
 
     // MARK: outbox
@@ -379,4 +421,70 @@ public struct StoreTransaction {
 extension Date {
     var unixMs: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
     init(ms: Int64) { self.init(timeIntervalSince1970: Double(ms) / 1000) }
+}
+
+/// One durable change, as a controller's logic asks for it. A shell collects the changes of a
+/// batch of messages and commits them together (`GridStore.commit`).
+public enum StoreMutation: Sendable {
+    case node(NodeRecord)
+    case nodeState(NodeID, NodeState)
+    case job(JobRecord)
+    case assignment(AssignmentRecord, at: Date)
+    /// Queue (or replace) a message for reliable delivery.
+    case outbox(OutboxItem)
+    /// The receiver acknowledged it.
+    case outboxDone(key: String)
+    case applied(updateID: String, at: Date)
+    case region(RegionSummary, seen: Date)
+    /// Forget history older than `before`: applied update ids, finished assignments, and (when
+    /// `terminalJobs`) jobs in a terminal state. Live state is never pruned.
+    case prune(before: Date, terminalJobs: Bool)
+}
+
+extension StoreTransaction {
+    public func apply(_ m: StoreMutation) throws {
+        switch m {
+        case .node(let n): try upsertNode(n)
+        case .nodeState(let id, let state): try setNodeState(id, state)
+        case .job(let j): try saveJob(j)
+        case .assignment(let a, let at): try saveAssignment(a, at: at)
+        case .outbox(let item):
+            try enqueue(key: item.key, destination: item.destination, type: item.type, payload: item.payload, at: item.createdAt)
+        case .outboxDone(let key): try acknowledge(key: key)
+        case .applied(let id, let at): _ = try markApplied(id, at: at)
+        case .region(let s, let seen): try upsertRegion(s, seen: seen)
+        case .prune(let before, let terminalJobs): try prune(before: before, terminalJobs: terminalJobs)
+        }
+    }
+
+    public func prune(before: Date, terminalJobs: Bool) throws {
+        let ms = before.unixMs
+        try db.execute(sql: "DELETE FROM applied_updates WHERE applied_ms < ?", arguments: [ms])
+        try db.execute(sql: "DELETE FROM assignments WHERE state IN ('done', 'rejected', 'revoked') AND created_ms < ?", arguments: [ms])
+        if terminalJobs {
+            try db.execute(sql: """
+                DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms < ?
+                    AND id NOT IN (SELECT job_id FROM assignments)
+                """, arguments: [ms])
+        }
+    }
+
+    /// Update ids applied since `since`, for duplicate detection after a restart.
+    public func appliedUpdates(since: Date) throws -> [(String, Date)] {
+        try Row.fetchAll(db, sql: "SELECT id, applied_ms FROM applied_updates WHERE applied_ms >= ?", arguments: [since.unixMs])
+            .map { ($0["id"], Date(ms: $0["applied_ms"])) }
+    }
+
+    /// Jobs not in a terminal state, oldest submission first.
+    public func liveJobs() throws -> [JobRecord] {
+        try Data.fetchAll(db, sql: "SELECT record FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY submitted_ms, id")
+            .map { try jsonDecoder.decode(JobRecord.self, from: $0) }
+    }
+
+    /// Terminal jobs updated since `since` (kept in memory for queries and late duplicates).
+    public func finishedJobs(since: Date) throws -> [JobRecord] {
+        try Data.fetchAll(db, sql: "SELECT record FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms >= ? ORDER BY submitted_ms, id",
+                          arguments: [since.unixMs])
+            .map { try jsonDecoder.decode(JobRecord.self, from: $0) }
+    }
 }

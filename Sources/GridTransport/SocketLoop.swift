@@ -187,7 +187,9 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
                 send(handler(.tick))
                 nextTick = now + UInt64(tickMs) * 1_000_000
             }
-            let waitMs = Int((nextTick - min(nextTick, DispatchTime.now().uptimeNanoseconds)) / 1_000_000)
+            // Round up: rounding down made the last sub-millisecond before each tick a busy
+            // spin of poll(0).
+            let waitMs = Self.waitMilliseconds(until: nextTick, now: DispatchTime.now().uptimeNanoseconds)
             let ready: [Bool]
             do { ready = try poll(items, timeoutMs: max(0, waitMs)) } catch {
                 if error.contextTerminated { return }
@@ -206,6 +208,85 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
             }
             if let dealer, ready[index] { drain(dealer, handler, upstream: true) }
         }
+    }
+
+    /// Milliseconds to wait for a deadline, rounded up so a loop never spins on poll(0) while
+    /// the deadline is less than a millisecond away.
+    public static func waitMilliseconds(until deadline: UInt64, now: UInt64) -> Int {
+        guard deadline > now else { return 0 }
+        return Int((deadline - now + 999_999) / 1_000_000)
+    }
+
+    /// Runs until `stop()`, handing the handler whole batches: every frame readable now (up to
+    /// `maxBatch`), every posted event, and a `.tick` when one is due, in that order. `backlog`
+    /// is true when the batch filled up before the sockets were drained. The handler returns
+    /// what to send once the batch is done, which lets a role commit a batch's changes in one
+    /// transaction before anything they acknowledge leaves. `nextWake` (monotonic ns, nil =
+    /// the next tick) lets the handler ask to be called sooner than the tick.
+    public func runBatched(maxBatch: Int = 4096, nextWake: () -> UInt64? = { nil },
+                           _ handler: ([LoopInput<Event>], _ backlog: Bool) -> [LoopOutput]) {
+        var items: [PollItem] = [mailbox.pollItem]
+        if let router { items.append(router.pollItem) }
+        if let dealer { items.append(dealer.pollItem) }
+        var nextTick = DispatchTime.now().uptimeNanoseconds
+        var batch: [LoopInput<Event>] = []
+        batch.reserveCapacity(maxBatch + 1)
+        var backlog = false
+        while !stopFlag.load(ordering: .acquiring) {
+            let wake = min(nextTick, nextWake() ?? nextTick)
+            let timeout = backlog ? 0 : Self.waitMilliseconds(until: wake, now: DispatchTime.now().uptimeNanoseconds)
+            let ready: [Bool]
+            do { ready = try poll(items, timeoutMs: timeout) } catch {
+                if error.contextTerminated { return }
+                continue
+            }
+            batch.removeAll(keepingCapacity: true)
+            if ready[0] {
+                for event in mailbox.drain() {
+                    guard let event else { continue }
+                    batch.append(.event(event))
+                }
+            }
+            var full = false
+            var index = 1
+            if let router {
+                if ready[index] { full = collect(router, upstream: false, into: &batch, limit: maxBatch) || full }
+                index += 1
+            }
+            if let dealer, ready[index] { full = collect(dealer, upstream: true, into: &batch, limit: maxBatch) || full }
+            backlog = full
+            let now = DispatchTime.now().uptimeNanoseconds
+            if now >= nextTick {
+                batch.append(.tick)
+                nextTick = now + UInt64(tickMs) * 1_000_000
+            }
+            if batch.isEmpty && now < wake { continue }
+            send(handler(batch, backlog))
+        }
+    }
+
+    /// Reads frames until none is left or the batch holds `limit`; true when it stopped at the limit.
+    private func collect(_ socket: ZMQSocket, upstream: Bool, into batch: inout [LoopInput<Event>], limit: Int) -> Bool {
+        while batch.count < limit {
+            let frames: [[UInt8]]?
+            do { frames = try socket.receive(dontWait: true) } catch { return false }
+            guard let frames else { return false }
+            statsBox.withLock { $0.received += 1 }
+            batch.append(Self.input(frames, upstream: upstream))
+        }
+        return true
+    }
+
+    static func input(_ frames: [[UInt8]], upstream: Bool) -> LoopInput<Event> {
+        if upstream {
+            if frames.count == 1 { return .frame(from: .upstream, payload: frames[0], delimited: false) }
+            if frames.count == 2, frames[0].isEmpty { return .frame(from: .upstream, payload: frames[1], delimited: true) }
+            return .badShape(from: .upstream, frames: frames.count)
+        }
+        let peer = Peer.downstream(identity: frames[0])
+        if frames.count == 2 { return .frame(from: peer, payload: frames[1], delimited: false) }
+        if frames.count == 3, frames[1].isEmpty { return .frame(from: peer, payload: frames[2], delimited: true) }
+        return .badShape(from: peer, frames: frames.count)
     }
 
     private func drain(_ socket: ZMQSocket, _ handler: (LoopInput<Event>) -> [LoopOutput], upstream: Bool) {

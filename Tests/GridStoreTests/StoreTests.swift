@@ -20,7 +20,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
     @Test func freshFileGetsEveryMigrationAndWALWithFullSync() throws {
         let dir = temporaryDirectory()
         let store = try GridStore(path: dir.appendingPathComponent("c.sqlite").path)
-        #expect(try store.appliedMigrations() == ["v1-initial"])
+        #expect(try store.appliedMigrations() == ["v1-initial", "v2-log"])
         #expect(try store.integrityCheck() == "ok")
         #expect(try store.pragma("journal_mode") == "wal")
         #expect(try store.pragma("synchronous") == "2")  // FULL
@@ -33,7 +33,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
             try store.write("t") { _ = try $0.insertJobIfAbsent(job("j-1")) }
         }
         let again = try GridStore(path: path)
-        #expect(try again.appliedMigrations() == ["v1-initial"])
+        #expect(try again.appliedMigrations() == ["v1-initial", "v2-log"])
         #expect(try again.read("t") { try $0.job("j-1") }?.spec.name == "j-1")
     }
 
@@ -95,10 +95,10 @@ func temporaryDirectory(_ name: String = #function) -> URL {
         let store = try GridStore(path: temporaryDirectory().appendingPathComponent("c.sqlite").path)
         try store.write("t") { tx in
             _ = try tx.insertJobIfAbsent(job("j-1"))
-            try tx.insertAssignment(AssignmentRecord(id: "j-1.1", job: "j-1", node: "n1", epoch: 1, deviceIDs: ["d0", "d1"], state: "pending", createdAt: t0))
+            try tx.insertAssignment(AssignmentRecord(id: "j-1.1", job: "j-1", node: "n1", epoch: 1, deviceIDs: ["d0", "d1"], state: .pending, createdAt: t0))
         }
         #expect(try store.read("t") { try $0.activeAssignments() }.map(\.deviceIDs) == [["d0", "d1"]])
-        try store.write("t") { try $0.setAssignmentState("j-1.1", "done") }
+        try store.write("t") { try $0.setAssignmentState("j-1.1", .done) }
         #expect(try store.read("t") { try $0.activeAssignments() }.isEmpty)
     }
 
@@ -133,5 +133,39 @@ func temporaryDirectory(_ name: String = #function) -> URL {
         let path = temporaryDirectory().appendingPathComponent("junk.sqlite").path
         try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: path))
         #expect(throws: StoreError.self) { _ = try GridStore(path: path) }
+    }
+}
+
+@Suite struct StoreBatchTests {
+    let t0 = Date(timeIntervalSince1970: 1_750_000_000)
+
+    func job(_ id: String, _ state: JobState = .queued) -> JobRecord {
+        JobRecord(id: JobID(id), spec: JobSpec(name: "t", command: "true"), state: state, submittedAt: t0, updatedAt: t0)
+    }
+
+    @Test func aBatchIsStoredWholeOrNotAtAll() throws {
+        let store = try GridStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("batch-\(UUID().uuidString).sqlite").path)
+        try store.commit([.job(job("j-1")), .applied(updateID: "u1", at: t0)])
+        // An assignment of a job that does not exist breaks a foreign key: the whole batch fails.
+        let orphan = AssignmentRecord(id: "x.1", job: "x", node: "n", epoch: 1, deviceIDs: [], state: .pending, createdAt: t0)
+        #expect(throws: StoreError.self) { try store.commit([.job(self.job("j-2")), .assignment(orphan, at: self.t0)]) }
+        #expect(try store.read("t") { try $0.job("j-2") } == nil, "nothing of a failed batch may be stored")
+        #expect(try store.read("t") { try $0.job("j-1") }?.state == .queued)
+        #expect(try store.read("t") { try $0.appliedUpdates(since: .distantPast) }.map(\.0) == ["u1"])
+    }
+
+    @Test func pruningKeepsLiveStateAndDropsOldHistory() throws {
+        let store = try GridStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("prune-\(UUID().uuidString).sqlite").path)
+        var old = job("old", .succeeded)
+        old.updatedAt = t0
+        var live = job("live", .running)
+        live.updatedAt = t0
+        try store.commit([.job(old), .job(live), .applied(updateID: "u-old", at: t0),
+                          .applied(updateID: "u-new", at: t0.addingTimeInterval(7200))])
+        try store.commit([.prune(before: t0.addingTimeInterval(3600), terminalJobs: true)])
+        #expect(try store.read("t") { try $0.job("old") } == nil)
+        #expect(try store.read("t") { try $0.job("live") } != nil, "a live job is never pruned")
+        #expect(try store.read("t") { try $0.appliedUpdates(since: .distantPast) }.map(\.0) == ["u-new"])
+        #expect(try store.appliedMigrations().last == "v2-log")
     }
 }

@@ -402,7 +402,15 @@ public nonisolated struct Computegrid_V1_Heartbeat: Sendable {
   /// Present when health changed since the last report; otherwise empty.
   public var devices: [Computegrid_V1_Device] = []
 
+  /// The full list of held assignment ids: sent when the region asked for it
+  /// (HeartbeatAck.send_assignments) and whenever the set changed since the last beat.
   public var runningAssignments: [String] = []
+
+  /// FNV-1a 64 over the sorted held assignment ids, each followed by a 0 byte; 0 when none.
+  /// Lets the region check what the node holds without the list on every beat.
+  public var assignmentDigest: UInt64 = 0
+
+  public var assignmentCount: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -419,6 +427,9 @@ public nonisolated struct Computegrid_V1_HeartbeatAck: Sendable {
   /// false: the region does not know this node (e.g. it was declared lost or the region lost its
   /// state); the agent must register again.
   public var known: Bool = false
+
+  /// The region's view of what the node holds differs from the digest: send the full list.
+  public var sendAssignments: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -566,6 +577,12 @@ public nonisolated struct Computegrid_V1_Capacity: Sendable {
 
   public var healthy: Int32 = 0
 
+  /// Grade of this class ("A".."D", "" = ungraded); a class is (vendor, model, memory, grade).
+  public var grade: String = String()
+
+  /// Of `healthy`, how many are degraded (usable, slower).
+  public var degraded: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -622,6 +639,20 @@ public nonisolated struct Computegrid_V1_RegionSummary: Sendable {
 
   public var generatedUnixMs: Int64 = 0
 
+  /// Summaries are aggregates: `nodes` stays empty (ask the region with Query NODES).
+  public var nodesTotal: Int32 = 0
+
+  /// Devices by health state ("healthy", "degraded", "unknown", "unhealthy").
+  public var healthCounts: Dictionary<String,Int32> = [:]
+
+  /// Increases by one per summary. A delta (full = false) carries only the capacity classes that
+  /// changed since summary `base_sequence`; a class with total = 0 is gone.
+  public var sequence: UInt64 = 0
+
+  public var full: Bool = false
+
+  public var baseSequence: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -633,6 +664,9 @@ public nonisolated struct Computegrid_V1_RegionSummaryAck: Sendable {
   // methods supported on all messages.
 
   public var regionID: String = String()
+
+  /// The national scheduler could not apply a delta (it missed the base): send a full summary.
+  public var wantFull: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -752,6 +786,37 @@ public nonisolated struct Computegrid_V1_Submit: Sendable {
   /// Optional client-chosen id; a retried submit with the same id returns the same job.
   public var jobID: String = String()
 
+  /// A batch: each item is one job, or an array of `count` jobs with ids "<job_id>-<i>".
+  /// When items is non-empty, spec and job_id above are ignored. Accepted in one transaction.
+  public var items: [Computegrid_V1_SubmitItem] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Computegrid_V1_JobSpec? = nil
+}
+
+public nonisolated struct Computegrid_V1_SubmitItem: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var spec: Computegrid_V1_JobSpec {
+    get {_spec ?? Computegrid_V1_JobSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  /// "" = chosen by the scheduler
+  public var jobID: String = String()
+
+  /// 0 or 1 = one job; N > 1 = a job array of N
+  public var count: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -760,6 +825,27 @@ public nonisolated struct Computegrid_V1_Submit: Sendable {
 }
 
 public nonisolated struct Computegrid_V1_SubmitReply: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String = String()
+
+  public var accepted: Bool = false
+
+  public var reason: String = String()
+
+  public var regionID: String = String()
+
+  /// For a batch: one result per job, in submission order (arrays expanded).
+  public var results: [Computegrid_V1_SubmitResult] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Computegrid_V1_SubmitResult: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -785,6 +871,18 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
   public var kind: Computegrid_V1_Query.Kind = .unspecified
 
   public var jobID: String = String()
+
+  /// Paging for JOBS and NODES: skip `offset` rows, return at most `limit` (0 = the server's
+  /// page size). The reply says the total and the next offset.
+  public var offset: UInt64 = 0
+
+  public var limit: UInt32 = 0
+
+  /// NODES at the national scheduler: the region to ask (required when there is more than one).
+  public var regionID: String = String()
+
+  /// Echoed in the reply; the national scheduler uses it to relay a region's answer.
+  public var correlation: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -943,6 +1041,13 @@ public nonisolated struct Computegrid_V1_QueryReply: Sendable {
   public var nodes: [Computegrid_V1_NodeBrief] = []
 
   public var regions: [Computegrid_V1_RegionSummary] = []
+
+  /// Rows that match the query in all; `next_offset` = 0 when this page is the last.
+  public var total: UInt64 = 0
+
+  public var nextOffset: UInt64 = 0
+
+  public var correlation: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1433,7 +1538,7 @@ nonisolated extension Computegrid_V1_RegisterAck: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}devices\0\u{3}running_assignments\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}devices\0\u{3}running_assignments\0\u{3}assignment_digest\0\u{3}assignment_count\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1444,6 +1549,8 @@ nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.devices) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.runningAssignments) }()
+      case 4: try { try decoder.decodeSingularFixed64Field(value: &self.assignmentDigest) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.assignmentCount) }()
       default: break
       }
     }
@@ -1459,6 +1566,12 @@ nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProt
     if !self.runningAssignments.isEmpty {
       try visitor.visitRepeatedStringField(value: self.runningAssignments, fieldNumber: 3)
     }
+    if self.assignmentDigest != 0 {
+      try visitor.visitSingularFixed64Field(value: self.assignmentDigest, fieldNumber: 4)
+    }
+    if self.assignmentCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.assignmentCount, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1466,6 +1579,8 @@ nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProt
     if lhs.nodeID != rhs.nodeID {return false}
     if lhs.devices != rhs.devices {return false}
     if lhs.runningAssignments != rhs.runningAssignments {return false}
+    if lhs.assignmentDigest != rhs.assignmentDigest {return false}
+    if lhs.assignmentCount != rhs.assignmentCount {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1473,7 +1588,7 @@ nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeartbeatAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}known\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}known\0\u{3}send_assignments\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1483,6 +1598,7 @@ nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftP
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.known) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.sendAssignments) }()
       default: break
       }
     }
@@ -1495,12 +1611,16 @@ nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftP
     if self.known != false {
       try visitor.visitSingularBoolField(value: self.known, fieldNumber: 2)
     }
+    if self.sendAssignments != false {
+      try visitor.visitSingularBoolField(value: self.sendAssignments, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Computegrid_V1_HeartbeatAck, rhs: Computegrid_V1_HeartbeatAck) -> Bool {
     if lhs.nodeID != rhs.nodeID {return false}
     if lhs.known != rhs.known {return false}
+    if lhs.sendAssignments != rhs.sendAssignments {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1808,7 +1928,7 @@ nonisolated extension Computegrid_V1_Cancel: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Capacity"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vendor\0\u{1}model\0\u{3}memory_total_mib\0\u{1}total\0\u{1}free\0\u{1}healthy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vendor\0\u{1}model\0\u{3}memory_total_mib\0\u{1}total\0\u{1}free\0\u{1}healthy\0\u{1}grade\0\u{1}degraded\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1822,6 +1942,8 @@ nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProto
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.total) }()
       case 5: try { try decoder.decodeSingularInt32Field(value: &self.free) }()
       case 6: try { try decoder.decodeSingularInt32Field(value: &self.healthy) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.grade) }()
+      case 8: try { try decoder.decodeSingularInt32Field(value: &self.degraded) }()
       default: break
       }
     }
@@ -1846,6 +1968,12 @@ nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProto
     if self.healthy != 0 {
       try visitor.visitSingularInt32Field(value: self.healthy, fieldNumber: 6)
     }
+    if !self.grade.isEmpty {
+      try visitor.visitSingularStringField(value: self.grade, fieldNumber: 7)
+    }
+    if self.degraded != 0 {
+      try visitor.visitSingularInt32Field(value: self.degraded, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1856,6 +1984,8 @@ nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProto
     if lhs.total != rhs.total {return false}
     if lhs.free != rhs.free {return false}
     if lhs.healthy != rhs.healthy {return false}
+    if lhs.grade != rhs.grade {return false}
+    if lhs.degraded != rhs.degraded {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1933,7 +2063,7 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegionSummary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}nodes_ready\0\u{3}nodes_lost\0\u{3}queued_jobs\0\u{3}running_jobs\0\u{1}capacity\0\u{1}nodes\0\u{3}nodes_truncated\0\u{3}generated_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}nodes_ready\0\u{3}nodes_lost\0\u{3}queued_jobs\0\u{3}running_jobs\0\u{1}capacity\0\u{1}nodes\0\u{3}nodes_truncated\0\u{3}generated_unix_ms\0\u{3}nodes_total\0\u{3}health_counts\0\u{1}sequence\0\u{1}full\0\u{3}base_sequence\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1950,6 +2080,11 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.nodesTruncated) }()
       case 9: try { try decoder.decodeSingularInt64Field(value: &self.generatedUnixMs) }()
+      case 10: try { try decoder.decodeSingularInt32Field(value: &self.nodesTotal) }()
+      case 11: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: &self.healthCounts) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 13: try { try decoder.decodeSingularBoolField(value: &self.full) }()
+      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.baseSequence) }()
       default: break
       }
     }
@@ -1983,6 +2118,21 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
     if self.generatedUnixMs != 0 {
       try visitor.visitSingularInt64Field(value: self.generatedUnixMs, fieldNumber: 9)
     }
+    if self.nodesTotal != 0 {
+      try visitor.visitSingularInt32Field(value: self.nodesTotal, fieldNumber: 10)
+    }
+    if !self.healthCounts.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: self.healthCounts, fieldNumber: 11)
+    }
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 12)
+    }
+    if self.full != false {
+      try visitor.visitSingularBoolField(value: self.full, fieldNumber: 13)
+    }
+    if self.baseSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.baseSequence, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1996,6 +2146,11 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
     if lhs.nodes != rhs.nodes {return false}
     if lhs.nodesTruncated != rhs.nodesTruncated {return false}
     if lhs.generatedUnixMs != rhs.generatedUnixMs {return false}
+    if lhs.nodesTotal != rhs.nodesTotal {return false}
+    if lhs.healthCounts != rhs.healthCounts {return false}
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.full != rhs.full {return false}
+    if lhs.baseSequence != rhs.baseSequence {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2003,7 +2158,7 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
 
 nonisolated extension Computegrid_V1_RegionSummaryAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegionSummaryAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}want_full\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2012,6 +2167,7 @@ nonisolated extension Computegrid_V1_RegionSummaryAck: SwiftProtobuf.Message, Sw
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.wantFull) }()
       default: break
       }
     }
@@ -2021,11 +2177,15 @@ nonisolated extension Computegrid_V1_RegionSummaryAck: SwiftProtobuf.Message, Sw
     if !self.regionID.isEmpty {
       try visitor.visitSingularStringField(value: self.regionID, fieldNumber: 1)
     }
+    if self.wantFull != false {
+      try visitor.visitSingularBoolField(value: self.wantFull, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Computegrid_V1_RegionSummaryAck, rhs: Computegrid_V1_RegionSummaryAck) -> Bool {
     if lhs.regionID != rhs.regionID {return false}
+    if lhs.wantFull != rhs.wantFull {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2226,7 +2386,7 @@ nonisolated extension Computegrid_V1_JobForwardAck: SwiftProtobuf.Message, Swift
 
 nonisolated extension Computegrid_V1_Submit: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Submit"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}job_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}job_id\0\u{1}items\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2236,6 +2396,7 @@ nonisolated extension Computegrid_V1_Submit: SwiftProtobuf.Message, SwiftProtobu
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
       default: break
       }
     }
@@ -2252,12 +2413,60 @@ nonisolated extension Computegrid_V1_Submit: SwiftProtobuf.Message, SwiftProtobu
     if !self.jobID.isEmpty {
       try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 2)
     }
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Computegrid_V1_Submit, rhs: Computegrid_V1_Submit) -> Bool {
     if lhs._spec != rhs._spec {return false}
     if lhs.jobID != rhs.jobID {return false}
+    if lhs.items != rhs.items {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_SubmitItem: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubmitItem"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{3}job_id\0\u{1}count\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 2)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt32Field(value: self.count, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_SubmitItem, rhs: Computegrid_V1_SubmitItem) -> Bool {
+    if lhs._spec != rhs._spec {return false}
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.count != rhs.count {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2265,6 +2474,56 @@ nonisolated extension Computegrid_V1_Submit: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Computegrid_V1_SubmitReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitReply"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}accepted\0\u{1}reason\0\u{3}region_id\0\u{1}results\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.accepted) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.results) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
+    }
+    if self.accepted != false {
+      try visitor.visitSingularBoolField(value: self.accepted, fieldNumber: 2)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
+    }
+    if !self.regionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.regionID, fieldNumber: 4)
+    }
+    if !self.results.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.results, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_SubmitReply, rhs: Computegrid_V1_SubmitReply) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.accepted != rhs.accepted {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.regionID != rhs.regionID {return false}
+    if lhs.results != rhs.results {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_SubmitResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubmitResult"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}accepted\0\u{1}reason\0\u{3}region_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
@@ -2298,7 +2557,7 @@ nonisolated extension Computegrid_V1_SubmitReply: SwiftProtobuf.Message, SwiftPr
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Computegrid_V1_SubmitReply, rhs: Computegrid_V1_SubmitReply) -> Bool {
+  public static func ==(lhs: Computegrid_V1_SubmitResult, rhs: Computegrid_V1_SubmitResult) -> Bool {
     if lhs.jobID != rhs.jobID {return false}
     if lhs.accepted != rhs.accepted {return false}
     if lhs.reason != rhs.reason {return false}
@@ -2310,7 +2569,7 @@ nonisolated extension Computegrid_V1_SubmitReply: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Query"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}job_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}job_id\0\u{1}offset\0\u{1}limit\0\u{3}region_id\0\u{1}correlation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2320,6 +2579,10 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.correlation) }()
       default: break
       }
     }
@@ -2332,12 +2595,28 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
     if !self.jobID.isEmpty {
       try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 2)
     }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 3)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 4)
+    }
+    if !self.regionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.regionID, fieldNumber: 5)
+    }
+    if self.correlation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.correlation, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Computegrid_V1_Query, rhs: Computegrid_V1_Query) -> Bool {
     if lhs.kind != rhs.kind {return false}
     if lhs.jobID != rhs.jobID {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.regionID != rhs.regionID {return false}
+    if lhs.correlation != rhs.correlation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2524,7 +2803,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QueryReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{1}nodes\0\u{1}regions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{1}nodes\0\u{1}regions\0\u{1}total\0\u{3}next_offset\0\u{1}correlation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2535,6 +2814,9 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.jobs) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.regions) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.total) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.nextOffset) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.correlation) }()
       default: break
       }
     }
@@ -2550,6 +2832,15 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
     if !self.regions.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.regions, fieldNumber: 3)
     }
+    if self.total != 0 {
+      try visitor.visitSingularUInt64Field(value: self.total, fieldNumber: 4)
+    }
+    if self.nextOffset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.nextOffset, fieldNumber: 5)
+    }
+    if self.correlation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.correlation, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2557,6 +2848,9 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
     if lhs.jobs != rhs.jobs {return false}
     if lhs.nodes != rhs.nodes {return false}
     if lhs.regions != rhs.regions {return false}
+    if lhs.total != rhs.total {return false}
+    if lhs.nextOffset != rhs.nextOffset {return false}
+    if lhs.correlation != rhs.correlation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

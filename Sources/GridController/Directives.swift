@@ -1,0 +1,115 @@
+import Foundation
+import GridCore
+import GridProtocol
+import GridStore
+import GridTransport
+import Logging
+
+/// What a controller instance asks its shell to do. Instances decide; shells perform. Tests
+/// assert on these, the way postgres-nio's pool state machine tests assert on actions.
+public enum ControllerDirective: Sendable {
+    /// Send a message. `replyTo`/`delimited` answer a request the way it came.
+    case send(Body, to: Peer, replyTo: UInt64 = 0, delimited: Bool = false)
+    /// Record a change durably. The shell commits every change of a batch in one transaction
+    /// before it performs any `send` of that batch: nothing is acknowledged before its commit.
+    case persist(StoreMutation)
+    case log(LogEvent)
+}
+
+public struct LogEvent: Sendable {
+    public var level: Logger.Level
+    public var message: String
+    public var metadata: [String: String]
+    public init(_ level: Logger.Level, _ message: String, _ metadata: [String: String] = [:]) {
+        self.level = level
+        self.message = message
+        self.metadata = metadata
+    }
+}
+
+/// Who asked, so answers go back the way the question came.
+public struct Origin: Sendable {
+    public var peer: Peer
+    public var sequence: UInt64
+    public var delimited: Bool
+    public init(peer: Peer, sequence: UInt64 = 0, delimited: Bool = false) {
+        self.peer = peer
+        self.sequence = sequence
+        self.delimited = delimited
+    }
+}
+
+extension ControllerDirective {
+    static func reply(_ body: Body, to origin: Origin) -> ControllerDirective {
+        .send(body, to: origin.peer, replyTo: origin.sequence, delimited: origin.delimited)
+    }
+
+    static func error(_ code: String, _ message: String, to origin: Origin) -> ControllerDirective {
+        var e = Wire.ErrorReply()
+        e.code = code
+        e.message = message
+        return reply(.errorReply(e), to: origin)
+    }
+
+    public var sentBody: Body? {
+        if case .send(let body, _, _, _) = self { return body }
+        return nil
+    }
+
+    public var mutation: StoreMutation? {
+        if case .persist(let m) = self { return m }
+        return nil
+    }
+}
+
+/// Due times in a binary min-heap. Entries are never removed early: a fired entry that no longer
+/// applies (the node spoke again, the assignment was acknowledged) is checked and dropped by its
+/// handler, which keeps every operation O(log n) with no bookkeeping per heartbeat.
+public struct TimerHeap<Timer: Sendable>: Sendable {
+    struct Entry: Sendable {
+        var due: Int64
+        var order: UInt64
+        var timer: Timer
+    }
+    var entries: [Entry] = []
+    var counter: UInt64 = 0
+
+    public init() {}
+
+    public var count: Int { entries.count }
+    public var nextDue: Int64? { entries.first?.due }
+
+    public mutating func schedule(_ timer: Timer, at due: Int64) {
+        counter &+= 1
+        entries.append(Entry(due: due, order: counter, timer: timer))
+        var i = entries.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard less(entries[i], entries[parent]) else { break }
+            entries.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    /// Removes and returns the earliest timer due at or before `now`.
+    public mutating func popDue(_ now: Int64) -> Timer? {
+        guard let first = entries.first, first.due <= now else { return nil }
+        let last = entries.removeLast()
+        if !entries.isEmpty {
+            entries[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < entries.count, less(entries[l], entries[m]) { m = l }
+                if r < entries.count, less(entries[r], entries[m]) { m = r }
+                if m == i { break }
+                entries.swapAt(i, m)
+                i = m
+            }
+        }
+        return first.timer
+    }
+
+    func less(_ a: Entry, _ b: Entry) -> Bool { a.due != b.due ? a.due < b.due : a.order < b.order }
+}

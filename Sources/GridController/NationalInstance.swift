@@ -1,0 +1,537 @@
+import Foundation
+import GridCore
+import GridProtocol
+import GridScheduler
+import GridStore
+import GridTransport
+
+/// What the national scheduler rebuilds itself from on start.
+public struct NationalRecovery: Sendable {
+    public var jobs: [JobRecord] = []
+    public var outbox: [OutboxItem] = []
+    public var regions: [(summary: RegionSummary, lastSeen: Date)] = []
+    public var applied: [(String, Date)] = []
+    public init() {}
+
+    public static func load(from store: GridStore, retention: TimeInterval, now: Date) throws -> NationalRecovery {
+        try store.read("recover national state") { tx in
+            var r = NationalRecovery()
+            r.jobs = try tx.liveJobs() + tx.finishedJobs(since: now.addingTimeInterval(-retention))
+            r.outbox = try tx.outbox(limit: Int.max)
+            r.regions = try tx.regions()
+            r.applied = try tx.appliedUpdates(since: now.addingTimeInterval(-retention))
+            return r
+        }
+    }
+}
+
+/// The national scheduler's logic as a value, like `RegionInstance`: accepts submissions (one
+/// or a batch, in one commit), routes each job to a region with `NationalRouting`, forwards it
+/// until the region acknowledges, keeps every job's state as regions report it, keeps each
+/// region's capacity from full summaries and deltas, and relays node queries to the region
+/// that owns the nodes.
+public struct NationalInstance: Sendable {
+    public struct Settings: Sendable {
+        public var name: String = "national"
+        public var routing: RoutingPolicy = RoutingPolicy()
+        public var retryIntervalMs: Int64 = 1000
+        public var maxRetryIntervalMs: Int64 = 30_000
+        public var historyRetentionMs: Int64 = 24 * 3_600_000
+        /// A relayed query not answered by its region within this is answered with an error.
+        public var queryTimeoutMs: Int64 = 5000
+        /// Jobs per submit request (arrays expanded).
+        public var maxBatch: Int = 100_000
+        public init() {}
+    }
+
+    struct RegionView: Sendable {
+        var summary: RegionSummary
+        var capacity: [CapacityKeyWire: CapacityEntry]
+        var sequence: UInt64
+        var lastSeenMs: Int64
+        var route: Peer?
+    }
+
+    struct CapacityKeyWire: Hashable, Sendable {
+        var vendor: String
+        var model: String
+        var memory: Int
+        var grade: String
+    }
+
+    struct Forward: Sendable {
+        var message: Wire.JobForward
+        var region: RegionID
+        var attempts: Int
+        var dueMs: Int64
+        var item: OutboxItem
+    }
+
+    struct PendingQuery: Sendable {
+        var origin: Origin
+        var deadlineMs: Int64
+        var region: RegionID
+    }
+
+    enum Timer: Sendable {
+        case forward(JobID)
+        case route
+        case queries
+        case prune
+    }
+
+    public let settings: Settings
+    var jobs: [JobID: JobRecord] = [:]
+    /// Jobs no region could take yet, oldest first.
+    var unrouted: [JobID] = []
+    var regions: [RegionID: RegionView] = [:]
+    var forwards: [JobID: Forward] = [:]
+    var applied: [String: Int64] = [:]
+    var appliedOrder: [(String, Int64)] = []
+    var queries: [UInt64: PendingQuery] = [:]
+    var nextCorrelation: UInt64 = 1
+    var timers = TimerHeap<Timer>()
+    var idPrefix: String
+    var idCounter = 0
+    var routeDirty = false
+
+    public init(settings: Settings, recovered: NationalRecovery, now: Moment) {
+        self.settings = settings
+        idPrefix = "j-" + String(UInt64(max(0, now.wall.timeIntervalSince1970 * 1000)), radix: 36)
+        for j in recovered.jobs {
+            jobs[j.id] = j
+            if j.state == .pending { unrouted.append(j.id) }
+        }
+        for item in recovered.outbox where item.type == "job_forward" {
+            guard let f = try? Wire.JobForward(serializedBytes: item.payload) else { continue }
+            let id = JobID(f.jobID)
+            forwards[id] = Forward(message: f, region: RegionID(item.destination), attempts: 0, dueMs: now.monotonicMs, item: item)
+            timers.schedule(.forward(id), at: now.monotonicMs)
+        }
+        for (summary, seen) in recovered.regions {
+            let ageMs = Int64(max(0, now.wall.timeIntervalSince(seen)) * 1000)
+            var view = RegionView(summary: summary, capacity: [:], sequence: 0, lastSeenMs: now.monotonicMs - ageMs, route: nil)
+            for c in summary.capacity { view.capacity[Self.key(c)] = c }
+            regions[summary.region] = view
+        }
+        for (id, at) in recovered.applied {
+            applied[id] = now.monotonicMs - Int64(max(0, now.wall.timeIntervalSince(at)) * 1000)
+        }
+        appliedOrder = applied.map { ($0.key, $0.value) }.sorted { $0.1 < $1.1 }
+        timers.schedule(.route, at: now.monotonicMs + 1000)
+        timers.schedule(.queries, at: now.monotonicMs + 1000)
+        timers.schedule(.prune, at: now.monotonicMs + 60_000)
+    }
+
+    static func key(_ c: CapacityEntry) -> CapacityKeyWire {
+        CapacityKeyWire(vendor: c.vendor.rawValue, model: c.model, memory: c.memoryTotalMiB, grade: c.grade?.rawValue ?? "")
+    }
+
+    public mutating func receive(_ message: Message, origin: Origin, now: Moment) -> [ControllerDirective] {
+        switch message.body {
+        case .submit(let m): return onSubmit(m, origin: origin, now: now)
+        case .regionSummary(let m): return onRegionSummary(m, origin: origin, now: now)
+        case .jobForwardAck(let m): return onJobForwardAck(m, now: now)
+        case .statusUpdate(let m): return onStatusUpdate(m, origin: origin, now: now)
+        case .query(let m): return onQuery(m, origin: origin, now: now)
+        case .queryReply(let m): return onQueryReply(m)
+        case .errorReply(let e):
+            return [.log(LogEvent(.warning, "a region answered with an error", ["from": origin.peer.label, "code": e.code, "message": e.message]))]
+        default:
+            return [.error("unsupported", "the national scheduler does not accept \(message.body.type)", to: origin)]
+        }
+    }
+
+    // MARK: submissions
+
+    public mutating func onSubmit(_ m: Wire.Submit, origin: Origin, now: Moment) -> [ControllerDirective] {
+        var items = m.items
+        let batch = !items.isEmpty
+        if !batch {
+            var one = Wire.SubmitItem()
+            one.spec = m.spec
+            one.jobID = m.jobID
+            items = [one]
+        }
+        let expanded = items.reduce(0) { $0 + Int(max(1, $1.count)) }
+        if expanded > settings.maxBatch {
+            var reply = Wire.SubmitReply()
+            reply.accepted = false
+            reply.reason = "batch of \(expanded) jobs exceeds the limit of \(settings.maxBatch); split it"
+            return [.reply(.submitReply(reply), to: origin)]
+        }
+        var out: [ControllerDirective] = []
+        var results: [Wire.SubmitResult] = []
+        results.reserveCapacity(expanded)
+        let candidates = self.candidates(now: now)
+        for (i, item) in items.enumerated() {
+            let spec: JobSpec
+            do { spec = try item.spec.spec() } catch {
+                results.append(result("", false, "item \(i): \(error)", ""))
+                continue
+            }
+            let problems = spec.problems()
+            if !problems.isEmpty {
+                results.append(result(item.jobID, false, "item \(i): " + problems.joined(separator: "; "), ""))
+                continue
+            }
+            if !item.jobID.isEmpty, let problem = IdentifierRules.problem(with: item.jobID) {
+                results.append(result(item.jobID, false, "item \(i): job_id \(problem)", ""))
+                continue
+            }
+            let base = item.jobID.isEmpty ? nextJobID() : item.jobID
+            let count = Int(max(1, item.count))
+            for k in 0..<count {
+                let id = JobID(count > 1 ? "\(base)-\(k)" : base)
+                if let existing = jobs[id] {
+                    // A retried submit: answer from what is stored.
+                    results.append(result(id.rawValue, true, existing.message, existing.region?.rawValue ?? ""))
+                    continue
+                }
+                var job = JobRecord(id: id, spec: spec, state: .pending, submittedAt: now.wall, updatedAt: now.wall)
+                let decision = NationalRouting.choose(candidates: candidates, spec: spec, policy: settings.routing)
+                if let region = decision.region {
+                    job.state = .forwarded
+                    job.region = region
+                    job.message = "forwarded to \(region)"
+                    jobs[id] = job
+                    out += forward(job, to: region, now: now)
+                } else {
+                    job.message = "no region can take it yet: " + decision.terms.joined(separator: "; ")
+                    jobs[id] = job
+                    unrouted.append(id)
+                }
+                out.append(.persist(.job(job)))
+                results.append(result(id.rawValue, true, job.message, job.region?.rawValue ?? ""))
+            }
+        }
+        var reply = Wire.SubmitReply()
+        if batch {
+            reply.results = results
+            reply.accepted = results.allSatisfy(\.accepted)
+            reply.reason = "\(results.filter(\.accepted).count) of \(results.count) accepted"
+        } else if let r = results.first {
+            reply.jobID = r.jobID
+            reply.accepted = r.accepted
+            reply.reason = r.reason
+            reply.regionID = r.regionID
+        }
+        out.append(.log(LogEvent(.info, "jobs submitted", ["accepted": "\(results.filter(\.accepted).count)", "rejected": "\(results.filter { !$0.accepted }.count)"])))
+        out.append(.reply(.submitReply(reply), to: origin))
+        return out
+    }
+
+    func result(_ id: String, _ accepted: Bool, _ reason: String, _ region: String) -> Wire.SubmitResult {
+        var r = Wire.SubmitResult()
+        r.jobID = id
+        r.accepted = accepted
+        r.reason = reason
+        r.regionID = region
+        return r
+    }
+
+    mutating func nextJobID() -> String {
+        idCounter += 1
+        return "\(idPrefix)-\(idCounter)"
+    }
+
+    /// Queues a JOB_FORWARD in the outbox (same commit as the job) and sends it now.
+    mutating func forward(_ job: JobRecord, to region: RegionID, now: Moment) -> [ControllerDirective] {
+        var f = Wire.JobForward()
+        f.jobID = job.id.rawValue
+        f.spec = Wire.JobSpec(job.spec)
+        f.submittedUnixMs = job.submittedAt.unixMilliseconds
+        let payload: [UInt8] = (try? f.serializedBytes()) ?? []
+        let item = OutboxItem(key: "forward:\(job.id)", destination: region.rawValue, type: "job_forward", payload: payload,
+                              createdAt: now.wall, attempts: 0, lastAttemptAt: nil)
+        forwards[job.id] = Forward(message: f, region: region, attempts: 0, dueMs: now.monotonicMs, item: item)
+        timers.schedule(.forward(job.id), at: now.monotonicMs)
+        return [.persist(.outbox(item))]
+    }
+
+    func candidates(now: Moment) -> [RegionCandidate] {
+        regions.values.map { RegionCandidate(summary: $0.summary, ageSeconds: Double(now.monotonicMs - $0.lastSeenMs) / 1000) }
+    }
+
+    // MARK: regions
+
+    public mutating func onRegionSummary(_ m: Wire.RegionSummary, origin: Origin, now: Moment) -> [ControllerDirective] {
+        let id = RegionID(m.regionID)
+        var ack = Wire.RegionSummaryAck()
+        ack.regionID = m.regionID
+        var out: [ControllerDirective] = []
+        var view = regions[id] ?? RegionView(summary: m.summary, capacity: [:], sequence: 0, lastSeenMs: now.monotonicMs, route: origin.peer)
+        let isNew = regions[id]?.route == nil
+        if m.full || m.sequence == 0 {
+            view.capacity = [:]
+            for c in m.summary.capacity { view.capacity[Self.key(c)] = c }
+        } else if m.baseSequence == view.sequence && view.sequence != 0 {
+            for c in m.summary.capacity {
+                view.capacity[Self.key(c)] = c.total == 0 ? nil : c
+            }
+        } else {
+            // Missed the base of this delta (restart, lost message): ask for a full one and keep
+            // the counts we have until it comes.
+            ack.wantFull = true
+            view.route = origin.peer
+            view.lastSeenMs = now.monotonicMs
+            regions[id] = view
+            return [.reply(.regionSummaryAck(ack), to: origin)]
+        }
+        var s = m.summary
+        s.capacity = view.capacity.values.sorted { ($0.vendor.rawValue, $0.model, $0.memoryTotalMiB, $0.grade?.rawValue ?? "") < ($1.vendor.rawValue, $1.model, $1.memoryTotalMiB, $1.grade?.rawValue ?? "") }
+        s.nodes = []
+        view.summary = s
+        view.sequence = m.sequence
+        view.lastSeenMs = now.monotonicMs
+        view.route = origin.peer
+        regions[id] = view
+        // The latest view of each region is kept for restarts; one row per region.
+        out.append(.persist(.region(s, seen: now.wall)))
+        if isNew {
+            out.append(.log(LogEvent(.info, "region connected", ["region": "\(id)", "nodes_ready": "\(m.nodesReady)"])))
+            // Forwards waiting for this region go now.
+            for (jid, f) in forwards where f.region == id {
+                forwards[jid]?.dueMs = now.monotonicMs
+                timers.schedule(.forward(jid), at: now.monotonicMs)
+            }
+        }
+        if !unrouted.isEmpty { routeDirty = true }
+        out.append(.reply(.regionSummaryAck(ack), to: origin))
+        return out
+    }
+
+    public mutating func onJobForwardAck(_ m: Wire.JobForwardAck, now: Moment) -> [ControllerDirective] {
+        let id = JobID(m.jobID)
+        guard forwards.removeValue(forKey: id) != nil else { return [] }
+        var out: [ControllerDirective] = [.persist(.outboxDone(key: "forward:\(id)"))]
+        guard var job = jobs[id] else { return out }
+        if m.accepted {
+            if job.state.progress < JobState.queued.progress {
+                job.state = .queued
+                job.message = "queued in \(job.region?.rawValue ?? "?")"
+            }
+        } else {
+            job.state = .failed
+            job.message = "region \(job.region?.rawValue ?? "?") refused the job: \(m.reason)"
+        }
+        job.updatedAt = now.wall
+        jobs[id] = job
+        out.append(.persist(.job(job)))
+        return out
+    }
+
+    public mutating func onStatusUpdate(_ m: Wire.StatusUpdate, origin: Origin, now: Moment) -> [ControllerDirective] {
+        var ack = Wire.StatusAck()
+        ack.updateID = m.updateID
+        guard var job = jobs[JobID(m.jobID)] else {
+            ack.applied = false
+            ack.reason = "job \(m.jobID) unknown to the national scheduler"
+            return [.reply(.statusAck(ack), to: origin)]
+        }
+        ack.applied = true
+        if applied[m.updateID] != nil { return [.reply(.statusAck(ack), to: origin)] }
+        applied[m.updateID] = now.monotonicMs
+        appliedOrder.append((m.updateID, now.monotonicMs))
+        var out: [ControllerDirective] = [.persist(.applied(updateID: m.updateID, at: now.wall))]
+        // A newer epoch (the region re-placed the job) wins; within one epoch states only move
+        // forward. Terminal states never change.
+        if let state = JobState(rawValue: m.state), !job.state.isTerminal,
+           Int(m.epoch) > job.epoch || (Int(m.epoch) == job.epoch && state.progress >= job.state.progress) {
+            job.state = state
+            job.epoch = Int(m.epoch)
+            job.region = m.regionID.isEmpty ? job.region : RegionID(m.regionID)
+            job.node = m.nodeID.isEmpty ? nil : NodeID(m.nodeID)
+            job.assignment = m.assignmentID.isEmpty ? nil : AssignmentID(m.assignmentID)
+            job.deviceIDs = m.deviceIds
+            job.deviceModels = m.deviceModels
+            job.exitCode = m.hasExitCode_p ? Int(m.exitCode) : nil
+            job.message = m.message
+            job.outputTail = m.outputTail
+            job.visibleDevices = m.visibleDevices
+            job.updatedAt = now.wall
+            jobs[job.id] = job
+            out.append(.persist(.job(job)))
+        }
+        out.append(.reply(.statusAck(ack), to: origin))
+        return out
+    }
+
+    // MARK: queries
+
+    public mutating func onQuery(_ m: Wire.Query, origin: Origin, now: Moment) -> [ControllerDirective] {
+        var reply = Wire.QueryReply()
+        reply.correlation = m.correlation
+        let pageSize = Int(m.limit == 0 ? 1000 : min(m.limit, 10_000))
+        let offset = Int(min(m.offset, UInt64(Int.max)))
+        switch m.kind {
+        case .jobs:
+            let all = jobs.values.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
+            let page = all.dropFirst(offset).prefix(pageSize)
+            reply.jobs = page.map(Wire.Job.init)
+            reply.total = UInt64(all.count)
+            reply.nextOffset = offset + page.count < all.count ? UInt64(offset + page.count) : 0
+        case .job:
+            guard let job = jobs[JobID(m.jobID)] else {
+                return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]
+            }
+            reply.jobs = [Wire.Job(job)]
+        case .nodes:
+            // Nodes live in their region; ask it and relay its answer (pages included).
+            let known = regions.filter { $0.value.route != nil }.keys.sorted()
+            let target: RegionID
+            if !m.regionID.isEmpty {
+                target = RegionID(m.regionID)
+            } else if known.count == 1 {
+                target = known[0]
+            } else {
+                return [.error("bad_request", "name the region whose nodes to list (one of: \(known.map(\.rawValue).joined(separator: ", ")))", to: origin)]
+            }
+            guard let route = regions[target]?.route else {
+                return [.error("not_found", "region \(target) is not connected", to: origin)]
+            }
+            let correlation = nextCorrelation
+            nextCorrelation += 1
+            queries[correlation] = PendingQuery(origin: origin, deadlineMs: now.monotonicMs + settings.queryTimeoutMs, region: target)
+            var q = m
+            q.correlation = correlation
+            return [.send(.query(q), to: route)]
+        case .regions:
+            reply.regions = regions.values.sorted { $0.summary.region < $1.summary.region }.map { view in
+                var s = view.summary
+                s.nodes = []
+                s.generatedAt = now.wall.addingTimeInterval(-Double(now.monotonicMs - view.lastSeenMs) / 1000)
+                return Wire.RegionSummary(s)
+            }
+            reply.total = UInt64(reply.regions.count)
+        default:
+            return [.error("bad_request", "query kind \(m.kind) not supported", to: origin)]
+        }
+        return [.reply(.queryReply(reply), to: origin)]
+    }
+
+    public mutating func onQueryReply(_ m: Wire.QueryReply) -> [ControllerDirective] {
+        guard let pending = queries.removeValue(forKey: m.correlation) else { return [] }
+        var reply = m
+        reply.correlation = 0
+        return [.reply(.queryReply(reply), to: pending.origin)]
+    }
+
+    // MARK: time
+
+    public mutating func onTick(now: Moment, backlog: Bool = false) -> [ControllerDirective] {
+        var out: [ControllerDirective] = []
+        while let timer = timers.popDue(now.monotonicMs) {
+            switch timer {
+            case .forward(let id): out += sendForward(id, now: now)
+            case .route:
+                routeDirty = true
+                timers.schedule(.route, at: now.monotonicMs + 1000)
+            case .queries:
+                for (c, q) in queries where q.deadlineMs <= now.monotonicMs {
+                    queries[c] = nil
+                    out.append(.error("unavailable", "region \(q.region) did not answer within \(settings.queryTimeoutMs) ms; retry", to: q.origin))
+                }
+                timers.schedule(.queries, at: now.monotonicMs + 1000)
+            case .prune:
+                out += prune(now: now)
+                timers.schedule(.prune, at: now.monotonicMs + 60_000)
+            }
+        }
+        if routeDirty { out += routeUnrouted(now: now) }
+        return out
+    }
+
+    mutating func sendForward(_ id: JobID, now: Moment) -> [ControllerDirective] {
+        guard var f = forwards[id] else { return [] }
+        guard f.dueMs <= now.monotonicMs else {
+            timers.schedule(.forward(id), at: f.dueMs)
+            return []
+        }
+        guard let route = regions[f.region]?.route else {
+            // Not connected yet: try when it is (onRegionSummary re-arms) or after a while.
+            f.dueMs = now.monotonicMs + settings.retryIntervalMs
+            forwards[id] = f
+            timers.schedule(.forward(id), at: f.dueMs)
+            return []
+        }
+        f.attempts += 1
+        f.dueMs = now.monotonicMs + min(settings.maxRetryIntervalMs, settings.retryIntervalMs << min(f.attempts - 1, 5))
+        forwards[id] = f
+        timers.schedule(.forward(id), at: f.dueMs)
+        return [.send(.jobForward(f.message), to: route)]
+    }
+
+    /// Jobs no region could take at submit time are tried again as summaries arrive.
+    mutating func routeUnrouted(now: Moment) -> [ControllerDirective] {
+        routeDirty = false
+        guard !unrouted.isEmpty else { return [] }
+        let candidates = self.candidates(now: now)
+        var out: [ControllerDirective] = []
+        var still: [JobID] = []
+        for id in unrouted {
+            guard var job = jobs[id], job.state == .pending else { continue }
+            let decision = NationalRouting.choose(candidates: candidates, spec: job.spec, policy: settings.routing)
+            if let region = decision.region {
+                job.state = .forwarded
+                job.region = region
+                job.message = "forwarded to \(region)"
+                job.updatedAt = now.wall
+                jobs[id] = job
+                out.append(.persist(.job(job)))
+                out += forward(job, to: region, now: now)
+            } else {
+                still.append(id)
+                let message = "no region can take it yet: " + decision.terms.joined(separator: "; ")
+                if message != job.message {
+                    job.message = message
+                    job.updatedAt = now.wall
+                    jobs[id] = job
+                    out.append(.persist(.job(job)))
+                }
+            }
+        }
+        unrouted = still
+        return out
+    }
+
+    mutating func prune(now: Moment) -> [ControllerDirective] {
+        let horizon = now.monotonicMs - settings.historyRetentionMs
+        var drop = 0
+        while drop < appliedOrder.count, appliedOrder[drop].1 < horizon {
+            if applied[appliedOrder[drop].0] == appliedOrder[drop].1 { applied[appliedOrder[drop].0] = nil }
+            drop += 1
+        }
+        if drop > 0 { appliedOrder.removeFirst(drop) }
+        let cutoff = now.wall.addingTimeInterval(-Double(settings.historyRetentionMs) / 1000)
+        for (id, j) in jobs where j.state.isTerminal && j.updatedAt < cutoff { jobs[id] = nil }
+        return [.persist(.prune(before: cutoff, terminalJobs: true))]
+    }
+
+    public var nextDueMs: Int64? { timers.nextDue }
+
+    public func job(_ id: JobID) -> JobRecord? { jobs[id] }
+    public var jobCount: Int { jobs.count }
+    public var forwardsInFlight: Int { forwards.count }
+}
+
+public typealias NationalShell = ControllerShell<NationalInstance>
+
+extension NationalInstance: ControllerInstance {
+    public static func recover(settings: Settings, store: GridStore, now: Moment) throws -> NationalInstance {
+        let recovered = try NationalRecovery.load(from: store, retention: Double(settings.historyRetentionMs) / 1000, now: now.wall)
+        return NationalInstance(settings: settings, recovered: recovered, now: now)
+    }
+
+    public static func name(_ settings: Settings) -> String { settings.name }
+}
+
+extension NationalInstance.Settings {
+    public init(config: ControllerConfig) {
+        self.init()
+        name = config.id
+        routing = config.routing
+        retryIntervalMs = Int64(config.retryIntervalMs)
+        historyRetentionMs = Int64(config.historyRetentionHours * 3_600_000)
+    }
+}

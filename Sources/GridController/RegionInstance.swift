@@ -1,0 +1,864 @@
+import Foundation
+import GridCore
+import GridProtocol
+import GridScheduler
+import GridStore
+import GridTransport
+
+/// What a region controller rebuilds itself from on start: the durable log in SQLite.
+public struct RegionRecovery: Sendable {
+    public var nodes: [NodeRecord] = []
+    /// Non-terminal jobs, and terminal ones within the retention window.
+    public var jobs: [JobRecord] = []
+    /// Assignments that still hold devices (pending or accepted).
+    public var assignments: [AssignmentRecord] = []
+    /// Upward messages not yet acknowledged.
+    public var outbox: [OutboxItem] = []
+    /// Update ids applied within the retention window.
+    public var applied: [(String, Date)] = []
+    public init() {}
+
+    /// Reads everything a region needs from its store.
+    public static func load(from store: GridStore, region: RegionID, retention: TimeInterval, now: Date) throws -> RegionRecovery {
+        try store.read("recover region state") { tx in
+            var r = RegionRecovery()
+            r.nodes = try tx.nodes(region: region)
+            r.jobs = try tx.liveJobs() + tx.finishedJobs(since: now.addingTimeInterval(-retention))
+            r.assignments = try tx.activeAssignments()
+            r.outbox = try tx.outbox(limit: Int.max)
+            r.applied = try tx.appliedUpdates(since: now.addingTimeInterval(-retention))
+            return r
+        }
+    }
+}
+
+/// The regional controller's logic as a value: every input is a `mutating func on…` that
+/// returns the directives it decided on, and nothing in here touches a socket, a file, a clock
+/// or a process (apple/swift-cluster-membership's `SWIM.Instance` is the model).
+///
+/// In memory, indexed, authoritative while running: nodes with their routes and liveness,
+/// the placement index of free units, queued jobs in FIFO order, active assignments by id and
+/// by node, the upward outbox with a due time per item, recently applied update ids, and a heap
+/// of due times. Every acknowledged change is also a `.persist` directive; the shell commits a
+/// batch of them in one transaction before it sends anything the batch produced.
+public struct RegionInstance: Sendable {
+    public struct Settings: Sendable {
+        public var region: RegionID
+        public var heartbeatIntervalMs: Int64 = 1000
+        /// Silence after which a node is declared lost (before the local-health stretch).
+        public var nodeLostAfterMs: Int64 = 10_000
+        public var summaryIntervalMs: Int64 = 1000
+        public var retryIntervalMs: Int64 = 1000
+        /// Longest wait between resends of one message (the backoff doubles up to this).
+        public var maxRetryIntervalMs: Int64 = 30_000
+        /// Jobs examined per placement turn: bounds the time a burst can keep heartbeats waiting.
+        public var placementBudget: Int = 2048
+        /// Every n-th summary is full; the others carry only changed capacity classes.
+        public var fullSummaryEvery: Int = 30
+        /// How long finished jobs, finished assignments and applied update ids are kept.
+        public var historyRetentionMs: Int64 = 24 * 3_600_000
+        /// A gap between turns longer than this counts as the controller stalling.
+        public var stallThresholdMs: Int64 = 250
+        public var placement: PlacementIndex.Options = .init()
+        public init(region: RegionID) { self.region = region }
+    }
+
+    struct Node: Sendable {
+        var record: NodeRecord
+        var route: Peer?
+        var lastHeardMs: Int64
+        /// `stalledMs` when last heard: time the controller itself was stalled since then does
+        /// not count as the node's silence.
+        var stalledAtHeard: Int64
+        /// Active assignments on the node (pending or accepted).
+        var held: Set<AssignmentID> = []
+        var digest: UInt64 = 0
+        var heartbeatsSinceFull = 0
+    }
+
+    struct Outgoing: Sendable {
+        var item: OutboxItem
+        var update: Wire.StatusUpdate
+        var attempts: Int
+        var dueMs: Int64
+    }
+
+    enum Timer: Sendable {
+        case nodeDeadline(NodeID)
+        case resend(AssignmentID)
+        case outbox(String)
+        case summary
+        case prune
+    }
+
+    public let settings: Settings
+    public var region: RegionID { settings.region }
+    var nodes: [NodeID: Node] = [:]
+    public private(set) var index: PlacementIndex
+    var jobs: [JobID: JobRecord] = [:]
+    /// Queued jobs, oldest first. Placed ones are removed at the end of a pass.
+    var queue: [JobID] = []
+    var queueCursor = 0
+    var assignments: [AssignmentID: AssignmentRecord] = [:]
+    var sentAt: [AssignmentID: (at: Int64, attempts: Int)] = [:]
+    var outbox: [String: Outgoing] = [:]
+    var applied: [String: Int64] = [:]
+    var appliedOrder: [(String, Int64)] = []
+    var appliedHead = 0
+    var timers = TimerHeap<Timer>()
+    var cancelRequested: Set<JobID> = []
+    var placementDirty = true
+    var lastTurnMs: Int64?
+    /// Total time the controller was stalled (turn gaps beyond the threshold).
+    public private(set) var stalledMs: Int64 = 0
+    /// Lifeguard-style local health: raised when the controller stalls, lowered after calm
+    /// periods; the lost-node timeout is stretched by (1 + localHealth / 2).
+    public private(set) var localHealth = 0
+    var calmSinceMs: Int64 = 0
+    var summarySequence: UInt64 = 0
+    var summariesSinceFull = 0
+    var wantFullSummary = true
+    var counters = RegionCounters()
+
+    public struct RegionCounters: Sendable, Equatable {
+        public var heartbeats = 0
+        public var placements = 0
+        public var nodesLost = 0
+        public var stalls = 0
+        public var staleUpdates = 0
+    }
+
+    public var stats: RegionCounters { counters }
+
+    public init(settings: Settings, recovered: RegionRecovery, now: Moment) {
+        self.settings = settings
+        self.index = PlacementIndex(options: settings.placement)
+        for a in recovered.assignments where a.state.holdsDevices {
+            assignments[a.id] = a
+            // Resend pending ones once their node is back; accepted ones wait for the node's word.
+            if a.state == .pending { sentAt[a.id] = (0, 0) }
+        }
+        var heldBy: [NodeID: Set<AssignmentID>] = [:]
+        for a in assignments.values { heldBy[a.node, default: []].insert(a.id) }
+        for var n in recovered.nodes {
+            if n.state == .lost { n.state = .lost }
+            // After a restart every node gets a full grace period to speak again, and offers no
+            // devices until it does (its route is unknown).
+            nodes[n.id] = Node(record: n, route: nil, lastHeardMs: now.monotonicMs, stalledAtHeard: 0, held: heldBy[n.id] ?? [])
+            let busy = Set((heldBy[n.id] ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
+            index.upsert(node: n.id, devices: n.devices, busy: busy, schedulable: false)
+            if n.state == .ready { timers.schedule(.nodeDeadline(n.id), at: now.monotonicMs + settings.nodeLostAfterMs) }
+        }
+        for j in recovered.jobs {
+            jobs[j.id] = j
+            if j.state == .queued { queue.append(j.id) }
+        }
+        for item in recovered.outbox where item.type == "status_update" {
+            guard let u = try? Wire.StatusUpdate(serializedBytes: item.payload) else { continue }
+            outbox[item.key] = Outgoing(item: item, update: u, attempts: 0, dueMs: now.monotonicMs)
+            timers.schedule(.outbox(item.key), at: now.monotonicMs)
+        }
+        for (id, at) in recovered.applied.sorted(by: { $0.1 < $1.1 }) {
+            let ms = now.monotonicMs - Int64(now.wall.timeIntervalSince(at) * 1000)
+            applied[id] = ms
+            appliedOrder.append((id, ms))
+        }
+        timers.schedule(.summary, at: now.monotonicMs)
+        timers.schedule(.prune, at: now.monotonicMs + 60_000)
+        calmSinceMs = now.monotonicMs
+    }
+
+    // MARK: inbound
+
+    /// One decoded message from a peer.
+    public mutating func receive(_ message: Message, origin: Origin, now: Moment) -> [ControllerDirective] {
+        switch message.body {
+        case .register(let m): return onRegister(m, origin: origin, now: now)
+        case .heartbeat(let m): return onHeartbeat(m, origin: origin, now: now)
+        case .assignmentAck(let m): return onAssignmentAck(m, now: now)
+        case .statusUpdate(let m): return onStatusUpdate(m, origin: origin, now: now)
+        case .jobForward(let m): return onJobForward(m, origin: origin, now: now)
+        case .statusAck(let m): return onStatusAck(m)
+        case .regionSummaryAck(let m):
+            if m.wantFull { wantFullSummary = true }
+            return []
+        case .jobForwardAck:
+            return []
+        case .cancel(let m): return onCancel(m, now: now)
+        case .query(let m): return onQuery(m, origin: origin, now: now)
+        case .submit:
+            return [.error("unsupported", "submit jobs to the national scheduler, not to region \(region)", to: origin)]
+        default:
+            return [.error("unsupported", "region \(region) does not accept \(message.body.type)", to: origin)]
+        }
+    }
+
+    // MARK: nodes
+
+    public mutating func onRegister(_ m: Wire.Register, origin: Origin, now: Moment) -> [ControllerDirective] {
+        let id = NodeID(m.nodeID)
+        let devices = m.devices.map(\.inventory)
+        let previous = nodes[id]
+        let record = NodeRecord(id: id, region: region, hostname: m.hostname, state: .ready, devices: devices,
+                                lastSeen: now.wall, registeredAt: previous?.record.registeredAt ?? now.wall)
+        var out: [ControllerDirective] = [.persist(.node(record))]
+        var node = previous ?? Node(record: record, route: origin.peer, lastHeardMs: now.monotonicMs, stalledAtHeard: stalledMs)
+        node.record = record
+        node.route = origin.peer
+        node.lastHeardMs = now.monotonicMs
+        node.stalledAtHeard = stalledMs
+        nodes[id] = node
+        // An agent that restarted lost the processes of assignments it no longer holds: run those
+        // jobs again elsewhere rather than wait for results that cannot come.
+        let held = Set(m.heldAssignments)
+        for aid in node.held.sorted() {
+            guard let a = assignments[aid] else { continue }
+            if a.state == .accepted && !held.contains(aid.rawValue) {
+                out += requeue(a, reason: "node \(id) restarted without assignment \(aid)", now: now)
+            } else if a.state == .pending {
+                sentAt[aid] = (0, sentAt[aid]?.attempts ?? 0)
+                timers.schedule(.resend(aid), at: now.monotonicMs)
+            }
+        }
+        let busy = Set((nodes[id]?.held ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
+        index.upsert(node: id, devices: devices, busy: busy, schedulable: true)
+        let digest = AssignmentDigest.of((nodes[id]?.held ?? []).map(\.rawValue))
+        nodes[id]?.digest = digest
+        timers.schedule(.nodeDeadline(id), at: now.monotonicMs + lostAfterMs)
+        placementDirty = true
+        out.append(.log(LogEvent(.info, "node registered", ["node": "\(id)", "devices": "\(devices.count)", "from": origin.peer.label])))
+        var ack = Wire.RegisterAck()
+        ack.nodeID = id.rawValue
+        ack.regionID = region.rawValue
+        ack.heartbeatIntervalMs = UInt32(clamping: settings.heartbeatIntervalMs)
+        out.append(.reply(.registerAck(ack), to: origin))
+        return out
+    }
+
+    public mutating func onHeartbeat(_ m: Wire.Heartbeat, origin: Origin, now: Moment) -> [ControllerDirective] {
+        let id = NodeID(m.nodeID)
+        counters.heartbeats += 1
+        var ack = Wire.HeartbeatAck()
+        ack.nodeID = m.nodeID
+        guard var node = nodes[id] else {
+            ack.known = false
+            return [.reply(.heartbeatAck(ack), to: origin)]
+        }
+        var out: [ControllerDirective] = []
+        let wasUnreachable = node.route == nil
+        node.route = origin.peer
+        node.lastHeardMs = now.monotonicMs
+        node.stalledAtHeard = stalledMs
+        var capabilityChanged = false
+        if node.record.state == .lost {
+            node.record.state = .ready
+            capabilityChanged = true
+            out.append(.log(LogEvent(.notice, "node is back", ["node": "\(id)"])))
+            timers.schedule(.nodeDeadline(id), at: now.monotonicMs + lostAfterMs)
+        }
+        if !m.devices.isEmpty {
+            let devices = m.devices.map(\.inventory)
+            let before = Dictionary(node.record.devices.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+            var differs = devices.count != node.record.devices.count
+            for d in devices {
+                guard let old = before[d.id] else { differs = true; continue }
+                if d.schedulingDiffers(from: old) {
+                    differs = true
+                    if old.health.state != d.health.state {
+                        out.append(.log(LogEvent(.notice, "device health changed", [
+                            "node": "\(id)", "device": d.id, "from": old.health.state.rawValue, "to": d.health.state.rawValue,
+                            "reasons": d.health.reasons.map(\.detail).joined(separator: "; "),
+                        ])))
+                    }
+                }
+            }
+            // Telemetry (temperatures, utilisation) is kept in memory and never written.
+            node.record.devices = devices
+            if differs { capabilityChanged = true }
+        }
+        nodes[id] = node
+        if wasUnreachable && !capabilityChanged && node.record.state == .ready {
+            // Known from the log but silent since our restart: it offers its devices again.
+            index.setSchedulable(node: id, true)
+            placementDirty = true
+        }
+        if capabilityChanged {
+            node.record.lastSeen = now.wall
+            nodes[id] = node
+            out.append(.persist(.node(node.record)))
+            let busy = Set(node.held.flatMap { assignments[$0]?.deviceIDs ?? [] })
+            index.upsert(node: id, devices: node.record.devices, busy: busy, schedulable: true)
+            placementDirty = true
+        }
+        // The digest says whether the node holds what we think it holds; only when it does not
+        // (or the node sent its list) do we compare lists.
+        if !m.runningAssignments.isEmpty {
+            for running in m.runningAssignments {
+                let aid = AssignmentID(running)
+                if let a = assignments[aid] {
+                    if cancelRequested.contains(a.job) { out.append(cancel(a, to: origin.peer)) }
+                } else {
+                    // Revoked here (node was lost, job went elsewhere): its result would be
+                    // refused as stale anyway, so the process must stop.
+                    out.append(cancelUnknown(aid, node: id, to: origin.peer))
+                }
+            }
+        } else if m.assignmentDigest != node.digest && m.assignmentCount > 0 {
+            ack.sendAssignments = true
+        }
+        ack.known = true
+        out.append(.reply(.heartbeatAck(ack), to: origin))
+        return out
+    }
+
+    func cancel(_ a: AssignmentRecord, to peer: Peer) -> ControllerDirective {
+        var c = Wire.Cancel()
+        c.jobID = a.job.rawValue
+        c.assignmentID = a.id.rawValue
+        c.epoch = UInt64(a.epoch)
+        c.nodeID = a.node.rawValue
+        return .send(.cancel(c), to: peer)
+    }
+
+    func cancelUnknown(_ aid: AssignmentID, node: NodeID, to peer: Peer) -> ControllerDirective {
+        var c = Wire.Cancel()
+        c.assignmentID = aid.rawValue
+        c.nodeID = node.rawValue
+        let raw = aid.rawValue
+        if let dot = raw.lastIndex(of: ".") {
+            c.jobID = String(raw[..<dot])
+            c.epoch = UInt64(raw[raw.index(after: dot)...]) ?? 0
+        }
+        return .send(.cancel(c), to: peer)
+    }
+
+    var lostAfterMs: Int64 { settings.nodeLostAfterMs * Int64(2 + localHealth) / 2 }
+
+    // MARK: assignments and status
+
+    public mutating func onAssignmentAck(_ m: Wire.AssignmentAck, now: Moment) -> [ControllerDirective] {
+        let id = AssignmentID(m.assignmentID)
+        guard var a = assignments[id], UInt64(a.epoch) == m.epoch, a.state == .pending else { return [] }
+        sentAt[id] = nil
+        if m.accepted {
+            a.state = .accepted
+            assignments[id] = a
+            return [.persist(.assignment(a, at: now.wall))]
+        }
+        a.state = .rejected
+        var out: [ControllerDirective] = [.persist(.assignment(a, at: now.wall))]
+        out += requeue(a, reason: "node \(a.node) rejected assignment \(id): \(m.reason)", now: now, newState: .rejected)
+        out.append(.log(LogEvent(.warning, "assignment rejected", ["assignment": "\(id)", "reason": m.reason])))
+        return out
+    }
+
+    public mutating func onStatusUpdate(_ m: Wire.StatusUpdate, origin: Origin, now: Moment) -> [ControllerDirective] {
+        var ack = Wire.StatusAck()
+        ack.updateID = m.updateID
+        func answer(_ applied: Bool, _ reason: String) -> ControllerDirective {
+            ack.applied = applied
+            ack.reason = reason
+            return .reply(.statusAck(ack), to: origin)
+        }
+        guard var job = jobs[JobID(m.jobID)] else {
+            return [answer(false, "job \(m.jobID) unknown in region \(region)")]
+        }
+        guard job.assignment?.rawValue == m.assignmentID, UInt64(job.epoch) == m.epoch else {
+            counters.staleUpdates += 1
+            let current = "assignment \(job.assignment?.rawValue ?? "none") epoch \(job.epoch)"
+            return [answer(false, "stale: assignment \(m.assignmentID) epoch \(m.epoch) is not current (\(current))"),
+                    .log(LogEvent(.notice, "status update not applied", ["update": m.updateID, "reason": "stale"]))]
+        }
+        if applied[m.updateID] != nil { return [answer(true, "duplicate \(m.updateID), already applied")] }
+        var out: [ControllerDirective] = [.persist(.applied(updateID: m.updateID, at: now.wall))]
+        remember(m.updateID, now)
+        guard let state = JobState(rawValue: m.state), state.progress >= job.state.progress, !job.state.isTerminal else {
+            return out + [answer(true, "ignored: job already \(job.state.rawValue)")]
+        }
+        job.state = state
+        job.exitCode = m.hasExitCode_p ? Int(m.exitCode) : nil
+        if !m.message.isEmpty { job.message = m.message }
+        if !m.outputTail.isEmpty { job.outputTail = m.outputTail }
+        if !m.visibleDevices.isEmpty { job.visibleDevices = m.visibleDevices }
+        job.updatedAt = now.wall
+        jobs[job.id] = job
+        out.append(.persist(.job(job)))
+        if state.isTerminal, let aid = job.assignment, var a = assignments[aid] {
+            a.state = .done
+            out.append(.persist(.assignment(a, at: now.wall)))
+            release(a)
+            cancelRequested.remove(job.id)
+            out.append(.log(LogEvent(.info, "job finished", ["job": m.jobID, "state": m.state, "node": m.nodeID])))
+        } else if state == .running, let aid = job.assignment, var a = assignments[aid], a.state == .pending {
+            // A running report implies the node accepted it (the ack may still be on its way).
+            a.state = .accepted
+            assignments[aid] = a
+            sentAt[aid] = nil
+            out.append(.persist(.assignment(a, at: now.wall)))
+        }
+        out += enqueueStatus(job, now: now)
+        out.append(answer(true, ""))
+        return out
+    }
+
+    mutating func remember(_ updateID: String, _ now: Moment) {
+        applied[updateID] = now.monotonicMs
+        appliedOrder.append((updateID, now.monotonicMs))
+    }
+
+    /// The assignment no longer holds devices: free them in the index and forget it.
+    mutating func release(_ a: AssignmentRecord) {
+        assignments[a.id] = nil
+        sentAt[a.id] = nil
+        nodes[a.node]?.held.remove(a.id)
+        if let n = nodes[a.node] {
+            let digest = AssignmentDigest.of(n.held.map(\.rawValue))
+            nodes[a.node]?.digest = digest
+        }
+        index.release(node: a.node, deviceIDs: a.deviceIDs)
+        placementDirty = true
+    }
+
+    /// Takes a job back from its node (lost, rejected, restarted) and queues it again. The next
+    /// assignment gets a higher epoch, so late reports about this one are refused.
+    mutating func requeue(_ a: AssignmentRecord, reason: String, now: Moment, newState: AssignmentState = .revoked) -> [ControllerDirective] {
+        var revoked = a
+        revoked.state = newState
+        var out: [ControllerDirective] = [.persist(.assignment(revoked, at: now.wall))]
+        release(a)
+        guard var job = jobs[a.job], job.assignment == a.id, !job.state.isTerminal else { return out }
+        job.state = .queued
+        job.node = nil
+        job.deviceIDs = []
+        job.deviceModels = []
+        job.assignment = nil
+        job.visibleDevices = [:]
+        job.message = reason
+        job.updatedAt = now.wall
+        jobs[job.id] = job
+        queue.insert(job.id, at: 0)
+        out.append(.persist(.job(job)))
+        out += enqueueStatus(job, now: now)
+        out.append(.log(LogEvent(.warning, "job re-queued", ["job": "\(job.id)", "reason": reason])))
+        return out
+    }
+
+    /// Records an upward status change in the outbox, in the same batch as the change. A newer
+    /// state of the same job and epoch replaces an older one not yet sent.
+    mutating func enqueueStatus(_ job: JobRecord, now: Moment) -> [ControllerDirective] {
+        var u = Wire.StatusUpdate()
+        u.jobID = job.id.rawValue
+        u.assignmentID = job.assignment?.rawValue ?? ""
+        u.epoch = UInt64(job.epoch)
+        u.nodeID = job.node?.rawValue ?? ""
+        u.state = job.state.rawValue
+        if let code = job.exitCode {
+            u.exitCode = Int32(clamping: code)
+            u.hasExitCode_p = true
+        }
+        u.message = job.message
+        u.outputTail = job.outputTail
+        u.visibleDevices = job.visibleDevices
+        u.regionID = region.rawValue
+        u.deviceIds = job.deviceIDs
+        u.deviceModels = job.deviceModels
+        u.updateID = "\(region):\(job.id):\(job.epoch):\(job.state.rawValue)"
+        let payload: [UInt8] = (try? u.serializedBytes()) ?? []
+        let item = OutboxItem(key: u.updateID, destination: "national", type: "status_update", payload: payload,
+                              createdAt: now.wall, attempts: 0, lastAttemptAt: nil)
+        outbox[u.updateID] = Outgoing(item: item, update: u, attempts: 0, dueMs: now.monotonicMs)
+        timers.schedule(.outbox(u.updateID), at: now.monotonicMs)
+        return [.persist(.outbox(item))]
+    }
+
+    public mutating func onStatusAck(_ m: Wire.StatusAck) -> [ControllerDirective] {
+        guard outbox.removeValue(forKey: m.updateID) != nil else { return [] }
+        return [.persist(.outboxDone(key: m.updateID))]
+    }
+
+    // MARK: from the national scheduler
+
+    public mutating func onJobForward(_ m: Wire.JobForward, origin: Origin, now: Moment) -> [ControllerDirective] {
+        var ack = Wire.JobForwardAck()
+        ack.jobID = m.jobID
+        var out: [ControllerDirective] = []
+        do {
+            let spec = try m.spec.spec()
+            let problems = spec.problems()
+            if !problems.isEmpty {
+                ack.accepted = false
+                ack.reason = problems.joined(separator: "; ")
+            } else {
+                let id = JobID(m.jobID)
+                if jobs[id] == nil {
+                    let submitted = m.submittedUnixMs > 0 ? Date(unixMilliseconds: m.submittedUnixMs) : now.wall
+                    let record = JobRecord(id: id, spec: spec, state: .queued, region: region,
+                                           message: "queued in \(region)", submittedAt: submitted, updatedAt: now.wall)
+                    jobs[id] = record
+                    queue.append(id)
+                    placementDirty = true
+                    out.append(.persist(.job(record)))
+                    out.append(.log(LogEvent(.info, "job accepted", ["job": m.jobID, "name": spec.name])))
+                }
+                ack.accepted = true
+            }
+        } catch let error as ProtocolError {
+            ack.accepted = false
+            ack.reason = error.description
+        } catch {
+            ack.accepted = false
+            ack.reason = "\(error)"
+        }
+        out.append(.reply(.jobForwardAck(ack), to: origin))
+        return out
+    }
+
+    public mutating func onCancel(_ m: Wire.Cancel, now: Moment) -> [ControllerDirective] {
+        let id = JobID(m.jobID)
+        guard var job = jobs[id], !job.state.isTerminal else { return [] }
+        if job.state == .queued {
+            job.state = .cancelled
+            job.message = "cancelled before it was placed"
+            job.updatedAt = now.wall
+            jobs[id] = job
+            queue.removeAll { $0 == id }
+            return [.persist(.job(job))] + enqueueStatus(job, now: now)
+        }
+        guard let aid = job.assignment, let a = assignments[aid] else { return [] }
+        cancelRequested.insert(id)
+        guard let peer = nodes[a.node]?.route else { return [] }
+        return [cancel(a, to: peer)]
+    }
+
+    public func onQuery(_ m: Wire.Query, origin: Origin, now: Moment) -> [ControllerDirective] {
+        var reply = Wire.QueryReply()
+        reply.correlation = m.correlation
+        let pageSize = Int(m.limit == 0 ? 1000 : min(m.limit, 10_000))
+        let offset = Int(min(m.offset, UInt64(Int.max)))
+        switch m.kind {
+        case .jobs:
+            let all = jobs.values.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
+            let page = all.dropFirst(offset).prefix(pageSize)
+            reply.jobs = page.map(Wire.Job.init)
+            reply.total = UInt64(all.count)
+            reply.nextOffset = offset + page.count < all.count ? UInt64(offset + page.count) : 0
+        case .job:
+            guard let job = jobs[JobID(m.jobID)] else {
+                return [.error("not_found", "job \(m.jobID) is not known in region \(region)", to: origin)]
+            }
+            reply.jobs = [Wire.Job(job)]
+        case .nodes:
+            let ids = nodes.keys.sorted()
+            let page = ids.dropFirst(offset).prefix(pageSize)
+            reply.nodes = page.compactMap { brief($0, now: now) }.map(Wire.NodeBrief.init)
+            reply.total = UInt64(ids.count)
+            reply.nextOffset = offset + page.count < ids.count ? UInt64(offset + page.count) : 0
+        case .regions:
+            var s = Wire.RegionSummary(summaryValue(now: now))
+            s.full = true
+            s.sequence = summarySequence
+            reply.regions = [s]
+        default:
+            return [.error("bad_request", "query kind \(m.kind) not supported", to: origin)]
+        }
+        return [.reply(.queryReply(reply), to: origin)]
+    }
+
+    func brief(_ id: NodeID, now: Moment) -> NodeBrief? {
+        guard let n = nodes[id] else { return nil }
+        let ago = Double(now.monotonicMs - n.lastHeardMs) / 1000
+        return NodeBrief(node: id, region: region, hostname: n.record.hostname, state: n.record.state,
+                         deviceCount: n.record.devices.count, freeDevices: index.freeDevices(of: id),
+                         models: Array(Set(n.record.devices.map(\.model))).sorted(),
+                         worstHealth: n.record.devices.map(\.health.state).max() ?? .healthy,
+                         lastSeen: now.wall.addingTimeInterval(-ago))
+    }
+
+    // MARK: time
+
+    /// Once per loop turn, after the turn's inbound messages were applied. `backlog` says the
+    /// shell left inbound messages unread (its batch was full): then no node is judged lost,
+    /// since its heartbeat may be among them.
+    public mutating func onTick(now: Moment, backlog: Bool = false) -> [ControllerDirective] {
+        var out: [ControllerDirective] = []
+        noteTurn(now)
+        var summaryDue = false
+        while let timer = timers.popDue(now.monotonicMs) {
+            switch timer {
+            case .nodeDeadline(let id):
+                if backlog {
+                    timers.schedule(.nodeDeadline(id), at: now.monotonicMs + settings.heartbeatIntervalMs)
+                } else {
+                    out += checkNode(id, now: now)
+                }
+            case .resend(let aid): out += resend(aid, now: now)
+            case .outbox(let key): out += sendUpward(key, now: now)
+            case .summary:
+                summaryDue = true
+                timers.schedule(.summary, at: now.monotonicMs + settings.summaryIntervalMs)
+            case .prune:
+                out += prune(now: now)
+                timers.schedule(.prune, at: now.monotonicMs + 60_000)
+            }
+        }
+        if placementDirty { out += place(now: now) }
+        // After placement, so the summary counts what this turn placed.
+        if summaryDue { out += summary(now: now) }
+        return out
+    }
+
+    /// Detects stalls of the controller itself (a turn that came late) and keeps them from
+    /// counting against nodes, as Lifeguard's local health multiplier does for SWIM.
+    mutating func noteTurn(_ now: Moment) {
+        defer { lastTurnMs = now.monotonicMs }
+        guard let last = lastTurnMs else { return }
+        let gap = now.monotonicMs - last
+        if gap > settings.stallThresholdMs {
+            stalledMs += gap
+            counters.stalls += 1
+            localHealth = min(8, localHealth + 1)
+            calmSinceMs = now.monotonicMs
+        } else if localHealth > 0 && now.monotonicMs - calmSinceMs >= settings.nodeLostAfterMs {
+            localHealth -= 1
+            calmSinceMs = now.monotonicMs
+        }
+    }
+
+    /// A node's deadline came: lost if it has been silent (net of our own stalls) past the
+    /// limit, otherwise re-armed for when it would be.
+    mutating func checkNode(_ id: NodeID, now: Moment) -> [ControllerDirective] {
+        guard let n = nodes[id], n.record.state == .ready else { return [] }
+        let silent = now.monotonicMs - n.lastHeardMs - (stalledMs - n.stalledAtHeard)
+        let limit = lostAfterMs
+        guard silent > limit else {
+            timers.schedule(.nodeDeadline(id), at: now.monotonicMs + (limit - silent) + 1)
+            return []
+        }
+        nodes[id]?.record.state = .lost
+        index.setSchedulable(node: id, false)
+        counters.nodesLost += 1
+        var out: [ControllerDirective] = [
+            .persist(.nodeState(id, .lost)),
+            .log(LogEvent(.warning, "node lost", ["node": "\(id)", "silent_ms": "\(silent)"])),
+        ]
+        for aid in n.held.sorted() {
+            guard let a = assignments[aid] else { continue }
+            out += requeue(a, reason: "node \(id) lost: no heartbeat for \(silent / 1000)s", now: now)
+        }
+        placementDirty = true
+        return out
+    }
+
+    mutating func resend(_ aid: AssignmentID, now: Moment) -> [ControllerDirective] {
+        guard let a = assignments[aid], a.state == .pending, let job = jobs[a.job] else { return [] }
+        let sent = sentAt[aid] ?? (0, 0)
+        let backoff = retryDelay(afterSends: sent.attempts)
+        guard now.monotonicMs - sent.at >= backoff || sent.at == 0 else {
+            timers.schedule(.resend(aid), at: sent.at + backoff)
+            return []
+        }
+        guard let node = nodes[a.node], node.record.state == .ready, let peer = node.route else {
+            timers.schedule(.resend(aid), at: now.monotonicMs + settings.retryIntervalMs)
+            return []
+        }
+        sentAt[aid] = (now.monotonicMs, sent.attempts + 1)
+        timers.schedule(.resend(aid), at: now.monotonicMs + retryDelay(afterSends: sent.attempts + 1))
+        return [assignmentMessage(a, job: job, to: peer)]
+    }
+
+    /// The wait after the n-th send: the retry interval, doubling each time up to the maximum.
+    func retryDelay(afterSends n: Int) -> Int64 {
+        min(settings.maxRetryIntervalMs, settings.retryIntervalMs << Int64(min(max(0, n - 1), 16)))
+    }
+
+    mutating func sendUpward(_ key: String, now: Moment) -> [ControllerDirective] {
+        guard var o = outbox[key] else { return [] }
+        guard o.dueMs <= now.monotonicMs else {
+            timers.schedule(.outbox(key), at: o.dueMs)
+            return []
+        }
+        o.attempts += 1
+        o.dueMs = now.monotonicMs + retryDelay(afterSends: o.attempts)
+        outbox[key] = o
+        timers.schedule(.outbox(key), at: o.dueMs)
+        return [.send(.statusUpdate(o.update), to: .upstream)]
+    }
+
+    func assignmentMessage(_ a: AssignmentRecord, job: JobRecord, to peer: Peer) -> ControllerDirective {
+        var m = Wire.Assignment()
+        m.assignmentID = a.id.rawValue
+        m.epoch = UInt64(a.epoch)
+        m.jobID = job.id.rawValue
+        m.nodeID = a.node.rawValue
+        m.command = job.spec.command
+        m.args = job.spec.args
+        m.env = job.spec.env
+        m.deviceIds = a.deviceIDs
+        m.timeoutSeconds = UInt32(clamping: job.spec.timeoutSeconds ?? 0)
+        return .send(.assignment(m), to: peer)
+    }
+
+    /// One bounded placement pass over the queue. When the queue is longer than the budget the
+    /// next turn continues where this one stopped, so heartbeats are served in between.
+    mutating func place(now: Moment) -> [ControllerDirective] {
+        placementDirty = false
+        guard !queue.isEmpty else {
+            queueCursor = 0
+            return []
+        }
+        if queueCursor >= queue.count { queueCursor = 0 }
+        var out: [ControllerDirective] = []
+        var placedIDs: Set<JobID> = []
+        var blocked: [AcceleratorRequest: Int] = [:]
+        let end = min(queue.count, queueCursor + settings.placementBudget)
+        let budgetHit = end < queue.count
+        for qi in queueCursor..<end {
+            let jid = queue[qi]
+            guard var job = jobs[jid], job.state == .queued else {
+                placedIDs.insert(jid)
+                continue
+            }
+            let want = job.spec.accelerators
+            var shape = want
+            shape.count = 0
+            // A shape that did not fit at count k in this pass cannot fit at k or more.
+            if want.count > 0, let k = blocked[shape], want.count >= k { continue }
+            switch index.place(want) {
+            case .placed(let nodeID, let deviceIDs):
+                guard let node = nodes[nodeID] else { continue }
+                job.epoch += 1
+                let aid = AssignmentID("\(job.id).\(job.epoch)")
+                let models = Dictionary(node.record.devices.map { ($0.id, $0.model) }, uniquingKeysWith: { a, _ in a })
+                job.state = .assigned
+                job.node = nodeID
+                job.deviceIDs = deviceIDs
+                job.deviceModels = deviceIDs.map { models[$0] ?? "?" }
+                job.assignment = aid
+                job.message = "assigned to \(nodeID)"
+                job.updatedAt = now.wall
+                jobs[jid] = job
+                let a = AssignmentRecord(id: aid, job: jid, node: nodeID, epoch: job.epoch, deviceIDs: deviceIDs,
+                                         state: .pending, createdAt: now.wall)
+                assignments[aid] = a
+                nodes[nodeID]?.held.insert(aid)
+                if let n = nodes[nodeID] {
+                    let digest = AssignmentDigest.of(n.held.map(\.rawValue))
+                    nodes[nodeID]?.digest = digest
+                }
+                placedIDs.insert(jid)
+                counters.placements += 1
+                out.append(.persist(.job(job)))
+                out.append(.persist(.assignment(a, at: now.wall)))
+                out += enqueueStatus(job, now: now)
+                if let peer = node.route {
+                    sentAt[aid] = (now.monotonicMs, 1)
+                    out.append(assignmentMessage(a, job: job, to: peer))
+                }
+                timers.schedule(.resend(aid), at: now.monotonicMs + settings.retryIntervalMs)
+                out.append(.log(LogEvent(.info, "job placed", ["job": "\(jid)", "node": "\(nodeID)", "devices": deviceIDs.joined(separator: ","), "epoch": "\(job.epoch)"])))
+            case .busy(let why), .impossible(let why):
+                if want.count > 0 { blocked[shape] = min(blocked[shape] ?? Int.max, want.count) }
+                if job.message != why {
+                    job.message = why
+                    jobs[jid] = job
+                    out.append(.persist(.job(job)))
+                }
+            }
+        }
+        queueCursor = end
+        if !placedIDs.isEmpty {
+            let before = queue.count
+            queue.removeAll { placedIDs.contains($0) }
+            queueCursor -= min(queueCursor, before - queue.count)
+        }
+        if budgetHit {
+            // More to examine: continue on the next turn, after that turn's messages.
+            placementDirty = true
+        } else {
+            queueCursor = 0
+        }
+        return out
+    }
+
+    // MARK: summaries and retention
+
+    func summaryValue(now: Moment) -> RegionSummary {
+        let capacity = index.capacity.sorted { $0.key < $1.key }.map { key, c in
+            CapacityEntry(vendor: key.vendor, model: key.model, memoryTotalMiB: key.memoryMiB, total: c.total, free: c.free,
+                          healthy: c.usable, grade: key.grade, degraded: c.degraded)
+        }
+        var ready = 0, lost = 0
+        for n in nodes.values { if n.record.state == .ready { ready += 1 } else if n.record.state == .lost { lost += 1 } }
+        let running = jobs.values.reduce(0) { $0 + ($1.state == .assigned || $1.state == .running ? 1 : 0) }
+        return RegionSummary(region: region, nodesReady: ready, nodesLost: lost, queuedJobs: queue.count, runningJobs: running,
+                             capacity: capacity, nodes: [], nodesTruncated: false, generatedAt: now.wall)
+    }
+
+    /// Aggregates, not node lists: capacity by class, health counts, queue depth. A delta names
+    /// only the classes that changed since the previous summary.
+    mutating func summary(now: Moment) -> [ControllerDirective] {
+        let changed = index.takeChangedCapacity()
+        let full = wantFullSummary || summariesSinceFull + 1 >= settings.fullSummaryEvery
+        let base = summarySequence
+        summarySequence += 1
+        var s = Wire.RegionSummary(summaryValue(now: now))
+        s.sequence = summarySequence
+        s.full = full
+        s.baseSequence = base
+        s.nodesTotal = Int32(clamping: nodes.count)
+        s.healthCounts = Dictionary(uniqueKeysWithValues: index.healthCounts.map { ($0.key.rawValue, Int32(clamping: $0.value)) })
+        if !full {
+            // A delta: only the classes that changed; a class with total 0 is gone.
+            s.capacity = changed.sorted().map { key in
+                let c = index.capacity[key] ?? CapacityCounts()
+                var w = Wire.Capacity()
+                w.vendor = key.vendor.rawValue
+                w.model = key.model
+                w.memoryTotalMib = Int64(key.memoryMiB)
+                w.grade = key.grade?.rawValue ?? ""
+                w.total = Int32(clamping: c.total)
+                w.free = Int32(clamping: c.free)
+                w.healthy = Int32(clamping: c.usable)
+                w.degraded = Int32(clamping: c.degraded)
+                return w
+            }
+        }
+        if full {
+            wantFullSummary = false
+            summariesSinceFull = 0
+        } else {
+            summariesSinceFull += 1
+        }
+        return [.send(.regionSummary(s), to: .upstream)]
+    }
+
+    mutating func prune(now: Moment) -> [ControllerDirective] {
+        let horizon = now.monotonicMs - settings.historyRetentionMs
+        while appliedHead < appliedOrder.count, appliedOrder[appliedHead].1 < horizon {
+            let (id, at) = appliedOrder[appliedHead]
+            if applied[id] == at { applied[id] = nil }
+            appliedHead += 1
+        }
+        if appliedHead > 4096 && appliedHead * 2 > appliedOrder.count {
+            appliedOrder.removeFirst(appliedHead)
+            appliedHead = 0
+        }
+        let cutoff = now.wall.addingTimeInterval(-Double(settings.historyRetentionMs) / 1000)
+        for (id, j) in jobs where j.state.isTerminal && j.updatedAt < cutoff { jobs[id] = nil }
+        return [.persist(.prune(before: cutoff, terminalJobs: true))]
+    }
+
+    /// When the next timer is due (monotonic ms), for the shell's poll timeout.
+    public var nextDueMs: Int64? { placementDirty ? lastTurnMs : timers.nextDue }
+
+    // MARK: read-only views for tests and the shell
+
+    public var queuedJobCount: Int { queue.count }
+    public var activeAssignmentCount: Int { assignments.count }
+    public var outboxCount: Int { outbox.count }
+    /// Update ids waiting for the national scheduler's acknowledgement.
+    public var pendingUpwardIDs: [String] { outbox.keys.sorted() }
+    public func job(_ id: JobID) -> JobRecord? { jobs[id] }
+    public func nodeState(_ id: NodeID) -> NodeState? { nodes[id]?.record.state }
+    public var nodeCount: Int { nodes.count }
+}

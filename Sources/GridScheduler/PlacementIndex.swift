@@ -1,0 +1,512 @@
+import GridCatalog
+import GridCore
+
+/// A kind of schedulable unit: every free unit of one class is interchangeable for placement.
+/// A unit is a whole device today; a MIG slice or another partition becomes a unit with its own
+/// class (its memory and a partition profile) without changing the index.
+public struct UnitClass: Hashable, Sendable {
+    public var vendor: AcceleratorVendor
+    /// The model string as the device reports it (devices of one SKU report the same string).
+    public var model: String
+    public var memoryMiB: Int
+    public var grade: DeviceGrade?
+    /// `.healthy` or `.degraded`; other states are not schedulable and have no class.
+    public var health: HealthState
+
+    public init(vendor: AcceleratorVendor, model: String, memoryMiB: Int, grade: DeviceGrade?, health: HealthState) {
+        self.vendor = vendor
+        self.model = model
+        self.memoryMiB = memoryMiB
+        self.grade = grade
+        self.health = health
+    }
+
+    /// Placement preference: least capable adequate grade first (circular utilization: keep the
+    /// frontier parts for work that needs them), healthy before degraded within a grade, then
+    /// least memory, then the model name so the order is total.
+    static func prefer(_ a: UnitClass, _ b: UnitClass) -> Bool {
+        let ga = a.grade ?? .c, gb = b.grade ?? .c
+        if ga != gb { return ga > gb }
+        if a.health != b.health { return a.health < b.health }
+        if a.memoryMiB != b.memoryMiB { return a.memoryMiB < b.memoryMiB }
+        if a.vendor != b.vendor { return a.vendor.rawValue < b.vendor.rawValue }
+        return a.model < b.model
+    }
+}
+
+/// What a region summary reports per (vendor, model, memory, grade): every device of ready
+/// nodes, how many can take work, how many of those are degraded and how many are free.
+public struct CapacityKey: Hashable, Sendable, Comparable {
+    public var vendor: AcceleratorVendor
+    public var model: String
+    public var memoryMiB: Int
+    public var grade: DeviceGrade?
+    public static func < (a: CapacityKey, b: CapacityKey) -> Bool {
+        (a.vendor.rawValue, a.model, a.memoryMiB, a.grade?.rawValue ?? "") < (b.vendor.rawValue, b.model, b.memoryMiB, b.grade?.rawValue ?? "")
+    }
+}
+
+public struct CapacityCounts: Hashable, Sendable {
+    public var total = 0
+    /// Schedulable: healthy, or degraded when the policy allows it; never grade R.
+    public var usable = 0
+    public var degraded = 0
+    public var free = 0
+    public init() {}
+}
+
+/// Where a request was put, or why it waits.
+public enum PlacementChoice: Equatable, Sendable {
+    case placed(node: NodeID, deviceIDs: [String])
+    /// Some ready node has enough matching devices, but not free now.
+    case busy(String)
+    /// No ready node has enough matching schedulable devices.
+    case impossible(String)
+}
+
+/// The region's free-capacity index: every ready node's schedulable units, grouped by class
+/// and bucketed by how many of that class a node has free, updated incrementally on every
+/// allocation, release, health change and membership change.
+///
+/// Placement is feasibility → scoring of a bounded set of candidates → choice:
+/// the classes a request can use come from a per-shape cache (classes are few: one per SKU,
+/// memory size, grade and health); for each in preference order the tightest non-empty bucket
+/// (the nodes with the fewest free units that still fit, so whole nodes stay free for large
+/// jobs) yields at most `candidateLimit` nodes, scored by how little they leave fragmented,
+/// then by node id. A request that needs units of several classes on one node (e.g. 8 devices
+/// of which 2 are degraded) falls back to a scan of at most `scanLimit` nodes by total free
+/// units. Everything is deterministic for a given sequence of operations.
+///
+/// Designed to grow: gang placement takes several `choose` results before committing them
+/// with `allocate`; preemption releases victims with `release`; quotas filter classes per
+/// tenant; partitions are units with their own class.
+public struct PlacementIndex: Sendable {
+    public struct Options: Sendable, Hashable {
+        public var allowDegraded: Bool
+        /// Nodes scored per request and class before choosing (Nomad limits candidates too).
+        public var candidateLimit: Int
+        /// Nodes examined when a request needs units of several classes on one node.
+        public var scanLimit: Int
+        public init(allowDegraded: Bool = true, candidateLimit: Int = 8, scanLimit: Int = 512) {
+            self.allowDegraded = allowDegraded
+            self.candidateLimit = max(1, candidateLimit)
+            self.scanLimit = max(1, scanLimit)
+        }
+    }
+
+    struct Unit: Sendable {
+        var deviceID: String
+        var index: Int
+        var model: String
+        /// -1: not schedulable (unhealthy, unknown, retired, or degraded when not allowed).
+        var classID: Int32
+        var capacityKey: CapacityKey
+        var health: HealthState
+        var busy: Bool
+    }
+
+    struct ClassSlot: Sendable {
+        var classID: Int32
+        /// Schedulable units of this class on the node.
+        var units: Int32
+        var free: Int32
+        /// Position in `buckets[classID][free]` while the node is schedulable and free > 0.
+        var position: Int32
+    }
+
+    struct NodeEntry: Sendable {
+        var id: NodeID
+        var units: [Unit]
+        var classes: [ClassSlot]
+        var schedulable: Bool
+        var freeTotal: Int32
+        var totalPosition: Int32
+        var anyPosition: Int32
+    }
+
+    /// An array of node slots with O(1) insert and remove; positions live in the node entries.
+    struct Bucket: Sendable {
+        var slots: [Int32] = []
+    }
+
+    public private(set) var options: Options
+    var nodes: [NodeEntry?] = []
+    var slotOf: [NodeID: Int32] = [:]
+    var freeSlotList: [Int32] = []
+    var classes: [UnitClass] = []
+    var classIDs: [UnitClass: Int32] = [:]
+    /// buckets[class][k]: schedulable nodes with exactly k free units of the class (k ≥ 1).
+    var buckets: [[Bucket]] = []
+    /// Nodes with k free schedulable units in all (k ≥ 1), for requests spanning classes.
+    var totalBuckets: [Bucket] = []
+    /// Every schedulable node, for requests that need no device.
+    var anyBucket = Bucket()
+    var anyCursor = 0
+    /// nodesWithUnits[class][k]: how many schedulable nodes have k units of the class, free or
+    /// not; says whether a request could ever fit.
+    var nodesWithUnits: [[Int]] = []
+    var shapeCache: [ShapeKey: [Int32]] = [:]
+    var classRank: [Int32] = []
+    public private(set) var capacity: [CapacityKey: CapacityCounts] = [:]
+    public private(set) var healthCounts: [HealthState: Int] = [:]
+    /// Capacity keys whose counts changed since `takeChangedCapacity()`, for summary deltas.
+    var changedCapacity: Set<CapacityKey> = []
+
+    struct ShapeKey: Hashable {
+        var vendor: AcceleratorVendor?
+        var model: String
+        var minMemoryMiB: Int
+    }
+
+    public init(options: Options = Options()) {
+        self.options = options
+    }
+
+    public var nodeCount: Int { slotOf.count }
+    public var schedulableNodeCount: Int { anyBucket.slots.count }
+
+    // MARK: membership
+
+    /// Adds a node or replaces its devices. `busy` names devices held by assignments.
+    public mutating func upsert(node id: NodeID, devices: [DeviceInventory], busy: Set<String>, schedulable: Bool) {
+        remove(node: id)
+        let slot: Int32
+        if let reused = freeSlotList.popLast() { slot = reused } else {
+            slot = Int32(nodes.count)
+            nodes.append(nil)
+        }
+        var units: [Unit] = []
+        units.reserveCapacity(devices.count)
+        var classSlots: [ClassSlot] = []
+        for d in devices {
+            let cid = classID(for: d)
+            let key = CapacityKey(vendor: d.vendor, model: d.model, memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade)
+            let isBusy = busy.contains(d.id)
+            units.append(Unit(deviceID: d.id, index: d.index, model: d.model, classID: cid, capacityKey: key,
+                              health: d.health.state, busy: isBusy))
+            if cid >= 0 {
+                if let i = classSlots.firstIndex(where: { $0.classID == cid }) {
+                    classSlots[i].units += 1
+                    if !isBusy { classSlots[i].free += 1 }
+                } else {
+                    classSlots.append(ClassSlot(classID: cid, units: 1, free: isBusy ? 0 : 1, position: -1))
+                }
+            }
+        }
+        nodes[Int(slot)] = NodeEntry(id: id, units: units, classes: classSlots, schedulable: false,
+                                     freeTotal: classSlots.reduce(0) { $0 + $1.free }, totalPosition: -1, anyPosition: -1)
+        slotOf[id] = slot
+        if schedulable { setSchedulable(node: id, true) }
+    }
+
+    public mutating func remove(node id: NodeID) {
+        guard let slot = slotOf[id] else { return }
+        setSchedulable(node: id, false)
+        nodes[Int(slot)] = nil
+        slotOf[id] = nil
+        freeSlotList.append(slot)
+    }
+
+    /// A node that is lost, draining or unreachable keeps its units but offers none.
+    public mutating func setSchedulable(node id: NodeID, _ on: Bool) {
+        guard let slot = slotOf[id], var n = nodes[Int(slot)], n.schedulable != on else { return }
+        n.schedulable = on
+        let sign = on ? 1 : -1
+        for u in n.units {
+            var c = capacity[u.capacityKey] ?? CapacityCounts()
+            c.total += sign
+            if u.classID >= 0 {
+                c.usable += sign
+                if u.health == .degraded { c.degraded += sign }
+                if !u.busy { c.free += sign }
+            }
+            capacity[u.capacityKey] = c.total == 0 ? nil : c
+            changedCapacity.insert(u.capacityKey)
+            healthCounts[u.health, default: 0] += sign
+        }
+        if on {
+            for i in n.classes.indices {
+                let cs = n.classes[i]
+                bump(&nodesWithUnits, cs.classID, Int(cs.units), +1)
+                n.classes[i].position = cs.free > 0 ? insertClass(slot, cs.classID, Int(cs.free)) : -1
+            }
+            n.totalPosition = n.freeTotal > 0 ? insertTotal(slot, Int(n.freeTotal)) : -1
+            n.anyPosition = Int32(anyBucket.slots.count)
+            anyBucket.slots.append(slot)
+            nodes[Int(slot)] = n
+        } else {
+            for i in n.classes.indices {
+                let cs = n.classes[i]
+                bump(&nodesWithUnits, cs.classID, Int(cs.units), -1)
+                if cs.position >= 0 { removeClass(cs.position, cs.classID, Int(cs.free)) }
+                n.classes[i].position = -1
+            }
+            if n.totalPosition >= 0 { removeTotal(n.totalPosition, Int(n.freeTotal)) }
+            n.totalPosition = -1
+            removeAny(n.anyPosition)
+            n.anyPosition = -1
+            nodes[Int(slot)] = n
+        }
+    }
+
+    // MARK: allocation
+
+    /// Marks devices busy. Unknown ids and devices already busy are ignored (idempotent).
+    public mutating func allocate(node id: NodeID, deviceIDs: [String]) {
+        setBusy(node: id, deviceIDs: deviceIDs, busy: true)
+    }
+
+    /// Marks devices free again (the assignment ended, was revoked or rejected).
+    public mutating func release(node id: NodeID, deviceIDs: [String]) {
+        setBusy(node: id, deviceIDs: deviceIDs, busy: false)
+    }
+
+    mutating func setBusy(node id: NodeID, deviceIDs: [String], busy: Bool) {
+        guard let slot = slotOf[id], var n = nodes[Int(slot)] else { return }
+        // Take the node out of its buckets, change it, put it back: one place keeps positions right.
+        let wasSchedulable = n.schedulable
+        if wasSchedulable {
+            nodes[Int(slot)] = n
+            detachBuckets(slot)
+            n = nodes[Int(slot)]!
+        }
+        for did in deviceIDs {
+            guard let ui = n.units.firstIndex(where: { $0.deviceID == did }), n.units[ui].busy != busy else { continue }
+            n.units[ui].busy = busy
+            let u = n.units[ui]
+            guard u.classID >= 0 else { continue }
+            if let ci = n.classes.firstIndex(where: { $0.classID == u.classID }) {
+                n.classes[ci].free += busy ? -1 : 1
+                n.freeTotal += busy ? -1 : 1
+            }
+            if wasSchedulable {
+                capacity[u.capacityKey]?.free += busy ? -1 : 1
+                changedCapacity.insert(u.capacityKey)
+            }
+        }
+        nodes[Int(slot)] = n
+        if wasSchedulable { attachBuckets(slot) }
+    }
+
+    mutating func detachBuckets(_ slot: Int32) {
+        guard var n = nodes[Int(slot)] else { return }
+        for i in n.classes.indices where n.classes[i].position >= 0 {
+            removeClass(n.classes[i].position, n.classes[i].classID, Int(n.classes[i].free))
+            n.classes[i].position = -1
+        }
+        if n.totalPosition >= 0 { removeTotal(n.totalPosition, Int(n.freeTotal)) }
+        n.totalPosition = -1
+        nodes[Int(slot)] = n
+    }
+
+    mutating func attachBuckets(_ slot: Int32) {
+        guard var n = nodes[Int(slot)] else { return }
+        for i in n.classes.indices where n.classes[i].free > 0 {
+            n.classes[i].position = insertClass(slot, n.classes[i].classID, Int(n.classes[i].free))
+        }
+        n.totalPosition = n.freeTotal > 0 ? insertTotal(slot, Int(n.freeTotal)) : -1
+        nodes[Int(slot)] = n
+    }
+
+    // MARK: choosing
+
+    /// Finds the best node and devices for a request without allocating them.
+    public mutating func choose(_ want: AcceleratorRequest) -> PlacementChoice {
+        if want.count <= 0 {
+            guard !anyBucket.slots.isEmpty else { return .impossible("no ready node") }
+            anyCursor = anyCursor % anyBucket.slots.count
+            let slot = anyBucket.slots[anyCursor]
+            anyCursor += 1
+            return .placed(node: nodes[Int(slot)]!.id, deviceIDs: [])
+        }
+        let count = want.count
+        let matching = matchingClasses(want)
+        if matching.isEmpty {
+            return .impossible("no ready node has \(count) schedulable device(s) matching \(RegionPlacement.describe(want))")
+        }
+        // One class suffices: tightest bucket of the most preferred class.
+        for cid in matching {
+            let row = buckets[Int(cid)]
+            guard row.count > count else { continue }
+            for k in count..<row.count where !row[k].slots.isEmpty {
+                let slot = best(of: row[k].slots)
+                return .placed(node: nodes[Int(slot)]!.id, deviceIDs: pick(slot, count, matching))
+            }
+        }
+        // Several classes on one node.
+        if matching.count > 1 {
+            var examined = 0
+            var fits: [Int32] = []
+            outer: for k in stride(from: count, to: totalBuckets.count, by: 1) {
+                for slot in totalBuckets[k].slots {
+                    examined += 1
+                    if matchingFree(slot, matching) >= count {
+                        fits.append(slot)
+                        if fits.count >= options.candidateLimit { break outer }
+                    }
+                    if examined >= options.scanLimit { break outer }
+                }
+            }
+            if !fits.isEmpty {
+                let slot = fits.min { nodes[Int($0)]!.id < nodes[Int($1)]!.id }!
+                return .placed(node: nodes[Int(slot)]!.id, deviceIDs: pick(slot, count, matching))
+            }
+        }
+        let capable = matching.contains { cid in
+            let row = nodesWithUnits[Int(cid)]
+            return row.count > count && row[count...].contains { $0 > 0 }
+        } || matching.count > 1 && matching.reduce(0) { acc, cid in acc + (nodesWithUnits[Int(cid)].lastIndex { $0 > 0 } ?? 0) } >= count
+        return capable
+            ? .busy("waiting for \(count) free device(s) matching \(RegionPlacement.describe(want))")
+            : .impossible("no ready node has \(count) schedulable device(s) matching \(RegionPlacement.describe(want))")
+    }
+
+    /// Chooses and allocates in one step.
+    public mutating func place(_ want: AcceleratorRequest) -> PlacementChoice {
+        let choice = choose(want)
+        if case .placed(let node, let devices) = choice, !devices.isEmpty { allocate(node: node, deviceIDs: devices) }
+        return choice
+    }
+
+    /// Among the first `candidateLimit` nodes of a bucket: the one with the fewest free units in
+    /// all (packs partly used nodes first), then the smallest id.
+    func best(of slots: [Int32]) -> Int32 {
+        var chosen = slots[0]
+        var chosenNode = nodes[Int(chosen)]!
+        for slot in slots.prefix(options.candidateLimit).dropFirst() {
+            let n = nodes[Int(slot)]!
+            if n.freeTotal < chosenNode.freeTotal || (n.freeTotal == chosenNode.freeTotal && n.id < chosenNode.id) {
+                chosen = slot
+                chosenNode = n
+            }
+        }
+        return chosen
+    }
+
+    func matchingFree(_ slot: Int32, _ matching: [Int32]) -> Int {
+        nodes[Int(slot)]!.classes.reduce(0) { $0 + (matching.contains($1.classID) ? Int($1.free) : 0) }
+    }
+
+    /// The free devices to take on a node: most preferred class first, then runtime index.
+    func pick(_ slot: Int32, _ count: Int, _ matching: [Int32]) -> [String] {
+        let n = nodes[Int(slot)]!
+        var rank: [Int32: Int] = [:]
+        for (i, c) in matching.enumerated() { rank[c] = i }
+        let free = n.units.filter { !$0.busy && $0.classID >= 0 && rank[$0.classID] != nil }
+        return free.sorted { a, b in
+            let ra = rank[a.classID]!, rb = rank[b.classID]!
+            return ra != rb ? ra < rb : a.index < b.index
+        }.prefix(count).map(\.deviceID)
+    }
+
+    /// The classes a request may use, most preferred first; cached per request shape.
+    mutating func matchingClasses(_ want: AcceleratorRequest) -> [Int32] {
+        let key = ShapeKey(vendor: want.vendor, model: want.model ?? "", minMemoryMiB: want.minMemoryMiB ?? 0)
+        if let cached = shapeCache[key] { return cached }
+        let pattern = ModelPattern(key.model)
+        let ids = classes.indices.filter { i in
+            let c = classes[i]
+            if let v = key.vendor, c.vendor != v { return false }
+            if c.memoryMiB < key.minMemoryMiB { return false }
+            return pattern.matches(c.model)
+        }.map { Int32($0) }.sorted { classRank[Int($0)] < classRank[Int($1)] }
+        shapeCache[key] = ids
+        return ids
+    }
+
+    func schedulableClass(_ d: DeviceInventory) -> UnitClass? {
+        switch d.health.state {
+        case .healthy: break
+        case .degraded: if !options.allowDegraded { return nil }
+        case .unknown, .unhealthy: return nil
+        }
+        if d.grade == .r { return nil }
+        return UnitClass(vendor: d.vendor, model: d.model, memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade, health: d.health.state)
+    }
+
+    mutating func classID(for d: DeviceInventory) -> Int32 {
+        guard let c = schedulableClass(d) else { return -1 }
+        if let id = classIDs[c] { return id }
+        let id = Int32(classes.count)
+        classes.append(c)
+        classIDs[c] = id
+        buckets.append([])
+        nodesWithUnits.append([])
+        // New class: re-rank and forget cached shapes (rare: once per SKU/grade/health seen).
+        let order = classes.indices.sorted { UnitClass.prefer(classes[$0], classes[$1]) }
+        classRank = Array(repeating: 0, count: classes.count)
+        for (rank, i) in order.enumerated() { classRank[i] = Int32(rank) }
+        shapeCache.removeAll(keepingCapacity: true)
+        return id
+    }
+
+    // MARK: summaries
+
+    /// Capacity keys changed since the last call (for summary deltas), then forgets them.
+    public mutating func takeChangedCapacity() -> Set<CapacityKey> {
+        defer { changedCapacity.removeAll(keepingCapacity: true) }
+        return changedCapacity
+    }
+
+    /// Free devices of a node (schedulable or not), for `gridctl nodes`.
+    public func freeDevices(of id: NodeID) -> Int {
+        guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return 0 }
+        return n.units.filter { !$0.busy }.count
+    }
+
+    /// Whether a device is held, as the index knows it.
+    public func isBusy(node id: NodeID, device: String) -> Bool {
+        guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return false }
+        return n.units.first { $0.deviceID == device }?.busy ?? false
+    }
+
+    // MARK: buckets
+
+    func bump(_ table: inout [[Int]], _ cid: Int32, _ k: Int, _ delta: Int) {
+        while table[Int(cid)].count <= k { table[Int(cid)].append(0) }
+        table[Int(cid)][k] += delta
+    }
+
+    mutating func insertClass(_ slot: Int32, _ cid: Int32, _ k: Int) -> Int32 {
+        let c = Int(cid)
+        while buckets[c].count <= k { buckets[c].append(Bucket()) }
+        buckets[c][k].slots.append(slot)
+        return Int32(buckets[c][k].slots.count - 1)
+    }
+
+    mutating func insertTotal(_ slot: Int32, _ k: Int) -> Int32 {
+        while totalBuckets.count <= k { totalBuckets.append(Bucket()) }
+        totalBuckets[k].slots.append(slot)
+        return Int32(totalBuckets[k].slots.count - 1)
+    }
+
+    /// Swap-remove from a class bucket; the node moved into the hole gets its position fixed.
+    mutating func removeClass(_ position: Int32, _ cid: Int32, _ k: Int) {
+        let c = Int(cid), p = Int(position)
+        let moved = buckets[c][k].slots.removeLast()
+        guard p < buckets[c][k].slots.count else { return }
+        buckets[c][k].slots[p] = moved
+        if var n = nodes[Int(moved)], let i = n.classes.firstIndex(where: { $0.classID == cid }) {
+            n.classes[i].position = position
+            nodes[Int(moved)] = n
+        }
+    }
+
+    mutating func removeTotal(_ position: Int32, _ k: Int) {
+        let p = Int(position)
+        let moved = totalBuckets[k].slots.removeLast()
+        guard p < totalBuckets[k].slots.count else { return }
+        totalBuckets[k].slots[p] = moved
+        nodes[Int(moved)]?.totalPosition = position
+    }
+
+    mutating func removeAny(_ position: Int32) {
+        guard position >= 0 else { return }
+        let p = Int(position)
+        let last = anyBucket.slots.count - 1
+        let moved = anyBucket.slots[last]
+        anyBucket.slots[p] = moved
+        anyBucket.slots.removeLast()
+        if p != last { nodes[Int(moved)]?.anyPosition = position }
+    }
+}

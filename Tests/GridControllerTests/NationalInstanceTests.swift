@@ -1,0 +1,195 @@
+import Foundation
+import GridController
+import GridCore
+import GridProtocol
+import GridStore
+import GridTransport
+import Testing
+
+struct NationalHarness {
+    var instance: NationalInstance
+    var now = Moment(monotonicMs: 5_000_000, wall: Date(timeIntervalSince1970: 1_750_000_000))
+    let client = Origin(peer: .downstream(identity: Array("gridctl".utf8)), sequence: 41, delimited: true)
+    var seq: UInt64 = 0
+
+    init(recovered: NationalRecovery = NationalRecovery()) {
+        instance = NationalInstance(settings: NationalInstance.Settings(), recovered: recovered, now: now)
+    }
+
+    static func regionOrigin(_ r: String) -> Origin { Origin(peer: .downstream(identity: Array(r.utf8))) }
+
+    mutating func send(_ body: Body, from origin: Origin) -> [ControllerDirective] {
+        seq += 1
+        return instance.receive(Message(sender: "t", sequence: seq, body: body), origin: origin, now: now)
+    }
+
+    mutating func tick(advanceMs: Int64 = 0) -> [ControllerDirective] {
+        now = now.adding(ms: advanceMs)
+        return instance.onTick(now: now, backlog: false)
+    }
+
+    mutating func summary(_ region: String, free: Int, total: Int, sequence: UInt64 = 1, full: Bool = true, base: UInt64 = 0,
+                          model: String = "A100") -> [ControllerDirective] {
+        var s = Wire.RegionSummary(RegionSummary(
+            region: RegionID(region), nodesReady: 1, nodesLost: 0, queuedJobs: 0, runningJobs: 0,
+            capacity: [CapacityEntry(vendor: .nvidia, model: model, memoryTotalMiB: 81920, total: total, free: free, healthy: total, grade: .a)],
+            nodes: [], nodesTruncated: false, generatedAt: now.wall))
+        s.sequence = sequence
+        s.full = full
+        s.baseSequence = base
+        return send(.regionSummary(s), from: Self.regionOrigin(region))
+    }
+}
+
+@Suite struct NationalInstanceTests {
+    @Test func submitIsStoredRoutedAndForwardedUntilAcknowledged() throws {
+        var h = NationalHarness()
+        _ = h.summary("east", free: 4, total: 4)
+        var s = Wire.Submit()
+        s.spec = Wire.JobSpec(JobSpec(name: "t", command: "true", accelerators: AcceleratorRequest(count: 1)))
+        let out = h.send(.submit(s), from: h.client)
+        guard case .submitReply(let reply) = out.bodies.last else { Issue.record("no reply"); return }
+        #expect(reply.accepted && reply.regionID == "east")
+        #expect(out.mutations.count == 2, "job and its forward in the outbox, in the same batch as the reply")
+        let forwards = h.tick().bodies.compactMap { if case .jobForward(let f) = $0 { return f } else { return nil } }
+        #expect(forwards.map(\.jobID) == [reply.jobID])
+        #expect(h.tick(advanceMs: 500).bodies.isEmpty)
+        #expect(h.tick(advanceMs: 600).bodies.count == 1, "resent after the retry interval")
+        var ack = Wire.JobForwardAck()
+        ack.jobID = reply.jobID
+        ack.accepted = true
+        #expect(h.send(.jobForwardAck(ack), from: NationalHarness.regionOrigin("east")).mutations.count == 2)
+        #expect(h.instance.job(JobID(reply.jobID))?.state == .queued)
+        #expect(h.tick(advanceMs: 60_000).bodies.filter { if case .jobForward = $0 { return true } else { return false } }.isEmpty)
+    }
+
+    @Test func aBatchWithAnArrayIsAcceptedInOneCommit() throws {
+        var h = NationalHarness()
+        _ = h.summary("east", free: 4, total: 4)
+        var item = Wire.SubmitItem()
+        item.spec = Wire.JobSpec(JobSpec(name: "sweep", command: "true"))
+        item.jobID = "sweep"
+        item.count = 100
+        var bad = Wire.SubmitItem()
+        bad.spec = Wire.JobSpec(JobSpec(name: "", command: "true"))
+        var s = Wire.Submit()
+        s.items = [item, bad]
+        let out = h.send(.submit(s), from: h.client)
+        guard case .submitReply(let reply) = out.bodies.last else { Issue.record("no reply"); return }
+        #expect(reply.results.count == 101)
+        #expect(reply.results.prefix(100).allSatisfy { $0.accepted })
+        #expect(reply.results[0].jobID == "sweep-0" && reply.results[99].jobID == "sweep-99")
+        #expect(reply.results[100].accepted == false && reply.results[100].reason.contains("name"))
+        #expect(!reply.accepted)
+        #expect(h.instance.jobCount == 100)
+        // Resubmitting the same ids creates nothing new.
+        let again = h.send(.submit(s), from: h.client)
+        #expect(again.mutations.isEmpty)
+        #expect(h.instance.jobCount == 100)
+    }
+
+    @Test func deltasApplyOnTheirBaseAndAMissedBaseAsksForAFullSummary() {
+        var h = NationalHarness()
+        _ = h.summary("east", free: 4, total: 4, sequence: 1)
+        _ = h.summary("east", free: 1, total: 4, sequence: 2, full: false, base: 1)
+        var q = Wire.Query()
+        q.kind = .regions
+        guard case .queryReply(let r) = h.send(.query(q), from: h.client).bodies.first else { Issue.record("no reply"); return }
+        #expect(r.regions.first?.capacity.first?.free == 1)
+        let missed = h.summary("east", free: 0, total: 4, sequence: 9, full: false, base: 8)
+        guard case .regionSummaryAck(let ack) = missed.bodies.first else { Issue.record("no ack"); return }
+        #expect(ack.wantFull)
+    }
+
+    @Test func nodeQueriesAreRelayedToTheRegionAndBack() throws {
+        var h = NationalHarness()
+        _ = h.summary("east", free: 4, total: 4)
+        _ = h.summary("west", free: 4, total: 4)
+        var q = Wire.Query()
+        q.kind = .nodes
+        let ambiguous = h.send(.query(q), from: h.client)
+        guard case .errorReply(let e) = ambiguous.bodies.first else { Issue.record("expected an error"); return }
+        #expect(e.message.contains("east") && e.message.contains("west"))
+        q.regionID = "west"
+        let relayed = h.send(.query(q), from: h.client)
+        guard case .send(.query(let asked), let peer, _, _) = relayed.first else { Issue.record("not relayed"); return }
+        #expect(peer == NationalHarness.regionOrigin("west").peer && asked.correlation != 0)
+        var answer = Wire.QueryReply()
+        answer.correlation = asked.correlation
+        answer.total = 3
+        let back = h.send(.queryReply(answer), from: NationalHarness.regionOrigin("west"))
+        guard case .send(.queryReply(let r), let to, let replyTo, let delimited) = back.first else { Issue.record("no answer relayed"); return }
+        #expect(to == h.client.peer && replyTo == h.client.sequence && delimited && r.total == 3)
+        // A region that never answers: the client hears so instead of waiting forever.
+        _ = h.send(.query(q), from: h.client)
+        let timedOut = h.tick(advanceMs: 6000)
+        #expect(timedOut.bodies.contains { if case .errorReply(let e) = $0 { return e.code == "unavailable" } else { return false } })
+    }
+
+    @Test func newerEpochWinsAndTerminalStatesStay() throws {
+        var h = NationalHarness()
+        _ = h.summary("east", free: 4, total: 4)
+        var s = Wire.Submit()
+        s.spec = Wire.JobSpec(JobSpec(name: "t", command: "true"))
+        s.jobID = "j-1"
+        _ = h.send(.submit(s), from: h.client)
+        func update(_ state: JobState, epoch: UInt64, node: String) -> Wire.StatusUpdate {
+            var u = Wire.StatusUpdate()
+            u.jobID = "j-1"
+            u.epoch = epoch
+            u.state = state.rawValue
+            u.nodeID = node
+            u.regionID = "east"
+            u.updateID = "east:j-1:\(epoch):\(state.rawValue)"
+            return u
+        }
+        let east = NationalHarness.regionOrigin("east")
+        _ = h.send(.statusUpdate(update(.running, epoch: 1, node: "n1")), from: east)
+        _ = h.send(.statusUpdate(update(.queued, epoch: 2, node: "")), from: east)
+        #expect(h.instance.job("j-1")?.state == .queued && h.instance.job("j-1")?.node == nil,
+                "a requeue at a newer epoch is followed: the national view shows it queued, not running on the old node")
+        _ = h.send(.statusUpdate(update(.succeeded, epoch: 2, node: "n2")), from: east)
+        _ = h.send(.statusUpdate(update(.running, epoch: 1, node: "n1")), from: east)
+        #expect(h.instance.job("j-1")?.state == .succeeded && h.instance.job("j-1")?.node == "n2")
+    }
+}
+
+@Suite struct ControllerShellTests {
+    func tempStore() throws -> GridStore {
+        try GridStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("shell-\(UUID().uuidString)/r.sqlite").path)
+    }
+
+    @Test func aBatchOfMessagesIsOneCommitAndAcksFollowIt() throws {
+        let store = try tempStore()
+        let clock = MomentClock { Moment(monotonicMs: 1000, wall: Date(timeIntervalSince1970: 1_750_000_000)) }
+        let shell = try RegionShell(settings: .init(region: "r1"), store: store, maxFrameBytes: 1 << 20,
+                                    logger: .init(label: "t"), clock: clock)
+        let codec = EnvelopeCodec()
+        let national = Peer.upstream
+        var inputs: [LoopInput<Never>] = []
+        for i in 0..<50 {
+            var f = Wire.JobForward()
+            f.jobID = "j-\(i)"
+            f.spec = Wire.JobSpec(JobSpec(name: "t", command: "true"))
+            inputs.append(.frame(from: national, payload: codec.encode(Message(sender: "n", sequence: UInt64(i + 1), body: .jobForward(f))), delimited: false))
+        }
+        let out = shell.handle(inputs, backlog: false)
+        #expect(shell.commits == 1, "fifty forwards, one transaction")
+        let acks = out.compactMap { try? codec.decode($0.payload) }.filter { if case .jobForwardAck = $0.body { return true } else { return false } }
+        #expect(acks.count == 50)
+        #expect(try store.read("t") { try $0.liveJobs() }.count == 50, "every acknowledged job is on disk")
+    }
+
+    @Test func aFailedCommitSendsNothingAndReloadsFromTheLog() throws {
+        let store = try tempStore()
+        let clock = MomentClock { Moment(monotonicMs: 1000, wall: Date(timeIntervalSince1970: 1_750_000_000)) }
+        let shell = try RegionShell(settings: .init(region: "r1"), store: store, maxFrameBytes: 1 << 20,
+                                    logger: .init(label: "t"), clock: clock)
+        let orphan = AssignmentRecord(id: "x.1", job: "x", node: "n", epoch: 1, deviceIDs: [], state: .pending, createdAt: Date())
+        var ack = Wire.JobForwardAck()
+        ack.jobID = "x"
+        let out = shell.perform([.persist(.assignment(orphan, at: Date())), .send(.jobForwardAck(ack), to: .upstream)])
+        #expect(out.isEmpty, "an acknowledgement of a change that was not stored must not leave")
+        #expect(shell.failedCommits == 1)
+    }
+}

@@ -1,0 +1,196 @@
+import GridCatalog
+import GridCore
+import PropertyBased
+import Testing
+
+@testable import GridScheduler
+
+/// SplitMix64: a seeded generator so a failing property names a seed that replays it.
+struct SeededRandom: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// A random fleet in the shapes a region sees: whole nodes of one SKU, some devices degraded,
+/// unhealthy, unknown or retired, mixed vendors and memory sizes.
+struct RandomFleet {
+    static let skus: [(AcceleratorVendor, String, Int, DeviceGrade)] = [
+        (.nvidia, "NVIDIA A100-SXM4-80GB", 81920, .a), (.nvidia, "NVIDIA A100-SXM4-40GB", 40960, .b),
+        (.nvidia, "NVIDIA A10", 23028, .c), (.nvidia, "Tesla V100S-PCIE-32GB", 32768, .c),
+        (.amd, "AMD Instinct MI100", 32752, .b), (.huawei, "Ascend910B2C", 65536, .b),
+        (.habana, "HL-225", 98304, .b), (.nvidia, "Tesla T4", 15360, .d),
+    ]
+    var nodes: [(NodeID, [DeviceInventory])] = []
+
+    init(nodes count: Int, rng: inout SeededRandom) {
+        for n in 0..<count {
+            let sku = Self.skus[Int.random(in: 0..<Self.skus.count, using: &rng)]
+            let size = [1, 2, 4, 8, 8][Int.random(in: 0..<5, using: &rng)]
+            let devices = (0..<size).map { i -> DeviceInventory in
+                let roll = Int.random(in: 0..<20, using: &rng)
+                let health: HealthState = roll == 0 ? .unhealthy : roll == 1 ? .unknown : roll < 5 ? .degraded : .healthy
+                return DeviceInventory(id: "n\(n)-d\(i)", index: i, vendor: sku.0, model: sku.1, memoryTotalMiB: sku.2,
+                                       health: DeviceHealth(state: health), grade: roll == 19 ? .r : sku.3)
+            }
+            nodes.append((NodeID(String(format: "n%05d", n)), devices))
+        }
+    }
+
+    static func request(_ rng: inout SeededRandom) -> AcceleratorRequest {
+        let count = [0, 1, 1, 1, 2, 4, 8][Int.random(in: 0..<7, using: &rng)]
+        let vendor: AcceleratorVendor? = [nil, nil, .nvidia, .amd, .huawei][Int.random(in: 0..<5, using: &rng)]
+        let model: String? = [nil, nil, nil, "A100", "A10", "910B", "V100"][Int.random(in: 0..<7, using: &rng)]
+        let mem: Int? = [nil, nil, 16384, 40000, 80000][Int.random(in: 0..<5, using: &rng)]
+        return AcceleratorRequest(count: count, vendor: vendor, model: model, minMemoryMiB: mem)
+    }
+}
+
+@Suite struct PlacementIndexTests {
+    func gpu(_ id: String, _ index: Int, model: String = "NVIDIA A100-SXM4-80GB", grade: DeviceGrade = .a,
+             health: HealthState = .healthy, vendor: AcceleratorVendor = .nvidia, mem: Int = 81920) -> DeviceInventory {
+        DeviceInventory(id: id, index: index, vendor: vendor, model: model, memoryTotalMiB: mem,
+                        health: DeviceHealth(state: health), grade: grade)
+    }
+
+    @Test func healthyDevicesArePreferredToDegradedOnesOfTheSameGrade() {
+        // The issue's case: two power-throttled V100S on one node, six healthy V100S elsewhere.
+        var index = PlacementIndex()
+        index.upsert(node: "throttled", devices: (0..<2).map { gpu("t\($0)", $0, model: "Tesla V100S-PCIE-32GB", grade: .c, health: .degraded) },
+                     busy: [], schedulable: true)
+        index.upsert(node: "fine", devices: (0..<6).map { gpu("f\($0)", $0, model: "Tesla V100S-PCIE-32GB", grade: .c) },
+                     busy: [], schedulable: true)
+        #expect(index.place(AcceleratorRequest(count: 2, vendor: .nvidia)) == .placed(node: "fine", deviceIDs: ["f0", "f1"]))
+    }
+
+    @Test(arguments: [
+        ("A10", "NVIDIA A100-SXM4-40GB", false), ("A100", "NVIDIA A100-SXM4-40GB", true), ("A10", "NVIDIA A10", true),
+        ("a100-sxm4", "NVIDIA A100-SXM4-80GB", true), ("910B", "Ascend910B2C", true), ("V100", "Tesla V100S-PCIE-32GB", true),
+        ("MI2", "AMD Instinct MI250X", false), ("MI250", "AMD Instinct MI250X", true), ("T4", "Tesla T4", true),
+        ("H100", "NVIDIA H100 80GB HBM3", true), ("H10", "NVIDIA H100 80GB HBM3", false), ("", "anything", true),
+    ])
+    func modelRequestsMatchWholeModelNumbers(request: String, model: String, expected: Bool) {
+        #expect(ModelPattern(request).matches(model) == expected)
+    }
+
+    @Test func modelA10DoesNotTakeAnA100() {
+        var index = PlacementIndex()
+        index.upsert(node: "a100", devices: [gpu("x", 0, model: "NVIDIA A100-SXM4-40GB")], busy: [], schedulable: true)
+        #expect(index.place(AcceleratorRequest(count: 1, model: "A10")) ==
+            .impossible("no ready node has 1 schedulable device(s) matching model~A10"))
+        index.upsert(node: "a10", devices: [gpu("y", 0, model: "NVIDIA A10", grade: .c, mem: 23028)], busy: [], schedulable: true)
+        #expect(index.place(AcceleratorRequest(count: 1, model: "A10")) == .placed(node: "a10", deviceIDs: ["y"]))
+    }
+
+    @Test func tightestFittingNodeKeepsWholeNodesFree() {
+        var index = PlacementIndex()
+        index.upsert(node: "full", devices: (0..<8).map { gpu("f\($0)", $0) }, busy: [], schedulable: true)
+        index.upsert(node: "half", devices: (0..<8).map { gpu("h\($0)", $0) }, busy: ["h0", "h1", "h2", "h3", "h4", "h5"], schedulable: true)
+        #expect(index.place(AcceleratorRequest(count: 2)) == .placed(node: "half", deviceIDs: ["h6", "h7"]))
+        #expect(index.place(AcceleratorRequest(count: 8)) == .placed(node: "full", deviceIDs: (0..<8).map { "f\($0)" }))
+        #expect(index.place(AcceleratorRequest(count: 1)) == .busy("waiting for 1 free device(s) matching any"))
+    }
+
+    @Test func releaseAndLossUpdateTheIndex() {
+        var index = PlacementIndex()
+        index.upsert(node: "n", devices: [gpu("a", 0), gpu("b", 1)], busy: [], schedulable: true)
+        #expect(index.place(AcceleratorRequest(count: 2)) == .placed(node: "n", deviceIDs: ["a", "b"]))
+        #expect(index.capacity.values.first?.free == 0)
+        index.release(node: "n", deviceIDs: ["a"])
+        #expect(index.capacity.values.first?.free == 1)
+        index.setSchedulable(node: "n", false)
+        #expect(index.capacity.isEmpty)
+        #expect(index.place(AcceleratorRequest(count: 1)) == .impossible("no ready node has 1 schedulable device(s) matching any"))
+        index.setSchedulable(node: "n", true)
+        #expect(index.place(AcceleratorRequest(count: 1)) == .placed(node: "n", deviceIDs: ["a"]))
+    }
+
+    @Test func requestSpanningClassesOnOneNodeIsPlaced() {
+        var index = PlacementIndex()
+        index.upsert(node: "n", devices: (0..<8).map { gpu("d\($0)", $0, health: $0 < 2 ? .degraded : .healthy) }, busy: [], schedulable: true)
+        guard case .placed(_, let devices) = index.place(AcceleratorRequest(count: 8)) else {
+            Issue.record("8 devices of one node (6 healthy, 2 degraded) must fit an 8-device request")
+            return
+        }
+        // Healthy ones first in the list, degraded last.
+        #expect(devices == ["d2", "d3", "d4", "d5", "d6", "d7", "d0", "d1"])
+    }
+
+    /// The invariants a scheduler must never break, over random fleets and request streams:
+    /// no device is given twice, every placement meets its constraints on schedulable devices,
+    /// a request said to be impossible has no node that could ever hold it, and the index's
+    /// capacity counts equal a recount from scratch after any mix of placements and releases.
+    @Test func invariantsHoldOverRandomFleetsAndRequests() async {
+        await propertyCheck(count: 60, input: Gen.int(in: 0...1_000_000)) { seed in
+            var rng = SeededRandom(seed: UInt64(seed))
+            let fleet = RandomFleet(nodes: Int.random(in: 1...60, using: &rng), rng: &rng)
+            var index = PlacementIndex(options: .init(allowDegraded: Bool.random(using: &rng), candidateLimit: 4, scanLimit: 10_000))
+            for (id, devices) in fleet.nodes { index.upsert(node: id, devices: devices, busy: [], schedulable: true) }
+            let byNode = Dictionary(uniqueKeysWithValues: fleet.nodes.map { ($0.0, $0.1) })
+            var held: [String: (NodeID, [String])] = [:]
+            var busy: Set<String> = []
+            for step in 0..<200 {
+                if !held.isEmpty && Int.random(in: 0..<3, using: &rng) == 0 {
+                    let key = held.keys.sorted()[Int.random(in: 0..<held.count, using: &rng)]
+                    let (node, devices) = held.removeValue(forKey: key)!
+                    index.release(node: node, deviceIDs: devices)
+                    busy.subtract(devices)
+                    continue
+                }
+                let want = RandomFleet.request(&rng)
+                switch index.place(want) {
+                case .placed(let node, let devices):
+                    #expect(devices.count == max(0, want.count))
+                    for id in devices {
+                        #expect(!busy.contains(id), "device \(id) given twice (seed \(seed))")
+                        let d = byNode[node]!.first { $0.id == id }!
+                        #expect(RegionPlacement.eligibleDevice(d, for: want, policy: PlacementPolicy(allowDegraded: index.options.allowDegraded)),
+                                "device \(id) does not meet \(want) (seed \(seed))")
+                    }
+                    busy.formUnion(devices)
+                    held["s\(step)"] = (node, devices)
+                case .impossible:
+                    let couldEver = fleet.nodes.contains { _, devices in
+                        devices.filter { RegionPlacement.eligibleDevice($0, for: want, policy: PlacementPolicy(allowDegraded: index.options.allowDegraded)) }.count >= want.count
+                    }
+                    #expect(!couldEver, "\(want) called impossible but a node could hold it (seed \(seed))")
+                case .busy:
+                    break
+                }
+            }
+            // Recount capacity from scratch and compare.
+            var recount: [CapacityKey: CapacityCounts] = [:]
+            for (_, devices) in fleet.nodes {
+                for d in devices {
+                    let key = CapacityKey(vendor: d.vendor, model: d.model, memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade)
+                    var c = recount[key] ?? CapacityCounts()
+                    c.total += 1
+                    if index.schedulableClass(d) != nil {
+                        c.usable += 1
+                        if d.health.state == .degraded { c.degraded += 1 }
+                        if !busy.contains(d.id) { c.free += 1 }
+                    }
+                    recount[key] = c
+                }
+            }
+            #expect(index.capacity == recount, "capacity drifted from a recount (seed \(seed))")
+        }
+    }
+
+    @Test func sameOperationsSamePlan() {
+        func run() -> [PlacementChoice] {
+            var rng = SeededRandom(seed: 42)
+            let fleet = RandomFleet(nodes: 200, rng: &rng)
+            var index = PlacementIndex()
+            for (id, devices) in fleet.nodes { index.upsert(node: id, devices: devices, busy: [], schedulable: true) }
+            return (0..<300).map { _ in index.place(RandomFleet.request(&rng)) }
+        }
+        #expect(run() == run())
+    }
+}
