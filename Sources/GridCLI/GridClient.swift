@@ -82,6 +82,47 @@ public final class GridClient {
         return r
     }
 
+    /// One request for many jobs: the national scheduler accepts them in one transaction.
+    public func submitBatch(_ items: [(spec: JobSpec, count: Int, id: JobID?)], timeout: Double = 30) throws -> Wire.SubmitReply {
+        var s = Wire.Submit()
+        s.items = items.map { item in
+            var w = Wire.SubmitItem()
+            w.spec = Wire.JobSpec(item.spec)
+            w.count = UInt32(clamping: item.count)
+            w.jobID = item.id?.rawValue ?? ""
+            return w
+        }
+        guard case .submitReply(let r) = try request(.submit(s), timeout: timeout) else {
+            throw ClientError("\(endpoint) answered a submit with something else")
+        }
+        return r
+    }
+
+    /// Every node of a region (all regions when nil), page by page: nothing is cut off.
+    public func allNodes(region: String? = nil, pageSize: UInt32 = 1000, timeout: Double = 5) throws -> [Wire.NodeBrief] {
+        let regions: [String]
+        if let region { regions = [region] } else {
+            regions = try query(.regions, timeout: timeout).regions.map(\.regionID)
+        }
+        var out: [Wire.NodeBrief] = []
+        for r in regions {
+            var offset: UInt64 = 0
+            repeat {
+                var q = Wire.Query()
+                q.kind = .nodes
+                q.regionID = r
+                q.offset = offset
+                q.limit = pageSize
+                guard case .queryReply(let page) = try request(.query(q), timeout: timeout) else {
+                    throw ClientError("\(endpoint) answered a nodes query with something else")
+                }
+                out += page.nodes
+                offset = page.nextOffset
+            } while offset != 0
+        }
+        return out
+    }
+
     public func jobs(timeout: Double = 5) throws -> [JobRecord] {
         try query(.jobs, timeout: timeout).jobs.map { try $0.record() }
     }

@@ -24,9 +24,10 @@ public enum JobFile {
         var accelerators: RawAccelerators?
         var timeoutSeconds: Int?
         var allowedRegions: [String]?
+        var count: Int?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, command, args, env, accelerators
+            case name, command, args, env, accelerators, count
             case timeoutSeconds = "timeout_seconds"
             case allowedRegions = "allowed_regions"
         }
@@ -41,6 +42,7 @@ public enum JobFile {
             accelerators = try c.decodeIfPresent(RawAccelerators.self, forKey: .accelerators)
             timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds)
             allowedRegions = try c.decodeIfPresent([String].self, forKey: .allowedRegions)
+            count = try c.decodeIfPresent(Int.self, forKey: .count)
         }
     }
 
@@ -70,7 +72,16 @@ public enum JobFile {
     }
 
     /// Parses and validates a job file; errors name the file and every problem found.
+    /// Most jobs one file may ask for with `count:` (a job array).
+    public static let maxArray = 100_000
+
     public static func parse(_ text: String, source: String) throws -> JobSpec {
+        try parseEntry(text, source: source).spec
+    }
+
+    /// The spec and how many copies the file asks for (`count:`, default 1): a job array whose
+    /// members get ids `<id>-0` … `<id>-<count-1>`.
+    public static func parseEntry(_ text: String, source: String) throws -> (spec: JobSpec, count: Int) {
         let raw: Raw
         do { raw = try YAMLDecoder().decode(Raw.self, from: text) } catch {
             throw ConfigError(source: source, problems: [describeDecodingError(error)])
@@ -94,9 +105,12 @@ public enum JobFile {
             accelerators: request, timeoutSeconds: raw.timeoutSeconds,
             allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init))
         if raw.command == nil { problems.append("command: required (the program to run, e.g. python3)") }
+        if let n = raw.count, !(1...maxArray).contains(n) {
+            problems.append("count: must be 1...\(maxArray) (jobs in the array), got \(n)")
+        }
         problems += spec.problems().filter { !($0.hasPrefix("command:") && raw.command == nil) }
         if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
-        return spec
+        return (spec, raw.count ?? 1)
     }
 
     /// "40GiB" → 40960; "16000" → 16000 (MiB); decimal units are converted exactly and rounded up.

@@ -37,7 +37,7 @@ public enum Table {
             [r.region.rawValue, String(r.nodesReady), String(r.nodesLost), String(r.queuedJobs), String(r.runningJobs),
              String(r.capacity.reduce(0) { $0 + $1.total }), String(r.capacity.reduce(0) { $0 + $1.free }),
              "\(max(0, Int(now.timeIntervalSince(r.generatedAt))))s ago",
-             r.capacity.map { "\($0.total)x \($0.model)" }.joined(separator: ", ")]
+             r.capacity.map { "\($0.total)x \($0.model)" + ($0.grade.map { " (\($0.rawValue))" } ?? "") }.joined(separator: ", ")]
         })
     }
 

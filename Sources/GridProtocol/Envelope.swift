@@ -262,8 +262,14 @@ enum Validation {
             if !m.hasSpec { throw .invalidField(type: "JobForward", field: "spec", reason: "missing") }
         case .jobForwardAck(let m): try id(m.jobID, "JobForwardAck", "job_id")
         case .submit(let m):
-            if !m.hasSpec { throw .invalidField(type: "Submit", field: "spec", reason: "missing") }
-            if !m.jobID.isEmpty { try id(m.jobID, "Submit", "job_id") }
+            if m.items.isEmpty {
+                if !m.hasSpec { throw .invalidField(type: "Submit", field: "spec", reason: "missing (and no items)") }
+                if !m.jobID.isEmpty { try id(m.jobID, "Submit", "job_id") }
+            }
+            for (i, item) in m.items.enumerated() {
+                if !item.hasSpec { throw .invalidField(type: "Submit", field: "items[\(i)].spec", reason: "missing") }
+                if !item.jobID.isEmpty { try id(item.jobID, "Submit", "items[\(i)].job_id") }
+            }
         case .cancel(let m): try id(m.jobID, "Cancel", "job_id")
         default: break
         }
