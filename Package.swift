@@ -123,6 +123,7 @@ let package = Package(
             dependencies: ["GridController", "GridCore", "GridProtocol", "GridStore", "GridTransport",
                            .product(name: "Logging", package: "swift-log")]
         ),
+        .testTarget(name: "GridAgentTests", dependencies: ["GridAgent", "GridCore", "GridProtocol"]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["GridCore", "GridCLI", "GridProtocol", "GridTransport", "GridStore",

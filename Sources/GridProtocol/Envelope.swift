@@ -42,7 +42,7 @@ public enum Wire {
 }
 
 /// A decoded message body, one case per message type.
-public enum Body: Sendable {
+public enum Body: Sendable, Equatable {
     case register(Wire.Register)
     case registerAck(Wire.RegisterAck)
     case heartbeat(Wire.Heartbeat)

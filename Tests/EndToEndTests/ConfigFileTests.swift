@@ -101,9 +101,9 @@ import Testing
 
     @Test func visibleDevicesFollowTheVendorRuntime() {
         let devs = [DeviceInventory(id: "a", index: 2, vendor: .amd, model: "m"), DeviceInventory(id: "b", index: 0, vendor: .amd, model: "m")]
-        #expect(AgentCore.visibleDevices(devs) == ["ROCR_VISIBLE_DEVICES": "2,0", "HIP_VISIBLE_DEVICES": "2,0"])
-        #expect(AgentCore.visibleDevices([DeviceInventory(id: "h", index: 5, vendor: .habana, model: "g")]) == ["HABANA_VISIBLE_MODULES": "5"])
-        #expect(AgentCore.visibleDevices([DeviceInventory(id: "n", index: 1, vendor: .huawei, model: "n")]) == ["ASCEND_RT_VISIBLE_DEVICES": "1"])
-        #expect(AgentCore.visibleDevices([DeviceInventory(id: "i", index: 3, vendor: .intel, model: "x")]) == ["ZE_AFFINITY_MASK": "3"])
+        #expect(AgentInstance.visibleDevices(devs) == ["ROCR_VISIBLE_DEVICES": "2,0", "HIP_VISIBLE_DEVICES": "2,0"])
+        #expect(AgentInstance.visibleDevices([DeviceInventory(id: "h", index: 5, vendor: .habana, model: "g")]) == ["HABANA_VISIBLE_MODULES": "5"])
+        #expect(AgentInstance.visibleDevices([DeviceInventory(id: "n", index: 1, vendor: .huawei, model: "n")]) == ["ASCEND_RT_VISIBLE_DEVICES": "1"])
+        #expect(AgentInstance.visibleDevices([DeviceInventory(id: "i", index: 3, vendor: .intel, model: "x")]) == ["ZE_AFFINITY_MASK": "3"])
     }
 }
