@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
     ],
     targets: [
         // libzmq through pkg-config; the Swift layer on it lives in GridTransport.
@@ -76,6 +77,12 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // A simulated fleet of agents (many logical nodes over a few connections) for the
+        // benchmarks and the scale smoke tests.
+        .target(
+            name: "GridFleet",
+            dependencies: ["GridCore", "GridProbe", "GridCatalog", "GridProtocol", "GridTransport"]
+        ),
         .executableTarget(
             name: "grid-agent",
             dependencies: [
@@ -105,7 +112,9 @@ let package = Package(
             name: "grid-bench",
             dependencies: [
                 "GridCore", "GridProbe", "GridCatalog", "GridProtocol", "GridScheduler", "GridTransport", "GridStore",
+                "GridFleet", "GridCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .testTarget(name: "GridCoreTests", dependencies: ["GridCore"]),
