@@ -47,7 +47,7 @@ let package = Package(
         // SQLite persistence for controllers (GRDB).
         .target(
             name: "GridStore",
-            dependencies: ["GridCore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["GridCore", "GridProtocol", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         // The node agent: pure instance + shell.
         .target(
@@ -122,7 +122,7 @@ let package = Package(
         .testTarget(name: "GridProbeTests", dependencies: ["GridProbe", "GridCore"]),
         .testTarget(name: "GridProtocolTests", dependencies: ["GridProtocol", "GridCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "GridTransportTests", dependencies: ["GridTransport"]),
-        .testTarget(name: "GridStoreTests", dependencies: ["GridStore", "GridCore"]),
+        .testTarget(name: "GridStoreTests", dependencies: ["GridStore", "GridCore", "GridProtocol"]),
         .testTarget(
             name: "GridSchedulerTests",
             dependencies: ["GridScheduler", "GridCore", "GridCatalog", .product(name: "PropertyBased", package: "swift-property-based")]
@@ -136,7 +136,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["GridCore", "GridCLI", "GridProtocol", "GridTransport", "GridStore",
-                           "GridAgent", "GridController",
+                           "GridAgent", "GridController", "GridFleet",
                            "grid-agent", "grid-controller", "gridctl"]
         ),
     ],

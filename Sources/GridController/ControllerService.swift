@@ -21,9 +21,10 @@ public final class ControllerService: Service, @unchecked Sendable {
         self.config = config
         self.logger = logger
         let store = try GridStore(path: config.databasePath)
-        let options = SocketLoopOptions(
+        var options = SocketLoopOptions(
             bind: config.bind, connect: config.role == .region ? config.national : nil, identity: config.id,
             maxMessageBytes: config.maxMessageBytes, highWaterMark: 100_000, tickMilliseconds: 50)
+        options.receiveHighWaterMark = 5_000
         do {
             loop = try SocketLoop<Never>(options: options)
         } catch {

@@ -63,8 +63,20 @@ public struct RegionInstance: Sendable {
         public init(region: RegionID) { self.region = region }
     }
 
+    /// What the region keeps of a device between reports: enough to place, to show and to see
+    /// whether a new report changes anything placement depends on. The full inventory is
+    /// written to SQLite when it changes and not kept in memory (100,000 nodes × 8 devices).
+    struct DeviceSlot: Sendable, Equatable {
+        var id: String
+        var model: String
+        var health: HealthState
+        var capability: Int
+    }
+
     struct Node: Sendable {
+        /// Identity and state; `devices` is left empty in memory (see `slots`).
         var record: NodeRecord
+        var slots: [DeviceSlot]
         var route: Peer?
         var lastHeardMs: Int64
         /// `stalledMs` when last heard: time the controller itself was stalled since then does
@@ -73,7 +85,8 @@ public struct RegionInstance: Sendable {
         /// Active assignments on the node (pending or accepted).
         var held: Set<AssignmentID> = []
         var digest: UInt64 = 0
-        var heartbeatsSinceFull = 0
+        /// Whether a deadline timer for this node is in the heap (at most one is).
+        var deadlineArmed = false
     }
 
     struct Outgoing: Sendable {
@@ -119,6 +132,25 @@ public struct RegionInstance: Sendable {
     var summariesSinceFull = 0
     var wantFullSummary = true
     var counters = RegionCounters()
+    /// One copy of each model string, shared by every slot that names it.
+    var models: [String: String] = [:]
+
+    mutating func slots(_ devices: [DeviceInventory]) -> [DeviceSlot] {
+        devices.map { d in
+            let model: String
+            if let m = models[d.model] { model = m } else {
+                models[d.model] = d.model
+                model = d.model
+            }
+            return DeviceSlot(id: d.id, model: model, health: d.health.state, capability: d.capability.hashValue)
+        }
+    }
+
+    static func stripped(_ r: NodeRecord) -> NodeRecord {
+        var r = r
+        r.devices = []
+        return r
+    }
 
     public struct RegionCounters: Sendable, Equatable {
         public var heartbeats = 0
@@ -144,10 +176,11 @@ public struct RegionInstance: Sendable {
             if n.state == .lost { n.state = .lost }
             // After a restart every node gets a full grace period to speak again, and offers no
             // devices until it does (its route is unknown).
-            nodes[n.id] = Node(record: n, route: nil, lastHeardMs: now.monotonicMs, stalledAtHeard: 0, held: heldBy[n.id] ?? [])
+            nodes[n.id] = Node(record: Self.stripped(n), slots: slots(n.devices), route: nil, lastHeardMs: now.monotonicMs,
+                               stalledAtHeard: 0, held: heldBy[n.id] ?? [])
             let busy = Set((heldBy[n.id] ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
             index.upsert(node: n.id, devices: n.devices, busy: busy, schedulable: false)
-            if n.state == .ready { timers.schedule(.nodeDeadline(n.id), at: now.monotonicMs + settings.nodeLostAfterMs) }
+            if n.state == .ready { armDeadline(n.id, at: now.monotonicMs + settings.nodeLostAfterMs) }
         }
         for j in recovered.jobs {
             jobs[j.id] = j
@@ -201,9 +234,13 @@ public struct RegionInstance: Sendable {
         let previous = nodes[id]
         let record = NodeRecord(id: id, region: region, hostname: m.hostname, state: .ready, devices: devices,
                                 lastSeen: now.wall, registeredAt: previous?.record.registeredAt ?? now.wall)
-        var out: [ControllerDirective] = [.persist(.node(record))]
-        var node = previous ?? Node(record: record, route: origin.peer, lastHeardMs: now.monotonicMs, stalledAtHeard: stalledMs)
-        node.record = record
+        let fresh = slots(devices)
+        // A register repeated with nothing changed (a retry, a reconnect storm) writes nothing.
+        let unchanged = previous.map { $0.record.state == .ready && $0.slots == fresh && $0.record.hostname == m.hostname } ?? false
+        var out: [ControllerDirective] = unchanged ? [] : [.persist(.node(record))]
+        var node = previous ?? Node(record: Self.stripped(record), slots: [], route: origin.peer, lastHeardMs: now.monotonicMs, stalledAtHeard: stalledMs)
+        node.record = Self.stripped(record)
+        node.slots = fresh
         node.route = origin.peer
         node.lastHeardMs = now.monotonicMs
         node.stalledAtHeard = stalledMs
@@ -220,13 +257,19 @@ public struct RegionInstance: Sendable {
                 timers.schedule(.resend(aid), at: now.monotonicMs)
             }
         }
-        let busy = Set((nodes[id]?.held ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
-        index.upsert(node: id, devices: devices, busy: busy, schedulable: true)
+        if unchanged {
+            index.setSchedulable(node: id, true)
+        } else {
+            let busy = Set((nodes[id]?.held ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
+            index.upsert(node: id, devices: devices, busy: busy, schedulable: true)
+        }
         let digest = AssignmentDigest.of((nodes[id]?.held ?? []).map(\.rawValue))
         nodes[id]?.digest = digest
-        timers.schedule(.nodeDeadline(id), at: now.monotonicMs + lostAfterMs)
+        armDeadline(id, at: now.monotonicMs + lostAfterMs)
         placementDirty = true
-        out.append(.log(LogEvent(.info, "node registered", ["node": "\(id)", "devices": "\(devices.count)", "from": origin.peer.label])))
+        if !unchanged {
+            out.append(.log(LogEvent(.info, "node registered", ["node": "\(id)", "devices": "\(devices.count)", "from": origin.peer.label])))
+        }
         var ack = Wire.RegisterAck()
         ack.nodeID = id.rawValue
         ack.regionID = region.rawValue
@@ -250,31 +293,30 @@ public struct RegionInstance: Sendable {
         node.lastHeardMs = now.monotonicMs
         node.stalledAtHeard = stalledMs
         var capabilityChanged = false
+        var reported: [DeviceInventory]? = nil
         if node.record.state == .lost {
             node.record.state = .ready
             capabilityChanged = true
             out.append(.log(LogEvent(.notice, "node is back", ["node": "\(id)"])))
-            timers.schedule(.nodeDeadline(id), at: now.monotonicMs + lostAfterMs)
+            armDeadline(id, at: now.monotonicMs + lostAfterMs)
         }
         if !m.devices.isEmpty {
             let devices = m.devices.map(\.inventory)
-            let before = Dictionary(node.record.devices.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-            var differs = devices.count != node.record.devices.count
-            for d in devices {
-                guard let old = before[d.id] else { differs = true; continue }
-                if d.schedulingDiffers(from: old) {
-                    differs = true
-                    if old.health.state != d.health.state {
-                        out.append(.log(LogEvent(.notice, "device health changed", [
-                            "node": "\(id)", "device": d.id, "from": old.health.state.rawValue, "to": d.health.state.rawValue,
-                            "reasons": d.health.reasons.map(\.detail).joined(separator: "; "),
-                        ])))
-                    }
+            let fresh = slots(devices)
+            if fresh != node.slots {
+                // Telemetry (temperatures, utilisation) is not part of a slot: only capability and
+                // health changes get here, and only they are written.
+                let before = Dictionary(node.slots.map { ($0.id, $0.health) }, uniquingKeysWith: { a, _ in a })
+                for d in devices where before[d.id] != nil && before[d.id] != d.health.state {
+                    out.append(.log(LogEvent(.notice, "device health changed", [
+                        "node": "\(id)", "device": d.id, "from": before[d.id]!.rawValue, "to": d.health.state.rawValue,
+                        "reasons": d.health.reasons.map(\.detail).joined(separator: "; "),
+                    ])))
                 }
+                node.slots = fresh
+                reported = devices
+                capabilityChanged = true
             }
-            // Telemetry (temperatures, utilisation) is kept in memory and never written.
-            node.record.devices = devices
-            if differs { capabilityChanged = true }
         }
         nodes[id] = node
         if wasUnreachable && !capabilityChanged && node.record.state == .ready {
@@ -285,9 +327,17 @@ public struct RegionInstance: Sendable {
         if capabilityChanged {
             node.record.lastSeen = now.wall
             nodes[id] = node
-            out.append(.persist(.node(node.record)))
-            let busy = Set(node.held.flatMap { assignments[$0]?.deviceIDs ?? [] })
-            index.upsert(node: id, devices: node.record.devices, busy: busy, schedulable: true)
+            if let devices = reported {
+                var full = node.record
+                full.devices = devices
+                out.append(.persist(.node(full)))
+                let busy = Set(node.held.flatMap { assignments[$0]?.deviceIDs ?? [] })
+                index.upsert(node: id, devices: devices, busy: busy, schedulable: true)
+            } else {
+                // Back from lost with the same devices.
+                out.append(.persist(.nodeState(id, .ready)))
+                index.setSchedulable(node: id, true)
+            }
             placementDirty = true
         }
         // The digest says whether the node holds what we think it holds; only when it does not
@@ -330,6 +380,14 @@ public struct RegionInstance: Sendable {
             c.epoch = UInt64(raw[raw.index(after: dot)...]) ?? 0
         }
         return .send(.cancel(c), to: peer)
+    }
+
+    /// One deadline per node in the heap: a node that already has one keeps it (it re-arms itself
+    /// from the node's last-heard time when it fires).
+    mutating func armDeadline(_ id: NodeID, at due: Int64) {
+        guard nodes[id]?.deadlineArmed == false else { return }
+        nodes[id]?.deadlineArmed = true
+        timers.schedule(.nodeDeadline(id), at: due)
     }
 
     var lostAfterMs: Int64 { settings.nodeLostAfterMs * Int64(2 + localHealth) / 2 }
@@ -568,9 +626,9 @@ public struct RegionInstance: Sendable {
         guard let n = nodes[id] else { return nil }
         let ago = Double(now.monotonicMs - n.lastHeardMs) / 1000
         return NodeBrief(node: id, region: region, hostname: n.record.hostname, state: n.record.state,
-                         deviceCount: n.record.devices.count, freeDevices: index.freeDevices(of: id),
-                         models: Array(Set(n.record.devices.map(\.model))).sorted(),
-                         worstHealth: n.record.devices.map(\.health.state).max() ?? .healthy,
+                         deviceCount: n.slots.count, freeDevices: index.freeDevices(of: id),
+                         models: Array(Set(n.slots.map(\.model))).sorted(),
+                         worstHealth: n.slots.map(\.health).max() ?? .healthy,
                          lastSeen: now.wall.addingTimeInterval(-ago))
     }
 
@@ -586,8 +644,9 @@ public struct RegionInstance: Sendable {
         while let timer = timers.popDue(now.monotonicMs) {
             switch timer {
             case .nodeDeadline(let id):
+                nodes[id]?.deadlineArmed = false
                 if backlog {
-                    timers.schedule(.nodeDeadline(id), at: now.monotonicMs + settings.heartbeatIntervalMs)
+                    armDeadline(id, at: now.monotonicMs + settings.heartbeatIntervalMs)
                 } else {
                     out += checkNode(id, now: now)
                 }
@@ -631,7 +690,7 @@ public struct RegionInstance: Sendable {
         let silent = now.monotonicMs - n.lastHeardMs - (stalledMs - n.stalledAtHeard)
         let limit = lostAfterMs
         guard silent > limit else {
-            timers.schedule(.nodeDeadline(id), at: now.monotonicMs + (limit - silent) + 1)
+            armDeadline(id, at: now.monotonicMs + (limit - silent) + 1)
             return []
         }
         nodes[id]?.record.state = .lost
@@ -728,7 +787,7 @@ public struct RegionInstance: Sendable {
                 guard let node = nodes[nodeID] else { continue }
                 job.epoch += 1
                 let aid = AssignmentID("\(job.id).\(job.epoch)")
-                let models = Dictionary(node.record.devices.map { ($0.id, $0.model) }, uniquingKeysWith: { a, _ in a })
+                let models = Dictionary(node.slots.map { ($0.id, $0.model) }, uniquingKeysWith: { a, _ in a })
                 job.state = .assigned
                 job.node = nodeID
                 job.deviceIDs = deviceIDs

@@ -16,8 +16,10 @@ public enum FleetInventories {
         "nvidia-smi-q-x_a100-sxm4-80gb-mig_v12.xml", "nvidia-smi-q-x_tesla-t4_v11.xml",
     ]
 
-    /// Parses and grades each capture found in `directory`; skips what it cannot read.
-    public static func load(directory: String, healthyOnly: Bool = false) -> [[DeviceInventory]] {
+    /// Parses and grades each capture found in `directory`; skips what it cannot read. With
+    /// `devicesPerNode`, each host shape is cut or filled (repeating its devices with new
+    /// indexes) to exactly that many devices.
+    public static func load(directory: String, healthyOnly: Bool = false, devicesPerNode: Int? = nil) -> [[DeviceInventory]] {
         let prober = Prober(settings: ProbeSettings())
         var out: [[DeviceInventory]] = []
         for name in captures {
@@ -25,6 +27,14 @@ public enum FleetInventories {
             var devices = Grader.graded(prober.simulate(captures: [(name, text)]).devices, catalog: .bundled, currentYear: 2026)
             if healthyOnly {
                 for i in devices.indices { devices[i].health = .healthy; if devices[i].grade == .r { devices[i].grade = .c } }
+            }
+            if let n = devicesPerNode, !devices.isEmpty {
+                devices = (0..<n).map { k in
+                    var d = devices[k % devices.count]
+                    d.index = k
+                    d.id = "\(d.id)-\(k)"
+                    return d
+                }
             }
             if !devices.isEmpty { out.append(devices) }
         }
@@ -133,6 +143,8 @@ public final class Fleet: @unchecked Sendable {
     var jobHolder: [String: (node: Int, epoch: UInt64)] = [:]
     var seq: UInt64 = 0
     var markActive = false
+    var registerQueue: [Int] = []
+    var registerHead = 0
 
     func heard(_ i: Int) {
         guard markActive, !nodes[i].heardSinceMark else { return }
@@ -211,8 +223,8 @@ public final class Fleet: @unchecked Sendable {
         var registerBudget = 0.0
         var lastRegisterNs = start
         var lastPublish = start
-        var registerQueue = Array(nodes.indices)
-        var registerHead = 0
+        registerQueue = Array(nodes.indices)
+        registerHead = 0
         var lastRetryScanNs = start
         let items = { self.sockets.map(\.pollItem) }
         var pollItems = items()
@@ -258,7 +270,8 @@ public final class Fleet: @unchecked Sendable {
             if nowNs - lastRetryScanNs > 3_000_000_000 {
                 // Registrations not answered within 3 s go out again; nodes the region forgot too.
                 lastRetryScanNs = nowNs
-                for i in nodes.indices where !nodes[i].registered && !nodes[i].silent && nowMs - nodes[i].registerSentMs >= 3000 {
+                for i in nodes.indices where !nodes[i].registered && !nodes[i].silent
+                    && nodes[i].registerSentMs != .min && nowMs - nodes[i].registerSentMs >= 3000 {
                     registerQueue.append(i)
                 }
             }
@@ -374,6 +387,7 @@ public final class Fleet: @unchecked Sendable {
                 if nodes[i].registered { stats.registered -= 1 }
                 nodes[i].registered = false
                 nodes[i].registerSentMs = .min
+                registerQueue.append(i)
             }
             if m.sendAssignments {
                 var h = Wire.Heartbeat()

@@ -29,6 +29,7 @@ public enum Wire {
     public typealias Submit = Computegrid_V1_Submit
     public typealias SubmitReply = Computegrid_V1_SubmitReply
     public typealias SubmitItem = Computegrid_V1_SubmitItem
+    public typealias DeviceList = Computegrid_V1_DeviceList
     public typealias SubmitResult = Computegrid_V1_SubmitResult
     public typealias Query = Computegrid_V1_Query
     public typealias QueryReply = Computegrid_V1_QueryReply

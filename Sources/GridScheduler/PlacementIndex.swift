@@ -97,7 +97,6 @@ public struct PlacementIndex: Sendable {
     struct Unit: Sendable {
         var deviceID: String
         var index: Int
-        var model: String
         /// -1: not schedulable (unhealthy, unknown, retired, or degraded when not allowed).
         var classID: Int32
         var capacityKey: CapacityKey
@@ -158,8 +157,17 @@ public struct PlacementIndex: Sendable {
         var minMemoryMiB: Int
     }
 
+    var models: [String: String] = [:]
+
     public init(options: Options = Options()) {
         self.options = options
+    }
+
+    /// One copy of each model string for every unit that names it.
+    mutating func intern(_ model: String) -> String {
+        if let m = models[model] { return m }
+        models[model] = model
+        return model
     }
 
     public var nodeCount: Int { slotOf.count }
@@ -180,9 +188,9 @@ public struct PlacementIndex: Sendable {
         var classSlots: [ClassSlot] = []
         for d in devices {
             let cid = classID(for: d)
-            let key = CapacityKey(vendor: d.vendor, model: d.model, memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade)
+            let key = CapacityKey(vendor: d.vendor, model: intern(d.model), memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade)
             let isBusy = busy.contains(d.id)
-            units.append(Unit(deviceID: d.id, index: d.index, model: d.model, classID: cid, capacityKey: key,
+            units.append(Unit(deviceID: d.id, index: d.index, classID: cid, capacityKey: key,
                               health: d.health.state, busy: isBusy))
             if cid >= 0 {
                 if let i = classSlots.firstIndex(where: { $0.classID == cid }) {

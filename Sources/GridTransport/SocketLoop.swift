@@ -57,6 +57,9 @@ public struct SocketLoopOptions: Sendable {
     /// Largest inbound message libzmq accepts; bigger ones drop the connection before we see them.
     public var maxMessageBytes: Int
     public var highWaterMark: Int32
+    /// Inbound queue bound per connection (nil = `highWaterMark`). Past it libzmq stops reading
+    /// the connection, so a flood is held back by TCP instead of growing this process's memory.
+    public var receiveHighWaterMark: Int32?
     public var tickMilliseconds: Int
     /// ZMTP heartbeats detect dead TCP peers that never send FIN.
     public var heartbeatIntervalMs: Int32
@@ -127,7 +130,7 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
             try r.setRouterMandatory(true)
             try r.setMaxMessageSize(Int64(options.maxMessageBytes))
             try r.setSendHighWaterMark(options.highWaterMark)
-            try r.setReceiveHighWaterMark(options.highWaterMark)
+            try r.setReceiveHighWaterMark(options.receiveHighWaterMark ?? options.highWaterMark)
             try r.setHeartbeat(intervalMs: options.heartbeatIntervalMs, timeoutMs: options.heartbeatTimeoutMs, ttlMs: options.heartbeatTimeoutMs)
             if let secret = options.curveServerSecretKey { try r.setCurveServer(secretKey: secret) }
             try r.bind(bind)

@@ -15,13 +15,15 @@ struct FleetFlags: ParsableArguments {
     var connections = 16
     @Option(help: "Heartbeat interval of every node, ms.")
     var heartbeatMs: Int64 = 1000
+    @Option(help: "Devices per simulated node (host shapes from the captures, filled to this).")
+    var devicesPerNode = 8
 
     func options(endpoint: String, nodes: Int) -> FleetOptions {
         var o = FleetOptions(endpoint: endpoint, nodes: nodes)
         o.connections = connections
         o.heartbeatIntervalMs = heartbeatMs
         o.registerRate = 50_000
-        let inventories = FleetInventories.load(directory: fixtures, healthyOnly: true)
+        let inventories = FleetInventories.load(directory: fixtures, healthyOnly: true, devicesPerNode: devicesPerNode)
         if !inventories.isEmpty { o.inventories = inventories }
         return o
     }
@@ -34,10 +36,11 @@ struct PlacementBench: ParsableCommand {
     @Option var nodes = 10_000
     @Option var seconds: Double = 10
     @Option var fixtures = "Tests/Fixtures/vendor"
+    @Option var devicesPerNode = 8
 
     func run() throws {
-        Machine.header("placement", "\(nodes) nodes, mixed shapes, \(seconds)s")
-        var templates = FleetInventories.load(directory: fixtures, healthyOnly: false)
+        Machine.header("placement", "\(nodes) nodes x \(devicesPerNode) devices, mixed shapes, \(seconds)s")
+        var templates = FleetInventories.load(directory: fixtures, healthyOnly: false, devicesPerNode: devicesPerNode)
         if templates.isEmpty { templates = FleetInventories.synthetic }
         var index = PlacementIndex()
         var totalDevices = 0
@@ -108,8 +111,8 @@ struct HeartbeatBench: ParsableCommand {
         let runner = try FleetRunner(fleet.options(endpoint: region, nodes: nodes))
         defer { runner.stop() }
         let t0 = Date()
-        guard runner.wait(seconds: 120, { $0.registered >= nodes }) else {
-            throw BenchError("only \(runner.fleet.snapshot.registered) of \(nodes) nodes registered in 120 s")
+        guard runner.wait(seconds: 600, { $0.registered >= nodes }) else {
+            throw BenchError("only \(runner.fleet.snapshot.registered) of \(nodes) nodes registered in 600 s")
         }
         print(String(format: "registered %d nodes in %.1f s", nodes, Date().timeIntervalSince(t0)))
         Thread.sleep(forTimeInterval: 2)

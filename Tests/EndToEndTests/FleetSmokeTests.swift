@@ -1,0 +1,169 @@
+import Foundation
+import GridCLI
+import GridCore
+import GridFleet
+import GridProtocol
+import Testing
+
+/// Small versions of the scale benchmarks (BENCHMARKS.md), run against the real controller
+/// executables with a simulated fleet. They check behaviour — nothing lost, nothing run twice,
+/// no live node declared lost — never speed.
+@Suite(.serialized) struct FleetSmokeTests {
+    final class Running: @unchecked Sendable {
+        let fleet: Fleet
+        let done = DispatchSemaphore(value: 0)
+        init(_ options: FleetOptions) throws {
+            let fleet = try Fleet(options: options)
+            self.fleet = fleet
+            let done = self.done
+            let t = Thread { fleet.run(); done.signal() }
+            t.stackSize = 8 << 20
+            t.start()
+        }
+        func stop() { fleet.stop(); done.wait() }
+        func wait(_ seconds: Double, _ condition: (FleetStats) -> Bool) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if condition(fleet.snapshot) { return true }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            return condition(fleet.snapshot)
+        }
+    }
+
+    func fleetOptions(_ endpoint: String, nodes: Int) -> FleetOptions {
+        var o = FleetOptions(endpoint: endpoint, nodes: nodes)
+        o.connections = 4
+        o.inventories = FleetInventories.load(directory: Cluster.fixtures.path, healthyOnly: true)
+        return o
+    }
+
+    /// A region config with a short lost-node timeout, written next to the cluster's files.
+    func regionConfig(_ c: Cluster, lostAfterMs: Int) throws -> String {
+        let url = c.dir.appendingPathComponent("region-extra.yaml")
+        try "node_lost_after_ms: \(lostAfterMs)\nheartbeat_interval_ms: 1000\nsummary_interval_ms: 500\n".write(to: url, atomically: true, encoding: .utf8)
+        return url.path
+    }
+
+    func waitForCapacity(_ c: Cluster, nodes: Int) throws {
+        let client = try c.client()
+        _ = try c.eventually(60, "the national scheduler to see \(nodes) nodes") { () -> Bool? in
+            (try client.query(.regions).regions.reduce(0) { $0 + Int($1.nodesReady) }) >= nodes ? true : nil
+        }
+    }
+
+    @Test func aBurstOn2000NodesCompletesOnceAndLosesNoLiveNode() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        let run = try Running(fleetOptions(try #require(c.regionEndpoints["r1"]), nodes: 2000))
+        defer { run.stop() }
+        #expect(run.wait(60) { $0.registered >= 2000 }, "registered \(run.fleet.snapshot.registered)")
+        try waitForCapacity(c, nodes: 2000)
+        let reply = try c.client().submitBatch([(JobSpec(name: "burst", command: "true", accelerators: AcceleratorRequest(count: 1)), 200, JobID("burst"))])
+        #expect(reply.results.count == 200 && reply.results.allSatisfy(\.accepted))
+        #expect(run.wait(60) { $0.completions >= 200 }, "completed \(run.fleet.snapshot.completions)")
+        let s = run.fleet.snapshot
+        #expect(s.completions == 200, "each job completes exactly once")
+        #expect(s.unknownAcks == 0 && s.liveNodesRevoked == 0, "no live node declared lost")
+        #expect(s.heartbeatAcks > 0 && s.heartbeatAcks >= s.heartbeatsSent / 2)
+        let client = try c.client()
+        _ = try c.eventually(30, "the national record to show 200 succeeded") { () -> Bool? in
+            try client.jobs().filter { $0.state == .succeeded }.count == 200 ? true : nil
+        }
+        // gridctl nodes pages through the region: every node, none cut off.
+        #expect(try client.allNodes(pageSize: 700).count == 2000)
+    }
+
+    @Test func silentNodesAreLostAndTheirJobsRequeuedWhileABurstIsPlaced() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        let config = try regionConfig(c, lostAfterMs: 3000)
+        try c.startRegion("r1", extra: ["--config", config])
+        var options = fleetOptions(try #require(c.regionEndpoints["r1"]), nodes: 500)
+        options.jobDurationMs = 600_000
+        let run = try Running(options)
+        defer { run.stop() }
+        #expect(run.wait(60) { $0.registered >= 500 })
+        try waitForCapacity(c, nodes: 500)
+        let spec = JobSpec(name: "held", command: "true", accelerators: AcceleratorRequest(count: 1))
+        _ = try c.client().submitBatch([(spec, 500, JobID("held"))])
+        #expect(run.wait(60) { $0.assignments >= 500 })
+        let victims = Array(stride(from: 0, to: 500, by: 50))
+        run.fleet.silence(victims)
+        _ = try c.client().submitBatch([(spec, 100, JobID("burst"))])
+        #expect(run.wait(30) { $0.requeueLatencies.count >= victims.count },
+                "requeued \(run.fleet.snapshot.requeueLatencies.count) of \(victims.count)")
+        let s = run.fleet.snapshot
+        #expect(s.liveNodesRevoked == 0 && s.unknownAcks == 0, "no live node declared lost")
+        #expect(s.concurrentRuns == 0, "no job ran on two live nodes")
+        #expect(s.requeueLatencies.allSatisfy { $0 >= 3_000_000_000 }, "not requeued before node_lost_after_ms")
+    }
+
+    @Test func killNineOfALoadedRegionLosesNoJobAndHearsEveryNodeAgain() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        let endpoint = try #require(c.regionEndpoints["r1"])
+        var options = fleetOptions(endpoint, nodes: 300)
+        options.jobDurationMs = 600_000
+        let run = try Running(options)
+        defer { run.stop() }
+        #expect(run.wait(60) { $0.registered >= 300 })
+        try waitForCapacity(c, nodes: 300)
+        _ = try c.client().submitBatch([(JobSpec(name: "r", command: "true", accelerators: AcceleratorRequest(count: 1)), 3000, JobID("r"))])
+        let region = try GridClient(endpoint: endpoint)
+        func total() throws -> UInt64 {
+            var q = Wire.Query()
+            q.kind = .jobs
+            q.limit = 1
+            guard case .queryReply(let r) = try region.request(.query(q)) else { return 0 }
+            return r.total
+        }
+        _ = try c.eventually(60, "the region to hold 3000 jobs") { try total() == 3000 ? true : nil }
+        Thread.sleep(forTimeInterval: 1.5)
+        let before = run.fleet.snapshot
+        c.stop("r1", signal: SIGKILL, within: 5)
+        run.fleet.markRestart()
+        try c.start("r1-again", "grid-controller", ["--role", "region", "--id", "r1", "--bind", endpoint,
+                                                    "--national", c.nationalEndpoint, "--data-dir", c.dir.appendingPathComponent("r1").path])
+        #expect(run.wait(60) { $0.nodesHeardSinceMark >= 300 }, "heard \(run.fleet.snapshot.nodesHeardSinceMark) of 300 again")
+        let region2 = try GridClient(endpoint: endpoint)
+        var q = Wire.Query()
+        q.kind = .jobs
+        q.limit = 1
+        guard case .queryReply(let r) = try region2.request(.query(q)) else { Issue.record("no answer"); return }
+        #expect(r.total == 3000, "no acknowledged job lost")
+        #expect(run.fleet.snapshot.unknownAcks == 0, "the restarted region knows every node from its log")
+        Thread.sleep(forTimeInterval: 2)
+        let after = run.fleet.snapshot
+        #expect(after.assignments - before.assignments == after.repeatedAssignments - before.repeatedAssignments,
+                "after the restart only resends of known assignments arrive, no new runs of placed jobs")
+        #expect(after.concurrentRuns == 0)
+    }
+
+    @Test func latenciesAreRecordedFromSubmitToAgent() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        var options = fleetOptions(try #require(c.regionEndpoints["r1"]), nodes: 50)
+        options.jobDurationMs = 200
+        let run = try Running(options)
+        defer { run.stop() }
+        #expect(run.wait(30) { $0.registered >= 50 })
+        try waitForCapacity(c, nodes: 50)
+        let client = try c.client()
+        for _ in 0..<20 {
+            var spec = JobSpec(name: "lat", command: "true", accelerators: AcceleratorRequest(count: 1))
+            spec.env["SUBMIT_NS"] = String(DispatchTime.now().uptimeNanoseconds)
+            #expect(try client.submit(spec).accepted)
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        #expect(run.wait(20) { $0.latencies.count >= 20 && $0.completions >= 20 })
+        #expect(run.fleet.snapshot.latencies.allSatisfy { $0 > 0 && $0 < 10_000_000_000 })
+    }
+}
