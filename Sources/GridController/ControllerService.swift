@@ -24,7 +24,10 @@ public final class ControllerService: Service, @unchecked Sendable {
         var options = SocketLoopOptions(
             bind: config.bind, connect: config.role == .region ? config.national : nil, identity: config.id,
             maxMessageBytes: config.maxMessageBytes, highWaterMark: 100_000, tickMilliseconds: 50)
-        options.receiveHighWaterMark = 5_000
+        // A small inbound bound (5,000) held floods back by TCP, but libzmq 4.3.4 (Debian 12)
+        // then aborts in stream_engine_base.cpp:331 (`!_io_error`) when a peer's connection
+        // fails while its input is stopped; keep the bound high until that libzmq is gone.
+        options.receiveHighWaterMark = 100_000
         do {
             loop = try SocketLoop<Never>(options: options)
         } catch {

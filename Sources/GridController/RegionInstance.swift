@@ -495,6 +495,7 @@ public struct RegionInstance: Sendable {
         job.updatedAt = now.wall
         jobs[job.id] = job
         queue.insert(job.id, at: 0)
+        if queueCursor > 0 { queueCursor += 1 }
         out.append(.persist(.job(job)))
         out += enqueueStatus(job, now: now)
         out.append(.log(LogEvent(.warning, "job re-queued", ["job": "\(job.id)", "reason": reason])))
@@ -650,8 +651,11 @@ public struct RegionInstance: Sendable {
                 } else {
                     out += checkNode(id, now: now)
                 }
-            case .resend(let aid): out += resend(aid, now: now)
-            case .outbox(let key): out += sendUpward(key, now: now)
+            case .resend(let aid):
+                // While inputs are unread the ack may be among them: do not resend yet.
+                if backlog { timers.schedule(.resend(aid), at: now.monotonicMs + settings.retryIntervalMs) } else { out += resend(aid, now: now) }
+            case .outbox(let key):
+                if backlog { timers.schedule(.outbox(key), at: now.monotonicMs + settings.retryIntervalMs) } else { out += sendUpward(key, now: now) }
             case .summary:
                 summaryDue = true
                 timers.schedule(.summary, at: now.monotonicMs + settings.summaryIntervalMs)
@@ -769,6 +773,7 @@ public struct RegionInstance: Sendable {
         var out: [ControllerDirective] = []
         var placedIDs: Set<JobID> = []
         var blocked: [AcceleratorRequest: Int] = [:]
+        let begin = queueCursor
         let end = min(queue.count, queueCursor + settings.placementBudget)
         let budgetHit = end < queue.count
         for qi in queueCursor..<end {
@@ -826,9 +831,10 @@ public struct RegionInstance: Sendable {
         }
         queueCursor = end
         if !placedIDs.isEmpty {
-            let before = queue.count
-            queue.removeAll { placedIDs.contains($0) }
-            queueCursor -= min(queueCursor, before - queue.count)
+            // Only the examined window can hold placed jobs: compact it, not the whole queue.
+            let kept = queue[begin..<end].filter { !placedIDs.contains($0) }
+            queue.replaceSubrange(begin..<end, with: kept)
+            queueCursor = begin + kept.count
         }
         if budgetHit {
             // More to examine: continue on the next turn, after that turn's messages.
@@ -848,7 +854,8 @@ public struct RegionInstance: Sendable {
         }
         var ready = 0, lost = 0
         for n in nodes.values { if n.record.state == .ready { ready += 1 } else if n.record.state == .lost { lost += 1 } }
-        let running = jobs.values.reduce(0) { $0 + ($1.state == .assigned || $1.state == .running ? 1 : 0) }
+        // Assigned or running jobs are exactly those with an active assignment.
+        let running = assignments.count
         return RegionSummary(region: region, nodesReady: ready, nodesLost: lost, queuedJobs: queue.count, runningJobs: running,
                              capacity: capacity, nodes: [], nodesTruncated: false, generatedAt: now.wall)
     }

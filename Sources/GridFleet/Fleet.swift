@@ -144,6 +144,8 @@ public final class Fleet: @unchecked Sendable {
     var seq: UInt64 = 0
     var markActive = false
     var registerQueue: [Int] = []
+    /// Assignments this fleet finished, so a late resend is not run again.
+    var finished: Set<String> = []
     var registerHead = 0
 
     func heard(_ i: Int) {
@@ -413,7 +415,8 @@ public final class Fleet: @unchecked Sendable {
             } else {
                 sendFrame(i, frame)
             }
-            if nodes[i].held[a.assignmentID] != nil {
+            if nodes[i].held[a.assignmentID] != nil || finished.contains(a.assignmentID) {
+                // A resend of one it has or had: acknowledged again, never run twice (as an agent does).
                 stats.repeatedAssignments += 1
                 return
             }
@@ -448,6 +451,7 @@ public final class Fleet: @unchecked Sendable {
 
     func complete(_ i: Int, _ a: Wire.Assignment, nowMs: Int64) {
         guard !nodes[i].silent, nodes[i].held.removeValue(forKey: a.assignmentID) != nil else { return }
+        finished.insert(a.assignmentID)
         nodes[i].dirty = true
         stats.completions += 1
         status(i, a, .succeeded, nowMs: nowMs)

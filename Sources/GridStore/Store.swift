@@ -230,6 +230,21 @@ public struct StoreTransaction {
                         n.lastSeen.unixMs, n.registeredAt.unixMs])
     }
 
+    /// Job records are stored as protobuf (`Job`) behind a 0x01 byte, like devices; rows written
+    /// before this version are JSON (they start with '{').
+    static func encodeJob(_ j: JobRecord) throws -> Data {
+        var data = Data([0x01])
+        data.append(try Wire.Job(j).serializedData())
+        return data
+    }
+
+    static func decodeJob(_ data: Data) throws -> JobRecord {
+        if data.first == 0x01 {
+            return try Wire.Job(serializedBytes: data.dropFirst()).record()
+        }
+        return try jsonDecoder.decode(JobRecord.self, from: data)
+    }
+
     /// Devices are stored as protobuf (`DeviceList`) behind a 0x01 byte: about 20x faster to
     /// write than JSON, which rows written before this version hold (they start with '[').
     static func encodeDevices(_ devices: [DeviceInventory]) throws -> Data {
@@ -283,14 +298,14 @@ public struct StoreTransaction {
                 ON CONFLICT(id) DO UPDATE SET record = excluded.record, state = excluded.state,
                     region = excluded.region, node = excluded.node, updated_ms = excluded.updated_ms
                 """,
-            arguments: [j.id.rawValue, try jsonEncoder.encode(j), j.state.rawValue, j.region?.rawValue,
+            arguments: [j.id.rawValue, try Self.encodeJob(j), j.state.rawValue, j.region?.rawValue,
                         j.node?.rawValue, j.submittedAt.unixMs, j.updatedAt.unixMs])
     }
 
     public func job(_ id: JobID) throws -> JobRecord? {
         guard let data = try Data.fetchOne(db, sql: "SELECT record FROM jobs WHERE id = ?", arguments: [id.rawValue])
         else { return nil }
-        return try jsonDecoder.decode(JobRecord.self, from: data)
+        return try Self.decodeJob(data)
     }
 
     /// Jobs, newest submission last; `states` filters when non-empty.
@@ -306,7 +321,7 @@ public struct StoreTransaction {
                 db, sql: "SELECT record FROM jobs WHERE state IN (\(marks)) ORDER BY submitted_ms, id LIMIT ?",
                 arguments: args)
         }
-        return try rows.map { try jsonDecoder.decode(JobRecord.self, from: $0) }
+        return try rows.map { try Self.decodeJob($0) }
     }
 
     public func countJobs(state: JobState) throws -> Int {
@@ -497,13 +512,13 @@ extension StoreTransaction {
     /// Jobs not in a terminal state, oldest submission first.
     public func liveJobs() throws -> [JobRecord] {
         try Data.fetchAll(db, sql: "SELECT record FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY submitted_ms, id")
-            .map { try jsonDecoder.decode(JobRecord.self, from: $0) }
+            .map { try StoreTransaction.decodeJob($0) }
     }
 
     /// Terminal jobs updated since `since` (kept in memory for queries and late duplicates).
     public func finishedJobs(since: Date) throws -> [JobRecord] {
         try Data.fetchAll(db, sql: "SELECT record FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms >= ? ORDER BY submitted_ms, id",
                           arguments: [since.unixMs])
-            .map { try jsonDecoder.decode(JobRecord.self, from: $0) }
+            .map { try StoreTransaction.decodeJob($0) }
     }
 }
