@@ -66,12 +66,16 @@ extension ControllerDirective {
 /// applies (the node spoke again, the assignment was acknowledged) is checked and dropped by its
 /// handler, which keeps every operation O(log n) with no bookkeeping per heartbeat.
 public struct TimerHeap<Timer: Sendable>: Sendable {
+    /// Heap entries are plain values (no reference counting while sifting); the timers
+    /// themselves (which hold ids) sit in `payloads`, reused through a free list.
     struct Entry: Sendable {
         var due: Int64
         var order: UInt64
-        var timer: Timer
+        var slot: Int32
     }
     var entries: [Entry] = []
+    var payloads: [Timer?] = []
+    var freeSlots: [Int32] = []
     var counter: UInt64 = 0
 
     public init() {}
@@ -81,7 +85,15 @@ public struct TimerHeap<Timer: Sendable>: Sendable {
 
     public mutating func schedule(_ timer: Timer, at due: Int64) {
         counter &+= 1
-        entries.append(Entry(due: due, order: counter, timer: timer))
+        let slot: Int32
+        if let free = freeSlots.popLast() {
+            slot = free
+            payloads[Int(slot)] = timer
+        } else {
+            slot = Int32(payloads.count)
+            payloads.append(timer)
+        }
+        entries.append(Entry(due: due, order: counter, slot: slot))
         var i = entries.count - 1
         while i > 0 {
             let parent = (i - 1) / 2
@@ -98,17 +110,21 @@ public struct TimerHeap<Timer: Sendable>: Sendable {
         if !entries.isEmpty {
             entries[0] = last
             var i = 0
+            let n = entries.count
             while true {
                 let l = 2 * i + 1, r = l + 1
                 var m = i
-                if l < entries.count, less(entries[l], entries[m]) { m = l }
-                if r < entries.count, less(entries[r], entries[m]) { m = r }
+                if l < n, less(entries[l], entries[m]) { m = l }
+                if r < n, less(entries[r], entries[m]) { m = r }
                 if m == i { break }
                 entries.swapAt(i, m)
                 i = m
             }
         }
-        return first.timer
+        let timer = payloads[Int(first.slot)]
+        payloads[Int(first.slot)] = nil
+        freeSlots.append(first.slot)
+        return timer
     }
 
     func less(_ a: Entry, _ b: Entry) -> Bool { a.due != b.due ? a.due < b.due : a.order < b.order }

@@ -216,10 +216,16 @@ let jsonDecoder: JSONDecoder = {
 public struct StoreTransaction {
     let db: Database
 
+    /// Runs a statement compiled once per connection and reused (compiling is most of the cost
+    /// of a small write).
+    func run(sql: String, arguments: StatementArguments = StatementArguments()) throws {
+        try db.cachedStatement(sql: sql).execute(arguments: arguments)
+    }
+
     // MARK: nodes
 
     public func upsertNode(_ n: NodeRecord) throws {
-        try db.execute(
+        try run(
             sql: """
                 INSERT INTO nodes (id, hostname, state, devices, last_seen_ms, registered_ms)
                 VALUES (?, ?, ?, ?, ?, ?)
@@ -263,7 +269,7 @@ public struct StoreTransaction {
     }
 
     public func setNodeState(_ id: NodeID, _ state: NodeState) throws {
-        try db.execute(sql: "UPDATE nodes SET state = ? WHERE id = ?", arguments: [state.rawValue, id.rawValue])
+        try run(sql: "UPDATE nodes SET state = ? WHERE id = ?", arguments: [state.rawValue, id.rawValue])
     }
 
     public func touchNodes(_ seen: [NodeID: Date]) throws {
@@ -291,7 +297,7 @@ public struct StoreTransaction {
     }
 
     public func saveJob(_ j: JobRecord) throws {
-        try db.execute(
+        try run(
             sql: """
                 INSERT INTO jobs (id, record, state, region, node, submitted_ms, updated_ms)
                 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -331,7 +337,7 @@ public struct StoreTransaction {
     // MARK: assignments
 
     public func insertAssignment(_ a: AssignmentRecord) throws {
-        try db.execute(
+        try run(
             sql: """
                 INSERT INTO assignments (id, job_id, node_id, epoch, device_ids, state, created_ms)
                 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -342,7 +348,7 @@ public struct StoreTransaction {
 
     /// Inserts or updates an assignment (its state is the only field that changes).
     public func saveAssignment(_ a: AssignmentRecord, at now: Date) throws {
-        try db.execute(
+        try run(
             sql: """
                 INSERT INTO assignments (id, job_id, node_id, epoch, device_ids, state, created_ms, updated_ms)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -353,7 +359,7 @@ public struct StoreTransaction {
     }
 
     public func setAssignmentState(_ id: AssignmentID, _ state: AssignmentState) throws {
-        try db.execute(sql: "UPDATE assignments SET state = ? WHERE id = ?", arguments: [state.rawValue, id.rawValue])
+        try run(sql: "UPDATE assignments SET state = ? WHERE id = ?", arguments: [state.rawValue, id.rawValue])
     }
 
     public func assignment(_ id: AssignmentID) throws -> AssignmentRecord? {
@@ -378,7 +384,7 @@ public struct StoreTransaction {
     /// Queues a message for reliable delivery; a second enqueue with the same key replaces
     /// the payload (newer state supersedes older) and keeps it pending.
     public func enqueue(key: String, destination: String, type: String, payload: [UInt8], at now: Date) throws {
-        try db.execute(
+        try run(
             sql: """
                 INSERT INTO outbox (key, destination, type, payload, created_ms) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT(key) DO UPDATE SET payload = excluded.payload, type = excluded.type,
@@ -403,14 +409,14 @@ public struct StoreTransaction {
     }
 
     public func markAttempt(key: String, at now: Date) throws {
-        try db.execute(sql: "UPDATE outbox SET attempts = attempts + 1, last_attempt_ms = ? WHERE key = ?",
+        try run(sql: "UPDATE outbox SET attempts = attempts + 1, last_attempt_ms = ? WHERE key = ?",
                        arguments: [now.unixMs, key])
     }
 
     /// Removes an acknowledged message. Returns false when it was not (or no longer) queued.
     @discardableResult
     public func acknowledge(key: String) throws -> Bool {
-        try db.execute(sql: "DELETE FROM outbox WHERE key = ?", arguments: [key])
+        try run(sql: "DELETE FROM outbox WHERE key = ?", arguments: [key])
         return db.changesCount > 0
     }
 
@@ -418,7 +424,7 @@ public struct StoreTransaction {
 
     /// Records that an update id was applied. Returns false when it already was (a duplicate).
     public func markApplied(_ updateID: String, at now: Date) throws -> Bool {
-        try db.execute(sql: "INSERT OR IGNORE INTO applied_updates (id, applied_ms) VALUES (?, ?)",
+        try run(sql: "INSERT OR IGNORE INTO applied_updates (id, applied_ms) VALUES (?, ?)",
                        arguments: [updateID, now.unixMs])
         return db.changesCount > 0
     }
@@ -426,7 +432,7 @@ public struct StoreTransaction {
     // MARK: regions (national)
 
     public func upsertRegion(_ s: RegionSummary, seen: Date) throws {
-        try db.execute(
+        try run(
             sql: """
                 INSERT INTO regions (id, summary, last_seen_ms) VALUES (?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET summary = excluded.summary, last_seen_ms = excluded.last_seen_ms
@@ -447,7 +453,7 @@ public struct StoreTransaction {
     }
 
     public func setMeta(_ key: String, _ value: String) throws {
-        try db.execute(sql: "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        try run(sql: "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                        arguments: [key, value])
     }
 }
@@ -493,10 +499,10 @@ extension StoreTransaction {
 
     public func prune(before: Date, terminalJobs: Bool) throws {
         let ms = before.unixMs
-        try db.execute(sql: "DELETE FROM applied_updates WHERE applied_ms < ?", arguments: [ms])
-        try db.execute(sql: "DELETE FROM assignments WHERE state IN ('done', 'rejected', 'revoked') AND created_ms < ?", arguments: [ms])
+        try run(sql: "DELETE FROM applied_updates WHERE applied_ms < ?", arguments: [ms])
+        try run(sql: "DELETE FROM assignments WHERE state IN ('done', 'rejected', 'revoked') AND created_ms < ?", arguments: [ms])
         if terminalJobs {
-            try db.execute(sql: """
+            try run(sql: """
                 DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms < ?
                     AND id NOT IN (SELECT job_id FROM assignments)
                 """, arguments: [ms])

@@ -193,3 +193,29 @@ struct NationalHarness {
         #expect(shell.failedCommits == 1)
     }
 }
+
+@Suite struct TimerHeapTests {
+    @Test func popsInDueOrderFirstInFirstOutAndNeverEarly() {
+        var heap = TimerHeap<Int>()
+        var rng = SystemRandomNumberGenerator()
+        var expected: [(Int64, Int)] = []
+        for i in 0..<2000 {
+            let due = Int64.random(in: 0..<500, using: &rng)
+            heap.schedule(i, at: due)
+            expected.append((due, i))
+        }
+        #expect(heap.popDue(-1) == nil, "nothing is due before its time")
+        expected.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
+        var got: [Int] = []
+        while let t = heap.popDue(250) { got.append(t) }
+        #expect(got == expected.filter { $0.0 <= 250 }.map(\.1))
+        // Slots are reused after pops; order still holds for what is scheduled later.
+        heap.schedule(-1, at: 300)
+        var rest: [Int] = []
+        while let t = heap.popDue(1000) { rest.append(t) }
+        let later = expected.filter { $0.0 > 250 }
+        let merged = (later + [(300, -1)]).sorted { $0.0 != $1.0 ? $0.0 < $1.0 : ($0.1 == -1 ? false : ($1.1 == -1 ? true : $0.1 < $1.1)) }
+        #expect(rest == merged.map(\.1))
+        #expect(heap.count == 0 && heap.nextDue == nil)
+    }
+}
