@@ -79,6 +79,9 @@ public struct AgentInstance: Sendable {
     var devices: [DeviceInventory]
     public private(set) var registered = false
     var lastRegisterMs: Int64 = .min
+    /// Registers sent without an answer: the wait between them doubles (1 s to 30 s), plus a
+    /// per-node offset, so a region coming back is not met by every agent at once.
+    var registerAttempts = 0
     var lastHeartbeatMs: Int64 = .min
     var heartbeatIntervalMs: Int64
     var devicesDirty = true
@@ -99,6 +102,12 @@ public struct AgentInstance: Sendable {
     }
 
     public var runningAssignments: [AssignmentID] { running.keys.sorted() }
+
+    var registerBackoffMs: Int64 {
+        let base = max(1000, heartbeatIntervalMs)
+        let spread = Int64(settings.node.rawValue.utf8.reduce(0) { ($0 &* 31 &+ Int($1)) & 0xFFFF } % 1000)
+        return min(30_000, base << Int64(min(max(0, registerAttempts - 1), 5))) + (registerAttempts > 1 ? spread : 0)
+    }
     public var unacknowledgedStatuses: Int { pending.count }
 
     // MARK: from the region
@@ -109,6 +118,7 @@ public struct AgentInstance: Sendable {
             var out: [AgentDirective] = []
             if !registered { out.append(.log(.info, "registered with region \(m.regionID) as \(settings.node)")) }
             registered = true
+            registerAttempts = 0
             if m.heartbeatIntervalMs > 0 { heartbeatIntervalMs = Int64(m.heartbeatIntervalMs) }
             return out
         case .heartbeatAck(let m):
@@ -144,8 +154,9 @@ public struct AgentInstance: Sendable {
     public mutating func onTick(now: Int64) -> [AgentDirective] {
         var out: [AgentDirective] = []
         if !registered {
-            if lastRegisterMs == .min || now - lastRegisterMs >= max(1000, heartbeatIntervalMs) {
+            if lastRegisterMs == .min || now - lastRegisterMs >= registerBackoffMs {
                 lastRegisterMs = now
+                registerAttempts += 1
                 var r = Wire.Register()
                 r.nodeID = settings.node.rawValue
                 r.hostname = settings.hostname

@@ -112,6 +112,9 @@ public final class Fleet: @unchecked Sendable {
         var devices: [DeviceInventory]
         var registered = false
         var registerSentMs: Int64 = .min
+        /// Register retries back off (5 s doubling to 60 s, with jitter), as agents do, so a
+        /// slow region is not buried under repeated registrations.
+        var registerAttempts = 0
         var heartbeat: [UInt8] = []
         var dirty = true
         var held: [String: Int64] = [:]  // assignment id -> completion due (ms)
@@ -163,6 +166,7 @@ public final class Fleet: @unchecked Sendable {
         var failDevices: [Int] = []
         var reconnect = false
         var mark = false
+        var silenceHolding = 0
     }
 
     public init(options: FleetOptions) throws {
@@ -206,6 +210,8 @@ public final class Fleet: @unchecked Sendable {
     public func stop() { control.withLock { $0.stop = true } }
     /// Nodes (by index) that stop sending anything from now on, as a crashed host does.
     public func silence(_ nodes: [Int]) { control.withLock { $0.silence += nodes } }
+    /// Silences `count` nodes that hold work, spread over the fleet.
+    public func silenceNodesHoldingWork(_ count: Int) { control.withLock { $0.silenceHolding += count } }
     /// Marks the first device of each node unhealthy (reported on its next heartbeat).
     public func failDevice(on nodes: [Int]) { control.withLock { $0.failDevices += nodes } }
     /// Drops every connection and registers every node again.
@@ -237,9 +243,18 @@ public final class Fleet: @unchecked Sendable {
                 c.failDevices = []
                 c.reconnect = false
                 c.mark = false
+                c.silenceHolding = 0
                 return copy
             }
             if c.stop { break }
+            if c.silenceHolding > 0 {
+                let holding = nodes.indices.filter { !nodes[$0].held.isEmpty && !nodes[$0].silent }
+                let step = max(1, holding.count / c.silenceHolding)
+                for i in stride(from: 0, to: holding.count, by: step).prefix(c.silenceHolding) {
+                    nodes[holding[i]].silent = true
+                    nodes[holding[i]].silencedAtNs = Self.nowNs()
+                }
+            }
             for i in c.silence where i < nodes.count {
                 nodes[i].silent = true
                 nodes[i].silencedAtNs = Self.nowNs()
@@ -273,7 +288,8 @@ public final class Fleet: @unchecked Sendable {
                 // Registrations not answered within 3 s go out again; nodes the region forgot too.
                 lastRetryScanNs = nowNs
                 for i in nodes.indices where !nodes[i].registered && !nodes[i].silent
-                    && nodes[i].registerSentMs != .min && nowMs - nodes[i].registerSentMs >= 3000 {
+                    && nodes[i].registerSentMs != .min
+                    && nowMs - nodes[i].registerSentMs >= min(60_000, 5000 << min(nodes[i].registerAttempts, 4)) + Int64(i % 1000) {
                     registerQueue.append(i)
                 }
             }
@@ -286,6 +302,7 @@ public final class Fleet: @unchecked Sendable {
                 }
                 guard !nodes[i].registered, !nodes[i].silent else { continue }
                 nodes[i].registerSentMs = nowMs
+                nodes[i].registerAttempts += 1
                 var r = Wire.Register()
                 r.nodeID = nodes[i].id
                 r.hostname = nodes[i].id

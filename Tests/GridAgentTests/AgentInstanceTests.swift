@@ -71,6 +71,16 @@ extension Array where Element == AgentDirective {
         #expect(h.tick(700).heartbeats.count == 1)
     }
 
+    @Test func unansweredRegistersBackOff() {
+        var h = AgentHarness()
+        #expect(h.tick().sent.count == 1)
+        #expect(h.tick(1000).sent.count == 1, "the second try after a second")
+        #expect(h.tick(1900).sent.isEmpty, "then twice as long, plus a per-node offset")
+        #expect(h.tick(1100).sent.count == 1)
+        for _ in 0..<20 { _ = h.tick(31_000) }
+        #expect(h.tick(29_000).sent.isEmpty, "never more often than every 30 s once backed off")
+    }
+
     @Test func assignmentIsAcknowledgedStartedOnceAndReportedUntilAcknowledged() throws {
         var h = AgentHarness()
         h.registered()
