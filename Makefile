@@ -19,7 +19,7 @@ test: deps
 	$(SWIFT) test --skip-build
 
 bench: deps
-	$(SWIFT) build -c release --product grid-bench
+	$(SWIFT) build -c release
 	.build/release/grid-bench
 
 clean:

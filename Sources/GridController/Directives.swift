@@ -129,3 +129,16 @@ public struct TimerHeap<Timer: Sendable>: Sendable {
 
     func less(_ a: Entry, _ b: Entry) -> Bool { a.due != b.due ? a.due < b.due : a.order < b.order }
 }
+
+/// Paging of `QUERY JOBS` and `QUERY NODES`: `offset`, `limit` (0 = 1000, at most 10,000),
+/// and the reply's `total` and `next_offset` (0 on the last page).
+enum QueryPaging {
+    static func page<T>(_ all: [T], _ m: Wire.Query, _ reply: inout Wire.QueryReply) -> ArraySlice<T> {
+        let size = Int(m.limit == 0 ? 1000 : min(m.limit, 10_000))
+        let offset = Int(min(m.offset, UInt64(all.count)))
+        let page = all[offset...].prefix(size)
+        reply.total = UInt64(all.count)
+        reply.nextOffset = offset + page.count < all.count ? UInt64(offset + page.count) : 0
+        return page
+    }
+}

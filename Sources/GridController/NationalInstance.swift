@@ -362,15 +362,10 @@ public struct NationalInstance: Sendable {
     public mutating func onQuery(_ m: Wire.Query, origin: Origin, now: Moment) -> [ControllerDirective] {
         var reply = Wire.QueryReply()
         reply.correlation = m.correlation
-        let pageSize = Int(m.limit == 0 ? 1000 : min(m.limit, 10_000))
-        let offset = Int(min(m.offset, UInt64(Int.max)))
         switch m.kind {
         case .jobs:
             let all = jobs.values.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
-            let page = all.dropFirst(offset).prefix(pageSize)
-            reply.jobs = page.map(Wire.Job.init)
-            reply.total = UInt64(all.count)
-            reply.nextOffset = offset + page.count < all.count ? UInt64(offset + page.count) : 0
+            reply.jobs = QueryPaging.page(all, m, &reply).map(Wire.Job.init)
         case .job:
             guard let job = jobs[JobID(m.jobID)] else {
                 return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]

@@ -125,7 +125,9 @@ public struct RegionInstance: Sendable {
     /// Total time the controller was stalled (turn gaps beyond the threshold).
     public private(set) var stalledMs: Int64 = 0
     /// Lifeguard-style local health: raised when the controller stalls, lowered after calm
-    /// periods; the lost-node timeout is stretched by (1 + localHealth / 2).
+    /// seconds; the lost-node timeout is stretched by (1 + localHealth / 4), at most 2x. Stall
+    /// time itself is already subtracted from every node's silence; this is the margin for
+    /// lag that turn gaps do not show.
     public private(set) var localHealth = 0
     var calmSinceMs: Int64 = 0
     var summarySequence: UInt64 = 0
@@ -390,7 +392,7 @@ public struct RegionInstance: Sendable {
         timers.schedule(.nodeDeadline(id), at: due)
     }
 
-    var lostAfterMs: Int64 { settings.nodeLostAfterMs * Int64(2 + localHealth) / 2 }
+    var lostAfterMs: Int64 { settings.nodeLostAfterMs * Int64(4 + localHealth) / 4 }
 
     // MARK: assignments and status
 
@@ -592,26 +594,17 @@ public struct RegionInstance: Sendable {
     public func onQuery(_ m: Wire.Query, origin: Origin, now: Moment) -> [ControllerDirective] {
         var reply = Wire.QueryReply()
         reply.correlation = m.correlation
-        let pageSize = Int(m.limit == 0 ? 1000 : min(m.limit, 10_000))
-        let offset = Int(min(m.offset, UInt64(Int.max)))
         switch m.kind {
         case .jobs:
             let all = jobs.values.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
-            let page = all.dropFirst(offset).prefix(pageSize)
-            reply.jobs = page.map(Wire.Job.init)
-            reply.total = UInt64(all.count)
-            reply.nextOffset = offset + page.count < all.count ? UInt64(offset + page.count) : 0
+            reply.jobs = QueryPaging.page(all, m, &reply).map(Wire.Job.init)
         case .job:
             guard let job = jobs[JobID(m.jobID)] else {
                 return [.error("not_found", "job \(m.jobID) is not known in region \(region)", to: origin)]
             }
             reply.jobs = [Wire.Job(job)]
         case .nodes:
-            let ids = nodes.keys.sorted()
-            let page = ids.dropFirst(offset).prefix(pageSize)
-            reply.nodes = page.compactMap { brief($0, now: now) }.map(Wire.NodeBrief.init)
-            reply.total = UInt64(ids.count)
-            reply.nextOffset = offset + page.count < ids.count ? UInt64(offset + page.count) : 0
+            reply.nodes = QueryPaging.page(nodes.keys.sorted(), m, &reply).compactMap { brief($0, now: now) }.map(Wire.NodeBrief.init)
         case .regions:
             var s = Wire.RegionSummary(summaryValue(now: now))
             s.full = true
@@ -679,9 +672,9 @@ public struct RegionInstance: Sendable {
         if gap > settings.stallThresholdMs {
             stalledMs += gap
             counters.stalls += 1
-            localHealth = min(8, localHealth + 1)
+            localHealth = min(4, localHealth + 1)
             calmSinceMs = now.monotonicMs
-        } else if localHealth > 0 && now.monotonicMs - calmSinceMs >= settings.nodeLostAfterMs {
+        } else if localHealth > 0 && now.monotonicMs - calmSinceMs >= 1000 {
             localHealth -= 1
             calmSinceMs = now.monotonicMs
         }

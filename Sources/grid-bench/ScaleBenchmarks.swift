@@ -29,6 +29,32 @@ struct FleetFlags: ParsableArguments {
     }
 }
 
+/// A national scheduler, one region and a registered fleet the national scheduler can see.
+struct BenchHierarchy {
+    let cluster: BenchCluster
+    let national: String
+    let region: String
+    let runner: FleetRunner
+    let client: GridClient
+
+    init(name: String, nodes: Int, fleet: FleetFlags, jobDurationMs: Int64 = 0, regionSettings: [String: String]) throws {
+        cluster = try BenchCluster(name: name)
+        national = try cluster.controller("national", role: "national")
+        region = try cluster.controller("r1", role: "region", national: national, settings: regionSettings)
+        var options = fleet.options(endpoint: region, nodes: nodes)
+        options.jobDurationMs = jobDurationMs
+        runner = try FleetRunner(options)
+        guard runner.wait(seconds: 300, { $0.registered >= nodes }) else {
+            runner.stop()
+            throw BenchError("only \(runner.fleet.snapshot.registered) of \(nodes) nodes registered in 300 s")
+        }
+        client = try GridClient(endpoint: national)
+        let client = self.client
+        let ready = Date().addingTimeInterval(30)
+        while Date() < ready, ((try? client.query(.regions).regions.first?.nodesReady) ?? 0) < Int32(nodes) { Thread.sleep(forTimeInterval: 0.1) }
+    }
+}
+
 // MARK: 2. pure placement
 
 struct PlacementBench: ParsableCommand {
@@ -141,17 +167,10 @@ struct EndToEndBench: ParsableCommand {
 
     func run() throws {
         Machine.header("e2e", "\(nodes) nodes, \(jobs) one-device jobs in batches of \(batch), persistence on")
-        let cluster = try BenchCluster(name: "e2e")
-        let national = try cluster.controller("national", role: "national")
-        let region = try cluster.controller("r1", role: "region", national: national,
-                                            settings: ["summary_interval_ms": "500", "node_lost_after_ms": "30000"])
-        let runner = try FleetRunner(fleet.options(endpoint: region, nodes: nodes))
-        defer { runner.stop() }
-        guard runner.wait(seconds: 120, { $0.registered >= nodes }) else { throw BenchError("fleet did not register") }
-        let client = try GridClient(endpoint: national)
-        // Wait until the national scheduler sees the region's capacity.
-        let ready = Date().addingTimeInterval(30)
-        while Date() < ready, ((try? client.query(.regions).regions.first?.nodesReady) ?? 0) < Int32(nodes) { Thread.sleep(forTimeInterval: 0.1) }
+        let h = try BenchHierarchy(name: "e2e", nodes: nodes, fleet: fleet,
+                                   regionSettings: ["summary_interval_ms": "500", "node_lost_after_ms": "30000"])
+        defer { h.runner.stop() }
+        let (runner, client) = (h.runner, h.client)
         let spec = JobSpec(name: "e2e", command: "true", accelerators: AcceleratorRequest(count: 1))
         let t0 = Date()
         var submitted = 0, k = 0
@@ -201,17 +220,9 @@ struct LatencyBench: ParsableCommand {
 
     func run() throws {
         Machine.header("latency", "\(nodes) nodes, \(rate) jobs/s for \(seconds)s, jobs run 1 s")
-        let cluster = try BenchCluster(name: "lat")
-        let national = try cluster.controller("national", role: "national")
-        let region = try cluster.controller("r1", role: "region", national: national, settings: ["node_lost_after_ms": "30000"])
-        var options = fleet.options(endpoint: region, nodes: nodes)
-        options.jobDurationMs = 1000
-        let runner = try FleetRunner(options)
-        defer { runner.stop() }
-        guard runner.wait(seconds: 60, { $0.registered >= nodes }) else { throw BenchError("fleet did not register") }
-        let client = try GridClient(endpoint: national)
-        let ready = Date().addingTimeInterval(30)
-        while Date() < ready, ((try? client.query(.regions).regions.first?.nodesReady) ?? 0) < Int32(nodes) { Thread.sleep(forTimeInterval: 0.1) }
+        let h = try BenchHierarchy(name: "lat", nodes: nodes, fleet: fleet, jobDurationMs: 1000, regionSettings: ["node_lost_after_ms": "30000"])
+        defer { h.runner.stop() }
+        let (runner, client) = (h.runner, h.client)
         let interval = 1.0 / Double(rate)
         let start = Date()
         var sent = 0
@@ -245,18 +256,10 @@ struct FailoverBench: ParsableCommand {
 
     func run() throws {
         Machine.header("failover", "\(nodes) nodes, \(silent) go silent, \(jobs) jobs placed meanwhile, node_lost_after_ms \(lostAfterMs)")
-        let cluster = try BenchCluster(name: "fo")
-        let national = try cluster.controller("national", role: "national")
-        let region = try cluster.controller("r1", role: "region", national: national,
-                                            settings: ["node_lost_after_ms": "\(lostAfterMs)", "heartbeat_interval_ms": "\(fleet.heartbeatMs)"])
-        var options = fleet.options(endpoint: region, nodes: nodes)
-        options.jobDurationMs = 600_000
-        let runner = try FleetRunner(options)
-        defer { runner.stop() }
-        guard runner.wait(seconds: 120, { $0.registered >= nodes }) else { throw BenchError("fleet did not register") }
-        let client = try GridClient(endpoint: national)
-        let ready = Date().addingTimeInterval(30)
-        while Date() < ready, ((try? client.query(.regions).regions.first?.nodesReady) ?? 0) < Int32(nodes) { Thread.sleep(forTimeInterval: 0.1) }
+        let h = try BenchHierarchy(name: "fo", nodes: nodes, fleet: fleet, jobDurationMs: 600_000,
+                                   regionSettings: ["node_lost_after_ms": "\(lostAfterMs)", "heartbeat_interval_ms": "\(fleet.heartbeatMs)"])
+        defer { h.runner.stop() }
+        let (runner, client) = (h.runner, h.client)
         // Fill every node with one long job so the silenced ones hold work.
         let spec = JobSpec(name: "fo", command: "true", accelerators: AcceleratorRequest(count: 1))
         _ = try client.submitBatch([(spec, nodes, JobID("held"))], timeout: 120)
@@ -290,18 +293,10 @@ struct RecoveryBench: ParsableCommand {
 
     func run() throws {
         Machine.header("recovery", "\(nodes) nodes, \(jobs) jobs held by the region, kill -9 and restart")
-        let cluster = try BenchCluster(name: "rec")
-        let national = try cluster.controller("national", role: "national")
         let regionSettings = ["node_lost_after_ms": "30000"]
-        let region = try cluster.controller("r1", role: "region", national: national, settings: regionSettings)
-        var options = fleet.options(endpoint: region, nodes: nodes)
-        options.jobDurationMs = 3_600_000
-        let runner = try FleetRunner(options)
-        defer { runner.stop() }
-        guard runner.wait(seconds: 120, { $0.registered >= nodes }) else { throw BenchError("fleet did not register") }
-        let client = try GridClient(endpoint: national)
-        let ready = Date().addingTimeInterval(30)
-        while Date() < ready, ((try? client.query(.regions).regions.first?.nodesReady) ?? 0) < Int32(nodes) { Thread.sleep(forTimeInterval: 0.1) }
+        let h = try BenchHierarchy(name: "rec", nodes: nodes, fleet: fleet, jobDurationMs: 3_600_000, regionSettings: regionSettings)
+        defer { h.runner.stop() }
+        let (cluster, national, region, runner, client) = (h.cluster, h.national, h.region, h.runner, h.client)
         let spec = JobSpec(name: "rec", command: "true", accelerators: AcceleratorRequest(count: 1))
         var k = 0
         while k * 10_000 < jobs {

@@ -110,6 +110,16 @@ extension Array where Element == AgentDirective {
         #expect(h.receive(.assignment(AgentHarness.assignment())).starts.isEmpty)
     }
 
+    @Test func aProcessThatCannotStartIsReportedFailed() {
+        var h = AgentHarness()
+        h.registered()
+        _ = h.receive(.assignment(AgentHarness.assignment()))
+        let out = h.instance.onProcessFailed("j-1.1", reason: "cannot start '/bin/true': ENOENT", now: h.now)
+        #expect(out.statuses.map(\.state) == ["failed"] && out.statuses.first?.message.contains("ENOENT") == true)
+        #expect(h.instance.runningAssignments.isEmpty)
+        #expect(h.receive(.assignment(AgentHarness.assignment())).starts.isEmpty, "not tried again")
+    }
+
     @Test func busyOrForeignDevicesAreRefused() {
         var h = AgentHarness()
         h.registered()

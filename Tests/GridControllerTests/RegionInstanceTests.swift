@@ -221,6 +221,39 @@ func device(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, mod
         #expect(h.tick().assignments.isEmpty, "an unhealthy device takes no work")
     }
 
+    @Test func rejectedAssignmentIsRequeuedAndPlacedElsewhere() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
+        let a = try #require(h.tick().assignments.first)
+        let out = h.ack(a, accepted: false)
+        #expect(out.persistedAssignments.map(\.state).contains(.rejected))
+        #expect(h.instance.job("j-1")?.state == .queued)
+        _ = h.register("n2", devices: [device("h0", 0)])
+        let next = try #require(h.tick(advanceMs: 10).assignments.first)
+        #expect(next.epoch == a.epoch + 1)
+    }
+
+    @Test func cancelOfAQueuedJobEndsItAndOfARunningOneTellsTheNode() throws {
+        var h = RegionHarness()
+        _ = h.forward("j-q", JobSpec(name: "t", command: "true"))
+        var c = Wire.Cancel()
+        c.jobID = "j-q"
+        let queued = h.send(.cancel(c), from: h.national)
+        #expect(queued.persistedJobs.map(\.state) == [.cancelled])
+        #expect(h.instance.queuedJobCount == 0)
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-r", JobSpec(name: "t", command: "true"))
+        let a = try #require(h.tick().assignments.first)
+        _ = h.ack(a)
+        c.jobID = "j-r"
+        #expect(h.send(.cancel(c), from: h.national).cancels.map(\.assignmentID) == [a.assignmentID])
+        // Until the node reports the end, the cancel is repeated when it shows the assignment.
+        #expect(h.heartbeat("n1", running: [a.assignmentID], digestOf: [a.assignmentID]).cancels.count == 1)
+        #expect(h.status(a, .cancelled).statusAcks.first?.applied == true)
+        #expect(h.instance.job("j-r")?.state == .cancelled)
+    }
+
     @Test func heartbeatFromUnknownNodeAsksForRegistration() {
         var h = RegionHarness()
         #expect(h.heartbeat("ghost").heartbeatAcks.first?.known == false)
