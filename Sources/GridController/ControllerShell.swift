@@ -70,7 +70,21 @@ public final class ControllerShell<Instance: ControllerInstance> {
             }
         }
         directives += instance.onTick(now: now, backlog: backlog)
-        return perform(directives)
+        let out = perform(directives)
+        returnFreedMemory(now)
+        return out
+    }
+
+    var lastTrimMs: Int64 = 0
+
+    /// Bursts (100,000 registrations, a large submit) leave freed memory in glibc's arenas;
+    /// hand it back to the system every 10 s so the resident size follows the live state.
+    func returnFreedMemory(_ now: Moment) {
+        #if os(Linux)
+        guard now.monotonicMs - lastTrimMs >= 10_000 else { return }
+        lastTrimMs = now.monotonicMs
+        _ = glibcMallocTrim(0)
+        #endif
     }
 
     /// Commits, logs, then encodes the sends.
@@ -143,3 +157,9 @@ extension RegionInstance.Settings {
         placement = .init(allowDegraded: config.placement.allowDegraded)
     }
 }
+
+#if os(Linux)
+/// glibc's `int malloc_trim(size_t pad)`, which the Glibc module does not export.
+@_silgen_name("malloc_trim")
+func glibcMallocTrim(_ pad: Int) -> Int32
+#endif

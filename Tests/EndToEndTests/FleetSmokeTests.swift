@@ -148,6 +148,38 @@ import Testing
         #expect(after.concurrentRuns == 0)
     }
 
+    @Test func reconnectStormsSlowAcksAndDeviceFailuresLoseNothing() async throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        var options = fleetOptions(try #require(c.regionEndpoints["r1"]), nodes: 300)
+        options.jobDurationMs = 1500
+        options.ackDelayMs = 1500  // acks later than the region's first resend
+        let run = try Running(options)
+        defer { run.stop() }
+        #expect(await run.wait(60) { $0.registered >= 300 })
+        try waitForCapacity(c, nodes: 300)
+        let client = try c.client()
+        let healthyBefore = try client.query(.regions).regions.reduce(0) { $0 + $1.capacity.reduce(0) { $0 + Int($1.healthy) } }
+        run.fleet.failDevice(on: Array(0..<10))
+        _ = try client.submitBatch([(JobSpec(name: "s", command: "true", accelerators: AcceleratorRequest(count: 1)), 300, JobID("storm"))])
+        try await Task.sleep(for: .milliseconds(500))
+        run.fleet.reconnectStorm()
+        #expect(await run.wait(60) { $0.completions >= 300 }, "completed \(run.fleet.snapshot.completions)")
+        let s = run.fleet.snapshot
+        #expect(s.completions == 300, "every job ran once")
+        #expect(s.concurrentRuns == 0 && s.liveNodesRevoked == 0)
+        #expect(s.repeatedAssignments > 0, "slow acks make the region resend; the nodes acknowledge again and run nothing twice")
+        _ = try c.eventually(30, "the national record to show 300 succeeded") { () -> Bool? in
+            try client.jobs().filter { $0.state == .succeeded }.count == 300 ? true : nil
+        }
+        _ = try c.eventually(10, "the failed devices to leave the healthy capacity") { () -> Bool? in
+            let healthy = try client.query(.regions).regions.reduce(0) { $0 + $1.capacity.reduce(0) { $0 + Int($1.healthy) } }
+            return healthy == healthyBefore - 10 ? true : nil
+        }
+    }
+
     @Test func latenciesAreRecordedFromSubmitToAgent() async throws {
         let c = try Cluster()
         defer { c.stopAll() }
