@@ -133,6 +133,18 @@ public struct TimerHeap<Timer: Sendable>: Sendable {
 /// Paging of `QUERY JOBS` and `QUERY NODES`: `offset`, `limit` (0 = 1000, at most 10,000),
 /// and the reply's `total` and `next_offset` (0 on the last page).
 enum QueryPaging {
+    /// `JOBS` (a page, oldest submission first) or `JOB` (one); false when that one is unknown.
+    static func answerJobs(_ jobs: [JobID: JobRecord], _ m: Wire.Query, _ reply: inout Wire.QueryReply) -> Bool {
+        if m.kind == .job {
+            guard let job = jobs[JobID(m.jobID)] else { return false }
+            reply.jobs = [Wire.Job(job)]
+            return true
+        }
+        let all = jobs.values.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
+        reply.jobs = page(all, m, &reply).map(Wire.Job.init)
+        return true
+    }
+
     static func page<T>(_ all: [T], _ m: Wire.Query, _ reply: inout Wire.QueryReply) -> ArraySlice<T> {
         let size = Int(m.limit == 0 ? 1000 : min(m.limit, 10_000))
         let offset = Int(min(m.offset, UInt64(all.count)))

@@ -363,14 +363,10 @@ public struct NationalInstance: Sendable {
         var reply = Wire.QueryReply()
         reply.correlation = m.correlation
         switch m.kind {
-        case .jobs:
-            let all = jobs.values.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
-            reply.jobs = QueryPaging.page(all, m, &reply).map(Wire.Job.init)
-        case .job:
-            guard let job = jobs[JobID(m.jobID)] else {
+        case .jobs, .job:
+            guard QueryPaging.answerJobs(jobs, m, &reply) else {
                 return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]
             }
-            reply.jobs = [Wire.Job(job)]
         case .nodes:
             // Nodes live in their region; ask it and relay its answer (pages included).
             let known = regions.filter { $0.value.route != nil }.keys.sorted()

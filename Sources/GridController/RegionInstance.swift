@@ -595,14 +595,10 @@ public struct RegionInstance: Sendable {
         var reply = Wire.QueryReply()
         reply.correlation = m.correlation
         switch m.kind {
-        case .jobs:
-            let all = jobs.values.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
-            reply.jobs = QueryPaging.page(all, m, &reply).map(Wire.Job.init)
-        case .job:
-            guard let job = jobs[JobID(m.jobID)] else {
+        case .jobs, .job:
+            guard QueryPaging.answerJobs(jobs, m, &reply) else {
                 return [.error("not_found", "job \(m.jobID) is not known in region \(region)", to: origin)]
             }
-            reply.jobs = [Wire.Job(job)]
         case .nodes:
             reply.nodes = QueryPaging.page(nodes.keys.sorted(), m, &reply).compactMap { brief($0, now: now) }.map(Wire.NodeBrief.init)
         case .regions:
