@@ -23,7 +23,7 @@ public final class ControllerService: Service, @unchecked Sendable {
         let store = try GridStore(path: config.databasePath)
         var options = SocketLoopOptions(
             bind: config.bind, connect: config.role == .region ? config.national : nil, identity: config.id,
-            maxMessageBytes: config.maxMessageBytes, highWaterMark: 100_000, tickMilliseconds: 50)
+            maxMessageBytes: config.maxMessageBytes, highWaterMark: 100_000, tickMilliseconds: 200)
         // A small inbound bound (5,000) held floods back by TCP, but libzmq 4.3.4 (Debian 12)
         // then aborts in stream_engine_base.cpp:331 (`!_io_error`) when a peer's connection
         // fails while its input is stopped; keep the bound high until that libzmq is gone.

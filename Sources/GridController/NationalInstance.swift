@@ -49,6 +49,9 @@ public struct NationalInstance: Sendable {
         var capacity: [CapacityKeyWire: CapacityEntry]
         var sequence: UInt64
         var lastSeenMs: Int64
+        /// When the view was last written, and what was written (counts without the timestamp).
+        var writtenMs: Int64 = .min
+        var written: RegionSummary? = nil
         var route: Peer?
     }
 
@@ -285,9 +288,16 @@ public struct NationalInstance: Sendable {
         view.sequence = m.sequence
         view.lastSeenMs = now.monotonicMs
         view.route = origin.peer
+        // The latest view of each region is kept for restarts, one row per region: written
+        // when the counts change, else every 30 s (not on every summary, a commit a second).
+        var counts = s
+        counts.generatedAt = Date(timeIntervalSince1970: 0)
+        if counts != view.written || view.writtenMs == .min || now.monotonicMs - view.writtenMs >= 30_000 {
+            view.written = counts
+            view.writtenMs = now.monotonicMs
+            out.append(.persist(.region(s, seen: now.wall)))
+        }
         regions[id] = view
-        // The latest view of each region is kept for restarts; one row per region.
-        out.append(.persist(.region(s, seen: now.wall)))
         if isNew {
             out.append(.log(LogEvent(.info, "region connected", ["region": "\(id)", "nodes_ready": "\(m.nodesReady)"])))
             // Forwards waiting for this region go now.

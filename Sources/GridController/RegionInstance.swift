@@ -58,7 +58,7 @@ public struct RegionInstance: Sendable {
         /// How long finished jobs, finished assignments and applied update ids are kept.
         public var historyRetentionMs: Int64 = 24 * 3_600_000
         /// A gap between turns longer than this counts as the controller stalling.
-        public var stallThresholdMs: Int64 = 250
+        public var stallThresholdMs: Int64 = 500
         public var placement: PlacementIndex.Options = .init()
         public init(region: RegionID) { self.region = region }
     }
