@@ -236,6 +236,35 @@ public struct StoreTransaction {
                         n.lastSeen.unixMs, n.registeredAt.unixMs])
     }
 
+    /// Device ids of an assignment: 0x01, then each id as a 4-byte little-endian length and
+    /// its UTF-8 bytes (any id survives, whatever an agent reported). Rows before this
+    /// version are JSON.
+    static func encodeIDs(_ ids: [String]) -> Data {
+        var data = Data([0x01])
+        for id in ids {
+            let bytes = Array(id.utf8)
+            let n = UInt32(bytes.count)
+            data.append(contentsOf: [UInt8(n & 0xff), UInt8((n >> 8) & 0xff), UInt8((n >> 16) & 0xff), UInt8(n >> 24)])
+            data.append(contentsOf: bytes)
+        }
+        return data
+    }
+
+    static func decodeIDs(_ data: Data) throws -> [String] {
+        guard data.first == 0x01 else { return try jsonDecoder.decode([String].self, from: data) }
+        let bytes = Array(data)
+        var ids: [String] = []
+        var i = 1
+        while i + 4 <= bytes.count {
+            let n = Int(bytes[i]) | Int(bytes[i + 1]) << 8 | Int(bytes[i + 2]) << 16 | Int(bytes[i + 3]) << 24
+            i += 4
+            guard i + n <= bytes.count else { break }
+            ids.append(String(decoding: bytes[i..<(i + n)], as: UTF8.self))
+            i += n
+        }
+        return ids
+    }
+
     /// Job records are stored as protobuf (`Job`) behind a 0x01 byte, like devices; rows written
     /// before this version are JSON (they start with '{').
     static func encodeJob(_ j: JobRecord) throws -> Data {
@@ -342,7 +371,7 @@ public struct StoreTransaction {
                 INSERT INTO assignments (id, job_id, node_id, epoch, device_ids, state, created_ms)
                 VALUES (?, ?, ?, ?, ?, ?, ?)
                 """,
-            arguments: [a.id.rawValue, a.job.rawValue, a.node.rawValue, a.epoch, try jsonEncoder.encode(a.deviceIDs),
+            arguments: [a.id.rawValue, a.job.rawValue, a.node.rawValue, a.epoch, Self.encodeIDs(a.deviceIDs),
                         a.state.rawValue, a.createdAt.unixMs])
     }
 
@@ -354,7 +383,7 @@ public struct StoreTransaction {
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms
                 """,
-            arguments: [a.id.rawValue, a.job.rawValue, a.node.rawValue, a.epoch, try jsonEncoder.encode(a.deviceIDs),
+            arguments: [a.id.rawValue, a.job.rawValue, a.node.rawValue, a.epoch, Self.encodeIDs(a.deviceIDs),
                         a.state.rawValue, a.createdAt.unixMs, now.unixMs])
     }
 
@@ -375,7 +404,7 @@ public struct StoreTransaction {
     static func assignment(_ row: Row) throws -> AssignmentRecord {
         AssignmentRecord(
             id: AssignmentID(row["id"]), job: JobID(row["job_id"]), node: NodeID(row["node_id"]),
-            epoch: row["epoch"], deviceIDs: try jsonDecoder.decode([String].self, from: row["device_ids"] as Data),
+            epoch: row["epoch"], deviceIDs: try decodeIDs(row["device_ids"] as Data),
             state: AssignmentState(rawValue: row["state"]) ?? .revoked, createdAt: Date(ms: row["created_ms"]))
     }
 

@@ -1,7 +1,7 @@
 import Foundation
 import GridCore
 import GridProtocol
-import GridStore
+@testable import GridStore
 import Testing
 
 func temporaryDirectory(_ name: String = #function) -> URL {
@@ -169,5 +169,16 @@ func temporaryDirectory(_ name: String = #function) -> URL {
         #expect(try store.read("t") { try $0.job("live") } != nil, "a live job is never pruned")
         #expect(try store.read("t") { try $0.appliedUpdates(since: .distantPast) }.map(\.0) == ["u-new"])
         #expect(try store.appliedMigrations().last == "v2-log")
+    }
+}
+
+@Suite struct StoreEncodingTests {
+    @Test(arguments: [[], ["GPU-1"], ["a\nb", "", "x,y", "Ascend 910B"], [String(repeating: "é", count: 300)]])
+    func assignmentDeviceIDsRoundTrip(ids: [String]) throws {
+        #expect(try StoreTransaction.decodeIDs(StoreTransaction.encodeIDs(ids)) == ids)
+    }
+
+    @Test func legacyJSONRowsStillRead() throws {
+        #expect(try StoreTransaction.decodeIDs(Data("[\"d0\",\"d1\"]".utf8)) == ["d0", "d1"])
     }
 }
