@@ -123,7 +123,21 @@ public final class GridClient {
         return out
     }
 
-    public func jobs(timeout: Double = 5) throws -> [JobRecord] {
-        try query(.jobs, timeout: timeout).jobs.map { try $0.record() }
+    /// Every job the controller knows, page by page (10,000 a page): nothing is cut off.
+    public func jobs(timeout: Double = 5, pageSize: UInt32 = 10_000) throws -> [JobRecord] {
+        var out: [JobRecord] = []
+        var offset: UInt64 = 0
+        repeat {
+            var q = Wire.Query()
+            q.kind = .jobs
+            q.offset = offset
+            q.limit = pageSize
+            guard case .queryReply(let page) = try request(.query(q), timeout: timeout) else {
+                throw ClientError("\(endpoint) answered a jobs query with something else")
+            }
+            out += try page.jobs.map { try $0.record() }
+            offset = page.nextOffset
+        } while offset != 0
+        return out
     }
 }

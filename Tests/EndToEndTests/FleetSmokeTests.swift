@@ -202,3 +202,17 @@ import Testing
         #expect(run.fleet.snapshot.latencies.allSatisfy { $0 > 0 && $0 < 10_000_000_000 })
     }
 }
+
+extension FleetSmokeTests {
+    @Test func jobListsAreNeverCutOff() async throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        // No region: 2,500 jobs stay pending at the national scheduler, more than one page.
+        let client = try c.client()
+        let reply = try client.submitBatch([(JobSpec(name: "p", command: "true"), 2500, JobID("page"))])
+        #expect(reply.results.count == 2500)
+        let jobs = try client.jobs(pageSize: 1000)
+        #expect(jobs.count == 2500 && Set(jobs.map(\.id)).count == 2500)
+    }
+}
