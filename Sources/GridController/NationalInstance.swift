@@ -184,6 +184,10 @@ public struct NationalInstance: Sendable {
             }
             let base = item.jobID.isEmpty ? nextJobID() : item.jobID
             let count = Int(max(1, item.count))
+            if count > 1, let problem = IdentifierRules.problem(with: "\(base)-\(count - 1)") {
+                results.append(result(item.jobID, false, "item \(i): array ids \(base)-0 … \(base)-\(count - 1): \(problem)", ""))
+                continue
+            }
             for k in 0..<count {
                 let id = JobID(count > 1 ? "\(base)-\(k)" : base)
                 if let existing = jobs[id] {

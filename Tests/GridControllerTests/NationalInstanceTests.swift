@@ -88,6 +88,19 @@ struct NationalHarness {
         #expect(h.instance.jobCount == 100)
     }
 
+    @Test func anArrayWhoseIdsWouldBeTooLongIsRefused() {
+        var h = NationalHarness()
+        var item = Wire.SubmitItem()
+        item.spec = Wire.JobSpec(JobSpec(name: "long", command: "true"))
+        item.jobID = String(repeating: "x", count: 125)
+        item.count = 1000
+        var s = Wire.Submit()
+        s.items = [item]
+        guard case .submitReply(let reply) = h.send(.submit(s), from: h.client).bodies.last else { Issue.record("no reply"); return }
+        #expect(reply.results.count == 1 && !reply.results[0].accepted && reply.results[0].reason.contains("longer than"))
+        #expect(h.instance.jobCount == 0)
+    }
+
     @Test func deltasApplyOnTheirBaseAndAMissedBaseAsksForAFullSummary() {
         var h = NationalHarness()
         _ = h.summary("east", free: 4, total: 4, sequence: 1)
