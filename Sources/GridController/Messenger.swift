@@ -44,17 +44,3 @@ struct Messenger {
         logger.warning("rejected message with \(frames) frames; expected [identity, payload]", metadata: ["from": "\(peer.label)"])
     }
 }
-
-
-extension Messenger {
-    mutating func reply(_ body: Body, to origin: Origin) -> LoopOutput {
-        output(body, to: origin.peer, replyTo: origin.sequence, delimited: origin.delimited)
-    }
-
-    mutating func error(_ code: String, _ message: String, to origin: Origin) -> LoopOutput {
-        var e = Wire.ErrorReply()
-        e.code = code
-        e.message = message
-        return reply(.errorReply(e), to: origin)
-    }
-}

@@ -174,8 +174,7 @@ public struct RegionInstance: Sendable {
         }
         var heldBy: [NodeID: Set<AssignmentID>] = [:]
         for a in assignments.values { heldBy[a.node, default: []].insert(a.id) }
-        for var n in recovered.nodes {
-            if n.state == .lost { n.state = .lost }
+        for n in recovered.nodes {
             // After a restart every node gets a full grace period to speak again, and offers no
             // devices until it does (its route is unknown).
             nodes[n.id] = Node(record: Self.stripped(n), slots: slots(n.devices), route: nil, lastHeardMs: now.monotonicMs,
@@ -265,8 +264,7 @@ public struct RegionInstance: Sendable {
             let busy = Set((nodes[id]?.held ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
             index.upsert(node: id, devices: devices, busy: busy, schedulable: true)
         }
-        let digest = AssignmentDigest.of((nodes[id]?.held ?? []).map(\.rawValue))
-        nodes[id]?.digest = digest
+        refreshDigest(id)
         armDeadline(id, at: now.monotonicMs + lostAfterMs)
         placementDirty = true
         if !unchanged {
@@ -466,15 +464,18 @@ public struct RegionInstance: Sendable {
         appliedOrder.append((updateID, now.monotonicMs))
     }
 
+    /// The digest a node's heartbeat must match: of the assignments we believe it holds.
+    mutating func refreshDigest(_ id: NodeID) {
+        guard let held = nodes[id]?.held else { return }
+        nodes[id]?.digest = AssignmentDigest.of(held.map(\.rawValue))
+    }
+
     /// The assignment no longer holds devices: free them in the index and forget it.
     mutating func release(_ a: AssignmentRecord) {
         assignments[a.id] = nil
         sentAt[a.id] = nil
         nodes[a.node]?.held.remove(a.id)
-        if let n = nodes[a.node] {
-            let digest = AssignmentDigest.of(n.held.map(\.rawValue))
-            nodes[a.node]?.digest = digest
-        }
+        refreshDigest(a.node)
         index.release(node: a.node, deviceIDs: a.deviceIDs)
         placementDirty = true
     }
@@ -794,10 +795,7 @@ public struct RegionInstance: Sendable {
                                          state: .pending, createdAt: now.wall)
                 assignments[aid] = a
                 nodes[nodeID]?.held.insert(aid)
-                if let n = nodes[nodeID] {
-                    let digest = AssignmentDigest.of(n.held.map(\.rawValue))
-                    nodes[nodeID]?.digest = digest
-                }
+                refreshDigest(nodeID)
                 placedIDs.insert(jid)
                 counters.placements += 1
                 out.append(.persist(.job(job)))

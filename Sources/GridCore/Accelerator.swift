@@ -281,10 +281,4 @@ extension DeviceInventory {
         DeviceTelemetry(memoryUsedMiB: memoryUsedMiB, powerDrawW: powerDrawW, temperatureC: temperatureC,
                         utilizationPercent: utilizationPercent)
     }
-
-    /// Whether two reports of a device differ in anything placement depends on: capability or
-    /// health state (not readings, not the wording of health reasons).
-    public func schedulingDiffers(from other: DeviceInventory) -> Bool {
-        capability != other.capability || health.state != other.health.state
-    }
 }

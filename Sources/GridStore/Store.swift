@@ -301,11 +301,6 @@ public struct StoreTransaction {
         try run(sql: "UPDATE nodes SET state = ? WHERE id = ?", arguments: [state.rawValue, id.rawValue])
     }
 
-    public func touchNodes(_ seen: [NodeID: Date]) throws {
-        let stmt = try db.cachedStatement(sql: "UPDATE nodes SET last_seen_ms = ? WHERE id = ?")
-        for (id, at) in seen { try stmt.execute(arguments: [at.unixMs, id.rawValue]) }
-    }
-
     public func nodes(region: RegionID) throws -> [NodeRecord] {
         try Row.fetchAll(db, sql: "SELECT * FROM nodes ORDER BY id").map { row in
             NodeRecord(
@@ -364,16 +359,6 @@ public struct StoreTransaction {
     }
 
     // MARK: assignments
-
-    public func insertAssignment(_ a: AssignmentRecord) throws {
-        try run(
-            sql: """
-                INSERT INTO assignments (id, job_id, node_id, epoch, device_ids, state, created_ms)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [a.id.rawValue, a.job.rawValue, a.node.rawValue, a.epoch, Self.encodeIDs(a.deviceIDs),
-                        a.state.rawValue, a.createdAt.unixMs])
-    }
 
     /// Inserts or updates an assignment (its state is the only field that changes).
     public func saveAssignment(_ a: AssignmentRecord, at now: Date) throws {

@@ -299,25 +299,7 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
             do { frames = try socket.receive(dontWait: true) } catch { return }
             guard let frames else { return }
             statsBox.withLock { $0.received += 1 }
-            if upstream {
-                // DEALER from our parent: [payload] or [empty, payload].
-                if frames.count == 1 {
-                    send(handler(.frame(from: .upstream, payload: frames[0], delimited: false)))
-                } else if frames.count == 2, frames[0].isEmpty {
-                    send(handler(.frame(from: .upstream, payload: frames[1], delimited: true)))
-                } else {
-                    send(handler(.badShape(from: .upstream, frames: frames.count)))
-                }
-            } else {
-                let peer = Peer.downstream(identity: frames[0])
-                if frames.count == 2 {
-                    send(handler(.frame(from: peer, payload: frames[1], delimited: false)))
-                } else if frames.count == 3, frames[1].isEmpty {
-                    send(handler(.frame(from: peer, payload: frames[2], delimited: true)))
-                } else {
-                    send(handler(.badShape(from: peer, frames: frames.count)))
-                }
-            }
+            send(handler(Self.input(frames, upstream: upstream)))
         }
     }
 

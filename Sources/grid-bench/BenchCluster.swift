@@ -110,41 +110,6 @@ enum Machine {
     }
 }
 
-/// Runs a fleet on its own thread until `stop`.
-final class FleetRunner: @unchecked Sendable {
-    let fleet: Fleet
-    let thread: Thread
-    let done = DispatchSemaphore(value: 0)
-
-    init(_ options: FleetOptions) throws {
-        let fleet = try Fleet(options: options)
-        self.fleet = fleet
-        let done = self.done
-        thread = Thread {
-            fleet.run()
-            done.signal()
-        }
-        thread.stackSize = 8 << 20
-        thread.start()
-    }
-
-    func stop() {
-        fleet.stop()
-        done.wait()
-    }
-
-    /// Waits until `condition` holds on the fleet's counters or `seconds` pass.
-    @discardableResult
-    func wait(seconds: Double, _ condition: (FleetStats) -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if condition(fleet.snapshot) { return true }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        return condition(fleet.snapshot)
-    }
-}
-
 func percentile(_ sorted: [Int64], _ p: Double) -> Int64 {
     guard !sorted.isEmpty else { return 0 }
     return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p / 100))]

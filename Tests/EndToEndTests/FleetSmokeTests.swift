@@ -9,29 +9,6 @@ import Testing
 /// executables with a simulated fleet. They check behaviour — nothing lost, nothing run twice,
 /// no live node declared lost — never speed.
 @Suite(.serialized) struct FleetSmokeTests {
-    final class Running: @unchecked Sendable {
-        let fleet: Fleet
-        let done = DispatchSemaphore(value: 0)
-        init(_ options: FleetOptions) throws {
-            let fleet = try Fleet(options: options)
-            self.fleet = fleet
-            let done = self.done
-            let t = Thread { fleet.run(); done.signal() }
-            t.stackSize = 8 << 20
-            t.start()
-        }
-        func stop() { fleet.stop(); done.wait() }
-        /// Polls without holding a cooperative thread (other suites run meanwhile).
-        func wait(_ seconds: Double, _ condition: (FleetStats) -> Bool) async -> Bool {
-            let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline {
-                if condition(fleet.snapshot) { return true }
-                try? await Task.sleep(for: .milliseconds(50))
-            }
-            return condition(fleet.snapshot)
-        }
-    }
-
     func fleetOptions(_ endpoint: String, nodes: Int) -> FleetOptions {
         var o = FleetOptions(endpoint: endpoint, nodes: nodes)
         o.connections = 4
@@ -58,13 +35,13 @@ import Testing
         defer { c.stopAll() }
         try c.startNational()
         try c.startRegion("r1")
-        let run = try Running(fleetOptions(try #require(c.regionEndpoints["r1"]), nodes: 2000))
+        let run = try FleetRunner(fleetOptions(try #require(c.regionEndpoints["r1"]), nodes: 2000))
         defer { run.stop() }
-        #expect(await run.wait(60) { $0.registered >= 2000 }, "registered \(run.fleet.snapshot.registered)")
+        #expect(await run.wait(seconds: 60) { $0.registered >= 2000 }, "registered \(run.fleet.snapshot.registered)")
         try waitForCapacity(c, nodes: 2000)
         let reply = try c.client().submitBatch([(JobSpec(name: "burst", command: "true", accelerators: AcceleratorRequest(count: 1)), 200, JobID("burst"))])
         #expect(reply.results.count == 200 && reply.results.allSatisfy(\.accepted))
-        #expect(await run.wait(60) { $0.completions >= 200 }, "completed \(run.fleet.snapshot.completions)")
+        #expect(await run.wait(seconds: 60) { $0.completions >= 200 }, "completed \(run.fleet.snapshot.completions)")
         let s = run.fleet.snapshot
         #expect(s.completions == 200, "each job completes exactly once")
         #expect(s.unknownAcks == 0 && s.liveNodesRevoked == 0, "no live node declared lost")
@@ -85,17 +62,17 @@ import Testing
         try c.startRegion("r1", extra: ["--config", config])
         var options = fleetOptions(try #require(c.regionEndpoints["r1"]), nodes: 500)
         options.jobDurationMs = 600_000
-        let run = try Running(options)
+        let run = try FleetRunner(options)
         defer { run.stop() }
-        #expect(await run.wait(60) { $0.registered >= 500 })
+        #expect(await run.wait(seconds: 60) { $0.registered >= 500 })
         try waitForCapacity(c, nodes: 500)
         let spec = JobSpec(name: "held", command: "true", accelerators: AcceleratorRequest(count: 1))
         _ = try c.client().submitBatch([(spec, 500, JobID("held"))])
-        #expect(await run.wait(60) { $0.assignments >= 500 })
+        #expect(await run.wait(seconds: 60) { $0.assignments >= 500 })
         run.fleet.silenceNodesHoldingWork(10)
         _ = try c.client().submitBatch([(spec, 100, JobID("burst"))])
         // Placement packs jobs onto few nodes, so the 10 silent ones hold several each.
-        #expect(await run.wait(30) { $0.requeueLatencies.count >= 10 }, "requeued \(run.fleet.snapshot.requeueLatencies.count)")
+        #expect(await run.wait(seconds: 30) { $0.requeueLatencies.count >= 10 }, "requeued \(run.fleet.snapshot.requeueLatencies.count)")
         try await Task.sleep(for: .seconds(2))
         let s = run.fleet.snapshot
         #expect(s.liveNodesRevoked == 0 && s.unknownAcks == 0, "no live node declared lost")
@@ -113,9 +90,9 @@ import Testing
         let endpoint = try #require(c.regionEndpoints["r1"])
         var options = fleetOptions(endpoint, nodes: 300)
         options.jobDurationMs = 600_000
-        let run = try Running(options)
+        let run = try FleetRunner(options)
         defer { run.stop() }
-        #expect(await run.wait(60) { $0.registered >= 300 })
+        #expect(await run.wait(seconds: 60) { $0.registered >= 300 })
         try waitForCapacity(c, nodes: 300)
         _ = try c.client().submitBatch([(JobSpec(name: "r", command: "true", accelerators: AcceleratorRequest(count: 1)), 3000, JobID("r"))])
         let region = try GridClient(endpoint: endpoint)
@@ -133,7 +110,7 @@ import Testing
         run.fleet.markRestart()
         try c.start("r1-again", "grid-controller", ["--role", "region", "--id", "r1", "--bind", endpoint,
                                                     "--national", c.nationalEndpoint, "--data-dir", c.dir.appendingPathComponent("r1").path])
-        #expect(await run.wait(60) { $0.nodesHeardSinceMark >= 300 }, "heard \(run.fleet.snapshot.nodesHeardSinceMark) of 300 again")
+        #expect(await run.wait(seconds: 60) { $0.nodesHeardSinceMark >= 300 }, "heard \(run.fleet.snapshot.nodesHeardSinceMark) of 300 again")
         let region2 = try GridClient(endpoint: endpoint)
         var q = Wire.Query()
         q.kind = .jobs
@@ -156,9 +133,9 @@ import Testing
         var options = fleetOptions(try #require(c.regionEndpoints["r1"]), nodes: 300)
         options.jobDurationMs = 1500
         options.ackDelayMs = 1500  // acks later than the region's first resend
-        let run = try Running(options)
+        let run = try FleetRunner(options)
         defer { run.stop() }
-        #expect(await run.wait(60) { $0.registered >= 300 })
+        #expect(await run.wait(seconds: 60) { $0.registered >= 300 })
         try waitForCapacity(c, nodes: 300)
         let client = try c.client()
         let healthyBefore = try client.query(.regions).regions.reduce(0) { $0 + $1.capacity.reduce(0) { $0 + Int($1.healthy) } }
@@ -166,7 +143,7 @@ import Testing
         _ = try client.submitBatch([(JobSpec(name: "s", command: "true", accelerators: AcceleratorRequest(count: 1)), 300, JobID("storm"))])
         try await Task.sleep(for: .milliseconds(500))
         run.fleet.reconnectStorm()
-        #expect(await run.wait(60) { $0.completions >= 300 }, "completed \(run.fleet.snapshot.completions)")
+        #expect(await run.wait(seconds: 60) { $0.completions >= 300 }, "completed \(run.fleet.snapshot.completions)")
         let s = run.fleet.snapshot
         #expect(s.completions == 300, "every job ran once")
         #expect(s.concurrentRuns == 0 && s.liveNodesRevoked == 0)
@@ -187,9 +164,9 @@ import Testing
         try c.startRegion("r1")
         var options = fleetOptions(try #require(c.regionEndpoints["r1"]), nodes: 50)
         options.jobDurationMs = 200
-        let run = try Running(options)
+        let run = try FleetRunner(options)
         defer { run.stop() }
-        #expect(await run.wait(30) { $0.registered >= 50 })
+        #expect(await run.wait(seconds: 30) { $0.registered >= 50 })
         try waitForCapacity(c, nodes: 50)
         let client = try c.client()
         for _ in 0..<20 {
@@ -198,7 +175,7 @@ import Testing
             #expect(try client.submit(spec).accepted)
             try await Task.sleep(for: .milliseconds(50))
         }
-        #expect(await run.wait(20) { $0.latencies.count >= 20 && $0.completions >= 20 })
+        #expect(await run.wait(seconds: 20) { $0.latencies.count >= 20 && $0.completions >= 20 })
         #expect(run.fleet.snapshot.latencies.allSatisfy { $0 > 0 && $0 < 10_000_000_000 })
     }
 }

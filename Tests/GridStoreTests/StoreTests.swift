@@ -96,7 +96,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
         let store = try GridStore(path: temporaryDirectory().appendingPathComponent("c.sqlite").path)
         try store.write("t") { tx in
             _ = try tx.insertJobIfAbsent(job("j-1"))
-            try tx.insertAssignment(AssignmentRecord(id: "j-1.1", job: "j-1", node: "n1", epoch: 1, deviceIDs: ["d0", "d1"], state: .pending, createdAt: t0))
+            try tx.saveAssignment(AssignmentRecord(id: "j-1.1", job: "j-1", node: "n1", epoch: 1, deviceIDs: ["d0", "d1"], state: .pending, createdAt: t0), at: t0)
         }
         #expect(try store.read("t") { try $0.activeAssignments() }.map(\.deviceIDs) == [["d0", "d1"]])
         try store.write("t") { try $0.setAssignmentState("j-1.1", .done) }
