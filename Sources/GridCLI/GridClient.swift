@@ -104,38 +104,30 @@ public final class GridClient {
         if let region { regions = [region] } else {
             regions = try query(.regions, timeout: timeout).regions.map(\.regionID)
         }
-        var out: [Wire.NodeBrief] = []
-        for r in regions {
-            var offset: UInt64 = 0
-            repeat {
-                var q = Wire.Query()
-                q.kind = .nodes
-                q.regionID = r
-                q.offset = offset
-                q.limit = pageSize
-                guard case .queryReply(let page) = try request(.query(q), timeout: timeout) else {
-                    throw ClientError("\(endpoint) answered a nodes query with something else")
-                }
-                out += page.nodes
-                offset = page.nextOffset
-            } while offset != 0
+        return try regions.flatMap { r in
+            try pages(.nodes, region: r, pageSize: pageSize, timeout: timeout).flatMap(\.nodes)
         }
-        return out
     }
 
     /// Every job the controller knows, page by page (10,000 a page): nothing is cut off.
     public func jobs(timeout: Double = 5, pageSize: UInt32 = 10_000) throws -> [JobRecord] {
-        var out: [JobRecord] = []
+        try pages(.jobs, pageSize: pageSize, timeout: timeout).flatMap(\.jobs).map { try $0.record() }
+    }
+
+    /// Asks for page after page until the reply says it was the last (`next_offset` 0).
+    func pages(_ kind: Wire.Query.Kind, region: String = "", pageSize: UInt32, timeout: Double) throws -> [Wire.QueryReply] {
+        var out: [Wire.QueryReply] = []
         var offset: UInt64 = 0
         repeat {
             var q = Wire.Query()
-            q.kind = .jobs
+            q.kind = kind
+            q.regionID = region
             q.offset = offset
             q.limit = pageSize
             guard case .queryReply(let page) = try request(.query(q), timeout: timeout) else {
-                throw ClientError("\(endpoint) answered a jobs query with something else")
+                throw ClientError("\(endpoint) answered a \(kind) query with something else")
             }
-            out += try page.jobs.map { try $0.record() }
+            out.append(page)
             offset = page.nextOffset
         } while offset != 0
         return out
