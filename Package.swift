@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "grid-controller", targets: ["grid-controller"]),
         .executable(name: "gridctl", targets: ["gridctl"]),
         .executable(name: "grid-bench", targets: ["grid-bench"]),
+        .executable(name: "grid-job-shim", targets: ["grid-job-shim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -92,6 +93,9 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The parent of one job's processes (C, well under 1 MB each): outlives agent restarts,
+        // records the exit status, fences the job when the agent's lease lapses.
+        .executableTarget(name: "grid-job-shim"),
         .executableTarget(
             name: "grid-controller",
             dependencies: [

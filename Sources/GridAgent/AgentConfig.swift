@@ -26,6 +26,11 @@ public struct AgentConfig: Codable, Sendable {
     public var outputTailBytes: Int = 4096
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out. Default 5.
     public var killGraceSeconds: Double = 5
+    /// When the lease lapses (no word from the region for lease − margin), jobs get SIGTERM
+    /// this long before the deadline and SIGKILL at it. Default 2000 ms.
+    public var fenceGraceMs: Int = 2000
+    /// The `grid-job-shim` executable every job runs under. Default: next to `grid-agent`.
+    public var jobShim: String = ""
     /// Largest message accepted from the region. Default 4 MiB.
     public var maxMessageBytes: Int = 4 << 20
     /// Extra environment variables every job gets (job env wins). Default: none.
@@ -48,6 +53,8 @@ public struct AgentConfig: Codable, Sendable {
         case simulate
         case outputTailBytes = "output_tail_bytes"
         case killGraceSeconds = "kill_grace_s"
+        case fenceGraceMs = "fence_grace_ms"
+        case jobShim = "job_shim"
         case maxMessageBytes = "max_message_bytes"
         case jobEnvironment = "job_environment"
         case logLevel = "log_level"
@@ -66,11 +73,31 @@ public struct AgentConfig: Codable, Sendable {
         simulate = try c.value(.simulate, default: d.simulate)
         outputTailBytes = try c.value(.outputTailBytes, default: d.outputTailBytes)
         killGraceSeconds = try c.value(.killGraceSeconds, default: d.killGraceSeconds)
+        fenceGraceMs = try c.value(.fenceGraceMs, default: d.fenceGraceMs)
+        jobShim = try c.value(.jobShim, default: d.jobShim)
         maxMessageBytes = try c.value(.maxMessageBytes, default: d.maxMessageBytes)
         jobEnvironment = try c.value(.jobEnvironment, default: d.jobEnvironment)
         logLevel = try c.value(.logLevel, default: d.logLevel)
         probe = try c.value(.probe, default: d.probe)
         grading = try c.value(.grading, default: d.grading)
+    }
+
+    /// The shim to run jobs under: `job_shim`, else `grid-job-shim` next to this executable.
+    public func resolvedJobShim() throws -> String {
+        var candidates: [String] = []
+        if !jobShim.isEmpty {
+            candidates = [jobShim]
+        } else {
+            let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            candidates.append(URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("grid-job-shim").path)
+            for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin").split(separator: ":") {
+                candidates.append("\(dir)/grid-job-shim")
+            }
+        }
+        if let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) { return found }
+        throw ConfigError(source: "job_shim", problems: [
+            "grid-job-shim not found (looked at \(candidates.prefix(2).joined(separator: ", "))...): install it next to grid-agent or set job_shim",
+        ])
     }
 
     public func problems() -> [String] {
@@ -81,6 +108,7 @@ public struct AgentConfig: Codable, Sendable {
         if probeIntervalSeconds <= 0 { out.append("probe_interval_s: must be > 0, got \(probeIntervalSeconds)") }
         if outputTailBytes < 0 || outputTailBytes > 1 << 20 { out.append("output_tail_bytes: 0...1048576, got \(outputTailBytes)") }
         if killGraceSeconds < 0 { out.append("kill_grace_s: must be >= 0") }
+        if !(0...600_000).contains(fenceGraceMs) { out.append("fence_grace_ms: 0...600000, got \(fenceGraceMs)") }
         for path in simulate where !FileManager.default.isReadableFile(atPath: path) {
             out.append("simulate: cannot read '\(path)'")
         }
@@ -117,6 +145,7 @@ public struct AgentConfig: Codable, Sendable {
         }
         config.dataDir = config.dataDir.isEmpty ? "/var/lib/computegrid/agent" : resolve(config.dataDir)
         config.simulate = config.simulate.map(resolve)
+        if !config.jobShim.isEmpty { config.jobShim = resolve(config.jobShim) }
         if validate {
             let problems = config.problems()
             if !problems.isEmpty { throw ConfigError(source: path ?? "(defaults)", problems: problems) }

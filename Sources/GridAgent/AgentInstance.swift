@@ -19,21 +19,56 @@ public protocol InventorySource: Sendable {
     func collect() async -> InventoryReport
 }
 
+/// How a job's run ended as the shell saw it: the status (nil when nobody could wait for it,
+/// i.e. it ended while the agent was down and left no exit record) and whether the shim fenced it.
+public struct ProcessOutcome: Sendable, Equatable {
+    public var end: ProcessEnd?
+    public var fenced: Bool
+    public init(end: ProcessEnd?, fenced: Bool = false) {
+        self.end = end
+        self.fenced = fenced
+    }
+    public static func exited(_ code: Int32) -> ProcessOutcome { ProcessOutcome(end: .exited(code)) }
+    public static func signaled(_ sig: Int32) -> ProcessOutcome { ProcessOutcome(end: .signaled(sig)) }
+}
+
+/// What the shell found of a journalled run when the agent started.
+public enum RecoveredProcess: Sendable, Equatable {
+    /// Still running: the shim with this pid (same start time as journalled).
+    case alive(pid: Int32)
+    /// Ended while the agent was down; the shim's exit record or nothing (`end` nil).
+    case ended(ProcessOutcome)
+    /// Accepted, but no process was ever started for it.
+    case neverStarted
+}
+
 /// Things that happen off the loop thread and are handed to it.
 public enum AgentEvent: Sendable {
     case inventory(InventoryReport)
-    case exited(AssignmentID, ProcessEnd)
+    case exited(AssignmentID, ProcessOutcome)
+    /// Graceful stop (SIGTERM, `grid-agent drain`): stop the jobs, report them, then exit.
+    case shutdown
 }
 
 /// What the agent instance asks its shell to do.
 public enum AgentDirective: Sendable, Equatable {
     /// Send a message to the region.
     case send(Body)
-    /// Start a job's process in its own process group, output to `outputPath`. The shell answers
-    /// with `onProcessStarted` or `onProcessFailed`.
-    case start(AssignmentID, command: String, args: [String], environment: [String: String], outputPath: String)
+    /// Start a job's process (under its shim, in its own process group), output to
+    /// `outputPath`. The shell answers with `onProcessStarted` or `onProcessFailed`.
+    case start(AssignmentID, command: String, args: [String], environment: [String: String], outputPath: String, keepOnLeaseLoss: Bool)
     /// Signal a job's process group.
     case signal(AssignmentID, Int32)
+    /// Append to the journal. The shell makes every journal record durable (one fsync per turn)
+    /// before it performs a later `send` or `start` of the same turn.
+    case journal(JournalRecord)
+    /// Jobs may run until this time (agent monotonic ms); the shell writes it to the lease file
+    /// the shims read, so they fence on their own when the agent is dead or frozen.
+    case lease(untilMs: Int64, graceMs: Int64)
+    /// Watch a reattached run (not the shell's child) until it ends.
+    case watch(AssignmentID, pid: Int32)
+    /// Graceful stop finished (or ran out of time): the shell stops the loop.
+    case exit
     case log(Logger.Level, String)
 }
 
@@ -48,6 +83,13 @@ public struct AgentInstance: Sendable {
         public var heartbeatIntervalMs: Int64 = 1000
         public var statusRetryMs: Int64 = 1000
         public var killGraceMs: Int64 = 5000
+        /// Lease and margin until the region's RegisterAck says (PROTOCOL.md, "Leases").
+        public var leaseMs: Int64 = 10_000
+        public var leaseMarginMs: Int64 = 2000
+        /// A lapsed lease stops a job with SIGTERM this long before the deadline, SIGKILL at it.
+        public var fenceGraceMs: Int64 = 2000
+        /// How long a graceful stop waits for the region to acknowledge the final statuses.
+        public var shutdownReportMs: Int64 = 5000
         /// Where job output files go (`<dir>/<assignment>.log`).
         public var jobsDirectory: String
         /// Variables every job starts with (PATH, HOME, LANG... of the agent, then the config's).
@@ -66,8 +108,11 @@ public struct AgentInstance: Sendable {
         var visible: [String: String]
         var deviceModels: [String]
         var started: Bool
-        var stopReason: String?
+        var stopReason: EndReason?
+        var stopMessage: String = ""
         var termSentMs: Int64?
+        var pid: Int32?
+        var startTicks: UInt64?
     }
 
     struct PendingStatus: Sendable {
@@ -94,14 +139,82 @@ public struct AgentInstance: Sendable {
     var pendingOrder: [String] = []
     var sendAssignmentList = false
     var lastSentAssignments: [String]? = nil
+    /// When the last acknowledged heartbeat (or register) was sent: the lease runs from there.
+    public private(set) var renewedMs: Int64?
+    /// Jobs may run until then; nil before any lease was granted or recovered.
+    public private(set) var leaseDeadlineMs: Int64?
+    var leaseMs: Int64
+    var leaseMarginMs: Int64
+    var leaseLapsedLogged = false
+    /// Graceful stop in progress: no new work; exit once jobs ended and statuses were acknowledged.
+    public private(set) var stopping = false
+    var stopDeadlineMs: Int64 = .max
+    var exitSent = false
 
     public init(settings: Settings, devices: [DeviceInventory]) {
         self.settings = settings
         self.devices = devices
         self.heartbeatIntervalMs = settings.heartbeatIntervalMs
+        self.leaseMs = settings.leaseMs
+        self.leaseMarginMs = settings.leaseMarginMs
     }
 
     public var runningAssignments: [AssignmentID] { running.keys.sorted() }
+
+    /// Runs whose final status the region has not acknowledged: still "held" in a register, so
+    /// a region does not run again a job whose result is on its way.
+    var reportedNotAcknowledged: [String] {
+        pendingOrder.compactMap { key in
+            guard let u = pending[key]?.update, let st = JobState(rawValue: u.state), st.isTerminal else { return nil }
+            return u.assignmentID
+        }
+    }
+
+    // MARK: recovery
+
+    /// Rebuilds the agent from its journal and what the shell found of each journalled run.
+    /// `leaseUntilMs` is the deadline left in the lease file (converted to this clock), so a
+    /// restarted agent keeps fencing on the old lease until the region renews it.
+    public mutating func recover(_ journal: JournalState, found: [AssignmentID: RecoveredProcess], leaseUntilMs: Int64?,
+                                 now: Int64) -> [AgentDirective] {
+        var out: [AgentDirective] = []
+        if journal.unreadable > 0 {
+            out.append(.log(.warning, "journal: \(journal.unreadable) unreadable line(s) skipped (a write torn by a crash)"))
+        }
+        leaseDeadlineMs = leaseUntilMs
+        for (id, state) in journal.finished { remember(id, state) }
+        for u in journal.pending {
+            if pending[u.updateID] == nil { pendingOrder.append(u.updateID) }
+            pending[u.updateID] = PendingStatus(update: u, sentMs: .min)
+        }
+        for job in journal.jobs {
+            let m = job.assignment
+            let id = AssignmentID(m.assignmentID)
+            let chosen = m.deviceIds.compactMap { d in devices.first { $0.id == d } }
+            let visible = Self.visibleDevices(chosen)
+            var r = Running(assignment: m, startedMs: now, visible: visible, deviceModels: chosen.map(\.model), started: true,
+                            stopReason: job.stopReason, pid: job.pid)
+            if job.stopReason != nil { r.stopMessage = Self.describe(job.stopReason!, m) }
+            switch found[id] ?? .ended(ProcessOutcome(end: nil)) {
+            case .alive(let pid):
+                r.pid = pid
+                if r.stopReason != nil { r.termSentMs = now }
+                running[id] = r
+                out.append(.watch(id, pid: pid))
+                out.append(.log(.info, "reattached to job \(m.jobID) assignment \(id) pid \(pid)"))
+                if r.stopReason != nil { out.append(.signal(id, SIGTERM)) }
+            case .ended(let outcome):
+                running[id] = r
+                out += onProcessExited(id, outcome, tail: "", now: now, whileDown: true)
+            case .neverStarted:
+                r.started = false
+                running[id] = r
+                out.append(.log(.info, "starting job \(m.jobID) assignment \(id), accepted before the agent stopped"))
+                out += startDirectives(id, m, visible: visible)
+            }
+        }
+        return out
+    }
 
     var registerBackoffMs: Int64 {
         let base = max(1000, heartbeatIntervalMs)
@@ -120,7 +233,7 @@ public struct AgentInstance: Sendable {
             registered = true
             registerAttempts = 0
             if m.heartbeatIntervalMs > 0 { heartbeatIntervalMs = Int64(m.heartbeatIntervalMs) }
-            return out
+            return out + renew(sentAt: m.echoSentMs, leaseMs: m.leaseMs, marginMs: m.leaseMarginMs, now: now)
         case .heartbeatAck(let m):
             if m.sendAssignments { sendAssignmentList = true }
             if !m.known && m.nodeID == settings.node.rawValue {
@@ -129,24 +242,112 @@ public struct AgentInstance: Sendable {
                 return [.log(.notice, "region does not know this node (region restarted or node declared lost); registering again")]
                     + onTick(now: now)
             }
-            return []
+            return renew(sentAt: m.echoSentMs, leaseMs: m.leaseMs, marginMs: m.leaseMarginMs, now: now)
         case .assignment(let m): return onAssignment(m, now: now)
         case .statusAck(let m):
             var out: [AgentDirective] = []
             if pending.removeValue(forKey: m.updateID) != nil {
                 pendingOrder.removeAll { $0 == m.updateID }
+                out.append(.journal(JournalRecord(kind: .acked, updateID: m.updateID)))
                 if !m.applied { out.append(.log(.notice, "region did not apply status \(m.updateID): \(m.reason)")) }
             }
-            return out
+            return out + exitIfDone(now: now)
         case .cancel(let m):
             let id = AssignmentID(m.assignmentID)
             guard running[id] != nil else { return [] }
-            return [.log(.info, "cancelling assignment \(id)")] + stop(id, reason: "cancelled", now: now)
+            return [.log(.info, "cancelling assignment \(id)")] + stop(id, .cancelled, now: now)
         case .errorReply(let e):
             return [.log(.warning, "region answered with an error: \(e.code): \(e.message)")]
         default:
             return [.log(.warning, "unexpected \(message.body.type) from the region; ignored")]
         }
+    }
+
+    /// The journal's content for this state, to compact it while running.
+    public func journalSnapshot() -> JournalState {
+        var s = JournalState()
+        s.finished = finishedOrder.compactMap { id in finished[id].map { (id, $0) } }
+        s.jobs = running.keys.sorted().compactMap { id in
+            running[id].map { JournalState.Job(assignment: $0.assignment, pid: $0.pid, startTicks: $0.startTicks, stopReason: $0.stopReason) }
+        }
+        s.pending = pendingOrder.compactMap { pending[$0]?.update }
+        return s
+    }
+
+    // MARK: lease
+
+    /// An acknowledgement of a heartbeat or register sent at `sentAt` (this agent's clock,
+    /// echoed back): the lease runs from the sending, never from the region's clock.
+    mutating func renew(sentAt: Int64, leaseMs lease: UInt32, marginMs margin: UInt32, now: Int64) -> [AgentDirective] {
+        if lease > 0 { leaseMs = Int64(lease) }
+        if margin > 0 || lease > 0 { leaseMarginMs = Int64(margin) }
+        guard sentAt > 0, sentAt <= now, sentAt > (renewedMs ?? .min) else { return [] }
+        renewedMs = sentAt
+        let deadline = sentAt + leaseMs - leaseMarginMs
+        var out: [AgentDirective] = []
+        if leaseLapsedLogged {
+            leaseLapsedLogged = false
+            out.append(.log(.notice, "lease renewed: the region answers again"))
+        }
+        if deadline != leaseDeadlineMs {
+            leaseDeadlineMs = deadline
+            out.append(.lease(untilMs: deadline, graceMs: fenceGraceMs))
+        }
+        return out
+    }
+
+    /// Stops the runs that may not outlive the lease: SIGTERM from deadline − grace, SIGKILL
+    /// at the deadline (the shims do the same on their own).
+    mutating func fence(now: Int64) -> [AgentDirective] {
+        guard let deadline = leaseDeadlineMs, now >= deadline - fenceGraceMs, !running.isEmpty else { return [] }
+        var out: [AgentDirective] = []
+        for id in running.keys.sorted() {
+            guard let r = running[id], r.started, !r.assignment.keepOnLeaseLoss else { continue }
+            if r.stopReason == nil {
+                if !leaseLapsedLogged {
+                    leaseLapsedLogged = true
+                    out.append(.log(.warning, "lease lapses: no word from the region for \((now - (renewedMs ?? now)) / 1000)s; stopping its jobs"))
+                }
+                out += stop(id, .fenced, now: now)
+            } else if now >= deadline, r.stopReason == .fenced {
+                out.append(.signal(id, SIGKILL))
+            }
+        }
+        return out
+    }
+
+    /// The configured grace, but never more than half of lease − margin, so a short lease from
+    /// the region does not stop jobs between two heartbeats.
+    var fenceGraceMs: Int64 { min(settings.fenceGraceMs, max(0, (leaseMs - leaseMarginMs) / 2)) }
+
+    // MARK: graceful stop
+
+    /// SIGTERM or `grid-agent drain`: refuse new work, stop every job (reported as stopped by
+    /// the agent, so the region runs it again per its retry policy), wait for the region to
+    /// acknowledge, then exit.
+    public mutating func onShutdown(now: Int64) -> [AgentDirective] {
+        guard !stopping else { return [] }
+        stopping = true
+        stopDeadlineMs = now + settings.killGraceMs + settings.shutdownReportMs
+        var out: [AgentDirective] = [.log(.notice, "stopping: \(running.count) job(s) to stop and report")]
+        for id in running.keys.sorted() { out += stop(id, .agentStopped, now: now) }
+        return out + exitIfDone(now: now)
+    }
+
+    mutating func exitIfDone(now: Int64) -> [AgentDirective] {
+        guard stopping, !exitSent else { return [] }
+        if running.isEmpty && pending.isEmpty {
+            exitSent = true
+            return [.log(.info, "every job stopped and reported"), .exit]
+        }
+        if now >= stopDeadlineMs && (running.isEmpty || now >= stopDeadlineMs + settings.killGraceMs) {
+            exitSent = true
+            if !running.isEmpty {
+                return [.log(.error, "\(running.count) job(s) did not end after SIGKILL (uninterruptible?); exiting anyway, the journal keeps them"), .exit]
+            }
+            return [.log(.warning, "\(pending.count) status update(s) not acknowledged by the region; kept in the journal for the next start"), .exit]
+        }
+        return []
     }
 
     // MARK: time
@@ -162,7 +363,8 @@ public struct AgentInstance: Sendable {
                 r.hostname = settings.hostname
                 r.devices = devices.map(Wire.Device.init)
                 r.agentVersion = AgentVersion.string
-                r.heldAssignments = runningAssignments.map(\.rawValue)
+                r.heldAssignments = runningAssignments.map(\.rawValue) + reportedNotAcknowledged
+                r.sentMs = now
                 out.append(.send(.register(r)))
                 devicesDirty = false
                 lastSentAssignments = nil
@@ -172,6 +374,7 @@ public struct AgentInstance: Sendable {
             heartbeatCount += 1
             var h = Wire.Heartbeat()
             h.nodeID = settings.node.rawValue
+            h.sentMs = now
             // Devices ride along when they changed and every 30th beat as a resync.
             if devicesDirty || heartbeatCount % 30 == 0 {
                 h.devices = devices.map(Wire.Device.init)
@@ -189,7 +392,7 @@ public struct AgentInstance: Sendable {
             out.append(.send(.heartbeat(h)))
         }
         for key in pendingOrder {
-            guard let p = pending[key], now - p.sentMs >= settings.statusRetryMs else { continue }
+            guard let p = pending[key], p.sentMs == .min || now - p.sentMs >= settings.statusRetryMs else { continue }
             pending[key]?.sentMs = now
             out.append(.send(.statusUpdate(p.update)))
         }
@@ -198,11 +401,13 @@ public struct AgentInstance: Sendable {
             let limit = Int64(r.assignment.timeoutSeconds) * 1000
             if r.stopReason == nil, limit > 0, now - r.startedMs > limit {
                 out.append(.log(.warning, "assignment \(id) exceeded its time limit of \(r.assignment.timeoutSeconds)s"))
-                out += stop(id, reason: "timed out after \(r.assignment.timeoutSeconds)s", now: now)
-            } else if let sent = r.termSentMs, now - sent > settings.killGraceMs {
+                out += stop(id, .timedOut, now: now)
+            } else if let sent = r.termSentMs, now - sent > (r.stopReason == .fenced ? fenceGraceMs : settings.killGraceMs) {
                 out.append(.signal(id, SIGKILL))
             }
         }
+        out += fence(now: now)
+        out += exitIfDone(now: now)
         return out
     }
 
@@ -236,6 +441,7 @@ public struct AgentInstance: Sendable {
         }
         if running[id] != nil || finished[id] != nil { return [ack(true)] }  // a resend: already have it
         guard m.nodeID == settings.node.rawValue else { return [ack(false, "this agent is node \(settings.node), not \(m.nodeID)")] }
+        guard !stopping else { return [ack(false, "agent on \(settings.node) is stopping")] }
         let byID = Dictionary(devices.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         var chosen: [DeviceInventory] = []
         for d in m.deviceIds {
@@ -246,65 +452,109 @@ public struct AgentInstance: Sendable {
             chosen.append(device)
         }
         let visible = Self.visibleDevices(chosen)
+        running[id] = Running(assignment: m, startedMs: now, visible: visible, deviceModels: chosen.map(\.model), started: false)
+        // Journalled before the ack leaves: an agent that crashes after acknowledging finds it.
+        return [.journal(.accepted(m)), ack(true)] + startDirectives(id, m, visible: visible)
+    }
+
+    func startDirectives(_ id: AssignmentID, _ m: Wire.Assignment, visible: [String: String]) -> [AgentDirective] {
         var env = settings.baseEnvironment
         env.merge(m.env) { _, new in new }
         env.merge(visible) { _, new in new }
         env["GRID_JOB_ID"] = m.jobID
         env["GRID_ASSIGNMENT_ID"] = m.assignmentID
         env["GRID_EPOCH"] = String(m.epoch)
+        env["GRID_ATTEMPT"] = String(max(1, m.attempt))
         env["GRID_NODE_ID"] = settings.node.rawValue
         env["GRID_DEVICE_IDS"] = m.deviceIds.joined(separator: ",")
         let output = settings.jobsDirectory + "/" + m.assignmentID + ".log"
-        running[id] = Running(assignment: m, startedMs: now, visible: visible, deviceModels: chosen.map(\.model), started: false)
-        return [ack(true), .start(id, command: m.command, args: m.args, environment: env, outputPath: output)]
+        return [.start(id, command: m.command, args: m.args, environment: env, outputPath: output, keepOnLeaseLoss: m.keepOnLeaseLoss)]
     }
 
-    /// The shell started the process.
-    public mutating func onProcessStarted(_ id: AssignmentID, pid: Int32, now: Int64) -> [AgentDirective] {
+    /// The shell started the process (`startTicks`: its start time, for the journal).
+    public mutating func onProcessStarted(_ id: AssignmentID, pid: Int32, startTicks: UInt64 = 0, now: Int64) -> [AgentDirective] {
         guard var r = running[id] else { return [] }
         r.started = true
         r.startedMs = now
+        r.pid = pid
+        r.startTicks = startTicks
         running[id] = r
         let vis = r.visible.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " ")
-        return [.log(.info, "started job \(r.assignment.jobID) assignment \(id) pid \(pid) \(vis)")]
-            + status(for: r.assignment, state: .running, visible: r.visible, models: r.deviceModels, now: now)
+        var out: [AgentDirective] = [
+            .journal(JournalRecord(kind: .started, assignment: id.rawValue, pid: pid, startTicks: startTicks)),
+            .log(.info, "started job \(r.assignment.jobID) assignment \(id) pid \(pid) \(vis)"),
+        ]
+        out += status(for: r.assignment, state: .running, visible: r.visible, models: r.deviceModels, now: now)
+        // Stopped while it was being started (drain, lease lapse).
+        if stopping { out += stop(id, .agentStopped, now: now) }
+        return out
     }
 
     /// The shell could not start the process.
     public mutating func onProcessFailed(_ id: AssignmentID, reason: String, now: Int64) -> [AgentDirective] {
         guard let r = running.removeValue(forKey: id) else { return [] }
         remember(id, .failed)
-        return [.log(.error, "job \(r.assignment.jobID) could not start: \(reason)")]
-            + status(for: r.assignment, state: .failed, message: reason, visible: r.visible, models: r.deviceModels, now: now)
-    }
-
-    /// The job's process ended; `tail` is the end of its output file.
-    public mutating func onProcessExited(_ id: AssignmentID, _ end: ProcessEnd, tail: String, now: Int64) -> [AgentDirective] {
-        guard let r = running.removeValue(forKey: id) else { return [] }
-        let state: JobState
-        var message: String
-        switch end {
-        case .exited(let code): message = "exited with status \(code)"
-        case .signaled(let sig): message = "killed by signal \(sig)"
-        }
-        if let reason = r.stopReason {
-            state = reason == "cancelled" ? .cancelled : .failed
-            message = "\(reason); \(message)"
-        } else {
-            state = end.succeeded ? .succeeded : .failed
-        }
-        remember(id, state)
-        return [.log(.info, "job ended: assignment \(id) \(state.rawValue): \(message)")]
-            + status(for: r.assignment, state: state, exit: end.exitCode, message: message, tail: tail,
+        return [.log(.error, "job \(r.assignment.jobID) could not start: \(reason)"),
+                .journal(JournalRecord(kind: .ended, assignment: id.rawValue, state: .failed))]
+            + status(for: r.assignment, state: .failed, message: reason, reason: .startFailed,
                      visible: r.visible, models: r.deviceModels, now: now)
+            + exitIfDone(now: now)
     }
 
-    mutating func stop(_ id: AssignmentID, reason: String, now: Int64) -> [AgentDirective] {
+    static func describe(_ reason: EndReason, _ m: Wire.Assignment) -> String {
+        switch reason {
+        case .cancelled: return "cancelled"
+        case .timedOut: return "timed out after \(m.timeoutSeconds)s"
+        case .fenced: return "stopped: the agent's lease lapsed (no word from the region)"
+        case .agentStopped: return "stopped: the agent was stopped"
+        default: return reason.rawValue
+        }
+    }
+
+    /// The job's run ended; `tail` is the end of its output file. `whileDown`: found ended when
+    /// the agent started.
+    public mutating func onProcessExited(_ id: AssignmentID, _ outcome: ProcessOutcome, tail: String, now: Int64,
+                                         whileDown: Bool = false) -> [AgentDirective] {
+        guard let r = running.removeValue(forKey: id) else { return [] }
+        var state: JobState
+        var message: String
+        var reason: EndReason = .exited
+        switch outcome.end {
+        case .exited(let code)?: message = "exited with status \(code)"
+        case .signaled(let sig)?: message = "killed by signal \(sig)"
+        case nil: message = "exit status unknown"
+        }
+        if outcome.fenced && r.stopReason == nil && !r.assignment.keepOnLeaseLoss {
+            reason = .fenced
+            message = "\(Self.describe(.fenced, r.assignment)); \(message)"
+            state = .failed
+        } else if let stopped = r.stopReason {
+            reason = stopped
+            message = "\(Self.describe(stopped, r.assignment)); \(message)"
+            state = stopped == .cancelled ? .cancelled : .failed
+        } else if let end = outcome.end {
+            state = end.succeeded ? .succeeded : .failed
+        } else {
+            reason = .endedWhileAgentDown
+            message = "ended while the agent was down; exit status unknown"
+            state = .failed
+        }
+        if whileDown && outcome.end != nil { message += " (ended while the agent was down)" }
+        remember(id, state)
+        return [.log(.info, "job ended: assignment \(id) \(state.rawValue): \(message)"),
+                .journal(JournalRecord(kind: .ended, assignment: id.rawValue, state: state))]
+            + status(for: r.assignment, state: state, exit: outcome.end?.exitCode, message: message, tail: tail, reason: reason,
+                     visible: r.visible, models: r.deviceModels, now: now)
+            + exitIfDone(now: now)
+    }
+
+    mutating func stop(_ id: AssignmentID, _ reason: EndReason, now: Int64) -> [AgentDirective] {
         guard var r = running[id], r.stopReason == nil else { return [] }
         r.stopReason = reason
+        r.stopMessage = Self.describe(reason, r.assignment)
         r.termSentMs = now
         running[id] = r
-        return [.signal(id, SIGTERM)]
+        return [.journal(JournalRecord(kind: .stopping, assignment: id.rawValue, reason: reason)), .signal(id, SIGTERM)]
     }
 
     mutating func remember(_ id: AssignmentID, _ state: JobState) {
@@ -316,7 +566,7 @@ public struct AgentInstance: Sendable {
     }
 
     mutating func status(for m: Wire.Assignment, state: JobState, exit: Int32? = nil, message: String = "", tail: String = "",
-                         visible: [String: String], models: [String], now: Int64) -> [AgentDirective] {
+                         reason: EndReason? = nil, visible: [String: String], models: [String], now: Int64) -> [AgentDirective] {
         var u = Wire.StatusUpdate()
         u.jobID = m.jobID
         u.assignmentID = m.assignmentID
@@ -332,10 +582,11 @@ public struct AgentInstance: Sendable {
         u.visibleDevices = visible
         u.deviceIds = m.deviceIds
         u.deviceModels = models
+        u.endReason = Wire.EndReason(reason)
         u.updateID = "\(m.assignmentID):\(state.rawValue)"
         if pending[u.updateID] == nil { pendingOrder.append(u.updateID) }
         pending[u.updateID] = PendingStatus(update: u, sentMs: now)
-        return [.send(.statusUpdate(u))]
+        return [.journal(.status(u)), .send(.statusUpdate(u))]
     }
 
     /// The variables that pin a process to its devices, per vendor runtime: the runtime

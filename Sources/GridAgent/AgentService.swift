@@ -4,54 +4,159 @@ import GridProtocol
 import GridTransport
 import Logging
 import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// Performs what an `AgentInstance` decides: encodes and sends messages, starts and signals job
-/// processes, logs, and feeds back what happened (process started or failed, exits with the
-/// output tail). Runs on the socket loop's thread.
+/// Performs what an `AgentInstance` decides: journals (one fsync per turn, before anything the
+/// turn sends or starts), encodes and sends messages, starts job runs under their shims, signals
+/// them, writes the lease file, watches reattached runs, logs, and feeds back what happened.
+/// Runs on the socket loop's thread.
 public final class AgentShell {
+    /// A run the shell can signal: its own child (`process`) or one reattached after a restart.
+    struct Handle {
+        var pid: pid_t
+        var startTicks: UInt64?
+        var outputPath: String
+        var exitPath: String
+        var process: JobProcess?
+
+        func signal(_ sig: Int32) {
+            if let process { return process.signal(sig) }
+            // Not our child: signal only while the leader is still the journalled process.
+            guard ProcessIdentity.isAlive(pid, startTicks: startTicks) else { return }
+            if kill(-pid, sig) != 0 { _ = kill(pid, sig) }
+        }
+    }
+
     public private(set) var instance: AgentInstance
     let codec: EnvelopeCodec
     let logger: Logger
     let post: @Sendable (AgentEvent) -> Void
     let outputTailBytes: Int
     let clock: @Sendable () -> Int64
-    var processes: [AssignmentID: JobProcess] = [:]
+    let journal: AgentJournal
+    let shim: ShimOptions
+    let stopLoop: @Sendable () -> Void
+    var handles: [AssignmentID: Handle] = [:]
     var sequence: UInt64 = 0
+    var initial: [AgentDirective] = []
+    var lastWatchMs: Int64 = .min
     public private(set) var rejectedFrames = 0
+    public private(set) var journalFailures = 0
 
-    public init(instance: AgentInstance, maxFrameBytes: Int, outputTailBytes: Int, logger: Logger,
-                clock: @escaping @Sendable () -> Int64 = AgentShell.monotonicMs,
-                post: @escaping @Sendable (AgentEvent) -> Void) {
+    public init(instance: AgentInstance, journal: AgentJournal, shim: ShimOptions, maxFrameBytes: Int, outputTailBytes: Int,
+                logger: Logger, clock: @escaping @Sendable () -> Int64 = AgentShell.monotonicMs,
+                stopLoop: @escaping @Sendable () -> Void, post: @escaping @Sendable (AgentEvent) -> Void) {
         self.instance = instance
+        self.journal = journal
+        self.shim = shim
         self.codec = EnvelopeCodec(maxFrameBytes: maxFrameBytes)
         self.logger = logger
         self.post = post
+        self.stopLoop = stopLoop
         self.outputTailBytes = outputTailBytes
         self.clock = clock
     }
 
-    public static let monotonicMs: @Sendable () -> Int64 = { Int64(DispatchTime.now().uptimeNanoseconds / 1_000_000) }
+    /// CLOCK_MONOTONIC in milliseconds: the clock the shims read the lease file with.
+    public static let monotonicMs: @Sendable () -> Int64 = {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+
+    // MARK: recovery
+
+    /// Replays the journal, finds every journalled run again (alive with the same start time,
+    /// or ended with or without an exit record), compacts the journal, and queues what the
+    /// instance decided for the loop's first turn. Throws when the journal cannot be used.
+    public func recover() throws {
+        let state = try journal.load()
+        var found: [AssignmentID: RecoveredProcess] = [:]
+        for job in state.jobs {
+            let id = AssignmentID(job.assignment.assignmentID)
+            let exitPath = exitFile(id)
+            var pid = job.pid
+            if pid == nil { pid = ProcessIdentity.findShim(assignment: id.rawValue) }
+            if let pid, ProcessIdentity.isAlive(pid, startTicks: job.pid == nil ? nil : job.startTicks) {
+                found[id] = .alive(pid: pid)
+                handles[id] = Handle(pid: pid, startTicks: ProcessIdentity.startTicks(pid), outputPath: outputFile(id),
+                                     exitPath: exitPath, process: nil)
+            } else if let outcome = JobProcess.readExitRecord(exitPath) {
+                found[id] = .ended(outcome)
+            } else if pid == nil {
+                found[id] = .neverStarted
+            } else {
+                found[id] = .ended(ProcessOutcome(end: nil))
+            }
+        }
+        let leaseUntil = readLeaseFile()
+        initial = instance.recover(state, found: found, leaseUntilMs: leaseUntil, now: clock())
+        try journal.rewrite(state)
+        // Exit records of runs the journal no longer holds are spent.
+        let live = Set(state.jobs.map(\.assignment.assignmentID))
+        if let names = try? FileManager.default.contentsOfDirectory(atPath: instance.settings.jobsDirectory) {
+            for n in names where n.hasSuffix(".exit") && !live.contains(String(n.dropLast(5))) {
+                unlink(instance.settings.jobsDirectory + "/" + n)
+            }
+        }
+        if !state.jobs.isEmpty || !state.pending.isEmpty {
+            logger.notice("journal replayed", metadata: [
+                "runs": "\(state.jobs.count)", "alive": "\(found.values.filter { if case .alive = $0 { return true } else { return false } }.count)",
+                "unacknowledged_statuses": "\(state.pending.count)",
+            ])
+        }
+    }
+
+    func exitFile(_ id: AssignmentID) -> String { instance.settings.jobsDirectory + "/" + id.rawValue + ".exit" }
+    func outputFile(_ id: AssignmentID) -> String { instance.settings.jobsDirectory + "/" + id.rawValue + ".log" }
+
+    // MARK: the loop
 
     public func handle(_ input: LoopInput<AgentEvent>) -> [LoopOutput] {
+        var out: [LoopOutput] = []
+        if !initial.isEmpty {
+            let first = initial
+            initial = []
+            out += perform(first)
+        }
         let now = clock()
         switch input {
-        case .tick: return perform(instance.onTick(now: now))
+        case .tick:
+            out += perform(instance.onTick(now: now))
+            out += watchReattached(now: now)
         case .badShape(let peer, let frames):
             rejectedFrames += 1
             logger.warning("ignored message with \(frames) frames from \(peer.label)")
-            return []
-        case .event(.inventory(let report)): return perform(instance.onInventory(report, now: now))
-        case .event(.exited(let id, let end)):
-            let tail = processes.removeValue(forKey: id).map { JobProcess.tail(of: $0.outputPath, limit: outputTailBytes) } ?? ""
-            return perform(instance.onProcessExited(id, end, tail: tail, now: now))
+        case .event(.inventory(let report)): out += perform(instance.onInventory(report, now: now))
+        case .event(.exited(let id, let outcome)):
+            let tail = handles.removeValue(forKey: id).map { JobProcess.tail(of: $0.outputPath, limit: outputTailBytes) } ?? ""
+            out += perform(instance.onProcessExited(id, outcome, tail: tail, now: now))
+        case .event(.shutdown):
+            out += perform(instance.onShutdown(now: now))
         case .frame(_, let payload, _):
             do {
-                return perform(instance.receive(try codec.decode(payload), now: now))
+                out += perform(instance.receive(try codec.decode(payload), now: now))
             } catch {
                 rejectedFrames += 1
                 logger.warning("rejected frame from region: \(error)", metadata: ["rejected_total": "\(rejectedFrames)"])
-                return []
             }
+        }
+        return out
+    }
+
+    /// Makes the queued journal records durable; false (and logged, counted) when it cannot.
+    func flush() -> Bool {
+        guard journal.hasUnsynced else { return true }
+        do {
+            try journal.sync()
+            return true
+        } catch {
+            journalFailures += 1
+            logger.error("cannot write the agent journal: \(error); holding back what depends on it",
+                         metadata: ["journal_failures": "\(journalFailures)"])
+            return false
         }
     }
 
@@ -60,52 +165,117 @@ public final class AgentShell {
         var queue = directives[...]
         while let d = queue.popFirst() {
             switch d {
+            case .journal(let record):
+                journal.append(record)
             case .send(let body):
+                // Nothing leaves before the records it depends on are on disk; a held-back
+                // message is sent again by the retry that covers it (assignment resend, status retry).
+                guard flush() else { continue }
                 sequence &+= 1
                 out.append(LoopOutput(to: .upstream, payload: codec.encode(Message(sender: instance.settings.node.rawValue, sequence: sequence, body: body))))
             case .log(let level, let message):
                 logger.log(level: level, "\(message)")
             case .signal(let id, let sig):
-                processes[id]?.signal(sig)
-            case .start(let id, let command, let args, let environment, let outputPath):
+                handles[id]?.signal(sig)
+            case .lease(let until, let grace):
+                writeLeaseFile(until, graceMs: grace)
+            case .watch(let id, let pid):
+                if handles[id] == nil {
+                    handles[id] = Handle(pid: pid, startTicks: ProcessIdentity.startTicks(pid), outputPath: outputFile(id),
+                                         exitPath: exitFile(id), process: nil)
+                }
+            case .exit:
+                _ = flush()
+                stopLoop()
+            case .start(let id, let command, let args, let environment, let outputPath, let keep):
+                guard flush() else {
+                    queue.append(contentsOf: instance.onProcessFailed(id, reason: "the agent journal cannot be written (disk full?); not started", now: clock()))
+                    continue
+                }
                 let post = self.post
+                let exitPath = exitFile(id)
                 let dir = URL(fileURLWithPath: outputPath).deletingLastPathComponent()
                 try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
                 do {
-                    let process = try JobProcess(command: command, args: args, environment: environment, outputPath: outputPath) { end in
-                        post(.exited(id, end))
+                    let process = try JobProcess(command: command, args: args, environment: environment, outputPath: outputPath,
+                                                 exitPath: exitPath, shim: shim, keepOnLeaseLoss: keep) { end in
+                        post(.exited(id, JobProcess.readExitRecord(exitPath) ?? ProcessOutcome(end: end)))
                     }
-                    processes[id] = process
-                    queue.append(contentsOf: instance.onProcessStarted(id, pid: process.pid, now: clock()))
+                    handles[id] = Handle(pid: process.pid, startTicks: process.startTicks, outputPath: outputPath, exitPath: exitPath, process: process)
+                    queue.append(contentsOf: instance.onProcessStarted(id, pid: process.pid, startTicks: process.startTicks, now: clock()))
                 } catch {
                     queue.append(contentsOf: instance.onProcessFailed(id, reason: "\(error)", now: clock()))
                 }
             }
         }
+        _ = flush()
+        if journal.lines > journal.compactAfter {
+            do { try journal.rewrite(instance.journalSnapshot()) } catch {
+                logger.error("cannot compact the agent journal: \(error)")
+            }
+        }
         return out
     }
 
-    /// Signals every job's process group; used on shutdown so no child outlives the agent.
-    public func terminateAll(grace: Double) {
-        for p in processes.values { p.signal(SIGTERM) }
-        let deadline = Date().addingTimeInterval(grace)
-        while Date() < deadline && processes.values.contains(where: { kill($0.pid, 0) == 0 && !Self.isZombie($0.pid) }) {
-            usleep(50_000)
+    /// Runs reattached after a restart are not our children: look at /proc every 250 ms.
+    func watchReattached(now: Int64) -> [LoopOutput] {
+        guard lastWatchMs == .min || now - lastWatchMs >= 250 else { return [] }
+        lastWatchMs = now
+        var out: [LoopOutput] = []
+        for (id, h) in handles where h.process == nil && !ProcessIdentity.isAlive(h.pid, startTicks: h.startTicks) {
+            handles[id] = nil
+            let outcome = JobProcess.readExitRecord(h.exitPath) ?? ProcessOutcome(end: nil)
+            out += perform(instance.onProcessExited(id, outcome, tail: JobProcess.tail(of: h.outputPath, limit: outputTailBytes), now: now))
         }
-        for p in processes.values { p.signal(SIGKILL) }
+        return out
     }
 
-    static func isZombie(_ pid: pid_t) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return true }
-        return stat[stat.index(close, offsetBy: 2)...].hasPrefix("Z")
+    // MARK: lease file
+
+    var leaseFile: String { shim.leaseFile }
+
+    /// Writes "DEADLINE GRACE": the deadline as CLOCK_MONOTONIC milliseconds and the fence
+    /// grace (temporary file and rename, so a shim never reads half a line). No fsync: the shims
+    /// read the page cache, and a host that crashes takes its jobs with it.
+    func writeLeaseFile(_ untilMs: Int64, graceMs: Int64) {
+        let value = Self.monotonicMs() + (untilMs - clock())
+        let tmp = leaseFile + ".tmp"
+        do {
+            try Data("\(value) \(graceMs)\n".utf8).write(to: URL(fileURLWithPath: tmp))
+            guard rename(tmp, leaseFile) == 0 else { throw JournalError(path: leaseFile, what: String(cString: strerror(errno))) }
+        } catch {
+            logger.error("cannot write the lease file \(leaseFile): \(error); jobs will be fenced when the old lease lapses")
+        }
+    }
+
+    /// The deadline the previous agent left, on this shell's clock.
+    func readLeaseFile() -> Int64? {
+        guard let text = try? String(contentsOfFile: leaseFile, encoding: .utf8),
+              let first = text.split(whereSeparator: { $0 == " " || $0 == "\n" }).first, let value = Int64(first) else { return nil }
+        return clock() + (value - Self.monotonicMs())
+    }
+
+    // MARK: stop
+
+    /// Last resort when the loop stopped without a graceful stop (task cancelled): no run
+    /// outlives the agent. A graceful stop has already stopped and reported every run.
+    public func terminateAll(grace: Double) {
+        guard !handles.isEmpty else { return }
+        for h in handles.values { h.signal(SIGTERM) }
+        let deadline = Date().addingTimeInterval(grace)
+        while Date() < deadline && handles.values.contains(where: { ProcessIdentity.isAlive($0.pid, startTicks: $0.startTicks) }) {
+            usleep(50_000)
+        }
+        for h in handles.values { h.signal(SIGKILL) }
     }
 }
 
 /// The agent's I/O shell: the socket loop thread (registration, heartbeats, jobs) and a probe
 /// task feeding it fresh inventories. Heartbeats never wait for a probe: a hung vendor tool
-/// delays only the next inventory. On graceful shutdown every job's process group is
-/// terminated so nothing outlives the agent.
+/// delays only the next inventory. A graceful stop (SIGTERM, SIGINT, `grid-agent drain`) stops
+/// every job, reports it, and exits once the region acknowledged (or after
+/// `kill_grace_s` + 5 s); a kill -9 leaves the jobs running under their shims, to be found
+/// again by the next start or fenced by the shims when the lease lapses.
 public final class AgentService: Service, @unchecked Sendable {
     public let config: AgentConfig
     let source: any InventorySource
@@ -113,6 +283,7 @@ public final class AgentService: Service, @unchecked Sendable {
     let loop: SocketLoop<AgentEvent>
     /// Touched only on the loop thread once `run` starts.
     let shell: AgentShell
+    let pidFile: String
 
     public init(config: AgentConfig, source: any InventorySource, initial: InventoryReport, logger: Logger) throws {
         self.config = config
@@ -123,14 +294,24 @@ public final class AgentService: Service, @unchecked Sendable {
         self.loop = loop
         var env = ProcessInfo.processInfo.environment.filter { ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER"].contains($0.key) }
         env.merge(config.jobEnvironment) { _, new in new }
+        let data = URL(fileURLWithPath: config.dataDir)
         var settings = AgentInstance.Settings(
             node: NodeID(config.nodeID), hostname: ProcessInfo.processInfo.hostName,
-            jobsDirectory: URL(fileURLWithPath: config.dataDir).appendingPathComponent("jobs").path, baseEnvironment: env)
+            jobsDirectory: data.appendingPathComponent("jobs").path, baseEnvironment: env)
         settings.heartbeatIntervalMs = Int64(config.heartbeatIntervalMs)
         settings.killGraceMs = Int64(config.killGraceSeconds * 1000)
-        self.shell = AgentShell(instance: AgentInstance(settings: settings, devices: initial.devices),
+        settings.fenceGraceMs = Int64(config.fenceGraceMs)
+        try FileManager.default.createDirectory(atPath: settings.jobsDirectory, withIntermediateDirectories: true)
+        let shimPath = try config.resolvedJobShim()
+        let journal = try AgentJournal(path: data.appendingPathComponent("agent.journal").path)
+        self.pidFile = data.appendingPathComponent("agent.pid").path
+        self.shell = AgentShell(instance: AgentInstance(settings: settings, devices: initial.devices), journal: journal,
+                                shim: ShimOptions(path: shimPath, leaseFile: data.appendingPathComponent("lease").path,
+                                                  fenceGraceMs: Int64(config.fenceGraceMs)),
                                 maxFrameBytes: config.maxMessageBytes, outputTailBytes: config.outputTailBytes,
-                                logger: logger) { loop.post($0) }
+                                logger: logger, stopLoop: { loop.stop() }) { loop.post($0) }
+        try shell.recover()
+        try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: pidFile), options: .atomic)
     }
 
     public func run() async throws {
@@ -158,8 +339,10 @@ public final class AgentService: Service, @unchecked Sendable {
                 group.cancelAll()
             }
         } onCancelOrGracefulShutdown: {
-            loop.stop()
+            // Stop the jobs and report them first; the instance stops the loop when done.
+            loop.post(.shutdown)
         }
+        unlink(pidFile)
         logger.info("agent \(config.nodeID) stopped")
     }
 }

@@ -25,20 +25,47 @@ public struct SpawnError: Error, CustomStringConvertible, Sendable {
     public var description: String { "cannot start '\(command)': \(reason)" }
 }
 
-/// A job's child process: its own process group (so a kill reaches everything it started),
-/// stdin from /dev/null, stdout and stderr appended to one file whose tail is reported.
-public final class JobProcess: Sendable {
+/// Where a job's shim finds what it needs.
+public struct ShimOptions: Sendable {
+    /// The `grid-job-shim` executable.
+    public var path: String
+    /// The file holding the lease deadline (CLOCK_MONOTONIC ms) the shim fences on.
+    public var leaseFile: String
+    public var fenceGraceMs: Int64
+    public init(path: String, leaseFile: String, fenceGraceMs: Int64) {
+        self.path = path
+        self.leaseFile = leaseFile
+        self.fenceGraceMs = fenceGraceMs
+    }
+}
+
+/// A job's run: `grid-job-shim` as the leader of a new process group, the job's command as the
+/// shim's child in that group; stdin from /dev/null, stdout and stderr appended to one file whose
+/// tail is reported. The shim outlives the agent, records the exit status in `exitPath` and fences
+/// the job when the lease lapses (see Sources/grid-job-shim/main.c).
+///
+/// Signals go to the process group only while the shim is not yet reaped: the reaper thread
+/// waits with WNOWAIT and reaps under the same lock `signal` takes, so the group id cannot have
+/// been reused by an unrelated process when a signal is sent.
+public final class JobProcess: @unchecked Sendable {
     public let pid: pid_t
     public let outputPath: String
+    public let exitPath: String
+    /// Start time of the shim (clock ticks since boot), with the pid its identity in the journal.
+    public let startTicks: UInt64
+    let lock = NSLock()
+    var reaped = false
 
-    /// Resolves `command` on the job's PATH, spawns it and starts a dedicated reaper thread that
-    /// calls `onExit` once (from that thread).
-    public init(command: String, args: [String], environment: [String: String], outputPath: String,
-                onExit: @escaping @Sendable (ProcessEnd) -> Void) throws(SpawnError) {
+    /// Resolves `command` on the job's PATH, spawns the shim with it and starts a reaper thread
+    /// that calls `onExit` once (from that thread) with the shim's wait status.
+    public init(command: String, args: [String], environment: [String: String], outputPath: String, exitPath: String,
+                shim: ShimOptions, keepOnLeaseLoss: Bool, onExit: @escaping @Sendable (ProcessEnd) -> Void) throws(SpawnError) {
         guard let executable = JobProcess.resolve(command, path: environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") else {
             throw SpawnError(command: command, reason: "not found on PATH (\(environment["PATH"] ?? "default PATH"))")
         }
         self.outputPath = outputPath
+        self.exitPath = exitPath
+        unlink(exitPath)
         var fileActions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&fileActions)
         defer { posix_spawn_file_actions_destroy(&fileActions) }
@@ -58,20 +85,28 @@ public final class JobProcess: Sendable {
         posix_spawnattr_setpgroup(&attr, 0)
         posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
 
-        let argv = [executable] + args
+        var argv = [shim.path, "--exit-file", exitPath, "--lease-file", shim.leaseFile, "--fence-grace-ms", String(shim.fenceGraceMs)]
+        if keepOnLeaseLoss { argv.append("--keep") }
+        argv += ["--", executable] + args
         let envp = environment.map { "\($0.key)=\($0.value)" }.sorted()
         var child: pid_t = 0
         let rc = withCStrings(argv) { cargv in
             withCStrings(envp) { cenv in
-                posix_spawn(&child, executable, &fileActions, &attr, cargv, cenv)
+                posix_spawn(&child, shim.path, &fileActions, &attr, cargv, cenv)
             }
         }
-        guard rc == 0 else { throw SpawnError(command: command, reason: String(cString: strerror(rc))) }
+        guard rc == 0 else { throw SpawnError(command: command, reason: "cannot start \(shim.path): \(String(cString: strerror(rc)))") }
         pid = child
+        startTicks = ProcessIdentity.startTicks(child) ?? 0
         let reaped = child
-        let thread = Thread {
+        let thread = Thread { [self] in
+            var info = siginfo_t()
+            while waitid(P_PID, id_t(reaped), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
             var status: Int32 = 0
+            lock.lock()
             while waitpid(reaped, &status, 0) < 0 && errno == EINTR {}
+            self.reaped = true
+            lock.unlock()
             let end: ProcessEnd = (status & 0x7f) == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f)
             onExit(end)
         }
@@ -79,8 +114,11 @@ public final class JobProcess: Sendable {
         thread.start()
     }
 
-    /// Signals the whole process group.
+    /// Signals the whole process group, unless the shim was already reaped.
     public func signal(_ sig: Int32) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !reaped else { return }
         if kill(-pid, sig) != 0 { _ = kill(pid, sig) }
     }
 
@@ -95,12 +133,63 @@ public final class JobProcess: Sendable {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// The shim's exit record: "exited N F" or "signaled N F" (F: 1 when it fenced the job).
+    public static func readExitRecord(_ path: String) -> ProcessOutcome? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard parts.count >= 2, let n = Int32(parts[1]) else { return nil }
+        let fenced = parts.count >= 3 && parts[2] == "1"
+        switch parts[0] {
+        case "exited": return ProcessOutcome(end: .exited(n), fenced: fenced)
+        case "signaled": return ProcessOutcome(end: .signaled(n), fenced: fenced)
+        default: return nil
+        }
+    }
+
     static func resolve(_ command: String, path: String) -> String? {
         if command.contains("/") { return access(command, X_OK) == 0 ? command : nil }
         for dir in path.split(separator: ":") where !dir.isEmpty {
             let candidate = "\(dir)/\(command)"
             var st = stat()
             if stat(candidate, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+}
+
+/// A process as /proc shows it, for finding journalled runs again after a restart.
+public enum ProcessIdentity {
+    /// Field 22 of /proc/PID/stat (start time in clock ticks since boot); nil when the process
+    /// does not exist or is a zombie.
+    public static func startTicks(_ pid: pid_t) -> UInt64? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // fields[0] is the state (field 3); the start time is field 22.
+        guard fields.count > 19, fields[0] != "Z", fields[0] != "X" else { return nil }
+        return UInt64(fields[19])
+    }
+
+    /// Whether `pid` is the process journalled with `startTicks` and still running.
+    public static func isAlive(_ pid: pid_t, startTicks expected: UInt64?) -> Bool {
+        guard pid > 0, let actual = startTicks(pid) else { return false }
+        return expected == nil || expected == 0 || actual == expected
+    }
+
+    /// The shim of `assignment` when the agent died between starting it and journalling its pid:
+    /// the process group leader whose environment carries GRID_ASSIGNMENT_ID=assignment.
+    public static func findShim(assignment: String) -> pid_t? {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+        let needle = Array("GRID_ASSIGNMENT_ID=\(assignment)".utf8) + [0]
+        for name in entries {
+            guard let pid = pid_t(name), pid > 0, getpgid(pid) == pid,
+                  let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+            let bytes = [UInt8](env)
+            var start = 0
+            for i in 0..<bytes.count where bytes[i] == 0 {
+                if Array(bytes[start...i]) == needle { return pid }
+                start = i + 1
+            }
         }
         return nil
     }

@@ -15,6 +15,10 @@ import Yams
 ///       min_memory: 40GiB         # MiB if a bare number; KiB/MiB/GiB/TiB and KB/MB/GB/TB accepted
 ///     timeout_seconds: 3600
 ///     allowed_regions: [guizhou, ningxia]
+///     max_attempts: 3             # runs in all when runs are lost to faults (1...100)
+///     retry_backoff_seconds: 5    # wait before the first retry; doubles, at most 300 s
+///     requeue: never              # always (default) | never: a lost run ends the job `lost`
+///     on_lease_loss: keep         # stop (default) | keep: safe to run twice, not fenced
 public enum JobFile {
     struct Raw: Decodable {
         var name: String?
@@ -25,11 +29,18 @@ public enum JobFile {
         var timeoutSeconds: Int?
         var allowedRegions: [String]?
         var count: Int?
+        var maxAttempts: Int?
+        var retryBackoffSeconds: Int?
+        var requeue: String?
+        var onLeaseLoss: String?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, command, args, env, accelerators, count
+            case name, command, args, env, accelerators, count, requeue
             case timeoutSeconds = "timeout_seconds"
             case allowedRegions = "allowed_regions"
+            case maxAttempts = "max_attempts"
+            case retryBackoffSeconds = "retry_backoff_seconds"
+            case onLeaseLoss = "on_lease_loss"
         }
 
         init(from decoder: any Decoder) throws {
@@ -43,6 +54,10 @@ public enum JobFile {
             timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds)
             allowedRegions = try c.decodeIfPresent([String].self, forKey: .allowedRegions)
             count = try c.decodeIfPresent(Int.self, forKey: .count)
+            maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts)
+            retryBackoffSeconds = try c.decodeIfPresent(Int.self, forKey: .retryBackoffSeconds)
+            requeue = try c.decodeIfPresent(String.self, forKey: .requeue)
+            onLeaseLoss = try c.decodeIfPresent(String.self, forKey: .onLeaseLoss)
         }
     }
 
@@ -99,11 +114,24 @@ public enum JobFile {
                 problems.append("accelerators.min_memory: '\(m)' is not a size (e.g. 40GiB, 16000MiB, or a number of MiB)")
             }
         }
+        var retry = RetryPolicy()
+        if let n = raw.maxAttempts { retry.maxAttempts = n }
+        if let n = raw.retryBackoffSeconds { retry.backoffSeconds = n }
+        switch raw.requeue {
+        case nil, "always": break
+        case "never": retry.requeueNever = true
+        case let other?: problems.append("requeue: '\(other)' is not one of always, never")
+        }
+        switch raw.onLeaseLoss {
+        case nil, "stop": break
+        case "keep": retry.keepOnLeaseLoss = true
+        case let other?: problems.append("on_lease_loss: '\(other)' is not one of stop, keep")
+        }
         let defaultName = URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
         let spec = JobSpec(
             name: raw.name ?? defaultName, command: raw.command ?? "", args: raw.args ?? [], env: raw.env ?? [:],
             accelerators: request, timeoutSeconds: raw.timeoutSeconds,
-            allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init))
+            allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init), retry: retry)
         if raw.command == nil { problems.append("command: required (the program to run, e.g. python3)") }
         if let n = raw.count, !(1...maxArray).contains(n) {
             problems.append("count: must be 1...\(maxArray) (jobs in the array), got \(n)")

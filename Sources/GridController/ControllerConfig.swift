@@ -28,6 +28,12 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     public var heartbeatIntervalMs: Int = 1000
     /// A node silent this long is declared lost and its work re-queued. Default 10000 ms.
     public var nodeLostAfterMs: Int = 10_000
+    /// Region: the lease each acknowledged heartbeat renews. 0 = `node_lost_after_ms`.
+    public var leaseMs: Int = 0
+    /// Region: margin on each side of the lease. Agents stop their jobs after lease − margin
+    /// without a word from the region; the region runs a silent node's jobs elsewhere only after
+    /// lease + margin. Default 2000 ms.
+    public var leaseMarginMs: Int = 2000
     /// How often a region reports to the national scheduler. Default 1000 ms.
     public var summaryIntervalMs: Int = 1000
     /// How long an unacknowledged assignment/forward/status waits before it is resent. Default 1000 ms.
@@ -54,6 +60,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case dataDir = "data_dir"
         case heartbeatIntervalMs = "heartbeat_interval_ms"
         case nodeLostAfterMs = "node_lost_after_ms"
+        case leaseMs = "lease_ms"
+        case leaseMarginMs = "lease_margin_ms"
         case summaryIntervalMs = "summary_interval_ms"
         case retryIntervalMs = "retry_interval_ms"
         case maxMessageBytes = "max_message_bytes"
@@ -75,6 +83,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         dataDir = try c.value(.dataDir, default: d.dataDir)
         heartbeatIntervalMs = try c.value(.heartbeatIntervalMs, default: d.heartbeatIntervalMs)
         nodeLostAfterMs = try c.value(.nodeLostAfterMs, default: d.nodeLostAfterMs)
+        leaseMs = try c.value(.leaseMs, default: d.leaseMs)
+        leaseMarginMs = try c.value(.leaseMarginMs, default: d.leaseMarginMs)
         summaryIntervalMs = try c.value(.summaryIntervalMs, default: d.summaryIntervalMs)
         retryIntervalMs = try c.value(.retryIntervalMs, default: d.retryIntervalMs)
         maxMessageBytes = try c.value(.maxMessageBytes, default: d.maxMessageBytes)
@@ -96,6 +106,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         return c
     }
 
+    /// The lease in force: `lease_ms`, or `node_lost_after_ms` when that is 0.
+    public var effectiveLeaseMs: Int { leaseMs > 0 ? leaseMs : nodeLostAfterMs }
+
     /// Every problem with the values, each naming its key.
     public func problems() -> [String] {
         var out: [String] = []
@@ -108,6 +121,13 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         }
         if nodeLostAfterMs < 3 * heartbeatIntervalMs {
             out.append("node_lost_after_ms: \(nodeLostAfterMs) is less than 3 heartbeats (\(3 * heartbeatIntervalMs)); nodes would flap")
+        }
+        let lease = effectiveLeaseMs
+        if leaseMs < 0 { out.append("lease_ms: must be >= 0 (0 = node_lost_after_ms), got \(leaseMs)") }
+        if leaseMarginMs < 0 || 2 * leaseMarginMs >= lease {
+            out.append("lease_margin_ms: must be 0...\(max(0, (lease - 1) / 2)) (less than half the lease of \(lease) ms), got \(leaseMarginMs)")
+        } else if lease - leaseMarginMs < 2 * heartbeatIntervalMs {
+            out.append("lease_ms: lease − margin (\(lease - leaseMarginMs) ms) must cover 2 heartbeats (\(2 * heartbeatIntervalMs) ms), or agents stop jobs between heartbeats")
         }
         if placementBudget < 1 || placementBudget > 1_000_000 { out.append("placement_budget: must be 1...1000000, got \(placementBudget)") }
         if !(historyRetentionHours > 0 && historyRetentionHours <= 24 * 365) {

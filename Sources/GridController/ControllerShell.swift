@@ -150,6 +150,8 @@ extension RegionInstance.Settings {
         self.init(region: RegionID(config.id))
         heartbeatIntervalMs = Int64(config.heartbeatIntervalMs)
         nodeLostAfterMs = Int64(config.nodeLostAfterMs)
+        leaseMs = Int64(config.effectiveLeaseMs)
+        leaseMarginMs = Int64(config.leaseMarginMs)
         summaryIntervalMs = Int64(config.summaryIntervalMs)
         retryIntervalMs = Int64(config.retryIntervalMs)
         placementBudget = config.placementBudget

@@ -350,8 +350,11 @@ public struct NationalInstance: Sendable {
         var out: [ControllerDirective] = [.persist(.applied(updateID: m.updateID, at: now.wall))]
         // A newer epoch (the region re-placed the job) wins; within one epoch states only move
         // forward. Terminal states never change.
+        // A `queued` report of the current epoch is the region taking the job back (node lost,
+        // agent restarted or stopped): it follows the running report of that epoch.
         if let state = JobState(rawValue: m.state), !job.state.isTerminal,
-           Int(m.epoch) > job.epoch || (Int(m.epoch) == job.epoch && state.progress >= job.state.progress) {
+           Int(m.epoch) > job.epoch
+            || (Int(m.epoch) == job.epoch && (state.progress >= job.state.progress || (state == .queued && m.epoch > 0))) {
             job.state = state
             job.epoch = Int(m.epoch)
             job.region = m.regionID.isEmpty ? job.region : RegionID(m.regionID)
@@ -363,6 +366,7 @@ public struct NationalInstance: Sendable {
             job.message = m.message
             job.outputTail = m.outputTail
             job.visibleDevices = m.visibleDevices
+            if !m.attempts.isEmpty { job.attempts = m.attempts.map(\.attempt) }
             job.updatedAt = now.wall
             jobs[job.id] = job
             out.append(.persist(.job(job)))

@@ -47,6 +47,13 @@ public struct RegionInstance: Sendable {
         public var heartbeatIntervalMs: Int64 = 1000
         /// Silence after which a node is declared lost (before the local-health stretch).
         public var nodeLostAfterMs: Int64 = 10_000
+        /// The lease every acknowledged heartbeat renews. An agent stops its jobs once it has not
+        /// heard the region for lease − margin; the region runs them again only after a node has
+        /// been silent for lease + margin (PROTOCOL.md, "Leases and self-fencing").
+        /// nil = `nodeLostAfterMs`.
+        public var leaseMs: Int64? = nil
+        public var leaseMarginMs: Int64 = 2000
+        public var lease: Int64 { leaseMs ?? nodeLostAfterMs }
         public var summaryIntervalMs: Int64 = 1000
         public var retryIntervalMs: Int64 = 1000
         /// Longest wait between resends of one message (the backoff doubles up to this).
@@ -98,6 +105,10 @@ public struct RegionInstance: Sendable {
 
     enum Timer: Sendable {
         case nodeDeadline(NodeID)
+        /// A lost node's lease + margin is over: its assignments may run elsewhere.
+        case leaseExpiry(NodeID)
+        /// A job's retry backoff is over: back into the queue.
+        case retry(JobID)
         case resend(AssignmentID)
         case outbox(String)
         case summary
@@ -252,7 +263,7 @@ public struct RegionInstance: Sendable {
         for aid in node.held.sorted() {
             guard let a = assignments[aid] else { continue }
             if a.state == .accepted && !held.contains(aid.rawValue) {
-                out += requeue(a, reason: "node \(id) restarted without assignment \(aid)", now: now)
+                out += requeue(a, .nodeRestarted, reason: "node \(id) restarted without assignment \(aid)", now: now)
             } else if a.state == .pending {
                 sentAt[aid] = (0, sentAt[aid]?.attempts ?? 0)
                 timers.schedule(.resend(aid), at: now.monotonicMs)
@@ -274,6 +285,9 @@ public struct RegionInstance: Sendable {
         ack.nodeID = id.rawValue
         ack.regionID = region.rawValue
         ack.heartbeatIntervalMs = UInt32(clamping: settings.heartbeatIntervalMs)
+        ack.leaseMs = UInt32(clamping: settings.lease)
+        ack.leaseMarginMs = UInt32(clamping: settings.leaseMarginMs)
+        ack.echoSentMs = m.sentMs
         out.append(.reply(.registerAck(ack), to: origin))
         return out
     }
@@ -357,6 +371,10 @@ public struct RegionInstance: Sendable {
             ack.sendAssignments = true
         }
         ack.known = true
+        // The echo renews the node's lease on the agent's own clock.
+        ack.echoSentMs = m.sentMs
+        ack.leaseMs = UInt32(clamping: settings.lease)
+        ack.leaseMarginMs = UInt32(clamping: settings.leaseMarginMs)
         out.append(.reply(.heartbeatAck(ack), to: origin))
         return out
     }
@@ -405,7 +423,7 @@ public struct RegionInstance: Sendable {
         }
         a.state = .rejected
         var out: [ControllerDirective] = [.persist(.assignment(a, at: now.wall))]
-        out += requeue(a, reason: "node \(a.node) rejected assignment \(id): \(m.reason)", now: now, newState: .rejected)
+        out += requeue(a, .rejected, reason: "node \(a.node) rejected assignment \(id): \(m.reason)", now: now, newState: .rejected)
         out.append(.log(LogEvent(.warning, "assignment rejected", ["assignment": "\(id)", "reason": m.reason])))
         return out
     }
@@ -432,6 +450,21 @@ public struct RegionInstance: Sendable {
         remember(m.updateID, now)
         guard let state = JobState(rawValue: m.state), state.progress >= job.state.progress, !job.state.isTerminal else {
             return out + [answer(true, "ignored: job already \(job.state.rawValue)")]
+        }
+        // A run stopped by a fault around it (lease lapsed, agent stopped) is not the job's
+        // outcome: the retry policy decides whether it runs again.
+        if state.isTerminal, let reason = m.endReason.reason, reason.isFault, let aid = job.assignment, let a = assignments[aid] {
+            out += requeue(a, reason, reason: m.message.isEmpty ? reason.rawValue : m.message, now: now, newState: .done)
+            out.append(answer(true, ""))
+            return out
+        }
+        if let last = job.attempts.indices.last, job.attempts[last].assignment.rawValue == m.assignmentID {
+            if state == .running && job.attempts[last].startedAt == nil { job.attempts[last].startedAt = now.wall }
+            if state.isTerminal {
+                job.attempts[last].endedAt = now.wall
+                job.attempts[last].endReason = m.endReason.reason ?? .exited
+                job.attempts[last].message = m.message
+            }
         }
         job.state = state
         job.exitCode = m.hasExitCode_p ? Int(m.exitCode) : nil
@@ -480,28 +513,53 @@ public struct RegionInstance: Sendable {
         placementDirty = true
     }
 
-    /// Takes a job back from its node (lost, rejected, restarted) and queues it again. The next
-    /// assignment gets a higher epoch, so late reports about this one are refused.
-    mutating func requeue(_ a: AssignmentRecord, reason: String, now: Moment, newState: AssignmentState = .revoked) -> [ControllerDirective] {
+    /// Takes a job back from its node (lost, rejected, restarted, fenced, stopped) and decides
+    /// by the job's retry policy: queue it again (after its backoff), or end it `lost` when it
+    /// may not run twice (`requeue: never`) or has used up its attempts. The next assignment gets
+    /// a higher epoch, so late reports about this one are refused.
+    mutating func requeue(_ a: AssignmentRecord, _ why: EndReason, reason: String, now: Moment,
+                          newState: AssignmentState = .revoked) -> [ControllerDirective] {
         var revoked = a
         revoked.state = newState
         var out: [ControllerDirective] = [.persist(.assignment(revoked, at: now.wall))]
         release(a)
         guard var job = jobs[a.job], job.assignment == a.id, !job.state.isTerminal else { return out }
-        job.state = .queued
+        if let last = job.attempts.indices.last, job.attempts[last].assignment == a.id {
+            job.attempts[last].endedAt = now.wall
+            job.attempts[last].endReason = why
+            job.attempts[last].message = reason
+        }
+        // A rejected assignment never ran; anything else may have.
+        let mayHaveRun = why != .rejected
+        let runs = job.attempts.filter { $0.endReason != .rejected }.count
         job.node = nil
         job.deviceIDs = []
         job.deviceModels = []
         job.assignment = nil
         job.visibleDevices = [:]
-        job.message = reason
         job.updatedAt = now.wall
+        if mayHaveRun && job.spec.retry.requeueNever {
+            job.state = .lost
+            job.message = "\(reason); not run again (requeue: never)"
+        } else if mayHaveRun && runs >= job.spec.retry.maxAttempts {
+            job.state = .lost
+            job.message = "\(reason); gave up after \(runs) of \(job.spec.retry.maxAttempts) attempts"
+        } else {
+            job.state = .queued
+            let wait = mayHaveRun ? job.spec.retry.backoffMs(beforeAttempt: runs + 1) : 0
+            job.message = wait > 0 ? "\(reason); attempt \(runs + 1) of \(job.spec.retry.maxAttempts) in \(wait / 1000)s" : reason
+            if wait > 0 {
+                timers.schedule(.retry(job.id), at: now.monotonicMs + wait)
+            } else {
+                queue.insert(job.id, at: 0)
+                if queueCursor > 0 { queueCursor += 1 }
+            }
+        }
         jobs[job.id] = job
-        queue.insert(job.id, at: 0)
-        if queueCursor > 0 { queueCursor += 1 }
         out.append(.persist(.job(job)))
         out += enqueueStatus(job, now: now)
-        out.append(.log(LogEvent(.warning, "job re-queued", ["job": "\(job.id)", "reason": reason])))
+        let event = job.state == .lost ? "job lost" : "job re-queued"
+        out.append(.log(LogEvent(.warning, event, ["job": "\(job.id)", "reason": reason, "attempts": "\(runs)"])))
         return out
     }
 
@@ -524,6 +582,8 @@ public struct RegionInstance: Sendable {
         u.regionID = region.rawValue
         u.deviceIds = job.deviceIDs
         u.deviceModels = job.deviceModels
+        u.attempts = job.attempts.map(Wire.Attempt.init)
+        u.maxAttempts = UInt32(clamping: job.spec.retry.maxAttempts)
         u.updateID = "\(region):\(job.id):\(job.epoch):\(job.state.rawValue)"
         let payload: [UInt8] = (try? u.serializedBytes()) ?? []
         let item = OutboxItem(key: u.updateID, destination: "national", type: "status_update", payload: payload,
@@ -641,6 +701,14 @@ public struct RegionInstance: Sendable {
                 } else {
                     out += checkNode(id, now: now)
                 }
+            case .leaseExpiry(let id):
+                out += expireLease(id, now: now)
+            case .retry(let jid):
+                if let j = jobs[jid], j.state == .queued, !queue.contains(jid) {
+                    queue.insert(jid, at: 0)
+                    if queueCursor > 0 { queueCursor += 1 }
+                    placementDirty = true
+                }
             case .resend(let aid):
                 // While inputs are unread the ack may be among them: do not resend yet.
                 if backlog { timers.schedule(.resend(aid), at: now.monotonicMs + settings.retryIntervalMs) } else { out += resend(aid, now: now) }
@@ -694,11 +762,26 @@ public struct RegionInstance: Sendable {
             .persist(.nodeState(id, .lost)),
             .log(LogEvent(.warning, "node lost", ["node": "\(id)", "silent_ms": "\(silent)"])),
         ]
+        out += expireLease(id, now: now)
+        placementDirty = true
+        return out
+    }
+
+    /// The jobs of a lost node run elsewhere only once it has been silent for lease + margin:
+    /// by then its agent (or, if the agent is dead or frozen, each job's shim) has stopped them.
+    mutating func expireLease(_ id: NodeID, now: Moment) -> [ControllerDirective] {
+        guard let n = nodes[id], n.record.state == .lost, !n.held.isEmpty else { return [] }
+        let silent = now.monotonicMs - n.lastHeardMs - (stalledMs - n.stalledAtHeard)
+        let expiry = settings.lease + settings.leaseMarginMs
+        guard silent > expiry else {
+            timers.schedule(.leaseExpiry(id), at: now.monotonicMs + (expiry - silent) + 1)
+            return []
+        }
+        var out: [ControllerDirective] = []
         for aid in n.held.sorted() {
             guard let a = assignments[aid] else { continue }
-            out += requeue(a, reason: "node \(id) lost: no heartbeat for \(silent / 1000)s", now: now)
+            out += requeue(a, .nodeLost, reason: "node \(id) lost: no heartbeat for \(silent / 1000)s", now: now)
         }
-        placementDirty = true
         return out
     }
 
@@ -748,6 +831,8 @@ public struct RegionInstance: Sendable {
         m.env = job.spec.env
         m.deviceIds = a.deviceIDs
         m.timeoutSeconds = UInt32(clamping: job.spec.timeoutSeconds ?? 0)
+        m.keepOnLeaseLoss = job.spec.retry.keepOnLeaseLoss
+        m.attempt = UInt32(clamping: job.attempts.filter { $0.endReason != .rejected }.count)
         return .send(.assignment(m), to: peer)
     }
 
@@ -790,6 +875,8 @@ public struct RegionInstance: Sendable {
                 job.assignment = aid
                 job.message = "assigned to \(nodeID)"
                 job.updatedAt = now.wall
+                job.attempts.append(Attempt(number: job.attempts.filter { $0.endReason != .rejected }.count + 1,
+                                            node: nodeID, assignment: aid, epoch: job.epoch))
                 jobs[jid] = job
                 let a = AssignmentRecord(id: aid, job: jid, node: nodeID, epoch: job.epoch, deviceIDs: deviceIDs,
                                          state: .pending, createdAt: now.wall)

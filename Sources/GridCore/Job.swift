@@ -27,11 +27,14 @@ public struct JobSpec: Codable, Sendable, Hashable {
     public var timeoutSeconds: Int?
     /// Regions the job may run in (empty = any).
     public var allowedRegions: [RegionID]
+    /// What happens when a run is lost to a fault (node lost, agent restarted or stopped, lease
+    /// lapsed): run again up to `retry.maxAttempts` runs, or end `lost`.
+    public var retry: RetryPolicy
 
     public init(
         name: String, command: String, args: [String] = [], env: [String: String] = [:],
         accelerators: AcceleratorRequest = AcceleratorRequest(), timeoutSeconds: Int? = nil,
-        allowedRegions: [RegionID] = []
+        allowedRegions: [RegionID] = [], retry: RetryPolicy = RetryPolicy()
     ) {
         self.name = name
         self.command = command
@@ -40,6 +43,22 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.accelerators = accelerators
         self.timeoutSeconds = timeoutSeconds
         self.allowedRegions = allowedRegions
+        self.retry = retry
+    }
+
+    enum CodingKeys: String, CodingKey { case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry }
+
+    /// Specs stored before retry policies existed still decode (with the default policy).
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        command = try c.decode(String.self, forKey: .command)
+        args = try c.decode([String].self, forKey: .args)
+        env = try c.decode([String: String].self, forKey: .env)
+        accelerators = try c.decode(AcceleratorRequest.self, forKey: .accelerators)
+        timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds)
+        allowedRegions = try c.decode([RegionID].self, forKey: .allowedRegions)
+        retry = try c.decodeIfPresent(RetryPolicy.self, forKey: .retry) ?? RetryPolicy()
     }
 
     /// Returns every problem with the spec, each naming the field, or [] when it is valid.
@@ -51,10 +70,96 @@ public struct JobSpec: Codable, Sendable, Hashable {
         if accelerators.count > 64 { out.append("accelerators.count: at most 64 devices per node, got \(accelerators.count)") }
         if let m = accelerators.minMemoryMiB, m < 0 { out.append("accelerators.min_memory: must be >= 0") }
         if let t = timeoutSeconds, t <= 0 { out.append("timeout_seconds: must be > 0, got \(t)") }
+        if !(1...RetryPolicy.maxAttemptsLimit).contains(retry.maxAttempts) {
+            out.append("max_attempts: must be 1...\(RetryPolicy.maxAttemptsLimit), got \(retry.maxAttempts)")
+        }
+        if !(0...RetryPolicy.maxBackoffSeconds).contains(retry.backoffSeconds) {
+            out.append("retry_backoff_seconds: must be 0...\(RetryPolicy.maxBackoffSeconds), got \(retry.backoffSeconds)")
+        }
         for key in env.keys where key.isEmpty || key.contains("=") || key.contains("\0") {
             out.append("env: invalid variable name '\(key)'")
         }
         return out
+    }
+}
+
+/// What a job may do when one of its runs is lost to a fault around it (not to its own exit).
+public struct RetryPolicy: Codable, Sendable, Hashable {
+    public static let maxAttemptsLimit = 100
+    public static let maxBackoffSeconds = 3600
+    /// Runs in all, the first included. Default 3.
+    public var maxAttempts: Int
+    /// Wait before the second run; doubles for each later one, at most 300 s. Default 5.
+    public var backoffSeconds: Int
+    /// `requeue: never`: a lost run ends the job `lost` (for work that must not run twice).
+    public var requeueNever: Bool
+    /// `on_lease_loss: keep`: the job is safe to run twice, so an agent that lost its lease
+    /// lets it go on instead of stopping it.
+    public var keepOnLeaseLoss: Bool
+
+    public init(maxAttempts: Int = 3, backoffSeconds: Int = 5, requeueNever: Bool = false, keepOnLeaseLoss: Bool = false) {
+        self.maxAttempts = maxAttempts
+        self.backoffSeconds = backoffSeconds
+        self.requeueNever = requeueNever
+        self.keepOnLeaseLoss = keepOnLeaseLoss
+    }
+
+    /// Wait before run `attempt` (2 = the first retry).
+    public func backoffMs(beforeAttempt attempt: Int) -> Int64 {
+        guard attempt > 1, backoffSeconds > 0 else { return 0 }
+        let doublings = min(attempt - 2, 16)
+        return min(Int64(backoffSeconds) * 1000 << Int64(doublings), max(300_000, Int64(backoffSeconds) * 1000))
+    }
+}
+
+/// Why a run ended: the job's own doing (exited, timed out, cancelled) or a fault around it.
+public enum EndReason: String, Codable, Sendable, CaseIterable {
+    case exited
+    case cancelled
+    case timedOut = "timed_out"
+    /// The agent's lease lapsed (no word from the region) and it stopped the run.
+    case fenced
+    /// The agent was stopped or drained on purpose and stopped the run.
+    case agentStopped = "agent_stopped"
+    /// The run ended while the agent was down; its exit status is unknown.
+    case endedWhileAgentDown = "ended_while_agent_down"
+    case startFailed = "start_failed"
+    /// The node went silent past lease + margin.
+    case nodeLost = "node_lost"
+    /// The agent came back without the assignment.
+    case nodeRestarted = "node_restarted"
+    /// The node refused the assignment (never ran).
+    case rejected
+
+    /// A fault around the job rather than the job's own outcome: the run may be retried.
+    public var isFault: Bool {
+        switch self {
+        case .fenced, .agentStopped, .nodeLost, .nodeRestarted, .rejected: return true
+        case .exited, .cancelled, .timedOut, .endedWhileAgentDown, .startFailed: return false
+        }
+    }
+}
+
+/// One run of a job, as `gridctl job ID` shows it.
+public struct Attempt: Codable, Sendable, Hashable {
+    public var number: Int
+    public var node: NodeID
+    public var assignment: AssignmentID
+    public var epoch: Int
+    public var startedAt: Date?
+    public var endedAt: Date?
+    public var endReason: EndReason?
+    public var message: String
+    public init(number: Int, node: NodeID, assignment: AssignmentID, epoch: Int, startedAt: Date? = nil,
+                endedAt: Date? = nil, endReason: EndReason? = nil, message: String = "") {
+        self.number = number
+        self.node = node
+        self.assignment = assignment
+        self.epoch = epoch
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.endReason = endReason
+        self.message = message
     }
 }
 
@@ -72,8 +177,11 @@ public enum JobState: String, Codable, Sendable, CaseIterable {
     case succeeded
     case failed
     case cancelled
+    /// A run was lost to a fault and the job may not run again (`requeue: never`, or its
+    /// attempts are used up).
+    case lost
 
-    public var isTerminal: Bool { self == .succeeded || self == .failed || self == .cancelled }
+    public var isTerminal: Bool { self == .succeeded || self == .failed || self == .cancelled || self == .lost }
 
     /// Order used to ignore status updates that would move a job backwards.
     public var progress: Int {
@@ -83,7 +191,7 @@ public enum JobState: String, Codable, Sendable, CaseIterable {
         case .queued: return 2
         case .assigned: return 3
         case .running: return 4
-        case .succeeded, .failed, .cancelled: return 5
+        case .succeeded, .failed, .cancelled, .lost: return 5
         }
     }
 }
@@ -106,13 +214,16 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var visibleDevices: [String: String]
     public var submittedAt: Date
     public var updatedAt: Date
+    /// Every run so far, oldest first.
+    public var attempts: [Attempt]
 
     public init(
         id: JobID, spec: JobSpec, state: JobState, region: RegionID? = nil, node: NodeID? = nil,
         deviceIDs: [String] = [], deviceModels: [String] = [], assignment: AssignmentID? = nil,
         epoch: Int = 0, exitCode: Int? = nil, message: String = "", outputTail: String = "",
-        visibleDevices: [String: String] = [:], submittedAt: Date, updatedAt: Date
+        visibleDevices: [String: String] = [:], submittedAt: Date, updatedAt: Date, attempts: [Attempt] = []
     ) {
+        self.attempts = attempts
         self.id = id
         self.spec = spec
         self.state = state
@@ -128,6 +239,29 @@ public struct JobRecord: Codable, Sendable, Hashable {
         self.visibleDevices = visibleDevices
         self.submittedAt = submittedAt
         self.updatedAt = updatedAt
+    }
+}
+
+extension JobRecord {
+    enum CodingKeys: String, CodingKey {
+        case id, spec, state, region, node, deviceIDs, deviceModels, assignment, epoch, exitCode, message, outputTail
+        case visibleDevices, submittedAt, updatedAt, attempts
+    }
+
+    /// Records stored before attempts existed still decode.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            id: try c.decode(JobID.self, forKey: .id), spec: try c.decode(JobSpec.self, forKey: .spec),
+            state: try c.decode(JobState.self, forKey: .state), region: try c.decodeIfPresent(RegionID.self, forKey: .region),
+            node: try c.decodeIfPresent(NodeID.self, forKey: .node), deviceIDs: try c.decode([String].self, forKey: .deviceIDs),
+            deviceModels: try c.decode([String].self, forKey: .deviceModels),
+            assignment: try c.decodeIfPresent(AssignmentID.self, forKey: .assignment), epoch: try c.decode(Int.self, forKey: .epoch),
+            exitCode: try c.decodeIfPresent(Int.self, forKey: .exitCode), message: try c.decode(String.self, forKey: .message),
+            outputTail: try c.decode(String.self, forKey: .outputTail),
+            visibleDevices: try c.decode([String: String].self, forKey: .visibleDevices),
+            submittedAt: try c.decode(Date.self, forKey: .submittedAt), updatedAt: try c.decode(Date.self, forKey: .updatedAt),
+            attempts: try c.decodeIfPresent([Attempt].self, forKey: .attempts) ?? [])
     }
 }
 

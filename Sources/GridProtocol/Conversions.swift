@@ -95,6 +95,12 @@ extension Wire.JobSpec {
         accelerators = a
         timeoutSeconds = UInt32(clamping: s.timeoutSeconds ?? 0)
         allowedRegions = s.allowedRegions.map(\.rawValue)
+        // Defaults travel as 0 so specs from before retry policies read the same.
+        let d = RetryPolicy()
+        maxAttempts = s.retry.maxAttempts == d.maxAttempts ? 0 : UInt32(clamping: s.retry.maxAttempts)
+        if s.retry.backoffSeconds != d.backoffSeconds { retryBackoffSeconds = UInt32(clamping: s.retry.backoffSeconds) }
+        requeueNever = s.retry.requeueNever
+        keepOnLeaseLoss = s.retry.keepOnLeaseLoss
     }
 
     /// Throws when a field cannot be represented in the domain (e.g. an unknown vendor name).
@@ -113,7 +119,11 @@ extension Wire.JobSpec {
                 model: accelerators.model.isEmpty ? nil : accelerators.model,
                 minMemoryMiB: accelerators.minMemoryMib > 0 ? Int(exactly: accelerators.minMemoryMib) : nil),
             timeoutSeconds: timeoutSeconds > 0 ? Int(timeoutSeconds) : nil,
-            allowedRegions: allowedRegions.map(RegionID.init)
+            allowedRegions: allowedRegions.map(RegionID.init),
+            retry: RetryPolicy(
+                maxAttempts: maxAttempts == 0 ? RetryPolicy().maxAttempts : Int(maxAttempts),
+                backoffSeconds: hasRetryBackoffSeconds ? Int(retryBackoffSeconds) : RetryPolicy().backoffSeconds,
+                requeueNever: requeueNever, keepOnLeaseLoss: keepOnLeaseLoss)
         )
         if let first = s.problems().first {
             throw .invalidField(type: "JobSpec", field: String(first.prefix(while: { $0 != ":" })), reason: first)
@@ -143,6 +153,7 @@ extension Wire.Job {
         visibleDevices = r.visibleDevices
         submittedUnixMs = r.submittedAt.unixMilliseconds
         updatedUnixMs = r.updatedAt.unixMilliseconds
+        attempts = r.attempts.map(Wire.Attempt.init)
     }
 
     public func record() throws(ProtocolError) -> JobRecord {
@@ -156,8 +167,65 @@ extension Wire.Job {
             assignment: assignmentID.isEmpty ? nil : AssignmentID(assignmentID), epoch: Int(clamping: epoch),
             exitCode: hasExitCode_p ? Int(exitCode) : nil, message: message, outputTail: outputTail,
             visibleDevices: visibleDevices, submittedAt: Date(unixMilliseconds: submittedUnixMs),
-            updatedAt: Date(unixMilliseconds: updatedUnixMs)
+            updatedAt: Date(unixMilliseconds: updatedUnixMs),
+            attempts: attempts.map(\.attempt)
         )
+    }
+}
+
+extension Wire.EndReason {
+    public init(_ r: EndReason?) {
+        switch r {
+        case nil: self = .unspecified
+        case .exited: self = .exited
+        case .cancelled: self = .cancelled
+        case .timedOut: self = .timedOut
+        case .fenced: self = .fenced
+        case .agentStopped: self = .agentStopped
+        case .endedWhileAgentDown: self = .endedWhileAgentDown
+        case .startFailed: self = .startFailed
+        case .nodeLost: self = .nodeLost
+        case .nodeRestarted: self = .nodeRestarted
+        case .rejected: self = .rejected
+        }
+    }
+
+    /// nil for UNSPECIFIED and for values this version does not know.
+    public var reason: EndReason? {
+        switch self {
+        case .exited: return .exited
+        case .cancelled: return .cancelled
+        case .timedOut: return .timedOut
+        case .fenced: return .fenced
+        case .agentStopped: return .agentStopped
+        case .endedWhileAgentDown: return .endedWhileAgentDown
+        case .startFailed: return .startFailed
+        case .nodeLost: return .nodeLost
+        case .nodeRestarted: return .nodeRestarted
+        case .rejected: return .rejected
+        case .unspecified, .UNRECOGNIZED: return nil
+        }
+    }
+}
+
+extension Wire.Attempt {
+    public init(_ a: Attempt) {
+        self.init()
+        number = UInt32(clamping: a.number)
+        nodeID = a.node.rawValue
+        assignmentID = a.assignment.rawValue
+        epoch = UInt64(max(0, a.epoch))
+        startedUnixMs = a.startedAt?.unixMilliseconds ?? 0
+        endedUnixMs = a.endedAt?.unixMilliseconds ?? 0
+        endReason = Wire.EndReason(a.endReason)
+        message = a.message
+    }
+
+    public var attempt: Attempt {
+        Attempt(number: Int(number), node: NodeID(nodeID), assignment: AssignmentID(assignmentID), epoch: Int(clamping: epoch),
+                startedAt: startedUnixMs == 0 ? nil : Date(unixMilliseconds: startedUnixMs),
+                endedAt: endedUnixMs == 0 ? nil : Date(unixMilliseconds: endedUnixMs),
+                endReason: endReason.reason, message: message)
     }
 }
 

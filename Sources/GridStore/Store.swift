@@ -517,7 +517,7 @@ extension StoreTransaction {
         try run(sql: "DELETE FROM assignments WHERE state IN ('done', 'rejected', 'revoked') AND created_ms < ?", arguments: [ms])
         if terminalJobs {
             try run(sql: """
-                DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms < ?
+                DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'lost') AND updated_ms < ?
                     AND id NOT IN (SELECT job_id FROM assignments)
                 """, arguments: [ms])
         }
@@ -531,13 +531,13 @@ extension StoreTransaction {
 
     /// Jobs not in a terminal state, oldest submission first.
     public func liveJobs() throws -> [JobRecord] {
-        try Data.fetchAll(db, sql: "SELECT record FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY submitted_ms, id")
+        try Data.fetchAll(db, sql: "SELECT record FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'lost') ORDER BY submitted_ms, id")
             .map { try StoreTransaction.decodeJob($0) }
     }
 
     /// Terminal jobs updated since `since` (kept in memory for queries and late duplicates).
     public func finishedJobs(since: Date) throws -> [JobRecord] {
-        try Data.fetchAll(db, sql: "SELECT record FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms >= ? ORDER BY submitted_ms, id",
+        try Data.fetchAll(db, sql: "SELECT record FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'lost') AND updated_ms >= ? ORDER BY submitted_ms, id",
                           arguments: [since.unixMs])
             .map { try StoreTransaction.decodeJob($0) }
     }

@@ -83,8 +83,9 @@ struct RegionHarness {
         return send(.assignmentAck(k))
     }
 
-    mutating func status(_ a: Wire.Assignment, _ state: JobState, exit: Int32? = nil) -> [ControllerDirective] {
+    mutating func status(_ a: Wire.Assignment, _ state: JobState, exit: Int32? = nil, reason: EndReason? = nil) -> [ControllerDirective] {
         var u = Wire.StatusUpdate()
+        u.endReason = Wire.EndReason(reason)
         u.jobID = a.jobID
         u.assignmentID = a.assignmentID
         u.epoch = a.epoch
@@ -183,7 +184,7 @@ func device(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, mod
         #expect(dup.mutations.isEmpty)
     }
 
-    @Test func lostNodeRequeuesWorkAndStaleReportsAreRefused() throws {
+    @Test func lostNodeRequeuesWorkOnlyAfterLeasePlusMarginAndStaleReportsAreRefused() throws {
         var h = RegionHarness()
         _ = h.register("n1", devices: [device("g0", 0)])
         _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
@@ -193,13 +194,19 @@ func device(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, mod
         #expect(h.tick(advanceMs: 4000).lostNodes.isEmpty, "not lost before node_lost_after_ms")
         let afterLoss = h.tick(advanceMs: 1100)
         #expect(afterLoss.lostNodes == ["n1"])
-        #expect(afterLoss.persistedAssignments.map(\.state) == [.revoked])
+        #expect(afterLoss.persistedAssignments.isEmpty, "the lease (5 s) + margin (2 s) has not run out: the old run may still be alive")
+        #expect(h.instance.job("j-1")?.state == .running)
+        let expired = h.tick(advanceMs: 2000)
+        #expect(expired.persistedAssignments.map(\.state) == [.revoked])
         #expect(h.instance.job("j-1")?.state == .queued)
-        #expect(afterLoss.persistedJobs.contains { $0.state == .queued && $0.message.contains("n1 lost") })
+        #expect(expired.persistedJobs.contains { $0.state == .queued && $0.message.contains("n1 lost") && $0.message.contains("attempt 2 of 3") })
+        let up = try #require(expired.statusUpdates.last)
+        #expect(up.state == "queued" && up.attempts.count == 1 && up.attempts[0].endReason == .nodeLost)
 
         _ = h.register("n2", devices: [device("h0", 0)])
-        let a2 = try #require(h.tick(advanceMs: 10).assignments.first)
-        #expect(a2.nodeID == "n2" && a2.epoch == a1.epoch + 1)
+        #expect(h.tick(advanceMs: 4000).assignments.isEmpty, "the retry waits out its backoff (5 s)")
+        let a2 = try #require(h.tick(advanceMs: 1100).assignments.first)
+        #expect(a2.nodeID == "n2" && a2.epoch == a1.epoch + 1 && a2.attempt == 2)
 
         let stale = try #require(h.status(a1, .succeeded, exit: 0).statusAcks.first)
         #expect(!stale.applied && stale.reason.contains("stale"))
@@ -207,6 +214,84 @@ func device(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, mod
         // The old node comes back still running the revoked assignment: it is told to stop.
         let back = h.heartbeat("n1", running: [a1.assignmentID], digestOf: [a1.assignmentID])
         #expect(back.cancels.map(\.assignmentID) == [a1.assignmentID])
+    }
+
+    @Test func aNodeBackWithinTheLeaseKeepsItsWork() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
+        let a = try #require(h.tick().assignments.first)
+        _ = h.ack(a)
+        _ = h.status(a, .running)
+        #expect(h.tick(advanceMs: 5100).lostNodes == ["n1"])
+        _ = h.heartbeat("n1", digestOf: [a.assignmentID])
+        #expect(h.tick(advanceMs: 5000).persistedAssignments.isEmpty, "back before lease + margin: nothing is taken away")
+        #expect(h.instance.job("j-1")?.state == .running)
+    }
+
+    @Test func acksCarryTheLeaseAndEchoTheAgentsClock() throws {
+        var h = RegionHarness { $0.leaseMs = 8000; $0.leaseMarginMs = 1500 }
+        var r = Wire.Register()
+        r.nodeID = "n1"
+        r.sentMs = 777
+        let reg = h.send(.register(r))
+        let ack = try #require(reg.bodies.compactMap { if case .registerAck(let a) = $0 { return a } else { return nil } }.first)
+        #expect(ack.leaseMs == 8000 && ack.leaseMarginMs == 1500 && ack.echoSentMs == 777)
+        var hb = Wire.Heartbeat()
+        hb.nodeID = "n1"
+        hb.sentMs = 12_345
+        let hack = try #require(h.send(.heartbeat(hb)).heartbeatAcks.first)
+        #expect(hack.echoSentMs == 12_345 && hack.leaseMs == 8000 && hack.leaseMarginMs == 1500)
+    }
+
+    @Test func requeueNeverEndsTheJobLostInsteadOfRunningItAgain() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true", retry: RetryPolicy(requeueNever: true)))
+        let a = try #require(h.tick().assignments.first)
+        _ = h.ack(a)
+        let out = h.tick(advanceMs: 7100)
+        #expect(out.persistedJobs.last?.state == .lost)
+        #expect(h.instance.job("j-1")?.message.contains("requeue: never") == true)
+        #expect(out.statusUpdates.last?.state == "lost")
+        _ = h.register("n2", devices: [device("h0", 0)])
+        #expect(h.tick(advanceMs: 60_000).assignments.isEmpty, "never placed again")
+    }
+
+    @Test func attemptsAreCappedByMaxAttempts() throws {
+        var h = RegionHarness()
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true", retry: RetryPolicy(maxAttempts: 2, backoffSeconds: 0)))
+        var epochs: [UInt64] = []
+        for round in 0..<2 {
+            _ = h.register("n\(round)", devices: [device("g\(round)", 0)])
+            let a = try #require(h.tick(advanceMs: 10).assignments.first, "round \(round)")
+            epochs.append(a.epoch)
+            _ = h.ack(a)
+            _ = h.status(a, .running)
+            // The agent stopped the run because its lease lapsed: a fault, not the job's outcome.
+            _ = h.status(a, .failed, exit: 143, reason: .fenced)
+        }
+        let job = try #require(h.instance.job("j-1"))
+        #expect(job.state == .lost && job.message.contains("gave up after 2 of 2 attempts"))
+        #expect(job.attempts.map(\.endReason) == [.fenced, .fenced])
+        #expect(job.attempts.map(\.number) == [1, 2])
+        #expect(epochs == [1, 2])
+    }
+
+    @Test func aRejectionIsNotAnAttemptAndIsRetriedAtOnce() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.register("n2", devices: [device("h0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true", retry: RetryPolicy(maxAttempts: 1, requeueNever: true)))
+        let a = try #require(h.tick().assignments.first)
+        _ = h.ack(a, accepted: false)
+        let b = try #require(h.tick(advanceMs: 10).assignments.first, "placed again without backoff")
+        #expect(b.epoch == a.epoch + 1 && b.attempt == 1)
+        _ = h.ack(b)
+        _ = h.status(b, .succeeded, exit: 0)
+        let job = try #require(h.instance.job("j-1"))
+        #expect(job.state == .succeeded && job.attempts.map(\.endReason) == [.rejected, .exited])
+        #expect(job.attempts.last?.startedAt == nil, "no running report was sent")
     }
 
     @Test func heartbeatsWriteNothingUnlessCapabilityOrHealthChanges() {
@@ -287,8 +372,23 @@ func device(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, mod
         _ = h.ack(a)
         let again = h.register("n1", devices: [device("g0", 0)], held: [])
         #expect(again.persistedAssignments.map(\.state) == [.revoked])
-        let next = try #require(h.tick(advanceMs: 10).assignments.first)
+        #expect(h.instance.job("j-1")?.attempts.last?.endReason == .nodeRestarted)
+        let next = try #require(h.tick(advanceMs: 5010).assignments.first, "after the retry backoff")
         #expect(next.epoch == a.epoch + 1)
+    }
+
+    @Test func aRestartedAgentHoldingAFinishedRunsReportKeepsIt() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
+        let a = try #require(h.tick().assignments.first)
+        _ = h.ack(a)
+        // The job ended while the agent was down; the agent's register lists it until its final
+        // status is acknowledged, so the region does not run it again.
+        #expect(h.register("n1", devices: [device("g0", 0)], held: [a.assignmentID]).persistedAssignments.isEmpty)
+        _ = h.status(a, .succeeded, exit: 0)
+        #expect(h.instance.job("j-1")?.state == .succeeded)
+        #expect(h.tick(advanceMs: 20_000).assignments.isEmpty)
     }
 
     @Test func placementIsBoundedPerTurnSoHeartbeatsAreServed() {

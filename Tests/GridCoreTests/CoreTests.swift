@@ -49,6 +49,6 @@ import Testing
         #expect(JobState.queued.progress < JobState.assigned.progress)
         #expect(JobState.assigned.progress < JobState.running.progress)
         #expect(JobState.running.progress < JobState.succeeded.progress)
-        #expect(JobState.allCases.filter(\.isTerminal) == [.succeeded, .failed, .cancelled])
+        #expect(JobState.allCases.filter(\.isTerminal) == [.succeeded, .failed, .cancelled, .lost])
     }
 }

@@ -143,6 +143,91 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
 
 }
 
+/// Why a run ended, so the region can tell the job's own outcome from a fault around it.
+public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// the process ended by itself (status in exit_code)
+  case exited // = 1
+  case cancelled // = 2
+  case timedOut // = 3
+
+  /// the agent's lease lapsed and the run was stopped
+  case fenced // = 4
+
+  /// the agent was stopped or drained on purpose
+  case agentStopped // = 5
+
+  /// ended while the agent was not running; exit status unknown
+  case endedWhileAgentDown // = 6
+  case startFailed // = 7
+
+  /// region: the node went silent past lease + margin
+  case nodeLost // = 8
+
+  /// region: the agent came back without the assignment
+  case nodeRestarted // = 9
+
+  /// region: the node refused the assignment
+  case rejected // = 10
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .exited
+    case 2: self = .cancelled
+    case 3: self = .timedOut
+    case 4: self = .fenced
+    case 5: self = .agentStopped
+    case 6: self = .endedWhileAgentDown
+    case 7: self = .startFailed
+    case 8: self = .nodeLost
+    case 9: self = .nodeRestarted
+    case 10: self = .rejected
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .exited: return 1
+    case .cancelled: return 2
+    case .timedOut: return 3
+    case .fenced: return 4
+    case .agentStopped: return 5
+    case .endedWhileAgentDown: return 6
+    case .startFailed: return 7
+    case .nodeLost: return 8
+    case .nodeRestarted: return 9
+    case .rejected: return 10
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Computegrid_V1_EndReason] = [
+    .unspecified,
+    .exited,
+    .cancelled,
+    .timedOut,
+    .fenced,
+    .agentStopped,
+    .endedWhileAgentDown,
+    .startFailed,
+    .nodeLost,
+    .nodeRestarted,
+    .rejected,
+  ]
+
+}
+
 public nonisolated struct Computegrid_V1_Envelope: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -371,6 +456,9 @@ public nonisolated struct Computegrid_V1_Register: Sendable {
   /// restarted region can reconcile.
   public var heldAssignments: [String] = []
 
+  /// The agent's monotonic clock when it sent this (echoed in RegisterAck; starts the lease).
+  public var sentMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -386,6 +474,15 @@ public nonisolated struct Computegrid_V1_RegisterAck: Sendable {
   public var regionID: String = String()
 
   public var heartbeatIntervalMs: UInt32 = 0
+
+  /// The lease the region grants the node's assignments, renewed by every acknowledged heartbeat,
+  /// and the margin on each side of it (PROTOCOL.md, "Leases and self-fencing").
+  public var leaseMs: UInt32 = 0
+
+  public var leaseMarginMs: UInt32 = 0
+
+  /// Register.sent_ms, returned unchanged
+  public var echoSentMs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -412,6 +509,9 @@ public nonisolated struct Computegrid_V1_Heartbeat: Sendable {
 
   public var assignmentCount: UInt32 = 0
 
+  /// the agent's monotonic clock at sending; echoed in the ack
+  public var sentMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -430,6 +530,13 @@ public nonisolated struct Computegrid_V1_HeartbeatAck: Sendable {
 
   /// The region's view of what the node holds differs from the digest: send the full list.
   public var sendAssignments: Bool = false
+
+  /// Heartbeat.sent_ms, returned unchanged: the lease renewal
+  public var echoSentMs: Int64 = 0
+
+  public var leaseMs: UInt32 = 0
+
+  public var leaseMarginMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -460,6 +567,12 @@ public nonisolated struct Computegrid_V1_Assignment: Sendable {
   /// 0 = none
   public var timeoutSeconds: UInt32 = 0
 
+  /// the job is safe to run twice: do not stop it when the lease lapses
+  public var keepOnLeaseLoss: Bool = false
+
+  /// 1 for the first run, 2 for the first retry...
+  public var attempt: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -485,44 +598,135 @@ public nonisolated struct Computegrid_V1_AssignmentAck: Sendable {
   public init() {}
 }
 
-public nonisolated struct Computegrid_V1_StatusUpdate: Sendable {
+/// One run of a job: where, which epoch, when, and why it ended.
+public nonisolated struct Computegrid_V1_Attempt: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var jobID: String = String()
+  public var number: UInt32 = 0
+
+  public var nodeID: String = String()
 
   public var assignmentID: String = String()
 
   public var epoch: UInt64 = 0
 
-  public var nodeID: String = String()
+  /// 0 = never started
+  public var startedUnixMs: Int64 = 0
 
-  /// a JobState raw value: "running", "succeeded", "failed", ...
-  public var state: String = String()
+  /// 0 = still running
+  public var endedUnixMs: Int64 = 0
 
-  public var exitCode: Int32 = 0
-
-  public var hasExitCode_p: Bool = false
+  public var endReason: Computegrid_V1_EndReason = .unspecified
 
   public var message: String = String()
-
-  public var outputTail: String = String()
-
-  public var visibleDevices: Dictionary<String,String> = [:]
-
-  public var regionID: String = String()
-
-  public var deviceIds: [String] = []
-
-  public var deviceModels: [String] = []
-
-  /// Unique per (assignment, state); receivers deduplicate on it.
-  public var updateID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+public nonisolated struct Computegrid_V1_StatusUpdate: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String {
+    get {_storage._jobID}
+    set {_uniqueStorage()._jobID = newValue}
+  }
+
+  public var assignmentID: String {
+    get {_storage._assignmentID}
+    set {_uniqueStorage()._assignmentID = newValue}
+  }
+
+  public var epoch: UInt64 {
+    get {_storage._epoch}
+    set {_uniqueStorage()._epoch = newValue}
+  }
+
+  public var nodeID: String {
+    get {_storage._nodeID}
+    set {_uniqueStorage()._nodeID = newValue}
+  }
+
+  /// a JobState raw value: "running", "succeeded", "failed", ...
+  public var state: String {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
+
+  public var exitCode: Int32 {
+    get {_storage._exitCode}
+    set {_uniqueStorage()._exitCode = newValue}
+  }
+
+  public var hasExitCode_p: Bool {
+    get {_storage._hasExitCode_p}
+    set {_uniqueStorage()._hasExitCode_p = newValue}
+  }
+
+  public var message: String {
+    get {_storage._message}
+    set {_uniqueStorage()._message = newValue}
+  }
+
+  public var outputTail: String {
+    get {_storage._outputTail}
+    set {_uniqueStorage()._outputTail = newValue}
+  }
+
+  public var visibleDevices: Dictionary<String,String> {
+    get {_storage._visibleDevices}
+    set {_uniqueStorage()._visibleDevices = newValue}
+  }
+
+  public var regionID: String {
+    get {_storage._regionID}
+    set {_uniqueStorage()._regionID = newValue}
+  }
+
+  public var deviceIds: [String] {
+    get {_storage._deviceIds}
+    set {_uniqueStorage()._deviceIds = newValue}
+  }
+
+  public var deviceModels: [String] {
+    get {_storage._deviceModels}
+    set {_uniqueStorage()._deviceModels = newValue}
+  }
+
+  /// Unique per (assignment, state); receivers deduplicate on it.
+  public var updateID: String {
+    get {_storage._updateID}
+    set {_uniqueStorage()._updateID = newValue}
+  }
+
+  /// why a terminal (or lost) report ended the run
+  public var endReason: Computegrid_V1_EndReason {
+    get {_storage._endReason}
+    set {_uniqueStorage()._endReason = newValue}
+  }
+
+  /// region -> national: every run of the job so far
+  public var attempts: [Computegrid_V1_Attempt] {
+    get {_storage._attempts}
+    set {_uniqueStorage()._attempts = newValue}
+  }
+
+  /// region -> national: the job's retry limit
+  public var maxAttempts: UInt32 {
+    get {_storage._maxAttempts}
+    set {_uniqueStorage()._maxAttempts = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Computegrid_V1_StatusAck: Sendable {
@@ -721,11 +925,30 @@ public nonisolated struct Computegrid_V1_JobSpec: Sendable {
 
   public var allowedRegions: [String] = []
 
+  /// 0 = default (3)
+  public var maxAttempts: UInt32 = 0
+
+  /// unset = default (5); doubles per retry, at most 300
+  public var retryBackoffSeconds: UInt32 {
+    get {_retryBackoffSeconds ?? 0}
+    set {_retryBackoffSeconds = newValue}
+  }
+  /// Returns true if `retryBackoffSeconds` has been explicitly set.
+  public var hasRetryBackoffSeconds: Bool {self._retryBackoffSeconds != nil}
+  /// Clears the value of `retryBackoffSeconds`. Subsequent reads from it will return its default value.
+  public mutating func clearRetryBackoffSeconds() {self._retryBackoffSeconds = nil}
+
+  /// a run lost to a fault ends the job `lost` instead of running again
+  public var requeueNever: Bool = false
+
+  public var keepOnLeaseLoss: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _accelerators: Computegrid_V1_AcceleratorRequest? = nil
+  fileprivate var _retryBackoffSeconds: UInt32? = nil
 }
 
 public nonisolated struct Computegrid_V1_JobForward: Sendable {
@@ -1024,6 +1247,11 @@ public nonisolated struct Computegrid_V1_Job: @unchecked Sendable {
     set {_uniqueStorage()._updatedUnixMs = newValue}
   }
 
+  public var attempts: [Computegrid_V1_Attempt] {
+    get {_storage._attempts}
+    set {_uniqueStorage()._attempts = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1089,6 +1317,10 @@ fileprivate nonisolated let _protobuf_package = "computegrid.v1"
 
 nonisolated extension Computegrid_V1_MessageType: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}HEARTBEAT\0\u{1}ASSIGNMENT_ACK\0\u{1}STATUS_UPDATE\0\u{2}\u{6}REGISTER_ACK\0\u{1}HEARTBEAT_ACK\0\u{1}ASSIGNMENT\0\u{1}STATUS_ACK\0\u{1}CANCEL\0\u{2}\u{6}REGION_SUMMARY\0\u{1}JOB_FORWARD_ACK\0\u{2}\u{9}REGION_SUMMARY_ACK\0\u{1}JOB_FORWARD\0\u{2}\u{9}SUBMIT\0\u{1}SUBMIT_REPLY\0\u{1}QUERY\0\u{1}QUERY_REPLY\0\u{1}ERROR_REPLY\0")
+}
+
+nonisolated extension Computegrid_V1_EndReason: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0END_REASON_UNSPECIFIED\0\u{1}EXITED\0\u{1}CANCELLED\0\u{1}TIMED_OUT\0\u{1}FENCED\0\u{1}AGENT_STOPPED\0\u{1}ENDED_WHILE_AGENT_DOWN\0\u{1}START_FAILED\0\u{1}NODE_LOST\0\u{1}NODE_RESTARTED\0\u{1}REJECTED\0")
 }
 
 nonisolated extension Computegrid_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1462,7 +1694,7 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Computegrid_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Register"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}hostname\0\u{1}devices\0\u{3}agent_version\0\u{3}held_assignments\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}hostname\0\u{1}devices\0\u{3}agent_version\0\u{3}held_assignments\0\u{3}sent_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1475,6 +1707,7 @@ nonisolated extension Computegrid_V1_Register: SwiftProtobuf.Message, SwiftProto
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.devices) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.agentVersion) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.heldAssignments) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.sentMs) }()
       default: break
       }
     }
@@ -1496,6 +1729,9 @@ nonisolated extension Computegrid_V1_Register: SwiftProtobuf.Message, SwiftProto
     if !self.heldAssignments.isEmpty {
       try visitor.visitRepeatedStringField(value: self.heldAssignments, fieldNumber: 5)
     }
+    if self.sentMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sentMs, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1505,6 +1741,7 @@ nonisolated extension Computegrid_V1_Register: SwiftProtobuf.Message, SwiftProto
     if lhs.devices != rhs.devices {return false}
     if lhs.agentVersion != rhs.agentVersion {return false}
     if lhs.heldAssignments != rhs.heldAssignments {return false}
+    if lhs.sentMs != rhs.sentMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1512,7 +1749,7 @@ nonisolated extension Computegrid_V1_Register: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Computegrid_V1_RegisterAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{3}heartbeat_interval_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{3}heartbeat_interval_ms\0\u{3}lease_ms\0\u{3}lease_margin_ms\0\u{3}echo_sent_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1523,6 +1760,9 @@ nonisolated extension Computegrid_V1_RegisterAck: SwiftProtobuf.Message, SwiftPr
       case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.leaseMs) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.leaseMarginMs) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.echoSentMs) }()
       default: break
       }
     }
@@ -1538,6 +1778,15 @@ nonisolated extension Computegrid_V1_RegisterAck: SwiftProtobuf.Message, SwiftPr
     if self.heartbeatIntervalMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.heartbeatIntervalMs, fieldNumber: 3)
     }
+    if self.leaseMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.leaseMs, fieldNumber: 4)
+    }
+    if self.leaseMarginMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.leaseMarginMs, fieldNumber: 5)
+    }
+    if self.echoSentMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.echoSentMs, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1545,6 +1794,9 @@ nonisolated extension Computegrid_V1_RegisterAck: SwiftProtobuf.Message, SwiftPr
     if lhs.nodeID != rhs.nodeID {return false}
     if lhs.regionID != rhs.regionID {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
+    if lhs.leaseMs != rhs.leaseMs {return false}
+    if lhs.leaseMarginMs != rhs.leaseMarginMs {return false}
+    if lhs.echoSentMs != rhs.echoSentMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1552,7 +1804,7 @@ nonisolated extension Computegrid_V1_RegisterAck: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}devices\0\u{3}running_assignments\0\u{3}assignment_digest\0\u{3}assignment_count\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}devices\0\u{3}running_assignments\0\u{3}assignment_digest\0\u{3}assignment_count\0\u{3}sent_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1565,6 +1817,7 @@ nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProt
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.runningAssignments) }()
       case 4: try { try decoder.decodeSingularFixed64Field(value: &self.assignmentDigest) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.assignmentCount) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.sentMs) }()
       default: break
       }
     }
@@ -1586,6 +1839,9 @@ nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProt
     if self.assignmentCount != 0 {
       try visitor.visitSingularUInt32Field(value: self.assignmentCount, fieldNumber: 5)
     }
+    if self.sentMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.sentMs, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1595,6 +1851,7 @@ nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProt
     if lhs.runningAssignments != rhs.runningAssignments {return false}
     if lhs.assignmentDigest != rhs.assignmentDigest {return false}
     if lhs.assignmentCount != rhs.assignmentCount {return false}
+    if lhs.sentMs != rhs.sentMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1602,7 +1859,7 @@ nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeartbeatAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}known\0\u{3}send_assignments\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}known\0\u{3}send_assignments\0\u{3}echo_sent_ms\0\u{3}lease_ms\0\u{3}lease_margin_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1613,6 +1870,9 @@ nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftP
       case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.known) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.sendAssignments) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.echoSentMs) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.leaseMs) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.leaseMarginMs) }()
       default: break
       }
     }
@@ -1628,6 +1888,15 @@ nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftP
     if self.sendAssignments != false {
       try visitor.visitSingularBoolField(value: self.sendAssignments, fieldNumber: 3)
     }
+    if self.echoSentMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.echoSentMs, fieldNumber: 4)
+    }
+    if self.leaseMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.leaseMs, fieldNumber: 5)
+    }
+    if self.leaseMarginMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.leaseMarginMs, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1635,6 +1904,9 @@ nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftP
     if lhs.nodeID != rhs.nodeID {return false}
     if lhs.known != rhs.known {return false}
     if lhs.sendAssignments != rhs.sendAssignments {return false}
+    if lhs.echoSentMs != rhs.echoSentMs {return false}
+    if lhs.leaseMs != rhs.leaseMs {return false}
+    if lhs.leaseMarginMs != rhs.leaseMarginMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1642,7 +1914,7 @@ nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0\u{3}keep_on_lease_loss\0\u{1}attempt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1659,6 +1931,8 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
       case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.env) }()
       case 8: try { try decoder.decodeRepeatedStringField(value: &self.deviceIds) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutSeconds) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.keepOnLeaseLoss) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
       default: break
       }
     }
@@ -1692,6 +1966,12 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
     if self.timeoutSeconds != 0 {
       try visitor.visitSingularUInt32Field(value: self.timeoutSeconds, fieldNumber: 9)
     }
+    if self.keepOnLeaseLoss != false {
+      try visitor.visitSingularBoolField(value: self.keepOnLeaseLoss, fieldNumber: 10)
+    }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1705,6 +1985,8 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
     if lhs.env != rhs.env {return false}
     if lhs.deviceIds != rhs.deviceIds {return false}
     if lhs.timeoutSeconds != rhs.timeoutSeconds {return false}
+    if lhs.keepOnLeaseLoss != rhs.keepOnLeaseLoss {return false}
+    if lhs.attempt != rhs.attempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1760,9 +2042,9 @@ nonisolated extension Computegrid_V1_AssignmentAck: SwiftProtobuf.Message, Swift
   }
 }
 
-nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StatusUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0")
+nonisolated extension Computegrid_V1_Attempt: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Attempt"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}number\0\u{3}node_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}started_unix_ms\0\u{3}ended_unix_ms\0\u{3}end_reason\0\u{1}message\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1770,86 +2052,234 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.assignmentID) }()
-      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.state) }()
-      case 6: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
-      case 7: try { try decoder.decodeSingularBoolField(value: &self.hasExitCode_p) }()
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.number) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.assignmentID) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.startedUnixMs) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.endedUnixMs) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.endReason) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.message) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.outputTail) }()
-      case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.visibleDevices) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
-      case 12: try { try decoder.decodeRepeatedStringField(value: &self.deviceIds) }()
-      case 13: try { try decoder.decodeRepeatedStringField(value: &self.deviceModels) }()
-      case 14: try { try decoder.decodeSingularStringField(value: &self.updateID) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.jobID.isEmpty {
-      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
-    }
-    if !self.assignmentID.isEmpty {
-      try visitor.visitSingularStringField(value: self.assignmentID, fieldNumber: 2)
-    }
-    if self.epoch != 0 {
-      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 3)
+    if self.number != 0 {
+      try visitor.visitSingularUInt32Field(value: self.number, fieldNumber: 1)
     }
     if !self.nodeID.isEmpty {
-      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 4)
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
     }
-    if !self.state.isEmpty {
-      try visitor.visitSingularStringField(value: self.state, fieldNumber: 5)
+    if !self.assignmentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.assignmentID, fieldNumber: 3)
     }
-    if self.exitCode != 0 {
-      try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 6)
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 4)
     }
-    if self.hasExitCode_p != false {
-      try visitor.visitSingularBoolField(value: self.hasExitCode_p, fieldNumber: 7)
+    if self.startedUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.startedUnixMs, fieldNumber: 5)
+    }
+    if self.endedUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.endedUnixMs, fieldNumber: 6)
+    }
+    if self.endReason != .unspecified {
+      try visitor.visitSingularEnumField(value: self.endReason, fieldNumber: 7)
     }
     if !self.message.isEmpty {
       try visitor.visitSingularStringField(value: self.message, fieldNumber: 8)
     }
-    if !self.outputTail.isEmpty {
-      try visitor.visitSingularStringField(value: self.outputTail, fieldNumber: 9)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_Attempt, rhs: Computegrid_V1_Attempt) -> Bool {
+    if lhs.number != rhs.number {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.assignmentID != rhs.assignmentID {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.startedUnixMs != rhs.startedUnixMs {return false}
+    if lhs.endedUnixMs != rhs.endedUnixMs {return false}
+    if lhs.endReason != rhs.endReason {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StatusUpdate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0\u{3}end_reason\0\u{1}attempts\0\u{3}max_attempts\0")
+
+  fileprivate class _StorageClass {
+    var _jobID: String = String()
+    var _assignmentID: String = String()
+    var _epoch: UInt64 = 0
+    var _nodeID: String = String()
+    var _state: String = String()
+    var _exitCode: Int32 = 0
+    var _hasExitCode_p: Bool = false
+    var _message: String = String()
+    var _outputTail: String = String()
+    var _visibleDevices: Dictionary<String,String> = [:]
+    var _regionID: String = String()
+    var _deviceIds: [String] = []
+    var _deviceModels: [String] = []
+    var _updateID: String = String()
+    var _endReason: Computegrid_V1_EndReason = .unspecified
+    var _attempts: [Computegrid_V1_Attempt] = []
+    var _maxAttempts: UInt32 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _jobID = source._jobID
+      _assignmentID = source._assignmentID
+      _epoch = source._epoch
+      _nodeID = source._nodeID
+      _state = source._state
+      _exitCode = source._exitCode
+      _hasExitCode_p = source._hasExitCode_p
+      _message = source._message
+      _outputTail = source._outputTail
+      _visibleDevices = source._visibleDevices
+      _regionID = source._regionID
+      _deviceIds = source._deviceIds
+      _deviceModels = source._deviceModels
+      _updateID = source._updateID
+      _endReason = source._endReason
+      _attempts = source._attempts
+      _maxAttempts = source._maxAttempts
     }
-    if !self.visibleDevices.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.visibleDevices, fieldNumber: 10)
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
     }
-    if !self.regionID.isEmpty {
-      try visitor.visitSingularStringField(value: self.regionID, fieldNumber: 11)
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._jobID) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._assignmentID) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._epoch) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._nodeID) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._state) }()
+        case 6: try { try decoder.decodeSingularInt32Field(value: &_storage._exitCode) }()
+        case 7: try { try decoder.decodeSingularBoolField(value: &_storage._hasExitCode_p) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._message) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._outputTail) }()
+        case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._visibleDevices) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._regionID) }()
+        case 12: try { try decoder.decodeRepeatedStringField(value: &_storage._deviceIds) }()
+        case 13: try { try decoder.decodeRepeatedStringField(value: &_storage._deviceModels) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._updateID) }()
+        case 15: try { try decoder.decodeSingularEnumField(value: &_storage._endReason) }()
+        case 16: try { try decoder.decodeRepeatedMessageField(value: &_storage._attempts) }()
+        case 17: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxAttempts) }()
+        default: break
+        }
+      }
     }
-    if !self.deviceIds.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.deviceIds, fieldNumber: 12)
-    }
-    if !self.deviceModels.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.deviceModels, fieldNumber: 13)
-    }
-    if !self.updateID.isEmpty {
-      try visitor.visitSingularStringField(value: self.updateID, fieldNumber: 14)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._jobID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._jobID, fieldNumber: 1)
+      }
+      if !_storage._assignmentID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._assignmentID, fieldNumber: 2)
+      }
+      if _storage._epoch != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._epoch, fieldNumber: 3)
+      }
+      if !_storage._nodeID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nodeID, fieldNumber: 4)
+      }
+      if !_storage._state.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._state, fieldNumber: 5)
+      }
+      if _storage._exitCode != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._exitCode, fieldNumber: 6)
+      }
+      if _storage._hasExitCode_p != false {
+        try visitor.visitSingularBoolField(value: _storage._hasExitCode_p, fieldNumber: 7)
+      }
+      if !_storage._message.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._message, fieldNumber: 8)
+      }
+      if !_storage._outputTail.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._outputTail, fieldNumber: 9)
+      }
+      if !_storage._visibleDevices.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._visibleDevices, fieldNumber: 10)
+      }
+      if !_storage._regionID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._regionID, fieldNumber: 11)
+      }
+      if !_storage._deviceIds.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._deviceIds, fieldNumber: 12)
+      }
+      if !_storage._deviceModels.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._deviceModels, fieldNumber: 13)
+      }
+      if !_storage._updateID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._updateID, fieldNumber: 14)
+      }
+      if _storage._endReason != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._endReason, fieldNumber: 15)
+      }
+      if !_storage._attempts.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._attempts, fieldNumber: 16)
+      }
+      if _storage._maxAttempts != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._maxAttempts, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Computegrid_V1_StatusUpdate, rhs: Computegrid_V1_StatusUpdate) -> Bool {
-    if lhs.jobID != rhs.jobID {return false}
-    if lhs.assignmentID != rhs.assignmentID {return false}
-    if lhs.epoch != rhs.epoch {return false}
-    if lhs.nodeID != rhs.nodeID {return false}
-    if lhs.state != rhs.state {return false}
-    if lhs.exitCode != rhs.exitCode {return false}
-    if lhs.hasExitCode_p != rhs.hasExitCode_p {return false}
-    if lhs.message != rhs.message {return false}
-    if lhs.outputTail != rhs.outputTail {return false}
-    if lhs.visibleDevices != rhs.visibleDevices {return false}
-    if lhs.regionID != rhs.regionID {return false}
-    if lhs.deviceIds != rhs.deviceIds {return false}
-    if lhs.deviceModels != rhs.deviceModels {return false}
-    if lhs.updateID != rhs.updateID {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._jobID != rhs_storage._jobID {return false}
+        if _storage._assignmentID != rhs_storage._assignmentID {return false}
+        if _storage._epoch != rhs_storage._epoch {return false}
+        if _storage._nodeID != rhs_storage._nodeID {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._exitCode != rhs_storage._exitCode {return false}
+        if _storage._hasExitCode_p != rhs_storage._hasExitCode_p {return false}
+        if _storage._message != rhs_storage._message {return false}
+        if _storage._outputTail != rhs_storage._outputTail {return false}
+        if _storage._visibleDevices != rhs_storage._visibleDevices {return false}
+        if _storage._regionID != rhs_storage._regionID {return false}
+        if _storage._deviceIds != rhs_storage._deviceIds {return false}
+        if _storage._deviceModels != rhs_storage._deviceModels {return false}
+        if _storage._updateID != rhs_storage._updateID {return false}
+        if _storage._endReason != rhs_storage._endReason {return false}
+        if _storage._attempts != rhs_storage._attempts {return false}
+        if _storage._maxAttempts != rhs_storage._maxAttempts {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2252,7 +2682,7 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
 
 nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2267,6 +2697,10 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       case 5: try { try decoder.decodeSingularMessageField(value: &self._accelerators) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutSeconds) }()
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.allowedRegions) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.maxAttempts) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self._retryBackoffSeconds) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.requeueNever) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.keepOnLeaseLoss) }()
       default: break
       }
     }
@@ -2298,6 +2732,18 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
     if !self.allowedRegions.isEmpty {
       try visitor.visitRepeatedStringField(value: self.allowedRegions, fieldNumber: 7)
     }
+    if self.maxAttempts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxAttempts, fieldNumber: 8)
+    }
+    try { if let v = self._retryBackoffSeconds {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 9)
+    } }()
+    if self.requeueNever != false {
+      try visitor.visitSingularBoolField(value: self.requeueNever, fieldNumber: 10)
+    }
+    if self.keepOnLeaseLoss != false {
+      try visitor.visitSingularBoolField(value: self.keepOnLeaseLoss, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2309,6 +2755,10 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
     if lhs._accelerators != rhs._accelerators {return false}
     if lhs.timeoutSeconds != rhs.timeoutSeconds {return false}
     if lhs.allowedRegions != rhs.allowedRegions {return false}
+    if lhs.maxAttempts != rhs.maxAttempts {return false}
+    if lhs._retryBackoffSeconds != rhs._retryBackoffSeconds {return false}
+    if lhs.requeueNever != rhs.requeueNever {return false}
+    if lhs.keepOnLeaseLoss != rhs.keepOnLeaseLoss {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2642,7 +3092,7 @@ nonisolated extension Computegrid_V1_Query.Kind: SwiftProtobuf._ProtoNameProvidi
 
 nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -2661,6 +3111,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
     var _visibleDevices: Dictionary<String,String> = [:]
     var _submittedUnixMs: Int64 = 0
     var _updatedUnixMs: Int64 = 0
+    var _attempts: [Computegrid_V1_Attempt] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2687,6 +3138,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       _visibleDevices = source._visibleDevices
       _submittedUnixMs = source._submittedUnixMs
       _updatedUnixMs = source._updatedUnixMs
+      _attempts = source._attempts
     }
   }
 
@@ -2721,6 +3173,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._visibleDevices) }()
         case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._submittedUnixMs) }()
         case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._updatedUnixMs) }()
+        case 17: try { try decoder.decodeRepeatedMessageField(value: &_storage._attempts) }()
         default: break
         }
       }
@@ -2781,6 +3234,9 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       if _storage._updatedUnixMs != 0 {
         try visitor.visitSingularInt64Field(value: _storage._updatedUnixMs, fieldNumber: 16)
       }
+      if !_storage._attempts.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._attempts, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2806,6 +3262,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._visibleDevices != rhs_storage._visibleDevices {return false}
         if _storage._submittedUnixMs != rhs_storage._submittedUnixMs {return false}
         if _storage._updatedUnixMs != rhs_storage._updatedUnixMs {return false}
+        if _storage._attempts != rhs_storage._attempts {return false}
         return true
       }
       if !storagesAreEqual {return false}

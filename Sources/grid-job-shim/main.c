@@ -1,0 +1,221 @@
+// grid-job-shim: the parent of one job's processes, started by grid-agent for every assignment.
+//
+//   grid-job-shim --exit-file F --lease-file L --fence-grace-ms N [--keep] -- /abs/command args...
+//
+// Why a separate process: a job must outlive an agent that is killed or restarted, and the
+// job's exit status must not be lost while no agent is there to wait for it. The shim
+//   - runs the command as its child in the shim's own process group (the agent started the shim
+//     as a group leader), as a child subreaper so that daemonising descendants stay in reach;
+//   - ignores SIGTERM/SIGINT/SIGHUP/SIGQUIT itself, so a TERM the agent sends to the group
+//     reaches the job while the shim stays to record the outcome;
+//   - fences: reads the lease file ("DEADLINE GRACE": CLOCK_MONOTONIC milliseconds until which
+//     the job may run, and the grace before it) every 100 ms; from deadline - grace it sends SIGTERM to the group, at the deadline SIGKILL to
+//     every other process of the group and every descendant. This works when the agent is dead
+//     or frozen (SIGSTOP), which is the case that matters. `--keep` turns fencing off;
+//   - when the command ends, kills what it left behind in the group (no orphans), writes
+//     "exited N fenced" or "signaled N fenced" (fenced is 0 or 1) to the exit file atomically
+//     (temp file, fsync, rename, fsync of the directory), and exits with the command's status
+//     (128 + signal for a signal).
+// Plain C so it costs well under a megabyte per running job.
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {}
+}
+
+// Reads "DEADLINE [GRACE]"; returns 1 and sets *out (and *grace when present) when the file
+// starts with a number.
+static int read_lease(const char *path, int64_t *out, int64_t *grace) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[64];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno != 0 || end == buf) return 0;
+    *out = (int64_t)v;
+    char *end2 = NULL;
+    long long g = strtoll(end, &end2, 10);
+    if (end2 != end && g >= 0) *grace = (int64_t)g;
+    return 1;
+}
+
+// Signals every process whose group is `pgid` or whose parent is this shim, except the shim.
+// Returns how many it signalled.
+static int signal_rest(pid_t pgid, int sig) {
+    pid_t self = getpid();
+    int count = 0;
+    DIR *d = opendir("/proc");
+    if (!d) {
+        // Without /proc the group signal is the best there is (the shim ignores TERM, not KILL).
+        if (sig != SIGKILL) kill(-pgid, sig);
+        return 0;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end = NULL;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end != 0 || pid <= 0 || pid == self) continue;
+        char path[64], stat[512];
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        ssize_t n = read(fd, stat, sizeof stat - 1);
+        close(fd);
+        if (n <= 0) continue;
+        stat[n] = 0;
+        char *close_paren = strrchr(stat, ')');
+        if (!close_paren) continue;
+        char state = 0;
+        int ppid = 0, pgrp = 0;
+        if (sscanf(close_paren + 2, "%c %d %d", &state, &ppid, &pgrp) != 3) continue;
+        if (state == 'Z') continue;
+        if (pgrp == pgid || ppid == self) {
+            if (kill((pid_t)pid, sig) == 0) count++;
+        }
+    }
+    closedir(d);
+    return count;
+}
+
+// Reaps any exited descendants handed to us as subreaper; returns the main child's status when
+// it is among them.
+static int reap(pid_t child, int *status, int *child_done) {
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (r == child) {
+            *status = st;
+            *child_done = 1;
+        }
+    }
+    return 0;
+}
+
+static void write_exit(const char *path, int status, int fenced) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) return;
+    char line[64];
+    int n;
+    if (WIFSIGNALED(status)) n = snprintf(line, sizeof line, "signaled %d %d\n", WTERMSIG(status), fenced);
+    else n = snprintf(line, sizeof line, "exited %d %d\n", WEXITSTATUS(status), fenced);
+    if (write(fd, line, (size_t)n) != n) { close(fd); unlink(tmp); return; }
+    fsync(fd);
+    close(fd);
+    if (rename(tmp, path) != 0) { unlink(tmp); return; }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) { fsync(dfd); close(dfd); }
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: grid-job-shim --exit-file F --lease-file L --fence-grace-ms N [--keep] -- COMMAND [ARG...]\n"
+                    "(started by grid-agent for each job; not meant to be run by hand)\n");
+    exit(125);
+}
+
+int main(int argc, char **argv) {
+    const char *exit_file = NULL, *lease_file = NULL;
+    int64_t grace = 2000;
+    int keep = 0, i = 1;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) { i++; break; }
+        if (strcmp(argv[i], "--keep") == 0) { keep = 1; continue; }
+        if (i + 1 >= argc) usage();
+        if (strcmp(argv[i], "--exit-file") == 0) exit_file = argv[++i];
+        else if (strcmp(argv[i], "--lease-file") == 0) lease_file = argv[++i];
+        else if (strcmp(argv[i], "--fence-grace-ms") == 0) grace = strtoll(argv[++i], NULL, 10);
+        else usage();
+    }
+    if (!exit_file || i >= argc) usage();
+    char **command = &argv[i];
+
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    // The group is the job's: lead one even when started some other way than by the agent.
+    if (getpgrp() != getpid()) setpgid(0, 0);
+    pid_t pgid = getpgrp();
+    // Stop signals arriving between fork and the dispositions below: the child runs the command
+    // with defaults, the shim ignores them.
+    static const int stops[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE};
+    sigset_t block, old;
+    sigemptyset(&block);
+    for (size_t k = 0; k < sizeof stops / sizeof stops[0]; k++) sigaddset(&block, stops[k]);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    pid_t child = fork();
+    if (child < 0) {
+        fprintf(stderr, "grid-job-shim: cannot fork: %s\n", strerror(errno));
+        return 125;
+    }
+    if (child == 0) {
+        for (size_t k = 0; k < sizeof stops / sizeof stops[0]; k++) signal(stops[k], SIG_DFL);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        execv(command[0], command);
+        fprintf(stderr, "grid-job-shim: cannot run %s: %s\n", command[0], strerror(errno));
+        _exit(127);
+    }
+    for (size_t k = 0; k < sizeof stops / sizeof stops[0]; k++) signal(stops[k], SIG_IGN);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+
+    int status = 0, done = 0, fenced = 0, term_sent = 0;
+    int64_t deadline = 0;
+    int have_lease = 0;
+    while (!done) {
+        reap(child, &status, &done);
+        if (done) break;
+        if (!keep && lease_file) {
+            int64_t v;
+            if (read_lease(lease_file, &v, &grace)) { deadline = v; have_lease = 1; }
+            if (have_lease) {
+                int64_t now = now_ms();
+                if (now >= deadline) {
+                    fenced = 1;
+                    signal_rest(pgid, SIGKILL);
+                } else if (now >= deadline - grace && !term_sent) {
+                    fenced = 1;
+                    term_sent = 1;
+                    kill(-pgid, SIGTERM);
+                }
+            }
+        }
+        sleep_ms(100);
+    }
+    // The command ended: what it left behind in the group ends with it.
+    if (signal_rest(pgid, SIGTERM) > 0) {
+        for (int k = 0; k < 20 && signal_rest(pgid, 0) > 0; k++) { sleep_ms(50); int s, d2; reap(-1, &s, &d2); }
+        signal_rest(pgid, SIGKILL);
+    }
+    int s2, d3;
+    reap(-1, &s2, &d3);
+    if (exit_file) write_exit(exit_file, status, fenced);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
