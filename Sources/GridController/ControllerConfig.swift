@@ -32,8 +32,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     public var leaseMs: Int = 0
     /// Region: margin on each side of the lease. Agents stop their jobs after lease − margin
     /// without a word from the region; the region runs a silent node's jobs elsewhere only after
-    /// lease + margin. Default 2000 ms.
-    public var leaseMarginMs: Int = 2000
+    /// lease + margin. Default: a fifth of the lease, at most 2000 ms.
+    public var leaseMarginMs: Int?
     /// How often a region reports to the national scheduler. Default 1000 ms.
     public var summaryIntervalMs: Int = 1000
     /// How long an unacknowledged assignment/forward/status waits before it is resent. Default 1000 ms.
@@ -84,7 +84,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         heartbeatIntervalMs = try c.value(.heartbeatIntervalMs, default: d.heartbeatIntervalMs)
         nodeLostAfterMs = try c.value(.nodeLostAfterMs, default: d.nodeLostAfterMs)
         leaseMs = try c.value(.leaseMs, default: d.leaseMs)
-        leaseMarginMs = try c.value(.leaseMarginMs, default: d.leaseMarginMs)
+        leaseMarginMs = try c.decodeIfPresent(Int.self, forKey: .leaseMarginMs)
         summaryIntervalMs = try c.value(.summaryIntervalMs, default: d.summaryIntervalMs)
         retryIntervalMs = try c.value(.retryIntervalMs, default: d.retryIntervalMs)
         maxMessageBytes = try c.value(.maxMessageBytes, default: d.maxMessageBytes)
@@ -108,6 +108,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
 
     /// The lease in force: `lease_ms`, or `node_lost_after_ms` when that is 0.
     public var effectiveLeaseMs: Int { leaseMs > 0 ? leaseMs : nodeLostAfterMs }
+    /// The margin in force: `lease_margin_ms`, else a fifth of the lease, at most 2000 ms.
+    public var effectiveLeaseMarginMs: Int { leaseMarginMs ?? min(2000, effectiveLeaseMs / 5) }
 
     /// Every problem with the values, each naming its key.
     public func problems() -> [String] {
@@ -124,10 +126,11 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         }
         let lease = effectiveLeaseMs
         if leaseMs < 0 { out.append("lease_ms: must be >= 0 (0 = node_lost_after_ms), got \(leaseMs)") }
-        if leaseMarginMs < 0 || 2 * leaseMarginMs >= lease {
-            out.append("lease_margin_ms: must be 0...\(max(0, (lease - 1) / 2)) (less than half the lease of \(lease) ms), got \(leaseMarginMs)")
-        } else if lease - leaseMarginMs < 2 * heartbeatIntervalMs {
-            out.append("lease_ms: lease − margin (\(lease - leaseMarginMs) ms) must cover 2 heartbeats (\(2 * heartbeatIntervalMs) ms), or agents stop jobs between heartbeats")
+        let margin = effectiveLeaseMarginMs
+        if margin < 0 || 2 * margin >= lease {
+            out.append("lease_margin_ms: must be 0...\(max(0, (lease - 1) / 2)) (less than half the lease of \(lease) ms), got \(margin)")
+        } else if lease - margin < 2 * heartbeatIntervalMs {
+            out.append("lease_ms: lease − margin (\(lease - margin) ms) must cover 2 heartbeats (\(2 * heartbeatIntervalMs) ms), or agents stop jobs between heartbeats")
         }
         if placementBudget < 1 || placementBudget > 1_000_000 { out.append("placement_budget: must be 1...1000000, got \(placementBudget)") }
         if !(historyRetentionHours > 0 && historyRetentionHours <= 24 * 365) {

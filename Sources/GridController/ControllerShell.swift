@@ -151,7 +151,7 @@ extension RegionInstance.Settings {
         heartbeatIntervalMs = Int64(config.heartbeatIntervalMs)
         nodeLostAfterMs = Int64(config.nodeLostAfterMs)
         leaseMs = Int64(config.effectiveLeaseMs)
-        leaseMarginMs = Int64(config.leaseMarginMs)
+        leaseMarginMs = Int64(config.effectiveLeaseMarginMs)
         summaryIntervalMs = Int64(config.summaryIntervalMs)
         retryIntervalMs = Int64(config.retryIntervalMs)
         placementBudget = config.placementBudget

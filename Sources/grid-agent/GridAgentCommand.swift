@@ -12,7 +12,7 @@ struct GridAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "grid-agent",
         abstract: "ComputeGrid node agent: discovers accelerators, reports them to its region, runs assigned jobs.",
-        subcommands: [Run.self, Probe.self],
+        subcommands: [Run.self, Probe.self, Drain.self],
         defaultSubcommand: Run.self)
 }
 
@@ -120,5 +120,47 @@ struct Probe: AsyncParsableCommand {
         print(InventoryTable.render(report.devices))
         for p in report.problems { print("problem: \(p)") }
         if report.devices.isEmpty { print("no accelerators found") }
+    }
+}
+
+struct Drain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stop the agent running on this host with this data directory: its jobs are stopped and reported, then it exits.",
+        discussion: """
+            Sends SIGTERM to the agent whose pid is in DATA_DIR/agent.pid (as `systemctl stop` does) and waits \
+            for it to exit. Every job gets SIGTERM, then SIGKILL after kill_grace_s; each is reported to the region \
+            as stopped by the agent, so the region runs it again per its retry policy. Exit status 0 once the \
+            agent is gone, 1 if it is still running after --timeout seconds.
+            """)
+    @OptionGroup var options: AgentOptions
+    @Option(help: "Directory the agent keeps its journal in (overrides 'data_dir').") var dataDir: String?
+    @Option(help: "Seconds to wait for the agent to exit (default: kill_grace_s + 15).") var timeout: Double?
+
+    func run() async throws {
+        var cfg: AgentConfig
+        do { cfg = try options.load(validate: false) } catch { throw exitWith("\(error)") }
+        if let dataDir { cfg.dataDir = URL(fileURLWithPath: dataDir).standardizedFileURL.path }
+        let pidFile = URL(fileURLWithPath: cfg.dataDir).appendingPathComponent("agent.pid").path
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else {
+            throw exitWith("no agent pid in \(pidFile): is an agent running with data_dir \(cfg.dataDir)?")
+        }
+        // The pid must still be a grid-agent (not a process that reused the number).
+        let cmdline = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
+        guard kill(pid, 0) == 0, cmdline.contains("grid-agent") else {
+            throw exitWith("the agent recorded in \(pidFile) (pid \(pid)) is not running")
+        }
+        guard kill(pid, SIGTERM) == 0 else { throw exitWith("cannot signal pid \(pid): \(String(cString: strerror(errno)))") }
+        print("draining agent pid \(pid): stopping its jobs and reporting them")
+        let deadline = Date().addingTimeInterval(timeout ?? (cfg.killGraceSeconds + 15))
+        while Date() < deadline {
+            let alive = kill(pid, 0) == 0 && !((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.contains(") Z") ?? true)
+            if !alive {
+                print("agent stopped")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw exitWith("agent pid \(pid) still running after the timeout", code: 1)
     }
 }

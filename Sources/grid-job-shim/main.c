@@ -137,6 +137,27 @@ static void write_exit(const char *path, int status, int fenced) {
     if (dfd >= 0) { fsync(dfd); close(dfd); }
 }
 
+// Closes every descriptor above stderr: the agent's sockets, its journal and whatever else it
+// had open are none of the job's business (and a parent watching for EOF on one of them would
+// otherwise wait for the job).
+static void close_inherited(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) {
+        for (int fd = 3; fd < 1024; fd++) close(fd);
+        return;
+    }
+    int self = dirfd(d);
+    int fds[4096];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < 4096) {
+        int fd = atoi(e->d_name);
+        if (fd > 2 && fd != self) fds[n++] = fd;
+    }
+    closedir(d);
+    for (int k = 0; k < n; k++) close(fds[k]);
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: grid-job-shim --exit-file F --lease-file L --fence-grace-ms N [--keep] -- COMMAND [ARG...]\n"
                     "(started by grid-agent for each job; not meant to be run by hand)\n");
@@ -158,6 +179,7 @@ int main(int argc, char **argv) {
     }
     if (!exit_file || i >= argc) usage();
     char **command = &argv[i];
+    close_inherited();
 
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     // The group is the job's: lead one even when started some other way than by the agent.
