@@ -69,7 +69,7 @@ wait_listening() { # name
   echo "    $(cat "$LOGS/$name.out")"
 }
 
-for b in grid-controller grid-agent gridctl; do
+for b in grid-controller grid-agent grid-job-shim gridctl; do
   [ -x "$BIN/$b" ] || { echo "demo: $BIN/$b is missing; run 'make demo' (it builds first)" >&2; exit 1; }
 done
 rm -rf "$RUN"

@@ -25,6 +25,19 @@ public enum Table {
         })
     }
 
+    /// Every run of one job: where, which epoch, when, and why it ended.
+    public static func attempts(_ job: JobRecord) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let limit = job.spec.retry.requeueNever ? "1 (requeue: never)" : String(job.spec.retry.maxAttempts)
+        return "attempts: \(job.attempts.filter { $0.endReason != .rejected }.count) of at most \(limit)\n"
+            + render(["#", "NODE", "ASSIGNMENT", "EPOCH", "STARTED", "ENDED", "WHY", "MESSAGE"], job.attempts.map { a in
+                [String(a.number), a.node.rawValue, a.assignment.rawValue, String(a.epoch),
+                 a.startedAt.map { f.string(from: $0) } ?? "-", a.endedAt.map { f.string(from: $0) } ?? (a.endReason == nil ? "running" : "-"),
+                 a.endReason?.rawValue ?? "-", String(a.message.prefix(70))]
+            })
+    }
+
     public static func nodes(_ nodes: [NodeBrief]) -> String {
         render(["NODE", "REGION", "STATE", "DEVICES", "FREE", "HEALTH", "MODELS"], nodes.map { n in
             [n.node.rawValue, n.region.rawValue, n.state.rawValue, String(n.deviceCount), String(n.freeDevices),

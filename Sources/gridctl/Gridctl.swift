@@ -104,7 +104,7 @@ struct Jobs: ParsableCommand {
 }
 
 struct Job: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show one job, with its output tail.")
+    static let configuration = CommandConfiguration(abstract: "Show one job: its state, every attempt to run it, and its output tail.")
     @OptionGroup var options: ControllerOptions
     @Argument var id: String
     func run() throws {
@@ -114,6 +114,7 @@ struct Job: ParsableCommand {
             }
             if options.json { try printJSON(job); return }
             print(Table.jobs([job]))
+            if !job.attempts.isEmpty { print("\n" + Table.attempts(job)) }
             if !job.outputTail.isEmpty { print("--- output (tail) ---\n\(job.outputTail)") }
         } catch let e as ClientError { throw fail(e.message) }
     }
