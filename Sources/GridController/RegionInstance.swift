@@ -192,7 +192,7 @@ public struct RegionInstance: Sendable {
                                stalledAtHeard: 0, held: heldBy[n.id] ?? [])
             let busy = Set((heldBy[n.id] ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
             index.upsert(node: n.id, devices: n.devices, busy: busy, schedulable: false)
-            if n.state == .ready { armDeadline(n.id, at: now.monotonicMs + settings.nodeLostAfterMs) }
+            if n.state != .lost { armDeadline(n.id, at: now.monotonicMs + settings.nodeLostAfterMs) }
         }
         for j in recovered.jobs {
             jobs[j.id] = j
@@ -454,6 +454,13 @@ public struct RegionInstance: Sendable {
         // A run stopped by a fault around it (lease lapsed, agent stopped) is not the job's
         // outcome: the retry policy decides whether it runs again.
         if state.isTerminal, let reason = m.endReason.reason, reason.isFault, let aid = job.assignment, let a = assignments[aid] {
+            // An agent that is being stopped takes no new work until it registers again.
+            if reason == .agentStopped, let node = nodes[a.node], node.record.state == .ready {
+                nodes[a.node]?.record.state = .draining
+                index.setSchedulable(node: a.node, false)
+                out.append(.persist(.nodeState(a.node, .draining)))
+                out.append(.log(LogEvent(.notice, "node draining: its agent is stopping", ["node": "\(a.node)"])))
+            }
             out += requeue(a, reason, reason: m.message.isEmpty ? reason.rawValue : m.message, now: now, newState: .done)
             out.append(answer(true, ""))
             return out
@@ -748,7 +755,7 @@ public struct RegionInstance: Sendable {
     /// A node's deadline came: lost if it has been silent (net of our own stalls) past the
     /// limit, otherwise re-armed for when it would be.
     mutating func checkNode(_ id: NodeID, now: Moment) -> [ControllerDirective] {
-        guard let n = nodes[id], n.record.state == .ready else { return [] }
+        guard let n = nodes[id], n.record.state != .lost else { return [] }
         let silent = now.monotonicMs - n.lastHeardMs - (stalledMs - n.stalledAtHeard)
         let limit = lostAfterMs
         guard silent > limit else {

@@ -278,6 +278,33 @@ func device(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, mod
         #expect(epochs == [1, 2])
     }
 
+    @Test func aStoppingAgentsNodeTakesNoNewWorkUntilItRegistersAgain() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true", retry: RetryPolicy(backoffSeconds: 0)))
+        let a = try #require(h.tick().assignments.first)
+        _ = h.ack(a)
+        let stopped = h.status(a, .failed, exit: 143, reason: .agentStopped)
+        #expect(stopped.mutations.contains { if case .nodeState("n1", .draining) = $0 { return true } else { return false } })
+        #expect(h.instance.job("j-1")?.state == .queued)
+        #expect(h.tick(advanceMs: 100).assignments.isEmpty, "not placed on the node that is stopping")
+        _ = h.register("n1", devices: [device("g0", 0)])
+        #expect(h.tick(advanceMs: 10).assignments.first?.epoch == 2, "placed again once the agent is back")
+    }
+
+    @Test func aDrainingNodeThatFallsSilentIsStillLost() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.register("n2", devices: [device("g1", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true", accelerators: AcceleratorRequest(count: 1)))
+        _ = h.forward("j-2", JobSpec(name: "t", command: "true", accelerators: AcceleratorRequest(count: 1)))
+        let placed = h.tick().assignments
+        let a = try #require(placed.first { $0.nodeID == "n1" })
+        _ = h.ack(a)
+        _ = h.status(a, .failed, reason: .agentStopped)
+        #expect(h.tick(advanceMs: 5100).lostNodes.contains("n1"))
+    }
+
     @Test func aRejectionIsNotAnAttemptAndIsRetriedAtOnce() throws {
         var h = RegionHarness()
         _ = h.register("n1", devices: [device("g0", 0)])
