@@ -157,6 +157,7 @@ public struct AgentInstance: Sendable {
         self.heartbeatIntervalMs = settings.heartbeatIntervalMs
         self.leaseMs = settings.leaseMs
         self.leaseMarginMs = settings.leaseMarginMs
+        self.devices = markingForeign(devices, ownedPIDs: [])
     }
 
     public var runningAssignments: [AssignmentID] { running.keys.sorted() }
@@ -411,12 +412,40 @@ public struct AgentInstance: Sendable {
         return out
     }
 
-    public mutating func onInventory(_ report: InventoryReport, now: Int64) -> [AgentDirective] {
+    /// Counts, per device, the compute processes the vendor tool lists that are not this agent's
+    /// jobs (`ownedPIDs`: the processes of its jobs' process groups, from the shell). A device
+    /// one of our runs holds counts none: in a container the tool may show host pids we cannot
+    /// match, and the device is busy anyway.
+    func markingForeign(_ list: [DeviceInventory], ownedPIDs: Set<Int32>) -> [DeviceInventory] {
+        let held = Set(running.values.flatMap(\.assignment.deviceIds))
+        return list.map { d in
+            var d = d
+            guard let procs = d.processes else {
+                d.foreignProcesses = nil
+                return d
+            }
+            let foreign = held.contains(d.id) ? 0 : procs.filter { $0.kind == .compute && !ownedPIDs.contains(Int32(clamping: $0.pid)) }.count
+            d.foreignProcesses = foreign
+            return d
+        }
+    }
+
+    /// A fresh probe. `ownedPIDs`: every process of this agent's jobs at the time.
+    public mutating func onInventory(_ report: InventoryReport, ownedPIDs: Set<Int32> = [], now: Int64) -> [AgentDirective] {
         var out: [AgentDirective] = report.problems.map { .log(.warning, "probe: \($0)") }
-        guard report.devices != devices else { return out }
+        let fresh = markingForeign(report.devices, ownedPIDs: ownedPIDs)
+        guard fresh != devices else { return out }
         let before = Dictionary(devices.map { ($0.id, $0.health.state) }, uniquingKeysWith: { a, _ in a })
-        let healthChanged = report.devices.contains { before[$0.id] != $0.health.state } || report.devices.count != devices.count
-        devices = report.devices
+        let wasForeign = Dictionary(devices.map { ($0.id, $0.foreignProcesses ?? 0) }, uniquingKeysWith: { a, _ in a })
+        for d in fresh where (d.foreignProcesses ?? 0) != (wasForeign[d.id] ?? 0) {
+            let who = (d.processes ?? []).filter { $0.kind == .compute }.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
+            out.append((d.foreignProcesses ?? 0) > 0
+                ? .log(.warning, "device \(d.id) is held by a process this agent does not run: \(who); reported busy")
+                : .log(.notice, "device \(d.id) is free of foreign processes again"))
+        }
+        let healthChanged = fresh.contains { before[$0.id] != $0.health.state || (wasForeign[$0.id] ?? 0 > 0) != (($0.foreignProcesses ?? 0) > 0) }
+            || fresh.count != devices.count
+        devices = fresh
         devicesDirty = true
         // Health changes are sent at once rather than on the next beat.
         if healthChanged && registered {
@@ -448,6 +477,10 @@ public struct AgentInstance: Sendable {
             guard let device = byID[d] else { return [ack(false, "device \(d) is not on node \(settings.node)")] }
             if let other = running.first(where: { $0.value.assignment.deviceIds.contains(d) }) {
                 return [ack(false, "device \(d) is busy with assignment \(other.key)")]
+            }
+            if (device.foreignProcesses ?? 0) > 0 {
+                let who = (device.processes ?? []).filter { $0.kind == .compute }.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
+                return [ack(false, "device \(d) is held by a process this agent does not run: \(who)")]
             }
             chosen.append(device)
         }

@@ -129,7 +129,7 @@ public final class AgentShell {
         case .badShape(let peer, let frames):
             rejectedFrames += 1
             logger.warning("ignored message with \(frames) frames from \(peer.label)")
-        case .event(.inventory(let report)): out += perform(instance.onInventory(report, now: now))
+        case .event(.inventory(let report)): out += perform(instance.onInventory(report, ownedPIDs: ownedPIDs(), now: now))
         case .event(.exited(let id, let outcome)):
             let tail = handles.removeValue(forKey: id).map { JobProcess.tail(of: $0.outputPath, limit: outputTailBytes) } ?? ""
             out += perform(instance.onProcessExited(id, outcome, tail: tail, now: now))
@@ -226,6 +226,19 @@ public final class AgentShell {
             handles[id] = nil
             let outcome = JobProcess.readExitRecord(h.exitPath) ?? ProcessOutcome(end: nil)
             out += perform(instance.onProcessExited(id, outcome, tail: JobProcess.tail(of: h.outputPath, limit: outputTailBytes), now: now))
+        }
+        return out
+    }
+
+    /// Every process in one of our runs' process groups (the shims lead them), from /proc.
+    func ownedPIDs() -> Set<Int32> {
+        let groups = Set(handles.values.map(\.pid))
+        guard !groups.isEmpty, let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        var out: Set<Int32> = []
+        for n in names {
+            guard let pid = Int32(n) else { continue }
+            let g = getpgid(pid)
+            if g > 0 && groups.contains(g) { out.insert(pid) }
         }
         return out
     }

@@ -26,8 +26,24 @@ public struct ProbeInventorySource: InventorySource {
     public func collect() async -> InventoryReport {
         let report: ProbeReport
         if let captures { report = prober.simulate(captures: captures) } else { report = await prober.probe() }
-        let devices = Grader.graded(report.devices, catalog: catalog, policy: grading, currentYear: currentYear())
+        var devices = Grader.graded(report.devices, catalog: catalog, policy: grading, currentYear: currentYear())
+        if captures != nil {
+            // Captured outputs name processes of the host they were captured on: keep only those
+            // that run here under the same pid and name (how a test or demo shows a held device).
+            for i in devices.indices {
+                devices[i].processes = devices[i].processes?.filter { Self.runsHere(pid: $0.pid, name: $0.name) }
+            }
+        }
         return InventoryReport(devices: devices, problems: report.problems)
+    }
+
+    /// Whether `pid` is a live (not zombie) process on this host whose command name is `name`'s last path
+    /// component (as /proc/PID/comm holds it: at most 15 bytes).
+    static func runsHere(pid: Int, name: String) -> Bool {
+        guard pid > 0, ProcessIdentity.startTicks(Int32(clamping: pid)) != nil,  // exists and is not a zombie
+              let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8) else { return false }
+        let base = String(name.split(separator: "/").last ?? Substring(name)).prefix(15)
+        return comm.trimmingCharacters(in: .whitespacesAndNewlines) == base
     }
 
     /// Reads captured outputs for `--simulate`; errors name the file.

@@ -78,6 +78,8 @@ public struct RegionInstance: Sendable {
         var model: String
         var health: HealthState
         var capability: Int
+        /// Held by a process the agent does not run.
+        var foreign: Bool = false
     }
 
     struct Node: Sendable {
@@ -155,7 +157,8 @@ public struct RegionInstance: Sendable {
                 models[d.model] = d.model
                 model = d.model
             }
-            return DeviceSlot(id: d.id, model: model, health: d.health.state, capability: d.capability.hashValue)
+            return DeviceSlot(id: d.id, model: model, health: d.health.state, capability: d.capability.hashValue,
+                              foreign: (d.foreignProcesses ?? 0) > 0)
         }
     }
 

@@ -175,6 +175,24 @@ public enum DeviceGrade: String, Codable, Sendable, CaseIterable, Comparable {
     public static func < (a: DeviceGrade, b: DeviceGrade) -> Bool { a.rank < b.rank }
 }
 
+/// A process the vendor tool lists on a device.
+public struct DeviceProcess: Codable, Sendable, Hashable {
+    public enum Kind: String, Codable, Sendable {
+        /// Computes on the device (CUDA "C", Ascend, Gaudi): it holds the device.
+        case compute
+        /// Graphics only (a display server, "G"): does not stop work from running.
+        case graphics
+    }
+    public var pid: Int
+    public var name: String
+    public var kind: Kind
+    public init(pid: Int, name: String, kind: Kind = .compute) {
+        self.pid = pid
+        self.name = name
+        self.kind = kind
+    }
+}
+
 /// One accelerator as the network sees it: identity, capability, live readings and health.
 public struct DeviceInventory: Codable, Sendable, Hashable {
     /// Stable id: UUID when the tool gives one, else PCI bus id, else "<tool>:<index>".
@@ -206,6 +224,12 @@ public struct DeviceInventory: Codable, Sendable, Hashable {
     public var gradeReason: String?
     /// Vendor-neutral compute units (see ARCHITECTURE.md), nil until graded.
     public var computeUnits: Double?
+    /// Processes the vendor tool lists on the device (pid, name, compute or graphics); nil when
+    /// the tool does not list them. Stays on the host: only `foreignProcesses` is reported.
+    public var processes: [DeviceProcess]?
+    /// Compute processes on the device that are not the agent's jobs (set by the agent). A
+    /// device with any is held by someone else: reported busy and not placed on.
+    public var foreignProcesses: Int?
 
     public init(
         id: String, index: Int, vendor: AcceleratorVendor, model: String,

@@ -49,6 +49,7 @@ extension Wire.Device {
         grade = d.grade?.rawValue ?? ""
         gradeReason = d.gradeReason ?? ""
         computeUnits = d.computeUnits ?? 0
+        foreignProcesses = UInt32(clamping: d.foreignProcesses ?? 0)
     }
 
     /// Back to the domain type. Unknown vendor/health spellings from newer peers degrade to
@@ -57,7 +58,7 @@ extension Wire.Device {
         func opt(_ s: String) -> String? { s.isEmpty ? nil : s }
         func optInt(_ v: Int64) -> Int? { v > 0 ? Int(exactly: v) : nil }
         func optPos(_ v: Double) -> Double? { v > 0 && v.isFinite ? v : nil }
-        return DeviceInventory(
+        var d = DeviceInventory(
             id: id, index: Int(index), vendor: AcceleratorVendor(rawValue: vendor) ?? .unknown, model: model,
             memoryTotalMiB: optInt(memoryTotalMib), memoryUsedMiB: memoryUsedMib >= 0 ? Int(exactly: memoryUsedMib) : nil,
             pciBusID: opt(pciBusID), pciDeviceID: opt(pciDeviceID), architecture: opt(architecture),
@@ -77,6 +78,8 @@ extension Wire.Device {
             grade: DeviceGrade(rawValue: grade), gradeReason: opt(gradeReason),
             computeUnits: optPos(computeUnits)
         )
+        d.foreignProcesses = foreignProcesses > 0 ? Int(foreignProcesses) : nil
+        return d
     }
 }
 

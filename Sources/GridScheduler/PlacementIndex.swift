@@ -175,7 +175,8 @@ public struct PlacementIndex: Sendable {
 
     // MARK: membership
 
-    /// Adds a node or replaces its devices. `busy` names devices held by assignments.
+    /// Adds a node or replaces its devices. `busy` names devices held by assignments; devices
+    /// whose agent reports foreign processes on them are busy too.
     public mutating func upsert(node id: NodeID, devices: [DeviceInventory], busy: Set<String>, schedulable: Bool) {
         remove(node: id)
         let slot: Int32
@@ -189,7 +190,8 @@ public struct PlacementIndex: Sendable {
         for d in devices {
             let cid = classID(for: d)
             let key = CapacityKey(vendor: d.vendor, model: intern(d.model), memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade)
-            let isBusy = busy.contains(d.id)
+            // A device some other process computes on is held, whoever placed it.
+            let isBusy = busy.contains(d.id) || (d.foreignProcesses ?? 0) > 0
             units.append(Unit(deviceID: d.id, index: d.index, classID: cid, capacityKey: key,
                               health: d.health.state, busy: isBusy))
             if cid >= 0 {

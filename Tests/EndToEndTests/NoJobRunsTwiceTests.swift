@@ -299,4 +299,46 @@ import Testing
         _ = try s.c.eventually(30, "the second run") { s.runs().count == 2 ? true : nil }
         #expect(Self.overlaps(s.runs()).isEmpty)
     }
+
+    @Test func aDeviceAnotherProcessComputesOnIsNotGivenOutUntilItIsFree() throws {
+        let s = try Setup()
+        defer { s.c.stopAll() }
+        // A process of this host, listed by the (captured) nvidia-smi as computing on the T4.
+        // Started through sh so it is not a Foundation `Process` (whose exit monitoring can wait
+        // for descendants that inherited a descriptor).
+        let sh = Process()
+        sh.executableURL = URL(fileURLWithPath: "/bin/sh")
+        sh.arguments = ["-c", "sleep 120 >/dev/null 2>&1 </dev/null & echo $!"]
+        let out = Pipe()
+        sh.standardOutput = out
+        try sh.run()
+        let squatter = try #require(Int32(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        defer { kill(squatter, SIGKILL) }
+        let capture = try String(contentsOf: Cluster.fixtures.appendingPathComponent("nvidia-smi-q-x_tesla-t4_v11.xml"), encoding: .utf8)
+            .replacingOccurrences(of: "<pid>5762</pid>", with: "<pid>\(squatter)</pid>")
+            .replacingOccurrences(of: "<process_name>python</process_name>", with: "<process_name>/bin/sleep</process_name>")
+        let fixture = s.c.dir.appendingPathComponent("t4-held.xml")
+        try capture.write(to: fixture, atomically: true, encoding: .utf8)
+        let config = s.c.dir.appendingPathComponent("agent-probing.yaml")
+        try (NoJobRunsTwiceTests.agentConfig + "\nprobe_interval_s: 0.5\n").write(to: config, atomically: true, encoding: .utf8)
+        try s.c.start("n1", "grid-agent", [
+            "run", "--config", config.path, "--node-id", "n1", "--region", try #require(s.c.regionEndpoints["r1"]),
+            "--data-dir", s.c.dir.appendingPathComponent("n1").path, "--simulate", fixture.path,
+        ])
+        try s.waitForNodes(1)
+        let client = try s.c.client()
+        let r = try client.submit(s.spec("polite", seconds: 0.2))
+        #expect(r.accepted, "\(r.reason)")
+        Thread.sleep(forTimeInterval: 2)
+        #expect(s.runs().isEmpty, "placed on a device another process computes on")
+        let waiting = try #require(try s.job(r.jobID))
+        #expect(waiting.state == .queued, "\(waiting.state): \(waiting.message)")
+        kill(squatter, SIGKILL)  // (the test runner's children may ignore SIGTERM)
+        let job = try s.c.eventually(30, "the job to run once the device is free") { () -> JobRecord? in
+            let j = try s.job(r.jobID)
+            return j?.state.isTerminal == true ? j : nil
+        }
+        #expect(job.state == .succeeded && s.runs().count == 1)
+    }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import GridAgent
+@testable import GridAgent
 import GridCore
 import GridProtocol
 import Testing
@@ -242,5 +242,64 @@ extension AgentHarness {
         _ = h.instance.onProcessExited("j-1.1", .signaled(15), tail: "", now: h.now)
         #expect(h.tick(1000).exits == 0)
         #expect(h.tick(10_000).exits == 1, "kill grace (5 s) + report wait (5 s)")
+    }
+}
+
+@Suite struct ForeignProcessTests {
+    static func report(_ procs: [DeviceProcess]?) -> InventoryReport {
+        var g0 = DeviceInventory(id: "g0", index: 0, vendor: .nvidia, model: "A100", memoryTotalMiB: 81920)
+        g0.processes = procs
+        var g1 = DeviceInventory(id: "g1", index: 1, vendor: .nvidia, model: "A100", memoryTotalMiB: 81920)
+        g1.processes = []
+        return InventoryReport(devices: [g0, g1])
+    }
+
+    @Test func aComputeProcessTheAgentDoesNotRunMakesTheDeviceBusy() throws {
+        var h = AgentHarness()
+        h.registered()
+        let out = h.instance.onInventory(Self.report([DeviceProcess(pid: 5762, name: "python")]), now: h.now)
+        #expect(out.contains { if case .log(.warning, let m) = $0 { return m.contains("python (pid 5762)") } else { return false } })
+        let beat = try #require(out.heartbeats.first, "a device taken by someone else is reported at once")
+        #expect(beat.devices.first { $0.id == "g0" }?.foreignProcesses == 1, "reported busy to the region")
+        var a = AgentHarness.assignment("j-1.1", devices: ["g0"])
+        a.nodeID = "n1"
+        let ack = try #require(h.instance.onAssignment(a, now: h.now).acks.first)
+        #expect(!ack.accepted && ack.reason.contains("held by a process this agent does not run"))
+        // Gone on the next probe: free again.
+        _ = h.instance.onInventory(Self.report([]), now: h.now)
+        #expect(h.instance.onAssignment(a, now: h.now).acks.first?.accepted == true)
+    }
+
+    @Test(arguments: [
+        ([DeviceProcess(pid: 675, name: "/usr/lib/xorg/Xorg", kind: .graphics)], Set<Int32>()),
+        ([DeviceProcess(pid: 77, name: "train.py")], Set<Int32>([77])),
+    ])
+    func graphicsAndOwnProcessesDoNotCount(_ procs: [DeviceProcess], _ owned: Set<Int32>) throws {
+        var h = AgentHarness()
+        h.registered()
+        _ = h.instance.onInventory(Self.report(procs), ownedPIDs: owned, now: h.now)
+        let beat = try #require(h.tick(1000).heartbeats.first)
+        #expect(beat.devices.first { $0.id == "g0" }?.foreignProcesses == 0)
+    }
+
+    @Test func aDeviceOneOfOurRunsHoldsIsNeverForeign() throws {
+        var h = AgentHarness()
+        h.registered()
+        _ = h.running("j-1.1")  // holds g1
+        var r = Self.report([])
+        r.devices[1].processes = [DeviceProcess(pid: 999_999, name: "python")]  // a host pid we cannot see
+        _ = h.instance.onInventory(r, now: h.now)
+        let beat = try #require(h.tick(1000).heartbeats.first)
+        #expect(beat.devices.first { $0.id == "g1" }?.foreignProcesses == 0)
+    }
+}
+
+@Suite struct SimulatedProcessTests {
+    @Test func aCapturedProcessCountsOnlyWhenItRunsHereUnderThatName() throws {
+        let me = getpid()
+        let comm = try String(contentsOfFile: "/proc/\(me)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(ProbeInventorySource.runsHere(pid: Int(me), name: "/usr/bin/" + comm))
+        #expect(!ProbeInventorySource.runsHere(pid: Int(me), name: "python"))
+        #expect(!ProbeInventorySource.runsHere(pid: 0, name: comm))
     }
 }

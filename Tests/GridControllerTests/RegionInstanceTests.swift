@@ -305,6 +305,19 @@ func device(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, mod
         #expect(h.tick(advanceMs: 5100).lostNodes.contains("n1"))
     }
 
+    @Test func aDeviceHeldByAForeignProcessIsNotPlacedOnUntilItIsFree() throws {
+        var h = RegionHarness()
+        var held = device("g0", 0)
+        held.foreignProcesses = 1
+        _ = h.register("n1", devices: [held])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
+        #expect(h.tick().assignments.isEmpty, "the only device is held by someone else")
+        #expect(h.instance.job("j-1")?.message.contains("waiting") == true)
+        held.foreignProcesses = 0
+        _ = h.heartbeat("n1", devices: [held])
+        #expect(h.tick(advanceMs: 10).assignments.map(\.deviceIds) == [["g0"]])
+    }
+
     @Test func aRejectionIsNotAnAttemptAndIsRetriedAtOnce() throws {
         var h = RegionHarness()
         _ = h.register("n1", devices: [device("g0", 0)])

@@ -61,6 +61,19 @@ public enum HabanaSMITableParser {
             d.health = ParseSupport.notEvaluated
             result.devices.append(d)
         }
+        // "Compute Processes:  AIP  PID  Type  Process name  Usage": one line per process,
+        // "N/A" in PID when an AIP runs none.
+        if let start = lines.firstIndex(where: { $0.contains("Compute Processes") }) {
+            var byIndex: [Int: [DeviceProcess]] = [:]
+            for line in lines[(start + 1)...] {
+                let tokens = ParseSupport.tokens(NpuSMIParser.tableCells(line).joined(separator: " "))
+                guard tokens.count >= 2, let aip = ParseSupport.count(tokens[0]) else { continue }
+                byIndex[aip, default: []] += ParseSupport.count(tokens[1]).map {
+                    [DeviceProcess(pid: $0, name: tokens.count > 3 ? tokens[3...].dropLast().joined(separator: " ") : "?")]
+                } ?? []
+            }
+            for i in result.devices.indices { result.devices[i].processes = byIndex[result.devices[i].index] ?? [] }
+        }
         result.sortDevicesByIndex()
         return result
     }

@@ -10,7 +10,8 @@ import GridCore
 /// device, and ASCEND_RT_VISIBLE_DEVICES / aclrtSetDevice count logical chips, not NPU cards.
 /// `index` is the logical device id: the 310-era `Device` column when printed (it is the logic
 /// id), otherwise the chip row's position in the table, which npu-smi prints in logical order.
-/// The process table that may follow is not device inventory and is skipped.
+/// The process table that may follow ("NPU Chip | Process id | Process name | memory") gives
+/// each chip's `processes` ([] when npu-smi says "No running processes found").
 public enum NpuSMIParser {
     public static func parse(_ text: String) throws -> VendorParseResult {
         let lines = ParseSupport.lines(text)
@@ -22,6 +23,10 @@ public enum NpuSMIParser {
         var pendingFirst: (cells: [String], line: Int)?
         var position = 0
         var chipColumnIsDevice = false
+        var inProcesses = false
+        var npuChip: [String: Int] = [:]   // "npu chip" -> device position
+        var processes: [Int: [DeviceProcess]] = [:]
+        var currentNPU: Int?
         for (offset, raw) in lines.enumerated() {
             let number = offset + 1
             let line = raw.trimmingCharacters(in: .whitespaces)
@@ -37,7 +42,17 @@ public enum NpuSMIParser {
             }
             if joined.contains("Process id") || joined.hasPrefix("No running processes") {
                 // The process table follows the device table; nothing after it is a device.
-                if sawHeader { break } else { continue }
+                inProcesses = sawHeader
+                continue
+            }
+            if inProcesses {
+                // "| 0       0            | 37656         | hlt_host_devmm_          | 686 |"
+                let ids = ParseSupport.tokens(cells[0]).compactMap { ParseSupport.count($0) }
+                if ids.count >= 2, cells.count >= 3, let position = npuChip["\(ids[0]) \(ids[1])"],
+                   let pid = ParseSupport.count(cells[1]) {
+                    processes[position, default: []].append(DeviceProcess(pid: pid, name: cells[2]))
+                }
+                continue
             }
             if let head = cells.first, head.hasPrefix("NPU"), head.contains("Name") {
                 sawHeader = true
@@ -53,6 +68,10 @@ public enum NpuSMIParser {
                 let device = try chip(
                     first: first.cells, second: cells, line: number, position: position,
                     logicalColumnIsDevice: chipColumnIsDevice)
+                if let npu = ParseSupport.tokens(first.cells[0]).first.flatMap({ ParseSupport.count($0) }) { currentNPU = npu }
+                if let npu = currentNPU, let chipID = ParseSupport.tokens(cells[0]).first.flatMap({ ParseSupport.count($0) }) {
+                    npuChip["\(npu) \(chipID)"] = result.devices.count
+                }
                 result.devices.append(device)
                 position += 1
                 pendingFirst = nil
@@ -68,6 +87,7 @@ public enum NpuSMIParser {
         }
         for index in result.devices.indices {
             result.devices[index].driverVersion = result.driverVersion
+            if inProcesses { result.devices[index].processes = processes[index] ?? [] }
         }
         result.sortDevicesByIndex()
         return result

@@ -82,9 +82,22 @@ public enum NvidiaSMIXMLParser {
         device.temperatureC = ParseSupport.double(gpu.value("temperature/gpu_temp"))
         device.utilizationPercent = ParseSupport.double(gpu.value("utilization/gpu_util"))
         device.partitions = migPartitions(gpu, parentID: id)
+        device.processes = processes(gpu)
         device.signals = signals(gpu)
         device.health = ParseSupport.notEvaluated
         return device
+    }
+
+    /// `<processes><process_info>`: pid, type ("C" compute, "G" graphics, "C+G"), name. nil when
+    /// the element is absent (old drivers, or not supported); [] when it lists none.
+    private static func processes(_ gpu: XMLNode) -> [DeviceProcess]? {
+        guard let list = gpu.child("processes") else { return nil }
+        return list.children(named: "process_info").compactMap { p in
+            guard let pid = ParseSupport.count(p.value("pid")) else { return nil }
+            let type = (p.value("type") ?? "C").trimmingCharacters(in: .whitespaces)
+            return DeviceProcess(pid: pid, name: ParseSupport.clean(p.value("process_name")) ?? "?",
+                                 kind: type == "G" ? .graphics : .compute)
+        }
     }
 
     /// MIG instances. The XML names no profile ("3g.40gb") and, before v13, no MIG UUID, so

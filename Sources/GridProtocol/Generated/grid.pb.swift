@@ -432,6 +432,12 @@ public nonisolated struct Computegrid_V1_Device: @unchecked Sendable {
     set {_uniqueStorage()._powerDrawW = newValue}
   }
 
+  /// compute processes not run by the agent: the device is held by someone else
+  public var foreignProcesses: UInt32 {
+    get {_storage._foreignProcesses}
+    set {_uniqueStorage()._foreignProcesses = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1460,7 +1466,7 @@ nonisolated extension Computegrid_V1_Partition: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Device"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}index\0\u{1}vendor\0\u{1}model\0\u{3}memory_total_mib\0\u{3}memory_used_mib\0\u{3}pci_bus_id\0\u{1}architecture\0\u{3}compute_capability\0\u{3}driver_version\0\u{3}firmware_version\0\u{3}numa_node\0\u{1}interconnects\0\u{3}power_limit_w\0\u{3}temperature_c\0\u{3}utilization_percent\0\u{1}partitions\0\u{3}health_state\0\u{3}health_reasons\0\u{1}grade\0\u{3}grade_reason\0\u{3}compute_units\0\u{1}serial\0\u{3}pci_device_id\0\u{3}power_draw_w\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}index\0\u{1}vendor\0\u{1}model\0\u{3}memory_total_mib\0\u{3}memory_used_mib\0\u{3}pci_bus_id\0\u{1}architecture\0\u{3}compute_capability\0\u{3}driver_version\0\u{3}firmware_version\0\u{3}numa_node\0\u{1}interconnects\0\u{3}power_limit_w\0\u{3}temperature_c\0\u{3}utilization_percent\0\u{1}partitions\0\u{3}health_state\0\u{3}health_reasons\0\u{1}grade\0\u{3}grade_reason\0\u{3}compute_units\0\u{1}serial\0\u{3}pci_device_id\0\u{3}power_draw_w\0\u{3}foreign_processes\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -1488,6 +1494,7 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
     var _serial: String = String()
     var _pciDeviceID: String = String()
     var _powerDrawW: Double = 0
+    var _foreignProcesses: UInt32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1523,6 +1530,7 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
       _serial = source._serial
       _pciDeviceID = source._pciDeviceID
       _powerDrawW = source._powerDrawW
+      _foreignProcesses = source._foreignProcesses
     }
   }
 
@@ -1566,6 +1574,7 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
         case 23: try { try decoder.decodeSingularStringField(value: &_storage._serial) }()
         case 24: try { try decoder.decodeSingularStringField(value: &_storage._pciDeviceID) }()
         case 25: try { try decoder.decodeSingularDoubleField(value: &_storage._powerDrawW) }()
+        case 26: try { try decoder.decodeSingularUInt32Field(value: &_storage._foreignProcesses) }()
         default: break
         }
       }
@@ -1649,6 +1658,9 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
       if _storage._powerDrawW.bitPattern != 0 {
         try visitor.visitSingularDoubleField(value: _storage._powerDrawW, fieldNumber: 25)
       }
+      if _storage._foreignProcesses != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._foreignProcesses, fieldNumber: 26)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1683,6 +1695,7 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
         if _storage._serial != rhs_storage._serial {return false}
         if _storage._pciDeviceID != rhs_storage._pciDeviceID {return false}
         if _storage._powerDrawW != rhs_storage._powerDrawW {return false}
+        if _storage._foreignProcesses != rhs_storage._foreignProcesses {return false}
         return true
       }
       if !storagesAreEqual {return false}
