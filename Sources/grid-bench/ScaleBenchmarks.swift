@@ -254,16 +254,24 @@ struct FailoverBench: ParsableCommand {
     @Option(help: "Nodes that go silent.") var silent = 100
     @Option(help: "Jobs placed before, and again while, the nodes go silent.") var jobs = 1000
     @Option var lostAfterMs = 3000
+    @Option(help: "The region's lease (jobs are requeued after lease + margin of silence); default: --lost-after-ms.")
+    var leaseMs: Int?
+    @Option(help: "The region's lease margin; default: a fifth of the lease, at most 2000.")
+    var leaseMarginMs: Int?
     @OptionGroup var fleet: FleetFlags
 
     func run() throws {
-        Machine.header("failover", "\(nodes) nodes, \(silent) go silent, \(jobs) jobs placed meanwhile, node_lost_after_ms \(lostAfterMs)")
+        let lease = leaseMs ?? lostAfterMs
+        let margin = leaseMarginMs ?? min(2000, lease / 5)
+        Machine.header("failover", "\(nodes) nodes, \(silent) go silent, \(jobs) jobs placed meanwhile, node_lost_after_ms \(lostAfterMs), lease \(lease) ms + margin \(margin) ms")
         let h = try BenchHierarchy(name: "fo", nodes: nodes, fleet: fleet, jobDurationMs: 600_000,
-                                   regionSettings: ["node_lost_after_ms": "\(lostAfterMs)", "heartbeat_interval_ms": "\(fleet.heartbeatMs)"])
+                                   regionSettings: ["node_lost_after_ms": "\(lostAfterMs)", "heartbeat_interval_ms": "\(fleet.heartbeatMs)",
+                                                    "lease_ms": "\(lease)", "lease_margin_ms": "\(margin)"])
         defer { h.runner.stop() }
         let (runner, client) = (h.runner, h.client)
-        // Fill every node with one long job so the silenced ones hold work.
-        let spec = JobSpec(name: "fo", command: "true", accelerators: AcceleratorRequest(count: 1))
+        // Fill every node with one long job so the silenced ones hold work. No retry backoff:
+        // this measures detection and requeue, not the retry policy's wait.
+        let spec = JobSpec(name: "fo", command: "true", accelerators: AcceleratorRequest(count: 1), retry: RetryPolicy(backoffSeconds: 0))
         _ = try client.submitBatch([(spec, nodes, JobID("held"))], timeout: 120)
         guard runner.wait(seconds: 120, { $0.assignments >= nodes }) else { throw BenchError("jobs were not placed") }
         Thread.sleep(forTimeInterval: 2)

@@ -16,7 +16,8 @@
 //     "exited N fenced" or "signaled N fenced" (fenced is 0 or 1) to the exit file atomically
 //     (temp file, fsync, rename, fsync of the directory), and exits with the command's status
 //     (128 + signal for a signal).
-// Plain C so it costs well under a megabyte per running job.
+// Plain C: about 0.4 MB of private memory per running job (SwiftPM links the Swift runtime
+// into every executable; those pages are shared with the agent).
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
