@@ -314,7 +314,8 @@ import Testing
         try sh.run()
         let squatter = try #require(Int32(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)))
-        defer { kill(squatter, SIGKILL) }
+        var squatterAlive = true
+        defer { if squatterAlive { kill(squatter, SIGKILL) } }
         let capture = try String(contentsOf: Cluster.fixtures.appendingPathComponent("nvidia-smi-q-x_tesla-t4_v11.xml"), encoding: .utf8)
             .replacingOccurrences(of: "<pid>5762</pid>", with: "<pid>\(squatter)</pid>")
             .replacingOccurrences(of: "<process_name>python</process_name>", with: "<process_name>/bin/sleep</process_name>")
@@ -335,6 +336,7 @@ import Testing
         let waiting = try #require(try s.job(r.jobID))
         #expect(waiting.state == .queued, "\(waiting.state): \(waiting.message)")
         kill(squatter, SIGKILL)  // (the test runner's children may ignore SIGTERM)
+        squatterAlive = false
         let job = try s.c.eventually(30, "the job to run once the device is free") { () -> JobRecord? in
             let j = try s.job(r.jobID)
             return j?.state.isTerminal == true ? j : nil
