@@ -34,11 +34,13 @@ public struct ProcessOutcome: Sendable, Equatable {
 
 /// What the shell found of a journalled run when the agent started.
 public enum RecoveredProcess: Sendable, Equatable {
-    /// Still running: the shim with this pid (same start time as journalled).
-    case alive(pid: Int32)
+    /// Still running: the shim with this pid and start time.
+    case alive(pid: Int32, startTicks: UInt64?)
     /// Ended while the agent was down; the shim's exit record or nothing (`end` nil).
     case ended(ProcessOutcome)
-    /// Accepted, but no process was ever started for it.
+    /// Accepted, but no process was ever started for it. It is not started now: the agent may
+    /// have been down past its lease and the region may have placed it elsewhere. It is
+    /// reported stopped by the agent, and the region's retry policy decides.
     case neverStarted
 }
 
@@ -194,11 +196,14 @@ public struct AgentInstance: Sendable {
             let chosen = m.deviceIds.compactMap { d in devices.first { $0.id == d } }
             let visible = Self.visibleDevices(chosen)
             var r = Running(assignment: m, startedMs: now, visible: visible, deviceModels: chosen.map(\.model), started: true,
-                            stopReason: job.stopReason, pid: job.pid)
+                            stopReason: job.stopReason, pid: job.pid, startTicks: job.startTicks)
+            // The time limit counts from the real start (same boot, same monotonic clock).
+            if let at = job.startedAtMs, at <= now { r.startedMs = at }
             if job.stopReason != nil { r.stopMessage = Self.describe(job.stopReason!, m) }
             switch found[id] ?? .ended(ProcessOutcome(end: nil)) {
-            case .alive(let pid):
+            case .alive(let pid, let ticks):
                 r.pid = pid
+                r.startTicks = ticks
                 if r.stopReason != nil { r.termSentMs = now }
                 running[id] = r
                 out.append(.watch(id, pid: pid))
@@ -208,10 +213,10 @@ public struct AgentInstance: Sendable {
                 running[id] = r
                 out += onProcessExited(id, outcome, tail: "", now: now, whileDown: true)
             case .neverStarted:
-                r.started = false
+                r.stopReason = .agentStopped
                 running[id] = r
-                out.append(.log(.info, "starting job \(m.jobID) assignment \(id), accepted before the agent stopped"))
-                out += startDirectives(id, m, visible: visible)
+                out.append(.log(.notice, "job \(m.jobID) assignment \(id) was accepted but not started before the agent stopped; reported, not started"))
+                out += onProcessExited(id, ProcessOutcome(end: nil), tail: "", now: now, whileDown: true)
             }
         }
         return out
@@ -269,7 +274,8 @@ public struct AgentInstance: Sendable {
         var s = JournalState()
         s.finished = finishedOrder.compactMap { id in finished[id].map { (id, $0) } }
         s.jobs = running.keys.sorted().compactMap { id in
-            running[id].map { JournalState.Job(assignment: $0.assignment, pid: $0.pid, startTicks: $0.startTicks, stopReason: $0.stopReason) }
+            running[id].map { JournalState.Job(assignment: $0.assignment, pid: $0.pid, startTicks: $0.startTicks, stopReason: $0.stopReason,
+                                               startedAtMs: $0.started ? $0.startedMs : nil) }
         }
         s.pending = pendingOrder.compactMap { pending[$0]?.update }
         return s
@@ -331,6 +337,12 @@ public struct AgentInstance: Sendable {
         stopping = true
         stopDeadlineMs = now + settings.killGraceMs + settings.shutdownReportMs
         var out: [AgentDirective] = [.log(.notice, "stopping: \(running.count) job(s) to stop and report")]
+        // Tell the region first (a heartbeat that says draining), so the jobs it takes back are
+        // not placed here again; the connection keeps the order.
+        if registered {
+            lastHeartbeatMs = .min
+            out += onTick(now: now)
+        }
         for id in running.keys.sorted() { out += stop(id, .agentStopped, now: now) }
         return out + exitIfDone(now: now)
     }
@@ -376,6 +388,7 @@ public struct AgentInstance: Sendable {
             var h = Wire.Heartbeat()
             h.nodeID = settings.node.rawValue
             h.sentMs = now
+            h.draining = stopping
             // Devices ride along when they changed and every 30th beat as a resync.
             if devicesDirty || heartbeatCount % 30 == 0 {
                 h.devices = devices.map(Wire.Device.init)
@@ -505,7 +518,7 @@ public struct AgentInstance: Sendable {
     }
 
     /// The shell started the process (`startTicks`: its start time, for the journal).
-    public mutating func onProcessStarted(_ id: AssignmentID, pid: Int32, startTicks: UInt64 = 0, now: Int64) -> [AgentDirective] {
+    public mutating func onProcessStarted(_ id: AssignmentID, pid: Int32, startTicks: UInt64? = nil, now: Int64) -> [AgentDirective] {
         guard var r = running[id] else { return [] }
         r.started = true
         r.startedMs = now
@@ -514,7 +527,7 @@ public struct AgentInstance: Sendable {
         running[id] = r
         let vis = r.visible.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " ")
         var out: [AgentDirective] = [
-            .journal(JournalRecord(kind: .started, assignment: id.rawValue, pid: pid, startTicks: startTicks)),
+            .journal(JournalRecord(kind: .started, assignment: id.rawValue, pid: pid, startTicks: startTicks, atMs: now)),
             .log(.info, "started job \(r.assignment.jobID) assignment \(id) pid \(pid) \(vis)"),
         ]
         out += status(for: r.assignment, state: .running, visible: r.visible, models: r.deviceModels, now: now)

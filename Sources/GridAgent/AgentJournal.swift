@@ -33,9 +33,13 @@ public struct JournalRecord: Codable, Sendable, Equatable {
     public var reason: EndReason?
     public var state: JobState?
     public var updateID: String?
+    /// `started`: the agent's monotonic clock (CLOCK_MONOTONIC ms) when the run started, so a
+    /// run found again after a restart keeps its time limit.
+    public var atMs: Int64?
 
     public init(kind: Kind, assignment: String? = nil, payload: Data? = nil, pid: Int32? = nil, startTicks: UInt64? = nil,
-                reason: EndReason? = nil, state: JobState? = nil, updateID: String? = nil) {
+                reason: EndReason? = nil, state: JobState? = nil, updateID: String? = nil, atMs: Int64? = nil) {
+        self.atMs = atMs
         self.kind = kind
         self.assignment = assignment
         self.payload = payload
@@ -61,7 +65,10 @@ public struct JournalState: Sendable, Equatable {
         public var pid: Int32?
         public var startTicks: UInt64?
         public var stopReason: EndReason?
-        public init(assignment: Wire.Assignment, pid: Int32? = nil, startTicks: UInt64? = nil, stopReason: EndReason? = nil) {
+        public var startedAtMs: Int64?
+        public init(assignment: Wire.Assignment, pid: Int32? = nil, startTicks: UInt64? = nil, stopReason: EndReason? = nil,
+                    startedAtMs: Int64? = nil) {
+            self.startedAtMs = startedAtMs
             self.assignment = assignment
             self.pid = pid
             self.startTicks = startTicks
@@ -102,6 +109,7 @@ public struct JournalState: Sendable, Equatable {
                 guard let id = r.assignment else { continue }
                 jobs[id]?.pid = r.pid
                 jobs[id]?.startTicks = r.startTicks
+                jobs[id]?.startedAtMs = r.atMs
             case .stopping:
                 guard let id = r.assignment, jobs[id]?.stopReason == nil else { continue }
                 jobs[id]?.stopReason = r.reason
@@ -135,7 +143,8 @@ public struct JournalState: Sendable, Equatable {
         for j in jobs {
             out.append(.accepted(j.assignment))
             if let pid = j.pid {
-                out.append(JournalRecord(kind: .started, assignment: j.assignment.assignmentID, pid: pid, startTicks: j.startTicks))
+                out.append(JournalRecord(kind: .started, assignment: j.assignment.assignmentID, pid: pid, startTicks: j.startTicks,
+                                         atMs: j.startedAtMs))
             }
             if let r = j.stopReason { out.append(JournalRecord(kind: .stopping, assignment: j.assignment.assignmentID, reason: r)) }
         }

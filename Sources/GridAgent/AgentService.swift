@@ -14,18 +14,41 @@ import Glibc
 /// Runs on the socket loop's thread.
 public final class AgentShell {
     /// A run the shell can signal: its own child (`process`) or one reattached after a restart.
-    struct Handle {
-        var pid: pid_t
-        var startTicks: UInt64?
-        var outputPath: String
-        var exitPath: String
-        var process: JobProcess?
+    final class Handle {
+        let pid: pid_t
+        let startTicks: UInt64?
+        let outputPath: String
+        let exitPath: String
+        let process: JobProcess?
+        var firstKill: Date?
 
+        init(pid: pid_t, startTicks: UInt64?, outputPath: String, exitPath: String, process: JobProcess?) {
+            self.pid = pid
+            self.startTicks = startTicks
+            self.outputPath = outputPath
+            self.exitPath = exitPath
+            self.process = process
+        }
+
+        /// SIGTERM (and other signals) go to the job's whole process group; the shim ignores
+        /// them. SIGKILL is asked of the shim (SIGUSR1), which kills every other process of the
+        /// group and its descendants and stays to record the end; only a shim that has not
+        /// managed in 10 s gets SIGKILL with its group.
         func signal(_ sig: Int32) {
-            if let process { return process.signal(sig) }
+            var target = sig
+            var groupWide = true
+            if sig == SIGKILL {
+                let first = firstKill ?? Date()
+                firstKill = first
+                if Date().timeIntervalSince(first) < 10 {
+                    target = SIGUSR1
+                    groupWide = false
+                }
+            }
+            if let process { return process.signal(target, group: groupWide) }
             // Not our child: signal only while the leader is still the journalled process.
             guard ProcessIdentity.isAlive(pid, startTicks: startTicks) else { return }
-            if kill(-pid, sig) != 0 { _ = kill(pid, sig) }
+            if !groupWide || kill(-pid, target) != 0 { _ = kill(pid, target) }
         }
     }
 
@@ -77,18 +100,21 @@ public final class AgentShell {
         for job in state.jobs {
             let id = AssignmentID(job.assignment.assignmentID)
             let exitPath = exitFile(id)
-            var pid = job.pid
-            if pid == nil { pid = ProcessIdentity.findShim(assignment: id.rawValue) }
-            if let pid, ProcessIdentity.isAlive(pid, startTicks: job.pid == nil ? nil : job.startTicks) {
-                found[id] = .alive(pid: pid)
-                handles[id] = Handle(pid: pid, startTicks: ProcessIdentity.startTicks(pid), outputPath: outputFile(id),
-                                     exitPath: exitPath, process: nil)
+            if let pid = job.pid {
+                if ProcessIdentity.isAlive(pid, startTicks: job.startTicks) {
+                    found[id] = .alive(pid: pid, startTicks: job.startTicks)
+                    handles[id] = Handle(pid: pid, startTicks: job.startTicks, outputPath: outputFile(id), exitPath: exitPath, process: nil)
+                } else {
+                    found[id] = .ended(JobProcess.readExitRecord(exitPath) ?? ProcessOutcome(end: nil))
+                }
+            } else if let pid = ProcessIdentity.findShim(assignment: id.rawValue), let ticks = ProcessIdentity.startTicks(pid) {
+                // Started, but the agent died before journalling the pid.
+                found[id] = .alive(pid: pid, startTicks: ticks)
+                handles[id] = Handle(pid: pid, startTicks: ticks, outputPath: outputFile(id), exitPath: exitPath, process: nil)
             } else if let outcome = JobProcess.readExitRecord(exitPath) {
                 found[id] = .ended(outcome)
-            } else if pid == nil {
-                found[id] = .neverStarted
             } else {
-                found[id] = .ended(ProcessOutcome(end: nil))
+                found[id] = .neverStarted
             }
         }
         let leaseUntil = readLeaseFile()
@@ -247,25 +273,33 @@ public final class AgentShell {
 
     var leaseFile: String { shim.leaseFile }
 
-    /// Writes "DEADLINE GRACE": the deadline as CLOCK_MONOTONIC milliseconds and the fence
-    /// grace (temporary file and rename, so a shim never reads half a line). No fsync: the shims
-    /// read the page cache, and a host that crashes takes its jobs with it.
+    /// This boot's id: CLOCK_MONOTONIC starts again at each boot, so a lease file from an
+    /// earlier boot means nothing.
+    static let bootID: String = ((try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8)) ?? "")
+        .trimmingCharacters(in: .whitespacesAndNewlines)
+
+    /// Writes "DEADLINE GRACE BOOT": the deadline as CLOCK_MONOTONIC milliseconds, the fence
+    /// grace and the boot id (temporary file and rename, so a shim never reads half a line). No
+    /// fsync: the shims read the page cache, and a host that crashes takes its jobs with it.
     func writeLeaseFile(_ untilMs: Int64, graceMs: Int64) {
         let value = Self.monotonicMs() + (untilMs - clock())
         let tmp = leaseFile + ".tmp"
         do {
-            try Data("\(value) \(graceMs)\n".utf8).write(to: URL(fileURLWithPath: tmp))
+            try Data("\(value) \(graceMs) \(Self.bootID)\n".utf8).write(to: URL(fileURLWithPath: tmp))
             guard rename(tmp, leaseFile) == 0 else { throw JournalError(path: leaseFile, what: String(cString: strerror(errno))) }
         } catch {
             logger.error("cannot write the lease file \(leaseFile): \(error); jobs will be fenced when the old lease lapses")
         }
     }
 
-    /// The deadline the previous agent left, on this shell's clock.
+    /// The deadline the previous agent left (this boot only, within a day), on this shell's clock.
     func readLeaseFile() -> Int64? {
-        guard let text = try? String(contentsOfFile: leaseFile, encoding: .utf8),
-              let first = text.split(whereSeparator: { $0 == " " || $0 == "\n" }).first, let value = Int64(first) else { return nil }
-        return clock() + (value - Self.monotonicMs())
+        guard let text = try? String(contentsOfFile: leaseFile, encoding: .utf8) else { return nil }
+        let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard let first = fields.first, let value = Int64(first), fields.count >= 3, fields[2] == Self.bootID else { return nil }
+        let left = value.subtractingReportingOverflow(Self.monotonicMs())
+        guard !left.overflow, abs(left.partialValue) < 86_400_000 else { return nil }
+        return clock() + left.partialValue
     }
 
     // MARK: stop
@@ -280,6 +314,15 @@ public final class AgentShell {
             usleep(50_000)
         }
         for h in handles.values { h.signal(SIGKILL) }
+        let killDeadline = Date().addingTimeInterval(5)
+        while Date() < killDeadline && handles.values.contains(where: { ProcessIdentity.isAlive($0.pid, startTicks: $0.startTicks) }) {
+            usleep(50_000)
+        }
+        // A shim that could not end its job in time goes with its group.
+        for h in handles.values where ProcessIdentity.isAlive(h.pid, startTicks: h.startTicks) {
+            h.firstKill = .distantPast
+            h.signal(SIGKILL)
+        }
     }
 }
 
@@ -297,6 +340,8 @@ public final class AgentService: Service, @unchecked Sendable {
     /// Touched only on the loop thread once `run` starts.
     let shell: AgentShell
     let pidFile: String
+    /// Holds the data directory's lock for the agent's life.
+    let lockFD: Int32
 
     public init(config: AgentConfig, source: any InventorySource, initial: InventoryReport, logger: Logger) throws {
         self.config = config
@@ -316,6 +361,16 @@ public final class AgentService: Service, @unchecked Sendable {
         settings.fenceGraceMs = Int64(config.fenceGraceMs)
         try FileManager.default.createDirectory(atPath: settings.jobsDirectory, withIntermediateDirectories: true)
         let shimPath = try config.resolvedJobShim()
+        // One agent per data directory: a second would rewrite the first one's journal.
+        let lockPath = data.appendingPathComponent("agent.lock").path
+        let lockFD = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
+            if lockFD >= 0 { close(lockFD) }
+            throw ConfigError(source: config.dataDir, problems: [
+                "data_dir is in use by another grid-agent (\(lockPath) is locked); give each agent its own data_dir",
+            ])
+        }
+        self.lockFD = lockFD
         let journal = try AgentJournal(path: data.appendingPathComponent("agent.journal").path)
         self.pidFile = data.appendingPathComponent("agent.pid").path
         self.shell = AgentShell(instance: AgentInstance(settings: settings, devices: initial.devices), journal: journal,

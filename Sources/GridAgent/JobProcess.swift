@@ -51,8 +51,9 @@ public final class JobProcess: @unchecked Sendable {
     public let pid: pid_t
     public let outputPath: String
     public let exitPath: String
-    /// Start time of the shim (clock ticks since boot), with the pid its identity in the journal.
-    public let startTicks: UInt64
+    /// Start time of the shim (clock ticks since boot), with the pid its identity in the journal;
+    /// nil if it had already ended when read.
+    public let startTicks: UInt64?
     let lock = NSLock()
     var reaped = false
 
@@ -97,7 +98,7 @@ public final class JobProcess: @unchecked Sendable {
         }
         guard rc == 0 else { throw SpawnError(command: command, reason: "cannot start \(shim.path): \(String(cString: strerror(rc)))") }
         pid = child
-        startTicks = ProcessIdentity.startTicks(child) ?? 0
+        startTicks = ProcessIdentity.startTicks(child)
         let reaped = child
         let thread = Thread { [self] in
             var info = siginfo_t()
@@ -114,12 +115,12 @@ public final class JobProcess: @unchecked Sendable {
         thread.start()
     }
 
-    /// Signals the whole process group, unless the shim was already reaped.
-    public func signal(_ sig: Int32) {
+    /// Signals the whole process group (or only the shim), unless the shim was already reaped.
+    public func signal(_ sig: Int32, group: Bool = true) {
         lock.lock()
         defer { lock.unlock() }
         guard !reaped else { return }
-        if kill(-pid, sig) != 0 { _ = kill(pid, sig) }
+        if !group || kill(-pid, sig) != 0 { _ = kill(pid, sig) }
     }
 
     /// Last `limit` bytes of the combined output, decoded leniently.
@@ -170,10 +171,11 @@ public enum ProcessIdentity {
         return UInt64(fields[19])
     }
 
-    /// Whether `pid` is the process journalled with `startTicks` and still running.
+    /// Whether `pid` is the process journalled with `startTicks` and still running. Without a
+    /// recorded start time nothing can be told apart from a process that reused the pid: false.
     public static func isAlive(_ pid: pid_t, startTicks expected: UInt64?) -> Bool {
-        guard pid > 0, let actual = startTicks(pid) else { return false }
-        return expected == nil || expected == 0 || actual == expected
+        guard pid > 0, let expected, expected != 0, let actual = startTicks(pid) else { return false }
+        return actual == expected
     }
 
     /// The shim of `assignment` when the agent died between starting it and journalling its pid:

@@ -196,6 +196,12 @@ public struct RegionInstance: Sendable {
             let busy = Set((heldBy[n.id] ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
             index.upsert(node: n.id, devices: n.devices, busy: busy, schedulable: false)
             if n.state != .lost { armDeadline(n.id, at: now.monotonicMs + settings.nodeLostAfterMs) }
+            // Lost before the restart and still holding work: its lease runs out a full
+            // lease + margin from now (the time before the restart is not known to have passed
+            // without a heartbeat we did not store).
+            else if !(heldBy[n.id] ?? []).isEmpty {
+                timers.schedule(.leaseExpiry(n.id), at: now.monotonicMs + settings.lease + settings.leaseMarginMs + 1)
+            }
         }
         for j in recovered.jobs {
             jobs[j.id] = j
@@ -317,6 +323,19 @@ public struct RegionInstance: Sendable {
             out.append(.log(LogEvent(.notice, "node is back", ["node": "\(id)"])))
             armDeadline(id, at: now.monotonicMs + lostAfterMs)
         }
+        // An agent that is stopping says so on its heartbeats: no new work until it stops
+        // saying so or registers again.
+        if m.draining && node.record.state == .ready {
+            node.record.state = .draining
+            index.setSchedulable(node: id, false)
+            out.append(.persist(.nodeState(id, .draining)))
+            out.append(.log(LogEvent(.notice, "node draining: its agent is stopping", ["node": "\(id)"])))
+        } else if !m.draining && node.record.state == .draining {
+            node.record.state = .ready
+            index.setSchedulable(node: id, true)
+            placementDirty = true
+            out.append(.persist(.nodeState(id, .ready)))
+        }
         if !m.devices.isEmpty {
             let devices = m.devices.map(\.inventory)
             let fresh = slots(devices)
@@ -349,11 +368,11 @@ public struct RegionInstance: Sendable {
                 full.devices = devices
                 out.append(.persist(.node(full)))
                 let busy = Set(node.held.flatMap { assignments[$0]?.deviceIDs ?? [] })
-                index.upsert(node: id, devices: devices, busy: busy, schedulable: true)
+                index.upsert(node: id, devices: devices, busy: busy, schedulable: node.record.state == .ready)
             } else {
                 // Back from lost with the same devices.
-                out.append(.persist(.nodeState(id, .ready)))
-                index.setSchedulable(node: id, true)
+                out.append(.persist(.nodeState(id, node.record.state)))
+                index.setSchedulable(node: id, node.record.state == .ready)
             }
             placementDirty = true
         }
@@ -457,13 +476,6 @@ public struct RegionInstance: Sendable {
         // A run stopped by a fault around it (lease lapsed, agent stopped) is not the job's
         // outcome: the retry policy decides whether it runs again.
         if state.isTerminal, let reason = m.endReason.reason, reason.isFault, let aid = job.assignment, let a = assignments[aid] {
-            // An agent that is being stopped takes no new work until it registers again.
-            if reason == .agentStopped, let node = nodes[a.node], node.record.state == .ready {
-                nodes[a.node]?.record.state = .draining
-                index.setSchedulable(node: a.node, false)
-                out.append(.persist(.nodeState(a.node, .draining)))
-                out.append(.log(LogEvent(.notice, "node draining: its agent is stopping", ["node": "\(a.node)"])))
-            }
             out += requeue(a, reason, reason: m.message.isEmpty ? reason.rawValue : m.message, now: now, newState: .done)
             out.append(answer(true, ""))
             return out

@@ -8,6 +8,9 @@
 //     as a group leader), as a child subreaper so that daemonising descendants stay in reach;
 //   - ignores SIGTERM/SIGINT/SIGHUP/SIGQUIT itself, so a TERM the agent sends to the group
 //     reaches the job while the shim stays to record the outcome;
+//   - on SIGUSR1 (the agent's "kill now") sends SIGKILL to every other process of the group and
+//     every descendant, and stays to reap them and record the outcome: a SIGKILL to the group
+//     would take the shim with it and leave daemonised descendants behind;
 //   - fences: reads the lease file ("DEADLINE GRACE": CLOCK_MONOTONIC milliseconds until which
 //     the job may run, and the grace before it) every 100 ms; from deadline - grace it sends SIGTERM to the group, at the deadline SIGKILL to
 //     every other process of the group and every descendant. This works when the agent is dead
@@ -34,6 +37,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+static volatile sig_atomic_t kill_requested = 0;
+static void on_usr1(int sig) { (void)sig; kill_requested = 1; }
 
 static int64_t now_ms(void) {
     struct timespec ts;
@@ -69,13 +75,16 @@ static int read_lease(const char *path, int64_t *out, int64_t *grace) {
 
 // Signals every process whose group is `pgid` or whose parent is this shim, except the shim.
 // Returns how many it signalled.
+static pid_t main_child = 0;
+
 static int signal_rest(pid_t pgid, int sig) {
     pid_t self = getpid();
     int count = 0;
     DIR *d = opendir("/proc");
     if (!d) {
-        // Without /proc the group signal is the best there is (the shim ignores TERM, not KILL).
+        // Without /proc: the group for what the shim ignores, the main child for SIGKILL.
         if (sig != SIGKILL) kill(-pgid, sig);
+        else if (main_child > 0) kill(main_child, SIGKILL);
         return 0;
     }
     struct dirent *e;
@@ -123,15 +132,19 @@ static void write_exit(const char *path, int status, int fenced) {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) return;
+    if (fd < 0) { fprintf(stderr, "grid-job-shim: cannot write %s: %s\n", tmp, strerror(errno)); return; }
     char line[64];
     int n;
     if (WIFSIGNALED(status)) n = snprintf(line, sizeof line, "signaled %d %d\n", WTERMSIG(status), fenced);
     else n = snprintf(line, sizeof line, "exited %d %d\n", WEXITSTATUS(status), fenced);
-    if (write(fd, line, (size_t)n) != n) { close(fd); unlink(tmp); return; }
-    fsync(fd);
+    if (write(fd, line, (size_t)n) != n || fsync(fd) != 0) {
+        fprintf(stderr, "grid-job-shim: cannot write %s: %s\n", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        return;
+    }
     close(fd);
-    if (rename(tmp, path) != 0) { unlink(tmp); return; }
+    if (rename(tmp, path) != 0) { fprintf(stderr, "grid-job-shim: cannot rename %s: %s\n", tmp, strerror(errno)); unlink(tmp); return; }
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
     int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -205,7 +218,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "grid-job-shim: cannot run %s: %s\n", command[0], strerror(errno));
         _exit(127);
     }
+    main_child = child;
     for (size_t k = 0; k < sizeof stops / sizeof stops[0]; k++) signal(stops[k], SIG_IGN);
+    struct sigaction usr1;
+    memset(&usr1, 0, sizeof usr1);
+    usr1.sa_handler = on_usr1;
+    sigemptyset(&usr1.sa_mask);
+    sigaction(SIGUSR1, &usr1, NULL);
     sigprocmask(SIG_SETMASK, &old, NULL);
 
     int status = 0, done = 0, fenced = 0, term_sent = 0;
@@ -214,6 +233,7 @@ int main(int argc, char **argv) {
     while (!done) {
         reap(child, &status, &done);
         if (done) break;
+        if (kill_requested) signal_rest(pgid, SIGKILL);
         if (!keep && lease_file) {
             int64_t v;
             if (read_lease(lease_file, &v, &grace)) { deadline = v; have_lease = 1; }
@@ -231,12 +251,14 @@ int main(int argc, char **argv) {
         }
         sleep_ms(100);
     }
-    // The command ended: what it left behind in the group ends with it.
-    if (signal_rest(pgid, SIGTERM) > 0) {
-        for (int k = 0; k < 20 && signal_rest(pgid, 0) > 0; k++) { sleep_ms(50); int s, d2; reap(-1, &s, &d2); }
-        signal_rest(pgid, SIGKILL);
-    }
+    // The command ended: what it left behind in the group ends with it (TERM, a second, KILL),
+    // and the shim waits until it is really gone (a process in D state may take a while to
+    // free its device) so the devices are free when the end is reported.
     int s2, d3;
+    if (signal_rest(pgid, kill_requested ? SIGKILL : SIGTERM) > 0) {
+        for (int k = 0; k < 20 && signal_rest(pgid, 0) > 0; k++) { sleep_ms(50); reap(-1, &s2, &d3); }
+        for (int k = 0; k < 600 && signal_rest(pgid, SIGKILL) > 0; k++) { sleep_ms(50); reap(-1, &s2, &d3); }
+    }
     reap(-1, &s2, &d3);
     if (exit_file) write_exit(exit_file, status, fenced);
     if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);

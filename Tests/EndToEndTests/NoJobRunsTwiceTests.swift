@@ -343,4 +343,20 @@ import Testing
         }
         #expect(job.state == .succeeded && s.runs().count == 1)
     }
+
+    @Test func aSecondAgentOnTheSameDataDirectoryIsRefused() throws {
+        let s = try Setup()
+        defer { s.c.stopAll() }
+        try s.startAgent("n1")
+        try s.waitForNodes(1)
+        let second = try s.c.start("n1-twin", "grid-agent", [
+            "run", "--config", s.agentConfig.path, "--node-id", "n1", "--region", try #require(s.c.regionEndpoints["r1"]),
+            "--data-dir", s.c.dir.appendingPathComponent("n1").path,
+            "--simulate", Cluster.fixtures.appendingPathComponent("nvidia-smi-q-x_tesla-t4_v11.xml").path,
+        ])
+        second.process.waitUntilExit()
+        #expect(second.process.terminationStatus != 0)
+        #expect(s.c.log("n1-twin").contains("in use by another grid-agent"), "\(s.c.log("n1-twin"))")
+        #expect(s.c.daemon("n1")?.process.isRunning == true)
+    }
 }

@@ -128,18 +128,20 @@ extension AgentHarness {
             .init(assignment: AgentHarness.assignment("gone.1", devices: []), pid: 12, startTicks: 3),
         ]
         let out = h.instance.recover(state, found: [
-            "alive.1": .alive(pid: 10),
+            "alive.1": .alive(pid: 10, startTicks: 1),
             "done.1": .ended(ProcessOutcome(end: .exited(0))),
             "new.1": .neverStarted,
             "gone.1": .ended(ProcessOutcome(end: nil)),
         ], leaseUntilMs: h.now + 3000, now: h.now)
         #expect(out.watches == ["alive.1"])
-        #expect(out.starts.map(\.0) == ["new.1"], "accepted but never started: started now, exactly once")
+        #expect(out.starts.isEmpty, "nothing is started before the region renews the lease")
+        let never = try #require(out.statuses.first { $0.assignmentID == "new.1" })
+        #expect(never.endReason == .agentStopped, "accepted but never started: handed back to the region's retry policy")
         let done = try #require(out.statuses.first { $0.assignmentID == "done.1" })
         #expect(done.state == "succeeded" && done.exitCode == 0 && done.message.contains("while the agent was down"))
         let gone = try #require(out.statuses.first { $0.assignmentID == "gone.1" })
         #expect(gone.state == "failed" && gone.endReason == .endedWhileAgentDown && !gone.hasExitCode_p)
-        #expect(Set(out.journalled.filter { $0.kind == .ended }.compactMap(\.assignment)) == ["done.1", "gone.1"])
+        #expect(Set(out.journalled.filter { $0.kind == .ended }.compactMap(\.assignment)) == ["done.1", "gone.1", "new.1"])
         // The register lists what runs and what ended unacknowledged, so nothing runs twice.
         let reg = try #require(h.tick().sent.compactMap { if case .register(let r) = $0 { return r } else { return nil } }.first)
         #expect(Set(reg.heldAssignments) == ["alive.1", "new.1", "done.1", "gone.1"])
@@ -222,6 +224,11 @@ extension AgentHarness {
         _ = h.running()
         let stop = h.instance.onShutdown(now: h.now)
         #expect(stop.signals.map(\.1) == [SIGTERM] && stop.exits == 0)
+        let beat = try #require(stop.heartbeats.first, "the region hears at once that this node is draining")
+        #expect(beat.draining)
+        let firstSend = try #require(stop.firstIndex { if case .send = $0 { return true } else { return false } })
+        let firstSignal = try #require(stop.firstIndex { if case .signal = $0 { return true } else { return false } })
+        #expect(firstSend < firstSignal)
         #expect(h.instance.onAssignment(AgentHarness.assignment("j-2.1", devices: ["g0"]), now: h.now).acks.first?.accepted == false,
                 "no new work while stopping")
         let ended = h.instance.onProcessExited("j-1.1", .signaled(15), tail: "", now: h.now)

@@ -518,6 +518,9 @@ public nonisolated struct Computegrid_V1_Heartbeat: Sendable {
   /// the agent's monotonic clock at sending; echoed in the ack
   public var sentMs: Int64 = 0
 
+  /// the agent is stopping: place nothing new on this node
+  public var draining: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1817,7 +1820,7 @@ nonisolated extension Computegrid_V1_RegisterAck: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}devices\0\u{3}running_assignments\0\u{3}assignment_digest\0\u{3}assignment_count\0\u{3}sent_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}devices\0\u{3}running_assignments\0\u{3}assignment_digest\0\u{3}assignment_count\0\u{3}sent_ms\0\u{1}draining\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1831,6 +1834,7 @@ nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProt
       case 4: try { try decoder.decodeSingularFixed64Field(value: &self.assignmentDigest) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.assignmentCount) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.sentMs) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.draining) }()
       default: break
       }
     }
@@ -1855,6 +1859,9 @@ nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProt
     if self.sentMs != 0 {
       try visitor.visitSingularInt64Field(value: self.sentMs, fieldNumber: 6)
     }
+    if self.draining != false {
+      try visitor.visitSingularBoolField(value: self.draining, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1865,6 +1872,7 @@ nonisolated extension Computegrid_V1_Heartbeat: SwiftProtobuf.Message, SwiftProt
     if lhs.assignmentDigest != rhs.assignmentDigest {return false}
     if lhs.assignmentCount != rhs.assignmentCount {return false}
     if lhs.sentMs != rhs.sentMs {return false}
+    if lhs.draining != rhs.draining {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
