@@ -31,6 +31,9 @@ public struct AgentConfig: Codable, Sendable {
     public var fenceGraceMs: Int = 2000
     /// The `grid-job-shim` executable every job runs under. Default: next to `grid-agent`.
     public var jobShim: String = ""
+    /// Job cgroups: `off` (default; process groups), `auto` (a delegated cgroup v2 subtree,
+    /// systemd's `Delegate=yes`: the agent's own cgroup), or a directory to create them in.
+    public var cgroup: String = "off"
     /// Largest message accepted from the region. Default 4 MiB.
     public var maxMessageBytes: Int = 4 << 20
     /// Extra environment variables every job gets (job env wins). Default: none.
@@ -55,6 +58,7 @@ public struct AgentConfig: Codable, Sendable {
         case killGraceSeconds = "kill_grace_s"
         case fenceGraceMs = "fence_grace_ms"
         case jobShim = "job_shim"
+        case cgroup
         case maxMessageBytes = "max_message_bytes"
         case jobEnvironment = "job_environment"
         case logLevel = "log_level"
@@ -75,6 +79,7 @@ public struct AgentConfig: Codable, Sendable {
         killGraceSeconds = try c.value(.killGraceSeconds, default: d.killGraceSeconds)
         fenceGraceMs = try c.value(.fenceGraceMs, default: d.fenceGraceMs)
         jobShim = try c.value(.jobShim, default: d.jobShim)
+        cgroup = try c.value(.cgroup, default: d.cgroup)
         maxMessageBytes = try c.value(.maxMessageBytes, default: d.maxMessageBytes)
         jobEnvironment = try c.value(.jobEnvironment, default: d.jobEnvironment)
         logLevel = try c.value(.logLevel, default: d.logLevel)
@@ -108,6 +113,9 @@ public struct AgentConfig: Codable, Sendable {
         if probeIntervalSeconds <= 0 { out.append("probe_interval_s: must be > 0, got \(probeIntervalSeconds)") }
         if outputTailBytes < 0 || outputTailBytes > 1 << 20 { out.append("output_tail_bytes: 0...1048576, got \(outputTailBytes)") }
         if killGraceSeconds < 0 { out.append("kill_grace_s: must be >= 0") }
+        if !(cgroup == "off" || cgroup == "auto" || cgroup.hasPrefix("/")) {
+            out.append("cgroup: '\(cgroup)' is not off, auto or an absolute directory")
+        }
         if !(0...600_000).contains(fenceGraceMs) { out.append("fence_grace_ms: 0...600000, got \(fenceGraceMs)") }
         for path in simulate where !FileManager.default.isReadableFile(atPath: path) {
             out.append("simulate: cannot read '\(path)'")

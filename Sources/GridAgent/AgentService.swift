@@ -222,9 +222,12 @@ public final class AgentShell {
                 let exitPath = exitFile(id)
                 let dir = URL(fileURLWithPath: outputPath).deletingLastPathComponent()
                 try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+                let cgroup = shim.cgroupParent.map { JobCgroups.path(parent: $0, assignment: id.rawValue) }
                 do {
                     let process = try JobProcess(command: command, args: args, environment: environment, outputPath: outputPath,
-                                                 exitPath: exitPath, shim: shim, keepOnLeaseLoss: keep) { end in
+                                                 exitPath: exitPath, shim: shim, keepOnLeaseLoss: keep, cgroup: cgroup) { end in
+                        // The shim has ended: its (empty) cgroup goes too.
+                        if let cgroup { rmdir(cgroup) }
                         post(.exited(id, JobProcess.readExitRecord(exitPath) ?? ProcessOutcome(end: end)))
                     }
                     handles[id] = Handle(pid: process.pid, startTicks: process.startTicks, outputPath: outputPath, exitPath: exitPath, process: process)
@@ -250,6 +253,7 @@ public final class AgentShell {
         var out: [LoopOutput] = []
         for (id, h) in handles where h.process == nil && !ProcessIdentity.isAlive(h.pid, startTicks: h.startTicks) {
             handles[id] = nil
+            if let parent = shim.cgroupParent { rmdir(JobCgroups.path(parent: parent, assignment: id.rawValue)) }
             let outcome = JobProcess.readExitRecord(h.exitPath) ?? ProcessOutcome(end: nil)
             out += perform(instance.onProcessExited(id, outcome, tail: JobProcess.tail(of: h.outputPath, limit: outputTailBytes), now: now))
         }
@@ -361,6 +365,9 @@ public final class AgentService: Service, @unchecked Sendable {
         settings.fenceGraceMs = Int64(config.fenceGraceMs)
         try FileManager.default.createDirectory(atPath: settings.jobsDirectory, withIntermediateDirectories: true)
         let shimPath = try config.resolvedJobShim()
+        let cgroups = JobCgroups.decide(setting: config.cgroup,
+                                        procSelfCgroup: (try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)) ?? "")
+        logger.info("\(cgroups.note)")
         // One agent per data directory: a second would rewrite the first one's journal.
         let lockPath = data.appendingPathComponent("agent.lock").path
         let lockFD = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -375,7 +382,7 @@ public final class AgentService: Service, @unchecked Sendable {
         self.pidFile = data.appendingPathComponent("agent.pid").path
         self.shell = AgentShell(instance: AgentInstance(settings: settings, devices: initial.devices), journal: journal,
                                 shim: ShimOptions(path: shimPath, leaseFile: data.appendingPathComponent("lease").path,
-                                                  fenceGraceMs: Int64(config.fenceGraceMs)),
+                                                  fenceGraceMs: Int64(config.fenceGraceMs), cgroupParent: cgroups.parent),
                                 maxFrameBytes: config.maxMessageBytes, outputTailBytes: config.outputTailBytes,
                                 logger: logger, stopLoop: { loop.stop() }) { loop.post($0) }
         try shell.recover()

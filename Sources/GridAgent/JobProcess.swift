@@ -32,10 +32,13 @@ public struct ShimOptions: Sendable {
     /// The file holding the lease deadline (CLOCK_MONOTONIC ms) the shim fences on.
     public var leaseFile: String
     public var fenceGraceMs: Int64
-    public init(path: String, leaseFile: String, fenceGraceMs: Int64) {
+    /// Where job cgroups go (`JobCgroups`); nil = process groups only.
+    public var cgroupParent: String?
+    public init(path: String, leaseFile: String, fenceGraceMs: Int64, cgroupParent: String? = nil) {
         self.path = path
         self.leaseFile = leaseFile
         self.fenceGraceMs = fenceGraceMs
+        self.cgroupParent = cgroupParent
     }
 }
 
@@ -60,7 +63,8 @@ public final class JobProcess: @unchecked Sendable {
     /// Resolves `command` on the job's PATH, spawns the shim with it and starts a reaper thread
     /// that calls `onExit` once (from that thread) with the shim's wait status.
     public init(command: String, args: [String], environment: [String: String], outputPath: String, exitPath: String,
-                shim: ShimOptions, keepOnLeaseLoss: Bool, onExit: @escaping @Sendable (ProcessEnd) -> Void) throws(SpawnError) {
+                shim: ShimOptions, keepOnLeaseLoss: Bool, cgroup: String? = nil,
+                onExit: @escaping @Sendable (ProcessEnd) -> Void) throws(SpawnError) {
         guard let executable = JobProcess.resolve(command, path: environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") else {
             throw SpawnError(command: command, reason: "not found on PATH (\(environment["PATH"] ?? "default PATH"))")
         }
@@ -88,6 +92,7 @@ public final class JobProcess: @unchecked Sendable {
 
         var argv = [shim.path, "--exit-file", exitPath, "--lease-file", shim.leaseFile, "--fence-grace-ms", String(shim.fenceGraceMs)]
         if keepOnLeaseLoss { argv.append("--keep") }
+        if let cgroup { argv += ["--cgroup", cgroup] }
         argv += ["--", executable] + args
         let envp = environment.map { "\($0.key)=\($0.value)" }.sorted()
         var child: pid_t = 0

@@ -310,3 +310,36 @@ extension AgentHarness {
         #expect(!ProbeInventorySource.runsHere(pid: 0, name: comm))
     }
 }
+
+@Suite struct JobCgroupTests {
+    static func scratch() throws -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("cg-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    @Test func autoAdoptsTheAgentsOwnDelegatedCgroup() throws {
+        let root = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: root) }
+        FileManager.default.createFile(atPath: root.path + "/cgroup.controllers", contents: Data("cpu memory pids\n".utf8))
+        try FileManager.default.createDirectory(atPath: root.path + "/system.slice/grid-agent.service", withIntermediateDirectories: true)
+        let d = JobCgroups.decide(setting: "auto", procSelfCgroup: "0::/system.slice/grid-agent.service\n", mountRoot: root.path, pid: 4242)
+        #expect(d.parent == root.path + "/system.slice/grid-agent.service")
+        let moved = try String(contentsOfFile: root.path + "/system.slice/grid-agent.service/agent/cgroup.procs", encoding: .utf8)
+        #expect(moved == "4242\n", "the agent moved itself into a leaf, so job cgroups can be its siblings")
+        // After a restart the agent may already sit in the leaf.
+        let again = JobCgroups.decide(setting: "auto", procSelfCgroup: "0::/system.slice/grid-agent.service/agent\n", mountRoot: root.path)
+        #expect(again.parent == d.parent)
+        #expect(JobCgroups.path(parent: d.parent!, assignment: "j-1.2") == d.parent! + "/job-j-1.2")
+    }
+
+    @Test func withoutCgroupV2OrWithoutDelegationItIsProcessGroups() throws {
+        let root = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: root) }
+        #expect(JobCgroups.decide(setting: "auto", procSelfCgroup: "0::/x\n", mountRoot: root.path).parent == nil, "no cgroup.controllers: v1")
+        FileManager.default.createFile(atPath: root.path + "/cgroup.controllers", contents: Data())
+        #expect(JobCgroups.decide(setting: "auto", procSelfCgroup: "4:memory:/x\n", mountRoot: root.path).parent == nil)
+        #expect(JobCgroups.decide(setting: "auto", procSelfCgroup: "0::/missing\n", mountRoot: root.path).parent == nil)
+        #expect(JobCgroups.decide(setting: "off", procSelfCgroup: "0::/\n", mountRoot: root.path).parent == nil)
+    }
+}

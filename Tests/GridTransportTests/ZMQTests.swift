@@ -152,7 +152,7 @@ import Testing
         let endpoint = try #require(server.boundEndpoint)
         let client = try SocketLoop<Ping>(options: SocketLoopOptions(connect: endpoint, identity: "c1", tickMilliseconds: 10))
         let seen = Counter()
-        async let serverDone: Void = runOnDedicatedThread(name: "server") {
+        let serverDone = LoopThread(name: "server") {
             server.run { input in
                 switch input {
                 case .frame(let peer, let payload, _):
@@ -164,7 +164,7 @@ import Testing
                 return []
             }
         }
-        async let clientDone: Void = runOnDedicatedThread(name: "client") {
+        let clientDone = LoopThread(name: "client") {
             client.run { input in
                 switch input {
                 case .event(.ping(let n)): return [LoopOutput(to: .upstream, payload: Array("ping \(n)".utf8))]
@@ -188,7 +188,8 @@ import Testing
         }
         server.stop()
         client.stop()
-        _ = await (serverDone, clientDone)
+        serverDone.join()
+        clientDone.join()
         #expect(seen.contains("server got ping 1 from peer 'c1'"))
         #expect(seen.contains("client got pong"))
         #expect(seen.contains("server tick"))
@@ -201,7 +202,7 @@ import Testing
         try raw.connect(try #require(server.boundEndpoint))
         try raw.send([Array("a".utf8), Array("b".utf8), Array("c".utf8)])
         let seen = Counter()
-        async let done: Void = runOnDedicatedThread(name: "server") {
+        let done = LoopThread(name: "server") {
             server.run { input in
                 if case .badShape(_, let frames) = input { seen.add("bad \(frames)") }
                 return []
@@ -210,11 +211,28 @@ import Testing
         let deadline = Date().addingTimeInterval(10)
         while !seen.contains("bad 4") && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
         server.stop()
-        await done
+        done.join()
         raw.close()
         ctx.terminate()
         #expect(seen.contains("bad 4"))
     }
+}
+
+/// A loop on its own thread, started at once: unlike an `async let`, it does not wait for a
+/// cooperative-pool thread, which a loaded test run (2 cores, blocking end-to-end tests) may
+/// not have free for seconds.
+final class LoopThread: @unchecked Sendable {
+    private let finished = DispatchSemaphore(value: 0)
+    init(name: String, _ body: @escaping @Sendable () -> Void) {
+        let t = Thread { [finished] in
+            body()
+            finished.signal()
+        }
+        t.name = name
+        t.stackSize = 4 << 20
+        t.start()
+    }
+    func join() { finished.wait() }
 }
 
 final class Counter: @unchecked Sendable {
