@@ -192,7 +192,11 @@ import Testing
         let r = try client.submit(s.spec("while-down", seconds: 0.8, exit: 3))
         _ = try s.c.eventually(20, "the job to start") { s.runs().isEmpty ? nil : true }
         s.c.stop("n1", signal: SIGKILL)
-        _ = try s.c.eventually(20, "the job to end with no agent") { s.runs().first?.end == nil ? nil : true }
+        let run = try s.c.eventually(20, "the job to end with no agent") { s.runs().first?.end == nil ? nil : s.runs().first }
+        // ...and its shim to have recorded the end and gone (it outlives the job by a moment).
+        let exitRecord = s.c.dir.appendingPathComponent("n1/jobs/\(run.assignment).exit").path
+        _ = try s.c.eventually(20, "the shim's exit record") { FileManager.default.fileExists(atPath: exitRecord) ? true : nil }
+        Thread.sleep(forTimeInterval: 0.2)
         try s.startAgent("n1", as: "n1-again")
         let job = try s.c.eventually(30, "the result to be reported") { () -> JobRecord? in
             let j = try s.job(r.jobID)
