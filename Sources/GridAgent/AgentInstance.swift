@@ -443,6 +443,11 @@ public struct AgentInstance: Sendable {
         }
     }
 
+    /// "python (pid 5762), ..." for the compute processes on a device.
+    static func holders(_ d: DeviceInventory) -> String {
+        (d.processes ?? []).filter { $0.kind == .compute }.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
+    }
+
     /// A fresh probe. `ownedPIDs`: every process of this agent's jobs at the time.
     public mutating func onInventory(_ report: InventoryReport, ownedPIDs: Set<Int32> = [], now: Int64) -> [AgentDirective] {
         var out: [AgentDirective] = report.problems.map { .log(.warning, "probe: \($0)") }
@@ -451,9 +456,8 @@ public struct AgentInstance: Sendable {
         let before = Dictionary(devices.map { ($0.id, $0.health.state) }, uniquingKeysWith: { a, _ in a })
         let wasForeign = Dictionary(devices.map { ($0.id, $0.foreignProcesses ?? 0) }, uniquingKeysWith: { a, _ in a })
         for d in fresh where (d.foreignProcesses ?? 0) != (wasForeign[d.id] ?? 0) {
-            let who = (d.processes ?? []).filter { $0.kind == .compute }.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
             out.append((d.foreignProcesses ?? 0) > 0
-                ? .log(.warning, "device \(d.id) is held by a process this agent does not run: \(who); reported busy")
+                ? .log(.warning, "device \(d.id) is held by a process this agent does not run: \(Self.holders(d)); reported busy")
                 : .log(.notice, "device \(d.id) is free of foreign processes again"))
         }
         let healthChanged = fresh.contains { before[$0.id] != $0.health.state || (wasForeign[$0.id] ?? 0 > 0) != (($0.foreignProcesses ?? 0) > 0) }
@@ -492,8 +496,7 @@ public struct AgentInstance: Sendable {
                 return [ack(false, "device \(d) is busy with assignment \(other.key)")]
             }
             if (device.foreignProcesses ?? 0) > 0 {
-                let who = (device.processes ?? []).filter { $0.kind == .compute }.map { "\($0.name) (pid \($0.pid))" }.joined(separator: ", ")
-                return [ack(false, "device \(d) is held by a process this agent does not run: \(who)")]
+                return [ack(false, "device \(d) is held by a process this agent does not run: \(Self.holders(device))")]
             }
             chosen.append(device)
         }
