@@ -27,8 +27,8 @@ public enum RegionChoice {
             self.carbonGPerKWh = carbonGPerKWh
             self.embodiedGPerGPUHour = embodiedGPerGPUHour
         }
-        func price(_ hour: Int) -> Double { pricePerKWh.isEmpty ? 0 : pricePerKWh[((hour % pricePerKWh.count) + pricePerKWh.count) % pricePerKWh.count] }
-        func carbon(_ hour: Int) -> Double { carbonGPerKWh.isEmpty ? 0 : carbonGPerKWh[((hour % carbonGPerKWh.count) + carbonGPerKWh.count) % carbonGPerKWh.count] }
+        public func price(_ hour: Int) -> Double { pricePerKWh.isEmpty ? 0 : pricePerKWh[((hour % pricePerKWh.count) + pricePerKWh.count) % pricePerKWh.count] }
+        public func carbon(_ hour: Int) -> Double { carbonGPerKWh.isEmpty ? 0 : carbonGPerKWh[((hour % carbonGPerKWh.count) + carbonGPerKWh.count) % carbonGPerKWh.count] }
     }
 
     /// What the job optimises once the hard constraints hold.
@@ -136,6 +136,7 @@ public enum RegionChoice {
         public var embodiedG: Double = 0
         public var rttMs: Double = 0
         public var total: Double { energy + carbon + transfer + wait }
+        public init() {}
     }
 
     public struct Candidate: Sendable, Equatable {
@@ -179,8 +180,10 @@ public enum RegionChoice {
 
     /// The decision for one job at hour `now`. `horizon`: the last hour capacity is known for
     /// (a job without a deadline must fit before it).
+    /// `shift: false` considers only the earliest start that fits in each region (what the
+    /// baselines do); time shifting is for jobs with a deadline.
     public static func decide(_ job: Job, regions: [Region], rtt: (String, String) -> Double?, capacity: Capacity,
-                              now: Int, horizon: Int, prices: Prices) -> Decision {
+                              now: Int, horizon: Int, prices: Prices, shift: Bool = true) -> Decision {
         let earliest = max(now, job.release)
         let latestStart = (job.deadline.map { $0 } ?? horizon) - job.hours
         var candidates: [Candidate] = []
@@ -224,7 +227,7 @@ public enum RegionChoice {
                     let t = terms(job, in: region, start: start, prices: prices, rttMs: rttMs)
                     let score = w.energy * t.energy + w.carbon * t.carbon + w.transfer * t.transfer + w.wait * t.wait
                     if bestHere == nil || score < bestHere!.score - 1e-9 { bestHere = (score, start, t) }
-                    if job.deadline == nil { break }
+                    if job.deadline == nil || !shift { break }
                 }
                 start += 1
             }

@@ -13,7 +13,7 @@ struct GridBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "grid-bench", abstract: "Measure ComputeGrid: hot paths and the scale benchmarks of BENCHMARKS.md.",
         subcommands: [Micro.self, PlacementBench.self, HeartbeatBench.self, EndToEndBench.self, LatencyBench.self,
-                      FailoverBench.self, RecoveryBench.self, AgentCostBench.self],
+                      FailoverBench.self, RecoveryBench.self, AgentCostBench.self, NationalBench.self],
         defaultSubcommand: Micro.self)
 }
 

@@ -1,0 +1,221 @@
+import ArgumentParser
+import Foundation
+import GridScheduler
+
+/// `grid-bench national --scenario FILE`: replays a scenario (issue 10's JSON format) hour by
+/// hour through the real decision code (`RegionChoice`), jobs revealed at their release hour,
+/// and compares the policy with three baselines in the same run.
+struct NationalBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "national",
+        abstract: "Issue 10: replay a scenario through the national decision code and baselines.")
+    @Option(help: "Scenario JSON (see bench/scenarios/README.md).") var scenario: String
+    @Option(help: "Write the policy's decisions as {\"job\": [\"region\", start] or null}.") var decisionsOut: String?
+    @Option(help: "cost | carbon | balanced | latency (the job objective the policy uses).") var policy = "cost"
+
+    struct Scenario: Decodable {
+        struct Region: Decodable {
+            var id: String
+            var jurisdiction: String
+            var pue: Double
+            var price_per_kwh: [Double]
+            var carbon_g_per_kwh: [Double]
+            var free_gpus: [Int]
+            var embodied_g_per_gpu_hour: Double
+        }
+        struct Job: Decodable {
+            var id: String
+            var kind: String?
+            var gpus: Int
+            var hours: Int
+            var kw_per_gpu: Double
+            var release_hour: Int
+            var deadline_hour: Int
+            var origin: String
+            var data_gb: Double
+            var allowed_jurisdictions: [String]
+            var latency_slo_ms: Double?
+        }
+        var hours: Int
+        var currency: String?
+        var carbon_price_per_tonne: Double
+        var transfer_price_per_gb: Double
+        var wait_cost_per_gpu_hour: Double
+        var regions: [Region]
+        var rtt_ms: [String: [String: Double]]
+        var jobs: [Job]
+    }
+
+    enum Strategy: String, CaseIterable {
+        case policy, roundRobin = "round-robin", leastLoaded = "least-loaded", cheapestNow = "cheapest-price-now"
+    }
+
+    struct Outcome {
+        var decisions: [String: (String, Int)?] = [:]
+        var terms = RegionChoice.Terms()
+        var placedGPUHours = 0
+        var unplacedGPUHours = 0
+        var waits: [Int] = []
+        var decideCalls = 0
+        var decideSeconds = 0.0
+        var violations: [String] = []
+    }
+
+    func run() throws {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: scenario)) } catch {
+            throw ValidationError("cannot read \(scenario): \(error.localizedDescription)")
+        }
+        let s: Scenario
+        do { s = try JSONDecoder().decode(Scenario.self, from: data) } catch {
+            throw ValidationError("\(scenario): not a scenario: \(error)")
+        }
+        let objective: RegionChoice.Objective
+        switch policy {
+        case "cost": objective = .cost
+        case "carbon": objective = .carbon
+        case "balanced": objective = .balanced
+        case "latency": objective = .latency
+        default: throw ValidationError("--policy: '\(policy)' is not one of cost, carbon, balanced, latency")
+        }
+        print("grid-bench national: \(URL(fileURLWithPath: scenario).lastPathComponent): \(s.regions.count) regions, \(s.jobs.count) jobs, \(s.hours) hours; policy \(policy)")
+        var results: [(Strategy, Outcome)] = []
+        for strategy in Strategy.allCases {
+            results.append((strategy, replay(s, strategy: strategy, objective: objective)))
+        }
+        let cur = s.currency ?? ""
+        func f(_ v: Double) -> String { String(format: "%.1f", v) }
+        print("strategy             total(\(cur))   energy   carbon transfer     wait  unplaced*100  op.CO2(t) emb.CO2(t)  GPUh placed/unplaced  wait mean/p99(h)  violations  decisions/s")
+        for (strategy, o) in results {
+            let total = o.terms.total + Double(o.unplacedGPUHours) * 100
+            let sorted = o.waits.sorted()
+            let mean = sorted.isEmpty ? 0 : Double(sorted.reduce(0, +)) / Double(sorted.count)
+            let p99 = sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))]
+            let rate = o.decideSeconds > 0 ? Double(o.decideCalls) / o.decideSeconds : 0
+            print(strategy.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0),
+                  f(total).leftPad(12), f(o.terms.energy).leftPad(8), f(o.terms.carbon).leftPad(8), f(o.terms.transfer).leftPad(8),
+                  f(o.terms.wait).leftPad(8), f(Double(o.unplacedGPUHours) * 100).leftPad(13),
+                  String(format: "%.3f", o.terms.operationalG / 1e6).leftPad(10), String(format: "%.3f", o.terms.embodiedG / 1e6).leftPad(10),
+                  "\(o.placedGPUHours)/\(o.unplacedGPUHours)".leftPad(21), "\(String(format: "%.2f", mean))/\(p99)".leftPad(17),
+                  String(o.violations.count).leftPad(11), String(format: "%.0f", rate).leftPad(12))
+            for v in o.violations.prefix(5) { print("  violation: \(v)") }
+        }
+        let mine = results[0].1
+        print("RESULT national: policy total \(f(mine.terms.total + Double(mine.unplacedGPUHours) * 100)), operational CO2 \(String(format: "%.3f", mine.terms.operationalG / 1e6)) t, violations \(mine.violations.count)")
+        if let out = decisionsOut {
+            var json: [String: Any] = [:]
+            for (job, d) in mine.decisions { json[job] = d.map { [$0.0, $0.1] as [Any] } ?? NSNull() }
+            let bytes = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys, .prettyPrinted])
+            try bytes.write(to: URL(fileURLWithPath: out))
+            print("decisions written to \(out)")
+        }
+    }
+
+    /// Hour by hour: each hour's released jobs (and those still waiting) are decided in id
+    /// order against what earlier decisions left free; a decision reserves its GPU-hours.
+    func replay(_ s: Scenario, strategy: Strategy, objective: RegionChoice.Objective) -> Outcome {
+        let regions = s.regions.map {
+            RegionChoice.Region(id: $0.id, jurisdictions: [$0.jurisdiction], pue: $0.pue, pricePerKWh: $0.price_per_kwh,
+                                carbonGPerKWh: $0.carbon_g_per_kwh, embodiedGPerGPUHour: $0.embodied_g_per_gpu_hour)
+        }
+        let byID = Dictionary(uniqueKeysWithValues: regions.map { ($0.id, $0) })
+        var free: [String: [Int]] = Dictionary(uniqueKeysWithValues: s.regions.map { r in
+            (r.id, (0..<s.hours).map { $0 < r.free_gpus.count ? r.free_gpus[$0] : 0 })
+        })
+        let prices = RegionChoice.Prices(carbonPerTonne: s.carbon_price_per_tonne, transferPerGB: s.transfer_price_per_gb,
+                                         waitPerGPUHour: s.wait_cost_per_gpu_hour)
+        let rtt: (String, String) -> Double? = { a, b in s.rtt_ms[a]?[b] ?? s.rtt_ms[b]?[a] }
+        var out = Outcome()
+        var waiting: [Scenario.Job] = []
+        let jobs = s.jobs.sorted { ($0.release_hour, $0.id) < ($1.release_hour, $1.id) }
+        var next = 0
+        var rr = 0
+        for hour in 0..<s.hours {
+            while next < jobs.count && jobs[next].release_hour <= hour { waiting.append(jobs[next]); next += 1 }
+            var still: [Scenario.Job] = []
+            for j in waiting.sorted(by: { $0.id < $1.id }) {
+                let job = RegionChoice.Job(id: j.id, gpus: j.gpus, hours: j.hours, kwPerGPU: j.kw_per_gpu, release: j.release_hour,
+                                           deadline: j.deadline_hour, origin: j.origin, dataGB: j.data_gb,
+                                           allowedJurisdictions: j.allowed_jurisdictions, latencySLOms: j.latency_slo_ms, objective: objective)
+                let snapshot = free
+                let capacity: RegionChoice.Capacity = { r, h in h >= 0 && h < s.hours ? snapshot[r]?[h] ?? 0 : 0 }
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let d = RegionChoice.decide(job, regions: regions, rtt: rtt, capacity: capacity, now: hour, horizon: s.hours,
+                                            prices: prices, shift: strategy == .policy)
+                out.decideSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                out.decideCalls += 1
+                var choice: (String, Int)?
+                let feasible = d.candidates.filter { $0.start != nil }
+                switch strategy {
+                case .policy:
+                    if let r = d.region, let st = d.start { choice = (r, st) }
+                case .roundRobin:
+                    // The next region in turn that can take it (at its earliest start).
+                    for k in 0..<regions.count {
+                        let id = regions.sorted { $0.id < $1.id }[(rr + k) % regions.count].id
+                        if let c = feasible.first(where: { $0.region == id }) {
+                            choice = (c.region, c.start!)
+                            rr = (rr + k + 1) % regions.count
+                            break
+                        }
+                    }
+                case .leastLoaded:
+                    if let c = feasible.max(by: { (free[$0.region]?[hour] ?? 0, $1.region) < (free[$1.region]?[hour] ?? 0, $0.region) }) {
+                        choice = (c.region, c.start!)
+                    }
+                case .cheapestNow:
+                    if let c = feasible.min(by: { (byID[$0.region]!.price(hour), $0.region) < (byID[$1.region]!.price(hour), $1.region) }) {
+                        choice = (c.region, c.start!)
+                    }
+                }
+                // Only a start this hour commits for the baselines (they do not shift); the
+                // policy's later start is a reservation it keeps (the job is held nationally).
+                if let (r, st) = choice, strategy == .policy || st == hour {
+                    for h in st..<(st + j.hours) { free[r]![h] -= j.gpus }
+                    out.decisions[j.id] = (r, st)
+                    let t = RegionChoice.terms(job, in: byID[r]!, start: st, prices: prices, rttMs: 0)
+                    out.terms.energy += t.energy
+                    out.terms.carbon += t.carbon
+                    out.terms.transfer += t.transfer
+                    out.terms.wait += t.wait
+                    out.terms.operationalG += t.operationalG
+                    out.terms.embodiedG += t.embodiedG
+                    out.placedGPUHours += j.gpus * j.hours
+                    out.waits.append(st - j.release_hour)
+                    out.violations += Self.violations(j, region: s.regions.first { $0.id == r }!, start: st, rtt: rtt)
+                } else if d.impossible || hour >= j.deadline_hour - j.hours {
+                    out.decisions[j.id] = .some(nil)
+                    out.unplacedGPUHours += j.gpus * j.hours
+                } else {
+                    still.append(j)
+                }
+            }
+            waiting = still
+        }
+        for j in waiting + jobs[next...] {
+            out.decisions[j.id] = .some(nil)
+            out.unplacedGPUHours += j.gpus * j.hours
+        }
+        for (r, hours) in free {
+            for (h, f) in hours.enumerated() where f < 0 { out.violations.append("\(r) hour \(h): over capacity by \(-f) GPUs") }
+        }
+        return out
+    }
+
+    /// An independent check of one decision against the scenario's hard constraints.
+    static func violations(_ j: Scenario.Job, region r: Scenario.Region, start: Int, rtt: (String, String) -> Double?) -> [String] {
+        var out: [String] = []
+        if !j.allowed_jurisdictions.isEmpty && !j.allowed_jurisdictions.contains(r.jurisdiction) {
+            out.append("\(j.id) in \(r.id): jurisdiction \(r.jurisdiction) not allowed")
+        }
+        if let slo = j.latency_slo_ms, r.id != j.origin, (rtt(j.origin, r.id) ?? .infinity) > slo {
+            out.append("\(j.id) in \(r.id): RTT over \(slo) ms")
+        }
+        if start < j.release_hour || start + j.hours > j.deadline_hour { out.append("\(j.id): start \(start) outside its window") }
+        return out
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}
