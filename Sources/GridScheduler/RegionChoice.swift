@@ -35,7 +35,7 @@ public enum RegionChoice {
     public enum Objective: Sendable, Equatable, Codable {
         /// Money: energy + carbon price + transfer + waiting.
         case cost
-        /// Carbon first: the carbon term weighs 10x.
+        /// Carbon first: the carbon term weighs 100x (at 80 CNY/t carbon is ~1 % of the money).
         case carbon
         /// Round-trip time from the origin first, then cost.
         case latency
@@ -46,7 +46,7 @@ public enum RegionChoice {
         var w: (energy: Double, carbon: Double, transfer: Double, wait: Double) {
             switch self {
             case .cost, .latency: return (1, 1, 1, 1)
-            case .carbon: return (1, 10, 1, 1)
+            case .carbon: return (1, 100, 1, 1)
             case .balanced: return (1, 3, 1, 1)
             case .weights(let e, let c, let t, let w): return (e, c, t, w)
             }
@@ -135,6 +135,9 @@ public enum RegionChoice {
         public var operationalG: Double = 0
         public var embodiedG: Double = 0
         public var rttMs: Double = 0
+        /// The scarcity price of the GPU-hours taken (not money spent: what using scarce
+        /// capacity costs the jobs that could run only there). Part of the score, not the total.
+        public var scarcity: Double = 0
         public var total: Double { energy + carbon + transfer + wait }
         public init() {}
     }
@@ -160,6 +163,8 @@ public enum RegionChoice {
 
     /// Free GPUs of `region` in `hour` (what is left after earlier decisions).
     public typealias Capacity = (_ region: String, _ hour: Int) -> Int
+    /// Price of one GPU-hour of `region` in `hour` for its scarcity (0 = plenty).
+    public typealias Scarcity = (_ region: String, _ hour: Int) -> Double
 
     /// The cost of running `job` in `region` from `start`.
     public static func terms(_ job: Job, in region: Region, start: Int, prices: Prices, rttMs: Double) -> Terms {
@@ -183,7 +188,8 @@ public enum RegionChoice {
     /// `shift: false` considers only the earliest start that fits in each region (what the
     /// baselines do); time shifting is for jobs with a deadline.
     public static func decide(_ job: Job, regions: [Region], rtt: (String, String) -> Double?, capacity: Capacity,
-                              now: Int, horizon: Int, prices: Prices, shift: Bool = true) -> Decision {
+                              now: Int, horizon: Int, prices: Prices, shift: Bool = true,
+                              scarcity: Scarcity = { _, _ in 0 }) -> Decision {
         let earliest = max(now, job.release)
         let latestStart = (job.deadline.map { $0 } ?? horizon) - job.hours
         var candidates: [Candidate] = []
@@ -224,8 +230,9 @@ public enum RegionChoice {
                     break
                 }
                 if fits {
-                    let t = terms(job, in: region, start: start, prices: prices, rttMs: rttMs)
-                    let score = w.energy * t.energy + w.carbon * t.carbon + w.transfer * t.transfer + w.wait * t.wait
+                    var t = terms(job, in: region, start: start, prices: prices, rttMs: rttMs)
+                    for h in start..<(start + job.hours) { t.scarcity += Double(job.gpus) * scarcity(region.id, h) }
+                    let score = w.energy * t.energy + w.carbon * t.carbon + w.transfer * t.transfer + w.wait * t.wait + t.scarcity
                     if bestHere == nil || score < bestHere!.score - 1e-9 { bestHere = (score, start, t) }
                     if job.deadline == nil || !shift { break }
                 }

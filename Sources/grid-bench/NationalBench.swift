@@ -12,6 +12,8 @@ struct NationalBench: ParsableCommand {
     @Option(help: "Scenario JSON (see bench/scenarios/README.md).") var scenario: String
     @Option(help: "Write the policy's decisions as {\"job\": [\"region\", start] or null}.") var decisionsOut: String?
     @Option(help: "cost | carbon | balanced | latency (the job objective the policy uses).") var policy = "cost"
+    @Option(help: "Scarcity price (currency per GPU-hour) of a region-hour that is full; it grows with the square of the share taken. 0 = off.")
+    var scarcity: Double = 20
 
     struct Scenario: Decodable {
         struct Region: Decodable {
@@ -125,6 +127,7 @@ struct NationalBench: ParsableCommand {
         let prices = RegionChoice.Prices(carbonPerTonne: s.carbon_price_per_tonne, transferPerGB: s.transfer_price_per_gb,
                                          waitPerGPUHour: s.wait_cost_per_gpu_hour)
         let rtt: (String, String) -> Double? = { a, b in s.rtt_ms[a]?[b] ?? s.rtt_ms[b]?[a] }
+        let initialFree = free
         var out = Outcome()
         var waiting: [Scenario.Job] = []
         let jobs = s.jobs.sorted { ($0.release_hour, $0.id) < ($1.release_hour, $1.id) }
@@ -140,8 +143,15 @@ struct NationalBench: ParsableCommand {
                 let snapshot = free
                 let capacity: RegionChoice.Capacity = { r, h in h >= 0 && h < s.hours ? snapshot[r]?[h] ?? 0 : 0 }
                 let t0 = DispatchTime.now().uptimeNanoseconds
+                let full = self.scarcity
+                let initial = initialFree
+                let scarce: RegionChoice.Scarcity = { r, h in
+                    guard full > 0, h >= 0, h < s.hours, let cap = initial[r]?[h], cap > 0 else { return 0 }
+                    let used = 1 - Double(snapshot[r]![h]) / Double(cap)
+                    return full * used * used
+                }
                 let d = RegionChoice.decide(job, regions: regions, rtt: rtt, capacity: capacity, now: hour, horizon: s.hours,
-                                            prices: prices, shift: strategy == .policy)
+                                            prices: prices, shift: strategy == .policy, scarcity: strategy == .policy ? scarce : { _, _ in 0 })
                 out.decideSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
                 out.decideCalls += 1
                 var choice: (String, Int)?
