@@ -13,7 +13,7 @@ struct NationalBench: ParsableCommand {
     @Option(help: "Write the policy's decisions as {\"job\": [\"region\", start] or null}.") var decisionsOut: String?
     @Option(help: "cost | carbon | balanced | latency (the job objective the policy uses).") var policy = "cost"
     @Option(help: "Scarcity price (currency per GPU-hour) of a region-hour that is full; it grows with the square of the share taken. 0 = off.")
-    var scarcity: Double = 20
+    var scarcity: Double = 30
 
     struct Scenario: Decodable {
         struct Region: Decodable {
@@ -133,10 +133,20 @@ struct NationalBench: ParsableCommand {
         let jobs = s.jobs.sorted { ($0.release_hour, $0.id) < ($1.release_hour, $1.id) }
         var next = 0
         var rr = 0
+        // The policy holds a job whose best start is later (time shifting) with a reservation it
+        // re-plans every hour: released first, decided again before new jobs, so it never loses
+        // its slot but can take a better one. Baselines start jobs only when they can start now.
+        var held: [String: (job: Scenario.Job, region: String, start: Int)] = [:]
         for hour in 0..<s.hours {
             while next < jobs.count && jobs[next].release_hour <= hour { waiting.append(jobs[next]); next += 1 }
+            let replan = held.values.sorted { $0.job.id < $1.job.id }
+            let previous = held
+            held = [:]
             var still: [Scenario.Job] = []
-            for j in waiting.sorted(by: { $0.id < $1.id }) {
+            for j in replan.map(\.job) + waiting.sorted(by: { $0.id < $1.id }) {
+                // A held job gives back only its own reservation, so its old slot is always
+                // there to take again and it cannot take another held job's.
+                if let h = previous[j.id] { for x in h.start..<(h.start + h.job.hours) { free[h.region]![x] += h.job.gpus } }
                 let job = RegionChoice.Job(id: j.id, gpus: j.gpus, hours: j.hours, kwPerGPU: j.kw_per_gpu, release: j.release_hour,
                                            deadline: j.deadline_hour, origin: j.origin, dataGB: j.data_gb,
                                            allowedJurisdictions: j.allowed_jurisdictions, latencySLOms: j.latency_slo_ms, objective: objective)
@@ -178,10 +188,12 @@ struct NationalBench: ParsableCommand {
                         choice = (c.region, c.start!)
                     }
                 }
-                // Only a start this hour commits for the baselines (they do not shift); the
-                // policy's later start is a reservation it keeps (the job is held nationally).
-                if let (r, st) = choice, strategy == .policy || st == hour {
+                if let (r, st) = choice, st == hour || (strategy == .policy && st > hour) {
                     for h in st..<(st + j.hours) { free[r]![h] -= j.gpus }
+                    if st > hour {
+                        held[j.id] = (j, r, st)
+                        continue
+                    }
                     out.decisions[j.id] = (r, st)
                     let t = RegionChoice.terms(job, in: byID[r]!, start: st, prices: prices, rttMs: 0)
                     out.terms.energy += t.energy
@@ -202,6 +214,7 @@ struct NationalBench: ParsableCommand {
             }
             waiting = still
         }
+        for h in held.values { waiting.append(h.job) }
         for j in waiting + jobs[next...] {
             out.decisions[j.id] = .some(nil)
             out.unplacedGPUHours += j.gpus * j.hours
