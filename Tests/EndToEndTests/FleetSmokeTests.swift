@@ -8,6 +8,7 @@ import Testing
 /// Small versions of the scale benchmarks (BENCHMARKS.md), run against the real controller
 /// executables with a simulated fleet. They check behaviour — nothing lost, nothing run twice,
 /// no live node declared lost — never speed.
+extension EndToEnd {
 @Suite(.serialized) struct FleetSmokeTests {
     func fleetOptions(_ endpoint: String, nodes: Int) -> FleetOptions {
         var o = FleetOptions(endpoint: endpoint, nodes: nodes)
@@ -179,8 +180,9 @@ import Testing
         #expect(run.fleet.snapshot.latencies.allSatisfy { $0 > 0 && $0 < 10_000_000_000 })
     }
 }
+}
 
-extension FleetSmokeTests {
+extension EndToEnd.FleetSmokeTests {
     @Test func jobListsAreNeverCutOff() async throws {
         let c = try Cluster()
         defer { c.stopAll() }

@@ -7,6 +7,7 @@ import Testing
 
 /// The whole path with the real executables: gridctl-style submit → national → region →
 /// agent child process → status back up. Serialized: each test runs several processes.
+extension EndToEnd {
 @Suite(.serialized) struct HierarchyTests {
     @Test func jobRunsOnTheRequestedKindOfDeviceWithVisibleDevicesSet() throws {
         let c = try Cluster()
@@ -96,4 +97,5 @@ import Testing
         }
         #expect(jobs.allSatisfy { $0.state == .succeeded }, "\(jobs.map { "\($0.id) \($0.state) \($0.message)" })")
     }
+}
 }

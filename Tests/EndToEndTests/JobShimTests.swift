@@ -4,6 +4,7 @@ import Testing
 
 /// `grid-job-shim` on its own, with real processes: what it records, what it leaves behind,
 /// how it fences.
+extension EndToEnd {
 @Suite(.serialized) struct JobShimTests {
     static let shim = Cluster.binDir.appendingPathComponent("grid-job-shim").path
 
@@ -89,4 +90,5 @@ import Testing
         let procs = try String(contentsOfFile: cg + "/cgroup.procs", encoding: .utf8)
         #expect(Int(procs.trimmingCharacters(in: .whitespacesAndNewlines)) != nil)
     }
+}
 }

@@ -7,6 +7,7 @@ import Testing
 /// Issue "No job runs twice", with the real executables on loopback. Every job appends
 /// "JOB ASSIGNMENT start|end|stop NANOS" to a record file outside the agent's directories, so
 /// the tests see every run that happened, not what the controllers believe.
+extension EndToEnd {
 @Suite(.serialized) struct NoJobRunsTwiceTests {
     /// Short timings: heartbeats every 200 ms, lost after 2 s, lease 2 s, margin 0.5 s (a
     /// restarting agent must be back within lease − margin − fence grace = 1 s).
@@ -363,4 +364,5 @@ import Testing
         #expect(s.c.log("n1-twin").contains("in use by another grid-agent"), "\(s.c.log("n1-twin"))")
         #expect(s.c.daemon("n1")?.process.isRunning == true)
     }
+}
 }

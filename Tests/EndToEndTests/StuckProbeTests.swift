@@ -6,6 +6,7 @@ import Testing
 
 /// A vendor tool that never returns must not stop heartbeats: the node stays ready in its
 /// region and its device is reported `unknown` (tool timeout), never `healthy`.
+extension EndToEnd {
 @Suite(.serialized) struct StuckProbeTests {
     @Test func agentKeepsHeartbeatingWhileNvidiaSmiHangs() throws {
         let c = try Cluster()
@@ -62,4 +63,5 @@ import Testing
         try "role: region\nheartbeat_interval_ms: 300\nnode_lost_after_ms: 2000\n".write(to: url, atomically: true, encoding: .utf8)
         return url.path
     }
+}
 }
