@@ -14,6 +14,11 @@ struct NationalBench: ParsableCommand {
     @Option(help: "cost | carbon | balanced | latency (the job objective the policy uses).") var policy = "cost"
     @Option(help: "Scarcity price (currency per GPU-hour) of a region-hour that is full; it grows with the square of the share taken. 0 = off.")
     var scarcity: Double = 30
+    @Option(help: "square (scarcity x share²) or exponential (online primal-dual threshold: (L/e)(U·e/L)^share, U = the unplaced penalty, L = --scarcity-floor).")
+    var scarcityCurve = "square"
+    @Option(help: "L of the exponential curve: the cheapest a GPU-hour can be worth.") var scarcityFloor: Double = 1
+    @Option(help: "keep: a held job gives back only its own reservation when re-planned (it never loses its slot); joint: every held reservation is given back and all waiting and held jobs are decided again, largest first.")
+    var replan = "keep"
 
     struct Scenario: Decodable {
         struct Region: Decodable {
@@ -139,14 +144,20 @@ struct NationalBench: ParsableCommand {
         var held: [String: (job: Scenario.Job, region: String, start: Int)] = [:]
         for hour in 0..<s.hours {
             while next < jobs.count && jobs[next].release_hour <= hour { waiting.append(jobs[next]); next += 1 }
-            let replan = held.values.sorted { $0.job.id < $1.job.id }
+            let replanned = held.values.sorted { $0.job.id < $1.job.id }
             let previous = held
             held = [:]
             var still: [Scenario.Job] = []
-            for j in replan.map(\.job) + waiting.sorted(by: { $0.id < $1.id }) {
-                // A held job gives back only its own reservation, so its old slot is always
-                // there to take again and it cannot take another held job's.
-                if let h = previous[j.id] { for x in h.start..<(h.start + h.job.hours) { free[h.region]![x] += h.job.gpus } }
+            let joint = self.replan == "joint"
+            var queue = replanned.map(\.job) + waiting.sorted(by: { $0.id < $1.id })
+            if joint {
+                for h in replanned { for x in h.start..<(h.start + h.job.hours) { free[h.region]![x] += h.job.gpus } }
+                queue.sort { ($0.gpus * $0.hours, $1.id) > ($1.gpus * $1.hours, $0.id) }
+            }
+            for j in queue {
+                // keep: a held job gives back only its own reservation, so its old slot is
+                // always there to take again and it cannot take another held job's.
+                if !joint, let h = previous[j.id] { for x in h.start..<(h.start + h.job.hours) { free[h.region]![x] += h.job.gpus } }
                 let job = RegionChoice.Job(id: j.id, gpus: j.gpus, hours: j.hours, kwPerGPU: j.kw_per_gpu, release: j.release_hour,
                                            deadline: j.deadline_hour, origin: j.origin, dataGB: j.data_gb,
                                            allowedJurisdictions: j.allowed_jurisdictions, latencySLOms: j.latency_slo_ms, objective: objective)
@@ -154,10 +165,13 @@ struct NationalBench: ParsableCommand {
                 let capacity: RegionChoice.Capacity = { r, h in h >= 0 && h < s.hours ? snapshot[r]?[h] ?? 0 : 0 }
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 let full = self.scarcity
+                let exponential = self.scarcityCurve == "exponential"
+                let floor = self.scarcityFloor
                 let initial = initialFree
                 let scarce: RegionChoice.Scarcity = { r, h in
                     guard full > 0, h >= 0, h < s.hours, let cap = initial[r]?[h], cap > 0 else { return 0 }
                     let used = 1 - Double(snapshot[r]![h]) / Double(cap)
+                    if exponential { return floor / M_E * pow(100 * M_E / floor, used) }
                     return full * used * used
                 }
                 let d = RegionChoice.decide(job, regions: regions, rtt: rtt, capacity: capacity, now: hour, horizon: s.hours,
