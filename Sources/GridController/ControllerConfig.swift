@@ -50,6 +50,11 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     public var placement: PlacementPolicy = PlacementPolicy()
     /// National routing policy.
     public var routing: RoutingPolicy = RoutingPolicy()
+    /// National: the regions' profiles (jurisdiction, PUE, hourly price and carbon, embodied
+    /// carbon, RTTs) for price-, carbon- and sovereignty-aware routing. Default: none.
+    public var regions: [RegionProfile] = []
+    /// National: what energy, carbon, transfer and waiting cost in money.
+    public var prices = DecisionPrices()
     /// trace, debug, info, notice, warning, error, critical. Default `info`.
     public var logLevel: String = "info"
 
@@ -67,7 +72,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case maxMessageBytes = "max_message_bytes"
         case placementBudget = "placement_budget"
         case historyRetentionHours = "history_retention_hours"
-        case placement, routing
+        case placement, routing, regions, prices
         case logLevel = "log_level"
     }
 
@@ -92,6 +97,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         historyRetentionHours = try c.value(.historyRetentionHours, default: d.historyRetentionHours)
         placement = try c.value(.placement, default: d.placement)
         routing = try c.value(.routing, default: d.routing)
+        regions = try c.value(.regions, default: d.regions)
+        prices = try c.value(.prices, default: d.prices)
         logLevel = try c.value(.logLevel, default: d.logLevel)
     }
 
@@ -132,6 +139,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         } else if lease - margin < 2 * heartbeatIntervalMs {
             out.append("lease_ms: lease − margin (\(lease - margin) ms) must cover 2 heartbeats (\(2 * heartbeatIntervalMs) ms), or agents stop jobs between heartbeats")
         }
+        if role == .region && !regions.isEmpty { out.append("regions: only the national scheduler takes region profiles") }
+        out += RegionProfile.problems(regions)
+        out += prices.problems()
         if placementBudget < 1 || placementBudget > 1_000_000 { out.append("placement_budget: must be 1...1000000, got \(placementBudget)") }
         if !(historyRetentionHours > 0 && historyRetentionHours <= 24 * 365) {
             out.append("history_retention_hours: must be > 0 and at most 8760, got \(historyRetentionHours)")

@@ -107,3 +107,61 @@ import Testing
         #expect(AgentInstance.visibleDevices([DeviceInventory(id: "i", index: 3, vendor: .intel, model: "x")]) == ["ZE_AFFINITY_MASK": "3"])
     }
 }
+
+/// Issue 10's region profiles in the national config: the shipped files load, the curves come
+/// out hourly, and a bad profile names the region and the key.
+@Suite struct RegionProfileConfigTests {
+    static func load(_ yaml: String) throws -> ControllerConfig {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("profiles-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("national.yaml")
+        try yaml.write(to: file, atomically: true, encoding: .utf8)
+        return try ControllerConfig.load(path: file.path, role: nil, environment: [:])
+    }
+
+    @Test func theTenHubClustersAndTheDemoPairLoad() throws {
+        let hubs = try ControllerConfig.load(path: Cluster.repoRoot.appendingPathComponent("controller-config/national-cn-hubs.yaml").path,
+                                             role: nil, environment: [:])
+        #expect(hubs.regions.count == 10)
+        #expect(hubs.regions.first { $0.id == "cn-yrd-demozone" }?.jurisdictions == ["CN-SH", "CN-JS", "CN-ZJ"])
+        #expect(hubs.regions.allSatisfy { $0.rttMs.count == 9 && $0.pricePerKWh.hourly.count == 24 })
+        let demo = try ControllerConfig.load(path: Cluster.repoRoot.appendingPathComponent("controller-config/national.yaml").path,
+                                             role: nil, environment: [:])
+        let guian = try #require(demo.regions.first { $0.id == "cn-gz-guian" })
+        #expect(guian.pricePerKWh.kind == "tou")
+        #expect(abs(guian.pricePerKWh.hourly[10] - 0.45 * 1.6) < 1e-9 && abs(guian.pricePerKWh.hourly[3] - 0.45 * 0.4) < 1e-9)
+        #expect(abs(guian.pricePerKWh.hourly[13] - 0.45) < 1e-9)
+        #expect(guian.carbonGPerKWh.hourly == Array(repeating: 498.9, count: 24))
+        #expect(demo.prices.decision == .init(carbonPerTonne: 80, transferPerGB: 0.14, waitPerGPUHour: 2))
+    }
+
+    @Test func aBadProfileNamesTheRegionAndTheKey() throws {
+        let yaml = """
+            role: national
+            regions:
+              - id: west
+                jurisdictions: [CN-NX]
+                pue: 0.8
+                price_per_kwh: [0.3, 0.3]
+                carbon_g_per_kwh: 600
+                rtt_ms: {nowhere: 12}
+            """
+        #expect {
+            _ = try Self.load(yaml)
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("regions[0] (west).pue: 1.0…3.0, got 0.8")
+                && text.contains("regions[0] (west).price_per_kwh: 24 hourly values, got 2")
+                && text.contains("regions[0] (west).rtt_ms.nowhere: not a region in this file")
+        }
+        #expect(throws: (any Error).self) {
+            _ = try Self.load("""
+                role: national
+                regions:
+                  - {id: west, jurisdictions: [CN-NX], pue: 1.2, carbon_g_per_kwh: 600,
+                     price_per_kwh: {flat: 0.3, peak_ratio: 1.5, peak_hours: "17-25"}}
+                """)
+        }
+    }
+}
