@@ -111,7 +111,6 @@ public struct AgentInstance: Sendable {
         var deviceModels: [String]
         var started: Bool
         var stopReason: EndReason?
-        var stopMessage: String = ""
         var termSentMs: Int64?
         var pid: Int32?
         var startTicks: UInt64?
@@ -199,7 +198,6 @@ public struct AgentInstance: Sendable {
                             stopReason: job.stopReason, pid: job.pid, startTicks: job.startTicks)
             // The time limit counts from the real start (same boot, same monotonic clock).
             if let at = job.startedAtMs, at <= now { r.startedMs = at }
-            if job.stopReason != nil { r.stopMessage = Self.describe(job.stopReason!, m) }
             switch found[id] ?? .ended(ProcessOutcome(end: nil)) {
             case .alive(let pid, let ticks):
                 r.pid = pid
@@ -600,7 +598,6 @@ public struct AgentInstance: Sendable {
     mutating func stop(_ id: AssignmentID, _ reason: EndReason, now: Int64) -> [AgentDirective] {
         guard var r = running[id], r.stopReason == nil else { return [] }
         r.stopReason = reason
-        r.stopMessage = Self.describe(reason, r.assignment)
         r.termSentMs = now
         running[id] = r
         return [.journal(JournalRecord(kind: .stopping, assignment: id.rawValue, reason: reason)), .signal(id, SIGTERM)]

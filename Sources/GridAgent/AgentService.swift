@@ -312,18 +312,17 @@ public final class AgentShell {
     /// outlives the agent. A graceful stop has already stopped and reported every run.
     public func terminateAll(grace: Double) {
         guard !handles.isEmpty else { return }
+        func alive(_ h: Handle) -> Bool { ProcessIdentity.isAlive(h.pid, startTicks: h.startTicks) }
+        func waitForAll(_ seconds: Double) {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline && handles.values.contains(where: alive) { usleep(50_000) }
+        }
         for h in handles.values { h.signal(SIGTERM) }
-        let deadline = Date().addingTimeInterval(grace)
-        while Date() < deadline && handles.values.contains(where: { ProcessIdentity.isAlive($0.pid, startTicks: $0.startTicks) }) {
-            usleep(50_000)
-        }
+        waitForAll(grace)
         for h in handles.values { h.signal(SIGKILL) }
-        let killDeadline = Date().addingTimeInterval(5)
-        while Date() < killDeadline && handles.values.contains(where: { ProcessIdentity.isAlive($0.pid, startTicks: $0.startTicks) }) {
-            usleep(50_000)
-        }
+        waitForAll(5)
         // A shim that could not end its job in time goes with its group.
-        for h in handles.values where ProcessIdentity.isAlive(h.pid, startTicks: h.startTicks) {
+        for h in handles.values where alive(h) {
             h.firstKill = .distantPast
             h.signal(SIGKILL)
         }

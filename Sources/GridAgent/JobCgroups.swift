@@ -61,6 +61,6 @@ public enum JobCgroups {
 
     /// The cgroup of one assignment's run.
     public static func path(parent: String, assignment: String) -> String {
-        parent + "/job-" + assignment.map { $0 == "/" ? "_" : $0 }.map(String.init).joined()
+        parent + "/job-" + assignment.replacingOccurrences(of: "/", with: "_")
     }
 }

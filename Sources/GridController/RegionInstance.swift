@@ -726,7 +726,9 @@ public struct RegionInstance: Sendable {
             case .leaseExpiry(let id):
                 out += expireLease(id, now: now)
             case .retry(let jid):
-                if let j = jobs[jid], j.state == .queued, !queue.contains(jid) {
+                // A job waiting out its backoff is queued but not in `queue` (only this timer puts
+                // it there; a cancel or a restart ends the wait first).
+                if let j = jobs[jid], j.state == .queued {
                     queue.insert(jid, at: 0)
                     if queueCursor > 0 { queueCursor += 1 }
                     placementDirty = true

@@ -27,8 +27,12 @@ public enum RegionChoice {
             self.carbonGPerKWh = carbonGPerKWh
             self.embodiedGPerGPUHour = embodiedGPerGPUHour
         }
-        public func price(_ hour: Int) -> Double { pricePerKWh.isEmpty ? 0 : pricePerKWh[((hour % pricePerKWh.count) + pricePerKWh.count) % pricePerKWh.count] }
-        public func carbon(_ hour: Int) -> Double { carbonGPerKWh.isEmpty ? 0 : carbonGPerKWh[((hour % carbonGPerKWh.count) + carbonGPerKWh.count) % carbonGPerKWh.count] }
+        public func price(_ hour: Int) -> Double { Self.at(pricePerKWh, hour) }
+        public func carbon(_ hour: Int) -> Double { Self.at(carbonGPerKWh, hour) }
+        /// A curve's value in `hour`, the curve repeating (24 values = a daily curve).
+        static func at(_ curve: [Double], _ hour: Int) -> Double {
+            curve.isEmpty ? 0 : curve[((hour % curve.count) + curve.count) % curve.count]
+        }
     }
 
     /// What the job optimises once the hard constraints hold.
@@ -140,6 +144,17 @@ public enum RegionChoice {
         public var scarcity: Double = 0
         public var total: Double { energy + carbon + transfer + wait }
         public init() {}
+
+        /// Adds another run's money and physical terms (for totals over many decisions).
+        public static func += (a: inout Terms, b: Terms) {
+            a.energy += b.energy
+            a.carbon += b.carbon
+            a.transfer += b.transfer
+            a.wait += b.wait
+            a.kWh += b.kWh
+            a.operationalG += b.operationalG
+            a.embodiedG += b.embodiedG
+        }
     }
 
     public struct Candidate: Sendable, Equatable {

@@ -154,8 +154,7 @@ struct Drain: AsyncParsableCommand {
         print("draining agent pid \(pid): stopping its jobs and reporting them")
         let deadline = Date().addingTimeInterval(timeout ?? (cfg.killGraceSeconds + 15))
         while Date() < deadline {
-            let alive = kill(pid, 0) == 0 && !((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.contains(") Z") ?? true)
-            if !alive {
+            if ProcessIdentity.startTicks(pid) == nil {  // gone, or a zombie
                 print("agent stopped")
                 return
             }

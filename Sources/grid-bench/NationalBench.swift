@@ -126,6 +126,8 @@ struct NationalBench: ParsableCommand {
                                 carbonGPerKWh: $0.carbon_g_per_kwh, embodiedGPerGPUHour: $0.embodied_g_per_gpu_hour)
         }
         let byID = Dictionary(uniqueKeysWithValues: regions.map { ($0.id, $0) })
+        let scenarioRegion = Dictionary(uniqueKeysWithValues: s.regions.map { ($0.id, $0) })
+        let order = regions.map(\.id).sorted()
         var free: [String: [Int]] = Dictionary(uniqueKeysWithValues: s.regions.map { r in
             (r.id, (0..<s.hours).map { $0 < r.free_gpus.count ? r.free_gpus[$0] : 0 })
         })
@@ -186,7 +188,7 @@ struct NationalBench: ParsableCommand {
                 case .roundRobin:
                     // The next region in turn that can take it (at its earliest start).
                     for k in 0..<regions.count {
-                        let id = regions.sorted { $0.id < $1.id }[(rr + k) % regions.count].id
+                        let id = order[(rr + k) % order.count]
                         if let c = feasible.first(where: { $0.region == id }) {
                             choice = (c.region, c.start!)
                             rr = (rr + k + 1) % regions.count
@@ -210,15 +212,10 @@ struct NationalBench: ParsableCommand {
                     }
                     out.decisions[j.id] = (r, st)
                     let t = RegionChoice.terms(job, in: byID[r]!, start: st, prices: prices, rttMs: 0)
-                    out.terms.energy += t.energy
-                    out.terms.carbon += t.carbon
-                    out.terms.transfer += t.transfer
-                    out.terms.wait += t.wait
-                    out.terms.operationalG += t.operationalG
-                    out.terms.embodiedG += t.embodiedG
+                    out.terms += t
                     out.placedGPUHours += j.gpus * j.hours
                     out.waits.append(st - j.release_hour)
-                    out.violations += Self.violations(j, region: s.regions.first { $0.id == r }!, start: st, rtt: rtt)
+                    out.violations += Self.violations(j, region: scenarioRegion[r]!, start: st, rtt: rtt)
                 } else if d.impossible || hour >= j.deadline_hour - j.hours {
                     out.decisions[j.id] = .some(nil)
                     out.unplacedGPUHours += j.gpus * j.hours

@@ -175,17 +175,8 @@ import Testing
             }
         }
         client.post(.ping(1))
-        // Under a loaded test run a reply can miss a peer that was still connecting (ROUTER
-        // drops what it cannot route): ask again now and then, as every real sender does.
-        let deadline = Date().addingTimeInterval(20)
-        var lastPing = Date()
-        while !seen.contains("client got pong") && Date() < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-            if Date().timeIntervalSince(lastPing) > 1 {
-                client.post(.ping(1))
-                lastPing = Date()
-            }
-        }
+        let deadline = Date().addingTimeInterval(10)
+        while !seen.contains("client got pong") && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
         server.stop()
         client.stop()
         serverDone.join()
