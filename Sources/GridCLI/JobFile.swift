@@ -19,6 +19,18 @@ import Yams
 ///     retry_backoff_seconds: 5    # wait before the first retry; doubles, at most 300 s
 ///     requeue: never              # always (default) | never: a lost run ends the job `lost`
 ///     on_lease_loss: keep         # stop (default) | keep: safe to run twice, not fenced
+///
+/// What the national scheduler weighs when it chooses a region and an hour (all optional):
+///
+///     origin: yrd                 # region holding the data and users (transfer, latency)
+///     data_gb: 120                # data moved to the region that runs the job
+///     jurisdictions: [CN-SH]      # where the data may be processed (data residency)
+///     latency_slo_ms: 20          # most RTT from origin
+///     objective: cost             # cost | carbon | latency | balanced, or weights:
+///                                 #   {energy: 1, carbon: 10, transfer: 1, wait: 1}
+///     deadline: +12h              # RFC 3339 time, or +N[smhd] from submission
+///     run_time: 4h                # run-time estimate: N[smhd] or seconds (default: timeout, else 1h)
+///     kw_per_device: 0.7          # power per device (default: the scheduler's)
 public enum JobFile {
     struct Raw: Decodable {
         var name: String?
@@ -33,9 +45,22 @@ public enum JobFile {
         var retryBackoffSeconds: Int?
         var requeue: String?
         var onLeaseLoss: String?
+        var origin: String?
+        var dataGB: Double?
+        var jurisdictions: [String]?
+        var latencySLOMs: Double?
+        var objective: String?
+        var objectiveWeights: [String: Double]?
+        var deadline: String?
+        var runTime: String?
+        var kwPerDevice: Double?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, command, args, env, accelerators, count, requeue
+            case name, command, args, env, accelerators, count, requeue, origin, jurisdictions, objective, deadline
+            case dataGB = "data_gb"
+            case latencySLOMs = "latency_slo_ms"
+            case runTime = "run_time"
+            case kwPerDevice = "kw_per_device"
             case timeoutSeconds = "timeout_seconds"
             case allowedRegions = "allowed_regions"
             case maxAttempts = "max_attempts"
@@ -58,6 +83,22 @@ public enum JobFile {
             retryBackoffSeconds = try c.decodeIfPresent(Int.self, forKey: .retryBackoffSeconds)
             requeue = try c.decodeIfPresent(String.self, forKey: .requeue)
             onLeaseLoss = try c.decodeIfPresent(String.self, forKey: .onLeaseLoss)
+            origin = try c.decodeIfPresent(String.self, forKey: .origin)
+            dataGB = try c.decodeIfPresent(Double.self, forKey: .dataGB)
+            jurisdictions = try c.decodeIfPresent([String].self, forKey: .jurisdictions)
+            latencySLOMs = try c.decodeIfPresent(Double.self, forKey: .latencySLOMs)
+            if let w = try? c.decodeIfPresent([String: Double].self, forKey: .objective) {
+                objectiveWeights = w
+            } else {
+                objective = try c.decodeIfPresent(String.self, forKey: .objective)
+            }
+            deadline = try c.decodeIfPresent(String.self, forKey: .deadline)
+            if let n = try? c.decodeIfPresent(Int.self, forKey: .runTime) {
+                runTime = String(n)
+            } else {
+                runTime = try c.decodeIfPresent(String.self, forKey: .runTime)
+            }
+            kwPerDevice = try c.decodeIfPresent(Double.self, forKey: .kwPerDevice)
         }
     }
 
@@ -90,13 +131,13 @@ public enum JobFile {
     /// Most jobs one file may ask for with `count:` (a job array).
     public static let maxArray = 100_000
 
-    public static func parse(_ text: String, source: String) throws -> JobSpec {
-        try parseEntry(text, source: source).spec
+    public static func parse(_ text: String, source: String, now: Date = Date()) throws -> JobSpec {
+        try parseEntry(text, source: source, now: now).spec
     }
 
     /// The spec and how many copies the file asks for (`count:`, default 1): a job array whose
     /// members get ids `<id>-0` … `<id>-<count-1>`.
-    public static func parseEntry(_ text: String, source: String) throws -> (spec: JobSpec, count: Int) {
+    public static func parseEntry(_ text: String, source: String, now: Date = Date()) throws -> (spec: JobSpec, count: Int) {
         let raw: Raw
         do { raw = try YAMLDecoder().decode(Raw.self, from: text) } catch {
             throw ConfigError(source: source, problems: [describeDecodingError(error)])
@@ -127,11 +168,40 @@ public enum JobFile {
         case "keep": retry.keepOnLeaseLoss = true
         case let other?: problems.append("on_lease_loss: '\(other)' is not one of stop, keep")
         }
+        var routing = RoutingRequest()
+        routing.origin = raw.origin.map(RegionID.init)
+        routing.dataGB = raw.dataGB ?? 0
+        routing.jurisdictions = raw.jurisdictions ?? []
+        routing.latencySLOMs = raw.latencySLOMs
+        routing.kwPerDevice = raw.kwPerDevice
+        if let w = raw.objectiveWeights {
+            let keys = ["energy", "carbon", "transfer", "wait"]
+            for k in w.keys where !keys.contains(k) { problems.append("objective.\(k): not one of \(keys.joined(separator: ", "))") }
+            routing.objective = .weights(energy: w["energy"] ?? 0, carbon: w["carbon"] ?? 0, transfer: w["transfer"] ?? 0, wait: w["wait"] ?? 0)
+        } else if let o = raw.objective {
+            if let v = RoutingObjective(name: o) { routing.objective = v } else {
+                problems.append("objective: '\(o)' is not one of \(RoutingObjective.names.joined(separator: ", ")), or weights {energy, carbon, transfer, wait}")
+            }
+        }
+        if let d = raw.deadline {
+            if d.hasPrefix("+"), let secs = parseDuration(String(d.dropFirst())) {
+                routing.deadline = now.addingTimeInterval(Double(secs))
+            } else if let date = ISO8601DateFormatter().date(from: d) {
+                routing.deadline = date
+            } else {
+                problems.append("deadline: '\(d)' is neither an RFC 3339 time (2026-12-03T06:00:00Z) nor +N[smhd] from now (+12h)")
+            }
+        }
+        if let r = raw.runTime {
+            if let secs = parseDuration(r) { routing.runSeconds = secs } else {
+                problems.append("run_time: '\(r)' is not a duration (4h, 90m, 3600s, or seconds)")
+            }
+        }
         let defaultName = URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
         let spec = JobSpec(
             name: raw.name ?? defaultName, command: raw.command ?? "", args: raw.args ?? [], env: raw.env ?? [:],
             accelerators: request, timeoutSeconds: raw.timeoutSeconds,
-            allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init), retry: retry)
+            allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init), retry: retry, routing: routing)
         if raw.command == nil { problems.append("command: required (the program to run, e.g. python3)") }
         if let n = raw.count, !(1...maxArray).contains(n) {
             problems.append("count: must be 1...\(maxArray) (jobs in the array), got \(n)")
@@ -139,6 +209,23 @@ public enum JobFile {
         problems += spec.problems().filter { !($0.hasPrefix("command:") && raw.command == nil) }
         if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
         return (spec, raw.count ?? 1)
+    }
+
+    /// "4h" → 14400, "90m" → 5400, "30s" / "30" → 30, "2d" → 172800; nil for anything else.
+    public static func parseDuration(_ text: String) -> Int? {
+        let t = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let digits = t.prefix { $0.isNumber || $0 == "." }
+        guard let value = Double(digits), value.isFinite, value >= 0 else { return nil }
+        let unit: Double
+        switch t.dropFirst(digits.count) {
+        case "", "s": unit = 1
+        case "m": unit = 60
+        case "h": unit = 3600
+        case "d": unit = 86_400
+        default: return nil
+        }
+        let secs = (value * unit).rounded(.up)
+        return secs < 1e9 ? Int(secs) : nil
     }
 
     /// "40GiB" → 40960; "16000" → 16000 (MiB); decimal units are converted exactly and rounded up.

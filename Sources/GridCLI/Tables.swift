@@ -25,6 +25,44 @@ public enum Table {
         })
     }
 
+    /// The national scheduler's decision for one job: every region weighed, why it could or
+    /// could not take the job, each cost term, the total and the start hour (`gridctl explain`).
+    public static func explain(_ job: JobRecord) -> String {
+        guard let e = job.route else {
+            return "job \(job.id): no decision recorded (the national scheduler routes by free devices when it has no region profiles)"
+        }
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        func money(_ v: Double) -> String { String(format: "%.2f", v) }
+        var head = "job \(job.id) (\(job.spec.name)): \(job.state.rawValue)"
+        head += "\nobjective: \(e.objective); decided \(f.string(from: e.decidedAt)); chosen: \(e.region?.rawValue ?? "none yet")"
+        if let s = e.start { head += " from \(f.string(from: s))" }
+        if !e.note.isEmpty { head += "\nnote: \(e.note)" }
+        if !e.refusedBy.isEmpty { head += "\nrefused by: \(e.refusedBy.map(\.rawValue).joined(separator: ", "))" }
+        let r = job.spec.routing
+        var asked: [String] = []
+        if let o = r.origin { asked.append("origin \(o)") }
+        if r.dataGB > 0 { asked.append("data \(r.dataGB) GB") }
+        if !r.jurisdictions.isEmpty { asked.append("jurisdictions \(r.jurisdictions.joined(separator: "|"))") }
+        if let l = r.latencySLOMs { asked.append("latency SLO \(l) ms") }
+        if let d = r.deadline { asked.append("deadline \(f.string(from: d))") }
+        if !asked.isEmpty { head += "\nasked: " + asked.joined(separator: ", ") }
+        let sorted = e.candidates.sorted { a, b in
+            if (a.reason == nil) != (b.reason == nil) { return a.reason == nil }
+            return a.reason == nil ? a.score < b.score : a.region < b.region
+        }
+        let rows = sorted.map { c -> [String] in
+            let feasible = c.reason == nil
+            return [(c.region == e.region ? "* " : "  ") + c.region.rawValue, feasible ? "yes" : "no", c.reason ?? "-",
+                    feasible ? money(c.energy) : "-", feasible ? money(c.carbon) : "-", feasible ? money(c.transfer) : "-",
+                    feasible ? money(c.wait) : "-", feasible ? money(c.total) : "-",
+                    feasible ? String(format: "%.1f", (c.operationalG + c.embodiedG) / 1000) : "-",
+                    feasible ? String(format: "%.0f", c.rttMs) : "-", c.start.map { f.string(from: $0) } ?? "-"]
+        }
+        return head + "\n\n" + render(["REGION", "FEASIBLE", "REASON", "ENERGY", "CARBON", "TRANSFER", "WAIT",
+                                        "TOTAL \(e.currency)", "CO2 kg", "RTT ms", "START"], rows)
+    }
+
     /// Every run of one job: where, which epoch, when, and why it ended.
     public static func attempts(_ job: JobRecord) -> String {
         let f = ISO8601DateFormatter()

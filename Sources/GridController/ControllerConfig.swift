@@ -141,6 +141,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         }
         if role == .region && !regions.isEmpty { out.append("regions: only the national scheduler takes region profiles") }
         out += RegionProfile.problems(regions)
+        out += routing.problems()
         out += prices.problems()
         if placementBudget < 1 || placementBudget > 1_000_000 { out.append("placement_budget: must be 1...1000000, got \(placementBudget)") }
         if !(historyRetentionHours > 0 && historyRetentionHours <= 24 * 365) {

@@ -41,6 +41,13 @@ public struct NationalInstance: Sendable {
         public var queryTimeoutMs: Int64 = 5000
         /// Jobs per submit request (arrays expanded).
         public var maxBatch: Int = 100_000
+        /// Region profiles (issue 10): with them, jobs are routed by price, carbon, transfer,
+        /// waiting, jurisdiction and latency; without them, by free devices.
+        public var profiles: [RegionChoice.Region] = []
+        /// RTT between regions, ms (either direction).
+        public var rtt: [String: [String: Double]] = [:]
+        public var prices = RegionChoice.Prices(carbonPerTonne: 80, transferPerGB: 0.14, waitPerGPUHour: 2)
+        public var currency = "CNY"
         public init() {}
     }
 
@@ -78,6 +85,8 @@ public struct NationalInstance: Sendable {
 
     enum Timer: Sendable {
         case forward(JobID)
+        /// A held job's hour has come: decide again and release it.
+        case release(JobID)
         case route
         case queries
         case prune
@@ -97,13 +106,25 @@ public struct NationalInstance: Sendable {
     var idPrefix: String
     var idCounter = 0
     var routeDirty = false
+    /// Devices forwarded to each region since its last summary (not yet in its free counts).
+    var inflight: [RegionID: Int] = [:]
+    /// Devices promised to held jobs, by region and hour.
+    var reserved: [String: [Int: Int]] = [:]
+    /// Jobs held for a cheaper or cleaner hour: what they reserved.
+    var held: [JobID: (region: String, start: Int, hours: Int, gpus: Int)] = [:]
 
     public init(settings: Settings, recovered: NationalRecovery, now: Moment) {
         self.settings = settings
         idPrefix = "j-" + String(UInt64(max(0, now.wall.timeIntervalSince1970 * 1000)), radix: 36)
         for j in recovered.jobs {
             jobs[j.id] = j
-            if j.state == .pending { unrouted.append(j.id) }
+            guard j.state == .pending else { continue }
+            if let route = j.route, let region = route.region, let start = route.start, start > now.wall {
+                // Held for a later hour: keep its reservation and release it then.
+                hold(j, region: region.rawValue, until: start, now: now)
+            } else {
+                unrouted.append(j.id)
+            }
         }
         for item in recovered.outbox where item.type == "job_forward" {
             guard let f = try? Wire.JobForward(serializedBytes: item.payload) else { continue }
@@ -166,7 +187,6 @@ public struct NationalInstance: Sendable {
         var out: [ControllerDirective] = []
         var results: [Wire.SubmitResult] = []
         results.reserveCapacity(expanded)
-        let candidates = self.candidates(now: now)
         for (i, item) in items.enumerated() {
             let spec: JobSpec
             do { spec = try item.spec.spec() } catch {
@@ -196,19 +216,15 @@ public struct NationalInstance: Sendable {
                     continue
                 }
                 var job = JobRecord(id: id, spec: spec, state: .pending, submittedAt: now.wall, updatedAt: now.wall)
-                let decision = NationalRouting.choose(candidates: candidates, spec: spec, policy: settings.routing)
-                if let region = decision.region {
-                    job.state = .forwarded
-                    job.region = region
-                    job.message = "forwarded to \(region)"
-                    jobs[id] = job
-                    out += forward(job, to: region, now: now)
-                } else {
-                    job.message = "no region can take it yet: " + decision.terms.joined(separator: "; ")
-                    jobs[id] = job
-                    unrouted.append(id)
+                let (outcome, directives) = route(&job, now: now)
+                if case .impossible(let why) = outcome {
+                    results.append(result(id.rawValue, false, "item \(i): no region can ever run it: \(why)", ""))
+                    continue
                 }
+                if case .waiting = outcome { unrouted.append(id) }
+                jobs[id] = job
                 out.append(.persist(.job(job)))
+                out += directives
                 results.append(result(id.rawValue, true, job.message, job.region?.rawValue ?? ""))
             }
         }
@@ -240,6 +256,84 @@ public struct NationalInstance: Sendable {
     mutating func nextJobID() -> String {
         idCounter += 1
         return "\(idPrefix)-\(idCounter)"
+    }
+
+    enum RouteOutcome: Sendable {
+        case forwarded(RegionID)
+        case held(until: Date)
+        /// No region can take it now; tried again as summaries arrive.
+        case waiting
+        /// No region can ever take it.
+        case impossible(String)
+    }
+
+    /// Decides where (and when) one pending job goes and acts on it: forward now, hold for a
+    /// later hour, or leave it waiting. Updates `job` (state, region, message, explanation);
+    /// the caller stores it.
+    mutating func route(_ job: inout JobRecord, now: Moment) -> (RouteOutcome, [ControllerDirective]) {
+        let routed = decide(job, now: now)
+        if let e = routed.explanation { job.route = e }
+        job.updatedAt = now.wall
+        guard let region = routed.region else {
+            job.region = nil
+            if routed.impossible { return (.impossible(routed.reason), []) }
+            job.message = "no region can take it yet: " + routed.reason
+            return (.waiting, [])
+        }
+        if let until = routed.holdUntil {
+            job.state = .pending
+            job.region = nil
+            job.message = job.route?.note ?? "held until \(Self.iso(until))"
+            hold(job, region: region.rawValue, until: until, now: now, routed: routed)
+            return (.held(until: until), [])
+        }
+        job.state = .forwarded
+        job.region = region
+        let note = job.route?.note ?? ""
+        job.message = "forwarded to \(region)" + (note.isEmpty ? "" : "; " + note)
+        inflight[region, default: 0] += max(0, job.spec.accelerators.count)
+        return (.forwarded(region), forward(job, to: region, now: now))
+    }
+
+    /// Keeps a job at the national level until `until`, with its devices reserved in the
+    /// chosen region for the hours it will run, so later decisions do not count them free.
+    mutating func hold(_ job: JobRecord, region: String, until: Date, now: Moment, routed: Routed? = nil) {
+        release(job.id)
+        let start = Self.hour(until)
+        let runSeconds = job.spec.routing.runSeconds ?? job.spec.timeoutSeconds ?? 3600
+        let hours = routed?.hours ?? max(1, Int((Double(runSeconds) / 3600).rounded(.up)))
+        let gpus = max(0, job.spec.accelerators.count)
+        held[job.id] = (region, start, hours, gpus)
+        for h in start..<(start + hours) { reserved[region, default: [:]][h, default: 0] += gpus }
+        let dueMs = now.monotonicMs + max(0, Int64((until.timeIntervalSince(now.wall) * 1000).rounded(.up)))
+        timers.schedule(.release(job.id), at: dueMs)
+    }
+
+    /// Drops a held job's reservation (it is being decided again, or was cancelled).
+    mutating func release(_ id: JobID) {
+        guard let h = held.removeValue(forKey: id) else { return }
+        for hour in h.start..<(h.start + h.hours) {
+            reserved[h.region]?[hour, default: 0] -= h.gpus
+            if reserved[h.region]?[hour] ?? 0 <= 0 { reserved[h.region]?[hour] = nil }
+        }
+        if reserved[h.region]?.isEmpty == true { reserved[h.region] = nil }
+    }
+
+    /// A held job's hour has come: decide again (capacity may have moved) and act.
+    mutating func releaseHeld(_ id: JobID, now: Moment) -> [ControllerDirective] {
+        guard held[id] != nil else { return [] }
+        release(id)
+        guard var job = jobs[id], job.state == .pending else { return [] }
+        let (outcome, out) = route(&job, now: now)
+        switch outcome {
+        case .waiting: unrouted.append(id)
+        case .impossible(let why):
+            job.state = .failed
+            job.message = "no region can run it any more: \(why)"
+        case .forwarded, .held: break
+        }
+        jobs[id] = job
+        return [.persist(.job(job))] + out
     }
 
     /// Queues a JOB_FORWARD in the outbox (same commit as the job) and sends it now.
@@ -289,6 +383,7 @@ public struct NationalInstance: Sendable {
         s.capacity = view.capacity.values.sorted { ($0.vendor.rawValue, $0.model, $0.memoryTotalMiB, $0.grade?.rawValue ?? "") < ($1.vendor.rawValue, $1.model, $1.memoryTotalMiB, $1.grade?.rawValue ?? "") }
         s.nodes = []
         view.summary = s
+        inflight[id] = nil
         view.sequence = m.sequence
         view.lastSeenMs = now.monotonicMs
         view.route = origin.peer
@@ -325,9 +420,26 @@ public struct NationalInstance: Sendable {
                 job.state = .queued
                 job.message = "queued in \(job.region?.rawValue ?? "?")"
             }
-        } else {
-            job.state = .failed
-            job.message = "region \(job.region?.rawValue ?? "?") refused the job: \(m.reason)"
+        } else if job.state == .forwarded, let region = job.region {
+            // Capacity moved, or the region cannot run it: the next best region, never this one again.
+            var route = job.route ?? RouteExplanation(decidedAt: now.wall, objective: job.spec.routing.objective.description,
+                                                      currency: settings.currency, region: nil, start: nil, note: "", candidates: [])
+            route.refusedBy.append(region)
+            job.route = route
+            job.state = .pending
+            job.region = nil
+            let (outcome, directives) = self.route(&job, now: now)
+            switch outcome {
+            case .impossible(let why):
+                job.state = .failed
+                job.message = "refused by \(route.refusedBy.map(\.rawValue).joined(separator: ", ")) (last: \(m.reason)); no other region can run it: \(why)"
+            case .waiting:
+                unrouted.append(id)
+            case .forwarded, .held:
+                break
+            }
+            out.append(.log(LogEvent(.warning, "a region refused a job", ["job": "\(id)", "region": "\(region)", "reason": m.reason])))
+            out += directives
         }
         job.updatedAt = now.wall
         jobs[id] = job
@@ -345,6 +457,11 @@ public struct NationalInstance: Sendable {
         }
         ack.applied = true
         if applied[m.updateID] != nil { return [.reply(.statusAck(ack), to: origin)] }
+        if !m.regionID.isEmpty, let current = job.region, current.rawValue != m.regionID {
+            // The job was routed elsewhere (this region refused it, or lost it to a re-route).
+            return [.reply(.statusAck(ack), to: origin),
+                    .log(LogEvent(.warning, "status from a region that does not hold the job", ["job": m.jobID, "from": m.regionID, "holder": "\(current)"]))]
+        }
         applied[m.updateID] = now.monotonicMs
         appliedOrder.append((m.updateID, now.monotonicMs))
         var out: [ControllerDirective] = [.persist(.applied(updateID: m.updateID, at: now.wall))]
@@ -433,6 +550,7 @@ public struct NationalInstance: Sendable {
         while let timer = timers.popDue(now.monotonicMs) {
             switch timer {
             case .forward(let id): out += sendForward(id, now: now)
+            case .release(let id): out += releaseHeld(id, now: now)
             case .route:
                 routeDirty = true
                 timers.schedule(.route, at: now.monotonicMs + 1000)
@@ -475,30 +593,26 @@ public struct NationalInstance: Sendable {
     mutating func routeUnrouted(now: Moment) -> [ControllerDirective] {
         routeDirty = false
         guard !unrouted.isEmpty else { return [] }
-        let candidates = self.candidates(now: now)
         var out: [ControllerDirective] = []
         var still: [JobID] = []
         for id in unrouted {
-            guard var job = jobs[id], job.state == .pending else { continue }
-            let decision = NationalRouting.choose(candidates: candidates, spec: job.spec, policy: settings.routing)
-            if let region = decision.region {
-                job.state = .forwarded
-                job.region = region
-                job.message = "forwarded to \(region)"
-                job.updatedAt = now.wall
-                jobs[id] = job
-                out.append(.persist(.job(job)))
-                out += forward(job, to: region, now: now)
-            } else {
+            guard var job = jobs[id], job.state == .pending, held[id] == nil else { continue }
+            let before = job.message
+            let (outcome, directives) = route(&job, now: now)
+            switch outcome {
+            case .waiting:
                 still.append(id)
-                let message = "no region can take it yet: " + decision.terms.joined(separator: "; ")
-                if message != job.message {
-                    job.message = message
-                    job.updatedAt = now.wall
-                    jobs[id] = job
-                    out.append(.persist(.job(job)))
-                }
+                // Unchanged reasons are not written again (this runs every second).
+                if job.message == before { jobs[id] = job; continue }
+            case .impossible(let why):
+                job.state = .failed
+                job.message = "no region can run it any more: \(why)"
+            case .forwarded, .held:
+                break
             }
+            jobs[id] = job
+            out.append(.persist(.job(job)))
+            out += directives
         }
         unrouted = still
         return out
@@ -542,5 +656,9 @@ extension NationalInstance.Settings {
         routing = config.routing
         retryIntervalMs = Int64(config.retryIntervalMs)
         historyRetentionMs = Int64(config.historyRetentionHours * 3_600_000)
+        profiles = config.regions.map(\.decisionRegion)
+        for p in config.regions { rtt[p.id] = p.rttMs }
+        prices = config.prices.decision
+        currency = config.prices.currency
     }
 }

@@ -72,6 +72,8 @@ public struct RegionProfile: Sendable, Equatable, Codable {
     public var rttMs: [String: Double]
     /// Where the figures come from (free text, for operators).
     public var source: String
+    /// The curves are in local time at this offset from UTC (China: 8).
+    public var utcOffsetHours: Int
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case id, jurisdictions, pue, source
@@ -79,6 +81,7 @@ public struct RegionProfile: Sendable, Equatable, Codable {
         case carbonGPerKWh = "carbon_g_per_kwh"
         case embodiedGPerGPUHour = "embodied_g_per_gpu_hour"
         case rttMs = "rtt_ms"
+        case utcOffsetHours = "utc_offset_hours"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -92,11 +95,13 @@ public struct RegionProfile: Sendable, Equatable, Codable {
         embodiedGPerGPUHour = try c.value(.embodiedGPerGPUHour, default: 0)
         rttMs = try c.value(.rttMs, default: [:])
         source = try c.value(.source, default: "")
+        utcOffsetHours = try c.value(.utcOffsetHours, default: 0)
     }
 
     public var decisionRegion: RegionChoice.Region {
         RegionChoice.Region(id: id, jurisdictions: jurisdictions, pue: pue, pricePerKWh: pricePerKWh.hourly,
-                            carbonGPerKWh: carbonGPerKWh.hourly, embodiedGPerGPUHour: embodiedGPerGPUHour)
+                            carbonGPerKWh: carbonGPerKWh.hourly, embodiedGPerGPUHour: embodiedGPerGPUHour,
+                            utcOffsetHours: utcOffsetHours)
     }
 
     /// Every problem with a list of profiles, each naming the region and the key.
@@ -116,6 +121,7 @@ public struct RegionProfile: Sendable, Equatable, Codable {
                     out.append("\(at).\(key): every value in \(range.lowerBound)…\(range.upperBound), got \(bad)")
                 }
             }
+            if !(-12...14).contains(p.utcOffsetHours) { out.append("\(at).utc_offset_hours: -12…14, got \(p.utcOffsetHours)") }
             if !(0.0...1000.0).contains(p.embodiedGPerGPUHour) { out.append("\(at).embodied_g_per_gpu_hour: 0…1000, got \(p.embodiedGPerGPUHour)") }
             for (other, ms) in p.rttMs.sorted(by: { $0.key < $1.key }) {
                 if !ids.contains(other) { out.append("\(at).rtt_ms.\(other): not a region in this file") }

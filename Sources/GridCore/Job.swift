@@ -30,12 +30,16 @@ public struct JobSpec: Codable, Sendable, Hashable {
     /// What happens when a run is lost to a fault (node lost, agent restarted or stopped, lease
     /// lapsed): run again up to `retry.maxAttempts` runs, or end `lost`.
     public var retry: RetryPolicy
+    /// Where the job's data is, where it may go, its deadline and objective: the national
+    /// scheduler's inputs for choosing a region and an hour.
+    public var routing: RoutingRequest
 
     public init(
         name: String, command: String, args: [String] = [], env: [String: String] = [:],
         accelerators: AcceleratorRequest = AcceleratorRequest(), timeoutSeconds: Int? = nil,
-        allowedRegions: [RegionID] = [], retry: RetryPolicy = RetryPolicy()
+        allowedRegions: [RegionID] = [], retry: RetryPolicy = RetryPolicy(), routing: RoutingRequest = RoutingRequest()
     ) {
+        self.routing = routing
         self.name = name
         self.command = command
         self.args = args
@@ -46,7 +50,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.retry = retry
     }
 
-    enum CodingKeys: String, CodingKey { case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry }
+    enum CodingKeys: String, CodingKey { case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry, routing }
 
     /// Specs stored before retry policies existed still decode (with the default policy).
     public init(from decoder: any Decoder) throws {
@@ -59,6 +63,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds)
         allowedRegions = try c.decode([RegionID].self, forKey: .allowedRegions)
         retry = try c.decodeIfPresent(RetryPolicy.self, forKey: .retry) ?? RetryPolicy()
+        routing = try c.decodeIfPresent(RoutingRequest.self, forKey: .routing) ?? RoutingRequest()
     }
 
     /// Returns every problem with the spec, each naming the field, or [] when it is valid.
@@ -79,6 +84,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         for key in env.keys where key.isEmpty || key.contains("=") || key.contains("\0") {
             out.append("env: invalid variable name '\(key)'")
         }
+        out += routing.problems()
         return out
     }
 }
@@ -216,13 +222,17 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var updatedAt: Date
     /// Every run so far, oldest first.
     public var attempts: [Attempt]
+    /// The national scheduler's latest decision for the job (kept by the national scheduler).
+    public var route: RouteExplanation?
 
     public init(
         id: JobID, spec: JobSpec, state: JobState, region: RegionID? = nil, node: NodeID? = nil,
         deviceIDs: [String] = [], deviceModels: [String] = [], assignment: AssignmentID? = nil,
         epoch: Int = 0, exitCode: Int? = nil, message: String = "", outputTail: String = "",
-        visibleDevices: [String: String] = [:], submittedAt: Date, updatedAt: Date, attempts: [Attempt] = []
+        visibleDevices: [String: String] = [:], submittedAt: Date, updatedAt: Date, attempts: [Attempt] = [],
+        route: RouteExplanation? = nil
     ) {
+        self.route = route
         self.attempts = attempts
         self.id = id
         self.spec = spec
@@ -245,7 +255,7 @@ public struct JobRecord: Codable, Sendable, Hashable {
 extension JobRecord {
     enum CodingKeys: String, CodingKey {
         case id, spec, state, region, node, deviceIDs, deviceModels, assignment, epoch, exitCode, message, outputTail
-        case visibleDevices, submittedAt, updatedAt, attempts
+        case visibleDevices, submittedAt, updatedAt, attempts, route
     }
 
     /// Records stored before attempts existed still decode.
@@ -261,7 +271,8 @@ extension JobRecord {
             outputTail: try c.decode(String.self, forKey: .outputTail),
             visibleDevices: try c.decode([String: String].self, forKey: .visibleDevices),
             submittedAt: try c.decode(Date.self, forKey: .submittedAt), updatedAt: try c.decode(Date.self, forKey: .updatedAt),
-            attempts: try c.decodeIfPresent([Attempt].self, forKey: .attempts) ?? [])
+            attempts: try c.decodeIfPresent([Attempt].self, forKey: .attempts) ?? [],
+            route: try c.decodeIfPresent(RouteExplanation.self, forKey: .route))
     }
 }
 

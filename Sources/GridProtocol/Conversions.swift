@@ -104,6 +104,51 @@ extension Wire.JobSpec {
         if s.retry.backoffSeconds != d.backoffSeconds { retryBackoffSeconds = UInt32(clamping: s.retry.backoffSeconds) }
         requeueNever = s.retry.requeueNever
         keepOnLeaseLoss = s.retry.keepOnLeaseLoss
+        let r = s.routing
+        originRegion = r.origin?.rawValue ?? ""
+        dataGb = r.dataGB
+        jurisdictions = r.jurisdictions
+        if let l = r.latencySLOMs { latencySloMs = l }
+        switch r.objective {
+        case .cost: objective = ""
+        case .weights(let e, let c, let t, let w):
+            objective = "weights"
+            var ow = Wire.ObjectiveWeights()
+            ow.energy = e
+            ow.carbon = c
+            ow.transfer = t
+            ow.wait = w
+            objectiveWeights = ow
+        default: objective = r.objective.description
+        }
+        deadlineUnixMs = r.deadline?.unixMilliseconds ?? 0
+        runSeconds = UInt32(clamping: r.runSeconds ?? 0)
+        if let k = r.kwPerDevice { kwPerDevice = k }
+    }
+
+    func routing() throws(ProtocolError) -> RoutingRequest {
+        var r = RoutingRequest()
+        r.origin = originRegion.isEmpty ? nil : RegionID(originRegion)
+        r.dataGB = dataGb
+        r.jurisdictions = jurisdictions
+        r.latencySLOMs = hasLatencySloMs ? latencySloMs : nil
+        switch objective {
+        case "", "cost": r.objective = .cost
+        case "weights":
+            let w = objectiveWeights
+            r.objective = .weights(energy: w.energy, carbon: w.carbon, transfer: w.transfer, wait: w.wait)
+        default:
+            guard let o = RoutingObjective(name: objective) else {
+                throw .invalidField(type: "JobSpec", field: "objective",
+                                    reason: "'\(objective)' is not one of \((RoutingObjective.names + ["weights"]).joined(separator: ", "))")
+            }
+            r.objective = o
+        }
+        // Beyond ±2^53 ms a Date cannot hold the value exactly; problems() rejects it anyway.
+        r.deadline = deadlineUnixMs == 0 ? nil : Date(timeIntervalSince1970: Double(deadlineUnixMs) / 1000)
+        r.runSeconds = runSeconds == 0 ? nil : Int(runSeconds)
+        r.kwPerDevice = hasKwPerDevice ? kwPerDevice : nil
+        return r
     }
 
     /// Throws when a field cannot be represented in the domain (e.g. an unknown vendor name).
@@ -126,7 +171,8 @@ extension Wire.JobSpec {
             retry: RetryPolicy(
                 maxAttempts: maxAttempts == 0 ? RetryPolicy().maxAttempts : Int(maxAttempts),
                 backoffSeconds: hasRetryBackoffSeconds ? Int(retryBackoffSeconds) : RetryPolicy().backoffSeconds,
-                requeueNever: requeueNever, keepOnLeaseLoss: keepOnLeaseLoss)
+                requeueNever: requeueNever, keepOnLeaseLoss: keepOnLeaseLoss),
+            routing: try routing()
         )
         if let first = s.problems().first {
             throw .invalidField(type: "JobSpec", field: String(first.prefix(while: { $0 != ":" })), reason: first)
@@ -157,6 +203,7 @@ extension Wire.Job {
         submittedUnixMs = r.submittedAt.unixMilliseconds
         updatedUnixMs = r.updatedAt.unixMilliseconds
         attempts = r.attempts.map(Wire.Attempt.init)
+        if let e = r.route { route = Wire.RouteDecision(e) }
     }
 
     public func record() throws(ProtocolError) -> JobRecord {
@@ -171,7 +218,8 @@ extension Wire.Job {
             exitCode: hasExitCode_p ? Int(exitCode) : nil, message: message, outputTail: outputTail,
             visibleDevices: visibleDevices, submittedAt: Date(unixMilliseconds: submittedUnixMs),
             updatedAt: Date(unixMilliseconds: updatedUnixMs),
-            attempts: attempts.map(\.attempt)
+            attempts: attempts.map(\.attempt),
+            route: hasRoute ? route.explanation : nil
         )
     }
 }
@@ -312,5 +360,57 @@ public enum AssignmentDigest {
             h = h &* 0x100_0000_01b3
         }
         return h
+    }
+}
+
+extension Wire.RouteDecision {
+    public init(_ e: RouteExplanation) {
+        self.init()
+        decidedUnixMs = e.decidedAt.unixMilliseconds
+        objective = e.objective
+        currency = e.currency
+        regionID = e.region?.rawValue ?? ""
+        startUnixMs = e.start?.unixMilliseconds ?? 0
+        note = e.note
+        refusedBy = e.refusedBy.map(\.rawValue)
+        candidates = e.candidates.map { c in
+            var w = Wire.RouteCandidate()
+            w.regionID = c.region.rawValue
+            w.reason = c.reason ?? ""
+            w.startUnixMs = c.start?.unixMilliseconds ?? 0
+            w.energy = c.energy
+            w.carbon = c.carbon
+            w.transfer = c.transfer
+            w.wait = c.wait
+            w.total = c.total
+            w.score = c.score
+            w.kwh = c.kWh
+            w.operationalG = c.operationalG
+            w.embodiedG = c.embodiedG
+            w.rttMs = c.rttMs
+            return w
+        }
+    }
+
+    public var explanation: RouteExplanation {
+        RouteExplanation(
+            decidedAt: Date(unixMilliseconds: decidedUnixMs), objective: objective, currency: currency,
+            region: regionID.isEmpty ? nil : RegionID(regionID), start: startUnixMs == 0 ? nil : Date(unixMilliseconds: startUnixMs),
+            note: note, refusedBy: refusedBy.map(RegionID.init),
+            candidates: candidates.map { w in
+                var c = RouteExplanation.Candidate(region: RegionID(w.regionID), reason: w.reason.isEmpty ? nil : w.reason)
+                c.start = w.startUnixMs == 0 ? nil : Date(unixMilliseconds: w.startUnixMs)
+                c.energy = w.energy
+                c.carbon = w.carbon
+                c.transfer = w.transfer
+                c.wait = w.wait
+                c.total = w.total
+                c.score = w.score
+                c.kWh = w.kwh
+                c.operationalG = w.operationalG
+                c.embodiedG = w.embodiedG
+                c.rttMs = w.rttMs
+                return c
+            })
     }
 }

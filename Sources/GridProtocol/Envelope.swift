@@ -34,6 +34,9 @@ public enum Wire {
     public typealias Query = Computegrid_V1_Query
     public typealias QueryReply = Computegrid_V1_QueryReply
     public typealias Job = Computegrid_V1_Job
+    public typealias ObjectiveWeights = Computegrid_V1_ObjectiveWeights
+    public typealias RouteDecision = Computegrid_V1_RouteDecision
+    public typealias RouteCandidate = Computegrid_V1_RouteCandidate
     public typealias Attempt = Computegrid_V1_Attempt
     public typealias EndReason = Computegrid_V1_EndReason
     public typealias ErrorReply = Computegrid_V1_ErrorReply

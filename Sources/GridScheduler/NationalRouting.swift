@@ -9,21 +9,48 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
     public var staleAfterSeconds: Double
     /// Whether a job may go to a region that has the right devices but none free right now.
     public var allowQueueing: Bool
-    public init(staleAfterSeconds: Double = 30, allowQueueing: Bool = true) {
+    /// With region profiles: power per device when the job does not say, kW.
+    public var defaultKWPerDevice: Double
+    /// With region profiles: hours ahead a job without a deadline must fit in.
+    public var horizonHours: Int
+    /// With region profiles: whether a job with a deadline may be held for a cheaper or
+    /// cleaner hour.
+    public var timeShifting: Bool
+    public init(staleAfterSeconds: Double = 30, allowQueueing: Bool = true, defaultKWPerDevice: Double = 0.4,
+                horizonHours: Int = 48, timeShifting: Bool = true) {
         self.staleAfterSeconds = staleAfterSeconds
         self.allowQueueing = allowQueueing
+        self.defaultKWPerDevice = defaultKWPerDevice
+        self.horizonHours = horizonHours
+        self.timeShifting = timeShifting
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case staleAfterSeconds = "stale_after_seconds"
         case allowQueueing = "allow_queueing"
+        case defaultKWPerDevice = "default_kw_per_device"
+        case horizonHours = "horizon_hours"
+        case timeShifting = "time_shifting"
     }
 
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        staleAfterSeconds = try c.value(.staleAfterSeconds, default: 30)
-        allowQueueing = try c.value(.allowQueueing, default: true)
+        let d = RoutingPolicy()
+        staleAfterSeconds = try c.value(.staleAfterSeconds, default: d.staleAfterSeconds)
+        allowQueueing = try c.value(.allowQueueing, default: d.allowQueueing)
+        defaultKWPerDevice = try c.value(.defaultKWPerDevice, default: d.defaultKWPerDevice)
+        horizonHours = try c.value(.horizonHours, default: d.horizonHours)
+        timeShifting = try c.value(.timeShifting, default: d.timeShifting)
+    }
+
+    /// Every problem, each naming its key and range.
+    public func problems() -> [String] {
+        var out: [String] = []
+        if !(staleAfterSeconds > 0 && staleAfterSeconds <= 86_400) { out.append("routing.stale_after_seconds: 0…86400, got \(staleAfterSeconds)") }
+        if !(defaultKWPerDevice >= 0 && defaultKWPerDevice <= 10) { out.append("routing.default_kw_per_device: 0…10, got \(defaultKWPerDevice)") }
+        if !(1...24 * 14).contains(horizonHours) { out.append("routing.horizon_hours: 1…336, got \(horizonHours)") }
+        return out
     }
 }
 
@@ -90,7 +117,7 @@ public enum NationalRouting {
         return RoutingDecision(region: best?.region, terms: terms)
     }
 
-    static func matches(_ c: CapacityEntry, _ want: AcceleratorRequest) -> Bool {
+    public static func matches(_ c: CapacityEntry, _ want: AcceleratorRequest) -> Bool {
         if let v = want.vendor, c.vendor != v { return false }
         if let m = want.model, !ModelPattern(m).matches(c.model) { return false }
         if let mem = want.minMemoryMiB, c.memoryTotalMiB < mem { return false }

@@ -1,4 +1,18 @@
 import Foundation
+import GridCore
+
+extension RoutingObjective {
+    /// Weights on (energy, carbon, transfer, wait). Carbon is ~1 % of the money at 80 CNY/t,
+    /// so `carbon` weighs it 100x and `balanced` 3x.
+    var w: (energy: Double, carbon: Double, transfer: Double, wait: Double) {
+        switch self {
+        case .cost, .latency: return (1, 1, 1, 1)
+        case .carbon: return (1, 100, 1, 1)
+        case .balanced: return (1, 3, 1, 1)
+        case .weights(let e, let c, let t, let w): return (e, c, t, w)
+        }
+    }
+}
 
 /// The national decision of issue 10, pure: `(regions, capacity, job, now, policy) -> decision`.
 /// Hard constraints first (jurisdiction, latency SLO from the job's origin, capacity over the
@@ -18,8 +32,12 @@ public enum RegionChoice {
         public var carbonGPerKWh: [Double]
         /// Embodied carbon per GPU-hour, gCO2.
         public var embodiedGPerGPUHour: Double
+        /// Local time of the curves: hour h (UTC hours since the epoch, or scenario hours) reads
+        /// the curves at h + offset.
+        public var utcOffsetHours: Int
         public init(id: String, jurisdictions: [String], pue: Double, pricePerKWh: [Double], carbonGPerKWh: [Double],
-                    embodiedGPerGPUHour: Double) {
+                    embodiedGPerGPUHour: Double, utcOffsetHours: Int = 0) {
+            self.utcOffsetHours = utcOffsetHours
             self.id = id
             self.jurisdictions = jurisdictions
             self.pue = pue
@@ -27,35 +45,16 @@ public enum RegionChoice {
             self.carbonGPerKWh = carbonGPerKWh
             self.embodiedGPerGPUHour = embodiedGPerGPUHour
         }
-        public func price(_ hour: Int) -> Double { Self.at(pricePerKWh, hour) }
-        public func carbon(_ hour: Int) -> Double { Self.at(carbonGPerKWh, hour) }
+        public func price(_ hour: Int) -> Double { Self.at(pricePerKWh, hour + utcOffsetHours) }
+        public func carbon(_ hour: Int) -> Double { Self.at(carbonGPerKWh, hour + utcOffsetHours) }
         /// A curve's value in `hour`, the curve repeating (24 values = a daily curve).
         static func at(_ curve: [Double], _ hour: Int) -> Double {
             curve.isEmpty ? 0 : curve[((hour % curve.count) + curve.count) % curve.count]
         }
     }
 
-    /// What the job optimises once the hard constraints hold.
-    public enum Objective: Sendable, Equatable, Codable {
-        /// Money: energy + carbon price + transfer + waiting.
-        case cost
-        /// Carbon first: the carbon term weighs 100x (at 80 CNY/t carbon is ~1 % of the money).
-        case carbon
-        /// Round-trip time from the origin first, then cost.
-        case latency
-        /// Cost with the carbon term weighed 3x.
-        case balanced
-        case weights(energy: Double, carbon: Double, transfer: Double, wait: Double)
-
-        var w: (energy: Double, carbon: Double, transfer: Double, wait: Double) {
-            switch self {
-            case .cost, .latency: return (1, 1, 1, 1)
-            case .carbon: return (1, 100, 1, 1)
-            case .balanced: return (1, 3, 1, 1)
-            case .weights(let e, let c, let t, let w): return (e, c, t, w)
-            }
-        }
-    }
+    /// What the job optimises once the hard constraints hold (see `RoutingObjective`).
+    public typealias Objective = RoutingObjective
 
     /// Prices that turn the physical terms into money.
     public struct Prices: Sendable, Codable, Equatable {

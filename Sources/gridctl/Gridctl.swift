@@ -9,7 +9,7 @@ struct Gridctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gridctl",
         abstract: "Submit work to a ComputeGrid network and see where it ran.",
-        subcommands: [Submit.self, Jobs.self, Job.self, Nodes.self, Regions.self, Wait.self])
+        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Nodes.self, Regions.self, Wait.self])
 }
 
 struct ControllerOptions: ParsableArguments {
@@ -116,6 +116,23 @@ struct Job: ParsableCommand {
             print(Table.jobs([job]))
             if !job.attempts.isEmpty { print("\n" + Table.attempts(job)) }
             if !job.outputTail.isEmpty { print("--- output (tail) ---\n\(job.outputTail)") }
+        } catch let e as ClientError { throw fail(e.message) }
+    }
+}
+
+struct Explain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show why the national scheduler put a job where (and when) it did.",
+        discussion: "One row per region: feasible or why not, each cost term (energy, carbon, transfer, waiting), the total, the carbon, the RTT from the job's origin and the start hour. * marks the region chosen.")
+    @OptionGroup var options: ControllerOptions
+    @Argument var id: String
+    func run() throws {
+        do {
+            guard let job = try options.client().query(.job, job: id, timeout: options.timeout).jobs.first?.record() else {
+                throw fail("job \(id) not found")
+            }
+            if options.json { try printJSON(job.route); return }
+            print(Table.explain(job))
         } catch let e as ClientError { throw fail(e.message) }
     }
 }

@@ -907,57 +907,234 @@ public nonisolated struct Computegrid_V1_AcceleratorRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Computegrid_V1_JobSpec: Sendable {
+public nonisolated struct Computegrid_V1_JobSpec: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
 
-  public var command: String = String()
+  public var command: String {
+    get {_storage._command}
+    set {_uniqueStorage()._command = newValue}
+  }
 
-  public var args: [String] = []
+  public var args: [String] {
+    get {_storage._args}
+    set {_uniqueStorage()._args = newValue}
+  }
 
-  public var env: Dictionary<String,String> = [:]
+  public var env: Dictionary<String,String> {
+    get {_storage._env}
+    set {_uniqueStorage()._env = newValue}
+  }
 
   public var accelerators: Computegrid_V1_AcceleratorRequest {
-    get {_accelerators ?? Computegrid_V1_AcceleratorRequest()}
-    set {_accelerators = newValue}
+    get {_storage._accelerators ?? Computegrid_V1_AcceleratorRequest()}
+    set {_uniqueStorage()._accelerators = newValue}
   }
   /// Returns true if `accelerators` has been explicitly set.
-  public var hasAccelerators: Bool {self._accelerators != nil}
+  public var hasAccelerators: Bool {_storage._accelerators != nil}
   /// Clears the value of `accelerators`. Subsequent reads from it will return its default value.
-  public mutating func clearAccelerators() {self._accelerators = nil}
+  public mutating func clearAccelerators() {_uniqueStorage()._accelerators = nil}
 
   /// 0 = none
-  public var timeoutSeconds: UInt32 = 0
+  public var timeoutSeconds: UInt32 {
+    get {_storage._timeoutSeconds}
+    set {_uniqueStorage()._timeoutSeconds = newValue}
+  }
 
-  public var allowedRegions: [String] = []
+  public var allowedRegions: [String] {
+    get {_storage._allowedRegions}
+    set {_uniqueStorage()._allowedRegions = newValue}
+  }
 
   /// 0 = default (3)
-  public var maxAttempts: UInt32 = 0
+  public var maxAttempts: UInt32 {
+    get {_storage._maxAttempts}
+    set {_uniqueStorage()._maxAttempts = newValue}
+  }
 
   /// unset = default (5); doubles per retry, at most 300
   public var retryBackoffSeconds: UInt32 {
-    get {_retryBackoffSeconds ?? 0}
-    set {_retryBackoffSeconds = newValue}
+    get {_storage._retryBackoffSeconds ?? 0}
+    set {_uniqueStorage()._retryBackoffSeconds = newValue}
   }
   /// Returns true if `retryBackoffSeconds` has been explicitly set.
-  public var hasRetryBackoffSeconds: Bool {self._retryBackoffSeconds != nil}
+  public var hasRetryBackoffSeconds: Bool {_storage._retryBackoffSeconds != nil}
   /// Clears the value of `retryBackoffSeconds`. Subsequent reads from it will return its default value.
-  public mutating func clearRetryBackoffSeconds() {self._retryBackoffSeconds = nil}
+  public mutating func clearRetryBackoffSeconds() {_uniqueStorage()._retryBackoffSeconds = nil}
 
   /// a run lost to a fault ends the job `lost` instead of running again
-  public var requeueNever: Bool = false
+  public var requeueNever: Bool {
+    get {_storage._requeueNever}
+    set {_uniqueStorage()._requeueNever = newValue}
+  }
 
-  public var keepOnLeaseLoss: Bool = false
+  public var keepOnLeaseLoss: Bool {
+    get {_storage._keepOnLeaseLoss}
+    set {_uniqueStorage()._keepOnLeaseLoss = newValue}
+  }
+
+  /// The national scheduler's inputs (all optional; defaults route as before).
+  public var originRegion: String {
+    get {_storage._originRegion}
+    set {_uniqueStorage()._originRegion = newValue}
+  }
+
+  /// data moved to the region that runs the job
+  public var dataGb: Double {
+    get {_storage._dataGb}
+    set {_uniqueStorage()._dataGb = newValue}
+  }
+
+  /// where the data may be processed; empty = any
+  public var jurisdictions: [String] {
+    get {_storage._jurisdictions}
+    set {_uniqueStorage()._jurisdictions = newValue}
+  }
+
+  /// most RTT from origin_region
+  public var latencySloMs: Double {
+    get {_storage._latencySloMs ?? 0}
+    set {_uniqueStorage()._latencySloMs = newValue}
+  }
+  /// Returns true if `latencySloMs` has been explicitly set.
+  public var hasLatencySloMs: Bool {_storage._latencySloMs != nil}
+  /// Clears the value of `latencySloMs`. Subsequent reads from it will return its default value.
+  public mutating func clearLatencySloMs() {_uniqueStorage()._latencySloMs = nil}
+
+  /// "" (= cost), cost, carbon, latency, balanced, weights
+  public var objective: String {
+    get {_storage._objective}
+    set {_uniqueStorage()._objective = newValue}
+  }
+
+  /// when objective = "weights"
+  public var objectiveWeights: Computegrid_V1_ObjectiveWeights {
+    get {_storage._objectiveWeights ?? Computegrid_V1_ObjectiveWeights()}
+    set {_uniqueStorage()._objectiveWeights = newValue}
+  }
+  /// Returns true if `objectiveWeights` has been explicitly set.
+  public var hasObjectiveWeights: Bool {_storage._objectiveWeights != nil}
+  /// Clears the value of `objectiveWeights`. Subsequent reads from it will return its default value.
+  public mutating func clearObjectiveWeights() {_uniqueStorage()._objectiveWeights = nil}
+
+  /// 0 = no deadline
+  public var deadlineUnixMs: Int64 {
+    get {_storage._deadlineUnixMs}
+    set {_uniqueStorage()._deadlineUnixMs = newValue}
+  }
+
+  /// run-time estimate; 0 = unknown
+  public var runSeconds: UInt32 {
+    get {_storage._runSeconds}
+    set {_uniqueStorage()._runSeconds = newValue}
+  }
+
+  /// unset = the national default
+  public var kwPerDevice: Double {
+    get {_storage._kwPerDevice ?? 0}
+    set {_uniqueStorage()._kwPerDevice = newValue}
+  }
+  /// Returns true if `kwPerDevice` has been explicitly set.
+  public var hasKwPerDevice: Bool {_storage._kwPerDevice != nil}
+  /// Clears the value of `kwPerDevice`. Subsequent reads from it will return its default value.
+  public mutating func clearKwPerDevice() {_uniqueStorage()._kwPerDevice = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _accelerators: Computegrid_V1_AcceleratorRequest? = nil
-  fileprivate var _retryBackoffSeconds: UInt32? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Computegrid_V1_ObjectiveWeights: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var energy: Double = 0
+
+  public var carbon: Double = 0
+
+  public var transfer: Double = 0
+
+  public var wait: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One region the national scheduler weighed for a job (gridctl explain).
+public nonisolated struct Computegrid_V1_RouteCandidate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var regionID: String = String()
+
+  /// "" = feasible
+  public var reason: String = String()
+
+  /// 0 = none
+  public var startUnixMs: Int64 = 0
+
+  public var energy: Double = 0
+
+  public var carbon: Double = 0
+
+  public var transfer: Double = 0
+
+  public var wait: Double = 0
+
+  public var total: Double = 0
+
+  public var score: Double = 0
+
+  public var kwh: Double = 0
+
+  public var operationalG: Double = 0
+
+  public var embodiedG: Double = 0
+
+  public var rttMs: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Computegrid_V1_RouteDecision: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var decidedUnixMs: Int64 = 0
+
+  public var objective: String = String()
+
+  public var currency: String = String()
+
+  /// "" = none yet
+  public var regionID: String = String()
+
+  /// 0 = none
+  public var startUnixMs: Int64 = 0
+
+  public var note: String = String()
+
+  public var refusedBy: [String] = []
+
+  public var candidates: [Computegrid_V1_RouteCandidate] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Computegrid_V1_JobForward: Sendable {
@@ -1260,6 +1437,16 @@ public nonisolated struct Computegrid_V1_Job: @unchecked Sendable {
     get {_storage._attempts}
     set {_uniqueStorage()._attempts = newValue}
   }
+
+  /// unset = no national decision recorded
+  public var route: Computegrid_V1_RouteDecision {
+    get {_storage._route ?? Computegrid_V1_RouteDecision()}
+    set {_uniqueStorage()._route = newValue}
+  }
+  /// Returns true if `route` has been explicitly set.
+  public var hasRoute: Bool {_storage._route != nil}
+  /// Clears the value of `route`. Subsequent reads from it will return its default value.
+  public mutating func clearRoute() {_uniqueStorage()._route = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2703,7 +2890,210 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
 
 nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0\u{3}origin_region\0\u{3}data_gb\0\u{1}jurisdictions\0\u{3}latency_slo_ms\0\u{1}objective\0\u{3}objective_weights\0\u{3}deadline_unix_ms\0\u{3}run_seconds\0\u{3}kw_per_device\0")
+
+  fileprivate class _StorageClass {
+    var _name: String = String()
+    var _command: String = String()
+    var _args: [String] = []
+    var _env: Dictionary<String,String> = [:]
+    var _accelerators: Computegrid_V1_AcceleratorRequest? = nil
+    var _timeoutSeconds: UInt32 = 0
+    var _allowedRegions: [String] = []
+    var _maxAttempts: UInt32 = 0
+    var _retryBackoffSeconds: UInt32? = nil
+    var _requeueNever: Bool = false
+    var _keepOnLeaseLoss: Bool = false
+    var _originRegion: String = String()
+    var _dataGb: Double = 0
+    var _jurisdictions: [String] = []
+    var _latencySloMs: Double? = nil
+    var _objective: String = String()
+    var _objectiveWeights: Computegrid_V1_ObjectiveWeights? = nil
+    var _deadlineUnixMs: Int64 = 0
+    var _runSeconds: UInt32 = 0
+    var _kwPerDevice: Double? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _command = source._command
+      _args = source._args
+      _env = source._env
+      _accelerators = source._accelerators
+      _timeoutSeconds = source._timeoutSeconds
+      _allowedRegions = source._allowedRegions
+      _maxAttempts = source._maxAttempts
+      _retryBackoffSeconds = source._retryBackoffSeconds
+      _requeueNever = source._requeueNever
+      _keepOnLeaseLoss = source._keepOnLeaseLoss
+      _originRegion = source._originRegion
+      _dataGb = source._dataGb
+      _jurisdictions = source._jurisdictions
+      _latencySloMs = source._latencySloMs
+      _objective = source._objective
+      _objectiveWeights = source._objectiveWeights
+      _deadlineUnixMs = source._deadlineUnixMs
+      _runSeconds = source._runSeconds
+      _kwPerDevice = source._kwPerDevice
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._command) }()
+        case 3: try { try decoder.decodeRepeatedStringField(value: &_storage._args) }()
+        case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._env) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._accelerators) }()
+        case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._timeoutSeconds) }()
+        case 7: try { try decoder.decodeRepeatedStringField(value: &_storage._allowedRegions) }()
+        case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxAttempts) }()
+        case 9: try { try decoder.decodeSingularUInt32Field(value: &_storage._retryBackoffSeconds) }()
+        case 10: try { try decoder.decodeSingularBoolField(value: &_storage._requeueNever) }()
+        case 11: try { try decoder.decodeSingularBoolField(value: &_storage._keepOnLeaseLoss) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._originRegion) }()
+        case 13: try { try decoder.decodeSingularDoubleField(value: &_storage._dataGb) }()
+        case 14: try { try decoder.decodeRepeatedStringField(value: &_storage._jurisdictions) }()
+        case 15: try { try decoder.decodeSingularDoubleField(value: &_storage._latencySloMs) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._objective) }()
+        case 17: try { try decoder.decodeSingularMessageField(value: &_storage._objectiveWeights) }()
+        case 18: try { try decoder.decodeSingularInt64Field(value: &_storage._deadlineUnixMs) }()
+        case 19: try { try decoder.decodeSingularUInt32Field(value: &_storage._runSeconds) }()
+        case 20: try { try decoder.decodeSingularDoubleField(value: &_storage._kwPerDevice) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      if !_storage._command.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._command, fieldNumber: 2)
+      }
+      if !_storage._args.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._args, fieldNumber: 3)
+      }
+      if !_storage._env.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._env, fieldNumber: 4)
+      }
+      try { if let v = _storage._accelerators {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      if _storage._timeoutSeconds != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._timeoutSeconds, fieldNumber: 6)
+      }
+      if !_storage._allowedRegions.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._allowedRegions, fieldNumber: 7)
+      }
+      if _storage._maxAttempts != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._maxAttempts, fieldNumber: 8)
+      }
+      try { if let v = _storage._retryBackoffSeconds {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 9)
+      } }()
+      if _storage._requeueNever != false {
+        try visitor.visitSingularBoolField(value: _storage._requeueNever, fieldNumber: 10)
+      }
+      if _storage._keepOnLeaseLoss != false {
+        try visitor.visitSingularBoolField(value: _storage._keepOnLeaseLoss, fieldNumber: 11)
+      }
+      if !_storage._originRegion.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._originRegion, fieldNumber: 12)
+      }
+      if _storage._dataGb.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._dataGb, fieldNumber: 13)
+      }
+      if !_storage._jurisdictions.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._jurisdictions, fieldNumber: 14)
+      }
+      try { if let v = _storage._latencySloMs {
+        try visitor.visitSingularDoubleField(value: v, fieldNumber: 15)
+      } }()
+      if !_storage._objective.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._objective, fieldNumber: 16)
+      }
+      try { if let v = _storage._objectiveWeights {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
+      } }()
+      if _storage._deadlineUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._deadlineUnixMs, fieldNumber: 18)
+      }
+      if _storage._runSeconds != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._runSeconds, fieldNumber: 19)
+      }
+      try { if let v = _storage._kwPerDevice {
+        try visitor.visitSingularDoubleField(value: v, fieldNumber: 20)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_JobSpec, rhs: Computegrid_V1_JobSpec) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._command != rhs_storage._command {return false}
+        if _storage._args != rhs_storage._args {return false}
+        if _storage._env != rhs_storage._env {return false}
+        if _storage._accelerators != rhs_storage._accelerators {return false}
+        if _storage._timeoutSeconds != rhs_storage._timeoutSeconds {return false}
+        if _storage._allowedRegions != rhs_storage._allowedRegions {return false}
+        if _storage._maxAttempts != rhs_storage._maxAttempts {return false}
+        if _storage._retryBackoffSeconds != rhs_storage._retryBackoffSeconds {return false}
+        if _storage._requeueNever != rhs_storage._requeueNever {return false}
+        if _storage._keepOnLeaseLoss != rhs_storage._keepOnLeaseLoss {return false}
+        if _storage._originRegion != rhs_storage._originRegion {return false}
+        if _storage._dataGb != rhs_storage._dataGb {return false}
+        if _storage._jurisdictions != rhs_storage._jurisdictions {return false}
+        if _storage._latencySloMs != rhs_storage._latencySloMs {return false}
+        if _storage._objective != rhs_storage._objective {return false}
+        if _storage._objectiveWeights != rhs_storage._objectiveWeights {return false}
+        if _storage._deadlineUnixMs != rhs_storage._deadlineUnixMs {return false}
+        if _storage._runSeconds != rhs_storage._runSeconds {return false}
+        if _storage._kwPerDevice != rhs_storage._kwPerDevice {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_ObjectiveWeights: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ObjectiveWeights"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}energy\0\u{1}carbon\0\u{1}transfer\0\u{1}wait\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2711,75 +3101,191 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.command) }()
-      case 3: try { try decoder.decodeRepeatedStringField(value: &self.args) }()
-      case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.env) }()
-      case 5: try { try decoder.decodeSingularMessageField(value: &self._accelerators) }()
-      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutSeconds) }()
-      case 7: try { try decoder.decodeRepeatedStringField(value: &self.allowedRegions) }()
-      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.maxAttempts) }()
-      case 9: try { try decoder.decodeSingularUInt32Field(value: &self._retryBackoffSeconds) }()
-      case 10: try { try decoder.decodeSingularBoolField(value: &self.requeueNever) }()
-      case 11: try { try decoder.decodeSingularBoolField(value: &self.keepOnLeaseLoss) }()
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.energy) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.carbon) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.transfer) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.wait) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.name.isEmpty {
-      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    if self.energy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.energy, fieldNumber: 1)
     }
-    if !self.command.isEmpty {
-      try visitor.visitSingularStringField(value: self.command, fieldNumber: 2)
+    if self.carbon.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.carbon, fieldNumber: 2)
     }
-    if !self.args.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.args, fieldNumber: 3)
+    if self.transfer.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.transfer, fieldNumber: 3)
     }
-    if !self.env.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.env, fieldNumber: 4)
-    }
-    try { if let v = self._accelerators {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    } }()
-    if self.timeoutSeconds != 0 {
-      try visitor.visitSingularUInt32Field(value: self.timeoutSeconds, fieldNumber: 6)
-    }
-    if !self.allowedRegions.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.allowedRegions, fieldNumber: 7)
-    }
-    if self.maxAttempts != 0 {
-      try visitor.visitSingularUInt32Field(value: self.maxAttempts, fieldNumber: 8)
-    }
-    try { if let v = self._retryBackoffSeconds {
-      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 9)
-    } }()
-    if self.requeueNever != false {
-      try visitor.visitSingularBoolField(value: self.requeueNever, fieldNumber: 10)
-    }
-    if self.keepOnLeaseLoss != false {
-      try visitor.visitSingularBoolField(value: self.keepOnLeaseLoss, fieldNumber: 11)
+    if self.wait.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.wait, fieldNumber: 4)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Computegrid_V1_JobSpec, rhs: Computegrid_V1_JobSpec) -> Bool {
-    if lhs.name != rhs.name {return false}
-    if lhs.command != rhs.command {return false}
-    if lhs.args != rhs.args {return false}
-    if lhs.env != rhs.env {return false}
-    if lhs._accelerators != rhs._accelerators {return false}
-    if lhs.timeoutSeconds != rhs.timeoutSeconds {return false}
-    if lhs.allowedRegions != rhs.allowedRegions {return false}
-    if lhs.maxAttempts != rhs.maxAttempts {return false}
-    if lhs._retryBackoffSeconds != rhs._retryBackoffSeconds {return false}
-    if lhs.requeueNever != rhs.requeueNever {return false}
-    if lhs.keepOnLeaseLoss != rhs.keepOnLeaseLoss {return false}
+  public static func ==(lhs: Computegrid_V1_ObjectiveWeights, rhs: Computegrid_V1_ObjectiveWeights) -> Bool {
+    if lhs.energy != rhs.energy {return false}
+    if lhs.carbon != rhs.carbon {return false}
+    if lhs.transfer != rhs.transfer {return false}
+    if lhs.wait != rhs.wait {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_RouteCandidate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RouteCandidate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{1}reason\0\u{3}start_unix_ms\0\u{1}energy\0\u{1}carbon\0\u{1}transfer\0\u{1}wait\0\u{1}total\0\u{1}score\0\u{1}kwh\0\u{3}operational_g\0\u{3}embodied_g\0\u{3}rtt_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.startUnixMs) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.energy) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.carbon) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.transfer) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.wait) }()
+      case 8: try { try decoder.decodeSingularDoubleField(value: &self.total) }()
+      case 9: try { try decoder.decodeSingularDoubleField(value: &self.score) }()
+      case 10: try { try decoder.decodeSingularDoubleField(value: &self.kwh) }()
+      case 11: try { try decoder.decodeSingularDoubleField(value: &self.operationalG) }()
+      case 12: try { try decoder.decodeSingularDoubleField(value: &self.embodiedG) }()
+      case 13: try { try decoder.decodeSingularDoubleField(value: &self.rttMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.regionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.regionID, fieldNumber: 1)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    }
+    if self.startUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.startUnixMs, fieldNumber: 3)
+    }
+    if self.energy.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.energy, fieldNumber: 4)
+    }
+    if self.carbon.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.carbon, fieldNumber: 5)
+    }
+    if self.transfer.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.transfer, fieldNumber: 6)
+    }
+    if self.wait.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.wait, fieldNumber: 7)
+    }
+    if self.total.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.total, fieldNumber: 8)
+    }
+    if self.score.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.score, fieldNumber: 9)
+    }
+    if self.kwh.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.kwh, fieldNumber: 10)
+    }
+    if self.operationalG.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.operationalG, fieldNumber: 11)
+    }
+    if self.embodiedG.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.embodiedG, fieldNumber: 12)
+    }
+    if self.rttMs.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.rttMs, fieldNumber: 13)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_RouteCandidate, rhs: Computegrid_V1_RouteCandidate) -> Bool {
+    if lhs.regionID != rhs.regionID {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.startUnixMs != rhs.startUnixMs {return false}
+    if lhs.energy != rhs.energy {return false}
+    if lhs.carbon != rhs.carbon {return false}
+    if lhs.transfer != rhs.transfer {return false}
+    if lhs.wait != rhs.wait {return false}
+    if lhs.total != rhs.total {return false}
+    if lhs.score != rhs.score {return false}
+    if lhs.kwh != rhs.kwh {return false}
+    if lhs.operationalG != rhs.operationalG {return false}
+    if lhs.embodiedG != rhs.embodiedG {return false}
+    if lhs.rttMs != rhs.rttMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_RouteDecision: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RouteDecision"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}decided_unix_ms\0\u{1}objective\0\u{1}currency\0\u{3}region_id\0\u{3}start_unix_ms\0\u{1}note\0\u{3}refused_by\0\u{1}candidates\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.decidedUnixMs) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.objective) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.currency) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.startUnixMs) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.note) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.refusedBy) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.candidates) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.decidedUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.decidedUnixMs, fieldNumber: 1)
+    }
+    if !self.objective.isEmpty {
+      try visitor.visitSingularStringField(value: self.objective, fieldNumber: 2)
+    }
+    if !self.currency.isEmpty {
+      try visitor.visitSingularStringField(value: self.currency, fieldNumber: 3)
+    }
+    if !self.regionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.regionID, fieldNumber: 4)
+    }
+    if self.startUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.startUnixMs, fieldNumber: 5)
+    }
+    if !self.note.isEmpty {
+      try visitor.visitSingularStringField(value: self.note, fieldNumber: 6)
+    }
+    if !self.refusedBy.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.refusedBy, fieldNumber: 7)
+    }
+    if !self.candidates.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.candidates, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_RouteDecision, rhs: Computegrid_V1_RouteDecision) -> Bool {
+    if lhs.decidedUnixMs != rhs.decidedUnixMs {return false}
+    if lhs.objective != rhs.objective {return false}
+    if lhs.currency != rhs.currency {return false}
+    if lhs.regionID != rhs.regionID {return false}
+    if lhs.startUnixMs != rhs.startUnixMs {return false}
+    if lhs.note != rhs.note {return false}
+    if lhs.refusedBy != rhs.refusedBy {return false}
+    if lhs.candidates != rhs.candidates {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3113,7 +3619,7 @@ nonisolated extension Computegrid_V1_Query.Kind: SwiftProtobuf._ProtoNameProvidi
 
 nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0\u{1}route\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -3133,6 +3639,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
     var _submittedUnixMs: Int64 = 0
     var _updatedUnixMs: Int64 = 0
     var _attempts: [Computegrid_V1_Attempt] = []
+    var _route: Computegrid_V1_RouteDecision? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3160,6 +3667,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       _submittedUnixMs = source._submittedUnixMs
       _updatedUnixMs = source._updatedUnixMs
       _attempts = source._attempts
+      _route = source._route
     }
   }
 
@@ -3195,6 +3703,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         case 15: try { try decoder.decodeSingularInt64Field(value: &_storage._submittedUnixMs) }()
         case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._updatedUnixMs) }()
         case 17: try { try decoder.decodeRepeatedMessageField(value: &_storage._attempts) }()
+        case 18: try { try decoder.decodeSingularMessageField(value: &_storage._route) }()
         default: break
         }
       }
@@ -3258,6 +3767,9 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       if !_storage._attempts.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._attempts, fieldNumber: 17)
       }
+      try { if let v = _storage._route {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3284,6 +3796,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._submittedUnixMs != rhs_storage._submittedUnixMs {return false}
         if _storage._updatedUnixMs != rhs_storage._updatedUnixMs {return false}
         if _storage._attempts != rhs_storage._attempts {return false}
+        if _storage._route != rhs_storage._route {return false}
         return true
       }
       if !storagesAreEqual {return false}
