@@ -94,6 +94,36 @@ import Testing
         #expect(throws: ConfigError.self) { try JobFile.parse("command: x\nacelerators: {count: 1}\n", source: "typo.yaml") }
     }
 
+    @Test func jobFileRoutingKeys() throws {
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let spec = try JobFile.parse("""
+            command: train
+            origin: yrd
+            data_gb: 120
+            jurisdictions: [CN-SH]
+            latency_slo_ms: 20
+            objective: {energy: 1, carbon: 10, transfer: 1, wait: 0}
+            deadline: +12h
+            run_time: 90m
+            kw_per_device: 0.7
+            """, source: "train.yaml", now: now)
+        let r = spec.routing
+        #expect(r.origin == "yrd" && r.dataGB == 120 && r.jurisdictions == ["CN-SH"] && r.latencySLOMs == 20)
+        #expect(r.objective == .weights(energy: 1, carbon: 10, transfer: 1, wait: 0))
+        #expect(r.deadline == now.addingTimeInterval(12 * 3600) && r.runSeconds == 5400 && r.kwPerDevice == 0.7)
+        #expect(try JobFile.parse("command: x\ndeadline: 2026-12-03T06:00:00Z\nobjective: carbon\n", source: "a.yaml").routing.deadline
+                == ISO8601DateFormatter().date(from: "2026-12-03T06:00:00Z"))
+        do {
+            _ = try JobFile.parse("command: x\ndeadline: tomorrow\nrun_time: long\nobjective: cheapest\ndata_gb: -3\nlatency_slo_ms: 5\n", source: "bad.yaml")
+            Issue.record("accepted a bad routing block")
+        } catch let e as ConfigError {
+            let text = "\(e)"
+            for key in ["deadline:", "run_time:", "objective:", "data_gb:", "latency_slo_ms: needs origin"] {
+                #expect(text.contains(key), "\(key) missing from \(text)")
+            }
+        }
+    }
+
     @Test(arguments: [("40GiB", 40960), ("16000", 16000), ("1.5 GiB", 1536), ("80GB", 76294), ("512MiB", 512)])
     func memorySizes(_ text: String, _ mib: Int) {
         #expect(JobFile.parseMemoryMiB(text) == mib)

@@ -172,6 +172,39 @@ import Testing
         #expect(try Wire.Job(r).record() == r)
     }
 
+    @Test(arguments: [RoutingObjective.cost, .carbon, .latency, .balanced, .weights(energy: 1, carbon: 10, transfer: 0.5, wait: 0)])
+    func routingFieldsAndTheDecisionRoundTrip(objective: RoutingObjective) throws {
+        let now = Date(unixMilliseconds: 1_700_000_000_000)
+        let routing = RoutingRequest(origin: "yrd", dataGB: 120.5, jurisdictions: ["CN-SH", "CN-NX"], latencySLOMs: 20,
+                                     objective: objective, deadline: now.addingTimeInterval(7200), runSeconds: 3600, kwPerDevice: 0.7)
+        var c = RouteExplanation.Candidate(region: "nx")
+        c.start = now.addingTimeInterval(3600)
+        c.energy = 1.5
+        c.total = 2.5
+        c.rttMs = 26
+        let route = RouteExplanation(decidedAt: now, objective: objective.description, currency: "CNY", region: "nx", start: c.start,
+                                     note: "held", refusedBy: ["gz"], candidates: [c, .init(region: "sh", reason: "jurisdiction")])
+        let r = JobRecord(id: "j-1", spec: JobSpec(name: "n", command: "c", accelerators: AcceleratorRequest(count: 8), routing: routing),
+                          state: .pending, submittedAt: now, updatedAt: now, route: route)
+        #expect(try Wire.Job(r).record() == r)
+        let json = try JSONEncoder().encode(r)
+        #expect(try JSONDecoder().decode(JobRecord.self, from: json) == r, "stored form")
+    }
+
+    @Test func routingFieldsOutOfRangeAreRejectedByName() {
+        var spec = Wire.JobSpec(JobSpec(name: "x", command: "true"))
+        spec.dataGb = -1
+        spec.latencySloMs = .infinity
+        spec.objective = "cheapest"
+        #expect(throws: ProtocolError.self) { try spec.spec() }
+        spec.objective = "cost"
+        let problems = (try? spec.spec()).map { _ in [String]() } ?? ["threw"]
+        #expect(problems == ["threw"])
+        var ok = Wire.JobSpec(JobSpec(name: "x", command: "true"))
+        ok.runSeconds = UInt32.max
+        #expect(throws: ProtocolError.self) { try ok.spec() }
+    }
+
     /// Fuzz-style robustness: random bytes and random mutations of valid frames never crash.
     @Test func randomBytesNeverCrash() {
         var rng = SplitMix64(seed: 0xC0FFEE)
