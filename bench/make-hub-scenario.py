@@ -52,6 +52,8 @@ def main():
     ap.add_argument("--jobs", type=int, default=300)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--hours", type=int, default=48)
+    ap.add_argument("--capacity-scale", type=float, default=1.0,
+                    help="multiply every cluster's GPUs (0.25: a congested network)")
     ap.add_argument("--national-config", action="store_true",
                     help="print a national controller config with the ten hub region profiles instead")
     args = ap.parse_args()
@@ -70,6 +72,7 @@ def main():
             g = float(row["grid_factor_tco2_mwh"]) * 1000
             pue = float(row["pue_reported"] or row["pue_target"])
             cap = rng.choice([256, 384, 512]) if rid not in EAST else rng.choice([128, 192, 256])
+            cap = max(8, int(cap * args.capacity_scale))
             free = []
             for h in range(args.hours):
                 day = 8 <= h % 24 < 22
@@ -129,6 +132,7 @@ def print_national_config(regions, notes, rtt):
         print(f"  - id: {r['id']}")
         print(f"    jurisdictions: [{', '.join(n['jurisdictions'])}]")
         print(f"    pue: {r['pue']}")
+        print("    utc_offset_hours: 8   # the curves are China Standard Time")
         print(f"    price_per_kwh: [{', '.join(str(v) for v in r['price_per_kwh'])}]   # price {n['price']}, TOU {n['tou']}")
         print(f"    carbon_g_per_kwh: {r['carbon_g_per_kwh'][0]}   # grid factor (annual, flat)")
         print(f"    embodied_g_per_gpu_hour: {r['embodied_g_per_gpu_hour']}   # H100 164 kg / 5 years (assumption)")

@@ -75,23 +75,23 @@ done
 rm -rf "$RUN"
 mkdir -p "$LOGS"
 
-log "starting the national scheduler and two regional controllers"
+log "starting the national scheduler and three regional controllers"
 start national "$BIN/grid-controller" --config "$ROOT/controller-config/national.yaml"
 wait_listening national
-for r in guian zhongwei; do
+for r in guian zhongwei demozone; do
   start "region-$r" "$BIN/grid-controller" --config "$ROOT/controller-config/region-$r.yaml"
   wait_listening "region-$r"
 done
 
-log "starting six agents with simulated accelerators (captured vendor-tool outputs)"
-for a in gz-a100 gz-v100 gz-ascend nx-t4 nx-mi100 nx-gaudi; do
+log "starting seven agents with simulated accelerators (captured vendor-tool outputs)"
+for a in gz-a100 gz-v100 gz-ascend nx-t4 nx-mi100 nx-gaudi sh-a10g; do
   start "agent-$a" "$BIN/grid-agent" run --config "$ROOT/agent-config/$a.yaml"
   echo "    $a: $(sed -n 's/^# Simulated node for `make demo`: //p' "$ROOT/agent-config/$a.yaml")"
 done
 
 log "waiting for the regions to report all nodes to the national scheduler"
 "$BIN/gridctl" --help >/dev/null
-"$BIN/gridctl" nodes --controller "$NATIONAL" --expect 6 --within 60 || exit 1
+"$BIN/gridctl" nodes --controller "$NATIONAL" --expect 7 --within 60 || exit 1
 echo
 "$BIN/gridctl" regions --controller "$NATIONAL"
 
@@ -108,3 +108,16 @@ else
   log "some jobs did not succeed (gridctl wait exit $rc)"
   exit $rc
 fi
+
+log "routing by price, carbon, jurisdiction and time (examples/routing; region profiles in controller-config/national.yaml)"
+for j in west-for-price kept-in-jurisdiction delayed-to-cheaper-hour; do
+  "$BIN/gridctl" submit --controller "$NATIONAL" --id "$j" "$ROOT/examples/routing/$j.yaml" || exit 1
+done
+"$BIN/gridctl" wait --controller "$NATIONAL" --within 60 west-for-price kept-in-jurisdiction || exit 1
+for j in west-for-price kept-in-jurisdiction delayed-to-cheaper-hour; do
+  echo
+  log "gridctl explain $j"
+  "$BIN/gridctl" explain --controller "$NATIONAL" "$j" || exit 1
+done
+echo
+log "delayed-to-cheaper-hour stays held in the national scheduler's store (run/national) until its hour"

@@ -55,12 +55,13 @@ public enum Table {
             let feasible = c.reason == nil
             return [(c.region == e.region ? "* " : "  ") + c.region.rawValue, feasible ? "yes" : "no", c.reason ?? "-",
                     feasible ? money(c.energy) : "-", feasible ? money(c.carbon) : "-", feasible ? money(c.transfer) : "-",
-                    feasible ? money(c.wait) : "-", feasible ? money(c.total) : "-",
+                    feasible ? money(c.wait) : "-", feasible ? money(c.total) : "-", feasible ? money(c.score) : "-",
                     feasible ? String(format: "%.1f", (c.operationalG + c.embodiedG) / 1000) : "-",
                     feasible ? String(format: "%.0f", c.rttMs) : "-", c.start.map { f.string(from: $0) } ?? "-"]
         }
         return head + "\n\n" + render(["REGION", "FEASIBLE", "REASON", "ENERGY", "CARBON", "TRANSFER", "WAIT",
-                                        "TOTAL \(e.currency)", "CO2 kg", "RTT ms", "START"], rows)
+                                        "TOTAL \(e.currency)", "SCORE", "CO2 kg", "RTT ms", "START"], rows)
+            + "\n\nTOTAL is money (energy + carbon price + transfer + waiting); SCORE is what the objective minimised (weighted terms + scarcity)"
     }
 
     /// Every run of one job: where, which epoch, when, and why it ended.
