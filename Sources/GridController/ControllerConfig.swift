@@ -46,6 +46,14 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     public var historyRetentionHours: Double = 24
     /// Largest message accepted on any socket. Default 4 MiB.
     public var maxMessageBytes: Int = 4 << 20
+    /// Region: start a job only once the national scheduler has recorded its placement (one
+    /// round trip), so the national scheduler may run this region's queued jobs elsewhere if
+    /// the region falls silent, and never twice. Off: jobs start without it, and a silent
+    /// region's queued jobs wait for it. Default true.
+    public var confirmStarts: Bool = true
+    /// Region: refuse new jobs (maintenance); the national scheduler sends them elsewhere.
+    /// Jobs already in the region run to the end. Default false.
+    public var drain: Bool = false
     /// Region placement policy.
     public var placement: PlacementPolicy = PlacementPolicy()
     /// National routing policy.
@@ -71,6 +79,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case retryIntervalMs = "retry_interval_ms"
         case maxMessageBytes = "max_message_bytes"
         case placementBudget = "placement_budget"
+        case confirmStarts = "confirm_starts"
+        case drain
         case historyRetentionHours = "history_retention_hours"
         case placement, routing, regions, prices
         case logLevel = "log_level"
@@ -96,6 +106,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         placementBudget = try c.value(.placementBudget, default: d.placementBudget)
         historyRetentionHours = try c.value(.historyRetentionHours, default: d.historyRetentionHours)
         placement = try c.value(.placement, default: d.placement)
+        confirmStarts = try c.value(.confirmStarts, default: d.confirmStarts)
+        drain = try c.value(.drain, default: d.drain)
         routing = try c.value(.routing, default: d.routing)
         regions = try c.value(.regions, default: d.regions)
         prices = try c.value(.prices, default: d.prices)

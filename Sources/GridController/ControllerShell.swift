@@ -157,6 +157,8 @@ extension RegionInstance.Settings {
         placementBudget = config.placementBudget
         historyRetentionMs = Int64(config.historyRetentionHours * 3_600_000)
         placement = .init(allowDegraded: config.placement.allowDegraded)
+        confirmStarts = config.confirmStarts
+        draining = config.drain
     }
 }
 

@@ -48,6 +48,9 @@ public struct NationalInstance: Sendable {
         public var rtt: [String: [String: Double]] = [:]
         public var prices = RegionChoice.Prices(carbonPerTonne: 80, transferPerGB: 0.14, waitPerGPUHour: 2)
         public var currency = "CNY"
+        /// A region that confirms starts and is silent this long loses its forwarded and queued
+        /// jobs to other regions; 0 = never.
+        public var regionLostAfterMs: Int64 = 60_000
         public init() {}
     }
 
@@ -112,9 +115,14 @@ public struct NationalInstance: Sendable {
     var reserved: [String: [Int: Int]] = [:]
     /// Jobs held for a cheaper or cleaner hour: what they reserved.
     var held: [JobID: (region: String, start: Int, hours: Int, gpus: Int)] = [:]
+    /// When this instance started: a region's silence counts from then at the earliest.
+    var startedMs: Int64 = 0
+    var nextMoveCheckMs: Int64 = 0
+    var allSilentReported = false
 
     public init(settings: Settings, recovered: NationalRecovery, now: Moment) {
         self.settings = settings
+        startedMs = now.monotonicMs
         idPrefix = "j-" + String(UInt64(max(0, now.wall.timeIntervalSince1970 * 1000)), radix: 36)
         for j in recovered.jobs {
             jobs[j.id] = j
@@ -155,7 +163,7 @@ public struct NationalInstance: Sendable {
         switch message.body {
         case .submit(let m): return onSubmit(m, origin: origin, now: now)
         case .regionSummary(let m): return onRegionSummary(m, origin: origin, now: now)
-        case .jobForwardAck(let m): return onJobForwardAck(m, now: now)
+        case .jobForwardAck(let m): return onJobForwardAck(m, origin: origin, now: now)
         case .statusUpdate(let m): return onStatusUpdate(m, origin: origin, now: now)
         case .query(let m): return onQuery(m, origin: origin, now: now)
         case .queryReply(let m): return onQueryReply(m)
@@ -410,9 +418,11 @@ public struct NationalInstance: Sendable {
         return out
     }
 
-    public mutating func onJobForwardAck(_ m: Wire.JobForwardAck, now: Moment) -> [ControllerDirective] {
+    public mutating func onJobForwardAck(_ m: Wire.JobForwardAck, origin: Origin, now: Moment) -> [ControllerDirective] {
         let id = JobID(m.jobID)
-        guard forwards.removeValue(forKey: id) != nil else { return [] }
+        // A late answer from a region the job has since been moved away from is not this forward's.
+        guard let f = forwards[id], regions[f.region]?.route == nil || regions[f.region]?.route == origin.peer else { return [] }
+        forwards[id] = nil
         var out: [ControllerDirective] = [.persist(.outboxDone(key: "forward:\(id)"))]
         guard var job = jobs[id] else { return out }
         if m.accepted {
@@ -457,8 +467,16 @@ public struct NationalInstance: Sendable {
         }
         ack.applied = true
         if applied[m.updateID] != nil { return [.reply(.statusAck(ack), to: origin)] }
+        if !m.regionID.isEmpty, job.region?.rawValue != m.regionID, job.route?.refusedBy.contains(RegionID(m.regionID)) == true {
+            // The job was routed elsewhere (this region refused it, or was silent and its jobs
+            // were moved): `moved` tells the region to drop it if it has not started it (a
+            // region that confirms starts never has).
+            ack.applied = false
+            ack.reason = "moved: job \(m.jobID) is \(job.region.map { "held by region \($0)" } ?? "no longer in this region")"
+            return [.reply(.statusAck(ack), to: origin),
+                    .log(LogEvent(.warning, "status from a region that no longer holds the job", ["job": m.jobID, "from": m.regionID, "holder": job.region?.rawValue ?? "-"]))]
+        }
         if !m.regionID.isEmpty, let current = job.region, current.rawValue != m.regionID {
-            // The job was routed elsewhere (this region refused it, or lost it to a re-route).
             return [.reply(.statusAck(ack), to: origin),
                     .log(LogEvent(.warning, "status from a region that does not hold the job", ["job": m.jobID, "from": m.regionID, "holder": "\(current)"]))]
         }
@@ -552,6 +570,7 @@ public struct NationalInstance: Sendable {
             case .forward(let id): out += sendForward(id, now: now)
             case .release(let id): out += releaseHeld(id, now: now)
             case .route:
+                out += moveJobsOfSilentRegions(now: now)
                 routeDirty = true
                 timers.schedule(.route, at: now.monotonicMs + 1000)
             case .queries:
@@ -618,6 +637,67 @@ public struct NationalInstance: Sendable {
         return out
     }
 
+    /// Regions that confirm starts (so have started nothing the national scheduler does not
+    /// know of) and have been silent past `regionLostAfterMs` lose their forwarded and queued
+    /// jobs to regions that can take them now; a job no other region can take stays (and is
+    /// tried again every few seconds). Should the region come back, its `assigned` report for
+    /// a moved job is answered `moved` and it drops the job. When no region at all has spoken
+    /// within the limit, nothing moves: the silence is more likely this scheduler's own network.
+    mutating func moveJobsOfSilentRegions(now: Moment) -> [ControllerDirective] {
+        guard settings.regionLostAfterMs > 0, now.monotonicMs >= nextMoveCheckMs else { return [] }
+        nextMoveCheckMs = now.monotonicMs + 5000
+        func silent(_ v: RegionView) -> Bool { now.monotonicMs - max(v.lastSeenMs, startedMs) > settings.regionLostAfterMs }
+        let lost = Set(regions.filter { $0.value.summary.confirmsStarts && silent($0.value) }.keys)
+        guard !lost.isEmpty else { return [] }
+        guard regions.values.contains(where: { !silent($0) }) else {
+            guard !allSilentReported else { return [] }
+            allSilentReported = true
+            return [.log(LogEvent(.error, "every region is silent: holding their jobs where they are (check this scheduler's network)",
+                                  ["regions": "\(regions.count)"]))]
+        }
+        allSilentReported = false
+        var out: [ControllerDirective] = []
+        var moved = 0, stayed = 0
+        let ids = jobs.compactMap { id, j in (j.state == .forwarded || j.state == .queued) && j.region.map(lost.contains) == true ? id : nil }
+        for id in ids.sorted(by: { jobs[$0]!.submittedAt < jobs[$1]!.submittedAt }) {
+            guard let job = jobs[id], let from = job.region else { continue }
+            let hadForward = forwards[id] != nil
+            var trial = job
+            var route = job.route ?? RouteExplanation(decidedAt: now.wall, objective: job.spec.routing.objective.description,
+                                                      currency: settings.currency, region: nil, start: nil, note: "", candidates: [])
+            route.refusedBy.append(from)
+            trial.route = route
+            trial.state = .pending
+            trial.region = nil
+            trial.epoch = 0
+            let (outcome, directives) = self.route(&trial, now: now)
+            switch outcome {
+            case .waiting, .impossible:
+                // Nowhere else to go now: it waits for its region (or for room elsewhere).
+                stayed += 1
+                continue
+            case .forwarded, .held:
+                break
+            }
+            let why = "region \(from) silent for more than \(settings.regionLostAfterMs / 1000) s"
+            trial.message = "\(why); " + trial.message
+            if var r = trial.route {
+                r.note = r.note.isEmpty ? why : why + "; " + r.note
+                trial.route = r
+            }
+            if hadForward { out.append(.persist(.outboxDone(key: "forward:\(id)"))) }
+            jobs[id] = trial
+            out.append(.persist(.job(trial)))
+            out += directives
+            moved += 1
+        }
+        if moved > 0 || stayed > 0 {
+            out.append(.log(LogEvent(.warning, "regions silent: their waiting jobs were routed again",
+                                     ["regions": lost.map(\.rawValue).sorted().joined(separator: ","), "moved": "\(moved)", "stayed": "\(stayed)"])))
+        }
+        return out
+    }
+
     mutating func prune(now: Moment) -> [ControllerDirective] {
         let horizon = now.monotonicMs - settings.historyRetentionMs
         var drop = 0
@@ -656,6 +736,7 @@ extension NationalInstance.Settings {
         routing = config.routing
         retryIntervalMs = Int64(config.retryIntervalMs)
         historyRetentionMs = Int64(config.historyRetentionHours * 3_600_000)
+        regionLostAfterMs = Int64(config.routing.regionLostAfterSeconds * 1000)
         profiles = config.regions.map(\.decisionRegion)
         for p in config.regions { rtt[p.id] = p.rttMs }
         prices = config.prices.decision

@@ -67,6 +67,13 @@ public struct RegionInstance: Sendable {
         /// A gap between turns longer than this counts as the controller stalling.
         public var stallThresholdMs: Int64 = 500
         public var placement: PlacementIndex.Options = .init()
+        /// Start a placed job only once the national scheduler has acknowledged its `assigned`
+        /// status (PROTOCOL.md, "Region loss"): then the national scheduler may run this region's
+        /// queued jobs elsewhere when the region falls silent, and never twice.
+        public var confirmStarts: Bool = false
+        /// Maintenance: refuse new jobs from the national scheduler (it sends them elsewhere);
+        /// jobs already here run and finish as usual.
+        public var draining: Bool = false
         public init(region: RegionID) { self.region = region }
     }
 
@@ -133,6 +140,10 @@ public struct RegionInstance: Sendable {
     var appliedHead = 0
     var timers = TimerHeap<Timer>()
     var cancelRequested: Set<JobID> = []
+    /// Placed but not yet confirmed by the national scheduler (`confirmStarts`): assignment →
+    /// the update id of its `assigned` status, and back.
+    var unconfirmed: [AssignmentID: String] = [:]
+    var awaitingConfirmation: [String: AssignmentID] = [:]
     var placementDirty = true
     var lastTurnMs: Int64?
     /// Total time the controller was stalled (turn gaps beyond the threshold).
@@ -211,6 +222,12 @@ public struct RegionInstance: Sendable {
             guard let u = try? Wire.StatusUpdate(serializedBytes: item.payload) else { continue }
             outbox[item.key] = Outgoing(item: item, update: u, attempts: 0, dueMs: now.monotonicMs)
             timers.schedule(.outbox(item.key), at: now.monotonicMs)
+            // A placement whose `assigned` was never acknowledged still waits for it.
+            let aid = AssignmentID("\(u.jobID).\(u.epoch)")
+            if settings.confirmStarts, u.state == JobState.assigned.rawValue, assignments[aid]?.state == .pending {
+                unconfirmed[aid] = item.key
+                awaitingConfirmation[item.key] = aid
+            }
         }
         for (id, at) in recovered.applied.sorted(by: { $0.1 < $1.1 }) {
             let ms = now.monotonicMs - Int64(now.wall.timeIntervalSince(at) * 1000)
@@ -232,7 +249,7 @@ public struct RegionInstance: Sendable {
         case .assignmentAck(let m): return onAssignmentAck(m, now: now)
         case .statusUpdate(let m): return onStatusUpdate(m, origin: origin, now: now)
         case .jobForward(let m): return onJobForward(m, origin: origin, now: now)
-        case .statusAck(let m): return onStatusAck(m)
+        case .statusAck(let m): return onStatusAck(m, now: now)
         case .regionSummaryAck(let m):
             if m.wantFull { wantFullSummary = true }
             return []
@@ -529,6 +546,7 @@ public struct RegionInstance: Sendable {
     mutating func release(_ a: AssignmentRecord) {
         assignments[a.id] = nil
         sentAt[a.id] = nil
+        if let uid = unconfirmed.removeValue(forKey: a.id) { awaitingConfirmation[uid] = nil }
         nodes[a.node]?.held.remove(a.id)
         refreshDigest(a.node)
         index.release(node: a.node, deviceIDs: a.deviceIDs)
@@ -585,6 +603,8 @@ public struct RegionInstance: Sendable {
         return out
     }
 
+    static func updateID(_ region: RegionID, _ job: JobRecord) -> String { "\(region):\(job.id):\(job.epoch):\(job.state.rawValue)" }
+
     /// Records an upward status change in the outbox, in the same batch as the change. A newer
     /// state of the same job and epoch replaces an older one not yet sent.
     mutating func enqueueStatus(_ job: JobRecord, now: Moment) -> [ControllerDirective] {
@@ -606,7 +626,7 @@ public struct RegionInstance: Sendable {
         u.deviceModels = job.deviceModels
         u.attempts = job.attempts.map(Wire.Attempt.init)
         u.maxAttempts = UInt32(clamping: job.spec.retry.maxAttempts)
-        u.updateID = "\(region):\(job.id):\(job.epoch):\(job.state.rawValue)"
+        u.updateID = Self.updateID(region, job)
         let payload: [UInt8] = (try? u.serializedBytes()) ?? []
         let item = OutboxItem(key: u.updateID, destination: "national", type: "status_update", payload: payload,
                               createdAt: now.wall, attempts: 0, lastAttemptAt: nil)
@@ -615,9 +635,55 @@ public struct RegionInstance: Sendable {
         return [.persist(.outbox(item))]
     }
 
-    public mutating func onStatusAck(_ m: Wire.StatusAck) -> [ControllerDirective] {
-        guard outbox.removeValue(forKey: m.updateID) != nil else { return [] }
-        return [.persist(.outboxDone(key: m.updateID))]
+    public mutating func onStatusAck(_ m: Wire.StatusAck, now: Moment) -> [ControllerDirective] {
+        guard let o = outbox.removeValue(forKey: m.updateID) else { return [] }
+        var out: [ControllerDirective] = [.persist(.outboxDone(key: m.updateID))]
+        let moved = !m.applied && m.reason.hasPrefix("moved")
+        if let aid = awaitingConfirmation.removeValue(forKey: m.updateID) {
+            unconfirmed[aid] = nil
+            if !moved {
+                // The national scheduler has recorded the placement (or does not know the job,
+                // so cannot have run it elsewhere): start it.
+                sentAt[aid] = (0, sentAt[aid]?.attempts ?? 0)
+                timers.schedule(.resend(aid), at: now.monotonicMs)
+            }
+        }
+        if moved { out += dropMoved(JobID(o.update.jobID), reason: m.reason, now: now) }
+        return out
+    }
+
+    /// The national scheduler has run this job elsewhere (this region was silent past its
+    /// limit): forget it here if it has not started. A confirmed, running job is never dropped
+    /// (the national scheduler does not move those).
+    mutating func dropMoved(_ id: JobID, reason: String, now: Moment) -> [ControllerDirective] {
+        guard var job = jobs[id], !job.state.isTerminal else { return [] }
+        var out: [ControllerDirective] = []
+        switch job.state {
+        case .queued:
+            queue.removeAll { $0 == id }
+            queueCursor = min(queueCursor, queue.count)
+        case .assigned:
+            guard let aid = job.assignment, var a = assignments[aid], a.state == .pending, sentAt[aid]?.at ?? 0 == 0 else {
+                return [.log(LogEvent(.error, "a started job was reported moved; kept", ["job": "\(id)", "reason": reason]))]
+            }
+            a.state = .revoked
+            out.append(.persist(.assignment(a, at: now.wall)))
+            release(a)
+            if let last = job.attempts.indices.last, job.attempts[last].assignment == aid { job.attempts.removeLast() }
+            job.assignment = nil
+            job.node = nil
+            job.deviceIDs = []
+            job.deviceModels = []
+        default:
+            return []
+        }
+        job.state = .cancelled
+        job.message = "moved by the national scheduler: \(reason)"
+        job.updatedAt = now.wall
+        jobs[id] = job
+        out.append(.persist(.job(job)))
+        out.append(.log(LogEvent(.warning, "job moved to another region; dropped here", ["job": "\(id)", "reason": reason])))
+        return out
     }
 
     // MARK: from the national scheduler
@@ -629,7 +695,10 @@ public struct RegionInstance: Sendable {
         do {
             let spec = try m.spec.spec()
             let problems = spec.problems()
-            if !problems.isEmpty {
+            if settings.draining && jobs[JobID(m.jobID)] == nil {
+                ack.accepted = false
+                ack.reason = "region \(region) is draining (drain: true): it takes no new jobs"
+            } else if !problems.isEmpty {
                 ack.accepted = false
                 ack.reason = problems.joined(separator: "; ")
             } else {
@@ -811,6 +880,8 @@ public struct RegionInstance: Sendable {
 
     mutating func resend(_ aid: AssignmentID, now: Moment) -> [ControllerDirective] {
         guard let a = assignments[aid], a.state == .pending, let job = jobs[a.job] else { return [] }
+        // Not confirmed yet: the confirmation schedules the first send.
+        guard unconfirmed[aid] == nil else { return [] }
         let sent = sentAt[aid] ?? (0, 0)
         let backoff = retryDelay(afterSends: sent.attempts)
         guard now.monotonicMs - sent.at >= backoff || sent.at == 0 else {
@@ -912,11 +983,17 @@ public struct RegionInstance: Sendable {
                 out.append(.persist(.job(job)))
                 out.append(.persist(.assignment(a, at: now.wall)))
                 out += enqueueStatus(job, now: now)
-                if let peer = node.route {
-                    sentAt[aid] = (now.monotonicMs, 1)
-                    out.append(assignmentMessage(a, job: job, to: peer))
+                if settings.confirmStarts {
+                    let uid = Self.updateID(region, job)
+                    unconfirmed[aid] = uid
+                    awaitingConfirmation[uid] = aid
+                } else {
+                    if let peer = node.route {
+                        sentAt[aid] = (now.monotonicMs, 1)
+                        out.append(assignmentMessage(a, job: job, to: peer))
+                    }
+                    timers.schedule(.resend(aid), at: now.monotonicMs + settings.retryIntervalMs)
                 }
-                timers.schedule(.resend(aid), at: now.monotonicMs + settings.retryIntervalMs)
                 out.append(.log(LogEvent(.info, "job placed", ["job": "\(jid)", "node": "\(nodeID)", "devices": deviceIDs.joined(separator: ","), "epoch": "\(job.epoch)"])))
             case .busy(let why), .impossible(let why):
                 if want.count > 0 { blocked[shape] = min(blocked[shape] ?? Int.max, want.count) }
@@ -954,8 +1031,10 @@ public struct RegionInstance: Sendable {
         for n in nodes.values { if n.record.state == .ready { ready += 1 } else if n.record.state == .lost { lost += 1 } }
         // Assigned or running jobs are exactly those with an active assignment.
         let running = assignments.count
-        return RegionSummary(region: region, nodesReady: ready, nodesLost: lost, queuedJobs: queue.count, runningJobs: running,
-                             capacity: capacity, nodes: [], nodesTruncated: false, generatedAt: now.wall)
+        var s = RegionSummary(region: region, nodesReady: ready, nodesLost: lost, queuedJobs: queue.count, runningJobs: running,
+                              capacity: capacity, nodes: [], nodesTruncated: false, generatedAt: now.wall)
+        s.confirmsStarts = settings.confirmStarts
+        return s
     }
 
     /// Aggregates, not node lists: capacity by class, health counts, queue depth. A delta names

@@ -360,6 +360,9 @@ public struct RegionSummary: Codable, Sendable, Hashable {
     public var nodes: [NodeBrief]
     public var nodesTruncated: Bool
     public var generatedAt: Date
+    /// The region starts forwarded jobs only once the national scheduler has recorded the
+    /// placement, so its queued jobs may be re-routed when it falls silent.
+    public var confirmsStarts: Bool = false
 
     public init(
         region: RegionID, nodesReady: Int, nodesLost: Int, queuedJobs: Int, runningJobs: Int,
@@ -374,6 +377,21 @@ public struct RegionSummary: Codable, Sendable, Hashable {
         self.nodes = nodes
         self.nodesTruncated = nodesTruncated
         self.generatedAt = generatedAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case region, nodesReady, nodesLost, queuedJobs, runningJobs, capacity, nodes, nodesTruncated, generatedAt, confirmsStarts
+    }
+
+    /// Summaries stored before `confirmsStarts` existed still decode.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(region: try c.decode(RegionID.self, forKey: .region), nodesReady: try c.decode(Int.self, forKey: .nodesReady),
+                  nodesLost: try c.decode(Int.self, forKey: .nodesLost), queuedJobs: try c.decode(Int.self, forKey: .queuedJobs),
+                  runningJobs: try c.decode(Int.self, forKey: .runningJobs), capacity: try c.decode([CapacityEntry].self, forKey: .capacity),
+                  nodes: try c.decode([NodeBrief].self, forKey: .nodes), nodesTruncated: try c.decode(Bool.self, forKey: .nodesTruncated),
+                  generatedAt: try c.decode(Date.self, forKey: .generatedAt))
+        confirmsStarts = try c.decodeIfPresent(Bool.self, forKey: .confirmsStarts) ?? false
     }
 }
 

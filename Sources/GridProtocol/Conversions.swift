@@ -327,10 +327,11 @@ extension Wire.RegionSummary {
         nodes = s.nodes.map(Wire.NodeBrief.init)
         nodesTruncated = s.nodesTruncated
         generatedUnixMs = s.generatedAt.unixMilliseconds
+        confirmsStarts = s.confirmsStarts
     }
 
     public var summary: RegionSummary {
-        RegionSummary(
+        var s = RegionSummary(
             region: RegionID(regionID), nodesReady: Int(nodesReady), nodesLost: Int(nodesLost),
             queuedJobs: Int(queuedJobs), runningJobs: Int(runningJobs),
             capacity: capacity.map {
@@ -341,6 +342,8 @@ extension Wire.RegionSummary {
             },
             nodes: nodes.map(\.brief), nodesTruncated: nodesTruncated,
             generatedAt: Date(unixMilliseconds: generatedUnixMs))
+        s.confirmsStarts = confirmsStarts
+        return s
     }
 }
 

@@ -16,8 +16,12 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
     /// With region profiles: whether a job with a deadline may be held for a cheaper or
     /// cleaner hour.
     public var timeShifting: Bool
+    /// A region that confirms starts and has been silent this long loses its forwarded and
+    /// queued jobs to other regions (0 = never).
+    public var regionLostAfterSeconds: Double
     public init(staleAfterSeconds: Double = 30, allowQueueing: Bool = true, defaultKWPerDevice: Double = 0.4,
-                horizonHours: Int = 48, timeShifting: Bool = true) {
+                horizonHours: Int = 48, timeShifting: Bool = true, regionLostAfterSeconds: Double = 60) {
+        self.regionLostAfterSeconds = regionLostAfterSeconds
         self.staleAfterSeconds = staleAfterSeconds
         self.allowQueueing = allowQueueing
         self.defaultKWPerDevice = defaultKWPerDevice
@@ -31,6 +35,7 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         case defaultKWPerDevice = "default_kw_per_device"
         case horizonHours = "horizon_hours"
         case timeShifting = "time_shifting"
+        case regionLostAfterSeconds = "region_lost_after_seconds"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -42,6 +47,7 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         defaultKWPerDevice = try c.value(.defaultKWPerDevice, default: d.defaultKWPerDevice)
         horizonHours = try c.value(.horizonHours, default: d.horizonHours)
         timeShifting = try c.value(.timeShifting, default: d.timeShifting)
+        regionLostAfterSeconds = try c.value(.regionLostAfterSeconds, default: d.regionLostAfterSeconds)
     }
 
     /// Every problem, each naming its key and range.
@@ -49,6 +55,9 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         var out: [String] = []
         if !(staleAfterSeconds > 0 && staleAfterSeconds <= 86_400) { out.append("routing.stale_after_seconds: 0…86400, got \(staleAfterSeconds)") }
         if !(defaultKWPerDevice >= 0 && defaultKWPerDevice <= 10) { out.append("routing.default_kw_per_device: 0…10, got \(defaultKWPerDevice)") }
+        if !(regionLostAfterSeconds == 0 || (1...86_400).contains(regionLostAfterSeconds)) {
+            out.append("routing.region_lost_after_seconds: 0 (never) or 1…86400, got \(regionLostAfterSeconds)")
+        }
         if !(1...24 * 14).contains(horizonHours) { out.append("routing.horizon_hours: 1…336, got \(horizonHours)") }
         return out
     }

@@ -69,8 +69,8 @@ final class Cluster {
         throw ClientError("\(d.name) did not report its endpoint; stderr:\n\(log(d.name))")
     }
 
-    func startNational() throws {
-        let d = try start("national", "grid-controller", ["--role", "national", "--bind", "tcp://127.0.0.1:*", "--data-dir", dir.appendingPathComponent("national").path])
+    func startNational(extra: [String] = []) throws {
+        let d = try start("national", "grid-controller", ["--role", "national", "--bind", "tcp://127.0.0.1:*", "--data-dir", dir.appendingPathComponent("national").path] + extra)
         nationalEndpoint = try endpoint(of: d)
     }
 

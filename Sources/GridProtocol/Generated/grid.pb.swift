@@ -866,6 +866,11 @@ public nonisolated struct Computegrid_V1_RegionSummary: Sendable {
 
   public var baseSequence: UInt64 = 0
 
+  /// The region starts a forwarded job only after the national scheduler acknowledged its
+  /// `assigned` STATUS_UPDATE; so the national scheduler may re-route the region's queued jobs
+  /// when it falls silent (PROTOCOL.md, "Region loss").
+  public var confirmsStarts: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2715,7 +2720,7 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegionSummary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}nodes_ready\0\u{3}nodes_lost\0\u{3}queued_jobs\0\u{3}running_jobs\0\u{1}capacity\0\u{1}nodes\0\u{3}nodes_truncated\0\u{3}generated_unix_ms\0\u{3}nodes_total\0\u{3}health_counts\0\u{1}sequence\0\u{1}full\0\u{3}base_sequence\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}nodes_ready\0\u{3}nodes_lost\0\u{3}queued_jobs\0\u{3}running_jobs\0\u{1}capacity\0\u{1}nodes\0\u{3}nodes_truncated\0\u{3}generated_unix_ms\0\u{3}nodes_total\0\u{3}health_counts\0\u{1}sequence\0\u{1}full\0\u{3}base_sequence\0\u{3}confirms_starts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2737,6 +2742,7 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
       case 12: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       case 13: try { try decoder.decodeSingularBoolField(value: &self.full) }()
       case 14: try { try decoder.decodeSingularUInt64Field(value: &self.baseSequence) }()
+      case 15: try { try decoder.decodeSingularBoolField(value: &self.confirmsStarts) }()
       default: break
       }
     }
@@ -2785,6 +2791,9 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
     if self.baseSequence != 0 {
       try visitor.visitSingularUInt64Field(value: self.baseSequence, fieldNumber: 14)
     }
+    if self.confirmsStarts != false {
+      try visitor.visitSingularBoolField(value: self.confirmsStarts, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2803,6 +2812,7 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
     if lhs.sequence != rhs.sequence {return false}
     if lhs.full != rhs.full {return false}
     if lhs.baseSequence != rhs.baseSequence {return false}
+    if lhs.confirmsStarts != rhs.confirmsStarts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,126 @@
+import Foundation
+import GridCLI
+import GridCore
+import GridProtocol
+import Testing
+
+/// Issue 10's faults with the real executables: a region that refuses a job (draining) and a
+/// region that falls silent (SIGSTOP) with a job queued in it. Every job appends "JOB NODE
+/// start|end" to a record file, so the tests see every run that happened.
+extension EndToEnd {
+@Suite(.serialized) struct NationalFaultTests {
+    static let regionConfig = """
+        role: region
+        heartbeat_interval_ms: 200
+        node_lost_after_ms: 3000
+        lease_margin_ms: 500
+        retry_interval_ms: 300
+        summary_interval_ms: 300
+        """
+
+    final class Setup {
+        let c: Cluster
+        let record: URL
+        init(_ name: String = #function, drainRegionA: Bool = false) throws {
+            c = try Cluster(name)
+            record = c.dir.appendingPathComponent("runs.txt")
+            _ = FileManager.default.createFile(atPath: record.path, contents: nil)
+            let national = c.dir.appendingPathComponent("national.yaml")
+            try "role: national\nretry_interval_ms: 300\nrouting: {region_lost_after_seconds: 3}\n".write(to: national, atomically: true, encoding: .utf8)
+            let region = c.dir.appendingPathComponent("region.yaml")
+            try NationalFaultTests.regionConfig.write(to: region, atomically: true, encoding: .utf8)
+            let drained = c.dir.appendingPathComponent("region-drain.yaml")
+            try (NationalFaultTests.regionConfig + "\ndrain: true\n").write(to: drained, atomically: true, encoding: .utf8)
+            try c.startNational(extra: ["--config", national.path])
+            try c.startRegion("ra", extra: ["--config", (drainRegionA ? drained : region).path])
+            try c.startRegion("rb", extra: ["--config", region.path])
+        }
+
+        func regions() throws -> [String: RegionSummary] {
+            Dictionary(uniqueKeysWithValues: try c.client().query(.regions).regions.map { ($0.regionID, $0.summary) })
+        }
+
+        func job(_ id: String) throws -> JobRecord? { try c.client().query(.job, job: id).jobs.first?.record() }
+
+        func spec(_ name: String, seconds: Double, retry: RetryPolicy = RetryPolicy()) -> JobSpec {
+            let script = """
+                echo "$GRID_JOB_ID $GRID_NODE_ID start" >> "\(record.path)"
+                sleep \(seconds)
+                echo "$GRID_JOB_ID $GRID_NODE_ID end" >> "\(record.path)"
+                """
+            return JobSpec(name: name, command: "/bin/sh", args: ["-c", script], accelerators: AcceleratorRequest(count: 1), retry: retry)
+        }
+
+        func submit(_ id: String, _ spec: JobSpec) throws {
+            let reply = try c.client().submitBatch([(spec, 1, JobID(id))], timeout: 5)
+            #expect(reply.results.first?.accepted == true, "\(reply)")
+        }
+
+        func runs() -> [String] {
+            ((try? String(contentsOf: record, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+    }
+
+    @Test func aJobARegionRefusesRunsInTheNextRegion() throws {
+        let s = try Setup(drainRegionA: true)
+        // ra has eight devices, rb one: ra is the first choice, and it refuses (draining).
+        try s.c.startAgent("a1", region: "ra", simulate: ["nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml"])
+        try s.c.startAgent("b1", region: "rb", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
+        _ = try s.c.eventually(30, "both regions with nodes") { try s.regions().values.filter { $0.nodesReady == 1 }.count == 2 ? true : nil }
+        try s.submit("j", s.spec("j", seconds: 0.2))
+        let done = try s.c.eventually(30, "j to end") { () -> JobRecord? in
+            guard let j = try s.job("j"), j.state.isTerminal else { return nil }
+            return j
+        }
+        #expect(done.state == .succeeded && done.region == "rb" && done.node == "b1")
+        #expect(done.route?.refusedBy == ["ra"])
+        #expect(s.runs() == ["j b1 start", "j b1 end"])
+    }
+
+    @Test func aSilentRegionsQueuedJobRunsElsewhereOnceAndTheRegionDropsItWhenBack() throws {
+        let s = try Setup()
+        try s.c.startAgent("a1", region: "ra", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
+        try s.c.startAgent("b1", region: "rb", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
+        _ = try s.c.eventually(30, "both regions with nodes") { try s.regions().values.filter { $0.nodesReady == 1 }.count == 2 ? true : nil }
+        // j1 holds ra's device (it may outlive ra's silence: on_lease_loss keep), j2 holds rb's.
+        try s.submit("j1", s.spec("j1", seconds: 10, retry: RetryPolicy(keepOnLeaseLoss: true)))
+        _ = try s.c.eventually(30, "j1 running in ra and ra full") { () -> Bool? in
+            try s.job("j1")?.state == .running && s.regions()["ra"]?.capacity.first?.free == 0 ? true : nil
+        }
+        try s.submit("j2", s.spec("j2", seconds: 5))
+        _ = try s.c.eventually(30, "j2 running in rb and rb full") { () -> Bool? in
+            try s.job("j2")?.region == "rb" && s.job("j2")?.state == .running && s.regions()["rb"]?.capacity.first?.free == 0 ? true : nil
+        }
+        // Both full: j3 waits in ra (the first by id).
+        try s.submit("j3", s.spec("j3", seconds: 0.2))
+        _ = try s.c.eventually(30, "j3 queued in ra") { try s.job("j3")?.state == .queued && s.job("j3")?.region == "ra" ? true : nil }
+        let ra = try #require(s.c.daemon("ra")).process.processIdentifier
+        kill(ra, SIGSTOP)
+        defer { kill(ra, SIGCONT) }
+        let moved = try s.c.eventually(20, "j3 moved to rb") { () -> JobRecord? in
+            guard let j = try s.job("j3"), j.region == "rb" else { return nil }
+            return j
+        }
+        #expect(moved.route?.refusedBy == ["ra"] && moved.route?.note.contains("silent") == true)
+        kill(ra, SIGCONT)
+        let j3 = try s.c.eventually(30, "j3 to end") { () -> JobRecord? in
+            guard let j = try s.job("j3"), j.state.isTerminal else { return nil }
+            return j
+        }
+        #expect(j3.state == .succeeded && j3.node == "b1")
+        _ = try s.c.eventually(30, "j1 to end") { try s.job("j1")?.state.isTerminal == true ? true : nil }
+        // ra, back, reaches j3 once j1 frees its device; its report is refused as moved and it drops j3 unstarted.
+        let inRA = try s.c.eventually(20, "ra to drop j3") { () -> JobRecord? in
+            let client = try GridClient(endpoint: try #require(s.c.regionEndpoints["ra"]))
+            guard let j = try client.query(.job, job: "j3").jobs.first?.record(), j.state == .cancelled else { return nil }
+            return j
+        }
+        #expect(inRA.message.contains("moved"))
+        Thread.sleep(forTimeInterval: 1)
+        let runs = s.runs()
+        #expect(runs.filter { $0.hasPrefix("j3 ") } == ["j3 b1 start", "j3 b1 end"], "j3 ran once, in rb: \(runs)")
+        #expect(runs.filter { $0.hasPrefix("j1 ") } == ["j1 a1 start", "j1 a1 end"], "\(runs)")
+        #expect(try s.job("j1")?.state == .succeeded)
+    }
+}
+}

@@ -1,0 +1,159 @@
+import Foundation
+import GridController
+import GridCore
+import GridProtocol
+import GridScheduler
+import Testing
+
+/// Region loss (PROTOCOL.md, "Region loss"): a region that confirms starts sends a job to a
+/// node only once the national scheduler acknowledged its `assigned` report; the national
+/// scheduler moves a silent region's waiting jobs, and the region drops what was moved.
+@Suite struct RegionLossTests {
+    static func statusAck(_ id: String, applied: Bool, reason: String = "") -> Body {
+        var a = Wire.StatusAck()
+        a.updateID = id
+        a.applied = applied
+        a.reason = reason
+        return .statusAck(a)
+    }
+
+    @Test func aConfirmingRegionStartsAJobOnlyAfterTheNationalSchedulerRecordedIt() throws {
+        var h = RegionHarness { $0.confirmStarts = true }
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
+        let placed = h.tick()
+        #expect(placed.assignments.isEmpty, "not sent before the confirmation")
+        #expect(h.instance.job("j-1")?.state == .assigned)
+        let up = try #require(h.tick(advanceMs: 10).statusUpdates.first { $0.state == "assigned" })
+        #expect(h.tick(advanceMs: 3000).assignments.isEmpty, "no resend either while unconfirmed")
+        _ = h.heartbeat("n1")
+        _ = h.send(Self.statusAck(up.updateID, applied: true), from: h.national)
+        let sent = h.tick()
+        #expect(sent.assignments.map(\.jobID) == ["j-1"])
+        #expect(h.tick(advanceMs: 1100).assignments.count == 1, "resent as usual once confirmed")
+    }
+
+    @Test func aMovedJobIsDroppedUnstartedAndItsDevicesFreed() throws {
+        var h = RegionHarness { $0.confirmStarts = true }
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
+        _ = h.forward("j-2", JobSpec(name: "t", command: "true"))
+        _ = h.tick()
+        let up = try #require(h.tick(advanceMs: 10).statusUpdates.first { $0.jobID == "j-1" && $0.state == "assigned" })
+        let out = h.send(Self.statusAck(up.updateID, applied: false, reason: "moved: job j-1 is held by region r2"), from: h.national)
+        #expect(out.persistedAssignments.map(\.state) == [.revoked])
+        #expect(h.instance.job("j-1")?.state == .cancelled && h.instance.job("j-1")?.message.contains("moved") == true)
+        // j-1 was never sent; its device goes to j-2 (which again waits for confirmation).
+        let next = h.tick()
+        #expect(next.assignments.isEmpty)
+        #expect(h.instance.job("j-2")?.state == .assigned)
+        #expect(h.tick(advanceMs: 10).statusUpdates.allSatisfy { $0.jobID != "j-1" }, "nothing more about j-1 goes up")
+    }
+
+    @Test func aRegionThatDoesNotConfirmStartsAtOnce() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
+        #expect(h.tick().assignments.map(\.jobID) == ["j-1"])
+    }
+
+    static func summary(_ h: inout NationalHarness, _ region: String, free: Int, confirms: Bool = true, sequence: UInt64 = 1) {
+        var s = Wire.RegionSummary(RegionSummary(
+            region: RegionID(region), nodesReady: 1, nodesLost: 0, queuedJobs: 0, runningJobs: 0,
+            capacity: [CapacityEntry(vendor: .nvidia, model: "A100", memoryTotalMiB: 81920, total: 4, free: free, healthy: 4, grade: .a)],
+            nodes: [], nodesTruncated: false, generatedAt: h.now.wall))
+        s.sequence = sequence
+        s.full = true
+        s.confirmsStarts = confirms
+        _ = h.send(.regionSummary(s), from: NationalHarness.regionOrigin(region))
+    }
+
+    @Test(arguments: [false, true])
+    func aSilentRegionsWaitingJobsGoElsewhereAndItsLateReportIsRefused(profiles: Bool) throws {
+        var s = profiles ? NationalDecisionTests.settings() : NationalInstance.Settings()
+        s.regionLostAfterMs = 10_000
+        var h = NationalHarness()
+        h.instance = NationalInstance(settings: s, recovered: NationalRecovery(), now: h.now)
+        let a = profiles ? "west" : "east", b = profiles ? "east" : "west"
+        Self.summary(&h, a, free: 4)
+        Self.summary(&h, b, free: 0)
+        var sub = Wire.Submit()
+        sub.jobID = "j"
+        sub.spec = Wire.JobSpec(JobSpec(name: "j", command: "true", accelerators: AcceleratorRequest(count: 1)))
+        _ = h.send(.submit(sub), from: h.client)
+        #expect(h.instance.job("j")?.region == RegionID(a))
+        var ack = Wire.JobForwardAck()
+        ack.jobID = "j"
+        ack.accepted = true
+        _ = h.tick()
+        _ = h.send(.jobForwardAck(ack), from: NationalHarness.regionOrigin(a))
+        #expect(h.instance.job("j")?.state == .queued)
+        // a falls silent; b keeps reporting, now with room.
+        var forwards: [Wire.JobForward] = []
+        for _ in 0..<12 {
+            Self.summary(&h, b, free: 4)
+            forwards += NationalDecisionTests.forwards(h.tick(advanceMs: 1000))
+        }
+        #expect(h.instance.job("j")?.region == RegionID(b), "\(h.instance.job("j")?.message ?? "")")
+        #expect(Set(forwards.map(\.jobID)) == ["j"])
+        #expect(h.instance.job("j")?.route?.refusedBy == [RegionID(a)])
+        // a comes back and reports having placed it: refused as moved.
+        var u = Wire.StatusUpdate()
+        u.jobID = "j"
+        u.regionID = a
+        u.state = "assigned"
+        u.epoch = 1
+        u.updateID = "\(a):j:1:assigned"
+        let late = h.send(.statusUpdate(u), from: NationalHarness.regionOrigin(a))
+        #expect(late.statusAcks.first?.applied == false && late.statusAcks.first?.reason.hasPrefix("moved") == true)
+        #expect(h.instance.job("j")?.region == RegionID(b) && h.instance.job("j")?.state == .forwarded)
+    }
+
+    @Test func aRegionThatDoesNotConfirmStartsKeepsItsJobsWhenSilent() throws {
+        var s = NationalInstance.Settings()
+        s.regionLostAfterMs = 10_000
+        var h = NationalHarness()
+        h.instance = NationalInstance(settings: s, recovered: NationalRecovery(), now: h.now)
+        Self.summary(&h, "east", free: 4, confirms: false)
+        Self.summary(&h, "west", free: 0)
+        var sub = Wire.Submit()
+        sub.jobID = "j"
+        sub.spec = Wire.JobSpec(JobSpec(name: "j", command: "true", accelerators: AcceleratorRequest(count: 1)))
+        _ = h.send(.submit(sub), from: h.client)
+        for _ in 0..<15 {
+            Self.summary(&h, "west", free: 4)
+            _ = h.tick(advanceMs: 1000)
+        }
+        #expect(h.instance.job("j")?.region == "east", "it may have started there: wait for it")
+    }
+
+    @Test func whenEveryRegionIsSilentNothingMovesAndAJobWithNowhereElseToGoStays() throws {
+        var s = NationalDecisionTests.settings()
+        s.regionLostAfterMs = 10_000
+        var h = NationalHarness()
+        h.instance = NationalInstance(settings: s, recovered: NationalRecovery(), now: h.now)
+        Self.summary(&h, "west", free: 4)
+        Self.summary(&h, "east", free: 4)
+        for (id, jurisdictions) in [("any", [String]()), ("sh-only", ["CN-SH"])] {
+            var sub = Wire.Submit()
+            sub.jobID = id
+            sub.spec = Wire.JobSpec(JobSpec(name: id, command: "true", accelerators: AcceleratorRequest(count: 1),
+                                            routing: RoutingRequest(origin: "east", jurisdictions: jurisdictions)))
+            _ = h.send(.submit(sub), from: h.client)
+        }
+        #expect(h.instance.job("sh-only")?.region == "east")
+        let anyRegion = try #require(h.instance.job("any")?.region)
+        // Everyone silent (this scheduler's network, most likely): nothing moves.
+        var logs: [String] = []
+        for _ in 0..<15 { logs += h.tick(advanceMs: 1000).compactMap { if case .log(let e) = $0 { return e.message } else { return nil } } }
+        #expect(h.instance.job("any")?.region == anyRegion && h.instance.job("sh-only")?.region == "east")
+        #expect(logs.contains { $0.contains("every region is silent") })
+        // Only east silent: "any" may leave if it was there; "sh-only" has nowhere else and stays.
+        for _ in 0..<12 {
+            Self.summary(&h, "west", free: 4)
+            _ = h.tick(advanceMs: 1000)
+        }
+        #expect(h.instance.job("sh-only")?.region == "east" && h.instance.job("sh-only")?.route?.refusedBy == [])
+        #expect(h.instance.job("any")?.region == "west")
+    }
+}
