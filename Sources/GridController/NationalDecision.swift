@@ -20,6 +20,9 @@ extension NationalInstance {
         var explanation: RouteExplanation?
         /// Why no region now, one clause per region.
         var reason: String
+        /// The job as the decision saw it and the regions it may ever run in (for the
+        /// protection the scarcity pricing learns).
+        var observed: (job: RegionChoice.Job, allowed: [String])? = nil
     }
 
     /// Hours since the epoch, the decision's clock (curves are read at hour + the region's UTC offset).
@@ -87,9 +90,13 @@ extension NationalInstance {
             release: nowHour, deadline: deadlineHour, origin: r.origin?.rawValue ?? "", dataGB: r.dataGB,
             allowedJurisdictions: r.jurisdictions, latencySLOms: r.latencySLOMs, objective: r.objective)
         let rtt = settings.rtt
-        let d = RegionChoice.decide(rc, regions: settings.profiles, rtt: { a, b in rtt[a]?[b] ?? rtt[b]?[a] },
+        let rttOf: (String, String) -> Double? = { a, b in rtt[a]?[b] ?? rtt[b]?[a] }
+        let allowed = ScarcityPricing.allowedRegions(rc, regions: settings.profiles, rtt: rttOf)
+        let total: RegionChoice.Capacity = { region, _ in healthy[region] ?? 0 }
+        let scarcity = pricing.price(for: rc, allowedCount: allowed.count, free: capacity, capacity: total)
+        let d = RegionChoice.decide(rc, regions: settings.profiles, rtt: rttOf,
                                     capacity: capacity, now: nowHour, horizon: nowHour + settings.routing.horizonHours,
-                                    prices: settings.prices, shift: settings.routing.timeShifting)
+                                    prices: settings.prices, shift: settings.routing.timeShifting, scarcity: scarcity)
         func date(_ hour: Int) -> Date { hour <= nowHour ? now.wall : Date(timeIntervalSince1970: Double(hour) * 3600) }
         var permanentEverywhere = true
         var clauses: [String] = []
@@ -129,7 +136,7 @@ extension NationalInstance {
         }
         var routed = Routed(region: d.region.map(RegionID.init), startHour: d.start ?? nowHour, hours: hours, gpus: gpus,
                             impossible: d.region == nil && permanentEverywhere, explanation: nil,
-                            reason: clauses.joined(separator: "; "))
+                            reason: clauses.joined(separator: "; "), observed: (rc, allowed))
         if let start = d.start, start > nowHour, deadlineHour != nil, let region = d.region {
             routed.holdUntil = date(start)
             let chosen = d.candidates.first { $0.region == region }

@@ -118,10 +118,13 @@ public struct NationalInstance: Sendable {
     /// When this instance started: a region's silence counts from then at the earliest.
     var startedMs: Int64 = 0
     var nextMoveCheckMs: Int64 = 0
+    /// Congestion and protection prices for the decision, learning from the jobs that arrive.
+    var pricing: ScarcityPricing
     var allSilentReported = false
 
     public init(settings: Settings, recovered: NationalRecovery, now: Moment) {
         self.settings = settings
+        pricing = ScarcityPricing(fullPrice: settings.routing.scarcityPrice, protectPrice: settings.routing.protectPrice)
         startedMs = now.monotonicMs
         idPrefix = "j-" + String(UInt64(max(0, now.wall.timeIntervalSince1970 * 1000)), radix: 36)
         for j in recovered.jobs {
@@ -280,6 +283,7 @@ public struct NationalInstance: Sendable {
     /// the caller stores it.
     mutating func route(_ job: inout JobRecord, now: Moment) -> (RouteOutcome, [ControllerDirective]) {
         let routed = decide(job, now: now)
+        if job.route == nil, let o = routed.observed { pricing.observe(o.job, allowed: o.allowed) }
         if let e = routed.explanation { job.route = e }
         job.updatedAt = now.wall
         guard let region = routed.region else {

@@ -19,6 +19,12 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
     /// A region that confirms starts and has been silent this long loses its forwarded and
     /// queued jobs to other regions (0 = never).
     public var regionLostAfterSeconds: Double
+    /// With region profiles: congestion price per GPU-hour of a full region-hour (square curve;
+    /// see `ScarcityPricing`). Default 0.
+    public var scarcityPrice: Double = 0
+    /// With region profiles: price per GPU-hour for a job that could run in many regions to use
+    /// the capacity kept for jobs bound to one or two. Default 5.
+    public var protectPrice: Double = 5
     public init(staleAfterSeconds: Double = 30, allowQueueing: Bool = true, defaultKWPerDevice: Double = 0.4,
                 horizonHours: Int = 48, timeShifting: Bool = true, regionLostAfterSeconds: Double = 60) {
         self.regionLostAfterSeconds = regionLostAfterSeconds
@@ -36,6 +42,8 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         case horizonHours = "horizon_hours"
         case timeShifting = "time_shifting"
         case regionLostAfterSeconds = "region_lost_after_seconds"
+        case scarcityPrice = "scarcity_price"
+        case protectPrice = "protect_price"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -48,6 +56,8 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         horizonHours = try c.value(.horizonHours, default: d.horizonHours)
         timeShifting = try c.value(.timeShifting, default: d.timeShifting)
         regionLostAfterSeconds = try c.value(.regionLostAfterSeconds, default: d.regionLostAfterSeconds)
+        scarcityPrice = try c.value(.scarcityPrice, default: d.scarcityPrice)
+        protectPrice = try c.value(.protectPrice, default: d.protectPrice)
     }
 
     /// Every problem, each naming its key and range.
@@ -57,6 +67,9 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         if !(defaultKWPerDevice >= 0 && defaultKWPerDevice <= 10) { out.append("routing.default_kw_per_device: 0…10, got \(defaultKWPerDevice)") }
         if !(regionLostAfterSeconds == 0 || (1...86_400).contains(regionLostAfterSeconds)) {
             out.append("routing.region_lost_after_seconds: 0 (never) or 1…86400, got \(regionLostAfterSeconds)")
+        }
+        for (k, v) in [("scarcity_price", scarcityPrice), ("protect_price", protectPrice)] where !(v >= 0 && v <= 100_000) {
+            out.append("routing.\(k): 0…100000, got \(v)")
         }
         if !(1...24 * 14).contains(horizonHours) { out.append("routing.horizon_hours: 1…336, got \(horizonHours)") }
         return out

@@ -13,12 +13,14 @@ struct NationalBench: ParsableCommand {
     @Option(help: "Write the policy's decisions as {\"job\": [\"region\", start] or null}.") var decisionsOut: String?
     @Option(help: "cost | carbon | balanced | latency (the job objective the policy uses).") var policy = "cost"
     @Option(help: "Scarcity price (currency per GPU-hour) of a region-hour that is full; it grows with the square of the share taken. 0 = off.")
-    var scarcity: Double = 30
+    var scarcity: Double = 0
     @Option(help: "square (scarcity x share²) or exponential (online primal-dual threshold: (L/e)(U·e/L)^share, U = the unplaced penalty, L = --scarcity-floor).")
     var scarcityCurve = "square"
     @Option(help: "L of the exponential curve: the cheapest a GPU-hour can be worth.") var scarcityFloor: Double = 1
     @Option(help: "keep: a held job gives back only its own reservation when re-planned (it never loses its slot); joint: every held reservation is given back and all waiting and held jobs are decided again, largest first.")
     var replan = "keep"
+    @Option(help: "Price per GPU-hour for a job that could run in many regions to use capacity protected for jobs bound to one or two regions (the largest such job seen so far in each region). 0 = off.")
+    var protect: Double = 5
 
     struct Scenario: Decodable {
         struct Region: Decodable {
@@ -144,8 +146,24 @@ struct NationalBench: ParsableCommand {
         // re-plans every hour: released first, decided again before new jobs, so it never loses
         // its slot but can take a better one. Baselines start jobs only when they can start now.
         var held: [String: (job: Scenario.Job, region: String, start: Int)] = [:]
+        // The same scarcity pricing as the national scheduler, learning protection as jobs arrive.
+        var pricing = ScarcityPricing(fullPrice: scarcity, curve: ScarcityPricing.Curve(rawValue: scarcityCurve) ?? .square,
+                                      floor: scarcityFloor, unplacedPrice: 100, protectPrice: protect)
+        func decisionJob(_ j: Scenario.Job) -> RegionChoice.Job {
+            RegionChoice.Job(id: j.id, gpus: j.gpus, hours: j.hours, kwPerGPU: j.kw_per_gpu, release: j.release_hour,
+                             deadline: j.deadline_hour, origin: j.origin, dataGB: j.data_gb,
+                             allowedJurisdictions: j.allowed_jurisdictions, latencySLOms: j.latency_slo_ms, objective: objective)
+        }
+        var allowedCount: [String: Int] = [:]
         for hour in 0..<s.hours {
-            while next < jobs.count && jobs[next].release_hour <= hour { waiting.append(jobs[next]); next += 1 }
+            while next < jobs.count && jobs[next].release_hour <= hour {
+                let j = jobs[next]
+                let places = ScarcityPricing.allowedRegions(decisionJob(j), regions: regions, rtt: rtt)
+                allowedCount[j.id] = places.count
+                pricing.observe(decisionJob(j), allowed: places)
+                waiting.append(j)
+                next += 1
+            }
             let replanned = held.values.sorted { $0.job.id < $1.job.id }
             let previous = held
             held = [:]
@@ -160,22 +178,13 @@ struct NationalBench: ParsableCommand {
                 // keep: a held job gives back only its own reservation, so its old slot is
                 // always there to take again and it cannot take another held job's.
                 if !joint, let h = previous[j.id] { for x in h.start..<(h.start + h.job.hours) { free[h.region]![x] += h.job.gpus } }
-                let job = RegionChoice.Job(id: j.id, gpus: j.gpus, hours: j.hours, kwPerGPU: j.kw_per_gpu, release: j.release_hour,
-                                           deadline: j.deadline_hour, origin: j.origin, dataGB: j.data_gb,
-                                           allowedJurisdictions: j.allowed_jurisdictions, latencySLOms: j.latency_slo_ms, objective: objective)
+                let job = decisionJob(j)
                 let snapshot = free
                 let capacity: RegionChoice.Capacity = { r, h in h >= 0 && h < s.hours ? snapshot[r]?[h] ?? 0 : 0 }
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                let full = self.scarcity
-                let exponential = self.scarcityCurve == "exponential"
-                let floor = self.scarcityFloor
                 let initial = initialFree
-                let scarce: RegionChoice.Scarcity = { r, h in
-                    guard full > 0, h >= 0, h < s.hours, let cap = initial[r]?[h], cap > 0 else { return 0 }
-                    let used = 1 - Double(snapshot[r]![h]) / Double(cap)
-                    if exponential { return floor / M_E * pow(100 * M_E / floor, used) }
-                    return full * used * used
-                }
+                let scarce = pricing.price(for: job, allowedCount: allowedCount[j.id] ?? regions.count, free: capacity,
+                                           capacity: { r, h in h >= 0 && h < s.hours ? initial[r]?[h] ?? 0 : 0 })
                 let d = RegionChoice.decide(job, regions: regions, rtt: rtt, capacity: capacity, now: hour, horizon: s.hours,
                                             prices: prices, shift: strategy == .policy, scarcity: strategy == .policy ? scarce : { _, _ in 0 })
                 out.decideSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9

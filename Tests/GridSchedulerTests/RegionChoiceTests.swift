@@ -35,6 +35,30 @@ import Testing
         #expect(abs(t.wait - 2 * 8 * 2) < 1e-9, "two hours late, 8 GPUs")
     }
 
+    @Test func protectionKeepsRoomForBoundJobsAndChargesOnlyFlexibleOnes() {
+        let regions = [Self.region("east", "CN-SH", price: 0.9, carbon: 560), Self.region("west", "CN-NX", price: 0.3, carbon: 300),
+                       Self.region("south", "CN-GD", price: 0.5, carbon: 500)]
+        var p = ScarcityPricing(fullPrice: 0, protectPrice: 5, boundRegions: 2)
+        let bound = Self.job("b", gpus: 16, allowed: ["CN-SH"])
+        let allowedBound = ScarcityPricing.allowedRegions(bound, regions: regions, rtt: Self.rtt)
+        #expect(allowedBound == ["east"])
+        p.observe(bound, allowed: allowedBound)
+        p.observe(Self.job("small", gpus: 4, allowed: ["CN-SH"]), allowed: ["east"])
+        #expect(p.protected == ["east": 16], "the largest bound job seen")
+        let free: RC.Capacity = { _, _ in 20 }
+        let cap: RC.Capacity = { _, _ in 40 }
+        let flexible = Self.job("f", gpus: 8)
+        let price = p.price(for: flexible, allowedCount: 3, free: free, capacity: cap)
+        // 20 free − 8 = 12 left, 4 GPUs short of the 16 kept: 4 of its 8 GPUs pay 5.
+        #expect(abs(price("east", 0) - 5 * 4.0 / 8) < 1e-9)
+        #expect(price("west", 0) == 0, "nothing kept in west")
+        #expect(p.price(for: bound, allowedCount: 1, free: free, capacity: cap)("east", 0) == 0, "bound jobs never pay it")
+        // With a congestion price on top: 30 × (half taken)².
+        var q = p
+        q.fullPrice = 30
+        #expect(abs(q.price(for: bound, allowedCount: 1, free: free, capacity: cap)("east", 0) - 30 * 0.25) < 1e-9)
+    }
+
     @Test func cheapCleanWestWinsUnlessTheDataMayNotLeave() {
         let regions = [Self.region("east", "CN-SH", price: 0.9, carbon: 560), Self.region("west", "CN-NX", price: 0.3, carbon: 300)]
         let free = RC.decide(Self.job(data: 10), regions: regions, rtt: Self.rtt, capacity: Self.plenty, now: 0, horizon: 48, prices: Self.prices)

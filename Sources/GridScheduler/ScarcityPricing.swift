@@ -1,0 +1,78 @@
+import Foundation
+
+/// What using a region-hour's capacity costs the jobs that come later, added to the score of
+/// `RegionChoice.decide` (not to the money total). Two parts, both optional:
+///
+/// - **Congestion**: `fullPrice × share²` per GPU-hour, `share` the part of the region-hour's
+///   capacity already taken (`square`), or the online primal-dual threshold
+///   `(L/e)(U·e/L)^share` with U = `unplacedPrice`, L = `floor` (`exponential`).
+/// - **Protection**: a job that could run in many regions pays `protectPrice` per GPU-hour for
+///   the part of its GPUs that would eat into the capacity kept for jobs bound to one or two
+///   regions (by jurisdiction or latency); what is kept is the largest such job seen so far in
+///   each region, learned online.
+///
+/// The national scheduler and `grid-bench national` use this same code.
+public struct ScarcityPricing: Sendable, Equatable {
+    public enum Curve: String, Sendable, Codable, CaseIterable { case square, exponential }
+    public var fullPrice: Double
+    public var curve: Curve
+    public var floor: Double
+    public var unplacedPrice: Double
+    public var protectPrice: Double
+    /// A job allowed in at most this many regions is "bound" and protected.
+    public var boundRegions: Int
+    /// GPUs kept in each region for bound jobs (the largest bound job seen there).
+    public private(set) var protected: [String: Int] = [:]
+
+    public init(fullPrice: Double = 0, curve: Curve = .square, floor: Double = 1, unplacedPrice: Double = 100,
+                protectPrice: Double = 5, boundRegions: Int = 2) {
+        self.fullPrice = fullPrice
+        self.curve = curve
+        self.floor = floor
+        self.unplacedPrice = unplacedPrice
+        self.protectPrice = protectPrice
+        self.boundRegions = boundRegions
+    }
+
+    /// The regions a job may run in by its jurisdictions and latency SLO (capacity aside).
+    public static func allowedRegions(_ job: RegionChoice.Job, regions: [RegionChoice.Region],
+                                      rtt: (String, String) -> Double?) -> [String] {
+        regions.filter { r in
+            (job.allowedJurisdictions.isEmpty || r.jurisdictions.contains(where: job.allowedJurisdictions.contains))
+                && (job.latencySLOms == nil || r.id == job.origin || (rtt(job.origin, r.id) ?? .infinity) <= job.latencySLOms!)
+        }.map(\.id)
+    }
+
+    /// Learns from a job as it arrives: a bound job raises its regions' protection.
+    public mutating func observe(_ job: RegionChoice.Job, allowed: [String]) {
+        guard allowed.count <= boundRegions else { return }
+        for r in allowed { protected[r] = max(protected[r] ?? 0, job.gpus) }
+    }
+
+    /// The scarcity price for `job` (allowed in `allowedCount` regions), given what is free and
+    /// what each region-hour holds in all.
+    public func price(for job: RegionChoice.Job, allowedCount: Int, free: @escaping RegionChoice.Capacity,
+                      capacity: @escaping RegionChoice.Capacity) -> RegionChoice.Scarcity {
+        let flexible = protectPrice > 0 && allowedCount > boundRegions
+        let shield = protected
+        let me = self
+        return { r, h in
+            let cap = capacity(r, h)
+            guard cap > 0 else { return 0 }
+            let left = free(r, h)
+            var p = 0.0
+            if me.fullPrice > 0 || me.curve == .exponential {
+                let share = min(1, max(0, 1 - Double(left) / Double(cap)))
+                switch me.curve {
+                case .square: p += me.fullPrice * share * share
+                case .exponential: p += me.floor / M_E * pow(me.unplacedPrice * M_E / me.floor, share)
+                }
+            }
+            if flexible, let keep = shield[r], keep > 0, job.gpus > 0 {
+                let after = left - job.gpus
+                if after < keep { p += me.protectPrice * Double(min(job.gpus, keep - after)) / Double(job.gpus) }
+            }
+            return p
+        }
+    }
+}
