@@ -165,12 +165,15 @@ struct EndToEndBench: ParsableCommand {
     @Option var nodes = 10_000
     @Option var jobs = 100_000
     @Option(help: "Jobs per submit request (a job array).") var batch = 10_000
+    @Option(help: "The region's confirm_starts (true: a job starts after the national scheduler recorded its placement).")
+    var confirmStarts = true
     @OptionGroup var fleet: FleetFlags
 
     func run() throws {
-        Machine.header("e2e", "\(nodes) nodes, \(jobs) one-device jobs in batches of \(batch), persistence on")
+        Machine.header("e2e", "\(nodes) nodes, \(jobs) one-device jobs in batches of \(batch), persistence on, confirm_starts \(confirmStarts)")
         let h = try BenchHierarchy(name: "e2e", nodes: nodes, fleet: fleet,
-                                   regionSettings: ["summary_interval_ms": "500", "node_lost_after_ms": "30000"])
+                                   regionSettings: ["summary_interval_ms": "500", "node_lost_after_ms": "30000",
+                                                    "confirm_starts": "\(confirmStarts)"])
         defer { h.runner.stop() }
         let (runner, client) = (h.runner, h.client)
         let spec = JobSpec(name: "e2e", command: "true", accelerators: AcceleratorRequest(count: 1))
