@@ -41,6 +41,8 @@ public struct NationalInstance: Sendable {
         public var queryTimeoutMs: Int64 = 5000
         /// Jobs per submit request (arrays expanded).
         public var maxBatch: Int = 100_000
+        /// Waiting jobs decided again per loop turn.
+        public var routeBudget: Int = 2000
         /// Region profiles (issue 10): with them, jobs are routed by price, carbon, transfer,
         /// waiting, jurisdiction and latency; without them, by free devices.
         public var profiles: [RegionChoice.Region] = []
@@ -612,13 +614,15 @@ public struct NationalInstance: Sendable {
         return [.send(.jobForward(f.message), to: route)]
     }
 
-    /// Jobs no region could take at submit time are tried again as summaries arrive.
+    /// Jobs no region could take at submit time are tried again as summaries arrive, at most
+    /// `routeBudget` per turn (the rest next turn), so a large backlog never stalls the loop.
     mutating func routeUnrouted(now: Moment) -> [ControllerDirective] {
         routeDirty = false
         guard !unrouted.isEmpty else { return [] }
         var out: [ControllerDirective] = []
         var still: [JobID] = []
-        for id in unrouted {
+        let budget = min(unrouted.count, settings.routeBudget)
+        for id in unrouted[..<budget] {
             guard var job = jobs[id], job.state == .pending, held[id] == nil else { continue }
             let before = job.message
             let (outcome, directives) = route(&job, now: now)
@@ -637,7 +641,11 @@ public struct NationalInstance: Sendable {
             out.append(.persist(.job(job)))
             out += directives
         }
-        unrouted = still
+        // Those not examined keep their place ahead of those examined again; the next turn
+        // goes on with them.
+        let unexamined = unrouted.count - budget
+        unrouted = Array(unrouted[budget...]) + still
+        if unexamined > 0 { routeDirty = true }
         return out
     }
 

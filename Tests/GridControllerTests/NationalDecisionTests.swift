@@ -170,6 +170,21 @@ import Testing
         #expect(j.state == .failed && j.message.contains("refused by west, east"))
     }
 
+    @Test func waitingJobsAreDecidedAgainABoundedNumberPerTurn() {
+        var s = Self.settings()
+        s.routeBudget = 2
+        var h = Self.harness(s)
+        for n in 0..<5 { _ = h.send(.submit(Self.job("w\(n)", gpus: 1, routing: RoutingRequest())), from: h.client) }
+        #expect((0..<5).allSatisfy { h.instance.job(JobID("w\($0)"))?.state == .pending })
+        _ = h.summary("west", free: 16, total: 16)
+        var forwarded: [Int] = []
+        for _ in 0..<3 {
+            _ = h.tick()
+            forwarded.append((0..<5).filter { h.instance.job(JobID("w\($0)"))?.state == .forwarded }.count)
+        }
+        #expect(forwarded == [2, 4, 5], "oldest first, two per turn")
+    }
+
     @Test func statusFromARegionThatDoesNotHoldTheJobIsIgnored() {
         var h = Self.harness()
         _ = h.summary("east", free: 16, total: 16)
