@@ -438,12 +438,8 @@ public struct NationalInstance: Sendable {
             }
         } else if job.state == .forwarded, let region = job.region {
             // Capacity moved, or the region cannot run it: the next best region, never this one again.
-            var route = job.route ?? RouteExplanation(decidedAt: now.wall, objective: job.spec.routing.objective.description,
-                                                      currency: settings.currency, region: nil, start: nil, note: "", candidates: [])
-            route.refusedBy.append(region)
-            job.route = route
-            job.state = .pending
-            job.region = nil
+            Self.takeAway(&job, from: region, currency: settings.currency, now: now)
+            let route = job.route!
             let (outcome, directives) = self.route(&job, now: now)
             switch outcome {
             case .impossible(let why):
@@ -649,6 +645,18 @@ public struct NationalInstance: Sendable {
         return out
     }
 
+    /// Takes a job back from a region that refused it or fell silent: pending again, that region
+    /// never chosen again for it (`refusedBy`), epochs counted afresh in the next region.
+    static func takeAway(_ job: inout JobRecord, from region: RegionID, currency: String, now: Moment) {
+        var route = job.route ?? RouteExplanation(decidedAt: now.wall, objective: job.spec.routing.objective.description,
+                                                  currency: currency, region: nil, start: nil, note: "", candidates: [])
+        route.refusedBy.append(region)
+        job.route = route
+        job.state = .pending
+        job.region = nil
+        job.epoch = 0
+    }
+
     /// Regions that confirm starts (so have started nothing the national scheduler does not
     /// know of) and have been silent past `regionLostAfterMs` lose their forwarded and queued
     /// jobs to regions that can take them now; a job no other region can take stays (and is
@@ -675,13 +683,7 @@ public struct NationalInstance: Sendable {
             guard let job = jobs[id], let from = job.region else { continue }
             let hadForward = forwards[id] != nil
             var trial = job
-            var route = job.route ?? RouteExplanation(decidedAt: now.wall, objective: job.spec.routing.objective.description,
-                                                      currency: settings.currency, region: nil, start: nil, note: "", candidates: [])
-            route.refusedBy.append(from)
-            trial.route = route
-            trial.state = .pending
-            trial.region = nil
-            trial.epoch = 0
+            Self.takeAway(&trial, from: from, currency: settings.currency, now: now)
             let (outcome, directives) = self.route(&trial, now: now)
             switch outcome {
             case .waiting, .impossible:

@@ -25,6 +25,12 @@ struct ControllerOptions: ParsableArguments {
     }
 
     func client() throws -> GridClient { try GridClient(endpoint: endpoint) }
+
+    /// One job as the controller knows it; exits 1 when it does not.
+    func job(_ id: String) throws -> JobRecord {
+        guard let job = try client().query(.job, job: id, timeout: timeout).jobs.first?.record() else { throw fail("job \(id) not found") }
+        return job
+    }
 }
 
 func fail(_ message: String) -> ExitCode {
@@ -109,9 +115,7 @@ struct Job: ParsableCommand {
     @Argument var id: String
     func run() throws {
         do {
-            guard let job = try options.client().query(.job, job: id, timeout: options.timeout).jobs.first?.record() else {
-                throw fail("job \(id) not found")
-            }
+            let job = try options.job(id)
             if options.json { try printJSON(job); return }
             print(Table.jobs([job]))
             if !job.attempts.isEmpty { print("\n" + Table.attempts(job)) }
@@ -128,9 +132,7 @@ struct Explain: ParsableCommand {
     @Argument var id: String
     func run() throws {
         do {
-            guard let job = try options.client().query(.job, job: id, timeout: options.timeout).jobs.first?.record() else {
-                throw fail("job \(id) not found")
-            }
+            let job = try options.job(id)
             if options.json { try printJSON(job.route); return }
             print(Table.explain(job))
         } catch let e as ClientError { throw fail(e.message) }
