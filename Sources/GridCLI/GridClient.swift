@@ -82,6 +82,17 @@ public final class GridClient {
         return r
     }
 
+    /// Asks the national scheduler to cancel a job; returns the job as it now stands (`cancelled`,
+    /// or still running with "cancel requested" while its region stops it).
+    public func cancel(_ job: String, timeout: Double = 5) throws -> JobRecord {
+        var c = Wire.Cancel()
+        c.jobID = job
+        guard case .queryReply(let r) = try request(.cancel(c), timeout: timeout), let j = r.jobs.first else {
+            throw ClientError("\(endpoint) answered a cancel with something else")
+        }
+        do { return try j.record() } catch { throw ClientError("unreadable job in the answer: \(error)") }
+    }
+
     /// One request for many jobs: the national scheduler accepts them in one transaction.
     public func submitBatch(_ items: [(spec: JobSpec, count: Int, id: JobID?)], timeout: Double = 30) throws -> Wire.SubmitReply {
         var s = Wire.Submit()

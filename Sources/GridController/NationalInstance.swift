@@ -90,6 +90,8 @@ public struct NationalInstance: Sendable {
 
     enum Timer: Sendable {
         case forward(JobID)
+        /// Resend a cancel to the job's region until the job ends.
+        case cancel(JobID)
         /// A held job's hour has come: decide again and release it.
         case release(JobID)
         case route
@@ -103,6 +105,8 @@ public struct NationalInstance: Sendable {
     var unrouted: [JobID] = []
     var regions: [RegionID: RegionView] = [:]
     var forwards: [JobID: Forward] = [:]
+    /// Jobs whose cancel is on its way to their region (outbox `cancel:<job>`), with the resends so far.
+    var cancelling: [JobID: Int] = [:]
     var applied: [String: Int64] = [:]
     var appliedOrder: [(String, Int64)] = []
     var queries: [UInt64: PendingQuery] = [:]
@@ -139,6 +143,11 @@ public struct NationalInstance: Sendable {
                 unrouted.append(j.id)
             }
         }
+        for item in recovered.outbox where item.type == "cancel" {
+            let id = JobID(String(item.key.dropFirst("cancel:".count)))
+            cancelling[id] = 0
+            timers.schedule(.cancel(id), at: now.monotonicMs)
+        }
         for item in recovered.outbox where item.type == "job_forward" {
             guard let f = try? Wire.JobForward(serializedBytes: item.payload) else { continue }
             let id = JobID(f.jobID)
@@ -171,6 +180,7 @@ public struct NationalInstance: Sendable {
         case .jobForwardAck(let m): return onJobForwardAck(m, origin: origin, now: now)
         case .statusUpdate(let m): return onStatusUpdate(m, origin: origin, now: now)
         case .query(let m): return onQuery(m, origin: origin, now: now)
+        case .cancel(let m): return onCancel(m, origin: origin, now: now)
         case .queryReply(let m): return onQueryReply(m)
         case .errorReply(let e):
             return [.log(LogEvent(.warning, "a region answered with an error", ["from": origin.peer.label, "code": e.code, "message": e.message]))]
@@ -507,9 +517,70 @@ public struct NationalInstance: Sendable {
             job.updatedAt = now.wall
             jobs[job.id] = job
             out.append(.persist(.job(job)))
+            if job.state.isTerminal, cancelling.removeValue(forKey: job.id) != nil {
+                out.append(.persist(.outboxDone(key: "cancel:\(job.id)")))
+            }
         }
         out.append(.reply(.statusAck(ack), to: origin))
         return out
+    }
+
+    // MARK: cancel
+
+    /// `gridctl cancel`: a job still at the national level (pending or held) ends `cancelled`
+    /// at once; one in a region gets a CANCEL sent there (from the outbox, resent until the
+    /// region reports the job ended: the region cancels a queued job, or stops a running one
+    /// through its agent, TERM then KILL). Answered with the job as it now stands.
+    public mutating func onCancel(_ m: Wire.Cancel, origin: Origin, now: Moment) -> [ControllerDirective] {
+        let id = JobID(m.jobID)
+        guard var job = jobs[id] else {
+            return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]
+        }
+        var out: [ControllerDirective] = []
+        if !job.state.isTerminal {
+            if job.state == .pending {
+                release(id)
+                unrouted.removeAll { $0 == id }
+                job.state = .cancelled
+                job.message = "cancelled before it was sent to a region"
+                job.updatedAt = now.wall
+                jobs[id] = job
+                out.append(.persist(.job(job)))
+            } else if cancelling[id] == nil {
+                var c = Wire.Cancel()
+                c.jobID = id.rawValue
+                let item = OutboxItem(key: "cancel:\(id)", destination: job.region?.rawValue ?? "", type: "cancel",
+                                      payload: (try? c.serializedBytes()) ?? [], createdAt: now.wall, attempts: 0, lastAttemptAt: nil)
+                cancelling[id] = 0
+                job.message = "cancel requested; " + job.message
+                jobs[id] = job
+                out.append(.persist(.outbox(item)))
+                out.append(.persist(.job(job)))
+                timers.schedule(.cancel(id), at: now.monotonicMs)
+            }
+            out.append(.log(LogEvent(.info, "cancel requested", ["job": "\(id)", "state": job.state.rawValue])))
+        }
+        var reply = Wire.QueryReply()
+        reply.jobs = [Wire.Job(job)]
+        reply.total = 1
+        out.append(.reply(.queryReply(reply), to: origin))
+        return out
+    }
+
+    mutating func sendCancel(_ id: JobID, now: Moment) -> [ControllerDirective] {
+        guard let sends = cancelling[id] else { return [] }
+        guard let job = jobs[id], !job.state.isTerminal else {
+            cancelling[id] = nil
+            return [.persist(.outboxDone(key: "cancel:\(id)"))]
+        }
+        let delay = min(settings.maxRetryIntervalMs, settings.retryIntervalMs << Int64(min(sends, 5)))
+        timers.schedule(.cancel(id), at: now.monotonicMs + delay)
+        // The job's region now (it may have moved since the cancel was asked for).
+        guard let region = job.region, let route = regions[region]?.route else { return [] }
+        cancelling[id] = sends + 1
+        var c = Wire.Cancel()
+        c.jobID = id.rawValue
+        return [.send(.cancel(c), to: route)]
     }
 
     // MARK: queries
@@ -571,6 +642,7 @@ public struct NationalInstance: Sendable {
             switch timer {
             case .forward(let id): out += sendForward(id, now: now)
             case .release(let id): out += releaseHeld(id, now: now)
+            case .cancel(let id): out += sendCancel(id, now: now)
             case .route:
                 out += moveJobsOfSilentRegions(now: now)
                 routeDirty = true

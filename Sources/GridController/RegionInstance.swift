@@ -737,7 +737,24 @@ public struct RegionInstance: Sendable {
             queue.removeAll { $0 == id }
             return [.persist(.job(job))] + enqueueStatus(job, now: now)
         }
-        guard let aid = job.assignment, let a = assignments[aid] else { return [] }
+        guard let aid = job.assignment, var a = assignments[aid] else { return [] }
+        if unconfirmed[aid] != nil {
+            // Placed but never sent to the node (waiting for the national scheduler): it ends here.
+            a.state = .revoked
+            var out: [ControllerDirective] = [.persist(.assignment(a, at: now.wall))]
+            release(a)
+            if let last = job.attempts.indices.last, job.attempts[last].assignment == aid { job.attempts.removeLast() }
+            job.assignment = nil
+            job.node = nil
+            job.deviceIDs = []
+            job.deviceModels = []
+            job.state = .cancelled
+            job.message = "cancelled before it started"
+            job.updatedAt = now.wall
+            jobs[id] = job
+            out.append(.persist(.job(job)))
+            return out + enqueueStatus(job, now: now)
+        }
         cancelRequested.insert(id)
         guard let peer = nodes[a.node]?.route else { return [] }
         return [cancel(a, to: peer)]

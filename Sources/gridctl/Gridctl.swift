@@ -9,7 +9,7 @@ struct Gridctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gridctl",
         abstract: "Submit work to a ComputeGrid network and see where it ran.",
-        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Nodes.self, Regions.self, Wait.self])
+        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Nodes.self, Regions.self, Wait.self])
 }
 
 struct ControllerOptions: ParsableArguments {
@@ -136,6 +136,39 @@ struct Explain: ParsableCommand {
             if options.json { try printJSON(job.route); return }
             print(Table.explain(job))
         } catch let e as ClientError { throw fail(e.message) }
+    }
+}
+
+struct Cancel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Cancel jobs: a waiting job ends at once; a running one is stopped on its node (TERM, then KILL after the agent's kill_grace_s).",
+        discussion: "Exit 0 when every job is cancelled or had already ended; with --wait, waits until the running ones have stopped.")
+    @OptionGroup var options: ControllerOptions
+    @Flag(help: "Wait until every job has ended.") var wait = false
+    @Option(help: "Seconds to wait with --wait (exit 2 if not ended by then).") var within: Double = 60
+    @Argument var ids: [String]
+
+    func run() throws {
+        let client: GridClient
+        do { client = try options.client() } catch { throw fail("\(error)") }
+        var jobs: [JobRecord] = []
+        var failed = false
+        for id in ids {
+            do { jobs.append(try client.cancel(id, timeout: options.timeout)) } catch {
+                failed = true
+                FileHandle.standardError.write(Data("gridctl: \(id): \(error)\n".utf8))
+            }
+        }
+        if wait {
+            let deadline = Date().addingTimeInterval(within)
+            while !jobs.allSatisfy(\.state.isTerminal) && Date() < deadline {
+                Thread.sleep(forTimeInterval: 0.2)
+                jobs = jobs.map { j in j.state.isTerminal ? j : (try? options.job(j.id.rawValue)) ?? j }
+            }
+        }
+        if options.json { try printJSON(jobs) } else { print(Table.jobs(jobs)) }
+        if failed { throw ExitCode(1) }
+        if wait && !jobs.allSatisfy(\.state.isTerminal) { throw ExitCode(2) }
     }
 }
 

@@ -122,5 +122,63 @@ extension EndToEnd {
         #expect(runs.filter { $0.hasPrefix("j1 ") } == ["j1 a1 start", "j1 a1 end"], "\(runs)")
         #expect(try s.job("j1")?.state == .succeeded)
     }
+
+    @Test func cancellingARunningJobStopsItsProcessAndAWaitingOneAtOnce() throws {
+        let s = try Setup()
+        try s.c.startAgent("a1", region: "ra", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
+        try s.c.startAgent("b1", region: "rb", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
+        _ = try s.c.eventually(30, "both regions with nodes") { try s.regions().values.filter { $0.nodesReady == 1 }.count == 2 ? true : nil }
+        let marker = "grid-cancel-\(UUID().uuidString.prefix(8))"
+        let script = """
+            echo "$GRID_JOB_ID start" >> "\(s.record.path)"
+            trap 'echo "$GRID_JOB_ID stop" >> "\(s.record.path)"; exit 143' TERM
+            i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done  # \(marker)
+            echo "$GRID_JOB_ID end" >> "\(s.record.path)"
+            """
+        let long = JobSpec(name: "long", command: "/bin/sh", args: ["-c", script], accelerators: AcceleratorRequest(count: 1))
+        // One per region (the national view of free devices trails by a summary), then one that waits.
+        try s.submit("run1", long)
+        _ = try s.c.eventually(30, "run1 running, its region full") { () -> Bool? in
+            guard let j = try s.job("run1"), j.state == .running, let r = j.region else { return nil }
+            return try s.regions()[r.rawValue]?.capacity.first?.free == 0 ? true : nil
+        }
+        try s.submit("run2", long)
+        _ = try s.c.eventually(30, "run2 running, both full") { () -> Bool? in
+            try s.job("run2")?.state == .running && s.regions().values.allSatisfy { $0.capacity.first?.free == 0 } ? true : nil
+        }
+        try s.submit("waits", long)
+        let client = try s.c.client()
+        let waiting = try client.cancel("waits")
+        #expect(try s.c.eventually(10, "waits cancelled") { try s.job("waits")?.state == .cancelled ? true : nil })
+        _ = waiting
+        let asked = try client.cancel("run1")
+        #expect(!asked.state.isTerminal && asked.message.contains("cancel requested"))
+        let ended = try s.c.eventually(30, "run1 to end") { () -> JobRecord? in
+            guard let j = try s.job("run1"), j.state.isTerminal else { return nil }
+            return j
+        }
+        #expect(ended.state == .cancelled)
+        #expect(try s.job("run2")?.state == .running, "the other job runs on")
+        Thread.sleep(forTimeInterval: 0.5)
+        let runs = s.runs()
+        #expect(runs.filter { $0.hasPrefix("run1 ") } == ["run1 start", "run1 stop"], "\(runs)")
+        #expect(!runs.contains { $0.hasPrefix("waits ") }, "never started")
+        // No process of run1 is left; run2's still runs.
+        let ps = Process()
+        ps.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+        ps.arguments = ["-f", marker]
+        let pipe = Pipe()
+        ps.standardOutput = pipe
+        try ps.run()
+        ps.waitUntilExit()
+        let pids = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        let jobsOf = pids.compactMap { pid -> String? in
+            guard let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
+            return env.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.first { $0.hasPrefix("GRID_JOB_ID=") }
+        }
+        #expect(!jobsOf.contains("GRID_JOB_ID=run1") && jobsOf.contains("GRID_JOB_ID=run2"), "\(jobsOf)")
+        _ = try client.cancel("run2")
+        _ = try s.c.eventually(30, "run2 to end") { try s.job("run2")?.state == .cancelled ? true : nil }
+    }
 }
 }

@@ -157,3 +157,74 @@ import Testing
         #expect(h.instance.job("any")?.region == "west")
     }
 }
+
+/// `gridctl cancel` through the national scheduler and the region.
+@Suite struct CancelTests {
+    static func cancel(_ id: String) -> Body {
+        var c = Wire.Cancel()
+        c.jobID = id
+        return .cancel(c)
+    }
+
+    @Test func aHeldJobIsCancelledAtOnceAndGivesBackItsReservation() throws {
+        var h = NationalDecisionTests.harness(NationalDecisionTests.settings(cheapHour: 18))
+        _ = h.summary("west", free: 8, total: 8)
+        let deadline = h.now.wall.addingTimeInterval(10 * 3600)
+        let r = RoutingRequest(objective: NationalDecisionTests.waitFree, deadline: deadline, runSeconds: 3600)
+        _ = h.send(.submit(NationalDecisionTests.job("a", routing: r)), from: h.client)
+        let start = try #require(h.instance.job("a")?.route?.start)
+        let out = h.send(Self.cancel("a"), from: h.client)
+        guard case .queryReply(let reply) = out.bodies.last else { Issue.record("no reply"); return }
+        #expect(reply.jobs.first?.state == "cancelled" && h.instance.job("a")?.state == .cancelled)
+        #expect(out.persistedJobs.map(\.state) == [.cancelled])
+        // Its hour is free again: the next such job takes it.
+        _ = h.send(.submit(NationalDecisionTests.job("b", routing: r)), from: h.client)
+        #expect(h.instance.job("b")?.route?.start == start)
+        // Nothing is released for the cancelled one when its hour comes.
+        let ms = Int64(start.timeIntervalSince(h.now.wall) * 1000)
+        _ = h.tick(advanceMs: ms - 1000)
+        _ = h.summary("west", free: 8, total: 8, sequence: 1)
+        let forwards = NationalDecisionTests.forwards(h.tick(advanceMs: 1001) + h.tick())
+        #expect(forwards.map(\.jobID) == ["b"])
+    }
+
+    @Test func aJobInARegionGetsACancelSentUntilItEnds() throws {
+        var h = NationalHarness()
+        _ = h.summary("east", free: 4, total: 4)
+        var s = Wire.Submit()
+        s.jobID = "j"
+        s.spec = Wire.JobSpec(JobSpec(name: "t", command: "true", accelerators: AcceleratorRequest(count: 1)))
+        _ = h.send(.submit(s), from: h.client)
+        _ = h.tick()
+        let out = h.send(Self.cancel("j"), from: h.client)
+        #expect(out.mutations.contains { if case .outbox(let i) = $0 { return i.key == "cancel:j" } else { return false } })
+        func cancels(_ o: [ControllerDirective]) -> Int { o.bodies.filter { if case .cancel = $0 { return true } else { return false } }.count }
+        #expect(cancels(h.tick()) == 1)
+        #expect(cancels(h.tick(advanceMs: 1100)) == 1, "resent until the job ends")
+        var u = Wire.StatusUpdate()
+        u.jobID = "j"
+        u.regionID = "east"
+        u.state = "cancelled"
+        u.epoch = 1
+        u.updateID = "east:j:1:cancelled"
+        let done = h.send(.statusUpdate(u), from: NationalHarness.regionOrigin("east"))
+        #expect(done.mutations.contains { if case .outboxDone(let k) = $0 { return k == "cancel:j" } else { return false } })
+        #expect(cancels(h.tick(advanceMs: 60_000)) == 0)
+        #expect(h.instance.job("j")?.state == .cancelled)
+        let unknown = h.send(Self.cancel("nope"), from: h.client)
+        guard case .errorReply(let e) = unknown.bodies.last else { Issue.record("no error"); return }
+        #expect(e.code == "not_found")
+    }
+
+    @Test func aRegionCancelsAnUnconfirmedPlacementWithoutSendingIt() throws {
+        var h = RegionHarness { $0.confirmStarts = true }
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
+        _ = h.tick()
+        let out = h.send(Self.cancel("j-1"), from: h.national)
+        #expect(out.persistedAssignments.map(\.state) == [.revoked])
+        #expect(h.instance.job("j-1")?.state == .cancelled)
+        #expect(h.tick(advanceMs: 10).statusUpdates.contains { $0.jobID == "j-1" && $0.state == "cancelled" })
+        #expect(h.tick(advanceMs: 3000).assignments.isEmpty)
+    }
+}
