@@ -13,6 +13,8 @@ import Yams
 ///       vendor: nvidia            # nvidia|amd|hygon|huawei|intel|habana|iluvatar
 ///       model: A100               # case-insensitive substring of the device model
 ///       min_memory: 40GiB         # MiB if a bare number; KiB/MiB/GiB/TiB and KB/MB/GB/TB accepted
+///       min_grade: C              # least capable grade accepted (A frontier … D edge); default any
+///       max_grade: B              # most capable grade allowed (B: keep off frontier A parts)
 ///     timeout_seconds: 3600
 ///     allowed_regions: [guizhou, ningxia]
 ///     max_attempts: 3             # runs in all when runs are lost to faults (1...100)
@@ -107,10 +109,14 @@ public enum JobFile {
         var vendor: String?
         var model: String?
         var minMemory: String?
+        var minGrade: String?
+        var maxGrade: String?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case count, vendor, model
             case minMemory = "min_memory"
+            case minGrade = "min_grade"
+            case maxGrade = "max_grade"
         }
 
         init(from decoder: any Decoder) throws {
@@ -124,6 +130,8 @@ public enum JobFile {
             } else {
                 minMemory = try c.decodeIfPresent(String.self, forKey: .minMemory)
             }
+            minGrade = try c.decodeIfPresent(String.self, forKey: .minGrade)
+            maxGrade = try c.decodeIfPresent(String.self, forKey: .maxGrade)
         }
     }
 
@@ -153,6 +161,13 @@ public enum JobFile {
         if let m = raw.accelerators?.minMemory {
             if let mib = parseMemoryMiB(m) { request.minMemoryMiB = mib } else {
                 problems.append("accelerators.min_memory: '\(m)' is not a size (e.g. 40GiB, 16000MiB, or a number of MiB)")
+            }
+        }
+        for (key, text, set) in [("min_grade", raw.accelerators?.minGrade, { (r: inout AcceleratorRequest, g: DeviceGrade) in r.minGrade = g }),
+                                 ("max_grade", raw.accelerators?.maxGrade, { (r: inout AcceleratorRequest, g: DeviceGrade) in r.maxGrade = g })] {
+            guard let text else { continue }
+            if let g = DeviceGrade(rawValue: text.uppercased()), g != .r { set(&request, g) } else {
+                problems.append("accelerators.\(key): '\(text)' is not one of A, B, C, D")
             }
         }
         var retry = RetryPolicy()

@@ -8,11 +8,29 @@ public struct AcceleratorRequest: Codable, Sendable, Hashable {
     /// Case-insensitive substring of the device model, e.g. "A100".
     public var model: String?
     public var minMemoryMiB: Int?
-    public init(count: Int = 1, vendor: AcceleratorVendor? = nil, model: String? = nil, minMemoryMiB: Int? = nil) {
+    /// The least capable grade the job accepts: `C` takes A, B or C devices. nil = any.
+    /// Ungraded devices do not meet a minimum grade.
+    public var minGrade: DeviceGrade?
+    /// The most capable grade the job may use: `B` keeps it off frontier (A) devices. nil = any.
+    public var maxGrade: DeviceGrade?
+    public init(count: Int = 1, vendor: AcceleratorVendor? = nil, model: String? = nil, minMemoryMiB: Int? = nil,
+                minGrade: DeviceGrade? = nil, maxGrade: DeviceGrade? = nil) {
         self.count = count
         self.vendor = vendor
         self.model = model
         self.minMemoryMiB = minMemoryMiB
+        self.minGrade = minGrade
+        self.maxGrade = maxGrade
+    }
+
+    /// Whether a device class of `grade` meets the grade bounds.
+    public func admits(grade: DeviceGrade?) -> Bool {
+        if let lo = minGrade {
+            guard let g = grade, g <= lo else { return false }
+        }
+        if let hi = maxGrade, let g = grade, g < hi { return false }
+        if grade == .r { return false }
+        return true
     }
 }
 
@@ -74,6 +92,10 @@ public struct JobSpec: Codable, Sendable, Hashable {
         if accelerators.count < 0 { out.append("accelerators.count: must be >= 0, got \(accelerators.count)") }
         if accelerators.count > 64 { out.append("accelerators.count: at most 64 devices per node, got \(accelerators.count)") }
         if let m = accelerators.minMemoryMiB, m < 0 { out.append("accelerators.min_memory: must be >= 0") }
+        if accelerators.minGrade == .r || accelerators.maxGrade == .r { out.append("accelerators.min_grade/max_grade: A, B, C or D (R devices are retired)") }
+        if let lo = accelerators.minGrade, let hi = accelerators.maxGrade, lo < hi {
+            out.append("accelerators.max_grade: \(hi.rawValue) is less capable than min_grade \(lo.rawValue); no grade meets both")
+        }
         if let t = timeoutSeconds, t <= 0 { out.append("timeout_seconds: must be > 0, got \(t)") }
         if !(1...RetryPolicy.maxAttemptsLimit).contains(retry.maxAttempts) {
             out.append("max_attempts: must be 1...\(RetryPolicy.maxAttemptsLimit), got \(retry.maxAttempts)")

@@ -95,6 +95,8 @@ extension Wire.JobSpec {
         a.vendor = s.accelerators.vendor?.rawValue ?? ""
         a.model = s.accelerators.model ?? ""
         a.minMemoryMib = Int64(s.accelerators.minMemoryMiB ?? 0)
+        a.minGrade = s.accelerators.minGrade?.rawValue ?? ""
+        a.maxGrade = s.accelerators.maxGrade?.rawValue ?? ""
         accelerators = a
         timeoutSeconds = UInt32(clamping: s.timeoutSeconds ?? 0)
         allowedRegions = s.allowedRegions.map(\.rawValue)
@@ -160,12 +162,20 @@ extension Wire.JobSpec {
             }
             vendor = v
         }
+        func grade(_ text: String, _ field: String) throws(ProtocolError) -> DeviceGrade? {
+            guard !text.isEmpty else { return nil }
+            guard let g = DeviceGrade(rawValue: text) else {
+                throw .invalidField(type: "JobSpec", field: "accelerators.\(field)", reason: "unknown grade '\(text)' (A, B, C or D)")
+            }
+            return g
+        }
         let s = JobSpec(
             name: name, command: command, args: args, env: env,
             accelerators: AcceleratorRequest(
                 count: Int(accelerators.count), vendor: vendor,
                 model: accelerators.model.isEmpty ? nil : accelerators.model,
-                minMemoryMiB: accelerators.minMemoryMib > 0 ? Int(exactly: accelerators.minMemoryMib) : nil),
+                minMemoryMiB: accelerators.minMemoryMib > 0 ? Int(exactly: accelerators.minMemoryMib) : nil,
+                minGrade: try grade(accelerators.minGrade, "min_grade"), maxGrade: try grade(accelerators.maxGrade, "max_grade")),
             timeoutSeconds: timeoutSeconds > 0 ? Int(timeoutSeconds) : nil,
             allowedRegions: allowedRegions.map(RegionID.init),
             retry: RetryPolicy(

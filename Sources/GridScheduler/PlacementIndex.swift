@@ -155,6 +155,8 @@ public struct PlacementIndex: Sendable {
         var vendor: AcceleratorVendor?
         var model: String
         var minMemoryMiB: Int
+        var minGrade: DeviceGrade?
+        var maxGrade: DeviceGrade?
     }
 
     var models: [String: String] = [:]
@@ -411,13 +413,15 @@ public struct PlacementIndex: Sendable {
 
     /// The classes a request may use, most preferred first; cached per request shape.
     mutating func matchingClasses(_ want: AcceleratorRequest) -> [Int32] {
-        let key = ShapeKey(vendor: want.vendor, model: want.model ?? "", minMemoryMiB: want.minMemoryMiB ?? 0)
+        let key = ShapeKey(vendor: want.vendor, model: want.model ?? "", minMemoryMiB: want.minMemoryMiB ?? 0,
+                           minGrade: want.minGrade, maxGrade: want.maxGrade)
         if let cached = shapeCache[key] { return cached }
         let pattern = ModelPattern(key.model)
         let ids = classes.indices.filter { i in
             let c = classes[i]
             if let v = key.vendor, c.vendor != v { return false }
             if c.memoryMiB < key.minMemoryMiB { return false }
+            if !want.admits(grade: c.grade) { return false }
             return pattern.matches(c.model)
         }.map { Int32($0) }.sorted { classRank[Int($0)] < classRank[Int($1)] }
         shapeCache[key] = ids

@@ -100,7 +100,7 @@ public enum RegionPlacement {
         if let v = want.vendor, d.vendor != v { return false }
         if let m = want.model, !ModelPattern(m).matches(d.model) { return false }
         if let mem = want.minMemoryMiB, (d.memoryTotalMiB ?? 0) < mem { return false }
-        return true
+        return want.admits(grade: d.grade)
     }
 
     public static func describe(_ want: AcceleratorRequest) -> String {

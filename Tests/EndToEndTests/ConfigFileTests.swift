@@ -94,6 +94,17 @@ import Testing
         #expect(throws: ConfigError.self) { try JobFile.parse("command: x\nacelerators: {count: 1}\n", source: "typo.yaml") }
     }
 
+    @Test func jobFileGradeBounds() throws {
+        let spec = try JobFile.parse("command: x\naccelerators: {count: 1, min_grade: c, max_grade: B}\n", source: "g.yaml")
+        #expect(spec.accelerators.minGrade == .c && spec.accelerators.maxGrade == .b)
+        do {
+            _ = try JobFile.parse("command: x\naccelerators: {min_grade: R, max_grade: Z}\n", source: "bad.yaml")
+            Issue.record("accepted bad grades")
+        } catch let e as ConfigError {
+            #expect("\(e)".contains("accelerators.min_grade: 'R'") && "\(e)".contains("accelerators.max_grade: 'Z'"))
+        }
+    }
+
     @Test func jobFileRoutingKeys() throws {
         let now = Date(timeIntervalSince1970: 1_800_000_000)
         let spec = try JobFile.parse("""

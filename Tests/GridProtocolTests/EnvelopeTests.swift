@@ -184,7 +184,8 @@ import Testing
         c.rttMs = 26
         let route = RouteExplanation(decidedAt: now, objective: objective.description, currency: "CNY", region: "nx", start: c.start,
                                      note: "held", refusedBy: ["gz"], candidates: [c, .init(region: "sh", reason: "jurisdiction")])
-        let r = JobRecord(id: "j-1", spec: JobSpec(name: "n", command: "c", accelerators: AcceleratorRequest(count: 8), routing: routing),
+        let r = JobRecord(id: "j-1", spec: JobSpec(name: "n", command: "c", accelerators: AcceleratorRequest(count: 8, minGrade: .c, maxGrade: .b),
+                                                     routing: routing),
                           state: .pending, submittedAt: now, updatedAt: now, route: route)
         #expect(try Wire.Job(r).record() == r)
         let json = try JSONEncoder().encode(r)

@@ -48,7 +48,10 @@ struct RandomFleet {
         let vendor: AcceleratorVendor? = [nil, nil, .nvidia, .amd, .huawei][Int.random(in: 0..<5, using: &rng)]
         let model: String? = [nil, nil, nil, "A100", "A10", "910B", "V100"][Int.random(in: 0..<7, using: &rng)]
         let mem: Int? = [nil, nil, 16384, 40000, 80000][Int.random(in: 0..<5, using: &rng)]
-        return AcceleratorRequest(count: count, vendor: vendor, model: model, minMemoryMiB: mem)
+        let minGrade: DeviceGrade? = [nil, nil, nil, .a, .b, .c][Int.random(in: 0..<6, using: &rng)]
+        let maxGrade: DeviceGrade? = [nil, nil, nil, .b, .c][Int.random(in: 0..<5, using: &rng)]
+        return AcceleratorRequest(count: count, vendor: vendor, model: model, minMemoryMiB: mem,
+                                  minGrade: minGrade.flatMap { lo in maxGrade.map { $0 <= lo } ?? true ? lo : nil }, maxGrade: maxGrade)
     }
 }
 
@@ -77,6 +80,22 @@ struct RandomFleet {
     ])
     func modelRequestsMatchWholeModelNumbers(request: String, model: String, expected: Bool) {
         #expect(ModelPattern(request).matches(model) == expected)
+    }
+
+    @Test func gradeBoundsKeepFrontierPartsForWorkThatNeedsThem() {
+        var index = PlacementIndex()
+        index.upsert(node: "mixed", devices: [gpu("a0", 0, grade: .a), gpu("c0", 1, model: "NVIDIA A10", grade: .c, mem: 23028),
+                                              gpu("d0", 2, model: "Tesla T4", grade: .d, mem: 15360)], busy: [], schedulable: true)
+        guard case .placed(_, let plain) = index.place(AcceleratorRequest(count: 1)) else { Issue.record("not placed"); return }
+        #expect(plain == ["d0"], "the least capable part first")
+        guard case .placed(_, let atLeastB) = index.place(AcceleratorRequest(count: 1, minGrade: .b)) else { Issue.record("not placed"); return }
+        #expect(atLeastB == ["a0"])
+        guard case .placed(_, let notFrontier) = index.place(AcceleratorRequest(count: 1, maxGrade: .b)) else { Issue.record("not placed"); return }
+        #expect(notFrontier == ["c0"])
+        guard case .impossible = index.place(AcceleratorRequest(count: 3, minGrade: .c)) else { Issue.record("the node has only two C-or-better parts"); return }
+        #expect(AcceleratorRequest(minGrade: .c).admits(grade: nil) == false, "ungraded does not meet a minimum")
+        #expect(AcceleratorRequest(maxGrade: .b).admits(grade: nil))
+        #expect(JobSpec(name: "x", command: "y", accelerators: AcceleratorRequest(minGrade: .b, maxGrade: .c)).problems().contains { $0.contains("max_grade") })
     }
 
     @Test func modelA10DoesNotTakeAnA100() {

@@ -907,6 +907,12 @@ public nonisolated struct Computegrid_V1_AcceleratorRequest: Sendable {
   /// 0 = any
   public var minMemoryMib: Int64 = 0
 
+  /// "" = any; "C" = A, B or C
+  public var minGrade: String = String()
+
+  /// "" = any; "B" = B, C or D (not frontier A)
+  public var maxGrade: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2855,7 +2861,7 @@ nonisolated extension Computegrid_V1_RegionSummaryAck: SwiftProtobuf.Message, Sw
 
 nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AcceleratorRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}vendor\0\u{1}model\0\u{3}min_memory_mib\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}vendor\0\u{1}model\0\u{3}min_memory_mib\0\u{3}min_grade\0\u{3}max_grade\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2867,6 +2873,8 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
       case 2: try { try decoder.decodeSingularStringField(value: &self.vendor) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.model) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.minMemoryMib) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.minGrade) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.maxGrade) }()
       default: break
       }
     }
@@ -2885,6 +2893,12 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
     if self.minMemoryMib != 0 {
       try visitor.visitSingularInt64Field(value: self.minMemoryMib, fieldNumber: 4)
     }
+    if !self.minGrade.isEmpty {
+      try visitor.visitSingularStringField(value: self.minGrade, fieldNumber: 5)
+    }
+    if !self.maxGrade.isEmpty {
+      try visitor.visitSingularStringField(value: self.maxGrade, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2893,6 +2907,8 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
     if lhs.vendor != rhs.vendor {return false}
     if lhs.model != rhs.model {return false}
     if lhs.minMemoryMib != rhs.minMemoryMib {return false}
+    if lhs.minGrade != rhs.minGrade {return false}
+    if lhs.maxGrade != rhs.maxGrade {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
