@@ -21,6 +21,7 @@ import Yams
 ///     retry_backoff_seconds: 5    # wait before the first retry; doubles, at most 300 s
 ///     requeue: never              # always (default) | never: a lost run ends the job `lost`
 ///     on_lease_loss: keep         # stop (default) | keep: safe to run twice, not fenced
+///     priority: high              # −1000…1000 or low (−100) | normal (0) | high (100) | critical (1000)
 ///
 /// What the national scheduler weighs when it chooses a region and an hour (all optional):
 ///
@@ -56,9 +57,10 @@ public enum JobFile {
         var deadline: String?
         var runTime: String?
         var kwPerDevice: Double?
+        var priority: String?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, command, args, env, accelerators, count, requeue, origin, jurisdictions, objective, deadline
+            case name, command, args, env, accelerators, count, requeue, origin, jurisdictions, objective, deadline, priority
             case dataGB = "data_gb"
             case latencySLOMs = "latency_slo_ms"
             case runTime = "run_time"
@@ -101,6 +103,11 @@ public enum JobFile {
                 runTime = try c.decodeIfPresent(String.self, forKey: .runTime)
             }
             kwPerDevice = try c.decodeIfPresent(Double.self, forKey: .kwPerDevice)
+            if let n = try? c.decodeIfPresent(Int.self, forKey: .priority) {
+                priority = String(n)
+            } else {
+                priority = try c.decodeIfPresent(String.self, forKey: .priority)
+            }
         }
     }
 
@@ -212,11 +219,18 @@ public enum JobFile {
                 problems.append("run_time: '\(r)' is not a duration (4h, 90m, 3600s, or seconds)")
             }
         }
+        var priority = 0
+        if let p = raw.priority {
+            let named = ["low": -100, "normal": 0, "high": 100, "critical": 1000]
+            if let n = Int(p) ?? named[p.lowercased()] { priority = n } else {
+                problems.append("priority: '\(p)' is not a number (−1000…1000) or one of low, normal, high, critical")
+            }
+        }
         let defaultName = URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
         let spec = JobSpec(
             name: raw.name ?? defaultName, command: raw.command ?? "", args: raw.args ?? [], env: raw.env ?? [:],
             accelerators: request, timeoutSeconds: raw.timeoutSeconds,
-            allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init), retry: retry, routing: routing)
+            allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init), retry: retry, routing: routing, priority: priority)
         if raw.command == nil { problems.append("command: required (the program to run, e.g. python3)") }
         if let n = raw.count, !(1...maxArray).contains(n) {
             problems.append("count: must be 1...\(maxArray) (jobs in the array), got \(n)")

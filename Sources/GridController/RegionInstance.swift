@@ -218,6 +218,11 @@ public struct RegionInstance: Sendable {
             jobs[j.id] = j
             if j.state == .queued { queue.append(j.id) }
         }
+        // Highest priority first, oldest first within a priority (the order `enqueue` keeps).
+        queue.sort { a, b in
+            let ja = jobs[a]!, jb = jobs[b]!
+            return ja.spec.priority != jb.spec.priority ? ja.spec.priority > jb.spec.priority : ja.submittedAt < jb.submittedAt
+        }
         for item in recovered.outbox where item.type == "status_update" {
             guard let u = try? Wire.StatusUpdate(serializedBytes: item.payload) else { continue }
             outbox[item.key] = Outgoing(item: item, update: u, attempts: 0, dueMs: now.monotonicMs)
@@ -591,8 +596,8 @@ public struct RegionInstance: Sendable {
             if wait > 0 {
                 timers.schedule(.retry(job.id), at: now.monotonicMs + wait)
             } else {
-                queue.insert(job.id, at: 0)
-                if queueCursor > 0 { queueCursor += 1 }
+                jobs[job.id] = job
+                enqueue(job.id, front: true)
             }
         }
         jobs[job.id] = job
@@ -601,6 +606,22 @@ public struct RegionInstance: Sendable {
         let event = job.state == .lost ? "job lost" : "job re-queued"
         out.append(.log(LogEvent(.warning, event, ["job": "\(job.id)", "reason": reason, "attempts": "\(runs)"])))
         return out
+    }
+
+    /// Puts a queued job in its place: after every job of higher or equal priority (a new one),
+    /// or ahead of the others of its priority (`front`: one taken back from a node). The queue
+    /// stays ordered by priority, so a pass never places a job ahead of a higher-priority one
+    /// that fits; a job put before the pass's cursor is examined next.
+    mutating func enqueue(_ id: JobID, front: Bool) {
+        let p = jobs[id]?.spec.priority ?? 0
+        var lo = 0, hi = queue.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            let q = jobs[queue[mid]]?.spec.priority ?? 0
+            if front ? q > p : q >= p { lo = mid + 1 } else { hi = mid }
+        }
+        queue.insert(id, at: lo)
+        if lo < queueCursor { queueCursor = lo }
     }
 
     static func updateID(_ region: RegionID, _ job: JobRecord) -> String { "\(region):\(job.id):\(job.epoch):\(job.state.rawValue)" }
@@ -708,7 +729,7 @@ public struct RegionInstance: Sendable {
                     let record = JobRecord(id: id, spec: spec, state: .queued, region: region,
                                            message: "queued in \(region)", submittedAt: submitted, updatedAt: now.wall)
                     jobs[id] = record
-                    queue.append(id)
+                    enqueue(id, front: false)
                     placementDirty = true
                     out.append(.persist(.job(record)))
                     out.append(.log(LogEvent(.info, "job accepted", ["job": m.jobID, "name": spec.name])))
@@ -815,8 +836,7 @@ public struct RegionInstance: Sendable {
                 // A job waiting out its backoff is queued but not in `queue` (only this timer puts
                 // it there; a cancel or a restart ends the wait first).
                 if let j = jobs[jid], j.state == .queued {
-                    queue.insert(jid, at: 0)
-                    if queueCursor > 0 { queueCursor += 1 }
+                    enqueue(jid, front: true)
                     placementDirty = true
                 }
             case .resend(let aid):

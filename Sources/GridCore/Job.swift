@@ -51,13 +51,18 @@ public struct JobSpec: Codable, Sendable, Hashable {
     /// Where the job's data is, where it may go, its deadline and objective: the national
     /// scheduler's inputs for choosing a region and an hour.
     public var routing: RoutingRequest
+    /// Higher first: a region's queue is ordered by priority, then by arrival. −1000…1000,
+    /// default 0 (`low` −100, `normal` 0, `high` 100, `critical` 1000 in job files).
+    public var priority: Int
 
     public init(
         name: String, command: String, args: [String] = [], env: [String: String] = [:],
         accelerators: AcceleratorRequest = AcceleratorRequest(), timeoutSeconds: Int? = nil,
-        allowedRegions: [RegionID] = [], retry: RetryPolicy = RetryPolicy(), routing: RoutingRequest = RoutingRequest()
+        allowedRegions: [RegionID] = [], retry: RetryPolicy = RetryPolicy(), routing: RoutingRequest = RoutingRequest(),
+        priority: Int = 0
     ) {
         self.routing = routing
+        self.priority = priority
         self.name = name
         self.command = command
         self.args = args
@@ -68,7 +73,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.retry = retry
     }
 
-    enum CodingKeys: String, CodingKey { case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry, routing }
+    enum CodingKeys: String, CodingKey { case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry, routing, priority }
+    public static let priorityRange = -1000...1000
 
     /// Specs stored before retry policies existed still decode (with the default policy).
     public init(from decoder: any Decoder) throws {
@@ -82,6 +88,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         allowedRegions = try c.decode([RegionID].self, forKey: .allowedRegions)
         retry = try c.decodeIfPresent(RetryPolicy.self, forKey: .retry) ?? RetryPolicy()
         routing = try c.decodeIfPresent(RoutingRequest.self, forKey: .routing) ?? RoutingRequest()
+        priority = try c.decodeIfPresent(Int.self, forKey: .priority) ?? 0
     }
 
     /// Returns every problem with the spec, each naming the field, or [] when it is valid.
@@ -106,6 +113,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         for key in env.keys where key.isEmpty || key.contains("=") || key.contains("\0") {
             out.append("env: invalid variable name '\(key)'")
         }
+        if !Self.priorityRange.contains(priority) { out.append("priority: −1000…1000, got \(priority)") }
         out += routing.problems()
         return out
     }

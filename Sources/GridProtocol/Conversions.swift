@@ -126,6 +126,7 @@ extension Wire.JobSpec {
         deadlineUnixMs = r.deadline?.unixMilliseconds ?? 0
         runSeconds = UInt32(clamping: r.runSeconds ?? 0)
         if let k = r.kwPerDevice { kwPerDevice = k }
+        priority = Int32(clamping: s.priority)
     }
 
     func routing() throws(ProtocolError) -> RoutingRequest {
@@ -182,7 +183,8 @@ extension Wire.JobSpec {
                 maxAttempts: maxAttempts == 0 ? RetryPolicy().maxAttempts : Int(maxAttempts),
                 backoffSeconds: hasRetryBackoffSeconds ? Int(retryBackoffSeconds) : RetryPolicy().backoffSeconds,
                 requeueNever: requeueNever, keepOnLeaseLoss: keepOnLeaseLoss),
-            routing: try routing()
+            routing: try routing(),
+            priority: Int(priority)
         )
         if let first = s.problems().first {
             throw .invalidField(type: "JobSpec", field: String(first.prefix(while: { $0 != ":" })), reason: first)

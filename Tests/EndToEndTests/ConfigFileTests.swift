@@ -97,6 +97,10 @@ import Testing
     @Test func jobFileGradeBounds() throws {
         let spec = try JobFile.parse("command: x\naccelerators: {count: 1, min_grade: c, max_grade: B}\n", source: "g.yaml")
         #expect(spec.accelerators.minGrade == .c && spec.accelerators.maxGrade == .b)
+        #expect(try JobFile.parse("command: x\npriority: high\n", source: "p.yaml").priority == 100)
+        #expect(try JobFile.parse("command: x\npriority: -5\n", source: "p.yaml").priority == -5)
+        #expect(throws: ConfigError.self) { try JobFile.parse("command: x\npriority: urgent\n", source: "p.yaml") }
+        #expect(throws: ConfigError.self) { try JobFile.parse("command: x\npriority: 5000\n", source: "p.yaml") }
         do {
             _ = try JobFile.parse("command: x\naccelerators: {min_grade: R, max_grade: Z}\n", source: "bad.yaml")
             Issue.record("accepted bad grades")

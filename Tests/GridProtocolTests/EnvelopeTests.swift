@@ -185,7 +185,7 @@ import Testing
         let route = RouteExplanation(decidedAt: now, objective: objective.description, currency: "CNY", region: "nx", start: c.start,
                                      note: "held", refusedBy: ["gz"], candidates: [c, .init(region: "sh", reason: "jurisdiction")])
         let r = JobRecord(id: "j-1", spec: JobSpec(name: "n", command: "c", accelerators: AcceleratorRequest(count: 8, minGrade: .c, maxGrade: .b),
-                                                     routing: routing),
+                                                     routing: routing, priority: -7),
                           state: .pending, submittedAt: now, updatedAt: now, route: route)
         #expect(try Wire.Job(r).record() == r)
         let json = try JSONEncoder().encode(r)

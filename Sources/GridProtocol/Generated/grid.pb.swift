@@ -1056,6 +1056,12 @@ public nonisolated struct Computegrid_V1_JobSpec: @unchecked Sendable {
   /// Clears the value of `kwPerDevice`. Subsequent reads from it will return its default value.
   public mutating func clearKwPerDevice() {_uniqueStorage()._kwPerDevice = nil}
 
+  /// higher first in a region's queue; −1000…1000, default 0
+  public var priority: Int32 {
+    get {_storage._priority}
+    set {_uniqueStorage()._priority = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2916,7 +2922,7 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
 
 nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0\u{3}origin_region\0\u{3}data_gb\0\u{1}jurisdictions\0\u{3}latency_slo_ms\0\u{1}objective\0\u{3}objective_weights\0\u{3}deadline_unix_ms\0\u{3}run_seconds\0\u{3}kw_per_device\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0\u{3}origin_region\0\u{3}data_gb\0\u{1}jurisdictions\0\u{3}latency_slo_ms\0\u{1}objective\0\u{3}objective_weights\0\u{3}deadline_unix_ms\0\u{3}run_seconds\0\u{3}kw_per_device\0\u{1}priority\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -2939,6 +2945,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
     var _deadlineUnixMs: Int64 = 0
     var _runSeconds: UInt32 = 0
     var _kwPerDevice: Double? = nil
+    var _priority: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2969,6 +2976,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       _deadlineUnixMs = source._deadlineUnixMs
       _runSeconds = source._runSeconds
       _kwPerDevice = source._kwPerDevice
+      _priority = source._priority
     }
   }
 
@@ -3007,6 +3015,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
         case 18: try { try decoder.decodeSingularInt64Field(value: &_storage._deadlineUnixMs) }()
         case 19: try { try decoder.decodeSingularUInt32Field(value: &_storage._runSeconds) }()
         case 20: try { try decoder.decodeSingularDoubleField(value: &_storage._kwPerDevice) }()
+        case 21: try { try decoder.decodeSingularSInt32Field(value: &_storage._priority) }()
         default: break
         }
       }
@@ -3079,6 +3088,9 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       try { if let v = _storage._kwPerDevice {
         try visitor.visitSingularDoubleField(value: v, fieldNumber: 20)
       } }()
+      if _storage._priority != 0 {
+        try visitor.visitSingularSInt32Field(value: _storage._priority, fieldNumber: 21)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3108,6 +3120,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
         if _storage._deadlineUnixMs != rhs_storage._deadlineUnixMs {return false}
         if _storage._runSeconds != rhs_storage._runSeconds {return false}
         if _storage._kwPerDevice != rhs_storage._kwPerDevice {return false}
+        if _storage._priority != rhs_storage._priority {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -1,0 +1,67 @@
+import Foundation
+import GridController
+import GridCore
+import GridProtocol
+import PropertyBased
+import Testing
+
+/// Issue 9, priorities: a region's queue is ordered by priority, then arrival; no job is placed
+/// ahead of a higher-priority job that fits.
+@Suite struct PriorityTests {
+    @Test func higherPriorityGoesFirstAndEqualsKeepTheirOrder() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0), device("g1", 1)])
+        _ = h.forward("low", JobSpec(name: "low", command: "true", priority: -100))
+        _ = h.forward("n-1", JobSpec(name: "n", command: "true"))
+        _ = h.forward("high", JobSpec(name: "high", command: "true", priority: 100))
+        _ = h.forward("n-2", JobSpec(name: "n", command: "true"))
+        let placed = h.tick().assignments.map(\.jobID)
+        #expect(placed == ["high", "n-1"])
+        #expect(h.instance.job("low")?.state == .queued && h.instance.job("n-2")?.state == .queued)
+    }
+
+    /// Random priorities and arrival order, one-device jobs, a random number of devices, a few
+    /// rounds of completions: after every pass, no queued job has a higher priority than a job
+    /// the pass placed (every one-device job fits any free device), and within a priority the
+    /// earlier arrival went first.
+    @Test func noJobIsPlacedAheadOfAHigherPriorityJobThatFits() async {
+        await propertyCheck(count: 40, input: Gen.int(in: 0...1_000_000)) { seed in
+            var rng = SplitMix(seed: UInt64(seed))
+            var h = RegionHarness()
+            let devices = 1 + rng.int(6)
+            _ = h.register("n1", devices: (0..<devices).map { device("g\($0)", $0) })
+            let n = 5 + rng.int(30)
+            var arrival: [String: Int] = [:]
+            var prio: [String: Int] = [:]
+            for k in 0..<n {
+                let id = "j\(k)"
+                prio[id] = [-100, 0, 0, 100, 1000][rng.int(5)]
+                arrival[id] = k
+                _ = h.forward(id, JobSpec(name: id, command: "true", priority: prio[id]!))
+            }
+            var running: [Wire.Assignment] = []
+            for round in 0..<8 {
+                let placed = h.tick().assignments
+                let queued = prio.keys.filter { h.instance.job(JobID($0))?.state == .queued }
+                if let top = queued.map({ prio[$0]! }).max() {
+                    for a in placed {
+                        #expect(prio[a.jobID]! >= top, "seed \(seed) round \(round): \(a.jobID) (\(prio[a.jobID]!)) placed while a \(top) waits")
+                        if prio[a.jobID]! == top {
+                            let firstWaiting = queued.filter { prio[$0] == top }.map { arrival[$0]! }.min()!
+                            #expect(arrival[a.jobID]! < firstWaiting, "seed \(seed): FIFO within priority \(top)")
+                        }
+                    }
+                }
+                for a in placed { _ = h.ack(a) }
+                running += placed
+                // Some finish, freeing their devices.
+                var still: [Wire.Assignment] = []
+                for a in running {
+                    if rng.int(2) == 0 { _ = h.status(a, .succeeded, exit: 0) } else { still.append(a) }
+                }
+                running = still
+                _ = h.heartbeat("n1", digestOf: running.map(\.assignmentID))
+            }
+        }
+    }
+}
