@@ -54,6 +54,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     /// Region: refuse new jobs (maintenance); the national scheduler sends them elsewhere.
     /// Jobs already in the region run to the end. Default false.
     public var drain: Bool = false
+    /// Region: a higher-priority job with no free devices stops lower-priority runs (TERM, then
+    /// KILL after the agent's grace), which are queued again. Default true.
+    public var preemption: Bool = true
     /// Region placement policy.
     public var placement: PlacementPolicy = PlacementPolicy()
     /// National routing policy.
@@ -80,7 +83,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case maxMessageBytes = "max_message_bytes"
         case placementBudget = "placement_budget"
         case confirmStarts = "confirm_starts"
-        case drain
+        case drain, preemption
         case historyRetentionHours = "history_retention_hours"
         case placement, routing, regions, prices
         case logLevel = "log_level"
@@ -108,6 +111,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         placement = try c.value(.placement, default: d.placement)
         confirmStarts = try c.value(.confirmStarts, default: d.confirmStarts)
         drain = try c.value(.drain, default: d.drain)
+        preemption = try c.value(.preemption, default: d.preemption)
         routing = try c.value(.routing, default: d.routing)
         regions = try c.value(.regions, default: d.regions)
         prices = try c.value(.prices, default: d.prices)

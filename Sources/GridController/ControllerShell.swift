@@ -159,6 +159,7 @@ extension RegionInstance.Settings {
         placement = .init(allowDegraded: config.placement.allowDegraded)
         confirmStarts = config.confirmStarts
         draining = config.drain
+        preemption = config.preemption
     }
 }
 

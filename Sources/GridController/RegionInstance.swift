@@ -74,6 +74,11 @@ public struct RegionInstance: Sendable {
         /// Maintenance: refuse new jobs from the national scheduler (it sends them elsewhere);
         /// jobs already here run and finish as usual.
         public var draining: Bool = false
+        /// Stop lower-priority runs (TERM, then KILL after the agent's grace) when a
+        /// higher-priority job finds no free devices; they are queued again.
+        public var preemption: Bool = true
+        /// Nodes holding work examined per preemption attempt.
+        public var preemptionScanLimit: Int = 1024
         public init(region: RegionID) { self.region = region }
     }
 
@@ -144,6 +149,10 @@ public struct RegionInstance: Sendable {
     /// the update id of its `assigned` status, and back.
     var unconfirmed: [AssignmentID: String] = [:]
     var awaitingConfirmation: [String: AssignmentID] = [:]
+    /// Runs being stopped for a higher-priority job (victim → the job it makes room for), and
+    /// the reverse, so one job has one preemption in flight at a time.
+    var preempting: [AssignmentID: JobID] = [:]
+    var preemptionsFor: [JobID: Set<AssignmentID>] = [:]
     var placementDirty = true
     var lastTurnMs: Int64?
     /// Total time the controller was stalled (turn gaps beyond the threshold).
@@ -404,7 +413,7 @@ public struct RegionInstance: Sendable {
             for running in m.runningAssignments {
                 let aid = AssignmentID(running)
                 if let a = assignments[aid] {
-                    if cancelRequested.contains(a.job) { out.append(cancel(a, to: origin.peer)) }
+                    if cancelRequested.contains(a.job) || preempting[a.id] != nil { out.append(cancel(a, to: origin.peer)) }
                 } else {
                     // Revoked here (node was lost, job went elsewhere): its result would be
                     // refused as stale anyway, so the process must stop.
@@ -495,6 +504,14 @@ public struct RegionInstance: Sendable {
         guard let state = JobState(rawValue: m.state), state.progress >= job.state.progress, !job.state.isTerminal else {
             return out + [answer(true, "ignored: job already \(job.state.rawValue)")]
         }
+        // A run stopped to make room for a higher-priority job goes back to the queue (unless
+        // it ended by itself first, or its owner cancelled it meanwhile).
+        if state.isTerminal, state != .succeeded, let aid = job.assignment, let by = preempting[aid], let a = assignments[aid],
+           !cancelRequested.contains(job.id) {
+            out += requeue(a, .preempted, reason: "preempted by \(by) (higher priority)", now: now, newState: .done)
+            out.append(answer(true, ""))
+            return out
+        }
         // A run stopped by a fault around it (lease lapsed, agent stopped) is not the job's
         // outcome: the retry policy decides whether it runs again.
         if state.isTerminal, let reason = m.endReason.reason, reason.isFault, let aid = job.assignment, let a = assignments[aid] {
@@ -552,6 +569,10 @@ public struct RegionInstance: Sendable {
         assignments[a.id] = nil
         sentAt[a.id] = nil
         if let uid = unconfirmed.removeValue(forKey: a.id) { awaitingConfirmation[uid] = nil }
+        if let by = preempting.removeValue(forKey: a.id) {
+            preemptionsFor[by]?.remove(a.id)
+            if preemptionsFor[by]?.isEmpty == true { preemptionsFor[by] = nil }
+        }
         nodes[a.node]?.held.remove(a.id)
         refreshDigest(a.node)
         index.release(node: a.node, deviceIDs: a.deviceIDs)
@@ -574,8 +595,9 @@ public struct RegionInstance: Sendable {
             job.attempts[last].endReason = why
             job.attempts[last].message = reason
         }
-        // A rejected assignment never ran; anything else may have.
-        let mayHaveRun = why != .rejected
+        // A rejected assignment never ran; anything else may have. A preempted run is the
+        // region's doing: it runs again at once, whatever its attempts.
+        let mayHaveRun = why != .rejected && why != .preempted
         let runs = job.attempts.filter { $0.endReason != .rejected }.count
         job.node = nil
         job.deviceIDs = []
@@ -605,6 +627,48 @@ public struct RegionInstance: Sendable {
         out += enqueueStatus(job, now: now)
         let event = job.state == .lost ? "job lost" : "job re-queued"
         out.append(.log(LogEvent(.warning, event, ["job": "\(job.id)", "reason": reason, "attempts": "\(runs)"])))
+        return out
+    }
+
+    /// `job` (queued, no free devices for it) may take devices from lower-priority runs: on the
+    /// node where that costs least (the lowest priorities stopped, then the fewest devices;
+    /// never `requeue: never` work, never a run already being stopped or cancelled), the runs
+    /// to stop get a CANCEL (the agent sends TERM, then KILL after its grace). When each reports
+    /// its end it is queued again (`preempted`), and the job, ahead of it by priority, takes
+    /// the devices on the next pass.
+    mutating func preempt(for job: JobRecord, now: Moment) -> [ControllerDirective] {
+        let p = job.spec.priority
+        var best: (key: [Int], node: NodeID, victims: [AssignmentRecord])?
+        var scanned = 0
+        for (nid, node) in nodes where node.record.state == .ready && node.route != nil && !node.held.isEmpty {
+            scanned += 1
+            if scanned > settings.preemptionScanLimit { break }
+            let candidates = node.held.compactMap { assignments[$0] }.filter { a in
+                guard let v = jobs[a.job] else { return false }
+                return v.spec.priority < p && !v.spec.retry.requeueNever && preempting[a.id] == nil
+                    && !cancelRequested.contains(a.job) && unconfirmed[a.id] == nil
+            }.sorted { a, b in
+                let pa = jobs[a.job]!.spec.priority, pb = jobs[b.job]!.spec.priority
+                // Lowest priority first; among equals the newest run (least work lost).
+                return pa != pb ? pa < pb : (a.createdAt, a.id.rawValue) > (b.createdAt, b.id.rawValue)
+            }
+            guard !candidates.isEmpty,
+                  let chosen = index.preemption(on: nid, for: job.spec.accelerators, victims: candidates.map(\.deviceIDs)) else { continue }
+            let victims = chosen.map { candidates[$0] }
+            let key = [victims.map { jobs[$0.job]!.spec.priority }.max()!, victims.reduce(0) { $0 + $1.deviceIDs.count }]
+            if best == nil || key.lexicographicallyPrecedes(best!.key) || (key == best!.key && nid < best!.node) {
+                best = (key, nid, victims)
+            }
+        }
+        guard let best, let peer = nodes[best.node]?.route else { return [] }
+        var out: [ControllerDirective] = []
+        preemptionsFor[job.id] = Set(best.victims.map(\.id))
+        for v in best.victims {
+            preempting[v.id] = job.id
+            out.append(cancel(v, to: peer))
+            out.append(.log(LogEvent(.notice, "preempting a run for a higher-priority job",
+                                     ["victim": "\(v.job)", "assignment": "\(v.id)", "for": "\(job.id)", "node": "\(best.node)"])))
+        }
         return out
     }
 
@@ -994,7 +1058,8 @@ public struct RegionInstance: Sendable {
             shape.count = 0
             // A shape that did not fit at count k in this pass cannot fit at k or more.
             if want.count > 0, let k = blocked[shape], want.count >= k { continue }
-            switch index.place(want) {
+            let choice = index.place(want)
+            switch choice {
             case .placed(let nodeID, let deviceIDs):
                 guard let node = nodes[nodeID] else { continue }
                 job.epoch += 1
@@ -1034,6 +1099,9 @@ public struct RegionInstance: Sendable {
                 out.append(.log(LogEvent(.info, "job placed", ["job": "\(jid)", "node": "\(nodeID)", "devices": deviceIDs.joined(separator: ","), "epoch": "\(job.epoch)"])))
             case .busy(let why), .impossible(let why):
                 if want.count > 0 { blocked[shape] = min(blocked[shape] ?? Int.max, want.count) }
+                if case .busy = choice, settings.preemption, want.count > 0, preemptionsFor[jid] == nil {
+                    out += preempt(for: job, now: now)
+                }
                 if job.message != why {
                     job.message = why
                     jobs[jid] = job

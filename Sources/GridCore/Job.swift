@@ -166,11 +166,14 @@ public enum EndReason: String, Codable, Sendable, CaseIterable {
     case nodeRestarted = "node_restarted"
     /// The node refused the assignment (never ran).
     case rejected
+    /// Stopped to make room for a higher-priority job; queued again (not counted against
+    /// `max_attempts`).
+    case preempted
 
     /// A fault around the job rather than the job's own outcome: the run may be retried.
     public var isFault: Bool {
         switch self {
-        case .fenced, .agentStopped, .nodeLost, .nodeRestarted, .rejected: return true
+        case .fenced, .agentStopped, .nodeLost, .nodeRestarted, .rejected, .preempted: return true
         case .exited, .cancelled, .timedOut, .endedWhileAgentDown, .startFailed: return false
         }
     }

@@ -250,6 +250,7 @@ extension Wire.EndReason {
         case .nodeLost: self = .nodeLost
         case .nodeRestarted: self = .nodeRestarted
         case .rejected: self = .rejected
+        case .preempted: self = .preempted
         }
     }
 
@@ -266,6 +267,7 @@ extension Wire.EndReason {
         case .nodeLost: return .nodeLost
         case .nodeRestarted: return .nodeRestarted
         case .rejected: return .rejected
+        case .preempted: return .preempted
         case .unspecified, .UNRECOGNIZED: return nil
         }
     }

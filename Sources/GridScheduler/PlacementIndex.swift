@@ -463,6 +463,26 @@ public struct PlacementIndex: Sendable {
     }
 
     /// Free devices of a node (schedulable or not), for `gridctl nodes`.
+    /// Which of `victims` (each the devices of one assignment on `node`, cheapest first) to stop
+    /// so that `want` fits on the node: the first ones, in order, that free a matching device,
+    /// until the node's free matching devices and theirs reach `want.count`. nil when even all
+    /// of them would not do (or the node takes no work).
+    public mutating func preemption(on node: NodeID, for want: AcceleratorRequest, victims: [[String]]) -> [Int]? {
+        guard let slot = slotOf[node], let n = nodes[Int(slot)], n.schedulable, want.count > 0 else { return nil }
+        let matching = Set(matchingClasses(want))
+        var have = n.units.filter { !$0.busy && matching.contains($0.classID) }.count
+        var chosen: [Int] = []
+        for (k, devices) in victims.enumerated() where have < want.count {
+            let set = Set(devices)
+            let gain = n.units.filter { $0.busy && set.contains($0.deviceID) && matching.contains($0.classID) }.count
+            if gain > 0 {
+                chosen.append(k)
+                have += gain
+            }
+        }
+        return have >= want.count && !chosen.isEmpty ? chosen : nil
+    }
+
     public func freeDevices(of id: NodeID) -> Int {
         guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return 0 }
         return n.units.filter { !$0.busy }.count

@@ -180,5 +180,37 @@ extension EndToEnd {
         _ = try client.cancel("run2")
         _ = try s.c.eventually(30, "run2 to end") { try s.job("run2")?.state == .cancelled ? true : nil }
     }
+
+    @Test func aHigherPriorityJobPreemptsALowerOneWhichRunsAgainAfterwards() throws {
+        let s = try Setup()
+        try s.c.startAgent("a1", region: "ra", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
+        _ = try s.c.eventually(30, "a node in ra") { try s.regions()["ra"]?.nodesReady == 1 ? true : nil }
+        func spec(_ name: String, seconds: Double, priority: Int) -> JobSpec {
+            let steps = Int(seconds * 10)
+            let script = """
+                echo "$GRID_JOB_ID start" >> "\(s.record.path)"
+                trap 'echo "$GRID_JOB_ID stop" >> "\(s.record.path)"; exit 143' TERM
+                i=0; while [ $i -lt \(steps) ]; do sleep 0.1; i=$((i+1)); done
+                echo "$GRID_JOB_ID end" >> "\(s.record.path)"
+                """
+            return JobSpec(name: name, command: "/bin/sh", args: ["-c", script], accelerators: AcceleratorRequest(count: 1), priority: priority)
+        }
+        try s.submit("low", spec("low", seconds: 3, priority: -100))
+        _ = try s.c.eventually(30, "low running") { try s.job("low")?.state == .running ? true : nil }
+        Thread.sleep(forTimeInterval: 0.3)
+        try s.submit("high", spec("high", seconds: 0.5, priority: 100))
+        let high = try s.c.eventually(30, "high to end") { () -> JobRecord? in
+            guard let j = try s.job("high"), j.state.isTerminal else { return nil }
+            return j
+        }
+        #expect(high.state == .succeeded)
+        let low = try s.c.eventually(30, "low to end") { () -> JobRecord? in
+            guard let j = try s.job("low"), j.state.isTerminal else { return nil }
+            return j
+        }
+        #expect(low.state == .succeeded)
+        #expect(low.attempts.map(\.endReason) == [.preempted, .exited], "\(low.attempts)")
+        #expect(s.runs() == ["low start", "low stop", "high start", "high end", "low start", "low end"], "\(s.runs())")
+    }
 }
 }

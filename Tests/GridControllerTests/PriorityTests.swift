@@ -65,3 +65,56 @@ import Testing
         }
     }
 }
+
+/// Issue 9, preemption: a higher-priority job with no free devices stops the cheapest
+/// lower-priority runs; they are queued again (`preempted`), never lost.
+@Suite struct PreemptionTests {
+    static func cancels(_ out: [ControllerDirective]) -> [Wire.Cancel] { out.cancels }
+
+    @Test func theLowestPriorityRunIsStoppedQueuedAgainAndTheDevicesGoToTheHigherJob() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0), device("g1", 1)])
+        _ = h.forward("mid", JobSpec(name: "mid", command: "true"))
+        _ = h.forward("low", JobSpec(name: "low", command: "true", priority: -100))
+        let first = h.tick().assignments
+        #expect(Set(first.map(\.jobID)) == ["mid", "low"])
+        for a in first { _ = h.ack(a); _ = h.status(a, .running) }
+        _ = h.forward("high", JobSpec(name: "high", command: "true", priority: 100))
+        let pass = h.tick()
+        let low = try #require(first.first { $0.jobID == "low" })
+        #expect(Self.cancels(pass).map(\.assignmentID) == [low.assignmentID], "the lowest priority is the victim")
+        #expect(pass.assignments.isEmpty)
+        #expect(Self.cancels(h.tick(advanceMs: 200)).isEmpty, "one preemption in flight per job")
+        // The agent stops it (TERM) and reports it cancelled: queued again, not cancelled.
+        _ = h.status(low, .cancelled, reason: .cancelled)
+        let job = try #require(h.instance.job("low"))
+        #expect(job.state == .queued && job.attempts.last?.endReason == .preempted)
+        let next = h.tick()
+        #expect(next.assignments.map(\.jobID) == ["high"])
+        #expect(h.instance.job("low")?.state == .queued)
+    }
+
+    @Test func equalOrHigherPriorityAndRequeueNeverWorkIsNotPreempted() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0), device("g1", 1)])
+        _ = h.forward("same", JobSpec(name: "same", command: "true", priority: 100))
+        _ = h.forward("once", JobSpec(name: "once", command: "true", retry: RetryPolicy(requeueNever: true)))
+        for a in h.tick().assignments { _ = h.ack(a); _ = h.status(a, .running) }
+        _ = h.forward("high", JobSpec(name: "high", command: "true", priority: 100))
+        #expect(Self.cancels(h.tick()).isEmpty)
+        #expect(h.instance.job("high")?.state == .queued)
+    }
+
+    @Test func aPreemptedJobBeyondItsAttemptsIsStillQueuedNotLost() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("low", JobSpec(name: "low", command: "true", retry: RetryPolicy(maxAttempts: 1)))
+        let a = try #require(h.tick().assignments.first)
+        _ = h.ack(a)
+        _ = h.status(a, .running)
+        _ = h.forward("high", JobSpec(name: "high", command: "true", priority: 1))
+        #expect(Self.cancels(h.tick()).count == 1)
+        _ = h.status(a, .cancelled, reason: .cancelled)
+        #expect(h.instance.job("low")?.state == .queued)
+    }
+}

@@ -171,6 +171,9 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
 
   /// region: the node refused the assignment
   case rejected // = 10
+
+  /// region: stopped for a higher-priority job; queued again
+  case preempted // = 11
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -190,6 +193,7 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
     case 8: self = .nodeLost
     case 9: self = .nodeRestarted
     case 10: self = .rejected
+    case 11: self = .preempted
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -207,6 +211,7 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
     case .nodeLost: return 8
     case .nodeRestarted: return 9
     case .rejected: return 10
+    case .preempted: return 11
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -224,6 +229,7 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
     .nodeLost,
     .nodeRestarted,
     .rejected,
+    .preempted,
   ]
 
 }
@@ -1533,7 +1539,7 @@ nonisolated extension Computegrid_V1_MessageType: SwiftProtobuf._ProtoNameProvid
 }
 
 nonisolated extension Computegrid_V1_EndReason: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0END_REASON_UNSPECIFIED\0\u{1}EXITED\0\u{1}CANCELLED\0\u{1}TIMED_OUT\0\u{1}FENCED\0\u{1}AGENT_STOPPED\0\u{1}ENDED_WHILE_AGENT_DOWN\0\u{1}START_FAILED\0\u{1}NODE_LOST\0\u{1}NODE_RESTARTED\0\u{1}REJECTED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0END_REASON_UNSPECIFIED\0\u{1}EXITED\0\u{1}CANCELLED\0\u{1}TIMED_OUT\0\u{1}FENCED\0\u{1}AGENT_STOPPED\0\u{1}ENDED_WHILE_AGENT_DOWN\0\u{1}START_FAILED\0\u{1}NODE_LOST\0\u{1}NODE_RESTARTED\0\u{1}REJECTED\0\u{1}PREEMPTED\0")
 }
 
 nonisolated extension Computegrid_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
