@@ -93,6 +93,20 @@ public final class GridClient {
         do { return try j.record() } catch { throw ClientError("unreadable job in the answer: \(error)") }
     }
 
+    /// Cordons, uncordons or drains a node; returns it as its region now reports it.
+    public func nodeCommand(_ action: Wire.NodeCommand.Action, node: String, region: String?, reason: String,
+                            timeout: Double = 5) throws -> NodeBrief {
+        var c = Wire.NodeCommand()
+        c.nodeID = node
+        c.regionID = region ?? ""
+        c.action = action
+        c.reason = reason
+        guard case .queryReply(let r) = try request(.nodeCommand(c), timeout: timeout), let b = r.nodes.first else {
+            throw ClientError("\(endpoint) answered a node command with something else")
+        }
+        return b.brief
+    }
+
     /// One request for many jobs: the national scheduler accepts them in one transaction.
     public func submitBatch(_ items: [(spec: JobSpec, count: Int, id: JobID?)], timeout: Double = 30) throws -> Wire.SubmitReply {
         var s = Wire.Submit()

@@ -78,10 +78,17 @@ public enum Table {
     }
 
     public static func nodes(_ nodes: [NodeBrief]) -> String {
-        render(["NODE", "REGION", "STATE", "DEVICES", "FREE", "HEALTH", "MODELS"], nodes.map { n in
-            [n.node.rawValue, n.region.rawValue, n.state.rawValue, String(n.deviceCount), String(n.freeDevices),
-             n.worstHealth.rawValue, n.models.joined(separator: ", ")]
+        render(["NODE", "REGION", "STATE", "DEVICES", "FREE", "HEALTH", "MODELS", "CORDON"], nodes.map { n in
+            [n.node.rawValue, n.region.rawValue, stateText(n), String(n.deviceCount), String(n.freeDevices),
+             n.worstHealth.rawValue, n.models.joined(separator: ", "), n.cordon.map { $0.reason.isEmpty ? "-" : $0.reason } ?? "-"]
         })
+    }
+
+    /// ready, lost, draining (its agent stopping), or an operator's cordoned / draining / drained.
+    static func stateText(_ n: NodeBrief) -> String {
+        guard let c = n.cordon, n.state == .ready else { return n.state.rawValue }
+        if !c.drain { return "cordoned" }
+        return n.freeDevices >= n.deviceCount ? "drained" : "draining"
     }
 
     public static func regions(_ regions: [RegionSummary], now: Date = Date()) -> String {

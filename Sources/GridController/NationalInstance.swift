@@ -181,6 +181,7 @@ public struct NationalInstance: Sendable {
         case .statusUpdate(let m): return onStatusUpdate(m, origin: origin, now: now)
         case .query(let m): return onQuery(m, origin: origin, now: now)
         case .cancel(let m): return onCancel(m, origin: origin, now: now)
+        case .nodeCommand(let m): return onNodeCommand(m, origin: origin, now: now)
         case .queryReply(let m): return onQueryReply(m)
         case .errorReply(let e):
             return [.log(LogEvent(.warning, "a region answered with an error", ["from": origin.peer.label, "code": e.code, "message": e.message]))]
@@ -625,6 +626,29 @@ public struct NationalInstance: Sendable {
             return [.error("bad_request", "query kind \(m.kind) not supported", to: origin)]
         }
         return [.reply(.queryReply(reply), to: origin)]
+    }
+
+    /// Node commands go to the node's region (named, or the only one) and its answer comes back
+    /// as a relayed query reply.
+    public mutating func onNodeCommand(_ m: Wire.NodeCommand, origin: Origin, now: Moment) -> [ControllerDirective] {
+        let known = regions.filter { $0.value.route != nil }.keys.sorted()
+        let target: RegionID
+        if !m.regionID.isEmpty {
+            target = RegionID(m.regionID)
+        } else if known.count == 1 {
+            target = known[0]
+        } else {
+            return [.error("bad_request", "name the node's region with --region (one of: \(known.map(\.rawValue).joined(separator: ", ")))", to: origin)]
+        }
+        guard let route = regions[target]?.route else {
+            return [.error("not_found", "region \(target) is not connected", to: origin)]
+        }
+        let correlation = nextCorrelation
+        nextCorrelation += 1
+        queries[correlation] = PendingQuery(origin: origin, deadlineMs: now.monotonicMs + settings.queryTimeoutMs, region: target)
+        var c = m
+        c.correlation = correlation
+        return [.send(.nodeCommand(c), to: route)]
     }
 
     public mutating func onQueryReply(_ m: Wire.QueryReply) -> [ControllerDirective] {

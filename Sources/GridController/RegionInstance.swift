@@ -214,6 +214,7 @@ public struct RegionInstance: Sendable {
             nodes[n.id] = Node(record: Self.stripped(n), slots: slots(n.devices), route: nil, lastHeardMs: now.monotonicMs,
                                stalledAtHeard: 0, held: heldBy[n.id] ?? [])
             let busy = Set((heldBy[n.id] ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
+            if n.cordon != nil { index.setCordoned(node: n.id, true) }
             index.upsert(node: n.id, devices: n.devices, busy: busy, schedulable: false)
             if n.state != .lost { armDeadline(n.id, at: now.monotonicMs + settings.nodeLostAfterMs) }
             // Lost before the restart and still holding work: its lease runs out a full
@@ -264,6 +265,7 @@ public struct RegionInstance: Sendable {
         case .statusUpdate(let m): return onStatusUpdate(m, origin: origin, now: now)
         case .jobForward(let m): return onJobForward(m, origin: origin, now: now)
         case .statusAck(let m): return onStatusAck(m, now: now)
+        case .nodeCommand(let m): return onNodeCommand(m, origin: origin, now: now)
         case .regionSummaryAck(let m):
             if m.wantFull { wantFullSummary = true }
             return []
@@ -284,8 +286,9 @@ public struct RegionInstance: Sendable {
         let id = NodeID(m.nodeID)
         let devices = m.devices.map(\.inventory)
         let previous = nodes[id]
-        let record = NodeRecord(id: id, region: region, hostname: m.hostname, state: .ready, devices: devices,
+        var record = NodeRecord(id: id, region: region, hostname: m.hostname, state: .ready, devices: devices,
                                 lastSeen: now.wall, registeredAt: previous?.record.registeredAt ?? now.wall)
+        record.cordon = previous?.record.cordon
         let fresh = slots(devices)
         // A register repeated with nothing changed (a retry, a reconnect storm) writes nothing.
         let unchanged = previous.map { $0.record.state == .ready && $0.slots == fresh && $0.record.hostname == m.hostname } ?? false
@@ -866,14 +869,54 @@ public struct RegionInstance: Sendable {
         return [.reply(.queryReply(reply), to: origin)]
     }
 
+    /// `gridctl cordon|uncordon|drain NODE`: an operator's cordon, kept across restarts; the
+    /// node takes no new work while it holds, and what runs there runs on.
+    public mutating func onNodeCommand(_ m: Wire.NodeCommand, origin: Origin, now: Moment) -> [ControllerDirective] {
+        let id = NodeID(m.nodeID)
+        guard var node = nodes[id] else {
+            return [.error("not_found", "node \(m.nodeID) is not known in region \(region)", to: origin)]
+        }
+        var out: [ControllerDirective] = []
+        switch m.action {
+        case .cordon, .drain:
+            let cordon = NodeCordon(reason: m.reason, drain: m.action == .drain, since: node.record.cordon?.since ?? now.wall)
+            if node.record.cordon != cordon {
+                node.record.cordon = cordon
+                index.setCordoned(node: id, true)
+                out.append(.persist(.nodeCordon(id, cordon)))
+                out.append(.log(LogEvent(.notice, m.action == .drain ? "node drained by an operator" : "node cordoned by an operator",
+                                         ["node": "\(id)", "reason": m.reason])))
+            }
+        case .uncordon:
+            if node.record.cordon != nil {
+                node.record.cordon = nil
+                index.setCordoned(node: id, false)
+                placementDirty = true
+                out.append(.persist(.nodeCordon(id, nil)))
+                out.append(.log(LogEvent(.notice, "node uncordoned", ["node": "\(id)"])))
+            }
+        default:
+            return [.error("bad_request", "node command: action must be cordon, uncordon or drain", to: origin)]
+        }
+        nodes[id] = node
+        var reply = Wire.QueryReply()
+        reply.correlation = m.correlation
+        if let b = brief(id, now: now) { reply.nodes = [Wire.NodeBrief(b)] }
+        reply.total = UInt64(reply.nodes.count)
+        out.append(.reply(.queryReply(reply), to: origin))
+        return out
+    }
+
     func brief(_ id: NodeID, now: Moment) -> NodeBrief? {
         guard let n = nodes[id] else { return nil }
         let ago = Double(now.monotonicMs - n.lastHeardMs) / 1000
-        return NodeBrief(node: id, region: region, hostname: n.record.hostname, state: n.record.state,
+        var b = NodeBrief(node: id, region: region, hostname: n.record.hostname, state: n.record.state,
                          deviceCount: n.slots.count, freeDevices: index.freeDevices(of: id),
                          models: Array(Set(n.slots.map(\.model))).sorted(),
                          worstHealth: n.slots.map(\.health).max() ?? .healthy,
                          lastSeen: now.wall.addingTimeInterval(-ago))
+        b.cordon = n.record.cordon
+        return b
     }
 
     // MARK: time

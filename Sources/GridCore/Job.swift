@@ -314,6 +314,19 @@ public enum NodeState: String, Codable, Sendable, CaseIterable {
     case ready, lost, draining
 }
 
+/// An operator's cordon on a node: no new work there until it is lifted. `drain`: the node is
+/// being emptied (its running work finishes; shown draining, then drained).
+public struct NodeCordon: Codable, Sendable, Hashable {
+    public var reason: String
+    public var drain: Bool
+    public var since: Date
+    public init(reason: String, drain: Bool, since: Date) {
+        self.reason = reason
+        self.drain = drain
+        self.since = since
+    }
+}
+
 /// A node as a region stores it and reports it upward.
 public struct NodeRecord: Codable, Sendable, Hashable {
     public var id: NodeID
@@ -325,6 +338,7 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     public var busyDeviceIDs: [String]
     public var lastSeen: Date
     public var registeredAt: Date
+    public var cordon: NodeCordon? = nil
 
     public init(
         id: NodeID, region: RegionID, hostname: String, state: NodeState, devices: [DeviceInventory],
@@ -439,6 +453,7 @@ public struct NodeBrief: Codable, Sendable, Hashable {
     public var models: [String]
     public var worstHealth: HealthState
     public var lastSeen: Date
+    public var cordon: NodeCordon? = nil
     public init(
         node: NodeID, region: RegionID, hostname: String, state: NodeState, deviceCount: Int,
         freeDevices: Int, models: [String], worstHealth: HealthState, lastSeen: Date

@@ -306,15 +306,25 @@ extension Wire.NodeBrief {
         models = b.models
         worstHealth = b.worstHealth.rawValue
         lastSeenUnixMs = b.lastSeen.unixMilliseconds
+        if let c = b.cordon {
+            cordoned = true
+            cordonReason = c.reason
+            cordonDrain = c.drain
+            cordonSinceUnixMs = c.since.unixMilliseconds
+        }
     }
 
     public var brief: NodeBrief {
-        NodeBrief(
+        var b = NodeBrief(
             node: NodeID(nodeID), region: RegionID(regionID), hostname: hostname,
             state: NodeState(rawValue: state) ?? .lost, deviceCount: Int(deviceCount),
             freeDevices: Int(freeDevices), models: models,
             worstHealth: HealthState(rawValue: worstHealth) ?? .unknown,
             lastSeen: Date(unixMilliseconds: lastSeenUnixMs))
+        if cordoned {
+            b.cordon = NodeCordon(reason: cordonReason, drain: cordonDrain, since: Date(unixMilliseconds: cordonSinceUnixMs))
+        }
+        return b
     }
 }
 

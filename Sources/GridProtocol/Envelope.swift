@@ -34,6 +34,7 @@ public enum Wire {
     public typealias Query = Computegrid_V1_Query
     public typealias QueryReply = Computegrid_V1_QueryReply
     public typealias Job = Computegrid_V1_Job
+    public typealias NodeCommand = Computegrid_V1_NodeCommand
     public typealias ObjectiveWeights = Computegrid_V1_ObjectiveWeights
     public typealias RouteDecision = Computegrid_V1_RouteDecision
     public typealias RouteCandidate = Computegrid_V1_RouteCandidate
@@ -67,6 +68,7 @@ public enum Body: Sendable, Equatable {
     case query(Wire.Query)
     case queryReply(Wire.QueryReply)
     case errorReply(Wire.ErrorReply)
+    case nodeCommand(Wire.NodeCommand)
 
     public var type: Wire.MessageType {
         switch self {
@@ -88,6 +90,7 @@ public enum Body: Sendable, Equatable {
         case .query: return .query
         case .queryReply: return .queryReply
         case .errorReply: return .errorReply
+        case .nodeCommand: return .nodeCommand
         }
     }
 
@@ -112,6 +115,7 @@ public enum Body: Sendable, Equatable {
         case .query(let m): return m
         case .queryReply(let m): return m
         case .errorReply(let m): return m
+        case .nodeCommand(let m): return m
         }
     }
 }
@@ -230,6 +234,7 @@ public struct EnvelopeCodec: Sendable {
         case .query: return .query(try d(Wire.Query.self))
         case .queryReply: return .queryReply(try d(Wire.QueryReply.self))
         case .errorReply: return .errorReply(try d(Wire.ErrorReply.self))
+        case .nodeCommand: return .nodeCommand(try d(Wire.NodeCommand.self))
         case .unspecified: throw .unknownType(0)
         case .UNRECOGNIZED(let raw): throw .unknownType(raw)
         }
@@ -277,6 +282,9 @@ enum Validation {
                 if !item.jobID.isEmpty { try id(item.jobID, "Submit", "items[\(i)].job_id") }
             }
         case .cancel(let m): try id(m.jobID, "Cancel", "job_id")
+        case .nodeCommand(let m):
+            try id(m.nodeID, "NodeCommand", "node_id")
+            if m.reason.utf8.count > 1024 { throw .invalidField(type: "NodeCommand", field: "reason", reason: "at most 1024 bytes") }
         default: break
         }
     }

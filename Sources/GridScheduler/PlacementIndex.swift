@@ -145,6 +145,9 @@ public struct PlacementIndex: Sendable {
     /// not; says whether a request could ever fit.
     var nodesWithUnits: [[Int]] = []
     var shapeCache: [ShapeKey: [Int32]] = [:]
+    /// Nodes cordoned by an operator, and what each node's state asks for (schedulable or not).
+    public private(set) var cordoned: Set<NodeID> = []
+    var requested: [NodeID: Bool] = [:]
     var classRank: [Int32] = []
     public private(set) var capacity: [CapacityKey: CapacityCounts] = [:]
     public private(set) var healthCounts: [HealthState: Int] = [:]
@@ -208,19 +211,35 @@ public struct PlacementIndex: Sendable {
         nodes[Int(slot)] = NodeEntry(id: id, units: units, classes: classSlots, schedulable: false,
                                      freeTotal: classSlots.reduce(0) { $0 + $1.free }, totalPosition: -1, anyPosition: -1)
         slotOf[id] = slot
-        if schedulable { setSchedulable(node: id, true) }
+        requested[id] = schedulable
+        if schedulable && !cordoned.contains(id) { apply(node: id, true) }
     }
 
     public mutating func remove(node id: NodeID) {
         guard let slot = slotOf[id] else { return }
-        setSchedulable(node: id, false)
+        apply(node: id, false)
+        requested[id] = nil
         nodes[Int(slot)] = nil
         slotOf[id] = nil
         freeSlotList.append(slot)
     }
 
-    /// A node that is lost, draining or unreachable keeps its units but offers none.
+    /// A node that is lost, draining or unreachable keeps its units but offers none. A cordoned
+    /// node offers none whatever this says (the setting is kept for when it is uncordoned).
     public mutating func setSchedulable(node id: NodeID, _ on: Bool) {
+        guard slotOf[id] != nil else { return }
+        requested[id] = on
+        apply(node: id, on && !cordoned.contains(id))
+    }
+
+    /// An operator's cordon: the node takes no new work until uncordoned; what runs there runs on.
+    public mutating func setCordoned(node id: NodeID, _ on: Bool) {
+        if on { cordoned.insert(id) } else { cordoned.remove(id) }
+        guard slotOf[id] != nil else { return }
+        apply(node: id, (requested[id] ?? false) && !on)
+    }
+
+    mutating func apply(node id: NodeID, _ on: Bool) {
         guard let slot = slotOf[id], var n = nodes[Int(slot)], n.schedulable != on else { return }
         n.schedulable = on
         let sign = on ? 1 : -1

@@ -150,6 +150,10 @@ public final class GridStore: Sendable {
                 ALTER TABLE assignments ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0;
                 """)
         }
+        m.registerMigration("v3-cordon") { db in
+            // An operator's cordon on a node (JSON NodeCordon; NULL = none).
+            try db.execute(sql: "ALTER TABLE nodes ADD COLUMN cordon BLOB")
+        }
         return m
     }
 
@@ -303,11 +307,13 @@ public struct StoreTransaction {
 
     public func nodes(region: RegionID) throws -> [NodeRecord] {
         try Row.fetchAll(db, sql: "SELECT * FROM nodes ORDER BY id").map { row in
-            NodeRecord(
+            var n = NodeRecord(
                 id: NodeID(row["id"]), region: region, hostname: row["hostname"],
                 state: NodeState(rawValue: row["state"]) ?? .lost,
                 devices: try Self.decodeDevices(row["devices"] as Data),
                 lastSeen: Date(ms: row["last_seen_ms"]), registeredAt: Date(ms: row["registered_ms"]))
+            if let data = row["cordon"] as Data? { n.cordon = try? JSONDecoder().decode(NodeCordon.self, from: data) }
+            return n
         }
     }
 
@@ -482,6 +488,8 @@ extension Date {
 public enum StoreMutation: Sendable {
     case node(NodeRecord)
     case nodeState(NodeID, NodeState)
+    /// An operator's cordon set or lifted (nil).
+    case nodeCordon(NodeID, NodeCordon?)
     case job(JobRecord)
     case assignment(AssignmentRecord, at: Date)
     /// Queue (or replace) a message for reliable delivery.
@@ -500,6 +508,9 @@ extension StoreTransaction {
         switch m {
         case .node(let n): try upsertNode(n)
         case .nodeState(let id, let state): try setNodeState(id, state)
+        case .nodeCordon(let id, let cordon):
+            try run(sql: "UPDATE nodes SET cordon = ? WHERE id = ?",
+                    arguments: [try cordon.map { try JSONEncoder().encode($0) }, id.rawValue])
         case .job(let j): try saveJob(j)
         case .assignment(let a, let at): try saveAssignment(a, at: at)
         case .outbox(let item):

@@ -9,7 +9,7 @@ struct Gridctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gridctl",
         abstract: "Submit work to a ComputeGrid network and see where it ran.",
-        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Nodes.self, Regions.self, Wait.self])
+        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Nodes.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self])
 }
 
 struct ControllerOptions: ParsableArguments {
@@ -207,6 +207,41 @@ struct Nodes: ParsableCommand {
             if options.json { try printJSON(nodes) } else { print(Table.nodes(nodes)) }
         } catch let e as ClientError { throw fail(e.message) }
     }
+}
+
+/// What cordon, uncordon and drain share: the node, its region, a reason.
+struct NodeCommandOptions: ParsableArguments {
+    @OptionGroup var options: ControllerOptions
+    @Option(help: "The node's region (needed at the national scheduler when there are several).") var region: String?
+    @Option(help: "Why (shown with the node).") var reason = ""
+    @Argument var node: String
+
+    func run(_ action: Wire.NodeCommand.Action) throws {
+        do {
+            let b = try options.client().nodeCommand(action, node: node, region: region, reason: reason, timeout: options.timeout)
+            if options.json { try printJSON(b) } else { print(Table.nodes([b])) }
+        } catch let e as ClientError { throw fail(e.message) }
+    }
+}
+
+struct Cordon: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Take no new work on a node (what runs there runs on); kept across restarts.")
+    @OptionGroup var command: NodeCommandOptions
+    func run() throws { try command.run(.cordon) }
+}
+
+struct Uncordon: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Let a cordoned or drained node take work again.")
+    @OptionGroup var command: NodeCommandOptions
+    func run() throws { try command.run(.uncordon) }
+}
+
+struct Drain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Empty a node for maintenance: no new work; its running jobs finish (shown draining, then drained).",
+        discussion: "To move running work off at once, cancel it (gridctl cancel) or stop the agent with `grid-agent drain`.")
+    @OptionGroup var command: NodeCommandOptions
+    func run() throws { try command.run(.drain) }
 }
 
 struct Regions: ParsableCommand {

@@ -212,5 +212,27 @@ extension EndToEnd {
         #expect(low.attempts.map(\.endReason) == [.preempted, .exited], "\(low.attempts)")
         #expect(s.runs() == ["low start", "low stop", "high start", "high end", "low start", "low end"], "\(s.runs())")
     }
+
+    @Test func aCordonedNodeGetsNoWorkAndTheJobGoesWhereThereIsRoom() throws {
+        let s = try Setup()
+        try s.c.startAgent("a1", region: "ra", simulate: ["nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml"])
+        try s.c.startAgent("b1", region: "rb", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
+        _ = try s.c.eventually(30, "both regions with nodes") { try s.regions().values.filter { $0.nodesReady == 1 }.count == 2 ? true : nil }
+        let client = try s.c.client()
+        #expect(throws: ClientError.self) { try client.nodeCommand(.cordon, node: "a1", region: nil, reason: "x") }  // two regions: name one
+        let b = try client.nodeCommand(.cordon, node: "a1", region: "ra", reason: "fan replacement")
+        #expect(b.cordon?.reason == "fan replacement")
+        _ = try s.c.eventually(10, "ra reports no capacity") { try s.regions()["ra"]?.capacity.reduce(0) { $0 + $1.free } == 0 ? true : nil }
+        try s.submit("j", s.spec("j", seconds: 0.1))
+        let done = try s.c.eventually(30, "j to end") { () -> JobRecord? in
+            guard let j = try s.job("j"), j.state.isTerminal else { return nil }
+            return j
+        }
+        #expect(done.state == .succeeded && done.node == "b1", "not on the cordoned node")
+        let listed = try client.allNodes(region: "ra").map(\.brief)
+        #expect(listed.first { $0.node == "a1" }?.cordon?.reason == "fan replacement")
+        _ = try client.nodeCommand(.uncordon, node: "a1", region: "ra", reason: "")
+        _ = try s.c.eventually(10, "ra offers its devices again") { try (s.regions()["ra"]?.capacity.reduce(0) { $0 + $1.free } ?? 0) > 0 ? true : nil }
+    }
 }
 }

@@ -118,3 +118,59 @@ import Testing
         #expect(h.instance.job("low")?.state == .queued)
     }
 }
+
+/// Issue 9, node verbs: cordon, drain, uncordon.
+@Suite struct NodeCommandTests {
+    static func command(_ node: String, _ action: Wire.NodeCommand.Action, reason: String = "") -> Body {
+        var c = Wire.NodeCommand()
+        c.nodeID = node
+        c.action = action
+        c.reason = reason
+        return .nodeCommand(c)
+    }
+
+    @Test func aCordonedNodeTakesNoNewWorkUntilUncordonedAndTheCordonSurvivesARestart() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0), device("g1", 1)])
+        let out = h.send(Self.command("n1", .cordon, reason: "fan replacement"), from: h.national)
+        #expect(out.mutations.contains { if case .nodeCordon("n1", let c?) = $0 { return c.reason == "fan replacement" && !c.drain } else { return false } })
+        guard case .queryReply(let r) = out.bodies.last else { Issue.record("no reply"); return }
+        #expect(r.nodes.first?.brief.cordon?.reason == "fan replacement")
+        _ = h.forward("j", JobSpec(name: "j", command: "true"))
+        #expect(h.tick().assignments.isEmpty)
+        #expect(h.instance.job("j")?.state == .queued)
+        // A register (agent restart) does not lift it.
+        _ = h.register("n1", devices: [device("g0", 0), device("g1", 1)])
+        #expect(h.tick().assignments.isEmpty)
+        // Nor does a restart of the region.
+        var rec = RegionRecovery()
+        var node = NodeRecord(id: "n1", region: "r1", hostname: "n1", state: .ready, devices: [device("g0", 0)], lastSeen: h.now.wall, registeredAt: h.now.wall)
+        node.cordon = NodeCordon(reason: "x", drain: false, since: h.now.wall)
+        rec.nodes = [node]
+        var h2 = RegionHarness(recovered: rec)
+        _ = h2.register("n1", devices: [device("g0", 0)])
+        _ = h2.forward("k", JobSpec(name: "k", command: "true"))
+        #expect(h2.tick().assignments.isEmpty)
+        // Uncordoned, it takes the waiting job.
+        _ = h.send(Self.command("n1", .uncordon), from: h.national)
+        #expect(h.tick().assignments.map(\.jobID) == ["j"])
+    }
+
+    @Test func aDrainedNodeLetsItsRunningWorkFinish() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j", JobSpec(name: "j", command: "true"))
+        let a = try #require(h.tick().assignments.first)
+        _ = h.ack(a)
+        _ = h.status(a, .running)
+        let out = h.send(Self.command("n1", .drain, reason: "kernel update"), from: h.national)
+        #expect(out.cancels.isEmpty, "running work is not stopped")
+        #expect(h.instance.job("j")?.state == .running)
+        _ = h.status(a, .succeeded, exit: 0)
+        _ = h.forward("k", JobSpec(name: "k", command: "true"))
+        #expect(h.tick().assignments.isEmpty)
+        let unknown = h.send(Self.command("nope", .cordon), from: h.national)
+        guard case .errorReply(let e) = unknown.bodies.last else { Issue.record("no error"); return }
+        #expect(e.code == "not_found")
+    }
+}

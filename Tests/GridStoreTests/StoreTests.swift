@@ -21,7 +21,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
     @Test func freshFileGetsEveryMigrationAndWALWithFullSync() throws {
         let dir = temporaryDirectory()
         let store = try GridStore(path: dir.appendingPathComponent("c.sqlite").path)
-        #expect(try store.appliedMigrations() == ["v1-initial", "v2-log"])
+        #expect(try store.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon"])
         #expect(try store.integrityCheck() == "ok")
         #expect(try store.pragma("journal_mode") == "wal")
         #expect(try store.pragma("synchronous") == "2")  // FULL
@@ -34,7 +34,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
             try store.write("t") { _ = try $0.insertJobIfAbsent(job("j-1")) }
         }
         let again = try GridStore(path: path)
-        #expect(try again.appliedMigrations() == ["v1-initial", "v2-log"])
+        #expect(try again.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon"])
         #expect(try again.read("t") { try $0.job("j-1") }?.spec.name == "j-1")
     }
 
@@ -122,6 +122,18 @@ func temporaryDirectory(_ name: String = #function) -> URL {
         #expect(try store.read("t") { try $0.regions() }.first?.summary == summary)
     }
 
+    @Test func aCordonIsKeptAndSurvivesARegister() throws {
+        let store = try GridStore(path: temporaryDirectory().appendingPathComponent("cordon.sqlite").path)
+        let node = NodeRecord(id: "n1", region: "r1", hostname: "h", state: .ready, devices: [], lastSeen: t0, registeredAt: t0)
+        let cordon = NodeCordon(reason: "fan replacement", drain: true, since: t0)
+        try store.commit([.node(node), .nodeCordon("n1", cordon)])
+        try store.commit([.node(node)])  // the agent registers again
+        #expect(try store.read("t") { try $0.nodes(region: "r1") }.first?.cordon == cordon)
+        try store.commit([.nodeCordon("n1", nil)])
+        #expect(try store.read("t") { try $0.nodes(region: "r1") }.first?.cordon == nil)
+        #expect(try store.appliedMigrations().contains("v3-cordon"))
+    }
+
     @Test func unopenablePathGivesAClearError() {
         do {
             _ = try GridStore(path: "/proc/computegrid/x.sqlite")
@@ -168,7 +180,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
         #expect(try store.read("t") { try $0.job("old") } == nil)
         #expect(try store.read("t") { try $0.job("live") } != nil, "a live job is never pruned")
         #expect(try store.read("t") { try $0.appliedUpdates(since: .distantPast) }.map(\.0) == ["u-new"])
-        #expect(try store.appliedMigrations().last == "v2-log")
+        #expect(try store.appliedMigrations().last == "v3-cordon")
     }
 }
 

@@ -62,6 +62,7 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
   case query // = 42
   case queryReply // = 43
   case errorReply // = 44
+  case nodeCommand // = 45
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -89,6 +90,7 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     case 42: self = .query
     case 43: self = .queryReply
     case 44: self = .errorReply
+    case 45: self = .nodeCommand
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -114,6 +116,7 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     case .query: return 42
     case .queryReply: return 43
     case .errorReply: return 44
+    case .nodeCommand: return 45
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -139,6 +142,7 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     .query,
     .queryReply,
     .errorReply,
+    .nodeCommand,
   ]
 
 }
@@ -830,7 +834,87 @@ public nonisolated struct Computegrid_V1_NodeBrief: Sendable {
 
   public var lastSeenUnixMs: Int64 = 0
 
+  /// An operator's cordon: no new work on the node (drain: and it is being emptied).
+  public var cordoned: Bool = false
+
+  public var cordonReason: String = String()
+
+  public var cordonDrain: Bool = false
+
+  public var cordonSinceUnixMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// gridctl cordon|uncordon|drain NODE: to the national scheduler (relayed to the node's region)
+/// or to a region. Answered with QUERY_REPLY holding the node.
+public nonisolated struct Computegrid_V1_NodeCommand: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  /// at the national scheduler: the node's region (required when there are several)
+  public var regionID: String = String()
+
+  public var action: Computegrid_V1_NodeCommand.Action = .unspecified
+
+  public var reason: String = String()
+
+  public var correlation: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Action: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+
+    /// no new work
+    case cordon // = 1
+
+    /// takes work again
+    case uncordon // = 2
+
+    /// no new work; running work finishes (shown draining, then drained)
+    case drain // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .cordon
+      case 2: self = .uncordon
+      case 3: self = .drain
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .cordon: return 1
+      case .uncordon: return 2
+      case .drain: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Computegrid_V1_NodeCommand.Action] = [
+      .unspecified,
+      .cordon,
+      .uncordon,
+      .drain,
+    ]
+
+  }
 
   public init() {}
 }
@@ -1535,7 +1619,7 @@ public nonisolated struct Computegrid_V1_DeviceList: Sendable {
 fileprivate nonisolated let _protobuf_package = "computegrid.v1"
 
 nonisolated extension Computegrid_V1_MessageType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}HEARTBEAT\0\u{1}ASSIGNMENT_ACK\0\u{1}STATUS_UPDATE\0\u{2}\u{6}REGISTER_ACK\0\u{1}HEARTBEAT_ACK\0\u{1}ASSIGNMENT\0\u{1}STATUS_ACK\0\u{1}CANCEL\0\u{2}\u{6}REGION_SUMMARY\0\u{1}JOB_FORWARD_ACK\0\u{2}\u{9}REGION_SUMMARY_ACK\0\u{1}JOB_FORWARD\0\u{2}\u{9}SUBMIT\0\u{1}SUBMIT_REPLY\0\u{1}QUERY\0\u{1}QUERY_REPLY\0\u{1}ERROR_REPLY\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}HEARTBEAT\0\u{1}ASSIGNMENT_ACK\0\u{1}STATUS_UPDATE\0\u{2}\u{6}REGISTER_ACK\0\u{1}HEARTBEAT_ACK\0\u{1}ASSIGNMENT\0\u{1}STATUS_ACK\0\u{1}CANCEL\0\u{2}\u{6}REGION_SUMMARY\0\u{1}JOB_FORWARD_ACK\0\u{2}\u{9}REGION_SUMMARY_ACK\0\u{1}JOB_FORWARD\0\u{2}\u{9}SUBMIT\0\u{1}SUBMIT_REPLY\0\u{1}QUERY\0\u{1}QUERY_REPLY\0\u{1}ERROR_REPLY\0\u{1}NODE_COMMAND\0")
 }
 
 nonisolated extension Computegrid_V1_EndReason: SwiftProtobuf._ProtoNameProviding {
@@ -2668,7 +2752,7 @@ nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeBrief"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{1}hostname\0\u{1}state\0\u{3}device_count\0\u{3}free_devices\0\u{1}models\0\u{3}worst_health\0\u{3}last_seen_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{1}hostname\0\u{1}state\0\u{3}device_count\0\u{3}free_devices\0\u{1}models\0\u{3}worst_health\0\u{3}last_seen_unix_ms\0\u{1}cordoned\0\u{3}cordon_reason\0\u{3}cordon_drain\0\u{3}cordon_since_unix_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2685,6 +2769,10 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.models) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.worstHealth) }()
       case 9: try { try decoder.decodeSingularInt64Field(value: &self.lastSeenUnixMs) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.cordoned) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.cordonReason) }()
+      case 12: try { try decoder.decodeSingularBoolField(value: &self.cordonDrain) }()
+      case 13: try { try decoder.decodeSingularInt64Field(value: &self.cordonSinceUnixMs) }()
       default: break
       }
     }
@@ -2718,6 +2806,18 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
     if self.lastSeenUnixMs != 0 {
       try visitor.visitSingularInt64Field(value: self.lastSeenUnixMs, fieldNumber: 9)
     }
+    if self.cordoned != false {
+      try visitor.visitSingularBoolField(value: self.cordoned, fieldNumber: 10)
+    }
+    if !self.cordonReason.isEmpty {
+      try visitor.visitSingularStringField(value: self.cordonReason, fieldNumber: 11)
+    }
+    if self.cordonDrain != false {
+      try visitor.visitSingularBoolField(value: self.cordonDrain, fieldNumber: 12)
+    }
+    if self.cordonSinceUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.cordonSinceUnixMs, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2731,9 +2831,67 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
     if lhs.models != rhs.models {return false}
     if lhs.worstHealth != rhs.worstHealth {return false}
     if lhs.lastSeenUnixMs != rhs.lastSeenUnixMs {return false}
+    if lhs.cordoned != rhs.cordoned {return false}
+    if lhs.cordonReason != rhs.cordonReason {return false}
+    if lhs.cordonDrain != rhs.cordonDrain {return false}
+    if lhs.cordonSinceUnixMs != rhs.cordonSinceUnixMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
+}
+
+nonisolated extension Computegrid_V1_NodeCommand: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".NodeCommand"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{1}action\0\u{1}reason\0\u{1}correlation\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.action) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.correlation) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if !self.regionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.regionID, fieldNumber: 2)
+    }
+    if self.action != .unspecified {
+      try visitor.visitSingularEnumField(value: self.action, fieldNumber: 3)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
+    if self.correlation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.correlation, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_NodeCommand, rhs: Computegrid_V1_NodeCommand) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.regionID != rhs.regionID {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.correlation != rhs.correlation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_NodeCommand.Action: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACTION_UNSPECIFIED\0\u{1}CORDON\0\u{1}UNCORDON\0\u{1}DRAIN\0")
 }
 
 nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
