@@ -153,6 +153,8 @@ public struct RegionInstance: Sendable {
     /// the reverse, so one job has one preemption in flight at a time.
     var preempting: [AssignmentID: JobID] = [:]
     var preemptionsFor: [JobID: Set<AssignmentID>] = [:]
+    /// Recent `diagnosis` texts by request shape.
+    var diagnoses: [AcceleratorRequest: (atMs: Int64, text: String)] = [:]
     var placementDirty = true
     var lastTurnMs: Int64?
     /// Total time the controller was stalled (turn gaps beyond the threshold).
@@ -675,6 +677,21 @@ public struct RegionInstance: Sendable {
         return out
     }
 
+    /// Nodes counted by why they cannot take `want` ("9,812 nodes: grade outside C…A; 28:
+    /// busy"), for the waiting job's message; worked out at most every 10 s per request shape.
+    mutating func diagnosis(_ want: AcceleratorRequest, now: Moment) -> String {
+        var shape = want
+        shape.count = want.count
+        if let cached = diagnoses[shape], now.monotonicMs - cached.atMs < 10_000 { return cached.text }
+        let causes = index.diagnose(want)
+        let shown = causes.prefix(4).map { "\($0.nodes) node\($0.nodes == 1 ? "" : "s"): \($0.cause)" }
+        let rest = causes.dropFirst(4).reduce(0) { $0 + $1.nodes }
+        let text = causes.isEmpty ? "no nodes" : (shown + (rest > 0 ? ["\(rest) more for other reasons"] : [])).joined(separator: "; ")
+        diagnoses[shape] = (now.monotonicMs, text)
+        if diagnoses.count > 4096 { diagnoses.removeAll() }
+        return text
+    }
+
     /// Puts a queued job in its place: after every job of higher or equal priority (a new one),
     /// or ahead of the others of its priority (`front`: one taken back from a node). The queue
     /// stays ordered by priority, so a pass never places a job ahead of a higher-priority one
@@ -1140,11 +1157,12 @@ public struct RegionInstance: Sendable {
                     timers.schedule(.resend(aid), at: now.monotonicMs + settings.retryIntervalMs)
                 }
                 out.append(.log(LogEvent(.info, "job placed", ["job": "\(jid)", "node": "\(nodeID)", "devices": deviceIDs.joined(separator: ","), "epoch": "\(job.epoch)"])))
-            case .busy(let why), .impossible(let why):
+            case .busy(let reason), .impossible(let reason):
                 if want.count > 0 { blocked[shape] = min(blocked[shape] ?? Int.max, want.count) }
                 if case .busy = choice, settings.preemption, want.count > 0, preemptionsFor[jid] == nil {
                     out += preempt(for: job, now: now)
                 }
+                let why = reason + "; " + diagnosis(want, now: now)
                 if job.message != why {
                     job.message = why
                     jobs[jid] = job

@@ -502,6 +502,44 @@ public struct PlacementIndex: Sendable {
         return have >= want.count && !chosen.isEmpty ? chosen : nil
     }
 
+    /// Why each node cannot take `want` now, counted by the first reason that applies, most
+    /// nodes first: for "9,812 nodes: grade outside C…A; 160: memory below 40960 MiB; 28: busy".
+    public mutating func diagnose(_ want: AcceleratorRequest) -> [(cause: String, nodes: Int)] {
+        let matching = Set(matchingClasses(want))
+        let pattern = want.model.map(ModelPattern.init)
+        var counts: [String: Int] = [:]
+        for case let n? in nodes {
+            let cause: String
+            let fit = n.units.filter { $0.classID >= 0 && matching.contains($0.classID) }
+            if cordoned.contains(n.id) {
+                cause = "cordoned"
+            } else if !n.schedulable {
+                cause = "not ready (lost, draining or not heard since a restart)"
+            } else if fit.count >= want.count {
+                cause = fit.filter({ !$0.busy }).count >= want.count ? "free (placeable now)" : "busy"
+            } else {
+                let kind = n.units.filter { u in
+                    (want.vendor == nil || u.capacityKey.vendor == want.vendor) && (pattern?.matches(u.capacityKey.model) ?? true)
+                }
+                let roomy = kind.filter { $0.capacityKey.memoryMiB >= (want.minMemoryMiB ?? 0) }
+                let graded = roomy.filter { want.admits(grade: $0.capacityKey.grade) }
+                if kind.isEmpty {
+                    cause = "no \(RegionPlacement.describe(AcceleratorRequest(vendor: want.vendor, model: want.model))) device"
+                } else if roomy.isEmpty {
+                    cause = "memory below \(want.minMemoryMiB ?? 0) MiB"
+                } else if graded.isEmpty {
+                    cause = "grade outside \(want.minGrade?.rawValue ?? "D")…\(want.maxGrade?.rawValue ?? "A")"
+                } else if graded.count >= want.count {
+                    cause = "matching devices unhealthy or retired"
+                } else {
+                    cause = "fewer than \(want.count) matching devices"
+                }
+            }
+            counts[cause, default: 0] += 1
+        }
+        return counts.map { ($0.key, $0.value) }.sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
+    }
+
     public func freeDevices(of id: NodeID) -> Int {
         guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return 0 }
         return n.units.filter { !$0.busy }.count

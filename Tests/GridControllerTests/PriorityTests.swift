@@ -139,6 +139,7 @@ import Testing
         _ = h.forward("j", JobSpec(name: "j", command: "true"))
         #expect(h.tick().assignments.isEmpty)
         #expect(h.instance.job("j")?.state == .queued)
+        #expect(h.instance.job("j")?.message.contains("1 node: cordoned") == true, "\(h.instance.job("j")?.message ?? "")")
         // A register (agent restart) does not lift it.
         _ = h.register("n1", devices: [device("g0", 0), device("g1", 1)])
         #expect(h.tick().assignments.isEmpty)

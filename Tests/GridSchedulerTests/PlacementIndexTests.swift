@@ -98,6 +98,26 @@ struct RandomFleet {
         #expect(JobSpec(name: "x", command: "y", accelerators: AcceleratorRequest(minGrade: .b, maxGrade: .c)).problems().contains { $0.contains("max_grade") })
     }
 
+    @Test func diagnosisCountsNodesByTheFirstReasonThatApplies() {
+        var index = PlacementIndex()
+        index.upsert(node: "a100", devices: [gpu("a0", 0), gpu("a1", 1)], busy: ["a0", "a1"], schedulable: true)
+        index.upsert(node: "small", devices: [gpu("s0", 0, mem: 16384)], busy: [], schedulable: true)
+        index.upsert(node: "edge", devices: [gpu("e0", 0, grade: .d)], busy: [], schedulable: true)
+        index.upsert(node: "amd", devices: [gpu("m0", 0, vendor: .amd)], busy: [], schedulable: true)
+        index.upsert(node: "gone", devices: [gpu("g0", 0)], busy: [], schedulable: false)
+        index.upsert(node: "shut", devices: [gpu("c0", 0)], busy: [], schedulable: true)
+        index.setCordoned(node: "shut", true)
+        let d = index.diagnose(AcceleratorRequest(count: 1, vendor: .nvidia, minMemoryMiB: 40960, minGrade: .b))
+        let byCause = Dictionary(uniqueKeysWithValues: d.map { ($0.cause, $0.nodes) })
+        #expect(byCause["busy"] == 1)
+        #expect(byCause["memory below 40960 MiB"] == 1)
+        #expect(byCause["grade outside B…A"] == 1)
+        #expect(byCause["no vendor=nvidia device"] == 1)
+        #expect(byCause["cordoned"] == 1)
+        #expect(byCause["not ready (lost, draining or not heard since a restart)"] == 1)
+        #expect(d.reduce(0) { $0 + $1.nodes } == 6)
+    }
+
     @Test func modelA10DoesNotTakeAnA100() {
         var index = PlacementIndex()
         index.upsert(node: "a100", devices: [gpu("x", 0, model: "NVIDIA A100-SXM4-40GB")], busy: [], schedulable: true)
