@@ -192,7 +192,8 @@ public struct AgentInstance: Sendable {
         for job in journal.jobs {
             let m = job.assignment
             let id = AssignmentID(m.assignmentID)
-            let chosen = m.deviceIds.compactMap { d in devices.first { $0.id == d } }
+            let units = Self.units(devices)
+            let chosen = m.deviceIds.compactMap { units[$0] }
             let visible = Self.visibleDevices(chosen)
             var r = Running(assignment: m, startedMs: now, visible: visible, deviceModels: chosen.map(\.model), started: true,
                             stopReason: job.stopReason, pid: job.pid, startTicks: job.startTicks)
@@ -486,7 +487,7 @@ public struct AgentInstance: Sendable {
         if running[id] != nil || finished[id] != nil { return [ack(true)] }  // a resend: already have it
         guard m.nodeID == settings.node.rawValue else { return [ack(false, "this agent is node \(settings.node), not \(m.nodeID)")] }
         guard !stopping else { return [ack(false, "agent on \(settings.node) is stopping")] }
-        let byID = Dictionary(devices.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let byID = Self.units(devices)
         var chosen: [DeviceInventory] = []
         for d in m.deviceIds {
             guard let device = byID[d] else { return [ack(false, "device \(d) is not on node \(settings.node)")] }
@@ -495,6 +496,9 @@ public struct AgentInstance: Sendable {
             }
             if (device.foreignProcesses ?? 0) > 0 {
                 return [ack(false, "device \(d) is held by a process this agent does not run: \(Self.holders(device))")]
+            }
+            if !device.partitions.isEmpty && device.partitions.first?.id != device.id {
+                return [ack(false, "device \(d) is partitioned (MIG): only its slices can be assigned")]
             }
             chosen.append(device)
         }
@@ -635,18 +639,40 @@ public struct AgentInstance: Sendable {
         return [.journal(.status(u)), .send(.statusUpdate(u))]
     }
 
+    /// Schedulable units by id: whole devices, and each slice of a partitioned one as a copy of
+    /// its parent with the slice's id, memory and name, and the slice as its only partition.
+    public static func units(_ devices: [DeviceInventory]) -> [String: DeviceInventory] {
+        var out: [String: DeviceInventory] = [:]
+        for d in devices {
+            out[d.id] = d
+            for p in d.partitions {
+                var slice = d
+                slice.id = p.id
+                slice.memoryTotalMiB = p.memoryTotalMiB ?? d.memoryTotalMiB
+                slice.model = "\(d.model) [\(p.schedulingProfile)]"
+                slice.partitions = [p]
+                out[p.id] = slice
+            }
+        }
+        return out
+    }
+
     /// The variables that pin a process to its devices, per vendor runtime: the runtime
-    /// indexes, comma-separated, in the order assigned.
+    /// indexes (a slice: its MIG id), comma-separated, in the order assigned.
     public static func visibleDevices(_ devices: [DeviceInventory]) -> [String: String] {
-        var byVendor: [AcceleratorVendor: [Int]] = [:]
+        var byVendor: [AcceleratorVendor: [String]] = [:]
         var order: [AcceleratorVendor] = []
         for d in devices {
             if byVendor[d.vendor] == nil { order.append(d.vendor) }
-            byVendor[d.vendor, default: []].append(d.index)
+            if let p = d.partitions.first, p.id == d.id {
+                byVendor[d.vendor, default: []].append(p.visibleID)
+            } else {
+                byVendor[d.vendor, default: []].append(String(d.index))
+            }
         }
         var env: [String: String] = [:]
         for vendor in order {
-            let list = byVendor[vendor, default: []].map(String.init).joined(separator: ",")
+            let list = byVendor[vendor, default: []].joined(separator: ",")
             for variable in vendor.visibleDevicesVariables { env[variable] = list }
         }
         return env

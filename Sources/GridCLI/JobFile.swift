@@ -15,6 +15,7 @@ import Yams
 ///       min_memory: 40GiB         # MiB if a bare number; KiB/MiB/GiB/TiB and KB/MB/GB/TB accepted
 ///       min_grade: C              # least capable grade accepted (A frontier … D edge); default any
 ///       max_grade: B              # most capable grade allowed (B: keep off frontier A parts)
+///       partition: 1g.10gb        # a MIG slice of that profile (or any) instead of whole devices
 ///     timeout_seconds: 3600
 ///     allowed_regions: [guizhou, ningxia]
 ///     max_attempts: 3             # runs in all when runs are lost to faults (1...100)
@@ -118,9 +119,10 @@ public enum JobFile {
         var minMemory: String?
         var minGrade: String?
         var maxGrade: String?
+        var partition: String?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case count, vendor, model
+            case count, vendor, model, partition
             case minMemory = "min_memory"
             case minGrade = "min_grade"
             case maxGrade = "max_grade"
@@ -139,6 +141,7 @@ public enum JobFile {
             }
             minGrade = try c.decodeIfPresent(String.self, forKey: .minGrade)
             maxGrade = try c.decodeIfPresent(String.self, forKey: .maxGrade)
+            partition = try c.decodeIfPresent(String.self, forKey: .partition)
         }
     }
 
@@ -165,6 +168,7 @@ public enum JobFile {
             }
         }
         request.model = raw.accelerators?.model
+        request.partition = raw.accelerators?.partition
         if let m = raw.accelerators?.minMemory {
             if let mib = parseMemoryMiB(m) { request.minMemoryMiB = mib } else {
                 problems.append("accelerators.min_memory: '\(m)' is not a size (e.g. 40GiB, 16000MiB, or a number of MiB)")

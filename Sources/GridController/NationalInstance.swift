@@ -72,6 +72,7 @@ public struct NationalInstance: Sendable {
         var model: String
         var memory: Int
         var grade: String
+        var partition: String
     }
 
     struct Forward: Sendable {
@@ -170,7 +171,8 @@ public struct NationalInstance: Sendable {
     }
 
     static func key(_ c: CapacityEntry) -> CapacityKeyWire {
-        CapacityKeyWire(vendor: c.vendor.rawValue, model: c.model, memory: c.memoryTotalMiB, grade: c.grade?.rawValue ?? "")
+        CapacityKeyWire(vendor: c.vendor.rawValue, model: c.model, memory: c.memoryTotalMiB, grade: c.grade?.rawValue ?? "",
+                        partition: c.partition ?? "")
     }
 
     public mutating func receive(_ message: Message, origin: Origin, now: Moment) -> [ControllerDirective] {
@@ -405,7 +407,10 @@ public struct NationalInstance: Sendable {
             return [.reply(.regionSummaryAck(ack), to: origin)]
         }
         var s = m.summary
-        s.capacity = view.capacity.values.sorted { ($0.vendor.rawValue, $0.model, $0.memoryTotalMiB, $0.grade?.rawValue ?? "") < ($1.vendor.rawValue, $1.model, $1.memoryTotalMiB, $1.grade?.rawValue ?? "") }
+        s.capacity = view.capacity.values.sorted {
+            ($0.vendor.rawValue, $0.model, $0.memoryTotalMiB, $0.grade?.rawValue ?? "", $0.partition ?? "")
+                < ($1.vendor.rawValue, $1.model, $1.memoryTotalMiB, $1.grade?.rawValue ?? "", $1.partition ?? "")
+        }
         s.nodes = []
         view.summary = s
         inflight[id] = nil

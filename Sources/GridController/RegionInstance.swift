@@ -172,12 +172,15 @@ public struct RegionInstance: Sendable {
     /// One copy of each model string, shared by every slot that names it.
     var models: [String: String] = [:]
 
+    /// One slot per schedulable unit: a whole device, or each slice of a partitioned one
+    /// (named "<model> [<profile>]").
     mutating func slots(_ devices: [DeviceInventory]) -> [DeviceSlot] {
-        devices.map { d in
+        PlacementIndex.units(devices).map { d, partition in
+            let name = partition.map { "\(d.model) [\($0)]" } ?? d.model
             let model: String
-            if let m = models[d.model] { model = m } else {
-                models[d.model] = d.model
-                model = d.model
+            if let m = models[name] { model = m } else {
+                models[name] = name
+                model = name
             }
             return DeviceSlot(id: d.id, model: model, health: d.health.state, capability: d.capability.hashValue,
                               foreign: (d.foreignProcesses ?? 0) > 0)
@@ -1190,8 +1193,10 @@ public struct RegionInstance: Sendable {
 
     func summaryValue(now: Moment) -> RegionSummary {
         let capacity = index.capacity.sorted { $0.key < $1.key }.map { key, c in
-            CapacityEntry(vendor: key.vendor, model: key.model, memoryTotalMiB: key.memoryMiB, total: c.total, free: c.free,
-                          healthy: c.usable, grade: key.grade, degraded: c.degraded)
+            var e = CapacityEntry(vendor: key.vendor, model: key.model, memoryTotalMiB: key.memoryMiB, total: c.total, free: c.free,
+                                  healthy: c.usable, grade: key.grade, degraded: c.degraded)
+            e.partition = key.partition
+            return e
         }
         var ready = 0, lost = 0
         for n in nodes.values { if n.record.state == .ready { ready += 1 } else if n.record.state == .lost { lost += 1 } }
@@ -1229,6 +1234,7 @@ public struct RegionInstance: Sendable {
                 w.free = Int32(clamping: c.free)
                 w.healthy = Int32(clamping: c.usable)
                 w.degraded = Int32(clamping: c.degraded)
+                w.partition = key.partition ?? ""
                 return w
             }
         }

@@ -149,6 +149,21 @@ public struct DevicePartition: Codable, Sendable, Hashable {
     public var memoryTotalMiB: Int?
     /// Fraction of the parent's compute this slice holds (0...1), when known.
     public var computeFraction: Double?
+    /// The profile to schedule by: the reported one, else the memory ("20gb").
+    public var schedulingProfile: String { profile ?? "\(((memoryTotalMiB ?? 0) + 1023) / 1024)gb" }
+
+    /// What pins a process to this slice in CUDA_VISIBLE_DEVICES: a MIG UUID as reported, or
+    /// MIG-<GPU UUID>/<GI>/<CI> from an id "<GPU UUID>/gi<GI>ci<CI>".
+    public var visibleID: String {
+        if id.hasPrefix("MIG-") { return id }
+        let parts = id.split(separator: "/")
+        if parts.count == 2, parts[1].hasPrefix("gi"), let ci = parts[1].range(of: "ci") {
+            let gi = parts[1][parts[1].index(parts[1].startIndex, offsetBy: 2)..<ci.lowerBound]
+            return "MIG-\(parts[0])/\(gi)/\(parts[1][ci.upperBound...])"
+        }
+        return id
+    }
+
     public init(id: String, profile: String? = nil, memoryTotalMiB: Int? = nil, computeFraction: Double? = nil) {
         self.id = id
         self.profile = profile

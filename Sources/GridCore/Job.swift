@@ -13,14 +13,25 @@ public struct AcceleratorRequest: Codable, Sendable, Hashable {
     public var minGrade: DeviceGrade?
     /// The most capable grade the job may use: `B` keeps it off frontier (A) devices. nil = any.
     public var maxGrade: DeviceGrade?
+    /// A slice of a partitioned device (NVIDIA MIG) instead of whole devices: a profile name
+    /// ("1g.10gb", case-insensitive) or "any". nil = whole devices only (never a partitioned one).
+    public var partition: String?
     public init(count: Int = 1, vendor: AcceleratorVendor? = nil, model: String? = nil, minMemoryMiB: Int? = nil,
-                minGrade: DeviceGrade? = nil, maxGrade: DeviceGrade? = nil) {
+                minGrade: DeviceGrade? = nil, maxGrade: DeviceGrade? = nil, partition: String? = nil) {
+        self.partition = partition
         self.count = count
         self.vendor = vendor
         self.model = model
         self.minMemoryMiB = minMemoryMiB
         self.minGrade = minGrade
         self.maxGrade = maxGrade
+    }
+
+    /// Whether a unit that is a partition with `profile` (nil: a whole device) is what the job asks for.
+    public func admits(partition profile: String?) -> Bool {
+        guard let want = partition else { return profile == nil }
+        guard let profile else { return false }
+        return want.lowercased() == "any" || want.lowercased() == profile.lowercased()
     }
 
     /// Whether a device class of `grade` meets the grade bounds.
@@ -99,6 +110,9 @@ public struct JobSpec: Codable, Sendable, Hashable {
         if accelerators.count < 0 { out.append("accelerators.count: must be >= 0, got \(accelerators.count)") }
         if accelerators.count > 64 { out.append("accelerators.count: at most 64 devices per node, got \(accelerators.count)") }
         if let m = accelerators.minMemoryMiB, m < 0 { out.append("accelerators.min_memory: must be >= 0") }
+        if let p = accelerators.partition, p.isEmpty || p.count > 64 || p.contains(where: { $0.isWhitespace }) {
+            out.append("accelerators.partition: a profile name like 1g.10gb, or any (1…64 characters, no spaces)")
+        }
         if accelerators.minGrade == .r || accelerators.maxGrade == .r { out.append("accelerators.min_grade/max_grade: A, B, C or D (R devices are retired)") }
         if let lo = accelerators.minGrade, let hi = accelerators.maxGrade, lo < hi {
             out.append("accelerators.max_grade: \(hi.rawValue) is less capable than min_grade \(lo.rawValue); no grade meets both")
@@ -367,6 +381,8 @@ public struct CapacityEntry: Codable, Sendable, Hashable {
     public var grade: DeviceGrade?
     /// Of `healthy` (schedulable), how many are degraded.
     public var degraded: Int
+    /// The partition profile when the class is slices of partitioned devices; nil = whole devices.
+    public var partition: String? = nil
     public init(vendor: AcceleratorVendor, model: String, memoryTotalMiB: Int, total: Int, free: Int, healthy: Int,
                 grade: DeviceGrade? = nil, degraded: Int = 0) {
         self.vendor = vendor
@@ -379,7 +395,7 @@ public struct CapacityEntry: Codable, Sendable, Hashable {
         self.degraded = degraded
     }
 
-    enum CodingKeys: String, CodingKey { case vendor, model, memoryTotalMiB, total, free, healthy, grade, degraded }
+    enum CodingKeys: String, CodingKey { case vendor, model, memoryTotalMiB, total, free, healthy, grade, degraded, partition }
 
     /// Summaries stored before grade and degraded existed still decode.
     public init(from decoder: any Decoder) throws {
@@ -392,6 +408,7 @@ public struct CapacityEntry: Codable, Sendable, Hashable {
         healthy = try c.decode(Int.self, forKey: .healthy)
         grade = try c.decodeIfPresent(DeviceGrade.self, forKey: .grade)
         degraded = try c.decodeIfPresent(Int.self, forKey: .degraded) ?? 0
+        partition = try c.decodeIfPresent(String.self, forKey: .partition)
     }
 }
 

@@ -97,6 +97,7 @@ extension Wire.JobSpec {
         a.minMemoryMib = Int64(s.accelerators.minMemoryMiB ?? 0)
         a.minGrade = s.accelerators.minGrade?.rawValue ?? ""
         a.maxGrade = s.accelerators.maxGrade?.rawValue ?? ""
+        a.partition = s.accelerators.partition ?? ""
         accelerators = a
         timeoutSeconds = UInt32(clamping: s.timeoutSeconds ?? 0)
         allowedRegions = s.allowedRegions.map(\.rawValue)
@@ -176,7 +177,8 @@ extension Wire.JobSpec {
                 count: Int(accelerators.count), vendor: vendor,
                 model: accelerators.model.isEmpty ? nil : accelerators.model,
                 minMemoryMiB: accelerators.minMemoryMib > 0 ? Int(exactly: accelerators.minMemoryMib) : nil,
-                minGrade: try grade(accelerators.minGrade, "min_grade"), maxGrade: try grade(accelerators.maxGrade, "max_grade")),
+                minGrade: try grade(accelerators.minGrade, "min_grade"), maxGrade: try grade(accelerators.maxGrade, "max_grade"),
+                partition: accelerators.partition.isEmpty ? nil : accelerators.partition),
             timeoutSeconds: timeoutSeconds > 0 ? Int(timeoutSeconds) : nil,
             allowedRegions: allowedRegions.map(RegionID.init),
             retry: RetryPolicy(
@@ -346,6 +348,7 @@ extension Wire.RegionSummary {
             w.healthy = Int32(clamping: c.healthy)
             w.grade = c.grade?.rawValue ?? ""
             w.degraded = Int32(clamping: c.degraded)
+            w.partition = c.partition ?? ""
             return w
         }
         nodes = s.nodes.map(Wire.NodeBrief.init)
@@ -363,6 +366,7 @@ extension Wire.RegionSummary {
                               memoryTotalMiB: Int(clamping: $0.memoryTotalMib), total: Int($0.total),
                               free: Int($0.free), healthy: Int($0.healthy),
                               grade: DeviceGrade(rawValue: $0.grade), degraded: Int($0.degraded))
+                    .with(partition: $0.partition.isEmpty ? nil : $0.partition)
             },
             nodes: nodes.map(\.brief), nodesTruncated: nodesTruncated,
             generatedAt: Date(unixMilliseconds: generatedUnixMs))
@@ -439,5 +443,13 @@ extension Wire.RouteDecision {
                 c.rttMs = w.rttMs
                 return c
             })
+    }
+}
+
+extension CapacityEntry {
+    func with(partition: String?) -> CapacityEntry {
+        var c = self
+        c.partition = partition
+        return c
     }
 }

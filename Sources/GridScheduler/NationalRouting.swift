@@ -143,6 +143,6 @@ public enum NationalRouting {
         if let v = want.vendor, c.vendor != v { return false }
         if let m = want.model, !ModelPattern(m).matches(c.model) { return false }
         if let mem = want.minMemoryMiB, c.memoryTotalMiB < mem { return false }
-        return want.admits(grade: c.grade)
+        return want.admits(grade: c.grade) && want.admits(partition: c.partition)
     }
 }

@@ -2,8 +2,8 @@ import GridCatalog
 import GridCore
 
 /// A kind of schedulable unit: every free unit of one class is interchangeable for placement.
-/// A unit is a whole device today; a MIG slice or another partition becomes a unit with its own
-/// class (its memory and a partition profile) without changing the index.
+/// A unit is a whole device, or a slice of a partitioned one (MIG): a partitioned device offers
+/// its slices, each with its own memory and profile, and never itself.
 public struct UnitClass: Hashable, Sendable {
     public var vendor: AcceleratorVendor
     /// The model string as the device reports it (devices of one SKU report the same string).
@@ -12,8 +12,11 @@ public struct UnitClass: Hashable, Sendable {
     public var grade: DeviceGrade?
     /// `.healthy` or `.degraded`; other states are not schedulable and have no class.
     public var health: HealthState
+    /// The slice profile for a partition; nil = a whole device.
+    public var partition: String? = nil
 
-    public init(vendor: AcceleratorVendor, model: String, memoryMiB: Int, grade: DeviceGrade?, health: HealthState) {
+    public init(vendor: AcceleratorVendor, model: String, memoryMiB: Int, grade: DeviceGrade?, health: HealthState, partition: String? = nil) {
+        self.partition = partition
         self.vendor = vendor
         self.model = model
         self.memoryMiB = memoryMiB
@@ -41,8 +44,10 @@ public struct CapacityKey: Hashable, Sendable, Comparable {
     public var model: String
     public var memoryMiB: Int
     public var grade: DeviceGrade?
+    public var partition: String? = nil
     public static func < (a: CapacityKey, b: CapacityKey) -> Bool {
-        (a.vendor.rawValue, a.model, a.memoryMiB, a.grade?.rawValue ?? "") < (b.vendor.rawValue, b.model, b.memoryMiB, b.grade?.rawValue ?? "")
+        (a.vendor.rawValue, a.model, a.memoryMiB, a.grade?.rawValue ?? "", a.partition ?? "")
+            < (b.vendor.rawValue, b.model, b.memoryMiB, b.grade?.rawValue ?? "", b.partition ?? "")
     }
 }
 
@@ -160,6 +165,7 @@ public struct PlacementIndex: Sendable {
         var minMemoryMiB: Int
         var minGrade: DeviceGrade?
         var maxGrade: DeviceGrade?
+        var partition: String?
     }
 
     var models: [String: String] = [:]
@@ -192,9 +198,10 @@ public struct PlacementIndex: Sendable {
         var units: [Unit] = []
         units.reserveCapacity(devices.count)
         var classSlots: [ClassSlot] = []
-        for d in devices {
-            let cid = classID(for: d)
-            let key = CapacityKey(vendor: d.vendor, model: intern(d.model), memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade)
+        for (d, profile) in Self.units(devices) {
+            let cid = classID(for: d, partition: profile)
+            let key = CapacityKey(vendor: d.vendor, model: intern(d.model), memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade,
+                                  partition: profile)
             // A device some other process computes on is held, whoever placed it.
             let isBusy = busy.contains(d.id) || (d.foreignProcesses ?? 0) > 0
             units.append(Unit(deviceID: d.id, index: d.index, classID: cid, capacityKey: key,
@@ -433,7 +440,7 @@ public struct PlacementIndex: Sendable {
     /// The classes a request may use, most preferred first; cached per request shape.
     mutating func matchingClasses(_ want: AcceleratorRequest) -> [Int32] {
         let key = ShapeKey(vendor: want.vendor, model: want.model ?? "", minMemoryMiB: want.minMemoryMiB ?? 0,
-                           minGrade: want.minGrade, maxGrade: want.maxGrade)
+                           minGrade: want.minGrade, maxGrade: want.maxGrade, partition: want.partition?.lowercased())
         if let cached = shapeCache[key] { return cached }
         let pattern = ModelPattern(key.model)
         let ids = classes.indices.filter { i in
@@ -441,24 +448,46 @@ public struct PlacementIndex: Sendable {
             if let v = key.vendor, c.vendor != v { return false }
             if c.memoryMiB < key.minMemoryMiB { return false }
             if !want.admits(grade: c.grade) { return false }
+            if !want.admits(partition: c.partition) { return false }
             return pattern.matches(c.model)
         }.map { Int32($0) }.sorted { classRank[Int($0)] < classRank[Int($1)] }
         shapeCache[key] = ids
         return ids
     }
 
-    func schedulableClass(_ d: DeviceInventory) -> UnitClass? {
+    /// What a node's devices offer as units: each whole device, or for a partitioned one each of
+    /// its slices (the parent's health, grade and foreign processes; the slice's id and memory).
+    public static func units(_ devices: [DeviceInventory]) -> [(device: DeviceInventory, partition: String?)] {
+        var out: [(DeviceInventory, String?)] = []
+        for d in devices {
+            if d.partitions.isEmpty {
+                out.append((d, nil))
+                continue
+            }
+            for p in d.partitions {
+                var slice = d
+                slice.id = p.id
+                slice.memoryTotalMiB = p.memoryTotalMiB ?? d.memoryTotalMiB
+                slice.partitions = []
+                out.append((slice, p.schedulingProfile))
+            }
+        }
+        return out
+    }
+
+    func schedulableClass(_ d: DeviceInventory, partition: String? = nil) -> UnitClass? {
         switch d.health.state {
         case .healthy: break
         case .degraded: if !options.allowDegraded { return nil }
         case .unknown, .unhealthy: return nil
         }
         if d.grade == .r { return nil }
-        return UnitClass(vendor: d.vendor, model: d.model, memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade, health: d.health.state)
+        return UnitClass(vendor: d.vendor, model: d.model, memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade, health: d.health.state,
+                         partition: partition)
     }
 
-    mutating func classID(for d: DeviceInventory) -> Int32 {
-        guard let c = schedulableClass(d) else { return -1 }
+    mutating func classID(for d: DeviceInventory, partition: String? = nil) -> Int32 {
+        guard let c = schedulableClass(d, partition: partition) else { return -1 }
         if let id = classIDs[c] { return id }
         let id = Int32(classes.count)
         classes.append(c)

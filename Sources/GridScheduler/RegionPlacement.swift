@@ -100,6 +100,8 @@ public enum RegionPlacement {
         if let v = want.vendor, d.vendor != v { return false }
         if let m = want.model, !ModelPattern(m).matches(d.model) { return false }
         if let mem = want.minMemoryMiB, (d.memoryTotalMiB ?? 0) < mem { return false }
+        // A partitioned device is offered as its slices only (see PlacementIndex.units).
+        if !d.partitions.isEmpty || want.partition != nil { return false }
         return want.admits(grade: d.grade)
     }
 

@@ -118,6 +118,23 @@ struct RandomFleet {
         #expect(d.reduce(0) { $0 + $1.nodes } == 6)
     }
 
+    @Test func aPartitionedGPUOffersItsSlicesAndNeverItself() {
+        var index = PlacementIndex()
+        var mig = gpu("a100", 0)
+        mig.partitions = [DevicePartition(id: "a100/gi1ci0", profile: "3g.40gb", memoryTotalMiB: 40192),
+                          DevicePartition(id: "a100/gi2ci0", profile: "1g.10gb", memoryTotalMiB: 9984)]
+        index.upsert(node: "n1", devices: [mig, gpu("v100", 1, model: "Tesla V100S-PCIE-32GB", grade: .c, mem: 32768)], busy: [], schedulable: true)
+        guard case .placed(_, let whole) = index.place(AcceleratorRequest(count: 1)) else { Issue.record("not placed"); return }
+        #expect(whole == ["v100"], "a whole-device job takes the whole device")
+        guard case .impossible = index.place(AcceleratorRequest(count: 1, model: "A100")) else { Issue.record("a whole A100 was offered"); return }
+        guard case .placed(_, let slice) = index.place(AcceleratorRequest(count: 1, partition: "1G.10GB")) else { Issue.record("no slice"); return }
+        #expect(slice == ["a100/gi2ci0"])
+        guard case .placed(_, let any) = index.place(AcceleratorRequest(count: 1, minMemoryMiB: 20000, partition: "any")) else { Issue.record("no slice"); return }
+        #expect(any == ["a100/gi1ci0"])
+        #expect(index.capacity.keys.filter { $0.partition != nil }.map(\.partition) .sorted { ($0 ?? "") < ($1 ?? "") } == ["1g.10gb", "3g.40gb"])
+        #expect(!index.capacity.keys.contains { $0.partition == nil && $0.model.contains("A100") }, "the parent is not capacity")
+    }
+
     @Test func modelA10DoesNotTakeAnA100() {
         var index = PlacementIndex()
         index.upsert(node: "a100", devices: [gpu("x", 0, model: "NVIDIA A100-SXM4-40GB")], busy: [], schedulable: true)

@@ -806,6 +806,9 @@ public nonisolated struct Computegrid_V1_Capacity: Sendable {
   /// Of `healthy`, how many are degraded (usable, slower).
   public var degraded: Int32 = 0
 
+  /// "" = whole devices; else the class is slices of partitioned devices with this profile.
+  public var partition: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1002,6 +1005,9 @@ public nonisolated struct Computegrid_V1_AcceleratorRequest: Sendable {
 
   /// "" = any; "B" = B, C or D (not frontier A)
   public var maxGrade: String = String()
+
+  /// "" = whole devices; a profile ("1g.10gb") or "any": a MIG slice
+  public var partition: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2687,7 +2693,7 @@ nonisolated extension Computegrid_V1_Cancel: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Capacity"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vendor\0\u{1}model\0\u{3}memory_total_mib\0\u{1}total\0\u{1}free\0\u{1}healthy\0\u{1}grade\0\u{1}degraded\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}vendor\0\u{1}model\0\u{3}memory_total_mib\0\u{1}total\0\u{1}free\0\u{1}healthy\0\u{1}grade\0\u{1}degraded\0\u{1}partition\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2703,6 +2709,7 @@ nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProto
       case 6: try { try decoder.decodeSingularInt32Field(value: &self.healthy) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.grade) }()
       case 8: try { try decoder.decodeSingularInt32Field(value: &self.degraded) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.partition) }()
       default: break
       }
     }
@@ -2733,6 +2740,9 @@ nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProto
     if self.degraded != 0 {
       try visitor.visitSingularInt32Field(value: self.degraded, fieldNumber: 8)
     }
+    if !self.partition.isEmpty {
+      try visitor.visitSingularStringField(value: self.partition, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2745,6 +2755,7 @@ nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProto
     if lhs.healthy != rhs.healthy {return false}
     if lhs.grade != rhs.grade {return false}
     if lhs.degraded != rhs.degraded {return false}
+    if lhs.partition != rhs.partition {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3031,7 +3042,7 @@ nonisolated extension Computegrid_V1_RegionSummaryAck: SwiftProtobuf.Message, Sw
 
 nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AcceleratorRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}vendor\0\u{1}model\0\u{3}min_memory_mib\0\u{3}min_grade\0\u{3}max_grade\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}vendor\0\u{1}model\0\u{3}min_memory_mib\0\u{3}min_grade\0\u{3}max_grade\0\u{1}partition\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3045,6 +3056,7 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.minMemoryMib) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.minGrade) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.maxGrade) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.partition) }()
       default: break
       }
     }
@@ -3069,6 +3081,9 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
     if !self.maxGrade.isEmpty {
       try visitor.visitSingularStringField(value: self.maxGrade, fieldNumber: 6)
     }
+    if !self.partition.isEmpty {
+      try visitor.visitSingularStringField(value: self.partition, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3079,6 +3094,7 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
     if lhs.minMemoryMib != rhs.minMemoryMib {return false}
     if lhs.minGrade != rhs.minGrade {return false}
     if lhs.maxGrade != rhs.maxGrade {return false}
+    if lhs.partition != rhs.partition {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
