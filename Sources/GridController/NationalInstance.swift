@@ -601,24 +601,11 @@ public struct NationalInstance: Sendable {
             }
         case .nodes:
             // Nodes live in their region; ask it and relay its answer (pages included).
-            let known = regions.filter { $0.value.route != nil }.keys.sorted()
-            let target: RegionID
-            if !m.regionID.isEmpty {
-                target = RegionID(m.regionID)
-            } else if known.count == 1 {
-                target = known[0]
-            } else {
-                return [.error("bad_request", "name the region whose nodes to list (one of: \(known.map(\.rawValue).joined(separator: ", ")))", to: origin)]
+            return relay(to: m.regionID, purpose: "name the region whose nodes to list", origin: origin, now: now) { correlation in
+                var q = m
+                q.correlation = correlation
+                return .query(q)
             }
-            guard let route = regions[target]?.route else {
-                return [.error("not_found", "region \(target) is not connected", to: origin)]
-            }
-            let correlation = nextCorrelation
-            nextCorrelation += 1
-            queries[correlation] = PendingQuery(origin: origin, deadlineMs: now.monotonicMs + settings.queryTimeoutMs, region: target)
-            var q = m
-            q.correlation = correlation
-            return [.send(.query(q), to: route)]
         case .regions:
             reply.regions = regions.values.sorted { $0.summary.region < $1.summary.region }.map { view in
                 var s = view.summary
@@ -636,14 +623,25 @@ public struct NationalInstance: Sendable {
     /// Node commands go to the node's region (named, or the only one) and its answer comes back
     /// as a relayed query reply.
     public mutating func onNodeCommand(_ m: Wire.NodeCommand, origin: Origin, now: Moment) -> [ControllerDirective] {
+        relay(to: m.regionID, purpose: "name the node's region with --region", origin: origin, now: now) { correlation in
+            var c = m
+            c.correlation = correlation
+            return .nodeCommand(c)
+        }
+    }
+
+    /// Sends a request to a region (named, or the only one connected) under a fresh correlation;
+    /// its `QUERY_REPLY` is relayed to `origin`, or an error after `queryTimeoutMs`.
+    mutating func relay(to regionID: String, purpose: String, origin: Origin, now: Moment,
+                        _ body: (UInt64) -> Body) -> [ControllerDirective] {
         let known = regions.filter { $0.value.route != nil }.keys.sorted()
         let target: RegionID
-        if !m.regionID.isEmpty {
-            target = RegionID(m.regionID)
+        if !regionID.isEmpty {
+            target = RegionID(regionID)
         } else if known.count == 1 {
             target = known[0]
         } else {
-            return [.error("bad_request", "name the node's region with --region (one of: \(known.map(\.rawValue).joined(separator: ", ")))", to: origin)]
+            return [.error("bad_request", "\(purpose) (one of: \(known.map(\.rawValue).joined(separator: ", ")))", to: origin)]
         }
         guard let route = regions[target]?.route else {
             return [.error("not_found", "region \(target) is not connected", to: origin)]
@@ -651,9 +649,7 @@ public struct NationalInstance: Sendable {
         let correlation = nextCorrelation
         nextCorrelation += 1
         queries[correlation] = PendingQuery(origin: origin, deadlineMs: now.monotonicMs + settings.queryTimeoutMs, region: target)
-        var c = m
-        c.correlation = correlation
-        return [.send(.nodeCommand(c), to: route)]
+        return [.send(body(correlation), to: route)]
     }
 
     public mutating func onQueryReply(_ m: Wire.QueryReply) -> [ControllerDirective] {
