@@ -95,6 +95,8 @@ public struct NationalInstance: Sendable {
         case cancel(JobID)
         /// A held job's hour has come: decide again and release it.
         case release(JobID)
+        /// The top of an hour: held jobs are decided again together (`replanJointly`).
+        case replan
         case route
         case queries
         case prune
@@ -166,6 +168,7 @@ public struct NationalInstance: Sendable {
         }
         appliedOrder = applied.map { ($0.key, $0.value) }.sorted { $0.1 < $1.1 }
         timers.schedule(.route, at: now.monotonicMs + 1000)
+        timers.schedule(.replan, at: Self.nextHourMs(now))
         timers.schedule(.queries, at: now.monotonicMs + 1000)
         timers.schedule(.prune, at: now.monotonicMs + 60_000)
     }
@@ -348,7 +351,8 @@ public struct NationalInstance: Sendable {
 
     /// A held job's hour has come: decide again (capacity may have moved) and act.
     mutating func releaseHeld(_ id: JobID, now: Moment) -> [ControllerDirective] {
-        guard held[id] != nil else { return [] }
+        // Only at its hour (a re-plan may have moved it later since this timer was set).
+        guard let h = held[id], now.wall.timeIntervalSince1970 >= Double(h.start) * 3600 - 1 else { return [] }
         release(id)
         guard var job = jobs[id], job.state == .pending else { return [] }
         let (outcome, out) = route(&job, now: now)
@@ -361,6 +365,50 @@ public struct NationalInstance: Sendable {
         }
         jobs[id] = job
         return [.persist(.job(job))] + out
+    }
+
+    /// Monotonic time of the next top of the hour (wall clock), a second past it.
+    static func nextHourMs(_ now: Moment) -> Int64 {
+        let next = (now.wall.timeIntervalSince1970 / 3600).rounded(.down) * 3600 + 3600
+        return now.monotonicMs + Int64((next - now.wall.timeIntervalSince1970) * 1000) + 1000
+    }
+
+    /// Joint re-planning: every held job gives back its reservation, then all are decided again,
+    /// largest (devices × hours) first, so the big ones get the cheap hours they need and a
+    /// reservation made early does not block a better plan found later.
+    mutating func replanHeld(now: Moment) -> [ControllerDirective] {
+        guard !held.isEmpty else { return [] }
+        let order = held.sorted { a, b in
+            let sa = a.value.gpus * a.value.hours, sb = b.value.gpus * b.value.hours
+            return sa != sb ? sa > sb : a.key < b.key
+        }.map(\.key)
+        let previous = held
+        for id in order { release(id) }
+        var out: [ControllerDirective] = []
+        for id in order {
+            guard var job = jobs[id], job.state == .pending else { continue }
+            let before = job.route?.start
+            let kept = job
+            let (outcome, directives) = route(&job, now: now)
+            switch outcome {
+            case .waiting:
+                // No region to be had right now (silent, say): keep the plan it had.
+                if let p = previous[id], let start = kept.route?.start, start > now.wall {
+                    job = kept
+                    hold(job, region: p.region, until: start, now: now)
+                } else {
+                    unrouted.append(id)
+                }
+            case .impossible(let why):
+                job.state = .failed
+                job.message = "no region can run it any more: \(why)"
+            case .forwarded, .held: break
+            }
+            jobs[id] = job
+            if job.state != .pending || job.route?.start != before { out.append(.persist(.job(job))) }
+            out += directives
+        }
+        return out
     }
 
     /// Queues a JOB_FORWARD in the outbox (same commit as the job) and sends it now.
@@ -667,6 +715,9 @@ public struct NationalInstance: Sendable {
             switch timer {
             case .forward(let id): out += sendForward(id, now: now)
             case .release(let id): out += releaseHeld(id, now: now)
+            case .replan:
+                if settings.routing.replanJointly { out += replanHeld(now: now) }
+                timers.schedule(.replan, at: Self.nextHourMs(now))
             case .cancel(let id): out += sendCancel(id, now: now)
             case .route:
                 out += moveJobsOfSilentRegions(now: now)

@@ -25,6 +25,11 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
     /// With region profiles: price per GPU-hour for a job that could run in many regions to use
     /// the capacity kept for jobs bound to one or two. Default 5.
     public var protectPrice: Double = 5
+    /// With region profiles: every hour, held jobs give back their reservations and are decided
+    /// again together, largest first (`joint`, default), or each is decided again only at its
+    /// hour (`keep`).
+    public var replan: String = "joint"
+    public var replanJointly: Bool { replan == "joint" }
     public init(staleAfterSeconds: Double = 30, allowQueueing: Bool = true, defaultKWPerDevice: Double = 0.4,
                 horizonHours: Int = 48, timeShifting: Bool = true, regionLostAfterSeconds: Double = 60) {
         self.regionLostAfterSeconds = regionLostAfterSeconds
@@ -44,6 +49,7 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         case regionLostAfterSeconds = "region_lost_after_seconds"
         case scarcityPrice = "scarcity_price"
         case protectPrice = "protect_price"
+        case replan
     }
 
     public init(from decoder: any Decoder) throws {
@@ -58,6 +64,7 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         regionLostAfterSeconds = try c.value(.regionLostAfterSeconds, default: d.regionLostAfterSeconds)
         scarcityPrice = try c.value(.scarcityPrice, default: d.scarcityPrice)
         protectPrice = try c.value(.protectPrice, default: d.protectPrice)
+        replan = try c.value(.replan, default: d.replan)
     }
 
     /// Every problem, each naming its key and range.
@@ -71,6 +78,7 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         for (k, v) in [("scarcity_price", scarcityPrice), ("protect_price", protectPrice)] where !(v >= 0 && v <= 100_000) {
             out.append("routing.\(k): 0…100000, got \(v)")
         }
+        if !["joint", "keep"].contains(replan) { out.append("routing.replan: '\(replan)' is not one of joint, keep") }
         if !(1...24 * 14).contains(horizonHours) { out.append("routing.horizon_hours: 1…336, got \(horizonHours)") }
         return out
     }

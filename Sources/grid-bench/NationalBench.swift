@@ -18,7 +18,7 @@ struct NationalBench: ParsableCommand {
     var scarcityCurve = "square"
     @Option(help: "L of the exponential curve: the cheapest a GPU-hour can be worth.") var scarcityFloor: Double = 1
     @Option(help: "keep: a held job gives back only its own reservation when re-planned (it never loses its slot); joint: every held reservation is given back and all waiting and held jobs are decided again, largest first.")
-    var replan = "keep"
+    var replan = "joint"
     @Option(help: "Price per GPU-hour for a job that could run in many regions to use capacity protected for jobs bound to one or two regions (the largest such job seen so far in each region). 0 = off.")
     var protect: Double = 5
 
@@ -168,7 +168,7 @@ struct NationalBench: ParsableCommand {
             let previous = held
             held = [:]
             var still: [Scenario.Job] = []
-            let joint = self.replan == "joint"
+            let joint = self.replan == "joint" && strategy == .policy  // baselines decide in arrival order
             var queue = replanned.map(\.job) + waiting.sorted(by: { $0.id < $1.id })
             if joint {
                 for h in replanned { for x in h.start..<(h.start + h.job.hours) { free[h.region]![x] += h.job.gpus } }

@@ -132,6 +132,29 @@ import Testing
         #expect(h.instance.job("later")?.state == .forwarded)
     }
 
+    @Test func heldJobsAreReplannedTogetherLargestFirstAtTheTopOfTheHour() throws {
+        var settings = Self.settings(cheapHour: 18)
+        settings.profiles[1].pricePerKWh[20] = 0.10  // west's second-cheapest hour
+        var h = Self.harness(settings)
+        _ = h.summary("west", free: 8, total: 8)
+        let deadline = h.now.wall.addingTimeInterval(10 * 3600)
+        let r = RoutingRequest(objective: Self.waitFree, deadline: deadline, runSeconds: 3600)
+        _ = h.send(.submit(Self.job("small", gpus: 1, routing: r)), from: h.client)
+        _ = h.send(.submit(Self.job("big", gpus: 8, routing: r)), from: h.client)
+        func hourOf(_ id: String) -> Int? { h.instance.job(JobID(id))?.route?.start.map { Int($0.timeIntervalSince1970 / 3600) % 24 } }
+        #expect(hourOf("small") == 18 && hourOf("big") == 20, "first come, first served at submit")
+        // The next top of the hour: both decided again, the big one first.
+        let toNextHour = Int64((3600 - h.now.wall.timeIntervalSince1970.truncatingRemainder(dividingBy: 3600)) * 1000) + 1500
+        _ = h.tick(advanceMs: toNextHour - 2000)
+        _ = h.summary("west", free: 8, total: 8, sequence: 1)
+        _ = h.tick(advanceMs: 2000)
+        #expect(hourOf("big") == 18 && hourOf("small") == 20, "big \(hourOf("big") ?? -1), small \(hourOf("small") ?? -1)")
+        #expect(h.instance.job("big")?.state == .pending && h.instance.job("small")?.state == .pending)
+        // An hour later with west silent: nobody loses the plan they have.
+        _ = h.tick(advanceMs: 3_600_000)
+        #expect(hourOf("big") == 18 && hourOf("small") == 20 && h.instance.job("big")?.state == .pending)
+    }
+
     @Test func aHeldJobSurvivesARestart() throws {
         var h = Self.harness(Self.settings(cheapHour: 18))
         _ = h.summary("west", free: 8, total: 8)
