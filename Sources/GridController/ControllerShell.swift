@@ -59,18 +59,20 @@ public final class ControllerShell<Instance: ControllerInstance> {
     public func handle(_ inputs: [LoopInput<Never>], backlog: Bool) -> [LoopOutput] {
         let now = clock.now()
         var directives: [ControllerDirective] = []
+        var errors: [LoopOutput] = []
         for input in inputs {
             switch input {
             case .tick: continue
             case .badShape(let peer, let frames): messenger.countBadShape(from: peer, frames: frames)
             case .frame(let peer, let payload, let delimited):
-                guard let message = messenger.decode(payload, from: peer) else { continue }
+                guard let message = messenger.decode(payload, from: peer, delimited: delimited, reply: &errors) else { continue }
                 let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited)
                 directives += instance.receive(message, origin: origin, now: now)
             }
         }
         directives += instance.onTick(now: now, backlog: backlog)
-        let out = perform(directives)
+        // Error replies change nothing stored: they need not wait for the batch's commit.
+        let out = errors + perform(directives)
         returnFreedMemory(now)
         return out
     }

@@ -25,8 +25,12 @@ struct Messenger {
         return LoopOutput(to: peer, payload: frame, delimited: delimited)
     }
 
-    /// Decodes a frame or logs and counts why not.
-    mutating func decode(_ payload: [UInt8], from peer: Peer) -> Message? {
+    /// Decodes a frame, or logs and counts why not. A frame whose envelope is readable gets an
+    /// ERROR_REPLY (in `reply`) saying what is wrong and where, so the sender need not time out:
+    /// `unsupported` for a protocol version this build does not speak, `bad_request` for a payload
+    /// that does not decode or a field that breaks a rule. An unreadable envelope, or an error
+    /// reply that is itself bad, gets nothing (there is no one to answer, or it could loop).
+    mutating func decode(_ payload: [UInt8], from peer: Peer, delimited: Bool, reply: inout [LoopOutput]) -> Message? {
         do {
             return try codec.decode(payload)
         } catch {
@@ -35,6 +39,16 @@ struct Messenger {
                 "from": "\(peer.label)", "reason": "\(error)", "bytes": "\(payload.count)",
                 "rejected_total": "\(rejected.values.reduce(0, +))",
             ])
+            if payload.count <= codec.maxFrameBytes, let env = try? Wire.Envelope(serializedBytes: payload), env.version != 0,
+               env.type != .errorReply {
+                var e = Wire.ErrorReply()
+                switch error {
+                case .unsupportedVersion: e.code = "unsupported"
+                default: e.code = "bad_request"
+                }
+                e.message = "\(error)"
+                reply.append(output(.errorReply(e), to: peer, replyTo: env.sequence, delimited: delimited))
+            }
             return nil
         }
     }

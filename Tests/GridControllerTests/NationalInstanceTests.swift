@@ -193,6 +193,45 @@ struct NationalHarness {
         #expect(try store.read("t") { try $0.liveJobs() }.count == 50, "every acknowledged job is on disk")
     }
 
+    /// PROTOCOL.md, "Errors": a frame whose envelope can be read but whose version, payload or
+    /// fields are bad is answered with ERROR_REPLY (reply_to = its sequence), not dropped.
+    @Test func aBadMessageGetsAnErrorReplyNamingWhatIsWrong() throws {
+        let store = try tempStore()
+        let clock = MomentClock { Moment(monotonicMs: 1000, wall: Date(timeIntervalSince1970: 1_750_000_000)) }
+        let shell = try NationalShell(settings: .init(), store: store, maxFrameBytes: 1 << 20, logger: .init(label: "t"), clock: clock)
+        let codec = EnvelopeCodec()
+        let client = Peer.downstream(identity: Array("c".utf8))
+        var submit = Wire.Submit()
+        submit.jobID = "bad id"
+        submit.spec = Wire.JobSpec(JobSpec(name: "t", command: "true"))
+        var future = Wire.Envelope()
+        future.version = 2
+        future.type = .query
+        future.sequence = 8
+        var update = Wire.StatusUpdate()
+        update.jobID = "j"
+        update.updateID = "u"
+        update.state = "exploded"
+        var error = Wire.Envelope()
+        error.version = 1
+        error.type = .errorReply
+        error.payload = Data([0xFF, 0xFF])
+        let out = shell.handle([
+            .frame(from: client, payload: codec.encode(Message(sender: "c", sequence: 7, body: .submit(submit))), delimited: true),
+            .frame(from: client, payload: Array(try future.serializedData()), delimited: true),
+            .frame(from: client, payload: codec.encode(Message(sender: "c", sequence: 9, body: .statusUpdate(update))), delimited: true),
+            .frame(from: client, payload: Array(try error.serializedData()), delimited: true),
+            .frame(from: client, payload: [1, 2, 3], delimited: true),
+        ], backlog: false)
+        let replies = out.compactMap { try? codec.decode($0.payload) }.compactMap { m -> (UInt64, Wire.ErrorReply)? in
+            if case .errorReply(let e) = m.body { return (m.replyTo, e) } else { return nil }
+        }
+        #expect(replies.map(\.0) == [7, 8, 9], "one answer per readable envelope; none to a bad error reply or garbage")
+        #expect(replies[0].1.code == "bad_request" && replies[0].1.message.contains("Submit.job_id"))
+        #expect(replies[1].1.code == "unsupported" && replies[1].1.message.contains("speaks 1"))
+        #expect(replies[2].1.code == "bad_request" && replies[2].1.message.contains("state"))
+    }
+
     @Test func aFailedCommitSendsNothingAndReloadsFromTheLog() throws {
         let store = try tempStore()
         let clock = MomentClock { Moment(monotonicMs: 1000, wall: Date(timeIntervalSince1970: 1_750_000_000)) }
