@@ -621,7 +621,11 @@ public struct RegionInstance: Sendable {
             job.message = "\(reason); gave up after \(runs) of \(job.spec.retry.maxAttempts) attempts"
         } else {
             job.state = .queued
-            let wait = mayHaveRun ? job.spec.retry.backoffMs(beforeAttempt: runs + 1) : 0
+            // Refused placements in a row (a node that keeps saying no) back off too, from the
+            // second one: 1 s, doubling, at most 30 s; they never use up attempts.
+            let refusals = job.attempts.reversed().prefix { $0.endReason == .rejected }.count
+            let wait = mayHaveRun ? job.spec.retry.backoffMs(beforeAttempt: runs + 1)
+                : why == .rejected && refusals > 1 ? min(30_000, Int64(1000) << Int64(min(refusals - 2, 5))) : 0
             job.message = wait > 0 ? "\(reason); attempt \(runs + 1) of \(job.spec.retry.maxAttempts) in \(wait / 1000)s" : reason
             if wait > 0 {
                 timers.schedule(.retry(job.id), at: now.monotonicMs + wait)

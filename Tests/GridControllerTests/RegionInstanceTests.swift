@@ -371,6 +371,24 @@ func device(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, mod
         #expect(next.epoch == a.epoch + 1)
     }
 
+    @Test func aNodeThatKeepsRefusingIsRetriedWithBackoffNotInAHotLoop() throws {
+        var h = RegionHarness()
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
+        var offers = 0
+        var last = try #require(h.tick().assignments.first)
+        offers += 1
+        // The node refuses every offer; over 10 s it gets a handful, not one per turn.
+        for _ in 0..<200 {
+            _ = h.ack(last, accepted: false)
+            let next = h.tick(advanceMs: 50).assignments
+            if let a = next.first { last = a; offers += 1 }
+            _ = h.heartbeat("n1")
+        }
+        #expect(offers >= 3 && offers <= 6, "\(offers) offers in 10 s")
+        #expect(h.instance.job("j-1")?.state != .lost, "refusals never use up attempts")
+    }
+
     @Test func cancelOfAQueuedJobEndsItAndOfARunningOneTellsTheNode() throws {
         var h = RegionHarness()
         _ = h.forward("j-q", JobSpec(name: "t", command: "true"))

@@ -543,8 +543,10 @@ public nonisolated struct Computegrid_V1_HeartbeatAck: Sendable {
 
   public var nodeID: String = String()
 
-  /// false: the region does not know this node (e.g. it was declared lost or the region lost its
-  /// state); the agent must register again.
+  /// false: the region does not know this node (it never registered here, or the region lost its
+  /// state); the agent must register again. A node the region declared lost is still known: its
+  /// heartbeat brings it back (what it held was taken back when it was declared lost; the digest
+  /// tells the region whether to ask for its list, with send_assignments).
   public var known: Bool = false
 
   /// The region's view of what the node holds differs from the digest: send the full list.
@@ -755,7 +757,9 @@ public nonisolated struct Computegrid_V1_StatusAck: Sendable {
 
   public var updateID: String = String()
 
-  /// false: the update was stale (old epoch or unknown assignment) and was discarded.
+  /// false: not applied and never will be: stale (old epoch or revoked assignment), unknown job, or
+  /// (national scheduler) "moved:" to another region. true: applied now, applied before (a
+  /// duplicate), or ignored because the job already ended ("ignored: ..."). `reason` says which.
   public var applied: Bool = false
 
   public var reason: String = String()
