@@ -38,6 +38,7 @@ public final class GridClient {
 
     /// Sends `body` and waits up to `timeout` seconds for the reply to it.
     public func request(_ body: Body, timeout: Double = 5) throws -> Body {
+        guard timeout.isFinite, timeout > 0 else { throw ClientError("timeout must be a positive number of seconds, got \(timeout)") }
         sequence += 1
         let seq = sequence
         let frame = codec.encode(Message(sender: sender, sequence: seq, body: body))
@@ -48,7 +49,7 @@ public final class GridClient {
             if left <= 0 {
                 throw ClientError("no answer from \(endpoint) within \(Int(timeout))s; is the controller running? (set --controller or GRID_CONTROLLER)")
             }
-            let ready = (try? poll([socket.pollItem], timeoutMs: Int(left * 1000) + 1)) ?? [false]
+            let ready = (try? poll([socket.pollItem], timeoutMs: Int(min(left, 3600) * 1000) + 1)) ?? [false]
             guard ready[0], let frames = try? socket.receive(dontWait: true), let payload = frames.last else { continue }
             let message: Message
             do { message = try codec.decode(payload) } catch {

@@ -554,10 +554,10 @@ public struct NationalInstance: Sendable {
         // A `queued` report of the current epoch is the region taking the job back (node lost,
         // agent restarted or stopped): it follows the running report of that epoch.
         if let state = JobState(rawValue: m.state), !job.state.isTerminal,
-           Int(m.epoch) > job.epoch
-            || (Int(m.epoch) == job.epoch && (state.progress >= job.state.progress || (state == .queued && m.epoch > 0))) {
+           Int(clamping: m.epoch) > job.epoch
+            || (Int(clamping: m.epoch) == job.epoch && (state.progress >= job.state.progress || (state == .queued && m.epoch > 0))) {
             job.state = state
-            job.epoch = Int(m.epoch)
+            job.epoch = Int(clamping: m.epoch)
             job.region = m.regionID.isEmpty ? job.region : RegionID(m.regionID)
             job.node = m.nodeID.isEmpty ? nil : NodeID(m.nodeID)
             job.assignment = m.assignmentID.isEmpty ? nil : AssignmentID(m.assignmentID)

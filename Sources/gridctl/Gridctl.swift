@@ -20,6 +20,12 @@ struct ControllerOptions: ParsableArguments {
     @Flag(help: "Print JSON for scripts instead of a table.")
     var json = false
 
+    func validate() throws {
+        guard timeout.isFinite, (0.01...3600).contains(timeout) else {
+            throw ValidationError("--timeout: seconds, 0.01…3600, got \(timeout)")
+        }
+    }
+
     var endpoint: String {
         controller ?? ProcessInfo.processInfo.environment["GRID_CONTROLLER"].flatMap { $0.isEmpty ? nil : $0 } ?? "tcp://127.0.0.1:7700"
     }

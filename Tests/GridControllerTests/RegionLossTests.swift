@@ -228,3 +228,25 @@ import Testing
         #expect(h.tick(advanceMs: 3000).assignments.isEmpty)
     }
 }
+
+/// Issue 11: any legal value on the wire (a uint64 can be 2^64−1) is handled, never a crash.
+@Suite struct HostileValueTests {
+    @Test(arguments: [UInt64.max, UInt64(Int64.max) + 1, 0])
+    func anEpochAtTheEdgeOfUInt64DoesNotCrashTheNationalScheduler(epoch: UInt64) {
+        var h = NationalHarness()
+        _ = h.summary("east", free: 4, total: 4)
+        var s = Wire.Submit()
+        s.jobID = "j"
+        s.spec = Wire.JobSpec(JobSpec(name: "t", command: "true", accelerators: AcceleratorRequest(count: 1)))
+        _ = h.send(.submit(s), from: h.client)
+        var u = Wire.StatusUpdate()
+        u.jobID = "j"
+        u.regionID = "east"
+        u.state = "running"
+        u.epoch = epoch
+        u.updateID = "east:j:\(epoch):running"
+        let out = h.send(.statusUpdate(u), from: NationalHarness.regionOrigin("east"))
+        #expect(out.statusAcks.count == 1)
+        #expect(h.instance.job("j") != nil)
+    }
+}
