@@ -139,6 +139,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         var out: [String] = []
         if let p = IdentifierRules.problem(with: id) { out.append("id: '\(id)' \(p)") }
         if !bind.contains("://") { out.append("bind: '\(bind)' is not a ZeroMQ endpoint (e.g. tcp://0.0.0.0:7710)") }
+        if let problem = Self.tcpPortProblem(bind) { out.append("bind: \(problem)") }
+        if role == .region, let problem = Self.tcpPortProblem(national) { out.append("national: \(problem)") }
         if role == .region && !national.contains("://") { out.append("national: '\(national)' is not a ZeroMQ endpoint") }
         for (k, v) in [("heartbeat_interval_ms", heartbeatIntervalMs), ("node_lost_after_ms", nodeLostAfterMs),
                        ("summary_interval_ms", summaryIntervalMs), ("retry_interval_ms", retryIntervalMs)] where v <= 0 {
@@ -216,6 +218,17 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         problems += config.problems()
         if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
         return config
+    }
+
+    /// For a tcp:// endpoint, a port outside 1…65535 (or `*`); nil when fine or not tcp.
+    static func tcpPortProblem(_ endpoint: String) -> String? {
+        guard endpoint.hasPrefix("tcp://"), let colon = endpoint.lastIndex(of: ":") else { return nil }
+        let port = endpoint[endpoint.index(after: colon)...]
+        if port == "*" { return nil }
+        guard let n = Int(port), (1...65_535).contains(n) else {
+            return "'\(endpoint)': port must be 1…65535 or * (any free port), got '\(port)'"
+        }
+        return nil
     }
 
     /// The controller's SQLite file.

@@ -94,6 +94,15 @@ import Testing
         #expect(throws: ConfigError.self) { try JobFile.parse("command: x\nacelerators: {count: 1}\n", source: "typo.yaml") }
     }
 
+    @Test(arguments: ["tcp://127.0.0.1:99999", "tcp://127.0.0.1:0", "tcp://127.0.0.1:port"])
+    func aBindPortOutOfRangeIsRefused(bind: String) {
+        var c = ControllerConfig.defaults(for: .national)
+        c.bind = bind
+        #expect(c.problems().contains { $0.hasPrefix("bind:") && $0.contains("1…65535") })
+        c.bind = "tcp://127.0.0.1:*"
+        #expect(!c.problems().contains { $0.hasPrefix("bind:") })
+    }
+
     @Test func jobFileGradeBounds() throws {
         let spec = try JobFile.parse("command: x\naccelerators: {count: 1, min_grade: c, max_grade: B}\n", source: "g.yaml")
         #expect(spec.accelerators.minGrade == .c && spec.accelerators.maxGrade == .b)
