@@ -65,7 +65,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
             case .tick: continue
             case .badShape(let peer, let frames): messenger.countBadShape(from: peer, frames: frames)
             case .frame(let peer, let payload, let delimited):
-                guard let message = messenger.decode(payload, from: peer, delimited: delimited, reply: &errors) else { continue }
+                guard let message = messenger.decode(payload, from: peer, delimited: delimited, nowMs: now.monotonicMs, reply: &errors) else { continue }
                 let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited)
                 directives += instance.receive(message, origin: origin, now: now)
             }

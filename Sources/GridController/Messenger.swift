@@ -30,15 +30,26 @@ struct Messenger {
     /// `unsupported` for a protocol version this build does not speak, `bad_request` for a payload
     /// that does not decode or a field that breaks a rule. An unreadable envelope, or an error
     /// reply that is itself bad, gets nothing (there is no one to answer, or it could loop).
-    mutating func decode(_ payload: [UInt8], from peer: Peer, delimited: Bool, reply: inout [LoopOutput]) -> Message? {
+    /// Per reason: when the last "rejected frame" line was logged and how many were not since.
+    private var lastLogged: [String: (atMs: Int64, suppressed: Int)] = [:]
+
+    mutating func decode(_ payload: [UInt8], from peer: Peer, delimited: Bool, nowMs: Int64 = 0, reply: inout [LoopOutput]) -> Message? {
         do {
             return try codec.decode(payload)
         } catch {
-            rejected[error.counterLabel, default: 0] += 1
-            logger.warning("rejected frame", metadata: [
-                "from": "\(peer.label)", "reason": "\(error)", "bytes": "\(payload.count)",
-                "rejected_total": "\(rejected.values.reduce(0, +))",
-            ])
+            let label = error.counterLabel
+            rejected[label, default: 0] += 1
+            // At most one line per reason per second: a flood of junk must not flood the log.
+            if let last = lastLogged[label], nowMs - last.atMs < 1000 {
+                lastLogged[label]!.suppressed += 1
+            } else {
+                logger.warning("rejected frame", metadata: [
+                    "from": "\(peer.label)", "reason": "\(error)", "bytes": "\(payload.count)",
+                    "rejected_total": "\(rejected.values.reduce(0, +))",
+                    "not_logged_since_last": "\(lastLogged[label]?.suppressed ?? 0)",
+                ])
+                lastLogged[label] = (nowMs, 0)
+            }
             if payload.count <= codec.maxFrameBytes, let env = try? Wire.Envelope(serializedBytes: payload), env.version != 0,
                env.type != .errorReply {
                 var e = Wire.ErrorReply()

@@ -231,8 +231,8 @@ public struct NationalInstance: Sendable {
                 results.append(result(item.jobID, false, "item \(i): job_id \(problem)", ""))
                 continue
             }
-            let base = item.jobID.isEmpty ? nextJobID() : item.jobID
             let count = Int(max(1, item.count))
+            let base = item.jobID.isEmpty ? nextJobID(count: count) : item.jobID
             if count > 1, let problem = IdentifierRules.problem(with: "\(base)-\(count - 1)") {
                 results.append(result(item.jobID, false, "item \(i): array ids \(base)-0 … \(base)-\(count - 1): \(problem)", ""))
                 continue
@@ -282,9 +282,15 @@ public struct NationalInstance: Sendable {
         return r
     }
 
-    mutating func nextJobID() -> String {
-        idCounter += 1
-        return "\(idPrefix)-\(idCounter)"
+    /// A fresh id (or array prefix) no job in memory already uses, even if the clock stepped
+    /// back since an earlier run used the same prefix: a new submission never answers as an old job.
+    mutating func nextJobID(count: Int = 1) -> String {
+        while true {
+            idCounter += 1
+            let base = "\(idPrefix)-\(idCounter)"
+            let ids = count > 1 ? (0..<count).map { JobID("\(base)-\($0)") } : [JobID(base)]
+            if ids.allSatisfy({ jobs[$0] == nil }) { return base }
+        }
     }
 
     enum RouteOutcome: Sendable {
@@ -877,6 +883,7 @@ public struct NationalInstance: Sendable {
 
     public func job(_ id: JobID) -> JobRecord? { jobs[id] }
     public var jobCount: Int { jobs.count }
+    public var jobIDs: [String] { jobs.keys.map(\.rawValue).sorted() }
     public var forwardsInFlight: Int { forwards.count }
 }
 

@@ -44,6 +44,8 @@ public enum Wire {
 
     /// The protocol version this build speaks.
     public static let version: UInt32 = 1
+    /// The envelope's free-text `sender` is for logs: at most this many bytes.
+    public static let maxSenderBytes = 256
     /// Default cap on one frame; sockets also set MAXMSGSIZE to this.
     public static let defaultMaxFrameBytes = 4 << 20
 }
@@ -204,6 +206,9 @@ public struct EnvelopeCodec: Sendable {
         }
         if env.version == 0 { throw .malformedEnvelope("version field missing") }
         if env.version != Wire.version { throw .unsupportedVersion(env.version) }
+        if env.sender.utf8.count > Wire.maxSenderBytes {
+            throw .malformedEnvelope("sender is \(env.sender.utf8.count) bytes; at most \(Wire.maxSenderBytes)")
+        }
         let body = try Self.decodeBody(type: env.type, payload: env.payload)
         try Validation.check(body)
         return Message(version: env.version, sender: env.sender, sequence: env.sequence, replyTo: env.replyTo, body: body)

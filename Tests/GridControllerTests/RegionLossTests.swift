@@ -249,4 +249,23 @@ import Testing
         #expect(out.statusAcks.count == 1)
         #expect(h.instance.job("j") != nil)
     }
+
+    @Test func aGeneratedJobIDNeverAnswersForAnOldJobAfterAClockStepBack() throws {
+        // An earlier run, same millisecond prefix (the clock stepped back), left job <prefix>-1.
+        var first = NationalHarness()
+        _ = first.summary("east", free: 4, total: 4)
+        var s = Wire.Submit()
+        s.spec = Wire.JobSpec(JobSpec(name: "old", command: "true", accelerators: AcceleratorRequest(count: 1)))
+        _ = first.send(.submit(s), from: first.client)
+        let old = try #require(first.instance.job(JobID(first.instance.jobIDs.first ?? "")))
+        var recovered = NationalRecovery()
+        recovered.jobs = [old]
+        var h = NationalHarness(recovered: recovered)
+        _ = h.summary("east", free: 4, total: 4)
+        s.spec = Wire.JobSpec(JobSpec(name: "new", command: "true", accelerators: AcceleratorRequest(count: 1)))
+        let out = h.send(.submit(s), from: h.client)
+        guard case .submitReply(let r) = out.bodies.last else { Issue.record("no reply"); return }
+        #expect(r.accepted && r.jobID != old.id.rawValue)
+        #expect(h.instance.job(JobID(r.jobID))?.spec.name == "new" && h.instance.job(old.id)?.spec.name == "old")
+    }
 }

@@ -192,6 +192,15 @@ import Testing
         #expect(try JSONDecoder().decode(JobRecord.self, from: json) == r, "stored form")
     }
 
+    @Test func anOversizedSenderIsRejectedBeforeAnythingReadsIt() {
+        var q = Wire.Query()
+        q.kind = .regions
+        let frame = EnvelopeCodec().encode(Message(sender: String(repeating: "x", count: Wire.maxSenderBytes + 1), sequence: 1, body: .query(q)))
+        #expect(throws: ProtocolError.self) { try EnvelopeCodec().decode(frame) }
+        let ok = EnvelopeCodec().encode(Message(sender: String(repeating: "x", count: Wire.maxSenderBytes), sequence: 1, body: .query(q)))
+        #expect((try? EnvelopeCodec().decode(ok)) != nil)
+    }
+
     @Test func routingFieldsOutOfRangeAreRejectedByName() {
         var spec = Wire.JobSpec(JobSpec(name: "x", command: "true"))
         spec.dataGb = -1
