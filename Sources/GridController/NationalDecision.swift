@@ -32,6 +32,12 @@ extension NationalInstance {
         let spec = job.spec
         let refused = Set(job.route?.refusedBy ?? [])
         guard !settings.profiles.isEmpty else {
+            // Allowed regions of which none has ever reported here: a typo, not a region to wait for.
+            if !spec.allowedRegions.isEmpty, !regions.isEmpty, !spec.allowedRegions.contains(where: { regions[$0] != nil }) {
+                let known = regions.keys.map(\.rawValue).sorted().joined(separator: ", ")
+                return Routed(region: nil, impossible: true, explanation: job.route,
+                              reason: "allowed_regions \(spec.allowedRegions.map(\.rawValue).joined(separator: ", ")): no such region (known: \(known))")
+            }
             let all = candidates(now: now)
             let d = NationalRouting.choose(candidates: all.filter { !refused.contains($0.summary.region) }, spec: spec, policy: settings.routing)
             let everyoneRefused = !refused.isEmpty && all.allSatisfy { refused.contains($0.summary.region) }

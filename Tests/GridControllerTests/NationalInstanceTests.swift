@@ -63,6 +63,18 @@ struct NationalHarness {
         #expect(h.tick(advanceMs: 60_000).bodies.filter { if case .jobForward = $0 { return true } else { return false } }.isEmpty)
     }
 
+    @Test func aJobWhoseAllowedRegionsDoNotExistIsRefusedAtSubmit() throws {
+        var h = NationalHarness()
+        _ = h.summary("east", free: 4, total: 4)
+        var s = Wire.Submit()
+        s.spec = Wire.JobSpec(JobSpec(name: "t", command: "true", allowedRegions: ["eats"]))
+        guard case .submitReply(let r) = h.send(.submit(s), from: h.client).bodies.last else { Issue.record("no reply"); return }
+        #expect(!r.accepted && r.reason.contains("eats: no such region (known: east)"))
+        s.spec = Wire.JobSpec(JobSpec(name: "t", command: "true", allowedRegions: ["eats", "east"]))
+        guard case .submitReply(let ok) = h.send(.submit(s), from: h.client).bodies.last else { Issue.record("no reply"); return }
+        #expect(ok.accepted && ok.regionID == "east")
+    }
+
     @Test func aBatchWithAnArrayIsAcceptedInOneCommit() throws {
         var h = NationalHarness()
         _ = h.summary("east", free: 4, total: 4)
