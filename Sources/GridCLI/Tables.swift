@@ -92,8 +92,10 @@ public enum Table {
     }
 
     public static func regions(_ regions: [RegionSummary], now: Date = Date()) -> String {
-        render(["REGION", "NODES", "LOST", "QUEUED", "RUNNING", "DEVICES", "FREE", "SEEN", "CAPACITY"], regions.map { r in
-            [r.region.rawValue, String(r.nodesReady), String(r.nodesLost), String(r.queuedJobs), String(r.runningJobs),
+        render(["REGION", "NODES", "LOST", "QUEUED", "WAIT", "RUNNING", "DEVICES", "FREE", "SEEN", "CAPACITY"], regions.map { r in
+            [r.region.rawValue, String(r.nodesReady), String(r.nodesLost), String(r.queuedJobs),
+             r.expectedWaitSeconds == 0 ? "-" : r.expectedWaitSeconds < 3600 ? "\(r.expectedWaitSeconds / 60)m" : "\(r.expectedWaitSeconds / 3600)h\(r.expectedWaitSeconds % 3600 / 60)m",
+             String(r.runningJobs),
              String(r.capacity.reduce(0) { $0 + $1.total }), String(r.capacity.reduce(0) { $0 + $1.free }),
              "\(max(0, Int(now.timeIntervalSince(r.generatedAt))))s ago",
              r.capacity.map { "\($0.total)x \($0.model)" + ($0.grade.map { " (\($0.rawValue))" } ?? "") }.joined(separator: ", ")]

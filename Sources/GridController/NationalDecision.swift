@@ -61,6 +61,8 @@ extension NationalInstance {
         var unavailable: [String: (reason: String, permanent: Bool)] = [:]
         var freeNow: [String: Int] = [:]
         var healthy: [String: Int] = [:]
+        /// Hours before the region's queue has drained (at least the current one).
+        var queueHours: [String: Int] = [:]
         for p in settings.profiles {
             let id = RegionID(p.id)
             if refused.contains(id) { unavailable[p.id] = ("refused the job", true); continue }
@@ -83,12 +85,14 @@ extension NationalInstance {
                 continue
             }
             freeNow[p.id] = max(0, free - (inflight[id] ?? 0))
+            queueHours[p.id] = max(1, Int((Double(view.summary.expectedWaitSeconds) / 3600).rounded(.up)))
             healthy[p.id] = settings.routing.allowQueueing ? total : freeNow[p.id]!
         }
         let reserved = self.reserved
         let capacity: RegionChoice.Capacity = { region, h in
             guard unavailable[region] == nil else { return -1 }
-            let base = h <= nowHour ? freeNow[region] ?? 0 : healthy[region] ?? 0
+            // Free now until the region's queue has drained; all healthy devices after that.
+            let base = h < nowHour + (queueHours[region] ?? 1) ? freeNow[region] ?? 0 : healthy[region] ?? 0
             return base - (reserved[region]?[h] ?? 0)
         }
         let rc = RegionChoice.Job(

@@ -699,6 +699,18 @@ public struct RegionInstance: Sendable {
         return text
     }
 
+    /// Seconds the queue would take to drain on `healthy` devices: Σ devices × expected run time
+    /// (run_seconds, else the timeout, else an hour) over queued jobs, ÷ healthy devices.
+    func expectedWaitSeconds(healthy: Int) -> Int {
+        guard !queue.isEmpty else { return 0 }
+        var deviceSeconds = 0.0
+        for id in queue {
+            guard let j = jobs[id] else { continue }
+            deviceSeconds += Double(max(1, j.spec.accelerators.count)) * Double(j.spec.routing.runSeconds ?? j.spec.timeoutSeconds ?? 3600)
+        }
+        return Int(min(Double(UInt32.max), deviceSeconds / Double(max(1, healthy))))
+    }
+
     /// Puts a queued job in its place: after every job of higher or equal priority (a new one),
     /// or ahead of the others of its priority (`front`: one taken back from a node). The queue
     /// stays ordered by priority, so a pass never places a job ahead of a higher-priority one
@@ -1209,6 +1221,7 @@ public struct RegionInstance: Sendable {
         var s = RegionSummary(region: region, nodesReady: ready, nodesLost: lost, queuedJobs: queue.count, runningJobs: running,
                               capacity: capacity, nodes: [], nodesTruncated: false, generatedAt: now.wall)
         s.confirmsStarts = settings.confirmStarts
+        s.expectedWaitSeconds = expectedWaitSeconds(healthy: capacity.reduce(0) { $0 + $1.healthy })
         return s
     }
 

@@ -427,6 +427,8 @@ public struct RegionSummary: Codable, Sendable, Hashable {
     /// The region starts forwarded jobs only once the national scheduler has recorded the
     /// placement, so its queued jobs may be re-routed when it falls silent.
     public var confirmsStarts: Bool = false
+    /// Seconds the region's queue would take to drain on its healthy devices (0 = empty).
+    public var expectedWaitSeconds: Int = 0
 
     public init(
         region: RegionID, nodesReady: Int, nodesLost: Int, queuedJobs: Int, runningJobs: Int,
@@ -445,6 +447,7 @@ public struct RegionSummary: Codable, Sendable, Hashable {
 
     enum CodingKeys: String, CodingKey {
         case region, nodesReady, nodesLost, queuedJobs, runningJobs, capacity, nodes, nodesTruncated, generatedAt, confirmsStarts
+        case expectedWaitSeconds
     }
 
     /// Summaries stored before `confirmsStarts` existed still decode.
@@ -456,6 +459,7 @@ public struct RegionSummary: Codable, Sendable, Hashable {
                   nodes: try c.decode([NodeBrief].self, forKey: .nodes), nodesTruncated: try c.decode(Bool.self, forKey: .nodesTruncated),
                   generatedAt: try c.decode(Date.self, forKey: .generatedAt))
         confirmsStarts = try c.decodeIfPresent(Bool.self, forKey: .confirmsStarts) ?? false
+        expectedWaitSeconds = try c.decodeIfPresent(Int.self, forKey: .expectedWaitSeconds) ?? 0
     }
 }
 

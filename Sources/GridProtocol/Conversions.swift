@@ -355,6 +355,7 @@ extension Wire.RegionSummary {
         nodesTruncated = s.nodesTruncated
         generatedUnixMs = s.generatedAt.unixMilliseconds
         confirmsStarts = s.confirmsStarts
+        expectedWaitS = UInt32(clamping: s.expectedWaitSeconds)
     }
 
     public var summary: RegionSummary {
@@ -371,6 +372,7 @@ extension Wire.RegionSummary {
             nodes: nodes.map(\.brief), nodesTruncated: nodesTruncated,
             generatedAt: Date(unixMilliseconds: generatedUnixMs))
         s.confirmsStarts = confirmsStarts
+        s.expectedWaitSeconds = Int(expectedWaitS)
         return s
     }
 }

@@ -72,6 +72,25 @@ import Testing
         #expect(near?.regionID == "east", "west is 30 ms from east, over the 10 ms SLO")
     }
 
+    @Test func aRegionWithALongQueueIsChargedTheWaitAndPassedOver() throws {
+        var h = Self.harness()
+        // west is cheaper but full with three hours of queue; east has room now.
+        var busy = Wire.RegionSummary(RegionSummary(
+            region: "west", nodesReady: 1, nodesLost: 0, queuedJobs: 40, runningJobs: 16,
+            capacity: [CapacityEntry(vendor: .nvidia, model: "A100", memoryTotalMiB: 81920, total: 16, free: 0, healthy: 16, grade: .a)],
+            nodes: [], nodesTruncated: false, generatedAt: h.now.wall))
+        busy.full = true
+        busy.sequence = 1
+        busy.expectedWaitS = 3 * 3600
+        _ = h.send(.regionSummary(busy), from: NationalHarness.regionOrigin("west"))
+        _ = h.summary("east", free: 16, total: 16)
+        _ = h.send(.submit(Self.job("j", routing: RoutingRequest(origin: "east", runSeconds: 3600))), from: h.client)
+        let e = try #require(h.instance.job("j")?.route)
+        #expect(e.region == "east")
+        let west = try #require(e.candidates.first { $0.region == "west" })
+        #expect(west.wait >= 3 * 8 * 2 - 1e-9, "three hours of waiting for 8 GPUs at 2 CNY")
+    }
+
     @Test func aJobNoRegionCanEverRunIsRefusedAtSubmitWithTheReason() {
         var h = Self.harness()
         _ = h.summary("east", free: 16, total: 16)

@@ -17,6 +17,11 @@ import Testing
         _ = h.forward("n-2", JobSpec(name: "n", command: "true"))
         let placed = h.tick().assignments.map(\.jobID)
         #expect(placed == ["high", "n-1"])
+        // Two one-device jobs of an hour (no run time given) wait for 2 healthy devices: 1 h.
+        guard case .queryReply(let r) = h.send({ var q = Wire.Query(); q.kind = .regions; return .query(q) }()).bodies.last else {
+            Issue.record("no reply"); return
+        }
+        #expect(r.regions.first?.expectedWaitS == 3600)
         #expect(h.instance.job("low")?.state == .queued && h.instance.job("n-2")?.state == .queued)
     }
 

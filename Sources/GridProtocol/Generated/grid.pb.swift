@@ -968,6 +968,11 @@ public nonisolated struct Computegrid_V1_RegionSummary: Sendable {
   /// when it falls silent (PROTOCOL.md, "Region loss").
   public var confirmsStarts: Bool = false
 
+  /// Seconds the queue would take to drain on the region's healthy devices: the sum over queued
+  /// jobs of devices × expected run time (run_seconds, else timeout, else one hour), divided by
+  /// the healthy devices. 0 = empty queue.
+  public var expectedWaitS: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2911,7 +2916,7 @@ nonisolated extension Computegrid_V1_NodeCommand.Action: SwiftProtobuf._ProtoNam
 
 nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegionSummary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}nodes_ready\0\u{3}nodes_lost\0\u{3}queued_jobs\0\u{3}running_jobs\0\u{1}capacity\0\u{1}nodes\0\u{3}nodes_truncated\0\u{3}generated_unix_ms\0\u{3}nodes_total\0\u{3}health_counts\0\u{1}sequence\0\u{1}full\0\u{3}base_sequence\0\u{3}confirms_starts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}nodes_ready\0\u{3}nodes_lost\0\u{3}queued_jobs\0\u{3}running_jobs\0\u{1}capacity\0\u{1}nodes\0\u{3}nodes_truncated\0\u{3}generated_unix_ms\0\u{3}nodes_total\0\u{3}health_counts\0\u{1}sequence\0\u{1}full\0\u{3}base_sequence\0\u{3}confirms_starts\0\u{3}expected_wait_s\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2934,6 +2939,7 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
       case 13: try { try decoder.decodeSingularBoolField(value: &self.full) }()
       case 14: try { try decoder.decodeSingularUInt64Field(value: &self.baseSequence) }()
       case 15: try { try decoder.decodeSingularBoolField(value: &self.confirmsStarts) }()
+      case 16: try { try decoder.decodeSingularUInt32Field(value: &self.expectedWaitS) }()
       default: break
       }
     }
@@ -2985,6 +2991,9 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
     if self.confirmsStarts != false {
       try visitor.visitSingularBoolField(value: self.confirmsStarts, fieldNumber: 15)
     }
+    if self.expectedWaitS != 0 {
+      try visitor.visitSingularUInt32Field(value: self.expectedWaitS, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3004,6 +3013,7 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
     if lhs.full != rhs.full {return false}
     if lhs.baseSequence != rhs.baseSequence {return false}
     if lhs.confirmsStarts != rhs.confirmsStarts {return false}
+    if lhs.expectedWaitS != rhs.expectedWaitS {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
