@@ -98,7 +98,8 @@ public enum Table {
              String(r.runningJobs),
              String(r.capacity.reduce(0) { $0 + $1.total }), String(r.capacity.reduce(0) { $0 + $1.free }),
              "\(max(0, Int(now.timeIntervalSince(r.generatedAt))))s ago",
-             r.capacity.map { "\($0.total)x \($0.model)" + ($0.grade.map { " (\($0.rawValue))" } ?? "") }.joined(separator: ", ")]
+             r.capacity.map { "\($0.total)x \($0.model)" + ($0.partition.map { " [\($0)]" } ?? "") + ($0.grade.map { " (\($0.rawValue))" } ?? "") }
+                .joined(separator: ", ")]
         })
     }
 
