@@ -195,7 +195,7 @@ public struct AgentInstance: Sendable {
             let units = Self.units(devices)
             let chosen = m.deviceIds.compactMap { units[$0] }
             let visible = Self.visibleDevices(chosen)
-            var r = Running(assignment: m, startedMs: now, visible: visible, deviceModels: chosen.map(\.model), started: true,
+            var r = Running(assignment: m, startedMs: now, visible: visible, deviceModels: chosen.map(\.unitName), started: true,
                             stopReason: job.stopReason, pid: job.pid, startTicks: job.startTicks)
             // The time limit counts from the real start (same boot, same monotonic clock).
             if let at = job.startedAtMs, at <= now { r.startedMs = at }
@@ -497,13 +497,13 @@ public struct AgentInstance: Sendable {
             if (device.foreignProcesses ?? 0) > 0 {
                 return [ack(false, "device \(d) is held by a process this agent does not run: \(Self.holders(device))")]
             }
-            if !device.partitions.isEmpty && device.partitions.first?.id != device.id {
+            if !device.partitions.isEmpty && device.slice == nil {
                 return [ack(false, "device \(d) is partitioned (MIG): only its slices can be assigned")]
             }
             chosen.append(device)
         }
         let visible = Self.visibleDevices(chosen)
-        running[id] = Running(assignment: m, startedMs: now, visible: visible, deviceModels: chosen.map(\.model), started: false)
+        running[id] = Running(assignment: m, startedMs: now, visible: visible, deviceModels: chosen.map(\.unitName), started: false)
         // Journalled before the ack leaves: an agent that crashes after acknowledging finds it.
         return [.journal(.accepted(m)), ack(true)] + startDirectives(id, m, visible: visible)
     }
@@ -639,22 +639,9 @@ public struct AgentInstance: Sendable {
         return [.journal(.status(u)), .send(.statusUpdate(u))]
     }
 
-    /// Schedulable units by id: whole devices, and each slice of a partitioned one as a copy of
-    /// its parent with the slice's id, memory and name, and the slice as its only partition.
+    /// Devices and their slices by id (a partitioned device is there too, to be refused by name).
     public static func units(_ devices: [DeviceInventory]) -> [String: DeviceInventory] {
-        var out: [String: DeviceInventory] = [:]
-        for d in devices {
-            out[d.id] = d
-            for p in d.partitions {
-                var slice = d
-                slice.id = p.id
-                slice.memoryTotalMiB = p.memoryTotalMiB ?? d.memoryTotalMiB
-                slice.model = "\(d.model) [\(p.schedulingProfile)]"
-                slice.partitions = [p]
-                out[p.id] = slice
-            }
-        }
-        return out
+        Dictionary((devices + devices.flatMap(\.slices)).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
     }
 
     /// The variables that pin a process to its devices, per vendor runtime: the runtime
@@ -664,7 +651,7 @@ public struct AgentInstance: Sendable {
         var order: [AcceleratorVendor] = []
         for d in devices {
             if byVendor[d.vendor] == nil { order.append(d.vendor) }
-            if let p = d.partitions.first, p.id == d.id {
+            if let p = d.slice {
                 byVendor[d.vendor, default: []].append(p.visibleID)
             } else {
                 byVendor[d.vendor, default: []].append(String(d.index))

@@ -11,10 +11,6 @@ extension NationalInstance {
         var region: RegionID?
         /// Hold the job at the national level until then (time shifting).
         var holdUntil: Date?
-        /// The start hour chosen (for capacity reservations of held jobs).
-        var startHour: Int = 0
-        var hours: Int = 1
-        var gpus: Int = 0
         /// No region could ever take it (jurisdiction, latency, refusals, allowed regions).
         var impossible: Bool
         var explanation: RouteExplanation?
@@ -47,8 +43,8 @@ extension NationalInstance {
         let r = spec.routing
         let unix = now.wall.timeIntervalSince1970
         let nowHour = Self.hour(now.wall)
-        let runSeconds = r.runSeconds ?? spec.timeoutSeconds ?? 3600
-        let hours = max(1, Int((Double(runSeconds) / 3600).rounded(.up)))
+        let runSeconds = spec.expectedRunSeconds
+        let hours = spec.expectedRunHours
         var deadlineHour = r.deadline.map { Self.hour($0) }
         var note = ""
         if let d = r.deadline, unix + Double(runSeconds) > d.timeIntervalSince1970 {
@@ -144,8 +140,7 @@ extension NationalInstance {
         for id in regions.keys.sorted() where !profiled.contains(id.rawValue) {
             candidates.append(RouteExplanation.Candidate(region: id, reason: "no profile in the national config"))
         }
-        var routed = Routed(region: d.region.map(RegionID.init), startHour: d.start ?? nowHour, hours: hours, gpus: gpus,
-                            impossible: d.region == nil && permanentEverywhere, explanation: nil,
+        var routed = Routed(region: d.region.map(RegionID.init), impossible: d.region == nil && permanentEverywhere, explanation: nil,
                             reason: clauses.joined(separator: "; "), observed: (rc, allowed))
         if let start = d.start, start > nowHour, deadlineHour != nil, let region = d.region {
             routed.holdUntil = date(start)

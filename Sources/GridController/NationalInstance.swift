@@ -320,7 +320,7 @@ public struct NationalInstance: Sendable {
             job.state = .pending
             job.region = nil
             job.message = job.route?.note ?? "held until \(Self.iso(until))"
-            hold(job, region: region.rawValue, until: until, now: now, routed: routed)
+            hold(job, region: region.rawValue, until: until, now: now)
             return (.held(until: until), [])
         }
         job.state = .forwarded
@@ -333,11 +333,10 @@ public struct NationalInstance: Sendable {
 
     /// Keeps a job at the national level until `until`, with its devices reserved in the
     /// chosen region for the hours it will run, so later decisions do not count them free.
-    mutating func hold(_ job: JobRecord, region: String, until: Date, now: Moment, routed: Routed? = nil) {
+    mutating func hold(_ job: JobRecord, region: String, until: Date, now: Moment) {
         release(job.id)
         let start = Self.hour(until)
-        let runSeconds = job.spec.routing.runSeconds ?? job.spec.timeoutSeconds ?? 3600
-        let hours = routed?.hours ?? max(1, Int((Double(runSeconds) / 3600).rounded(.up)))
+        let hours = job.spec.expectedRunHours
         let gpus = max(0, job.spec.accelerators.count)
         held[job.id] = (region, start, hours, gpus)
         for h in start..<(start + hours) { reserved[region, default: [:]][h, default: 0] += gpus }

@@ -155,6 +155,8 @@ public struct RegionInstance: Sendable {
     var preemptionsFor: [JobID: Set<AssignmentID>] = [:]
     /// Recent `diagnosis` texts by request shape.
     var diagnoses: [AcceleratorRequest: (atMs: Int64, text: String)] = [:]
+    /// The queue's expected wait as last worked out (see `summary`).
+    var expectedWait: (atMs: Int64?, seconds: Int) = (nil, 0)
     var placementDirty = true
     var lastTurnMs: Int64?
     /// Total time the controller was stalled (turn gaps beyond the threshold).
@@ -175,8 +177,8 @@ public struct RegionInstance: Sendable {
     /// One slot per schedulable unit: a whole device, or each slice of a partitioned one
     /// (named "<model> [<profile>]").
     mutating func slots(_ devices: [DeviceInventory]) -> [DeviceSlot] {
-        PlacementIndex.units(devices).map { d, partition in
-            let name = partition.map { "\(d.model) [\($0)]" } ?? d.model
+        DeviceInventory.schedulableUnits(devices).map { d in
+            let name = d.unitName
             let model: String
             if let m = models[name] { model = m } else {
                 models[name] = name
@@ -687,14 +689,12 @@ public struct RegionInstance: Sendable {
     /// Nodes counted by why they cannot take `want` ("9,812 nodes: grade outside C…A; 28:
     /// busy"), for the waiting job's message; worked out at most every 10 s per request shape.
     mutating func diagnosis(_ want: AcceleratorRequest, now: Moment) -> String {
-        var shape = want
-        shape.count = want.count
-        if let cached = diagnoses[shape], now.monotonicMs - cached.atMs < 10_000 { return cached.text }
+        if let cached = diagnoses[want], now.monotonicMs - cached.atMs < 10_000 { return cached.text }
         let causes = index.diagnose(want)
         let shown = causes.prefix(4).map { "\($0.nodes) node\($0.nodes == 1 ? "" : "s"): \($0.cause)" }
         let rest = causes.dropFirst(4).reduce(0) { $0 + $1.nodes }
         let text = causes.isEmpty ? "no nodes" : (shown + (rest > 0 ? ["\(rest) more for other reasons"] : [])).joined(separator: "; ")
-        diagnoses[shape] = (now.monotonicMs, text)
+        diagnoses[want] = (now.monotonicMs, text)
         if diagnoses.count > 4096 { diagnoses.removeAll() }
         return text
     }
@@ -706,7 +706,7 @@ public struct RegionInstance: Sendable {
         var deviceSeconds = 0.0
         for id in queue {
             guard let j = jobs[id] else { continue }
-            deviceSeconds += Double(max(1, j.spec.accelerators.count)) * Double(j.spec.routing.runSeconds ?? j.spec.timeoutSeconds ?? 3600)
+            deviceSeconds += Double(max(1, j.spec.accelerators.count)) * Double(j.spec.expectedRunSeconds)
         }
         return Int(min(Double(UInt32.max), deviceSeconds / Double(max(1, healthy))))
     }
@@ -776,6 +776,20 @@ public struct RegionInstance: Sendable {
         return out
     }
 
+    /// Takes back a placement that was never sent to its node: the assignment is revoked, its
+    /// devices freed, and the job holds no node or attempt for it (it never ran).
+    mutating func unplace(_ a: AssignmentRecord, from job: inout JobRecord, now: Moment) -> ControllerDirective {
+        var revoked = a
+        revoked.state = .revoked
+        release(a)
+        if let last = job.attempts.indices.last, job.attempts[last].assignment == a.id { job.attempts.removeLast() }
+        job.assignment = nil
+        job.node = nil
+        job.deviceIDs = []
+        job.deviceModels = []
+        return .persist(.assignment(revoked, at: now.wall))
+    }
+
     /// The national scheduler has run this job elsewhere (this region was silent past its
     /// limit): forget it here if it has not started. A confirmed, running job is never dropped
     /// (the national scheduler does not move those).
@@ -787,17 +801,10 @@ public struct RegionInstance: Sendable {
             queue.removeAll { $0 == id }
             queueCursor = min(queueCursor, queue.count)
         case .assigned:
-            guard let aid = job.assignment, var a = assignments[aid], a.state == .pending, sentAt[aid]?.at ?? 0 == 0 else {
+            guard let aid = job.assignment, let a = assignments[aid], a.state == .pending, sentAt[aid]?.at ?? 0 == 0 else {
                 return [.log(LogEvent(.error, "a started job was reported moved; kept", ["job": "\(id)", "reason": reason]))]
             }
-            a.state = .revoked
-            out.append(.persist(.assignment(a, at: now.wall)))
-            release(a)
-            if let last = job.attempts.indices.last, job.attempts[last].assignment == aid { job.attempts.removeLast() }
-            job.assignment = nil
-            job.node = nil
-            job.deviceIDs = []
-            job.deviceModels = []
+            out.append(unplace(a, from: &job, now: now))
         default:
             return []
         }
@@ -861,17 +868,10 @@ public struct RegionInstance: Sendable {
             queue.removeAll { $0 == id }
             return [.persist(.job(job))] + enqueueStatus(job, now: now)
         }
-        guard let aid = job.assignment, var a = assignments[aid] else { return [] }
+        guard let aid = job.assignment, let a = assignments[aid] else { return [] }
         if unconfirmed[aid] != nil {
             // Placed but never sent to the node (waiting for the national scheduler): it ends here.
-            a.state = .revoked
-            var out: [ControllerDirective] = [.persist(.assignment(a, at: now.wall))]
-            release(a)
-            if let last = job.attempts.indices.last, job.attempts[last].assignment == aid { job.attempts.removeLast() }
-            job.assignment = nil
-            job.node = nil
-            job.deviceIDs = []
-            job.deviceModels = []
+            var out = [unplace(a, from: &job, now: now)]
             job.state = .cancelled
             job.message = "cancelled before it started"
             job.updatedAt = now.wall
@@ -1221,13 +1221,17 @@ public struct RegionInstance: Sendable {
         var s = RegionSummary(region: region, nodesReady: ready, nodesLost: lost, queuedJobs: queue.count, runningJobs: running,
                               capacity: capacity, nodes: [], nodesTruncated: false, generatedAt: now.wall)
         s.confirmsStarts = settings.confirmStarts
-        s.expectedWaitSeconds = expectedWaitSeconds(healthy: capacity.reduce(0) { $0 + $1.healthy })
+        s.expectedWaitSeconds = expectedWait.seconds
         return s
     }
 
     /// Aggregates, not node lists: capacity by class, health counts, queue depth. A delta names
     /// only the classes that changed since the previous summary.
     mutating func summary(now: Moment) -> [ControllerDirective] {
+        // The expected wait walks the queue: worked out every 5 s, not for every summary.
+        if expectedWait.atMs.map({ now.monotonicMs - $0 >= 5000 }) ?? true {
+            expectedWait = (now.monotonicMs, expectedWaitSeconds(healthy: index.capacity.values.reduce(0) { $0 + $1.usable }))
+        }
         let changed = index.takeChangedCapacity()
         let full = wantFullSummary || summariesSinceFull + 1 >= settings.fullSummaryEvery
         let base = summarySequence

@@ -321,3 +321,31 @@ extension DeviceInventory {
                         utilizationPercent: utilizationPercent)
     }
 }
+
+extension DeviceInventory {
+    /// A partitioned device's slices as inventories of their own: a copy of the device with the
+    /// slice's id and memory and the slice as its only partition.
+    public var slices: [DeviceInventory] {
+        partitions.map { p in
+            var slice = self
+            slice.id = p.id
+            slice.memoryTotalMiB = p.memoryTotalMiB ?? memoryTotalMiB
+            slice.partitions = [p]
+            return slice
+        }
+    }
+
+    /// The slice this inventory is (one of `slices`), or nil for a whole device.
+    public var slice: DevicePartition? {
+        partitions.count == 1 && partitions[0].id == id ? partitions[0] : nil
+    }
+
+    /// The model as shown for a unit: "<model> [<profile>]" for a slice.
+    public var unitName: String { slice.map { "\(model) [\($0.schedulingProfile)]" } ?? model }
+
+    /// What placement offers: every whole device, or for a partitioned one its slices (never
+    /// the partitioned device itself).
+    public static func schedulableUnits(_ devices: [DeviceInventory]) -> [DeviceInventory] {
+        devices.flatMap { $0.partitions.isEmpty ? [$0] : $0.slices }
+    }
+}

@@ -102,6 +102,11 @@ public struct JobSpec: Codable, Sendable, Hashable {
         priority = try c.decodeIfPresent(Int.self, forKey: .priority) ?? 0
     }
 
+    /// How long a run is expected to take: `run_time`, else the timeout, else an hour.
+    public var expectedRunSeconds: Int { routing.runSeconds ?? timeoutSeconds ?? 3600 }
+    /// The whole hours a run occupies (at least one), as the national decision plans them.
+    public var expectedRunHours: Int { max(1, Int((Double(expectedRunSeconds) / 3600).rounded(.up))) }
+
     /// Returns every problem with the spec, each naming the field, or [] when it is valid.
     public func problems() -> [String] {
         var out: [String] = []

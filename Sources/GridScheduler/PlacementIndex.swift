@@ -198,7 +198,8 @@ public struct PlacementIndex: Sendable {
         var units: [Unit] = []
         units.reserveCapacity(devices.count)
         var classSlots: [ClassSlot] = []
-        for (d, profile) in Self.units(devices) {
+        for d in DeviceInventory.schedulableUnits(devices) {
+            let profile = d.slice?.schedulingProfile
             let cid = classID(for: d, partition: profile)
             let key = CapacityKey(vendor: d.vendor, model: intern(d.model), memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade,
                                   partition: profile)
@@ -453,26 +454,6 @@ public struct PlacementIndex: Sendable {
         }.map { Int32($0) }.sorted { classRank[Int($0)] < classRank[Int($1)] }
         shapeCache[key] = ids
         return ids
-    }
-
-    /// What a node's devices offer as units: each whole device, or for a partitioned one each of
-    /// its slices (the parent's health, grade and foreign processes; the slice's id and memory).
-    public static func units(_ devices: [DeviceInventory]) -> [(device: DeviceInventory, partition: String?)] {
-        var out: [(DeviceInventory, String?)] = []
-        for d in devices {
-            if d.partitions.isEmpty {
-                out.append((d, nil))
-                continue
-            }
-            for p in d.partitions {
-                var slice = d
-                slice.id = p.id
-                slice.memoryTotalMiB = p.memoryTotalMiB ?? d.memoryTotalMiB
-                slice.partitions = []
-                out.append((slice, p.schedulingProfile))
-            }
-        }
-        return out
     }
 
     func schedulableClass(_ d: DeviceInventory, partition: String? = nil) -> UnitClass? {
