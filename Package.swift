@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "GridCLI",
             dependencies: [
-                "GridCore", "GridProtocol", "GridTransport",
+                "GridCore", "GridProtocol", "GridTransport", "GridScheduler",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

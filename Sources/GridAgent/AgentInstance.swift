@@ -518,6 +518,7 @@ public struct AgentInstance: Sendable {
         env["GRID_ATTEMPT"] = String(max(1, m.attempt))
         env["GRID_NODE_ID"] = settings.node.rawValue
         env["GRID_DEVICE_IDS"] = m.deviceIds.joined(separator: ",")
+        if !m.precision.isEmpty { env["GRID_PRECISION"] = m.precision }
         let output = settings.jobsDirectory + "/" + m.assignmentID + ".log"
         return [.start(id, command: m.command, args: m.args, environment: env, outputPath: output, keepOnLeaseLoss: m.keepOnLeaseLoss)]
     }

@@ -16,6 +16,14 @@ import Yams
 ///       min_grade: C              # least capable grade accepted (A frontier … D edge); default any
 ///       max_grade: B              # most capable grade allowed (B: keep off frontier A parts)
 ///       partition: 1g.10gb        # a MIG slice of that profile (or any) instead of whole devices
+///       min_gcu: 100              # least compute per device, GCU (1 GCU = 1 dense FP16 TFLOPS)
+///       min_total_gcu: 400        # least compute over all the job's devices, GCU
+///     model:                      # fit a model to devices and choose its precision (JOBS.md)
+///       parameters: 13B
+///       precisions: [bf16, int8]  # allowed; the scheduler sets GRID_PRECISION to its choice
+///       workload: inference       # inference | training
+///       context: 4096             # tokens per sequence
+///       batch: 8                  # sequences at once
 ///     timeout_seconds: 3600
 ///     allowed_regions: [guizhou, ningxia]
 ///     max_attempts: 3             # runs in all when runs are lost to faults (1...100)
@@ -59,9 +67,10 @@ public enum JobFile {
         var runTime: String?
         var kwPerDevice: Double?
         var priority: String?
+        var model: RawModel?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, command, args, env, accelerators, count, requeue, origin, jurisdictions, objective, deadline, priority
+            case name, command, args, env, accelerators, count, requeue, origin, jurisdictions, objective, deadline, priority, model
             case dataGB = "data_gb"
             case latencySLOMs = "latency_slo_ms"
             case runTime = "run_time"
@@ -109,6 +118,54 @@ public enum JobFile {
             } else {
                 priority = try c.decodeIfPresent(String.self, forKey: .priority)
             }
+            model = try c.decodeIfPresent(RawModel.self, forKey: .model)
+        }
+    }
+
+    struct RawModel: Decodable {
+        var name: String?
+        var parameters: String?
+        var precisions: [String]?
+        var workload: String?
+        var context: Int?
+        var batch: Int?
+        var layers: Int?
+        var hidden: Int?
+        var heads: Int?
+        var kvHeads: Int?
+        var activationCheckpointing: Bool?
+        var tokensPerSecond: Double?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case name, parameters, precisions, workload, context, batch, layers, hidden, heads
+            case kvHeads = "kv_heads"
+            case activationCheckpointing = "activation_checkpointing"
+            case tokensPerSecond = "tokens_per_second"
+        }
+
+        init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decodeIfPresent(String.self, forKey: .name)
+            if let n = try? c.decodeIfPresent(Double.self, forKey: .parameters) {
+                parameters = String(n)
+            } else {
+                parameters = try c.decodeIfPresent(String.self, forKey: .parameters)
+            }
+            if let one = try? c.decodeIfPresent(String.self, forKey: .precisions) {
+                precisions = [one]
+            } else {
+                precisions = try c.decodeIfPresent([String].self, forKey: .precisions)
+            }
+            workload = try c.decodeIfPresent(String.self, forKey: .workload)
+            context = try c.decodeIfPresent(Int.self, forKey: .context)
+            batch = try c.decodeIfPresent(Int.self, forKey: .batch)
+            layers = try c.decodeIfPresent(Int.self, forKey: .layers)
+            hidden = try c.decodeIfPresent(Int.self, forKey: .hidden)
+            heads = try c.decodeIfPresent(Int.self, forKey: .heads)
+            kvHeads = try c.decodeIfPresent(Int.self, forKey: .kvHeads)
+            activationCheckpointing = try c.decodeIfPresent(Bool.self, forKey: .activationCheckpointing)
+            tokensPerSecond = try c.decodeIfPresent(Double.self, forKey: .tokensPerSecond)
         }
     }
 
@@ -120,9 +177,13 @@ public enum JobFile {
         var minGrade: String?
         var maxGrade: String?
         var partition: String?
+        var minGCU: Double?
+        var minTotalGCU: Double?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case count, vendor, model, partition
+            case minGCU = "min_gcu"
+            case minTotalGCU = "min_total_gcu"
             case minMemory = "min_memory"
             case minGrade = "min_grade"
             case maxGrade = "max_grade"
@@ -142,6 +203,8 @@ public enum JobFile {
             minGrade = try c.decodeIfPresent(String.self, forKey: .minGrade)
             maxGrade = try c.decodeIfPresent(String.self, forKey: .maxGrade)
             partition = try c.decodeIfPresent(String.self, forKey: .partition)
+            minGCU = try c.decodeIfPresent(Double.self, forKey: .minGCU)
+            minTotalGCU = try c.decodeIfPresent(Double.self, forKey: .minTotalGCU)
         }
     }
 
@@ -169,6 +232,8 @@ public enum JobFile {
         }
         request.model = raw.accelerators?.model
         request.partition = raw.accelerators?.partition
+        request.minGCU = raw.accelerators?.minGCU
+        request.minTotalGCU = raw.accelerators?.minTotalGCU
         if let m = raw.accelerators?.minMemory {
             if let mib = parseMemoryMiB(m) { request.minMemoryMiB = mib } else {
                 problems.append("accelerators.min_memory: '\(m)' is not a size (e.g. 40GiB, 16000MiB, or a number of MiB)")
@@ -230,18 +295,71 @@ public enum JobFile {
                 problems.append("priority: '\(p)' is not a number (−1000…1000) or one of low, normal, high, critical")
             }
         }
+        var model: ModelRequirement?
+        if let rm = raw.model {
+            var m = ModelRequirement(name: rm.name, parameters: 0)
+            if let text = rm.parameters {
+                if let n = parseCount(text) { m.parameters = n } else {
+                    problems.append("model.parameters: '\(text)' is not a count (13B, 350M, 1.5T or 13e9)")
+                }
+            } else {
+                problems.append("model.parameters: required (the parameter count, e.g. 13B)")
+            }
+            if let list = rm.precisions {
+                var ps: [Precision] = []
+                for t in list {
+                    if let p = Precision(rawValue: t.lowercased()) { ps.append(p) } else {
+                        problems.append("model.precisions: '\(t)' is not one of \(Precision.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                }
+                m.precisions = ps
+            }
+            if let w = rm.workload {
+                if let v = ModelWorkload(rawValue: w.lowercased()) { m.workload = v } else {
+                    problems.append("model.workload: '\(w)' is not one of inference, training")
+                }
+            }
+            if let v = rm.context { m.contextTokens = v }
+            if let v = rm.batch { m.batchSize = v }
+            m.layers = rm.layers
+            m.hiddenSize = rm.hidden
+            m.attentionHeads = rm.heads
+            m.kvHeads = rm.kvHeads
+            m.activationCheckpointing = rm.activationCheckpointing ?? false
+            m.tokensPerSecond = rm.tokensPerSecond
+            model = m
+        }
         let defaultName = URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
         let spec = JobSpec(
             name: raw.name ?? defaultName, command: raw.command ?? "", args: raw.args ?? [], env: raw.env ?? [:],
             accelerators: request, timeoutSeconds: raw.timeoutSeconds,
-            allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init), retry: retry, routing: routing, priority: priority)
+            allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init), retry: retry, routing: routing, priority: priority, model: model)
         if raw.command == nil { problems.append("command: required (the program to run, e.g. python3)") }
         if let n = raw.count, !(1...maxArray).contains(n) {
             problems.append("count: must be 1...\(maxArray) (jobs in the array), got \(n)")
         }
-        problems += spec.problems().filter { !($0.hasPrefix("command:") && raw.command == nil) }
+        problems += spec.problems().filter {
+            !($0.hasPrefix("command:") && raw.command == nil) && !($0.hasPrefix("model.parameters:") && (model?.parameters ?? 1) == 0)
+        }
         if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
         return (spec, raw.count ?? 1)
+    }
+
+    /// "13B" → 1.3e10, "350M" → 3.5e8, "1.5T", "7e9" or "7000000000"; nil for anything else.
+    public static func parseCount(_ text: String) -> Double? {
+        let t = text.trimmingCharacters(in: .whitespaces).uppercased()
+        let scale: Double
+        var digits = Substring(t)
+        switch t.last {
+        case "K": scale = 1e3
+        case "M": scale = 1e6
+        case "B", "G": scale = 1e9
+        case "T": scale = 1e12
+        default: scale = 1
+        }
+        if scale != 1 { digits = digits.dropLast() }
+        guard let v = Double(digits), v.isFinite, v > 0 else { return nil }
+        return v * scale
     }
 
     /// "4h" → 14400, "90m" → 5400, "30s" / "30" → 30, "2d" → 172800; nil for anything else.

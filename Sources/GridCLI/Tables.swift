@@ -1,5 +1,6 @@
 import Foundation
 import GridCore
+import GridScheduler
 
 /// Plain-text tables for humans; `--json` output uses the Codable records instead.
 public enum Table {
@@ -23,6 +24,45 @@ public enum Table {
              j.visibleDevices.isEmpty ? "-" : j.visibleDevices.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "),
              j.exitCode.map(String.init) ?? "-", String(j.message.prefix(60))]
         })
+    }
+
+    /// One job in full (`gridctl job ID`): where it is, the complete reason it waits or ended
+    /// (never cut), and for a model job what each precision needs and which was chosen.
+    public static func detail(_ j: JobRecord) -> String {
+        var lines = ["job \(j.id) (\(j.spec.name)): \(j.state.rawValue)"]
+        if let r = j.region { lines.append("region: \(r)" + (j.node.map { ", node \($0)" } ?? "")) }
+        if !j.deviceIDs.isEmpty {
+            lines.append("devices: " + zip(j.deviceIDs, j.deviceModels + Array(repeating: "?", count: max(0, j.deviceIDs.count - j.deviceModels.count)))
+                .map { "\($0) (\($1))" }.joined(separator: ", "))
+        }
+        if !j.visibleDevices.isEmpty {
+            lines.append("visible: " + j.visibleDevices.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+        }
+        if let m = j.spec.model {
+            let a = ModelFit.architecture(m)
+            let shape = "\(a.layers) layers, hidden \(a.hiddenSize), \(a.attentionHeads) heads, \(a.kvHeads) KV heads" + (a.estimated ? " (estimated)" : "")
+            lines.append("model: \(m.name.map { $0 + ", " } ?? "")\(compact(m.parameters)) parameters, \(m.workload.rawValue), context \(m.contextTokens), batch \(m.batchSize); \(shape)")
+            let count = max(1, j.spec.accelerators.count)
+            for o in ModelFit.options(for: j.spec) {
+                let e = ModelFit.memory(m, at: o.precision)
+                let mark = o.precision == j.precision ? "* " : "  "
+                lines.append("\(mark)\(o.precision.rawValue): \(o.perDeviceMiB) MiB per device on \(count) device(s): weights \(gib(e.weights)), KV cache \(gib(e.kvCache)), activations \(gib(e.activations)), optimizer \(gib(e.optimizerState)) GiB in all, + \(ModelFit.runtimeReserveMiB) MiB runtime each")
+            }
+            if let c = ModelFit.computeGCU(m) { lines.append("compute: \(Int(c.rounded(.up))) GCU over all devices") }
+            lines.append("precision: \(j.precision?.rawValue ?? "not chosen yet")")
+        }
+        if let code = j.exitCode { lines.append("exit code: \(code)") }
+        if !j.message.isEmpty { lines.append("message: \(j.message)") }
+        return lines.joined(separator: "\n")
+    }
+
+    static func gib(_ bytes: Double) -> String { String(format: "%.1f", bytes / 1_073_741_824) }
+
+    static func compact(_ n: Double) -> String {
+        for (v, s) in [(1e12, "T"), (1e9, "B"), (1e6, "M")] where n >= v {
+            return String(format: n / v >= 100 || (n / v).rounded() == n / v ? "%.0f" : "%.1f", n / v) + s
+        }
+        return String(format: "%.0f", n)
     }
 
     /// The national scheduler's decision for one job: every region weighed, why it could or

@@ -52,6 +52,7 @@ extension NationalInstance {
             note = "the deadline can no longer be met: started as soon as possible"
         }
         let gpus = max(0, spec.accelerators.count)
+        let wants = ModelFit.requests(for: spec)
         // What the controller knows that the profiles do not: who is connected and fresh, who
         // has the devices, who refused.
         var unavailable: [String: (reason: String, permanent: Bool)] = [:]
@@ -72,7 +73,7 @@ extension NationalInstance {
                 unavailable[p.id] = ("silent for \(Int(age)) s (> \(Int(settings.routing.staleAfterSeconds)) s)", false)
                 continue
             }
-            let matching = view.summary.capacity.filter { NationalRouting.matches($0, spec.accelerators) }
+            let matching = view.summary.capacity.filter { e in wants.contains { NationalRouting.matches(e, $0) } }
             let free = matching.reduce(0) { $0 + min($1.free, $1.healthy) }
             let total = matching.reduce(0) { $0 + $1.healthy }
             if gpus == 0 && view.summary.nodesReady == 0 { unavailable[p.id] = ("no ready nodes", false); continue }

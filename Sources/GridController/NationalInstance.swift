@@ -572,6 +572,7 @@ public struct NationalInstance: Sendable {
             job.message = m.message
             job.outputTail = m.outputTail
             job.visibleDevices = m.visibleDevices
+            job.precision = Precision(rawValue: m.precision)
             if !m.attempts.isEmpty { job.attempts = m.attempts.map(\.attempt) }
             job.updatedAt = now.wall
             jobs[job.id] = job

@@ -614,6 +614,7 @@ public struct RegionInstance: Sendable {
         job.deviceModels = []
         job.assignment = nil
         job.visibleDevices = [:]
+        job.precision = nil
         job.updatedAt = now.wall
         if mayHaveRun && job.spec.retry.requeueNever {
             job.state = .lost
@@ -652,6 +653,7 @@ public struct RegionInstance: Sendable {
     /// the devices on the next pass.
     mutating func preempt(for job: JobRecord, now: Moment) -> [ControllerDirective] {
         let p = job.spec.priority
+        let wants = ModelFit.requests(for: job.spec)
         var best: (key: [Int], node: NodeID, victims: [AssignmentRecord])?
         var scanned = 0
         for (nid, node) in nodes where node.record.state == .ready && node.route != nil && !node.held.isEmpty {
@@ -666,8 +668,12 @@ public struct RegionInstance: Sendable {
                 // Lowest priority first; among equals the newest run (least work lost).
                 return pa != pb ? pa < pb : (a.createdAt, a.id.rawValue) > (b.createdAt, b.id.rawValue)
             }
-            guard !candidates.isEmpty,
-                  let chosen = index.preemption(on: nid, for: job.spec.accelerators, victims: candidates.map(\.deviceIDs)) else { continue }
+            guard !candidates.isEmpty else { continue }
+            var found: [Int]?
+            for want in wants where found == nil {
+                found = index.preemption(on: nid, for: want, victims: candidates.map(\.deviceIDs))
+            }
+            guard let chosen = found else { continue }
             let victims = chosen.map { candidates[$0] }
             let key = [victims.map { jobs[$0.job]!.spec.priority }.max()!, victims.reduce(0) { $0 + $1.deviceIDs.count }]
             if best == nil || key.lexicographicallyPrecedes(best!.key) || (key == best!.key && nid < best!.node) {
@@ -684,6 +690,25 @@ public struct RegionInstance: Sendable {
                                      ["victim": "\(v.job)", "assignment": "\(v.id)", "for": "\(job.id)", "node": "\(best.node)"])))
         }
         return out
+    }
+
+    /// For a model job that fits no ready node at any precision it allows: the precisions it
+    /// does not allow that would fit (" — fits only at int4 (7,410 MiB per device), which the
+    /// job does not allow (allowed: bf16, int8)"), else "".
+    mutating func unfit(_ spec: JobSpec, _ fit: [ModelFit.Option]) -> String {
+        guard let m = spec.model else { return "" }
+        let need = fit.map { "\($0.precision.rawValue) \($0.perDeviceMiB) MiB" }.joined(separator: ", ")
+        var text = "; model needs per device: \(need)"
+        guard case .impossible = index.choose(among: fit.map(\.request)).choice else { return text }
+        let others = ModelFit.disallowedOptions(for: spec).filter { o in
+            if case .impossible = index.choose(o.request) { return false }
+            return true
+        }
+        if !others.isEmpty {
+            text += "; fits only at " + others.map { "\($0.precision.rawValue) (\($0.perDeviceMiB) MiB per device)" }.joined(separator: " or ")
+                + ", which the job does not allow (allowed: \(m.precisions.map(\.rawValue).joined(separator: ", ")))"
+        }
+        return text
     }
 
     /// Nodes counted by why they cannot take `want` ("9,812 nodes: grade outside C…A; 28:
@@ -750,6 +775,7 @@ public struct RegionInstance: Sendable {
         u.deviceModels = job.deviceModels
         u.attempts = job.attempts.map(Wire.Attempt.init)
         u.maxAttempts = UInt32(clamping: job.spec.retry.maxAttempts)
+        u.precision = job.precision?.rawValue ?? ""
         u.updateID = Self.updateID(region, job)
         let payload: [UInt8] = (try? u.serializedBytes()) ?? []
         let item = OutboxItem(key: u.updateID, destination: "national", type: "status_update", payload: payload,
@@ -787,6 +813,7 @@ public struct RegionInstance: Sendable {
         job.node = nil
         job.deviceIDs = []
         job.deviceModels = []
+        job.precision = nil
         return .persist(.assignment(revoked, at: now.wall))
     }
 
@@ -1108,6 +1135,7 @@ public struct RegionInstance: Sendable {
         m.timeoutSeconds = UInt32(clamping: job.spec.timeoutSeconds ?? 0)
         m.keepOnLeaseLoss = job.spec.retry.keepOnLeaseLoss
         m.attempt = UInt32(clamping: job.attempts.filter { $0.endReason != .rejected }.count)
+        m.precision = job.precision?.rawValue ?? ""
         return .send(.assignment(m), to: peer)
     }
 
@@ -1122,7 +1150,7 @@ public struct RegionInstance: Sendable {
         if queueCursor >= queue.count { queueCursor = 0 }
         var out: [ControllerDirective] = []
         var placedIDs: Set<JobID> = []
-        var blocked: [AcceleratorRequest: Int] = [:]
+        var blocked: [[AcceleratorRequest]: Int] = [:]
         let begin = queueCursor
         let end = min(queue.count, queueCursor + settings.placementBudget)
         let budgetHit = end < queue.count
@@ -1133,11 +1161,12 @@ public struct RegionInstance: Sendable {
                 continue
             }
             let want = job.spec.accelerators
-            var shape = want
-            shape.count = 0
+            let fit = ModelFit.options(for: job.spec)
+            let wants = fit.isEmpty ? [want] : fit.map(\.request)
+            let shape = wants.map { var r = $0; r.count = 0; return r }
             // A shape that did not fit at count k in this pass cannot fit at k or more.
             if want.count > 0, let k = blocked[shape], want.count >= k { continue }
-            let choice = index.place(want)
+            let (option, choice) = index.place(among: wants)
             switch choice {
             case .placed(let nodeID, let deviceIDs):
                 guard let node = nodes[nodeID] else { continue }
@@ -1149,7 +1178,8 @@ public struct RegionInstance: Sendable {
                 job.deviceIDs = deviceIDs
                 job.deviceModels = deviceIDs.map { models[$0] ?? "?" }
                 job.assignment = aid
-                job.message = "assigned to \(nodeID)"
+                job.precision = fit.isEmpty ? nil : fit[option].precision
+                job.message = "assigned to \(nodeID)" + (job.precision.map { " at \($0.rawValue)" } ?? "")
                 job.updatedAt = now.wall
                 job.attempts.append(Attempt(number: job.attempts.filter { $0.endReason != .rejected }.count + 1,
                                             node: nodeID, assignment: aid, epoch: job.epoch))
@@ -1175,13 +1205,15 @@ public struct RegionInstance: Sendable {
                     }
                     timers.schedule(.resend(aid), at: now.monotonicMs + settings.retryIntervalMs)
                 }
-                out.append(.log(LogEvent(.info, "job placed", ["job": "\(jid)", "node": "\(nodeID)", "devices": deviceIDs.joined(separator: ","), "epoch": "\(job.epoch)"])))
+                var fields = ["job": "\(jid)", "node": "\(nodeID)", "devices": deviceIDs.joined(separator: ","), "epoch": "\(job.epoch)"]
+                if let p = job.precision { fields["precision"] = p.rawValue }
+                out.append(.log(LogEvent(.info, "job placed", fields)))
             case .busy(let reason), .impossible(let reason):
                 if want.count > 0 { blocked[shape] = min(blocked[shape] ?? Int.max, want.count) }
                 if case .busy = choice, settings.preemption, want.count > 0, preemptionsFor[jid] == nil {
                     out += preempt(for: job, now: now)
                 }
-                let why = reason + "; " + diagnosis(want, now: now)
+                let why = reason + "; " + diagnosis(wants[wants.count - 1], now: now) + unfit(job.spec, fit)
                 if job.message != why {
                     job.message = why
                     jobs[jid] = job

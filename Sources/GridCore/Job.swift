@@ -16,9 +16,16 @@ public struct AcceleratorRequest: Codable, Sendable, Hashable {
     /// A slice of a partitioned device (NVIDIA MIG) instead of whole devices: a profile name
     /// ("1g.10gb", case-insensitive) or "any". nil = whole devices only (never a partitioned one).
     public var partition: String?
+    /// Least compute per device, in GCU (1 GCU = 1 dense FP16 TFLOPS, derated by health).
+    public var minGCU: Double?
+    /// Least compute over all the job's devices, in GCU: each device needs this ÷ count.
+    public var minTotalGCU: Double?
     public init(count: Int = 1, vendor: AcceleratorVendor? = nil, model: String? = nil, minMemoryMiB: Int? = nil,
-                minGrade: DeviceGrade? = nil, maxGrade: DeviceGrade? = nil, partition: String? = nil) {
+                minGrade: DeviceGrade? = nil, maxGrade: DeviceGrade? = nil, partition: String? = nil,
+                minGCU: Double? = nil, minTotalGCU: Double? = nil) {
         self.partition = partition
+        self.minGCU = minGCU
+        self.minTotalGCU = minTotalGCU
         self.count = count
         self.vendor = vendor
         self.model = model
@@ -32,6 +39,12 @@ public struct AcceleratorRequest: Codable, Sendable, Hashable {
         guard let want = partition else { return profile == nil }
         guard let profile else { return false }
         return want.lowercased() == "any" || want.lowercased() == profile.lowercased()
+    }
+
+    /// The compute each chosen unit must have: `min_gcu`, or the device's share of
+    /// `min_total_gcu`, whichever is more; 0 = no bound.
+    public var perDeviceGCU: Double {
+        max(minGCU ?? 0, count > 0 ? (minTotalGCU ?? 0) / Double(count) : 0)
     }
 
     /// Whether a device class of `grade` meets the grade bounds.
@@ -65,13 +78,17 @@ public struct JobSpec: Codable, Sendable, Hashable {
     /// Higher first: a region's queue is ordered by priority, then by arrival. −1000…1000,
     /// default 0 (`low` −100, `normal` 0, `high` 100, `critical` 1000 in job files).
     public var priority: Int
+    /// The model the job runs, when the scheduler should fit it to devices and choose its
+    /// precision (GRID_PRECISION); nil = the accelerator request alone decides.
+    public var model: ModelRequirement?
 
     public init(
         name: String, command: String, args: [String] = [], env: [String: String] = [:],
         accelerators: AcceleratorRequest = AcceleratorRequest(), timeoutSeconds: Int? = nil,
         allowedRegions: [RegionID] = [], retry: RetryPolicy = RetryPolicy(), routing: RoutingRequest = RoutingRequest(),
-        priority: Int = 0
+        priority: Int = 0, model: ModelRequirement? = nil
     ) {
+        self.model = model
         self.routing = routing
         self.priority = priority
         self.name = name
@@ -84,7 +101,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.retry = retry
     }
 
-    enum CodingKeys: String, CodingKey { case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry, routing, priority }
+    enum CodingKeys: String, CodingKey { case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry, routing, priority, model }
     public static let priorityRange = -1000...1000
 
     /// Specs stored before retry policies existed still decode (with the default policy).
@@ -100,6 +117,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         retry = try c.decodeIfPresent(RetryPolicy.self, forKey: .retry) ?? RetryPolicy()
         routing = try c.decodeIfPresent(RoutingRequest.self, forKey: .routing) ?? RoutingRequest()
         priority = try c.decodeIfPresent(Int.self, forKey: .priority) ?? 0
+        model = try c.decodeIfPresent(ModelRequirement.self, forKey: .model)
     }
 
     /// How long a run is expected to take: `run_time`, else the timeout, else an hour.
@@ -121,6 +139,13 @@ public struct JobSpec: Codable, Sendable, Hashable {
         if accelerators.minGrade == .r || accelerators.maxGrade == .r { out.append("accelerators.min_grade/max_grade: A, B, C or D (R devices are retired)") }
         if let lo = accelerators.minGrade, let hi = accelerators.maxGrade, lo < hi {
             out.append("accelerators.max_grade: \(hi.rawValue) is less capable than min_grade \(lo.rawValue); no grade meets both")
+        }
+        for (key, v) in [("min_gcu", accelerators.minGCU), ("min_total_gcu", accelerators.minTotalGCU)] {
+            if let v, !(v.isFinite && v >= 0 && v <= 1e9) { out.append("accelerators.\(key): 0…1e9 GCU, got \(v)") }
+        }
+        if let m = model {
+            out += m.problems()
+            if accelerators.count == 0 { out.append("model: a model job needs accelerators (count ≥ 1)") }
         }
         if let t = timeoutSeconds, t <= 0 { out.append("timeout_seconds: must be > 0, got \(t)") }
         if !(1...RetryPolicy.maxAttemptsLimit).contains(retry.maxAttempts) {
@@ -276,6 +301,8 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var attempts: [Attempt]
     /// The national scheduler's latest decision for the job (kept by the national scheduler).
     public var route: RouteExplanation?
+    /// The precision the scheduler chose for a `model` job's current run (GRID_PRECISION).
+    public var precision: Precision?
 
     public init(
         id: JobID, spec: JobSpec, state: JobState, region: RegionID? = nil, node: NodeID? = nil,
@@ -307,7 +334,7 @@ public struct JobRecord: Codable, Sendable, Hashable {
 extension JobRecord {
     enum CodingKeys: String, CodingKey {
         case id, spec, state, region, node, deviceIDs, deviceModels, assignment, epoch, exitCode, message, outputTail
-        case visibleDevices, submittedAt, updatedAt, attempts, route
+        case visibleDevices, submittedAt, updatedAt, attempts, route, precision
     }
 
     /// Records stored before attempts existed still decode.
@@ -325,6 +352,7 @@ extension JobRecord {
             submittedAt: try c.decode(Date.self, forKey: .submittedAt), updatedAt: try c.decode(Date.self, forKey: .updatedAt),
             attempts: try c.decodeIfPresent([Attempt].self, forKey: .attempts) ?? [],
             route: try c.decodeIfPresent(RouteExplanation.self, forKey: .route))
+        precision = try c.decodeIfPresent(Precision.self, forKey: .precision)
     }
 }
 

@@ -98,7 +98,10 @@ extension Wire.JobSpec {
         a.minGrade = s.accelerators.minGrade?.rawValue ?? ""
         a.maxGrade = s.accelerators.maxGrade?.rawValue ?? ""
         a.partition = s.accelerators.partition ?? ""
+        a.minGcu = s.accelerators.minGCU ?? 0
+        a.minTotalGcu = s.accelerators.minTotalGCU ?? 0
         accelerators = a
+        if let m = s.model { model = Wire.ModelRequirement(m) }
         timeoutSeconds = UInt32(clamping: s.timeoutSeconds ?? 0)
         allowedRegions = s.allowedRegions.map(\.rawValue)
         // Defaults travel as 0 so specs from before retry policies read the same.
@@ -178,7 +181,9 @@ extension Wire.JobSpec {
                 model: accelerators.model.isEmpty ? nil : accelerators.model,
                 minMemoryMiB: accelerators.minMemoryMib > 0 ? Int(exactly: accelerators.minMemoryMib) : nil,
                 minGrade: try grade(accelerators.minGrade, "min_grade"), maxGrade: try grade(accelerators.maxGrade, "max_grade"),
-                partition: accelerators.partition.isEmpty ? nil : accelerators.partition),
+                partition: accelerators.partition.isEmpty ? nil : accelerators.partition,
+                minGCU: accelerators.minGcu != 0 ? accelerators.minGcu : nil,
+                minTotalGCU: accelerators.minTotalGcu != 0 ? accelerators.minTotalGcu : nil),
             timeoutSeconds: timeoutSeconds > 0 ? Int(timeoutSeconds) : nil,
             allowedRegions: allowedRegions.map(RegionID.init),
             retry: RetryPolicy(
@@ -186,12 +191,56 @@ extension Wire.JobSpec {
                 backoffSeconds: hasRetryBackoffSeconds ? Int(retryBackoffSeconds) : RetryPolicy().backoffSeconds,
                 requeueNever: requeueNever, keepOnLeaseLoss: keepOnLeaseLoss),
             routing: try routing(),
-            priority: Int(priority)
+            priority: Int(priority),
+            model: hasModel ? try model.requirement() : nil
         )
         if let first = s.problems().first {
             throw .invalidField(type: "JobSpec", field: String(first.prefix(while: { $0 != ":" })), reason: first)
         }
         return s
+    }
+}
+
+extension Wire.ModelRequirement {
+    public init(_ m: ModelRequirement) {
+        self.init()
+        name = m.name ?? ""
+        parameters = m.parameters
+        precisions = m.precisions.map(\.rawValue)
+        workload = m.workload.rawValue
+        contextTokens = UInt32(clamping: m.contextTokens)
+        batchSize = UInt32(clamping: m.batchSize)
+        layers = UInt32(clamping: m.layers ?? 0)
+        hiddenSize = UInt32(clamping: m.hiddenSize ?? 0)
+        attentionHeads = UInt32(clamping: m.attentionHeads ?? 0)
+        kvHeads = UInt32(clamping: m.kvHeads ?? 0)
+        activationCheckpointing = m.activationCheckpointing
+        tokensPerSecond = m.tokensPerSecond ?? 0
+    }
+
+    /// Throws on an unknown precision or workload name; ranges are checked by `JobSpec.problems()`.
+    public func requirement() throws(ProtocolError) -> ModelRequirement {
+        var ps: [Precision] = []
+        for text in precisions {
+            guard let p = Precision(rawValue: text) else {
+                throw .invalidField(type: "JobSpec", field: "model.precisions",
+                                    reason: "'\(text)' is not one of \(Precision.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            ps.append(p)
+        }
+        var w = ModelWorkload.inference
+        if !workload.isEmpty {
+            guard let v = ModelWorkload(rawValue: workload) else {
+                throw .invalidField(type: "JobSpec", field: "model.workload", reason: "'\(workload)' is not inference or training")
+            }
+            w = v
+        }
+        func opt(_ v: UInt32) -> Int? { v == 0 ? nil : Int(v) }
+        return ModelRequirement(
+            name: name.isEmpty ? nil : name, parameters: parameters, precisions: ps.isEmpty ? [.bf16] : ps, workload: w,
+            contextTokens: contextTokens == 0 ? 4096 : Int(contextTokens), batchSize: batchSize == 0 ? 1 : Int(batchSize),
+            layers: opt(layers), hiddenSize: opt(hiddenSize), attentionHeads: opt(attentionHeads), kvHeads: opt(kvHeads),
+            activationCheckpointing: activationCheckpointing, tokensPerSecond: tokensPerSecond > 0 ? tokensPerSecond : nil)
     }
 }
 
@@ -218,13 +267,14 @@ extension Wire.Job {
         updatedUnixMs = r.updatedAt.unixMilliseconds
         attempts = r.attempts.map(Wire.Attempt.init)
         if let e = r.route { route = Wire.RouteDecision(e) }
+        precision = r.precision?.rawValue ?? ""
     }
 
     public func record() throws(ProtocolError) -> JobRecord {
         guard let st = JobState(rawValue: state) else {
             throw .invalidField(type: "Job", field: "state", reason: "unknown state '\(state)'")
         }
-        return JobRecord(
+        var r = JobRecord(
             id: JobID(jobID), spec: try spec.spec(), state: st,
             region: regionID.isEmpty ? nil : RegionID(regionID), node: nodeID.isEmpty ? nil : NodeID(nodeID),
             deviceIDs: deviceIds, deviceModels: deviceModels,
@@ -235,6 +285,8 @@ extension Wire.Job {
             attempts: attempts.map(\.attempt),
             route: hasRoute ? route.explanation : nil
         )
+        r.precision = Precision(rawValue: precision)
+        return r
     }
 }
 

@@ -23,6 +23,7 @@ public enum Wire {
     public typealias RegionSummary = Computegrid_V1_RegionSummary
     public typealias RegionSummaryAck = Computegrid_V1_RegionSummaryAck
     public typealias AcceleratorRequest = Computegrid_V1_AcceleratorRequest
+    public typealias ModelRequirement = Computegrid_V1_ModelRequirement
     public typealias JobSpec = Computegrid_V1_JobSpec
     public typealias JobForward = Computegrid_V1_JobForward
     public typealias JobForwardAck = Computegrid_V1_JobForwardAck

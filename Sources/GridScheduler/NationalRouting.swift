@@ -106,6 +106,7 @@ public struct RoutingDecision: Sendable, Equatable {
 public enum NationalRouting {
     public static func choose(candidates: [RegionCandidate], spec: JobSpec, policy: RoutingPolicy) -> RoutingDecision {
         let want = spec.accelerators
+        let wants = ModelFit.requests(for: spec)
         var terms: [String] = []
         var ranked: [(free: Int, total: Int, queued: Int, region: RegionID)] = []
         for c in candidates.sorted(by: { $0.summary.region < $1.summary.region }) {
@@ -118,7 +119,7 @@ public enum NationalRouting {
                 terms.append("\(r): last summary \(Int(c.ageSeconds))s old (> \(Int(policy.staleAfterSeconds))s)")
                 continue
             }
-            let matching = c.summary.capacity.filter { matches($0, want) }
+            let matching = c.summary.capacity.filter { e in wants.contains { matches(e, $0) } }
             let free = matching.reduce(0) { $0 + min($1.free, $1.healthy) }
             let total = matching.reduce(0) { $0 + $1.healthy }
             if want.count == 0 {

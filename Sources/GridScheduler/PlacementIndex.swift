@@ -14,9 +14,13 @@ public struct UnitClass: Hashable, Sendable {
     public var health: HealthState
     /// The slice profile for a partition; nil = a whole device.
     public var partition: String? = nil
+    /// Compute per unit in GCU, health-derated, to 0.1 (a slice: its share of the device).
+    public var gcu: Double = 0
 
-    public init(vendor: AcceleratorVendor, model: String, memoryMiB: Int, grade: DeviceGrade?, health: HealthState, partition: String? = nil) {
+    public init(vendor: AcceleratorVendor, model: String, memoryMiB: Int, grade: DeviceGrade?, health: HealthState, partition: String? = nil,
+                gcu: Double = 0) {
         self.partition = partition
+        self.gcu = gcu
         self.vendor = vendor
         self.model = model
         self.memoryMiB = memoryMiB
@@ -166,6 +170,7 @@ public struct PlacementIndex: Sendable {
         var minGrade: DeviceGrade?
         var maxGrade: DeviceGrade?
         var partition: String?
+        var minGCU: Double
     }
 
     var models: [String: String] = [:]
@@ -351,29 +356,49 @@ public struct PlacementIndex: Sendable {
 
     /// Finds the best node and devices for a request without allocating them.
     public mutating func choose(_ want: AcceleratorRequest) -> PlacementChoice {
-        if want.count <= 0 {
-            guard !anyBucket.slots.isEmpty else { return .impossible("no ready node") }
+        choose(among: [want]).choice
+    }
+
+    /// Finds the best node and devices for any of several ways to run one job (a model job at
+    /// each precision it allows, most preferred first; every option asks for the same count),
+    /// without allocating them. Classes are tried in placement preference across all options —
+    /// least capable adequate grade first, so a lower grade at a lower precision beats a
+    /// frontier part at a higher one — and a class several options can use goes to the first
+    /// of them. Returns the option that placed the job (0 when it waits).
+    public mutating func choose(among wants: [AcceleratorRequest]) -> (option: Int, choice: PlacementChoice) {
+        guard let first = wants.first else { return (0, .impossible("no way to run the job")) }
+        if first.count <= 0 {
+            guard !anyBucket.slots.isEmpty else { return (0, .impossible("no ready node")) }
             anyCursor = anyCursor % anyBucket.slots.count
             let slot = anyBucket.slots[anyCursor]
             anyCursor += 1
-            return .placed(node: nodes[Int(slot)]!.id, deviceIDs: [])
+            return (0, .placed(node: nodes[Int(slot)]!.id, deviceIDs: []))
         }
-        let count = want.count
-        let matching = matchingClasses(want)
-        if matching.isEmpty {
-            return .impossible("no ready node has \(count) schedulable device(s) matching \(RegionPlacement.describe(want))")
+        let count = first.count
+        let matchings = wants.map { matchingClasses($0) }
+        var merged: [(cid: Int32, option: Int)]
+        if matchings.count == 1 {
+            merged = matchings[0].map { ($0, 0) }
+        } else {
+            var optionOf: [Int32: Int] = [:]
+            for (i, m) in matchings.enumerated() { for c in m where optionOf[c] == nil { optionOf[c] = i } }
+            merged = optionOf.map { ($0.key, $0.value) }.sorted { classRank[Int($0.cid)] < classRank[Int($1.cid)] }
+        }
+        let words = RegionPlacement.describe(wants[wants.count - 1])
+        if merged.isEmpty {
+            return (0, .impossible("no ready node has \(count) schedulable device(s) matching \(words)"))
         }
         // One class suffices: tightest bucket of the most preferred class.
-        for cid in matching {
+        for (cid, option) in merged {
             let row = buckets[Int(cid)]
             guard row.count > count else { continue }
             for k in count..<row.count where !row[k].slots.isEmpty {
                 let slot = best(of: row[k].slots)
-                return .placed(node: nodes[Int(slot)]!.id, deviceIDs: pick(slot, count, matching))
+                return (option, .placed(node: nodes[Int(slot)]!.id, deviceIDs: pick(slot, count, matchings[option])))
             }
         }
         // Several classes on one node.
-        if matching.count > 1 {
+        for (option, matching) in matchings.enumerated() where matching.count > 1 {
             var examined = 0
             var fits: [Int32] = []
             outer: for k in stride(from: count, to: totalBuckets.count, by: 1) {
@@ -388,23 +413,30 @@ public struct PlacementIndex: Sendable {
             }
             if !fits.isEmpty {
                 let slot = fits.min { nodes[Int($0)]!.id < nodes[Int($1)]!.id }!
-                return .placed(node: nodes[Int(slot)]!.id, deviceIDs: pick(slot, count, matching))
+                return (option, .placed(node: nodes[Int(slot)]!.id, deviceIDs: pick(slot, count, matching)))
             }
         }
-        let capable = matching.contains { cid in
-            let row = nodesWithUnits[Int(cid)]
-            return row.count > count && row[count...].contains { $0 > 0 }
-        } || matching.count > 1 && matching.reduce(0) { acc, cid in acc + (nodesWithUnits[Int(cid)].lastIndex { $0 > 0 } ?? 0) } >= count
-        return capable
-            ? .busy("waiting for \(count) free device(s) matching \(RegionPlacement.describe(want))")
-            : .impossible("no ready node has \(count) schedulable device(s) matching \(RegionPlacement.describe(want))")
+        let capable = matchings.contains { matching in
+            matching.contains { cid in
+                let row = nodesWithUnits[Int(cid)]
+                return row.count > count && row[count...].contains { $0 > 0 }
+            } || matching.count > 1 && matching.reduce(0) { acc, cid in acc + (nodesWithUnits[Int(cid)].lastIndex { $0 > 0 } ?? 0) } >= count
+        }
+        return (0, capable
+            ? .busy("waiting for \(count) free device(s) matching \(words)")
+            : .impossible("no ready node has \(count) schedulable device(s) matching \(words)"))
     }
 
     /// Chooses and allocates in one step.
     public mutating func place(_ want: AcceleratorRequest) -> PlacementChoice {
-        let choice = choose(want)
-        if case .placed(let node, let devices) = choice, !devices.isEmpty { allocate(node: node, deviceIDs: devices) }
-        return choice
+        place(among: [want]).choice
+    }
+
+    /// Chooses among options (see `choose(among:)`) and allocates in one step.
+    public mutating func place(among wants: [AcceleratorRequest]) -> (option: Int, choice: PlacementChoice) {
+        let r = choose(among: wants)
+        if case .placed(let node, let devices) = r.choice, !devices.isEmpty { allocate(node: node, deviceIDs: devices) }
+        return r
     }
 
     /// Among the first `candidateLimit` nodes of a bucket: the one with the fewest free units in
@@ -441,13 +473,15 @@ public struct PlacementIndex: Sendable {
     /// The classes a request may use, most preferred first; cached per request shape.
     mutating func matchingClasses(_ want: AcceleratorRequest) -> [Int32] {
         let key = ShapeKey(vendor: want.vendor, model: want.model ?? "", minMemoryMiB: want.minMemoryMiB ?? 0,
-                           minGrade: want.minGrade, maxGrade: want.maxGrade, partition: want.partition?.lowercased())
+                           minGrade: want.minGrade, maxGrade: want.maxGrade, partition: want.partition?.lowercased(),
+                           minGCU: want.perDeviceGCU)
         if let cached = shapeCache[key] { return cached }
         let pattern = ModelPattern(key.model)
         let ids = classes.indices.filter { i in
             let c = classes[i]
             if let v = key.vendor, c.vendor != v { return false }
             if c.memoryMiB < key.minMemoryMiB { return false }
+            if c.gcu + 1e-9 < key.minGCU { return false }
             if !want.admits(grade: c.grade) { return false }
             if !want.admits(partition: c.partition) { return false }
             return pattern.matches(c.model)
@@ -463,8 +497,9 @@ public struct PlacementIndex: Sendable {
         case .unknown, .unhealthy: return nil
         }
         if d.grade == .r { return nil }
+        let gcu = ((d.computeUnits ?? 0) * (d.slice?.computeFraction ?? 1) * 10).rounded() / 10
         return UnitClass(vendor: d.vendor, model: d.model, memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade, health: d.health.state,
-                         partition: partition)
+                         partition: partition, gcu: gcu)
     }
 
     mutating func classID(for d: DeviceInventory, partition: String? = nil) -> Int32 {
@@ -533,13 +568,17 @@ public struct PlacementIndex: Sendable {
                 }
                 let roomy = kind.filter { $0.capacityKey.memoryMiB >= (want.minMemoryMiB ?? 0) }
                 let graded = roomy.filter { want.admits(grade: $0.capacityKey.grade) }
+                let need = want.perDeviceGCU
+                let strong = need <= 0 ? graded : graded.filter { u in u.classID < 0 || classes[Int(u.classID)].gcu + 1e-9 >= need }
                 if kind.isEmpty {
                     cause = "no \(RegionPlacement.describe(AcceleratorRequest(vendor: want.vendor, model: want.model))) device"
                 } else if roomy.isEmpty {
                     cause = "memory below \(want.minMemoryMiB ?? 0) MiB"
                 } else if graded.isEmpty {
                     cause = "grade outside \(want.minGrade?.rawValue ?? "D")…\(want.maxGrade?.rawValue ?? "A")"
-                } else if graded.count >= want.count {
+                } else if strong.isEmpty {
+                    cause = "compute below \(Int(need.rounded(.up))) GCU per device"
+                } else if strong.count >= want.count {
                     cause = "matching devices unhealthy or retired"
                 } else {
                     cause = "fewer than \(want.count) matching devices"

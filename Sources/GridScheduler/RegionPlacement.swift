@@ -110,6 +110,7 @@ public enum RegionPlacement {
         if let v = want.vendor { parts.append("vendor=\(v.rawValue)") }
         if let m = want.model { parts.append("model~\(m)") }
         if let mem = want.minMemoryMiB { parts.append("memory>=\(mem)MiB") }
+        if want.perDeviceGCU > 0 { parts.append("gcu>=\(Int(want.perDeviceGCU.rounded(.up)))") }
         return parts.isEmpty ? "any" : parts.joined(separator: ",")
     }
 }

@@ -123,7 +123,7 @@ struct Job: ParsableCommand {
         do {
             let job = try options.job(id)
             if options.json { try printJSON(job); return }
-            print(Table.jobs([job]))
+            print(Table.detail(job))
             if !job.attempts.isEmpty { print("\n" + Table.attempts(job)) }
             if !job.outputTail.isEmpty { print("--- output (tail) ---\n\(job.outputTail)") }
         } catch let e as ClientError { throw fail(e.message) }

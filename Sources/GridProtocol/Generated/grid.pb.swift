@@ -594,6 +594,9 @@ public nonisolated struct Computegrid_V1_Assignment: Sendable {
   /// 1 for the first run, 2 for the first retry...
   public var attempt: UInt32 = 0
 
+  /// a model job's chosen precision ("int8"); the agent sets GRID_PRECISION; "" = none
+  public var precision: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -741,6 +744,12 @@ public nonisolated struct Computegrid_V1_StatusUpdate: @unchecked Sendable {
   public var maxAttempts: UInt32 {
     get {_storage._maxAttempts}
     set {_uniqueStorage()._maxAttempts = newValue}
+  }
+
+  /// a model job's precision for this run; "" = none
+  public var precision: String {
+    get {_storage._precision}
+    set {_uniqueStorage()._precision = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1018,6 +1027,58 @@ public nonisolated struct Computegrid_V1_AcceleratorRequest: Sendable {
   /// "" = whole devices; a profile ("1g.10gb") or "any": a MIG slice
   public var partition: String = String()
 
+  /// 0 = any; least GCU per device (health-derated)
+  public var minGcu: Double = 0
+
+  /// 0 = any; least GCU over all the job's devices
+  public var minTotalGcu: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The model a job runs: the region fits it to devices at one of `precisions` (JOBS.md, "Model fit").
+public nonisolated struct Computegrid_V1_ModelRequirement: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// informational
+  public var name: String = String()
+
+  /// parameter count, 1e6…1e13
+  public var parameters: Double = 0
+
+  /// fp32, bf16, fp16, int8, int4; empty = bf16
+  public var precisions: [String] = []
+
+  /// inference (default) | training
+  public var workload: String = String()
+
+  /// 0 = 4096
+  public var contextTokens: UInt32 = 0
+
+  /// 0 = 1
+  public var batchSize: UInt32 = 0
+
+  /// 0 = estimated from parameters
+  public var layers: UInt32 = 0
+
+  /// 0 = estimated
+  public var hiddenSize: UInt32 = 0
+
+  /// 0 = estimated
+  public var attentionHeads: UInt32 = 0
+
+  /// 0 = attention_heads
+  public var kvHeads: UInt32 = 0
+
+  public var activationCheckpointing: Bool = false
+
+  /// 0 = no compute need
+  public var tokensPerSecond: Double = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1166,6 +1227,16 @@ public nonisolated struct Computegrid_V1_JobSpec: @unchecked Sendable {
     get {_storage._priority}
     set {_uniqueStorage()._priority = newValue}
   }
+
+  /// unset = no model fit
+  public var model: Computegrid_V1_ModelRequirement {
+    get {_storage._model ?? Computegrid_V1_ModelRequirement()}
+    set {_uniqueStorage()._model = newValue}
+  }
+  /// Returns true if `model` has been explicitly set.
+  public var hasModel: Bool {_storage._model != nil}
+  /// Clears the value of `model`. Subsequent reads from it will return its default value.
+  public mutating func clearModel() {_uniqueStorage()._model = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1569,6 +1640,12 @@ public nonisolated struct Computegrid_V1_Job: @unchecked Sendable {
   public var hasRoute: Bool {_storage._route != nil}
   /// Clears the value of `route`. Subsequent reads from it will return its default value.
   public mutating func clearRoute() {_uniqueStorage()._route = nil}
+
+  /// a model job's precision for its current run; "" = none
+  public var precision: String {
+    get {_storage._precision}
+    set {_uniqueStorage()._precision = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2244,7 +2321,7 @@ nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0\u{3}keep_on_lease_loss\0\u{1}attempt\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0\u{3}keep_on_lease_loss\0\u{1}attempt\0\u{1}precision\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2263,6 +2340,7 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutSeconds) }()
       case 10: try { try decoder.decodeSingularBoolField(value: &self.keepOnLeaseLoss) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.precision) }()
       default: break
       }
     }
@@ -2302,6 +2380,9 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
     if self.attempt != 0 {
       try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 11)
     }
+    if !self.precision.isEmpty {
+      try visitor.visitSingularStringField(value: self.precision, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2317,6 +2398,7 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
     if lhs.timeoutSeconds != rhs.timeoutSeconds {return false}
     if lhs.keepOnLeaseLoss != rhs.keepOnLeaseLoss {return false}
     if lhs.attempt != rhs.attempt {return false}
+    if lhs.precision != rhs.precision {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2439,7 +2521,7 @@ nonisolated extension Computegrid_V1_Attempt: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0\u{3}end_reason\0\u{1}attempts\0\u{3}max_attempts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0\u{3}end_reason\0\u{1}attempts\0\u{3}max_attempts\0\u{1}precision\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -2459,6 +2541,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
     var _endReason: Computegrid_V1_EndReason = .unspecified
     var _attempts: [Computegrid_V1_Attempt] = []
     var _maxAttempts: UInt32 = 0
+    var _precision: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2486,6 +2569,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
       _endReason = source._endReason
       _attempts = source._attempts
       _maxAttempts = source._maxAttempts
+      _precision = source._precision
     }
   }
 
@@ -2521,6 +2605,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
         case 15: try { try decoder.decodeSingularEnumField(value: &_storage._endReason) }()
         case 16: try { try decoder.decodeRepeatedMessageField(value: &_storage._attempts) }()
         case 17: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxAttempts) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._precision) }()
         default: break
         }
       }
@@ -2580,6 +2665,9 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
       if _storage._maxAttempts != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._maxAttempts, fieldNumber: 17)
       }
+      if !_storage._precision.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._precision, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2606,6 +2694,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
         if _storage._endReason != rhs_storage._endReason {return false}
         if _storage._attempts != rhs_storage._attempts {return false}
         if _storage._maxAttempts != rhs_storage._maxAttempts {return false}
+        if _storage._precision != rhs_storage._precision {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3056,7 +3145,7 @@ nonisolated extension Computegrid_V1_RegionSummaryAck: SwiftProtobuf.Message, Sw
 
 nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AcceleratorRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}vendor\0\u{1}model\0\u{3}min_memory_mib\0\u{3}min_grade\0\u{3}max_grade\0\u{1}partition\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}vendor\0\u{1}model\0\u{3}min_memory_mib\0\u{3}min_grade\0\u{3}max_grade\0\u{1}partition\0\u{3}min_gcu\0\u{3}min_total_gcu\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3071,6 +3160,8 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
       case 5: try { try decoder.decodeSingularStringField(value: &self.minGrade) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.maxGrade) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.partition) }()
+      case 8: try { try decoder.decodeSingularDoubleField(value: &self.minGcu) }()
+      case 9: try { try decoder.decodeSingularDoubleField(value: &self.minTotalGcu) }()
       default: break
       }
     }
@@ -3098,6 +3189,12 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
     if !self.partition.isEmpty {
       try visitor.visitSingularStringField(value: self.partition, fieldNumber: 7)
     }
+    if self.minGcu.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.minGcu, fieldNumber: 8)
+    }
+    if self.minTotalGcu.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.minTotalGcu, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3109,6 +3206,93 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
     if lhs.minGrade != rhs.minGrade {return false}
     if lhs.maxGrade != rhs.maxGrade {return false}
     if lhs.partition != rhs.partition {return false}
+    if lhs.minGcu != rhs.minGcu {return false}
+    if lhs.minTotalGcu != rhs.minTotalGcu {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_ModelRequirement: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ModelRequirement"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}parameters\0\u{1}precisions\0\u{1}workload\0\u{3}context_tokens\0\u{3}batch_size\0\u{1}layers\0\u{3}hidden_size\0\u{3}attention_heads\0\u{3}kv_heads\0\u{3}activation_checkpointing\0\u{3}tokens_per_second\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.parameters) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.precisions) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.workload) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.contextTokens) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.batchSize) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.layers) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.hiddenSize) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.attentionHeads) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.kvHeads) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.activationCheckpointing) }()
+      case 12: try { try decoder.decodeSingularDoubleField(value: &self.tokensPerSecond) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.parameters.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.parameters, fieldNumber: 2)
+    }
+    if !self.precisions.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.precisions, fieldNumber: 3)
+    }
+    if !self.workload.isEmpty {
+      try visitor.visitSingularStringField(value: self.workload, fieldNumber: 4)
+    }
+    if self.contextTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.contextTokens, fieldNumber: 5)
+    }
+    if self.batchSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.batchSize, fieldNumber: 6)
+    }
+    if self.layers != 0 {
+      try visitor.visitSingularUInt32Field(value: self.layers, fieldNumber: 7)
+    }
+    if self.hiddenSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.hiddenSize, fieldNumber: 8)
+    }
+    if self.attentionHeads != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attentionHeads, fieldNumber: 9)
+    }
+    if self.kvHeads != 0 {
+      try visitor.visitSingularUInt32Field(value: self.kvHeads, fieldNumber: 10)
+    }
+    if self.activationCheckpointing != false {
+      try visitor.visitSingularBoolField(value: self.activationCheckpointing, fieldNumber: 11)
+    }
+    if self.tokensPerSecond.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.tokensPerSecond, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_ModelRequirement, rhs: Computegrid_V1_ModelRequirement) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.parameters != rhs.parameters {return false}
+    if lhs.precisions != rhs.precisions {return false}
+    if lhs.workload != rhs.workload {return false}
+    if lhs.contextTokens != rhs.contextTokens {return false}
+    if lhs.batchSize != rhs.batchSize {return false}
+    if lhs.layers != rhs.layers {return false}
+    if lhs.hiddenSize != rhs.hiddenSize {return false}
+    if lhs.attentionHeads != rhs.attentionHeads {return false}
+    if lhs.kvHeads != rhs.kvHeads {return false}
+    if lhs.activationCheckpointing != rhs.activationCheckpointing {return false}
+    if lhs.tokensPerSecond != rhs.tokensPerSecond {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3116,7 +3300,7 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
 
 nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0\u{3}origin_region\0\u{3}data_gb\0\u{1}jurisdictions\0\u{3}latency_slo_ms\0\u{1}objective\0\u{3}objective_weights\0\u{3}deadline_unix_ms\0\u{3}run_seconds\0\u{3}kw_per_device\0\u{1}priority\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0\u{3}origin_region\0\u{3}data_gb\0\u{1}jurisdictions\0\u{3}latency_slo_ms\0\u{1}objective\0\u{3}objective_weights\0\u{3}deadline_unix_ms\0\u{3}run_seconds\0\u{3}kw_per_device\0\u{1}priority\0\u{1}model\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -3140,6 +3324,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
     var _runSeconds: UInt32 = 0
     var _kwPerDevice: Double? = nil
     var _priority: Int32 = 0
+    var _model: Computegrid_V1_ModelRequirement? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3171,6 +3356,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       _runSeconds = source._runSeconds
       _kwPerDevice = source._kwPerDevice
       _priority = source._priority
+      _model = source._model
     }
   }
 
@@ -3210,6 +3396,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
         case 19: try { try decoder.decodeSingularUInt32Field(value: &_storage._runSeconds) }()
         case 20: try { try decoder.decodeSingularDoubleField(value: &_storage._kwPerDevice) }()
         case 21: try { try decoder.decodeSingularSInt32Field(value: &_storage._priority) }()
+        case 22: try { try decoder.decodeSingularMessageField(value: &_storage._model) }()
         default: break
         }
       }
@@ -3285,6 +3472,9 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       if _storage._priority != 0 {
         try visitor.visitSingularSInt32Field(value: _storage._priority, fieldNumber: 21)
       }
+      try { if let v = _storage._model {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3315,6 +3505,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
         if _storage._runSeconds != rhs_storage._runSeconds {return false}
         if _storage._kwPerDevice != rhs_storage._kwPerDevice {return false}
         if _storage._priority != rhs_storage._priority {return false}
+        if _storage._model != rhs_storage._model {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3852,7 +4043,7 @@ nonisolated extension Computegrid_V1_Query.Kind: SwiftProtobuf._ProtoNameProvidi
 
 nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0\u{1}route\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0\u{1}route\0\u{1}precision\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -3873,6 +4064,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
     var _updatedUnixMs: Int64 = 0
     var _attempts: [Computegrid_V1_Attempt] = []
     var _route: Computegrid_V1_RouteDecision? = nil
+    var _precision: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3901,6 +4093,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       _updatedUnixMs = source._updatedUnixMs
       _attempts = source._attempts
       _route = source._route
+      _precision = source._precision
     }
   }
 
@@ -3937,6 +4130,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._updatedUnixMs) }()
         case 17: try { try decoder.decodeRepeatedMessageField(value: &_storage._attempts) }()
         case 18: try { try decoder.decodeSingularMessageField(value: &_storage._route) }()
+        case 19: try { try decoder.decodeSingularStringField(value: &_storage._precision) }()
         default: break
         }
       }
@@ -4003,6 +4197,9 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       try { if let v = _storage._route {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
       } }()
+      if !_storage._precision.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._precision, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4030,6 +4227,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._updatedUnixMs != rhs_storage._updatedUnixMs {return false}
         if _storage._attempts != rhs_storage._attempts {return false}
         if _storage._route != rhs_storage._route {return false}
+        if _storage._precision != rhs_storage._precision {return false}
         return true
       }
       if !storagesAreEqual {return false}
