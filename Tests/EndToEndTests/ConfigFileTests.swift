@@ -3,6 +3,7 @@ import GridAgent
 import GridCLI
 import GridController
 import GridCore
+import GridProtocol
 import Testing
 
 /// The sample files the demo and the systemd units use must load, and bad files must fail with
@@ -116,6 +117,49 @@ import Testing
         } catch let e as ConfigError {
             #expect("\(e)".contains("accelerators.min_grade: 'R'") && "\(e)".contains("accelerators.max_grade: 'Z'"))
         }
+    }
+
+    @Test func jobFileModelBlock() throws {
+        let spec = try JobFile.parse("""
+            command: serve
+            accelerators: {count: 2, min_gcu: 50, min_total_gcu: 300}
+            model:
+              parameters: 70B
+              precisions: [bf16, INT4]
+              context: 8192
+              batch: 4
+              kv_heads: 8
+              heads: 64
+              tokens_per_second: 500
+            """, source: "m.yaml")
+        let m = try #require(spec.model)
+        #expect(m.parameters == 70e9 && m.precisions == [.bf16, .int4] && m.contextTokens == 8192 && m.batchSize == 4)
+        #expect(m.kvHeads == 8 && m.attentionHeads == 64 && m.tokensPerSecond == 500 && m.workload == .inference)
+        #expect(spec.accelerators.minGCU == 50 && spec.accelerators.minTotalGCU == 300 && spec.accelerators.perDeviceGCU == 150)
+        #expect(try JobFile.parse("command: x\nmodel: {parameters: 7e9}\n", source: "m.yaml").model?.parameters == 7e9)
+        #expect(try JobFile.parse("command: x\nmodel: {parameters: 350M, precisions: int8}\n", source: "m.yaml").model?.precisions == [.int8])
+        // The wire carries it all back.
+        let back = try Wire.JobSpec(spec).spec()
+        #expect(back == spec)
+        do {
+            _ = try JobFile.parse("""
+                command: x
+                model: {parameters: lots, precisions: [fp8], workload: serving, context: 0, layers: 0, colour: red}
+                """, source: "bad.yaml")
+            Issue.record("accepted a bad model block")
+        } catch let e as ConfigError {
+            #expect("\(e)".contains("colour"), "unknown keys are named: \(e)")
+        }
+        do {
+            _ = try JobFile.parse("command: x\nmodel: {parameters: lots, precisions: [fp8], workload: serving, context: 0}\n", source: "bad.yaml")
+            Issue.record("accepted a bad model block")
+        } catch let e as ConfigError {
+            for key in ["model.parameters: 'lots'", "model.precisions: 'fp8'", "model.workload: 'serving'", "model.context:"] {
+                #expect(e.problems.contains { $0.hasPrefix(key) }, "\(key) in \(e.problems)")
+            }
+        }
+        #expect(throws: ConfigError.self) { try JobFile.parse("command: x\nmodel: {parameters: 7B, workload: training, precisions: [int8]}\n", source: "t.yaml") }
+        #expect(throws: ConfigError.self) { try JobFile.parse("command: x\nmodel: {precisions: [int8]}\n", source: "t.yaml") }
     }
 
     @Test func jobFileRoutingKeys() throws {

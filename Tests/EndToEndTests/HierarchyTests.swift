@@ -59,6 +59,39 @@ extension EndToEnd {
         }
     }
 
+    /// Issue 9, item 7, with the real executables: a 13B model that allows bf16 and int8, on a
+    /// region with an H100 (grade A) and an A10G (grade C), runs on the A10G at int8, and the
+    /// process sees GRID_PRECISION=int8. The same model without int8 takes the H100 at bf16.
+    @Test func aModelJobRunsAtInt8OnTheLowerGrade() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        try c.startAgent("h100", region: "r1", simulate: ["nvidia-smi-query-gpu_csv_h100-80gb-hbm3_590.48.01.csv"])
+        try c.startAgent("a10g", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
+        let client = try c.client()
+        _ = try c.eventually(30, "both nodes ready") { () -> Bool? in
+            try client.query(.regions).regions.first?.nodesReady == 2 ? true : nil
+        }
+        let path = Cluster.repoRoot.appendingPathComponent("examples/jobs/serve-llama-13b.yaml").path
+        var spec = try JobFile.parse(try String(contentsOfFile: path, encoding: .utf8), source: path)
+        spec.args = ["-c", "echo precision=$GRID_PRECISION node=$GRID_NODE_ID"]
+        let quantized = try client.submit(spec)
+        spec.model?.precisions = [.bf16]
+        let full = try client.submit(spec)
+        #expect(quantized.accepted && full.accepted)
+        let done = try c.eventually(60, "both jobs to finish") { () -> [JobRecord]? in
+            let jobs = try client.jobs().filter { [quantized.jobID, full.jobID].contains($0.id.rawValue) }
+            return jobs.count == 2 && jobs.allSatisfy { $0.state.isTerminal } ? jobs : nil
+        }
+        let q = try #require(done.first { $0.id.rawValue == quantized.jobID })
+        let f = try #require(done.first { $0.id.rawValue == full.jobID })
+        #expect(q.state == .succeeded && q.outputTail.contains("precision=int8 node=a10g"), "\(q.message) \(q.outputTail)")
+        #expect(q.precision == .int8 && q.deviceModels.allSatisfy { $0.contains("A10G") })
+        #expect(f.state == .succeeded && f.outputTail.contains("precision=bf16 node=h100"), "\(f.message) \(f.outputTail)")
+        #expect(f.precision == .bf16)
+    }
+
     @Test func killNineLeavesEveryDatabaseReadableAndNoAcceptedJobIsLost() throws {
         let c = try Cluster()
         defer { c.stopAll() }
