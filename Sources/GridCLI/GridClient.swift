@@ -108,6 +108,19 @@ public final class GridClient {
         return b.brief
     }
 
+    /// Holds, releases or requeues a job (at the national scheduler, or relayed to its region);
+    /// returns the job as it now stands.
+    public func jobControl(_ action: Wire.JobControl.Action, job: String, reason: String, timeout: Double = 5) throws -> JobRecord {
+        var c = Wire.JobControl()
+        c.jobID = job
+        c.action = action
+        c.reason = reason
+        guard case .queryReply(let r) = try request(.jobControl(c), timeout: timeout), let j = r.jobs.first else {
+            throw ClientError("\(endpoint) answered a job control with something else")
+        }
+        do { return try j.record() } catch { throw ClientError("\(endpoint) sent an unreadable job: \(error)") }
+    }
+
     /// One request for many jobs: the national scheduler accepts them in one transaction.
     public func submitBatch(_ items: [(spec: JobSpec, count: Int, id: JobID?)], timeout: Double = 30) throws -> Wire.SubmitReply {
         var s = Wire.Submit()

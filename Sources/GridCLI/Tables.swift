@@ -19,7 +19,7 @@ public enum Table {
 
     public static func jobs(_ jobs: [JobRecord]) -> String {
         render(["JOB", "NAME", "STATE", "REGION", "NODE", "DEVICES", "VISIBLE", "EXIT", "MESSAGE"], jobs.map { j in
-            [j.id.rawValue, j.spec.name, j.state.rawValue, j.region?.rawValue ?? "-", j.node?.rawValue ?? "-",
+            [j.id.rawValue, j.spec.name, j.state.rawValue + (j.hold == nil ? "" : " (held)"), j.region?.rawValue ?? "-", j.node?.rawValue ?? "-",
              j.deviceModels.isEmpty ? "-" : summarize(j.deviceModels),
              j.visibleDevices.isEmpty ? "-" : j.visibleDevices.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "),
              j.exitCode.map(String.init) ?? "-", String(j.message.prefix(60))]
@@ -51,6 +51,7 @@ public enum Table {
             if let c = ModelFit.computeGCU(m) { lines.append("compute: \(Int(c.rounded(.up))) GCU over all devices") }
             lines.append("precision: \(j.precision?.rawValue ?? "not chosen yet")")
         }
+        if let h = j.hold { lines.append("held: \(h.reason.isEmpty ? "(no reason given)" : h.reason) (gridctl release \(j.id))") }
         if let code = j.exitCode { lines.append("exit code: \(code)") }
         if !j.message.isEmpty { lines.append("message: \(j.message)") }
         return lines.joined(separator: "\n")

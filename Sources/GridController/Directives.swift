@@ -44,10 +44,11 @@ extension ControllerDirective {
         .send(body, to: origin.peer, replyTo: origin.sequence, delimited: origin.delimited)
     }
 
-    static func error(_ code: String, _ message: String, to origin: Origin) -> ControllerDirective {
+    static func error(_ code: String, _ message: String, to origin: Origin, correlation: UInt64 = 0) -> ControllerDirective {
         var e = Wire.ErrorReply()
         e.code = code
         e.message = message
+        e.correlation = correlation
         return reply(.errorReply(e), to: origin)
     }
 

@@ -138,7 +138,7 @@ public struct NationalInstance: Sendable {
         idPrefix = "j-" + String(UInt64(max(0, now.wall.timeIntervalSince1970 * 1000)), radix: 36)
         for j in recovered.jobs {
             jobs[j.id] = j
-            guard j.state == .pending else { continue }
+            guard j.state == .pending, j.hold == nil else { continue }
             if let route = j.route, let region = route.region, let start = route.start, start > now.wall {
                 // Held for a later hour: keep its reservation and release it then.
                 hold(j, region: region.rawValue, until: start, now: now)
@@ -187,8 +187,15 @@ public struct NationalInstance: Sendable {
         case .query(let m): return onQuery(m, origin: origin, now: now)
         case .cancel(let m): return onCancel(m, origin: origin, now: now)
         case .nodeCommand(let m): return onNodeCommand(m, origin: origin, now: now)
+        case .jobControl(let m): return onJobControl(m, origin: origin, now: now)
         case .queryReply(let m): return onQueryReply(m)
         case .errorReply(let e):
+            // A refused relayed request (node command, job control): the asker gets the error.
+            if e.correlation != 0, let pending = queries.removeValue(forKey: e.correlation) {
+                var relayed = e
+                relayed.correlation = 0
+                return [.reply(.errorReply(relayed), to: pending.origin)]
+            }
             return [.log(LogEvent(.warning, "a region answered with an error", ["from": origin.peer.label, "code": e.code, "message": e.message]))]
         default:
             return [.error("unsupported", "the national scheduler does not accept \(message.body.type)", to: origin)]
@@ -306,6 +313,13 @@ public struct NationalInstance: Sendable {
     /// later hour, or leave it waiting. Updates `job` (state, region, message, explanation);
     /// the caller stores it.
     mutating func route(_ job: inout JobRecord, now: Moment) -> (RouteOutcome, [ControllerDirective]) {
+        // Held by an operator: routed nowhere until released (`onJobControl` puts it back).
+        if let h = job.hold {
+            job.state = .pending
+            job.region = nil
+            job.message = "held: \(h.reason)"
+            return (.waiting, [])
+        }
         let routed = decide(job, now: now)
         if job.route == nil, let o = routed.observed { pricing.observe(o.job, allowed: o.allowed) }
         if let e = routed.explanation { job.route = e }
@@ -573,6 +587,7 @@ public struct NationalInstance: Sendable {
             job.outputTail = m.outputTail
             job.visibleDevices = m.visibleDevices
             job.precision = Precision(rawValue: m.precision)
+            job.hold = m.holdReason.isEmpty ? nil : JobHold(reason: m.holdReason, since: job.hold?.since ?? now.wall)
             if !m.attempts.isEmpty { job.attempts = m.attempts.map(\.attempt) }
             job.updatedAt = now.wall
             jobs[job.id] = job
@@ -674,6 +689,56 @@ public struct NationalInstance: Sendable {
         return [.reply(.queryReply(reply), to: origin)]
     }
 
+    /// `gridctl hold|release|requeue JOB`. A job still here (pending, or planned for a later
+    /// hour) is held or released here: held, it gives back any reservation and is routed
+    /// nowhere; released, it is routed again. A job in a region has the request relayed there
+    /// (the region's answer, or its refusal, goes back to the asker); the region reports the
+    /// hold upward with the job's status.
+    public mutating func onJobControl(_ m: Wire.JobControl, origin: Origin, now: Moment) -> [ControllerDirective] {
+        let id = JobID(m.jobID)
+        guard var job = jobs[id] else {
+            return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]
+        }
+        if job.state.isTerminal { return [.error("bad_request", "job \(id) has already ended (\(job.state.rawValue))", to: origin)] }
+        guard job.state == .pending else {
+            guard let region = job.region else { return [.error("internal", "job \(id) is \(job.state.rawValue) but has no region", to: origin)] }
+            return relay(to: region.rawValue, purpose: "the job's region", origin: origin, now: now) { correlation in
+                var c = m
+                c.correlation = correlation
+                return .jobControl(c)
+            }
+        }
+        var out: [ControllerDirective] = []
+        switch m.action {
+        case .hold:
+            release(id)
+            unrouted.removeAll { $0 == id }
+            job.hold = JobHold(reason: m.reason, since: job.hold?.since ?? now.wall)
+            job.message = "held: \(m.reason)"
+            job.route?.start = nil
+        case .release:
+            guard job.hold != nil else { break }
+            job.hold = nil
+            job.message = "released" + (m.reason.isEmpty ? "" : ": \(m.reason)")
+            if !unrouted.contains(id) && held[id] == nil { unrouted.append(id) }
+            routeDirty = true
+        case .requeue:
+            return [.error("bad_request", "job \(id) is pending at the national scheduler, not running: nothing to requeue", to: origin)]
+        default:
+            return [.error("bad_request", "job control: action must be hold, release or requeue", to: origin)]
+        }
+        job.updatedAt = now.wall
+        jobs[id] = job
+        out.append(.persist(.job(job)))
+        out.append(.log(LogEvent(.notice, m.action == .hold ? "job held by an operator" : "job released by an operator",
+                                 ["job": "\(id)", "reason": m.reason])))
+        var reply = Wire.QueryReply()
+        reply.jobs = [Wire.Job(job)]
+        reply.total = 1
+        out.append(.reply(.queryReply(reply), to: origin))
+        return out
+    }
+
     /// Node commands go to the node's region (named, or the only one) and its answer comes back
     /// as a relayed query reply.
     public mutating func onNodeCommand(_ m: Wire.NodeCommand, origin: Origin, now: Moment) -> [ControllerDirective] {
@@ -773,7 +838,7 @@ public struct NationalInstance: Sendable {
         var still: [JobID] = []
         let budget = min(unrouted.count, settings.routeBudget)
         for id in unrouted[..<budget] {
-            guard var job = jobs[id], job.state == .pending, held[id] == nil else { continue }
+            guard var job = jobs[id], job.state == .pending, held[id] == nil, job.hold == nil else { continue }
             let before = job.message
             let (outcome, directives) = route(&job, now: now)
             switch outcome {

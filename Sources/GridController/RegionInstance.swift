@@ -152,6 +152,8 @@ public struct RegionInstance: Sendable {
     /// Runs being stopped for a higher-priority job (victim → the job it makes room for), and
     /// the reverse, so one job has one preemption in flight at a time.
     var preempting: [AssignmentID: JobID] = [:]
+    /// Runs an operator asked to requeue (`gridctl requeue`), with the reason: stopped, then queued again.
+    var requeueing: [AssignmentID: String] = [:]
     var preemptionsFor: [JobID: Set<AssignmentID>] = [:]
     /// Recent `diagnosis` texts by request shape.
     var diagnoses: [AcceleratorRequest: (atMs: Int64, text: String)] = [:]
@@ -233,7 +235,7 @@ public struct RegionInstance: Sendable {
         }
         for j in recovered.jobs {
             jobs[j.id] = j
-            if j.state == .queued { queue.append(j.id) }
+            if j.state == .queued && j.hold == nil { queue.append(j.id) }
         }
         // Highest priority first, oldest first within a priority (the order `enqueue` keeps).
         queue.sort { a, b in
@@ -273,6 +275,7 @@ public struct RegionInstance: Sendable {
         case .jobForward(let m): return onJobForward(m, origin: origin, now: now)
         case .statusAck(let m): return onStatusAck(m, now: now)
         case .nodeCommand(let m): return onNodeCommand(m, origin: origin, now: now)
+        case .jobControl(let m): return onJobControl(m, origin: origin, now: now)
         case .regionSummaryAck(let m):
             if m.wantFull { wantFullSummary = true }
             return []
@@ -423,7 +426,9 @@ public struct RegionInstance: Sendable {
             for running in m.runningAssignments {
                 let aid = AssignmentID(running)
                 if let a = assignments[aid] {
-                    if cancelRequested.contains(a.job) || preempting[a.id] != nil { out.append(cancel(a, to: origin.peer)) }
+                    if cancelRequested.contains(a.job) || preempting[a.id] != nil || requeueing[a.id] != nil {
+                        out.append(cancel(a, to: origin.peer))
+                    }
                 } else {
                     // Revoked here (node was lost, job went elsewhere): its result would be
                     // refused as stale anyway, so the process must stop.
@@ -514,6 +519,13 @@ public struct RegionInstance: Sendable {
         guard let state = JobState(rawValue: m.state), state.progress >= job.state.progress, !job.state.isTerminal else {
             return out + [answer(true, "ignored: job already \(job.state.rawValue)")]
         }
+        // A run an operator asked to requeue goes back to the queue (unless it succeeded first).
+        if state.isTerminal, state != .succeeded, let aid = job.assignment, let why = requeueing[aid], let a = assignments[aid],
+           !cancelRequested.contains(job.id) {
+            out += requeue(a, .requeued, reason: "requeued by an operator" + (why.isEmpty ? "" : ": \(why)"), now: now, newState: .done)
+            out.append(answer(true, ""))
+            return out
+        }
         // A run stopped to make room for a higher-priority job goes back to the queue (unless
         // it ended by itself first, or its owner cancelled it meanwhile).
         if state.isTerminal, state != .succeeded, let aid = job.assignment, let by = preempting[aid], let a = assignments[aid],
@@ -579,6 +591,7 @@ public struct RegionInstance: Sendable {
         assignments[a.id] = nil
         sentAt[a.id] = nil
         if let uid = unconfirmed.removeValue(forKey: a.id) { awaitingConfirmation[uid] = nil }
+        requeueing[a.id] = nil
         if let by = preempting.removeValue(forKey: a.id) {
             preemptionsFor[by]?.remove(a.id)
             if preemptionsFor[by]?.isEmpty == true { preemptionsFor[by] = nil }
@@ -607,7 +620,7 @@ public struct RegionInstance: Sendable {
         }
         // A rejected assignment never ran; anything else may have. A preempted run is the
         // region's doing: it runs again at once, whatever its attempts.
-        let mayHaveRun = why != .rejected && why != .preempted
+        let mayHaveRun = why != .rejected && why != .preempted && why != .requeued
         let runs = job.attempts.filter { $0.endReason != .rejected }.count
         job.node = nil
         job.deviceIDs = []
@@ -630,7 +643,9 @@ public struct RegionInstance: Sendable {
             let wait = mayHaveRun ? job.spec.retry.backoffMs(beforeAttempt: runs + 1)
                 : why == .rejected && refusals > 1 ? min(30_000, Int64(1000) << Int64(min(refusals - 2, 5))) : 0
             job.message = wait > 0 ? "\(reason); attempt \(runs + 1) of \(job.spec.retry.maxAttempts) in \(wait / 1000)s" : reason
-            if wait > 0 {
+            if job.hold != nil {
+                job.message = "\(reason); held: \(job.hold!.reason)"
+            } else if wait > 0 {
                 timers.schedule(.retry(job.id), at: now.monotonicMs + wait)
             } else {
                 jobs[job.id] = job
@@ -756,7 +771,9 @@ public struct RegionInstance: Sendable {
 
     /// Records an upward status change in the outbox, in the same batch as the change. A newer
     /// state of the same job and epoch replaces an older one not yet sent.
-    mutating func enqueueStatus(_ job: JobRecord, now: Moment) -> [ControllerDirective] {
+    /// `variant` tells apart reports of one state that differ in something else (a hold set or
+    /// lifted), so the national scheduler applies each instead of taking it for a duplicate.
+    mutating func enqueueStatus(_ job: JobRecord, now: Moment, variant: String? = nil) -> [ControllerDirective] {
         var u = Wire.StatusUpdate()
         u.jobID = job.id.rawValue
         u.assignmentID = job.assignment?.rawValue ?? ""
@@ -776,7 +793,8 @@ public struct RegionInstance: Sendable {
         u.attempts = job.attempts.map(Wire.Attempt.init)
         u.maxAttempts = UInt32(clamping: job.spec.retry.maxAttempts)
         u.precision = job.precision?.rawValue ?? ""
-        u.updateID = Self.updateID(region, job)
+        u.holdReason = job.hold?.reason ?? ""
+        u.updateID = Self.updateID(region, job) + (variant.map { ":" + $0 } ?? "")
         let payload: [UInt8] = (try? u.serializedBytes()) ?? []
         let item = OutboxItem(key: u.updateID, destination: "national", type: "status_update", payload: payload,
                               createdAt: now.wall, attempts: 0, lastAttemptAt: nil)
@@ -815,6 +833,88 @@ public struct RegionInstance: Sendable {
         job.deviceModels = []
         job.precision = nil
         return .persist(.assignment(revoked, at: now.wall))
+    }
+
+    // MARK: operator verbs
+
+    /// `gridctl hold|release|requeue JOB` relayed by the national scheduler. Hold: a queued job
+    /// leaves the queue (a placement not yet sent is taken back) and stays until released; a
+    /// running job runs on and, if it comes back to the queue, waits there. Release: queued
+    /// again in its place by priority. Requeue: a running (or assigned) job is stopped — TERM,
+    /// then KILL after the agent's grace — and queued again when it reports its end; the run
+    /// ends `requeued` and does not use up attempts. Answered with the job as it now stands.
+    public mutating func onJobControl(_ m: Wire.JobControl, origin: Origin, now: Moment) -> [ControllerDirective] {
+        let id = JobID(m.jobID)
+        func refuse(_ code: String, _ text: String) -> [ControllerDirective] {
+            [.error(code, text, to: origin, correlation: m.correlation)]
+        }
+        guard var job = jobs[id] else {
+            return refuse("not_found", "job \(m.jobID) is not known in region \(region) (a job just forwarded may still be on its way: try again)")
+        }
+        if job.state.isTerminal { return refuse("bad_request", "job \(id) has already ended (\(job.state.rawValue))") }
+        var out: [ControllerDirective] = []
+        let stamp = String(Int64(now.wall.timeIntervalSince1970 * 1000))
+        switch m.action {
+        case .hold:
+            if job.hold == nil || job.hold?.reason != m.reason {
+                job.hold = JobHold(reason: m.reason, since: job.hold?.since ?? now.wall)
+                if let aid = job.assignment, let a = assignments[aid], unconfirmed[aid] != nil {
+                    // Placed but not sent (waiting for the national scheduler): taken back.
+                    out.append(unplace(a, from: &job, now: now))
+                    job.state = .queued
+                }
+                if job.state == .queued { queue.removeAll { $0 == id } }
+                job.message = "held: \(m.reason)" + (job.state == .queued ? "" : "; the current run goes on (gridctl requeue stops it)")
+                job.updatedAt = now.wall
+                jobs[id] = job
+                out.append(.persist(.job(job)))
+                out += enqueueStatus(job, now: now, variant: "hold-" + stamp)
+                out.append(.log(LogEvent(.notice, "job held by an operator", ["job": "\(id)", "reason": m.reason])))
+            }
+        case .release:
+            if job.hold != nil {
+                job.hold = nil
+                job.message = "released" + (m.reason.isEmpty ? "" : ": \(m.reason)")
+                job.updatedAt = now.wall
+                jobs[id] = job
+                if job.state == .queued && !queue.contains(id) {
+                    enqueue(id, front: false)
+                    placementDirty = true
+                }
+                out.append(.persist(.job(job)))
+                out += enqueueStatus(job, now: now, variant: "release-" + stamp)
+                out.append(.log(LogEvent(.notice, "job released by an operator", ["job": "\(id)"])))
+            }
+        case .requeue:
+            guard let aid = job.assignment, let a = assignments[aid] else {
+                return refuse("bad_request", "job \(id) is \(job.state.rawValue), not running: nothing to requeue")
+            }
+            if unconfirmed[aid] != nil {
+                out.append(unplace(a, from: &job, now: now))
+                job.state = .queued
+                job.message = "requeued by an operator before it started" + (m.reason.isEmpty ? "" : ": \(m.reason)")
+                job.updatedAt = now.wall
+                jobs[id] = job
+                if job.hold == nil { enqueue(id, front: true) }
+                placementDirty = true
+                out.append(.persist(.job(job)))
+                out += enqueueStatus(job, now: now)
+            } else if requeueing[aid] == nil {
+                requeueing[aid] = m.reason
+                job.message = "requeue requested; stopping the run on \(a.node)"
+                jobs[id] = job
+                if let peer = nodes[a.node]?.route { out.append(cancel(a, to: peer)) }
+                out.append(.log(LogEvent(.notice, "requeue requested by an operator", ["job": "\(id)", "assignment": "\(aid)"])))
+            }
+        default:
+            return refuse("bad_request", "job control: action must be hold, release or requeue")
+        }
+        var reply = Wire.QueryReply()
+        reply.correlation = m.correlation
+        reply.jobs = [Wire.Job(job)]
+        reply.total = 1
+        out.append(.reply(.queryReply(reply), to: origin))
+        return out
     }
 
     /// The national scheduler has run this job elsewhere (this region was silent past its
@@ -937,7 +1037,7 @@ public struct RegionInstance: Sendable {
     public mutating func onNodeCommand(_ m: Wire.NodeCommand, origin: Origin, now: Moment) -> [ControllerDirective] {
         let id = NodeID(m.nodeID)
         guard var node = nodes[id] else {
-            return [.error("not_found", "node \(m.nodeID) is not known in region \(region)", to: origin)]
+            return [.error("not_found", "node \(m.nodeID) is not known in region \(region)", to: origin, correlation: m.correlation)]
         }
         var out: [ControllerDirective] = []
         switch m.action {
@@ -959,7 +1059,7 @@ public struct RegionInstance: Sendable {
                 out.append(.log(LogEvent(.notice, "node uncordoned", ["node": "\(id)"])))
             }
         default:
-            return [.error("bad_request", "node command: action must be cordon, uncordon or drain", to: origin)]
+            return [.error("bad_request", "node command: action must be cordon, uncordon or drain", to: origin, correlation: m.correlation)]
         }
         nodes[id] = node
         var reply = Wire.QueryReply()
@@ -1005,7 +1105,7 @@ public struct RegionInstance: Sendable {
             case .retry(let jid):
                 // A job waiting out its backoff is queued but not in `queue` (only this timer puts
                 // it there; a cancel or a restart ends the wait first).
-                if let j = jobs[jid], j.state == .queued {
+                if let j = jobs[jid], j.state == .queued, j.hold == nil, !queue.contains(jid) {
                     enqueue(jid, front: true)
                     placementDirty = true
                 }

@@ -163,6 +163,16 @@ public struct JobSpec: Codable, Sendable, Hashable {
     }
 }
 
+/// An operator's hold on a job (`gridctl hold JOB --reason ...`).
+public struct JobHold: Codable, Sendable, Hashable {
+    public var reason: String
+    public var since: Date
+    public init(reason: String, since: Date) {
+        self.reason = reason
+        self.since = since
+    }
+}
+
 /// What a job may do when one of its runs is lost to a fault around it (not to its own exit).
 public struct RetryPolicy: Codable, Sendable, Hashable {
     public static let maxAttemptsLimit = 100
@@ -213,11 +223,13 @@ public enum EndReason: String, Codable, Sendable, CaseIterable {
     /// Stopped to make room for a higher-priority job; queued again (not counted against
     /// `max_attempts`).
     case preempted
+    /// Stopped by an operator (`gridctl requeue`) and queued again; does not use up attempts.
+    case requeued
 
     /// A fault around the job rather than the job's own outcome: the run may be retried.
     public var isFault: Bool {
         switch self {
-        case .fenced, .agentStopped, .nodeLost, .nodeRestarted, .rejected, .preempted: return true
+        case .fenced, .agentStopped, .nodeLost, .nodeRestarted, .rejected, .preempted, .requeued: return true
         case .exited, .cancelled, .timedOut, .endedWhileAgentDown, .startFailed: return false
         }
     }
@@ -303,6 +315,8 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var route: RouteExplanation?
     /// The precision the scheduler chose for a `model` job's current run (GRID_PRECISION).
     public var precision: Precision?
+    /// Held by an operator (`gridctl hold`): placed nowhere until released; a running job runs on.
+    public var hold: JobHold?
 
     public init(
         id: JobID, spec: JobSpec, state: JobState, region: RegionID? = nil, node: NodeID? = nil,
@@ -334,7 +348,7 @@ public struct JobRecord: Codable, Sendable, Hashable {
 extension JobRecord {
     enum CodingKeys: String, CodingKey {
         case id, spec, state, region, node, deviceIDs, deviceModels, assignment, epoch, exitCode, message, outputTail
-        case visibleDevices, submittedAt, updatedAt, attempts, route, precision
+        case visibleDevices, submittedAt, updatedAt, attempts, route, precision, hold
     }
 
     /// Records stored before attempts existed still decode.
@@ -353,6 +367,7 @@ extension JobRecord {
             attempts: try c.decodeIfPresent([Attempt].self, forKey: .attempts) ?? [],
             route: try c.decodeIfPresent(RouteExplanation.self, forKey: .route))
         precision = try c.decodeIfPresent(Precision.self, forKey: .precision)
+        hold = try c.decodeIfPresent(JobHold.self, forKey: .hold)
     }
 }
 

@@ -268,6 +268,7 @@ extension Wire.Job {
         attempts = r.attempts.map(Wire.Attempt.init)
         if let e = r.route { route = Wire.RouteDecision(e) }
         precision = r.precision?.rawValue ?? ""
+        holdReason = r.hold?.reason ?? ""
     }
 
     public func record() throws(ProtocolError) -> JobRecord {
@@ -286,6 +287,7 @@ extension Wire.Job {
             route: hasRoute ? route.explanation : nil
         )
         r.precision = Precision(rawValue: precision)
+        r.hold = holdReason.isEmpty ? nil : JobHold(reason: holdReason, since: Date(unixMilliseconds: updatedUnixMs))
         return r
     }
 }
@@ -305,6 +307,7 @@ extension Wire.EndReason {
         case .nodeRestarted: self = .nodeRestarted
         case .rejected: self = .rejected
         case .preempted: self = .preempted
+        case .requeued: self = .requeued
         }
     }
 
@@ -322,6 +325,7 @@ extension Wire.EndReason {
         case .nodeRestarted: return .nodeRestarted
         case .rejected: return .rejected
         case .preempted: return .preempted
+        case .requeued: return .requeued
         case .unspecified, .UNRECOGNIZED: return nil
         }
     }

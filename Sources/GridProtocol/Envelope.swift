@@ -24,6 +24,7 @@ public enum Wire {
     public typealias RegionSummaryAck = Computegrid_V1_RegionSummaryAck
     public typealias AcceleratorRequest = Computegrid_V1_AcceleratorRequest
     public typealias ModelRequirement = Computegrid_V1_ModelRequirement
+    public typealias JobControl = Computegrid_V1_JobControl
     public typealias JobSpec = Computegrid_V1_JobSpec
     public typealias JobForward = Computegrid_V1_JobForward
     public typealias JobForwardAck = Computegrid_V1_JobForwardAck
@@ -72,6 +73,7 @@ public enum Body: Sendable, Equatable {
     case queryReply(Wire.QueryReply)
     case errorReply(Wire.ErrorReply)
     case nodeCommand(Wire.NodeCommand)
+    case jobControl(Wire.JobControl)
 
     public var type: Wire.MessageType {
         switch self {
@@ -94,6 +96,7 @@ public enum Body: Sendable, Equatable {
         case .queryReply: return .queryReply
         case .errorReply: return .errorReply
         case .nodeCommand: return .nodeCommand
+        case .jobControl: return .jobControl
         }
     }
 
@@ -119,6 +122,7 @@ public enum Body: Sendable, Equatable {
         case .queryReply(let m): return m
         case .errorReply(let m): return m
         case .nodeCommand(let m): return m
+        case .jobControl(let m): return m
         }
     }
 }
@@ -241,6 +245,7 @@ public struct EnvelopeCodec: Sendable {
         case .queryReply: return .queryReply(try d(Wire.QueryReply.self))
         case .errorReply: return .errorReply(try d(Wire.ErrorReply.self))
         case .nodeCommand: return .nodeCommand(try d(Wire.NodeCommand.self))
+        case .jobControl: return .jobControl(try d(Wire.JobControl.self))
         case .unspecified: throw .unknownType(0)
         case .UNRECOGNIZED(let raw): throw .unknownType(raw)
         }
@@ -291,6 +296,11 @@ enum Validation {
         case .nodeCommand(let m):
             try id(m.nodeID, "NodeCommand", "node_id")
             if m.reason.utf8.count > 1024 { throw .invalidField(type: "NodeCommand", field: "reason", reason: "at most 1024 bytes") }
+        case .jobControl(let m):
+            try id(m.jobID, "JobControl", "job_id")
+            if m.reason.utf8.count > 1024 { throw .invalidField(type: "JobControl", field: "reason", reason: "at most 1024 bytes") }
+            if case .UNRECOGNIZED(let raw) = m.action { throw .invalidField(type: "JobControl", field: "action", reason: "unknown action \(raw)") }
+            if m.action == .unspecified { throw .invalidField(type: "JobControl", field: "action", reason: "missing (hold, release or requeue)") }
         default: break
         }
     }

@@ -9,7 +9,7 @@ struct Gridctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gridctl",
         abstract: "Submit work to a ComputeGrid network and see where it ran.",
-        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Nodes.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self])
+        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self])
 }
 
 struct ControllerOptions: ParsableArguments {
@@ -176,6 +176,48 @@ struct Cancel: ParsableCommand {
         if failed { throw ExitCode(1) }
         if wait && !jobs.allSatisfy(\.state.isTerminal) { throw ExitCode(2) }
     }
+}
+
+/// What hold, release and requeue share: the jobs and a reason.
+struct JobControlOptions: ParsableArguments {
+    @OptionGroup var options: ControllerOptions
+    @Option(help: "Why (shown with the job).") var reason = ""
+    @Argument var ids: [String]
+
+    func run(_ action: Wire.JobControl.Action) throws {
+        let client: GridClient
+        do { client = try options.client() } catch { throw fail("\(error)") }
+        var jobs: [JobRecord] = []
+        var failed = false
+        for id in ids {
+            do { jobs.append(try client.jobControl(action, job: id, reason: reason, timeout: options.timeout)) } catch {
+                failed = true
+                FileHandle.standardError.write(Data("gridctl: \(id): \(error)\n".utf8))
+            }
+        }
+        if options.json { try printJSON(jobs) } else if !jobs.isEmpty { print(Table.jobs(jobs)) }
+        if failed { throw ExitCode(1) }
+    }
+}
+
+struct Hold: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Hold jobs: a waiting job starts nowhere until released; a running one runs on (requeue stops it). Kept across restarts.")
+    @OptionGroup var command: JobControlOptions
+    func run() throws { try command.run(.hold) }
+}
+
+struct Release: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Release held jobs: they wait for devices again in their place by priority.")
+    @OptionGroup var command: JobControlOptions
+    func run() throws { try command.run(.release) }
+}
+
+struct Requeue: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stop running jobs (TERM, then KILL after the agent's kill_grace_s) and queue them again; the run ends `requeued` and uses up no attempt.")
+    @OptionGroup var command: JobControlOptions
+    func run() throws { try command.run(.requeue) }
 }
 
 struct Nodes: ParsableCommand {

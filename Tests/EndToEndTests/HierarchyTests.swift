@@ -92,6 +92,72 @@ extension EndToEnd {
         #expect(f.precision == .bf16)
     }
 
+    /// Issue 9, item 8, with the real executables and gridctl: requeue stops a running job's
+    /// process and runs it again (the attempt ends `requeued`); a held job waits while a device
+    /// is free and runs once released.
+    @Test func requeueHoldAndReleaseThroughGridctl() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        try c.startAgent("n1", region: "r1", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
+        let client = try c.client()
+        _ = try c.eventually(30, "a ready node") { () -> Bool? in try client.query(.regions).regions.first?.nodesReady == 1 ? true : nil }
+        let pids = c.dir.appendingPathComponent("pids")
+        let r = try client.submit(JobSpec(name: "long", command: "/bin/sh", args: ["-c", "echo $$ >> \(pids.path); exec sleep 60"],
+                                          accelerators: AcceleratorRequest(count: 1), retry: RetryPolicy(maxAttempts: 1)))
+        func started() -> [Int32] {
+            ((try? String(contentsOf: pids, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
+        }
+        let first = try c.eventually(30, "the first run") { started().first }
+        func gridctl(_ args: [String]) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = Cluster.binDir.appendingPathComponent("gridctl")
+            p.arguments = args + ["--controller", c.nationalEndpoint]
+            let pipe = Pipe()
+            p.standardOutput = pipe
+            p.standardError = pipe
+            try p.run()
+            let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, out)
+        }
+        let (rc, out) = try gridctl(["requeue", r.jobID, "--reason", "rebalance"])
+        #expect(rc == 0, "\(out)")
+        let second = try c.eventually(30, "the second run") { started().count == 2 ? started()[1] : nil }
+        #expect(kill(first, 0) != 0, "the first run's process is gone")
+        #expect(second != first)
+        let job = try c.eventually(10, "the attempt to show as requeued") { () -> JobRecord? in
+            let j = try client.jobs().first { $0.id.rawValue == r.jobID }
+            return j?.attempts.first?.endReason == .requeued && j?.state == .running ? j : nil
+        }
+        #expect(job.attempts.count == 2, "max_attempts 1 is not used up by a requeue")
+
+        // A second job waits for the device; held, it stays queued even once the device is free.
+        let w = try client.submit(JobSpec(name: "waiting", command: "/bin/sh", args: ["-c", "echo ran"], accelerators: AcceleratorRequest(count: 1)))
+        _ = try c.eventually(20, "the second job to queue in the region") { () -> Bool? in
+            try client.jobs().first { $0.id.rawValue == w.jobID }?.state == .queued ? true : nil
+        }
+        let (hrc, hout) = try gridctl(["hold", w.jobID, "--reason", "data not ready"])
+        #expect(hrc == 0 && hout.contains("(held)"), "\(hout)")
+        _ = try client.cancel(r.jobID)
+        _ = try c.eventually(30, "the long job to end") { () -> Bool? in
+            try client.jobs().first { $0.id.rawValue == r.jobID }?.state == .cancelled ? true : nil
+        }
+        Thread.sleep(forTimeInterval: 1.5)
+        let stillHeld = try #require(try client.jobs().first { $0.id.rawValue == w.jobID })
+        #expect(stillHeld.state == .queued && stillHeld.hold?.reason == "data not ready", "\(stillHeld.state) \(stillHeld.message)")
+        let (_, shown) = try gridctl(["job", w.jobID])
+        #expect(shown.contains("held: data not ready"), "\(shown)")
+        #expect(try gridctl(["release", w.jobID]).0 == 0)
+        let done = try c.eventually(30, "the released job to run") { () -> JobRecord? in
+            let j = try client.jobs().first { $0.id.rawValue == w.jobID }
+            return j?.state == .succeeded ? j : nil
+        }
+        #expect(done.hold == nil && done.outputTail.contains("ran"))
+        #expect(try gridctl(["requeue", w.jobID]).0 == 1, "a finished job cannot be requeued")
+    }
+
     @Test func killNineLeavesEveryDatabaseReadableAndNoAcceptedJobIsLost() throws {
         let c = try Cluster()
         defer { c.stopAll() }

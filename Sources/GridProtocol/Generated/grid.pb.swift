@@ -63,6 +63,7 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
   case queryReply // = 43
   case errorReply // = 44
   case nodeCommand // = 45
+  case jobControl // = 46
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -91,6 +92,7 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     case 43: self = .queryReply
     case 44: self = .errorReply
     case 45: self = .nodeCommand
+    case 46: self = .jobControl
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -117,6 +119,7 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     case .queryReply: return 43
     case .errorReply: return 44
     case .nodeCommand: return 45
+    case .jobControl: return 46
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -143,6 +146,7 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     .queryReply,
     .errorReply,
     .nodeCommand,
+    .jobControl,
   ]
 
 }
@@ -178,6 +182,9 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
 
   /// region: stopped for a higher-priority job; queued again
   case preempted // = 11
+
+  /// region: stopped by an operator (gridctl requeue); queued again
+  case requeued // = 12
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -198,6 +205,7 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
     case 9: self = .nodeRestarted
     case 10: self = .rejected
     case 11: self = .preempted
+    case 12: self = .requeued
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -216,6 +224,7 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
     case .nodeRestarted: return 9
     case .rejected: return 10
     case .preempted: return 11
+    case .requeued: return 12
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -234,6 +243,7 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
     .nodeRestarted,
     .rejected,
     .preempted,
+    .requeued,
   ]
 
 }
@@ -752,6 +762,12 @@ public nonisolated struct Computegrid_V1_StatusUpdate: @unchecked Sendable {
     set {_uniqueStorage()._precision = newValue}
   }
 
+  /// region -> national: the job is held (gridctl hold) for this reason; "" = not held
+  public var holdReason: String {
+    get {_storage._holdReason}
+    set {_uniqueStorage()._holdReason = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -866,6 +882,71 @@ public nonisolated struct Computegrid_V1_NodeBrief: Sendable {
 
 /// gridctl cordon|uncordon|drain NODE: to the national scheduler (relayed to the node's region)
 /// or to a region. Answered with QUERY_REPLY holding the node.
+/// client -> national -> the job's region: hold a job (it starts nowhere until released),
+/// release it, or requeue it (a running job is stopped, TERM then KILL, and queued again).
+/// Answered with QUERY_REPLY carrying the job as it now stands, or ERROR_REPLY.
+public nonisolated struct Computegrid_V1_JobControl: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String = String()
+
+  public var action: Computegrid_V1_JobControl.Action = .unspecified
+
+  /// shown with the job; at most 1024 bytes
+  public var reason: String = String()
+
+  /// national -> region: echoed in the reply
+  public var correlation: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Action: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+    case hold // = 1
+    case release // = 2
+    case requeue // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .hold
+      case 2: self = .release
+      case 3: self = .requeue
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .hold: return 1
+      case .release: return 2
+      case .requeue: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Computegrid_V1_JobControl.Action] = [
+      .unspecified,
+      .hold,
+      .release,
+      .requeue,
+    ]
+
+  }
+
+  public init() {}
+}
+
 public nonisolated struct Computegrid_V1_NodeCommand: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1647,6 +1728,12 @@ public nonisolated struct Computegrid_V1_Job: @unchecked Sendable {
     set {_uniqueStorage()._precision = newValue}
   }
 
+  /// held by an operator (gridctl hold), with the reason; "" = not held
+  public var holdReason: String {
+    get {_storage._holdReason}
+    set {_uniqueStorage()._holdReason = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1687,6 +1774,9 @@ public nonisolated struct Computegrid_V1_ErrorReply: Sendable {
 
   public var message: String = String()
 
+  /// region -> national: the correlation of the relayed request refused; 0 = none
+  public var correlation: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1711,11 +1801,11 @@ public nonisolated struct Computegrid_V1_DeviceList: Sendable {
 fileprivate nonisolated let _protobuf_package = "computegrid.v1"
 
 nonisolated extension Computegrid_V1_MessageType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}HEARTBEAT\0\u{1}ASSIGNMENT_ACK\0\u{1}STATUS_UPDATE\0\u{2}\u{6}REGISTER_ACK\0\u{1}HEARTBEAT_ACK\0\u{1}ASSIGNMENT\0\u{1}STATUS_ACK\0\u{1}CANCEL\0\u{2}\u{6}REGION_SUMMARY\0\u{1}JOB_FORWARD_ACK\0\u{2}\u{9}REGION_SUMMARY_ACK\0\u{1}JOB_FORWARD\0\u{2}\u{9}SUBMIT\0\u{1}SUBMIT_REPLY\0\u{1}QUERY\0\u{1}QUERY_REPLY\0\u{1}ERROR_REPLY\0\u{1}NODE_COMMAND\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}HEARTBEAT\0\u{1}ASSIGNMENT_ACK\0\u{1}STATUS_UPDATE\0\u{2}\u{6}REGISTER_ACK\0\u{1}HEARTBEAT_ACK\0\u{1}ASSIGNMENT\0\u{1}STATUS_ACK\0\u{1}CANCEL\0\u{2}\u{6}REGION_SUMMARY\0\u{1}JOB_FORWARD_ACK\0\u{2}\u{9}REGION_SUMMARY_ACK\0\u{1}JOB_FORWARD\0\u{2}\u{9}SUBMIT\0\u{1}SUBMIT_REPLY\0\u{1}QUERY\0\u{1}QUERY_REPLY\0\u{1}ERROR_REPLY\0\u{1}NODE_COMMAND\0\u{1}JOB_CONTROL\0")
 }
 
 nonisolated extension Computegrid_V1_EndReason: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0END_REASON_UNSPECIFIED\0\u{1}EXITED\0\u{1}CANCELLED\0\u{1}TIMED_OUT\0\u{1}FENCED\0\u{1}AGENT_STOPPED\0\u{1}ENDED_WHILE_AGENT_DOWN\0\u{1}START_FAILED\0\u{1}NODE_LOST\0\u{1}NODE_RESTARTED\0\u{1}REJECTED\0\u{1}PREEMPTED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0END_REASON_UNSPECIFIED\0\u{1}EXITED\0\u{1}CANCELLED\0\u{1}TIMED_OUT\0\u{1}FENCED\0\u{1}AGENT_STOPPED\0\u{1}ENDED_WHILE_AGENT_DOWN\0\u{1}START_FAILED\0\u{1}NODE_LOST\0\u{1}NODE_RESTARTED\0\u{1}REJECTED\0\u{1}PREEMPTED\0\u{1}REQUEUED\0")
 }
 
 nonisolated extension Computegrid_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -2521,7 +2611,7 @@ nonisolated extension Computegrid_V1_Attempt: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0\u{3}end_reason\0\u{1}attempts\0\u{3}max_attempts\0\u{1}precision\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0\u{3}end_reason\0\u{1}attempts\0\u{3}max_attempts\0\u{1}precision\0\u{3}hold_reason\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -2542,6 +2632,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
     var _attempts: [Computegrid_V1_Attempt] = []
     var _maxAttempts: UInt32 = 0
     var _precision: String = String()
+    var _holdReason: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2570,6 +2661,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
       _attempts = source._attempts
       _maxAttempts = source._maxAttempts
       _precision = source._precision
+      _holdReason = source._holdReason
     }
   }
 
@@ -2606,6 +2698,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
         case 16: try { try decoder.decodeRepeatedMessageField(value: &_storage._attempts) }()
         case 17: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxAttempts) }()
         case 18: try { try decoder.decodeSingularStringField(value: &_storage._precision) }()
+        case 19: try { try decoder.decodeSingularStringField(value: &_storage._holdReason) }()
         default: break
         }
       }
@@ -2668,6 +2761,9 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
       if !_storage._precision.isEmpty {
         try visitor.visitSingularStringField(value: _storage._precision, fieldNumber: 18)
       }
+      if !_storage._holdReason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._holdReason, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2695,6 +2791,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
         if _storage._attempts != rhs_storage._attempts {return false}
         if _storage._maxAttempts != rhs_storage._maxAttempts {return false}
         if _storage._precision != rhs_storage._precision {return false}
+        if _storage._holdReason != rhs_storage._holdReason {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -2947,6 +3044,55 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
+}
+
+nonisolated extension Computegrid_V1_JobControl: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".JobControl"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}action\0\u{1}reason\0\u{1}correlation\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.action) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.correlation) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
+    }
+    if self.action != .unspecified {
+      try visitor.visitSingularEnumField(value: self.action, fieldNumber: 2)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
+    }
+    if self.correlation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.correlation, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_JobControl, rhs: Computegrid_V1_JobControl) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.correlation != rhs.correlation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_JobControl.Action: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACTION_UNSPECIFIED\0\u{1}HOLD\0\u{1}RELEASE\0\u{1}REQUEUE\0")
 }
 
 nonisolated extension Computegrid_V1_NodeCommand: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -4043,7 +4189,7 @@ nonisolated extension Computegrid_V1_Query.Kind: SwiftProtobuf._ProtoNameProvidi
 
 nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0\u{1}route\0\u{1}precision\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0\u{1}route\0\u{1}precision\0\u{3}hold_reason\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -4065,6 +4211,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
     var _attempts: [Computegrid_V1_Attempt] = []
     var _route: Computegrid_V1_RouteDecision? = nil
     var _precision: String = String()
+    var _holdReason: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -4094,6 +4241,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       _attempts = source._attempts
       _route = source._route
       _precision = source._precision
+      _holdReason = source._holdReason
     }
   }
 
@@ -4131,6 +4279,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         case 17: try { try decoder.decodeRepeatedMessageField(value: &_storage._attempts) }()
         case 18: try { try decoder.decodeSingularMessageField(value: &_storage._route) }()
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._precision) }()
+        case 20: try { try decoder.decodeSingularStringField(value: &_storage._holdReason) }()
         default: break
         }
       }
@@ -4200,6 +4349,9 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       if !_storage._precision.isEmpty {
         try visitor.visitSingularStringField(value: _storage._precision, fieldNumber: 19)
       }
+      if !_storage._holdReason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._holdReason, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4228,6 +4380,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._attempts != rhs_storage._attempts {return false}
         if _storage._route != rhs_storage._route {return false}
         if _storage._precision != rhs_storage._precision {return false}
+        if _storage._holdReason != rhs_storage._holdReason {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -4294,7 +4447,7 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Computegrid_V1_ErrorReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ErrorReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{1}correlation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4304,6 +4457,7 @@ nonisolated extension Computegrid_V1_ErrorReply: SwiftProtobuf.Message, SwiftPro
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.code) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.correlation) }()
       default: break
       }
     }
@@ -4316,12 +4470,16 @@ nonisolated extension Computegrid_V1_ErrorReply: SwiftProtobuf.Message, SwiftPro
     if !self.message.isEmpty {
       try visitor.visitSingularStringField(value: self.message, fieldNumber: 2)
     }
+    if self.correlation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.correlation, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Computegrid_V1_ErrorReply, rhs: Computegrid_V1_ErrorReply) -> Bool {
     if lhs.code != rhs.code {return false}
     if lhs.message != rhs.message {return false}
+    if lhs.correlation != rhs.correlation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
