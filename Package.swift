@@ -130,7 +130,8 @@ let package = Package(
         .testTarget(name: "GridStoreTests", dependencies: ["GridStore", "GridCore", "GridProtocol"]),
         .testTarget(
             name: "GridSchedulerTests",
-            dependencies: ["GridScheduler", "GridCore", "GridCatalog", .product(name: "PropertyBased", package: "swift-property-based")]
+            dependencies: ["GridScheduler", "GridCore", "GridCatalog", .product(name: "PropertyBased", package: "swift-property-based"),
+                           .product(name: "Yams", package: "Yams")]
         ),
         .testTarget(
             name: "GridControllerTests",

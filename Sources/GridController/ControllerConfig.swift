@@ -59,6 +59,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     public var preemption: Bool = true
     /// Region placement policy.
     public var placement: PlacementPolicy = PlacementPolicy()
+    /// Region: accounts — quotas (devices, devices per grade, GCU), cohorts that lend unused
+    /// quota, and fair-share ordering of each priority's queue. Default: no limits, fair share on.
+    public var accounts: AccountPolicy = AccountPolicy()
     /// National routing policy.
     public var routing: RoutingPolicy = RoutingPolicy()
     /// National: the regions' profiles (jurisdiction, PUE, hourly price and carbon, embodied
@@ -85,7 +88,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case confirmStarts = "confirm_starts"
         case drain, preemption
         case historyRetentionHours = "history_retention_hours"
-        case placement, routing, regions, prices
+        case placement, routing, regions, prices, accounts
         case logLevel = "log_level"
     }
 
@@ -109,6 +112,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         placementBudget = try c.value(.placementBudget, default: d.placementBudget)
         historyRetentionHours = try c.value(.historyRetentionHours, default: d.historyRetentionHours)
         placement = try c.value(.placement, default: d.placement)
+        accounts = try c.value(.accounts, default: d.accounts)
         confirmStarts = try c.value(.confirmStarts, default: d.confirmStarts)
         drain = try c.value(.drain, default: d.drain)
         preemption = try c.value(.preemption, default: d.preemption)
@@ -160,6 +164,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         if role == .region && !regions.isEmpty { out.append("regions: only the national scheduler takes region profiles") }
         out += RegionProfile.problems(regions)
         out += routing.problems()
+        out += accounts.problems()
+        if role == .national && accounts != AccountPolicy() { out.append("accounts: only a region takes accounts (quotas are per region)") }
         out += prices.problems()
         if placementBudget < 1 || placementBudget > 1_000_000 { out.append("placement_budget: must be 1...1000000, got \(placementBudget)") }
         if !(historyRetentionHours > 0 && historyRetentionHours <= 24 * 365) {

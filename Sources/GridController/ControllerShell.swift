@@ -162,6 +162,7 @@ extension RegionInstance.Settings {
         confirmStarts = config.confirmStarts
         draining = config.drain
         preemption = config.preemption
+        accounts = config.accounts
     }
 }
 

@@ -16,6 +16,8 @@ public struct RegionRecovery: Sendable {
     public var outbox: [OutboxItem] = []
     /// Update ids applied within the retention window.
     public var applied: [(String, Date)] = []
+    /// Accounts' usage (fair share, accounting).
+    public var accountUsage: [AccountUsage] = []
     public init() {}
 
     /// Reads everything a region needs from its store.
@@ -27,6 +29,7 @@ public struct RegionRecovery: Sendable {
             r.assignments = try tx.activeAssignments()
             r.outbox = try tx.outbox(limit: Int.max)
             r.applied = try tx.appliedUpdates(since: now.addingTimeInterval(-retention))
+            r.accountUsage = try tx.accountUsage()
             return r
         }
     }
@@ -79,6 +82,8 @@ public struct RegionInstance: Sendable {
         public var preemption: Bool = true
         /// Nodes holding work examined per preemption attempt.
         public var preemptionScanLimit: Int = 1024
+        /// Accounts: quotas, cohorts, fair share.
+        public var accounts = AccountPolicy()
         public init(region: RegionID) { self.region = region }
     }
 
@@ -154,6 +159,13 @@ public struct RegionInstance: Sendable {
     var preempting: [AssignmentID: JobID] = [:]
     /// Runs an operator asked to requeue (`gridctl requeue`), with the reason: stopped, then queued again.
     var requeueing: [AssignmentID: String] = [:]
+    /// What each account holds and has used; what each assignment charged it, and whether it
+    /// borrowed from the account's cohort (then it may be reclaimed).
+    public private(set) var ledger: AccountLedger
+    var charged: [AssignmentID: (account: String, use: ResourceUse, borrowed: Bool)] = [:]
+    /// When usage was last accrued, and last written.
+    var accruedAtMs: Int64 = 0
+    var usageWrittenAtMs: Int64 = 0
     var preemptionsFor: [JobID: Set<AssignmentID>] = [:]
     /// Recent `diagnosis` texts by request shape.
     var diagnoses: [AcceleratorRequest: (atMs: Int64, text: String)] = [:]
@@ -210,6 +222,7 @@ public struct RegionInstance: Sendable {
     public init(settings: Settings, recovered: RegionRecovery, now: Moment) {
         self.settings = settings
         self.index = PlacementIndex(options: settings.placement)
+        self.ledger = AccountLedger(policy: settings.accounts, usage: recovered.accountUsage)
         for a in recovered.assignments where a.state.holdsDevices {
             assignments[a.id] = a
             // Resend pending ones once their node is back; accepted ones wait for the node's word.
@@ -237,6 +250,17 @@ public struct RegionInstance: Sendable {
             jobs[j.id] = j
             if j.state == .queued && j.hold == nil { queue.append(j.id) }
         }
+        // What each account holds, from the assignments that hold devices (oldest first, so
+        // the newest runs are the ones marked borrowed past an account's quota).
+        for a in assignments.values.sorted(by: { ($0.createdAt, $0.id.rawValue) < ($1.createdAt, $1.id.rawValue) }) {
+            guard let j = jobs[a.job] else { continue }
+            let use = index.resourceUse(node: a.node, deviceIDs: a.deviceIDs)
+            let borrowed = ledger.admit(j.spec.accountName, use) == .borrowing
+            ledger.charge(j.spec.accountName, use)
+            charged[a.id] = (j.spec.accountName, use, borrowed)
+        }
+        accruedAtMs = now.monotonicMs
+        usageWrittenAtMs = now.monotonicMs
         // Highest priority first, oldest first within a priority (the order `enqueue` keeps).
         queue.sort { a, b in
             let ja = jobs[a]!, jb = jobs[b]!
@@ -530,7 +554,9 @@ public struct RegionInstance: Sendable {
         // it ended by itself first, or its owner cancelled it meanwhile).
         if state.isTerminal, state != .succeeded, let aid = job.assignment, let by = preempting[aid], let a = assignments[aid],
            !cancelRequested.contains(job.id) {
-            out += requeue(a, .preempted, reason: "preempted by \(by) (higher priority)", now: now, newState: .done)
+            let why = (charged[aid]?.borrowed ?? false) && jobs[by].map({ $0.spec.priority <= job.spec.priority }) ?? false
+                ? "preempted by \(by) (its account reclaims the quota this run borrowed)" : "preempted by \(by) (higher priority)"
+            out += requeue(a, .preempted, reason: why, now: now, newState: .done)
             out.append(answer(true, ""))
             return out
         }
@@ -592,6 +618,7 @@ public struct RegionInstance: Sendable {
         sentAt[a.id] = nil
         if let uid = unconfirmed.removeValue(forKey: a.id) { awaitingConfirmation[uid] = nil }
         requeueing[a.id] = nil
+        if let c = charged.removeValue(forKey: a.id) { ledger.refund(c.account, c.use) }
         if let by = preempting.removeValue(forKey: a.id) {
             preemptionsFor[by]?.remove(a.id)
             if preemptionsFor[by]?.isEmpty == true { preemptionsFor[by] = nil }
@@ -669,6 +696,10 @@ public struct RegionInstance: Sendable {
     mutating func preempt(for job: JobRecord, now: Moment) -> [ControllerDirective] {
         let p = job.spec.priority
         let wants = ModelFit.requests(for: job.spec)
+        // An account within its own quota takes back what others of its cohort borrowed
+        // (Kueue's reclaim), whatever their priority.
+        let account = job.spec.accountName
+        let reclaim = quotas && ledger.admit(account, ResourceUse(devices: max(1, job.spec.accelerators.count))) == .within
         var best: (key: [Int], node: NodeID, victims: [AssignmentRecord])?
         var scanned = 0
         for (nid, node) in nodes where node.record.state == .ready && node.route != nil && !node.held.isEmpty {
@@ -676,7 +707,9 @@ public struct RegionInstance: Sendable {
             if scanned > settings.preemptionScanLimit { break }
             let candidates = node.held.compactMap { assignments[$0] }.filter { a in
                 guard let v = jobs[a.job] else { return false }
-                return v.spec.priority < p && !v.spec.retry.requeueNever && preempting[a.id] == nil
+                let lent = reclaim && (charged[a.id]?.borrowed ?? false) && v.spec.accountName != account
+                    && ledger.sameCohort(account, v.spec.accountName)
+                return (v.spec.priority < p || lent) && !v.spec.retry.requeueNever && preempting[a.id] == nil
                     && !cancelRequested.contains(a.job) && unconfirmed[a.id] == nil
             }.sorted { a, b in
                 let pa = jobs[a.job]!.spec.priority, pb = jobs[b.job]!.spec.priority
@@ -1239,6 +1272,32 @@ public struct RegionInstance: Sendable {
         return .send(.assignment(m), to: peer)
     }
 
+    /// Whether any account has a limit: without, placement skips the quota checks.
+    var quotas: Bool { settings.accounts.hasLimits }
+
+    /// The request with the grades in `excluding` taken off its ends (grade bounds are a
+    /// range, A most capable); nil when nothing is left.
+    static func narrow(_ r: AcceleratorRequest, excluding: Set<DeviceGrade>) -> AcceleratorRequest? {
+        let order: [DeviceGrade] = [.a, .b, .c, .d]
+        var allowed = order.filter { r.admits(grade: $0) }
+        while let top = allowed.first, excluding.contains(top) { allowed.removeFirst() }
+        while let bottom = allowed.last, excluding.contains(bottom) { allowed.removeLast() }
+        guard let hi = allowed.first, let lo = allowed.last else { return nil }
+        var out = r
+        if hi != .a || r.maxGrade != nil { out.maxGrade = hi }
+        if lo != .d || r.minGrade != nil { out.minGrade = lo }
+        return out
+    }
+
+    /// A queued job that waits for a reason of its own (a quota): the reason is kept in its
+    /// message (written only when it changes).
+    mutating func wait(_ job: inout JobRecord, _ why: String) -> [ControllerDirective] {
+        guard job.message != why else { return [] }
+        job.message = why
+        jobs[job.id] = job
+        return [.persist(.job(job))]
+    }
+
     /// One bounded placement pass over the queue. When the queue is longer than the budget the
     /// next turn continues where this one stopped, so heartbeats are served in between.
     mutating func place(now: Moment) -> [ControllerDirective] {
@@ -1262,11 +1321,36 @@ public struct RegionInstance: Sendable {
             }
             let want = job.spec.accelerators
             let fit = ModelFit.options(for: job.spec)
-            let wants = fit.isEmpty ? [want] : fit.map(\.request)
+            var wants = fit.isEmpty ? [want] : fit.map(\.request)
+            let account = job.spec.accountName
+            if quotas {
+                // Grades the account has no quota left for are taken out of the request.
+                let exhausted = ledger.exhaustedGrades(account)
+                if !exhausted.isEmpty { wants = wants.compactMap { Self.narrow($0, excluding: exhausted) } }
+                if wants.isEmpty {
+                    out += wait(&job, "account \(account) has no quota left for any grade this job accepts (\(exhausted.map(\.rawValue).sorted().joined(separator: ", ")))")
+                    continue
+                }
+            }
             let shape = wants.map { var r = $0; r.count = 0; return r }
             // A shape that did not fit at count k in this pass cannot fit at k or more.
             if want.count > 0, let k = blocked[shape], want.count >= k { continue }
-            let (option, choice) = index.place(among: wants)
+            let (option, choice) = index.choose(among: wants)
+            var borrowed = false
+            var use = ResourceUse()
+            if case .placed(let nodeID, let deviceIDs) = choice {
+                if quotas {
+                    use = index.resourceUse(node: nodeID, deviceIDs: deviceIDs)
+                    switch ledger.admit(account, use) {
+                    case .within: break
+                    case .borrowing: borrowed = true
+                    case .refused(let why):
+                        out += wait(&job, "quota: " + why)
+                        continue
+                    }
+                }
+                if !deviceIDs.isEmpty { index.allocate(node: nodeID, deviceIDs: deviceIDs) }
+            }
             switch choice {
             case .placed(let nodeID, let deviceIDs):
                 guard let node = nodes[nodeID] else { continue }
@@ -1287,6 +1371,12 @@ public struct RegionInstance: Sendable {
                 let a = AssignmentRecord(id: aid, job: jid, node: nodeID, epoch: job.epoch, deviceIDs: deviceIDs,
                                          state: .pending, createdAt: now.wall)
                 assignments[aid] = a
+                if quotas {
+                    ledger.charge(account, use)
+                    charged[aid] = (account, use, borrowed)
+                    if borrowed { job.message += " (borrowing from cohort \(settings.accounts.quota(for: account).cohort ?? "?"))" }
+                    jobs[jid] = job
+                }
                 nodes[nodeID]?.held.insert(aid)
                 refreshDigest(nodeID)
                 placedIDs.insert(jid)
@@ -1360,9 +1450,13 @@ public struct RegionInstance: Sendable {
     /// Aggregates, not node lists: capacity by class, health counts, queue depth. A delta names
     /// only the classes that changed since the previous summary.
     mutating func summary(now: Moment) -> [ControllerDirective] {
-        // The expected wait walks the queue: worked out every 5 s, not for every summary.
+        // The expected wait walks the queue: worked out every 5 s, not for every summary. So
+        // are accounts' usage and the fair-share order.
+        var out: [ControllerDirective] = []
         if expectedWait.atMs.map({ now.monotonicMs - $0 >= 5000 }) ?? true {
             expectedWait = (now.monotonicMs, expectedWaitSeconds(healthy: index.capacity.values.reduce(0) { $0 + $1.usable }))
+            out += accrueUsage(now: now)
+            orderByFairShare()
         }
         let changed = index.takeChangedCapacity()
         let full = wantFullSummary || summariesSinceFull + 1 >= settings.fullSummaryEvery
@@ -1397,7 +1491,37 @@ public struct RegionInstance: Sendable {
         } else {
             summariesSinceFull += 1
         }
-        return [.send(.regionSummary(s), to: .upstream)]
+        return out + [.send(.regionSummary(s), to: .upstream)]
+    }
+
+    /// Charges every account for what it held since the last time; writes the usage once a
+    /// minute (one row per account that changed, in the turn's batch).
+    mutating func accrueUsage(now: Moment) -> [ControllerDirective] {
+        let seconds = Double(now.monotonicMs - accruedAtMs) / 1000
+        accruedAtMs = now.monotonicMs
+        let changed = ledger.accrue(seconds: seconds, at: now.wall)
+        guard now.monotonicMs - usageWrittenAtMs >= 60_000, !changed.isEmpty else { return [] }
+        usageWrittenAtMs = now.monotonicMs
+        return [.persist(.accountUsage(changed))]
+    }
+
+    /// Fair share: each priority's jobs in order of their account's fair-share factor (least
+    /// recent use per share first), then arrival. Only when the queue holds several accounts.
+    mutating func orderByFairShare() {
+        guard settings.accounts.fairShare, queue.count > 1, let first = jobs[queue[0]]?.spec.accountName,
+              queue.contains(where: { jobs[$0]?.spec.accountName != first }) else { return }
+        let factor = ledger.fairShareFactors()
+        let keyed = queue.compactMap { id -> (JobID, Int, Double, Date)? in
+            guard let j = jobs[id] else { return nil }
+            return (id, j.spec.priority, factor[j.spec.accountName] ?? 1, j.submittedAt)
+        }
+        queue = keyed.sorted { a, b in
+            if a.1 != b.1 { return a.1 > b.1 }
+            if a.2 != b.2 { return a.2 > b.2 }
+            if a.3 != b.3 { return a.3 < b.3 }
+            return a.0 < b.0
+        }.map(\.0)
+        queueCursor = 0
     }
 
     mutating func prune(now: Moment) -> [ControllerDirective] {

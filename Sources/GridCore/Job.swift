@@ -78,6 +78,9 @@ public struct JobSpec: Codable, Sendable, Hashable {
     /// Higher first: a region's queue is ordered by priority, then by arrival. −1000…1000,
     /// default 0 (`low` −100, `normal` 0, `high` 100, `critical` 1000 in job files).
     public var priority: Int
+    /// The account (team, tenant) the job's use is charged to: quotas and fair share are per
+    /// account. "" = the `default` account.
+    public var account: String
     /// The model the job runs, when the scheduler should fit it to devices and choose its
     /// precision (GRID_PRECISION); nil = the accelerator request alone decides.
     public var model: ModelRequirement?
@@ -86,9 +89,10 @@ public struct JobSpec: Codable, Sendable, Hashable {
         name: String, command: String, args: [String] = [], env: [String: String] = [:],
         accelerators: AcceleratorRequest = AcceleratorRequest(), timeoutSeconds: Int? = nil,
         allowedRegions: [RegionID] = [], retry: RetryPolicy = RetryPolicy(), routing: RoutingRequest = RoutingRequest(),
-        priority: Int = 0, model: ModelRequirement? = nil
+        priority: Int = 0, model: ModelRequirement? = nil, account: String = ""
     ) {
         self.model = model
+        self.account = account
         self.routing = routing
         self.priority = priority
         self.name = name
@@ -101,7 +105,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.retry = retry
     }
 
-    enum CodingKeys: String, CodingKey { case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry, routing, priority, model }
+    enum CodingKeys: String, CodingKey { case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry, routing, priority, model, account }
     public static let priorityRange = -1000...1000
 
     /// Specs stored before retry policies existed still decode (with the default policy).
@@ -118,7 +122,11 @@ public struct JobSpec: Codable, Sendable, Hashable {
         routing = try c.decodeIfPresent(RoutingRequest.self, forKey: .routing) ?? RoutingRequest()
         priority = try c.decodeIfPresent(Int.self, forKey: .priority) ?? 0
         model = try c.decodeIfPresent(ModelRequirement.self, forKey: .model)
+        account = try c.decodeIfPresent(String.self, forKey: .account) ?? ""
     }
+
+    /// The account charged: `account`, or `default`.
+    public var accountName: String { account.isEmpty ? "default" : account }
 
     /// How long a run is expected to take: `run_time`, else the timeout, else an hour.
     public var expectedRunSeconds: Int { routing.runSeconds ?? timeoutSeconds ?? 3600 }
@@ -157,6 +165,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         for key in env.keys where key.isEmpty || key.contains("=") || key.contains("\0") {
             out.append("env: invalid variable name '\(key)'")
         }
+        if !account.isEmpty, let p = IdentifierRules.problem(with: account) { out.append("account: '\(account)' \(p)") }
         if !Self.priorityRange.contains(priority) { out.append("priority: −1000…1000, got \(priority)") }
         out += routing.problems()
         return out
@@ -566,5 +575,25 @@ public struct Moment: Sendable, Hashable {
     }
     public func adding(ms: Int64) -> Moment {
         Moment(monotonicMs: monotonicMs + ms, wall: wall.addingTimeInterval(Double(ms) / 1000))
+    }
+}
+
+/// What an account has used in one region: all-time totals (for accounting) and totals halved
+/// every half-life (for fair share), in device-seconds and GCU-seconds.
+public struct AccountUsage: Codable, Sendable, Hashable {
+    public var account: String
+    public var deviceSeconds: Double
+    public var gcuSeconds: Double
+    public var decayedDeviceSeconds: Double
+    public var decayedGCUSeconds: Double
+    public var updatedAt: Date
+    public init(account: String, deviceSeconds: Double = 0, gcuSeconds: Double = 0, decayedDeviceSeconds: Double = 0,
+                decayedGCUSeconds: Double = 0, updatedAt: Date) {
+        self.account = account
+        self.deviceSeconds = deviceSeconds
+        self.gcuSeconds = gcuSeconds
+        self.decayedDeviceSeconds = decayedDeviceSeconds
+        self.decayedGCUSeconds = decayedGCUSeconds
+        self.updatedAt = updatedAt
     }
 }

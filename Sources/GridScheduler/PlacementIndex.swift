@@ -589,6 +589,18 @@ public struct PlacementIndex: Sendable {
         return counts.map { ($0.key, $0.value) }.sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
     }
 
+    /// What devices of a node hold, for account quotas: how many, per grade, and their GCU.
+    public func resourceUse(node id: NodeID, deviceIDs: [String]) -> ResourceUse {
+        guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return ResourceUse(devices: deviceIDs.count) }
+        var use = ResourceUse()
+        for u in n.units where deviceIDs.contains(u.deviceID) {
+            use.devices += 1
+            if let g = u.capacityKey.grade { use.byGrade[g, default: 0] += 1 }
+            if u.classID >= 0 { use.gcu += classes[Int(u.classID)].gcu }
+        }
+        return use
+    }
+
     public func freeDevices(of id: NodeID) -> Int {
         guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return 0 }
         return n.units.filter { !$0.busy }.count

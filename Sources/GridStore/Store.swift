@@ -154,6 +154,19 @@ public final class GridStore: Sendable {
             // An operator's cordon on a node (JSON NodeCordon; NULL = none).
             try db.execute(sql: "ALTER TABLE nodes ADD COLUMN cordon BLOB")
         }
+        m.registerMigration("v4-accounts") { db in
+            // Each account's use in this region: all-time and decayed (fair share) totals.
+            try db.execute(sql: """
+                CREATE TABLE account_usage (
+                    account TEXT PRIMARY KEY,
+                    device_seconds REAL NOT NULL,
+                    gcu_seconds REAL NOT NULL,
+                    decayed_device_seconds REAL NOT NULL,
+                    decayed_gcu_seconds REAL NOT NULL,
+                    updated_ms INTEGER NOT NULL
+                );
+                """)
+        }
         return m
     }
 
@@ -460,6 +473,14 @@ public struct StoreTransaction {
             arguments: [s.region.rawValue, try jsonEncoder.encode(s), seen.unixMs])
     }
 
+    public func accountUsage() throws -> [AccountUsage] {
+        try Row.fetchAll(db, sql: "SELECT * FROM account_usage ORDER BY account").map { row in
+            AccountUsage(account: row["account"], deviceSeconds: row["device_seconds"], gcuSeconds: row["gcu_seconds"],
+                         decayedDeviceSeconds: row["decayed_device_seconds"], decayedGCUSeconds: row["decayed_gcu_seconds"],
+                         updatedAt: Date(ms: row["updated_ms"]))
+        }
+    }
+
     public func regions() throws -> [(summary: RegionSummary, lastSeen: Date)] {
         try Row.fetchAll(db, sql: "SELECT * FROM regions ORDER BY id").map { row in
             (try jsonDecoder.decode(RegionSummary.self, from: row["summary"] as Data), Date(ms: row["last_seen_ms"]))
@@ -501,6 +522,8 @@ public enum StoreMutation: Sendable {
     /// Forget history older than `before`: applied update ids, finished assignments, and (when
     /// `terminalJobs`) jobs in a terminal state. Live state is never pruned.
     case prune(before: Date, terminalJobs: Bool)
+    /// Accounts' usage as it now stands (replaces the stored rows of those accounts).
+    case accountUsage([AccountUsage])
 }
 
 extension StoreTransaction {
@@ -519,6 +542,16 @@ extension StoreTransaction {
         case .applied(let id, let at): _ = try markApplied(id, at: at)
         case .region(let s, let seen): try upsertRegion(s, seen: seen)
         case .prune(let before, let terminalJobs): try prune(before: before, terminalJobs: terminalJobs)
+        case .accountUsage(let rows):
+            for u in rows {
+                try run(sql: """
+                    INSERT INTO account_usage (account, device_seconds, gcu_seconds, decayed_device_seconds, decayed_gcu_seconds, updated_ms)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(account) DO UPDATE SET device_seconds = excluded.device_seconds, gcu_seconds = excluded.gcu_seconds,
+                        decayed_device_seconds = excluded.decayed_device_seconds, decayed_gcu_seconds = excluded.decayed_gcu_seconds,
+                        updated_ms = excluded.updated_ms
+                    """, arguments: [u.account, u.deviceSeconds, u.gcuSeconds, u.decayedDeviceSeconds, u.decayedGCUSeconds, u.updatedAt.unixMs])
+            }
         }
     }
 
