@@ -31,6 +31,7 @@ import Yams
 ///     requeue: never              # always (default) | never: a lost run ends the job `lost`
 ///     on_lease_loss: keep         # stop (default) | keep: safe to run twice, not fenced
 ///     priority: high              # −1000…1000 or low (−100) | normal (0) | high (100) | critical (1000)
+///     account: ml-research        # charged account: quotas and fair share (default: default)
 ///
 /// What the national scheduler weighs when it chooses a region and an hour (all optional):
 ///
@@ -68,9 +69,10 @@ public enum JobFile {
         var kwPerDevice: Double?
         var priority: String?
         var model: RawModel?
+        var account: String?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, command, args, env, accelerators, count, requeue, origin, jurisdictions, objective, deadline, priority, model
+            case name, command, args, env, accelerators, count, requeue, origin, jurisdictions, objective, deadline, priority, model, account
             case dataGB = "data_gb"
             case latencySLOMs = "latency_slo_ms"
             case runTime = "run_time"
@@ -119,6 +121,7 @@ public enum JobFile {
                 priority = try c.decodeIfPresent(String.self, forKey: .priority)
             }
             model = try c.decodeIfPresent(RawModel.self, forKey: .model)
+            account = try c.decodeIfPresent(String.self, forKey: .account)
         }
     }
 
@@ -333,7 +336,8 @@ public enum JobFile {
         let spec = JobSpec(
             name: raw.name ?? defaultName, command: raw.command ?? "", args: raw.args ?? [], env: raw.env ?? [:],
             accelerators: request, timeoutSeconds: raw.timeoutSeconds,
-            allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init), retry: retry, routing: routing, priority: priority, model: model)
+            allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init), retry: retry, routing: routing, priority: priority, model: model,
+            account: raw.account ?? "")
         if raw.command == nil { problems.append("command: required (the program to run, e.g. python3)") }
         if let n = raw.count, !(1...maxArray).contains(n) {
             problems.append("count: must be 1...\(maxArray) (jobs in the array), got \(n)")

@@ -163,6 +163,9 @@ public struct RegionInstance: Sendable {
     /// borrowed from the account's cohort (then it may be reclaimed).
     public private(set) var ledger: AccountLedger
     var charged: [AssignmentID: (account: String, use: ResourceUse, borrowed: Bool)] = [:]
+    /// Jobs waiting for devices their account lent to its cohort (being reclaimed), by cohort:
+    /// while any waits, no one in the cohort borrows.
+    var reclaimers: [String: Set<JobID>] = [:]
     /// When usage was last accrued, and last written.
     var accruedAtMs: Int64 = 0
     var usageWrittenAtMs: Int64 = 0
@@ -731,6 +734,9 @@ public struct RegionInstance: Sendable {
         guard let best, let peer = nodes[best.node]?.route else { return [] }
         var out: [ControllerDirective] = []
         preemptionsFor[job.id] = Set(best.victims.map(\.id))
+        if reclaim, best.victims.contains(where: { charged[$0.id]?.borrowed ?? false }), let cohort = settings.accounts.quota(for: account).cohort {
+            reclaimers[cohort, default: []].insert(job.id)
+        }
         for v in best.victims {
             preempting[v.id] = job.id
             out.append(cancel(v, to: peer))
@@ -1272,6 +1278,14 @@ public struct RegionInstance: Sendable {
         return .send(.assignment(m), to: peer)
     }
 
+    /// A job of `cohort` still waiting for lent devices to come back, if any (others are forgotten).
+    mutating func reclaiming(_ cohort: String, except: JobID) -> JobID? {
+        guard var waiting = reclaimers[cohort] else { return nil }
+        waiting = waiting.filter { jobs[$0]?.state == .queued && jobs[$0]?.hold == nil }
+        reclaimers[cohort] = waiting.isEmpty ? nil : waiting
+        return waiting.filter { $0 != except }.min()
+    }
+
     /// Whether any account has a limit: without, placement skips the quota checks.
     var quotas: Bool { settings.accounts.hasLimits }
 
@@ -1339,11 +1353,17 @@ public struct RegionInstance: Sendable {
             var borrowed = false
             var use = ResourceUse()
             if case .placed(let nodeID, let deviceIDs) = choice {
+                // Every account is charged (usage, fair share); quotas are checked where set.
+                use = index.resourceUse(node: nodeID, deviceIDs: deviceIDs)
                 if quotas {
-                    use = index.resourceUse(node: nodeID, deviceIDs: deviceIDs)
                     switch ledger.admit(account, use) {
                     case .within: break
-                    case .borrowing: borrowed = true
+                    case .borrowing:
+                        if let cohort = settings.accounts.quota(for: account).cohort, let by = reclaiming(cohort, except: jid) {
+                            out += wait(&job, "quota: account \(account) is past its own quota and cohort \(cohort) is taking back what it lent (for \(by))")
+                            continue
+                        }
+                        borrowed = true
                     case .refused(let why):
                         out += wait(&job, "quota: " + why)
                         continue
@@ -1371,10 +1391,10 @@ public struct RegionInstance: Sendable {
                 let a = AssignmentRecord(id: aid, job: jid, node: nodeID, epoch: job.epoch, deviceIDs: deviceIDs,
                                          state: .pending, createdAt: now.wall)
                 assignments[aid] = a
-                if quotas {
-                    ledger.charge(account, use)
-                    charged[aid] = (account, use, borrowed)
-                    if borrowed { job.message += " (borrowing from cohort \(settings.accounts.quota(for: account).cohort ?? "?"))" }
+                ledger.charge(account, use)
+                charged[aid] = (account, use, borrowed)
+                if borrowed {
+                    job.message += " (borrowing from cohort \(settings.accounts.quota(for: account).cohort ?? "?"))"
                     jobs[jid] = job
                 }
                 nodes[nodeID]?.held.insert(aid)

@@ -102,6 +102,7 @@ extension Wire.JobSpec {
         a.minTotalGcu = s.accelerators.minTotalGCU ?? 0
         accelerators = a
         if let m = s.model { model = Wire.ModelRequirement(m) }
+        account = s.account
         timeoutSeconds = UInt32(clamping: s.timeoutSeconds ?? 0)
         allowedRegions = s.allowedRegions.map(\.rawValue)
         // Defaults travel as 0 so specs from before retry policies read the same.
@@ -192,7 +193,8 @@ extension Wire.JobSpec {
                 requeueNever: requeueNever, keepOnLeaseLoss: keepOnLeaseLoss),
             routing: try routing(),
             priority: Int(priority),
-            model: hasModel ? try model.requirement() : nil
+            model: hasModel ? try model.requirement() : nil,
+            account: account
         )
         if let first = s.problems().first {
             throw .invalidField(type: "JobSpec", field: String(first.prefix(while: { $0 != ":" })), reason: first)

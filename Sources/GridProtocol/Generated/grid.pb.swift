@@ -1319,6 +1319,12 @@ public nonisolated struct Computegrid_V1_JobSpec: @unchecked Sendable {
   /// Clears the value of `model`. Subsequent reads from it will return its default value.
   public mutating func clearModel() {_uniqueStorage()._model = nil}
 
+  /// charged account (quotas, fair share); "" = default
+  public var account: String {
+    get {_storage._account}
+    set {_uniqueStorage()._account = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3446,7 +3452,7 @@ nonisolated extension Computegrid_V1_ModelRequirement: SwiftProtobuf.Message, Sw
 
 nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0\u{3}origin_region\0\u{3}data_gb\0\u{1}jurisdictions\0\u{3}latency_slo_ms\0\u{1}objective\0\u{3}objective_weights\0\u{3}deadline_unix_ms\0\u{3}run_seconds\0\u{3}kw_per_device\0\u{1}priority\0\u{1}model\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0\u{3}origin_region\0\u{3}data_gb\0\u{1}jurisdictions\0\u{3}latency_slo_ms\0\u{1}objective\0\u{3}objective_weights\0\u{3}deadline_unix_ms\0\u{3}run_seconds\0\u{3}kw_per_device\0\u{1}priority\0\u{1}model\0\u{1}account\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -3471,6 +3477,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
     var _kwPerDevice: Double? = nil
     var _priority: Int32 = 0
     var _model: Computegrid_V1_ModelRequirement? = nil
+    var _account: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3503,6 +3510,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       _kwPerDevice = source._kwPerDevice
       _priority = source._priority
       _model = source._model
+      _account = source._account
     }
   }
 
@@ -3543,6 +3551,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
         case 20: try { try decoder.decodeSingularDoubleField(value: &_storage._kwPerDevice) }()
         case 21: try { try decoder.decodeSingularSInt32Field(value: &_storage._priority) }()
         case 22: try { try decoder.decodeSingularMessageField(value: &_storage._model) }()
+        case 23: try { try decoder.decodeSingularStringField(value: &_storage._account) }()
         default: break
         }
       }
@@ -3621,6 +3630,9 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       try { if let v = _storage._model {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
       } }()
+      if !_storage._account.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._account, fieldNumber: 23)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3652,6 +3664,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
         if _storage._kwPerDevice != rhs_storage._kwPerDevice {return false}
         if _storage._priority != rhs_storage._priority {return false}
         if _storage._model != rhs_storage._model {return false}
+        if _storage._account != rhs_storage._account {return false}
         return true
       }
       if !storagesAreEqual {return false}
