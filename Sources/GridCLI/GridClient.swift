@@ -108,6 +108,17 @@ public final class GridClient {
         return b.brief
     }
 
+    /// A region's accounts (quotas, what each holds, usage, fair share).
+    public func accounts(region: String?, timeout: Double = 5) throws -> [Wire.AccountStatus] {
+        var q = Wire.Query()
+        q.kind = .accounts
+        q.regionID = region ?? ""
+        guard case .queryReply(let r) = try request(.query(q), timeout: timeout) else {
+            throw ClientError("\(endpoint) answered an accounts query with something else")
+        }
+        return r.accounts
+    }
+
     /// Holds, releases or requeues a job (at the national scheduler, or relayed to its region);
     /// returns the job as it now stands.
     public func jobControl(_ action: Wire.JobControl.Action, job: String, reason: String, timeout: Double = 5) throws -> JobRecord {

@@ -1,5 +1,6 @@
 import Foundation
 import GridCore
+import GridProtocol
 import GridScheduler
 
 /// Plain-text tables for humans; `--json` output uses the Codable records instead.
@@ -64,6 +65,19 @@ public enum Table {
             return String(format: n / v >= 100 || (n / v).rounded() == n / v ? "%.0f" : "%.1f", n / v) + s
         }
         return String(format: "%.0f", n)
+    }
+
+    /// `gridctl accounts`: quota, what each account holds (borrowed), usage and fair share.
+    public static func accounts(_ rows: [Wire.AccountStatus]) -> String {
+        func limit(_ v: Int32) -> String { v < 0 ? "-" : String(v) }
+        func grades(_ m: [String: Int32]) -> String { m.isEmpty ? "" : " (" + m.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" }.joined(separator: " ") + ")" }
+        return render(["ACCOUNT", "REGION", "SHARES", "COHORT", "QUOTA DEV", "QUOTA GCU", "IN USE", "BORROWED", "GCU", "QUEUED",
+                       "DEVICE-H", "GCU-H", "FAIR SHARE"], rows.map { a in
+            [a.account, a.regionID, String(format: "%g", a.shares), a.cohort.isEmpty ? "-" : a.cohort,
+             limit(a.quotaDevices) + grades(a.quotaDevicesByGrade), a.quotaGcu < 0 ? "-" : String(format: "%.0f", a.quotaGcu),
+             String(a.devicesInUse) + grades(a.devicesInUseByGrade), String(a.borrowedDevices), String(format: "%.0f", a.gcuInUse),
+             String(a.queuedJobs), String(format: "%.1f", a.deviceHours), String(format: "%.1f", a.gcuHours), String(format: "%.3f", a.fairShare)]
+        })
     }
 
     /// The national scheduler's decision for one job: every region weighed, why it could or

@@ -668,9 +668,9 @@ public struct NationalInstance: Sendable {
             guard QueryPaging.answerJobs(jobs, m, &reply) else {
                 return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]
             }
-        case .nodes:
-            // Nodes live in their region; ask it and relay its answer (pages included).
-            return relay(to: m.regionID, purpose: "name the region whose nodes to list", origin: origin, now: now) { correlation in
+        case .nodes, .accounts:
+            // Nodes and accounts live in their region; ask it and relay its answer (pages included).
+            return relay(to: m.regionID, purpose: "name the region to ask with --region", origin: origin, now: now) { correlation in
                 var q = m
                 q.correlation = correlation
                 return .query(q)

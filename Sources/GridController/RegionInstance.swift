@@ -166,9 +166,10 @@ public struct RegionInstance: Sendable {
     /// Jobs waiting for devices their account lent to its cohort (being reclaimed), by cohort:
     /// while any waits, no one in the cohort borrows.
     var reclaimers: [String: Set<JobID>] = [:]
-    /// When usage was last accrued, and last written.
-    var accruedAtMs: Int64 = 0
+    /// When usage was last written; the wall time of the latest input (for refunds, whose
+    /// callers do not all carry the time).
     var usageWrittenAtMs: Int64 = 0
+    var lastWall = Date(timeIntervalSince1970: 0)
     var preemptionsFor: [JobID: Set<AssignmentID>] = [:]
     /// Recent `diagnosis` texts by request shape.
     var diagnoses: [AcceleratorRequest: (atMs: Int64, text: String)] = [:]
@@ -259,11 +260,11 @@ public struct RegionInstance: Sendable {
             guard let j = jobs[a.job] else { continue }
             let use = index.resourceUse(node: a.node, deviceIDs: a.deviceIDs)
             let borrowed = ledger.admit(j.spec.accountName, use) == .borrowing
-            ledger.charge(j.spec.accountName, use)
+            ledger.charge(j.spec.accountName, use, at: now.wall)
             charged[a.id] = (j.spec.accountName, use, borrowed)
         }
-        accruedAtMs = now.monotonicMs
         usageWrittenAtMs = now.monotonicMs
+        lastWall = now.wall
         // Highest priority first, oldest first within a priority (the order `enqueue` keeps).
         queue.sort { a, b in
             let ja = jobs[a]!, jb = jobs[b]!
@@ -294,6 +295,7 @@ public struct RegionInstance: Sendable {
 
     /// One decoded message from a peer.
     public mutating func receive(_ message: Message, origin: Origin, now: Moment) -> [ControllerDirective] {
+        lastWall = now.wall
         switch message.body {
         case .register(let m): return onRegister(m, origin: origin, now: now)
         case .heartbeat(let m): return onHeartbeat(m, origin: origin, now: now)
@@ -621,7 +623,7 @@ public struct RegionInstance: Sendable {
         sentAt[a.id] = nil
         if let uid = unconfirmed.removeValue(forKey: a.id) { awaitingConfirmation[uid] = nil }
         requeueing[a.id] = nil
-        if let c = charged.removeValue(forKey: a.id) { ledger.refund(c.account, c.use) }
+        if let c = charged.removeValue(forKey: a.id) { ledger.refund(c.account, c.use, at: lastWall) }
         if let by = preempting.removeValue(forKey: a.id) {
             preemptionsFor[by]?.remove(a.id)
             if preemptionsFor[by]?.isEmpty == true { preemptionsFor[by] = nil }
@@ -1065,6 +1067,9 @@ public struct RegionInstance: Sendable {
             s.full = true
             s.sequence = summarySequence
             reply.regions = [s]
+        case .accounts:
+            reply.accounts = accountStatuses()
+            reply.total = UInt64(reply.accounts.count)
         default:
             return [.error("bad_request", "query kind \(m.kind) not supported", to: origin)]
         }
@@ -1128,6 +1133,7 @@ public struct RegionInstance: Sendable {
     /// since its heartbeat may be among them.
     public mutating func onTick(now: Moment, backlog: Bool = false) -> [ControllerDirective] {
         var out: [ControllerDirective] = []
+        lastWall = now.wall
         noteTurn(now)
         var summaryDue = false
         while let timer = timers.popDue(now.monotonicMs) {
@@ -1391,7 +1397,7 @@ public struct RegionInstance: Sendable {
                 let a = AssignmentRecord(id: aid, job: jid, node: nodeID, epoch: job.epoch, deviceIDs: deviceIDs,
                                          state: .pending, createdAt: now.wall)
                 assignments[aid] = a
-                ledger.charge(account, use)
+                ledger.charge(account, use, at: now.wall)
                 charged[aid] = (account, use, borrowed)
                 if borrowed {
                     job.message += " (borrowing from cohort \(settings.accounts.quota(for: account).cohort ?? "?"))"
@@ -1514,12 +1520,45 @@ public struct RegionInstance: Sendable {
         return out + [.send(.regionSummary(s), to: .upstream)]
     }
 
+    /// Every account this region knows (configured, holding, queued or with usage): its quota,
+    /// what it holds and borrows, its usage and fair-share factor.
+    func accountStatuses() -> [Wire.AccountStatus] {
+        var queued: [String: Int] = [:]
+        for j in jobs.values where j.state == .queued { queued[j.spec.accountName, default: 0] += 1 }
+        var borrowed: [String: Int] = [:]
+        for c in charged.values where c.borrowed { borrowed[c.account, default: 0] += c.use.devices }
+        let factors = ledger.fairShareFactors()
+        let names = Set(settings.accounts.quotas.keys).union(ledger.inUse.keys).union(ledger.usage.keys).union(queued.keys)
+        return names.sorted().map { name in
+            let q = settings.accounts.quota(for: name)
+            let held = ledger.inUse[name] ?? ResourceUse()
+            let u = ledger.usage[name]
+            var s = Wire.AccountStatus()
+            s.account = name
+            s.regionID = region.rawValue
+            s.shares = q.shares
+            s.cohort = q.cohort ?? ""
+            s.quotaDevices = q.devices.map { Int32(clamping: $0) } ?? -1
+            s.quotaDevicesByGrade = Dictionary(uniqueKeysWithValues: q.devicesByGrade.map { ($0.key.rawValue, Int32(clamping: $0.value)) })
+            s.quotaGcu = q.gcu ?? -1
+            s.devicesInUse = Int32(clamping: held.devices)
+            s.devicesInUseByGrade = Dictionary(uniqueKeysWithValues: held.byGrade.map { ($0.key.rawValue, Int32(clamping: $0.value)) })
+            s.gcuInUse = held.gcu
+            s.borrowedDevices = Int32(clamping: borrowed[name] ?? 0)
+            s.deviceHours = (u?.deviceSeconds ?? 0) / 3600
+            s.gcuHours = (u?.gcuSeconds ?? 0) / 3600
+            s.decayedDeviceHours = (u?.decayedDeviceSeconds ?? 0) / 3600
+            s.decayedGcuHours = (u?.decayedGCUSeconds ?? 0) / 3600
+            s.fairShare = factors[name] ?? 1
+            s.queuedJobs = Int32(clamping: queued[name] ?? 0)
+            return s
+        }
+    }
+
     /// Charges every account for what it held since the last time; writes the usage once a
     /// minute (one row per account that changed, in the turn's batch).
     mutating func accrueUsage(now: Moment) -> [ControllerDirective] {
-        let seconds = Double(now.monotonicMs - accruedAtMs) / 1000
-        accruedAtMs = now.monotonicMs
-        let changed = ledger.accrue(seconds: seconds, at: now.wall)
+        let changed = ledger.accrue(at: now.wall)
         guard now.monotonicMs - usageWrittenAtMs >= 60_000, !changed.isEmpty else { return [] }
         usageWrittenAtMs = now.monotonicMs
         return [.persist(.accountUsage(changed))]

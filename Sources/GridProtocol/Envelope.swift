@@ -35,6 +35,7 @@ public enum Wire {
     public typealias SubmitResult = Computegrid_V1_SubmitResult
     public typealias Query = Computegrid_V1_Query
     public typealias QueryReply = Computegrid_V1_QueryReply
+    public typealias AccountStatus = Computegrid_V1_AccountStatus
     public typealias Job = Computegrid_V1_Job
     public typealias NodeCommand = Computegrid_V1_NodeCommand
     public typealias ObjectiveWeights = Computegrid_V1_ObjectiveWeights

@@ -260,35 +260,44 @@ public struct AccountLedger: Sendable {
         return policy.quota(for: b).cohort == c
     }
 
-    public mutating func charge(_ account: String, _ use: ResourceUse) {
+    /// Adds `use` to what the account holds from `now` on (what it held until now is counted first).
+    public mutating func charge(_ account: String, _ use: ResourceUse, at now: Date) {
+        accrue(account, at: now)
         inUse[account] = (inUse[account] ?? ResourceUse()) + use
     }
 
-    public mutating func refund(_ account: String, _ use: ResourceUse) {
+    public mutating func refund(_ account: String, _ use: ResourceUse, at now: Date) {
+        accrue(account, at: now)
         let left = (inUse[account] ?? ResourceUse()) - use
         inUse[account] = left.devices <= 0 && left.byGrade.isEmpty && left.gcu <= 0 ? nil : left
     }
 
-    /// Adds `seconds` of what every account holds now to its usage: the all-time totals, and
-    /// the decayed totals after halving them for the time passed (half-life `usage_half_life_hours`).
-    /// Returns the accounts whose usage changed.
-    @discardableResult
-    public mutating func accrue(seconds: Double, at now: Date) -> [AccountUsage] {
-        guard seconds > 0 else { return [] }
-        let factor = pow(0.5, seconds / (policy.usageHalfLifeHours * 3600))
-        var changed: [AccountUsage] = []
-        for name in Set(usage.keys).union(inUse.keys) {
-            var u = usage[name] ?? AccountUsage(account: name, updatedAt: now)
-            let held = inUse[name] ?? ResourceUse()
-            u.deviceSeconds += Double(held.devices) * seconds
-            u.gcuSeconds += held.gcu * seconds
-            u.decayedDeviceSeconds = u.decayedDeviceSeconds * factor + Double(held.devices) * seconds
-            u.decayedGCUSeconds = u.decayedGCUSeconds * factor + held.gcu * seconds
-            u.updatedAt = now
-            usage[name] = u
-            if held.devices > 0 || u.decayedDeviceSeconds > 1e-6 { changed.append(u) }
+    /// Counts what the account held since its usage was last brought up to date: the all-time
+    /// totals grow by held × time; the decayed totals are first halved for each half-life
+    /// (`usage_half_life_hours`) that passed. Exact for work of any length: every change of
+    /// what an account holds first closes the interval before it.
+    mutating func accrue(_ name: String, at now: Date) {
+        guard var u = usage[name] else {
+            usage[name] = AccountUsage(account: name, updatedAt: now)
+            return
         }
-        return changed.sorted { $0.account < $1.account }
+        let seconds = now.timeIntervalSince(u.updatedAt)
+        guard seconds > 0 else { return }
+        let held = inUse[name] ?? ResourceUse()
+        let factor = pow(0.5, seconds / (policy.usageHalfLifeHours * 3600))
+        u.deviceSeconds += Double(held.devices) * seconds
+        u.gcuSeconds += held.gcu * seconds
+        u.decayedDeviceSeconds = u.decayedDeviceSeconds * factor + Double(held.devices) * seconds
+        u.decayedGCUSeconds = u.decayedGCUSeconds * factor + held.gcu * seconds
+        u.updatedAt = now
+        usage[name] = u
+    }
+
+    /// Brings every account's usage up to `now`; returns the ones that used anything (to store).
+    @discardableResult
+    public mutating func accrue(at now: Date) -> [AccountUsage] {
+        for name in usage.keys { accrue(name, at: now) }
+        return usage.values.filter { $0.deviceSeconds > 0 || inUse[$0.account] != nil }.sorted { $0.account < $1.account }
     }
 
     /// Slurm's classic fair-share factor, 2^(−usage share ÷ shares share): 1 for an account

@@ -9,7 +9,7 @@ struct Gridctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gridctl",
         abstract: "Submit work to a ComputeGrid network and see where it ran.",
-        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self])
+        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Accounts.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self])
 }
 
 struct ControllerOptions: ParsableArguments {
@@ -175,6 +175,19 @@ struct Cancel: ParsableCommand {
         if options.json { try printJSON(jobs) } else { print(Table.jobs(jobs)) }
         if failed { throw ExitCode(1) }
         if wait && !jobs.allSatisfy(\.state.isTerminal) { throw ExitCode(2) }
+    }
+}
+
+struct Accounts: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List a region's accounts: quota, devices held (and borrowed), usage in device- and GCU-hours, fair-share factor.")
+    @OptionGroup var options: ControllerOptions
+    @Option(help: "The region (needed at the national scheduler when there are several).") var region: String?
+    func run() throws {
+        do {
+            let rows = try options.client().accounts(region: region, timeout: options.timeout)
+            if options.json { try printJSON(rows.map { try $0.jsonString() }) } else { print(Table.accounts(rows)) }
+        } catch let e as ClientError { throw fail(e.message) }
     }
 }
 

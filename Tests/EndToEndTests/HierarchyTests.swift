@@ -158,6 +158,66 @@ extension EndToEnd {
         #expect(try gridctl(["requeue", w.jobID]).0 == 1, "a finished job cannot be requeued")
     }
 
+    /// Issue 9, item 4, with the real executables: an account with a quota of 2 devices never
+    /// runs more than 2 jobs at once on an 8-GPU node while another account's work runs beside
+    /// it, and `gridctl accounts` shows the quota, the usage and the fair-share factor.
+    @Test func anAccountQuotaHoldsOnARealRegion() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        let config = c.dir.appendingPathComponent("r1.yaml")
+        try """
+            role: region
+            accounts:
+              quotas:
+                ml: {devices: 2, shares: 2}
+            """.write(to: config, atomically: true, encoding: .utf8)
+        try c.startNational()
+        try c.startRegion("r1", extra: ["--config", config.path])
+        try c.startAgent("n1", region: "r1", simulate: ["nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml"])
+        let client = try c.client()
+        _ = try c.eventually(30, "a ready node") { () -> Bool? in try client.query(.regions).regions.first?.nodesReady == 1 ? true : nil }
+        let log = c.dir.appendingPathComponent("runs")
+        var ids: [String] = []
+        for (account, n) in [("ml", 5), ("web", 3)] {
+            for i in 0..<n {
+                let script = "echo \"start \(account) $(date +%s%N)\" >> \(log.path); sleep 0.6; echo \"end \(account) $(date +%s%N)\" >> \(log.path)"
+                let r = try client.submit(JobSpec(name: "\(account)-\(i)", command: "/bin/sh", args: ["-c", script],
+                                                  accelerators: AcceleratorRequest(count: 1), account: account))
+                ids.append(r.jobID)
+            }
+        }
+        let done = try c.eventually(60, "all jobs to finish") { () -> [JobRecord]? in
+            let jobs = try client.jobs().filter { ids.contains($0.id.rawValue) }
+            return jobs.count == ids.count && jobs.allSatisfy { $0.state.isTerminal } ? jobs : nil
+        }
+        #expect(done.allSatisfy { $0.state == .succeeded }, "\(done.map { "\($0.id) \($0.state) \($0.message)" })")
+        // Replay the start and end marks: ml never had more than 2 running at once.
+        let events = try String(contentsOf: log, encoding: .utf8).split(separator: "\n").compactMap { line -> (Int, String, Int)? in
+            let f = line.split(separator: " ")
+            guard f.count == 3, let t = Int(f[2]) else { return nil }
+            return (t, String(f[1]), f[0] == "start" ? 1 : -1)
+        }.sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.2 < $1.2 }
+        var running: [String: Int] = [:], peak: [String: Int] = [:]
+        for (_, account, delta) in events {
+            running[account, default: 0] += delta
+            peak[account] = max(peak[account] ?? 0, running[account]!)
+        }
+        #expect(events.count == 16)
+        #expect(peak["ml"] == 2, "ml ran \(peak["ml"] ?? 0) at once with a quota of 2")
+        #expect((peak["web"] ?? 0) >= 2, "web, without a quota, ran beside it")
+        let p = Process()
+        p.executableURL = Cluster.binDir.appendingPathComponent("gridctl")
+        p.arguments = ["accounts", "--region", "r1", "--controller", c.nationalEndpoint]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        try p.run()
+        let shown = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        let mlRow = try #require(shown.split(separator: "\n").first { $0.hasPrefix("ml ") }, "\(shown)")
+        #expect(mlRow.contains("r1") && mlRow.split(separator: " ").contains("2"), "\(shown)")
+        #expect(shown.contains("web"), "\(shown)")
+    }
+
     @Test func killNineLeavesEveryDatabaseReadableAndNoAcceptedJobIsLost() throws {
         let c = try Cluster()
         defer { c.stopAll() }

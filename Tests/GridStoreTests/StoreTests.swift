@@ -21,7 +21,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
     @Test func freshFileGetsEveryMigrationAndWALWithFullSync() throws {
         let dir = temporaryDirectory()
         let store = try GridStore(path: dir.appendingPathComponent("c.sqlite").path)
-        #expect(try store.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon"])
+        #expect(try store.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon", "v4-accounts"])
         #expect(try store.integrityCheck() == "ok")
         #expect(try store.pragma("journal_mode") == "wal")
         #expect(try store.pragma("synchronous") == "2")  // FULL
@@ -34,7 +34,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
             try store.write("t") { _ = try $0.insertJobIfAbsent(job("j-1")) }
         }
         let again = try GridStore(path: path)
-        #expect(try again.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon"])
+        #expect(try again.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon", "v4-accounts"])
         #expect(try again.read("t") { try $0.job("j-1") }?.spec.name == "j-1")
     }
 
@@ -134,6 +134,19 @@ func temporaryDirectory(_ name: String = #function) -> URL {
         #expect(try store.appliedMigrations().contains("v3-cordon"))
     }
 
+    @Test func accountUsageIsReplacedPerAccount() throws {
+        let store = try GridStore(path: temporaryDirectory().appendingPathComponent("accounts.sqlite").path)
+        let ml = AccountUsage(account: "ml", deviceSeconds: 7200, gcuSeconds: 2.2e6, decayedDeviceSeconds: 3600, decayedGCUSeconds: 1.1e6, updatedAt: t0)
+        try store.commit([.accountUsage([ml, AccountUsage(account: "web", deviceSeconds: 1, updatedAt: t0)])])
+        var later = ml
+        later.deviceSeconds = 10_800
+        later.updatedAt = t0.addingTimeInterval(60)
+        try store.commit([.accountUsage([later])])
+        let rows = try store.read("t") { try $0.accountUsage() }
+        #expect(rows.map(\.account) == ["ml", "web"])
+        #expect(rows.first == later)
+    }
+
     @Test func unopenablePathGivesAClearError() {
         do {
             _ = try GridStore(path: "/proc/computegrid/x.sqlite")
@@ -180,7 +193,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
         #expect(try store.read("t") { try $0.job("old") } == nil)
         #expect(try store.read("t") { try $0.job("live") } != nil, "a live job is never pruned")
         #expect(try store.read("t") { try $0.appliedUpdates(since: .distantPast) }.map(\.0) == ["u-new"])
-        #expect(try store.appliedMigrations().last == "v3-cordon")
+        #expect(try store.appliedMigrations().last == "v4-accounts")
     }
 }
 

@@ -1567,7 +1567,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
 
   public var limit: UInt32 = 0
 
-  /// NODES at the national scheduler: the region to ask (required when there is more than one).
+  /// NODES and ACCOUNTS at the national scheduler: the region to ask (required when there is more than one).
   public var regionID: String = String()
 
   /// Echoed in the reply; the national scheduler uses it to relay a region's answer.
@@ -1582,6 +1582,9 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
     case nodes // = 2
     case regions // = 3
     case job // = 4
+
+    /// a region's accounts: quotas, what each holds, usage, fair share
+    case accounts // = 5
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -1595,6 +1598,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       case 2: self = .nodes
       case 3: self = .regions
       case 4: self = .job
+      case 5: self = .accounts
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -1606,6 +1610,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       case .nodes: return 2
       case .regions: return 3
       case .job: return 4
+      case .accounts: return 5
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -1617,6 +1622,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       .nodes,
       .regions,
       .job,
+      .accounts,
     ]
 
   }
@@ -1747,6 +1753,111 @@ public nonisolated struct Computegrid_V1_Job: @unchecked Sendable {
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
+/// One account in one region (Query ACCOUNTS).
+public nonisolated struct Computegrid_V1_AccountStatus: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var account: String {
+    get {_storage._account}
+    set {_uniqueStorage()._account = newValue}
+  }
+
+  public var regionID: String {
+    get {_storage._regionID}
+    set {_uniqueStorage()._regionID = newValue}
+  }
+
+  public var shares: Double {
+    get {_storage._shares}
+    set {_uniqueStorage()._shares = newValue}
+  }
+
+  public var cohort: String {
+    get {_storage._cohort}
+    set {_uniqueStorage()._cohort = newValue}
+  }
+
+  /// -1 = no limit
+  public var quotaDevices: Int32 {
+    get {_storage._quotaDevices}
+    set {_uniqueStorage()._quotaDevices = newValue}
+  }
+
+  public var quotaDevicesByGrade: Dictionary<String,Int32> {
+    get {_storage._quotaDevicesByGrade}
+    set {_uniqueStorage()._quotaDevicesByGrade = newValue}
+  }
+
+  /// -1 = no limit
+  public var quotaGcu: Double {
+    get {_storage._quotaGcu}
+    set {_uniqueStorage()._quotaGcu = newValue}
+  }
+
+  public var devicesInUse: Int32 {
+    get {_storage._devicesInUse}
+    set {_uniqueStorage()._devicesInUse = newValue}
+  }
+
+  public var devicesInUseByGrade: Dictionary<String,Int32> {
+    get {_storage._devicesInUseByGrade}
+    set {_uniqueStorage()._devicesInUseByGrade = newValue}
+  }
+
+  public var gcuInUse: Double {
+    get {_storage._gcuInUse}
+    set {_uniqueStorage()._gcuInUse = newValue}
+  }
+
+  /// of devices_in_use, on the cohort's unused quota
+  public var borrowedDevices: Int32 {
+    get {_storage._borrowedDevices}
+    set {_uniqueStorage()._borrowedDevices = newValue}
+  }
+
+  /// all time
+  public var deviceHours: Double {
+    get {_storage._deviceHours}
+    set {_uniqueStorage()._deviceHours = newValue}
+  }
+
+  /// all time
+  public var gcuHours: Double {
+    get {_storage._gcuHours}
+    set {_uniqueStorage()._gcuHours = newValue}
+  }
+
+  /// halved every usage half-life
+  public var decayedDeviceHours: Double {
+    get {_storage._decayedDeviceHours}
+    set {_uniqueStorage()._decayedDeviceHours = newValue}
+  }
+
+  public var decayedGcuHours: Double {
+    get {_storage._decayedGcuHours}
+    set {_uniqueStorage()._decayedGcuHours = newValue}
+  }
+
+  /// 2^(-usage share / shares share): 1 unused … 0
+  public var fairShare: Double {
+    get {_storage._fairShare}
+    set {_uniqueStorage()._fairShare = newValue}
+  }
+
+  public var queuedJobs: Int32 {
+    get {_storage._queuedJobs}
+    set {_uniqueStorage()._queuedJobs = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 public nonisolated struct Computegrid_V1_QueryReply: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1757,6 +1868,8 @@ public nonisolated struct Computegrid_V1_QueryReply: Sendable {
   public var nodes: [Computegrid_V1_NodeBrief] = []
 
   public var regions: [Computegrid_V1_RegionSummary] = []
+
+  public var accounts: [Computegrid_V1_AccountStatus] = []
 
   /// Rows that match the query in all; `next_offset` = 0 when this page is the last.
   public var total: UInt64 = 0
@@ -4197,7 +4310,7 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Computegrid_V1_Query.Kind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}JOBS\0\u{1}NODES\0\u{1}REGIONS\0\u{1}JOB\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}JOBS\0\u{1}NODES\0\u{1}REGIONS\0\u{1}JOB\0\u{1}ACCOUNTS\0")
 }
 
 nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -4403,9 +4516,187 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
   }
 }
 
+nonisolated extension Computegrid_V1_AccountStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AccountStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}account\0\u{3}region_id\0\u{1}shares\0\u{1}cohort\0\u{3}quota_devices\0\u{3}quota_devices_by_grade\0\u{3}quota_gcu\0\u{3}devices_in_use\0\u{3}devices_in_use_by_grade\0\u{3}gcu_in_use\0\u{3}borrowed_devices\0\u{3}device_hours\0\u{3}gcu_hours\0\u{3}decayed_device_hours\0\u{3}decayed_gcu_hours\0\u{3}fair_share\0\u{3}queued_jobs\0")
+
+  fileprivate class _StorageClass {
+    var _account: String = String()
+    var _regionID: String = String()
+    var _shares: Double = 0
+    var _cohort: String = String()
+    var _quotaDevices: Int32 = 0
+    var _quotaDevicesByGrade: Dictionary<String,Int32> = [:]
+    var _quotaGcu: Double = 0
+    var _devicesInUse: Int32 = 0
+    var _devicesInUseByGrade: Dictionary<String,Int32> = [:]
+    var _gcuInUse: Double = 0
+    var _borrowedDevices: Int32 = 0
+    var _deviceHours: Double = 0
+    var _gcuHours: Double = 0
+    var _decayedDeviceHours: Double = 0
+    var _decayedGcuHours: Double = 0
+    var _fairShare: Double = 0
+    var _queuedJobs: Int32 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _account = source._account
+      _regionID = source._regionID
+      _shares = source._shares
+      _cohort = source._cohort
+      _quotaDevices = source._quotaDevices
+      _quotaDevicesByGrade = source._quotaDevicesByGrade
+      _quotaGcu = source._quotaGcu
+      _devicesInUse = source._devicesInUse
+      _devicesInUseByGrade = source._devicesInUseByGrade
+      _gcuInUse = source._gcuInUse
+      _borrowedDevices = source._borrowedDevices
+      _deviceHours = source._deviceHours
+      _gcuHours = source._gcuHours
+      _decayedDeviceHours = source._decayedDeviceHours
+      _decayedGcuHours = source._decayedGcuHours
+      _fairShare = source._fairShare
+      _queuedJobs = source._queuedJobs
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._account) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._regionID) }()
+        case 3: try { try decoder.decodeSingularDoubleField(value: &_storage._shares) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._cohort) }()
+        case 5: try { try decoder.decodeSingularInt32Field(value: &_storage._quotaDevices) }()
+        case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: &_storage._quotaDevicesByGrade) }()
+        case 7: try { try decoder.decodeSingularDoubleField(value: &_storage._quotaGcu) }()
+        case 8: try { try decoder.decodeSingularInt32Field(value: &_storage._devicesInUse) }()
+        case 9: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: &_storage._devicesInUseByGrade) }()
+        case 10: try { try decoder.decodeSingularDoubleField(value: &_storage._gcuInUse) }()
+        case 11: try { try decoder.decodeSingularInt32Field(value: &_storage._borrowedDevices) }()
+        case 12: try { try decoder.decodeSingularDoubleField(value: &_storage._deviceHours) }()
+        case 13: try { try decoder.decodeSingularDoubleField(value: &_storage._gcuHours) }()
+        case 14: try { try decoder.decodeSingularDoubleField(value: &_storage._decayedDeviceHours) }()
+        case 15: try { try decoder.decodeSingularDoubleField(value: &_storage._decayedGcuHours) }()
+        case 16: try { try decoder.decodeSingularDoubleField(value: &_storage._fairShare) }()
+        case 17: try { try decoder.decodeSingularInt32Field(value: &_storage._queuedJobs) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._account.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._account, fieldNumber: 1)
+      }
+      if !_storage._regionID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._regionID, fieldNumber: 2)
+      }
+      if _storage._shares.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._shares, fieldNumber: 3)
+      }
+      if !_storage._cohort.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._cohort, fieldNumber: 4)
+      }
+      if _storage._quotaDevices != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._quotaDevices, fieldNumber: 5)
+      }
+      if !_storage._quotaDevicesByGrade.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: _storage._quotaDevicesByGrade, fieldNumber: 6)
+      }
+      if _storage._quotaGcu.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._quotaGcu, fieldNumber: 7)
+      }
+      if _storage._devicesInUse != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._devicesInUse, fieldNumber: 8)
+      }
+      if !_storage._devicesInUseByGrade.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: _storage._devicesInUseByGrade, fieldNumber: 9)
+      }
+      if _storage._gcuInUse.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._gcuInUse, fieldNumber: 10)
+      }
+      if _storage._borrowedDevices != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._borrowedDevices, fieldNumber: 11)
+      }
+      if _storage._deviceHours.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._deviceHours, fieldNumber: 12)
+      }
+      if _storage._gcuHours.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._gcuHours, fieldNumber: 13)
+      }
+      if _storage._decayedDeviceHours.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._decayedDeviceHours, fieldNumber: 14)
+      }
+      if _storage._decayedGcuHours.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._decayedGcuHours, fieldNumber: 15)
+      }
+      if _storage._fairShare.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._fairShare, fieldNumber: 16)
+      }
+      if _storage._queuedJobs != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._queuedJobs, fieldNumber: 17)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_AccountStatus, rhs: Computegrid_V1_AccountStatus) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._account != rhs_storage._account {return false}
+        if _storage._regionID != rhs_storage._regionID {return false}
+        if _storage._shares != rhs_storage._shares {return false}
+        if _storage._cohort != rhs_storage._cohort {return false}
+        if _storage._quotaDevices != rhs_storage._quotaDevices {return false}
+        if _storage._quotaDevicesByGrade != rhs_storage._quotaDevicesByGrade {return false}
+        if _storage._quotaGcu != rhs_storage._quotaGcu {return false}
+        if _storage._devicesInUse != rhs_storage._devicesInUse {return false}
+        if _storage._devicesInUseByGrade != rhs_storage._devicesInUseByGrade {return false}
+        if _storage._gcuInUse != rhs_storage._gcuInUse {return false}
+        if _storage._borrowedDevices != rhs_storage._borrowedDevices {return false}
+        if _storage._deviceHours != rhs_storage._deviceHours {return false}
+        if _storage._gcuHours != rhs_storage._gcuHours {return false}
+        if _storage._decayedDeviceHours != rhs_storage._decayedDeviceHours {return false}
+        if _storage._decayedGcuHours != rhs_storage._decayedGcuHours {return false}
+        if _storage._fairShare != rhs_storage._fairShare {return false}
+        if _storage._queuedJobs != rhs_storage._queuedJobs {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QueryReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{1}nodes\0\u{1}regions\0\u{1}total\0\u{3}next_offset\0\u{1}correlation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{1}nodes\0\u{1}regions\0\u{1}total\0\u{3}next_offset\0\u{1}correlation\0\u{1}accounts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4419,6 +4710,7 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.total) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.nextOffset) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.correlation) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.accounts) }()
       default: break
       }
     }
@@ -4443,6 +4735,9 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
     if self.correlation != 0 {
       try visitor.visitSingularUInt64Field(value: self.correlation, fieldNumber: 6)
     }
+    if !self.accounts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.accounts, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4450,6 +4745,7 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
     if lhs.jobs != rhs.jobs {return false}
     if lhs.nodes != rhs.nodes {return false}
     if lhs.regions != rhs.regions {return false}
+    if lhs.accounts != rhs.accounts {return false}
     if lhs.total != rhs.total {return false}
     if lhs.nextOffset != rhs.nextOffset {return false}
     if lhs.correlation != rhs.correlation {return false}
