@@ -117,7 +117,7 @@ let package = Package(
             name: "grid-bench",
             dependencies: [
                 "GridCore", "GridProbe", "GridCatalog", "GridProtocol", "GridScheduler", "GridTransport", "GridStore",
-                "GridFleet", "GridCLI",
+                "GridFleet", "GridCLI", "GridController",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

@@ -19,7 +19,8 @@ public enum FleetInventories {
     /// Parses and grades each capture found in `directory`; skips what it cannot read. With
     /// `devicesPerNode`, each host shape is cut or filled (repeating its devices with new
     /// indexes) to exactly that many devices.
-    public static func load(directory: String, healthyOnly: Bool = false, devicesPerNode: Int? = nil) -> [[DeviceInventory]] {
+    public static func load(directory: String, healthyOnly: Bool = false, devicesPerNode: Int? = nil,
+                            captures: [String] = captures) -> [[DeviceInventory]] {
         let prober = Prober(settings: ProbeSettings())
         var out: [[DeviceInventory]] = []
         for name in captures {

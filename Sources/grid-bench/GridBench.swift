@@ -13,7 +13,8 @@ struct GridBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "grid-bench", abstract: "Measure ComputeGrid: hot paths and the scale benchmarks of BENCHMARKS.md.",
         subcommands: [Micro.self, PlacementBench.self, HeartbeatBench.self, EndToEndBench.self, LatencyBench.self,
-                      FailoverBench.self, RecoveryBench.self, AgentCostBench.self, NationalBench.self],
+                      FailoverBench.self, RecoveryBench.self, AgentCostBench.self, NationalBench.self,
+                      RegionTraceBench.self, RegionPlacementBench.self],
         defaultSubcommand: Micro.self)
 }
 
