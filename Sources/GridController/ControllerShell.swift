@@ -159,6 +159,7 @@ extension RegionInstance.Settings {
         placementBudget = config.placementBudget
         historyRetentionMs = Int64(config.historyRetentionHours * 3_600_000)
         placement = .init(allowDegraded: config.placement.allowDegraded)
+        frontier = config.placement.frontier
         confirmStarts = config.confirmStarts
         draining = config.drain
         preemption = config.preemption

@@ -84,6 +84,8 @@ public struct RegionInstance: Sendable {
         public var preemptionScanLimit: Int = 1024
         /// Accounts: quotas, cohorts, fair share.
         public var accounts = AccountPolicy()
+        /// Whether work a lower grade could run may use grade A when the lower grades are busy.
+        public var frontier: FrontierPolicy = .reserve
         public init(region: RegionID) { self.region = region }
     }
 
@@ -166,6 +168,10 @@ public struct RegionInstance: Sendable {
     /// Jobs waiting for devices their account lent to its cohort (being reclaimed), by cohort:
     /// while any waits, no one in the cohort borrows.
     var reclaimers: [String: Set<JobID>] = [:]
+    /// Nodes whose devices are being freed for a job by preemption: until that job is placed
+    /// (or a minute has passed) no job of lower or equal priority is placed there, so what the
+    /// victims give back goes to the job they were stopped for, not to the next small job.
+    var keptFor: [NodeID: (job: JobID, priority: Int, untilMs: Int64)] = [:]
     /// When usage was last written; the wall time of the latest input (for refunds, whose
     /// callers do not all carry the time).
     var usageWrittenAtMs: Int64 = 0
@@ -736,6 +742,7 @@ public struct RegionInstance: Sendable {
         guard let best, let peer = nodes[best.node]?.route else { return [] }
         var out: [ControllerDirective] = []
         preemptionsFor[job.id] = Set(best.victims.map(\.id))
+        keptFor[best.node] = (job.id, job.spec.priority, now.monotonicMs + 60_000)
         if reclaim, best.victims.contains(where: { charged[$0.id]?.borrowed ?? false }), let cohort = settings.accounts.quota(for: account).cohort {
             reclaimers[cohort, default: []].insert(job.id)
         }
@@ -1292,6 +1299,16 @@ public struct RegionInstance: Sendable {
         return waiting.filter { $0 != except }.min()
     }
 
+    /// `frontier: reserve`: a request that accepts grade A and lower grades is kept below A when
+    /// some node of a lower grade could ever run it (it then waits for those); unchanged when
+    /// only grade A (or ungraded devices) could.
+    mutating func keepOffFrontier(_ want: AcceleratorRequest) -> AcceleratorRequest {
+        guard want.count > 0, want.maxGrade == nil || want.maxGrade == .a, want.admits(grade: .b) else { return want }
+        var lower = want
+        lower.maxGrade = .b
+        return index.couldEverFit(lower) ? lower : want
+    }
+
     /// Whether any account has a limit: without, placement skips the quota checks.
     var quotas: Bool { settings.accounts.hasLimits }
 
@@ -1352,13 +1369,24 @@ public struct RegionInstance: Sendable {
                     continue
                 }
             }
+            if settings.frontier == .reserve { wants = wants.map { keepOffFrontier($0) } }
             let shape = wants.map { var r = $0; r.count = 0; return r }
             // A shape that did not fit at count k in this pass cannot fit at k or more.
-            if want.count > 0, let k = blocked[shape], want.count >= k { continue }
+            let keeps = !keptFor.isEmpty && keptFor.values.contains { $0.job == jid }
+            if want.count > 0, !keeps, let k = blocked[shape], want.count >= k { continue }
             let (option, choice) = index.choose(among: wants)
             var borrowed = false
             var use = ResourceUse()
+            if case .placed(let nodeID, let deviceIDs) = choice, let kept = keptFor[nodeID], kept.job != jid {
+                if kept.untilMs <= now.monotonicMs || jobs[kept.job]?.state != .queued {
+                    keptFor[nodeID] = nil
+                } else if job.spec.priority <= kept.priority {
+                    out += wait(&job, "waiting: the free devices on \(nodeID) are kept for \(kept.job), which stopped lower-priority work there")
+                    continue
+                }
+            }
             if case .placed(let nodeID, let deviceIDs) = choice {
+                if keeps { keptFor = keptFor.filter { $0.value.job != jid } }
                 // Every account is charged (usage, fair share); quotas are checked where set.
                 use = index.resourceUse(node: nodeID, deviceIDs: deviceIDs)
                 if quotas {

@@ -427,6 +427,17 @@ public struct PlacementIndex: Sendable {
             : .impossible("no ready node has \(count) schedulable device(s) matching \(words)"))
     }
 
+    /// Whether some schedulable node has enough units of classes the request can use, free or
+    /// not (the request could ever be placed as things stand). Cached by shape.
+    public mutating func couldEverFit(_ want: AcceleratorRequest) -> Bool {
+        guard want.count > 0 else { return !anyBucket.slots.isEmpty }
+        let matching = matchingClasses(want)
+        return matching.contains { cid in
+            let row = nodesWithUnits[Int(cid)]
+            return row.count > want.count && row[want.count...].contains { $0 > 0 }
+        } || matching.count > 1 && matching.reduce(0) { acc, cid in acc + (nodesWithUnits[Int(cid)].lastIndex { $0 > 0 } ?? 0) } >= want.count
+    }
+
     /// Chooses and allocates in one step.
     public mutating func place(_ want: AcceleratorRequest) -> PlacementChoice {
         place(among: [want]).choice

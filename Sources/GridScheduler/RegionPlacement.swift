@@ -27,17 +27,31 @@ public struct PlacementRequest: Sendable, Hashable {
     }
 }
 
+/// Whether work that a lower grade could run may use frontier (grade A) devices.
+public enum FrontierPolicy: String, Sendable, Codable, Hashable, CaseIterable {
+    /// Never while the region has lower-grade devices that could ever run it: it waits for
+    /// them, and grade A stays free for work that needs it (circular utilisation).
+    case reserve
+    /// When the lower grades are busy, it may take grade A (still the least capable free first).
+    case share
+}
+
 public struct PlacementPolicy: Sendable, Codable, Hashable {
     /// Whether devices reported `degraded` may take work (they are still correct, only slower).
     public var allowDegraded: Bool
-    public init(allowDegraded: Bool = true) { self.allowDegraded = allowDegraded }
+    public var frontier: FrontierPolicy
+    public init(allowDegraded: Bool = true, frontier: FrontierPolicy = .reserve) {
+        self.allowDegraded = allowDegraded
+        self.frontier = frontier
+    }
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case allowDegraded = "allow_degraded" }
+    enum CodingKeys: String, CodingKey, CaseIterable { case allowDegraded = "allow_degraded", frontier }
 
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: CodingKeys.self)
         allowDegraded = try c.value(.allowDegraded, default: true)
+        frontier = try c.value(.frontier, default: .reserve)
     }
 }
 

@@ -142,8 +142,9 @@ struct RegionSimulation {
     let national = Origin(peer: .upstream)
     var seq: UInt64 = 0
 
-    init(nodes: [(NodeID, [DeviceInventory])], accounts: AccountPolicy, preemption: Bool) {
+    init(nodes: [(NodeID, [DeviceInventory])], accounts: AccountPolicy, preemption: Bool, frontier: FrontierPolicy = .reserve) {
         var s = RegionInstance.Settings(region: "trace")
+        s.frontier = frontier
         s.nodeLostAfterMs = 1_000_000_000_000
         s.confirmStarts = false
         s.preemption = preemption
@@ -171,9 +172,9 @@ struct RegionSimulation {
     }
 
     static func run(trace: [TraceJob], nodes: [(NodeID, [DeviceInventory])], accounts: AccountPolicy, preemption: Bool,
-                    horizonS: Double) -> TraceOutcome {
-        var sim = RegionSimulation(nodes: nodes, accounts: accounts, preemption: preemption)
-        var out = TraceOutcome(name: "region")
+                    frontier: FrontierPolicy, horizonS: Double) -> TraceOutcome {
+        var sim = RegionSimulation(nodes: nodes, accounts: accounts, preemption: preemption, frontier: frontier)
+        var out = TraceOutcome(name: "region/\(frontier.rawValue)")
         let classes = Array(Set(nodes.flatMap { $0.1 }.map { d -> DeviceInventory in
             var c = d
             c.id = ""
@@ -220,11 +221,24 @@ struct RegionSimulation {
             }
             // Turns until nothing more is decided at this instant (each turn is budgeted).
             var quiet = 0
+            var rounds = 0
             while quiet < 2 {
+                rounds += 1
+                if rounds > 200, ProcessInfo.processInfo.environment["TRACE_DEBUG"] != nil {
+                    print("t=\(t) round \(rounds): \(directives.count) directives, running \(running.count)")
+                    if rounds > 210 { exit(3) }
+                }
                 let t0 = ContinuousClock.now
                 let turn = sim.instance.onTick(now: sim.now)
                 spent += ContinuousClock.now - t0
                 directives += turn
+                if rounds > 200, ProcessInfo.processInfo.environment["TRACE_DEBUG"] != nil {
+                    for d in directives {
+                        if case .send(.assignment(let a), _, _, _) = d { print("  assign \(a.assignmentID) on \(a.nodeID) \(a.deviceIds)") }
+                        if case .send(.cancel(let c), _, _, _) = d { print("  cancel \(c.assignmentID)") }
+                        if case .log(let e) = d { print("  log \(e.message) \(e.metadata)") }
+                    }
+                }
                 var progressed = false
                 for d in directives {
                     guard case .send(let body, _, _, _) = d else { continue }
@@ -368,7 +382,7 @@ struct RegionTraceBench: ParsableCommand {
         abstract: "Issue 9: the region's scheduler (priorities, fair share, quotas with borrowing, preemption, model fit, grade preference) on a mixed 24 h trace against FIFO first-fit, same trace, same fleet.")
     @Option var nodes = 240
     @Option var hours: Double = 24
-    @Option(help: "Offered load: device-seconds asked for ÷ device-seconds there are.") var load = 0.85
+    @Option(help: "Offered load: device-seconds asked for ÷ device-seconds there are.") var load = 1.0
     @Option var seed: UInt64 = 1
     @Option var fixtures = "Tests/Fixtures/vendor"
     @Option var devicesPerNode = 8
@@ -388,12 +402,13 @@ struct RegionTraceBench: ParsableCommand {
             "web": AccountQuota(shares: 1),
             "batch": AccountQuota(shares: 1, devices: quarter),
         ])
-        let region = RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, horizonS: horizon)
+        let region = RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .reserve, horizonS: horizon)
+        let shared = RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .share, horizonS: horizon)
         let fifo = FIFOFirstFit.run(trace: trace, nodes: fleet, horizonS: horizon)
         let classes: [(String, Int)] = [("high (100)", 100), ("normal (0)", 0), ("low (-100)", -100)]
         print("")
         print("policy           busy %   frontier misuse %   preempted  started   mean/p99 wait, min, per class")
-        for o in [region, fifo] {
+        for o in [region, shared, fifo] {
             var perClass: [String] = []
             for (label, p) in classes {
                 let waits = trace.filter { $0.spec.priority == p }.map { o.waits[$0.id] ?? (horizon - $0.arrivalS) }.sorted()
@@ -403,7 +418,8 @@ struct RegionTraceBench: ParsableCommand {
             }
             let busy = 100 * o.busyDeviceSeconds / (Double(devices) * horizon)
             let misuse = o.frontierDeviceSeconds > 0 ? 100 * o.frontierAvoidable / o.frontierDeviceSeconds : 0
-            print(String(format: "%-16@ %6.1f   %17.1f   %9d  %7d   ", o.name, busy, misuse, o.preemptions, o.waits.count) + perClass.joined(separator: "; "))
+            print(o.name.padding(toLength: 16, withPad: " ", startingAt: 0)
+                  + String(format: " %6.1f   %17.1f   %9d  %7d   ", busy, misuse, o.preemptions, o.waits.count) + perClass.joined(separator: "; "))
         }
         print("")
         print("jobs never started count as waiting until the end of the window")
