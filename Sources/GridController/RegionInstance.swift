@@ -172,6 +172,8 @@ public struct RegionInstance: Sendable {
     /// (or a minute has passed) no job of lower or equal priority is placed there, so what the
     /// victims give back goes to the job they were stopped for, not to the next small job.
     var keptFor: [NodeID: (job: JobID, priority: Int, untilMs: Int64)] = [:]
+    /// Jobs that found nothing to preempt, and when to look again.
+    var noVictimsUntil: [JobID: Int64] = [:]
     /// When usage was last written; the wall time of the latest input (for refunds, whose
     /// callers do not all carry the time).
     var usageWrittenAtMs: Int64 = 0
@@ -1454,8 +1456,14 @@ public struct RegionInstance: Sendable {
                 out.append(.log(LogEvent(.info, "job placed", fields)))
             case .busy(let reason), .impossible(let reason):
                 if want.count > 0 { blocked[shape] = min(blocked[shape] ?? Int.max, want.count) }
-                if case .busy = choice, settings.preemption, want.count > 0, preemptionsFor[jid] == nil {
-                    out += preempt(for: job, now: now)
+                if case .busy = choice, settings.preemption, want.count > 0, preemptionsFor[jid] == nil,
+                   (noVictimsUntil[jid] ?? 0) <= now.monotonicMs {
+                    let stops = preempt(for: job, now: now)
+                    // Nothing to stop now: look again in 5 s, not on every pass (a scan of up
+                    // to `preemptionScanLimit` nodes).
+                    if stops.isEmpty { noVictimsUntil[jid] = now.monotonicMs + 5000 } else { noVictimsUntil[jid] = nil }
+                    if noVictimsUntil.count > 100_000 { noVictimsUntil = noVictimsUntil.filter { $0.value > now.monotonicMs } }
+                    out += stops
                 }
                 let why = reason + "; " + diagnosis(wants[wants.count - 1], now: now) + unfit(job.spec, fit)
                 if job.message != why {

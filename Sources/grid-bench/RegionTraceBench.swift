@@ -222,7 +222,7 @@ struct RegionSimulation {
             // Turns until nothing more is decided at this instant (each turn is budgeted).
             var quiet = 0
             var rounds = 0
-            while quiet < 2 {
+            while quiet < 1 {
                 rounds += 1
                 if rounds > 200, ProcessInfo.processInfo.environment["TRACE_DEBUG"] != nil {
                     print("t=\(t) round \(rounds): \(directives.count) directives, running \(running.count)")
@@ -320,6 +320,16 @@ enum FIFOFirstFit {
     static func run(trace: [TraceJob], nodes: [(NodeID, [DeviceInventory])], horizonS: Double) -> TraceOutcome {
         var out = TraceOutcome(name: "fifo-first-fit")
         let classes = Array(Set(nodes.flatMap { $0.1 }.map { HashableDevice($0) })).map(\.device)
+        // Each device's class, and per request shape which classes it may use (worked out once).
+        let classIndex = Dictionary(uniqueKeysWithValues: classes.enumerated().map { (HashableDevice($0.element), $0.offset) })
+        let classOf: [[Int]] = nodes.map { $0.1.map { classIndex[HashableDevice($0)]! } }
+        var eligible: [AcceleratorRequest: [Bool]] = [:]
+        func usable(_ want: AcceleratorRequest) -> [Bool] {
+            if let e = eligible[want] { return e }
+            let e = classes.map { RegionPlacement.eligibleDevice($0, for: want, policy: PlacementPolicy()) }
+            eligible[want] = e
+            return e
+        }
         var free: [[Bool]] = nodes.map { $0.1.map { _ in true } }
         var queue: [TraceJob] = []
         var ends: [(Double, Int, [Int], TraceJob, Double)] = []  // end, node, device indexes, job, start
@@ -350,10 +360,11 @@ enum FIFOFirstFit {
             var kept: [TraceJob] = []
             for job in queue {
                 let wants = ModelFit.requests(for: job.spec)
+                let masks = wants.map(usable)
                 var placed = false
                 nodeLoop: for (n, node) in nodes.enumerated() {
-                    for want in wants {
-                        let fits = node.1.indices.filter { free[n][$0] && RegionPlacement.eligibleDevice(node.1[$0], for: want, policy: PlacementPolicy()) }
+                    for (w, want) in wants.enumerated() {
+                        let fits = node.1.indices.filter { free[n][$0] && masks[w][classOf[n][$0]] }
                         if fits.count >= want.count {
                             let take = Array(fits.prefix(want.count))
                             for k in take { free[n][k] = false }
@@ -402,9 +413,15 @@ struct RegionTraceBench: ParsableCommand {
             "web": AccountQuota(shares: 1),
             "batch": AccountQuota(shares: 1, devices: quarter),
         ])
-        let region = RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .reserve, horizonS: horizon)
-        let shared = RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .share, horizonS: horizon)
-        let fifo = FIFOFirstFit.run(trace: trace, nodes: fleet, horizonS: horizon)
+        func timed<T>(_ name: String, _ body: () -> T) -> T {
+            let t0 = ContinuousClock.now
+            let r = body()
+            print("\(name): simulated in \(ContinuousClock.now - t0)")
+            return r
+        }
+        let region = timed("region/reserve") { RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .reserve, horizonS: horizon) }
+        let shared = timed("region/share") { RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .share, horizonS: horizon) }
+        let fifo = timed("fifo-first-fit") { FIFOFirstFit.run(trace: trace, nodes: fleet, horizonS: horizon) }
         let classes: [(String, Int)] = [("high (100)", 100), ("normal (0)", 0), ("low (-100)", -100)]
         print("")
         print("policy           busy %   frontier misuse %   preempted  started   mean/p99 wait, min, per class")
