@@ -1362,10 +1362,17 @@ public struct RegionInstance: Sendable {
             let fit = ModelFit.options(for: job.spec)
             var wants = fit.isEmpty ? [want] : fit.map(\.request)
             let account = job.spec.accountName
+            var quotaNote = ""
             if quotas {
                 // Grades the account has no quota left for are taken out of the request.
                 let exhausted = ledger.exhaustedGrades(account)
-                if !exhausted.isEmpty { wants = wants.compactMap { Self.narrow($0, excluding: exhausted) } }
+                if !exhausted.isEmpty {
+                    let before = wants
+                    wants = wants.compactMap { Self.narrow($0, excluding: exhausted) }
+                    if wants != before {
+                        quotaNote = "; quota: account \(account) has no grade-\(exhausted.map(\.rawValue).sorted().joined(separator: "/")) quota left"
+                    }
+                }
                 if wants.isEmpty {
                     out += wait(&job, "account \(account) has no quota left for any grade this job accepts (\(exhausted.map(\.rawValue).sorted().joined(separator: ", ")))")
                     continue
@@ -1465,7 +1472,7 @@ public struct RegionInstance: Sendable {
                     if noVictimsUntil.count > 100_000 { noVictimsUntil = noVictimsUntil.filter { $0.value > now.monotonicMs } }
                     out += stops
                 }
-                let why = reason + "; " + diagnosis(wants[wants.count - 1], now: now) + unfit(job.spec, fit)
+                let why = reason + "; " + diagnosis(wants[wants.count - 1], now: now) + unfit(job.spec, fit) + quotaNote
                 if job.message != why {
                     job.message = why
                     jobs[jid] = job
@@ -1558,7 +1565,7 @@ public struct RegionInstance: Sendable {
 
     /// Every account this region knows (configured, holding, queued or with usage): its quota,
     /// what it holds and borrows, its usage and fair-share factor.
-    func accountStatuses() -> [Wire.AccountStatus] {
+    public func accountStatuses() -> [Wire.AccountStatus] {
         var queued: [String: Int] = [:]
         for j in jobs.values where j.state == .queued { queued[j.spec.accountName, default: 0] += 1 }
         var borrowed: [String: Int] = [:]

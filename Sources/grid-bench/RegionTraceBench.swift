@@ -488,7 +488,9 @@ struct RegionPlacementBench: ParsableCommand {
         var turns = 0
         var spent: Duration = .zero
         var idle = 0
-        while idle < 2 {
+        // Until a whole pass over what is still queued places nothing (each turn examines at
+        // most the placement budget, 4096 here).
+        while idle < (trace.count - placed) / 4096 + 2 {
             sim.at(Double(turns) * 0.001)
             let t0 = ContinuousClock.now
             let out = sim.instance.onTick(now: sim.now)
