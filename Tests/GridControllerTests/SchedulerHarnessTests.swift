@@ -149,6 +149,7 @@ struct SchedulerHarness {
                         Issue.record("seed \(seed) step \(stepNo): \(id) (priority \(spec.priority)) waits but fits: \(job.message)")
                     }
                 }
+                #expect(stepNo < 5 || s.plans.contains { !$0.placed.isEmpty }, "seed \(seed): nothing was ever placed")
                 // 4. Every stop came back queued (or ran again), never lost, once per stop.
                 for (jid, stops) in s.preemptedRuns {
                     guard let job = s.h.instance.job(JobID(jid)) else { continue }
