@@ -1348,7 +1348,7 @@ public struct RegionInstance: Sendable {
         if queueCursor >= queue.count { queueCursor = 0 }
         var out: [ControllerDirective] = []
         var placedIDs: Set<JobID> = []
-        var blocked: [[AcceleratorRequest]: Int] = [:]
+        var blocked: [[AcceleratorRequest]: (count: Int, why: String)] = [:]
         let begin = queueCursor
         let end = min(queue.count, queueCursor + settings.placementBudget)
         let budgetHit = end < queue.count
@@ -1382,7 +1382,11 @@ public struct RegionInstance: Sendable {
             let shape = wants.map { var r = $0; r.count = 0; return r }
             // A shape that did not fit at count k in this pass cannot fit at k or more.
             let keeps = !keptFor.isEmpty && keptFor.values.contains { $0.job == jid }
-            if want.count > 0, !keeps, let k = blocked[shape], want.count >= k { continue }
+            if want.count > 0, !keeps, let b = blocked[shape], want.count >= b.count {
+                // Waits for the same reason as the job of its shape examined before it.
+                out += wait(&job, b.why + quotaNote)
+                continue
+            }
             let (option, choice) = index.choose(among: wants)
             var borrowed = false
             var use = ResourceUse()
@@ -1462,7 +1466,8 @@ public struct RegionInstance: Sendable {
                 if let p = job.precision { fields["precision"] = p.rawValue }
                 out.append(.log(LogEvent(.info, "job placed", fields)))
             case .busy(let reason), .impossible(let reason):
-                if want.count > 0 { blocked[shape] = min(blocked[shape] ?? Int.max, want.count) }
+                let base = reason + "; " + diagnosis(wants[wants.count - 1], now: now) + unfit(job.spec, fit)
+                if want.count > 0, want.count < blocked[shape]?.count ?? Int.max { blocked[shape] = (want.count, base) }
                 if case .busy = choice, settings.preemption, want.count > 0, preemptionsFor[jid] == nil,
                    (noVictimsUntil[jid] ?? 0) <= now.monotonicMs {
                     let stops = preempt(for: job, now: now)
@@ -1472,7 +1477,7 @@ public struct RegionInstance: Sendable {
                     if noVictimsUntil.count > 100_000 { noVictimsUntil = noVictimsUntil.filter { $0.value > now.monotonicMs } }
                     out += stops
                 }
-                let why = reason + "; " + diagnosis(wants[wants.count - 1], now: now) + unfit(job.spec, fit) + quotaNote
+                let why = base + quotaNote
                 if job.message != why {
                     job.message = why
                     jobs[jid] = job
