@@ -157,14 +157,9 @@ struct Cancel: ParsableCommand {
     func run() throws {
         let client: GridClient
         do { client = try options.client() } catch { throw fail("\(error)") }
-        var jobs: [JobRecord] = []
-        var failed = false
-        for id in ids {
-            do { jobs.append(try client.cancel(id, timeout: options.timeout)) } catch {
-                failed = true
-                FileHandle.standardError.write(Data("gridctl: \(id): \(error)\n".utf8))
-            }
-        }
+        let result = eachJob(ids) { try client.cancel($0, timeout: options.timeout) }
+        var jobs = result.jobs
+        let failed = result.failed
         if wait {
             let deadline = Date().addingTimeInterval(within)
             while !jobs.allSatisfy(\.state.isTerminal) && Date() < deadline {
@@ -191,6 +186,20 @@ struct Accounts: ParsableCommand {
     }
 }
 
+/// Applies `action` to each job in turn: one that fails is reported on standard error and the
+/// others go on. Returns the jobs as they now stand, and whether any failed.
+func eachJob(_ ids: [String], _ action: (String) throws -> JobRecord) -> (jobs: [JobRecord], failed: Bool) {
+    var jobs: [JobRecord] = []
+    var failed = false
+    for id in ids {
+        do { jobs.append(try action(id)) } catch {
+            failed = true
+            FileHandle.standardError.write(Data("gridctl: \(id): \(error)\n".utf8))
+        }
+    }
+    return (jobs, failed)
+}
+
 /// What hold, release and requeue share: the jobs and a reason.
 struct JobControlOptions: ParsableArguments {
     @OptionGroup var options: ControllerOptions
@@ -200,14 +209,7 @@ struct JobControlOptions: ParsableArguments {
     func run(_ action: Wire.JobControl.Action) throws {
         let client: GridClient
         do { client = try options.client() } catch { throw fail("\(error)") }
-        var jobs: [JobRecord] = []
-        var failed = false
-        for id in ids {
-            do { jobs.append(try client.jobControl(action, job: id, reason: reason, timeout: options.timeout)) } catch {
-                failed = true
-                FileHandle.standardError.write(Data("gridctl: \(id): \(error)\n".utf8))
-            }
-        }
+        let (jobs, failed) = eachJob(ids) { try client.jobControl(action, job: $0, reason: reason, timeout: options.timeout) }
         if options.json { try printJSON(jobs) } else if !jobs.isEmpty { print(Table.jobs(jobs)) }
         if failed { throw ExitCode(1) }
     }

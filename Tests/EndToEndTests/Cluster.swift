@@ -88,6 +88,21 @@ final class Cluster {
 
     func client() throws -> GridClient { try GridClient(endpoint: nationalEndpoint) }
 
+    /// Runs `gridctl ARGS --controller <national>`: its exit status and what it printed
+    /// (standard output and error together).
+    func gridctl(_ args: [String]) throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = Self.binDir.appendingPathComponent("gridctl")
+        p.arguments = args + ["--controller", nationalEndpoint]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, out)
+    }
+
     /// Polls until `condition` holds or `seconds` pass.
     func eventually<T>(_ seconds: Double = 30, _ what: String, _ probe: () throws -> T?) throws -> T {
         let deadline = Date().addingTimeInterval(seconds)

@@ -110,18 +110,7 @@ extension EndToEnd {
             ((try? String(contentsOf: pids, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
         }
         let first = try c.eventually(30, "the first run") { started().first }
-        func gridctl(_ args: [String]) throws -> (Int32, String) {
-            let p = Process()
-            p.executableURL = Cluster.binDir.appendingPathComponent("gridctl")
-            p.arguments = args + ["--controller", c.nationalEndpoint]
-            let pipe = Pipe()
-            p.standardOutput = pipe
-            p.standardError = pipe
-            try p.run()
-            let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, out)
-        }
+        let gridctl = c.gridctl
         let (rc, out) = try gridctl(["requeue", r.jobID, "--reason", "rebalance"])
         #expect(rc == 0, "\(out)")
         let second = try c.eventually(30, "the second run") { started().count == 2 ? started()[1] : nil }
@@ -205,14 +194,7 @@ extension EndToEnd {
         #expect(events.count == 16)
         #expect(peak["ml"] == 2, "ml ran \(peak["ml"] ?? 0) at once with a quota of 2")
         #expect((peak["web"] ?? 0) >= 2, "web, without a quota, ran beside it")
-        let p = Process()
-        p.executableURL = Cluster.binDir.appendingPathComponent("gridctl")
-        p.arguments = ["accounts", "--region", "r1", "--controller", c.nationalEndpoint]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        try p.run()
-        let shown = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
+        let shown = try c.gridctl(["accounts", "--region", "r1"]).output
         let mlRow = try #require(shown.split(separator: "\n").first { $0.hasPrefix("ml ") }, "\(shown)")
         #expect(mlRow.contains("r1") && mlRow.split(separator: " ").contains("2"), "\(shown)")
         #expect(shown.contains("web"), "\(shown)")

@@ -291,14 +291,7 @@ extension EndToEnd {
         }
         #expect(queued.attempts.first?.endReason == .agentStopped, "\(queued.attempts)")
         // `gridctl job ID` shows the attempt with its node, epoch and why it ended.
-        let ctl = Process()
-        ctl.executableURL = Cluster.binDir.appendingPathComponent("gridctl")
-        ctl.arguments = ["job", r.jobID, "--controller", s.c.nationalEndpoint]
-        let pipe = Pipe()
-        ctl.standardOutput = pipe
-        try ctl.run()
-        let shown = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        ctl.waitUntilExit()
+        let shown = try s.c.gridctl(["job", r.jobID]).output
         #expect(shown.contains("attempts: 1 of at most 3") && shown.contains("agent_stopped") && shown.contains("\(r.jobID).1"), "\(shown)")
         try s.startAgent("n1", as: "n1-back")
         _ = try s.c.eventually(30, "the second run") { s.runs().count == 2 ? true : nil }

@@ -5,18 +5,8 @@ import Testing
 
 @testable import GridScheduler
 
-/// SplitMix64: a seeded generator so a failing property names a seed that replays it.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// The seeded generator a failing property names the seed of, to replay it.
+typealias SeededRandom = SplitMix64
 
 /// A random fleet in the shapes a region sees: whole nodes of one SKU, some devices degraded,
 /// unhealthy, unknown or retired, mixed vendors and memory sizes.
