@@ -1431,6 +1431,8 @@ public struct RegionInstance: Sendable {
                 job.assignment = aid
                 job.precision = fit.isEmpty ? nil : fit[option].precision
                 job.message = "assigned to \(nodeID)" + (job.precision.map { " at \($0.rawValue)" } ?? "")
+                let why = index.explain(node: nodeID, deviceIDs: deviceIDs)
+                if !why.isEmpty { job.message += ": " + why }
                 job.updatedAt = now.wall
                 job.attempts.append(Attempt(number: job.attempts.filter { $0.endReason != .rejected }.count + 1,
                                             node: nodeID, assignment: aid, epoch: job.epoch))

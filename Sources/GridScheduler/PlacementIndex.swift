@@ -612,6 +612,23 @@ public struct PlacementIndex: Sendable {
         return use
     }
 
+    /// Why these units were chosen, in words, for the job's message: their class and the
+    /// order that put it first ("2 × NVIDIA A10G (grade C, healthy, 23028 MiB, 71 GCU); least
+    /// capable grade that fits first, then the node with the fewest free units: 2 left free").
+    public func explain(node id: NodeID, deviceIDs: [String]) -> String {
+        guard let slot = slotOf[id], let n = nodes[Int(slot)], !deviceIDs.isEmpty else { return "" }
+        var kinds: [String: Int] = [:]
+        for u in n.units where deviceIDs.contains(u.deviceID) && u.classID >= 0 {
+            let c = classes[Int(u.classID)]
+            let gcu = c.gcu > 0 ? ", \(Int(c.gcu.rounded())) GCU" : ""
+            let name = (c.partition.map { "\(c.model) [\($0)]" } ?? c.model)
+                + " (grade \(c.grade?.rawValue ?? "none"), \(c.health.rawValue), \(c.memoryMiB) MiB\(gcu))"
+            kinds[name, default: 0] += 1
+        }
+        let what = kinds.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: " + ")
+        return "\(what); least capable grade that fits first, then healthy, then least memory, then the node with the fewest free units: \(n.units.filter { !$0.busy && $0.classID >= 0 }.count) left free"
+    }
+
     public func freeDevices(of id: NodeID) -> Int {
         guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return 0 }
         return n.units.filter { !$0.busy }.count

@@ -26,7 +26,7 @@ import Testing
         #expect(a.nodeID == "small" && a.deviceIds == ["a10g"])
         #expect(a.precision == "int8")
         let job = try #require(h.instance.job("serve"))
-        #expect(job.precision == .int8 && job.message.hasSuffix("at int8"))
+        #expect(job.precision == .int8 && job.message.hasPrefix("assigned to small at int8: 1 × NVIDIA A10G (grade C, healthy, 24576 MiB, 70 GCU); least capable grade"), "\(job.message)")
         _ = h.ack(a)
         let up = h.tick(advanceMs: 10).statusUpdates.first { $0.jobID == "serve" }
         #expect(up?.precision == "int8")
