@@ -18,6 +18,7 @@ import Yams
 ///       partition: 1g.10gb        # a MIG slice of that profile (or any) instead of whole devices
 ///       min_gcu: 100              # least compute per device, GCU (1 GCU = 1 dense FP16 TFLOPS)
 ///       min_total_gcu: 400        # least compute over all the job's devices, GCU
+///       interconnect: same_numa   # any (default) | same_numa: all devices on one NUMA node
 ///     model:                      # fit a model to devices and choose its precision (JOBS.md)
 ///       parameters: 13B
 ///       precisions: [bf16, int8]  # allowed; the scheduler sets GRID_PRECISION to its choice
@@ -182,9 +183,10 @@ public enum JobFile {
         var partition: String?
         var minGCU: Double?
         var minTotalGCU: Double?
+        var interconnect: String?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case count, vendor, model, partition
+            case count, vendor, model, partition, interconnect
             case minGCU = "min_gcu"
             case minTotalGCU = "min_total_gcu"
             case minMemory = "min_memory"
@@ -208,6 +210,7 @@ public enum JobFile {
             partition = try c.decodeIfPresent(String.self, forKey: .partition)
             minGCU = try c.decodeIfPresent(Double.self, forKey: .minGCU)
             minTotalGCU = try c.decodeIfPresent(Double.self, forKey: .minTotalGCU)
+            interconnect = try c.decodeIfPresent(String.self, forKey: .interconnect)
         }
     }
 
@@ -237,6 +240,11 @@ public enum JobFile {
         request.partition = raw.accelerators?.partition
         request.minGCU = raw.accelerators?.minGCU
         request.minTotalGCU = raw.accelerators?.minTotalGCU
+        if let i = raw.accelerators?.interconnect {
+            if let v = InterconnectRequirement(rawValue: i.lowercased()) { request.interconnect = v } else {
+                problems.append("accelerators.interconnect: '\(i)' is not one of any, same_numa, nvlink")
+            }
+        }
         if let m = raw.accelerators?.minMemory {
             if let mib = parseMemoryMiB(m) { request.minMemoryMiB = mib } else {
                 problems.append("accelerators.min_memory: '\(m)' is not a size (e.g. 40GiB, 16000MiB, or a number of MiB)")

@@ -18,12 +18,15 @@ public struct AcceleratorRequest: Codable, Sendable, Hashable {
     public var partition: String?
     /// Least compute per device, in GCU (1 GCU = 1 dense FP16 TFLOPS, derated by health).
     public var minGCU: Double?
+    /// How the devices must be connected to each other; nil = any.
+    public var interconnect: InterconnectRequirement?
     /// Least compute over all the job's devices, in GCU: each device needs this ÷ count.
     public var minTotalGCU: Double?
     public init(count: Int = 1, vendor: AcceleratorVendor? = nil, model: String? = nil, minMemoryMiB: Int? = nil,
                 minGrade: DeviceGrade? = nil, maxGrade: DeviceGrade? = nil, partition: String? = nil,
-                minGCU: Double? = nil, minTotalGCU: Double? = nil) {
+                minGCU: Double? = nil, minTotalGCU: Double? = nil, interconnect: InterconnectRequirement? = nil) {
         self.partition = partition
+        self.interconnect = interconnect
         self.minGCU = minGCU
         self.minTotalGCU = minTotalGCU
         self.count = count
@@ -56,6 +59,18 @@ public struct AcceleratorRequest: Codable, Sendable, Hashable {
         if grade == .r { return false }
         return true
     }
+}
+
+/// How a multi-device job's devices must be connected.
+public enum InterconnectRequirement: String, Codable, Sendable, Hashable, CaseIterable {
+    /// No constraint.
+    case any
+    /// All devices on one NUMA node of the host (devices whose NUMA node is unknown count as
+    /// one node: a host without NUMA reports none).
+    case sameNUMA = "same_numa"
+    /// All devices NVLink (or xGMI, HCCS) peers of each other. Not placeable yet: agents do not
+    /// report peer groups; refused at submit with that reason.
+    case nvlink
 }
 
 /// A job as submitted: what to run and what it needs.
@@ -150,6 +165,9 @@ public struct JobSpec: Codable, Sendable, Hashable {
         }
         for (key, v) in [("min_gcu", accelerators.minGCU), ("min_total_gcu", accelerators.minTotalGCU)] {
             if let v, !(v.isFinite && v >= 0 && v <= 1e9) { out.append("accelerators.\(key): 0…1e9 GCU, got \(v)") }
+        }
+        if accelerators.interconnect == .nvlink {
+            out.append("accelerators.interconnect: nvlink is not supported yet (agents do not report NVLink/xGMI/HCCS peer groups); use same_numa or any")
         }
         if let m = model {
             out += m.problems()

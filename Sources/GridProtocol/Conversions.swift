@@ -100,6 +100,7 @@ extension Wire.JobSpec {
         a.partition = s.accelerators.partition ?? ""
         a.minGcu = s.accelerators.minGCU ?? 0
         a.minTotalGcu = s.accelerators.minTotalGCU ?? 0
+        a.interconnect = s.accelerators.interconnect?.rawValue ?? ""
         accelerators = a
         if let m = s.model { model = Wire.ModelRequirement(m) }
         account = s.account
@@ -175,7 +176,15 @@ extension Wire.JobSpec {
             }
             return g
         }
-        let s = JobSpec(
+        var interconnect: InterconnectRequirement?
+        if !accelerators.interconnect.isEmpty {
+            guard let i = InterconnectRequirement(rawValue: accelerators.interconnect) else {
+                throw .invalidField(type: "JobSpec", field: "accelerators.interconnect",
+                                    reason: "'\(accelerators.interconnect)' is not one of any, same_numa, nvlink")
+            }
+            interconnect = i
+        }
+        var s = JobSpec(
             name: name, command: command, args: args, env: env,
             accelerators: AcceleratorRequest(
                 count: Int(accelerators.count), vendor: vendor,
@@ -196,6 +205,7 @@ extension Wire.JobSpec {
             model: hasModel ? try model.requirement() : nil,
             account: account
         )
+        s.accelerators.interconnect = interconnect
         if let first = s.problems().first {
             throw .invalidField(type: "JobSpec", field: String(first.prefix(while: { $0 != ":" })), reason: first)
         }

@@ -111,6 +111,8 @@ public struct PlacementIndex: Sendable {
         var capacityKey: CapacityKey
         var health: HealthState
         var busy: Bool
+        /// The host NUMA node; -1 unknown (all unknown ones count as one node).
+        var numa: Int32 = -1
     }
 
     struct ClassSlot: Sendable {
@@ -171,6 +173,7 @@ public struct PlacementIndex: Sendable {
         var maxGrade: DeviceGrade?
         var partition: String?
         var minGCU: Double
+        var interconnect: InterconnectRequirement?
     }
 
     var models: [String: String] = [:]
@@ -211,7 +214,7 @@ public struct PlacementIndex: Sendable {
             // A device some other process computes on is held, whoever placed it.
             let isBusy = busy.contains(d.id) || (d.foreignProcesses ?? 0) > 0
             units.append(Unit(deviceID: d.id, index: d.index, classID: cid, capacityKey: key,
-                              health: d.health.state, busy: isBusy))
+                              health: d.health.state, busy: isBusy, numa: Int32(clamping: d.numaNode ?? -1)))
             if cid >= 0 {
                 if let i = classSlots.firstIndex(where: { $0.classID == cid }) {
                     classSlots[i].units += 1
@@ -376,6 +379,7 @@ public struct PlacementIndex: Sendable {
         }
         let count = first.count
         let matchings = wants.map { matchingClasses($0) }
+        if first.interconnect == .sameNUMA && count > 1 { return chooseOnOneNUMANode(wants, matchings) }
         var merged: [(cid: Int32, option: Int)]
         if matchings.count == 1 {
             merged = matchings[0].map { ($0, 0) }
@@ -438,6 +442,65 @@ public struct PlacementIndex: Sendable {
         } || matching.count > 1 && matching.reduce(0) { acc, cid in acc + (nodesWithUnits[Int(cid)].lastIndex { $0 > 0 } ?? 0) } >= want.count
     }
 
+    /// `interconnect: same_numa`: nodes with enough free units in all are scanned (at most
+    /// `scanLimit`), and a node fits when one NUMA node of it has `count` free units a request
+    /// can use. Among at most `candidateLimit` fits: the least capable classes first, then the
+    /// node with the fewest free units, then the id; the option is the first that fits there.
+    func chooseOnOneNUMANode(_ wants: [AcceleratorRequest], _ matchings: [[Int32]]) -> (option: Int, choice: PlacementChoice) {
+        let count = wants[0].count
+        var best: (key: [Int], slot: Int32, option: Int, ids: [String])?
+        var fits = 0, examined = 0
+        outer: for k in stride(from: count, to: totalBuckets.count, by: 1) {
+            for slot in totalBuckets[k].slots {
+                examined += 1
+                let n = nodes[Int(slot)]!
+                for (option, matching) in matchings.enumerated() {
+                    guard let (rank, ids) = numaGroup(n, matching, count) else { continue }
+                    let key = [rank, Int(n.freeTotal), option]
+                    if best == nil || key.lexicographicallyPrecedes(best!.key) || (key == best!.key && n.id < nodes[Int(best!.slot)]!.id) {
+                        best = (key, slot, option, ids)
+                    }
+                    fits += 1
+                    break
+                }
+                if fits >= options.candidateLimit || examined >= options.scanLimit { break outer }
+            }
+        }
+        if let best { return (best.option, .placed(node: nodes[Int(best.slot)]!.id, deviceIDs: best.ids)) }
+        let words = RegionPlacement.describe(wants[wants.count - 1])
+        // Could it ever fit (busy or not)? Every schedulable node is looked at: a rare path.
+        for case let n? in nodes where n.schedulable {
+            for matching in matchings {
+                var groups: [Int32: Int] = [:]
+                for u in n.units where u.classID >= 0 && matching.contains(u.classID) { groups[u.numa, default: 0] += 1 }
+                if groups.values.contains(where: { $0 >= count }) {
+                    return (0, .busy("waiting for \(count) free device(s) matching \(words)"))
+                }
+            }
+        }
+        return (0, .impossible("no ready node has \(count) schedulable device(s) matching \(words)"))
+    }
+
+    /// On one node: the NUMA node with `count` free units of the matching classes whose
+    /// chosen units are the least capable (worst class rank among them, lower is preferred),
+    /// with those units; nil when none has enough.
+    func numaGroup(_ n: NodeEntry, _ matching: [Int32], _ count: Int) -> (rank: Int, ids: [String])? {
+        var rank: [Int32: Int] = [:]
+        for (i, c) in matching.enumerated() { rank[c] = i }
+        var groups: [Int32: [Unit]] = [:]
+        for u in n.units where !u.busy && u.classID >= 0 && rank[u.classID] != nil { groups[u.numa, default: []].append(u) }
+        var best: (rank: Int, ids: [String])?
+        for (_, units) in groups.sorted(by: { $0.key < $1.key }) where units.count >= count {
+            let chosen = units.sorted { a, b in
+                let ra = rank[a.classID]!, rb = rank[b.classID]!
+                return ra != rb ? ra < rb : a.index < b.index
+            }.prefix(count)
+            let worst = chosen.map { rank[$0.classID]! }.max()!
+            if best == nil || worst < best!.rank { best = (worst, chosen.map(\.deviceID)) }
+        }
+        return best
+    }
+
     /// Chooses and allocates in one step.
     public mutating func place(_ want: AcceleratorRequest) -> PlacementChoice {
         place(among: [want]).choice
@@ -485,7 +548,7 @@ public struct PlacementIndex: Sendable {
     mutating func matchingClasses(_ want: AcceleratorRequest) -> [Int32] {
         let key = ShapeKey(vendor: want.vendor, model: want.model ?? "", minMemoryMiB: want.minMemoryMiB ?? 0,
                            minGrade: want.minGrade, maxGrade: want.maxGrade, partition: want.partition?.lowercased(),
-                           minGCU: want.perDeviceGCU)
+                           minGCU: want.perDeviceGCU, interconnect: want.interconnect)
         if let cached = shapeCache[key] { return cached }
         let pattern = ModelPattern(key.model)
         let ids = classes.indices.filter { i in
@@ -571,6 +634,9 @@ public struct PlacementIndex: Sendable {
                 cause = "cordoned"
             } else if !n.schedulable {
                 cause = "not ready (lost, draining or not heard since a restart)"
+            } else if fit.count >= want.count, want.interconnect == .sameNUMA, want.count > 1,
+                      !Dictionary(grouping: fit, by: \.numa).values.contains(where: { $0.count >= want.count }) {
+                cause = "not \(want.count) matching devices on one NUMA node"
             } else if fit.count >= want.count {
                 cause = fit.filter({ !$0.busy }).count >= want.count ? "free (placeable now)" : "busy"
             } else {

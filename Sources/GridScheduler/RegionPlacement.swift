@@ -125,6 +125,7 @@ public enum RegionPlacement {
         if let m = want.model { parts.append("model~\(m)") }
         if let mem = want.minMemoryMiB { parts.append("memory>=\(mem)MiB") }
         if want.perDeviceGCU > 0 { parts.append("gcu>=\(Int(want.perDeviceGCU.rounded(.up)))") }
+        if let i = want.interconnect, i != .any { parts.append("interconnect=\(i.rawValue)") }
         return parts.isEmpty ? "any" : parts.joined(separator: ",")
     }
 }

@@ -98,7 +98,7 @@ struct SchedulerHarness {
                 let count = [1, 2, 4][rng.int(3)]
                 let devices = (0..<count).map { k in
                     DeviceInventory(id: "n\(n)-g\(k)", index: k, vendor: .nvidia, model: m.0, memoryTotalMiB: m.1,
-                                    health: .healthy, grade: m.2, computeUnits: m.3)
+                                    numaNode: k % 2, health: .healthy, grade: m.2, computeUnits: m.3)
                 }
                 _ = s.h.register("n\(n)", devices: devices)
             }
@@ -116,7 +116,8 @@ struct SchedulerHarness {
                     case 2:
                         spec.accelerators.count = 1
                         spec.model = ModelRequirement(parameters: 13e9, precisions: [.bf16, .int8], layers: 40, hiddenSize: 5120, attentionHeads: 40)
-                    default: break
+                    default:
+                        if rng.int(2) == 0 { spec.accelerators.interconnect = .sameNUMA }
                     }
                     let id = "j\(next)"
                     next += 1

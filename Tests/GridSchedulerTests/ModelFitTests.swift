@@ -204,3 +204,47 @@ import Testing
         }
     }
 }
+
+/// Issue 9, item 6 (part): `interconnect: same_numa`.
+@Suite struct NUMAPlacementTests {
+    func gpu(_ node: String, _ k: Int, numa: Int?, grade: DeviceGrade = .b) -> DeviceInventory {
+        DeviceInventory(id: "\(node)-\(k)", index: k, vendor: .nvidia, model: "Tesla V100S-PCIE-32GB", memoryTotalMiB: 32768,
+                        numaNode: numa, health: .healthy, grade: grade, computeUnits: 130)
+    }
+
+    @Test func devicesComeFromOneNUMANode() {
+        var index = PlacementIndex()
+        // split: 2 + 2 on NUMA 0 and 1; whole: 4 on NUMA 0.
+        index.upsert(node: "split", devices: (0..<4).map { gpu("split", $0, numa: $0 / 2) }, busy: [], schedulable: true)
+        let want = AcceleratorRequest(count: 2, interconnect: .sameNUMA)
+        guard case .placed(let node, let ids) = index.place(want) else { Issue.record("not placed"); return }
+        #expect(node == "split" && (ids == ["split-0", "split-1"] || ids == ["split-2", "split-3"]), "\(ids)")
+        // 3 on one NUMA node: the split node never can.
+        let three = AcceleratorRequest(count: 3, interconnect: .sameNUMA)
+        guard case .impossible = index.choose(three) else { Issue.record("3 on one NUMA node placed on a 2+2 host"); return }
+        #expect(index.diagnose(three).contains { $0.cause == "not 3 matching devices on one NUMA node" })
+        // Without the constraint 3 fit across both NUMA nodes... once 2 are free again.
+        index.upsert(node: "whole", devices: (0..<4).map { gpu("whole", $0, numa: 0) }, busy: [], schedulable: true)
+        #expect(index.choose(three) == .placed(node: "whole", deviceIDs: ["whole-0", "whole-1", "whole-2"]))
+        index.allocate(node: "whole", deviceIDs: ["whole-0", "whole-1"])
+        guard case .busy = index.choose(three) else { Issue.record("3 on one NUMA node exist, busy"); return }
+    }
+
+    @Test func unknownNUMANodesCountAsOne() {
+        var index = PlacementIndex()
+        index.upsert(node: "flat", devices: (0..<4).map { gpu("flat", $0, numa: nil) }, busy: [], schedulable: true)
+        #expect(index.choose(AcceleratorRequest(count: 4, interconnect: .sameNUMA)) == .placed(node: "flat", deviceIDs: ["flat-0", "flat-1", "flat-2", "flat-3"]))
+    }
+
+    @Test func theLeastCapableGroupIsPreferred() {
+        var index = PlacementIndex()
+        let devices = (0..<2).map { gpu("mixed", $0, numa: 0, grade: .a) } + (2..<4).map { gpu("mixed", $0, numa: 1, grade: .c) }
+        index.upsert(node: "mixed", devices: devices, busy: [], schedulable: true)
+        #expect(index.choose(AcceleratorRequest(count: 2, interconnect: .sameNUMA)) == .placed(node: "mixed", deviceIDs: ["mixed-2", "mixed-3"]))
+    }
+
+    @Test func nvlinkIsRefusedWithTheReason() {
+        let spec = JobSpec(name: "x", command: "x", accelerators: AcceleratorRequest(count: 2, interconnect: .nvlink))
+        #expect(spec.problems().contains { $0.hasPrefix("accelerators.interconnect: nvlink is not supported yet") })
+    }
+}

@@ -1114,6 +1114,9 @@ public nonisolated struct Computegrid_V1_AcceleratorRequest: Sendable {
   /// 0 = any; least GCU over all the job's devices
   public var minTotalGcu: Double = 0
 
+  /// "" or "any"; "same_numa": all devices on one NUMA node; "nvlink": refused (not reported yet)
+  public var interconnect: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3410,7 +3413,7 @@ nonisolated extension Computegrid_V1_RegionSummaryAck: SwiftProtobuf.Message, Sw
 
 nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AcceleratorRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}vendor\0\u{1}model\0\u{3}min_memory_mib\0\u{3}min_grade\0\u{3}max_grade\0\u{1}partition\0\u{3}min_gcu\0\u{3}min_total_gcu\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{1}vendor\0\u{1}model\0\u{3}min_memory_mib\0\u{3}min_grade\0\u{3}max_grade\0\u{1}partition\0\u{3}min_gcu\0\u{3}min_total_gcu\0\u{1}interconnect\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3427,6 +3430,7 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
       case 7: try { try decoder.decodeSingularStringField(value: &self.partition) }()
       case 8: try { try decoder.decodeSingularDoubleField(value: &self.minGcu) }()
       case 9: try { try decoder.decodeSingularDoubleField(value: &self.minTotalGcu) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.interconnect) }()
       default: break
       }
     }
@@ -3460,6 +3464,9 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
     if self.minTotalGcu.bitPattern != 0 {
       try visitor.visitSingularDoubleField(value: self.minTotalGcu, fieldNumber: 9)
     }
+    if !self.interconnect.isEmpty {
+      try visitor.visitSingularStringField(value: self.interconnect, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3473,6 +3480,7 @@ nonisolated extension Computegrid_V1_AcceleratorRequest: SwiftProtobuf.Message, 
     if lhs.partition != rhs.partition {return false}
     if lhs.minGcu != rhs.minGcu {return false}
     if lhs.minTotalGcu != rhs.minTotalGcu {return false}
+    if lhs.interconnect != rhs.interconnect {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
