@@ -57,6 +57,10 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     /// Region: a higher-priority job with no free devices stops lower-priority runs (TERM, then
     /// KILL after the agent's grace), which are queued again. Default true.
     public var preemption: Bool = true
+    /// Region: the first waiting multi-device job gets a node reserved (the one its running
+    /// work frees soonest, by time limits); other work backfills it only when its time limit
+    /// ends it before then. Default true.
+    public var reservations: Bool = true
     /// Region placement policy.
     public var placement: PlacementPolicy = PlacementPolicy()
     /// Region: accounts — quotas (devices, devices per grade, GCU), cohorts that lend unused
@@ -86,7 +90,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case maxMessageBytes = "max_message_bytes"
         case placementBudget = "placement_budget"
         case confirmStarts = "confirm_starts"
-        case drain, preemption
+        case drain, preemption, reservations
         case historyRetentionHours = "history_retention_hours"
         case placement, routing, regions, prices, accounts
         case logLevel = "log_level"
@@ -116,6 +120,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         confirmStarts = try c.value(.confirmStarts, default: d.confirmStarts)
         drain = try c.value(.drain, default: d.drain)
         preemption = try c.value(.preemption, default: d.preemption)
+        reservations = try c.value(.reservations, default: d.reservations)
         routing = try c.value(.routing, default: d.routing)
         regions = try c.value(.regions, default: d.regions)
         prices = try c.value(.prices, default: d.prices)

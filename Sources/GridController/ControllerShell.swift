@@ -164,6 +164,7 @@ extension RegionInstance.Settings {
         draining = config.drain
         preemption = config.preemption
         accounts = config.accounts
+        reservations = config.reservations
     }
 }
 

@@ -86,6 +86,9 @@ public struct RegionInstance: Sendable {
         public var accounts = AccountPolicy()
         /// Whether work a lower grade could run may use grade A when the lower grades are busy.
         public var frontier: FrontierPolicy = .reserve
+        /// Reserve a node for the first waiting multi-device job, so a stream of small jobs
+        /// cannot starve it; others backfill the node only when their time limit ends them first.
+        public var reservations: Bool = true
         public init(region: RegionID) { self.region = region }
     }
 
@@ -172,6 +175,10 @@ public struct RegionInstance: Sendable {
     /// (or a minute has passed) no job of lower or equal priority is placed there, so what the
     /// victims give back goes to the job they were stopped for, not to the next small job.
     var keptFor: [NodeID: (job: JobID, priority: Int, untilMs: Int64)] = [:]
+    /// Reservations (backfill): a node promised to the first waiting multi-device job, from the
+    /// time its running work is expected to have freed enough devices (nil: unknown). Other work
+    /// goes there only if its time limit ends it before then.
+    var reservedFor: [NodeID: (job: JobID, startMs: Int64?)] = [:]
     /// Jobs that found nothing to preempt, and when to look again.
     var noVictimsUntil: [JobID: Int64] = [:]
     /// When usage was last written; the wall time of the latest input (for refunds, whose
@@ -1293,6 +1300,34 @@ public struct RegionInstance: Sendable {
         return .send(.assignment(m), to: peer)
     }
 
+    /// Picks the node where `want` could start soonest as the running work ends (by each run's
+    /// time limit, else its run-time estimate; a run with neither never counts as ending), and
+    /// reserves it for `job`. One reservation at a time: the first waiting multi-device job.
+    mutating func reserve(for job: JobRecord, _ want: AcceleratorRequest, now: Moment) {
+        var best: (start: Int64?, node: NodeID)?
+        var scanned = 0
+        for (nid, node) in nodes where node.record.state == .ready && node.route != nil {
+            scanned += 1
+            if scanned > settings.preemptionScanLimit { break }
+            let ends = node.held.compactMap { aid -> (Int64?, [String])? in
+                guard let a = assignments[aid], let j = jobs[a.job] else { return nil }
+                let limit = j.spec.timeoutSeconds ?? j.spec.routing.runSeconds
+                let startedMs = now.monotonicMs - Int64(now.wall.timeIntervalSince(a.createdAt) * 1000)
+                return (limit.map { startedMs + Int64($0) * 1000 }, a.deviceIDs)
+            }.sorted { ($0.0 ?? .max) < ($1.0 ?? .max) }
+            // The earliest time enough matching devices are free: victims list in end order.
+            guard let chosen = index.preemption(on: nid, for: want, victims: ends.map(\.1)) else { continue }
+            let start = chosen.map { ends[$0].0 }.reduce(Optional(now.monotonicMs)) { acc, e in
+                guard let acc, let e else { return nil }
+                return max(acc, e)
+            }
+            if best == nil || (start ?? .max) < (best!.start ?? .max) || ((start ?? .max) == (best!.start ?? .max) && nid < best!.node) {
+                best = (start, nid)
+            }
+        }
+        if let best { reservedFor[best.node] = (job.id, best.start) }
+    }
+
     /// A job of `cohort` still waiting for lent devices to come back, if any (others are forgotten).
     mutating func reclaiming(_ cohort: String, except: JobID) -> JobID? {
         guard var waiting = reclaimers[cohort] else { return nil }
@@ -1398,8 +1433,23 @@ public struct RegionInstance: Sendable {
                     continue
                 }
             }
+            if case .placed(let nodeID, _) = choice, let r = reservedFor[nodeID], r.job != jid {
+                if jobs[r.job]?.state != .queued || jobs[r.job]?.hold != nil {
+                    reservedFor[nodeID] = nil
+                } else if job.spec.priority <= jobs[r.job]?.spec.priority ?? .max {
+                    // Backfill: only work whose time limit ends it before the reservation starts.
+                    let limit = job.spec.timeoutSeconds ?? job.spec.routing.runSeconds
+                    let ends = limit.map { now.monotonicMs + Int64($0) * 1000 }
+                    if ends == nil || r.startMs == nil || ends! > r.startMs! {
+                        let when = r.startMs.map { " from about \(($0 - now.monotonicMs) / 1000) s from now" } ?? ""
+                        out += wait(&job, "waiting: \(nodeID) is reserved for \(r.job)\(when); work with a time limit that ends before then may use it (backfill)")
+                        continue
+                    }
+                }
+            }
             if case .placed(let nodeID, let deviceIDs) = choice {
                 if keeps { keptFor = keptFor.filter { $0.value.job != jid } }
+                if !reservedFor.isEmpty { reservedFor = reservedFor.filter { $0.value.job != jid } }
                 // Every account is charged (usage, fair share); quotas are checked where set.
                 use = index.resourceUse(node: nodeID, deviceIDs: deviceIDs)
                 if quotas {
@@ -1479,7 +1529,12 @@ public struct RegionInstance: Sendable {
                     if noVictimsUntil.count > 100_000 { noVictimsUntil = noVictimsUntil.filter { $0.value > now.monotonicMs } }
                     out += stops
                 }
-                let why = base + quotaNote
+                if case .busy = choice, settings.reservations, want.count > 1, wants.count == 1, want.interconnect != .sameNUMA,
+                   !reservedFor.values.contains(where: { $0.job == jid }),
+                   !reservedFor.values.contains(where: { jobs[$0.job]?.state == .queued && jobs[$0.job]?.hold == nil }) {
+                    reserve(for: job, want, now: now)
+                }
+                let why = base + quotaNote + (reservedFor.first { $0.value.job == jid }.map { "; reserved: \($0.key)" } ?? "")
                 if job.message != why {
                     job.message = why
                     jobs[jid] = job

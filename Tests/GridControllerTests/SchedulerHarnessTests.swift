@@ -145,7 +145,7 @@ struct SchedulerHarness {
                 var index = s.h.instance.index
                 for (id, spec) in specs {
                     guard let job = s.h.instance.job(JobID(id)), job.state == .queued, job.hold == nil else { continue }
-                    if job.message.contains("quota:") || job.message.contains("are kept for") { continue }
+                    if job.message.contains("quota:") || job.message.contains("are kept for") || job.message.contains("is reserved for") { continue }
                     if job.attempts.last?.endReason == .preempted && job.message.contains("attempt") { continue }
                     let choice = index.choose(among: ModelFit.requests(for: spec)).choice
                     if case .placed = choice {
