@@ -45,6 +45,15 @@ import Yams
 ///     deadline: +12h              # RFC 3339 time, or +N[smhd] from submission
 ///     run_time: 4h                # run-time estimate: N[smhd] or seconds (default: timeout, else 1h)
 ///     kw_per_device: 0.7          # power per device (default: the scheduler's)
+extension KeyedDecodingContainer {
+    /// A value written as a number or as text with a unit (`4h`, `40GiB`, `13B`, `high`), as text.
+    func numberOrText(_ key: Key) throws -> String? {
+        if let n = try? decodeIfPresent(Int.self, forKey: key) { return String(n) }
+        if let d = try? decodeIfPresent(Double.self, forKey: key) { return String(d) }
+        return try decodeIfPresent(String.self, forKey: key)
+    }
+}
+
 public enum JobFile {
     struct Raw: Decodable {
         var name: String?
@@ -110,17 +119,9 @@ public enum JobFile {
                 objective = try c.decodeIfPresent(String.self, forKey: .objective)
             }
             deadline = try c.decodeIfPresent(String.self, forKey: .deadline)
-            if let n = try? c.decodeIfPresent(Int.self, forKey: .runTime) {
-                runTime = String(n)
-            } else {
-                runTime = try c.decodeIfPresent(String.self, forKey: .runTime)
-            }
+            runTime = try c.numberOrText(.runTime)
             kwPerDevice = try c.decodeIfPresent(Double.self, forKey: .kwPerDevice)
-            if let n = try? c.decodeIfPresent(Int.self, forKey: .priority) {
-                priority = String(n)
-            } else {
-                priority = try c.decodeIfPresent(String.self, forKey: .priority)
-            }
+            priority = try c.numberOrText(.priority)
             model = try c.decodeIfPresent(RawModel.self, forKey: .model)
             account = try c.decodeIfPresent(String.self, forKey: .account)
         }
@@ -151,11 +152,7 @@ public enum JobFile {
             try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
             let c = try decoder.container(keyedBy: CodingKeys.self)
             name = try c.decodeIfPresent(String.self, forKey: .name)
-            if let n = try? c.decodeIfPresent(Double.self, forKey: .parameters) {
-                parameters = String(n)
-            } else {
-                parameters = try c.decodeIfPresent(String.self, forKey: .parameters)
-            }
+            parameters = try c.numberOrText(.parameters)
             if let one = try? c.decodeIfPresent(String.self, forKey: .precisions) {
                 precisions = [one]
             } else {
@@ -200,11 +197,7 @@ public enum JobFile {
             count = try c.decodeIfPresent(Int.self, forKey: .count)
             vendor = try c.decodeIfPresent(String.self, forKey: .vendor)
             model = try c.decodeIfPresent(String.self, forKey: .model)
-            if let n = try? c.decodeIfPresent(Int.self, forKey: .minMemory) {
-                minMemory = String(n)
-            } else {
-                minMemory = try c.decodeIfPresent(String.self, forKey: .minMemory)
-            }
+            minMemory = try c.numberOrText(.minMemory)
             minGrade = try c.decodeIfPresent(String.self, forKey: .minGrade)
             maxGrade = try c.decodeIfPresent(String.self, forKey: .maxGrade)
             partition = try c.decodeIfPresent(String.self, forKey: .partition)

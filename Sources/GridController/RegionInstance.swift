@@ -171,14 +171,27 @@ public struct RegionInstance: Sendable {
     /// Jobs waiting for devices their account lent to its cohort (being reclaimed), by cohort:
     /// while any waits, no one in the cohort borrows.
     var reclaimers: [String: Set<JobID>] = [:]
-    /// Nodes whose devices are being freed for a job by preemption: until that job is placed
-    /// (or a minute has passed) no job of lower or equal priority is placed there, so what the
-    /// victims give back goes to the job they were stopped for, not to the next small job.
-    var keptFor: [NodeID: (job: JobID, priority: Int, untilMs: Int64)] = [:]
-    /// Reservations (backfill): a node promised to the first waiting multi-device job, from the
-    /// time its running work is expected to have freed enough devices (nil: unknown). Other work
-    /// goes there only if its time limit ends it before then.
-    var reservedFor: [NodeID: (job: JobID, startMs: Int64?)] = [:]
+    /// A node promised to a waiting job: until that job is placed, no job of lower or equal
+    /// priority is placed there, save work whose time limit ends it before `startMs` (backfill).
+    struct Reservation {
+        var job: JobID
+        var priority: Int
+        /// When the job is expected to be able to start there; nil = unknown (no backfill).
+        var startMs: Int64?
+        /// Preemption: the node's devices are being freed by stopping lower-priority work for
+        /// the job, so what the victims give back goes to it, not to the next small job; kept
+        /// for a minute (`untilMs`), whether or not the job is held.
+        var forPreemption: Bool
+        var untilMs: Int64?
+
+        func live(_ jobs: [JobID: JobRecord], _ nowMs: Int64) -> Bool {
+            guard let j = jobs[job], j.state == .queued, forPreemption || j.hold == nil else { return false }
+            return untilMs.map { $0 > nowMs } ?? true
+        }
+    }
+    /// Reservations by node: for a preemption in progress, and (backfill) for the first waiting
+    /// multi-device job, from when its running work is expected to have freed enough devices.
+    var reservedFor: [NodeID: Reservation] = [:]
     /// Jobs that found nothing to preempt, and when to look again.
     var noVictimsUntil: [JobID: Int64] = [:]
     /// When usage was last written; the wall time of the latest input (for refunds, whose
@@ -240,6 +253,7 @@ public struct RegionInstance: Sendable {
 
     public init(settings: Settings, recovered: RegionRecovery, now: Moment) {
         self.settings = settings
+        self.quotas = settings.accounts.hasLimits
         self.index = PlacementIndex(options: settings.placement)
         self.ledger = AccountLedger(policy: settings.accounts, usage: recovered.accountUsage)
         for a in recovered.assignments where a.state.holdsDevices {
@@ -751,7 +765,8 @@ public struct RegionInstance: Sendable {
         guard let best, let peer = nodes[best.node]?.route else { return [] }
         var out: [ControllerDirective] = []
         preemptionsFor[job.id] = Set(best.victims.map(\.id))
-        keptFor[best.node] = (job.id, job.spec.priority, now.monotonicMs + 60_000)
+        reservedFor[best.node] = Reservation(job: job.id, priority: job.spec.priority, startMs: now.monotonicMs,
+                                             forPreemption: true, untilMs: now.monotonicMs + 60_000)
         if reclaim, best.victims.contains(where: { charged[$0.id]?.borrowed ?? false }), let cohort = settings.accounts.quota(for: account).cohort {
             reclaimers[cohort, default: []].insert(job.id)
         }
@@ -1306,7 +1321,7 @@ public struct RegionInstance: Sendable {
     mutating func reserve(for job: JobRecord, _ want: AcceleratorRequest, now: Moment) {
         var best: (start: Int64?, node: NodeID)?
         var scanned = 0
-        for (nid, node) in nodes where node.record.state == .ready && node.route != nil {
+        for (nid, node) in nodes where node.record.state == .ready && node.route != nil && reservedFor[nid] == nil {
             scanned += 1
             if scanned > settings.preemptionScanLimit { break }
             let ends = node.held.compactMap { aid -> (Int64?, [String])? in
@@ -1325,7 +1340,9 @@ public struct RegionInstance: Sendable {
                 best = (start, nid)
             }
         }
-        if let best { reservedFor[best.node] = (job.id, best.start) }
+        if let best {
+            reservedFor[best.node] = Reservation(job: job.id, priority: job.spec.priority, startMs: best.start, forPreemption: false)
+        }
     }
 
     /// A job of `cohort` still waiting for lent devices to come back, if any (others are forgotten).
@@ -1346,8 +1363,8 @@ public struct RegionInstance: Sendable {
         return index.couldEverFit(lower) ? lower : want
     }
 
-    /// Whether any account has a limit: without, placement skips the quota checks.
-    var quotas: Bool { settings.accounts.hasLimits }
+    /// Whether any account has a limit (worked out once): without, placement skips the quota checks.
+    let quotas: Bool
 
     /// The request with the grades in `excluding` taken off its ends (grade bounds are a
     /// range, A most capable); nil when nothing is left.
@@ -1416,7 +1433,8 @@ public struct RegionInstance: Sendable {
             if settings.frontier == .reserve { wants = wants.map { keepOffFrontier($0) } }
             let shape = wants.map { var r = $0; r.count = 0; return r }
             // A shape that did not fit at count k in this pass cannot fit at k or more.
-            let keeps = !keptFor.isEmpty && keptFor.values.contains { $0.job == jid }
+            // A job devices are being freed for (by preemption) is examined even so.
+            let keeps = !reservedFor.isEmpty && reservedFor.values.contains { $0.job == jid && $0.forPreemption }
             if want.count > 0, !keeps, let b = blocked[shape], want.count >= b.count {
                 // Waits for the same reason as the job of its shape examined before it.
                 out += wait(&job, b.why + quotaNote)
@@ -1425,30 +1443,24 @@ public struct RegionInstance: Sendable {
             let (option, choice) = index.choose(among: wants)
             var borrowed = false
             var use = ResourceUse()
-            if case .placed(let nodeID, let deviceIDs) = choice, let kept = keptFor[nodeID], kept.job != jid {
-                if kept.untilMs <= now.monotonicMs || jobs[kept.job]?.state != .queued {
-                    keptFor[nodeID] = nil
-                } else if job.spec.priority <= kept.priority {
-                    out += wait(&job, "waiting: the free devices on \(nodeID) are kept for \(kept.job), which stopped lower-priority work there")
-                    continue
-                }
-            }
             if case .placed(let nodeID, _) = choice, let r = reservedFor[nodeID], r.job != jid {
-                if jobs[r.job]?.state != .queued || jobs[r.job]?.hold != nil {
+                if !r.live(jobs, now.monotonicMs) {
                     reservedFor[nodeID] = nil
-                } else if job.spec.priority <= jobs[r.job]?.spec.priority ?? .max {
-                    // Backfill: only work whose time limit ends it before the reservation starts.
-                    let limit = job.spec.timeoutSeconds ?? job.spec.routing.runSeconds
+                } else if job.spec.priority <= r.priority {
+                    // Backfill: only work whose time limit ends it before the reservation starts
+                    // (never while a preemption is freeing the node).
+                    let limit = r.forPreemption ? nil : job.spec.timeoutSeconds ?? job.spec.routing.runSeconds
                     let ends = limit.map { now.monotonicMs + Int64($0) * 1000 }
                     if ends == nil || r.startMs == nil || ends! > r.startMs! {
                         let when = r.startMs.map { " from about \(($0 - now.monotonicMs) / 1000) s from now" } ?? ""
-                        out += wait(&job, "waiting: \(nodeID) is reserved for \(r.job)\(when); work with a time limit that ends before then may use it (backfill)")
+                        out += wait(&job, r.forPreemption
+                            ? "waiting: the free devices on \(nodeID) are kept for \(r.job), which stopped lower-priority work there"
+                            : "waiting: \(nodeID) is reserved for \(r.job)\(when); work with a time limit that ends before then may use it (backfill)")
                         continue
                     }
                 }
             }
             if case .placed(let nodeID, let deviceIDs) = choice {
-                if keeps { keptFor = keptFor.filter { $0.value.job != jid } }
                 if !reservedFor.isEmpty { reservedFor = reservedFor.filter { $0.value.job != jid } }
                 // Every account is charged (usage, fair share); quotas are checked where set.
                 use = index.resourceUse(node: nodeID, deviceIDs: deviceIDs)
@@ -1531,10 +1543,10 @@ public struct RegionInstance: Sendable {
                 }
                 if case .busy = choice, settings.reservations, want.count > 1, wants.count == 1, want.interconnect != .sameNUMA,
                    !reservedFor.values.contains(where: { $0.job == jid }),
-                   !reservedFor.values.contains(where: { jobs[$0.job]?.state == .queued && jobs[$0.job]?.hold == nil }) {
+                   !reservedFor.values.contains(where: { !$0.forPreemption && $0.live(jobs, now.monotonicMs) }) {
                     reserve(for: job, want, now: now)
                 }
-                let why = base + quotaNote + (reservedFor.first { $0.value.job == jid }.map { "; reserved: \($0.key)" } ?? "")
+                let why = base + quotaNote + (reservedFor.first { $0.value.job == jid && !$0.value.forPreemption }.map { "; reserved: \($0.key)" } ?? "")
                 if job.message != why {
                     job.message = why
                     jobs[jid] = job

@@ -420,12 +420,7 @@ public struct PlacementIndex: Sendable {
                 return (option, .placed(node: nodes[Int(slot)]!.id, deviceIDs: pick(slot, count, matching)))
             }
         }
-        let capable = matchings.contains { matching in
-            matching.contains { cid in
-                let row = nodesWithUnits[Int(cid)]
-                return row.count > count && row[count...].contains { $0 > 0 }
-            } || matching.count > 1 && matching.reduce(0) { acc, cid in acc + (nodesWithUnits[Int(cid)].lastIndex { $0 > 0 } ?? 0) } >= count
-        }
+        let capable = matchings.contains { couldEverFit($0, count) }
         return (0, capable
             ? .busy("waiting for \(count) free device(s) matching \(words)")
             : .impossible("no ready node has \(count) schedulable device(s) matching \(words)"))
@@ -435,11 +430,16 @@ public struct PlacementIndex: Sendable {
     /// not (the request could ever be placed as things stand). Cached by shape.
     public mutating func couldEverFit(_ want: AcceleratorRequest) -> Bool {
         guard want.count > 0 else { return !anyBucket.slots.isEmpty }
-        let matching = matchingClasses(want)
-        return matching.contains { cid in
+        return couldEverFit(matchingClasses(want), want.count)
+    }
+
+    /// Whether some schedulable node has `count` units of one of `matching`'s classes, or (for
+    /// several classes) whether their largest holdings could add up to `count`.
+    func couldEverFit(_ matching: [Int32], _ count: Int) -> Bool {
+        matching.contains { cid in
             let row = nodesWithUnits[Int(cid)]
-            return row.count > want.count && row[want.count...].contains { $0 > 0 }
-        } || matching.count > 1 && matching.reduce(0) { acc, cid in acc + (nodesWithUnits[Int(cid)].lastIndex { $0 > 0 } ?? 0) } >= want.count
+            return row.count > count && row[count...].contains { $0 > 0 }
+        } || matching.count > 1 && matching.reduce(0) { acc, cid in acc + (nodesWithUnits[Int(cid)].lastIndex { $0 > 0 } ?? 0) } >= count
     }
 
     /// `interconnect: same_numa`: nodes with enough free units in all are scanned (at most

@@ -76,8 +76,6 @@ struct TraceOutcome {
     var frontierAvoidable = 0.0
     var preemptions = 0
     var completed = 0
-    var placementSeconds = 0.0
-    var placements = 0
 }
 
 /// A region of `nodes` hosts, one SKU each, from the captures: grade A (H100, Gaudi2), B (V100S,
@@ -175,7 +173,6 @@ struct RegionSimulation {
         var ends: [(Double, String)] = []  // (time, assignment id), kept sorted descending for popLast
         var next = 0
         var clock = 0.0
-        var spent: Duration = .zero
         func account(_ a: Wire.Assignment, from: Double, to: Double, into out: inout TraceOutcome) {
             let secs = max(0, to - from)
             out.busyDeviceSeconds += secs * Double(a.deviceIds.count)
@@ -209,24 +206,8 @@ struct RegionSimulation {
             }
             // Turns until nothing more is decided at this instant (each turn is budgeted).
             var quiet = 0
-            var rounds = 0
             while quiet < 1 {
-                rounds += 1
-                if rounds > 200, ProcessInfo.processInfo.environment["TRACE_DEBUG"] != nil {
-                    print("t=\(t) round \(rounds): \(directives.count) directives, running \(running.count)")
-                    if rounds > 210 { exit(3) }
-                }
-                let t0 = ContinuousClock.now
-                let turn = sim.instance.onTick(now: sim.now)
-                spent += ContinuousClock.now - t0
-                directives += turn
-                if rounds > 200, ProcessInfo.processInfo.environment["TRACE_DEBUG"] != nil {
-                    for d in directives {
-                        if case .send(.assignment(let a), _, _, _) = d { print("  assign \(a.assignmentID) on \(a.nodeID) \(a.deviceIds)") }
-                        if case .send(.cancel(let c), _, _, _) = d { print("  cancel \(c.assignmentID)") }
-                        if case .log(let e) = d { print("  log \(e.message) \(e.metadata)") }
-                    }
-                }
+                directives += sim.instance.onTick(now: sim.now)
                 var progressed = false
                 for d in directives {
                     guard case .send(let body, _, _, _) = d else { continue }
@@ -234,7 +215,6 @@ struct RegionSimulation {
                     case .assignment(let a):
                         guard running[a.assignmentID] == nil else { continue }
                         progressed = true
-                        out.placements += 1
                         if out.waits[a.jobID] == nil, let job = byID[a.jobID] { out.waits[a.jobID] = t - job.arrivalS }
                         var k = Wire.AssignmentAck()
                         k.assignmentID = a.assignmentID
@@ -267,7 +247,6 @@ struct RegionSimulation {
             }
         }
         for r in running.values { account(r.assignment, from: r.startS, to: horizonS, into: &out) }
-        out.placementSeconds = Double(spent.components.seconds) + Double(spent.components.attoseconds) / 1e18
         return out
     }
 
@@ -344,7 +323,6 @@ enum FIFOFirstFit {
                 out.completed += 1
                 return true
             }
-            let t0 = ContinuousClock.now
             var kept: [TraceJob] = []
             for job in queue {
                 let wants = ModelFit.requests(for: job.spec)
@@ -358,7 +336,6 @@ enum FIFOFirstFit {
                             for k in take { free[n][k] = false }
                             ends.append((t + job.runS, n, take, job, t))
                             out.waits[job.id] = t - job.arrivalS
-                            out.placements += 1
                             placed = true
                             break nodeLoop
                         }
@@ -367,8 +344,6 @@ enum FIFOFirstFit {
                 if !placed { kept.append(job) }
             }
             queue = kept
-            let spent = ContinuousClock.now - t0
-            out.placementSeconds += Double(spent.components.seconds) + Double(spent.components.attoseconds) / 1e18
         }
         for e in ends { release(e, at: horizonS) }
         return out

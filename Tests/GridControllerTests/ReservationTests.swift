@@ -11,14 +11,20 @@ import Testing
         JobSpec(name: "small", command: "true", accelerators: AcceleratorRequest(count: 1), timeoutSeconds: timeout)
     }
 
-    @Test func aWideJobGetsTheNodeAndShortWorkBackfillsIt() throws {
-        var h = RegionHarness()
+    /// A 2-device node with one run (limit 100 s) on it, and a 2-device job waiting.
+    static func oneRunAndAWideJobWaiting(_ h: inout RegionHarness) throws -> Wire.Assignment {
         _ = h.register("n1", devices: [device("g0", 0), device("g1", 1)])
-        _ = h.forward("a", Self.small(100))
+        _ = h.forward("a", small(100))
         let a = try #require(h.tick().assignments.first)
         _ = h.ack(a)
         _ = h.status(a, .running)
         _ = h.forward("wide", JobSpec(name: "wide", command: "true", accelerators: AcceleratorRequest(count: 2)))
+        return a
+    }
+
+    @Test func aWideJobGetsTheNodeAndShortWorkBackfillsIt() throws {
+        var h = RegionHarness()
+        _ = try Self.oneRunAndAWideJobWaiting(&h)
         _ = h.forward("endless", Self.small())
         _ = h.forward("short", Self.small(10))
         let pass = h.tick(advanceMs: 10).assignments.map(\.jobID)
@@ -30,24 +36,14 @@ import Testing
 
     @Test func withoutReservationsTheStreamStarvesTheWideJob() throws {
         var h = RegionHarness { $0.reservations = false }
-        _ = h.register("n1", devices: [device("g0", 0), device("g1", 1)])
-        _ = h.forward("a", Self.small(100))
-        let a = try #require(h.tick().assignments.first)
-        _ = h.ack(a)
-        _ = h.status(a, .running)
-        _ = h.forward("wide", JobSpec(name: "wide", command: "true", accelerators: AcceleratorRequest(count: 2)))
+        _ = try Self.oneRunAndAWideJobWaiting(&h)
         _ = h.forward("endless", Self.small())
         #expect(h.tick(advanceMs: 10).assignments.map(\.jobID) == ["endless"])
     }
 
     @Test func theReservedJobStartsWhenTheRunsEnd() throws {
         var h = RegionHarness()
-        _ = h.register("n1", devices: [device("g0", 0), device("g1", 1)])
-        _ = h.forward("a", Self.small(100))
-        let a = try #require(h.tick().assignments.first)
-        _ = h.ack(a)
-        _ = h.status(a, .running)
-        _ = h.forward("wide", JobSpec(name: "wide", command: "true", accelerators: AcceleratorRequest(count: 2)))
+        let a = try Self.oneRunAndAWideJobWaiting(&h)
         _ = h.forward("endless", Self.small())
         #expect(h.tick(advanceMs: 10).assignments.isEmpty)
         _ = h.status(a, .succeeded, exit: 0)
