@@ -21,6 +21,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
     ],
     targets: [
         // libzmq through pkg-config; the Swift layer on it lives in GridTransport.
@@ -66,9 +69,25 @@ let package = Package(
             dependencies: [
                 "GridCore", "GridProtocol", "GridTransport", "GridStore", "GridScheduler",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
             ]
+        ),
+        // What an operator reads over HTTP: the JSON API, Prometheus /metrics, the dashboard,
+        // /healthz and /readyz, served next to a controller's or agent's socket loop.
+        .target(
+            name: "GridHTTP",
+            dependencies: [
+                "GridCore", "GridProtocol", "GridController", "GridCLI",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("Resources")]
         ),
         // The operator's CLI logic (job files, requests, tables).
         .target(
@@ -100,7 +119,7 @@ let package = Package(
         .executableTarget(
             name: "grid-controller",
             dependencies: [
-                "GridController", "GridCore",
+                "GridController", "GridCore", "GridHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -75,6 +75,16 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     public var prices = DecisionPrices()
     /// trace, debug, info, notice, warning, error, critical. Default `info`.
     public var logLevel: String = "info"
+    /// The HTTP listener (JSON API, Prometheus `/metrics`, the dashboard, `/healthz`, `/readyz`):
+    /// `host:port`, port 0 = any free port, `off` = none. Loopback unless you say otherwise.
+    /// Default `127.0.0.1:7780` (national), `127.0.0.1:7790` (region).
+    public var http: String = "127.0.0.1:7790"
+    /// Bearer tokens allowed to change things over HTTP (submit, cancel, hold, cordon, drain):
+    /// a file of `name token` lines (`#` comments), read at start and on SIGHUP. Relative to the
+    /// config file. "" = the HTTP API only reads.
+    public var httpTokenFile: String = ""
+    /// Log lines as `text` or `json` (one JSON object per line). Default `text`.
+    public var logFormat: LogFormat = .text
 
     public init() {}
 
@@ -94,6 +104,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case historyRetentionHours = "history_retention_hours"
         case placement, routing, regions, prices, accounts
         case logLevel = "log_level"
+        case http
+        case httpTokenFile = "http_token_file"
+        case logFormat = "log_format"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -125,6 +138,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         regions = try c.value(.regions, default: d.regions)
         prices = try c.value(.prices, default: d.prices)
         logLevel = try c.value(.logLevel, default: d.logLevel)
+        http = try c.value(.http, default: defaultsForRole.http)
+        httpTokenFile = try c.value(.httpTokenFile, default: d.httpTokenFile)
+        logFormat = try c.value(.logFormat, default: d.logFormat)
     }
 
     /// Role-specific defaults for id and bind.
@@ -134,6 +150,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         if role == .national {
             c.id = "national"
             c.bind = "tcp://127.0.0.1:7700"
+            c.http = "127.0.0.1:7780"
         }
         return c
     }
@@ -176,6 +193,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         if !(historyRetentionHours > 0 && historyRetentionHours <= 24 * 365) {
             out.append("history_retention_hours: must be > 0 and at most 8760, got \(historyRetentionHours)")
         }
+        if case .failure(let e) = HTTPListen.parse(http) { out.append("http: \(e)") }
         if maxMessageBytes < 64 << 10 { out.append("max_message_bytes: at least 65536, got \(maxMessageBytes)") }
         return out
     }
@@ -206,9 +224,11 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         if let role, role != config.role {
             let wasDefaultBind = config.bind == ControllerConfig.defaults(for: config.role).bind
             let wasDefaultID = config.id == ControllerConfig.defaults(for: config.role).id
+            let wasDefaultHTTP = config.http == ControllerConfig.defaults(for: config.role).http
             config.role = role
             if wasDefaultBind { config.bind = ControllerConfig.defaults(for: role).bind }
             if wasDefaultID { config.id = ControllerConfig.defaults(for: role).id }
+            if wasDefaultHTTP { config.http = ControllerConfig.defaults(for: role).http }
         }
         var problems: [String] = []
         let env: [(String, (inout ControllerConfig, String) -> Void)] = [
@@ -217,6 +237,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             ("GRID_CONTROLLER_NATIONAL", { $0.national = $1 }),
             ("GRID_CONTROLLER_DATA_DIR", { $0.dataDir = $1 }),
             ("GRID_LOG_LEVEL", { $0.logLevel = $1 }),
+            ("GRID_CONTROLLER_HTTP", { $0.http = $1 }),
+            ("GRID_HTTP_TOKEN_FILE", { $0.httpTokenFile = $1 }),
         ]
         for (name, apply) in env {
             if let v = environment[name], !v.isEmpty { apply(&config, v) }
@@ -225,6 +247,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             config.dataDir = "/var/lib/computegrid/\(config.id)"
         } else if !config.dataDir.hasPrefix("/") {
             config.dataDir = URL(fileURLWithPath: baseDir).appendingPathComponent(config.dataDir).standardizedFileURL.path
+        }
+        if !config.httpTokenFile.isEmpty && !config.httpTokenFile.hasPrefix("/") {
+            config.httpTokenFile = URL(fileURLWithPath: baseDir).appendingPathComponent(config.httpTokenFile).standardizedFileURL.path
         }
         problems += config.problems()
         if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }

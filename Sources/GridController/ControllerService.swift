@@ -4,6 +4,8 @@ import GridStore
 import GridTransport
 import Logging
 import ServiceLifecycle
+import Synchronization
+import GridProtocol
 
 /// The I/O shell around a controller: owns the SQLite store and the socket loop thread, and
 /// stops cleanly on graceful shutdown (SIGTERM/SIGINT through `ServiceGroup`) or cancellation.
@@ -11,13 +13,13 @@ public final class ControllerService: Service, @unchecked Sendable {
     /// The endpoint actually bound (ports from `tcp://host:*` resolved).
     public let endpoint: String
     public let config: ControllerConfig
-    let loop: SocketLoop<Never>
+    let loop: SocketLoop<ControllerCall>
     let logger: Logger
     /// The role's logic with the clock applied. Touched only on the loop thread once `run` starts.
-    private let handle: ([LoopInput<Never>], Bool) -> [LoopOutput]
+    private let handle: ([LoopInput<ControllerCall>], Bool) -> [LoopOutput]
     private let nextWake: () -> UInt64?
 
-    public init(config: ControllerConfig, logger: Logger, clock: MomentClock = .system) throws {
+    public init(config: ControllerConfig, logger: Logger, clock: MomentClock = .system, metrics: ControllerMetrics = ControllerMetrics()) throws {
         self.config = config
         self.logger = logger
         let store = try GridStore(path: config.databasePath)
@@ -29,7 +31,7 @@ public final class ControllerService: Service, @unchecked Sendable {
         // fails while its input is stopped; keep the bound high until that libzmq is gone.
         options.receiveHighWaterMark = 100_000
         do {
-            loop = try SocketLoop<Never>(options: options)
+            loop = try SocketLoop<ControllerCall>(options: options)
         } catch {
             throw ConfigError(source: "bind/connect", problems: ["\(error) (is another controller already using \(config.bind)?)"])
         }
@@ -37,14 +39,41 @@ public final class ControllerService: Service, @unchecked Sendable {
         switch config.role {
         case .region:
             let shell = try RegionShell(settings: RegionInstance.Settings(config: config), store: store,
-                                        maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock)
+                                        maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock, metrics: metrics)
             handle = { shell.handle($0, backlog: $1) }
             nextWake = { shell.nextWakeNanoseconds }
         case .national:
             let shell = try NationalShell(settings: NationalInstance.Settings(config: config), store: store,
-                                          maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock)
+                                          maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock, metrics: metrics)
             handle = { shell.handle($0, backlog: $1) }
             nextWake = { shell.nextWakeNanoseconds }
+        }
+    }
+
+    /// Delivers `body` to the controller as a client's message and waits for its answer (an
+    /// `ERROR_REPLY` when refused or unanswered). For the HTTP API.
+    public func ask(_ body: Body) async -> Body {
+        await withCheckedContinuation { (c: CheckedContinuation<Body, Never>) in
+            loop.post(.ask(body, answer: { c.resume(returning: $0) }))
+        }
+    }
+
+    /// The controller's counts and gauges now, from its loop thread; nil when the loop does not
+    /// answer within `timeout` (it is stuck or stopping).
+    public func observe(timeout: Duration = .seconds(5)) async -> ControllerObservation? {
+        let once = OnceAnswer<ControllerObservation?>()
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask { [loop] in
+                loop.post(.observe(reply: { once.give($0) }))
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                once.give(nil)
+            }
+            var value = await once.value()
+            group.cancelAll()
+            value?.socket = loop.stats
+            return value
         }
     }
 
@@ -61,5 +90,32 @@ public final class ControllerService: Service, @unchecked Sendable {
             loop.stop()
         }
         logger.info("\(config.role.rawValue) controller \(config.id) stopped")
+    }
+}
+
+/// A value given once (the first giver wins) and awaited by one reader.
+final class OnceAnswer<Value: Sendable>: Sendable {
+    private let state = Mutex<(value: Value?, given: Bool, waiter: CheckedContinuation<Value, Never>?)>((nil, false, nil))
+
+    func give(_ value: Value) {
+        let waiter: CheckedContinuation<Value, Never>? = state.withLock { s in
+            guard !s.given else { return nil }
+            s.given = true
+            s.value = value
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(returning: value)
+    }
+
+    func value() async -> Value {
+        await withCheckedContinuation { (c: CheckedContinuation<Value, Never>) in
+            let ready: Value? = state.withLock { s in
+                if s.given { return s.value }
+                s.waiter = c
+                return nil
+            }
+            if let ready { c.resume(returning: ready) }
+        }
     }
 }

@@ -4,6 +4,7 @@ import GridProtocol
 import GridStore
 import GridTransport
 import Logging
+import Metrics
 
 /// The clock a shell reads: monotonic milliseconds for timers and liveness, wall time for records.
 public struct MomentClock: Sendable {
@@ -25,6 +26,49 @@ public protocol ControllerInstance: Sendable {
     mutating func onTick(now: Moment, backlog: Bool) -> [ControllerDirective]
     /// When the instance wants its next turn (monotonic ms); nil = no hurry.
     var nextDueMs: Int64? { get }
+    /// Counts and gauges for /metrics, /readyz and the dashboard (worked out when asked).
+    func observe(now: Moment) -> ControllerObservation
+    /// Seconds from submission to placement of the jobs placed since the last call (region).
+    mutating func takePlacementWaits() -> [Double]
+}
+
+/// A request to a controller's loop thread from inside its process (the HTTP API): it is
+/// performed between batches, on the thread that owns the state, so reads are consistent and
+/// writes follow the same path as a peer's message (validated, persisted before answered).
+public enum ControllerCall: Sendable {
+    /// Deliver `body` as if a client had sent it; `answer` gets the reply (an `ERROR_REPLY`
+    /// when refused, or when no answer came within `ControllerShell.callTimeoutMs`). A relayed
+    /// request (a region's nodes asked of the national scheduler) is answered when the region
+    /// answers.
+    case ask(Body, answer: @Sendable (Body) -> Void)
+    /// Hand an observation to `reply`.
+    case observe(reply: @Sendable (ControllerObservation) -> Void)
+}
+
+/// The identity in-process asks appear under: "\0http" and an 8-byte call number. ZeroMQ
+/// never gives a peer an identity that starts with a zero byte and is 13 bytes long (its
+/// generated ones are 5), so no real peer can be mistaken for one.
+let localCallPrefix: [UInt8] = [0, 0x68, 0x74, 0x74, 0x70]
+
+/// Histograms a shell records while it works, through swift-metrics (a `MetricsFactory` such
+/// as swift-prometheus's, injected; by default nothing is recorded).
+public struct ControllerMetrics: Sendable {
+    let commitSeconds: Metrics.Timer
+    let commitMutations: Recorder
+    let batchSeconds: Metrics.Timer
+    let placementWaitSeconds: Metrics.Timer
+
+    public static let commitSecondsLabel = "grid_store_commit_seconds"
+    public static let commitMutationsLabel = "grid_store_commit_batch_mutations"
+    public static let batchSecondsLabel = "grid_controller_batch_seconds"
+    public static let placementWaitLabel = "grid_region_placement_wait_seconds"
+
+    public init(factory: any MetricsFactory = NOOPMetricsHandler.instance) {
+        commitSeconds = Metrics.Timer(label: Self.commitSecondsLabel, factory: factory)
+        commitMutations = Recorder(label: Self.commitMutationsLabel, aggregate: true, factory: factory)
+        batchSeconds = Metrics.Timer(label: Self.batchSecondsLabel, factory: factory)
+        placementWaitSeconds = Metrics.Timer(label: Self.placementWaitLabel, factory: factory)
+    }
 }
 
 /// Performs what a controller instance decides, one batch at a time:
@@ -42,12 +86,22 @@ public final class ControllerShell<Instance: ControllerInstance> {
     var messenger: Messenger
     public private(set) var commits = 0
     public private(set) var failedCommits = 0
+    let metrics: ControllerMetrics
+    /// Messages received, by type (the wire type number), since start.
+    var receivedByType: [Int: Int] = [:]
+    /// In-process asks waiting for their answer, by call number.
+    var calls: [UInt64: (answer: @Sendable (Body) -> Void, deadlineMs: Int64)] = [:]
+    var lastCall: UInt64 = 0
+    /// How long an in-process ask may wait for its answer.
+    public static var callTimeoutMs: Int64 { 30_000 }
 
-    public init(settings: Instance.Settings, store: GridStore, maxFrameBytes: Int, logger: Logger, clock: MomentClock) throws {
+    public init(settings: Instance.Settings, store: GridStore, maxFrameBytes: Int, logger: Logger, clock: MomentClock,
+                metrics: ControllerMetrics = ControllerMetrics()) throws {
         self.settings = settings
         self.store = store
         self.logger = logger
         self.clock = clock
+        self.metrics = metrics
         self.messenger = Messenger(sender: Instance.name(settings), maxFrameBytes: maxFrameBytes, logger: logger)
         instance = try Instance.recover(settings: settings, store: store, now: clock.now())
     }
@@ -56,25 +110,91 @@ public final class ControllerShell<Instance: ControllerInstance> {
     public var rejectedFrames: [String: Int] { messenger.rejected }
 
     /// One batch in, the frames to send out. Runs on the socket loop's thread.
-    public func handle(_ inputs: [LoopInput<Never>], backlog: Bool) -> [LoopOutput] {
+    public func handle(_ inputs: [LoopInput<ControllerCall>], backlog: Bool) -> [LoopOutput] {
+        let started = DispatchTime.now().uptimeNanoseconds
         let now = clock.now()
         var directives: [ControllerDirective] = []
         var errors: [LoopOutput] = []
+        var observers: [@Sendable (ControllerObservation) -> Void] = []
         for input in inputs {
             switch input {
             case .tick: continue
             case .badShape(let peer, let frames): messenger.countBadShape(from: peer, frames: frames)
             case .frame(let peer, let payload, let delimited):
                 guard let message = messenger.decode(payload, from: peer, delimited: delimited, nowMs: now.monotonicMs, reply: &errors) else { continue }
+                receivedByType[message.body.type.rawValue, default: 0] += 1
                 let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited)
                 directives += instance.receive(message, origin: origin, now: now)
+            case .event(.observe(let reply)):
+                observers.append(reply)
+            case .event(.ask(let body, let answer)):
+                directives += ask(body, answer: answer, now: now)
             }
         }
         directives += instance.onTick(now: now, backlog: backlog)
+        expireCalls(now)
         // Error replies change nothing stored: they need not wait for the batch's commit.
         let out = errors + perform(directives)
+        for wait in instance.takePlacementWaits() { metrics.placementWaitSeconds.recordSeconds(wait) }
+        if !observers.isEmpty {
+            let o = observation(now: now)
+            for reply in observers { reply(o) }
+        }
         returnFreedMemory(now)
+        metrics.batchSeconds.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
         return out
+    }
+
+    /// An in-process ask: validated exactly as a frame from a peer would be (encoded and decoded
+    /// again), then given to the instance under the call's own identity.
+    func ask(_ body: Body, answer: @escaping @Sendable (Body) -> Void, now: Moment) -> [ControllerDirective] {
+        lastCall &+= 1
+        let n = lastCall
+        let message: Message
+        do {
+            message = try messenger.codec.decode(messenger.codec.encode(Message(sender: "http", sequence: n, body: body)))
+        } catch {
+            var e = Wire.ErrorReply()
+            e.code = "bad_request"
+            e.message = "\(error)"
+            answer(.errorReply(e))
+            return []
+        }
+        var identity = localCallPrefix
+        withUnsafeBytes(of: n.bigEndian) { identity.append(contentsOf: $0) }
+        calls[n] = (answer, now.monotonicMs + Self.callTimeoutMs)
+        receivedByType[message.body.type.rawValue, default: 0] += 1
+        return instance.receive(message, origin: Origin(peer: .downstream(identity: identity), sequence: n), now: now)
+    }
+
+    /// The call an identity names, if it is an in-process ask's.
+    static func callNumber(_ identity: [UInt8]) -> UInt64? {
+        guard identity.count == 13, identity[0] == 0, identity[1] == 0x68, identity.starts(with: localCallPrefix) else { return nil }
+        return identity[5...].reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    func expireCalls(_ now: Moment) {
+        guard !calls.isEmpty else { return }
+        for (n, call) in calls where call.deadlineMs <= now.monotonicMs {
+            calls[n] = nil
+            var e = Wire.ErrorReply()
+            e.code = "unavailable"
+            e.message = "no answer within \(Self.callTimeoutMs / 1000) s (a region did not answer, or the change could not be stored); retry"
+            call.answer(.errorReply(e))
+        }
+    }
+
+    /// The instance's observation with the shell's own counts.
+    public func observation(now: Moment) -> ControllerObservation {
+        var o = instance.observe(now: now)
+        for (type, n) in receivedByType {
+            o.receivedByType[Wire.MessageType(rawValue: type).map { "\($0)" } ?? "\(type)", default: 0] += n
+        }
+        o.rejectedFrames = messenger.rejected
+        o.commits = commits
+        o.failedCommits = failedCommits
+        o.pendingCalls = calls.count
+        return o
     }
 
     var lastTrimMs: Int64 = 0
@@ -95,7 +215,10 @@ public final class ControllerShell<Instance: ControllerInstance> {
         for d in directives { if case .persist(let m) = d { batch.append(m) } }
         if !batch.isEmpty {
             do {
+                let started = DispatchTime.now().uptimeNanoseconds
                 try store.commit(batch)
+                metrics.commitSeconds.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
+                metrics.commitMutations.record(batch.count)
                 commits += 1
             } catch {
                 failedCommits += 1
@@ -109,6 +232,10 @@ public final class ControllerShell<Instance: ControllerInstance> {
         for d in directives {
             switch d {
             case .send(let body, let peer, let replyTo, let delimited):
+                if case .downstream(let identity) = peer, let n = Self.callNumber(identity) {
+                    calls.removeValue(forKey: n)?.answer(body)
+                    continue
+                }
                 out.append(messenger.output(body, to: peer, replyTo: replyTo, delimited: delimited))
             case .log(let e):
                 logger.log(level: e.level, "\(e.message)", metadata: e.metadata.mapValues { .string($0) })
@@ -145,6 +272,11 @@ extension RegionInstance: ControllerInstance {
     }
 
     public static func name(_ settings: Settings) -> String { settings.region.rawValue }
+
+    public mutating func takePlacementWaits() -> [Double] {
+        defer { placementWaits.removeAll(keepingCapacity: true) }
+        return placementWaits
+    }
 }
 
 extension RegionInstance.Settings {

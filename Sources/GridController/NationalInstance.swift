@@ -130,6 +130,14 @@ public struct NationalInstance: Sendable {
     /// Congestion and protection prices for the decision, learning from the jobs that arrive.
     var pricing: ScarcityPricing
     var allSilentReported = false
+    /// Running counts for /metrics (plain integers; read when scraped).
+    struct Counters: Sendable {
+        var submissions = 0
+        var decisions = 0
+        var forwards = 0
+        var movedFromSilent = 0
+    }
+    var counters = Counters()
 
     public init(settings: Settings, recovered: NationalRecovery, now: Moment) {
         self.settings = settings
@@ -259,6 +267,7 @@ public struct NationalInstance: Sendable {
                 }
                 if case .waiting = outcome { unrouted.append(id) }
                 jobs[id] = job
+                counters.submissions += 1
                 out.append(.persist(.job(job)))
                 out += directives
                 results.append(result(id.rawValue, true, job.message, job.region?.rawValue ?? ""))
@@ -321,6 +330,7 @@ public struct NationalInstance: Sendable {
             return (.waiting, [])
         }
         let routed = decide(job, now: now)
+        counters.decisions += 1
         if job.route == nil, let o = routed.observed { pricing.observe(o.job, allowed: o.allowed) }
         if let e = routed.explanation { job.route = e }
         job.updatedAt = now.wall
@@ -823,6 +833,7 @@ public struct NationalInstance: Sendable {
             return []
         }
         f.attempts += 1
+        counters.forwards += 1
         f.dueMs = now.monotonicMs + min(settings.maxRetryIntervalMs, settings.retryIntervalMs << min(f.attempts - 1, 5))
         forwards[id] = f
         timers.schedule(.forward(id), at: f.dueMs)
@@ -923,6 +934,7 @@ public struct NationalInstance: Sendable {
             out.append(.persist(.job(trial)))
             out += directives
             moved += 1
+            counters.movedFromSilent += 1
         }
         if moved > 0 || stayed > 0 {
             out.append(.log(LogEvent(.warning, "regions silent: their waiting jobs were routed again",
@@ -961,6 +973,7 @@ extension NationalInstance: ControllerInstance {
     }
 
     public static func name(_ settings: Settings) -> String { settings.name }
+    public mutating func takePlacementWaits() -> [Double] { [] }
 }
 
 extension NationalInstance.Settings {

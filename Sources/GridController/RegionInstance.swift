@@ -217,6 +217,10 @@ public struct RegionInstance: Sendable {
     var summariesSinceFull = 0
     var wantFullSummary = true
     var counters = RegionCounters()
+    /// Submission-to-placement seconds of jobs placed since the shell last took them (metrics).
+    var placementWaits: [Double] = []
+    /// When the national scheduler last said anything (readiness).
+    var nationalHeardMs: Int64?
     /// One copy of each model string, shared by every slot that names it.
     var models: [String: String] = [:]
 
@@ -325,6 +329,7 @@ public struct RegionInstance: Sendable {
     /// One decoded message from a peer.
     public mutating func receive(_ message: Message, origin: Origin, now: Moment) -> [ControllerDirective] {
         lastWall = now.wall
+        if case .upstream = origin.peer { nationalHeardMs = now.monotonicMs }
         switch message.body {
         case .register(let m): return onRegister(m, origin: origin, now: now)
         case .heartbeat(let m): return onHeartbeat(m, origin: origin, now: now)
@@ -1512,6 +1517,8 @@ public struct RegionInstance: Sendable {
                 refreshDigest(nodeID)
                 placedIDs.insert(jid)
                 counters.placements += 1
+                // Drained by the shell each batch; bounded for instances driven without one.
+                if placementWaits.count < 65_536 { placementWaits.append(max(0, now.wall.timeIntervalSince(job.submittedAt))) }
                 out.append(.persist(.job(job)))
                 out.append(.persist(.assignment(a, at: now.wall)))
                 out += enqueueStatus(job, now: now)

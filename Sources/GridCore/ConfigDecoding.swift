@@ -67,3 +67,35 @@ public func describeDecodingError(_ error: any Error) -> String {
         return String(describing: e)
     }
 }
+
+/// Where an HTTP listener binds: `host:port` (port 0 = any free port), or `off`.
+public enum HTTPListen: Sendable, Equatable {
+    case off
+    case on(host: String, port: Int)
+
+    public static func parse(_ text: String) -> Result<HTTPListen, ConfigValueError> {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if t.isEmpty || t.lowercased() == "off" { return .success(.off) }
+        guard let colon = t.lastIndex(of: ":") else {
+            return .failure(ConfigValueError("'\(text)' is not host:port (e.g. 127.0.0.1:7780; port 0 = any free port; off = none)"))
+        }
+        var host = String(t[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return .failure(ConfigValueError("'\(text)': the host is empty (use 127.0.0.1 or 0.0.0.0)")) }
+        guard let port = Int(t[t.index(after: colon)...]), (0...65_535).contains(port) else {
+            return .failure(ConfigValueError("'\(text)': the port must be 0…65535 (0 = any free port)"))
+        }
+        return .success(.on(host: host, port: port))
+    }
+}
+
+/// A configuration value that breaks a rule, said so a person can fix it.
+public struct ConfigValueError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// How a daemon writes its log lines.
+public enum LogFormat: String, Codable, Sendable, CaseIterable {
+    case text, json
+}

@@ -102,6 +102,7 @@ public struct SocketLoopStats: Sendable, Equatable {
     public var unroutable = 0
     /// Sends dropped because the peer's queue was full.
     public var wouldBlock = 0
+    public init() {}
 }
 
 /// One thread that owns a ROUTER (bound) and/or a DEALER (connected), a mailbox and a timer,

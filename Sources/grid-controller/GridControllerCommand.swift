@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GridController
 import GridCore
+import GridHTTP
 import Logging
 import ServiceLifecycle
 
@@ -26,6 +27,8 @@ struct GridControllerCommand: AsyncParsableCommand {
     var dataDir: String?
     @Option(help: "trace|debug|info|notice|warning|error|critical (overrides 'log_level').")
     var logLevel: String?
+    @Option(help: "HTTP listener for the API, /metrics and the dashboard: host:port (0 = any free port) or off (overrides 'http').")
+    var http: String?
 
     func run() async throws {
         var cfg: ControllerConfig
@@ -36,6 +39,7 @@ struct GridControllerCommand: AsyncParsableCommand {
             if let national { cfg.national = national }
             if let dataDir { cfg.dataDir = URL(fileURLWithPath: dataDir).standardizedFileURL.path }
             if let logLevel { cfg.logLevel = logLevel }
+            if let http { cfg.http = http }
             let problems = cfg.problems()
             if !problems.isEmpty { throw ConfigError(source: "command line", problems: problems) }
         } catch let error as ConfigError {
@@ -54,16 +58,26 @@ struct GridControllerCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: name)
         let service: ControllerService
+        let exporter = MetricsExporter()
+        let tokens: TokenStore
         do {
-            service = try ControllerService(config: cfg, logger: logger)
+            tokens = try TokenStore(path: cfg.httpTokenFile)
+            service = try ControllerService(config: cfg, logger: logger, metrics: ControllerMetrics(factory: exporter.factory))
         } catch {
             FileHandle.standardError.write(Data("grid-controller: cannot start \(name): \(error)\n".utf8))
             throw ExitCode(1)
         }
         // Scripts and tests read the bound endpoint from this line.
         FileHandle.standardOutput.write(Data("grid-controller \(name) listening on \(service.endpoint)\n".utf8))
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
+        if case .success(.on(let host, let port)) = HTTPListen.parse(cfg.http) {
+            let api = ControllerAPI(controller: service, metrics: exporter, tokens: tokens, logger: logger)
+            services.append(.init(service: HTTPServer(router: api.router(), host: host, port: port, logger: logger) { address in
+                FileHandle.standardOutput.write(Data("grid-controller \(name) http on http://\(address)/ (dashboard, /api/v1, /metrics)\n".utf8))
+            }, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: service)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()

@@ -191,7 +191,7 @@ struct NationalHarness {
                                     logger: .init(label: "t"), clock: clock)
         let codec = EnvelopeCodec()
         let national = Peer.upstream
-        var inputs: [LoopInput<Never>] = []
+        var inputs: [LoopInput<ControllerCall>] = []
         for i in 0..<50 {
             var f = Wire.JobForward()
             f.jobID = "j-\(i)"

@@ -1,0 +1,383 @@
+import Foundation
+import GridCLI
+import GridController
+import GridCore
+import GridProtocol
+import Hummingbird
+import Logging
+import SwiftProtobuf
+
+/// What the HTTP API needs of a controller: ask it a protocol question (answered the way a
+/// peer would be), and observe it. `ControllerService` is one; tests may drive any.
+public protocol ControllerAccess: Sendable {
+    var role: ControllerRole { get }
+    var name: String { get }
+    func ask(_ body: Body) async -> Body
+    func observe(timeout: Duration) async -> ControllerObservation?
+}
+
+extension ControllerService: ControllerAccess {
+    public var role: ControllerRole { config.role }
+    public var name: String { config.id }
+}
+
+/// The routes of a controller's HTTP listener: the JSON API (`/api/v1`, described by
+/// `/openapi.yaml`), `/metrics`, `/healthz`, `/readyz`, the dashboard at `/` and its live
+/// updates at `/api/v1/events`.
+///
+/// Every read and write goes through the controller's loop as a protocol message from an
+/// in-process peer, so the API gives the same answers as `gridctl` and a change is stored
+/// before it is answered. Writes need a bearer token from `http_token_file`.
+public struct ControllerAPI: Sendable {
+    public let controller: any ControllerAccess
+    public let metrics: MetricsExporter
+    public let tokens: TokenStore
+    public let logger: Logger
+    /// How often the event stream looks for changes.
+    public var eventInterval: Duration = .seconds(1)
+
+    public init(controller: any ControllerAccess, metrics: MetricsExporter, tokens: TokenStore, logger: Logger) {
+        self.controller = controller
+        self.metrics = metrics
+        self.tokens = tokens
+        self.logger = logger
+    }
+
+    static let json: JSONEncodingOptions = {
+        var o = JSONEncodingOptions()
+        o.preserveProtoFieldNames = true
+        o.alwaysPrintInt64sAsNumbers = true
+        return o
+    }()
+
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.middlewares.add(APIErrorMiddleware())
+        router.get("/healthz") { _, _ in try await self.healthz() }
+        router.get("/readyz") { _, _ in try await self.readyz() }
+        router.get("/metrics") { _, _ in try await self.scrape() }
+        router.get("/") { _, _ in Self.resource("dashboard.html", type: "text/html; charset=utf-8") }
+        router.get("/dashboard.js") { _, _ in Self.resource("dashboard.js", type: "text/javascript; charset=utf-8") }
+        router.get("/dashboard.css") { _, _ in Self.resource("dashboard.css", type: "text/css; charset=utf-8") }
+        router.get("/openapi.yaml") { _, _ in Self.resource("openapi.yaml", type: "application/yaml") }
+        let api = router.group("api/v1")
+        api.get("overview") { _, _ in try await self.overview() }
+        api.get("events") { request, _ in self.events(request) }
+        api.get("regions") { _, _ in try await self.regions() }
+        api.get("nodes") { request, _ in
+            try await self.query(.nodes, region: request.uri.queryParameters.get("region"), page: request)
+        }
+        api.get("jobs") { request, _ in try await self.query(.jobs, page: request) }
+        api.get("jobs/:id") { _, context in
+            try await self.query(.job, job: try context.parameters.require("id"))
+        }
+        api.get("accounts") { request, _ in
+            try await self.query(.accounts, region: request.uri.queryParameters.get("region"))
+        }
+        api.post("jobs") { request, context in try await self.submit(request, context) }
+        for action in ["cancel", "hold", "release", "requeue"] {
+            api.post("jobs/:id/\(action)") { request, context in
+                try await self.jobAction(action, id: try context.parameters.require("id"), request)
+            }
+        }
+        for action in ["cordon", "uncordon", "drain"] {
+            api.post("nodes/:id/\(action)") { request, context in
+                try await self.nodeAction(action, id: try context.parameters.require("id"), request)
+            }
+        }
+        return router
+    }
+
+    // MARK: health
+
+    func healthz() async throws -> Response {
+        guard await controller.observe(timeout: .seconds(2)) != nil else {
+            return Self.problem(.serviceUnavailable, "unavailable", "the controller's loop did not answer within 2 s")
+        }
+        return Self.jsonResponse(.ok, #"{"status":"ok"}"#)
+    }
+
+    func readyz() async throws -> Response {
+        guard let o = await controller.observe(timeout: .seconds(2)) else {
+            return Self.problem(.serviceUnavailable, "unavailable", "the controller's loop did not answer within 2 s")
+        }
+        if o.ready { return Self.jsonResponse(.ok, #"{"status":"ready"}"#) }
+        return Self.problem(.serviceUnavailable, "not_ready", o.notReady)
+    }
+
+    func scrape() async throws -> Response {
+        if let o = await controller.observe(timeout: .seconds(5)) { metrics.update(from: o) }
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics.render())))
+    }
+
+    // MARK: reads
+
+    func overview() async throws -> Response {
+        guard let o = await controller.observe(timeout: .seconds(5)) else {
+            return Self.problem(.serviceUnavailable, "unavailable", "the controller's loop did not answer within 5 s")
+        }
+        return Self.jsonResponse(.ok, try Self.encode(Overview(o)))
+    }
+
+    func regions() async throws -> Response {
+        guard controller.role == .national else {
+            return Self.problem(.notFound, "not_found", "a region lists no regions; ask the national scheduler")
+        }
+        guard let o = await controller.observe(timeout: .seconds(5)) else {
+            return Self.problem(.serviceUnavailable, "unavailable", "the controller's loop did not answer within 5 s")
+        }
+        return Self.jsonResponse(.ok, try Self.encode(Overview(o).regions))
+    }
+
+    func query(_ kind: Wire.Query.Kind, region: String? = nil, job: String = "", page request: Request? = nil) async throws -> Response {
+        var q = Wire.Query()
+        q.kind = kind
+        q.jobID = job
+        q.regionID = region ?? ""
+        if let request {
+            let p = request.uri.queryParameters
+            if let v = p.get("offset") {
+                guard let n = UInt64(v) else { return Self.problem(.badRequest, "bad_request", "offset: '\(v)' is not a whole number ≥ 0") }
+                q.offset = n
+            }
+            if let v = p.get("limit") {
+                guard let n = UInt32(v), (1...10_000).contains(n) else {
+                    return Self.problem(.badRequest, "bad_request", "limit: '\(v)' must be 1…10000")
+                }
+                q.limit = n
+            }
+        }
+        let answer = await controller.ask(.query(q))
+        switch answer {
+        case .queryReply(let r):
+            if kind == .job {
+                guard let j = r.jobs.first else { return Self.problem(.notFound, "not_found", "job \(job) is not known") }
+                return Self.jsonResponse(.ok, try j.jsonString(options: Self.json))
+            }
+            return Self.jsonResponse(.ok, try Self.list(r, kind))
+        default:
+            return Self.refusal(answer)
+        }
+    }
+
+    // MARK: writes
+
+    /// The caller's token name, or the refusal to send.
+    func authorise(_ request: Request, _ what: String) -> Authorisation {
+        guard tokens.configured else {
+            return .refused(Self.problem(.forbidden, "forbidden",
+                                         "this API only reads: set http_token_file in the controller's configuration to allow \(what)"))
+        }
+        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
+            return .refused(Self.problem(.unauthorized, "unauthorized", "\(what) needs 'Authorization: Bearer <token>' (a token from http_token_file)",
+                                         headers: [.wwwAuthenticate: #"Bearer realm="computegrid""#]))
+        }
+        guard let name = tokens.name(for: String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)) else {
+            return .refused(Self.problem(.unauthorized, "unauthorized", "the bearer token is not one of http_token_file's",
+                                         headers: [.wwwAuthenticate: #"Bearer realm="computegrid", error="invalid_token""#]))
+        }
+        return .caller(name)
+    }
+
+    func submit(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let caller: String
+        switch authorise(request, "submitting jobs") {
+        case .caller(let n): caller = n
+        case .refused(let r): return r
+        }
+        guard controller.role == .national else {
+            return Self.problem(.notFound, "unsupported", "submit jobs to the national scheduler, not to region \(controller.name)")
+        }
+        let body = try await request.body.collect(upTo: 4 << 20)
+        let text = String(buffer: body)
+        let entry: (spec: JobSpec, count: Int)
+        do {
+            entry = try JobFile.parseEntry(text, source: "request body")
+        } catch {
+            return Self.problem(.badRequest, "bad_request", "\(error)")
+        }
+        var item = Wire.SubmitItem()
+        item.spec = Wire.JobSpec(entry.spec)
+        item.count = UInt32(entry.count)
+        if let id = request.uri.queryParameters.get("id") { item.jobID = String(id) }
+        var s = Wire.Submit()
+        s.items = [item]
+        logger.notice("HTTP submit", metadata: ["caller": "\(caller)", "jobs": "\(entry.count)"])
+        let answer = await controller.ask(.submit(s))
+        guard case .submitReply(let r) = answer else { return Self.refusal(answer) }
+        return Self.jsonResponse(r.accepted ? .created : .unprocessableContent, try r.jsonString(options: Self.json))
+    }
+
+    func jobAction(_ action: String, id: String, _ request: Request) async throws -> Response {
+        let caller: String
+        switch authorise(request, "\(action) of a job") {
+        case .caller(let n): caller = n
+        case .refused(let r): return r
+        }
+        let reason = request.uri.queryParameters.get("reason").map { String($0) } ?? "by \(caller) over HTTP"
+        let body: Body
+        switch action {
+        case "cancel":
+            var c = Wire.Cancel()
+            c.jobID = id
+            body = .cancel(c)
+        default:
+            var c = Wire.JobControl()
+            c.jobID = id
+            c.reason = reason
+            c.action = action == "hold" ? .hold : action == "release" ? .release : .requeue
+            body = .jobControl(c)
+        }
+        logger.notice("HTTP job \(action)", metadata: ["caller": "\(caller)", "job": "\(id)"])
+        let answer = await controller.ask(body)
+        guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
+        guard let j = r.jobs.first else { return Self.jsonResponse(.accepted, try r.jsonString(options: Self.json)) }
+        return Self.jsonResponse(.ok, try j.jsonString(options: Self.json))
+    }
+
+    func nodeAction(_ action: String, id: String, _ request: Request) async throws -> Response {
+        let caller: String
+        switch authorise(request, "\(action) of a node") {
+        case .caller(let n): caller = n
+        case .refused(let r): return r
+        }
+        var c = Wire.NodeCommand()
+        c.nodeID = id
+        c.regionID = request.uri.queryParameters.get("region").map { String($0) } ?? ""
+        c.reason = request.uri.queryParameters.get("reason").map { String($0) } ?? "by \(caller) over HTTP"
+        c.action = action == "cordon" ? .cordon : action == "uncordon" ? .uncordon : .drain
+        logger.notice("HTTP node \(action)", metadata: ["caller": "\(caller)", "node": "\(id)"])
+        let answer = await controller.ask(.nodeCommand(c))
+        guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
+        guard let n = r.nodes.first else { return Self.problem(.notFound, "not_found", "node \(id) is not known") }
+        return Self.jsonResponse(.ok, try n.jsonString(options: Self.json))
+    }
+
+    // MARK: live updates
+
+    /// Server-sent events: an `overview` event at once and whenever the overview changes
+    /// (checked every `eventInterval`), and a comment every 15 s so proxies keep the stream open.
+    func events(_ request: Request) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream"
+        headers[.cacheControl] = "no-store"
+        let controller = self.controller
+        let interval = eventInterval
+        return Response(status: .ok, headers: headers, body: .init { writer in
+            var last = ""
+            var quiet = Duration.zero
+            var id = 0
+            while !Task.isCancelled {
+                if let o = await controller.observe(timeout: .seconds(5)) {
+                    var view = Overview(o)
+                    view.observedAt = 0  // a change of time alone is not news
+                    let text = (try? Self.encode(view)) ?? "{}"
+                    if text != last {
+                        last = text
+                        id += 1
+                        view.observedAt = Int64(o.observedAt.timeIntervalSince1970 * 1000)
+                        let full = (try? Self.encode(view)) ?? text
+                        try await writer.write(ByteBuffer(string: "id: \(id)\nevent: overview\ndata: \(full)\n\n"))
+                        quiet = .zero
+                    }
+                }
+                if quiet >= .seconds(15) {
+                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                    quiet = .zero
+                }
+                try await Task.sleep(for: interval)
+                quiet += interval
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    // MARK: helpers
+
+    /// A page as `{"total", "next_offset", "<items>": [...]}`, every key present (proto3 JSON
+    /// leaves out empty lists and zeros; a list endpoint should not).
+    static func list(_ r: Wire.QueryReply, _ kind: Wire.Query.Kind) throws -> String {
+        let items: [String]
+        let key: String
+        switch kind {
+        case .nodes: key = "nodes"; items = try r.nodes.map { try $0.jsonString(options: json) }
+        case .accounts: key = "accounts"; items = try r.accounts.map { try $0.jsonString(options: json) }
+        default: key = "jobs"; items = try r.jobs.map { try $0.jsonString(options: json) }
+        }
+        return #"{"total":\#(r.total),"next_offset":\#(r.nextOffset),"\#(key)":[\#(items.joined(separator: ","))]}"#
+    }
+
+    static func encode<T: Encodable>(_ value: T) throws -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        e.keyEncodingStrategy = .convertToSnakeCase
+        return String(decoding: try e.encode(value), as: UTF8.self)
+    }
+
+    static func jsonResponse(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// An error as `{"error": {"code", "message"}}`, the code the same as the protocol's.
+    static func problem(_ status: HTTPResponse.Status, _ code: String, _ message: String, headers extra: HTTPFields = [:]) -> Response {
+        struct Problem: Encodable { var error: Detail }
+        struct Detail: Encodable { var code: String; var message: String }
+        var r = jsonResponse(status, (try? encode(Problem(error: Detail(code: code, message: message)))) ?? "{}")
+        r.headers.append(contentsOf: extra)
+        return r
+    }
+
+    /// A protocol refusal as the HTTP status it means.
+    static func refusal(_ answer: Body) -> Response {
+        guard case .errorReply(let e) = answer else {
+            return problem(.internalServerError, "internal", "the controller answered with \(answer.type)")
+        }
+        let status: HTTPResponse.Status
+        switch e.code {
+        case "not_found": status = .notFound
+        case "bad_request": status = .badRequest
+        case "unsupported": status = .notFound
+        case "unavailable": status = .serviceUnavailable
+        case "overloaded": status = .tooManyRequests
+        default: status = .internalServerError
+        }
+        return problem(status, e.code, e.message)
+    }
+
+    static func resource(_ name: String, type: String) -> Response {
+        guard let url = Bundle.module.url(forResource: "Resources/\(name)", withExtension: nil),
+              let data = try? Data(contentsOf: url) else {
+            return problem(.notFound, "not_found", "\(name) is not installed with this build")
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = type
+        headers[.cacheControl] = "no-cache"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+enum Authorisation {
+    case caller(String)
+    case refused(Response)
+}
+
+/// Unknown routes and thrown errors as JSON problems, not empty bodies.
+struct APIErrorMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError {
+            if error.status == .notFound {
+                return ControllerAPI.problem(.notFound, "not_found", "no route \(request.method) \(request.uri.path); see /openapi.yaml")
+            }
+            return ControllerAPI.problem(error.status, "bad_request", error.body ?? "\(error.status)")
+        } catch {
+            return ControllerAPI.problem(.internalServerError, "internal", "\(error)")
+        }
+    }
+}

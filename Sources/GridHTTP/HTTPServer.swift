@@ -1,0 +1,42 @@
+import Foundation
+import GridCore
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// A daemon's HTTP listener as a swift-service-lifecycle `Service`: Hummingbird on the given
+/// address, stopped with the rest of the daemon on SIGTERM/SIGINT. `onListening` gets the bound
+/// address (`host:port`, the real port when 0 was asked for).
+public struct HTTPServer<Context: RequestContext>: Service where Context.Source == ApplicationRequestContextSource {
+    let responder: RouterResponder<Context>
+    let host: String
+    let port: Int
+    let logger: Logger
+    let onListening: @Sendable (String) -> Void
+
+    public init(router: Router<Context>, host: String, port: Int, logger: Logger, onListening: @escaping @Sendable (String) -> Void) {
+        self.responder = router.buildResponder()
+        self.host = host
+        self.port = port
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    public func run() async throws {
+        let host = self.host
+        let onListening = self.onListening
+        var quiet = logger
+        // Hummingbird's own lines (one per request at info) stay out of the daemon's log.
+        quiet.logLevel = max(logger.logLevel, .warning)
+        let app = Application(
+            responder: responder,
+            configuration: .init(address: .hostname(host, port: port), serverName: "computegrid"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? 0
+                onListening(host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
+            },
+            logger: quiet)
+        try await app.run()
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import GridController
+import GridCore
+import Metrics
+import Prometheus
+import Synchronization
+
+/// One daemon's Prometheus registry. Histograms are recorded as work happens (through the
+/// swift-metrics `factory` handed to the shell); counters and gauges are brought up to date from
+/// an observation when `/metrics` is scraped, so nothing is counted twice on the hot path.
+///
+/// Names follow the Prometheus conventions: `grid_` prefix, base units (`_seconds`), `_total`
+/// on counters, one metric per quantity with labels for vendor, grade, health, state, reason.
+public final class MetricsExporter: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    public let factory: PrometheusMetricsFactory
+    /// Counter values already added (counters only go up: each scrape adds the difference), and
+    /// the gauges' label sets seen (a set that disappears is reported as 0, not left stale).
+    private let state = Mutex<(counted: [String: Int], gauges: [String: Set<[String]>])>(([:], [:]))
+
+    public init() {
+        registry = PrometheusCollectorRegistry()
+        var f = PrometheusMetricsFactory(registry: registry)
+        let fast: [Duration] = [.microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2.5),
+                                .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+                                .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5)]
+        f.durationHistogramBuckets[ControllerMetrics.commitSecondsLabel] = fast
+        f.durationHistogramBuckets[ControllerMetrics.batchSecondsLabel] = fast
+        f.durationHistogramBuckets[ControllerMetrics.placementWaitLabel] =
+            [.milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5), .seconds(10),
+             .seconds(30), .seconds(60), .seconds(300), .seconds(900), .seconds(3600), .seconds(4 * 3600), .seconds(24 * 3600)]
+        f.valueHistogramBuckets[ControllerMetrics.commitMutationsLabel] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000]
+        f.durationHistogramBuckets[AgentMetricLabels.probeSeconds] =
+            [.milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2),
+             .seconds(5), .seconds(10), .seconds(30)]
+        factory = f
+    }
+
+    /// The text exposition format (version 0.0.4).
+    public func render() -> [UInt8] {
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(16 << 10)
+        registry.emit(into: &buffer)
+        return buffer
+    }
+
+    /// Adds to a counter what `value` (a running total) gained since the last call.
+    public func count(_ name: String, _ labels: [(String, String)] = [], total value: Int, help: String) {
+        let key = name + "|" + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
+        let delta: Int = state.withLock { s in
+            let before = s.counted[key] ?? 0
+            // A total that went down (a restart of what counts) starts again from it.
+            let d = value >= before ? value - before : value
+            s.counted[key] = value
+            return d
+        }
+        let counter = registry.makeCounter(name: name, labels: labels, help: help)
+        if delta > 0 { counter.increment(by: Int64(delta)) }
+    }
+
+    /// Sets one gauge per label set in `values`; label sets reported before but absent now go to 0.
+    public func gauges(_ name: String, labelNames: [String], _ values: [[String]: Double], help: String) {
+        let gone: Set<[String]> = state.withLock { s in
+            let before = s.gauges[name] ?? []
+            s.gauges[name] = before.union(values.keys)
+            return before.subtracting(values.keys)
+        }
+        for (labels, v) in values {
+            registry.makeGauge(name: name, labels: Array(zip(labelNames, labels)), help: help).set(to: v)
+        }
+        for labels in gone {
+            registry.makeGauge(name: name, labels: Array(zip(labelNames, labels)), help: help).set(to: 0)
+        }
+    }
+
+    public func gauge(_ name: String, _ value: Double, help: String) {
+        registry.makeGauge(name: name, help: help).set(to: value)
+    }
+
+    /// Brings every controller counter and gauge up to date.
+    public func update(from o: ControllerObservation) {
+        let role = o.role.rawValue
+        gauge("grid_controller_ready", o.ready ? 1 : 0, help: "1 when this controller is ready to serve (see /readyz for why not)")
+        for (type, n) in o.receivedByType {
+            count("grid_messages_received_total", [("type", Self.snake(type))], total: n,
+                  help: "Messages received from peers and the HTTP API, by type")
+        }
+        for (reason, n) in o.rejectedFrames {
+            count("grid_frames_rejected_total", [("reason", reason)], total: n,
+                  help: "Inbound frames refused (not decodable, too large, bad field), by reason")
+        }
+        count("grid_store_commits_total", total: o.commits, help: "Batches committed to SQLite (one transaction and fsync each)")
+        count("grid_store_commit_failures_total", total: o.failedCommits,
+              help: "Batches that could not be stored (disk full, I/O error); nothing of them was acknowledged")
+        count("grid_socket_frames_received_total", total: o.socket.received, help: "Frames read from the ZeroMQ sockets")
+        count("grid_socket_frames_sent_total", total: o.socket.sent, help: "Frames written to the ZeroMQ sockets")
+        count("grid_socket_unroutable_total", total: o.socket.unroutable, help: "Sends to a peer that was not connected (retried later)")
+        count("grid_socket_dropped_total", total: o.socket.wouldBlock, help: "Sends dropped because the peer's queue was full")
+        for c in ObservedCounter.allCases {
+            guard let n = o.counters[c] else { continue }
+            let (name, help) = Self.counterName(c, role: role)
+            count(name, total: n, help: help)
+        }
+        gauges("grid_nodes", labelNames: ["state"],
+               Dictionary(uniqueKeysWithValues: NodeState.allCases.map { ([$0.rawValue], Double(o.nodesByState[$0] ?? 0)) }),
+               help: "Nodes by state (national: the sum over regions' summaries)")
+        gauge("grid_nodes_cordoned", Double(o.cordonedNodes), help: "Nodes an operator cordoned or is draining")
+        gauges("grid_devices", labelNames: ["vendor", "grade", "health"],
+               Dictionary(uniqueKeysWithValues: o.devices.map { ([$0.key.vendor, $0.key.grade, $0.key.health.rawValue], Double($0.value.total)) }),
+               help: "Schedulable accelerator units (devices or MIG slices) by vendor, grade (A frontier … D edge) and health")
+        gauges("grid_devices_free", labelNames: ["vendor", "grade"],
+               Dictionary(o.devices.filter { $0.key.health == .healthy }.map { ([$0.key.vendor, $0.key.grade], Double($0.value.free)) },
+                          uniquingKeysWith: +),
+               help: "Free healthy units by vendor and grade")
+        gauges("grid_jobs", labelNames: ["state"],
+               Dictionary(uniqueKeysWithValues: JobState.allCases.map { ([$0.rawValue], Double(o.jobsByState[$0] ?? 0)) }),
+               help: "Jobs this controller keeps, by state (finished ones until history retention prunes them)")
+        gauge("grid_queue_depth", Double(o.queueDepth),
+              help: o.role == .region ? "Jobs waiting for devices" : "Jobs waiting for a region (no region can take them yet, or held for a cheaper hour)")
+        gauge("grid_outbox_depth", Double(o.outboxDepth), help: "Messages waiting for their acknowledgement (resent until acknowledged)")
+        gauge("grid_http_pending_calls", Double(o.pendingCalls), help: "HTTP requests waiting for an answer from the loop (relayed queries)")
+        if o.role == .region {
+            gauge("grid_region_stalled_seconds", o.stalledSeconds, help: "Total time the region's loop was stalled beyond its threshold")
+        }
+        if o.role == .national {
+            gauges("grid_region_up", labelNames: ["region"],
+                   Dictionary(uniqueKeysWithValues: o.regions.map { ([$0.id], $0.state == .live ? 1 : 0) }),
+                   help: "1 while a region's summaries arrive; 0 when it is stale (silent past its lease) or never reported")
+            gauges("grid_region_seconds_since_summary", labelNames: ["region"],
+                   Dictionary(uniqueKeysWithValues: o.regions.compactMap { r in r.secondsSinceSummary.map { ([r.id], $0) } }),
+                   help: "Seconds since the region's last summary")
+            gauges("grid_region_devices_free", labelNames: ["region"],
+                   Dictionary(uniqueKeysWithValues: o.regions.map { ([$0.id], Double($0.devicesFree)) }),
+                   help: "Free devices a region reported")
+            gauges("grid_region_queued_jobs", labelNames: ["region"],
+                   Dictionary(uniqueKeysWithValues: o.regions.map { ([$0.id], Double($0.queuedJobs)) }),
+                   help: "Jobs queued in a region, as it reported")
+            gauges("grid_region_electricity_price_per_kwh", labelNames: ["region"],
+                   Dictionary(uniqueKeysWithValues: o.regions.compactMap { r in r.pricePerKWh.map { ([r.id], $0) } }),
+                   help: "Electricity price per kWh this hour from the region's profile (the decision's energy term), in the configured currency")
+            gauges("grid_region_carbon_grams_per_kwh", labelNames: ["region"],
+                   Dictionary(uniqueKeysWithValues: o.regions.compactMap { r in r.carbonGPerKWh.map { ([r.id], $0) } }),
+                   help: "Grid carbon intensity this hour from the region's profile, gCO2 per kWh (the decision's carbon term)")
+            gauges("grid_region_pue", labelNames: ["region"],
+                   Dictionary(uniqueKeysWithValues: o.regions.compactMap { r in r.pue.map { ([r.id], $0) } }),
+                   help: "Power usage effectiveness from the region's profile")
+        }
+    }
+
+    static func counterName(_ c: ObservedCounter, role: String) -> (String, String) {
+        switch c {
+        case .heartbeats: return ("grid_region_heartbeats_received_total", "Agent heartbeats received")
+        case .placements: return ("grid_region_placements_total", "Jobs placed on devices (each attempt counts)")
+        case .nodesLost: return ("grid_region_nodes_lost_total", "Nodes declared lost after missing heartbeats")
+        case .stalls: return ("grid_region_stalls_total", "Loop turns that came late beyond the stall threshold")
+        case .staleUpdates: return ("grid_region_stale_updates_total", "Agent status updates refused for an old epoch (fenced)")
+        case .submissions: return ("grid_national_jobs_submitted_total", "Jobs accepted by the national scheduler")
+        case .decisions: return ("grid_national_decisions_total", "Routing decisions made (a job may be decided again)")
+        case .forwards: return ("grid_national_forwards_total", "Job forwards sent to regions, resends included")
+        case .movedFromSilent: return ("grid_national_jobs_moved_from_silent_regions_total", "Jobs taken back from a silent region and routed again")
+        }
+    }
+
+    /// `statusUpdate` → `status_update`.
+    static func snake(_ s: String) -> String {
+        var out = ""
+        for ch in s {
+            if ch.isUppercase {
+                if !out.isEmpty { out.append("_") }
+                out.append(Character(ch.lowercased()))
+            } else {
+                out.append(ch)
+            }
+        }
+        return out
+    }
+}
+
+/// Labels of the agent's histograms.
+public enum AgentMetricLabels {
+    public static let probeSeconds = "grid_agent_probe_seconds"
+}

@@ -1,0 +1,142 @@
+import Foundation
+import GridController
+import GridCore
+import Synchronization
+
+/// `GET /api/v1/overview` and the dashboard's `overview` events: a controller at a glance.
+/// Keys are snake_case; times are Unix milliseconds.
+struct Overview: Encodable, Equatable {
+    struct DeviceRow: Encodable, Equatable {
+        var vendor: String
+        var grade: String
+        var health: String
+        var total: Int
+        var free: Int
+    }
+    struct CapacityRow: Encodable, Equatable {
+        var vendor: String
+        var model: String
+        var grade: String
+        var partition: String
+        var memoryMib: Int
+        var total: Int
+        var free: Int
+        var healthy: Int
+        var degraded: Int
+    }
+    struct Region: Encodable, Equatable {
+        var id: String
+        var state: String
+        var secondsSinceSummary: Double?
+        var nodesReady: Int
+        var nodesLost: Int
+        var queuedJobs: Int
+        var runningJobs: Int
+        var devicesTotal: Int
+        var devicesFree: Int
+        var devicesHealthy: Int
+        var expectedWaitSeconds: Int
+        var pricePerKwh: Double?
+        var carbonGPerKwh: Double?
+        var pue: Double?
+        var jurisdictions: [String]
+        var capacity: [CapacityRow]
+    }
+
+    var role: String
+    var id: String
+    var observedAt: Int64
+    var ready: Bool
+    var notReady: String
+    var nodes: [String: Int]
+    var cordonedNodes: Int
+    var devices: [DeviceRow]
+    var jobs: [String: Int]
+    var queueDepth: Int
+    var outboxDepth: Int
+    var regions: [Region]
+
+    init(_ o: ControllerObservation) {
+        role = o.role.rawValue
+        id = o.id
+        observedAt = Int64(o.observedAt.timeIntervalSince1970 * 1000)
+        ready = o.ready
+        notReady = o.notReady
+        nodes = Dictionary(uniqueKeysWithValues: NodeState.allCases.map { ($0.rawValue, o.nodesByState[$0] ?? 0) })
+        cordonedNodes = o.cordonedNodes
+        devices = o.devices.sorted { $0.key < $1.key }.map {
+            DeviceRow(vendor: $0.key.vendor, grade: $0.key.grade, health: $0.key.health.rawValue, total: $0.value.total, free: $0.value.free)
+        }
+        jobs = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, o.jobsByState[$0] ?? 0) })
+        queueDepth = o.queueDepth
+        outboxDepth = o.outboxDepth
+        regions = o.regions.map { r in
+            Region(id: r.id, state: r.state.rawValue, secondsSinceSummary: r.secondsSinceSummary.map { ($0 * 10).rounded() / 10 },
+                   nodesReady: r.nodesReady, nodesLost: r.nodesLost, queuedJobs: r.queuedJobs, runningJobs: r.runningJobs,
+                   devicesTotal: r.devicesTotal, devicesFree: r.devicesFree, devicesHealthy: r.devicesHealthy,
+                   expectedWaitSeconds: r.expectedWaitSeconds, pricePerKwh: r.pricePerKWh, carbonGPerKwh: r.carbonGPerKWh, pue: r.pue,
+                   jurisdictions: r.jurisdictions,
+                   capacity: r.capacity.map { c in
+                       CapacityRow(vendor: c.vendor.rawValue, model: c.model, grade: c.grade?.rawValue ?? "", partition: c.partition ?? "",
+                                   memoryMib: c.memoryTotalMiB, total: c.total, free: c.free, healthy: c.healthy, degraded: c.degraded)
+                   })
+        }
+    }
+}
+
+/// Bearer tokens allowed to change things over HTTP, from `http_token_file`: one `name token`
+/// per line, `#` comments. Reloadable (SIGHUP).
+public final class TokenStore: Sendable {
+    private let entries = Mutex<[(name: String, token: [UInt8])]>([])
+    public let path: String
+
+    /// `path` "" = no tokens: the API only reads.
+    public init(path: String) throws {
+        self.path = path
+        try reload()
+    }
+
+    public var configured: Bool { !path.isEmpty }
+    public var count: Int { entries.withLock { $0.count } }
+
+    /// Reads the file again; on a problem the old tokens stay and the error says file and line.
+    public func reload() throws {
+        guard !path.isEmpty else { return }
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigError(source: path, problems: ["cannot read the token file: \(error.localizedDescription)"])
+        }
+        var out: [(String, [UInt8])] = []
+        var problems: [String] = []
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard parts.count == 2 else {
+                problems.append("line \(i + 1): expected 'name token', got \(parts.count) field(s)")
+                continue
+            }
+            guard parts[1].utf8.count >= 16 else {
+                problems.append("line \(i + 1): the token of '\(parts[0])' is shorter than 16 characters; use e.g. `openssl rand -hex 32`")
+                continue
+            }
+            out.append((String(parts[0]), Array(parts[1].utf8)))
+        }
+        if !problems.isEmpty { throw ConfigError(source: path, problems: problems) }
+        entries.withLock { $0 = out }
+    }
+
+    /// The name of the token, compared in constant time per entry.
+    public func name(for token: String) -> String? {
+        let given = Array(token.utf8)
+        return entries.withLock { list in
+            var found: String?
+            for e in list {
+                var diff = UInt8(e.token.count == given.count ? 0 : 1)
+                for i in 0..<e.token.count { diff |= e.token[i] ^ (i < given.count ? given[i] : 0) }
+                if diff == 0 { found = e.name }
+            }
+            return found
+        }
+    }
+}
