@@ -14,7 +14,8 @@ build: deps
 demo: build
 	@scripts/demo.sh
 
-test: deps
+test:
+	@scripts/deps.sh --test
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 

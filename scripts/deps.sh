@@ -3,6 +3,11 @@
 # As root: installs them with apt-get. Otherwise: prints the exact apt line and fails.
 set -euo pipefail
 PACKAGES="libzmq3-dev libsqlite3-dev pkg-config libxml2-dev"
+# `deps.sh --test`: also what the test suite drives for real: a headless browser for the
+# dashboard, Prometheus's own text-format parser, curl for the event stream.
+if [ "${1:-}" = "--test" ]; then
+  PACKAGES="$PACKAGES chromium python3-prometheus-client curl"
+fi
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

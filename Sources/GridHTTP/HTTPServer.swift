@@ -37,6 +37,12 @@ public struct HTTPServer<Context: RequestContext>: Service where Context.Source 
                 onListening(host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
             },
             logger: quiet)
-        try await app.run()
+        do {
+            try await app.run()
+        } catch {
+            // The scheduler matters more than its window: a listener that cannot bind is logged
+            // (and its absence shows in monitoring), the daemon goes on.
+            logger.error("the HTTP listener on \(host):\(port) failed: \(error); the daemon goes on without it (set 'http' to a free port, or off)")
+        }
     }
 }

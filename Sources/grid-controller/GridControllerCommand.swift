@@ -74,7 +74,7 @@ struct GridControllerCommand: AsyncParsableCommand {
             let api = ControllerAPI(controller: service, metrics: exporter, tokens: tokens, logger: logger)
             services.append(.init(service: HTTPServer(router: api.router(), host: host, port: port, logger: logger) { address in
                 FileHandle.standardOutput.write(Data("grid-controller \(name) http on http://\(address)/ (dashboard, /api/v1, /metrics)\n".utf8))
-            }, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup))
+            }, successTerminationBehavior: .ignore))
         }
         let group = ServiceGroup(configuration: .init(
             services: services,

@@ -17,6 +17,8 @@ final class Cluster {
     var daemons: [Daemon] = []
     var nationalEndpoint = ""
     var regionEndpoints: [String: String] = [:]
+    /// Variables every daemon started from now on gets.
+    var environment: [String: String] = [:]
 
     static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let fixtures = repoRoot.appendingPathComponent("Tests/Fixtures/vendor")
@@ -50,6 +52,12 @@ final class Cluster {
         p.standardOutput = try FileHandle(forWritingTo: out)
         p.standardError = try FileHandle(forWritingTo: err)
         p.standardInput = FileHandle.nullDevice
+        // Many daemons share this host: HTTP listeners take any free port (each prints it).
+        var env = ProcessInfo.processInfo.environment
+        env["GRID_CONTROLLER_HTTP"] = env["GRID_CONTROLLER_HTTP"] ?? "127.0.0.1:0"
+        env["GRID_AGENT_HTTP"] = env["GRID_AGENT_HTTP"] ?? "off"
+        env.merge(environment) { $1 }
+        p.environment = env
         try p.run()
         let d = Daemon(name: name, process: p, stdout: out, stderr: err)
         daemons.append(d)
@@ -67,6 +75,22 @@ final class Cluster {
             Thread.sleep(forTimeInterval: 0.05)
         }
         throw ClientError("\(d.name) did not report its endpoint; stderr:\n\(log(d.name))")
+    }
+
+    /// Waits for the "http on http://HOST:PORT/" line a daemon prints once its HTTP listener is up.
+    func httpBase(of name: String, within seconds: Double = 20) throws -> String {
+        let d = try #require(daemon(name))
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let text = try? String(contentsOf: d.stdout, encoding: .utf8),
+               let line = text.split(separator: "\n").first(where: { $0.contains(" http on ") }),
+               let url = line.split(separator: " ").first(where: { $0.hasPrefix("http://") }) {
+                return String(url.dropLast(url.hasSuffix("/") ? 1 : 0))
+            }
+            if !d.process.isRunning { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw ClientError("\(name) did not report its HTTP address; stderr:\n\(log(name))")
     }
 
     func startNational(extra: [String] = []) throws {

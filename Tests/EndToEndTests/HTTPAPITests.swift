@@ -1,0 +1,261 @@
+import Foundation
+import GridCore
+import Testing
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// A small HTTP client for the tests: status, headers and body of one request.
+struct HTTPCall {
+    var status: Int
+    var body: String
+    var headers: [String: String]
+
+    var json: [String: Any] { ((try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]) ?? [:] }
+    var errorCode: String? { (json["error"] as? [String: Any])?["code"] as? String }
+    var errorMessage: String { ((json["error"] as? [String: Any])?["message"] as? String) ?? "" }
+
+    static func send(_ method: String, _ url: String, body: String? = nil, token: String? = nil) async throws -> HTTPCall {
+        var r = URLRequest(url: try #require(URL(string: url)))
+        r.httpMethod = method
+        r.timeoutInterval = 30
+        if let body {
+            r.httpBody = Data(body.utf8)
+            r.setValue("application/yaml", forHTTPHeaderField: "Content-Type")
+        }
+        if let token { r.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        let (data, response) = try await URLSession.shared.data(for: r)
+        let http = try #require(response as? HTTPURLResponse)
+        var headers: [String: String] = [:]
+        for (k, v) in http.allHeaderFields { headers[String(describing: k).lowercased()] = String(describing: v) }
+        return HTTPCall(status: http.statusCode, body: String(decoding: data, as: UTF8.self), headers: headers)
+    }
+
+    static func get(_ url: String) async throws -> HTTPCall { try await send("GET", url) }
+}
+
+/// Prometheus's own text-format parser (Debian's python3-prometheus-client) reads a scrape and
+/// prints `name{labels} value` per sample, so the test checks what a real Prometheus would see.
+enum PrometheusText {
+    struct Sample: Hashable {
+        var name: String
+        var labels: [String: String]
+        var value: Double
+    }
+
+    static func parse(_ text: String) throws -> [Sample] {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", """
+            import sys, json
+            from prometheus_client.parser import text_string_to_metric_families
+            out = []
+            for fam in text_string_to_metric_families(sys.stdin.read()):
+                for s in fam.samples:
+                    out.append({"name": s.name, "labels": s.labels, "value": s.value, "type": fam.type})
+            print(json.dumps(out))
+            """]
+        let input = Pipe(), output = Pipe(), errors = Pipe()
+        p.standardInput = input
+        p.standardOutput = output
+        p.standardError = errors
+        try p.run()
+        input.fileHandleForWriting.write(Data(text.utf8))
+        try input.fileHandleForWriting.close()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw ClientErrorText("the Prometheus parser refused the scrape: \(err)") }
+        let list = try #require(try JSONSerialization.jsonObject(with: data) as? [[String: Any]])
+        return list.map { Sample(name: $0["name"] as? String ?? "", labels: $0["labels"] as? [String: String] ?? [:],
+                                 value: ($0["value"] as? NSNumber)?.doubleValue ?? .nan) }
+    }
+}
+
+struct ClientErrorText: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+extension [PrometheusText.Sample] {
+    func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
+        first { s in s.name == name && labels.allSatisfy { k, v in s.labels[k] == v } }?.value
+    }
+    func sum(_ name: String, _ labels: [String: String] = [:]) -> Double {
+        filter { s in s.name == name && labels.allSatisfy { k, v in s.labels[k] == v } }.reduce(0) { $0 + $1.value }
+    }
+}
+
+extension EndToEnd {
+/// Every route of the HTTP API on a real national scheduler and region (with a real agent),
+/// errors included, and /metrics read by Prometheus's own parser and checked against the state.
+@Suite(.serialized) struct HTTPAPITests {
+    static let token = "t0ken-for-tests-0123456789abcdef"
+
+    @Test func everyRouteAnswersAndErrorsSayWhatIsWrong() async throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        let tokens = c.dir.appendingPathComponent("tokens")
+        try "# name token\nops \(Self.token)\n".write(to: tokens, atomically: true, encoding: .utf8)
+        c.environment["GRID_HTTP_TOKEN_FILE"] = tokens.path
+        // Profiles, so decisions carry their cost terms and the regions their price and carbon.
+        let config = c.dir.appendingPathComponent("national.yaml")
+        try """
+            role: national
+            regions:
+              - {id: r1, jurisdictions: [CN-GZ], pue: 1.2, price_per_kwh: 0.45, carbon_g_per_kwh: 499, embodied_g_per_gpu_hour: 3.74}
+              - {id: r2, jurisdictions: [CN-NX], pue: 1.1, price_per_kwh: 0.36, carbon_g_per_kwh: 642, embodied_g_per_gpu_hour: 3.74}
+            """.write(to: config, atomically: true, encoding: .utf8)
+        try c.startNational(extra: ["--config", config.path])
+        try c.startRegion("r1")
+        try c.startRegion("r2")
+        try c.startAgent("a10g-node", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
+        try c.startAgent("t4-node", region: "r2", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
+        let n = try c.httpBase(of: "national"), r1 = try c.httpBase(of: "r1")
+
+        #expect(try await HTTPCall.get("\(n)/healthz").status == 200)
+        // Ready once a region is connected; a region once its national scheduler answers.
+        try await eventually("national ready") { try await HTTPCall.get("\(n)/readyz").status == 200 }
+        try await eventually("region ready") { try await HTTPCall.get("\(r1)/readyz").status == 200 }
+        try await eventually("both nodes ready") {
+            let o = try await HTTPCall.get("\(n)/api/v1/overview").json
+            return (o["nodes"] as? [String: Int])?["ready"] == 2
+        }
+
+        // Overview and regions.
+        let o = try await HTTPCall.get("\(n)/api/v1/overview").json
+        #expect(o["role"] as? String == "national" && o["ready"] as? Bool == true)
+        let regions = try #require(try JSONSerialization.jsonObject(with: Data(try await HTTPCall.get("\(n)/api/v1/regions").body.utf8)) as? [[String: Any]])
+        #expect(Set(regions.compactMap { $0["id"] as? String }) == ["r1", "r2"])
+        #expect(regions.allSatisfy { $0["state"] as? String == "live" })
+        #expect(regions.first { $0["id"] as? String == "r2" }?["price_per_kwh"] as? Double == 0.36)
+        let r1View = try #require(regions.first { $0["id"] as? String == "r1" })
+        #expect(r1View["nodes_ready"] as? Int == 1)
+        let regionRefusal = try await HTTPCall.get("\(r1)/api/v1/regions")
+        #expect(regionRefusal.status == 404 && regionRefusal.errorMessage.contains("national"))
+
+        // Nodes: relayed to the region named; with two regions, one must be named.
+        let nodes = try await HTTPCall.get("\(n)/api/v1/nodes?region=r1")
+        #expect(nodes.status == 200, "\(nodes.body)")
+        let list = try #require(nodes.json["nodes"] as? [[String: Any]])
+        #expect(list.count == 1 && list[0]["node_id"] as? String == "a10g-node")
+        #expect(nodes.json["total"] as? Int == 1)
+        let unnamed = try await HTTPCall.get("\(n)/api/v1/nodes")
+        #expect(unnamed.status == 400 && unnamed.errorMessage.contains("r1") && unnamed.errorMessage.contains("r2"))
+        let unknownRegion = try await HTTPCall.get("\(n)/api/v1/nodes?region=nowhere")
+        #expect(unknownRegion.status == 404, "\(unknownRegion.body)")
+        #expect(try await HTTPCall.get("\(r1)/api/v1/nodes").json["total"] as? Int == 1)
+        let badLimit = try await HTTPCall.get("\(n)/api/v1/jobs?limit=0")
+        #expect(badLimit.status == 400 && badLimit.errorMessage.contains("limit"))
+        let badOffset = try await HTTPCall.get("\(n)/api/v1/jobs?offset=-1")
+        #expect(badOffset.status == 400 && badOffset.errorMessage.contains("offset"))
+
+        // Writes need a token: none, a wrong one, then the right one.
+        let job = "command: /bin/sh\nargs: [\"-c\", \"echo from-http\"]\naccelerators: { count: 1, vendor: nvidia }\nallowed_regions: [r1]\n"
+        let anonymous = try await HTTPCall.send("POST", "\(n)/api/v1/jobs", body: job)
+        #expect(anonymous.status == 401 && anonymous.headers["www-authenticate"]?.contains("Bearer") == true)
+        let wrong = try await HTTPCall.send("POST", "\(n)/api/v1/jobs", body: job, token: "not-the-token-000000")
+        #expect(wrong.status == 401 && wrong.errorCode == "unauthorized")
+        let bad = try await HTTPCall.send("POST", "\(n)/api/v1/jobs", body: "command: true\naccelerators: { count: -3 }\n", token: Self.token)
+        #expect(bad.status == 400 && bad.errorMessage.contains("count"), "\(bad.body)")
+        let submitted = try await HTTPCall.send("POST", "\(n)/api/v1/jobs?id=http-1", body: job, token: Self.token)
+        #expect(submitted.status == 201, "\(submitted.body)")
+        let results = try #require(submitted.json["results"] as? [[String: Any]])
+        #expect(results.first?["job_id"] as? String == "http-1")
+        // A region takes no submissions.
+        let atRegion = try await HTTPCall.send("POST", "\(r1)/api/v1/jobs", body: job, token: Self.token)
+        #expect(atRegion.status == 404 && atRegion.errorMessage.contains("national"), "\(atRegion.body)")
+
+        // The job, with its decision and attempts, once it has run.
+        try await eventually("the job to succeed") {
+            try await HTTPCall.get("\(n)/api/v1/jobs/http-1").json["state"] as? String == "succeeded"
+        }
+        let done = try await HTTPCall.get("\(n)/api/v1/jobs/http-1").json
+        #expect(done["region_id"] as? String == "r1" && done["node_id"] as? String == "a10g-node")
+        #expect((done["output_tail"] as? String)?.contains("from-http") == true)
+        #expect((done["attempts"] as? [[String: Any]])?.count == 1)
+        let route = try #require(done["route"] as? [String: Any])
+        #expect(route["region_id"] as? String == "r1")
+        // r2 was weighed and refused (not an allowed region); r1's terms are there.
+        let candidates = try #require(route["candidates"] as? [[String: Any]])
+        let chosen = try #require(candidates.first { $0["region_id"] as? String == "r1" })
+        #expect((chosen["energy"] as? Double ?? 0) > 0 && (chosen["carbon"] as? Double ?? 0) > 0, "\(chosen)")
+        let page = try await HTTPCall.get("\(n)/api/v1/jobs?limit=10").json
+        #expect(page["total"] as? Int == 1 && (page["jobs"] as? [[String: Any]])?.count == 1)
+        let missing = try await HTTPCall.get("\(n)/api/v1/jobs/nope")
+        #expect(missing.status == 404 && missing.errorCode == "not_found")
+
+        // Job actions: an ended job cannot be held; an unknown one is not found.
+        let hold = try await HTTPCall.send("POST", "\(n)/api/v1/jobs/http-1/hold?reason=test", token: Self.token)
+        #expect(hold.status == 400 && hold.errorMessage.contains("ended"), "\(hold.body)")
+        let cancelUnknown = try await HTTPCall.send("POST", "\(n)/api/v1/jobs/nope/cancel", token: Self.token)
+        #expect(cancelUnknown.status == 404, "\(cancelUnknown.body)")
+        let holdAnon = try await HTTPCall.send("POST", "\(n)/api/v1/jobs/http-1/release")
+        #expect(holdAnon.status == 401)
+
+        // Node actions through the national scheduler, relayed to the node's region.
+        let cordon = try await HTTPCall.send("POST", "\(n)/api/v1/nodes/a10g-node/cordon?region=r1&reason=fan", token: Self.token)
+        #expect(cordon.status == 200 && cordon.json["cordoned"] as? Bool == true && cordon.json["cordon_reason"] as? String == "fan", "\(cordon.body)")
+        let uncordon = try await HTTPCall.send("POST", "\(n)/api/v1/nodes/a10g-node/uncordon?region=r1", token: Self.token)
+        #expect(uncordon.status == 200 && uncordon.json["cordoned"] == nil, "\(uncordon.body)")
+        let ghost = try await HTTPCall.send("POST", "\(r1)/api/v1/nodes/ghost/drain", token: Self.token)
+        #expect(ghost.status == 404, "\(ghost.body)")
+
+        // Accounts, the documents, unknown routes.
+        let accounts = try await HTTPCall.get("\(n)/api/v1/accounts?region=r1")
+        #expect(accounts.status == 200 && accounts.json["accounts"] is [Any], "\(accounts.body)")
+        let doc = try await HTTPCall.get("\(n)/openapi.yaml")
+        #expect(doc.status == 200 && doc.body.contains("/api/v1/jobs/{id}/cancel"))
+        let page0 = try await HTTPCall.get("\(n)/")
+        #expect(page0.status == 200 && page0.headers["content-type"]?.contains("text/html") == true && page0.body.contains("dashboard.js"))
+        #expect(try await HTTPCall.get("\(n)/dashboard.js").status == 200)
+        #expect(try await HTTPCall.get("\(n)/dashboard.css").status == 200)
+        let nowhere = try await HTTPCall.get("\(n)/api/v1/nothing")
+        #expect(nowhere.status == 404 && nowhere.errorMessage.contains("openapi.yaml"))
+
+        // The event stream starts with an overview.
+        let events = try curl(["-sN", "--max-time", "3", "\(n)/api/v1/events"])
+        #expect(events.contains("event: overview") && events.contains("\"role\":\"national\""), "\(events)")
+
+        // Metrics, read by Prometheus's parser, agree with the state.
+        let national = try PrometheusText.parse(try await HTTPCall.get("\(n)/metrics").body)
+        #expect(national.value("grid_jobs", ["state": "succeeded"]) == 1)
+        #expect(national.value("grid_national_jobs_submitted_total") == 1)
+        #expect(national.value("grid_region_up", ["region": "r1"]) == 1)
+        #expect(national.value("grid_nodes", ["state": "ready"]) == 2)
+        #expect(national.value("grid_region_carbon_grams_per_kwh", ["region": "r2"]) == 642)
+        #expect((national.value("grid_store_commit_seconds_count") ?? 0) > 0)
+        #expect((national.value("grid_messages_received_total", ["type": "submit"]) ?? 0) >= 1)
+        let region = try PrometheusText.parse(try await HTTPCall.get("\(r1)/metrics").body)
+        #expect((region.value("grid_region_heartbeats_received_total") ?? 0) > 0)
+        #expect(region.value("grid_region_placements_total") == 1)
+        #expect(region.value("grid_nodes", ["state": "ready"]) == 1)
+        // The A10G fixture: one healthy GPU, free again now the job has ended.
+        let units = region.sum("grid_devices", ["vendor": "nvidia", "health": "healthy"])
+        #expect(units > 0 && region.sum("grid_devices_free", ["vendor": "nvidia"]) == units)
+        #expect(region.value("grid_region_placement_wait_seconds_count") == 1)
+    }
+
+    func eventually(_ what: String, seconds: Double = 30, _ probe: () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if (try? await probe()) == true { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("timed out waiting for \(what)")
+        throw ClientErrorText("timed out waiting for \(what)")
+    }
+
+    func curl(_ args: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        p.arguments = args
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+}
