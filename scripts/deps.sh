@@ -7,6 +7,8 @@ PACKAGES="libzmq3-dev libsqlite3-dev pkg-config libxml2-dev"
 # dashboard, Prometheus's own text-format parser, curl for the event stream.
 if [ "${1:-}" = "--test" ]; then
   PACKAGES="$PACKAGES chromium python3-prometheus-client curl"
+  # Node drives the browser over the DevTools pipe (Tests/Browser/cdp-driver.mjs).
+  command -v node >/dev/null 2>&1 || PACKAGES="$PACKAGES nodejs"
 fi
 missing=""
 for p in $PACKAGES; do

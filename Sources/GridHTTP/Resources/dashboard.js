@@ -91,6 +91,13 @@ async function renderJobs() {
   if (selectedJob) showJob(selectedJob);
 }
 
+// A feasible candidate's terms (proto JSON leaves zeros out: they are 0); a refused one has none.
+function termCells(c) {
+  const v = (x, digits = 2) => (c.reason ? "–" : fmt(x ?? 0, digits));
+  return [v(c.energy), v(c.carbon), v(c.transfer), v(c.wait), v(c.total), v(c.kwh, 3), v(c.operational_g, 0), v(c.embodied_g, 0), v(c.rtt_ms, 0)]
+    .map((t) => `<td class="num">${t}</td>`).join("");
+}
+
 async function showJob(id) {
   selectedJob = id;
   const box = $("#job-detail");
@@ -98,9 +105,7 @@ async function showJob(id) {
   try { j = await getJSON(`/api/v1/jobs/${encodeURIComponent(id)}`); } catch (e) { box.hidden = false; box.textContent = e.message; return; }
   const r = j.route;
   const candidates = r ? (r.candidates || []).map((c) => `<tr data-candidate="${esc(c.region_id)}"><td>${esc(c.region_id)}${c.region_id === r.region_id ? " ✔" : ""}</td>
-      <td>${c.reason ? esc(c.reason) : "feasible"}</td><td class="num">${fmt(c.energy)}</td><td class="num">${fmt(c.carbon)}</td>
-      <td class="num">${fmt(c.transfer)}</td><td class="num">${fmt(c.wait)}</td><td class="num">${fmt(c.total)}</td>
-      <td class="num">${fmt(c.kwh, 3)}</td><td class="num">${fmt(c.operational_g, 0)}</td><td class="num">${fmt(c.embodied_g, 0)}</td><td class="num">${fmt(c.rtt_ms, 0)}</td></tr>`).join("") : "";
+      <td>${c.reason ? esc(c.reason) : "feasible"}</td>${termCells(c)}</tr>`).join("") : "";
   const attempts = (j.attempts || []).map((a) => `<tr><td>${a.number}</td><td>${esc(a.node_id)}</td><td>${a.epoch || 0}</td>
       <td>${a.started_unix_ms ? new Date(a.started_unix_ms).toLocaleTimeString() : "–"}</td>
       <td>${a.ended_unix_ms ? new Date(a.ended_unix_ms).toLocaleTimeString() : "–"}</td><td>${esc(a.end_reason || "")}</td><td>${esc(a.message)}</td></tr>`).join("");
