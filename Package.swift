@@ -159,6 +159,13 @@ let package = Package(
         ),
         .testTarget(name: "GridAgentTests", dependencies: ["GridAgent", "GridCore", "GridProtocol"]),
         .testTarget(
+            name: "GridHTTPTests",
+            dependencies: ["GridHTTP", "GridController", "GridCore", "GridProtocol",
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Yams", package: "Yams")]
+        ),
+        .testTarget(
             name: "EndToEndTests",
             dependencies: ["GridCore", "GridCLI", "GridProtocol", "GridTransport", "GridStore",
                            "GridAgent", "GridController", "GridFleet",
