@@ -59,6 +59,7 @@ let package = Package(
             dependencies: [
                 "GridCore", "GridProbe", "GridCatalog", "GridProtocol", "GridTransport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
             ]
@@ -79,7 +80,7 @@ let package = Package(
         .target(
             name: "GridHTTP",
             dependencies: [
-                "GridCore", "GridProtocol", "GridController", "GridCLI",
+                "GridCore", "GridProtocol", "GridController", "GridCLI", "GridAgent",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -106,7 +107,7 @@ let package = Package(
         .executableTarget(
             name: "grid-agent",
             dependencies: [
-                "GridAgent", "GridProbe", "GridCore",
+                "GridAgent", "GridProbe", "GridCore", "GridHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -121,3 +121,10 @@ for j in west-for-price kept-in-jurisdiction delayed-to-cheaper-hour; do
 done
 echo
 log "delayed-to-cheaper-hour stays held in the national scheduler's store (run/national) until its hour"
+echo
+log "watch it: dashboard http://127.0.0.1:7780/ · metrics http://127.0.0.1:7780/metrics · API http://127.0.0.1:7780/openapi.yaml"
+echo "    regions: guian http://127.0.0.1:7791/ · zhongwei http://127.0.0.1:7792/ · demozone http://127.0.0.1:7793/"
+if [ -t 0 ] && [ -t 1 ]; then
+  printf '    the network keeps serving; press Enter to stop it '
+  read -r _ || true
+fi

@@ -44,6 +44,11 @@ public struct AgentConfig: Codable, Sendable {
     public var probe = ProbeSettings()
     /// Grade thresholds for circular utilization (see agent-config/README.md).
     public var grading = GradingPolicy()
+    /// The agent's HTTP listener (Prometheus `/metrics`, `/healthz`, `/readyz`): `host:port`,
+    /// port 0 = any free port, `off` = none. Default `127.0.0.1:9740`.
+    public var http: String = "127.0.0.1:9740"
+    /// Log lines as `text` or `json`. Default `text`.
+    public var logFormat: LogFormat = .text
 
     public init() {}
 
@@ -62,7 +67,8 @@ public struct AgentConfig: Codable, Sendable {
         case maxMessageBytes = "max_message_bytes"
         case jobEnvironment = "job_environment"
         case logLevel = "log_level"
-        case probe, grading
+        case probe, grading, http
+        case logFormat = "log_format"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -85,6 +91,8 @@ public struct AgentConfig: Codable, Sendable {
         logLevel = try c.value(.logLevel, default: d.logLevel)
         probe = try c.value(.probe, default: d.probe)
         grading = try c.value(.grading, default: d.grading)
+        http = try c.value(.http, default: d.http)
+        logFormat = try c.value(.logFormat, default: d.logFormat)
     }
 
     /// The shim to run jobs under: `job_shim`, else `grid-job-shim` next to this executable.
@@ -117,6 +125,7 @@ public struct AgentConfig: Codable, Sendable {
             out.append("cgroup: '\(cgroup)' is not off, auto or an absolute directory")
         }
         if !(0...600_000).contains(fenceGraceMs) { out.append("fence_grace_ms: 0...600000, got \(fenceGraceMs)") }
+        if case .failure(let e) = HTTPListen.parse(http) { out.append("http: \(e)") }
         for path in simulate where !FileManager.default.isReadableFile(atPath: path) {
             out.append("simulate: cannot read '\(path)'")
         }
@@ -145,6 +154,7 @@ public struct AgentConfig: Codable, Sendable {
         if let v = environment["GRID_AGENT_REGION"], !v.isEmpty { config.region = v }
         if let v = environment["GRID_AGENT_DATA_DIR"], !v.isEmpty { config.dataDir = v }
         if let v = environment["GRID_LOG_LEVEL"], !v.isEmpty { config.logLevel = v }
+        if let v = environment["GRID_AGENT_HTTP"], !v.isEmpty { config.http = v }
         if config.nodeID.isEmpty {
             config.nodeID = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
         }

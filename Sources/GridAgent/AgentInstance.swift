@@ -1,5 +1,6 @@
 import Foundation
 import GridCore
+import GridProbe
 import GridProtocol
 import Logging
 
@@ -8,9 +9,14 @@ public struct InventoryReport: Sendable {
     public var devices: [DeviceInventory]
     /// Problems met while probing (tool timeouts, unreadable files...), for logs.
     public var problems: [String]
-    public init(devices: [DeviceInventory], problems: [String] = []) {
+    /// Where the probe looked and what each source said.
+    public var sources: [ProbeSource]
+    public var durationSeconds: Double
+    public init(devices: [DeviceInventory], problems: [String] = [], sources: [ProbeSource] = [], durationSeconds: Double = 0) {
         self.devices = devices
         self.problems = problems
+        self.sources = sources
+        self.durationSeconds = durationSeconds
     }
 }
 
@@ -50,6 +56,37 @@ public enum AgentEvent: Sendable {
     case exited(AssignmentID, ProcessOutcome)
     /// Graceful stop (SIGTERM, `grid-agent drain`): stop the jobs, report them, then exit.
     case shutdown
+    /// Hand the agent's counts and gauges to `reply` (for /metrics, /readyz).
+    case observe(reply: @Sendable (AgentObservation) -> Void)
+}
+
+/// What an agent is like now, worked out on its loop thread when asked.
+public struct AgentObservation: Sendable {
+    public var node: String
+    /// Registered with its region (readiness).
+    public var registered: Bool
+    public var stopping: Bool
+    public var heartbeatsSent: Int
+    public var runningJobs: Int
+    public var unacknowledgedStatuses: Int
+    /// ms left on the lease (negative: lapsed); nil before the first one.
+    public var leaseRemainingMs: Int64?
+    public var devices: [DeviceInventory]
+    public var rejectedFrames: Int
+    public var journalFailures: Int
+    public init(node: String, registered: Bool, stopping: Bool, heartbeatsSent: Int, runningJobs: Int, unacknowledgedStatuses: Int,
+                leaseRemainingMs: Int64?, devices: [DeviceInventory], rejectedFrames: Int, journalFailures: Int) {
+        self.node = node
+        self.registered = registered
+        self.stopping = stopping
+        self.heartbeatsSent = heartbeatsSent
+        self.runningJobs = runningJobs
+        self.unacknowledgedStatuses = unacknowledgedStatuses
+        self.leaseRemainingMs = leaseRemainingMs
+        self.devices = devices
+        self.rejectedFrames = rejectedFrames
+        self.journalFailures = journalFailures
+    }
 }
 
 /// What the agent instance asks its shell to do.
@@ -162,6 +199,8 @@ public struct AgentInstance: Sendable {
     }
 
     public var runningAssignments: [AssignmentID] { running.keys.sorted() }
+    public var heartbeatsSent: Int { heartbeatCount }
+    public var currentDevices: [DeviceInventory] { devices }
 
     /// Runs whose final status the region has not acknowledged: still "held" in a register, so
     /// a region does not run again a job whose result is on its way.

@@ -3,6 +3,8 @@ import GridCore
 import GridProtocol
 import GridTransport
 import Logging
+import Metrics
+import Synchronization
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -161,6 +163,8 @@ public final class AgentShell {
             out += perform(instance.onProcessExited(id, outcome, tail: tail, now: now))
         case .event(.shutdown):
             out += perform(instance.onShutdown(now: now))
+        case .event(.observe(let reply)):
+            reply(observation(now: now))
         case .frame(_, let payload, _):
             do {
                 out += perform(instance.receive(try codec.decode(payload), now: now))
@@ -170,6 +174,14 @@ public final class AgentShell {
             }
         }
         return out
+    }
+
+    func observation(now: Int64) -> AgentObservation {
+        AgentObservation(node: instance.settings.node.rawValue, registered: instance.registered, stopping: instance.stopping,
+                         heartbeatsSent: instance.heartbeatsSent, runningJobs: instance.runningAssignments.count,
+                         unacknowledgedStatuses: instance.unacknowledgedStatuses,
+                         leaseRemainingMs: instance.leaseDeadlineMs.map { $0 - now }, devices: instance.currentDevices,
+                         rejectedFrames: rejectedFrames, journalFailures: journalFailures)
     }
 
     /// Makes the queued journal records durable; false (and logged, counted) when it cannot.
@@ -346,8 +358,14 @@ public final class AgentService: Service, @unchecked Sendable {
     /// Holds the data directory's lock for the agent's life.
     let lockFD: Int32
 
-    public init(config: AgentConfig, source: any InventorySource, initial: InventoryReport, logger: Logger) throws {
+    let metrics: any MetricsFactory
+    /// The last probe's duration, for /metrics.
+    let lastProbe = Mutex<InventoryReport?>(nil)
+
+    public init(config: AgentConfig, source: any InventorySource, initial: InventoryReport, logger: Logger,
+                metrics: any MetricsFactory = NOOPMetricsHandler.instance) throws {
         self.config = config
+        self.metrics = metrics
         self.source = source
         self.logger = logger
         let loop = try SocketLoop<AgentEvent>(options: SocketLoopOptions(
@@ -386,7 +404,41 @@ public final class AgentService: Service, @unchecked Sendable {
                                 logger: logger, stopLoop: { loop.stop() }) { loop.post($0) }
         try shell.recover()
         try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: pidFile), options: .atomic)
+        record(initial)
     }
+
+    /// Probe figures for /metrics: each source's duration, and how each ended.
+    func record(_ report: InventoryReport) {
+        lastProbe.withLock { $0 = report }
+        Metrics.Timer(label: "grid_agent_probe_seconds", dimensions: [("source", "all")], factory: metrics)
+            .recordSeconds(report.durationSeconds)
+        for s in report.sources {
+            if let d = s.durationSeconds {
+                Metrics.Timer(label: "grid_agent_probe_seconds", dimensions: [("source", s.name)], factory: metrics).recordSeconds(d)
+            }
+            Counter(label: "grid_agent_probe_source_results_total", dimensions: [("source", s.name), ("outcome", s.outcome.rawValue)],
+                    factory: metrics).increment()
+        }
+    }
+
+    /// The agent's counts and gauges now, from its loop thread; nil when the loop does not
+    /// answer within `timeout`.
+    public func observe(timeout: Duration = .seconds(5)) async -> AgentObservation? {
+        let once = OnceAnswer<AgentObservation?>()
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask { [loop] in loop.post(.observe(reply: { once.give($0) })) }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                once.give(nil)
+            }
+            let v = await once.value()
+            group.cancelAll()
+            return v
+        }
+    }
+
+    /// The last probe (sources, duration), for /metrics.
+    public var lastProbeReport: InventoryReport? { lastProbe.withLock { $0 } }
 
     public func run() async throws {
         let loop = self.loop
@@ -406,7 +458,9 @@ public final class AgentService: Service, @unchecked Sendable {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: .seconds(interval))
                         if Task.isCancelled { break }
-                        loop.post(.inventory(await source.collect()))
+                        let report = await source.collect()
+                        self.record(report)
+                        loop.post(.inventory(report))
                     }
                 }
                 await group.next()

@@ -34,7 +34,7 @@ public struct ProbeInventorySource: InventorySource {
                 devices[i].processes = devices[i].processes?.filter { Self.runsHere(pid: $0.pid, name: $0.name) }
             }
         }
-        return InventoryReport(devices: devices, problems: report.problems)
+        return InventoryReport(devices: devices, problems: report.problems, sources: report.sources, durationSeconds: report.durationSeconds)
     }
 
     /// Whether `pid` is a live (not zombie) process on this host whose command name is `name`'s last path

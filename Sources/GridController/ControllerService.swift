@@ -93,29 +93,3 @@ public final class ControllerService: Service, @unchecked Sendable {
     }
 }
 
-/// A value given once (the first giver wins) and awaited by one reader.
-final class OnceAnswer<Value: Sendable>: Sendable {
-    private let state = Mutex<(value: Value?, given: Bool, waiter: CheckedContinuation<Value, Never>?)>((nil, false, nil))
-
-    func give(_ value: Value) {
-        let waiter: CheckedContinuation<Value, Never>? = state.withLock { s in
-            guard !s.given else { return nil }
-            s.given = true
-            s.value = value
-            defer { s.waiter = nil }
-            return s.waiter
-        }
-        waiter?.resume(returning: value)
-    }
-
-    func value() async -> Value {
-        await withCheckedContinuation { (c: CheckedContinuation<Value, Never>) in
-            let ready: Value? = state.withLock { s in
-                if s.given { return s.value }
-                s.waiter = c
-                return nil
-            }
-            if let ready { c.resume(returning: ready) }
-        }
-    }
-}

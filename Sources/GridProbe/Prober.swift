@@ -14,12 +14,58 @@ public struct ProbeReport: Sendable, Hashable {
     /// Ids of devices whose published health (state or reason kinds) changed with this probe,
     /// including devices seen for the first time. Empty for `simulate`.
     public var healthChanged: [String]
+    /// Every source the probe tried, in order, and what each said: why it found what it found.
+    public var sources: [ProbeSource]
 
-    public init(devices: [DeviceInventory], problems: [String], durationSeconds: Double, healthChanged: [String] = []) {
+    public init(devices: [DeviceInventory], problems: [String], durationSeconds: Double, healthChanged: [String] = [],
+                sources: [ProbeSource] = []) {
         self.devices = devices
         self.problems = problems
         self.durationSeconds = durationSeconds
         self.healthChanged = healthChanged
+        self.sources = sources
+    }
+}
+
+/// One place the probe looked for accelerators: the kernel's PCI view (sysfs), a vendor tool,
+/// or a captured output (`--simulate`).
+public struct ProbeSource: Sendable, Hashable, Codable {
+    public enum Kind: String, Sendable, Codable { case sysfs, tool, capture }
+    public enum Outcome: String, Sendable, Codable {
+        /// Ran and answered (a tool: exit status 0).
+        case ok
+        /// A tool exited with a non-zero status.
+        case failed
+        case timedOut = "timed_out"
+        case notInstalled = "not_installed"
+        /// Not run: disabled, or no device of its vendors on the PCI bus.
+        case skipped
+        /// Could not tell (sysfs not listable, a stuck earlier run).
+        case unavailable
+    }
+    /// "sysfs", the tool's configured name ("nvidia-smi"), or the capture's file name.
+    public var name: String
+    public var kind: Kind
+    /// The executable (as run or searched), the sysfs root, or the capture's path.
+    public var path: String
+    public var outcome: Outcome
+    public var exitStatus: Int32?
+    public var durationSeconds: Double?
+    /// Devices this source described.
+    public var devices: Int
+    /// What it said, in words (why skipped, the error, what it found).
+    public var note: String
+
+    public init(name: String, kind: Kind, path: String, outcome: Outcome, exitStatus: Int32? = nil, durationSeconds: Double? = nil,
+                devices: Int = 0, note: String = "") {
+        self.name = name
+        self.kind = kind
+        self.path = path
+        self.outcome = outcome
+        self.exitStatus = exitStatus
+        self.durationSeconds = durationSeconds
+        self.devices = devices
+        self.note = note
     }
 }
 
@@ -63,7 +109,10 @@ public final class Prober: Sendable {
         let start = Date()
         var problems: [String] = []
 
+        var sources: [ProbeSource] = []
+
         // 1. Kernel view.
+        let scanStart = Date()
         let scan = await scanSysfs()
         var sysfsDevices: [SysfsDevice] = []
         var sysfsListed = false
@@ -73,12 +122,34 @@ public final class Prober: Sendable {
             problems += scan.warnings.map { "sysfs: \($0)" }
         }
         let seenVendors = Set(sysfsDevices.map(\.vendor))
+        let sysfsPath = settings.sysfsRoot + "/bus/pci/devices"
+        let scanSeconds = Date().timeIntervalSince(scanStart)
+        if let scan, scan.pciBusListed {
+            let byVendor = Dictionary(grouping: sysfsDevices, by: \.vendor).map { "\($0.value.count) \($0.key.rawValue)" }.sorted()
+            sources.append(ProbeSource(name: "sysfs", kind: .sysfs, path: sysfsPath, outcome: .ok, durationSeconds: scanSeconds,
+                                       devices: sysfsDevices.count,
+                                       note: sysfsDevices.isEmpty ? "no accelerator (display, 3D or processing-accelerator class) PCI device of a known vendor"
+                                           : "accelerator PCI devices: " + byVendor.joined(separator: ", ")))
+        } else {
+            sources.append(ProbeSource(name: "sysfs", kind: .sysfs, path: sysfsPath, outcome: .unavailable, durationSeconds: scanSeconds,
+                                       note: scan == nil ? "the scan did not finish within \(HealthEvaluator.format(settings.sysfsTimeoutSeconds)) s"
+                                           : (scan?.warnings.first ?? "the PCI bus could not be listed (no /sys here, e.g. a container without it)")
+                                           + "; every tool is tried"))
+        }
 
         // 2. Vendor tools, concurrently.
-        let chosen = settings.tools.sorted { $0.key < $1.key }.filter { _, tool in
-            guard tool.enabled else { return false }
+        let chosen = settings.tools.sorted { $0.key < $1.key }.filter { name, tool in
+            guard tool.enabled else {
+                sources.append(ProbeSource(name: name, kind: .tool, path: tool.executable, outcome: .skipped, note: "disabled in the configuration"))
+                return false
+            }
             guard settings.onlyToolsForDetectedVendors, sysfsListed else { return true }
-            return !seenVendors.isDisjoint(with: tool.vendors)
+            if seenVendors.isDisjoint(with: tool.vendors) {
+                sources.append(ProbeSource(name: name, kind: .tool, path: tool.executable, outcome: .skipped,
+                                           note: "no \(tool.vendors.map(\.rawValue).joined(separator: "/")) device on the PCI bus (probe.only_tools_for_detected_vendors)"))
+                return false
+            }
+            return true
         }
         let runs: [(String, ToolSettings, ToolResult)] = await withTaskGroup(of: (String, ToolSettings, ToolResult).self) { group in
             for (name, tool) in chosen {
@@ -102,6 +173,7 @@ public final class Prober: Sendable {
             let vendors = Set(tool.vendors)
             let relevant = !seenVendors.isDisjoint(with: vendors)
             let i = interpret(name: name, tool: tool, result: result, vendorsPresent: relevant)
+            sources.append(Self.source(name: name, result: result, interpretation: i))
             if let p = i.parsed { parsed.append(p) }
             failures += i.failures
             problems += i.problems
@@ -119,7 +191,31 @@ public final class Prober: Sendable {
             d.retain(deviceIDs: Set(devices.map(Self.dampingKey)))
         }
         return ProbeReport(
-            devices: devices, problems: problems, durationSeconds: Date().timeIntervalSince(start), healthChanged: changed)
+            devices: devices, problems: problems, durationSeconds: Date().timeIntervalSince(start), healthChanged: changed,
+            sources: sources)
+    }
+
+    /// A tool run as a probe source.
+    static func source(name: String, result r: ToolResult, interpretation i: Interpretation) -> ProbeSource {
+        var s = ProbeSource(name: name, kind: .tool, path: r.executable, outcome: .ok, exitStatus: r.exitStatus,
+                            durationSeconds: r.durationSeconds, devices: i.parsed?.devices.count ?? 0)
+        switch r.outcome {
+        case .exited(let code):
+            s.outcome = code == 0 && i.parsed != nil ? .ok : .failed
+            s.note = i.parsed.map { "listed \($0.devices.count) device(s)" } ?? "output not understood"
+            if code != 0 { s.note = "exit status \(code); " + s.note }
+            if let first = i.problems.first, s.outcome != .ok { s.note += ": " + first }
+        case .timedOut, .busy:
+            s.outcome = .timedOut
+            s.note = i.problems.first ?? "timed out"
+        case .notFound(let exe):
+            s.outcome = .notInstalled
+            s.note = "\(exe) is not installed (not on PATH)"
+        default:
+            s.outcome = .failed
+            s.note = i.problems.first ?? "failed"
+        }
+        return s
     }
 
     /// Damping follows the PCI address when known: a device keeps it whether a vendor tool or
@@ -136,6 +232,7 @@ public final class Prober: Sendable {
         var parsed: [VendorParseResult] = []
         var failures: [ToolFailure] = []
         var problems: [String] = []
+        var sources: [ProbeSource] = []
         for capture in captures {
             let format = VendorTool(rawValue: capture.name) ?? settings.tools[capture.name]?.format
             let vendors = settings.tools[capture.name]?.vendors ?? format.map { [$0.vendor] } ?? []
@@ -144,9 +241,13 @@ public final class Prober: Sendable {
             if let p = i.parsed { parsed.append(p) }
             failures += i.failures
             problems += i.problems
+            sources.append(ProbeSource(name: capture.name, kind: .capture, path: capture.name, outcome: i.parsed == nil ? .failed : .ok,
+                                       devices: i.parsed?.devices.count ?? 0,
+                                       note: i.parsed.map { "captured \(format?.rawValue ?? "vendor") output: \($0.devices.count) device(s)" }
+                                           ?? ("not understood" + (i.problems.first.map { ": " + $0 } ?? ""))))
         }
         let devices = InventoryMerger.merge(sysfs: [], vendor: parsed, failures: failures, policy: settings.health)
-        return ProbeReport(devices: devices, problems: problems, durationSeconds: Date().timeIntervalSince(start))
+        return ProbeReport(devices: devices, problems: problems, durationSeconds: Date().timeIntervalSince(start), sources: sources)
     }
 
     // MARK: - Pieces

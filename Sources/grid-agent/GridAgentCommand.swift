@@ -3,6 +3,7 @@ import Foundation
 import GridAgent
 import GridCatalog
 import GridCore
+import GridHTTP
 import GridProbe
 import Logging
 import ServiceLifecycle
@@ -50,6 +51,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Node id (overrides 'node_id').") var nodeID: String?
     @Option(help: "Region controller endpoint (overrides 'region').") var region: String?
     @Option(help: "Directory for job output (overrides 'data_dir').") var dataDir: String?
+    @Option(help: "HTTP listener for /metrics, /healthz, /readyz: host:port (0 = any free port) or off (overrides 'http').") var http: String?
 
     func run() async throws {
         var cfg: AgentConfig
@@ -58,6 +60,7 @@ struct Run: AsyncParsableCommand {
             if let nodeID { cfg.nodeID = nodeID }
             if let region { cfg.region = region }
             if let dataDir { cfg.dataDir = URL(fileURLWithPath: dataDir).standardizedFileURL.path }
+            if let http { cfg.http = http }
             let problems = cfg.problems()
             if !problems.isEmpty { throw ConfigError(source: options.config ?? "command line", problems: problems) }
         } catch {
@@ -82,13 +85,22 @@ struct Run: AsyncParsableCommand {
             "source": "\(cfg.simulate.isEmpty ? "probe" : "simulate: " + cfg.simulate.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", "))",
         ])
         let service: AgentService
+        let exporter = MetricsExporter()
         do {
-            service = try AgentService(config: cfg, source: source, initial: initial, logger: logger)
+            service = try AgentService(config: cfg, source: source, initial: initial, logger: logger, metrics: exporter.factory)
         } catch {
             throw exitWith("cannot start: \(error)", code: 1)
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
+        if case .success(.on(let host, let port)) = HTTPListen.parse(cfg.http) {
+            let name = cfg.nodeID
+            services.append(.init(service: HTTPServer(router: AgentAPI(agent: service, metrics: exporter).router(), host: host, port: port,
+                                                      logger: logger) { address in
+                FileHandle.standardOutput.write(Data("grid-agent \(name) http on http://\(address)/ (/metrics, /healthz, /readyz, /api/v1/probe)\n".utf8))
+            }, successTerminationBehavior: .ignore))
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }
@@ -111,15 +123,27 @@ struct Probe: AsyncParsableCommand {
         }
         let report = await source.collect()
         if json {
-            struct Output: Encodable { var devices: [DeviceInventory]; var problems: [String] }
+            struct Output: Encodable {
+                var devices: [DeviceInventory]
+                var problems: [String]
+                var sources: [ProbeSource]
+                var durationSeconds: Double
+            }
             let e = JSONEncoder()
             e.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try e.encode(Output(devices: report.devices, problems: report.problems)), as: UTF8.self))
+            e.keyEncodingStrategy = .convertToSnakeCase
+            print(String(decoding: try e.encode(Output(devices: report.devices, problems: report.problems, sources: report.sources,
+                                                       durationSeconds: report.durationSeconds)), as: UTF8.self))
             return
         }
-        print(InventoryTable.render(report.devices))
+        if report.devices.isEmpty {
+            print("no accelerators found (probe took \(String(format: "%.2f", report.durationSeconds)) s); what each source said:")
+        } else {
+            print(InventoryTable.render(report.devices))
+            print()
+        }
+        print(InventoryTable.renderSources(report.sources))
         for p in report.problems { print("problem: \(p)") }
-        if report.devices.isEmpty { print("no accelerators found") }
     }
 }
 

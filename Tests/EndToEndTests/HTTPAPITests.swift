@@ -236,6 +236,35 @@ extension EndToEnd {
         #expect(region.value("grid_region_placement_wait_seconds_count") == 1)
     }
 
+    /// An agent's /metrics and /readyz: registered once its region answers, heartbeats counted,
+    /// the device's gauges from the probe, every probe source with its outcome.
+    @Test func agentServesMetricsReadinessAndItsProbe() async throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        c.environment["GRID_AGENT_HTTP"] = "127.0.0.1:0"
+        try c.startAgent("a10g-node", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
+        let a = try c.httpBase(of: "a10g-node")
+        #expect(try await HTTPCall.get("\(a)/healthz").status == 200)
+        try await eventually("the agent to be ready") { try await HTTPCall.get("\(a)/readyz").status == 200 }
+        try await eventually("a few heartbeats") {
+            (try PrometheusText.parse(try await HTTPCall.get("\(a)/metrics").body).value("grid_agent_heartbeats_sent_total") ?? 0) >= 2
+        }
+        let m = try PrometheusText.parse(try await HTTPCall.get("\(a)/metrics").body)
+        #expect(m.value("grid_agent_registered") == 1)
+        #expect(m.value("grid_agent_running_jobs") == 0)
+        #expect(m.value("grid_devices", ["vendor": "nvidia", "grade": "C", "health": "healthy"]) == 1)
+        #expect(m.value("grid_device_power_watts", ["model": "NVIDIA A10G"]) == 25.58)
+        #expect((m.value("grid_agent_probe_source_results_total", ["source": "nvidia-smi-q-x_a10g_v11.xml", "outcome": "ok"]) ?? 0) >= 1)
+        #expect((m.value("grid_agent_probe_seconds_count", ["source": "all"]) ?? 0) >= 1)
+        let probe = try await HTTPCall.get("\(a)/api/v1/probe").json
+        let sources = try #require(probe["sources"] as? [[String: Any]])
+        #expect(sources.first?["kind"] as? String == "capture" && sources.first?["devices"] as? Int == 1)
+        // Stopping: the agent goes, cleanly.
+        #expect(c.stop("a10g-node") == 0)
+    }
+
     func eventually(_ what: String, seconds: Double = 30, _ probe: () async throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {

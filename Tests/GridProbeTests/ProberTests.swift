@@ -23,6 +23,48 @@ struct ProberTests {
         #expect(report.healthChanged == ["GPU-1111"])
     }
 
+    /// The probe says where it looked: sysfs with what it saw, then each tool with its path,
+    /// outcome, exit status and duration (`grid-agent probe` prints these).
+    @Test func reportListsEverySourceTriedAndHowEachEnded() async throws {
+        let r = try FakeRoot("probe-sources")
+        try makeNvidiaTree(r)
+        let good = try r.script("nvidia-smi", "echo FAKE-SMI; echo 'GPU 00000000:3B:00.0 GPU-1111 NVIDIA H100 80GB HBM3 temp=40'")
+        var settings = fakeSettings(r, tool: good)
+        settings.tools["rocm-smi"] = ToolSettings(executable: "rocm-smi", format: .rocmSMIJSON, vendors: [.amd])
+        settings.tools["xpu-smi"] = ToolSettings(enabled: false, executable: "xpu-smi", format: .xpuSMIDiscovery, vendors: [.intel])
+        let report = await prober(settings).probe()
+        let byName = Dictionary(uniqueKeysWithValues: report.sources.map { ($0.name, $0) })
+        let sysfs = try #require(byName["sysfs"])
+        #expect(sysfs.kind == .sysfs && sysfs.outcome == .ok && sysfs.devices == 1 && sysfs.note.contains("1 nvidia"))
+        let nv = try #require(byName["nvidia-smi"])
+        #expect(nv.outcome == .ok && nv.exitStatus == 0 && nv.devices == 1 && nv.path == good && (nv.durationSeconds ?? -1) >= 0, "\(nv)")
+        #expect(byName["rocm-smi"]?.outcome == .skipped && byName["rocm-smi"]?.note.contains("no amd device") == true)
+        #expect(byName["xpu-smi"]?.outcome == .skipped && byName["xpu-smi"]?.note.contains("disabled") == true)
+    }
+
+    @Test func aMissingOrFailingToolIsNamedAsSuch() async throws {
+        let r = try FakeRoot("probe-sources-bad")
+        try makeNvidiaTree(r)
+        var settings = fakeSettings(r, tool: try r.script("nvidia-smi", "echo broken >&2; exit 9"))
+        settings.tools["nvidia-smi-2"] = ToolSettings(executable: r.path + "/no-such-tool", format: .nvidiaSMIXML, vendors: [.nvidia])
+        let report = await prober(settings).probe()
+        let byName = Dictionary(uniqueKeysWithValues: report.sources.map { ($0.name, $0) })
+        #expect(byName["nvidia-smi"]?.outcome == .failed && byName["nvidia-smi"]?.exitStatus == 9)
+        #expect(byName["nvidia-smi-2"]?.outcome == .notInstalled && byName["nvidia-smi-2"]?.note.contains("not installed") == true)
+    }
+
+    @Test func xidEventsAreReadFromKernelLogLines() {
+        let log = """
+            [ 1234.5] NVRM: Xid (PCI:0000:3B:00): 79, pid=1234, name=python, GPU has fallen off the bus.
+            [ 1240.0] nvidia 0000:3b:00.0: something else
+            [ 1300.1] NVRM: Xid (PCI:0000:86:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error
+            """
+        let events = XidCatalog.events(inKernelLog: log)
+        #expect(events.map(\.code) == [79, 48])
+        #expect(events.map(\.pciBusID) == ["0000:3b:00", "0000:86:00"])
+        #expect(XidCatalog.meaning(79).contains("fallen off the bus"))
+    }
+
     @Test func hangingToolGivesTimelyUnknown() async throws {
         let r = try FakeRoot("probe-hang")
         try makeNvidiaTree(r)
