@@ -14,7 +14,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.28.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
@@ -90,6 +90,20 @@ let package = Package(
             ],
             resources: [.copy("Resources")]
         ),
+        // Daemon manners shared by the executables: --version with the git commit (written by
+        // BuildInfoPlugin), text or JSON logs at a level SIGHUP can change, SIGHUP as a service,
+        // systemd readiness.
+        .target(
+            name: "GridDaemon",
+            dependencies: [
+                "GridCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            plugins: ["BuildInfoPlugin"]
+        ),
+        .plugin(name: "BuildInfoPlugin", capability: .buildTool()),
         // The operator's CLI logic (job files, requests, tables).
         .target(
             name: "GridCLI",
@@ -107,7 +121,7 @@ let package = Package(
         .executableTarget(
             name: "grid-agent",
             dependencies: [
-                "GridAgent", "GridProbe", "GridCore", "GridHTTP",
+                "GridAgent", "GridProbe", "GridCore", "GridHTTP", "GridDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -120,7 +134,7 @@ let package = Package(
         .executableTarget(
             name: "grid-controller",
             dependencies: [
-                "GridController", "GridCore", "GridHTTP",
+                "GridController", "GridCore", "GridHTTP", "GridDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -129,7 +143,7 @@ let package = Package(
         .executableTarget(
             name: "gridctl",
             dependencies: [
-                "GridCLI", "GridCore",
+                "GridCLI", "GridCore", "GridDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -137,7 +151,7 @@ let package = Package(
             name: "grid-bench",
             dependencies: [
                 "GridCore", "GridProbe", "GridCatalog", "GridProtocol", "GridScheduler", "GridTransport", "GridStore",
-                "GridFleet", "GridCLI", "GridController",
+                "GridFleet", "GridCLI", "GridController", "GridDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

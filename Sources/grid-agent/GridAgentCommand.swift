@@ -3,6 +3,7 @@ import Foundation
 import GridAgent
 import GridCatalog
 import GridCore
+import GridDaemon
 import GridHTTP
 import GridProbe
 import Logging
@@ -13,8 +14,12 @@ struct GridAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "grid-agent",
         abstract: "ComputeGrid node agent: discovers accelerators, reports them to its region, runs assigned jobs.",
-        subcommands: [Run.self, Probe.self, Drain.self],
-        defaultSubcommand: Run.self)
+        discussion: """
+            Start it with `grid-agent run`. SIGTERM drains it (tells the region, stops and reports every job, then exits); \
+            SIGHUP re-reads the configuration file and applies log_level.
+            """,
+        version: BuildInfo.line,
+        subcommands: [Run.self, Probe.self, Drain.self])
 }
 
 struct AgentOptions: ParsableArguments {
@@ -69,11 +74,8 @@ struct Run: AsyncParsableCommand {
         guard let level = Logger.Level(rawValue: cfg.logLevel) else {
             throw exitWith("log_level '\(cfg.logLevel)' is not one of trace, debug, info, notice, warning, error, critical")
         }
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        let sharedLevel = SharedLogLevel(level)
+        DaemonLogHandler.bootstrap(format: cfg.logFormat, level: sharedLevel)
         let logger = Logger(label: "agent:\(cfg.nodeID)")
         let source: ProbeInventorySource
         do { source = try makeSource(cfg) } catch { throw exitWith("\(error)") }
@@ -99,8 +101,28 @@ struct Run: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data("grid-agent \(name) http on http://\(address)/ (/metrics, /healthz, /readyz, /api/v1/probe)\n".utf8))
             }, successTerminationBehavior: .ignore))
         }
+        let running = cfg
+        let (file, flagLevel) = (options.config, options.logLevel)
+        services.append(.init(service: ReloadOnHangup(logger: logger) {
+            do {
+                let fresh = try AgentConfig.load(path: file, environment: ProcessInfo.processInfo.environment)
+                var applied: [String] = []
+                if flagLevel == nil, fresh.logLevel != running.logLevel, let l = Logger.Level(rawValue: fresh.logLevel) {
+                    sharedLevel.value = l
+                    applied.append("log_level \(fresh.logLevel)")
+                }
+                let rest = changedKeys(running, fresh).filter { !["log_level", "node_id", "data_dir", "simulate"].contains($0) }
+                logger.notice("configuration reloaded", metadata: [
+                    "applied": "\(applied.isEmpty ? "nothing changed" : applied.joined(separator: ", "))",
+                    "needs_restart": "\(rest.isEmpty ? "none" : rest.joined(separator: ", "))",
+                ])
+            } catch {
+                logger.error("SIGHUP: the configuration was not reloaded, the running one stays: \(error)")
+            }
+        }, successTerminationBehavior: .ignore))
         let group = ServiceGroup(configuration: .init(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        SystemdNotify.send("READY=1\nSTATUS=node \(cfg.nodeID), \(initial.devices.count) device(s)")
         try await group.run()
     }
 }

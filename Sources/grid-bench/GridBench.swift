@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GridCatalog
 import GridCore
+import GridDaemon
 import GridProbe
 import GridProtocol
 import GridScheduler
@@ -12,6 +13,7 @@ import GridScheduler
 struct GridBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "grid-bench", abstract: "Measure ComputeGrid: hot paths and the scale benchmarks of BENCHMARKS.md.",
+        version: BuildInfo.line,
         subcommands: [Micro.self, PlacementBench.self, HeartbeatBench.self, EndToEndBench.self, LatencyBench.self,
                       FailoverBench.self, RecoveryBench.self, AgentCostBench.self, NationalBench.self,
                       RegionTraceBench.self, RegionPlacementBench.self],

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GridController
 import GridCore
+import GridDaemon
 import GridHTTP
 import Logging
 import ServiceLifecycle
@@ -11,7 +12,12 @@ struct GridControllerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "grid-controller",
         abstract: "Regional controller or national scheduler of a ComputeGrid network.",
-        discussion: "Settings come from --config (YAML, see controller-config/README.md), then GRID_* environment variables, then these flags.")
+        discussion: """
+            Settings come from --config (YAML, see controller-config/README.md), then GRID_* environment variables, then these flags. \
+            SIGTERM or SIGINT stops it cleanly; SIGHUP re-reads the configuration file and applies log_level and http_token_file \
+            (and says which other keys changed and need a restart).
+            """,
+        version: BuildInfo.line)
 
     @Option(help: "region or national (default: the config file's role, else region).")
     var role: ControllerRole?
@@ -30,16 +36,26 @@ struct GridControllerCommand: AsyncParsableCommand {
     @Option(help: "HTTP listener for the API, /metrics and the dashboard: host:port (0 = any free port) or off (overrides 'http').")
     var http: String?
 
-    func run() async throws {
-        var cfg: ControllerConfig
-        do {
-            cfg = try ControllerConfig.load(path: config, role: role, environment: ProcessInfo.processInfo.environment)
+    /// The flags that override the file, as one value (applied at start and on SIGHUP alike).
+    struct Flags: Sendable {
+        var id, bind, national, dataDir, logLevel, http: String?
+        func applied(to c: ControllerConfig) -> ControllerConfig {
+            var cfg = c
             if let id { cfg.id = id }
             if let bind { cfg.bind = bind }
             if let national { cfg.national = national }
             if let dataDir { cfg.dataDir = URL(fileURLWithPath: dataDir).standardizedFileURL.path }
             if let logLevel { cfg.logLevel = logLevel }
             if let http { cfg.http = http }
+            return cfg
+        }
+    }
+    var flags: Flags { Flags(id: id, bind: bind, national: national, dataDir: dataDir, logLevel: logLevel, http: http) }
+
+    func run() async throws {
+        var cfg: ControllerConfig
+        do {
+            cfg = try flags.applied(to: ControllerConfig.load(path: config, role: role, environment: ProcessInfo.processInfo.environment))
             let problems = cfg.problems()
             if !problems.isEmpty { throw ConfigError(source: "command line", problems: problems) }
         } catch let error as ConfigError {
@@ -51,11 +67,8 @@ struct GridControllerCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let name = "\(cfg.role.rawValue):\(cfg.id)"
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        let sharedLevel = SharedLogLevel(level)
+        DaemonLogHandler.bootstrap(format: cfg.logFormat, level: sharedLevel)
         let logger = Logger(label: name)
         let service: ControllerService
         let exporter = MetricsExporter()
@@ -76,10 +89,36 @@ struct GridControllerCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data("grid-controller \(name) http on http://\(address)/ (dashboard, /api/v1, /metrics)\n".utf8))
             }, successTerminationBehavior: .ignore))
         }
+        // SIGHUP: what can change without a restart does; the rest is named.
+        let running = cfg
+        let (file, role, flagLevel, flags) = (config, self.role, self.logLevel, self.flags)
+        services.append(.init(service: ReloadOnHangup(logger: logger) {
+            do {
+                let fresh = try flags.applied(to: ControllerConfig.load(path: file, role: role ?? running.role,
+                                                                        environment: ProcessInfo.processInfo.environment))
+                var applied: [String] = []
+                if flagLevel == nil, fresh.logLevel != running.logLevel, let l = Logger.Level(rawValue: fresh.logLevel) {
+                    sharedLevel.value = l
+                    applied.append("log_level \(fresh.logLevel)")
+                }
+                if fresh.httpTokenFile == running.httpTokenFile {
+                    try tokens.reload()
+                    if tokens.configured { applied.append("http_token_file (\(tokens.count) token(s))") }
+                }
+                let rest = changedKeys(running, fresh).filter { !["log_level", "http_token_file"].contains($0) }
+                logger.notice("configuration reloaded", metadata: [
+                    "applied": "\(applied.isEmpty ? "nothing changed" : applied.joined(separator: ", "))",
+                    "needs_restart": "\(rest.isEmpty ? "none" : rest.joined(separator: ", "))",
+                ])
+            } catch {
+                logger.error("SIGHUP: the configuration was not reloaded, the running one stays: \(error)")
+            }
+        }, successTerminationBehavior: .ignore))
         let group = ServiceGroup(configuration: .init(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
+        SystemdNotify.send("READY=1\nSTATUS=serving \(service.endpoint)")
         try await group.run()
     }
 }

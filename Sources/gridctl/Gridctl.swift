@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GridCLI
 import GridCore
+import GridDaemon
 import GridProtocol
 
 @main
@@ -9,7 +10,26 @@ struct Gridctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gridctl",
         abstract: "Submit work to a ComputeGrid network and see where it ran.",
-        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Accounts.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self])
+        version: BuildInfo.line,
+        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Accounts.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self,
+                      Completion.self])
+}
+
+/// `gridctl completion bash|zsh|fish`: the shell completion script, to install where the shell
+/// looks (bash: /usr/share/bash-completion/completions/gridctl; zsh: a directory on $fpath as
+/// _gridctl; fish: ~/.config/fish/completions/gridctl.fish). `make install` installs all three.
+struct Completion: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the shell completion script for bash, zsh or fish.",
+        discussion: "bash: gridctl completion bash > /usr/share/bash-completion/completions/gridctl")
+    @Argument(help: "bash, zsh or fish") var shell: String
+
+    func run() throws {
+        guard let kind = CompletionShell(rawValue: shell) else {
+            throw ValidationError("'\(shell)' is not a shell gridctl completes: use bash, zsh or fish")
+        }
+        print(Gridctl.completionScript(for: kind))
+    }
 }
 
 struct ControllerOptions: ParsableArguments {
