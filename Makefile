@@ -3,7 +3,15 @@
 #   make test   install missing system packages (as root), build, run every test
 SWIFT ?= swift
 
-.PHONY: demo test build deps bench clean
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(SYSCONFDIR)/systemd/system
+# `make install BIN=.build/debug` installs a debug build without building (used by the tests).
+BIN ?= .build/release
+BINARIES = grid-controller grid-agent grid-job-shim gridctl
+
+.PHONY: demo test build deps bench clean install install-files release
 
 deps:
 	@scripts/deps.sh
@@ -22,6 +30,33 @@ test:
 bench: deps
 	$(SWIFT) build -c release
 	.build/release/grid-bench
+
+release: deps
+	for p in grid-controller grid-agent gridctl grid-job-shim; do $(SWIFT) build -c release --product $$p || exit 1; done
+
+# Binaries (with their resource bundles: the dashboard, the accelerator catalog), systemd units,
+# sample configs (never over ones already there), docs, man pages and shell completions.
+install: release install-files
+
+install-files:
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/computegrid \
+	  $(DESTDIR)$(PREFIX)/share/doc/computegrid/agent-config $(DESTDIR)$(PREFIX)/share/doc/computegrid/controller-config \
+	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+	  $(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	for b in $(BINARIES); do install -m 0755 $(BIN)/$$b $(DESTDIR)$(PREFIX)/bin/$$b || exit 1; done
+	for r in $(BIN)/*.resources; do rm -rf $(DESTDIR)$(PREFIX)/bin/$$(basename $$r); cp -R $$r $(DESTDIR)$(PREFIX)/bin/ || exit 1; done
+	for u in deploy/*.service; do sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+	for c in controller-config/*.yaml; do [ -e $(DESTDIR)$(SYSCONFDIR)/computegrid/$$(basename $$c) ] || install -m 0644 $$c $(DESTDIR)$(SYSCONFDIR)/computegrid/; done
+	[ -e $(DESTDIR)$(SYSCONFDIR)/computegrid/agent.yaml ] || install -m 0644 agent-config/host.yaml $(DESTDIR)$(SYSCONFDIR)/computegrid/agent.yaml
+	install -m 0644 README.md ARCHITECTURE.md PROTOCOL.md JOBS.md BENCHMARKS.md $(DESTDIR)$(PREFIX)/share/doc/computegrid/
+	install -m 0644 agent-config/README.md $(DESTDIR)$(PREFIX)/share/doc/computegrid/agent-config/
+	install -m 0644 controller-config/README.md $(DESTDIR)$(PREFIX)/share/doc/computegrid/controller-config/
+	install -m 0644 deploy/README.md $(DESTDIR)$(PREFIX)/share/doc/computegrid/deploy.md
+	install -m 0644 docs/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	$(BIN)/gridctl completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/gridctl
+	$(BIN)/gridctl completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_gridctl
+	$(BIN)/gridctl completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/gridctl.fish
+	@echo "installed under $(DESTDIR)$(PREFIX); units in $(DESTDIR)$(UNITDIR); configs in $(DESTDIR)$(SYSCONFDIR)/computegrid"
 
 clean:
 	rm -rf .build run

@@ -183,6 +183,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["GridCore", "GridCLI", "GridProtocol", "GridTransport", "GridStore",
+                           .product(name: "Yams", package: "Yams"),
                            "GridAgent", "GridController", "GridFleet",
                            "grid-agent", "grid-controller", "gridctl"]
         ),

@@ -14,7 +14,17 @@ missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# `--test`: Kubernetes' own schemas for the manifests in deploy/kubernetes (kubernetes-validate
+# from PyPI, kept under .build/pytools so nothing system-wide changes).
+pytools() {
+  [ "${1:-}" = "--test" ] || return 0
+  [ -d .build/pytools/kubernetes_validate ] && return 0
+  echo "deps: installing kubernetes-validate into .build/pytools (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check --target .build/pytools kubernetes-validate==1.37.0 2>&1 | grep -v "WARNING: Running pip as" >&2 || true
+  [ -d .build/pytools/kubernetes_validate ] || { echo "deps: could not install kubernetes-validate (python3 -m pip install --target .build/pytools kubernetes-validate)" >&2; exit 1; }
+}
 if [ -z "$missing" ]; then
+  pytools "${1:-}"
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -32,3 +42,4 @@ else
   echo "deps: run:  sudo apt-get update && sudo apt-get install -y$missing" >&2
   exit 1
 fi
+pytools "${1:-}"

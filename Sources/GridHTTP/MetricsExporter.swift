@@ -85,7 +85,10 @@ public final class MetricsExporter: Sendable {
             count("grid_messages_received_total", [("type", Self.snake(type))], total: n,
                   help: "Messages received from peers and the HTTP API, by type")
         }
-        for (reason, n) in o.rejectedFrames {
+        // Every reason is exported from the start (at 0), so a rate() over it has a series.
+        var rejected = Dictionary(uniqueKeysWithValues: Self.rejectReasons.map { ($0, 0) })
+        rejected.merge(o.rejectedFrames) { $1 }
+        for (reason, n) in rejected {
             count("grid_frames_rejected_total", [("reason", reason)], total: n,
                   help: "Inbound frames refused (not decodable, too large, bad field), by reason")
         }
@@ -146,6 +149,10 @@ public final class MetricsExporter: Sendable {
                    help: "Power usage effectiveness from the region's profile")
         }
     }
+
+    /// ProtocolError.counterLabel's values and the shells' own.
+    static let rejectReasons = ["empty_frame", "oversized", "malformed_envelope", "unsupported_version", "unknown_type",
+                                "malformed_payload", "invalid_field", "bad_shape"]
 
     static func counterName(_ c: ObservedCounter, role: String) -> (String, String) {
         switch c {

@@ -241,7 +241,13 @@ extension EndToEnd {
     @Test func agentServesMetricsReadinessAndItsProbe() async throws {
         let c = try Cluster()
         defer { c.stopAll() }
-        try c.startNational()
+        let config = c.dir.appendingPathComponent("national.yaml")
+        try """
+            role: national
+            regions:
+              - {id: r1, jurisdictions: [CN-GZ], pue: 1.2, price_per_kwh: 0.45, carbon_g_per_kwh: 499, embodied_g_per_gpu_hour: 3.74}
+            """.write(to: config, atomically: true, encoding: .utf8)
+        try c.startNational(extra: ["--config", config.path])
         try c.startRegion("r1")
         c.environment["GRID_AGENT_HTTP"] = "127.0.0.1:0"
         try c.startAgent("a10g-node", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
@@ -261,6 +267,22 @@ extension EndToEnd {
         let probe = try await HTTPCall.get("\(a)/api/v1/probe").json
         let sources = try #require(probe["sources"] as? [[String: Any]])
         #expect(sources.first?["kind"] as? String == "capture" && sources.first?["devices"] as? Int == 1)
+
+        // The Grafana dashboard asks only for metrics these daemons export.
+        var exported = Set<String>()
+        for base in [a, try c.httpBase(of: "national"), try c.httpBase(of: "r1")] {
+            for sample in try PrometheusText.parse(try await HTTPCall.get("\(base)/metrics").body) { exported.insert(sample.name) }
+        }
+        let dashboard = try String(contentsOf: Cluster.repoRoot.appendingPathComponent("deploy/grafana-dashboard.json"), encoding: .utf8)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(dashboard.utf8)) as? [String: Any])
+        let exprs = ((json["panels"] as? [[String: Any]]) ?? []).flatMap { ($0["targets"] as? [[String: Any]]) ?? [] }.compactMap { $0["expr"] as? String }
+        #expect(exprs.count >= 20)
+        let regex = try Regex(#"grid_[a-z_]+"#)
+        let asked = Set(exprs.flatMap { e in e.matches(of: regex).map { String(e[$0.range]) } })
+        #expect(!asked.isEmpty)
+        for name in asked.sorted() {
+            #expect(exported.contains(name), "the dashboard asks for \(name), which no daemon exports")
+        }
         // Stopping: the agent goes, cleanly.
         #expect(c.stop("a10g-node") == 0)
     }

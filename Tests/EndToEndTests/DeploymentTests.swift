@@ -1,0 +1,107 @@
+import Foundation
+import GridAgent
+import GridController
+import GridCore
+import Testing
+import Yams
+
+extension EndToEnd {
+/// deploy/ as an operator uses it: `make install` lays out binaries, units, configs, docs, man
+/// pages and completions; the Kubernetes manifests pass Kubernetes' own schemas and the configs
+/// inside them load; the Grafana dashboard asks only for metrics the daemons export.
+@Suite(.serialized) struct DeploymentTests {
+    static let root = Cluster.repoRoot
+
+    func shell(_ command: String, in dir: URL = root, environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", command]
+        p.currentDirectoryURL = dir
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, out)
+    }
+
+    @Test func makeInstallLaysOutEverythingAndKeepsAnOperatorsConfig() throws {
+        let dest = FileManager.default.temporaryDirectory.appendingPathComponent("grid-install-\(UUID().uuidString.prefix(6))")
+        defer { try? FileManager.default.removeItem(at: dest) }
+        let make = "make -s install-files BIN=\(Cluster.binDir.path) DESTDIR=\(dest.path) PREFIX=/opt/grid"
+        let first = try shell(make)
+        #expect(first.status == 0, "\(first.output)")
+        let fm = FileManager.default
+        for b in ["grid-controller", "grid-agent", "grid-job-shim", "gridctl"] {
+            #expect(fm.isExecutableFile(atPath: dest.path + "/opt/grid/bin/" + b), "\(b)")
+        }
+        #expect(fm.fileExists(atPath: dest.path + "/opt/grid/bin/ComputeGrid_GridHTTP.resources"))
+        let unit = try String(contentsOfFile: dest.path + "/etc/systemd/system/grid-national.service", encoding: .utf8)
+        #expect(unit.contains("ExecStart=/opt/grid/bin/grid-controller") && !unit.contains("/usr/local/"))
+        for f in ["/etc/computegrid/national.yaml", "/etc/computegrid/agent.yaml", "/opt/grid/share/doc/computegrid/README.md",
+                  "/opt/grid/share/man/man1/gridctl.1", "/opt/grid/share/bash-completion/completions/gridctl",
+                  "/opt/grid/share/zsh/site-functions/_gridctl", "/opt/grid/share/fish/vendor_completions.d/gridctl.fish"] {
+            #expect(fm.fileExists(atPath: dest.path + f), "\(f) not installed")
+        }
+        // The installed gridctl runs and names its commit.
+        let version = try shell("\(dest.path)/opt/grid/bin/gridctl --version")
+        #expect(version.status == 0 && version.output.contains("commit"))
+        // An operator's edits survive a second install.
+        try "role: national\nid: ours\n".write(toFile: dest.path + "/etc/computegrid/national.yaml", atomically: true, encoding: .utf8)
+        #expect(try shell(make).status == 0)
+        #expect(try String(contentsOfFile: dest.path + "/etc/computegrid/national.yaml", encoding: .utf8).contains("id: ours"))
+    }
+
+    @Test func kubernetesManifestsPassTheKubernetesSchemas() throws {
+        let tools = Self.root.appendingPathComponent(".build/pytools")
+        try #require(FileManager.default.fileExists(atPath: tools.appendingPathComponent("kubernetes_validate").path),
+                     "kubernetes-validate is not installed: run scripts/deps.sh --test")
+        let r = try shell("python3 -m kubernetes_validate -k 1.31.0 --strict deploy/kubernetes/*.yaml", environment: ["PYTHONPATH": tools.path])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("statefulset/grid-national") && r.output.contains("daemonset/grid-agent"))
+        // The validator is not a rubber stamp: a wrong type is refused.
+        let bad = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString.prefix(6)).yaml")
+        try String(contentsOfFile: Self.root.appendingPathComponent("deploy/kubernetes/national.yaml").path, encoding: .utf8)
+            .replacingOccurrences(of: "replicas: 1", with: "replicas: one").write(to: bad, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: bad) }
+        let refused = try shell("python3 -m kubernetes_validate -k 1.31.0 --strict \(bad.path)", environment: ["PYTHONPATH": tools.path])
+        #expect(refused.status != 0 && refused.output.contains("replicas"))
+    }
+
+    /// The configuration files inside the ConfigMaps are valid ComputeGrid configurations.
+    @Test func configsInTheConfigMapsLoad() throws {
+        let dir = Self.root.appendingPathComponent("deploy/kubernetes")
+        var checked = 0
+        for file in try FileManager.default.contentsOfDirectory(atPath: dir.path) where file.hasSuffix(".yaml") {
+            let text = try String(contentsOf: dir.appendingPathComponent(file), encoding: .utf8)
+            for doc in try Yams.load_all(yaml: text) {
+                guard let d = doc as? [String: Any], d["kind"] as? String == "ConfigMap", let data = d["data"] as? [String: String] else { continue }
+                for (name, yaml) in data {
+                    let path = FileManager.default.temporaryDirectory.appendingPathComponent("\(UUID().uuidString.prefix(6))-\(name)")
+                    try yaml.write(to: path, atomically: true, encoding: .utf8)
+                    defer { try? FileManager.default.removeItem(at: path) }
+                    if name == "agent.yaml" {
+                        let cfg = try AgentConfig.load(path: path.path, environment: ["GRID_AGENT_NODE_ID": "n1"], validate: false)
+                        #expect(cfg.problems().isEmpty, "\(file) \(name): \(cfg.problems())")
+                    } else {
+                        _ = try ControllerConfig.load(path: path.path, role: nil, environment: [:])
+                    }
+                    checked += 1
+                }
+            }
+        }
+        #expect(checked == 3)
+    }
+
+    @Test func theDockerfileBuildsWhatTheManifestsRun() throws {
+        let docker = try String(contentsOfFile: Self.root.appendingPathComponent("deploy/Dockerfile").path, encoding: .utf8)
+        for target in ["AS controller", "AS agent"] { #expect(docker.contains(target)) }
+        for product in ["grid-controller", "grid-agent", "gridctl"] { #expect(docker.contains("--product \(product)")) }
+        #expect(docker.contains("USER 10001"))
+        let national = try String(contentsOfFile: Self.root.appendingPathComponent("deploy/kubernetes/national.yaml").path, encoding: .utf8)
+        #expect(national.contains("runAsUser: 10001") && national.contains("image: computegrid/controller:"))
+    }
+}
+}
