@@ -33,7 +33,7 @@ let package = Package(
             providers: [.apt(["libzmq3-dev"])]
         ),
         // Domain types shared by every role. No I/O.
-        .target(name: "GridCore"),
+        .target(name: "GridCore", dependencies: [.product(name: "Yams", package: "Yams")]),
         // Vendor-tool parsers (pure) and the probe runner (processes with deadlines).
         .target(name: "GridProbe", dependencies: ["GridCore"]),
         // Accelerator catalog, vendor-neutral compute units and grading. Pure.

@@ -136,6 +136,8 @@ public struct AgentConfig: Codable, Sendable {
     /// paths against the file's directory, and validates.
     public static func load(path: String?, environment: [String: String], validate: Bool = true) throws -> AgentConfig {
         var config = AgentConfig()
+        var node: Node? = nil
+        var decodeProblems: [String] = []
         var baseDir = FileManager.default.currentDirectoryPath
         if let path {
             let url = URL(fileURLWithPath: path)
@@ -145,9 +147,10 @@ public struct AgentConfig: Codable, Sendable {
                 throw ConfigError(source: path, problems: ["cannot read file: \(error.localizedDescription)"])
             }
             if !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
-                do { config = try YAMLDecoder().decode(AgentConfig.self, from: text) } catch {
-                    throw ConfigError(source: path, problems: [describeDecodingError(error)])
-                }
+                let decoded = try ConfigFile.decode(AgentConfig.self, from: text, source: path)
+                config = decoded.value
+                node = decoded.node
+                decodeProblems = decoded.problems
             }
         }
         if let v = environment["GRID_AGENT_NODE_ID"], !v.isEmpty { config.nodeID = v }
@@ -164,8 +167,10 @@ public struct AgentConfig: Codable, Sendable {
         config.dataDir = config.dataDir.isEmpty ? "/var/lib/computegrid/agent" : resolve(config.dataDir)
         config.simulate = config.simulate.map(resolve)
         if !config.jobShim.isEmpty { config.jobShim = resolve(config.jobShim) }
+        // Problems of the file itself stop a load even when values are not checked (`probe`, `drain`).
+        if !validate && !decodeProblems.isEmpty { throw ConfigError(source: path ?? "(defaults)", problems: decodeProblems) }
         if validate {
-            let problems = config.problems()
+            let problems = ConfigFile.inFileOrder(decodeProblems + ConfigFile.locate(config.problems(), in: node))
             if !problems.isEmpty { throw ConfigError(source: path ?? "(defaults)", problems: problems) }
         }
         return config

@@ -50,7 +50,7 @@ extension KeyedDecodingContainer {
     func numberOrText(_ key: Key) throws -> String? {
         if let n = try? decodeIfPresent(Int.self, forKey: key) { return String(n) }
         if let d = try? decodeIfPresent(Double.self, forKey: key) { return String(d) }
-        return try decodeIfPresent(String.self, forKey: key)
+        return try tolerant(String.self, forKey: key)
     }
 }
 
@@ -97,33 +97,33 @@ public enum JobFile {
         init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            name = try c.decodeIfPresent(String.self, forKey: .name)
-            command = try c.decodeIfPresent(String.self, forKey: .command)
-            args = try c.decodeIfPresent([String].self, forKey: .args)
-            env = try c.decodeIfPresent([String: String].self, forKey: .env)
-            accelerators = try c.decodeIfPresent(RawAccelerators.self, forKey: .accelerators)
-            timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds)
-            allowedRegions = try c.decodeIfPresent([String].self, forKey: .allowedRegions)
-            count = try c.decodeIfPresent(Int.self, forKey: .count)
-            maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts)
-            retryBackoffSeconds = try c.decodeIfPresent(Int.self, forKey: .retryBackoffSeconds)
-            requeue = try c.decodeIfPresent(String.self, forKey: .requeue)
-            onLeaseLoss = try c.decodeIfPresent(String.self, forKey: .onLeaseLoss)
-            origin = try c.decodeIfPresent(String.self, forKey: .origin)
-            dataGB = try c.decodeIfPresent(Double.self, forKey: .dataGB)
-            jurisdictions = try c.decodeIfPresent([String].self, forKey: .jurisdictions)
-            latencySLOMs = try c.decodeIfPresent(Double.self, forKey: .latencySLOMs)
+            name = try c.tolerant(String.self, forKey: .name)
+            command = try c.tolerant(String.self, forKey: .command)
+            args = try c.tolerant([String].self, forKey: .args)
+            env = try c.tolerant([String: String].self, forKey: .env)
+            accelerators = try c.tolerant(RawAccelerators.self, forKey: .accelerators)
+            timeoutSeconds = try c.tolerant(Int.self, forKey: .timeoutSeconds)
+            allowedRegions = try c.tolerant([String].self, forKey: .allowedRegions)
+            count = try c.tolerant(Int.self, forKey: .count)
+            maxAttempts = try c.tolerant(Int.self, forKey: .maxAttempts)
+            retryBackoffSeconds = try c.tolerant(Int.self, forKey: .retryBackoffSeconds)
+            requeue = try c.tolerant(String.self, forKey: .requeue)
+            onLeaseLoss = try c.tolerant(String.self, forKey: .onLeaseLoss)
+            origin = try c.tolerant(String.self, forKey: .origin)
+            dataGB = try c.tolerant(Double.self, forKey: .dataGB)
+            jurisdictions = try c.tolerant([String].self, forKey: .jurisdictions)
+            latencySLOMs = try c.tolerant(Double.self, forKey: .latencySLOMs)
             if let w = try? c.decodeIfPresent([String: Double].self, forKey: .objective) {
                 objectiveWeights = w
             } else {
-                objective = try c.decodeIfPresent(String.self, forKey: .objective)
+                objective = try c.tolerant(String.self, forKey: .objective)
             }
-            deadline = try c.decodeIfPresent(String.self, forKey: .deadline)
+            deadline = try c.tolerant(String.self, forKey: .deadline)
             runTime = try c.numberOrText(.runTime)
-            kwPerDevice = try c.decodeIfPresent(Double.self, forKey: .kwPerDevice)
+            kwPerDevice = try c.tolerant(Double.self, forKey: .kwPerDevice)
             priority = try c.numberOrText(.priority)
-            model = try c.decodeIfPresent(RawModel.self, forKey: .model)
-            account = try c.decodeIfPresent(String.self, forKey: .account)
+            model = try c.tolerant(RawModel.self, forKey: .model)
+            account = try c.tolerant(String.self, forKey: .account)
         }
     }
 
@@ -151,22 +151,22 @@ public enum JobFile {
         init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            name = try c.decodeIfPresent(String.self, forKey: .name)
+            name = try c.tolerant(String.self, forKey: .name)
             parameters = try c.numberOrText(.parameters)
             if let one = try? c.decodeIfPresent(String.self, forKey: .precisions) {
                 precisions = [one]
             } else {
-                precisions = try c.decodeIfPresent([String].self, forKey: .precisions)
+                precisions = try c.tolerant([String].self, forKey: .precisions)
             }
-            workload = try c.decodeIfPresent(String.self, forKey: .workload)
-            context = try c.decodeIfPresent(Int.self, forKey: .context)
-            batch = try c.decodeIfPresent(Int.self, forKey: .batch)
-            layers = try c.decodeIfPresent(Int.self, forKey: .layers)
-            hidden = try c.decodeIfPresent(Int.self, forKey: .hidden)
-            heads = try c.decodeIfPresent(Int.self, forKey: .heads)
-            kvHeads = try c.decodeIfPresent(Int.self, forKey: .kvHeads)
-            activationCheckpointing = try c.decodeIfPresent(Bool.self, forKey: .activationCheckpointing)
-            tokensPerSecond = try c.decodeIfPresent(Double.self, forKey: .tokensPerSecond)
+            workload = try c.tolerant(String.self, forKey: .workload)
+            context = try c.tolerant(Int.self, forKey: .context)
+            batch = try c.tolerant(Int.self, forKey: .batch)
+            layers = try c.tolerant(Int.self, forKey: .layers)
+            hidden = try c.tolerant(Int.self, forKey: .hidden)
+            heads = try c.tolerant(Int.self, forKey: .heads)
+            kvHeads = try c.tolerant(Int.self, forKey: .kvHeads)
+            activationCheckpointing = try c.tolerant(Bool.self, forKey: .activationCheckpointing)
+            tokensPerSecond = try c.tolerant(Double.self, forKey: .tokensPerSecond)
         }
     }
 
@@ -194,16 +194,16 @@ public enum JobFile {
         init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            count = try c.decodeIfPresent(Int.self, forKey: .count)
-            vendor = try c.decodeIfPresent(String.self, forKey: .vendor)
-            model = try c.decodeIfPresent(String.self, forKey: .model)
+            count = try c.tolerant(Int.self, forKey: .count)
+            vendor = try c.tolerant(String.self, forKey: .vendor)
+            model = try c.tolerant(String.self, forKey: .model)
             minMemory = try c.numberOrText(.minMemory)
-            minGrade = try c.decodeIfPresent(String.self, forKey: .minGrade)
-            maxGrade = try c.decodeIfPresent(String.self, forKey: .maxGrade)
-            partition = try c.decodeIfPresent(String.self, forKey: .partition)
-            minGCU = try c.decodeIfPresent(Double.self, forKey: .minGCU)
-            minTotalGCU = try c.decodeIfPresent(Double.self, forKey: .minTotalGCU)
-            interconnect = try c.decodeIfPresent(String.self, forKey: .interconnect)
+            minGrade = try c.tolerant(String.self, forKey: .minGrade)
+            maxGrade = try c.tolerant(String.self, forKey: .maxGrade)
+            partition = try c.tolerant(String.self, forKey: .partition)
+            minGCU = try c.tolerant(Double.self, forKey: .minGCU)
+            minTotalGCU = try c.tolerant(Double.self, forKey: .minTotalGCU)
+            interconnect = try c.tolerant(String.self, forKey: .interconnect)
         }
     }
 
@@ -218,10 +218,9 @@ public enum JobFile {
     /// The spec and how many copies the file asks for (`count:`, default 1): a job array whose
     /// members get ids `<id>-0` … `<id>-<count-1>`.
     public static func parseEntry(_ text: String, source: String, now: Date = Date()) throws -> (spec: JobSpec, count: Int) {
-        let raw: Raw
-        do { raw = try YAMLDecoder().decode(Raw.self, from: text) } catch {
-            throw ConfigError(source: source, problems: [describeDecodingError(error)])
-        }
+        // Every syntax, key and type problem at once, each with its line and column.
+        let decoded = try ConfigFile.decode(Raw.self, from: text, source: source)
+        let (raw, node) = (decoded.value, decoded.node)
         var problems: [String] = []
         var request = AcceleratorRequest(count: raw.accelerators?.count ?? 1)
         if let v = raw.accelerators?.vendor {
@@ -346,7 +345,8 @@ public enum JobFile {
         problems += spec.problems().filter {
             !($0.hasPrefix("command:") && raw.command == nil) && !($0.hasPrefix("model.parameters:") && (model?.parameters ?? 1) == 0)
         }
-        if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
+        let all = ConfigFile.inFileOrder(decoded.problems + ConfigFile.locate(problems, in: node))
+        if !all.isEmpty { throw ConfigError(source: source, problems: all) }
         return (spec, raw.count ?? 1)
     }
 

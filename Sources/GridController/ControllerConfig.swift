@@ -122,7 +122,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         heartbeatIntervalMs = try c.value(.heartbeatIntervalMs, default: d.heartbeatIntervalMs)
         nodeLostAfterMs = try c.value(.nodeLostAfterMs, default: d.nodeLostAfterMs)
         leaseMs = try c.value(.leaseMs, default: d.leaseMs)
-        leaseMarginMs = try c.decodeIfPresent(Int.self, forKey: .leaseMarginMs)
+        leaseMarginMs = try c.tolerant(Int.self, forKey: .leaseMarginMs)
         summaryIntervalMs = try c.value(.summaryIntervalMs, default: d.summaryIntervalMs)
         retryIntervalMs = try c.value(.retryIntervalMs, default: d.retryIntervalMs)
         maxMessageBytes = try c.value(.maxMessageBytes, default: d.maxMessageBytes)
@@ -204,6 +204,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         var config: ControllerConfig
         var baseDir = FileManager.default.currentDirectoryPath
         let source = path ?? "(defaults)"
+        var node: Node? = nil
+        var decodeProblems: [String] = []
         if let path {
             let url = URL(fileURLWithPath: path)
             baseDir = url.deletingLastPathComponent().path
@@ -211,12 +213,14 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             do { text = try String(contentsOf: url, encoding: .utf8) } catch {
                 throw ConfigError(source: path, problems: ["cannot read file: \(error.localizedDescription)"])
             }
-            do {
-                config = text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
-                    ? ControllerConfig.defaults(for: role ?? .region)
-                    : try YAMLDecoder().decode(ControllerConfig.self, from: text)
-            } catch {
-                throw ConfigError(source: path, problems: [describeDecodingError(error)])
+            if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                config = ControllerConfig.defaults(for: role ?? .region)
+            } else {
+                // Every syntax, key and type problem at once, each with its line and column.
+                let decoded = try ConfigFile.decode(ControllerConfig.self, from: text, source: path)
+                config = decoded.value
+                node = decoded.node
+                decodeProblems = decoded.problems
             }
         } else {
             config = ControllerConfig.defaults(for: role ?? .region)
@@ -251,8 +255,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         if !config.httpTokenFile.isEmpty && !config.httpTokenFile.hasPrefix("/") {
             config.httpTokenFile = URL(fileURLWithPath: baseDir).appendingPathComponent(config.httpTokenFile).standardizedFileURL.path
         }
-        problems += config.problems()
-        if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
+        problems += decodeProblems + ConfigFile.locate(config.problems(), in: node)
+        if !problems.isEmpty { throw ConfigError(source: source, problems: ConfigFile.inFileOrder(problems)) }
         return config
     }
 

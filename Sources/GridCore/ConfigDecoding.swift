@@ -30,21 +30,49 @@ extension Decoder {
     /// typo ("hearbeat_interval") is an error instead of a silently ignored setting.
     public func rejectUnknownKeys(_ known: [String]) throws {
         let container = try container(keyedBy: AnyCodingKey.self)
-        let unknown = container.allKeys.map(\.stringValue).filter { !known.contains($0) }.sorted()
+        let unknown = container.allKeys.filter { !known.contains($0.stringValue) }.sorted { $0.stringValue < $1.stringValue }
         guard !unknown.isEmpty else { return }
+        // Read through ConfigFile: each unknown key is a problem at its own line; decoding goes on.
+        if let collector = ConfigFile.active {
+            for key in unknown {
+                collector.add(codingPath + [key], "unknown key; known here: \(known.sorted().joined(separator: ", "))")
+            }
+            return
+        }
         let path = codingPath.map(\.stringValue).joined(separator: ".")
         let at = path.isEmpty ? "top level" : "'\(path)'"
         throw DecodingError.dataCorrupted(.init(
             codingPath: codingPath,
-            debugDescription: "unknown key(s) \(unknown.map { "'\($0)'" }.joined(separator: ", ")) at \(at); known keys: \(known.sorted().joined(separator: ", "))"))
+            debugDescription: "unknown key(s) \(unknown.map { "'\($0.stringValue)'" }.joined(separator: ", ")) at \(at); known keys: \(known.sorted().joined(separator: ", "))"))
     }
 }
 
 extension KeyedDecodingContainer {
     /// `decodeIfPresent` falling back to a default: every config key is optional in files.
-    public func value<T: Decodable>(_ key: Key, default value: T) throws -> T {
-        try decodeIfPresent(T.self, forKey: key) ?? value
+    /// `decodeIfPresent` that, read through `ConfigFile`, records a value that does not decode
+    /// and gives nil, so decoding goes on.
+    public func tolerant<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
+        do {
+            return try decodeIfPresent(type, forKey: key)
+        } catch let e as DecodingError {
+            guard let collector = ConfigFile.active else { throw e }
+            collector.problems.append(ConfigFile.problem(e))
+            return nil
+        }
     }
+
+    /// Read through `ConfigFile`, a value that does not decode is recorded as a problem and the
+    /// default stands in, so decoding goes on and every problem is reported at once.
+    public func value<T: Decodable>(_ key: Key, default value: T) throws -> T {
+        do {
+            return try decodeIfPresent(T.self, forKey: key) ?? value
+        } catch let e as DecodingError {
+            guard let collector = ConfigFile.active else { throw e }
+            collector.problems.append(ConfigFile.problem(e))
+            return value
+        }
+    }
+
 }
 
 /// Renders a DecodingError as "key.path: what went wrong" for config diagnostics.
@@ -99,3 +127,4 @@ public struct ConfigValueError: Error, CustomStringConvertible, Sendable, Equata
 public enum LogFormat: String, Codable, Sendable, CaseIterable {
     case text, json
 }
+

@@ -114,12 +114,12 @@ public struct ProbeSettings: Codable, Sendable, Hashable {
         init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled)
-            executable = try c.decodeIfPresent(String.self, forKey: .executable)
-            arguments = try c.decodeIfPresent([String].self, forKey: .arguments)
-            format = try c.decodeIfPresent(VendorTool.self, forKey: .format)
-            vendors = try c.decodeIfPresent([AcceleratorVendor].self, forKey: .vendors)
-            timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds)
+            enabled = try c.tolerant(Bool.self, forKey: .enabled)
+            executable = try c.tolerant(String.self, forKey: .executable)
+            arguments = try c.tolerant([String].self, forKey: .arguments)
+            format = try c.tolerant(VendorTool.self, forKey: .format)
+            vendors = try c.tolerant([AcceleratorVendor].self, forKey: .vendors)
+            timeoutSeconds = try c.tolerant(Double.self, forKey: .timeoutSeconds)
         }
     }
 
@@ -127,15 +127,15 @@ public struct ProbeSettings: Codable, Sendable, Hashable {
         try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = ProbeSettings()
-        sysfsRoot = try c.decodeIfPresent(String.self, forKey: .sysfsRoot) ?? d.sysfsRoot
-        procRoot = try c.decodeIfPresent(String.self, forKey: .procRoot) ?? d.procRoot
-        toolTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .toolTimeoutSeconds) ?? d.toolTimeoutSeconds
-        maxOutputBytes = try c.decodeIfPresent(Int.self, forKey: .maxOutputBytes) ?? d.maxOutputBytes
-        sysfsTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .sysfsTimeoutSeconds) ?? d.sysfsTimeoutSeconds
-        onlyToolsForDetectedVendors = try c.decodeIfPresent(Bool.self, forKey: .onlyToolsForDetectedVendors) ?? d.onlyToolsForDetectedVendors
-        health = try c.decodeIfPresent(HealthPolicy.self, forKey: .health) ?? d.health
+        sysfsRoot = try c.tolerant(String.self, forKey: .sysfsRoot) ?? d.sysfsRoot
+        procRoot = try c.tolerant(String.self, forKey: .procRoot) ?? d.procRoot
+        toolTimeoutSeconds = try c.tolerant(Double.self, forKey: .toolTimeoutSeconds) ?? d.toolTimeoutSeconds
+        maxOutputBytes = try c.tolerant(Int.self, forKey: .maxOutputBytes) ?? d.maxOutputBytes
+        sysfsTimeoutSeconds = try c.tolerant(Double.self, forKey: .sysfsTimeoutSeconds) ?? d.sysfsTimeoutSeconds
+        onlyToolsForDetectedVendors = try c.tolerant(Bool.self, forKey: .onlyToolsForDetectedVendors) ?? d.onlyToolsForDetectedVendors
+        health = try c.tolerant(HealthPolicy.self, forKey: .health) ?? d.health
         var tools = d.tools
-        if let overrides = try c.decodeIfPresent([String: ToolOverride].self, forKey: .tools) {
+        if let overrides = try c.tolerant([String: ToolOverride].self, forKey: .tools) {
             for (name, o) in overrides {
                 if var t = tools[name] {
                     if let v = o.enabled { t.enabled = v }

@@ -39,11 +39,11 @@ public struct AccountQuota: Codable, Sendable, Hashable {
         try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: CodingKeys.self)
         shares = try c.value(.shares, default: 1.0)
-        devices = try c.decodeIfPresent(Int.self, forKey: .devices)
-        gcu = try c.decodeIfPresent(Double.self, forKey: .gcu)
-        cohort = try c.decodeIfPresent(String.self, forKey: .cohort)
+        devices = try c.tolerant(Int.self, forKey: .devices)
+        gcu = try c.tolerant(Double.self, forKey: .gcu)
+        cohort = try c.tolerant(String.self, forKey: .cohort)
         borrow = try c.value(.borrow, default: true)
-        let raw = try c.decodeIfPresent([String: Int].self, forKey: .devicesByGrade) ?? [:]
+        let raw = try c.tolerant([String: Int].self, forKey: .devicesByGrade) ?? [:]
         for (k, v) in raw {
             guard let g = DeviceGrade(rawValue: k.uppercased()), g != .r else {
                 throw DecodingError.dataCorruptedError(forKey: .devicesByGrade, in: c,

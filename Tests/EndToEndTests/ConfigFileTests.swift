@@ -67,8 +67,8 @@ import Testing
             _ = try ControllerConfig.load(path: try write("id: 'bad id'\nnode_lost_after_ms: 100\n"), role: nil, environment: [:])
             Issue.record("bad values accepted")
         } catch let e as ConfigError {
-            #expect(e.problems.contains { $0.hasPrefix("id:") })
-            #expect(e.problems.contains { $0.hasPrefix("node_lost_after_ms:") })
+            #expect(e.problems.contains { $0.unlocated.hasPrefix("id:") })
+            #expect(e.problems.contains { $0.unlocated.hasPrefix("node_lost_after_ms:") })
         }
         #expect(throws: ConfigError.self) { try AgentConfig.load(path: try write("probe:\n  tool_timeout: 3\n"), environment: [:]) }
         #expect(throws: ConfigError.self) { try AgentConfig.load(path: "/nonexistent/agent.yaml", environment: [:]) }
@@ -87,10 +87,10 @@ import Testing
             _ = try JobFile.parse("args: [x]\naccelerators: {vendor: acme, min_memory: lots, count: -1}\n", source: "bad.yaml")
             Issue.record("bad job accepted")
         } catch let e as ConfigError {
-            #expect(e.problems.contains { $0.hasPrefix("command:") })
-            #expect(e.problems.contains { $0.hasPrefix("accelerators.vendor:") })
-            #expect(e.problems.contains { $0.hasPrefix("accelerators.min_memory:") })
-            #expect(e.problems.contains { $0.hasPrefix("accelerators.count:") })
+            #expect(e.problems.contains { $0.unlocated.hasPrefix("command:") })
+            #expect(e.problems.contains { $0.unlocated.hasPrefix("accelerators.vendor:") })
+            #expect(e.problems.contains { $0.unlocated.hasPrefix("accelerators.min_memory:") })
+            #expect(e.problems.contains { $0.unlocated.hasPrefix("accelerators.count:") })
         } catch { Issue.record("unexpected \(error)") }
         #expect(throws: ConfigError.self) { try JobFile.parse("command: x\nacelerators: {count: 1}\n", source: "typo.yaml") }
     }
@@ -155,7 +155,7 @@ import Testing
             Issue.record("accepted a bad model block")
         } catch let e as ConfigError {
             for key in ["model.parameters: 'lots'", "model.precisions: 'fp8'", "model.workload: 'serving'", "model.context:"] {
-                #expect(e.problems.contains { $0.hasPrefix(key) }, "\(key) in \(e.problems)")
+                #expect(e.problems.contains { $0.unlocated.hasPrefix(key) }, "\(key) in \(e.problems)")
             }
         }
         #expect(throws: ConfigError.self) { try JobFile.parse("command: x\nmodel: {parameters: 7B, workload: training, precisions: [int8]}\n", source: "t.yaml") }
@@ -270,6 +270,69 @@ import Testing
                   - {id: west, jurisdictions: [CN-NX], pue: 1.2, carbon_g_per_kwh: 600,
                      price_per_kwh: {flat: 0.3, peak_ratio: 1.5, peak_hours: "17-25"}}
                 """)
+        }
+    }
+}
+
+extension String {
+    /// A problem without its "line L, column C: " prefix.
+    var unlocated: String {
+        guard hasPrefix("line "), let r = range(of: #"^line \d+, column \d+: "#, options: .regularExpression) else { return self }
+        return String(self[r.upperBound...])
+    }
+}
+
+/// Every problem of a file at once, in file order, each with its line and column.
+@Suite struct ConfigProblemLocationTests {
+    @Test func aJobFileListsEveryProblemWithLineAndColumn() throws {
+        let text = """
+            command: true
+            accelerators:
+              count: -3
+              min_grade: Z
+              vendr: nvidia
+            priority: 99999
+            max_attempts: many
+            """
+        do {
+            _ = try JobFile.parse(text, source: "job.yaml")
+            Issue.record("a bad job file was accepted")
+        } catch let e as ConfigError {
+            #expect(e.problems.count == 5, "\(e.problems)")
+            let lines = e.problems.compactMap { p -> Int? in p.hasPrefix("line ") ? Int(p.dropFirst(5).prefix { $0.isNumber }) : nil }
+            #expect(lines == [3, 4, 5, 6, 7], "\(e.problems)")
+            #expect(e.problems.contains { $0.hasPrefix("line 5, column 3: accelerators.vendr: unknown key") })
+            #expect(e.problems.contains { $0.hasPrefix("line 7, column 1: max_attempts: expected a whole number") })
+        }
+    }
+
+    @Test func aYAMLSyntaxErrorSaysWhere() throws {
+        do {
+            _ = try JobFile.parse("command: true\naccelerators: [\n", source: "job.yaml")
+            Issue.record("bad YAML was accepted")
+        } catch let e as ConfigError {
+            #expect(e.problems.count == 1 && e.problems[0].hasPrefix("line 3, column 1: YAML syntax:"), "\(e.problems)")
+        }
+    }
+
+    @Test func aControllerConfigListsNestedUnknownKeysAndBadValuesTogether() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cfg-\(UUID().uuidString.prefix(6)).yaml")
+        try """
+            role: region
+            heartbeat_interval_ms: -1
+            placement:
+              frontier: reserve
+              allow_degradd: true
+            http: localhost
+            """.write(to: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: path) }
+        do {
+            _ = try ControllerConfig.load(path: path.path, role: nil, environment: [:])
+            Issue.record("a bad config was accepted")
+        } catch let e as ConfigError {
+            #expect(e.problems.contains { $0.hasPrefix("line 2, column 1: heartbeat_interval_ms: must be > 0") }, "\(e.problems)")
+            #expect(e.problems.contains { $0.hasPrefix("line 5, column 3: placement.allow_degradd: unknown key") }, "\(e.problems)")
+            #expect(e.problems.contains { $0.hasPrefix("line 6, column 1: http:") && $0.contains("host:port") }, "\(e.problems)")
         }
     }
 }

@@ -1,0 +1,159 @@
+import Foundation
+import Yams
+
+/// Reads a YAML configuration (a controller's, an agent's, a job file) and reports *every*
+/// problem at once, each with its line and column: YAML syntax, unknown keys at any level,
+/// values of the wrong type. Decoding goes on past a bad value (the key keeps its default) so
+/// one run shows all of them; range checks (`problems()`) are located the same way.
+public enum ConfigFile {
+    /// One problem found while decoding: where (the key path) and what.
+    public struct Problem: Sendable {
+        public var path: [String]
+        public var message: String
+    }
+
+    /// Collects problems during one decode (handed to the decoders through `userInfo`).
+    public final class Collector: @unchecked Sendable {
+        var problems: [Problem] = []
+        func add(_ path: [any CodingKey], _ message: String) {
+            problems.append(Problem(path: path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }, message: message))
+        }
+    }
+
+    /// The collector of the decode in progress on this task (decoding is synchronous).
+    @TaskLocal static var active: Collector?
+
+    /// What a decode gives: the value (keys with problems keep their defaults), the YAML tree
+    /// (for locating later problems) and the problems found, each "line L, column C: key: what".
+    public struct Decoded<T> {
+        public var value: T
+        public var node: Node?
+        public var problems: [String]
+    }
+
+    /// Decodes `text`; throws a `ConfigError` only when there is no value at all (bad YAML, a
+    /// document that is not a mapping). Otherwise the caller adds its own checks to `problems`
+    /// (located with `locate`) and reports them all together.
+    public static func decode<T: Decodable>(_ type: T.Type, from text: String, source: String) throws -> Decoded<T> {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch let e as YamlError {
+            throw ConfigError(source: source, problems: [syntax(e)])
+        }
+        guard let node else {
+            return Decoded(value: try YAMLDecoder().decode(type, from: "{}"), node: nil, problems: [])
+        }
+        let collector = Collector()
+        var value: T?
+        do {
+            value = try ConfigFile.$active.withValue(collector) { try YAMLDecoder().decode(type, from: node) }
+        } catch let e as DecodingError {
+            collector.problems.append(problem(e))
+        } catch let e as YamlError {
+            collector.problems.append(Problem(path: [], message: syntax(e)))
+        }
+        let problems = collector.problems.map { locate($0, in: node) }
+        guard let value else { throw ConfigError(source: source, problems: problems) }
+        return Decoded(value: value, node: node, problems: problems)
+    }
+
+    /// Prefixes each `problems()` line that starts with a key path ("accelerators.count: …")
+    /// with that key's line and column.
+    public static func locate(_ problems: [String], in node: Node?) -> [String] {
+        guard let node else { return problems }
+        return problems.map { p in
+            guard let colon = p.firstIndex(of: ":") else { return p }
+            let head = p[..<colon]
+            guard !head.isEmpty, head.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "." || $0 == "[" || $0 == "]" || $0 == "(" || $0 == ")" }) else { return p }
+            let path = head.split(separator: ".").map { part -> String in
+                // "regions[0] (west)" style: keep the index, drop the note.
+                String(part.split(separator: " ").first ?? part)
+            }.flatMap { part -> [String] in
+                guard let bracket = part.firstIndex(of: "[") else { return [part] }
+                return [String(part[..<bracket]), String(part[bracket...])]
+            }
+            guard let mark = find(path, in: node)?.mark else { return p }
+            return "line \(mark.line), column \(mark.column): \(p)"
+        }
+    }
+
+    /// Problems in the order of the file (those without a line last, in their order).
+    public static func inFileOrder(_ problems: [String]) -> [String] {
+        func line(_ p: String) -> Int {
+            guard p.hasPrefix("line "), let n = Int(p.dropFirst(5).prefix { $0.isNumber }) else { return .max }
+            return n
+        }
+        return problems.enumerated().sorted { (line($0.element), $0.offset) < (line($1.element), $1.offset) }.map(\.element)
+    }
+
+    static func locate(_ p: Problem, in node: Node) -> String {
+        let path = p.path.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+        let at = path.isEmpty ? "" : "\(path): "
+        // The deepest node of the path that exists (a missing key: its parent).
+        var probe = p.path
+        while !probe.isEmpty {
+            if let mark = find(probe, in: node)?.mark { return "line \(mark.line), column \(mark.column): \(at)\(p.message)" }
+            probe.removeLast()
+        }
+        return "\(at)\(p.message)"
+    }
+
+    /// The node at a key path (mapping keys; "[i]" indexes sequences). Returns the *key* node
+    /// for mapping entries, so the line is the one the key is written on.
+    static func find(_ path: [String], in root: Node) -> Node? {
+        var node = root
+        var keyNode: Node? = nil
+        for part in path {
+            if part.hasPrefix("["), let i = Int(part.dropFirst().dropLast()), case .sequence(let s) = node, i < s.count {
+                node = s[i]
+                keyNode = node
+            } else if case .mapping(let m) = node, let entry = m.first(where: { $0.key.string == part }) {
+                node = entry.value
+                keyNode = entry.key
+            } else {
+                return nil
+            }
+        }
+        return keyNode ?? node
+    }
+
+    static func syntax(_ e: YamlError) -> String {
+        switch e {
+        case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _), let .composer(context, problem, mark, _):
+            return "line \(mark.line), column \(mark.column): YAML syntax: \(context.map { "\($0.text) (line \($0.mark.line)), " } ?? "")\(problem)"
+        default:
+            return "YAML: \(e)"
+        }
+    }
+
+    static func problem(_ e: DecodingError) -> Problem {
+        func keys(_ p: [any CodingKey]) -> [String] { p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue } }
+        switch e {
+        case .typeMismatch(let type, let ctx):
+            return Problem(path: keys(ctx.codingPath), message: "expected \(describe(type))")
+        case .valueNotFound(let type, let ctx):
+            return Problem(path: keys(ctx.codingPath), message: "missing \(describe(type)) value")
+        case .keyNotFound(let key, let ctx):
+            return Problem(path: keys(ctx.codingPath + [key]), message: "required key missing")
+        case .dataCorrupted(let ctx):
+            return Problem(path: keys(ctx.codingPath), message: ctx.debugDescription)
+        @unknown default:
+            return Problem(path: [], message: "\(e)")
+        }
+    }
+
+    /// "Int" → "a whole number", for people who do not read Swift.
+    static func describe(_ type: Any.Type) -> String {
+        switch "\(type)" {
+        case "Int", "Int64", "Int32", "UInt32", "UInt64": return "a whole number"
+        case "Double", "Float": return "a number"
+        case "Bool": return "true or false"
+        case "String": return "text"
+        case let t where t.hasPrefix("Array"): return "a list"
+        case let t where t.hasPrefix("Dictionary"): return "a mapping (key: value)"
+        default: return "\(type)"
+        }
+    }
+
+}
