@@ -19,12 +19,7 @@ public enum Table {
     }
 
     public static func jobs(_ jobs: [JobRecord]) -> String {
-        render(["JOB", "NAME", "STATE", "REGION", "NODE", "DEVICES", "VISIBLE", "EXIT", "MESSAGE"], jobs.map { j in
-            [j.id.rawValue, j.spec.name, j.state.rawValue + (j.hold == nil ? "" : " (held)"), j.region?.rawValue ?? "-", j.node?.rawValue ?? "-",
-             j.deviceModels.isEmpty ? "-" : summarize(j.deviceModels),
-             j.visibleDevices.isEmpty ? "-" : j.visibleDevices.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "),
-             j.exitCode.map(String.init) ?? "-", String(j.message.prefix(60))]
-        })
+        (try? Printer(format: .table).list(jobs, Columns.jobs)) ?? ""
     }
 
     /// One job in full (`gridctl job ID`): where it is, the complete reason it waits or ended
@@ -133,10 +128,7 @@ public enum Table {
     }
 
     public static func nodes(_ nodes: [NodeBrief]) -> String {
-        render(["NODE", "REGION", "STATE", "DEVICES", "FREE", "HEALTH", "MODELS", "CORDON"], nodes.map { n in
-            [n.node.rawValue, n.region.rawValue, stateText(n), String(n.deviceCount), String(n.freeDevices),
-             n.worstHealth.rawValue, n.models.joined(separator: ", "), n.cordon.map { $0.reason.isEmpty ? "-" : $0.reason } ?? "-"]
-        })
+        (try? Printer(format: .table).list(nodes, Columns.nodes)) ?? ""
     }
 
     /// ready, lost, draining (its agent stopping), or an operator's cordoned / draining / drained.
@@ -146,16 +138,8 @@ public enum Table {
         return n.freeDevices >= n.deviceCount ? "drained" : "draining"
     }
 
-    public static func regions(_ regions: [RegionSummary], now: Date = Date()) -> String {
-        render(["REGION", "NODES", "LOST", "QUEUED", "WAIT", "RUNNING", "DEVICES", "FREE", "SEEN", "CAPACITY"], regions.map { r in
-            [r.region.rawValue, String(r.nodesReady), String(r.nodesLost), String(r.queuedJobs),
-             r.expectedWaitSeconds == 0 ? "-" : r.expectedWaitSeconds < 3600 ? "\(r.expectedWaitSeconds / 60)m" : "\(r.expectedWaitSeconds / 3600)h\(r.expectedWaitSeconds % 3600 / 60)m",
-             String(r.runningJobs),
-             String(r.capacity.reduce(0) { $0 + $1.total }), String(r.capacity.reduce(0) { $0 + $1.free }),
-             "\(max(0, Int(now.timeIntervalSince(r.generatedAt))))s ago",
-             r.capacity.map { "\($0.total)x \($0.model)" + ($0.partition.map { " [\($0)]" } ?? "") + ($0.grade.map { " (\($0.rawValue))" } ?? "") }
-                .joined(separator: ", ")]
-        })
+    public static func regions(_ regions: [RegionSummary]) -> String {
+        (try? Printer(format: .table).list(regions, Columns.regions)) ?? ""
     }
 
     /// "NVIDIA A100 x2" for repeated models.
@@ -166,4 +150,76 @@ public enum Table {
         }
         return counts.map { $0.1 > 1 ? "\($0.0) x\($0.1)" : $0.0 }.joined(separator: ", ")
     }
+}
+
+/// The columns of `gridctl`'s lists (`-o table` shows those not marked wide; `-o wide` all of them).
+public enum Columns {
+    static let time: @Sendable (Date?) -> String = { d in
+        guard let d else { return "-" }
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        return f.string(from: d)
+    }
+
+    public static let jobs: [Column<JobRecord>] = [
+        Column("JOB") { j, _ in j.id.rawValue },
+        Column("NAME") { j, _ in j.spec.name },
+        Column("STATE", colourBy: { $0.hold == nil ? $0.state.rawValue : "held" }) { j, _ in j.state.rawValue + (j.hold == nil ? "" : " (held)") },
+        Column("REGION") { j, _ in j.region?.rawValue ?? "-" },
+        Column("NODE") { j, _ in j.node?.rawValue ?? "-" },
+        Column("DEVICES") { j, _ in j.deviceModels.isEmpty ? "-" : Table.summarize(j.deviceModels) },
+        Column("PRECISION", wide: true) { j, _ in j.precision?.rawValue ?? "-" },
+        Column("ACCOUNT", wide: true) { j, _ in j.spec.account ?? "-" },
+        Column("PRIORITY", wide: true) { j, _ in String(j.spec.priority) },
+        Column("VISIBLE", wide: true) { j, _ in
+            j.visibleDevices.isEmpty ? "-" : j.visibleDevices.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        },
+        Column("EXIT") { j, _ in j.exitCode.map(String.init) ?? "-" },
+        Column("ATTEMPTS", wide: true) { j, _ in String(j.attempts.filter { $0.endReason != .rejected }.count) },
+        Column("SUBMITTED", wide: true) { j, _ in time(j.submittedAt) },
+        Column("UPDATED", wide: true) { j, _ in time(j.updatedAt) },
+        Column("MESSAGE") { j, wide in wide ? j.message : Printer.clip(j.message, 70) },
+    ]
+
+    public static let nodes: [Column<NodeBrief>] = [
+        Column("NODE") { n, _ in n.node.rawValue },
+        Column("REGION") { n, _ in n.region.rawValue },
+        Column("STATE", colourBy: { Table.stateText($0) }) { n, _ in Table.stateText(n) },
+        Column("DEVICES") { n, _ in String(n.deviceCount) },
+        Column("FREE") { n, _ in String(n.freeDevices) },
+        Column("HEALTH", colourBy: { $0.worstHealth.rawValue }) { n, _ in health(n) },
+        Column("MODELS") { n, _ in n.models.joined(separator: ", ") },
+        Column("CORDON") { n, _ in n.cordon.map { $0.reason.isEmpty ? "(no reason)" : $0.reason } ?? "-" },
+        Column("HOSTNAME", wide: true) { n, _ in n.hostname },
+        Column("LAST SEEN", wide: true) { n, _ in time(n.lastSeen) },
+    ]
+
+    /// "healthy", or "6 healthy, 2 unhealthy" when they differ.
+    static func health(_ n: NodeBrief) -> String {
+        guard let counts = n.healthCounts, counts.count > 1 else { return n.worstHealth.rawValue }
+        return HealthState.allCases.compactMap { h in counts[h].map { "\($0) \(h.rawValue)" } }.joined(separator: ", ")
+    }
+
+    public static let regions: [Column<RegionSummary>] = [
+        Column("REGION") { r, _ in r.region.rawValue },
+        Column("NODES") { r, _ in String(r.nodesReady) },
+        Column("LOST") { r, _ in String(r.nodesLost) },
+        Column("QUEUED") { r, _ in String(r.queuedJobs) },
+        Column("WAIT") { r, _ in
+            r.expectedWaitSeconds == 0 ? "-" : r.expectedWaitSeconds < 3600 ? "\(r.expectedWaitSeconds / 60)m"
+                : "\(r.expectedWaitSeconds / 3600)h\(r.expectedWaitSeconds % 3600 / 60)m"
+        },
+        Column("RUNNING") { r, _ in String(r.runningJobs) },
+        Column("DEVICES") { r, _ in String(r.capacity.reduce(0) { $0 + $1.total }) },
+        Column("FREE") { r, _ in String(r.capacity.reduce(0) { $0 + $1.free }) },
+        Column("SEEN", colourBy: { Date().timeIntervalSince($0.generatedAt) > 60 ? "stale" : "live" }) { r, _ in
+            let ago = max(0, Int(Date().timeIntervalSince(r.generatedAt)))
+            return ago > 60 ? "\(ago)s ago (stale)" : "\(ago)s ago"
+        },
+        Column("CAPACITY") { r, wide in
+            let text = r.capacity.map { "\($0.total)x \($0.model)" + ($0.partition.map { " [\($0)]" } ?? "") + ($0.grade.map { " (\($0.rawValue))" } ?? "") }
+                .joined(separator: ", ")
+            return wide ? text : Printer.clip(text, 90)
+        },
+    ]
 }

@@ -1159,6 +1159,9 @@ public struct RegionInstance: Sendable {
                          worstHealth: n.slots.map(\.health).max() ?? .healthy,
                          lastSeen: now.wall.addingTimeInterval(-ago))
         b.cordon = n.record.cordon
+        var counts: [HealthState: Int] = [:]
+        for slot in n.slots { counts[slot.health, default: 0] += 1 }
+        b.healthCounts = counts
         return b
     }
 

@@ -37,7 +37,7 @@ public enum AcceleratorVendor: String, Codable, Sendable, CaseIterable {
 
 /// Vendor-neutral health state. Ordered from best to worst so the worst of several can be
 /// taken with `max`.
-public enum HealthState: String, Codable, Sendable, CaseIterable, Comparable {
+public enum HealthState: String, Codable, Sendable, CaseIterable, Comparable, CodingKeyRepresentable {
     case healthy, degraded, unknown, unhealthy
 
     private var rank: Int {

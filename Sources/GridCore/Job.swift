@@ -550,6 +550,8 @@ public struct NodeBrief: Codable, Sendable, Hashable {
     public var worstHealth: HealthState
     public var lastSeen: Date
     public var cordon: NodeCordon? = nil
+    /// Units by health; nil from a peer (or a stored record) that does not carry them.
+    public var healthCounts: [HealthState: Int]? = nil
     public init(
         node: NodeID, region: RegionID, hostname: String, state: NodeState, deviceCount: Int,
         freeDevices: Int, models: [String], worstHealth: HealthState, lastSeen: Date

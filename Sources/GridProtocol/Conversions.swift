@@ -376,6 +376,7 @@ extension Wire.NodeBrief {
         models = b.models
         worstHealth = b.worstHealth.rawValue
         lastSeenUnixMs = b.lastSeen.unixMilliseconds
+        healthCounts = Dictionary(uniqueKeysWithValues: (b.healthCounts ?? [:]).map { ($0.key.rawValue, Int32(clamping: $0.value)) })
         if let c = b.cordon {
             cordoned = true
             cordonReason = c.reason
@@ -393,6 +394,9 @@ extension Wire.NodeBrief {
             lastSeen: Date(unixMilliseconds: lastSeenUnixMs))
         if cordoned {
             b.cordon = NodeCordon(reason: cordonReason, drain: cordonDrain, since: Date(unixMilliseconds: cordonSinceUnixMs))
+        }
+        if !healthCounts.isEmpty {
+            b.healthCounts = Dictionary(healthCounts.compactMap { k, v in HealthState(rawValue: k).map { ($0, Int(v)) } }, uniquingKeysWith: +)
         }
         return b
     }

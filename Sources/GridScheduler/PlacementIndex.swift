@@ -695,9 +695,11 @@ public struct PlacementIndex: Sendable {
         return "\(what); least capable grade that fits first, then healthy, then least memory, then the node with the fewest free units: \(n.units.filter { !$0.busy && $0.classID >= 0 }.count) left free"
     }
 
+    /// Free units that can take work (schedulable: healthy, or degraded where allowed), as
+    /// the region's capacity counts them.
     public func freeDevices(of id: NodeID) -> Int {
         guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return 0 }
-        return n.units.filter { !$0.busy }.count
+        return n.units.filter { !$0.busy && $0.classID >= 0 }.count
     }
 
     /// Whether a device is held, as the index knows it.

@@ -37,8 +37,19 @@ struct ControllerOptions: ParsableArguments {
     var controller: String?
     @Option(help: "Seconds to wait for an answer.")
     var timeout: Double = 5
-    @Flag(help: "Print JSON for scripts instead of a table.")
+    @Flag(help: "Print JSON for scripts instead of a table (same as -o json).")
     var json = false
+    @Option(name: [.short, .customLong("output")], help: "table, wide (every column, nothing cut), json or yaml.")
+    var output: OutputFormat?
+    @Option(help: "Columns to show, comma-separated (e.g. job,state,node); names as in the header.")
+    var columns: String?
+
+    /// How to print: -o, else --json, else a table; colours only on a terminal without NO_COLOR.
+    var printer: Printer {
+        Printer(format: output ?? (json ? .json : .table),
+                columns: columns.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } },
+                colour: Printer.colourWanted())
+    }
 
     func validate() throws {
         guard timeout.isFinite, (0.01...3600).contains(timeout) else {
@@ -130,7 +141,7 @@ struct Jobs: ParsableCommand {
     func run() throws {
         do {
             let jobs = try options.client().jobs(timeout: options.timeout)
-            if options.json { try printJSON(jobs) } else { print(Table.jobs(jobs)) }
+            print(try options.printer.list(jobs, Columns.jobs))
         } catch let e as ClientError { throw fail(e.message) }
     }
 }
@@ -142,7 +153,7 @@ struct Job: ParsableCommand {
     func run() throws {
         do {
             let job = try options.job(id)
-            if options.json { try printJSON(job); return }
+            if let text = try options.printer.record(job) { print(text); return }
             print(Table.detail(job))
             if !job.attempts.isEmpty { print("\n" + Table.attempts(job)) }
             if !job.outputTail.isEmpty { print("--- output (tail) ---\n\(job.outputTail)") }
@@ -159,7 +170,7 @@ struct Explain: ParsableCommand {
     func run() throws {
         do {
             let job = try options.job(id)
-            if options.json { try printJSON(job.route); return }
+            if let text = try options.printer.record(job.route) { print(text); return }
             print(Table.explain(job))
         } catch let e as ClientError { throw fail(e.message) }
     }
@@ -187,7 +198,7 @@ struct Cancel: ParsableCommand {
                 jobs = jobs.map { j in j.state.isTerminal ? j : (try? options.job(j.id.rawValue)) ?? j }
             }
         }
-        if options.json { try printJSON(jobs) } else { print(Table.jobs(jobs)) }
+        print(try options.printer.list(jobs, Columns.jobs))
         if failed { throw ExitCode(1) }
         if wait && !jobs.allSatisfy(\.state.isTerminal) { throw ExitCode(2) }
     }
@@ -230,7 +241,7 @@ struct JobControlOptions: ParsableArguments {
         let client: GridClient
         do { client = try options.client() } catch { throw fail("\(error)") }
         let (jobs, failed) = eachJob(ids) { try client.jobControl(action, job: $0, reason: reason, timeout: options.timeout) }
-        if options.json { try printJSON(jobs) } else if !jobs.isEmpty { print(Table.jobs(jobs)) }
+        if !jobs.isEmpty || options.printer.format == .json || options.printer.format == .yaml { print(try options.printer.list(jobs, Columns.jobs)) }
         if failed { throw ExitCode(1) }
     }
 }
@@ -287,7 +298,7 @@ struct Nodes: ParsableCommand {
                     nodes = (try? client.allNodes(region: region, timeout: options.timeout).map(\.brief)) ?? nodes
                 }
             }
-            if options.json { try printJSON(nodes) } else { print(Table.nodes(nodes)) }
+            print(try options.printer.list(nodes, Columns.nodes))
         } catch let e as ClientError { throw fail(e.message) }
     }
 }
@@ -302,7 +313,7 @@ struct NodeCommandOptions: ParsableArguments {
     func run(_ action: Wire.NodeCommand.Action) throws {
         do {
             let b = try options.client().nodeCommand(action, node: node, region: region, reason: reason, timeout: options.timeout)
-            if options.json { try printJSON(b) } else { print(Table.nodes([b])) }
+            print(try options.printer.list([b], Columns.nodes))
         } catch let e as ClientError { throw fail(e.message) }
     }
 }
@@ -333,7 +344,7 @@ struct Regions: ParsableCommand {
     func run() throws {
         do {
             let regions = try options.client().query(.regions, timeout: options.timeout).regions.map(\.summary)
-            if options.json { try printJSON(regions) } else { print(Table.regions(regions)) }
+            print(try options.printer.list(regions, Columns.regions))
         } catch let e as ClientError { throw fail(e.message) }
     }
 }
@@ -352,6 +363,12 @@ struct Wait: ParsableCommand {
         do { client = try options.client() } catch { throw fail("\(error)") }
         let deadline = Date().addingTimeInterval(within)
         var jobs: [JobRecord] = []
+        // On a terminal, a line per state change as it happens; in a pipe only the end.
+        let progress = isatty(1) == 1
+        let colour = Printer.colourWanted()
+        var seen: [JobID: JobState] = [:]
+        let clock = DateFormatter()
+        clock.dateFormat = "HH:mm:ss"
         while true {
             do {
                 jobs = try client.jobs(timeout: options.timeout)
@@ -359,11 +376,22 @@ struct Wait: ParsableCommand {
             } catch {
                 FileHandle.standardError.write(Data("gridctl: \(error); retrying\n".utf8))
             }
+            if progress {
+                for j in jobs where seen[j.id] != j.state {
+                    let from = seen[j.id].map { "\($0.rawValue) → " } ?? ""
+                    let to = colour ? Printer.painted(j.state.rawValue) : j.state.rawValue
+                    let place = [j.region?.rawValue, j.node?.rawValue].compactMap { $0 }.joined(separator: "/")
+                    print("\(clock.string(from: Date()))  \(j.id)  \(from)\(to)\(place.isEmpty ? "" : "  (\(place))")"
+                          + (j.state.isTerminal && j.state != .succeeded ? ": \(Printer.clip(j.message, 100))" : ""))
+                    seen[j.id] = j.state
+                }
+            }
             let done = !jobs.isEmpty && jobs.allSatisfy(\.state.isTerminal) && (ids.isEmpty || jobs.count == ids.count)
             if done || Date() >= deadline { break }
             Thread.sleep(forTimeInterval: 0.25)
         }
-        if options.json { try printJSON(jobs) } else { print(Table.jobs(jobs)) }
+        if progress && options.printer.format == .table { print() }
+        print(try options.printer.list(jobs, Columns.jobs))
         if !jobs.allSatisfy(\.state.isTerminal) || jobs.isEmpty {
             _ = fail("timed out after \(Int(within))s waiting for jobs to end")
             throw ExitCode(2)
@@ -371,3 +399,5 @@ struct Wait: ParsableCommand {
         if !jobs.allSatisfy({ $0.state == .succeeded }) { throw ExitCode(1) }
     }
 }
+
+extension OutputFormat: ExpressibleByArgument {}

@@ -875,6 +875,10 @@ public nonisolated struct Computegrid_V1_NodeBrief: Sendable {
 
   public var cordonSinceUnixMs: Int64 = 0
 
+  /// Schedulable units by health ("healthy", "degraded", "unhealthy", "unknown"); free_devices
+  /// counts only free units that can take work (healthy, or degraded where allowed).
+  public var healthCounts: Dictionary<String,Int32> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3080,7 +3084,7 @@ nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeBrief"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{1}hostname\0\u{1}state\0\u{3}device_count\0\u{3}free_devices\0\u{1}models\0\u{3}worst_health\0\u{3}last_seen_unix_ms\0\u{1}cordoned\0\u{3}cordon_reason\0\u{3}cordon_drain\0\u{3}cordon_since_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{1}hostname\0\u{1}state\0\u{3}device_count\0\u{3}free_devices\0\u{1}models\0\u{3}worst_health\0\u{3}last_seen_unix_ms\0\u{1}cordoned\0\u{3}cordon_reason\0\u{3}cordon_drain\0\u{3}cordon_since_unix_ms\0\u{3}health_counts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3101,6 +3105,7 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
       case 11: try { try decoder.decodeSingularStringField(value: &self.cordonReason) }()
       case 12: try { try decoder.decodeSingularBoolField(value: &self.cordonDrain) }()
       case 13: try { try decoder.decodeSingularInt64Field(value: &self.cordonSinceUnixMs) }()
+      case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: &self.healthCounts) }()
       default: break
       }
     }
@@ -3146,6 +3151,9 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
     if self.cordonSinceUnixMs != 0 {
       try visitor.visitSingularInt64Field(value: self.cordonSinceUnixMs, fieldNumber: 13)
     }
+    if !self.healthCounts.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: self.healthCounts, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3163,6 +3171,7 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
     if lhs.cordonReason != rhs.cordonReason {return false}
     if lhs.cordonDrain != rhs.cordonDrain {return false}
     if lhs.cordonSinceUnixMs != rhs.cordonSinceUnixMs {return false}
+    if lhs.healthCounts != rhs.healthCounts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
