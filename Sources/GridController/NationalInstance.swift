@@ -196,6 +196,7 @@ public struct NationalInstance: Sendable {
         case .cancel(let m): return onCancel(m, origin: origin, now: now)
         case .nodeCommand(let m): return onNodeCommand(m, origin: origin, now: now)
         case .jobControl(let m): return onJobControl(m, origin: origin, now: now)
+        case .regionControl(let m): return onRegionControl(m, origin: origin, now: now)
         case .queryReply(let m): return onQueryReply(m)
         case .errorReply(let e):
             // A refused relayed request (node command, job control): the asker gets the error.
@@ -747,6 +748,45 @@ public struct NationalInstance: Sendable {
         reply.total = 1
         out.append(.reply(.queryReply(reply), to: origin))
         return out
+    }
+
+    /// How long a region may be silent before it shows as stale and may be removed.
+    var staleAfterMs: Int64 { settings.regionLostAfterMs > 0 ? settings.regionLostAfterMs : 60_000 }
+
+    /// `gridctl regions remove R`: forget a region that is stale and holds no live job. A live
+    /// region would come straight back with its next summary, and a region with jobs still in
+    /// it must first have them moved (they move once it is silent past the region lease, when
+    /// it confirms starts) or cancelled: forgetting it would lose track of them.
+    public mutating func onRegionControl(_ m: Wire.RegionControl, origin: Origin, now: Moment) -> [ControllerDirective] {
+        let id = RegionID(m.regionID)
+        guard m.action == .remove else { return [.error("bad_request", "region control: action must be remove", to: origin)] }
+        guard let view = regions[id] else {
+            let known = regions.keys.map(\.rawValue).sorted()
+            return [.error("not_found", "region \(id) is not known (known: \(known.isEmpty ? "none" : known.joined(separator: ", ")))", to: origin)]
+        }
+        let silentMs = now.monotonicMs - view.lastSeenMs
+        guard silentMs > staleAfterMs else {
+            return [.error("bad_request", "region \(id) is live (last summary \(silentMs / 1000) s ago); stop its controller first — it can be removed once silent for \(staleAfterMs / 1000) s", to: origin)]
+        }
+        let live = jobs.values.filter { $0.region == id && !$0.state.isTerminal }.map(\.id.rawValue).sorted()
+        let planned = held.filter { $0.value.region == id.rawValue }.map(\.key.rawValue).sorted()
+        guard live.isEmpty && planned.isEmpty else {
+            let all = live + planned
+            return [.error("bad_request", "region \(id) still holds \(all.count) job(s) (\(all.prefix(5).joined(separator: ", "))\(all.count > 5 ? ", …" : "")); cancel them, or wait until they move to another region", to: origin)]
+        }
+        regions[id] = nil
+        inflight[id] = nil
+        reserved[id.rawValue] = nil
+        var reply = Wire.QueryReply()
+        reply.regions = regions.values.sorted { $0.summary.region < $1.summary.region }.map { v in
+            var s = v.summary
+            s.nodes = []
+            return Wire.RegionSummary(s)
+        }
+        reply.total = UInt64(reply.regions.count)
+        return [.persist(.regionRemoved(id)),
+                .log(LogEvent(.notice, "region removed by an operator", ["region": "\(id)", "silent_s": "\(silentMs / 1000)"])),
+                .reply(.queryReply(reply), to: origin)]
     }
 
     /// Node commands go to the node's region (named, or the only one) and its answer comes back

@@ -162,8 +162,7 @@ extension NationalInstance {
             var r: RegionObservation
             if let view = regions[RegionID(id)] {
                 let silentMs = now.monotonicMs - view.lastSeenMs
-                let stale = settings.regionLostAfterMs > 0 ? settings.regionLostAfterMs : 60_000
-                r = RegionObservation(id: id, state: silentMs > stale ? .stale : .live)
+                r = RegionObservation(id: id, state: silentMs > staleAfterMs ? .stale : .live)
                 r.secondsSinceSummary = Double(silentMs) / 1000
                 let s = view.summary
                 r.nodesReady = s.nodesReady

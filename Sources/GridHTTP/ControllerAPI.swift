@@ -80,6 +80,9 @@ public struct ControllerAPI: Sendable {
                 try await self.jobAction(action, id: try context.parameters.require("id"), request)
             }
         }
+        api.post("regions/:id/remove") { request, context in
+            try await self.removeRegion(try context.parameters.require("id"), request)
+        }
         for action in ["cordon", "uncordon", "drain"] {
             api.post("nodes/:id/\(action)") { request, context in
                 try await self.nodeAction(action, id: try context.parameters.require("id"), request)
@@ -235,6 +238,21 @@ public struct ControllerAPI: Sendable {
         guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
         guard let j = r.jobs.first else { return Self.jsonResponse(.accepted, try r.jsonString(options: Self.json)) }
         return Self.jsonResponse(.ok, try j.jsonString(options: Self.json))
+    }
+
+    func removeRegion(_ id: String, _ request: Request) async throws -> Response {
+        let caller: String
+        switch authorise(request, "removing a region") {
+        case .caller(let n): caller = n
+        case .refused(let r): return r
+        }
+        var m = Wire.RegionControl()
+        m.regionID = id
+        m.action = .remove
+        logger.notice("HTTP region remove", metadata: ["caller": "\(caller)", "region": "\(id)"])
+        let answer = await controller.ask(.regionControl(m))
+        guard case .queryReply = answer else { return Self.refusal(answer) }
+        return try await regions()
     }
 
     func nodeAction(_ action: String, id: String, _ request: Request) async throws -> Response {

@@ -25,6 +25,7 @@ public enum Wire {
     public typealias AcceleratorRequest = Computegrid_V1_AcceleratorRequest
     public typealias ModelRequirement = Computegrid_V1_ModelRequirement
     public typealias JobControl = Computegrid_V1_JobControl
+    public typealias RegionControl = Computegrid_V1_RegionControl
     public typealias JobSpec = Computegrid_V1_JobSpec
     public typealias JobForward = Computegrid_V1_JobForward
     public typealias JobForwardAck = Computegrid_V1_JobForwardAck
@@ -75,6 +76,7 @@ public enum Body: Sendable, Equatable {
     case errorReply(Wire.ErrorReply)
     case nodeCommand(Wire.NodeCommand)
     case jobControl(Wire.JobControl)
+    case regionControl(Wire.RegionControl)
 
     public var type: Wire.MessageType {
         switch self {
@@ -98,6 +100,7 @@ public enum Body: Sendable, Equatable {
         case .errorReply: return .errorReply
         case .nodeCommand: return .nodeCommand
         case .jobControl: return .jobControl
+        case .regionControl: return .regionControl
         }
     }
 
@@ -124,6 +127,7 @@ public enum Body: Sendable, Equatable {
         case .errorReply(let m): return m
         case .nodeCommand(let m): return m
         case .jobControl(let m): return m
+        case .regionControl(let m): return m
         }
     }
 }
@@ -247,6 +251,7 @@ public struct EnvelopeCodec: Sendable {
         case .errorReply: return .errorReply(try d(Wire.ErrorReply.self))
         case .nodeCommand: return .nodeCommand(try d(Wire.NodeCommand.self))
         case .jobControl: return .jobControl(try d(Wire.JobControl.self))
+        case .regionControl: return .regionControl(try d(Wire.RegionControl.self))
         case .unspecified: throw .unknownType(0)
         case .UNRECOGNIZED(let raw): throw .unknownType(raw)
         }
@@ -302,6 +307,10 @@ enum Validation {
             if m.reason.utf8.count > 1024 { throw .invalidField(type: "JobControl", field: "reason", reason: "at most 1024 bytes") }
             if case .UNRECOGNIZED(let raw) = m.action { throw .invalidField(type: "JobControl", field: "action", reason: "unknown action \(raw)") }
             if m.action == .unspecified { throw .invalidField(type: "JobControl", field: "action", reason: "missing (hold, release or requeue)") }
+        case .regionControl(let m):
+            try id(m.regionID, "RegionControl", "region_id")
+            if case .UNRECOGNIZED(let raw) = m.action { throw .invalidField(type: "RegionControl", field: "action", reason: "unknown action \(raw)") }
+            if m.action == .unspecified { throw .invalidField(type: "RegionControl", field: "action", reason: "missing (remove)") }
         default: break
         }
     }

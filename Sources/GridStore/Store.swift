@@ -519,6 +519,8 @@ public enum StoreMutation: Sendable {
     case outboxDone(key: String)
     case applied(updateID: String, at: Date)
     case region(RegionSummary, seen: Date)
+    /// An operator forgot a region (`gridctl regions remove`).
+    case regionRemoved(RegionID)
     /// Forget history older than `before`: applied update ids, finished assignments, and (when
     /// `terminalJobs`) jobs in a terminal state. Live state is never pruned.
     case prune(before: Date, terminalJobs: Bool)
@@ -541,6 +543,7 @@ extension StoreTransaction {
         case .outboxDone(let key): try acknowledge(key: key)
         case .applied(let id, let at): _ = try markApplied(id, at: at)
         case .region(let s, let seen): try upsertRegion(s, seen: seen)
+        case .regionRemoved(let id): try run(sql: "DELETE FROM regions WHERE id = ?", arguments: [id.rawValue])
         case .prune(let before, let terminalJobs): try prune(before: before, terminalJobs: terminalJobs)
         case .accountUsage(let rows):
             for u in rows {

@@ -339,12 +339,43 @@ struct Drain: ParsableCommand {
 }
 
 struct Regions: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List regions with their capacity and queues.")
+    static let configuration = CommandConfiguration(
+        abstract: "List regions with their capacity and queues; remove a stale one.",
+        discussion: "A region silent past its lease shows as stale (SEEN). `gridctl regions remove R` makes the national scheduler forget it once it holds no live job.",
+        subcommands: [RegionList.self, RegionRemove.self], defaultSubcommand: RegionList.self)
+}
+
+struct RegionList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List regions with their capacity and queues (default).")
     @OptionGroup var options: ControllerOptions
     func run() throws {
         do {
             let regions = try options.client().query(.regions, timeout: options.timeout).regions.map(\.summary)
             print(try options.printer.list(regions, Columns.regions))
+        } catch let e as ClientError { throw fail(e.message) }
+    }
+}
+
+struct RegionRemove: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remove",
+        abstract: "Forget a region that is stale (silent past its lease) and holds no live job.",
+        discussion: "A live region is refused (it would come back with its next summary); so is one that still holds jobs (cancel them or let them move first).")
+    @OptionGroup var options: ControllerOptions
+    @Argument(help: "The region to forget.") var region: String
+    func run() throws {
+        var m = Wire.RegionControl()
+        m.regionID = region
+        m.action = .remove
+        do {
+            switch try options.client().request(.regionControl(m), timeout: options.timeout) {
+            case .queryReply(let r):
+                print("region \(region) removed; regions now: \(r.regions.map(\.regionID).joined(separator: ", "))")
+            case .errorReply(let e):
+                throw fail("\(e.code): \(e.message)")
+            default:
+                throw fail("unexpected answer")
+            }
         } catch let e as ClientError { throw fail(e.message) }
     }
 }
