@@ -26,6 +26,8 @@ public enum Table {
     /// (never cut), and for a model job what each precision needs and which was chosen.
     public static func detail(_ j: JobRecord) -> String {
         var lines = ["job \(j.id) (\(j.spec.name)): \(j.state.rawValue)"]
+        lines.append("asked: \(j.spec.accelerators.count) device(s)\(JobEvent.requestNote(j.spec)); command \(([j.spec.command] + j.spec.args).joined(separator: " "))")
+        lines.append("submitted: \(Columns.time(j.submittedAt)); updated: \(Columns.time(j.updatedAt))")
         if let r = j.region { lines.append("region: \(r)" + (j.node.map { ", node \($0)" } ?? "")) }
         if !j.deviceIDs.isEmpty {
             lines.append("devices: " + zip(j.deviceIDs, j.deviceModels + Array(repeating: "?", count: max(0, j.deviceIDs.count - j.deviceModels.count)))
@@ -50,6 +52,8 @@ public enum Table {
         if let h = j.hold { lines.append("held: \(h.reason.isEmpty ? "(no reason given)" : h.reason) (gridctl release \(j.id))") }
         if let code = j.exitCode { lines.append("exit code: \(code)") }
         if !j.message.isEmpty { lines.append("message: \(j.message)") }
+        lines.append("events:")
+        for e in JobEvent.of(j) { lines.append("  \(Columns.time(e.at))  \(e.text)") }
         return lines.joined(separator: "\n")
     }
 
@@ -169,7 +173,7 @@ public enum Columns {
         Column("NODE") { j, _ in j.node?.rawValue ?? "-" },
         Column("DEVICES") { j, _ in j.deviceModels.isEmpty ? "-" : Table.summarize(j.deviceModels) },
         Column("PRECISION", wide: true) { j, _ in j.precision?.rawValue ?? "-" },
-        Column("ACCOUNT", wide: true) { j, _ in j.spec.account ?? "-" },
+        Column("ACCOUNT", wide: true) { j, _ in j.spec.account.isEmpty ? "-" : j.spec.account },
         Column("PRIORITY", wide: true) { j, _ in String(j.spec.priority) },
         Column("VISIBLE", wide: true) { j, _ in
             j.visibleDevices.isEmpty ? "-" : j.visibleDevices.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")

@@ -136,6 +136,9 @@ public struct NationalInstance: Sendable {
         var decisions = 0
         var forwards = 0
         var movedFromSilent = 0
+        /// The chosen candidates' terms summed over every job forwarded (money in the
+        /// configured currency; energy in kWh; carbon in grams, operational + embodied).
+        var cost = DecisionCost()
     }
     var counters = Counters()
 
@@ -350,6 +353,14 @@ public struct NationalInstance: Sendable {
         }
         job.state = .forwarded
         job.region = region
+        if let chosen = job.route?.candidates.first(where: { $0.region == region && $0.reason == nil }) {
+            counters.cost.energy += chosen.energy
+            counters.cost.carbon += chosen.carbon
+            counters.cost.transfer += chosen.transfer
+            counters.cost.wait += chosen.wait
+            counters.cost.kWh += chosen.kWh
+            counters.cost.co2Grams += chosen.operationalG + chosen.embodiedG
+        }
         let note = job.route?.note ?? ""
         job.message = "forwarded to \(region)" + (note.isEmpty ? "" : "; " + note)
         inflight[region, default: 0] += max(0, job.spec.accelerators.count)

@@ -40,6 +40,8 @@ public struct ControllerObservation: Sendable {
     public var socket = SocketLoopStats()
     /// Seconds the loop was stalled (region: turn gaps beyond the threshold).
     public var stalledSeconds = 0.0
+    /// National: the decision terms of every job forwarded, summed.
+    public var decisionCost = DecisionCost()
 
     public init(role: ControllerRole, id: String, observedAt: Date, ready: Bool) {
         self.role = role
@@ -103,6 +105,17 @@ public struct RegionObservation: Sendable, Equatable {
         self.id = id
         self.state = state
     }
+}
+
+/// What the national scheduler's decisions have cost, summed over the jobs it forwarded.
+public struct DecisionCost: Sendable, Equatable {
+    public var energy = 0.0
+    public var carbon = 0.0
+    public var transfer = 0.0
+    public var wait = 0.0
+    public var kWh = 0.0
+    public var co2Grams = 0.0
+    public init() {}
 }
 
 public enum RegionLiveness: String, Sendable, Equatable {
@@ -201,6 +214,7 @@ extension NationalInstance {
         for j in jobs.values { o.jobsByState[j.state, default: 0] += 1 }
         o.queueDepth = unrouted.count + held.count
         o.outboxDepth = forwards.count + cancelling.count
+        o.decisionCost = counters.cost
         o.counters = [.submissions: counters.submissions, .decisions: counters.decisions, .forwards: counters.forwards,
                       .movedFromSilent: counters.movedFromSilent]
         return o

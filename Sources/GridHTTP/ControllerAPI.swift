@@ -71,6 +71,7 @@ public struct ControllerAPI: Sendable {
         api.get("jobs/:id") { _, context in
             try await self.query(.job, job: try context.parameters.require("id"))
         }
+        api.get("jobs/:id/events") { _, context in try await self.events(ofJob: try context.parameters.require("id")) }
         api.get("accounts") { request, _ in
             try await self.query(.accounts, region: request.uri.queryParameters.get("region"))
         }
@@ -163,6 +164,20 @@ public struct ControllerAPI: Sendable {
         default:
             return Self.refusal(answer)
         }
+    }
+
+    /// A job's dated events (submitted, decided, held, each attempt's start and end, the end).
+    func events(ofJob id: String) async throws -> Response {
+        var q = Wire.Query()
+        q.kind = .job
+        q.jobID = id
+        let answer = await controller.ask(.query(q))
+        guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
+        guard let w = r.jobs.first else { return Self.problem(.notFound, "not_found", "job \(id) is not known") }
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        e.dateEncodingStrategy = .millisecondsSince1970
+        return Self.jsonResponse(.ok, String(decoding: try e.encode(JobEvent.of(try w.record())), as: UTF8.self))
     }
 
     // MARK: writes

@@ -16,7 +16,7 @@ public final class MetricsExporter: Sendable {
     public let factory: PrometheusMetricsFactory
     /// Counter values already added (counters only go up: each scrape adds the difference), and
     /// the gauges' label sets seen (a set that disappears is reported as 0, not left stale).
-    private let state = Mutex<(counted: [String: Int], gauges: [String: Set<[String]>])>(([:], [:]))
+    private let state = Mutex<(counted: [String: Int], countedDouble: [String: Double], gauges: [String: Set<[String]>])>(([:], [:], [:]))
 
     public init() {
         registry = PrometheusCollectorRegistry()
@@ -42,6 +42,19 @@ public final class MetricsExporter: Sendable {
         buffer.reserveCapacity(16 << 10)
         registry.emit(into: &buffer)
         return buffer
+    }
+
+    /// `count` for running totals that are not whole numbers (money, kWh, grams).
+    public func count(_ name: String, _ labels: [(String, String)] = [], total value: Double, help: String) {
+        let key = name + "|" + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
+        let delta: Double = state.withLock { s in
+            let before = s.countedDouble[key] ?? 0
+            let d = value >= before ? value - before : value
+            s.countedDouble[key] = value
+            return d
+        }
+        let counter = registry.makeCounter(name: name, labels: labels, help: help)
+        if delta > 0 { counter.increment(by: delta) }
     }
 
     /// Adds to a counter what `value` (a running total) gained since the last call.
@@ -126,6 +139,13 @@ public final class MetricsExporter: Sendable {
             gauge("grid_region_stalled_seconds", o.stalledSeconds, help: "Total time the region's loop was stalled beyond its threshold")
         }
         if o.role == .national {
+            let c = o.decisionCost
+            for (term, v) in [("energy", c.energy), ("carbon", c.carbon), ("transfer", c.transfer), ("wait", c.wait)] {
+                count("grid_national_decision_cost_total", [("term", term)], total: v,
+                      help: "Cost terms of the chosen region, summed over forwarded jobs, in the configured currency (energy, carbon price, data transfer, waiting)")
+            }
+            count("grid_national_decision_energy_kwh_total", total: c.kWh, help: "Energy the chosen regions were expected to use for forwarded jobs (PUE included)")
+            count("grid_national_decision_co2_grams_total", total: c.co2Grams, help: "Carbon (operational + embodied) expected for forwarded jobs in their chosen regions")
             gauges("grid_region_up", labelNames: ["region"],
                    Dictionary(uniqueKeysWithValues: o.regions.map { ([$0.id], $0.state == .live ? 1 : 0) }),
                    help: "1 while a region's summaries arrive; 0 when it is stale (silent past its lease) or never reported")

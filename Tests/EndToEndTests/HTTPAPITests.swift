@@ -180,6 +180,9 @@ extension EndToEnd {
         let candidates = try #require(route["candidates"] as? [[String: Any]])
         let chosen = try #require(candidates.first { $0["region_id"] as? String == "r1" })
         #expect((chosen["energy"] as? Double ?? 0) > 0 && (chosen["carbon"] as? Double ?? 0) > 0, "\(chosen)")
+        let jobEvents = try #require(try JSONSerialization.jsonObject(with: Data(try await HTTPCall.get("\(n)/api/v1/jobs/http-1/events").body.utf8)) as? [[String: Any]])
+        #expect(jobEvents.compactMap { $0["kind"] as? String } == ["submitted", "decided", "started", "ended", "finished"], "\(jobEvents)")
+        #expect(try await HTTPCall.get("\(n)/api/v1/jobs/nope/events").status == 404)
         let page = try await HTTPCall.get("\(n)/api/v1/jobs?limit=10").json
         #expect(page["total"] as? Int == 1 && (page["jobs"] as? [[String: Any]])?.count == 1)
         let missing = try await HTTPCall.get("\(n)/api/v1/jobs/nope")
@@ -224,6 +227,8 @@ extension EndToEnd {
         #expect(national.value("grid_region_up", ["region": "r1"]) == 1)
         #expect(national.value("grid_nodes", ["state": "ready"]) == 2)
         #expect(national.value("grid_region_carbon_grams_per_kwh", ["region": "r2"]) == 642)
+        #expect((national.value("grid_national_decision_cost_total", ["term": "energy"]) ?? 0) > 0)
+        #expect((national.value("grid_national_decision_co2_grams_total") ?? 0) > 0)
         #expect((national.value("grid_store_commit_seconds_count") ?? 0) > 0)
         #expect((national.value("grid_messages_received_total", ["type": "submit"]) ?? 0) >= 1)
         let region = try PrometheusText.parse(try await HTTPCall.get("\(r1)/metrics").body)
