@@ -143,8 +143,9 @@ let package = Package(
         .executableTarget(
             name: "gridctl",
             dependencies: [
-                "GridCLI", "GridCore", "GridDaemon",
+                "GridCLI", "GridCore", "GridDaemon", "GridProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         .executableTarget(

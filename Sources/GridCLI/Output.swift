@@ -49,7 +49,14 @@ public struct Printer: Sendable {
         switch format {
         case .json: return try Self.json(rows)
         case .yaml: return try Self.yaml(rows)
-        case .table, .wide:
+        case .table, .wide: return try table(rows, all)
+        }
+    }
+
+    /// The table (or wide table) of any rows.
+    public func table<Row>(_ rows: [Row], _ all: [Column<Row>]) throws -> String {
+        switch format {
+        case .json, .yaml, .table, .wide:
             let wide = format == .wide
             let chosen: [Column<Row>]
             if let columns {
@@ -82,6 +89,11 @@ public struct Printer: Sendable {
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         e.dateEncodingStrategy = .iso8601
         return String(decoding: try e.encode(value), as: UTF8.self)
+    }
+
+    /// JSON text (a protobuf message's, say) as YAML.
+    public static func yaml(json text: String) throws -> String {
+        try Yams.dump(object: try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]), sortKeys: true)
     }
 
     public static func yaml<T: Encodable>(_ value: T) throws -> String {

@@ -198,6 +198,18 @@ public enum Columns {
         Column("LAST SEEN", wide: true) { n, _ in time(n.lastSeen) },
     ]
 
+    public static let units: [Column<Wire.UnitBrief>] = [
+        Column("DEVICE") { u, _ in u.deviceID },
+        Column("VENDOR") { u, _ in u.vendor },
+        Column("MODEL") { u, _ in u.model + (u.partition.isEmpty ? "" : " [\(u.partition)]") },
+        Column("MEMORY") { u, _ in String(format: "%.1f GiB", Double(u.memoryMib) / 1024) },
+        Column("GRADE") { u, _ in u.grade.isEmpty ? "-" : u.grade },
+        Column("HEALTH", colourBy: { $0.health }) { u, _ in u.health },
+        Column("BUSY") { u, _ in u.busy ? "yes" : "no" },
+        Column("JOB") { u, _ in u.jobID.isEmpty ? "-" : u.jobID },
+        Column("NUMA", wide: true) { u, _ in u.numaNode < 0 ? "-" : String(u.numaNode) },
+    ]
+
     /// "healthy", or "6 healthy, 2 unhealthy" when they differ.
     static func health(_ n: NodeBrief) -> String {
         guard let counts = n.healthCounts, counts.count > 1 else { return n.worstHealth.rawValue }

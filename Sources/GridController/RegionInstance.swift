@@ -1094,8 +1094,35 @@ public struct RegionInstance: Sendable {
         switch m.kind {
         case .jobs, .job:
             guard QueryPaging.answerJobs(jobs, m, &reply) else {
-                return [.error("not_found", "job \(m.jobID) is not known in region \(region)", to: origin)]
+                return [.error("not_found", "job \(m.jobID) is not known in region \(region)", to: origin, correlation: m.correlation)]
             }
+        case .nodes where !m.nodeID.isEmpty:
+            // One node, with its units and which job holds each.
+            let id = NodeID(m.nodeID)
+            guard let b = brief(id, now: now) else {
+                return [.error("not_found", "node \(m.nodeID) is not known in region \(region)", to: origin, correlation: m.correlation)]
+            }
+            var holders: [String: String] = [:]
+            for aid in nodes[id]?.held ?? [] {
+                if let a = assignments[aid] { for d in a.deviceIDs { holders[d] = a.job.rawValue } }
+            }
+            var w = Wire.NodeBrief(b)
+            w.units = index.units(of: id).map { u in
+                var x = Wire.UnitBrief()
+                x.deviceID = u.deviceID
+                x.vendor = u.key.vendor.rawValue
+                x.model = u.key.model
+                x.memoryMib = Int64(u.key.memoryMiB)
+                x.grade = u.key.grade?.rawValue ?? ""
+                x.health = u.health.rawValue
+                x.busy = u.busy
+                x.partition = u.key.partition ?? ""
+                x.numaNode = Int32(u.numa)
+                x.jobID = holders[u.deviceID] ?? ""
+                return x
+            }
+            reply.nodes = [w]
+            reply.total = 1
         case .nodes:
             reply.nodes = QueryPaging.page(nodes.keys.sorted(), m, &reply).compactMap { brief($0, now: now) }.map(Wire.NodeBrief.init)
         case .regions:
@@ -1107,7 +1134,7 @@ public struct RegionInstance: Sendable {
             reply.accounts = accountStatuses()
             reply.total = UInt64(reply.accounts.count)
         default:
-            return [.error("bad_request", "query kind \(m.kind) not supported", to: origin)]
+            return [.error("bad_request", "query kind \(m.kind) not supported", to: origin, correlation: m.correlation)]
         }
         return [.reply(.queryReply(reply), to: origin)]
     }

@@ -67,6 +67,9 @@ public struct ControllerAPI: Sendable {
         api.get("nodes") { request, _ in
             try await self.query(.nodes, region: request.uri.queryParameters.get("region"), page: request)
         }
+        api.get("nodes/:id") { request, context in
+            try await self.node(try context.parameters.require("id"), region: request.uri.queryParameters.get("region").map { String($0) })
+        }
         api.get("jobs") { request, _ in try await self.query(.jobs, page: request) }
         api.get("jobs/:id") { _, context in
             try await self.query(.job, job: try context.parameters.require("id"))
@@ -164,6 +167,18 @@ public struct ControllerAPI: Sendable {
         default:
             return Self.refusal(answer)
         }
+    }
+
+    /// One node with its units (device, grade, health, busy, the job holding it).
+    func node(_ id: String, region: String?) async throws -> Response {
+        var q = Wire.Query()
+        q.kind = .nodes
+        q.nodeID = id
+        q.regionID = region ?? ""
+        let answer = await controller.ask(.query(q))
+        guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
+        guard let n = r.nodes.first else { return Self.problem(.notFound, "not_found", "node \(id) is not known") }
+        return Self.jsonResponse(.ok, try n.jsonString(options: Self.json))
     }
 
     /// A job's dated events (submitted, decided, held, each attempt's start and end, the end).

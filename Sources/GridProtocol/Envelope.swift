@@ -26,6 +26,7 @@ public enum Wire {
     public typealias ModelRequirement = Computegrid_V1_ModelRequirement
     public typealias JobControl = Computegrid_V1_JobControl
     public typealias RegionControl = Computegrid_V1_RegionControl
+    public typealias UnitBrief = Computegrid_V1_UnitBrief
     public typealias JobSpec = Computegrid_V1_JobSpec
     public typealias JobForward = Computegrid_V1_JobForward
     public typealias JobForwardAck = Computegrid_V1_JobForwardAck

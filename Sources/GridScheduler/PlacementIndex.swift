@@ -702,6 +702,23 @@ public struct PlacementIndex: Sendable {
         return n.units.filter { !$0.busy && $0.classID >= 0 }.count
     }
 
+    /// One schedulable unit of a node as the index holds it (for operators' views).
+    public struct UnitView: Sendable, Hashable {
+        public var deviceID: String
+        public var key: CapacityKey
+        public var health: HealthState
+        public var busy: Bool
+        public var schedulable: Bool
+        public var numa: Int
+    }
+
+    /// A node's units in device order (empty for an unknown node).
+    public func units(of id: NodeID) -> [UnitView] {
+        guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return [] }
+        return n.units.map { UnitView(deviceID: $0.deviceID, key: $0.capacityKey, health: $0.health, busy: $0.busy,
+                                      schedulable: $0.classID >= 0, numa: Int($0.numa)) }
+    }
+
     /// Whether a device is held, as the index knows it.
     public func isBusy(node id: NodeID, device: String) -> Bool {
         guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return false }

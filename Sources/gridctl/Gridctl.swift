@@ -4,6 +4,7 @@ import GridCLI
 import GridCore
 import GridDaemon
 import GridProtocol
+import SwiftProtobuf
 
 @main
 struct Gridctl: ParsableCommand {
@@ -11,7 +12,7 @@ struct Gridctl: ParsableCommand {
         commandName: "gridctl",
         abstract: "Submit work to a ComputeGrid network and see where it ran.",
         version: BuildInfo.line,
-        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Accounts.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self,
+        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Node.self, Accounts.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self,
                       Completion.self])
 }
 
@@ -299,6 +300,38 @@ struct Nodes: ParsableCommand {
                 }
             }
             print(try options.printer.list(nodes, Columns.nodes))
+        } catch let e as ClientError { throw fail(e.message) }
+    }
+}
+
+/// `gridctl node ID`: one node with every unit — model, memory, grade, health, whether busy and
+/// with which job.
+struct Node: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show one node: its state and every device (or slice) with grade, health and the job holding it.")
+    @OptionGroup var options: ControllerOptions
+    @Option(help: "The node's region (needed at the national scheduler when there are several).") var region: String?
+    @Argument var node: String
+
+    func run() throws {
+        var q = Wire.Query()
+        q.kind = .nodes
+        q.nodeID = node
+        q.regionID = region ?? ""
+        do {
+            guard case .queryReply(let r) = try options.client().request(.query(q), timeout: options.timeout), let w = r.nodes.first else {
+                throw fail("node \(node) not found")
+            }
+            var json = JSONEncodingOptions()
+            json.preserveProtoFieldNames = true
+            json.alwaysPrintInt64sAsNumbers = true
+            switch options.printer.format {
+            case .json: print(try w.jsonString(options: json))
+            case .yaml: print(try Printer.yaml(json: try w.jsonString(options: json)))
+            case .table, .wide:
+                print(try options.printer.list([w.brief], Columns.nodes))
+                print()
+                print(try Printer(format: options.printer.format, colour: options.printer.colour).table(w.units, Columns.units))
+            }
         } catch let e as ClientError { throw fail(e.message) }
     }
 }

@@ -113,6 +113,9 @@ extension EndToEnd {
         // The decision and attempts of a job, on a click.
         try browser.command(#"eval document.querySelector('#jobs tr[data-job="dash-1"]').click()"#)
         try browser.wait(10, #"document.querySelector('#job-detail')?.dataset.job === "dash-1" && !!document.querySelector('#job-detail tr[data-candidate="r-gz"]')"#)
+        // regions → nodes → devices: opening a node lists its devices, the job on the busy one.
+        try browser.command(#"eval document.querySelectorAll('#hierarchy details').forEach((d) => { if (d.dataset.region === "r-gz") d.open = true })"#)
+        try browser.wait(15, #"[...document.querySelectorAll('details[data-node-id="a10g-node"] tr[data-unit]')].some((r) => r.dataset.busy === "yes" && r.textContent.includes("dash-1") && r.textContent.includes("NVIDIA A10G"))"#)
         _ = try browser.screenshot("dashboard-national-running.png")
 
         // The job ends; the page follows without being reloaded.

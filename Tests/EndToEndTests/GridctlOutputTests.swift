@@ -65,6 +65,11 @@ extension EndToEnd {
         #expect(Set(list.compactMap { $0["id"] as? String }) == ["slow-1", "waits-1"])
         let json = try c.gridctl(["nodes", "-o", "json"])
         #expect((try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [[String: Any]])?.count == 1)
+        let node = try c.gridctl(["node", "a10g-node"])
+        #expect(node.status == 0 && node.output.contains("DEVICE") && node.output.contains("slow-1") && node.output.contains("NVIDIA A10G"), "\(node.output)")
+        let nodeJSON = try c.gridctl(["node", "a10g-node", "-o", "json"])
+        #expect(((try JSONSerialization.jsonObject(with: Data(nodeJSON.output.utf8)) as? [String: Any])?["units"] as? [Any])?.count == 1, "\(nodeJSON.output)")
+        #expect(try c.gridctl(["node", "ghost"]).output.contains("not known"))
         let nodes = try c.gridctl(["nodes"])
         #expect(nodes.output.contains("FREE") && nodes.output.contains("HEALTH") && nodes.output.contains("a10g-node"))
 

@@ -142,6 +142,9 @@ extension EndToEnd {
         #expect(nodes.json["total"] as? Int == 1)
         let unnamed = try await HTTPCall.get("\(n)/api/v1/nodes")
         #expect(unnamed.status == 400 && unnamed.errorMessage.contains("r1") && unnamed.errorMessage.contains("r2"))
+        let one = try await HTTPCall.get("\(n)/api/v1/nodes/a10g-node?region=r1")
+        #expect(one.status == 200 && (one.json["units"] as? [[String: Any]])?.first?["model"] as? String == "NVIDIA A10G", "\(one.body)")
+        #expect(try await HTTPCall.get("\(n)/api/v1/nodes/ghost?region=r1").status == 404)
         let unknownRegion = try await HTTPCall.get("\(n)/api/v1/nodes?region=nowhere")
         #expect(unknownRegion.status == 404, "\(unknownRegion.body)")
         #expect(try await HTTPCall.get("\(r1)/api/v1/nodes").json["total"] as? Int == 1)
@@ -282,7 +285,7 @@ extension EndToEnd {
         let json = try #require(try JSONSerialization.jsonObject(with: Data(dashboard.utf8)) as? [String: Any])
         let exprs = ((json["panels"] as? [[String: Any]]) ?? []).flatMap { ($0["targets"] as? [[String: Any]]) ?? [] }.compactMap { $0["expr"] as? String }
         #expect(exprs.count >= 20)
-        let regex = try Regex(#"grid_[a-z_]+"#)
+        let regex = try Regex(#"grid_[a-z0-9_]+"#)
         let asked = Set(exprs.flatMap { e in e.matches(of: regex).map { String(e[$0.range]) } })
         #expect(!asked.isEmpty)
         for name in asked.sorted() {

@@ -55,7 +55,8 @@ function renderOverview(o) {
 
 async function renderHierarchy(o) {
   const regionIDs = o.role === "national" ? o.regions.filter((r) => r.state !== "never").map((r) => r.id) : [o.id];
-  const open = new Set([...document.querySelectorAll("#hierarchy details[open]")].map((d) => d.dataset.region));
+  const open = new Set([...document.querySelectorAll("#hierarchy details[data-region]:not([data-node-key])[open]")].map((d) => d.dataset.region));
+  const openNodes = new Set([...document.querySelectorAll("#hierarchy details[data-node-key][open]")].map((d) => d.dataset.nodeKey));
   const parts = [];
   for (const id of regionIDs) {
     let nodes = [], note = "";
@@ -67,14 +68,40 @@ async function renderHierarchy(o) {
     } catch (e) { note = ` (${e.message})`; }
     const items = nodes.map((n) => {
       const cordon = n.cordoned ? ` · cordoned${n.cordon_drain ? " (drain)" : ""}: ${esc(n.cordon_reason)}` : "";
-      return `<li data-node="${esc(n.node_id)}"><b>${esc(n.node_id)}</b> <span class="state-${esc(n.state)}">${esc(n.state)}</span>
-        · ${n.free_devices || 0} of ${n.device_count || 0} free · <span class="state-${esc(n.worst_health)}">${esc(n.worst_health)}</span>
-        · ${esc((n.models || []).join(", "))}${cordon}</li>`;
+      const health = Object.entries(n.health_counts || {}).map(([h, c]) => `<span class="state-${esc(h)}">${c} ${esc(h)}</span>`).join(", ")
+        || `<span class="state-${esc(n.worst_health)}">${esc(n.worst_health)}</span>`;
+      const key = `${id}/${n.node_id}`;
+      return `<li data-node="${esc(n.node_id)}"><details data-node-key="${esc(key)}" data-region="${esc(id)}" data-node-id="${esc(n.node_id)}" ${openNodes.has(key) ? "open" : ""}>
+        <summary><b>${esc(n.node_id)}</b> <span class="state-${esc(n.state)}">${esc(n.state)}</span>
+        · ${n.free_devices || 0} of ${n.device_count || 0} free · ${health}
+        · ${esc((n.models || []).join(", "))}${cordon}</summary><div class="units">${unitCache.get(key) || ""}</div></details></li>`;
     }).join("");
     parts.push(`<details data-region="${esc(id)}" ${open.has(id) || regionIDs.length === 1 ? "open" : ""}>
       <summary><b>${esc(id)}</b> · ${nodes.length} node(s)${esc(note)}</summary><ul>${items}</ul></details>`);
   }
   $("#hierarchy").innerHTML = parts.join("") || "<p>no regions yet</p>";
+  for (const d of document.querySelectorAll("#hierarchy details[data-node-key]")) {
+    d.addEventListener("toggle", () => { if (d.open) loadUnits(d); });
+    if (d.open) loadUnits(d);
+  }
+}
+
+// A node's devices (or slices), fetched when its line is opened: grade, health, the job on it.
+const unitCache = new Map();
+async function loadUnits(d) {
+  const q = overview && overview.role === "national" ? `?region=${encodeURIComponent(d.dataset.region)}` : "";
+  try {
+    const n = await getJSON(`/api/v1/nodes/${encodeURIComponent(d.dataset.nodeId)}${q}`);
+    const rows = (n.units || []).map((u) => `<tr data-unit="${esc(u.device_id)}" data-busy="${u.busy ? "yes" : "no"}">
+      <td>${esc(u.device_id)}</td><td>${esc(u.model)}${u.partition ? " [" + esc(u.partition) + "]" : ""}</td>
+      <td class="num">${((u.memory_mib || 0) / 1024).toFixed(1)} GiB</td><td>${esc(u.grade || "–")}</td>
+      <td class="state-${esc(u.health)}">${esc(u.health)}</td><td>${u.busy ? "busy" : "free"}</td><td>${esc(u.job_id || "")}</td></tr>`).join("");
+    const html = `<table class="units"><thead><tr><th>Device</th><th>Model</th><th>Memory</th><th>Grade</th><th>Health</th><th>Use</th><th>Job</th></tr></thead><tbody>${rows}</tbody></table>`;
+    unitCache.set(d.dataset.nodeKey, html);
+    d.querySelector(".units").innerHTML = html;
+  } catch (e) {
+    d.querySelector(".units").textContent = e.message;
+  }
 }
 
 async function renderJobs() {

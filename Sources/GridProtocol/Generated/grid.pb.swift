@@ -883,6 +883,47 @@ public nonisolated struct Computegrid_V1_NodeBrief: Sendable {
   /// counts only free units that can take work (healthy, or degraded where allowed).
   public var healthCounts: Dictionary<String,Int32> = [:]
 
+  /// Only when one node was asked for (QUERY NODES with node_id): its schedulable units.
+  public var units: [Computegrid_V1_UnitBrief] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One schedulable unit (a device, or a slice of a partitioned one) of a node, as the region
+/// places work on it.
+public nonisolated struct Computegrid_V1_UnitBrief: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var deviceID: String = String()
+
+  public var vendor: String = String()
+
+  public var model: String = String()
+
+  public var memoryMib: Int64 = 0
+
+  /// "A".."D"; "" = ungraded
+  public var grade: String = String()
+
+  /// healthy, degraded, unknown, unhealthy
+  public var health: String = String()
+
+  /// held by a job (or by a process the agent does not run)
+  public var busy: Bool = false
+
+  /// "" = a whole device
+  public var partition: String = String()
+
+  /// -1 = unknown
+  public var numaNode: Int32 = 0
+
+  /// the job holding it, when the region knows
+  public var jobID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1634,6 +1675,9 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
 
   /// Echoed in the reply; the national scheduler uses it to relay a region's answer.
   public var correlation: UInt64 = 0
+
+  /// NODES: only this node, with its units (UnitBrief); not_found when the region has none such.
+  public var nodeID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3139,7 +3183,7 @@ nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeBrief"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{1}hostname\0\u{1}state\0\u{3}device_count\0\u{3}free_devices\0\u{1}models\0\u{3}worst_health\0\u{3}last_seen_unix_ms\0\u{1}cordoned\0\u{3}cordon_reason\0\u{3}cordon_drain\0\u{3}cordon_since_unix_ms\0\u{3}health_counts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{1}hostname\0\u{1}state\0\u{3}device_count\0\u{3}free_devices\0\u{1}models\0\u{3}worst_health\0\u{3}last_seen_unix_ms\0\u{1}cordoned\0\u{3}cordon_reason\0\u{3}cordon_drain\0\u{3}cordon_since_unix_ms\0\u{3}health_counts\0\u{1}units\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3161,6 +3205,7 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
       case 12: try { try decoder.decodeSingularBoolField(value: &self.cordonDrain) }()
       case 13: try { try decoder.decodeSingularInt64Field(value: &self.cordonSinceUnixMs) }()
       case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: &self.healthCounts) }()
+      case 15: try { try decoder.decodeRepeatedMessageField(value: &self.units) }()
       default: break
       }
     }
@@ -3209,6 +3254,9 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
     if !self.healthCounts.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: self.healthCounts, fieldNumber: 14)
     }
+    if !self.units.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.units, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3227,6 +3275,82 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
     if lhs.cordonDrain != rhs.cordonDrain {return false}
     if lhs.cordonSinceUnixMs != rhs.cordonSinceUnixMs {return false}
     if lhs.healthCounts != rhs.healthCounts {return false}
+    if lhs.units != rhs.units {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_UnitBrief: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UnitBrief"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_id\0\u{1}vendor\0\u{1}model\0\u{3}memory_mib\0\u{1}grade\0\u{1}health\0\u{1}busy\0\u{1}partition\0\u{3}numa_node\0\u{3}job_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.deviceID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.vendor) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.model) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.memoryMib) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.grade) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.health) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.busy) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.partition) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self.numaNode) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.deviceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceID, fieldNumber: 1)
+    }
+    if !self.vendor.isEmpty {
+      try visitor.visitSingularStringField(value: self.vendor, fieldNumber: 2)
+    }
+    if !self.model.isEmpty {
+      try visitor.visitSingularStringField(value: self.model, fieldNumber: 3)
+    }
+    if self.memoryMib != 0 {
+      try visitor.visitSingularInt64Field(value: self.memoryMib, fieldNumber: 4)
+    }
+    if !self.grade.isEmpty {
+      try visitor.visitSingularStringField(value: self.grade, fieldNumber: 5)
+    }
+    if !self.health.isEmpty {
+      try visitor.visitSingularStringField(value: self.health, fieldNumber: 6)
+    }
+    if self.busy != false {
+      try visitor.visitSingularBoolField(value: self.busy, fieldNumber: 7)
+    }
+    if !self.partition.isEmpty {
+      try visitor.visitSingularStringField(value: self.partition, fieldNumber: 8)
+    }
+    if self.numaNode != 0 {
+      try visitor.visitSingularInt32Field(value: self.numaNode, fieldNumber: 9)
+    }
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_UnitBrief, rhs: Computegrid_V1_UnitBrief) -> Bool {
+    if lhs.deviceID != rhs.deviceID {return false}
+    if lhs.vendor != rhs.vendor {return false}
+    if lhs.model != rhs.model {return false}
+    if lhs.memoryMib != rhs.memoryMib {return false}
+    if lhs.grade != rhs.grade {return false}
+    if lhs.health != rhs.health {return false}
+    if lhs.busy != rhs.busy {return false}
+    if lhs.partition != rhs.partition {return false}
+    if lhs.numaNode != rhs.numaNode {return false}
+    if lhs.jobID != rhs.jobID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4367,7 +4491,7 @@ nonisolated extension Computegrid_V1_SubmitResult: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Query"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}job_id\0\u{1}offset\0\u{1}limit\0\u{3}region_id\0\u{1}correlation\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}job_id\0\u{1}offset\0\u{1}limit\0\u{3}region_id\0\u{1}correlation\0\u{3}node_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4381,6 +4505,7 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.correlation) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
       default: break
       }
     }
@@ -4405,6 +4530,9 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
     if self.correlation != 0 {
       try visitor.visitSingularUInt64Field(value: self.correlation, fieldNumber: 6)
     }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4415,6 +4543,7 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.limit != rhs.limit {return false}
     if lhs.regionID != rhs.regionID {return false}
     if lhs.correlation != rhs.correlation {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
