@@ -55,6 +55,10 @@ public struct ProbeSettings: Codable, Sendable, Hashable {
     public var tools: [String: ToolSettings]
     /// Health thresholds and flap damping.
     public var health: HealthPolicy
+    /// Where NVIDIA Xid lines are read from: `/dev/kmsg` (needs CAP_SYSLOG or
+    /// kernel.dmesg_restrict=0), a file of `dmesg` output, or "" for none. Xids seen since boot
+    /// count as the device's fault codes, judged by `health.fatal_fault_codes`.
+    public var kernelLog: String = "/dev/kmsg"
 
     public static let defaultTools: [String: ToolSettings] = [
         "nvidia-smi": ToolSettings(executable: "nvidia-smi", arguments: ["-q", "-x"], format: .nvidiaSMIXML, vendors: [.nvidia]),
@@ -95,6 +99,7 @@ public struct ProbeSettings: Codable, Sendable, Hashable {
         case onlyToolsForDetectedVendors = "only_tools_for_detected_vendors"
         case tools = "tools"
         case health = "health"
+        case kernelLog = "kernel_log"
     }
 
     /// A tool entry as written in config: every key optional.
@@ -134,6 +139,7 @@ public struct ProbeSettings: Codable, Sendable, Hashable {
         sysfsTimeoutSeconds = try c.tolerant(Double.self, forKey: .sysfsTimeoutSeconds) ?? d.sysfsTimeoutSeconds
         onlyToolsForDetectedVendors = try c.tolerant(Bool.self, forKey: .onlyToolsForDetectedVendors) ?? d.onlyToolsForDetectedVendors
         health = try c.tolerant(HealthPolicy.self, forKey: .health) ?? d.health
+        kernelLog = try c.tolerant(String.self, forKey: .kernelLog) ?? d.kernelLog
         var tools = d.tools
         if let overrides = try c.tolerant([String: ToolOverride].self, forKey: .tools) {
             for (name, o) in overrides {

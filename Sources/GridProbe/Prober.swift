@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import GridCore
 
@@ -30,7 +33,7 @@ public struct ProbeReport: Sendable, Hashable {
 /// One place the probe looked for accelerators: the kernel's PCI view (sysfs), a vendor tool,
 /// or a captured output (`--simulate`).
 public struct ProbeSource: Sendable, Hashable, Codable {
-    public enum Kind: String, Sendable, Codable { case sysfs, tool, capture }
+    public enum Kind: String, Sendable, Codable { case sysfs, tool, capture, kernelLog = "kernel_log" }
     public enum Outcome: String, Sendable, Codable {
         /// Ran and answered (a tool: exit status 0).
         case ok
@@ -180,6 +183,13 @@ public final class Prober: Sendable {
         }
         var devices = InventoryMerger.merge(sysfs: sysfsDevices, vendor: parsed, failures: failures, policy: settings.health)
 
+        // 3b. Fault codes from the kernel log (NVIDIA Xid), judged by the health policy.
+        if !settings.kernelLog.isEmpty {
+            let (source, events) = Self.readKernelLog(settings.kernelLog)
+            sources.append(source)
+            Self.apply(xids: events, to: &devices, policy: settings.health)
+        }
+
         // 4. Damp.
         var changed: [String] = []
         damper.withLock { d in
@@ -193,6 +203,59 @@ public final class Prober: Sendable {
         return ProbeReport(
             devices: devices, problems: problems, durationSeconds: Date().timeIntervalSince(start), healthChanged: changed,
             sources: sources)
+    }
+
+    /// Xid events from the kernel log (`/dev/kmsg` records, or a file of `dmesg` lines), read
+    /// without blocking; the source says what it found or why it could not read.
+    static func readKernelLog(_ path: String) -> (ProbeSource, [(pciBusID: String, code: Int)]) {
+        let start = Date()
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            let why = errno == EACCES || errno == EPERM
+                ? "not readable (needs CAP_SYSLOG, or kernel.dmesg_restrict=0); Xid faults come only from the vendor tool"
+                : "cannot open: \(String(cString: strerror(errno)))"
+            return (ProbeSource(name: "kernel-log", kind: .kernelLog, path: path, outcome: .unavailable, note: why), [])
+        }
+        defer { close(fd) }
+        var text = ""
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        var total = 0
+        while total < 16 << 20 {
+            let n = read(fd, &buffer, buffer.count)
+            if n > 0 {
+                total += n
+                text += String(decoding: buffer[0..<n], as: UTF8.self)
+                if !text.hasSuffix("\n") { text += "\n" }  // /dev/kmsg: one record per read
+            } else if n < 0 && errno == EPIPE {
+                continue  // a record was overwritten while reading: go on with the next
+            } else {
+                break  // 0: end of file; EAGAIN: no more records now
+            }
+        }
+        let events = XidCatalog.events(inKernelLog: text)
+        let codes = Array(Set(events.map(\.code))).sorted()
+        return (ProbeSource(name: "kernel-log", kind: .kernelLog, path: path, outcome: .ok, durationSeconds: Date().timeIntervalSince(start),
+                            devices: Set(events.map(\.pciBusID)).count,
+                            note: events.isEmpty ? "no Xid events" : "\(events.count) Xid event(s): " + codes.map { "\($0) (\(XidCatalog.meaning($0)))" }.joined(separator: ", ")),
+                events)
+    }
+
+    /// Adds each device's Xids (matched by PCI address: the kernel writes `0000:3b:00`, devices
+    /// carry `0000:3b:00.0`) to its fault codes and judges them by the policy.
+    static func apply(xids: [(pciBusID: String, code: Int)], to devices: inout [DeviceInventory], policy: HealthPolicy) {
+        guard !xids.isEmpty else { return }
+        for i in devices.indices {
+            guard let bus = devices[i].pciBusID?.lowercased() else { continue }
+            let mine = xids.filter { bus == $0.pciBusID || bus.hasPrefix($0.pciBusID + ".") }.map(\.code)
+            let new = mine.filter { !devices[i].signals.faultCodes.contains($0) }
+            guard !new.isEmpty else { continue }
+            var unique: [Int] = []
+            for c in new where !unique.contains(c) { unique.append(c) }
+            devices[i].signals.faultCodes += unique
+            var onlyFaults = HealthSignals()
+            onlyFaults.faultCodes = unique
+            devices[i].health = HealthEvaluator.combine([devices[i].health, HealthEvaluator.evaluate(signals: onlyFaults, policy: policy)])
+        }
     }
 
     /// A tool run as a probe source.

@@ -133,10 +133,12 @@ func makeNvidiaTree(_ r: FakeRoot) throws {
 func fakeSettings(_ r: FakeRoot, tool: String, timeout: Double = 1, cleanProbes: Int = 3) -> ProbeSettings {
     var policy = HealthPolicy()
     policy.cleanProbesToRecover = cleanProbes
-    return ProbeSettings(
+    var s = ProbeSettings(
         sysfsRoot: r.path + "/sys", procRoot: r.path + "/proc", toolTimeoutSeconds: timeout,
         tools: ["nvidia-smi": ToolSettings(executable: tool, format: .nvidiaSMIXML, vendors: [.nvidia])],
         health: policy)
+    s.kernelLog = ""  // hermetic: not this host's kernel log
+    return s
 }
 
 func secondsElapsed(since start: Date) -> Double { Date().timeIntervalSince(start) }

@@ -53,6 +53,29 @@ struct ProberTests {
         #expect(byName["nvidia-smi-2"]?.outcome == .notInstalled && byName["nvidia-smi-2"]?.note.contains("not installed") == true)
     }
 
+    /// An Xid in the kernel log makes the device it names unhealthy (a fatal code per policy)
+    /// or degraded, with the code's meaning; other devices are untouched; the source says so.
+    @Test func kernelLogXidsJudgeTheirDevice() async throws {
+        let r = try FakeRoot("probe-xid")
+        try makeNvidiaTree(r)
+        let tool = try r.script("nvidia-smi", "echo FAKE-SMI; echo 'GPU 00000000:3B:00.0 GPU-1111 NVIDIA H100 80GB HBM3 temp=40'")
+        var settings = fakeSettings(r, tool: tool)
+        try r.file("kmsg", "4,1201,98765432,-;NVRM: Xid (PCI:0000:3b:00): 79, pid=4242, name=python3, GPU has fallen off the bus.\n6,1202,98765433,-;usb 1-1: new device\n")
+        settings.kernelLog = r.path + "/kmsg"
+        let report = await prober(settings).probe()
+        let d = try #require(report.devices.first)
+        #expect(d.signals.faultCodes == [79])
+        #expect(d.health.state == .unhealthy, "\(d.health)")
+        #expect(d.health.reasons.contains { $0.kind == .fallenOffBus && $0.detail.contains("79") })
+        let source = try #require(report.sources.first { $0.kind == .kernelLog })
+        #expect(source.outcome == .ok && source.note.contains("79 (GPU has fallen off the bus)"))
+        // An unreadable log is said, not an error.
+        settings.kernelLog = r.path + "/no-such-log"
+        let none = await prober(settings).probe()
+        #expect(none.sources.first { $0.kind == .kernelLog }?.outcome == .unavailable)
+        #expect(none.devices.first?.health.state == .healthy)
+    }
+
     @Test func xidEventsAreReadFromKernelLogLines() {
         let log = """
             [ 1234.5] NVRM: Xid (PCI:0000:3B:00): 79, pid=1234, name=python, GPU has fallen off the bus.
