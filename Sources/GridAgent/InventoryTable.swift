@@ -14,7 +14,7 @@ public enum InventoryTable {
                 d.utilizationPercent.map { String(format: "%.0f%%", $0) } ?? "-",
                 power(draw: d.powerDrawW, limit: d.powerLimitW),
                 d.health.state.rawValue, d.grade?.rawValue ?? "-",
-                d.computeUnits.map { String(format: "%.1f", $0) } ?? "-",
+                gcu(d),
                 d.temperatureC.map { String(format: "%.0f C", $0) } ?? "-",
                 d.pciBusID ?? "-", d.id,
             ])
@@ -34,6 +34,14 @@ public enum InventoryTable {
                 .joined(separator: "  ")
         }
         return ([line(header)] + rows.map(line) + (notes.isEmpty ? [] : [""] + notes)).joined(separator: "\n")
+    }
+
+    /// Effective GCU; a device that takes no work says why ("0 (unhealthy)"), since its grade is
+    /// what it can do when healthy.
+    static func gcu(_ d: DeviceInventory) -> String {
+        guard let cu = d.computeUnits else { return "-" }
+        if cu == 0 && ![.healthy, .degraded].contains(d.health.state) { return "0 (\(d.health.state.rawValue))" }
+        return String(format: "%.1f", cu)
     }
 
     /// "12.0/40.0 GiB", "40.0 GiB" when only the total is known, "?" when nothing is.

@@ -33,6 +33,13 @@ public struct GradeResult: Sendable, Hashable, Codable {
         device.grade = grade
         device.gradeReason = reason
         device.computeUnits = computeUnits.effective
+        // A tool that does not report memory (xpu-smi discovery text, say): the catalog's figure
+        // for the matched model stands in, so memory bounds and tables have a number, and the
+        // reason says where it came from.
+        if device.memoryTotalMiB == nil, let gib = memoryGiB, catalogModel != nil {
+            device.memoryTotalMiB = Int((gib * 1024).rounded())
+            device.gradeReason = (device.gradeReason ?? "") + "; memory \(Int(gib.rounded())) GiB from the catalog (the tool did not report it)"
+        }
     }
 }
 

@@ -27,6 +27,8 @@ final class BenchCluster {
                     settings: [String: String] = [:]) throws -> String {
         var yaml = "role: \(role)\nid: \(name)\nbind: \"\(bind)\"\ndata_dir: \(dir.appendingPathComponent(name).path)\nlog_level: warning\n"
         if let national { yaml += "national: \"\(national)\"\n" }
+        var settings = settings
+        if settings["http"] == nil { settings["http"] = "\"127.0.0.1:0\"" }  // many controllers on one host
         for (k, v) in settings.sorted(by: { $0.key < $1.key }) { yaml += "\(k): \(v)\n" }
         let config = dir.appendingPathComponent("\(name).yaml")
         try yaml.write(to: config, atomically: true, encoding: .utf8)
@@ -40,6 +42,21 @@ final class BenchCluster {
             Thread.sleep(forTimeInterval: 0.05)
         }
         throw BenchError("\(name) did not start; see \(dir.path)/\(name).err")
+    }
+
+    /// The HTTP base address a controller printed ("http on http://HOST:PORT/").
+    func httpBase(_ name: String, within seconds: Double = 20) throws -> String {
+        let out = dir.appendingPathComponent("\(name).out")
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let text = try? String(contentsOf: out, encoding: .utf8),
+               let line = text.split(separator: "\n").first(where: { $0.contains(" http on ") }),
+               let url = line.split(separator: " ").first(where: { $0.hasPrefix("http://") }) {
+                return String(url.dropLast(url.hasSuffix("/") ? 1 : 0))
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw BenchError("\(name) printed no HTTP address; see \(dir.path)/\(name).err")
     }
 
     @discardableResult
