@@ -59,7 +59,7 @@ struct ObserveBench: ParsableCommand {
         }
         for (k, p) in paths.enumerated() {
             let h = histograms[k]
-            print(String(format: "%-26@ %6d answers  p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms  %8d bytes", p as NSString, h.totalCount,
+            print(p.padding(toLength: 26, withPad: " ", startingAt: 0) + String(format: " %6d answers  p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms  %8d bytes", h.totalCount,
                          Double(h.valueAtPercentile(50)) / 1000, Double(h.valueAtPercentile(99)) / 1000, Double(h.max) / 1000, bytes[k]))
         }
         print(String(format: "heartbeats acknowledged: %.0f/s quiet (region CPU %.0f%%), %.0f/s while scraped back to back (CPU %.0f%%); %d failed requests",
