@@ -86,5 +86,52 @@ extension EndToEnd {
         #expect(waited.contains("→ succeeded"), "\(waited)")
         #expect(waited.contains("waits-1  queued") && waited.contains("waits-1  queued → "), "\(waited)")
     }
+
+    /// Every verb once on a small network, each with what a person needs to see.
+    @Test func everyVerbAnswersOnANetwork() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        try c.startAgent("v100-node", region: "r1", simulate: ["nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml"])
+        _ = try c.eventually(30, "the node") { try c.client().query(.regions).regions.first?.nodesReady == 1 ? true : nil }
+        func ok(_ args: [String], _ expected: [String], sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let r = try c.gridctl(args)
+            #expect(r.status == 0, "gridctl \(args.joined(separator: " ")) exited \(r.status):\n\(r.output)", sourceLocation: sourceLocation)
+            for e in expected {
+                #expect(r.output.contains(e), "gridctl \(args.joined(separator: " ")) does not say \(e):\n\(r.output)", sourceLocation: sourceLocation)
+            }
+        }
+        let file = c.dir.appendingPathComponent("job.yaml")
+        try "name: verbs\ncommand: /bin/sh\nargs: [\"-c\", \"sleep 30\"]\naccelerators: {count: 2, vendor: nvidia}\n".write(to: file, atomically: true, encoding: .utf8)
+        try ok(["submit", "--id", "v-1", file.path], ["v-1"])
+        try ok(["submit", "--id", "v-2", file.path], ["v-2"])
+        _ = try c.eventually(30, "v-1 running") { try c.client().jobs().first { $0.id == "v-1" }?.state == .running ? true : nil }
+        try ok(["jobs"], ["v-1", "running", "v100-node"])
+        try ok(["job", "v-1"], ["asked: 2 device(s) (nvidia)", "events:", "attempt 1 started on v100-node", "submitted:"])
+        try ok(["explain", "v-1"], ["v-1"])
+        try ok(["nodes"], ["v100-node", "ready"])
+        try ok(["node", "v100-node"], ["DEVICE", "v-1", "V100S"])
+        try ok(["accounts"], ["ACCOUNT", "default"])
+        try ok(["regions"], ["r1", "CAPACITY"])
+        try ok(["regions", "list", "-o", "json"], ["\"region\""])
+        try ok(["cordon", "v100-node", "--reason", "fan"], ["cordoned", "fan"])
+        try ok(["uncordon", "v100-node"], ["ready"])
+        try ok(["hold", "v-2", "--reason", "later"], ["held"])
+        try ok(["release", "v-2"], ["v-2"])
+        try ok(["requeue", "v-1", "--reason", "move it"], ["v-1"])
+        try ok(["cancel", "v-1", "v-2", "--wait", "--within", "30"], ["cancelled"])
+        // wait: exit 1 (the jobs ended, not all succeeded) with the table of how.
+        let waited = try c.gridctl(["wait", "--within", "30", "v-1", "v-2"])
+        #expect(waited.status == 1 && waited.output.contains("cancelled"), "\(waited.output)")
+        try ok(["drain", "v100-node", "--reason", "maintenance"], ["drain"])
+        let live = try c.gridctl(["regions", "remove", "r1"])
+        #expect(live.status != 0 && live.output.contains("is live"))
+        // (completion and --version take no controller: DaemonMannersTests runs them.)
+        for verb in ["submit", "jobs", "job", "explain", "cancel", "hold", "release", "requeue", "nodes", "node", "accounts",
+                     "cordon", "uncordon", "drain", "regions", "wait"] {
+            try ok([verb, "--help"], ["USAGE"])
+        }
+    }
 }
 }
