@@ -11,7 +11,11 @@ UNITDIR ?= $(SYSCONFDIR)/systemd/system
 BIN ?= .build/release
 BINARIES = grid-controller grid-agent grid-job-shim gridctl
 
-.PHONY: demo test build deps bench clean install install-files release
+VERSION ?= $(shell $(BIN)/gridctl --version 2>/dev/null | cut -d' ' -f1)
+DEB_ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_COMPRESS ?= xz
+
+.PHONY: demo test build deps bench clean install install-files release deb
 
 deps:
 	@scripts/deps.sh
@@ -57,6 +61,22 @@ install-files:
 	$(BIN)/gridctl completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_gridctl
 	$(BIN)/gridctl completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/gridctl.fish
 	@echo "installed under $(DESTDIR)$(PREFIX); units in $(DESTDIR)$(UNITDIR); configs in $(DESTDIR)$(SYSCONFDIR)/computegrid"
+
+# A Debian package of the same layout (PREFIX=/usr): `make deb`, or `make deb BIN=.build/debug`
+# to package a debug build without building. Configs in /etc/computegrid are conffiles.
+deb: $(if $(filter .build/release,$(BIN)),release)
+	rm -rf .build/deb && mkdir -p .build/deb/root/DEBIAN
+	$(MAKE) -s install-files BIN=$(BIN) DESTDIR=$(CURDIR)/.build/deb/root PREFIX=/usr UNITDIR=/lib/systemd/system
+	{ echo "Package: computegrid"; echo "Version: $(VERSION)"; echo "Architecture: $(DEB_ARCH)"; \
+	  echo "Maintainer: ComputeGrid developers <computegrid@localhost>"; \
+	  echo "Depends: libzmq5, libsqlite3-0, libxml2"; echo "Section: admin"; echo "Priority: optional"; \
+	  echo "Description: scheduler for a national network of AI accelerators"; \
+	  echo " Node agent, regional controller, national scheduler and gridctl, with systemd units."; } > .build/deb/root/DEBIAN/control
+	cd .build/deb/root && find etc/computegrid -type f | sed 's|^|/|' > DEBIAN/conffiles
+	printf '#!/bin/sh\nset -e\ngetent passwd computegrid >/dev/null || useradd --system --home /var/lib/computegrid --shell /usr/sbin/nologin computegrid\ngetent passwd computegrid-agent >/dev/null || useradd --system --home /var/lib/computegrid/agent --shell /usr/sbin/nologin computegrid-agent\ncommand -v systemctl >/dev/null && systemctl daemon-reload || true\n' > .build/deb/root/DEBIAN/postinst
+	chmod 0755 .build/deb/root/DEBIAN/postinst
+	dpkg-deb -Z$(DEB_COMPRESS) --root-owner-group --build .build/deb/root .build/computegrid_$(VERSION)_$(DEB_ARCH).deb
+	@echo "package: .build/computegrid_$(VERSION)_$(DEB_ARCH).deb"
 
 clean:
 	rm -rf .build run

@@ -54,6 +54,32 @@ extension EndToEnd {
         #expect(try String(contentsOfFile: dest.path + "/etc/computegrid/national.yaml", encoding: .utf8).contains("id: ours"))
     }
 
+    /// `make deb`: a Debian package with the binaries, units under /lib/systemd/system, configs
+    /// as conffiles, the dependencies named; what it unpacks runs.
+    @Test func makeDebBuildsAPackageThatUnpacksAndRuns() throws {
+        let r = try shell("make -s deb DEB_COMPRESS=none BIN=\(Cluster.binDir.path)")
+        #expect(r.status == 0, "\(r.output)")
+        let debs = try FileManager.default.contentsOfDirectory(atPath: Self.root.appendingPathComponent(".build").path).filter { $0.hasSuffix(".deb") }
+        let deb = try #require(debs.first.map { Self.root.appendingPathComponent(".build/\($0)").path })
+        let info = try shell("dpkg-deb --info \(deb)")
+        #expect(info.output.contains("Package: computegrid") && info.output.contains("Depends: libzmq5, libsqlite3-0"), "\(info.output)")
+        let contents = try shell("dpkg-deb --contents \(deb)").output
+        for path in ["./usr/bin/grid-agent", "./usr/bin/grid-job-shim", "./lib/systemd/system/grid-national.service", "./etc/computegrid/agent.yaml",
+                     "./usr/share/man/man1/gridctl.1"] {
+            #expect(contents.contains(path), "\(path) not in the package")
+        }
+        #expect(try shell("dpkg-deb -f \(deb) Version").output.trimmingCharacters(in: .whitespacesAndNewlines).range(of: #"^\d+\.\d+\.\d+$"#, options: .regularExpression) != nil)
+        let conffiles = try shell("dpkg-deb --ctrl-tarfile \(deb) | tar -xO ./conffiles").output
+        #expect(conffiles.contains("/etc/computegrid/national.yaml"), "\(conffiles)")
+        let unpacked = FileManager.default.temporaryDirectory.appendingPathComponent("grid-deb-\(UUID().uuidString.prefix(6))")
+        defer { try? FileManager.default.removeItem(at: unpacked) }
+        #expect(try shell("dpkg-deb -x \(deb) \(unpacked.path)").status == 0)
+        let version = try shell("\(unpacked.path)/usr/bin/gridctl --version")
+        #expect(version.status == 0 && version.output.contains("commit"))
+        let unit = try String(contentsOfFile: unpacked.path + "/lib/systemd/system/grid-agent.service", encoding: .utf8)
+        #expect(unit.contains("ExecStart=/usr/bin/grid-agent run"))
+    }
+
     @Test func kubernetesManifestsPassTheKubernetesSchemas() throws {
         let tools = Self.root.appendingPathComponent(".build/pytools")
         try #require(FileManager.default.fileExists(atPath: tools.appendingPathComponent("kubernetes_validate").path),
