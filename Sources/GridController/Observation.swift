@@ -51,6 +51,19 @@ public struct ControllerObservation: Sendable {
     }
 }
 
+extension ControllerObservation {
+    /// One capacity class's units: `usable` are healthy or degraded (of them `degraded`), the
+    /// rest of `total` unhealthy; free units are counted with the healthy group.
+    mutating func addDevices(vendor: String, grade: String, total: Int, usable: Int, degraded: Int, free: Int) {
+        for (health, count) in [(HealthState.healthy, usable - degraded), (.degraded, degraded), (.unhealthy, total - usable)] where count > 0 {
+            devices[DeviceGroup(vendor: vendor, grade: grade, health: health), default: DeviceCounts()].total += count
+        }
+        if free > 0 {
+            devices[DeviceGroup(vendor: vendor, grade: grade, health: .healthy), default: DeviceCounts()].free += free
+        }
+    }
+}
+
 public struct DeviceGroup: Hashable, Sendable, Comparable {
     public var vendor: String
     public var grade: String
@@ -140,15 +153,9 @@ extension RegionInstance {
             if n.record.cordon != nil { o.cordonedNodes += 1 }
         }
         for (key, c) in index.capacity {
-            let vendor = key.vendor.rawValue, grade = key.grade?.rawValue ?? ""
             // Usable units are healthy or degraded; the rest are unhealthy (or unknown).
-            let healthy = c.usable - c.degraded
-            for (health, count) in [(HealthState.healthy, healthy), (.degraded, c.degraded), (.unhealthy, c.total - c.usable)] where count > 0 {
-                o.devices[DeviceGroup(vendor: vendor, grade: grade, health: health), default: DeviceCounts()].total += count
-            }
-            if c.free > 0 {
-                o.devices[DeviceGroup(vendor: vendor, grade: grade, health: .healthy), default: DeviceCounts()].free += c.free
-            }
+            o.addDevices(vendor: key.vendor.rawValue, grade: key.grade?.rawValue ?? "", total: c.total, usable: c.usable,
+                         degraded: c.degraded, free: c.free)
         }
         for j in jobs.values { o.jobsByState[j.state, default: 0] += 1 }
         o.queueDepth = queue.count
@@ -189,14 +196,8 @@ extension NationalInstance {
                     r.devicesTotal += c.total
                     r.devicesFree += c.free
                     r.devicesHealthy += c.healthy
-                    let vendor = c.vendor.rawValue, grade = c.grade?.rawValue ?? ""
-                    let healthy = c.healthy - c.degraded
-                    for (health, count) in [(HealthState.healthy, healthy), (.degraded, c.degraded), (.unhealthy, c.total - c.healthy)] where count > 0 {
-                        o.devices[DeviceGroup(vendor: vendor, grade: grade, health: health), default: DeviceCounts()].total += count
-                    }
-                    if c.free > 0 {
-                        o.devices[DeviceGroup(vendor: vendor, grade: grade, health: .healthy), default: DeviceCounts()].free += c.free
-                    }
+                    o.addDevices(vendor: c.vendor.rawValue, grade: c.grade?.rawValue ?? "", total: c.total, usable: c.healthy,
+                                 degraded: c.degraded, free: c.free)
                 }
                 o.nodesByState[.ready, default: 0] += s.nodesReady
                 o.nodesByState[.lost, default: 0] += s.nodesLost

@@ -123,6 +123,17 @@ public struct ReloadOnHangup: Service {
     }
 }
 
+extension ReloadOnHangup {
+    /// The one log line a reload leaves: what was applied, and which changed keys need a restart.
+    public static func report(_ logger: Logger, applied: [String], changed: [String], reloadable: Set<String>) {
+        let rest = changed.filter { !reloadable.contains($0) }
+        logger.notice("configuration reloaded", metadata: [
+            "applied": "\(applied.isEmpty ? "nothing changed" : applied.joined(separator: ", "))",
+            "needs_restart": "\(rest.isEmpty ? "none" : rest.joined(separator: ", "))",
+        ])
+    }
+}
+
 /// systemd's readiness protocol (`Type=notify`): "READY=1", "STOPPING=1", "STATUS=…" sent to
 /// `$NOTIFY_SOCKET` when systemd set it; nothing otherwise.
 public enum SystemdNotify {

@@ -16,7 +16,12 @@ public final class MetricsExporter: Sendable {
     public let factory: PrometheusMetricsFactory
     /// Counter values already added (counters only go up: each scrape adds the difference), and
     /// the gauges' label sets seen (a set that disappears is reported as 0, not left stale).
-    private let state = Mutex<(counted: [String: Int], countedDouble: [String: Double], gauges: [String: Set<[String]>])>(([:], [:], [:]))
+    struct Seen {
+        var counted: [String: Int] = [:]
+        var countedDouble: [String: Double] = [:]
+        var gauges: [String: Set<[String]>] = [:]
+    }
+    private let state = Mutex(Seen())
 
     public init() {
         registry = PrometheusCollectorRegistry()
@@ -44,31 +49,30 @@ public final class MetricsExporter: Sendable {
         return buffer
     }
 
-    /// `count` for running totals that are not whole numbers (money, kWh, grams).
-    public func count(_ name: String, _ labels: [(String, String)] = [], total value: Double, help: String) {
-        let key = name + "|" + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
-        let delta: Double = state.withLock { s in
-            let before = s.countedDouble[key] ?? 0
-            let d = value >= before ? value - before : value
-            s.countedDouble[key] = value
-            return d
-        }
-        let counter = registry.makeCounter(name: name, labels: labels, help: help)
-        if delta > 0 { counter.increment(by: delta) }
-    }
-
     /// Adds to a counter what `value` (a running total) gained since the last call.
     public func count(_ name: String, _ labels: [(String, String)] = [], total value: Int, help: String) {
+        let d = delta(name, labels, value, \.counted)
+        if d > 0 { registry.makeCounter(name: name, labels: labels, help: help).increment(by: Int64(d)) }
+        else { _ = registry.makeCounter(name: name, labels: labels, help: help) }
+    }
+
+    /// `count` for running totals that are not whole numbers (money, kWh, grams).
+    public func count(_ name: String, _ labels: [(String, String)] = [], total value: Double, help: String) {
+        let d = delta(name, labels, value, \.countedDouble)
+        if d > 0 { registry.makeCounter(name: name, labels: labels, help: help).increment(by: d) }
+        else { _ = registry.makeCounter(name: name, labels: labels, help: help) }
+    }
+
+    /// What a running total gained since it was last seen; a total that went down (a restart of
+    /// what counts) starts again from it.
+    private func delta<T: Numeric & Comparable & Sendable>(_ name: String, _ labels: [(String, String)], _ value: T,
+                                                 _ table: WritableKeyPath<Seen, [String: T]>) -> T {
         let key = name + "|" + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
-        let delta: Int = state.withLock { s in
-            let before = s.counted[key] ?? 0
-            // A total that went down (a restart of what counts) starts again from it.
-            let d = value >= before ? value - before : value
-            s.counted[key] = value
-            return d
+        return state.withLock { s in
+            let before = s[keyPath: table][key] ?? 0
+            s[keyPath: table][key] = value
+            return value >= before ? value - before : value
         }
-        let counter = registry.makeCounter(name: name, labels: labels, help: help)
-        if delta > 0 { counter.increment(by: Int64(delta)) }
     }
 
     /// Sets one gauge per label set in `values`; label sets reported before but absent now go to 0.

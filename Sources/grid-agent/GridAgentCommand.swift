@@ -111,11 +111,7 @@ struct Run: AsyncParsableCommand {
                     sharedLevel.value = l
                     applied.append("log_level \(fresh.logLevel)")
                 }
-                let rest = changedKeys(running, fresh).filter { !["log_level", "node_id", "data_dir", "simulate"].contains($0) }
-                logger.notice("configuration reloaded", metadata: [
-                    "applied": "\(applied.isEmpty ? "nothing changed" : applied.joined(separator: ", "))",
-                    "needs_restart": "\(rest.isEmpty ? "none" : rest.joined(separator: ", "))",
-                ])
+                ReloadOnHangup.report(logger, applied: applied, changed: changedKeys(running, fresh), reloadable: ["log_level", "node_id", "data_dir", "simulate"])
             } catch {
                 logger.error("SIGHUP: the configuration was not reloaded, the running one stays: \(error)")
             }

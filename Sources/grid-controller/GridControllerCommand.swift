@@ -105,11 +105,7 @@ struct GridControllerCommand: AsyncParsableCommand {
                     try tokens.reload()
                     if tokens.configured { applied.append("http_token_file (\(tokens.count) token(s))") }
                 }
-                let rest = changedKeys(running, fresh).filter { !["log_level", "http_token_file"].contains($0) }
-                logger.notice("configuration reloaded", metadata: [
-                    "applied": "\(applied.isEmpty ? "nothing changed" : applied.joined(separator: ", "))",
-                    "needs_restart": "\(rest.isEmpty ? "none" : rest.joined(separator: ", "))",
-                ])
+                ReloadOnHangup.report(logger, applied: applied, changed: changedKeys(running, fresh), reloadable: ["log_level", "http_token_file"])
             } catch {
                 logger.error("SIGHUP: the configuration was not reloaded, the running one stays: \(error)")
             }

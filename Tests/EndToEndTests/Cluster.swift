@@ -115,12 +115,26 @@ final class Cluster {
     /// Runs `gridctl ARGS --controller <national>`: its exit status and what it printed
     /// (standard output and error together).
     func gridctl(_ args: [String]) throws -> (status: Int32, output: String) {
+        try Self.run(Self.binDir.appendingPathComponent("gridctl").path, args + ["--controller", nationalEndpoint])
+    }
+
+    /// Runs a program to its end: its exit status and what it printed (standard output and
+    /// error together). `environment` adds to (or, with nil values, takes from) this process's.
+    static func run(_ executable: String, _ args: [String], environment: [String: String?] = [:], in dir: URL? = nil)
+        throws -> (status: Int32, output: String) {
         let p = Process()
-        p.executableURL = Self.binDir.appendingPathComponent("gridctl")
-        p.arguments = args + ["--controller", nationalEndpoint]
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = args
+        if let dir { p.currentDirectoryURL = dir }
+        if !environment.isEmpty {
+            var env = ProcessInfo.processInfo.environment
+            for (k, v) in environment { env[k] = v }
+            p.environment = env
+        }
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = pipe
+        p.standardInput = FileHandle.nullDevice
         try p.run()
         let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()

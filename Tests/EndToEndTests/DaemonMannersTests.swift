@@ -7,17 +7,7 @@ extension EndToEnd {
 /// instead of killing, JSON logs on request, systemd units that pass `systemd-analyze security`.
 @Suite(.serialized) struct DaemonMannersTests {
     func run(_ executable: String, _ args: [String]) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = Cluster.binDir.appendingPathComponent(executable)
-        p.arguments = args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (p.terminationStatus, out)
+        try Cluster.run(Cluster.binDir.appendingPathComponent(executable).path, args)
     }
 
     @Test(arguments: ["grid-controller", "grid-agent", "gridctl", "grid-bench"])
@@ -112,15 +102,7 @@ extension EndToEnd {
     @Test(arguments: [("grid-national.service", 2.5), ("grid-region@.service", 2.5), ("grid-agent.service", 6.0)])
     func systemdUnitsAreHardened(_ unit: String, _ limit: Double) throws {
         let path = Cluster.repoRoot.appendingPathComponent("deploy/\(unit)").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-analyze")
-        p.arguments = ["security", "--offline=true", "--no-pager", path]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
+        let out = try Cluster.run("/usr/bin/systemd-analyze", ["security", "--offline=true", "--no-pager", path]).output
         let level = try #require(out.range(of: #"exposure level for [^:]+: ([0-9.]+)"#, options: .regularExpression).map { String(out[$0]) },
                                  "no exposure line in:\n\(out)")
         let score = try #require(Double(level.split(separator: " ").last ?? ""))

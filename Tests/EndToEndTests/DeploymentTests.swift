@@ -13,18 +13,7 @@ extension EndToEnd {
     static let root = Cluster.repoRoot
 
     func shell(_ command: String, in dir: URL = root, environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", command]
-        p.currentDirectoryURL = dir
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (p.terminationStatus, out)
+        try Cluster.run("/bin/sh", ["-c", command], environment: environment, in: dir)
     }
 
     @Test func makeInstallLaysOutEverythingAndKeepsAnOperatorsConfig() throws {

@@ -11,24 +11,11 @@ extension EndToEnd {
 @Suite(.serialized) struct GridctlOutputTests {
     /// Runs gridctl under a pseudo-terminal (util-linux `script`), as a person at a shell would.
     func onTerminal(_ c: Cluster, _ args: [String], environment: [String: String] = [:]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/script")
         let command = ([Cluster.binDir.appendingPathComponent("gridctl").path] + args + ["--controller", c.nationalEndpoint])
             .map { "'\($0)'" }.joined(separator: " ")
-        p.arguments = ["-qec", command, "/dev/null"]
-        var env = ProcessInfo.processInfo.environment
-        env["TERM"] = "xterm"
-        env.removeValue(forKey: "NO_COLOR")
-        env.merge(environment) { $1 }
-        p.environment = env
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return out
+        var env: [String: String?] = ["TERM": "xterm", "NO_COLOR": nil]
+        for (k, v) in environment { env[k] = v }
+        return try Cluster.run("/usr/bin/script", ["-qec", command, "/dev/null"], environment: env).output
     }
 
     @Test func everyFormatAndColumnChoiceOnARealNetwork() throws {

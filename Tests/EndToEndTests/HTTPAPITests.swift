@@ -305,16 +305,6 @@ extension EndToEnd {
         throw ClientErrorText("timed out waiting for \(what)")
     }
 
-    func curl(_ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        p.arguments = args
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
-    }
+    func curl(_ args: [String]) throws -> String { try Cluster.run("/usr/bin/curl", args).output }
 }
 }
