@@ -49,7 +49,7 @@ install-files:
 	  $(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 	for b in $(BINARIES); do install -m 0755 $(BIN)/$$b $(DESTDIR)$(PREFIX)/bin/$$b || exit 1; done
 	for r in $(BIN)/*.resources; do rm -rf $(DESTDIR)$(PREFIX)/bin/$$(basename $$r); cp -R $$r $(DESTDIR)$(PREFIX)/bin/ || exit 1; done
-	for u in deploy/*.service; do sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+	for u in deploy/*.service; do sed -e 's|/usr/local/|$(PREFIX)/|g' -e 's|/etc/computegrid|$(SYSCONFDIR)/computegrid|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
 	for c in controller-config/*.yaml; do [ -e $(DESTDIR)$(SYSCONFDIR)/computegrid/$$(basename $$c) ] || install -m 0644 $$c $(DESTDIR)$(SYSCONFDIR)/computegrid/; done
 	[ -e $(DESTDIR)$(SYSCONFDIR)/computegrid/agent.yaml ] || install -m 0644 agent-config/host.yaml $(DESTDIR)$(SYSCONFDIR)/computegrid/agent.yaml
 	install -m 0644 README.md ARCHITECTURE.md PROTOCOL.md JOBS.md BENCHMARKS.md $(DESTDIR)$(PREFIX)/share/doc/computegrid/

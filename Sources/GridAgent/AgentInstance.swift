@@ -74,6 +74,8 @@ public struct AgentObservation: Sendable {
     public var devices: [DeviceInventory]
     public var rejectedFrames: Int
     public var journalFailures: Int
+    /// When the loop made it (orders concurrent scrapes).
+    public var observedAt = Date()
     public init(node: String, registered: Bool, stopping: Bool, heartbeatsSent: Int, runningJobs: Int, unacknowledgedStatuses: Int,
                 leaseRemainingMs: Int64?, devices: [DeviceInventory], rejectedFrames: Int, journalFailures: Int) {
         self.node = node

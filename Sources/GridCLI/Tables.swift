@@ -228,9 +228,10 @@ public enum Columns {
         Column("RUNNING") { r, _ in String(r.runningJobs) },
         Column("DEVICES") { r, _ in String(r.capacity.reduce(0) { $0 + $1.total }) },
         Column("FREE") { r, _ in String(r.capacity.reduce(0) { $0 + $1.free }) },
-        Column("SEEN", colourBy: { Date().timeIntervalSince($0.generatedAt) > 60 ? "stale" : "live" }) { r, _ in
+        // Stale as the national scheduler judges it (its region lease, its clock).
+        Column("SEEN", colourBy: { $0.stale ? "stale" : "live" }) { r, _ in
             let ago = max(0, Int(Date().timeIntervalSince(r.generatedAt)))
-            return ago > 60 ? "\(ago)s ago (stale)" : "\(ago)s ago"
+            return r.stale ? "\(ago)s ago (stale)" : "\(ago)s ago"
         },
         Column("CAPACITY") { r, wide in
             let text = r.capacity.map { "\($0.total)x \($0.model)" + ($0.partition.map { " [\($0)]" } ?? "") + ($0.grade.map { " (\($0.rawValue))" } ?? "") }

@@ -53,8 +53,21 @@ public final class ControllerService: Service, @unchecked Sendable {
     /// Delivers `body` to the controller as a client's message and waits for its answer (an
     /// `ERROR_REPLY` when refused or unanswered). For the HTTP API.
     public func ask(_ body: Body) async -> Body {
-        await withCheckedContinuation { (c: CheckedContinuation<Body, Never>) in
-            loop.post(.ask(body, answer: { c.resume(returning: $0) }))
+        // The loop answers every ask (an error after `callTimeoutMs` at the latest); this bound
+        // covers a loop that has stopped, so an HTTP request never waits forever.
+        let once = OnceAnswer<Body>()
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask { [loop] in loop.post(.ask(body, answer: { once.give($0) })) }
+            group.addTask {
+                try? await Task.sleep(for: .milliseconds(RegionShell.callTimeoutMs + 5000))
+                var e = Wire.ErrorReply()
+                e.code = "unavailable"
+                e.message = "the controller did not answer (stopping?); retry"
+                once.give(.errorReply(e))
+            }
+            let answer = await once.value()
+            group.cancelAll()
+            return answer
         }
     }
 

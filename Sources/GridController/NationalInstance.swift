@@ -702,6 +702,7 @@ public struct NationalInstance: Sendable {
                 var s = view.summary
                 s.nodes = []
                 s.generatedAt = now.wall.addingTimeInterval(-Double(now.monotonicMs - view.lastSeenMs) / 1000)
+                s.stale = now.monotonicMs - view.lastSeenMs > staleAfterMs
                 return Wire.RegionSummary(s)
             }
             reply.total = UInt64(reply.regions.count)

@@ -504,6 +504,8 @@ public struct RegionSummary: Codable, Sendable, Hashable {
     public var confirmsStarts: Bool = false
     /// Seconds the region's queue would take to drain on its healthy devices (0 = empty).
     public var expectedWaitSeconds: Int = 0
+    /// National view: silent past the region lease.
+    public var stale: Bool = false
 
     public init(
         region: RegionID, nodesReady: Int, nodesLost: Int, queuedJobs: Int, runningJobs: Int,
@@ -523,6 +525,7 @@ public struct RegionSummary: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey {
         case region, nodesReady, nodesLost, queuedJobs, runningJobs, capacity, nodes, nodesTruncated, generatedAt, confirmsStarts
         case expectedWaitSeconds
+        case stale
     }
 
     /// Summaries stored before `confirmsStarts` existed still decode.
@@ -535,6 +538,7 @@ public struct RegionSummary: Codable, Sendable, Hashable {
                   generatedAt: try c.decode(Date.self, forKey: .generatedAt))
         confirmsStarts = try c.decodeIfPresent(Bool.self, forKey: .confirmsStarts) ?? false
         expectedWaitSeconds = try c.decodeIfPresent(Int.self, forKey: .expectedWaitSeconds) ?? 0
+        stale = try c.decodeIfPresent(Bool.self, forKey: .stale) ?? false
     }
 }
 

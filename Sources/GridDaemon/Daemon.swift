@@ -106,14 +106,25 @@ public struct DaemonLogHandler: LogHandler {
 public struct ReloadOnHangup: Service {
     let logger: Logger
     let reload: @Sendable () -> Void
+    let onReady: @Sendable () -> Void
 
-    public init(logger: Logger, reload: @escaping @Sendable () -> Void) {
+    /// `onReady` runs once SIGHUP is trapped (send systemd's READY=1 there: a `systemctl reload`
+    /// right after start then reloads instead of being lost).
+    public init(logger: Logger, onReady: @escaping @Sendable () -> Void = {}, reload: @escaping @Sendable () -> Void) {
         self.logger = logger
         self.reload = reload
+        self.onReady = onReady
+    }
+
+    /// Call first thing in `main`: a SIGHUP before the handler is installed is then ignored
+    /// instead of ending the process (the default action).
+    public static func ignoreUntilTrapped() {
+        signal(SIGHUP, SIG_IGN)
     }
 
     public func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sighup)
+        onReady()
         try await withGracefulShutdownHandler {
             for await _ in signals.cancelOnGracefulShutdown() {
                 logger.notice("SIGHUP: reloading")

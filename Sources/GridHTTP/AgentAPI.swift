@@ -56,6 +56,7 @@ public struct AgentAPI: Sendable {
 extension MetricsExporter {
     /// Brings the agent's gauges and counters up to date.
     public func update(from o: AgentObservation, probe: InventoryReport?) {
+        guard newest(o.observedAt) else { return }
         gauge("grid_agent_registered", o.registered ? 1 : 0, help: "1 while the agent is registered with its region")
         gauge("grid_agent_running_jobs", Double(o.runningJobs), help: "Jobs running on this node")
         gauge("grid_agent_unacknowledged_statuses", Double(o.unacknowledgedStatuses),

@@ -35,8 +35,12 @@ public struct ControllerAPI: Sendable {
     public let logger: Logger
     /// How often the event stream looks for changes.
     public var eventInterval: Duration = .seconds(1)
+    /// Raised at shutdown: event streams end.
+    public let stopping: ShutdownFlag
 
-    public init(controller: any ControllerAccess, metrics: MetricsExporter, tokens: TokenStore, logger: Logger) {
+    public init(controller: any ControllerAccess, metrics: MetricsExporter, tokens: TokenStore, logger: Logger,
+                stopping: ShutdownFlag = ShutdownFlag()) {
+        self.stopping = stopping
         self.controller = controller
         self.metrics = metrics
         self.tokens = tokens
@@ -313,19 +317,25 @@ public struct ControllerAPI: Sendable {
         headers[.cacheControl] = "no-store"
         let controller = self.controller
         let interval = eventInterval
+        let stopping = self.stopping
         return Response(status: .ok, headers: headers, body: .init { writer in
             var last = ""
             var quiet = Duration.zero
             var id = 0
-            while !Task.isCancelled {
+            while !Task.isCancelled && !stopping.isRaised {
                 if let o = await controller.observe(timeout: .seconds(5)) {
                     var view = Overview(o)
-                    view.observedAt = 0  // a change of time alone is not news
+                    // A change of time alone is not news: the clock and each region's seconds
+                    // since its summary are left out of the comparison.
+                    view.observedAt = 0
+                    let ages = view.regions.map(\.secondsSinceSummary)
+                    for i in view.regions.indices { view.regions[i].secondsSinceSummary = nil }
                     let text = (try? Self.encode(view)) ?? "{}"
                     if text != last {
                         last = text
                         id += 1
                         view.observedAt = Int64(o.observedAt.timeIntervalSince1970 * 1000)
+                        for (i, age) in ages.enumerated() { view.regions[i].secondsSinceSummary = age }
                         let full = (try? Self.encode(view)) ?? text
                         try await writer.write(ByteBuffer(string: "id: \(id)\nevent: overview\ndata: \(full)\n\n"))
                         quiet = .zero

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// A daemon's HTTP listener as a swift-service-lifecycle `Service`: Hummingbird on the given
 /// address, stopped with the rest of the daemon on SIGTERM/SIGINT. `onListening` gets the bound
@@ -14,8 +15,13 @@ public struct HTTPServer<Context: RequestContext>: Service where Context.Source 
     let port: Int
     let logger: Logger
     let onListening: @Sendable (String) -> Void
+    let stopping: ShutdownFlag
 
-    public init(router: Router<Context>, host: String, port: Int, logger: Logger, onListening: @escaping @Sendable (String) -> Void) {
+    /// `stopping` is raised when the daemon begins to shut down: long answers (the event stream)
+    /// end then, so the server's graceful shutdown does not wait on them.
+    public init(router: Router<Context>, host: String, port: Int, logger: Logger, stopping: ShutdownFlag = ShutdownFlag(),
+                onListening: @escaping @Sendable (String) -> Void) {
+        self.stopping = stopping
         self.responder = router.buildResponder()
         self.host = host
         self.port = port
@@ -38,11 +44,24 @@ public struct HTTPServer<Context: RequestContext>: Service where Context.Source 
             },
             logger: quiet)
         do {
-            try await app.run()
+            let stopping = self.stopping
+            try await withGracefulShutdownHandler {
+                try await app.run()
+            } onGracefulShutdown: {
+                stopping.raise()
+            }
         } catch {
             // The scheduler matters more than its window: a listener that cannot bind is logged
             // (and its absence shows in monitoring), the daemon goes on.
             logger.error("the HTTP listener on \(host):\(port) failed: \(error); the daemon goes on without it (set 'http' to a free port, or off)")
         }
     }
+}
+
+/// Set once when the daemon starts to shut down; read by long-running answers.
+public final class ShutdownFlag: Sendable {
+    private let flag = Mutex(false)
+    public init() {}
+    public func raise() { flag.withLock { $0 = true } }
+    public var isRaised: Bool { flag.withLock { $0 } }
 }

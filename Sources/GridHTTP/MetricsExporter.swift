@@ -20,6 +20,7 @@ public final class MetricsExporter: Sendable {
         var counted: [String: Int] = [:]
         var countedDouble: [String: Double] = [:]
         var gauges: [String: Set<[String]>] = [:]
+        var lastObservation = Date.distantPast
     }
     private let state = Mutex(Seen())
 
@@ -75,18 +76,30 @@ public final class MetricsExporter: Sendable {
         }
     }
 
-    /// Sets one gauge per label set in `values`; label sets reported before but absent now go to 0.
+    /// Sets one gauge per label set in `values`; a label set reported before but absent now is
+    /// removed (a removed region, a device class that went away), not left behind at 0.
     public func gauges(_ name: String, labelNames: [String], _ values: [[String]: Double], help: String) {
         let gone: Set<[String]> = state.withLock { s in
             let before = s.gauges[name] ?? []
-            s.gauges[name] = before.union(values.keys)
+            s.gauges[name] = Set(values.keys)
             return before.subtracting(values.keys)
         }
         for (labels, v) in values {
             registry.makeGauge(name: name, labels: Array(zip(labelNames, labels)), help: help).set(to: v)
         }
         for labels in gone {
-            registry.makeGauge(name: name, labels: Array(zip(labelNames, labels)), help: help).set(to: 0)
+            registry.unregisterGauge(registry.makeGauge(name: name, labels: Array(zip(labelNames, labels)), help: help))
+        }
+    }
+
+    /// Whether an observation made at `at` is newer than the last one applied: two scrapes at
+    /// once (a pair of Prometheus servers) may finish in either order, and an older total must
+    /// not look like a restart.
+    func newest(_ at: Date) -> Bool {
+        state.withLock { s in
+            guard at >= s.lastObservation else { return false }
+            s.lastObservation = at
+            return true
         }
     }
 
@@ -96,6 +109,7 @@ public final class MetricsExporter: Sendable {
 
     /// Brings every controller counter and gauge up to date.
     public func update(from o: ControllerObservation) {
+        guard newest(o.observedAt) else { return }
         let role = o.role.rawValue
         gauge("grid_controller_ready", o.ready ? 1 : 0, help: "1 when this controller is ready to serve (see /readyz for why not)")
         for (type, n) in o.receivedByType {
@@ -140,7 +154,7 @@ public final class MetricsExporter: Sendable {
         gauge("grid_outbox_depth", Double(o.outboxDepth), help: "Messages waiting for their acknowledgement (resent until acknowledged)")
         gauge("grid_http_pending_calls", Double(o.pendingCalls), help: "HTTP requests waiting for an answer from the loop (relayed queries)")
         if o.role == .region {
-            gauge("grid_region_stalled_seconds", o.stalledSeconds, help: "Total time the region's loop was stalled beyond its threshold")
+            count("grid_region_stalled_seconds_total", total: o.stalledSeconds, help: "Time the region's loop was stalled beyond its threshold")
         }
         if o.role == .national {
             let c = o.decisionCost
@@ -148,7 +162,8 @@ public final class MetricsExporter: Sendable {
                 count("grid_national_decision_cost_total", [("term", term)], total: v,
                       help: "Cost terms of the chosen region, summed over forwarded jobs, in the configured currency (energy, carbon price, data transfer, waiting)")
             }
-            count("grid_national_decision_energy_kwh_total", total: c.kWh, help: "Energy the chosen regions were expected to use for forwarded jobs (PUE included)")
+            count("grid_national_decision_energy_joules_total", total: c.kWh * 3_600_000,
+                  help: "Energy the chosen regions were expected to use for forwarded jobs, PUE included (1 kWh = 3.6e6 J)")
             count("grid_national_decision_co2_grams_total", total: c.co2Grams, help: "Carbon (operational + embodied) expected for forwarded jobs in their chosen regions")
             gauges("grid_region_up", labelNames: ["region"],
                    Dictionary(uniqueKeysWithValues: o.regions.map { ([$0.id], $0.state == .live ? 1 : 0) }),

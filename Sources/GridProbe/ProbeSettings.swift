@@ -59,6 +59,9 @@ public struct ProbeSettings: Codable, Sendable, Hashable {
     /// kernel.dmesg_restrict=0), a file of `dmesg` output, or "" for none. Xids seen since boot
     /// count as the device's fault codes, judged by `health.fatal_fault_codes`.
     public var kernelLog: String = "/dev/kmsg"
+    /// An Xid counts this long after it happened (a GPU reset leaves the old line in the log).
+    /// Default 3600 s.
+    public var kernelLogWindowSeconds: Double = 3600
 
     public static let defaultTools: [String: ToolSettings] = [
         "nvidia-smi": ToolSettings(executable: "nvidia-smi", arguments: ["-q", "-x"], format: .nvidiaSMIXML, vendors: [.nvidia]),
@@ -100,6 +103,7 @@ public struct ProbeSettings: Codable, Sendable, Hashable {
         case tools = "tools"
         case health = "health"
         case kernelLog = "kernel_log"
+        case kernelLogWindowSeconds = "kernel_log_window_s"
     }
 
     /// A tool entry as written in config: every key optional.
@@ -140,6 +144,7 @@ public struct ProbeSettings: Codable, Sendable, Hashable {
         onlyToolsForDetectedVendors = try c.tolerant(Bool.self, forKey: .onlyToolsForDetectedVendors) ?? d.onlyToolsForDetectedVendors
         health = try c.tolerant(HealthPolicy.self, forKey: .health) ?? d.health
         kernelLog = try c.tolerant(String.self, forKey: .kernelLog) ?? d.kernelLog
+        kernelLogWindowSeconds = try c.tolerant(Double.self, forKey: .kernelLogWindowSeconds) ?? d.kernelLogWindowSeconds
         var tools = d.tools
         if let overrides = try c.tolerant([String: ToolOverride].self, forKey: .tools) {
             for (name, o) in overrides {

@@ -185,7 +185,7 @@ public final class Prober: Sendable {
 
         // 3b. Fault codes from the kernel log (NVIDIA Xid), judged by the health policy.
         if !settings.kernelLog.isEmpty {
-            let (source, events) = Self.readKernelLog(settings.kernelLog)
+            let (source, events) = Self.readKernelLog(settings.kernelLog, window: settings.kernelLogWindowSeconds)
             sources.append(source)
             Self.apply(xids: events, to: &devices, policy: settings.health)
         }
@@ -207,7 +207,8 @@ public final class Prober: Sendable {
 
     /// Xid events from the kernel log (`/dev/kmsg` records, or a file of `dmesg` lines), read
     /// without blocking; the source says what it found or why it could not read.
-    static func readKernelLog(_ path: String) -> (ProbeSource, [(pciBusID: String, code: Int)]) {
+    static func readKernelLog(_ path: String, window: Double, uptime: Double = Prober.secondsSinceBoot())
+        -> (ProbeSource, [(pciBusID: String, code: Int)]) {
         let start = Date()
         let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
@@ -232,12 +233,23 @@ public final class Prober: Sendable {
                 break  // 0: end of file; EAGAIN: no more records now
             }
         }
-        let events = XidCatalog.events(inKernelLog: text)
+        let all = XidCatalog.events(inKernelLog: text)
+        // Recent ones only: an Xid older than the window (or from a log whose clock is ahead,
+        // a file from another boot) no longer counts.
+        let events = all.filter { e in e.secondsSinceBoot.map { $0 <= uptime && uptime - $0 <= window } ?? true }
+            .map { (pciBusID: $0.pciBusID, code: $0.code) }
         let codes = Array(Set(events.map(\.code))).sorted()
         return (ProbeSource(name: "kernel-log", kind: .kernelLog, path: path, outcome: .ok, durationSeconds: Date().timeIntervalSince(start),
                             devices: Set(events.map(\.pciBusID)).count,
-                            note: events.isEmpty ? "no Xid events" : "\(events.count) Xid event(s): " + codes.map { "\($0) (\(XidCatalog.meaning($0)))" }.joined(separator: ", ")),
+                            note: events.isEmpty ? "no Xid events in the last \(Int(window)) s" + (all.isEmpty ? "" : " (\(all.count) older)") : "\(events.count) Xid event(s): " + codes.map { "\($0) (\(XidCatalog.meaning($0)))" }.joined(separator: ", ")),
                 events)
+    }
+
+    /// Seconds since boot (CLOCK_BOOTTIME), the kernel log's clock.
+    public static func secondsSinceBoot() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     /// Adds each device's Xids (matched by PCI address: the kernel writes `0000:3b:00`, devices

@@ -428,6 +428,7 @@ extension Wire.RegionSummary {
         generatedUnixMs = s.generatedAt.unixMilliseconds
         confirmsStarts = s.confirmsStarts
         expectedWaitS = UInt32(clamping: s.expectedWaitSeconds)
+        stale = s.stale
     }
 
     public var summary: RegionSummary {
@@ -445,6 +446,7 @@ extension Wire.RegionSummary {
             generatedAt: Date(unixMilliseconds: generatedUnixMs))
         s.confirmsStarts = confirmsStarts
         s.expectedWaitSeconds = Int(expectedWaitS)
+        s.stale = stale
         return s
     }
 }

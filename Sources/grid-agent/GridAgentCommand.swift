@@ -8,6 +8,7 @@ import GridHTTP
 import GridProbe
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 @main
 struct GridAgentCommand: AsyncParsableCommand {
@@ -58,14 +59,30 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Directory for job output (overrides 'data_dir').") var dataDir: String?
     @Option(help: "HTTP listener for /metrics, /healthz, /readyz: host:port (0 = any free port) or off (overrides 'http').") var http: String?
 
-    func run() async throws {
-        var cfg: AgentConfig
-        do {
-            cfg = try options.load()
+    /// The flags that override the file, applied at start and on SIGHUP alike.
+    struct Flags: Sendable {
+        var nodeID, region, dataDir, http, logLevel: String?
+        var simulate: [String]
+        func applied(to c: AgentConfig) -> AgentConfig {
+            var cfg = c
+            if !simulate.isEmpty { cfg.simulate = simulate.map { URL(fileURLWithPath: $0).standardizedFileURL.path } }
+            if let logLevel { cfg.logLevel = logLevel }
             if let nodeID { cfg.nodeID = nodeID }
             if let region { cfg.region = region }
             if let dataDir { cfg.dataDir = URL(fileURLWithPath: dataDir).standardizedFileURL.path }
             if let http { cfg.http = http }
+            return cfg
+        }
+    }
+    var flags: Flags {
+        Flags(nodeID: nodeID, region: region, dataDir: dataDir, http: http, logLevel: options.logLevel, simulate: options.simulate)
+    }
+
+    func run() async throws {
+        ReloadOnHangup.ignoreUntilTrapped()
+        var cfg: AgentConfig
+        do {
+            cfg = flags.applied(to: try options.load())
             let problems = cfg.problems()
             if !problems.isEmpty { throw ConfigError(source: options.config ?? "command line", problems: problems) }
         } catch {
@@ -101,24 +118,29 @@ struct Run: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data("grid-agent \(name) http on http://\(address)/ (/metrics, /healthz, /readyz, /api/v1/probe)\n".utf8))
             }, successTerminationBehavior: .ignore))
         }
-        let running = cfg
-        let (file, flagLevel) = (options.config, options.logLevel)
-        services.append(.init(service: ReloadOnHangup(logger: logger) {
+        // SIGHUP: log_level applies at once; other changed keys are named (they need a restart).
+        let running = Mutex(cfg)
+        let (file, flags) = (options.config, self.flags)
+        let status = "node \(cfg.nodeID), \(initial.devices.count) device(s)"
+        services.append(.init(service: ReloadOnHangup(logger: logger, onReady: { SystemdNotify.send("READY=1\nSTATUS=\(status)") }) {
             do {
-                let fresh = try AgentConfig.load(path: file, environment: ProcessInfo.processInfo.environment)
+                let now = running.withLock { $0 }
+                let fresh = flags.applied(to: try AgentConfig.load(path: file, environment: ProcessInfo.processInfo.environment))
                 var applied: [String] = []
-                if flagLevel == nil, fresh.logLevel != running.logLevel, let l = Logger.Level(rawValue: fresh.logLevel) {
+                var next = now
+                if flags.logLevel == nil, fresh.logLevel != now.logLevel, let l = Logger.Level(rawValue: fresh.logLevel) {
                     sharedLevel.value = l
+                    next.logLevel = fresh.logLevel
                     applied.append("log_level \(fresh.logLevel)")
                 }
-                ReloadOnHangup.report(logger, applied: applied, changed: changedKeys(running, fresh), reloadable: ["log_level", "node_id", "data_dir", "simulate"])
+                running.withLock { $0 = next }
+                ReloadOnHangup.report(logger, applied: applied, changed: changedKeys(next, fresh), reloadable: [])
             } catch {
                 logger.error("SIGHUP: the configuration was not reloaded, the running one stays: \(error)")
             }
         }, successTerminationBehavior: .ignore))
         let group = ServiceGroup(configuration: .init(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        SystemdNotify.send("READY=1\nSTATUS=node \(cfg.nodeID), \(initial.devices.count) device(s)")
         try await group.run()
     }
 }

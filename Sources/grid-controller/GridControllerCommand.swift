@@ -6,6 +6,7 @@ import GridDaemon
 import GridHTTP
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 @main
 struct GridControllerCommand: AsyncParsableCommand {
@@ -53,6 +54,7 @@ struct GridControllerCommand: AsyncParsableCommand {
     var flags: Flags { Flags(id: id, bind: bind, national: national, dataDir: dataDir, logLevel: logLevel, http: http) }
 
     func run() async throws {
+        ReloadOnHangup.ignoreUntilTrapped()
         var cfg: ControllerConfig
         do {
             cfg = try flags.applied(to: ControllerConfig.load(path: config, role: role, environment: ProcessInfo.processInfo.environment))
@@ -84,28 +86,37 @@ struct GridControllerCommand: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data("grid-controller \(name) listening on \(service.endpoint)\n".utf8))
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
         if case .success(.on(let host, let port)) = HTTPListen.parse(cfg.http) {
-            let api = ControllerAPI(controller: service, metrics: exporter, tokens: tokens, logger: logger)
-            services.append(.init(service: HTTPServer(router: api.router(), host: host, port: port, logger: logger) { address in
+            let stopping = ShutdownFlag()
+            let api = ControllerAPI(controller: service, metrics: exporter, tokens: tokens, logger: logger, stopping: stopping)
+            services.append(.init(service: HTTPServer(router: api.router(), host: host, port: port, logger: logger, stopping: stopping) { address in
                 FileHandle.standardOutput.write(Data("grid-controller \(name) http on http://\(address)/ (dashboard, /api/v1, /metrics)\n".utf8))
             }, successTerminationBehavior: .ignore))
         }
-        // SIGHUP: what can change without a restart does; the rest is named.
-        let running = cfg
+        // SIGHUP: what can change without a restart does; the rest is named. `running` follows
+        // what was applied, so a later SIGHUP compares with what is in force.
+        let running = Mutex(cfg)
         let (file, role, flagLevel, flags) = (config, self.role, self.logLevel, self.flags)
-        services.append(.init(service: ReloadOnHangup(logger: logger) {
+        let endpoint = service.endpoint
+        services.append(.init(service: ReloadOnHangup(logger: logger, onReady: {
+            SystemdNotify.send("READY=1\nSTATUS=serving \(endpoint)")
+        }) {
             do {
-                let fresh = try flags.applied(to: ControllerConfig.load(path: file, role: role ?? running.role,
+                let now = running.withLock { $0 }
+                let fresh = try flags.applied(to: ControllerConfig.load(path: file, role: role ?? now.role,
                                                                         environment: ProcessInfo.processInfo.environment))
                 var applied: [String] = []
-                if flagLevel == nil, fresh.logLevel != running.logLevel, let l = Logger.Level(rawValue: fresh.logLevel) {
+                var next = now
+                if flagLevel == nil, fresh.logLevel != now.logLevel, let l = Logger.Level(rawValue: fresh.logLevel) {
                     sharedLevel.value = l
+                    next.logLevel = fresh.logLevel
                     applied.append("log_level \(fresh.logLevel)")
                 }
-                if fresh.httpTokenFile == running.httpTokenFile {
+                if fresh.httpTokenFile == now.httpTokenFile {
                     try tokens.reload()
                     if tokens.configured { applied.append("http_token_file (\(tokens.count) token(s))") }
                 }
-                ReloadOnHangup.report(logger, applied: applied, changed: changedKeys(running, fresh), reloadable: ["log_level", "http_token_file"])
+                running.withLock { $0 = next }
+                ReloadOnHangup.report(logger, applied: applied, changed: changedKeys(next, fresh), reloadable: [])
             } catch {
                 logger.error("SIGHUP: the configuration was not reloaded, the running one stays: \(error)")
             }
@@ -114,7 +125,6 @@ struct GridControllerCommand: AsyncParsableCommand {
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
-        SystemdNotify.send("READY=1\nSTATUS=serving \(service.endpoint)")
         try await group.run()
     }
 }

@@ -58,9 +58,11 @@ extension EndToEnd {
 
         try write(level: "debug", retry: 2000)
         try "new fedcba9876543210-new\n".write(to: tokens, atomically: true, encoding: .utf8)
-        kill(pid, SIGHUP)
+        // Resent until answered: the handler is installed a moment after the "listening" line.
         let line = try c.eventually(10, "the reload line") { () -> [String: Any]? in
-            c.log("national").split(separator: "\n").lazy
+            kill(pid, SIGHUP)
+            Thread.sleep(forTimeInterval: 0.3)
+            return c.log("national").split(separator: "\n").lazy
                 .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
                 .first { $0["message"] as? String == "configuration reloaded" }
         }
@@ -80,6 +82,32 @@ extension EndToEnd {
         #expect(lines.contains { $0.contains(#""level":"debug""#) })
     }
 
+    /// The agent on SIGHUP: a new log level applies (and a second SIGHUP compares with it);
+    /// the flags it was started with are not mistaken for changes.
+    @Test func sighupReloadsTheAgentsLogLevel() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        let config = c.dir.appendingPathComponent("agent.yaml")
+        try "log_level: info\n".write(to: config, atomically: true, encoding: .utf8)
+        try c.start("a1", "grid-agent", ["run", "--config", config.path, "--node-id", "a1", "--region", try #require(c.regionEndpoints["r1"]),
+                                         "--data-dir", c.dir.appendingPathComponent("a1").path,
+                                         "--simulate", Cluster.fixtures.appendingPathComponent("nvidia-smi-q-x_a10g_v11.xml").path])
+        _ = try c.eventually(20, "the agent registered") { try c.client().query(.regions).regions.first?.nodesReady == 1 ? true : nil }
+        try "log_level: debug\n".write(to: config, atomically: true, encoding: .utf8)
+        let pid = try #require(c.daemon("a1")).process.processIdentifier
+        _ = try c.eventually(10, "the agent's reload line") { () -> Bool? in
+            kill(pid, SIGHUP)
+            Thread.sleep(forTimeInterval: 0.3)
+            return c.log("a1").contains("configuration reloaded") ? true : nil
+        }
+        let log = c.log("a1")
+        #expect(log.contains("applied=log_level debug") && log.contains("needs_restart=none"), "\(log.suffix(2000))")
+        #expect(try #require(c.daemon("a1")).process.isRunning)
+        #expect(c.stop("a1") == 0)
+    }
+
     /// A bad file on SIGHUP changes nothing and says why.
     @Test func aBrokenConfigOnSighupKeepsTheRunningOne() throws {
         let c = try Cluster()
@@ -89,9 +117,11 @@ extension EndToEnd {
         try c.startNational()
         try c.startRegion("r1", extra: ["--config", config.path])
         try "role: region\nid: r1\nheartbeat_interval_ms: -5\n".write(to: config, atomically: true, encoding: .utf8)
-        kill(try #require(c.daemon("r1")).process.processIdentifier, SIGHUP)
+        let pid = try #require(c.daemon("r1")).process.processIdentifier
         _ = try c.eventually(10, "the refusal") { () -> Bool? in
-            c.log("r1").contains("was not reloaded") && c.log("r1").contains("heartbeat_interval_ms") ? true : nil
+            kill(pid, SIGHUP)
+            Thread.sleep(forTimeInterval: 0.3)
+            return c.log("r1").contains("was not reloaded") && c.log("r1").contains("heartbeat_interval_ms") ? true : nil
         }
         #expect(try #require(c.daemon("r1")).process.isRunning)
         #expect(c.stop("r1") == 0)

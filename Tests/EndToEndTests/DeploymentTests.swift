@@ -75,7 +75,8 @@ extension EndToEnd {
                      "kubernetes-validate is not installed: run scripts/deps.sh --test")
         let r = try shell("python3 -m kubernetes_validate -k 1.31.0 --strict deploy/kubernetes/*.yaml", environment: ["PYTHONPATH": tools.path])
         #expect(r.status == 0, "\(r.output)")
-        #expect(r.output.contains("statefulset/grid-national") && r.output.contains("daemonset/grid-agent"))
+        #expect(r.output.contains("statefulset/grid-national") && r.output.contains("daemonset/grid-agent")
+                && r.output.contains("networkpolicy/grid-controllers"), "\(r.output)")
         // The validator is not a rubber stamp: a wrong type is refused.
         let bad = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString.prefix(6)).yaml")
         try String(contentsOfFile: Self.root.appendingPathComponent("deploy/kubernetes/national.yaml").path, encoding: .utf8)
@@ -113,7 +114,12 @@ extension EndToEnd {
     @Test func theDockerfileBuildsWhatTheManifestsRun() throws {
         let docker = try String(contentsOfFile: Self.root.appendingPathComponent("deploy/Dockerfile").path, encoding: .utf8)
         for target in ["AS controller", "AS agent"] { #expect(docker.contains(target)) }
-        for product in ["grid-controller", "grid-agent", "gridctl"] { #expect(docker.contains("--product \(product)")) }
+        // Every binary the images copy is built by a --product line.
+        for product in ["grid-controller", "grid-agent", "gridctl", "grid-job-shim"] { #expect(docker.contains("--product \(product)"), "\(product)") }
+        let copied = docker.split(separator: "\n").first { $0.contains("cp grid-controller") } ?? ""
+        for binary in copied.split(separator: " ") where binary.hasPrefix("grid") {
+            #expect(docker.contains("--product \(binary)"), "the Dockerfile copies \(binary) but builds no such product")
+        }
         #expect(docker.contains("USER 10001"))
         let national = try String(contentsOfFile: Self.root.appendingPathComponent("deploy/kubernetes/national.yaml").path, encoding: .utf8)
         #expect(national.contains("runAsUser: 10001") && national.contains("image: computegrid/controller:"))

@@ -207,6 +207,33 @@ extension EndToEnd {
         let ghost = try await HTTPCall.send("POST", "\(r1)/api/v1/nodes/ghost/drain", token: Self.token)
         #expect(ghost.status == 404, "\(ghost.body)")
 
+        // Writes that succeed: requeue and cancel a running job; drain a node, queue a job behind
+        // it, hold and release that job; a live region cannot be removed.
+        let long = "command: /bin/sleep\nargs: [\"300\"]\naccelerators: { count: 1, vendor: nvidia }\nallowed_regions: [r1]\n"
+        #expect(try await HTTPCall.send("POST", "\(n)/api/v1/jobs?id=http-2", body: long, token: Self.token).status == 201)
+        try await eventually("http-2 running") { try await HTTPCall.get("\(n)/api/v1/jobs/http-2").json["state"] as? String == "running" }
+        let requeued = try await HTTPCall.send("POST", "\(n)/api/v1/jobs/http-2/requeue?reason=move", token: Self.token)
+        #expect(requeued.status == 200 && requeued.json["job_id"] as? String == "http-2", "\(requeued.body)")
+        try await eventually("http-2 running again") {
+            let j = try await HTTPCall.get("\(n)/api/v1/jobs/http-2").json
+            return j["state"] as? String == "running" && (j["attempts"] as? [Any])?.count == 2
+        }
+        let cancelled = try await HTTPCall.send("POST", "\(n)/api/v1/jobs/http-2/cancel", token: Self.token)
+        #expect(cancelled.status == 200, "\(cancelled.body)")
+        try await eventually("http-2 cancelled") { try await HTTPCall.get("\(n)/api/v1/jobs/http-2").json["state"] as? String == "cancelled" }
+        let drained = try await HTTPCall.send("POST", "\(n)/api/v1/nodes/a10g-node/drain?region=r1&reason=maintenance", token: Self.token)
+        #expect(drained.status == 200 && drained.json["cordon_drain"] as? Bool == true, "\(drained.body)")
+        #expect(try await HTTPCall.send("POST", "\(n)/api/v1/jobs?id=http-3", body: long, token: Self.token).status == 201)
+        try await eventually("http-3 queued behind the drain") { try await HTTPCall.get("\(n)/api/v1/jobs/http-3").json["state"] as? String == "queued" }
+        let held = try await HTTPCall.send("POST", "\(n)/api/v1/jobs/http-3/hold?reason=wait", token: Self.token)
+        #expect(held.status == 200 && held.json["hold_reason"] as? String == "wait", "\(held.body)")
+        let released = try await HTTPCall.send("POST", "\(n)/api/v1/jobs/http-3/release", token: Self.token)
+        #expect(released.status == 200 && released.json["hold_reason"] == nil, "\(released.body)")
+        #expect(try await HTTPCall.send("POST", "\(n)/api/v1/jobs/http-3/cancel", token: Self.token).status == 200)
+        #expect(try await HTTPCall.send("POST", "\(n)/api/v1/nodes/a10g-node/uncordon?region=r1", token: Self.token).status == 200)
+        let liveRegion = try await HTTPCall.send("POST", "\(n)/api/v1/regions/r2/remove", token: Self.token)
+        #expect(liveRegion.status == 400 && liveRegion.errorMessage.contains("is live"), "\(liveRegion.body)")
+
         // Accounts, the documents, unknown routes.
         let accounts = try await HTTPCall.get("\(n)/api/v1/accounts?region=r1")
         #expect(accounts.status == 200 && accounts.json["accounts"] is [Any], "\(accounts.body)")
@@ -226,7 +253,7 @@ extension EndToEnd {
         // Metrics, read by Prometheus's parser, agree with the state.
         let national = try PrometheusText.parse(try await HTTPCall.get("\(n)/metrics").body)
         #expect(national.value("grid_jobs", ["state": "succeeded"]) == 1)
-        #expect(national.value("grid_national_jobs_submitted_total") == 1)
+        #expect(national.value("grid_national_jobs_submitted_total") == 3)
         #expect(national.value("grid_region_up", ["region": "r1"]) == 1)
         #expect(national.value("grid_nodes", ["state": "ready"]) == 2)
         #expect(national.value("grid_region_carbon_grams_per_kwh", ["region": "r2"]) == 642)
@@ -236,12 +263,24 @@ extension EndToEnd {
         #expect((national.value("grid_messages_received_total", ["type": "submit"]) ?? 0) >= 1)
         let region = try PrometheusText.parse(try await HTTPCall.get("\(r1)/metrics").body)
         #expect((region.value("grid_region_heartbeats_received_total") ?? 0) > 0)
-        #expect(region.value("grid_region_placements_total") == 1)
+        #expect((region.value("grid_region_placements_total") ?? 0) >= 2)
         #expect(region.value("grid_nodes", ["state": "ready"]) == 1)
         // The A10G fixture: one healthy GPU, free again now the job has ended.
         let units = region.sum("grid_devices", ["vendor": "nvidia", "health": "healthy"])
         #expect(units > 0 && region.sum("grid_devices_free", ["vendor": "nvidia"]) == units)
-        #expect(region.value("grid_region_placement_wait_seconds_count") == 1)
+        #expect((region.value("grid_region_placement_wait_seconds_count") ?? 0) >= 1)
+
+        // SIGTERM with a dashboard's event stream open: the stream ends and the controller exits cleanly.
+        let stream = Process()
+        stream.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        stream.arguments = ["-sN", "\(n)/api/v1/events"]
+        stream.standardOutput = FileHandle.nullDevice
+        try stream.run()
+        defer { if stream.isRunning { stream.terminate() } }
+        try await Task.sleep(for: .seconds(1))
+        let started = Date()
+        #expect(c.stop("national", within: 10) == 0, "the national scheduler did not exit on SIGTERM with an event stream open")
+        #expect(Date().timeIntervalSince(started) < 8)
     }
 
     /// An agent's /metrics and /readyz: registered once its region answers, heartbeats counted,
@@ -272,6 +311,9 @@ extension EndToEnd {
         #expect(m.value("grid_device_power_watts", ["model": "NVIDIA A10G"]) == 25.58)
         #expect((m.value("grid_agent_probe_source_results_total", ["source": "nvidia-smi-q-x_a10g_v11.xml", "outcome": "ok"]) ?? 0) >= 1)
         #expect((m.value("grid_agent_probe_seconds_count", ["source": "all"]) ?? 0) >= 1)
+        // Without http_token_file the API only reads.
+        let readOnly = try await HTTPCall.send("POST", "\(try c.httpBase(of: "national"))/api/v1/jobs", body: "command: true\n", token: "whatever-token-123456")
+        #expect(readOnly.status == 403 && readOnly.errorMessage.contains("http_token_file"), "\(readOnly.body)")
         let probe = try await HTTPCall.get("\(a)/api/v1/probe").json
         let sources = try #require(probe["sources"] as? [[String: Any]])
         #expect(sources.first?["kind"] as? String == "capture" && sources.first?["devices"] as? Int == 1)

@@ -42,6 +42,8 @@ extension EndToEnd {
             let stale = Set(list.filter { $0["state"] as? String == "stale" }.compactMap { $0["id"] as? String })
             return stale == ["r2", "r3"]
         }
+        let listed = try c.gridctl(["regions"])
+        #expect(listed.output.split(separator: "\n").filter { $0.contains("(stale)") }.count == 2, "\(listed.output)")
         let busy = try c.gridctl(["regions", "remove", "r2"])
         #expect(busy.status != 0 && busy.output.contains("still holds 2 job(s)") && busy.output.contains("in-r2-a"), "\(busy.output)")
 

@@ -34,9 +34,11 @@ public enum XidCatalog {
     public static func meaning(_ code: Int) -> String { meanings[code] ?? "see NVIDIA's Xid table" }
 
     /// Xid events in kernel log text ("NVRM: Xid (PCI:0000:3b:00): 79, pid=..., GPU has fallen
-    /// off the bus."): the PCI address as the kernel wrote it (lowercased) and the code, in order.
-    public static func events(inKernelLog text: String) -> [(pciBusID: String, code: Int)] {
-        var out: [(String, Int)] = []
+    /// off the bus."): the PCI address as the kernel wrote it (lowercased), the code, and when
+    /// (seconds since boot, from a `/dev/kmsg` record "prio,seq,usec,flags;…" or a `dmesg`
+    /// line "[ 1234.5] …"; nil when the line has no time), in order.
+    public static func events(inKernelLog text: String) -> [(pciBusID: String, code: Int, secondsSinceBoot: Double?)] {
+        var out: [(String, Int, Double?)] = []
         for line in text.split(whereSeparator: \.isNewline) {
             guard let xid = line.range(of: "NVRM: Xid (") else { continue }
             let rest = line[xid.upperBound...]
@@ -46,8 +48,19 @@ public enum XidCatalog {
             let after = rest[rest.index(after: close)...].drop { $0 == ":" || $0 == " " }
             let digits = after.prefix { $0.isNumber }
             guard let code = Int(digits) else { continue }
-            out.append((bus.lowercased(), code))
+            out.append((bus.lowercased(), code, time(of: line)))
         }
         return out
+    }
+
+    static func time(of line: Substring) -> Double? {
+        if line.hasPrefix("["), let close = line.firstIndex(of: "]") {
+            return Double(line[line.index(after: line.startIndex)..<close].trimmingCharacters(in: .whitespaces))
+        }
+        if let semi = line.firstIndex(of: ";") {
+            let fields = line[..<semi].split(separator: ",")
+            if fields.count >= 3, let usec = Double(fields[2]) { return usec / 1_000_000 }
+        }
+        return nil
     }
 }

@@ -1116,56 +1116,113 @@ public nonisolated struct Computegrid_V1_NodeCommand: Sendable {
   public init() {}
 }
 
-public nonisolated struct Computegrid_V1_RegionSummary: Sendable {
+public nonisolated struct Computegrid_V1_RegionSummary: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var regionID: String = String()
+  public var regionID: String {
+    get {_storage._regionID}
+    set {_uniqueStorage()._regionID = newValue}
+  }
 
-  public var nodesReady: Int32 = 0
+  public var nodesReady: Int32 {
+    get {_storage._nodesReady}
+    set {_uniqueStorage()._nodesReady = newValue}
+  }
 
-  public var nodesLost: Int32 = 0
+  public var nodesLost: Int32 {
+    get {_storage._nodesLost}
+    set {_uniqueStorage()._nodesLost = newValue}
+  }
 
-  public var queuedJobs: Int32 = 0
+  public var queuedJobs: Int32 {
+    get {_storage._queuedJobs}
+    set {_uniqueStorage()._queuedJobs = newValue}
+  }
 
-  public var runningJobs: Int32 = 0
+  public var runningJobs: Int32 {
+    get {_storage._runningJobs}
+    set {_uniqueStorage()._runningJobs = newValue}
+  }
 
-  public var capacity: [Computegrid_V1_Capacity] = []
+  public var capacity: [Computegrid_V1_Capacity] {
+    get {_storage._capacity}
+    set {_uniqueStorage()._capacity = newValue}
+  }
 
-  public var nodes: [Computegrid_V1_NodeBrief] = []
+  public var nodes: [Computegrid_V1_NodeBrief] {
+    get {_storage._nodes}
+    set {_uniqueStorage()._nodes = newValue}
+  }
 
-  public var nodesTruncated: Bool = false
+  public var nodesTruncated: Bool {
+    get {_storage._nodesTruncated}
+    set {_uniqueStorage()._nodesTruncated = newValue}
+  }
 
-  public var generatedUnixMs: Int64 = 0
+  public var generatedUnixMs: Int64 {
+    get {_storage._generatedUnixMs}
+    set {_uniqueStorage()._generatedUnixMs = newValue}
+  }
 
   /// Summaries are aggregates: `nodes` stays empty (ask the region with Query NODES).
-  public var nodesTotal: Int32 = 0
+  public var nodesTotal: Int32 {
+    get {_storage._nodesTotal}
+    set {_uniqueStorage()._nodesTotal = newValue}
+  }
 
   /// Devices by health state ("healthy", "degraded", "unknown", "unhealthy").
-  public var healthCounts: Dictionary<String,Int32> = [:]
+  public var healthCounts: Dictionary<String,Int32> {
+    get {_storage._healthCounts}
+    set {_uniqueStorage()._healthCounts = newValue}
+  }
 
   /// Increases by one per summary. A delta (full = false) carries only the capacity classes that
   /// changed since summary `base_sequence`; a class with total = 0 is gone.
-  public var sequence: UInt64 = 0
+  public var sequence: UInt64 {
+    get {_storage._sequence}
+    set {_uniqueStorage()._sequence = newValue}
+  }
 
-  public var full: Bool = false
+  public var full: Bool {
+    get {_storage._full}
+    set {_uniqueStorage()._full = newValue}
+  }
 
-  public var baseSequence: UInt64 = 0
+  public var baseSequence: UInt64 {
+    get {_storage._baseSequence}
+    set {_uniqueStorage()._baseSequence = newValue}
+  }
 
   /// The region starts a forwarded job only after the national scheduler acknowledged its
   /// `assigned` STATUS_UPDATE; so the national scheduler may re-route the region's queued jobs
   /// when it falls silent (PROTOCOL.md, "Region loss").
-  public var confirmsStarts: Bool = false
+  public var confirmsStarts: Bool {
+    get {_storage._confirmsStarts}
+    set {_uniqueStorage()._confirmsStarts = newValue}
+  }
 
   /// Seconds the queue would take to drain on the region's healthy devices: the sum over queued
   /// jobs of devices × expected run time (run_seconds, else timeout, else one hour), divided by
   /// the healthy devices. 0 = empty queue.
-  public var expectedWaitS: UInt32 = 0
+  public var expectedWaitS: UInt32 {
+    get {_storage._expectedWaitS}
+    set {_uniqueStorage()._expectedWaitS = newValue}
+  }
+
+  /// In the national scheduler's answer to QUERY REGIONS: silent past the region lease (it may be
+  /// removed with REGION_CONTROL once it holds no job).
+  public var stale: Bool {
+    get {_storage._stale}
+    set {_uniqueStorage()._stale = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Computegrid_V1_RegionSummaryAck: Sendable {
@@ -3500,104 +3557,177 @@ nonisolated extension Computegrid_V1_NodeCommand.Action: SwiftProtobuf._ProtoNam
 
 nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegionSummary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}nodes_ready\0\u{3}nodes_lost\0\u{3}queued_jobs\0\u{3}running_jobs\0\u{1}capacity\0\u{1}nodes\0\u{3}nodes_truncated\0\u{3}generated_unix_ms\0\u{3}nodes_total\0\u{3}health_counts\0\u{1}sequence\0\u{1}full\0\u{3}base_sequence\0\u{3}confirms_starts\0\u{3}expected_wait_s\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}nodes_ready\0\u{3}nodes_lost\0\u{3}queued_jobs\0\u{3}running_jobs\0\u{1}capacity\0\u{1}nodes\0\u{3}nodes_truncated\0\u{3}generated_unix_ms\0\u{3}nodes_total\0\u{3}health_counts\0\u{1}sequence\0\u{1}full\0\u{3}base_sequence\0\u{3}confirms_starts\0\u{3}expected_wait_s\0\u{1}stale\0")
+
+  fileprivate class _StorageClass {
+    var _regionID: String = String()
+    var _nodesReady: Int32 = 0
+    var _nodesLost: Int32 = 0
+    var _queuedJobs: Int32 = 0
+    var _runningJobs: Int32 = 0
+    var _capacity: [Computegrid_V1_Capacity] = []
+    var _nodes: [Computegrid_V1_NodeBrief] = []
+    var _nodesTruncated: Bool = false
+    var _generatedUnixMs: Int64 = 0
+    var _nodesTotal: Int32 = 0
+    var _healthCounts: Dictionary<String,Int32> = [:]
+    var _sequence: UInt64 = 0
+    var _full: Bool = false
+    var _baseSequence: UInt64 = 0
+    var _confirmsStarts: Bool = false
+    var _expectedWaitS: UInt32 = 0
+    var _stale: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _regionID = source._regionID
+      _nodesReady = source._nodesReady
+      _nodesLost = source._nodesLost
+      _queuedJobs = source._queuedJobs
+      _runningJobs = source._runningJobs
+      _capacity = source._capacity
+      _nodes = source._nodes
+      _nodesTruncated = source._nodesTruncated
+      _generatedUnixMs = source._generatedUnixMs
+      _nodesTotal = source._nodesTotal
+      _healthCounts = source._healthCounts
+      _sequence = source._sequence
+      _full = source._full
+      _baseSequence = source._baseSequence
+      _confirmsStarts = source._confirmsStarts
+      _expectedWaitS = source._expectedWaitS
+      _stale = source._stale
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
-      case 2: try { try decoder.decodeSingularInt32Field(value: &self.nodesReady) }()
-      case 3: try { try decoder.decodeSingularInt32Field(value: &self.nodesLost) }()
-      case 4: try { try decoder.decodeSingularInt32Field(value: &self.queuedJobs) }()
-      case 5: try { try decoder.decodeSingularInt32Field(value: &self.runningJobs) }()
-      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.capacity) }()
-      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
-      case 8: try { try decoder.decodeSingularBoolField(value: &self.nodesTruncated) }()
-      case 9: try { try decoder.decodeSingularInt64Field(value: &self.generatedUnixMs) }()
-      case 10: try { try decoder.decodeSingularInt32Field(value: &self.nodesTotal) }()
-      case 11: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: &self.healthCounts) }()
-      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
-      case 13: try { try decoder.decodeSingularBoolField(value: &self.full) }()
-      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.baseSequence) }()
-      case 15: try { try decoder.decodeSingularBoolField(value: &self.confirmsStarts) }()
-      case 16: try { try decoder.decodeSingularUInt32Field(value: &self.expectedWaitS) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._regionID) }()
+        case 2: try { try decoder.decodeSingularInt32Field(value: &_storage._nodesReady) }()
+        case 3: try { try decoder.decodeSingularInt32Field(value: &_storage._nodesLost) }()
+        case 4: try { try decoder.decodeSingularInt32Field(value: &_storage._queuedJobs) }()
+        case 5: try { try decoder.decodeSingularInt32Field(value: &_storage._runningJobs) }()
+        case 6: try { try decoder.decodeRepeatedMessageField(value: &_storage._capacity) }()
+        case 7: try { try decoder.decodeRepeatedMessageField(value: &_storage._nodes) }()
+        case 8: try { try decoder.decodeSingularBoolField(value: &_storage._nodesTruncated) }()
+        case 9: try { try decoder.decodeSingularInt64Field(value: &_storage._generatedUnixMs) }()
+        case 10: try { try decoder.decodeSingularInt32Field(value: &_storage._nodesTotal) }()
+        case 11: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: &_storage._healthCounts) }()
+        case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._sequence) }()
+        case 13: try { try decoder.decodeSingularBoolField(value: &_storage._full) }()
+        case 14: try { try decoder.decodeSingularUInt64Field(value: &_storage._baseSequence) }()
+        case 15: try { try decoder.decodeSingularBoolField(value: &_storage._confirmsStarts) }()
+        case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._expectedWaitS) }()
+        case 17: try { try decoder.decodeSingularBoolField(value: &_storage._stale) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.regionID.isEmpty {
-      try visitor.visitSingularStringField(value: self.regionID, fieldNumber: 1)
-    }
-    if self.nodesReady != 0 {
-      try visitor.visitSingularInt32Field(value: self.nodesReady, fieldNumber: 2)
-    }
-    if self.nodesLost != 0 {
-      try visitor.visitSingularInt32Field(value: self.nodesLost, fieldNumber: 3)
-    }
-    if self.queuedJobs != 0 {
-      try visitor.visitSingularInt32Field(value: self.queuedJobs, fieldNumber: 4)
-    }
-    if self.runningJobs != 0 {
-      try visitor.visitSingularInt32Field(value: self.runningJobs, fieldNumber: 5)
-    }
-    if !self.capacity.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.capacity, fieldNumber: 6)
-    }
-    if !self.nodes.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.nodes, fieldNumber: 7)
-    }
-    if self.nodesTruncated != false {
-      try visitor.visitSingularBoolField(value: self.nodesTruncated, fieldNumber: 8)
-    }
-    if self.generatedUnixMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.generatedUnixMs, fieldNumber: 9)
-    }
-    if self.nodesTotal != 0 {
-      try visitor.visitSingularInt32Field(value: self.nodesTotal, fieldNumber: 10)
-    }
-    if !self.healthCounts.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: self.healthCounts, fieldNumber: 11)
-    }
-    if self.sequence != 0 {
-      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 12)
-    }
-    if self.full != false {
-      try visitor.visitSingularBoolField(value: self.full, fieldNumber: 13)
-    }
-    if self.baseSequence != 0 {
-      try visitor.visitSingularUInt64Field(value: self.baseSequence, fieldNumber: 14)
-    }
-    if self.confirmsStarts != false {
-      try visitor.visitSingularBoolField(value: self.confirmsStarts, fieldNumber: 15)
-    }
-    if self.expectedWaitS != 0 {
-      try visitor.visitSingularUInt32Field(value: self.expectedWaitS, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._regionID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._regionID, fieldNumber: 1)
+      }
+      if _storage._nodesReady != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._nodesReady, fieldNumber: 2)
+      }
+      if _storage._nodesLost != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._nodesLost, fieldNumber: 3)
+      }
+      if _storage._queuedJobs != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._queuedJobs, fieldNumber: 4)
+      }
+      if _storage._runningJobs != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._runningJobs, fieldNumber: 5)
+      }
+      if !_storage._capacity.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._capacity, fieldNumber: 6)
+      }
+      if !_storage._nodes.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._nodes, fieldNumber: 7)
+      }
+      if _storage._nodesTruncated != false {
+        try visitor.visitSingularBoolField(value: _storage._nodesTruncated, fieldNumber: 8)
+      }
+      if _storage._generatedUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._generatedUnixMs, fieldNumber: 9)
+      }
+      if _storage._nodesTotal != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._nodesTotal, fieldNumber: 10)
+      }
+      if !_storage._healthCounts.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: _storage._healthCounts, fieldNumber: 11)
+      }
+      if _storage._sequence != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._sequence, fieldNumber: 12)
+      }
+      if _storage._full != false {
+        try visitor.visitSingularBoolField(value: _storage._full, fieldNumber: 13)
+      }
+      if _storage._baseSequence != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._baseSequence, fieldNumber: 14)
+      }
+      if _storage._confirmsStarts != false {
+        try visitor.visitSingularBoolField(value: _storage._confirmsStarts, fieldNumber: 15)
+      }
+      if _storage._expectedWaitS != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._expectedWaitS, fieldNumber: 16)
+      }
+      if _storage._stale != false {
+        try visitor.visitSingularBoolField(value: _storage._stale, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Computegrid_V1_RegionSummary, rhs: Computegrid_V1_RegionSummary) -> Bool {
-    if lhs.regionID != rhs.regionID {return false}
-    if lhs.nodesReady != rhs.nodesReady {return false}
-    if lhs.nodesLost != rhs.nodesLost {return false}
-    if lhs.queuedJobs != rhs.queuedJobs {return false}
-    if lhs.runningJobs != rhs.runningJobs {return false}
-    if lhs.capacity != rhs.capacity {return false}
-    if lhs.nodes != rhs.nodes {return false}
-    if lhs.nodesTruncated != rhs.nodesTruncated {return false}
-    if lhs.generatedUnixMs != rhs.generatedUnixMs {return false}
-    if lhs.nodesTotal != rhs.nodesTotal {return false}
-    if lhs.healthCounts != rhs.healthCounts {return false}
-    if lhs.sequence != rhs.sequence {return false}
-    if lhs.full != rhs.full {return false}
-    if lhs.baseSequence != rhs.baseSequence {return false}
-    if lhs.confirmsStarts != rhs.confirmsStarts {return false}
-    if lhs.expectedWaitS != rhs.expectedWaitS {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._regionID != rhs_storage._regionID {return false}
+        if _storage._nodesReady != rhs_storage._nodesReady {return false}
+        if _storage._nodesLost != rhs_storage._nodesLost {return false}
+        if _storage._queuedJobs != rhs_storage._queuedJobs {return false}
+        if _storage._runningJobs != rhs_storage._runningJobs {return false}
+        if _storage._capacity != rhs_storage._capacity {return false}
+        if _storage._nodes != rhs_storage._nodes {return false}
+        if _storage._nodesTruncated != rhs_storage._nodesTruncated {return false}
+        if _storage._generatedUnixMs != rhs_storage._generatedUnixMs {return false}
+        if _storage._nodesTotal != rhs_storage._nodesTotal {return false}
+        if _storage._healthCounts != rhs_storage._healthCounts {return false}
+        if _storage._sequence != rhs_storage._sequence {return false}
+        if _storage._full != rhs_storage._full {return false}
+        if _storage._baseSequence != rhs_storage._baseSequence {return false}
+        if _storage._confirmsStarts != rhs_storage._confirmsStarts {return false}
+        if _storage._expectedWaitS != rhs_storage._expectedWaitS {return false}
+        if _storage._stale != rhs_storage._stale {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
