@@ -4,9 +4,10 @@
 set -euo pipefail
 PACKAGES="libzmq3-dev libsqlite3-dev pkg-config libxml2-dev"
 # `deps.sh --test`: also what the test suite drives for real: a headless browser for the
-# dashboard, Prometheus's own text-format parser, curl for the event stream.
+# dashboard, Prometheus's own text-format parser, curl for the event stream, pyzmq and
+# protobuf for the Python conformance peer (Tests/Conformance).
 if [ "${1:-}" = "--test" ]; then
-  PACKAGES="$PACKAGES chromium python3-prometheus-client curl"
+  PACKAGES="$PACKAGES chromium python3-prometheus-client curl python3-zmq python3-protobuf"
   # Node drives the browser over the DevTools pipe (Tests/Browser/cdp-driver.mjs).
   command -v node >/dev/null 2>&1 || PACKAGES="$PACKAGES nodejs"
 fi

@@ -26,3 +26,7 @@ protoc --plugin=protoc-gen-swift="$plugin" \
   --swift_opt=FileNaming=DropPath \
   $(cd "$proto_root" && find . -name '*.proto' | sed 's|^\./||' | sort)
 echo "generated: $(ls "$out")"
+# The conformance suite's Python bindings (Tests/Conformance), from the same .proto.
+protoc --proto_path="$proto_root" --python_out=Tests/Conformance \
+  $(cd "$proto_root" && find . -name '*.proto' | sed 's|^\./||' | sort)
+echo "generated: Tests/Conformance/computegrid/v1/grid_pb2.py"

@@ -265,7 +265,8 @@ public nonisolated struct Computegrid_V1_Envelope: Sendable {
   /// Who sent it: node id, region id, "national" or a client name. Informational.
   public var sender: String = String()
 
-  /// Per-sender, per-connection increasing number, for logs and duplicate diagnosis.
+  /// The sender's increasing number: one counter per process for everything it sends, on every
+  /// connection (not per connection). Replies copy it into `reply_to`.
   public var sequence: UInt64 = 0
 
   /// The message named by `type`, protobuf-encoded.
