@@ -148,6 +148,10 @@ def client_rules(national, tag):
     check("Messages", "SUBMIT retried with the same job_id answers for the same job (no second job)",
           again is not None and again.type == pb.SUBMIT_REPLY and body(again).job_id == job and body(again).accepted,
           again and body(again))
+    reply = national.request(pb.SUBMIT, pb.Submit(spec=pb.JobSpec(name="no-command", accelerators=pb.AcceleratorRequest(count=1))))
+    check("Matching replies and acknowledgements", "SUBMIT without a command: SUBMIT_REPLY accepted=false naming command",
+          reply is not None and reply.type == pb.SUBMIT_REPLY and not body(reply).accepted and "command" in body(reply).reason,
+          reply and body(reply))
     reply = national.request(pb.QUERY, pb.Query(kind=pb.Query.JOB, job_id=job))
     check("Messages", "QUERY JOB answers QUERY_REPLY with the job",
           reply is not None and reply.type == pb.QUERY_REPLY and [j.job_id for j in body(reply).jobs] == [job], reply and body(reply))
@@ -232,6 +236,21 @@ def agent_rules(ctx, region_endpoint, region_id, national, tag):
     reply = status("succeeded", done, exit_code=0)
     check("Delivery rules", "the same update_id again is acknowledged again (idempotent), not applied twice",
           reply is not None and reply.type == pb.STATUS_ACK and body(reply).update_id == done, reply and body(reply))
+    reply = status("running", f"{assignment.assignment_id}:late")
+    check("Matching replies and acknowledgements", "an update after the job ended is acknowledged applied=true, reason 'ignored:'",
+          reply is not None and reply.type == pb.STATUS_ACK and body(reply).applied and body(reply).reason.startswith("ignored:"),
+          reply and body(reply))
+    bad = agent.request(pb.STATUS_UPDATE, pb.StatusUpdate(job_id=assignment.job_id, assignment_id=assignment.assignment_id,
+                                                           epoch=assignment.epoch, node_id=assignment.node_id, state="running"))
+    check("Envelope", "a status update without update_id gets ERROR_REPLY bad_request naming StatusUpdate.update_id",
+          bad is not None and bad.type == pb.ERROR_REPLY and body(bad).code == "bad_request" and "StatusUpdate.update_id" in body(bad).message,
+          bad and body(bad))
+    bad = agent.request(pb.STATUS_UPDATE, pb.StatusUpdate(job_id=assignment.job_id, assignment_id=assignment.assignment_id,
+                                                           epoch=assignment.epoch, node_id=assignment.node_id, state="exploded",
+                                                           update_id=f"{assignment.assignment_id}:bad"))
+    check("Envelope", "a status update with an unknown state gets ERROR_REPLY bad_request naming StatusUpdate.state",
+          bad is not None and bad.type == pb.ERROR_REPLY and body(bad).code == "bad_request" and "StatusUpdate.state" in body(bad).message,
+          bad and body(bad))
     reply = status("running", f"{assignment.assignment_id}:stale", epoch=assignment.epoch + 1000)
     check("Leases and self-fencing", "a status update for an epoch the region did not assign is not applied",
           reply is not None and reply.type == pb.STATUS_ACK and not body(reply).applied, reply and body(reply))
