@@ -58,6 +58,10 @@ class Peer:
         self.socket.connect(endpoint)
         self.sender = sender
         self.inbox = []  # envelopes read while waiting for something else
+        # Called about every 0.5 s while this peer waits (an agent's heartbeats: a node that
+        # falls silent past its lease is declared lost, as PROTOCOL.md says).
+        self.tick = None
+        self.last_tick = 0.0
 
     def send(self, mtype, message, version=1, raw_payload=None):
         Peer.sequence += 1
@@ -82,9 +86,12 @@ class Peer:
         kept = []
         found = None
         while time.time() < deadline and found is None:
-            env = self.receive(max(0.01, deadline - time.time()))
+            if self.tick and time.time() - self.last_tick >= 0.5:
+                self.last_tick = time.time()
+                self.tick()
+            env = self.receive(max(0.01, min(0.3, deadline - time.time())))
             if env is None:
-                break
+                continue
             if predicate(env):
                 found = env
             else:
@@ -168,7 +175,7 @@ def client_rules(national, tag):
     return job
 
 
-def agent_rules(ctx, region_endpoint, region_id, national, tag):
+def agent_rules(ctx, region_endpoint, region_id, national, tag, lost_after_ms=0):
     agent = Peer(ctx, region_endpoint, f"conformance-agent-{tag}")
     nodes = [f"conf-{tag}-n{i}" for i in range(3)]
     # Sockets: one connection may carry many nodes; identity is in the payload.
@@ -179,6 +186,8 @@ def agent_rules(ctx, region_endpoint, region_id, national, tag):
             acks[n] = body(reply)
     if not check("Sockets", "three nodes register over one connection, each gets its REGISTER_ACK", set(acks) == set(nodes), acks):
         return  # nothing below can hold without registered nodes
+    alive = set(nodes)
+    agent.tick = lambda: [agent.send(pb.HEARTBEAT, pb.Heartbeat(node_id=n, sent_ms=int(time.time() * 1000))) for n in sorted(alive)]
     ack = acks.get(nodes[0])
     check("Messages", "REGISTER_ACK carries region_id, heartbeat interval, lease and margin, and echoes sent_ms",
           ack is not None and ack.region_id == region_id and ack.heartbeat_interval_ms > 0 and ack.lease_ms > 0
@@ -200,8 +209,6 @@ def agent_rules(ctx, region_endpoint, region_id, national, tag):
     deadline = time.time() + 30
     assignment = None
     while time.time() < deadline and assignment is None:
-        for n in nodes:  # keep the nodes alive while waiting
-            agent.send(pb.HEARTBEAT, pb.Heartbeat(node_id=n, sent_ms=int(time.time() * 1000)))
         env = agent.wait(lambda e: e.type == pb.ASSIGNMENT, 1)
         if env is not None:
             assignment = body(env)
@@ -262,6 +269,24 @@ def agent_rules(ctx, region_endpoint, region_id, national, tag):
         state = body(reply).jobs[0].state if reply is not None and reply.type == pb.QUERY_REPLY and body(reply).jobs else ""
         time.sleep(0.2)
     check("Messages", "the job's end reaches the national scheduler (status flows up)", state == "succeeded", state)
+    if lost_after_ms:
+        # A node the region declared lost is still known: its next heartbeat brings it back.
+        quiet = nodes[2]
+        alive.discard(quiet)
+        agent.wait(lambda e: False, lost_after_ms / 1000 * 1.5 + 1)  # the others keep beating
+        operator = Peer(ctx, region_endpoint, f"conformance-operator-{tag}")
+
+        def node_state():
+            r = operator.request(pb.QUERY, pb.Query(kind=pb.Query.NODES, node_id=quiet))
+            return body(r).nodes[0].state if r is not None and r.type == pb.QUERY_REPLY and body(r).nodes else None
+        before = node_state()
+        reply = agent.request(pb.HEARTBEAT, pb.Heartbeat(node_id=quiet, sent_ms=4000))
+        alive.add(quiet)
+        check("Matching replies and acknowledgements", "a node silent past node_lost_after is lost but still known: known=true",
+              before == "lost" and reply is not None and reply.type == pb.HEARTBEAT_ACK and body(reply).known,
+              f"state before: {before}; ack: {reply and body(reply)}")
+        agent.wait(lambda e: False, 0.6)
+        check("Matching replies and acknowledgements", "its heartbeat brings the lost node back to ready", node_state() == "ready", node_state())
 
 
 def region_rules(ctx, national_endpoint, tag):
@@ -302,12 +327,14 @@ def main():
     p.add_argument("--region", required=True)
     p.add_argument("--region-id", required=True)
     p.add_argument("--tag", default=str(os.getpid()))
+    p.add_argument("--node-lost-after-ms", type=int, default=0,
+                   help="the region's node_lost_after_ms: with it, also check that a lost node is still known (waits 1.5x that)")
     a = p.parse_args()
     ctx = zmq.Context()
     national = Peer(ctx, a.national, "conformance-client")
     envelope_rules(national)
     client_rules(national, a.tag)
-    agent_rules(ctx, a.region, a.region_id, national, a.tag)
+    agent_rules(ctx, a.region, a.region_id, national, a.tag, a.node_lost_after_ms)
     region_rules(ctx, a.national, a.tag)
     print(f"\n{len(passed)} checks passed, {len(failures)} failed")
     for f in failures:

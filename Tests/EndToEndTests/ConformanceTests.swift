@@ -13,10 +13,15 @@ extension EndToEnd {
         let c = try Cluster()
         defer { c.stopAll() }
         try c.startNational()
-        try c.startRegion("r1")
+        // A short node lease, so the suite also checks what a lost node's heartbeat gets.
+        let config = c.dir.appendingPathComponent("r1.yaml")
+        try "role: region\nid: r1\nnode_lost_after_ms: 3000\n".write(to: config, atomically: true, encoding: .utf8)
+        try c.startRegion("r1", extra: ["--config", config.path])
         let r = try Cluster.run("/usr/bin/python3", [Self.script, "--national", c.nationalEndpoint,
-                                                    "--region", try #require(c.regionEndpoints["r1"]), "--region-id", "r1"])
+                                                    "--region", try #require(c.regionEndpoints["r1"]), "--region-id", "r1",
+                                                    "--node-lost-after-ms", "3000"])
         #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("ok    [Matching replies and acknowledgements] its heartbeat brings the lost node back to ready"), "\(r.output)")
         #expect(r.output.contains(" 0 failed"), "\(r.output)")
         let passed = r.output.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count
         #expect(passed >= 25, "\(r.output)")
