@@ -424,16 +424,8 @@ public final class AgentService: Service, @unchecked Sendable {
     /// The agent's counts and gauges now, from its loop thread; nil when the loop does not
     /// answer within `timeout`.
     public func observe(timeout: Duration = .seconds(5)) async -> AgentObservation? {
-        let once = OnceAnswer<AgentObservation?>()
-        return await withTaskGroup(of: Void.self) { group in
-            group.addTask { [loop] in loop.post(.observe(reply: { once.give($0) })) }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                once.give(nil)
-            }
-            let v = await once.value()
-            group.cancelAll()
-            return v
+        await OnceAnswer<AgentObservation?>.awaiting(timeout: timeout, fallback: { nil }) { [loop] answer in
+            loop.post(.observe(reply: { answer($0) }))
         }
     }
 

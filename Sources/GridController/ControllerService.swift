@@ -55,39 +55,22 @@ public final class ControllerService: Service, @unchecked Sendable {
     public func ask(_ body: Body) async -> Body {
         // The loop answers every ask (an error after `callTimeoutMs` at the latest); this bound
         // covers a loop that has stopped, so an HTTP request never waits forever.
-        let once = OnceAnswer<Body>()
-        return await withTaskGroup(of: Void.self) { group in
-            group.addTask { [loop] in loop.post(.ask(body, answer: { once.give($0) })) }
-            group.addTask {
-                try? await Task.sleep(for: .milliseconds(RegionShell.callTimeoutMs + 5000))
-                var e = Wire.ErrorReply()
-                e.code = "unavailable"
-                e.message = "the controller did not answer (stopping?); retry"
-                once.give(.errorReply(e))
-            }
-            let answer = await once.value()
-            group.cancelAll()
-            return answer
-        }
+        await OnceAnswer<Body>.awaiting(timeout: .milliseconds(RegionShell.callTimeoutMs + 5000), fallback: {
+            var e = Wire.ErrorReply()
+            e.code = "unavailable"
+            e.message = "the controller did not answer (stopping?); retry"
+            return .errorReply(e)
+        }, post: { [loop] answer in loop.post(.ask(body, answer: answer)) })
     }
 
     /// The controller's counts and gauges now, from its loop thread; nil when the loop does not
     /// answer within `timeout` (it is stuck or stopping).
     public func observe(timeout: Duration = .seconds(5)) async -> ControllerObservation? {
-        let once = OnceAnswer<ControllerObservation?>()
-        return await withTaskGroup(of: Void.self) { group in
-            group.addTask { [loop] in
-                loop.post(.observe(reply: { once.give($0) }))
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                once.give(nil)
-            }
-            var value = await once.value()
-            group.cancelAll()
-            value?.socket = loop.stats
-            return value
+        var value = await OnceAnswer<ControllerObservation?>.awaiting(timeout: timeout, fallback: { nil }) { [loop] answer in
+            loop.post(.observe(reply: { answer($0) }))
         }
+        value?.socket = loop.stats
+        return value
     }
 
     public func run() async throws {

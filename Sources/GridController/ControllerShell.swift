@@ -87,8 +87,9 @@ public final class ControllerShell<Instance: ControllerInstance> {
     public private(set) var commits = 0
     public private(set) var failedCommits = 0
     let metrics: ControllerMetrics
-    /// Messages received, by type (the wire type number), since start.
-    var receivedByType: [Int: Int] = [:]
+    /// Messages received, by type (indexed by the wire type number; the validated types are all
+    /// below 64), since start. An array, not a dictionary: it is bumped for every message.
+    var receivedByType = [Int](repeating: 0, count: 64)
     /// In-process asks waiting for their answer, by call number.
     var calls: [UInt64: (answer: @Sendable (Body) -> Void, deadlineMs: Int64)] = [:]
     var lastCall: UInt64 = 0
@@ -122,7 +123,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
             case .badShape(let peer, let frames): messenger.countBadShape(from: peer, frames: frames)
             case .frame(let peer, let payload, let delimited):
                 guard let message = messenger.decode(payload, from: peer, delimited: delimited, nowMs: now.monotonicMs, reply: &errors) else { continue }
-                receivedByType[message.body.type.rawValue, default: 0] += 1
+                countReceived(message.body.type)
                 let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited)
                 directives += instance.receive(message, origin: origin, now: now)
             case .event(.observe(let reply)):
@@ -163,8 +164,13 @@ public final class ControllerShell<Instance: ControllerInstance> {
         var identity = localCallPrefix
         withUnsafeBytes(of: n.bigEndian) { identity.append(contentsOf: $0) }
         calls[n] = (answer, now.monotonicMs + Self.callTimeoutMs)
-        receivedByType[message.body.type.rawValue, default: 0] += 1
+        countReceived(message.body.type)
         return instance.receive(message, origin: Origin(peer: .downstream(identity: identity), sequence: n), now: now)
+    }
+
+    func countReceived(_ type: Wire.MessageType) {
+        let i = type.rawValue
+        if i >= 0 && i < receivedByType.count { receivedByType[i] += 1 }
     }
 
     /// The call an identity names, if it is an in-process ask's.
@@ -187,7 +193,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
     /// The instance's observation with the shell's own counts.
     public func observation(now: Moment) -> ControllerObservation {
         var o = instance.observe(now: now)
-        for (type, n) in receivedByType {
+        for (type, n) in receivedByType.enumerated() where n > 0 {
             o.receivedByType[Wire.MessageType(rawValue: type).map { "\($0)" } ?? "\(type)", default: 0] += n
         }
         o.rejectedFrames = messenger.rejected

@@ -89,3 +89,22 @@ public final class OnceAnswer<Value: Sendable>: Sendable {
         }
     }
 }
+
+extension OnceAnswer {
+    /// Posts a request whose answer comes through `give` (from another thread) and waits for
+    /// it, or for `timeout`, whichever is first: then `fallback` is the answer.
+    public static func awaiting(timeout: Duration, fallback: @escaping @Sendable () -> Value,
+                                post: @escaping @Sendable (@escaping @Sendable (Value) -> Void) -> Void) async -> Value {
+        let once = OnceAnswer<Value>()
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask { post { once.give($0) } }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                once.give(fallback())
+            }
+            let value = await once.value()
+            group.cancelAll()
+            return value
+        }
+    }
+}

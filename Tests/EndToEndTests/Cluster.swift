@@ -93,6 +93,19 @@ final class Cluster {
         throw ClientError("\(name) did not report its HTTP address; stderr:\n\(log(name))")
     }
 
+    /// Starts the national scheduler with flat profiles for `regions` (the Guizhou and Ningxia
+    /// figures of controller-config, first and second), so decisions carry cost terms and the
+    /// regions a price and a carbon intensity.
+    func startNational(profiles regions: [String]) throws {
+        let rows = [("CN-GZ", 1.2, 0.45, 499.0), ("CN-NX", 1.1, 0.36, 642.0)]
+        let config = dir.appendingPathComponent("national.yaml")
+        try (["role: national", "regions:"] + regions.enumerated().map { i, id in
+            let (j, pue, price, carbon) = rows[i % rows.count]
+            return "  - {id: \(id), jurisdictions: [\(j)], pue: \(pue), price_per_kwh: \(price), carbon_g_per_kwh: \(carbon), embodied_g_per_gpu_hour: 3.74}"
+        }).joined(separator: "\n").write(to: config, atomically: true, encoding: .utf8)
+        try startNational(extra: ["--config", config.path])
+    }
+
     func startNational(extra: [String] = []) throws {
         let d = try start("national", "grid-controller", ["--role", "national", "--bind", "tcp://127.0.0.1:*", "--data-dir", dir.appendingPathComponent("national").path] + extra)
         nationalEndpoint = try endpoint(of: d)
@@ -139,6 +152,17 @@ final class Cluster {
         let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         return (p.terminationStatus, out)
+    }
+
+    /// Polls an async probe until it says true or `seconds` pass; then records and throws.
+    static func eventually(_ what: String, seconds: Double = 30, _ probe: () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if (try? await probe()) == true { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("timed out waiting for \(what)")
+        throw ClientError("timed out waiting for \(what)")
     }
 
     /// Polls until `condition` holds or `seconds` pass.

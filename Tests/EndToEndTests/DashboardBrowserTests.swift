@@ -75,14 +75,7 @@ extension EndToEnd {
     @Test func dashboardShowsTheNetworkAndFollowsAJobToItsEnd() throws {
         let c = try Cluster()
         defer { c.stopAll() }
-        let config = c.dir.appendingPathComponent("national.yaml")
-        try """
-            role: national
-            regions:
-              - {id: r-gz, jurisdictions: [CN-GZ], pue: 1.2, price_per_kwh: 0.45, carbon_g_per_kwh: 499, embodied_g_per_gpu_hour: 3.74}
-              - {id: r-nx, jurisdictions: [CN-NX], pue: 1.1, price_per_kwh: 0.36, carbon_g_per_kwh: 642, embodied_g_per_gpu_hour: 3.74}
-            """.write(to: config, atomically: true, encoding: .utf8)
-        try c.startNational(extra: ["--config", config.path])
+        try c.startNational(profiles: ["r-gz", "r-nx"])
         try c.startRegion("r-gz")
         try c.startRegion("r-nx")
         try c.startAgent("a10g-node", region: "r-gz", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])

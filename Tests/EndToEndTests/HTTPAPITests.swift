@@ -99,14 +99,7 @@ extension EndToEnd {
         try "# name token\nops \(Self.token)\n".write(to: tokens, atomically: true, encoding: .utf8)
         c.environment["GRID_HTTP_TOKEN_FILE"] = tokens.path
         // Profiles, so decisions carry their cost terms and the regions their price and carbon.
-        let config = c.dir.appendingPathComponent("national.yaml")
-        try """
-            role: national
-            regions:
-              - {id: r1, jurisdictions: [CN-GZ], pue: 1.2, price_per_kwh: 0.45, carbon_g_per_kwh: 499, embodied_g_per_gpu_hour: 3.74}
-              - {id: r2, jurisdictions: [CN-NX], pue: 1.1, price_per_kwh: 0.36, carbon_g_per_kwh: 642, embodied_g_per_gpu_hour: 3.74}
-            """.write(to: config, atomically: true, encoding: .utf8)
-        try c.startNational(extra: ["--config", config.path])
+        try c.startNational(profiles: ["r1", "r2"])
         try c.startRegion("r1")
         try c.startRegion("r2")
         try c.startAgent("a10g-node", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
@@ -288,13 +281,7 @@ extension EndToEnd {
     @Test func agentServesMetricsReadinessAndItsProbe() async throws {
         let c = try Cluster()
         defer { c.stopAll() }
-        let config = c.dir.appendingPathComponent("national.yaml")
-        try """
-            role: national
-            regions:
-              - {id: r1, jurisdictions: [CN-GZ], pue: 1.2, price_per_kwh: 0.45, carbon_g_per_kwh: 499, embodied_g_per_gpu_hour: 3.74}
-            """.write(to: config, atomically: true, encoding: .utf8)
-        try c.startNational(extra: ["--config", config.path])
+        try c.startNational(profiles: ["r1"])
         try c.startRegion("r1")
         c.environment["GRID_AGENT_HTTP"] = "127.0.0.1:0"
         try c.startAgent("a10g-node", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
@@ -338,13 +325,7 @@ extension EndToEnd {
     }
 
     func eventually(_ what: String, seconds: Double = 30, _ probe: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if (try? await probe()) == true { return }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        Issue.record("timed out waiting for \(what)")
-        throw ClientErrorText("timed out waiting for \(what)")
+        try await Cluster.eventually(what, seconds: seconds, probe)
     }
 
     func curl(_ args: [String]) throws -> String { try Cluster.run("/usr/bin/curl", args).output }

@@ -37,7 +37,7 @@ extension EndToEnd {
         // r2 and r3 die (kill -9); r2's jobs cannot move (allowed only there).
         for name in ["r2-node", "r2", "r3"] { _ = c.stop(name, signal: SIGKILL, within: 5) }
         let base = try c.httpBase(of: "national")
-        try await eventuallyAsync("r2 and r3 stale") {
+        try await Cluster.eventually("r2 and r3 stale") {
             let list = try JSONSerialization.jsonObject(with: Data(try await HTTPCall.get("\(base)/api/v1/regions").body.utf8)) as? [[String: Any]] ?? []
             let stale = Set(list.filter { $0["state"] as? String == "stale" }.compactMap { $0["id"] as? String })
             return stale == ["r2", "r3"]
@@ -58,15 +58,6 @@ extension EndToEnd {
         let after = try c.client()
         _ = try c.eventually(20, "the national scheduler back") { try after.query(.regions).regions.map(\.regionID).sorted() }
         #expect(try after.query(.regions).regions.map(\.regionID).contains("r3") == false)
-    }
-
-    func eventuallyAsync(_ what: String, seconds: Double = 30, _ probe: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if (try? await probe()) == true { return }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        throw ClientError("timed out waiting for \(what)")
     }
 }
 }
