@@ -163,6 +163,8 @@ public struct AgentInstance: Sendable {
     public let settings: Settings
     var devices: [DeviceInventory]
     public private(set) var registered = false
+    /// The region that acknowledged the last registration (for resource names).
+    public private(set) var region: RegionID?
     var lastRegisterMs: Int64 = .min
     /// Registers sent without an answer: the wait between them doubles (1 s to 30 s), plus a
     /// per-node offset, so a region coming back is not met by every agent at once.
@@ -277,6 +279,7 @@ public struct AgentInstance: Sendable {
             var out: [AgentDirective] = []
             if !registered { out.append(.log(.info, "registered with region \(m.regionID) as \(settings.node)")) }
             registered = true
+            if !m.regionID.isEmpty { region = RegionID(m.regionID) }
             registerAttempts = 0
             if m.heartbeatIntervalMs > 0 { heartbeatIntervalMs = Int64(m.heartbeatIntervalMs) }
             return out + renew(sentAt: m.echoSentMs, leaseMs: m.leaseMs, marginMs: m.leaseMarginMs, now: now)
@@ -559,6 +562,15 @@ public struct AgentInstance: Sendable {
         env["GRID_ATTEMPT"] = String(max(1, m.attempt))
         env["GRID_NODE_ID"] = settings.node.rawValue
         env["GRID_DEVICE_IDS"] = m.deviceIds.joined(separator: ",")
+        if let region {
+            // The names PROTOCOL.md ("Resource names") gives the node and the units the job holds.
+            env["GRID_RESOURCE"] = ResourceName(region: region, node: settings.node).description
+            env["GRID_DEVICE_RESOURCES"] = m.deviceIds.map { unit in
+                let parent = devices.first { d in d.partitions.contains { $0.id == unit } }
+                return ResourceName(region: region, node: settings.node, device: parent?.id ?? unit,
+                                    partition: parent == nil ? nil : unit).description
+            }.joined(separator: ",")
+        }
         if !m.precision.isEmpty { env["GRID_PRECISION"] = m.precision }
         let output = settings.jobsDirectory + "/" + m.assignmentID + ".log"
         return [.start(id, command: m.command, args: m.args, environment: env, outputPath: output, keepOnLeaseLoss: m.keepOnLeaseLoss)]

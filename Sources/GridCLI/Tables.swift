@@ -196,6 +196,7 @@ public enum Columns {
         Column("CORDON") { n, _ in n.cordon.map { $0.reason.isEmpty ? "(no reason)" : $0.reason } ?? "-" },
         Column("HOSTNAME", wide: true) { n, _ in n.hostname },
         Column("LAST SEEN", wide: true) { n, _ in time(n.lastSeen) },
+        Column("RESOURCE", wide: true) { n, _ in ResourceName(region: n.region, node: n.node).description },
     ]
 
     public static let units: [Column<Wire.UnitBrief>] = [
@@ -208,6 +209,7 @@ public enum Columns {
         Column("BUSY") { u, _ in u.busy ? "yes" : "no" },
         Column("JOB") { u, _ in u.jobID.isEmpty ? "-" : u.jobID },
         Column("NUMA", wide: true) { u, _ in u.numaNode < 0 ? "-" : String(u.numaNode) },
+        Column("RESOURCE", wide: true) { u, _ in u.resource.isEmpty ? "-" : u.resource },
     ]
 
     /// "healthy", or "6 healthy, 2 unhealthy" when they differ.

@@ -685,11 +685,28 @@ public struct NationalInstance: Sendable {
     public mutating func onQuery(_ m: Wire.Query, origin: Origin, now: Moment) -> [ControllerDirective] {
         var reply = Wire.QueryReply()
         reply.correlation = m.correlation
+        var m = m
+        // A resource name carries the region to ask (the codec checked that it parses).
+        var named: ResourceName? = nil
+        if !m.resource.isEmpty, let name = try? ResourceName(parsing: m.resource) {
+            if let r = name.region {
+                if !m.regionID.isEmpty, m.regionID != r.rawValue {
+                    return [.error("bad_request", "Query.resource \(name) is in region \(r), not region_id \(m.regionID)", to: origin)]
+                }
+                m.regionID = r.rawValue
+            }
+            named = name
+        }
         switch m.kind {
         case .jobs, .job:
             guard QueryPaging.answerJobs(jobs, m, &reply) else {
                 return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]
             }
+        case .regions where named?.region != nil:
+            let r = named!.region!
+            guard let view = regions[r] else { return [.error("not_found", "\(named!) is not a region the national scheduler knows", to: origin)] }
+            reply.regions = [regionReply(view, now: now)]
+            reply.total = 1
         case .nodes, .accounts:
             // Nodes and accounts live in their region; ask it and relay its answer (pages included).
             return relay(to: m.regionID, purpose: "name the region to ask with --region", origin: origin, now: now) { correlation in
@@ -698,18 +715,21 @@ public struct NationalInstance: Sendable {
                 return .query(q)
             }
         case .regions:
-            reply.regions = regions.values.sorted { $0.summary.region < $1.summary.region }.map { view in
-                var s = view.summary
-                s.nodes = []
-                s.generatedAt = now.wall.addingTimeInterval(-Double(now.monotonicMs - view.lastSeenMs) / 1000)
-                s.stale = now.monotonicMs - view.lastSeenMs > staleAfterMs
-                return Wire.RegionSummary(s)
-            }
+            reply.regions = regions.values.sorted { $0.summary.region < $1.summary.region }.map { regionReply($0, now: now) }
             reply.total = UInt64(reply.regions.count)
         default:
             return [.error("bad_request", "query kind \(m.kind) not supported", to: origin)]
         }
         return [.reply(.queryReply(reply), to: origin)]
+    }
+
+    /// A region as QUERY REGIONS shows it: its last summary, dated, without node lists.
+    private func regionReply(_ view: RegionView, now: Moment) -> Wire.RegionSummary {
+        var s = view.summary
+        s.nodes = []
+        s.generatedAt = now.wall.addingTimeInterval(-Double(now.monotonicMs - view.lastSeenMs) / 1000)
+        s.stale = now.monotonicMs - view.lastSeenMs > staleAfterMs
+        return Wire.RegionSummary(s)
     }
 
     /// `gridctl hold|release|requeue JOB`. A job still here (pending, or planned for a later

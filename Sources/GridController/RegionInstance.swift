@@ -395,7 +395,7 @@ public struct RegionInstance: Sendable {
         armDeadline(id, at: now.monotonicMs + lostAfterMs)
         placementDirty = true
         if !unchanged {
-            out.append(.log(LogEvent(.info, "node registered", ["node": "\(id)", "devices": "\(devices.count)", "from": origin.peer.label])))
+            out.append(.log(LogEvent(.info, "node registered", ["node": "\(id)", "resource": resourceName(id), "devices": "\(devices.count)", "from": origin.peer.label])))
         }
         var ack = Wire.RegisterAck()
         ack.nodeID = id.rawValue
@@ -427,7 +427,7 @@ public struct RegionInstance: Sendable {
         if node.record.state == .lost {
             node.record.state = .ready
             capabilityChanged = true
-            out.append(.log(LogEvent(.notice, "node is back", ["node": "\(id)"])))
+            out.append(.log(LogEvent(.notice, "node is back", ["node": "\(id)", "resource": resourceName(id)])))
             armDeadline(id, at: now.monotonicMs + lostAfterMs)
         }
         // An agent that is stopping says so on its heartbeats: no new work until it stops
@@ -436,7 +436,7 @@ public struct RegionInstance: Sendable {
             node.record.state = .draining
             index.setSchedulable(node: id, false)
             out.append(.persist(.nodeState(id, .draining)))
-            out.append(.log(LogEvent(.notice, "node draining: its agent is stopping", ["node": "\(id)"])))
+            out.append(.log(LogEvent(.notice, "node draining: its agent is stopping", ["node": "\(id)", "resource": resourceName(id)])))
         } else if !m.draining && node.record.state == .draining {
             node.record.state = .ready
             index.setSchedulable(node: id, true)
@@ -452,7 +452,7 @@ public struct RegionInstance: Sendable {
                 let before = Dictionary(node.slots.map { ($0.id, $0.health) }, uniquingKeysWith: { a, _ in a })
                 for d in devices where before[d.id] != nil && before[d.id] != d.health.state {
                     out.append(.log(LogEvent(.notice, "device health changed", [
-                        "node": "\(id)", "device": d.id, "from": before[d.id]!.rawValue, "to": d.health.state.rawValue,
+                        "node": "\(id)", "device": d.id, "resource": ResourceName(region: region, node: id, device: d.id).description, "from": before[d.id]!.rawValue, "to": d.health.state.rawValue,
                         "reasons": d.health.reasons.map(\.detail).joined(separator: "; "),
                     ])))
                 }
@@ -1088,9 +1088,22 @@ public struct RegionInstance: Sendable {
         return [cancel(a, to: peer)]
     }
 
+    /// `cg://<region>/<node>`, as logs and replies name a node.
+    func resourceName(_ id: NodeID) -> String { ResourceName(region: region, node: id).description }
+
     public func onQuery(_ m: Wire.Query, origin: Origin, now: Moment) -> [ControllerDirective] {
         var reply = Wire.QueryReply()
         reply.correlation = m.correlation
+        var m = m
+        // A resource name stands for region_id/node_id; the codec checked that it parses.
+        var named: ResourceName? = nil
+        if !m.resource.isEmpty, let name = try? ResourceName(parsing: m.resource) {
+            if let r = name.region, r != region {
+                return [.error("not_found", "\(name) is not in region \(region)", to: origin, correlation: m.correlation)]
+            }
+            if let node = name.node { m.nodeID = node.rawValue }
+            named = name
+        }
         switch m.kind {
         case .jobs, .job:
             guard QueryPaging.answerJobs(jobs, m, &reply) else {
@@ -1100,16 +1113,25 @@ public struct RegionInstance: Sendable {
             // One node, with its units and which job holds each.
             let id = NodeID(m.nodeID)
             guard let b = brief(id, now: now) else {
-                return [.error("not_found", "node \(m.nodeID) is not known in region \(region)", to: origin, correlation: m.correlation)]
+                return [.error("not_found", "\(named?.description ?? "node \(m.nodeID)") is not known in region \(region)",
+                               to: origin, correlation: m.correlation)]
             }
             var holders: [String: String] = [:]
             for aid in nodes[id]?.held ?? [] {
                 if let a = assignments[aid] { for d in a.deviceIDs { holders[d] = a.job.rawValue } }
             }
             var w = Wire.NodeBrief(b)
-            w.units = index.units(of: id).map { u in
+            var units = index.units(of: id)
+            if let named, named.level == .device || named.level == .partition {
+                units = units.filter { named.contains($0.resource(region: region, node: id)) }
+                if units.isEmpty {
+                    return [.error("not_found", "\(named) is not a unit of node \(id) in region \(region)", to: origin, correlation: m.correlation)]
+                }
+            }
+            w.units = units.map { u in
                 var x = Wire.UnitBrief()
                 x.deviceID = u.deviceID
+                x.resource = u.resource(region: region, node: id).description
                 x.vendor = u.key.vendor.rawValue
                 x.model = u.key.model
                 x.memoryMib = Int64(u.key.memoryMiB)
@@ -1155,7 +1177,7 @@ public struct RegionInstance: Sendable {
                 index.setCordoned(node: id, true)
                 out.append(.persist(.nodeCordon(id, cordon)))
                 out.append(.log(LogEvent(.notice, m.action == .drain ? "node drained by an operator" : "node cordoned by an operator",
-                                         ["node": "\(id)", "reason": m.reason])))
+                                         ["node": "\(id)", "resource": resourceName(id), "reason": m.reason])))
             }
         case .uncordon:
             if node.record.cordon != nil {
@@ -1163,7 +1185,7 @@ public struct RegionInstance: Sendable {
                 index.setCordoned(node: id, false)
                 placementDirty = true
                 out.append(.persist(.nodeCordon(id, nil)))
-                out.append(.log(LogEvent(.notice, "node uncordoned", ["node": "\(id)"])))
+                out.append(.log(LogEvent(.notice, "node uncordoned", ["node": "\(id)", "resource": resourceName(id)])))
             }
         default:
             return [.error("bad_request", "node command: action must be cordon, uncordon or drain", to: origin, correlation: m.correlation)]
@@ -1271,7 +1293,7 @@ public struct RegionInstance: Sendable {
         counters.nodesLost += 1
         var out: [ControllerDirective] = [
             .persist(.nodeState(id, .lost)),
-            .log(LogEvent(.warning, "node lost", ["node": "\(id)", "silent_ms": "\(silent)"])),
+            .log(LogEvent(.warning, "node lost", ["node": "\(id)", "resource": resourceName(id), "silent_ms": "\(silent)"])),
         ]
         out += expireLease(id, now: now)
         placementDirty = true

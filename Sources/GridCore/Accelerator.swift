@@ -348,4 +348,11 @@ extension DeviceInventory {
     public static func schedulableUnits(_ devices: [DeviceInventory]) -> [DeviceInventory] {
         devices.flatMap { $0.partitions.isEmpty ? [$0] : $0.slices }
     }
+
+    /// The same units, each with the id of the device a slice belongs to (nil for a whole device).
+    public static func schedulableUnitsWithParents(_ devices: [DeviceInventory]) -> [(unit: DeviceInventory, parent: String?)] {
+        devices.flatMap { d -> [(unit: DeviceInventory, parent: String?)] in
+            d.partitions.isEmpty ? [(d, nil)] : d.slices.map { ($0, d.id) }
+        }
+    }
 }

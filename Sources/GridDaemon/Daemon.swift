@@ -50,9 +50,14 @@ public struct DaemonLogHandler: LogHandler {
         LoggingSystem.bootstrap { DaemonLogHandler(label: $0, format: format, level: level) }
     }
 
+    /// A floor set on one logger (`logger.logLevel = .warning` for a chatty library): it
+    /// applies to that logger's copies only. The process-wide level is the shared one, changed
+    /// through `SharedLogLevel` (SIGHUP), never through a logger.
+    var floor: Logger.Level = .trace
+
     public var logLevel: Logger.Level {
-        get { shared.value }
-        set { shared.value = newValue }
+        get { max(shared.value, floor) }
+        set { floor = newValue }
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {

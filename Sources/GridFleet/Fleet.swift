@@ -33,7 +33,7 @@ public enum FleetInventories {
                 devices = (0..<n).map { k in
                     var d = devices[k % devices.count]
                     d.index = k
-                    d.id = "\(d.id)-\(k)"
+                    d.rename("\(d.id)-\(k)")
                     return d
                 }
             }
@@ -178,7 +178,7 @@ public final class Fleet: @unchecked Sendable {
             let id = options.nodePrefix + "-" + String(format: "%06d", i)
             let devices = templates[i % templates.count].enumerated().map { k, d -> DeviceInventory in
                 var d = d
-                d.id = "\(id)-\(k)"
+                d.rename("\(id)-\(k)")
                 return d
             }
             nodes.append(Node(id: id, devices: devices))
@@ -492,5 +492,18 @@ public final class Fleet: @unchecked Sendable {
         let frame = codec.encode(Message(sender: a.nodeID, sequence: seq, body: .statusUpdate(u)))
         pendingStatus[u.updateID] = Pending(node: i, frame: frame, sentMs: nowMs)
         sendFrame(i, frame)
+    }
+}
+
+extension DeviceInventory {
+    /// Gives a copied device its own id, and its partitions ids under it, so every unit of a
+    /// simulated node has a distinct name (PROTOCOL.md, "Resource names").
+    public mutating func rename(_ newID: String) {
+        for j in partitions.indices {
+            let p = partitions[j].id
+            let local = p.hasPrefix(id + "/") ? String(p.dropFirst(id.count + 1)) : p.split(separator: "/").last.map(String.init) ?? p
+            partitions[j].id = newID + "/" + local
+        }
+        id = newID
     }
 }

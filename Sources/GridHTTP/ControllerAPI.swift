@@ -74,6 +74,9 @@ public struct ControllerAPI: Sendable {
         api.get("nodes/:id") { request, context in
             try await self.node(try context.parameters.require("id"), region: request.uri.queryParameters.get("region").map { String($0) })
         }
+        api.get("resources") { request, _ in
+            try await self.resolve(request.uri.queryParameters.get("name").map { String($0) })
+        }
         api.get("jobs") { request, _ in try await self.query(.jobs, page: request) }
         api.get("jobs/:id") { _, context in
             try await self.query(.job, job: try context.parameters.require("id"))
@@ -183,6 +186,44 @@ public struct ControllerAPI: Sendable {
         guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
         guard let n = r.nodes.first else { return Self.problem(.notFound, "not_found", "node \(id) is not known") }
         return Self.jsonResponse(.ok, try n.jsonString(options: Self.json))
+    }
+
+    /// `GET /api/v1/resources?name=cg://…`: what a resource name names — the network (the
+    /// overview), a region (as /regions shows it), or a node with its units (narrowed to the
+    /// named device or partition). A name that does not parse is a 400 naming the bad segment.
+    func resolve(_ text: String?) async throws -> Response {
+        guard let text, !text.isEmpty else {
+            return Self.problem(.badRequest, "bad_request", "name: required, a resource name cg://[REGION[/NODE[/DEVICE[/PARTITION]]]]")
+        }
+        let name: ResourceName
+        do { name = try ResourceName(parsing: text) } catch {
+            return Self.problem(.badRequest, "bad_request", "name: \(error.description)")
+        }
+        func wrap(_ json: String) -> Response {
+            Self.jsonResponse(.ok, #"{"resource":"\#(name)","level":"\#(name.level.rawValue)","\#(name.level == .network ? "overview" : name.level == .region ? "region" : "node")":\#(json)}"#)
+        }
+        switch name.level {
+        case .network, .region:
+            guard let o = await controller.observe(timeout: .seconds(5)) else {
+                return Self.problem(.serviceUnavailable, "unavailable", "the controller's loop did not answer within 5 s")
+            }
+            let overview = Overview(o)
+            if name.level == .network { return wrap(try Self.encode(overview)) }
+            let region = overview.regions.first { $0.id == name.region?.rawValue }
+            if let region { return wrap(try Self.encode(region)) }
+            if controller.role == .region, o.id == name.region?.rawValue {
+                return wrap(try Self.encode(overview))
+            }
+            return Self.problem(.notFound, "not_found", "\(name) is not a region this controller knows")
+        case .node, .device, .partition:
+            var q = Wire.Query()
+            q.kind = .nodes
+            q.resource = text
+            let answer = await controller.ask(.query(q))
+            guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
+            guard let n = r.nodes.first else { return Self.problem(.notFound, "not_found", "\(name) is not known") }
+            return wrap(try n.jsonString(options: Self.json))
+        }
     }
 
     /// A job's dated events (submitted, decided, held, each attempt's start and end, the end).

@@ -369,6 +369,7 @@ extension Wire.NodeBrief {
         self.init()
         nodeID = b.node.rawValue
         regionID = b.region.rawValue
+        resource = ResourceName(region: b.region, node: b.node).description
         hostname = b.hostname
         state = b.state.rawValue
         deviceCount = Int32(clamping: b.deviceCount)

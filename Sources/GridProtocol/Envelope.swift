@@ -268,10 +268,39 @@ enum Validation {
         }
     }
 
+    /// Device and partition ids become resource-name segments (`cg://r/n/<device>/<partition>`),
+    /// so they follow the identifier rules and are unique on a node.
+    static func devices(_ devices: [Wire.Device], _ type: String) throws(ProtocolError) {
+        var seen = Set<String>()
+        seen.reserveCapacity(devices.count)
+        for (i, d) in devices.enumerated() {
+            if let problem = IdentifierRules.problem(with: d.id) {
+                throw .invalidField(type: type, field: "devices[\(i)].id", reason: problem)
+            }
+            if !seen.insert(d.id).inserted {
+                throw .invalidField(type: type, field: "devices[\(i)].id", reason: "'\(d.id)' is reported twice")
+            }
+            for (j, p) in d.partitions.enumerated() {
+                let local = p.id.hasPrefix(d.id + "/") ? String(p.id.dropFirst(d.id.utf8.count + 1)) : p.id
+                if let problem = IdentifierRules.problem(with: local) {
+                    throw .invalidField(type: type, field: "devices[\(i)].partitions[\(j)].id",
+                                        reason: "'\(local)' \(problem) (a partition id is '<id>' or '<device id>/<id>')")
+                }
+                if !seen.insert(p.id).inserted {
+                    throw .invalidField(type: type, field: "devices[\(i)].partitions[\(j)].id", reason: "'\(p.id)' is reported twice")
+                }
+            }
+        }
+    }
+
     static func check(_ body: Body) throws(ProtocolError) {
         switch body {
-        case .register(let m): try id(m.nodeID, "Register", "node_id")
-        case .heartbeat(let m): try id(m.nodeID, "Heartbeat", "node_id")
+        case .register(let m):
+            try id(m.nodeID, "Register", "node_id")
+            try devices(m.devices, "Register")
+        case .heartbeat(let m):
+            try id(m.nodeID, "Heartbeat", "node_id")
+            try devices(m.devices, "Heartbeat")
         case .assignment(let m):
             try id(m.assignmentID, "Assignment", "assignment_id")
             try id(m.jobID, "Assignment", "job_id")
@@ -300,6 +329,12 @@ enum Validation {
                 if !item.jobID.isEmpty { try id(item.jobID, "Submit", "items[\(i)].job_id") }
             }
         case .cancel(let m): try id(m.jobID, "Cancel", "job_id")
+        case .query(let m):
+            if !m.resource.isEmpty {
+                do { _ = try ResourceName(parsing: m.resource) } catch {
+                    throw .invalidField(type: "Query", field: "resource", reason: error.description)
+                }
+            }
         case .nodeCommand(let m):
             try id(m.nodeID, "NodeCommand", "node_id")
             if m.reason.utf8.count > 1024 { throw .invalidField(type: "NodeCommand", field: "reason", reason: "at most 1024 bytes") }

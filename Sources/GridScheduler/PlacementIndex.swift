@@ -113,6 +113,8 @@ public struct PlacementIndex: Sendable {
         var busy: Bool
         /// The host NUMA node; -1 unknown (all unknown ones count as one node).
         var numa: Int32 = -1
+        /// For a slice of a partitioned device: the device's id.
+        var parent: String? = nil
     }
 
     struct ClassSlot: Sendable {
@@ -206,7 +208,7 @@ public struct PlacementIndex: Sendable {
         var units: [Unit] = []
         units.reserveCapacity(devices.count)
         var classSlots: [ClassSlot] = []
-        for d in DeviceInventory.schedulableUnits(devices) {
+        for (d, parent) in DeviceInventory.schedulableUnitsWithParents(devices) {
             let profile = d.slice?.schedulingProfile
             let cid = classID(for: d, partition: profile)
             let key = CapacityKey(vendor: d.vendor, model: intern(d.model), memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade,
@@ -214,7 +216,7 @@ public struct PlacementIndex: Sendable {
             // A device some other process computes on is held, whoever placed it.
             let isBusy = busy.contains(d.id) || (d.foreignProcesses ?? 0) > 0
             units.append(Unit(deviceID: d.id, index: d.index, classID: cid, capacityKey: key,
-                              health: d.health.state, busy: isBusy, numa: Int32(clamping: d.numaNode ?? -1)))
+                              health: d.health.state, busy: isBusy, numa: Int32(clamping: d.numaNode ?? -1), parent: parent))
             if cid >= 0 {
                 if let i = classSlots.firstIndex(where: { $0.classID == cid }) {
                     classSlots[i].units += 1
@@ -710,13 +712,20 @@ public struct PlacementIndex: Sendable {
         public var busy: Bool
         public var schedulable: Bool
         public var numa: Int
+        /// For a slice: the partitioned device's id; nil for a whole device.
+        public var parent: String?
+
+        /// The unit's resource name in `region`, on `node`.
+        public func resource(region: RegionID, node: NodeID) -> ResourceName {
+            ResourceName(region: region, node: node, device: parent ?? deviceID, partition: parent == nil ? nil : deviceID)
+        }
     }
 
     /// A node's units in device order (empty for an unknown node).
     public func units(of id: NodeID) -> [UnitView] {
         guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return [] }
         return n.units.map { UnitView(deviceID: $0.deviceID, key: $0.capacityKey, health: $0.health, busy: $0.busy,
-                                      schedulable: $0.classID >= 0, numa: Int($0.numa)) }
+                                      schedulable: $0.classID >= 0, numa: Int($0.numa), parent: $0.parent) }
     }
 
     /// Whether a device is held, as the index knows it.

@@ -94,7 +94,7 @@ enum TraceFleet {
             let id = NodeID(String(format: "n%05d", n))
             let devices = shapes[n % shapes.count].enumerated().map { k, d -> DeviceInventory in
                 var d = d
-                d.id = "\(id)-\(k)"
+                d.rename("\(id)-\(k)")
                 d.index = k
                 return d
             }

@@ -76,7 +76,7 @@ struct PlacementBench: ParsableCommand {
             let id = NodeID(String(format: "n%06d", n))
             let devices = templates[n % templates.count].enumerated().map { k, d -> DeviceInventory in
                 var d = d
-                d.id = "\(id)-\(k)"
+                d.rename("\(id)-\(k)")
                 return d
             }
             totalDevices += devices.count

@@ -310,12 +310,17 @@ struct Node: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show one node: its state and every device (or slice) with grade, health and the job holding it.")
     @OptionGroup var options: ControllerOptions
     @Option(help: "The node's region (needed at the national scheduler when there are several).") var region: String?
-    @Argument var node: String
+    @Argument(help: "A node id, or a resource name cg://REGION/NODE[/DEVICE[/PARTITION]] (a device's or partition's name shows only that unit).")
+    var node: String
 
     func run() throws {
         var q = Wire.Query()
         q.kind = .nodes
-        q.nodeID = node
+        do {
+            let ref = try ResourceName.nodeReference(node)
+            if node.hasPrefix(ResourceName.scheme) { q.resource = node } else { q.nodeID = ref.node.rawValue }
+            if let region, let r = ref.region, r.rawValue != region { throw fail("\(node) is in region \(r), not --region \(region)") }
+        } catch let e as ResourceNameError { throw fail(e.description) }
         q.regionID = region ?? ""
         do {
             guard case .queryReply(let r) = try options.client().request(.query(q), timeout: options.timeout), let w = r.nodes.first else {
@@ -341,11 +346,16 @@ struct NodeCommandOptions: ParsableArguments {
     @OptionGroup var options: ControllerOptions
     @Option(help: "The node's region (needed at the national scheduler when there are several).") var region: String?
     @Option(help: "Why (shown with the node).") var reason = ""
-    @Argument var node: String
+    @Argument(help: "A node id, or its resource name cg://REGION/NODE.") var node: String
 
     func run(_ action: Wire.NodeCommand.Action) throws {
+        let ref: (region: RegionID?, node: NodeID, unit: String?)
+        do { ref = try ResourceName.nodeReference(node) } catch { throw fail(error.description) }
+        if ref.unit != nil { throw fail("\(node) names a device; cordon, uncordon and drain act on a whole node (cg://REGION/NODE)") }
+        if let region, let r = ref.region, r.rawValue != region { throw fail("\(node) is in region \(r), not --region \(region)") }
         do {
-            let b = try options.client().nodeCommand(action, node: node, region: region, reason: reason, timeout: options.timeout)
+            let b = try options.client().nodeCommand(action, node: ref.node.rawValue, region: region ?? ref.region?.rawValue,
+                                                     reason: reason, timeout: options.timeout)
             print(try options.printer.list([b], Columns.nodes))
         } catch let e as ClientError { throw fail(e.message) }
     }

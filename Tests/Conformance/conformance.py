@@ -5,8 +5,9 @@
     conformance.py --national tcp://HOST:PORT --region tcp://HOST:PORT --region-id R
 
 It plays a client (submit, query, cancel), an agent (several nodes over one connection:
-register, heartbeat, take an assignment, report it, repeat a report, report for a stale
-epoch) and a child region (a summary up, a job forwarded down, its end reported up). Each
+register, heartbeat, refuse an assignment and take the next, report it, repeat a report,
+report for a stale epoch, address nodes by resource name) and a child region (full and delta
+summaries up, a job forwarded down, its end reported up). Each
 check names the PROTOCOL.md section whose rule it tests. Exit status 0 when every check
 passes; each failure is printed with what was expected and what came.
 
@@ -201,6 +202,33 @@ def agent_rules(ctx, region_endpoint, region_id, national, tag, lost_after_ms=0)
     check("Messages", "HEARTBEAT of a node never registered: known=false (register again)",
           reply is not None and reply.type == pb.HEARTBEAT_ACK and not body(reply).known, reply and body(reply))
 
+    # Resource names: device ids are name segments, checked at the boundary; names address nodes.
+    bad_device = device(f"conf-{tag}-badid", 0)
+    bad_device.id = "GPU with spaces"
+    reply = agent.request(pb.REGISTER, pb.Register(node_id=f"conf-{tag}-badid", hostname="x", devices=[bad_device], sent_ms=1000))
+    check("Resource names", "a REGISTER whose device id is not an identifier gets ERROR_REPLY bad_request naming Register.devices[0].id",
+          reply is not None and reply.type == pb.ERROR_REPLY and body(reply).code == "bad_request"
+          and "Register.devices[0].id" in body(reply).message, reply and body(reply))
+    twice = agent.request(pb.REGISTER, pb.Register(node_id=f"conf-{tag}-twice", hostname="x",
+                                                   devices=[device(nodes[0], 0), device(nodes[0], 0)], sent_ms=1000))
+    check("Resource names", "a REGISTER naming one device twice gets ERROR_REPLY bad_request naming Register.devices[1].id",
+          twice is not None and twice.type == pb.ERROR_REPLY and "Register.devices[1].id" in body(twice).message, twice and body(twice))
+    operator = Peer(ctx, region_endpoint, f"conformance-names-{tag}")
+    name = f"cg://{region_id}/{nodes[0]}"
+    for where, peer in (("the region", operator), ("the national scheduler (relayed)", national)):
+        reply = peer.request(pb.QUERY, pb.Query(kind=pb.Query.NODES, resource=name))
+        got = body(reply).nodes[0] if reply is not None and reply.type == pb.QUERY_REPLY and body(reply).nodes else None
+        check("Resource names", f"QUERY NODES resource={name} at {where}: that node, its units named under it",
+              got is not None and got.node_id == nodes[0] and got.resource == name
+              and [u.resource for u in got.units] == [f"{name}/{device(nodes[0], 0).id}"], reply and body(reply))
+    reply = operator.request(pb.QUERY, pb.Query(kind=pb.Query.NODES, resource=f"cg://{region_id}/bad node"))
+    check("Resource names", "a QUERY whose resource does not parse gets ERROR_REPLY bad_request naming Query.resource and the segment",
+          reply is not None and reply.type == pb.ERROR_REPLY and body(reply).code == "bad_request"
+          and "Query.resource" in body(reply).message and "'bad node'" in body(reply).message, reply and body(reply))
+    reply = operator.request(pb.QUERY, pb.Query(kind=pb.Query.NODES, resource=f"cg://{region_id}/{nodes[0]}/GPU-not-there"))
+    check("Resource names", "a device name the node does not have gets ERROR_REPLY not_found",
+          reply is not None and reply.type == pb.ERROR_REPLY and body(reply).code == "not_found", reply and body(reply))
+
     # A job for this region lands on one of our nodes.
     job = f"conf-{tag}-run"
     sub = national.request(pb.SUBMIT, pb.Submit(spec=spec("conformance-run", region=region_id), job_id=job))
@@ -217,6 +245,23 @@ def agent_rules(ctx, region_endpoint, region_id, national, tag, lost_after_ms=0)
           assignment)
     if assignment is None:
         return
+    # Retry policy: a refused assignment is placed again (at once the first time) under a new
+    # epoch, and a report for the refused one is stale.
+    agent.send(pb.ASSIGNMENT_ACK, pb.AssignmentAck(assignment_id=assignment.assignment_id, epoch=assignment.epoch,
+                                                   node_id=assignment.node_id, accepted=False, reason="conformance refuses once"))
+    refused = assignment
+    again = agent.wait(lambda e: e.type == pb.ASSIGNMENT and body(e).job_id == refused.job_id and body(e).epoch > refused.epoch, 15)
+    assignment = body(again) if again is not None else None
+    check("Retry policy", "a refused ASSIGNMENT is offered again under a newer epoch, id <job>.<epoch>",
+          assignment is not None and assignment.assignment_id == f"{assignment.job_id}.{assignment.epoch}" and assignment.node_id in nodes,
+          assignment)
+    if assignment is None:
+        return
+    stale = agent.request(pb.STATUS_UPDATE, pb.StatusUpdate(job_id=refused.job_id, assignment_id=refused.assignment_id, epoch=refused.epoch,
+                                                            node_id=refused.node_id, state="running",
+                                                            update_id=f"{refused.assignment_id}:running"))
+    check("Delivery rules", "a report for the refused assignment is acknowledged applied=false (stale)",
+          stale is not None and stale.type == pb.STATUS_ACK and not body(stale).applied, stale and body(stale))
     reply = agent.request(pb.ASSIGNMENT_ACK, pb.AssignmentAck(assignment_id=assignment.assignment_id, epoch=assignment.epoch,
                                                             node_id=assignment.node_id, accepted=True))
     # ASSIGNMENT_ACK gets no reply; the next status update is what the region acknowledges.
@@ -300,6 +345,34 @@ def region_rules(ctx, national_endpoint, tag):
     check("Region summaries are aggregates", "a full REGION_SUMMARY gets REGION_SUMMARY_ACK",
           reply is not None and reply.type == pb.REGION_SUMMARY_ACK and body(reply).region_id == region_id, reply and body(reply))
     client = Peer(ctx, national_endpoint, f"conformance-client-{tag}")
+
+    def capacity_total():
+        r = client.request(pb.QUERY, pb.Query(kind=pb.Query.REGIONS, resource=f"cg://{region_id}"))
+        regions = body(r).regions if r is not None and r.type == pb.QUERY_REPLY else []
+        return sum(c.total for c in regions[0].capacity) if len(regions) == 1 and regions[0].region_id == region_id else None
+    # A delta on the summary the receiver holds changes only the classes it carries.
+    delta = pb.RegionSummary(region_id=region_id, nodes_ready=1, nodes_total=1, full=False, sequence=2, base_sequence=1,
+                             generated_unix_ms=int(time.time() * 1000), confirms_starts=False,
+                             capacity=[pb.Capacity(vendor="nvidia", model="NVIDIA A10G", memory_total_mib=23028, total=2, free=2,
+                                                   healthy=2, grade="C")])
+    reply = region.request(pb.REGION_SUMMARY, delta)
+    check("Region summaries are aggregates", "a delta on the held base is acknowledged without want_full and applied",
+          reply is not None and reply.type == pb.REGION_SUMMARY_ACK and not body(reply).want_full and capacity_total() == 2,
+          (reply and body(reply), capacity_total()))
+    missed = pb.RegionSummary()
+    missed.CopyFrom(delta)
+    missed.sequence, missed.base_sequence = 9, 8
+    missed.capacity[0].total = 7
+    reply = region.request(pb.REGION_SUMMARY, missed)
+    check("Region summaries are aggregates", "a delta on a base the receiver does not hold gets want_full, and the last counts stay",
+          reply is not None and reply.type == pb.REGION_SUMMARY_ACK and body(reply).want_full and capacity_total() == 2,
+          (reply and body(reply), capacity_total()))
+    summary.sequence = 10
+    summary.generated_unix_ms = int(time.time() * 1000)
+    reply = region.request(pb.REGION_SUMMARY, summary)
+    check("Region summaries are aggregates", "the full summary asked for replaces the class list",
+          reply is not None and reply.type == pb.REGION_SUMMARY_ACK and not body(reply).want_full and capacity_total() == 1,
+          (reply and body(reply), capacity_total()))
     job = f"conf-{tag}-forwarded"
     sub = client.request(pb.SUBMIT, pb.Submit(spec=spec("conformance-forward", region=region_id), job_id=job))
     check("National routing fields and decisions", "a job allowed only in the child region is accepted for it",

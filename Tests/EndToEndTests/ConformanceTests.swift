@@ -24,7 +24,7 @@ extension EndToEnd {
         #expect(r.output.contains("ok    [Matching replies and acknowledgements] its heartbeat brings the lost node back to ready"), "\(r.output)")
         #expect(r.output.contains(" 0 failed"), "\(r.output)")
         let passed = r.output.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count
-        #expect(passed >= 25, "\(r.output)")
+        #expect(passed >= 45, "\(r.output)")
         // Sections it cites exist in PROTOCOL.md.
         let protocolText = try String(contentsOf: Cluster.repoRoot.appendingPathComponent("PROTOCOL.md"), encoding: .utf8)
         let cited = Set(r.output.split(separator: "\n").compactMap { line -> String? in

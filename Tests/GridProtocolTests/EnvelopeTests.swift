@@ -141,6 +141,55 @@ import Testing
         }
     }
 
+    /// Device and partition ids are resource-name segments: a register or heartbeat carrying one
+    /// that is not an identifier, or one twice, is refused naming the field.
+    @Test(arguments: [
+        (["GPU-1", "bad id"], [[String]](), "devices[1].id"),
+        (["GPU-1", "GPU-1"], [], "devices[1].id"),
+        (["GPU-1"], [["GPU-1/gi 1"]], "devices[0].partitions[0].id"),
+        (["GPU-1"], [["GPU-1/a", "GPU-1/a"]], "devices[0].partitions[1].id"),
+        (["GPU-1"], [["x/y/z"]], "devices[0].partitions[0].id"),
+    ])
+    func deviceIdsThatCannotBeNamedAreRejected(_ ids: [String], _ partitions: [[String]], _ field: String) {
+        var reg = Wire.Register()
+        reg.nodeID = "n1"
+        reg.devices = ids.enumerated().map { i, id in
+            var d = Wire.Device()
+            d.id = id
+            d.partitions = (i < partitions.count ? partitions[i] : []).map { p in
+                var w = Wire.Partition()
+                w.id = p
+                return w
+            }
+            return d
+        }
+        for body in [Body.register(reg), .heartbeat({ var h = Wire.Heartbeat(); h.nodeID = "n1"; h.devices = reg.devices; return h }())] {
+            do {
+                _ = try codec.decode(codec.encode(Message(sender: "s", sequence: 1, body: body)))
+                Issue.record("\(ids) \(partitions) accepted")
+            } catch {
+                guard case .invalidField(_, let f, let reason) = error else { Issue.record("wrong error \(error)"); return }
+                #expect(f == field, "\(reason)")
+            }
+        }
+        // The same devices with good ids pass.
+        var good = reg
+        good.devices = (0..<ids.count).map { i in var d = Wire.Device(); d.id = "GPU-\(i)"; return d }
+        #expect(throws: Never.self) { try codec.decode(codec.encode(Message(sender: "s", sequence: 1, body: .register(good)))) }
+    }
+
+    @Test func aQueryResourceMustParse() {
+        var q = Wire.Query()
+        q.kind = .nodes
+        q.resource = "cg://east/a b"
+        #expect(throws: ProtocolError.invalidField(type: "Query", field: "resource",
+                                                   reason: "resource name 'cg://east/a b' node 'a b' contains ' '; use letters, digits, '-', '_', '.', ':'")) {
+            try codec.decode(codec.encode(Message(sender: "s", sequence: 1, body: .query(q))))
+        }
+        q.resource = "cg://east/n1/GPU-1/gi1ci0"
+        #expect(throws: Never.self) { try codec.decode(codec.encode(Message(sender: "s", sequence: 1, body: .query(q)))) }
+    }
+
     @Test func statusUpdateWithUnknownStateIsRejected() {
         var st = Wire.StatusUpdate()
         st.jobID = "j-1"

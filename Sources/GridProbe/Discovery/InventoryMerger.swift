@@ -155,12 +155,55 @@ public enum InventoryMerger {
         }
 
         let order = Dictionary(uniqueKeysWithValues: AcceleratorVendor.allCases.enumerated().map { ($1, $0) })
-        return out.sorted { a, b in
+        return stableIdentities(out.sorted { a, b in
             let va = order[a.vendor] ?? 0, vb = order[b.vendor] ?? 0
             if va != vb { return va < vb }
             if a.index != b.index { return a.index < b.index }
             return a.id < b.id
+        })
+    }
+
+    /// Device ids are the last segment of a resource name (`cg://region/node/<device>`), so they
+    /// must be identifiers and should survive reboots, driver updates and a card moving slot:
+    /// the vendor's UUID, else the board serial (`sn:<serial>`), else the PCI bus id, else
+    /// `<tool>:<index>`. Parsers give UUID or bus id; this prefers a serial over a bus id or
+    /// an index, and replaces anything that is not an identifier. Partition ids follow their
+    /// device's.
+    static func stableIdentities(_ devices: [DeviceInventory]) -> [DeviceInventory] {
+        var out = devices
+        var taken = Set(devices.map(\.id))
+        let serialCounts = Dictionary(devices.compactMap(\.serial).map { ($0, 1) }, uniquingKeysWith: +)
+        func usable(_ id: String) -> Bool { IdentifierRules.problem(with: id) == nil && !taken.contains(id) }
+        for i in out.indices {
+            let d = out[i]
+            let weak = d.id == d.pciBusID || VendorTool.allCases.contains { d.id.hasPrefix($0.rawValue + ":") }
+                || IdentifierRules.problem(with: d.id) != nil
+            guard weak else { continue }
+            var candidates: [String] = []
+            if let serial = d.serial, serialCounts[serial] == 1 { candidates.append("sn:" + serial) }
+            if IdentifierRules.problem(with: d.id) != nil {
+                if let bus = d.pciBusID { candidates.append(bus) }
+                candidates.append("\(d.vendor.rawValue):\(d.index)")
+                candidates.append("\(d.vendor.rawValue):\(d.index):\(i)")
+            }
+            guard let id = candidates.first(where: usable) else { continue }
+            taken.remove(d.id)
+            taken.insert(id)
+            out[i].id = id
+            for j in out[i].partitions.indices {
+                let p = out[i].partitions[j].id
+                if p.hasPrefix(d.id + "/") { out[i].partitions[j].id = id + "/" + p.dropFirst(d.id.count + 1) }
+            }
         }
+        for i in out.indices {
+            for j in out[i].partitions.indices {
+                let p = out[i].partitions[j].id
+                let device = out[i].id
+                let local = p.hasPrefix(device + "/") ? String(p.dropFirst(device.count + 1)) : p
+                if IdentifierRules.problem(with: local) != nil { out[i].partitions[j].id = device + "/part\(j)" }
+            }
+        }
+        return out
     }
 
     /// Fills what the vendor tool left out from the kernel's view.

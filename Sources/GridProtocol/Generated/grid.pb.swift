@@ -300,6 +300,7 @@ public nonisolated struct Computegrid_V1_Partition: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// its own id, or "<device id>/<local id>"; the local part is an identifier
   public var id: String = String()
 
   public var profile: String = String()
@@ -320,7 +321,7 @@ public nonisolated struct Computegrid_V1_Device: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// UUID, else PCI bus id
+  /// UUID, else "sn:<serial>", else PCI bus id; an identifier (PROTOCOL.md, "Resource names")
   public var id: String {
     get {_storage._id}
     set {_uniqueStorage()._id = newValue}
@@ -887,6 +888,9 @@ public nonisolated struct Computegrid_V1_NodeBrief: Sendable {
   /// Only when one node was asked for (QUERY NODES with node_id): its schedulable units.
   public var units: [Computegrid_V1_UnitBrief] = []
 
+  /// The node's resource name, cg://<region>/<node> (PROTOCOL.md, "Resource names").
+  public var resource: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -924,6 +928,9 @@ public nonisolated struct Computegrid_V1_UnitBrief: Sendable {
 
   /// the job holding it, when the region knows
   public var jobID: String = String()
+
+  /// cg://<region>/<node>/<device>[/<partition>]: a slice names its device and then itself.
+  public var resource: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1736,6 +1743,11 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
 
   /// NODES: only this node, with its units (UnitBrief); not_found when the region has none such.
   public var nodeID: String = String()
+
+  /// Instead of region_id/node_id: a resource name (PROTOCOL.md, "Resource names"). NODES with a
+  /// node, device or partition name answers that node, its units narrowed to the named one;
+  /// REGIONS with a region name answers that region. A name that does not parse: bad_request.
+  public var resource: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3241,7 +3253,7 @@ nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeBrief"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{1}hostname\0\u{1}state\0\u{3}device_count\0\u{3}free_devices\0\u{1}models\0\u{3}worst_health\0\u{3}last_seen_unix_ms\0\u{1}cordoned\0\u{3}cordon_reason\0\u{3}cordon_drain\0\u{3}cordon_since_unix_ms\0\u{3}health_counts\0\u{1}units\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{1}hostname\0\u{1}state\0\u{3}device_count\0\u{3}free_devices\0\u{1}models\0\u{3}worst_health\0\u{3}last_seen_unix_ms\0\u{1}cordoned\0\u{3}cordon_reason\0\u{3}cordon_drain\0\u{3}cordon_since_unix_ms\0\u{3}health_counts\0\u{1}units\0\u{1}resource\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3264,6 +3276,7 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
       case 13: try { try decoder.decodeSingularInt64Field(value: &self.cordonSinceUnixMs) }()
       case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: &self.healthCounts) }()
       case 15: try { try decoder.decodeRepeatedMessageField(value: &self.units) }()
+      case 16: try { try decoder.decodeSingularStringField(value: &self.resource) }()
       default: break
       }
     }
@@ -3315,6 +3328,9 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
     if !self.units.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.units, fieldNumber: 15)
     }
+    if !self.resource.isEmpty {
+      try visitor.visitSingularStringField(value: self.resource, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3334,6 +3350,7 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
     if lhs.cordonSinceUnixMs != rhs.cordonSinceUnixMs {return false}
     if lhs.healthCounts != rhs.healthCounts {return false}
     if lhs.units != rhs.units {return false}
+    if lhs.resource != rhs.resource {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3341,7 +3358,7 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Computegrid_V1_UnitBrief: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UnitBrief"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_id\0\u{1}vendor\0\u{1}model\0\u{3}memory_mib\0\u{1}grade\0\u{1}health\0\u{1}busy\0\u{1}partition\0\u{3}numa_node\0\u{3}job_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_id\0\u{1}vendor\0\u{1}model\0\u{3}memory_mib\0\u{1}grade\0\u{1}health\0\u{1}busy\0\u{1}partition\0\u{3}numa_node\0\u{3}job_id\0\u{1}resource\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3359,6 +3376,7 @@ nonisolated extension Computegrid_V1_UnitBrief: SwiftProtobuf.Message, SwiftProt
       case 8: try { try decoder.decodeSingularStringField(value: &self.partition) }()
       case 9: try { try decoder.decodeSingularInt32Field(value: &self.numaNode) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.resource) }()
       default: break
       }
     }
@@ -3395,6 +3413,9 @@ nonisolated extension Computegrid_V1_UnitBrief: SwiftProtobuf.Message, SwiftProt
     if !self.jobID.isEmpty {
       try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 10)
     }
+    if !self.resource.isEmpty {
+      try visitor.visitSingularStringField(value: self.resource, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3409,6 +3430,7 @@ nonisolated extension Computegrid_V1_UnitBrief: SwiftProtobuf.Message, SwiftProt
     if lhs.partition != rhs.partition {return false}
     if lhs.numaNode != rhs.numaNode {return false}
     if lhs.jobID != rhs.jobID {return false}
+    if lhs.resource != rhs.resource {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4622,7 +4644,7 @@ nonisolated extension Computegrid_V1_SubmitResult: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Query"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}job_id\0\u{1}offset\0\u{1}limit\0\u{3}region_id\0\u{1}correlation\0\u{3}node_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}job_id\0\u{1}offset\0\u{1}limit\0\u{3}region_id\0\u{1}correlation\0\u{3}node_id\0\u{1}resource\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4637,6 +4659,7 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
       case 5: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.correlation) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.resource) }()
       default: break
       }
     }
@@ -4664,6 +4687,9 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
     if !self.nodeID.isEmpty {
       try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 7)
     }
+    if !self.resource.isEmpty {
+      try visitor.visitSingularStringField(value: self.resource, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4675,6 +4701,7 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.regionID != rhs.regionID {return false}
     if lhs.correlation != rhs.correlation {return false}
     if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.resource != rhs.resource {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
