@@ -30,3 +30,5 @@ echo "generated: $(ls "$out")"
 protoc --proto_path="$proto_root" --python_out=Tests/Conformance \
   $(cd "$proto_root" && find . -name '*.proto' | sed 's|^\./||' | sort)
 echo "generated: Tests/Conformance/computegrid/v1/grid_pb2.py"
+# The field reference (docs/protocol-reference.md), from the same .proto's comments.
+python3 scripts/protocol-reference.py

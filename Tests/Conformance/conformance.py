@@ -267,9 +267,10 @@ def agent_rules(ctx, region_endpoint, region_id, national, tag, lost_after_ms=0)
     # ASSIGNMENT_ACK gets no reply; the next status update is what the region acknowledges.
     check("Messages", "ASSIGNMENT_ACK needs no answer", reply is None or reply.type != pb.ERROR_REPLY, reply and body(reply))
 
-    def status(state, update, epoch=None, exit_code=None):
+    def status(state, update, epoch=None, exit_code=None, node_id=None):
         u = pb.StatusUpdate(job_id=assignment.job_id, assignment_id=assignment.assignment_id,
-                            epoch=assignment.epoch if epoch is None else epoch, node_id=assignment.node_id, state=state,
+                            epoch=assignment.epoch if epoch is None else epoch,
+                            node_id=assignment.node_id if node_id is None else node_id, state=state,
                             update_id=update, message="conformance")
         if exit_code is not None:
             u.exit_code = exit_code
@@ -277,8 +278,9 @@ def agent_rules(ctx, region_endpoint, region_id, national, tag, lost_after_ms=0)
             u.end_reason = pb.EXITED
         return agent.request(pb.STATUS_UPDATE, u)
 
-    reply = status("running", f"{assignment.assignment_id}:running")
-    check("Delivery rules", "STATUS_UPDATE running gets STATUS_ACK applied with its update_id",
+    # node_id is for logs: the region matches a report by assignment_id and epoch.
+    reply = status("running", f"{assignment.assignment_id}:running", node_id="")
+    check("Delivery rules", "STATUS_UPDATE running (without node_id) gets STATUS_ACK applied with its update_id",
           reply is not None and reply.type == pb.STATUS_ACK and body(reply).applied
           and body(reply).update_id == f"{assignment.assignment_id}:running", reply and body(reply))
     done = f"{assignment.assignment_id}:succeeded"

@@ -476,12 +476,16 @@ public nonisolated struct Computegrid_V1_Register: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// the node's id, unique in its region; names it cg://<region>/<node_id>
   public var nodeID: String = String()
 
+  /// for operators only
   public var hostname: String = String()
 
+  /// every accelerator, with health and grade; ids unique on the node
   public var devices: [Computegrid_V1_Device] = []
 
+  /// for operators only ("1.4.0 (abc1234)")
   public var agentVersion: String = String()
 
   /// Assignments the agent still holds (running or finished but not yet acknowledged), so a
@@ -501,16 +505,20 @@ public nonisolated struct Computegrid_V1_RegisterAck: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// the Register's node_id (one connection may carry many nodes)
   public var nodeID: String = String()
 
+  /// the region the node now belongs to (the first segment of its resource names)
   public var regionID: String = String()
 
+  /// beat at this interval
   public var heartbeatIntervalMs: UInt32 = 0
 
   /// The lease the region grants the node's assignments, renewed by every acknowledged heartbeat,
   /// and the margin on each side of it (PROTOCOL.md, "Leases and self-fencing").
   public var leaseMs: UInt32 = 0
 
+  /// < lease_ms
   public var leaseMarginMs: UInt32 = 0
 
   /// Register.sent_ms, returned unchanged
@@ -526,6 +534,7 @@ public nonisolated struct Computegrid_V1_Heartbeat: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// a registered node (else HeartbeatAck.known = false)
   public var nodeID: String = String()
 
   /// Present when health changed since the last report; otherwise empty.
@@ -539,6 +548,7 @@ public nonisolated struct Computegrid_V1_Heartbeat: Sendable {
   /// Lets the region check what the node holds without the list on every beat.
   public var assignmentDigest: UInt64 = 0
 
+  /// how many assignments the digest covers
   public var assignmentCount: UInt32 = 0
 
   /// the agent's monotonic clock at sending; echoed in the ack
@@ -557,6 +567,7 @@ public nonisolated struct Computegrid_V1_HeartbeatAck: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// the Heartbeat's node_id
   public var nodeID: String = String()
 
   /// false: the region does not know this node (it never registered here, or the region lost its
@@ -571,8 +582,10 @@ public nonisolated struct Computegrid_V1_HeartbeatAck: Sendable {
   /// Heartbeat.sent_ms, returned unchanged: the lease renewal
   public var echoSentMs: Int64 = 0
 
+  /// the lease, counted from echo_sent_ms on the agent's clock
   public var leaseMs: UInt32 = 0
 
+  /// < lease_ms
   public var leaseMarginMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -585,20 +598,29 @@ public nonisolated struct Computegrid_V1_Assignment: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// "<job_id>.<epoch>"; an agent never starts one id twice
   public var assignmentID: String = String()
 
+  /// ≥ 1; grows with each placement of the job (fences older ones)
   public var epoch: UInt64 = 0
 
   public var jobID: String = String()
 
+  /// the node to run it; an agent refuses another node's
   public var nodeID: String = String()
 
+  /// the program (absolute path, or found on the agent's PATH)
   public var command: String = String()
 
   public var args: [String] = []
 
+  /// added to the agent's job environment (GRID_* variables win)
   public var env: Dictionary<String,String> = [:]
 
+  /// Units to run on (Device.id, or Partition.id for a slice). The agent sets the vendor's
+  /// visible-devices variable from them: CUDA_VISIBLE_DEVICES (NVIDIA, Iluvatar; a slice's MIG
+  /// id), ROCR_/HIP_VISIBLE_DEVICES (AMD, Hygon), ASCEND_RT_VISIBLE_DEVICES (Huawei),
+  /// HABANA_VISIBLE_MODULES (Habana), ZE_AFFINITY_MASK (Intel): the runtime indexes, in this order.
   public var deviceIds: [String] = []
 
   /// 0 = none
@@ -623,14 +645,19 @@ public nonisolated struct Computegrid_V1_AssignmentAck: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// the Assignment's
   public var assignmentID: String = String()
 
+  /// the Assignment's
   public var epoch: UInt64 = 0
 
   public var nodeID: String = String()
 
+  /// false: refused (device busy or not on the node, agent stopping, wrong node); the region
+  /// places the job again (PROTOCOL.md, "Retry policy"), never counting it as an attempt.
   public var accepted: Bool = false
 
+  /// why it was refused, for people; "" when accepted
   public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -644,8 +671,10 @@ public nonisolated struct Computegrid_V1_Attempt: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// 1, 2, ... in order
   public var number: UInt32 = 0
 
+  /// where it ran (or was to run)
   public var nodeID: String = String()
 
   public var assignmentID: String = String()
@@ -658,8 +687,10 @@ public nonisolated struct Computegrid_V1_Attempt: Sendable {
   /// 0 = still running
   public var endedUnixMs: Int64 = 0
 
+  /// unspecified while it runs
   public var endReason: Computegrid_V1_EndReason = .unspecified
 
+  /// what ended it, for people
   public var message: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -677,62 +708,73 @@ public nonisolated struct Computegrid_V1_StatusUpdate: @unchecked Sendable {
     set {_uniqueStorage()._jobID = newValue}
   }
 
+  /// agent -> region: the run reported; the region matches on it and epoch
   public var assignmentID: String {
     get {_storage._assignmentID}
     set {_uniqueStorage()._assignmentID = newValue}
   }
 
+  /// the run's epoch; an old one is stale (StatusAck.applied = false)
   public var epoch: UInt64 {
     get {_storage._epoch}
     set {_uniqueStorage()._epoch = newValue}
   }
 
+  /// agent -> region: for logs; the region matches by assignment_id and epoch
   public var nodeID: String {
     get {_storage._nodeID}
     set {_uniqueStorage()._nodeID = newValue}
   }
 
-  /// a JobState raw value: "running", "succeeded", "failed", ...
+  /// a JobState raw value: "running", "succeeded", "failed", ...; another value: ERROR_REPLY bad_request
   public var state: String {
     get {_storage._state}
     set {_uniqueStorage()._state = newValue}
   }
 
+  /// the process's exit status, when has_exit_code
   public var exitCode: Int32 {
     get {_storage._exitCode}
     set {_uniqueStorage()._exitCode = newValue}
   }
 
+  /// false: no exit status (still running, killed by a signal, or unknown)
   public var hasExitCode_p: Bool {
     get {_storage._hasExitCode_p}
     set {_uniqueStorage()._hasExitCode_p = newValue}
   }
 
+  /// for people (what ended it, which signal)
   public var message: String {
     get {_storage._message}
     set {_uniqueStorage()._message = newValue}
   }
 
+  /// the last bytes of the job's output (agent: output_tail_bytes, default 4096)
   public var outputTail: String {
     get {_storage._outputTail}
     set {_uniqueStorage()._outputTail = newValue}
   }
 
+  /// the visible-devices variables the run was given
   public var visibleDevices: Dictionary<String,String> {
     get {_storage._visibleDevices}
     set {_uniqueStorage()._visibleDevices = newValue}
   }
 
+  /// region -> national: the reporting region
   public var regionID: String {
     get {_storage._regionID}
     set {_uniqueStorage()._regionID = newValue}
   }
 
+  /// the units the run holds (Assignment.device_ids)
   public var deviceIds: [String] {
     get {_storage._deviceIds}
     set {_uniqueStorage()._deviceIds = newValue}
   }
 
+  /// their models, in the same order
   public var deviceModels: [String] {
     get {_storage._deviceModels}
     set {_uniqueStorage()._deviceModels = newValue}
@@ -786,6 +828,7 @@ public nonisolated struct Computegrid_V1_StatusAck: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// the StatusUpdate's; the sender stops resending it
   public var updateID: String = String()
 
   /// false: not applied and never will be: stale (old epoch or revoked assignment), unknown job, or
@@ -793,6 +836,7 @@ public nonisolated struct Computegrid_V1_StatusAck: Sendable {
   /// duplicate), or ignored because the job already ended ("ignored: ..."). `reason` says which.
   public var applied: Bool = false
 
+  /// "", "duplicate ...", "ignored: ...", "stale: ...", "moved: ..."
   public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -807,10 +851,13 @@ public nonisolated struct Computegrid_V1_Cancel: Sendable {
 
   public var jobID: String = String()
 
+  /// region -> agent: the run to stop; "" from a client or the national scheduler
   public var assignmentID: String = String()
 
+  /// region -> agent: the run's epoch
   public var epoch: UInt64 = 0
 
+  /// region -> agent: the node that holds it
   public var nodeID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -2064,7 +2111,7 @@ public nonisolated struct Computegrid_V1_ErrorReply: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// "bad_request", "not_found", "unsupported", "internal"
+  /// "bad_request", "not_found", "unsupported", "unavailable", "internal" (PROTOCOL.md, "Envelope")
   public var code: String = String()
 
   public var message: String = String()
