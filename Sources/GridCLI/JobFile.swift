@@ -55,6 +55,9 @@ extension KeyedDecodingContainer {
 }
 
 public enum JobFile {
+    /// Keys a service file adds to a job file's (ServiceFile), at the top level and under `model`.
+    @TaskLocal static var extraKeys: (top: [String], model: [String]) = ([], [])
+
     struct Raw: Decodable {
         var name: String?
         var command: String?
@@ -95,7 +98,7 @@ public enum JobFile {
         }
 
         init(from decoder: any Decoder) throws {
-            try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
+            try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue) + JobFile.extraKeys.top)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             name = try c.tolerant(String.self, forKey: .name)
             command = try c.tolerant(String.self, forKey: .command)
@@ -149,7 +152,7 @@ public enum JobFile {
         }
 
         init(from decoder: any Decoder) throws {
-            try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
+            try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue) + JobFile.extraKeys.model)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             name = try c.tolerant(String.self, forKey: .name)
             parameters = try c.numberOrText(.parameters)
@@ -221,6 +224,19 @@ public enum JobFile {
         // Every syntax, key and type problem at once, each with its line and column.
         let decoded = try ConfigFile.decode(Raw.self, from: text, source: source)
         let (raw, node) = (decoded.value, decoded.node)
+        let (spec, built) = build(raw, source: source, now: now)
+        var problems = built
+        if let n = raw.count, !(1...maxArray).contains(n) {
+            problems.append("count: must be 1...\(maxArray) (jobs in the array), got \(n)")
+        }
+        let all = ConfigFile.inFileOrder(decoded.problems + ConfigFile.locate(problems, in: node))
+        if !all.isEmpty { throw ConfigError(source: source, problems: all) }
+        return (spec, raw.count ?? 1)
+    }
+
+    /// The spec a decoded job file describes, and every problem with it (each starting with
+    /// its key path, for `ConfigFile.locate`).
+    static func build(_ raw: Raw, source: String, now: Date) -> (JobSpec, [String]) {
         var problems: [String] = []
         var request = AcceleratorRequest(count: raw.accelerators?.count ?? 1)
         if let v = raw.accelerators?.vendor {
@@ -339,15 +355,10 @@ public enum JobFile {
             allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init), retry: retry, routing: routing, priority: priority, model: model,
             account: raw.account ?? "")
         if raw.command == nil { problems.append("command: required (the program to run, e.g. python3)") }
-        if let n = raw.count, !(1...maxArray).contains(n) {
-            problems.append("count: must be 1...\(maxArray) (jobs in the array), got \(n)")
-        }
         problems += spec.problems().filter {
             !($0.hasPrefix("command:") && raw.command == nil) && !($0.hasPrefix("model.parameters:") && (model?.parameters ?? 1) == 0)
         }
-        let all = ConfigFile.inFileOrder(decoded.problems + ConfigFile.locate(problems, in: node))
-        if !all.isEmpty { throw ConfigError(source: source, problems: all) }
-        return (spec, raw.count ?? 1)
+        return (spec, problems)
     }
 
     /// "13B" → 1.3e10, "350M" → 3.5e8, "1.5T", "7e9" or "7000000000"; nil for anything else.

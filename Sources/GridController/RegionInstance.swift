@@ -1050,12 +1050,9 @@ public struct RegionInstance: Sendable {
                 }
                 ack.accepted = true
             }
-        } catch let error as ProtocolError {
-            ack.accepted = false
-            ack.reason = error.description
         } catch {
             ack.accepted = false
-            ack.reason = "\(error)"
+            ack.reason = error.description
         }
         out.append(.reply(.jobForwardAck(ack), to: origin))
         return out

@@ -137,12 +137,13 @@ struct ToolRunnerTests {
     @Test func cancellationKillsTheTool() async throws {
         let r = try FakeRoot("run-cancel")
         let tool = try r.script("cancelme", "exec sleep 1000")
-        let start = Date()
         let task = Task { await runner.run(tool, timeoutSeconds: 30) }
         try await Task.sleep(nanoseconds: 200_000_000)
         task.cancel()
         let res = await task.value
+        // Cancelled, not left to its 30 s deadline (that would be timedOut). No wall-clock bound:
+        // on a loaded 2-core machine the test task itself may wait seconds for a thread.
         #expect(res.outcome == .cancelled)
-        #expect(secondsElapsed(since: start) < 20, "cancelled, not left to its 30 s deadline")
+        #expect(res.reaped, "the process group was killed and reaped")
     }
 }

@@ -1,0 +1,208 @@
+/// A model deployed as a service (SERVICES.md): what each replica runs, how many, how they are
+/// judged alive and ready, the latency users must see, and how a new version rolls out.
+///
+/// A replica is a job built from `template` (so placement, precision choice by model fit,
+/// fencing and retries are the job machinery's), plus a port the agent assigns (`GRID_PORT`)
+/// and the model's artifact and version in its environment.
+public struct ServiceSpec: Codable, Sendable, Hashable {
+    /// The service's name: an identifier; the gateway serves it at `/<name>/…`.
+    public var name: String
+    /// What every replica runs: command, arguments, environment, accelerators, the model fit
+    /// (parameters and allowed precisions), routing (origin, jurisdictions), account, priority.
+    public var template: JobSpec
+    public var model: ServedModel
+    public var replicas: ReplicaRange
+    /// Liveness: a replica failing it `failureThreshold` times in a row is restarted.
+    public var health: ProbeSpec
+    /// Readiness: only replicas passing it get requests.
+    public var readiness: ProbeSpec
+    /// The latency users should see: p99 from the origin, network included.
+    public var slo: ServiceSLO
+    public var update: UpdateStrategy
+    /// Nil: the replica count stays at `replicas.min`.
+    public var autoscale: Autoscale?
+
+    public init(name: String, template: JobSpec, model: ServedModel, replicas: ReplicaRange = ReplicaRange(),
+                health: ProbeSpec = .health, readiness: ProbeSpec = .readiness, slo: ServiceSLO = ServiceSLO(),
+                update: UpdateStrategy = UpdateStrategy(), autoscale: Autoscale? = nil) {
+        self.name = name
+        self.template = template
+        self.model = model
+        self.replicas = replicas
+        self.health = health
+        self.readiness = readiness
+        self.slo = slo
+        self.update = update
+        self.autoscale = autoscale
+    }
+
+    /// Most replicas one service may ask for.
+    public static let maxReplicas = 1000
+
+    /// Every problem, each starting with its key path (as in files).
+    public func problems() -> [String] {
+        var out: [String] = []
+        if let p = IdentifierRules.problem(with: name) { out.append("name: '\(name)' \(p)") }
+        if name.contains(":") || name.contains(".") { out.append("name: '\(name)' is a path segment of the gateway: use letters, digits, '-', '_'") }
+        out += template.problems().filter { !$0.hasPrefix("name:") }
+        out += model.problems()
+        if !(0...Self.maxReplicas).contains(replicas.min) { out.append("replicas.min: 0…\(Self.maxReplicas), got \(replicas.min)") }
+        if !(1...Self.maxReplicas).contains(replicas.max) { out.append("replicas.max: 1…\(Self.maxReplicas), got \(replicas.max)") }
+        if replicas.max < replicas.min { out.append("replicas.max: \(replicas.max) is less than replicas.min \(replicas.min)") }
+        if replicas.min == 0, autoscale?.scaleToZero != true {
+            out.append("replicas.min: 0 needs autoscale.scale_to_zero: true (requests wait for a replica to start)")
+        }
+        out += health.problems("health")
+        out += readiness.problems("readiness")
+        if let p = slo.p99Ms, !(p.isFinite && p > 0 && p <= 600_000) { out.append("slo.p99_ms: 0 < p99 ≤ 600000 ms, got \(p)") }
+        if slo.origin != nil, slo.p99Ms == nil { out.append("slo.p99_ms: required with slo.origin (the latency to keep from it)") }
+        if !(0...Self.maxReplicas).contains(update.maxSurge) { out.append("update.max_surge: 0…\(Self.maxReplicas), got \(update.maxSurge)") }
+        if !(0...Self.maxReplicas).contains(update.maxUnavailable) {
+            out.append("update.max_unavailable: 0…\(Self.maxReplicas), got \(update.maxUnavailable)")
+        }
+        if update.maxSurge == 0, update.maxUnavailable == 0 {
+            out.append("update.max_surge: max_surge and max_unavailable cannot both be 0 (a rollout could never replace a replica)")
+        }
+        if let a = autoscale { out += a.problems() }
+        return out
+    }
+}
+
+/// The model a service serves. `artifact` is handed to the replica as `GRID_MODEL_PATH`.
+public struct ServedModel: Codable, Sendable, Hashable {
+    public var name: String
+    /// The version rolled out (`gridctl rollout NAME --version V` changes it).
+    public var version: String
+    /// A path on the nodes or a URL inside the network (http://, https://, s3://).
+    public var artifact: String
+    /// onnx, safetensors, gguf, torchscript, … (free text: the runtime reads it).
+    public var format: String
+
+    public init(name: String, version: String, artifact: String, format: String = "") {
+        self.name = name
+        self.version = version
+        self.artifact = artifact
+        self.format = format
+    }
+
+    func problems() -> [String] {
+        var out: [String] = []
+        if name.isEmpty { out.append("model.name: required") }
+        if let p = IdentifierRules.problem(with: version) { out.append("model.version: '\(version)' \(p)") }
+        if artifact.isEmpty { out.append("model.artifact: required (a path on the nodes, or an http(s):// or s3:// URL)") }
+        if artifact.contains("://"), !["http://", "https://", "s3://"].contains(where: artifact.hasPrefix) {
+            out.append("model.artifact: '\(artifact)' is neither a path nor an http://, https:// or s3:// URL")
+        }
+        if artifact.contains("{version}") == false, artifact.contains("\0") { out.append("model.artifact: contains a NUL byte") }
+        return out
+    }
+
+    /// The artifact for `version`: `{version}` in the artifact is replaced (a rollout changes
+    /// the version and so the file).
+    public func artifact(for version: String) -> String {
+        artifact.replacingOccurrences(of: "{version}", with: version)
+    }
+}
+
+public struct ReplicaRange: Codable, Sendable, Hashable {
+    public var min: Int
+    public var max: Int
+    public init(min: Int = 1, max: Int? = nil) {
+        self.min = min
+        self.max = max ?? Swift.max(1, min)
+    }
+}
+
+/// An HTTP probe of a replica: GET `path` on its port.
+public struct ProbeSpec: Codable, Sendable, Hashable {
+    public var path: String
+    public var intervalSeconds: Double
+    public var timeoutSeconds: Double
+    /// Failures in a row before it counts (health: restart; readiness: out of rotation).
+    public var failureThreshold: Int
+    /// Not probed (and not counted) for this long after the replica starts.
+    public var initialDelaySeconds: Double
+
+    public init(path: String, intervalSeconds: Double, timeoutSeconds: Double = 1, failureThreshold: Int, initialDelaySeconds: Double = 0) {
+        self.path = path
+        self.intervalSeconds = intervalSeconds
+        self.timeoutSeconds = timeoutSeconds
+        self.failureThreshold = failureThreshold
+        self.initialDelaySeconds = initialDelaySeconds
+    }
+
+    public static let health = ProbeSpec(path: "/healthz", intervalSeconds: 5, failureThreshold: 3, initialDelaySeconds: 10)
+    public static let readiness = ProbeSpec(path: "/readyz", intervalSeconds: 1, failureThreshold: 1)
+
+    func problems(_ key: String) -> [String] {
+        var out: [String] = []
+        if !path.hasPrefix("/") || path.contains(where: { $0.isWhitespace }) || path.utf8.count > 1024 {
+            out.append("\(key).path: '\(path)' must start with '/', have no spaces, and be at most 1024 bytes")
+        }
+        if !(intervalSeconds.isFinite && (0.1...3600).contains(intervalSeconds)) { out.append("\(key).interval: 0.1…3600 s, got \(intervalSeconds)") }
+        if !(timeoutSeconds.isFinite && (0.01...60).contains(timeoutSeconds)) { out.append("\(key).timeout: 0.01…60 s, got \(timeoutSeconds)") }
+        if timeoutSeconds > intervalSeconds { out.append("\(key).timeout: \(timeoutSeconds) s is longer than the interval \(intervalSeconds) s") }
+        if !(1...100).contains(failureThreshold) { out.append("\(key).failure_threshold: 1…100, got \(failureThreshold)") }
+        if !(initialDelaySeconds.isFinite && (0...3600).contains(initialDelaySeconds)) {
+            out.append("\(key).initial_delay: 0…3600 s, got \(initialDelaySeconds)")
+        }
+        return out
+    }
+}
+
+public struct ServiceSLO: Codable, Sendable, Hashable {
+    /// Latency users should see at the 99th percentile, ms (network from `origin` included).
+    public var p99Ms: Double?
+    /// Where the service's traffic comes from (a region id, as in jobs' `origin`).
+    public var origin: RegionID?
+    public init(p99Ms: Double? = nil, origin: RegionID? = nil) {
+        self.p99Ms = p99Ms
+        self.origin = origin
+    }
+}
+
+/// A rolling update: at most `maxSurge` replicas above the count, at most `maxUnavailable`
+/// below it, while old replicas are replaced by new ones.
+public struct UpdateStrategy: Codable, Sendable, Hashable {
+    public var maxSurge: Int
+    public var maxUnavailable: Int
+    public init(maxSurge: Int = 1, maxUnavailable: Int = 0) {
+        self.maxSurge = maxSurge
+        self.maxUnavailable = maxUnavailable
+    }
+}
+
+/// Between `replicas.min` and `replicas.max` on measured load per ready replica.
+public struct Autoscale: Codable, Sendable, Hashable {
+    /// Requests per second one replica should take; nil = not a signal.
+    public var targetRequestsPerSecond: Double?
+    /// Requests in flight (queued at the gateway or in the replica) per replica; nil = not a signal.
+    public var targetInFlight: Double?
+    public var scaleUpCooldownSeconds: Double
+    public var scaleDownCooldownSeconds: Double
+    /// With `replicas.min: 0`: no replica while idle; the first request waits for one.
+    public var scaleToZero: Bool
+
+    public init(targetRequestsPerSecond: Double? = nil, targetInFlight: Double? = nil, scaleUpCooldownSeconds: Double = 30,
+                scaleDownCooldownSeconds: Double = 300, scaleToZero: Bool = false) {
+        self.targetRequestsPerSecond = targetRequestsPerSecond
+        self.targetInFlight = targetInFlight
+        self.scaleUpCooldownSeconds = scaleUpCooldownSeconds
+        self.scaleDownCooldownSeconds = scaleDownCooldownSeconds
+        self.scaleToZero = scaleToZero
+    }
+
+    func problems() -> [String] {
+        var out: [String] = []
+        if targetRequestsPerSecond == nil, targetInFlight == nil {
+            out.append("autoscale: name a signal: target_rps (requests/s per replica) or target_in_flight")
+        }
+        for (key, v) in [("target_rps", targetRequestsPerSecond), ("target_in_flight", targetInFlight)] {
+            if let v, !(v.isFinite && v > 0 && v <= 1e7) { out.append("autoscale.\(key): 0 < value ≤ 1e7, got \(v)") }
+        }
+        for (key, v) in [("scale_up_cooldown", scaleUpCooldownSeconds), ("scale_down_cooldown", scaleDownCooldownSeconds)] {
+            if !(v.isFinite && (0...86_400).contains(v)) { out.append("autoscale.\(key): 0…86400 s, got \(v)") }
+        }
+        return out
+    }
+}
