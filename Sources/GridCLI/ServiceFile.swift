@@ -222,10 +222,8 @@ public enum ServiceFile {
             health: probe("health", raw.health, .health), readiness: probe("readiness", raw.readiness, .readiness),
             slo: slo, update: UpdateStrategy(maxSurge: raw.update?.maxSurge ?? 1, maxUnavailable: raw.update?.maxUnavailable ?? 0),
             autoscale: autoscale)
-        // The template's own problems were found by JobFile.build; add the service's.
-        let templateProblems = Set(template.problems())
-        problems += spec.problems().filter { !templateProblems.contains($0) && !problems.contains($0) }
-        if raw.job.model == nil { problems.removeAll { $0.hasPrefix("model.name:") } }
+        // The template's problems were found by JobFile.build; add the service's own.
+        problems += spec.serviceProblems().filter { raw.job.model != nil || !$0.hasPrefix("model.name:") }
         let all = ConfigFile.inFileOrder(decoded.problems + ConfigFile.locate(problems, in: node))
         if !all.isEmpty { throw ConfigError(source: source, problems: all) }
         return spec

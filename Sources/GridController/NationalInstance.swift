@@ -703,8 +703,8 @@ public struct NationalInstance: Sendable {
                 return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]
             }
         case .regions where named?.region != nil:
-            let r = named!.region!
-            guard let view = regions[r] else { return [.error("not_found", "\(named!) is not a region the national scheduler knows", to: origin)] }
+            let r = named?.region ?? ""
+            guard let view = regions[r] else { return [.error("not_found", "cg://\(r) is not a region the national scheduler knows", to: origin)] }
             reply.regions = [regionReply(view, now: now)]
             reply.total = 1
         case .nodes, .accounts:

@@ -46,9 +46,13 @@ public struct ResourceName: Hashable, Sendable, Comparable, CustomStringConverti
     /// A device or a partition of one. `unit` is a schedulable unit id as the region keeps
     /// it: a device id, or a partition id that may start with `<device>/`.
     public init(region: RegionID, node: NodeID, device: String, partition: String? = nil) {
-        var part = partition
-        if let p = partition, p.hasPrefix(device + "/") { part = String(p.dropFirst(device.count + 1)) }
-        self.init(uncheckedRegion: region, node: node, device: device, partition: part)
+        self.init(uncheckedRegion: region, node: node, device: device, partition: partition.map { Self.partitionSegment($0, of: device) })
+    }
+
+    /// A partition's segment: its id without the `<device>/` prefix when it has one
+    /// (`GPU-…/gi1ci0` → `gi1ci0`), else the id itself (`MIG-…`).
+    public static func partitionSegment(_ partitionID: String, of device: String) -> String {
+        partitionID.hasPrefix(device + "/") ? String(partitionID.dropFirst(device.count + 1)) : partitionID
     }
 
     public var level: Level {

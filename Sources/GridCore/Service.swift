@@ -41,10 +41,14 @@ public struct ServiceSpec: Codable, Sendable, Hashable {
 
     /// Every problem, each starting with its key path (as in files).
     public func problems() -> [String] {
+        template.problems().filter { !$0.hasPrefix("name:") } + serviceProblems()
+    }
+
+    /// The problems of the service's own keys (the template is a job spec, checked as one).
+    public func serviceProblems() -> [String] {
         var out: [String] = []
         if let p = IdentifierRules.problem(with: name) { out.append("name: '\(name)' \(p)") }
         if name.contains(":") || name.contains(".") { out.append("name: '\(name)' is a path segment of the gateway: use letters, digits, '-', '_'") }
-        out += template.problems().filter { !$0.hasPrefix("name:") }
         out += model.problems()
         if !(0...Self.maxReplicas).contains(replicas.min) { out.append("replicas.min: 0…\(Self.maxReplicas), got \(replicas.min)") }
         if !(1...Self.maxReplicas).contains(replicas.max) { out.append("replicas.max: 1…\(Self.maxReplicas), got \(replicas.max)") }
@@ -93,7 +97,7 @@ public struct ServedModel: Codable, Sendable, Hashable {
         if artifact.contains("://"), !["http://", "https://", "s3://"].contains(where: artifact.hasPrefix) {
             out.append("model.artifact: '\(artifact)' is neither a path nor an http://, https:// or s3:// URL")
         }
-        if artifact.contains("{version}") == false, artifact.contains("\0") { out.append("model.artifact: contains a NUL byte") }
+        if artifact.contains("\0") { out.append("model.artifact: contains a NUL byte") }
         return out
     }
 

@@ -501,7 +501,8 @@ extension DeviceInventory {
     public mutating func rename(_ newID: String) {
         for j in partitions.indices {
             let p = partitions[j].id
-            let local = p.hasPrefix(id + "/") ? String(p.dropFirst(id.count + 1)) : p.split(separator: "/").last.map(String.init) ?? p
+            // A copy's partitions may carry another device's prefix: keep only the last segment.
+            let local = ResourceName.partitionSegment(p, of: id).split(separator: "/").last.map(String.init) ?? p
             partitions[j].id = newID + "/" + local
         }
         id = newID

@@ -281,7 +281,7 @@ enum Validation {
                 throw .invalidField(type: type, field: "devices[\(i)].id", reason: "'\(d.id)' is reported twice")
             }
             for (j, p) in d.partitions.enumerated() {
-                let local = p.id.hasPrefix(d.id + "/") ? String(p.id.dropFirst(d.id.utf8.count + 1)) : p.id
+                let local = ResourceName.partitionSegment(p.id, of: d.id)
                 if let problem = IdentifierRules.problem(with: local) {
                     throw .invalidField(type: type, field: "devices[\(i)].partitions[\(j)].id",
                                         reason: "'\(local)' \(problem) (a partition id is '<id>' or '<device id>/<id>')")

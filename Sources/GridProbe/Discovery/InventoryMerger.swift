@@ -192,14 +192,14 @@ public enum InventoryMerger {
             out[i].id = id
             for j in out[i].partitions.indices {
                 let p = out[i].partitions[j].id
-                if p.hasPrefix(d.id + "/") { out[i].partitions[j].id = id + "/" + p.dropFirst(d.id.count + 1) }
+                if p.hasPrefix(d.id + "/") { out[i].partitions[j].id = id + "/" + ResourceName.partitionSegment(p, of: d.id) }
             }
         }
         for i in out.indices {
             for j in out[i].partitions.indices {
                 let p = out[i].partitions[j].id
                 let device = out[i].id
-                let local = p.hasPrefix(device + "/") ? String(p.dropFirst(device.count + 1)) : p
+                let local = ResourceName.partitionSegment(p, of: device)
                 if IdentifierRules.problem(with: local) != nil { out[i].partitions[j].id = device + "/part\(j)" }
             }
         }
