@@ -30,6 +30,12 @@ public protocol ControllerInstance: Sendable {
     func observe(now: Moment) -> ControllerObservation
     /// Seconds from submission to placement of the jobs placed since the last call (region).
     mutating func takePlacementWaits() -> [Double]
+    /// The gateway's address and the load through it (a region's; others ignore it).
+    mutating func onGateway(url: String, loads: [Wire.ServiceLoad])
+}
+
+extension ControllerInstance {
+    public mutating func onGateway(url: String, loads: [Wire.ServiceLoad]) {}
 }
 
 /// A request to a controller's loop thread from inside its process (the HTTP API): it is
@@ -95,9 +101,13 @@ public final class ControllerShell<Instance: ControllerInstance> {
     var lastCall: UInt64 = 0
     /// How long an in-process ask may wait for its answer.
     public static var callTimeoutMs: Int64 { 30_000 }
+    /// The region's service rotation and its gateway's measurements (unused by the national scheduler).
+    public let gateway: GatewayTable
+    var lastGatewayReportMs: Int64 = .min
 
     public init(settings: Instance.Settings, store: GridStore, maxFrameBytes: Int, logger: Logger, clock: MomentClock,
-                metrics: ControllerMetrics = ControllerMetrics()) throws {
+                metrics: ControllerMetrics = ControllerMetrics(), gateway: GatewayTable = GatewayTable()) throws {
+        self.gateway = gateway
         self.settings = settings
         self.store = store
         self.logger = logger
@@ -131,6 +141,11 @@ public final class ControllerShell<Instance: ControllerInstance> {
             case .event(.ask(let body, let answer)):
                 directives += ask(body, answer: answer, now: now)
             }
+        }
+        // The gateway's address and load, once a second, for the region's summaries.
+        if now.monotonicMs - lastGatewayReportMs >= 1000 {
+            lastGatewayReportMs = now.monotonicMs
+            instance.onGateway(url: gateway.url, loads: gateway.loads(nowSeconds: now.monotonicMs / 1000))
         }
         directives += instance.onTick(now: now, backlog: backlog)
         expireCalls(now)
@@ -247,6 +262,8 @@ public final class ControllerShell<Instance: ControllerInstance> {
                 logger.log(level: e.level, "\(e.message)", metadata: e.metadata.mapValues { .string($0) })
             case .persist:
                 continue
+            case .routes(let service, let routes):
+                gateway.setRoutes(service, routes)
             }
         }
         return out

@@ -14,6 +14,9 @@ public enum ControllerDirective: Sendable {
     /// before it performs any `send` of that batch: nothing is acknowledged before its commit.
     case persist(StoreMutation)
     case log(LogEvent)
+    /// A service's rotation at the region's gateway changed: these replicas, and only these, get
+    /// its requests (SERVICES.md, "Gateway").
+    case routes(String, [ServiceRoute])
 }
 
 public struct LogEvent: Sendable {

@@ -11,6 +11,7 @@ public struct NationalRecovery: Sendable {
     public var outbox: [OutboxItem] = []
     public var regions: [(summary: RegionSummary, lastSeen: Date)] = []
     public var applied: [(String, Date)] = []
+    public var services: [ServiceRecord] = []
     public init() {}
 
     public static func load(from store: GridStore, retention: TimeInterval, now: Date) throws -> NationalRecovery {
@@ -20,6 +21,7 @@ public struct NationalRecovery: Sendable {
             r.outbox = try tx.outbox(limit: Int.max)
             r.regions = try tx.regions()
             r.applied = try tx.appliedUpdates(since: now.addingTimeInterval(-retention))
+            r.services = try tx.services()
             return r
         }
     }
@@ -65,6 +67,9 @@ public struct NationalInstance: Sendable {
         var writtenMs: Int64 = .min
         var written: RegionSummary? = nil
         var route: Peer?
+        /// The region's service gateway and the load through it (SERVICES.md), from its last summary.
+        var gatewayURL = ""
+        var loads: [String: Wire.ServiceLoad] = [:]
     }
 
     struct CapacityKeyWire: Hashable, Sendable {
@@ -100,10 +105,14 @@ public struct NationalInstance: Sendable {
         case route
         case queries
         case prune
+        /// Services are reconciled (replicas started, replaced, drained; rollouts advanced).
+        case services
     }
 
     public let settings: Settings
     var jobs: [JobID: JobRecord] = [:]
+    /// Services by name (SERVICES.md); their replicas are jobs in `jobs`.
+    var services: [String: ServiceRecord] = [:]
     /// Jobs no region could take yet, oldest first.
     var unrouted: [JobID] = []
     var regions: [RegionID: RegionView] = [:]
@@ -178,6 +187,8 @@ public struct NationalInstance: Sendable {
             applied[id] = now.monotonicMs - Int64(max(0, now.wall.timeIntervalSince(at)) * 1000)
         }
         appliedOrder = applied.map { ($0.key, $0.value) }.sorted { $0.1 < $1.1 }
+        for svc in recovered.services { services[svc.spec.name] = svc }
+        timers.schedule(.services, at: now.monotonicMs + 1000)
         timers.schedule(.route, at: now.monotonicMs + 1000)
         timers.schedule(.replan, at: Self.nextHourMs(now))
         timers.schedule(.queries, at: now.monotonicMs + 1000)
@@ -200,6 +211,8 @@ public struct NationalInstance: Sendable {
         case .nodeCommand(let m): return onNodeCommand(m, origin: origin, now: now)
         case .jobControl(let m): return onJobControl(m, origin: origin, now: now)
         case .regionControl(let m): return onRegionControl(m, origin: origin, now: now)
+        case .deploy(let m): return onDeploy(m, origin: origin, now: now)
+        case .serviceControl(let m): return onServiceControl(m, origin: origin, now: now)
         case .queryReply(let m): return onQueryReply(m)
         case .errorReply(let e):
             // A refused relayed request (node command, job control): the asker gets the error.
@@ -502,6 +515,8 @@ public struct NationalInstance: Sendable {
         }
         s.nodes = []
         view.summary = s
+        view.gatewayURL = m.gatewayURL
+        view.loads = Dictionary(m.serviceLoads.map { ($0.service, $0) }, uniquingKeysWith: { a, _ in a })
         inflight[id] = nil
         view.sequence = m.sequence
         view.lastSeenMs = now.monotonicMs
@@ -611,9 +626,12 @@ public struct NationalInstance: Sendable {
             job.precision = Precision(rawValue: m.precision)
             job.hold = m.holdReason.isEmpty ? nil : JobHold(reason: m.holdReason, since: job.hold?.since ?? now.wall)
             if !m.attempts.isEmpty { job.attempts = m.attempts.map(\.attempt) }
+            job.endpoint = m.endpoint.isEmpty ? nil : m.endpoint
+            job.ready = job.state == .running && m.ready
             job.updatedAt = now.wall
             jobs[job.id] = job
             out.append(.persist(.job(job)))
+            if let r = job.spec.replica { out += replicaChanged(job, of: r.service, now: now) }
             if job.state.isTerminal, cancelling.removeValue(forKey: job.id) != nil {
                 out.append(.persist(.outboxDone(key: "cancel:\(job.id)")))
             }
@@ -633,6 +651,18 @@ public struct NationalInstance: Sendable {
         guard var job = jobs[id] else {
             return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]
         }
+        var out = cancelJob(&job, now: now)
+        var reply = Wire.QueryReply()
+        reply.jobs = [Wire.Job(job)]
+        reply.total = 1
+        out.append(.reply(.queryReply(reply), to: origin))
+        return out
+    }
+
+    /// Ends a job here (pending, or held for a later hour) or has its region stop it (a CANCEL
+    /// from the outbox, resent until the job ends). `job` is updated as stored.
+    mutating func cancelJob(_ job: inout JobRecord, now: Moment) -> [ControllerDirective] {
+        let id = job.id
         var out: [ControllerDirective] = []
         if !job.state.isTerminal {
             if job.state == .pending {
@@ -657,10 +687,6 @@ public struct NationalInstance: Sendable {
             }
             out.append(.log(LogEvent(.info, "cancel requested", ["job": "\(id)", "state": job.state.rawValue])))
         }
-        var reply = Wire.QueryReply()
-        reply.jobs = [Wire.Job(job)]
-        reply.total = 1
-        out.append(.reply(.queryReply(reply), to: origin))
         return out
     }
 
@@ -714,6 +740,16 @@ public struct NationalInstance: Sendable {
                 q.correlation = correlation
                 return .query(q)
             }
+        case .services:
+            if !m.service.isEmpty {
+                guard let svc = services[m.service] else {
+                    return [.error("not_found", "service \(m.service) is not deployed (gridctl services lists them)", to: origin)]
+                }
+                reply.services = [serviceStatus(svc)]
+            } else {
+                reply.services = services.keys.sorted().compactMap { services[$0].map(serviceStatus) }
+            }
+            reply.total = UInt64(reply.services.count)
         case .regions:
             reply.regions = regions.values.sorted { $0.summary.region < $1.summary.region }.map { regionReply($0, now: now) }
             reply.total = UInt64(reply.regions.count)
@@ -885,6 +921,9 @@ public struct NationalInstance: Sendable {
             case .prune:
                 out += prune(now: now)
                 timers.schedule(.prune, at: now.monotonicMs + 60_000)
+            case .services:
+                for name in services.keys.sorted() { out += reconcile(name, now: now) }
+                timers.schedule(.services, at: now.monotonicMs + 1000)
             }
         }
         if routeDirty { out += routeUnrouted(now: now) }

@@ -137,6 +137,8 @@ public struct RegionInstance: Sendable {
         case outbox(String)
         case summary
         case prune
+        /// A replica drained from the gateway's rotation is now stopped (SERVICES.md).
+        case drain(JobID)
     }
 
     public let settings: Settings
@@ -204,6 +206,16 @@ public struct RegionInstance: Sendable {
     /// The queue's expected wait as last worked out (see `summary`).
     var expectedWait: (atMs: Int64?, seconds: Int) = (nil, 0)
     var placementDirty = true
+    /// Service replicas in this region by service (live jobs; ended ones are dropped when the
+    /// rotation is worked out), the rotations last published to the gateway, the services whose
+    /// rotation may have changed, and replicas draining before their stop (since when).
+    var serviceJobs: [String: Set<JobID>] = [:]
+    var publishedRoutes: [String: [ServiceRoute]] = [:]
+    var routesDirty: Set<String> = []
+    var draining: [JobID: Int64] = [:]
+    /// The gateway's URL and load, as the shell last reported them (for summaries).
+    var gatewayURL = ""
+    var gatewayLoads: [Wire.ServiceLoad] = []
     var lastTurnMs: Int64?
     /// Total time the controller was stalled (turn gaps beyond the threshold).
     public private(set) var stalledMs: Int64 = 0
@@ -286,6 +298,10 @@ public struct RegionInstance: Sendable {
         for j in recovered.jobs {
             jobs[j.id] = j
             if j.state == .queued && j.hold == nil { queue.append(j.id) }
+            if let r = j.spec.replica, !j.state.isTerminal {
+                serviceJobs[r.service, default: []].insert(j.id)
+                routesDirty.insert(r.service)
+            }
         }
         // What each account holds, from the assignments that hold devices (oldest first, so
         // the newest runs are the ones marked borrowed past an account's quota).
@@ -614,7 +630,13 @@ public struct RegionInstance: Sendable {
                 job.attempts[last].message = m.message
             }
         }
+        // A running report of a run already running: its readiness (or endpoint) changed. It
+        // goes upward under its own id, so the national scheduler applies each such change.
+        let again = job.state == .running && state == .running
         job.state = state
+        if !m.endpoint.isEmpty { job.endpoint = m.endpoint }
+        job.ready = state == .running && m.ready
+        if let r = job.spec.replica { routesDirty.insert(r.service) }
         job.exitCode = m.hasExitCode_p ? Int(m.exitCode) : nil
         if !m.message.isEmpty { job.message = m.message }
         if !m.outputTail.isEmpty { job.outputTail = m.outputTail }
@@ -635,7 +657,7 @@ public struct RegionInstance: Sendable {
             sentAt[aid] = nil
             out.append(.persist(.assignment(a, at: now.wall)))
         }
-        out += enqueueStatus(job, now: now)
+        out += enqueueStatus(job, now: now, variant: again ? m.updateID : nil)
         out.append(answer(true, ""))
         return out
     }
@@ -871,6 +893,8 @@ public struct RegionInstance: Sendable {
         u.maxAttempts = UInt32(clamping: job.spec.retry.maxAttempts)
         u.precision = job.precision?.rawValue ?? ""
         u.holdReason = job.hold?.reason ?? ""
+        u.endpoint = job.endpoint ?? ""
+        u.ready = job.state == .running && job.ready
         u.updateID = Self.updateID(region, job) + (variant.map { ":" + $0 } ?? "")
         let payload: [UInt8] = (try? u.serializedBytes()) ?? []
         let item = OutboxItem(key: u.updateID, destination: "national", type: "status_update", payload: payload,
@@ -1043,6 +1067,7 @@ public struct RegionInstance: Sendable {
                     let record = JobRecord(id: id, spec: spec, state: .queued, region: region,
                                            message: "queued in \(region)", submittedAt: submitted, updatedAt: now.wall)
                     jobs[id] = record
+                    if let r = spec.replica { serviceJobs[r.service, default: []].insert(id) }
                     enqueue(id, front: false)
                     placementDirty = true
                     out.append(.persist(.job(record)))
@@ -1080,9 +1105,59 @@ public struct RegionInstance: Sendable {
             out.append(.persist(.job(job)))
             return out + enqueueStatus(job, now: now)
         }
+        // A replica in the gateway's rotation leaves it first and is stopped when its drain
+        // time is over, so requests in flight finish and none is sent to a stopping process.
+        if let r = job.spec.replica, r.drainMs > 0, job.state == .running, job.ready, draining[id] == nil,
+           !cancelRequested.contains(id) {
+            draining[id] = now.monotonicMs
+            routesDirty.insert(r.service)
+            timers.schedule(.drain(id), at: now.monotonicMs + Int64(r.drainMs))
+            return [.log(LogEvent(.info, "replica draining", ["job": "\(id)", "service": r.service, "drain_ms": "\(r.drainMs)"]))]
+        }
+        if draining[id] != nil { return [] }  // the stop follows when the drain is over
         cancelRequested.insert(id)
         guard let peer = nodes[a.node]?.route else { return [] }
         return [cancel(a, to: peer)]
+    }
+
+    /// A drained replica's time is up: stop it.
+    mutating func drained(_ id: JobID, now: Moment) -> [ControllerDirective] {
+        guard draining.removeValue(forKey: id) != nil, let job = jobs[id], !job.state.isTerminal else { return [] }
+        cancelRequested.insert(id)
+        var c = Wire.Cancel()
+        c.jobID = id.rawValue
+        return onCancel(c, now: now)
+    }
+
+    /// The gateway's address and load (the shell reports them once a second).
+    public mutating func onGateway(url: String, loads: [Wire.ServiceLoad]) {
+        gatewayURL = url
+        gatewayLoads = loads
+    }
+
+    /// Publishes the rotation of each service whose replicas changed: its running, ready,
+    /// not draining replicas with an endpoint.
+    mutating func publishRoutes() -> [ControllerDirective] {
+        var out: [ControllerDirective] = []
+        for name in routesDirty.sorted() {
+            var routes: [ServiceRoute] = []
+            var live: Set<JobID> = []
+            for id in serviceJobs[name] ?? [] {
+                guard let j = jobs[id], !j.state.isTerminal else { draining[id] = nil; continue }
+                live.insert(id)
+                guard j.state == .running, j.ready, let e = j.endpoint, draining[id] == nil else { continue }
+                routes.append(ServiceRoute(job: id, endpoint: e, version: j.spec.replica?.version ?? ""))
+            }
+            routes.sort { $0.job < $1.job }
+            serviceJobs[name] = live.isEmpty ? nil : live
+            if routes != publishedRoutes[name] ?? [] {
+                publishedRoutes[name] = routes.isEmpty ? nil : routes
+                out.append(.routes(name, routes))
+                out.append(.log(LogEvent(.info, "gateway rotation", ["service": name, "replicas": routes.map { "\($0.job)@\($0.endpoint)" }.joined(separator: ",")])))
+            }
+        }
+        routesDirty = []
+        return out
     }
 
     /// `cg://<region>/<node>`, as logs and replies name a node.
@@ -1250,9 +1325,15 @@ public struct RegionInstance: Sendable {
             case .prune:
                 out += prune(now: now)
                 timers.schedule(.prune, at: now.monotonicMs + 60_000)
+            case .drain(let id):
+                out += drained(id, now: now)
             }
         }
         if placementDirty { out += place(now: now) }
+        // Once a second every rotation is worked out again (a run requeued by a lost node
+        // leaves it here); otherwise only those touched this turn.
+        if summaryDue { routesDirty.formUnion(serviceJobs.keys) }
+        if !routesDirty.isEmpty { out += publishRoutes() }
         // After placement, so the summary counts what this turn placed.
         if summaryDue { out += summary(now: now) }
         return out
@@ -1366,6 +1447,9 @@ public struct RegionInstance: Sendable {
         m.keepOnLeaseLoss = job.spec.retry.keepOnLeaseLoss
         m.attempt = UInt32(clamping: job.attempts.filter { $0.endReason != .rejected }.count)
         m.precision = job.precision?.rawValue ?? ""
+        m.ports = UInt32(clamping: job.spec.ports)
+        if let h = job.spec.replica?.health { m.health = Wire.ProbeSpec(h) }
+        if let r = job.spec.replica?.readiness { m.readiness = Wire.ProbeSpec(r) }
         return .send(.assignment(m), to: peer)
     }
 
@@ -1666,6 +1750,8 @@ public struct RegionInstance: Sendable {
         s.full = full
         s.baseSequence = base
         s.nodesTotal = Int32(clamping: nodes.count)
+        s.gatewayURL = gatewayURL
+        s.serviceLoads = gatewayLoads
         s.healthCounts = Dictionary(uniqueKeysWithValues: index.healthCounts.map { ($0.key.rawValue, Int32(clamping: $0.value)) })
         if !full {
             // A delta: only the classes that changed; a class with total 0 is gone.

@@ -99,6 +99,13 @@ public struct JobSpec: Codable, Sendable, Hashable {
     /// The model the job runs, when the scheduler should fit it to devices and choose its
     /// precision (GRID_PRECISION); nil = the accelerator request alone decides.
     public var model: ModelRequirement?
+    /// Ports the agent assigns to each run from its range (`GRID_PORT`, `GRID_PORT_1`, …); the
+    /// run's endpoint is `GRID_HOST:GRID_PORT`. 0…`maxPorts`.
+    public var ports: Int = 0
+    /// Set on a service's replicas by the national scheduler: which service and version, its
+    /// probes, and how long the gateway drains it before it is stopped.
+    public var replica: ReplicaOf?
+    public static let maxPorts = 16
 
     public init(
         name: String, command: String, args: [String] = [], env: [String: String] = [:],
@@ -120,7 +127,9 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.retry = retry
     }
 
-    enum CodingKeys: String, CodingKey { case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry, routing, priority, model, account }
+    enum CodingKeys: String, CodingKey {
+        case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry, routing, priority, model, account, ports, replica
+    }
     public static let priorityRange = -1000...1000
 
     /// Specs stored before retry policies existed still decode (with the default policy).
@@ -138,6 +147,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
         priority = try c.decodeIfPresent(Int.self, forKey: .priority) ?? 0
         model = try c.decodeIfPresent(ModelRequirement.self, forKey: .model)
         account = try c.decodeIfPresent(String.self, forKey: .account) ?? ""
+        ports = try c.decodeIfPresent(Int.self, forKey: .ports) ?? 0
+        replica = try c.decodeIfPresent(ReplicaOf.self, forKey: .replica)
     }
 
     /// The account charged: `account`, or `default`.
@@ -185,6 +196,11 @@ public struct JobSpec: Codable, Sendable, Hashable {
         }
         if !account.isEmpty, let p = IdentifierRules.problem(with: account) { out.append("account: '\(account)' \(p)") }
         if !Self.priorityRange.contains(priority) { out.append("priority: −1000…1000, got \(priority)") }
+        if !(0...Self.maxPorts).contains(ports) { out.append("ports: 0…\(Self.maxPorts), got \(ports)") }
+        if let r = replica {
+            out += r.problems()
+            if ports < 1 { out.append("ports: a service replica needs at least one port (its endpoint)") }
+        }
         out += routing.problems()
         return out
     }
@@ -344,6 +360,10 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var precision: Precision?
     /// Held by an operator (`gridctl hold`): placed nowhere until released; a running job runs on.
     public var hold: JobHold?
+    /// "host:port" the current run serves on (`JobSpec.ports` > 0), as its agent reported.
+    public var endpoint: String?
+    /// The current run passes its readiness probe (a service replica in the gateway's rotation).
+    public var ready: Bool = false
 
     public init(
         id: JobID, spec: JobSpec, state: JobState, region: RegionID? = nil, node: NodeID? = nil,
@@ -375,7 +395,7 @@ public struct JobRecord: Codable, Sendable, Hashable {
 extension JobRecord {
     enum CodingKeys: String, CodingKey {
         case id, spec, state, region, node, deviceIDs, deviceModels, assignment, epoch, exitCode, message, outputTail
-        case visibleDevices, submittedAt, updatedAt, attempts, route, precision, hold
+        case visibleDevices, submittedAt, updatedAt, attempts, route, precision, hold, endpoint, ready
     }
 
     /// Records stored before attempts existed still decode.
@@ -395,6 +415,8 @@ extension JobRecord {
             route: try c.decodeIfPresent(RouteExplanation.self, forKey: .route))
         precision = try c.decodeIfPresent(Precision.self, forKey: .precision)
         hold = try c.decodeIfPresent(JobHold.self, forKey: .hold)
+        endpoint = try c.decodeIfPresent(String.self, forKey: .endpoint)
+        ready = try c.decodeIfPresent(Bool.self, forKey: .ready) ?? false
     }
 }
 

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A model deployed as a service (SERVICES.md): what each replica runs, how many, how they are
 /// judged alive and ready, the latency users must see, and how a new version rolls out.
 ///
@@ -68,6 +70,37 @@ public struct ServiceSpec: Codable, Sendable, Hashable {
             out.append("update.max_surge: max_surge and max_unavailable cannot both be 0 (a rollout could never replace a replica)")
         }
         if let a = autoscale { out += a.problems() }
+        return out
+    }
+}
+
+/// What a replica job carries of its service (`JobSpec.replica`).
+public struct ReplicaOf: Codable, Sendable, Hashable {
+    public var service: String
+    public var version: String
+    public var health: ProbeSpec?
+    public var readiness: ProbeSpec?
+    /// The region takes the replica out of the gateway's rotation this long before it stops it,
+    /// so requests in flight finish and no new one is sent to it.
+    public var drainMs: Int
+
+    public init(service: String, version: String, health: ProbeSpec? = nil, readiness: ProbeSpec? = nil, drainMs: Int = 2000) {
+        self.service = service
+        self.version = version
+        self.health = health
+        self.readiness = readiness
+        self.drainMs = drainMs
+    }
+
+    public static let maxDrainMs = 600_000
+
+    func problems() -> [String] {
+        var out: [String] = []
+        if let p = IdentifierRules.problem(with: service) { out.append("replica.service: '\(service)' \(p)") }
+        if let p = IdentifierRules.problem(with: version) { out.append("replica.version: '\(version)' \(p)") }
+        out += health?.problems("replica.health") ?? []
+        out += readiness?.problems("replica.readiness") ?? []
+        if !(0...Self.maxDrainMs).contains(drainMs) { out.append("replica.drain_ms: 0…\(Self.maxDrainMs), got \(drainMs)") }
         return out
     }
 }
@@ -208,5 +241,98 @@ public struct Autoscale: Codable, Sendable, Hashable {
             if !(v.isFinite && (0...86_400).contains(v)) { out.append("autoscale.\(key): 0…86400 s, got \(v)") }
         }
         return out
+    }
+}
+
+/// Where a service stands (`gridctl services`).
+public enum ServicePhase: String, Codable, Sendable, Hashable, CaseIterable {
+    /// Replicas are being started; fewer than wanted are ready.
+    case deploying
+    /// As many replicas ready as wanted, all of the wanted version.
+    case ready
+    /// Fewer ready than wanted after having been ready (a replica failed, a node was lost).
+    case degraded
+    /// A new version replaces the old, replica by replica (`update` strategy).
+    case rollingOut = "rolling_out"
+    /// The new version failed; the previous one is being brought back.
+    case rollingBack = "rolling_back"
+    /// Every replica drains and stops; then the service is forgotten.
+    case undeploying
+}
+
+/// A service as the national scheduler keeps it (and stores it, one row per service).
+public struct ServiceRecord: Codable, Sendable, Hashable {
+    /// The spec in force: `spec.model.version` is the version wanted.
+    public var spec: ServiceSpec
+    /// Replicas wanted now (min…max: set by deploy, `gridctl scale` or the autoscaler).
+    public var desired: Int
+    /// The version all replicas served at the last steady state ("" before the first).
+    public var servingVersion: String
+    /// The spec of `servingVersion` while a rollout is in progress (a rollback restores it).
+    public var stableSpec: ServiceSpec?
+    public var phase: ServicePhase
+    /// Its replica jobs still live, oldest first.
+    public var replicas: [JobID]
+    /// Replica jobs that have been ready at least once (a rollout judges the new version by them).
+    public var everReady: Set<JobID>
+    public var nextSerial: Int
+    /// Replicas replaced after a failure, all time.
+    public var restarts: Int
+    /// Replicas of the wanted version that failed before ever being ready, in a row: the
+    /// backoff before the next start, and the rollout's verdict.
+    public var failuresInRow: Int
+    /// No replica is started before this (backoff after failures).
+    public var backoffUntil: Date?
+    public var message: String
+    public var createdAt: Date
+    public var updatedAt: Date
+    /// The autoscaler's last change (cooldowns run from it).
+    public var lastScaledAt: Date?
+
+    public init(spec: ServiceSpec, desired: Int, now: Date) {
+        self.spec = spec
+        self.desired = desired
+        servingVersion = ""
+        stableSpec = nil
+        phase = .deploying
+        replicas = []
+        everReady = []
+        nextSerial = 1
+        restarts = 0
+        failuresInRow = 0
+        backoffUntil = nil
+        message = "starting \(desired) replica(s) of \(spec.model.version)"
+        createdAt = now
+        updatedAt = now
+        lastScaledAt = nil
+    }
+}
+
+extension ServiceSpec {
+    /// The job spec of one replica of `version`: the template, plus the port, the probes,
+    /// the model's artifact and version in its environment, and the SLO as the routing bound.
+    public func replicaSpec(version: String, drainMs: Int) -> JobSpec {
+        var j = template
+        j.name = name
+        j.ports = max(1, template.ports)
+        j.replica = ReplicaOf(service: name, version: version, health: health, readiness: readiness, drainMs: drainMs)
+        j.env["GRID_SERVICE"] = name
+        j.env["GRID_MODEL_NAME"] = model.name
+        j.env["GRID_MODEL_VERSION"] = version
+        j.env["GRID_MODEL_PATH"] = model.artifact(for: version)
+        if !model.format.isEmpty { j.env["GRID_MODEL_FORMAT"] = model.format }
+        if let origin = slo.origin {
+            j.routing.origin = origin
+            // The SLO bounds the network part too: no region farther than p99 from the origin.
+            if let p99 = slo.p99Ms { j.routing.latencySLOMs = min(j.routing.latencySLOMs ?? .infinity, p99) }
+        }
+        return j
+    }
+
+    /// The spec with `version` as the model version wanted.
+    public func with(version: String) -> ServiceSpec {
+        var s = self
+        s.model.version = version
+        return s
     }
 }

@@ -133,6 +133,8 @@ extension Wire.JobSpec {
         runSeconds = UInt32(clamping: r.runSeconds ?? 0)
         if let k = r.kwPerDevice { kwPerDevice = k }
         priority = Int32(clamping: s.priority)
+        ports = UInt32(clamping: s.ports)
+        if let r = s.replica { replica = Wire.ReplicaOf(r) }
     }
 
     func routing() throws(ProtocolError) -> RoutingRequest {
@@ -206,6 +208,8 @@ extension Wire.JobSpec {
             account: account
         )
         s.accelerators.interconnect = interconnect
+        s.ports = Int(ports)
+        s.replica = hasReplica ? replica.replica : nil
         if let first = s.problems().first {
             throw .invalidField(type: "JobSpec", field: String(first.prefix(while: { $0 != ":" })), reason: first)
         }
@@ -281,6 +285,8 @@ extension Wire.Job {
         if let e = r.route { route = Wire.RouteDecision(e) }
         precision = r.precision?.rawValue ?? ""
         holdReason = r.hold?.reason ?? ""
+        endpoint = r.endpoint ?? ""
+        ready = r.ready
     }
 
     public func record() throws(ProtocolError) -> JobRecord {
@@ -300,6 +306,8 @@ extension Wire.Job {
         )
         r.precision = Precision(rawValue: precision)
         r.hold = holdReason.isEmpty ? nil : JobHold(reason: holdReason, since: Date(unixMilliseconds: updatedUnixMs))
+        r.endpoint = endpoint.isEmpty ? nil : endpoint
+        r.ready = ready
         return r
     }
 }

@@ -46,6 +46,16 @@ public enum Wire {
     public typealias Attempt = Computegrid_V1_Attempt
     public typealias EndReason = Computegrid_V1_EndReason
     public typealias ErrorReply = Computegrid_V1_ErrorReply
+    public typealias ProbeSpec = Computegrid_V1_ProbeSpec
+    public typealias ReplicaOf = Computegrid_V1_ReplicaOf
+    public typealias ServiceSpec = Computegrid_V1_ServiceSpec
+    public typealias ServedModel = Computegrid_V1_ServedModel
+    public typealias Autoscale = Computegrid_V1_Autoscale
+    public typealias Deploy = Computegrid_V1_Deploy
+    public typealias ServiceControl = Computegrid_V1_ServiceControl
+    public typealias ServiceStatus = Computegrid_V1_ServiceStatus
+    public typealias Replica = Computegrid_V1_Replica
+    public typealias ServiceLoad = Computegrid_V1_ServiceLoad
 
     /// The protocol version this build speaks.
     public static let version: UInt32 = 1
@@ -78,6 +88,8 @@ public enum Body: Sendable, Equatable {
     case nodeCommand(Wire.NodeCommand)
     case jobControl(Wire.JobControl)
     case regionControl(Wire.RegionControl)
+    case deploy(Wire.Deploy)
+    case serviceControl(Wire.ServiceControl)
 
     public var type: Wire.MessageType {
         switch self {
@@ -102,6 +114,8 @@ public enum Body: Sendable, Equatable {
         case .nodeCommand: return .nodeCommand
         case .jobControl: return .jobControl
         case .regionControl: return .regionControl
+        case .deploy: return .deploy
+        case .serviceControl: return .serviceControl
         }
     }
 
@@ -129,6 +143,8 @@ public enum Body: Sendable, Equatable {
         case .nodeCommand(let m): return m
         case .jobControl(let m): return m
         case .regionControl(let m): return m
+        case .deploy(let m): return m
+        case .serviceControl(let m): return m
         }
     }
 }
@@ -253,6 +269,8 @@ public struct EnvelopeCodec: Sendable {
         case .nodeCommand: return .nodeCommand(try d(Wire.NodeCommand.self))
         case .jobControl: return .jobControl(try d(Wire.JobControl.self))
         case .regionControl: return .regionControl(try d(Wire.RegionControl.self))
+        case .deploy: return .deploy(try d(Wire.Deploy.self))
+        case .serviceControl: return .serviceControl(try d(Wire.ServiceControl.self))
         case .unspecified: throw .unknownType(0)
         case .UNRECOGNIZED(let raw): throw .unknownType(raw)
         }
@@ -335,6 +353,7 @@ enum Validation {
                     throw .invalidField(type: "Query", field: "resource", reason: error.description)
                 }
             }
+            if !m.service.isEmpty { try id(m.service, "Query", "service") }
         case .nodeCommand(let m):
             try id(m.nodeID, "NodeCommand", "node_id")
             if m.reason.utf8.count > 1024 { throw .invalidField(type: "NodeCommand", field: "reason", reason: "at most 1024 bytes") }
@@ -347,6 +366,13 @@ enum Validation {
             try id(m.regionID, "RegionControl", "region_id")
             if case .UNRECOGNIZED(let raw) = m.action { throw .invalidField(type: "RegionControl", field: "action", reason: "unknown action \(raw)") }
             if m.action == .unspecified { throw .invalidField(type: "RegionControl", field: "action", reason: "missing (remove)") }
+        case .deploy(let m):
+            if !m.hasSpec { throw .invalidField(type: "Deploy", field: "spec", reason: "missing") }
+            try id(m.spec.name, "Deploy", "spec.name")
+        case .serviceControl(let m):
+            try id(m.name, "ServiceControl", "name")
+            if case .UNRECOGNIZED(let raw) = m.action { throw .invalidField(type: "ServiceControl", field: "action", reason: "unknown action \(raw)") }
+            if m.action == .unspecified { throw .invalidField(type: "ServiceControl", field: "action", reason: "missing (scale, rollout or undeploy)") }
         default: break
         }
     }

@@ -167,6 +167,10 @@ public final class GridStore: Sendable {
                 );
                 """)
         }
+        m.registerMigration("v5-services") { db in
+            // The national scheduler's services (JSON ServiceRecord), one row each.
+            try db.execute(sql: "CREATE TABLE services (name TEXT PRIMARY KEY, record BLOB NOT NULL, updated_ms INTEGER NOT NULL)")
+        }
         return m
     }
 
@@ -487,6 +491,21 @@ public struct StoreTransaction {
         }
     }
 
+    // MARK: services (national)
+
+    public func services() throws -> [ServiceRecord] {
+        try Row.fetchAll(db, sql: "SELECT record FROM services ORDER BY name").map { row in
+            try jsonDecoder.decode(ServiceRecord.self, from: row["record"] as Data)
+        }
+    }
+
+    public func saveService(_ r: ServiceRecord) throws {
+        try run(sql: """
+            INSERT INTO services (name, record, updated_ms) VALUES (?, ?, ?)
+            ON CONFLICT(name) DO UPDATE SET record = excluded.record, updated_ms = excluded.updated_ms
+            """, arguments: [r.spec.name, try jsonEncoder.encode(r), r.updatedAt.unixMs])
+    }
+
     // MARK: meta
 
     public func meta(_ key: String) throws -> String? {
@@ -526,6 +545,10 @@ public enum StoreMutation: Sendable {
     case prune(before: Date, terminalJobs: Bool)
     /// Accounts' usage as it now stands (replaces the stored rows of those accounts).
     case accountUsage([AccountUsage])
+    /// A service as it now stands (national).
+    case service(ServiceRecord)
+    /// An undeployed service is forgotten.
+    case serviceRemoved(String)
 }
 
 extension StoreTransaction {
@@ -545,6 +568,8 @@ extension StoreTransaction {
         case .region(let s, let seen): try upsertRegion(s, seen: seen)
         case .regionRemoved(let id): try run(sql: "DELETE FROM regions WHERE id = ?", arguments: [id.rawValue])
         case .prune(let before, let terminalJobs): try prune(before: before, terminalJobs: terminalJobs)
+        case .service(let r): try saveService(r)
+        case .serviceRemoved(let name): try run(sql: "DELETE FROM services WHERE name = ?", arguments: [name])
         case .accountUsage(let rows):
             for u in rows {
                 try run(sql: """

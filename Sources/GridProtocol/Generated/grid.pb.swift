@@ -65,6 +65,12 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
   case nodeCommand // = 45
   case jobControl // = 46
   case regionControl // = 47
+
+  /// client -> national: run a service (answered with QUERY_REPLY.services)
+  case deploy // = 48
+
+  /// client -> national: scale, roll out, undeploy (answered likewise)
+  case serviceControl // = 49
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -95,6 +101,8 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     case 45: self = .nodeCommand
     case 46: self = .jobControl
     case 47: self = .regionControl
+    case 48: self = .deploy
+    case 49: self = .serviceControl
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -123,6 +131,8 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     case .nodeCommand: return 45
     case .jobControl: return 46
     case .regionControl: return 47
+    case .deploy: return 48
+    case .serviceControl: return 49
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -151,6 +161,8 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     .nodeCommand,
     .jobControl,
     .regionControl,
+    .deploy,
+    .serviceControl,
   ]
 
 }
@@ -593,47 +605,139 @@ public nonisolated struct Computegrid_V1_HeartbeatAck: Sendable {
   public init() {}
 }
 
-public nonisolated struct Computegrid_V1_Assignment: Sendable {
+public nonisolated struct Computegrid_V1_Assignment: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// "<job_id>.<epoch>"; an agent never starts one id twice
-  public var assignmentID: String = String()
+  public var assignmentID: String {
+    get {_storage._assignmentID}
+    set {_uniqueStorage()._assignmentID = newValue}
+  }
 
   /// ≥ 1; grows with each placement of the job (fences older ones)
-  public var epoch: UInt64 = 0
+  public var epoch: UInt64 {
+    get {_storage._epoch}
+    set {_uniqueStorage()._epoch = newValue}
+  }
 
-  public var jobID: String = String()
+  public var jobID: String {
+    get {_storage._jobID}
+    set {_uniqueStorage()._jobID = newValue}
+  }
 
   /// the node to run it; an agent refuses another node's
-  public var nodeID: String = String()
+  public var nodeID: String {
+    get {_storage._nodeID}
+    set {_uniqueStorage()._nodeID = newValue}
+  }
 
   /// the program (absolute path, or found on the agent's PATH)
-  public var command: String = String()
+  public var command: String {
+    get {_storage._command}
+    set {_uniqueStorage()._command = newValue}
+  }
 
-  public var args: [String] = []
+  public var args: [String] {
+    get {_storage._args}
+    set {_uniqueStorage()._args = newValue}
+  }
 
   /// added to the agent's job environment (GRID_* variables win)
-  public var env: Dictionary<String,String> = [:]
+  public var env: Dictionary<String,String> {
+    get {_storage._env}
+    set {_uniqueStorage()._env = newValue}
+  }
 
   /// Units to run on (Device.id, or Partition.id for a slice). The agent sets the vendor's
   /// visible-devices variable from them: CUDA_VISIBLE_DEVICES (NVIDIA, Iluvatar; a slice's MIG
   /// id), ROCR_/HIP_VISIBLE_DEVICES (AMD, Hygon), ASCEND_RT_VISIBLE_DEVICES (Huawei),
   /// HABANA_VISIBLE_MODULES (Habana), ZE_AFFINITY_MASK (Intel): the runtime indexes, in this order.
-  public var deviceIds: [String] = []
+  public var deviceIds: [String] {
+    get {_storage._deviceIds}
+    set {_uniqueStorage()._deviceIds = newValue}
+  }
 
   /// 0 = none
-  public var timeoutSeconds: UInt32 = 0
+  public var timeoutSeconds: UInt32 {
+    get {_storage._timeoutSeconds}
+    set {_uniqueStorage()._timeoutSeconds = newValue}
+  }
 
   /// the job is safe to run twice: do not stop it when the lease lapses
-  public var keepOnLeaseLoss: Bool = false
+  public var keepOnLeaseLoss: Bool {
+    get {_storage._keepOnLeaseLoss}
+    set {_uniqueStorage()._keepOnLeaseLoss = newValue}
+  }
 
   /// 1 for the first run, 2 for the first retry...
-  public var attempt: UInt32 = 0
+  public var attempt: UInt32 {
+    get {_storage._attempt}
+    set {_uniqueStorage()._attempt = newValue}
+  }
 
   /// a model job's chosen precision ("int8"); the agent sets GRID_PRECISION; "" = none
-  public var precision: String = String()
+  public var precision: String {
+    get {_storage._precision}
+    set {_uniqueStorage()._precision = newValue}
+  }
+
+  /// Ports the agent assigns from its range (GRID_PORT, then GRID_PORT_1...), 0…16; it reports
+  /// GRID_HOST:GRID_PORT as StatusUpdate.endpoint.
+  public var ports: UInt32 {
+    get {_storage._ports}
+    set {_uniqueStorage()._ports = newValue}
+  }
+
+  /// unset = none; failing it failure_threshold times in a row stops the run (failed)
+  public var health: Computegrid_V1_ProbeSpec {
+    get {_storage._health ?? Computegrid_V1_ProbeSpec()}
+    set {_uniqueStorage()._health = newValue}
+  }
+  /// Returns true if `health` has been explicitly set.
+  public var hasHealth: Bool {_storage._health != nil}
+  /// Clears the value of `health`. Subsequent reads from it will return its default value.
+  public mutating func clearHealth() {_uniqueStorage()._health = nil}
+
+  /// unset = ready once started; each change is a running StatusUpdate
+  public var readiness: Computegrid_V1_ProbeSpec {
+    get {_storage._readiness ?? Computegrid_V1_ProbeSpec()}
+    set {_uniqueStorage()._readiness = newValue}
+  }
+  /// Returns true if `readiness` has been explicitly set.
+  public var hasReadiness: Bool {_storage._readiness != nil}
+  /// Clears the value of `readiness`. Subsequent reads from it will return its default value.
+  public mutating func clearReadiness() {_uniqueStorage()._readiness = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// An HTTP probe of a replica: GET http://<host>:<GRID_PORT><path>; any 2xx or 3xx within
+/// timeout_ms passes.
+public nonisolated struct Computegrid_V1_ProbeSpec: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// starts with '/'
+  public var path: String = String()
+
+  /// 100…3600000
+  public var intervalMs: UInt32 = 0
+
+  /// 10…60000, ≤ interval_ms
+  public var timeoutMs: UInt32 = 0
+
+  /// 1…100 failures in a row before it counts
+  public var failureThreshold: UInt32 = 0
+
+  /// not probed this long after the start
+  public var initialDelayMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -814,6 +918,18 @@ public nonisolated struct Computegrid_V1_StatusUpdate: @unchecked Sendable {
   public var holdReason: String {
     get {_storage._holdReason}
     set {_uniqueStorage()._holdReason = newValue}
+  }
+
+  /// "host:port" the run serves on (Assignment.ports > 0); "" = none
+  public var endpoint: String {
+    get {_storage._endpoint}
+    set {_uniqueStorage()._endpoint = newValue}
+  }
+
+  /// the run passes its readiness probe (a running update per change)
+  public var ready: Bool {
+    get {_storage._ready}
+    set {_uniqueStorage()._ready = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1273,11 +1389,51 @@ public nonisolated struct Computegrid_V1_RegionSummary: @unchecked Sendable {
     set {_uniqueStorage()._stale = newValue}
   }
 
+  /// The region's service gateway (http://host:port; SERVICES.md, "Gateway"); "" = none.
+  public var gatewayURL: String {
+    get {_storage._gatewayURL}
+    set {_uniqueStorage()._gatewayURL = newValue}
+  }
+
+  /// Load through the gateway per service since the last summary (every summary, full or delta).
+  public var serviceLoads: [Computegrid_V1_ServiceLoad] {
+    get {_storage._serviceLoads}
+    set {_uniqueStorage()._serviceLoads = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Computegrid_V1_ServiceLoad: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var service: String = String()
+
+  public var requestsPerSecond: Double = 0
+
+  /// mean requests in flight
+  public var inFlight: Double = 0
+
+  /// of answered requests; 0 = none
+  public var p50Ms: Double = 0
+
+  public var p99Ms: Double = 0
+
+  /// answered 5xx by the gateway (no ready replica, upstream failed)
+  public var errors: UInt64 = 0
+
+  /// in the gateway's rotation now
+  public var readyReplicas: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Computegrid_V1_RegionSummaryAck: Sendable {
@@ -1540,11 +1696,397 @@ public nonisolated struct Computegrid_V1_JobSpec: @unchecked Sendable {
     set {_uniqueStorage()._account = newValue}
   }
 
+  /// ports the agent assigns (Assignment.ports); 0…16
+  public var ports: UInt32 {
+    get {_storage._ports}
+    set {_uniqueStorage()._ports = newValue}
+  }
+
+  /// set by the national scheduler on a service's replicas
+  public var replica: Computegrid_V1_ReplicaOf {
+    get {_storage._replica ?? Computegrid_V1_ReplicaOf()}
+    set {_uniqueStorage()._replica = newValue}
+  }
+  /// Returns true if `replica` has been explicitly set.
+  public var hasReplica: Bool {_storage._replica != nil}
+  /// Clears the value of `replica`. Subsequent reads from it will return its default value.
+  public mutating func clearReplica() {_uniqueStorage()._replica = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// A job that is one replica of a service (SERVICES.md).
+public nonisolated struct Computegrid_V1_ReplicaOf: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the service's name
+  public var service: String = String()
+
+  /// the model version this replica serves
+  public var version: String = String()
+
+  public var health: Computegrid_V1_ProbeSpec {
+    get {_health ?? Computegrid_V1_ProbeSpec()}
+    set {_health = newValue}
+  }
+  /// Returns true if `health` has been explicitly set.
+  public var hasHealth: Bool {self._health != nil}
+  /// Clears the value of `health`. Subsequent reads from it will return its default value.
+  public mutating func clearHealth() {self._health = nil}
+
+  public var readiness: Computegrid_V1_ProbeSpec {
+    get {_readiness ?? Computegrid_V1_ProbeSpec()}
+    set {_readiness = newValue}
+  }
+  /// Returns true if `readiness` has been explicitly set.
+  public var hasReadiness: Bool {self._readiness != nil}
+  /// Clears the value of `readiness`. Subsequent reads from it will return its default value.
+  public mutating func clearReadiness() {self._readiness = nil}
+
+  /// region: out of the gateway's rotation this long before it is stopped
+  public var drainMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _health: Computegrid_V1_ProbeSpec? = nil
+  fileprivate var _readiness: Computegrid_V1_ProbeSpec? = nil
+}
+
+/// A model served as a service (SERVICES.md, "Service files"). Replicas are jobs built from
+/// `template` plus ports, probes and the model's artifact.
+public nonisolated struct Computegrid_V1_ServiceSpec: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// an identifier; the gateway serves it at /<name>/...
+  public var name: String {
+    get {_storage._name}
+    set {_uniqueStorage()._name = newValue}
+  }
+
+  /// what each replica runs (its name is ignored)
+  public var template: Computegrid_V1_JobSpec {
+    get {_storage._template ?? Computegrid_V1_JobSpec()}
+    set {_uniqueStorage()._template = newValue}
+  }
+  /// Returns true if `template` has been explicitly set.
+  public var hasTemplate: Bool {_storage._template != nil}
+  /// Clears the value of `template`. Subsequent reads from it will return its default value.
+  public mutating func clearTemplate() {_uniqueStorage()._template = nil}
+
+  public var model: Computegrid_V1_ServedModel {
+    get {_storage._model ?? Computegrid_V1_ServedModel()}
+    set {_uniqueStorage()._model = newValue}
+  }
+  /// Returns true if `model` has been explicitly set.
+  public var hasModel: Bool {_storage._model != nil}
+  /// Clears the value of `model`. Subsequent reads from it will return its default value.
+  public mutating func clearModel() {_uniqueStorage()._model = nil}
+
+  /// 0…1000 (0 needs autoscale.scale_to_zero)
+  public var minReplicas: UInt32 {
+    get {_storage._minReplicas}
+    set {_uniqueStorage()._minReplicas = newValue}
+  }
+
+  /// 1…1000, ≥ min_replicas
+  public var maxReplicas: UInt32 {
+    get {_storage._maxReplicas}
+    set {_uniqueStorage()._maxReplicas = newValue}
+  }
+
+  public var health: Computegrid_V1_ProbeSpec {
+    get {_storage._health ?? Computegrid_V1_ProbeSpec()}
+    set {_uniqueStorage()._health = newValue}
+  }
+  /// Returns true if `health` has been explicitly set.
+  public var hasHealth: Bool {_storage._health != nil}
+  /// Clears the value of `health`. Subsequent reads from it will return its default value.
+  public mutating func clearHealth() {_uniqueStorage()._health = nil}
+
+  public var readiness: Computegrid_V1_ProbeSpec {
+    get {_storage._readiness ?? Computegrid_V1_ProbeSpec()}
+    set {_uniqueStorage()._readiness = newValue}
+  }
+  /// Returns true if `readiness` has been explicitly set.
+  public var hasReadiness: Bool {_storage._readiness != nil}
+  /// Clears the value of `readiness`. Subsequent reads from it will return its default value.
+  public mutating func clearReadiness() {_uniqueStorage()._readiness = nil}
+
+  /// 0 = none; else the RTT bound from slo_origin
+  public var sloP99Ms: Double {
+    get {_storage._sloP99Ms}
+    set {_uniqueStorage()._sloP99Ms = newValue}
+  }
+
+  /// a region id; "" = none
+  public var sloOrigin: String {
+    get {_storage._sloOrigin}
+    set {_uniqueStorage()._sloOrigin = newValue}
+  }
+
+  /// rollout: replicas above the count
+  public var maxSurge: UInt32 {
+    get {_storage._maxSurge}
+    set {_uniqueStorage()._maxSurge = newValue}
+  }
+
+  /// rollout: replicas below the count
+  public var maxUnavailable: UInt32 {
+    get {_storage._maxUnavailable}
+    set {_uniqueStorage()._maxUnavailable = newValue}
+  }
+
+  /// unset = fixed at min_replicas
+  public var autoscale: Computegrid_V1_Autoscale {
+    get {_storage._autoscale ?? Computegrid_V1_Autoscale()}
+    set {_uniqueStorage()._autoscale = newValue}
+  }
+  /// Returns true if `autoscale` has been explicitly set.
+  public var hasAutoscale: Bool {_storage._autoscale != nil}
+  /// Clears the value of `autoscale`. Subsequent reads from it will return its default value.
+  public mutating func clearAutoscale() {_uniqueStorage()._autoscale = nil}
+
+  /// the count wanted now (gridctl scale); 0 = min_replicas
+  public var replicas: UInt32 {
+    get {_storage._replicas}
+    set {_uniqueStorage()._replicas = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Computegrid_V1_ServedModel: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// an identifier
+  public var version: String = String()
+
+  /// path or URL; "{version}" is replaced by the version (GRID_MODEL_PATH)
+  public var artifact: String = String()
+
+  public var format: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Computegrid_V1_Autoscale: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// requests/s per ready replica; 0 = not a signal
+  public var targetRps: Double = 0
+
+  /// requests in flight per ready replica; 0 = not a signal
+  public var targetInFlight: Double = 0
+
+  public var scaleUpCooldownMs: UInt32 = 0
+
+  public var scaleDownCooldownMs: UInt32 = 0
+
+  public var scaleToZero: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Computegrid_V1_Deploy: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// a new service, or a changed spec of one (its version rolls out)
+  public var spec: Computegrid_V1_ServiceSpec {
+    get {_spec ?? Computegrid_V1_ServiceSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Computegrid_V1_ServiceSpec? = nil
+}
+
+public nonisolated struct Computegrid_V1_ServiceControl: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var action: Computegrid_V1_ServiceControl.Action = .unspecified
+
+  public var replicas: UInt32 = 0
+
+  public var version: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Action: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+
+    /// replicas = the count (min…max); lifts autoscaling's choice until the next change
+    case scale // = 1
+
+    /// version = the model version to roll out
+    case rollout // = 2
+
+    /// drain and stop every replica, then forget the service
+    case undeploy // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .scale
+      case 2: self = .rollout
+      case 3: self = .undeploy
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .scale: return 1
+      case .rollout: return 2
+      case .undeploy: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Computegrid_V1_ServiceControl.Action] = [
+      .unspecified,
+      .scale,
+      .rollout,
+      .undeploy,
+    ]
+
+  }
+
+  public init() {}
+}
+
+/// A service as the national scheduler keeps it (QueryReply.services).
+public nonisolated struct Computegrid_V1_ServiceStatus: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// spec.model.version is the version wanted
+  public var spec: Computegrid_V1_ServiceSpec {
+    get {_spec ?? Computegrid_V1_ServiceSpec()}
+    set {_spec = newValue}
+  }
+  /// Returns true if `spec` has been explicitly set.
+  public var hasSpec: Bool {self._spec != nil}
+  /// Clears the value of `spec`. Subsequent reads from it will return its default value.
+  public mutating func clearSpec() {self._spec = nil}
+
+  /// deploying, ready, degraded, rolling_out, rolling_back, undeploying
+  public var state: String = String()
+
+  /// replicas wanted now
+  public var desired: UInt32 = 0
+
+  /// replicas passing readiness
+  public var ready: UInt32 = 0
+
+  /// the version every ready replica had at the last steady state
+  public var servingVersion: String = String()
+
+  /// what it is doing or waiting for
+  public var message: String = String()
+
+  public var replicas: [Computegrid_V1_Replica] = []
+
+  /// gateway URLs to use, nearest the origin first
+  public var endpoints: [String] = []
+
+  /// replicas replaced after a failure, all time
+  public var restarts: UInt32 = 0
+
+  public var updatedUnixMs: Int64 = 0
+
+  /// through the gateways, last summary
+  public var requestsPerSecond: Double = 0
+
+  /// gateway-measured latency of answered requests, last summary; 0 = none yet
+  public var p99Ms: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _spec: Computegrid_V1_ServiceSpec? = nil
+}
+
+public nonisolated struct Computegrid_V1_Replica: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var jobID: String = String()
+
+  public var version: String = String()
+
+  /// the job's state
+  public var state: String = String()
+
+  public var regionID: String = String()
+
+  public var nodeID: String = String()
+
+  public var deviceIds: [String] = []
+
+  public var deviceModels: [String] = []
+
+  public var precision: String = String()
+
+  public var ready: Bool = false
+
+  public var endpoint: String = String()
+
+  public var message: String = String()
+
+  /// runs of this replica's job
+  public var attempt: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Computegrid_V1_ObjectiveWeights: Sendable {
@@ -1796,6 +2338,9 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
   /// REGIONS with a region name answers that region. A name that does not parse: bad_request.
   public var resource: String = String()
 
+  /// SERVICES: only this service; not_found when there is none such
+  public var service: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Kind: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -1808,6 +2353,9 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
 
     /// a region's accounts: quotas, what each holds, usage, fair share
     case accounts // = 5
+
+    /// national: every service (service = "" ) or the one named
+    case services // = 6
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -1822,6 +2370,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       case 3: self = .regions
       case 4: self = .job
       case 5: self = .accounts
+      case 6: self = .services
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -1834,6 +2383,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       case .regions: return 3
       case .job: return 4
       case .accounts: return 5
+      case .services: return 6
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -1846,6 +2396,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       .regions,
       .job,
       .accounts,
+      .services,
     ]
 
   }
@@ -1967,6 +2518,18 @@ public nonisolated struct Computegrid_V1_Job: @unchecked Sendable {
   public var holdReason: String {
     get {_storage._holdReason}
     set {_uniqueStorage()._holdReason = newValue}
+  }
+
+  /// "host:port" the current run serves on; "" = none
+  public var endpoint: String {
+    get {_storage._endpoint}
+    set {_uniqueStorage()._endpoint = newValue}
+  }
+
+  /// the current run passes its readiness probe
+  public var ready: Bool {
+    get {_storage._ready}
+    set {_uniqueStorage()._ready = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -2094,6 +2657,8 @@ public nonisolated struct Computegrid_V1_QueryReply: Sendable {
 
   public var accounts: [Computegrid_V1_AccountStatus] = []
 
+  public var services: [Computegrid_V1_ServiceStatus] = []
+
   /// Rows that match the query in all; `next_offset` = 0 when this page is the last.
   public var total: UInt64 = 0
 
@@ -2143,7 +2708,7 @@ public nonisolated struct Computegrid_V1_DeviceList: Sendable {
 fileprivate nonisolated let _protobuf_package = "computegrid.v1"
 
 nonisolated extension Computegrid_V1_MessageType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}HEARTBEAT\0\u{1}ASSIGNMENT_ACK\0\u{1}STATUS_UPDATE\0\u{2}\u{6}REGISTER_ACK\0\u{1}HEARTBEAT_ACK\0\u{1}ASSIGNMENT\0\u{1}STATUS_ACK\0\u{1}CANCEL\0\u{2}\u{6}REGION_SUMMARY\0\u{1}JOB_FORWARD_ACK\0\u{2}\u{9}REGION_SUMMARY_ACK\0\u{1}JOB_FORWARD\0\u{2}\u{9}SUBMIT\0\u{1}SUBMIT_REPLY\0\u{1}QUERY\0\u{1}QUERY_REPLY\0\u{1}ERROR_REPLY\0\u{1}NODE_COMMAND\0\u{1}JOB_CONTROL\0\u{1}REGION_CONTROL\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}HEARTBEAT\0\u{1}ASSIGNMENT_ACK\0\u{1}STATUS_UPDATE\0\u{2}\u{6}REGISTER_ACK\0\u{1}HEARTBEAT_ACK\0\u{1}ASSIGNMENT\0\u{1}STATUS_ACK\0\u{1}CANCEL\0\u{2}\u{6}REGION_SUMMARY\0\u{1}JOB_FORWARD_ACK\0\u{2}\u{9}REGION_SUMMARY_ACK\0\u{1}JOB_FORWARD\0\u{2}\u{9}SUBMIT\0\u{1}SUBMIT_REPLY\0\u{1}QUERY\0\u{1}QUERY_REPLY\0\u{1}ERROR_REPLY\0\u{1}NODE_COMMAND\0\u{1}JOB_CONTROL\0\u{1}REGION_CONTROL\0\u{1}DEPLOY\0\u{1}SERVICE_CONTROL\0")
 }
 
 nonisolated extension Computegrid_V1_EndReason: SwiftProtobuf._ProtoNameProviding {
@@ -2753,7 +3318,175 @@ nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0\u{3}keep_on_lease_loss\0\u{1}attempt\0\u{1}precision\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0\u{3}keep_on_lease_loss\0\u{1}attempt\0\u{1}precision\0\u{1}ports\0\u{1}health\0\u{1}readiness\0")
+
+  fileprivate class _StorageClass {
+    var _assignmentID: String = String()
+    var _epoch: UInt64 = 0
+    var _jobID: String = String()
+    var _nodeID: String = String()
+    var _command: String = String()
+    var _args: [String] = []
+    var _env: Dictionary<String,String> = [:]
+    var _deviceIds: [String] = []
+    var _timeoutSeconds: UInt32 = 0
+    var _keepOnLeaseLoss: Bool = false
+    var _attempt: UInt32 = 0
+    var _precision: String = String()
+    var _ports: UInt32 = 0
+    var _health: Computegrid_V1_ProbeSpec? = nil
+    var _readiness: Computegrid_V1_ProbeSpec? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _assignmentID = source._assignmentID
+      _epoch = source._epoch
+      _jobID = source._jobID
+      _nodeID = source._nodeID
+      _command = source._command
+      _args = source._args
+      _env = source._env
+      _deviceIds = source._deviceIds
+      _timeoutSeconds = source._timeoutSeconds
+      _keepOnLeaseLoss = source._keepOnLeaseLoss
+      _attempt = source._attempt
+      _precision = source._precision
+      _ports = source._ports
+      _health = source._health
+      _readiness = source._readiness
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._assignmentID) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._epoch) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._jobID) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._nodeID) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._command) }()
+        case 6: try { try decoder.decodeRepeatedStringField(value: &_storage._args) }()
+        case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._env) }()
+        case 8: try { try decoder.decodeRepeatedStringField(value: &_storage._deviceIds) }()
+        case 9: try { try decoder.decodeSingularUInt32Field(value: &_storage._timeoutSeconds) }()
+        case 10: try { try decoder.decodeSingularBoolField(value: &_storage._keepOnLeaseLoss) }()
+        case 11: try { try decoder.decodeSingularUInt32Field(value: &_storage._attempt) }()
+        case 12: try { try decoder.decodeSingularStringField(value: &_storage._precision) }()
+        case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._ports) }()
+        case 14: try { try decoder.decodeSingularMessageField(value: &_storage._health) }()
+        case 15: try { try decoder.decodeSingularMessageField(value: &_storage._readiness) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._assignmentID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._assignmentID, fieldNumber: 1)
+      }
+      if _storage._epoch != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._epoch, fieldNumber: 2)
+      }
+      if !_storage._jobID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._jobID, fieldNumber: 3)
+      }
+      if !_storage._nodeID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nodeID, fieldNumber: 4)
+      }
+      if !_storage._command.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._command, fieldNumber: 5)
+      }
+      if !_storage._args.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._args, fieldNumber: 6)
+      }
+      if !_storage._env.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._env, fieldNumber: 7)
+      }
+      if !_storage._deviceIds.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._deviceIds, fieldNumber: 8)
+      }
+      if _storage._timeoutSeconds != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._timeoutSeconds, fieldNumber: 9)
+      }
+      if _storage._keepOnLeaseLoss != false {
+        try visitor.visitSingularBoolField(value: _storage._keepOnLeaseLoss, fieldNumber: 10)
+      }
+      if _storage._attempt != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._attempt, fieldNumber: 11)
+      }
+      if !_storage._precision.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._precision, fieldNumber: 12)
+      }
+      if _storage._ports != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._ports, fieldNumber: 13)
+      }
+      try { if let v = _storage._health {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+      } }()
+      try { if let v = _storage._readiness {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_Assignment, rhs: Computegrid_V1_Assignment) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._assignmentID != rhs_storage._assignmentID {return false}
+        if _storage._epoch != rhs_storage._epoch {return false}
+        if _storage._jobID != rhs_storage._jobID {return false}
+        if _storage._nodeID != rhs_storage._nodeID {return false}
+        if _storage._command != rhs_storage._command {return false}
+        if _storage._args != rhs_storage._args {return false}
+        if _storage._env != rhs_storage._env {return false}
+        if _storage._deviceIds != rhs_storage._deviceIds {return false}
+        if _storage._timeoutSeconds != rhs_storage._timeoutSeconds {return false}
+        if _storage._keepOnLeaseLoss != rhs_storage._keepOnLeaseLoss {return false}
+        if _storage._attempt != rhs_storage._attempt {return false}
+        if _storage._precision != rhs_storage._precision {return false}
+        if _storage._ports != rhs_storage._ports {return false}
+        if _storage._health != rhs_storage._health {return false}
+        if _storage._readiness != rhs_storage._readiness {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_ProbeSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ProbeSpec"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}path\0\u{3}interval_ms\0\u{3}timeout_ms\0\u{3}failure_threshold\0\u{3}initial_delay_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2761,76 +3494,41 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.assignmentID) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.command) }()
-      case 6: try { try decoder.decodeRepeatedStringField(value: &self.args) }()
-      case 7: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.env) }()
-      case 8: try { try decoder.decodeRepeatedStringField(value: &self.deviceIds) }()
-      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutSeconds) }()
-      case 10: try { try decoder.decodeSingularBoolField(value: &self.keepOnLeaseLoss) }()
-      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
-      case 12: try { try decoder.decodeSingularStringField(value: &self.precision) }()
+      case 1: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.intervalMs) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.failureThreshold) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.initialDelayMs) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.assignmentID.isEmpty {
-      try visitor.visitSingularStringField(value: self.assignmentID, fieldNumber: 1)
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 1)
     }
-    if self.epoch != 0 {
-      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 2)
+    if self.intervalMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.intervalMs, fieldNumber: 2)
     }
-    if !self.jobID.isEmpty {
-      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 3)
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 3)
     }
-    if !self.nodeID.isEmpty {
-      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 4)
+    if self.failureThreshold != 0 {
+      try visitor.visitSingularUInt32Field(value: self.failureThreshold, fieldNumber: 4)
     }
-    if !self.command.isEmpty {
-      try visitor.visitSingularStringField(value: self.command, fieldNumber: 5)
-    }
-    if !self.args.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.args, fieldNumber: 6)
-    }
-    if !self.env.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.env, fieldNumber: 7)
-    }
-    if !self.deviceIds.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.deviceIds, fieldNumber: 8)
-    }
-    if self.timeoutSeconds != 0 {
-      try visitor.visitSingularUInt32Field(value: self.timeoutSeconds, fieldNumber: 9)
-    }
-    if self.keepOnLeaseLoss != false {
-      try visitor.visitSingularBoolField(value: self.keepOnLeaseLoss, fieldNumber: 10)
-    }
-    if self.attempt != 0 {
-      try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 11)
-    }
-    if !self.precision.isEmpty {
-      try visitor.visitSingularStringField(value: self.precision, fieldNumber: 12)
+    if self.initialDelayMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.initialDelayMs, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Computegrid_V1_Assignment, rhs: Computegrid_V1_Assignment) -> Bool {
-    if lhs.assignmentID != rhs.assignmentID {return false}
-    if lhs.epoch != rhs.epoch {return false}
-    if lhs.jobID != rhs.jobID {return false}
-    if lhs.nodeID != rhs.nodeID {return false}
-    if lhs.command != rhs.command {return false}
-    if lhs.args != rhs.args {return false}
-    if lhs.env != rhs.env {return false}
-    if lhs.deviceIds != rhs.deviceIds {return false}
-    if lhs.timeoutSeconds != rhs.timeoutSeconds {return false}
-    if lhs.keepOnLeaseLoss != rhs.keepOnLeaseLoss {return false}
-    if lhs.attempt != rhs.attempt {return false}
-    if lhs.precision != rhs.precision {return false}
+  public static func ==(lhs: Computegrid_V1_ProbeSpec, rhs: Computegrid_V1_ProbeSpec) -> Bool {
+    if lhs.path != rhs.path {return false}
+    if lhs.intervalMs != rhs.intervalMs {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
+    if lhs.failureThreshold != rhs.failureThreshold {return false}
+    if lhs.initialDelayMs != rhs.initialDelayMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2953,7 +3651,7 @@ nonisolated extension Computegrid_V1_Attempt: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0\u{3}end_reason\0\u{1}attempts\0\u{3}max_attempts\0\u{1}precision\0\u{3}hold_reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0\u{3}end_reason\0\u{1}attempts\0\u{3}max_attempts\0\u{1}precision\0\u{3}hold_reason\0\u{1}endpoint\0\u{1}ready\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -2975,6 +3673,8 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
     var _maxAttempts: UInt32 = 0
     var _precision: String = String()
     var _holdReason: String = String()
+    var _endpoint: String = String()
+    var _ready: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3004,6 +3704,8 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
       _maxAttempts = source._maxAttempts
       _precision = source._precision
       _holdReason = source._holdReason
+      _endpoint = source._endpoint
+      _ready = source._ready
     }
   }
 
@@ -3041,6 +3743,8 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
         case 17: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxAttempts) }()
         case 18: try { try decoder.decodeSingularStringField(value: &_storage._precision) }()
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._holdReason) }()
+        case 20: try { try decoder.decodeSingularStringField(value: &_storage._endpoint) }()
+        case 21: try { try decoder.decodeSingularBoolField(value: &_storage._ready) }()
         default: break
         }
       }
@@ -3106,6 +3810,12 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
       if !_storage._holdReason.isEmpty {
         try visitor.visitSingularStringField(value: _storage._holdReason, fieldNumber: 19)
       }
+      if !_storage._endpoint.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._endpoint, fieldNumber: 20)
+      }
+      if _storage._ready != false {
+        try visitor.visitSingularBoolField(value: _storage._ready, fieldNumber: 21)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3134,6 +3844,8 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
         if _storage._maxAttempts != rhs_storage._maxAttempts {return false}
         if _storage._precision != rhs_storage._precision {return false}
         if _storage._holdReason != rhs_storage._holdReason {return false}
+        if _storage._endpoint != rhs_storage._endpoint {return false}
+        if _storage._ready != rhs_storage._ready {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3627,7 +4339,7 @@ nonisolated extension Computegrid_V1_NodeCommand.Action: SwiftProtobuf._ProtoNam
 
 nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegionSummary"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}nodes_ready\0\u{3}nodes_lost\0\u{3}queued_jobs\0\u{3}running_jobs\0\u{1}capacity\0\u{1}nodes\0\u{3}nodes_truncated\0\u{3}generated_unix_ms\0\u{3}nodes_total\0\u{3}health_counts\0\u{1}sequence\0\u{1}full\0\u{3}base_sequence\0\u{3}confirms_starts\0\u{3}expected_wait_s\0\u{1}stale\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}nodes_ready\0\u{3}nodes_lost\0\u{3}queued_jobs\0\u{3}running_jobs\0\u{1}capacity\0\u{1}nodes\0\u{3}nodes_truncated\0\u{3}generated_unix_ms\0\u{3}nodes_total\0\u{3}health_counts\0\u{1}sequence\0\u{1}full\0\u{3}base_sequence\0\u{3}confirms_starts\0\u{3}expected_wait_s\0\u{1}stale\0\u{3}gateway_url\0\u{3}service_loads\0")
 
   fileprivate class _StorageClass {
     var _regionID: String = String()
@@ -3647,6 +4359,8 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
     var _confirmsStarts: Bool = false
     var _expectedWaitS: UInt32 = 0
     var _stale: Bool = false
+    var _gatewayURL: String = String()
+    var _serviceLoads: [Computegrid_V1_ServiceLoad] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3674,6 +4388,8 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
       _confirmsStarts = source._confirmsStarts
       _expectedWaitS = source._expectedWaitS
       _stale = source._stale
+      _gatewayURL = source._gatewayURL
+      _serviceLoads = source._serviceLoads
     }
   }
 
@@ -3709,6 +4425,8 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
         case 15: try { try decoder.decodeSingularBoolField(value: &_storage._confirmsStarts) }()
         case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._expectedWaitS) }()
         case 17: try { try decoder.decodeSingularBoolField(value: &_storage._stale) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._gatewayURL) }()
+        case 19: try { try decoder.decodeRepeatedMessageField(value: &_storage._serviceLoads) }()
         default: break
         }
       }
@@ -3768,6 +4486,12 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
       if _storage._stale != false {
         try visitor.visitSingularBoolField(value: _storage._stale, fieldNumber: 17)
       }
+      if !_storage._gatewayURL.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._gatewayURL, fieldNumber: 18)
+      }
+      if !_storage._serviceLoads.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._serviceLoads, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3794,10 +4518,72 @@ nonisolated extension Computegrid_V1_RegionSummary: SwiftProtobuf.Message, Swift
         if _storage._confirmsStarts != rhs_storage._confirmsStarts {return false}
         if _storage._expectedWaitS != rhs_storage._expectedWaitS {return false}
         if _storage._stale != rhs_storage._stale {return false}
+        if _storage._gatewayURL != rhs_storage._gatewayURL {return false}
+        if _storage._serviceLoads != rhs_storage._serviceLoads {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_ServiceLoad: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceLoad"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{3}requests_per_second\0\u{3}in_flight\0\u{3}p50_ms\0\u{3}p99_ms\0\u{1}errors\0\u{3}ready_replicas\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.requestsPerSecond) }()
+      case 3: try { try decoder.decodeSingularDoubleField(value: &self.inFlight) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.p50Ms) }()
+      case 5: try { try decoder.decodeSingularDoubleField(value: &self.p99Ms) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.errors) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.readyReplicas) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
+    }
+    if self.requestsPerSecond.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.requestsPerSecond, fieldNumber: 2)
+    }
+    if self.inFlight.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.inFlight, fieldNumber: 3)
+    }
+    if self.p50Ms.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.p50Ms, fieldNumber: 4)
+    }
+    if self.p99Ms.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.p99Ms, fieldNumber: 5)
+    }
+    if self.errors != 0 {
+      try visitor.visitSingularUInt64Field(value: self.errors, fieldNumber: 6)
+    }
+    if self.readyReplicas != 0 {
+      try visitor.visitSingularUInt32Field(value: self.readyReplicas, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_ServiceLoad, rhs: Computegrid_V1_ServiceLoad) -> Bool {
+    if lhs.service != rhs.service {return false}
+    if lhs.requestsPerSecond != rhs.requestsPerSecond {return false}
+    if lhs.inFlight != rhs.inFlight {return false}
+    if lhs.p50Ms != rhs.p50Ms {return false}
+    if lhs.p99Ms != rhs.p99Ms {return false}
+    if lhs.errors != rhs.errors {return false}
+    if lhs.readyReplicas != rhs.readyReplicas {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4000,7 +4786,7 @@ nonisolated extension Computegrid_V1_ModelRequirement: SwiftProtobuf.Message, Sw
 
 nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0\u{3}origin_region\0\u{3}data_gb\0\u{1}jurisdictions\0\u{3}latency_slo_ms\0\u{1}objective\0\u{3}objective_weights\0\u{3}deadline_unix_ms\0\u{3}run_seconds\0\u{3}kw_per_device\0\u{1}priority\0\u{1}model\0\u{1}account\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0\u{3}origin_region\0\u{3}data_gb\0\u{1}jurisdictions\0\u{3}latency_slo_ms\0\u{1}objective\0\u{3}objective_weights\0\u{3}deadline_unix_ms\0\u{3}run_seconds\0\u{3}kw_per_device\0\u{1}priority\0\u{1}model\0\u{1}account\0\u{1}ports\0\u{1}replica\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -4026,6 +4812,8 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
     var _priority: Int32 = 0
     var _model: Computegrid_V1_ModelRequirement? = nil
     var _account: String = String()
+    var _ports: UInt32 = 0
+    var _replica: Computegrid_V1_ReplicaOf? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -4059,6 +4847,8 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       _priority = source._priority
       _model = source._model
       _account = source._account
+      _ports = source._ports
+      _replica = source._replica
     }
   }
 
@@ -4100,6 +4890,8 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
         case 21: try { try decoder.decodeSingularSInt32Field(value: &_storage._priority) }()
         case 22: try { try decoder.decodeSingularMessageField(value: &_storage._model) }()
         case 23: try { try decoder.decodeSingularStringField(value: &_storage._account) }()
+        case 24: try { try decoder.decodeSingularUInt32Field(value: &_storage._ports) }()
+        case 25: try { try decoder.decodeSingularMessageField(value: &_storage._replica) }()
         default: break
         }
       }
@@ -4181,6 +4973,12 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       if !_storage._account.isEmpty {
         try visitor.visitSingularStringField(value: _storage._account, fieldNumber: 23)
       }
+      if _storage._ports != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._ports, fieldNumber: 24)
+      }
+      try { if let v = _storage._replica {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4213,10 +5011,572 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
         if _storage._priority != rhs_storage._priority {return false}
         if _storage._model != rhs_storage._model {return false}
         if _storage._account != rhs_storage._account {return false}
+        if _storage._ports != rhs_storage._ports {return false}
+        if _storage._replica != rhs_storage._replica {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_ReplicaOf: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReplicaOf"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{1}version\0\u{1}health\0\u{1}readiness\0\u{3}drain_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.service) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._health) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._readiness) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.drainMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 1)
+    }
+    if !self.version.isEmpty {
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 2)
+    }
+    try { if let v = self._health {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try { if let v = self._readiness {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if self.drainMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.drainMs, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_ReplicaOf, rhs: Computegrid_V1_ReplicaOf) -> Bool {
+    if lhs.service != rhs.service {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs._health != rhs._health {return false}
+    if lhs._readiness != rhs._readiness {return false}
+    if lhs.drainMs != rhs.drainMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceSpec"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}template\0\u{1}model\0\u{3}min_replicas\0\u{3}max_replicas\0\u{1}health\0\u{1}readiness\0\u{3}slo_p99_ms\0\u{3}slo_origin\0\u{3}max_surge\0\u{3}max_unavailable\0\u{1}autoscale\0\u{1}replicas\0")
+
+  fileprivate class _StorageClass {
+    var _name: String = String()
+    var _template: Computegrid_V1_JobSpec? = nil
+    var _model: Computegrid_V1_ServedModel? = nil
+    var _minReplicas: UInt32 = 0
+    var _maxReplicas: UInt32 = 0
+    var _health: Computegrid_V1_ProbeSpec? = nil
+    var _readiness: Computegrid_V1_ProbeSpec? = nil
+    var _sloP99Ms: Double = 0
+    var _sloOrigin: String = String()
+    var _maxSurge: UInt32 = 0
+    var _maxUnavailable: UInt32 = 0
+    var _autoscale: Computegrid_V1_Autoscale? = nil
+    var _replicas: UInt32 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _name = source._name
+      _template = source._template
+      _model = source._model
+      _minReplicas = source._minReplicas
+      _maxReplicas = source._maxReplicas
+      _health = source._health
+      _readiness = source._readiness
+      _sloP99Ms = source._sloP99Ms
+      _sloOrigin = source._sloOrigin
+      _maxSurge = source._maxSurge
+      _maxUnavailable = source._maxUnavailable
+      _autoscale = source._autoscale
+      _replicas = source._replicas
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._name) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._template) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._model) }()
+        case 4: try { try decoder.decodeSingularUInt32Field(value: &_storage._minReplicas) }()
+        case 5: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxReplicas) }()
+        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._health) }()
+        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._readiness) }()
+        case 8: try { try decoder.decodeSingularDoubleField(value: &_storage._sloP99Ms) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._sloOrigin) }()
+        case 10: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxSurge) }()
+        case 11: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxUnavailable) }()
+        case 12: try { try decoder.decodeSingularMessageField(value: &_storage._autoscale) }()
+        case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._replicas) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._name.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._name, fieldNumber: 1)
+      }
+      try { if let v = _storage._template {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._model {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      if _storage._minReplicas != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._minReplicas, fieldNumber: 4)
+      }
+      if _storage._maxReplicas != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._maxReplicas, fieldNumber: 5)
+      }
+      try { if let v = _storage._health {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      } }()
+      try { if let v = _storage._readiness {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      } }()
+      if _storage._sloP99Ms.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._sloP99Ms, fieldNumber: 8)
+      }
+      if !_storage._sloOrigin.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._sloOrigin, fieldNumber: 9)
+      }
+      if _storage._maxSurge != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._maxSurge, fieldNumber: 10)
+      }
+      if _storage._maxUnavailable != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._maxUnavailable, fieldNumber: 11)
+      }
+      try { if let v = _storage._autoscale {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+      } }()
+      if _storage._replicas != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._replicas, fieldNumber: 13)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_ServiceSpec, rhs: Computegrid_V1_ServiceSpec) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._name != rhs_storage._name {return false}
+        if _storage._template != rhs_storage._template {return false}
+        if _storage._model != rhs_storage._model {return false}
+        if _storage._minReplicas != rhs_storage._minReplicas {return false}
+        if _storage._maxReplicas != rhs_storage._maxReplicas {return false}
+        if _storage._health != rhs_storage._health {return false}
+        if _storage._readiness != rhs_storage._readiness {return false}
+        if _storage._sloP99Ms != rhs_storage._sloP99Ms {return false}
+        if _storage._sloOrigin != rhs_storage._sloOrigin {return false}
+        if _storage._maxSurge != rhs_storage._maxSurge {return false}
+        if _storage._maxUnavailable != rhs_storage._maxUnavailable {return false}
+        if _storage._autoscale != rhs_storage._autoscale {return false}
+        if _storage._replicas != rhs_storage._replicas {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_ServedModel: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServedModel"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{1}artifact\0\u{1}format\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.artifact) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.format) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.version.isEmpty {
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 2)
+    }
+    if !self.artifact.isEmpty {
+      try visitor.visitSingularStringField(value: self.artifact, fieldNumber: 3)
+    }
+    if !self.format.isEmpty {
+      try visitor.visitSingularStringField(value: self.format, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_ServedModel, rhs: Computegrid_V1_ServedModel) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.artifact != rhs.artifact {return false}
+    if lhs.format != rhs.format {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_Autoscale: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Autoscale"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}target_rps\0\u{3}target_in_flight\0\u{3}scale_up_cooldown_ms\0\u{3}scale_down_cooldown_ms\0\u{3}scale_to_zero\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.targetRps) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self.targetInFlight) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.scaleUpCooldownMs) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.scaleDownCooldownMs) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.scaleToZero) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.targetRps.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.targetRps, fieldNumber: 1)
+    }
+    if self.targetInFlight.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.targetInFlight, fieldNumber: 2)
+    }
+    if self.scaleUpCooldownMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.scaleUpCooldownMs, fieldNumber: 3)
+    }
+    if self.scaleDownCooldownMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.scaleDownCooldownMs, fieldNumber: 4)
+    }
+    if self.scaleToZero != false {
+      try visitor.visitSingularBoolField(value: self.scaleToZero, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_Autoscale, rhs: Computegrid_V1_Autoscale) -> Bool {
+    if lhs.targetRps != rhs.targetRps {return false}
+    if lhs.targetInFlight != rhs.targetInFlight {return false}
+    if lhs.scaleUpCooldownMs != rhs.scaleUpCooldownMs {return false}
+    if lhs.scaleDownCooldownMs != rhs.scaleDownCooldownMs {return false}
+    if lhs.scaleToZero != rhs.scaleToZero {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_Deploy: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Deploy"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_Deploy, rhs: Computegrid_V1_Deploy) -> Bool {
+    if lhs._spec != rhs._spec {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_ServiceControl: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceControl"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}action\0\u{1}replicas\0\u{1}version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.action) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.replicas) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.action != .unspecified {
+      try visitor.visitSingularEnumField(value: self.action, fieldNumber: 2)
+    }
+    if self.replicas != 0 {
+      try visitor.visitSingularUInt32Field(value: self.replicas, fieldNumber: 3)
+    }
+    if !self.version.isEmpty {
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_ServiceControl, rhs: Computegrid_V1_ServiceControl) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs.replicas != rhs.replicas {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_ServiceControl.Action: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACTION_UNSPECIFIED\0\u{1}SCALE\0\u{1}ROLLOUT\0\u{1}UNDEPLOY\0")
+}
+
+nonisolated extension Computegrid_V1_ServiceStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceStatus"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}spec\0\u{1}state\0\u{1}desired\0\u{1}ready\0\u{3}serving_version\0\u{1}message\0\u{1}replicas\0\u{1}endpoints\0\u{1}restarts\0\u{3}updated_unix_ms\0\u{3}requests_per_second\0\u{3}p99_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._spec) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.desired) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.ready) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.servingVersion) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.replicas) }()
+      case 8: try { try decoder.decodeRepeatedStringField(value: &self.endpoints) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.restarts) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.updatedUnixMs) }()
+      case 11: try { try decoder.decodeSingularDoubleField(value: &self.requestsPerSecond) }()
+      case 12: try { try decoder.decodeSingularDoubleField(value: &self.p99Ms) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._spec {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 2)
+    }
+    if self.desired != 0 {
+      try visitor.visitSingularUInt32Field(value: self.desired, fieldNumber: 3)
+    }
+    if self.ready != 0 {
+      try visitor.visitSingularUInt32Field(value: self.ready, fieldNumber: 4)
+    }
+    if !self.servingVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.servingVersion, fieldNumber: 5)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 6)
+    }
+    if !self.replicas.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.replicas, fieldNumber: 7)
+    }
+    if !self.endpoints.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.endpoints, fieldNumber: 8)
+    }
+    if self.restarts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.restarts, fieldNumber: 9)
+    }
+    if self.updatedUnixMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.updatedUnixMs, fieldNumber: 10)
+    }
+    if self.requestsPerSecond.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.requestsPerSecond, fieldNumber: 11)
+    }
+    if self.p99Ms.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.p99Ms, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_ServiceStatus, rhs: Computegrid_V1_ServiceStatus) -> Bool {
+    if lhs._spec != rhs._spec {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.desired != rhs.desired {return false}
+    if lhs.ready != rhs.ready {return false}
+    if lhs.servingVersion != rhs.servingVersion {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.replicas != rhs.replicas {return false}
+    if lhs.endpoints != rhs.endpoints {return false}
+    if lhs.restarts != rhs.restarts {return false}
+    if lhs.updatedUnixMs != rhs.updatedUnixMs {return false}
+    if lhs.requestsPerSecond != rhs.requestsPerSecond {return false}
+    if lhs.p99Ms != rhs.p99Ms {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Replica"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}version\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{1}precision\0\u{1}ready\0\u{1}endpoint\0\u{1}message\0\u{1}attempt\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.deviceIds) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.deviceModels) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.precision) }()
+      case 9: try { try decoder.decodeSingularBoolField(value: &self.ready) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 1)
+    }
+    if !self.version.isEmpty {
+      try visitor.visitSingularStringField(value: self.version, fieldNumber: 2)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 3)
+    }
+    if !self.regionID.isEmpty {
+      try visitor.visitSingularStringField(value: self.regionID, fieldNumber: 4)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 5)
+    }
+    if !self.deviceIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.deviceIds, fieldNumber: 6)
+    }
+    if !self.deviceModels.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.deviceModels, fieldNumber: 7)
+    }
+    if !self.precision.isEmpty {
+      try visitor.visitSingularStringField(value: self.precision, fieldNumber: 8)
+    }
+    if self.ready != false {
+      try visitor.visitSingularBoolField(value: self.ready, fieldNumber: 9)
+    }
+    if !self.endpoint.isEmpty {
+      try visitor.visitSingularStringField(value: self.endpoint, fieldNumber: 10)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 11)
+    }
+    if self.attempt != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_Replica, rhs: Computegrid_V1_Replica) -> Bool {
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.version != rhs.version {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.regionID != rhs.regionID {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.deviceIds != rhs.deviceIds {return false}
+    if lhs.deviceModels != rhs.deviceModels {return false}
+    if lhs.precision != rhs.precision {return false}
+    if lhs.ready != rhs.ready {return false}
+    if lhs.endpoint != rhs.endpoint {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.attempt != rhs.attempt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4691,7 +6051,7 @@ nonisolated extension Computegrid_V1_SubmitResult: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Query"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}job_id\0\u{1}offset\0\u{1}limit\0\u{3}region_id\0\u{1}correlation\0\u{3}node_id\0\u{1}resource\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}job_id\0\u{1}offset\0\u{1}limit\0\u{3}region_id\0\u{1}correlation\0\u{3}node_id\0\u{1}resource\0\u{1}service\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4707,6 +6067,7 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.correlation) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.resource) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.service) }()
       default: break
       }
     }
@@ -4737,6 +6098,9 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
     if !self.resource.isEmpty {
       try visitor.visitSingularStringField(value: self.resource, fieldNumber: 8)
     }
+    if !self.service.isEmpty {
+      try visitor.visitSingularStringField(value: self.service, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4749,18 +6113,19 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.correlation != rhs.correlation {return false}
     if lhs.nodeID != rhs.nodeID {return false}
     if lhs.resource != rhs.resource {return false}
+    if lhs.service != rhs.service {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Computegrid_V1_Query.Kind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}JOBS\0\u{1}NODES\0\u{1}REGIONS\0\u{1}JOB\0\u{1}ACCOUNTS\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}JOBS\0\u{1}NODES\0\u{1}REGIONS\0\u{1}JOB\0\u{1}ACCOUNTS\0\u{1}SERVICES\0")
 }
 
 nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0\u{1}route\0\u{1}precision\0\u{3}hold_reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0\u{1}route\0\u{1}precision\0\u{3}hold_reason\0\u{1}endpoint\0\u{1}ready\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -4783,6 +6148,8 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
     var _route: Computegrid_V1_RouteDecision? = nil
     var _precision: String = String()
     var _holdReason: String = String()
+    var _endpoint: String = String()
+    var _ready: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -4813,6 +6180,8 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       _route = source._route
       _precision = source._precision
       _holdReason = source._holdReason
+      _endpoint = source._endpoint
+      _ready = source._ready
     }
   }
 
@@ -4851,6 +6220,8 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         case 18: try { try decoder.decodeSingularMessageField(value: &_storage._route) }()
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._precision) }()
         case 20: try { try decoder.decodeSingularStringField(value: &_storage._holdReason) }()
+        case 21: try { try decoder.decodeSingularStringField(value: &_storage._endpoint) }()
+        case 22: try { try decoder.decodeSingularBoolField(value: &_storage._ready) }()
         default: break
         }
       }
@@ -4923,6 +6294,12 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       if !_storage._holdReason.isEmpty {
         try visitor.visitSingularStringField(value: _storage._holdReason, fieldNumber: 20)
       }
+      if !_storage._endpoint.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._endpoint, fieldNumber: 21)
+      }
+      if _storage._ready != false {
+        try visitor.visitSingularBoolField(value: _storage._ready, fieldNumber: 22)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4952,6 +6329,8 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._route != rhs_storage._route {return false}
         if _storage._precision != rhs_storage._precision {return false}
         if _storage._holdReason != rhs_storage._holdReason {return false}
+        if _storage._endpoint != rhs_storage._endpoint {return false}
+        if _storage._ready != rhs_storage._ready {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -5141,7 +6520,7 @@ nonisolated extension Computegrid_V1_AccountStatus: SwiftProtobuf.Message, Swift
 
 nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QueryReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{1}nodes\0\u{1}regions\0\u{1}total\0\u{3}next_offset\0\u{1}correlation\0\u{1}accounts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{1}nodes\0\u{1}regions\0\u{1}total\0\u{3}next_offset\0\u{1}correlation\0\u{1}accounts\0\u{1}services\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5156,6 +6535,7 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.nextOffset) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.correlation) }()
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.accounts) }()
+      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
       default: break
       }
     }
@@ -5183,6 +6563,9 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
     if !self.accounts.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.accounts, fieldNumber: 7)
     }
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.services, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5191,6 +6574,7 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
     if lhs.nodes != rhs.nodes {return false}
     if lhs.regions != rhs.regions {return false}
     if lhs.accounts != rhs.accounts {return false}
+    if lhs.services != rhs.services {return false}
     if lhs.total != rhs.total {return false}
     if lhs.nextOffset != rhs.nextOffset {return false}
     if lhs.correlation != rhs.correlation {return false}
