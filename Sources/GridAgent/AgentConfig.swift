@@ -49,8 +49,21 @@ public struct AgentConfig: Codable, Sendable {
     public var http: String = "127.0.0.1:9740"
     /// Log lines as `text` or `json`. Default `text`.
     public var logFormat: LogFormat = .text
+    /// Ports handed to runs that serve (service replicas: GRID_PORT), `LOW-HIGH`. Agents
+    /// sharing a host need ranges that do not overlap. Default `20000-20999`.
+    public var servicePorts: String = "20000-20999"
+    /// The address service replicas serve on (GRID_HOST) and that their endpoints name: one
+    /// the region's gateway can reach. Default `127.0.0.1` (gateway on the same host).
+    public var advertiseHost: String = "127.0.0.1"
 
     public init() {}
+
+    /// `service_ports` as a range; nil when it does not parse (`problems()` says so).
+    public var servicePortRange: ClosedRange<Int>? {
+        let parts = servicePorts.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.count == 2, let lo = parts[0], let hi = parts[1], 1024 <= lo, lo <= hi, hi <= 65535 else { return nil }
+        return lo...hi
+    }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case nodeID = "node_id"
@@ -69,6 +82,8 @@ public struct AgentConfig: Codable, Sendable {
         case logLevel = "log_level"
         case probe, grading, http
         case logFormat = "log_format"
+        case servicePorts = "service_ports"
+        case advertiseHost = "advertise_host"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -93,6 +108,8 @@ public struct AgentConfig: Codable, Sendable {
         grading = try c.value(.grading, default: d.grading)
         http = try c.value(.http, default: d.http)
         logFormat = try c.value(.logFormat, default: d.logFormat)
+        servicePorts = try c.value(.servicePorts, default: d.servicePorts)
+        advertiseHost = try c.value(.advertiseHost, default: d.advertiseHost)
     }
 
     /// The shim to run jobs under: `job_shim`, else `grid-job-shim` next to this executable.
@@ -126,6 +143,10 @@ public struct AgentConfig: Codable, Sendable {
         }
         if !(0...600_000).contains(fenceGraceMs) { out.append("fence_grace_ms: 0...600000, got \(fenceGraceMs)") }
         if case .failure(let e) = HTTPListen.parse(http) { out.append("http: \(e)") }
+        if servicePortRange == nil { out.append("service_ports: 'LOW-HIGH' with 1024 ≤ LOW ≤ HIGH ≤ 65535, got '\(servicePorts)'") }
+        if advertiseHost.isEmpty || advertiseHost.contains(where: { $0.isWhitespace || $0 == "/" }) {
+            out.append("advertise_host: a host name or address the gateway can reach, got '\(advertiseHost)'")
+        }
         for path in simulate where !FileManager.default.isReadableFile(atPath: path) {
             out.append("simulate: cannot read '\(path)'")
         }
@@ -158,6 +179,8 @@ public struct AgentConfig: Codable, Sendable {
         if let v = environment["GRID_AGENT_DATA_DIR"], !v.isEmpty { config.dataDir = v }
         if let v = environment["GRID_LOG_LEVEL"], !v.isEmpty { config.logLevel = v }
         if let v = environment["GRID_AGENT_HTTP"], !v.isEmpty { config.http = v }
+        if let v = environment["GRID_AGENT_SERVICE_PORTS"], !v.isEmpty { config.servicePorts = v }
+        if let v = environment["GRID_AGENT_ADVERTISE_HOST"], !v.isEmpty { config.advertiseHost = v }
         if config.nodeID.isEmpty {
             config.nodeID = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
         }

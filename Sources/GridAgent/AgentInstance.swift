@@ -58,6 +58,14 @@ public enum AgentEvent: Sendable {
     case shutdown
     /// Hand the agent's counts and gauges to `reply` (for /metrics, /readyz).
     case observe(reply: @Sendable (AgentObservation) -> Void)
+    /// A replica probe answered (`ok`: a 2xx or 3xx in time) or failed (`detail` says how).
+    case probed(AssignmentID, ProbeKind, ok: Bool, detail: String)
+}
+
+/// Which of a replica's probes (SERVICES.md): health stops it after repeated failures;
+/// readiness puts it in or out of the gateway's rotation.
+public enum ProbeKind: String, Sendable, Equatable {
+    case health, readiness
 }
 
 /// What an agent is like now, worked out on its loop thread when asked.
@@ -108,6 +116,8 @@ public enum AgentDirective: Sendable, Equatable {
     case lease(untilMs: Int64, graceMs: Int64)
     /// Watch a reattached run (not the shell's child) until it ends.
     case watch(AssignmentID, pid: Int32)
+    /// GET `url` within `timeoutMs`; the shell answers with `onProbeResult`.
+    case probe(AssignmentID, ProbeKind, url: String, timeoutMs: Int64)
     /// Graceful stop finished (or ran out of time): the shell stops the loop.
     case exit
     case log(Logger.Level, String)
@@ -135,6 +145,11 @@ public struct AgentInstance: Sendable {
         public var jobsDirectory: String
         /// Variables every job starts with (PATH, HOME, LANG... of the agent, then the config's).
         public var baseEnvironment: [String: String]
+        /// Ports handed to runs that ask for them (`Assignment.ports`: GRID_PORT, GRID_PORT_1, …).
+        public var portRange: ClosedRange<Int> = 20000...20999
+        /// The address runs serve on (GRID_HOST) and that their endpoint names: reachable from
+        /// the region's gateway.
+        public var advertiseHost = "127.0.0.1"
         public init(node: NodeID, hostname: String, jobsDirectory: String, baseEnvironment: [String: String]) {
             self.node = node
             self.hostname = hostname
@@ -153,6 +168,14 @@ public struct AgentInstance: Sendable {
         var termSentMs: Int64?
         var pid: Int32?
         var startTicks: UInt64?
+        /// Passes its readiness probe (or has none): in the gateway's rotation.
+        var ready = false
+        var healthFailures = 0
+        var readyFailures = 0
+        var nextHealthMs: Int64 = 0
+        var nextReadyMs: Int64 = 0
+        var healthInFlight = false
+        var readyInFlight = false
     }
 
     struct PendingStatus: Sendable {
@@ -181,6 +204,9 @@ public struct AgentInstance: Sendable {
     var pendingOrder: [String] = []
     var sendAssignmentList = false
     var lastSentAssignments: [String]? = nil
+    /// Where the next port search starts (ports are handed out round the range, so a port a
+    /// run just gave up is not handed out again at once).
+    var portCursor = 0
     /// When the last acknowledged heartbeat (or register) was sent: the lease runs from there.
     public private(set) var renewedMs: Int64?
     /// Jobs may run until then; nil before any lease was granted or recovered.
@@ -463,9 +489,97 @@ public struct AgentInstance: Sendable {
                 out.append(.signal(id, SIGKILL))
             }
         }
+        for id in running.keys.sorted() { out += probes(id, now: now) }
         out += fence(now: now)
         out += exitIfDone(now: now)
         return out
+    }
+
+    // MARK: replicas: ports and probes
+
+    /// `n` ports of the range no run holds, searched from the cursor round the range.
+    mutating func allocatePorts(_ n: Int) -> [Int]? {
+        let range = settings.portRange
+        let held = Set(running.values.flatMap { Self.ports($0.assignment) })
+        guard range.count - held.count >= n else { return nil }
+        var out: [Int] = []
+        var i = 0
+        while out.count < n && i < range.count {
+            let p = range.lowerBound + (portCursor + i) % range.count
+            if !held.contains(p) { out.append(p) }
+            i += 1
+        }
+        guard out.count == n else { return nil }
+        portCursor = (portCursor + i) % range.count
+        return out
+    }
+
+    /// The ports a run was given (from its environment, where the journal keeps them).
+    static func ports(_ m: Wire.Assignment) -> [Int] {
+        guard m.ports > 0 else { return [] }
+        return (0..<Int(m.ports)).compactMap { i in m.env[i == 0 ? "GRID_PORT" : "GRID_PORT_\(i)"].flatMap { Int($0) } }
+    }
+
+    /// host:port the run serves on; nil when it asked for no port.
+    func endpoint(_ m: Wire.Assignment) -> String? {
+        guard let port = Self.ports(m).first else { return nil }
+        let host = settings.advertiseHost
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// Probes due for one run (one of each kind in flight at a time).
+    mutating func probes(_ id: AssignmentID, now: Int64) -> [AgentDirective] {
+        guard var r = running[id], r.started, r.stopReason == nil, let base = endpoint(r.assignment) else { return [] }
+        var out: [AgentDirective] = []
+        if r.assignment.hasHealth, !r.healthInFlight, now >= r.nextHealthMs {
+            let p = r.assignment.health
+            r.healthInFlight = true
+            r.nextHealthMs = now + Int64(max(100, p.intervalMs))
+            out.append(.probe(id, .health, url: "http://\(base)\(p.path)", timeoutMs: Int64(max(10, p.timeoutMs))))
+        }
+        if r.assignment.hasReadiness, !r.readyInFlight, now >= r.nextReadyMs {
+            let p = r.assignment.readiness
+            r.readyInFlight = true
+            r.nextReadyMs = now + Int64(max(100, p.intervalMs))
+            out.append(.probe(id, .readiness, url: "http://\(base)\(p.path)", timeoutMs: Int64(max(10, p.timeoutMs))))
+        }
+        running[id] = r
+        return out
+    }
+
+    /// A probe's answer. Health: `failure_threshold` failures in a row stop the run (it ends
+    /// `failed`, reason `unhealthy`; the service controller replaces it). Readiness: a pass puts
+    /// the run in rotation, `failure_threshold` failures in a row take it out; each change is
+    /// reported as a running status of its own.
+    public mutating func onProbeResult(_ id: AssignmentID, _ kind: ProbeKind, ok: Bool, detail: String, now: Int64) -> [AgentDirective] {
+        guard var r = running[id], r.started, r.stopReason == nil else {
+            if kind == .health { running[id]?.healthInFlight = false } else { running[id]?.readyInFlight = false }
+            return []
+        }
+        switch kind {
+        case .health:
+            r.healthInFlight = false
+            r.healthFailures = ok ? 0 : r.healthFailures + 1
+            running[id] = r
+            if !ok, r.healthFailures >= max(1, Int(r.assignment.health.failureThreshold)) {
+                return [.log(.warning, "assignment \(id): health probe \(r.assignment.health.path) failed \(r.healthFailures) time(s) in a row (\(detail)); stopping it")]
+                    + stop(id, .unhealthy, now: now)
+            }
+            return []
+        case .readiness:
+            r.readyInFlight = false
+            r.readyFailures = ok ? 0 : r.readyFailures + 1
+            let ready = ok ? true : (r.readyFailures >= max(1, Int(r.assignment.readiness.failureThreshold)) ? false : r.ready)
+            guard ready != r.ready else {
+                running[id] = r
+                return []
+            }
+            r.ready = ready
+            running[id] = r
+            return [.log(.info, "assignment \(id) is \(ready ? "ready" : "not ready")\(ready ? "" : ": " + detail)")]
+                + status(for: r.assignment, state: .running, visible: r.visible, models: r.deviceModels, ready: ready,
+                         change: now, now: now)
+        }
     }
 
     /// Counts, per device, the compute processes the vendor tool lists that are not this agent's
@@ -546,6 +660,14 @@ public struct AgentInstance: Sendable {
             }
             chosen.append(device)
         }
+        var m = m
+        if m.ports > 0 {
+            guard let ports = allocatePorts(Int(m.ports)) else {
+                return [ack(false, "no \(m.ports) free port(s) left in the agent's port range \(settings.portRange.lowerBound)-\(settings.portRange.upperBound)")]
+            }
+            // Kept in the run's environment, so the journal keeps them across agent restarts.
+            for (i, p) in ports.enumerated() { m.env[i == 0 ? "GRID_PORT" : "GRID_PORT_\(i)"] = String(p) }
+        }
         let visible = Self.visibleDevices(chosen)
         running[id] = Running(assignment: m, startedMs: now, visible: visible, deviceModels: chosen.map(\.unitName), started: false)
         // Journalled before the ack leaves: an agent that crashes after acknowledging finds it.
@@ -572,6 +694,7 @@ public struct AgentInstance: Sendable {
             }.joined(separator: ",")
         }
         if !m.precision.isEmpty { env["GRID_PRECISION"] = m.precision }
+        if m.ports > 0 { env["GRID_HOST"] = settings.advertiseHost }
         let output = settings.jobsDirectory + "/" + m.assignmentID + ".log"
         return [.start(id, command: m.command, args: m.args, environment: env, outputPath: output, keepOnLeaseLoss: m.keepOnLeaseLoss)]
     }
@@ -583,13 +706,17 @@ public struct AgentInstance: Sendable {
         r.startedMs = now
         r.pid = pid
         r.startTicks = startTicks
+        // A server with no readiness probe is ready once started; one with a probe once it passes.
+        r.ready = r.assignment.ports > 0 && !r.assignment.hasReadiness
+        if r.assignment.hasHealth { r.nextHealthMs = now + Int64(r.assignment.health.initialDelayMs) }
+        if r.assignment.hasReadiness { r.nextReadyMs = now + Int64(r.assignment.readiness.initialDelayMs) }
         running[id] = r
         let vis = r.visible.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: " ")
         var out: [AgentDirective] = [
             .journal(JournalRecord(kind: .started, assignment: id.rawValue, pid: pid, startTicks: startTicks, atMs: now)),
             .log(.info, "started job \(r.assignment.jobID) assignment \(id) pid \(pid) \(vis)"),
         ]
-        out += status(for: r.assignment, state: .running, visible: r.visible, models: r.deviceModels, now: now)
+        out += status(for: r.assignment, state: .running, visible: r.visible, models: r.deviceModels, ready: r.ready, now: now)
         // Stopped while it was being started (drain, lease lapse).
         if stopping { out += stop(id, .agentStopped, now: now) }
         return out
@@ -611,6 +738,9 @@ public struct AgentInstance: Sendable {
         case .cancelled: return "cancelled"
         case .timedOut: return "timed out after \(m.timeoutSeconds)s"
         case .fenced: return "stopped: the agent's lease lapsed (no word from the region)"
+        case .unhealthy:
+            let h = m.health
+            return "stopped: health probe \(h.path) failed \(h.failureThreshold) time(s) in a row"
         case .agentStopped: return "stopped: the agent was stopped"
         default: return reason.rawValue
         }
@@ -670,7 +800,8 @@ public struct AgentInstance: Sendable {
     }
 
     mutating func status(for m: Wire.Assignment, state: JobState, exit: Int32? = nil, message: String = "", tail: String = "",
-                         reason: EndReason? = nil, visible: [String: String], models: [String], now: Int64) -> [AgentDirective] {
+                         reason: EndReason? = nil, visible: [String: String], models: [String], ready: Bool = false,
+                         change: Int64 = 0, now: Int64) -> [AgentDirective] {
         var u = Wire.StatusUpdate()
         u.jobID = m.jobID
         u.assignmentID = m.assignmentID
@@ -687,7 +818,9 @@ public struct AgentInstance: Sendable {
         u.deviceIds = m.deviceIds
         u.deviceModels = models
         u.endReason = Wire.EndReason(reason)
-        u.updateID = "\(m.assignmentID):\(state.rawValue)"
+        u.endpoint = endpoint(m) ?? ""
+        u.ready = state == .running && ready
+        u.updateID = "\(m.assignmentID):\(state.rawValue)" + (change > 0 ? ":\(change)" : "")
         if pending[u.updateID] == nil { pendingOrder.append(u.updateID) }
         pending[u.updateID] = PendingStatus(update: u, sentMs: now)
         return [.journal(.status(u)), .send(.statusUpdate(u))]

@@ -163,6 +163,8 @@ public final class AgentShell {
             out += perform(instance.onProcessExited(id, outcome, tail: tail, now: now))
         case .event(.shutdown):
             out += perform(instance.onShutdown(now: now))
+        case .event(.probed(let id, let kind, let ok, let detail)):
+            out += perform(instance.onProbeResult(id, kind, ok: ok, detail: detail, now: now))
         case .event(.observe(let reply)):
             reply(observation(now: now))
         case .frame(_, let payload, _):
@@ -225,6 +227,8 @@ public final class AgentShell {
             case .exit:
                 _ = flush()
                 stopLoop()
+            case .probe(let id, let kind, let url, let timeoutMs):
+                ReplicaProbe.get(url, timeoutMs: timeoutMs) { [post] ok, detail in post(.probed(id, kind, ok: ok, detail: detail)) }
             case .start(let id, let command, let args, let environment, let outputPath, let keep):
                 guard flush() else {
                     queue.append(contentsOf: instance.onProcessFailed(id, reason: "the agent journal cannot be written (disk full?); not started", now: clock()))
@@ -380,6 +384,8 @@ public final class AgentService: Service, @unchecked Sendable {
         settings.heartbeatIntervalMs = Int64(config.heartbeatIntervalMs)
         settings.killGraceMs = Int64(config.killGraceSeconds * 1000)
         settings.fenceGraceMs = Int64(config.fenceGraceMs)
+        if let ports = config.servicePortRange { settings.portRange = ports }
+        settings.advertiseHost = config.advertiseHost
         try FileManager.default.createDirectory(atPath: settings.jobsDirectory, withIntermediateDirectories: true)
         let shimPath = try config.resolvedJobShim()
         let cgroups = JobCgroups.decide(setting: config.cgroup,

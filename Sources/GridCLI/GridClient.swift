@@ -183,3 +183,42 @@ public final class GridClient {
         return out
     }
 }
+
+// MARK: services (SERVICES.md)
+
+extension GridClient {
+    /// Deploys a service (or a changed spec of one); answered with the service as it now stands.
+    public func deploy(_ spec: ServiceSpec, timeout: Double = 5) throws -> Wire.ServiceStatus {
+        var d = Wire.Deploy()
+        d.spec = Wire.ServiceSpec(spec)
+        return try service(from: request(.deploy(d), timeout: timeout))
+    }
+
+    /// Every service (`name` nil) or the one named.
+    public func services(_ name: String? = nil, timeout: Double = 5) throws -> [Wire.ServiceStatus] {
+        var q = Wire.Query()
+        q.kind = .services
+        q.service = name ?? ""
+        guard case .queryReply(let r) = try request(.query(q), timeout: timeout) else {
+            throw ClientError("unexpected answer to a services query from \(endpoint)")
+        }
+        return r.services
+    }
+
+    public func serviceControl(_ action: Wire.ServiceControl.Action, name: String, replicas: Int = 0, version: String = "",
+                               timeout: Double = 5) throws -> Wire.ServiceStatus {
+        var c = Wire.ServiceControl()
+        c.name = name
+        c.action = action
+        c.replicas = UInt32(clamping: replicas)
+        c.version = version
+        return try service(from: request(.serviceControl(c), timeout: timeout))
+    }
+
+    func service(from body: Body) throws -> Wire.ServiceStatus {
+        guard case .queryReply(let r) = body, let s = r.services.first else {
+            throw ClientError("unexpected answer from \(endpoint) (no service in it)")
+        }
+        return s
+    }
+}

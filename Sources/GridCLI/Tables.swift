@@ -242,3 +242,40 @@ public enum Columns {
         },
     ]
 }
+
+// MARK: services
+
+extension Table {
+    /// `gridctl services`: one row per service.
+    public static func services(_ list: [Wire.ServiceStatus]) -> String {
+        render(["SERVICE", "STATE", "VERSION", "READY", "RPS", "P99 MS", "RESTARTS", "ENDPOINT"], list.map { s in
+            [s.spec.name, s.state, versionText(s), "\(s.ready)/\(s.desired)",
+             s.requestsPerSecond > 0 ? String(format: "%.1f", s.requestsPerSecond) : "-",
+             s.p99Ms > 0 ? String(format: "%.1f", s.p99Ms) : "-", "\(s.restarts)", s.endpoints.first ?? "-"]
+        })
+    }
+
+    static func versionText(_ s: Wire.ServiceStatus) -> String {
+        let wanted = s.spec.model.version
+        return s.servingVersion.isEmpty || s.servingVersion == wanted ? wanted : "\(s.servingVersion) → \(wanted)"
+    }
+
+    /// `gridctl service NAME`: the service, then one row per replica.
+    public static func service(_ s: Wire.ServiceStatus) -> String {
+        var lines: [String] = []
+        lines.append("service:    \(s.spec.name) (model \(s.spec.model.name) \(versionText(s)))")
+        lines.append("state:      \(s.state): \(s.message)")
+        lines.append("replicas:   \(s.ready) ready of \(s.desired) wanted (min \(s.spec.minReplicas), max \(s.spec.maxReplicas)); \(s.restarts) restart(s)")
+        lines.append("endpoint:   \(s.endpoints.isEmpty ? "- (no ready replica yet)" : s.endpoints.joined(separator: ", "))")
+        let slo = s.spec.sloP99Ms > 0 ? String(format: "p99 ≤ %.0f ms", s.spec.sloP99Ms) + (s.spec.sloOrigin.isEmpty ? "" : " from \(s.spec.sloOrigin)") : "none"
+        let measured = s.p99Ms > 0 ? String(format: "p99 %.1f ms at %.1f req/s (gateway)", s.p99Ms, s.requestsPerSecond) : "no requests yet"
+        lines.append("latency:    SLO \(slo); measured \(measured)")
+        lines.append("")
+        lines.append(render(["REPLICA", "VERSION", "STATE", "READY", "REGION", "NODE", "DEVICES", "PRECISION", "RUNS", "ENDPOINT"], s.replicas.map { r in
+            [r.jobID, r.version, r.state, r.ready ? "yes" : "no", r.regionID.isEmpty ? "-" : r.regionID, r.nodeID.isEmpty ? "-" : r.nodeID,
+             r.deviceModels.isEmpty ? "-" : r.deviceModels.joined(separator: ","), r.precision.isEmpty ? "-" : r.precision, "\(r.attempt)",
+             r.endpoint.isEmpty ? "-" : r.endpoint]
+        }))
+        return lines.joined(separator: "\n")
+    }
+}

@@ -85,6 +85,12 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     public var httpTokenFile: String = ""
     /// Log lines as `text` or `json` (one JSON object per line). Default `text`.
     public var logFormat: LogFormat = .text
+    /// Region: the service gateway's listener (SERVICES.md, "Gateway"): `host:port`, port 0 =
+    /// any free port, `off` = none. Default `127.0.0.1:7791`.
+    public var gateway: String = "127.0.0.1:7791"
+    /// Region: the gateway's URL as clients reach it (the national scheduler hands it out);
+    /// "" = `http://` and the address it listens on.
+    public var gatewayURL: String = ""
 
     public init() {}
 
@@ -107,6 +113,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case http
         case httpTokenFile = "http_token_file"
         case logFormat = "log_format"
+        case gateway
+        case gatewayURL = "gateway_url"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -141,6 +149,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         http = try c.value(.http, default: defaultsForRole.http)
         httpTokenFile = try c.value(.httpTokenFile, default: d.httpTokenFile)
         logFormat = try c.value(.logFormat, default: d.logFormat)
+        gateway = try c.value(.gateway, default: d.gateway)
+        gatewayURL = try c.value(.gatewayURL, default: d.gatewayURL)
     }
 
     /// Role-specific defaults for id and bind.
@@ -194,6 +204,10 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             out.append("history_retention_hours: must be > 0 and at most 8760, got \(historyRetentionHours)")
         }
         if case .failure(let e) = HTTPListen.parse(http) { out.append("http: \(e)") }
+        if case .failure(let e) = HTTPListen.parse(gateway) { out.append("gateway: \(e)") }
+        if !gatewayURL.isEmpty, !(gatewayURL.hasPrefix("http://") || gatewayURL.hasPrefix("https://")) {
+            out.append("gateway_url: '\(gatewayURL)' is not an http:// or https:// URL")
+        }
         if maxMessageBytes < 64 << 10 { out.append("max_message_bytes: at least 65536, got \(maxMessageBytes)") }
         return out
     }
@@ -242,6 +256,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             ("GRID_CONTROLLER_DATA_DIR", { $0.dataDir = $1 }),
             ("GRID_LOG_LEVEL", { $0.logLevel = $1 }),
             ("GRID_CONTROLLER_HTTP", { $0.http = $1 }),
+            ("GRID_CONTROLLER_GATEWAY", { $0.gateway = $1 }),
+            ("GRID_CONTROLLER_GATEWAY_URL", { $0.gatewayURL = $1 }),
             ("GRID_HTTP_TOKEN_FILE", { $0.httpTokenFile = $1 }),
         ]
         for (name, apply) in env {

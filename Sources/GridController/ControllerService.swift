@@ -13,6 +13,8 @@ public final class ControllerService: Service, @unchecked Sendable {
     /// The endpoint actually bound (ports from `tcp://host:*` resolved).
     public let endpoint: String
     public let config: ControllerConfig
+    /// A region's service rotation and its gateway's measurements (SERVICES.md, "Gateway").
+    public let gateway = GatewayTable()
     let loop: SocketLoop<ControllerCall>
     let logger: Logger
     /// The role's logic with the clock applied. Touched only on the loop thread once `run` starts.
@@ -39,7 +41,8 @@ public final class ControllerService: Service, @unchecked Sendable {
         switch config.role {
         case .region:
             let shell = try RegionShell(settings: RegionInstance.Settings(config: config), store: store,
-                                        maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock, metrics: metrics)
+                                        maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock, metrics: metrics,
+                                        gateway: gateway)
             handle = { shell.handle($0, backlog: $1) }
             nextWake = { shell.nextWakeNanoseconds }
         case .national:

@@ -145,7 +145,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
         // The gateway's address and load, once a second, for the region's summaries.
         if now.monotonicMs - lastGatewayReportMs >= 1000 {
             lastGatewayReportMs = now.monotonicMs
-            instance.onGateway(url: gateway.url, loads: gateway.loads(nowSeconds: now.monotonicMs / 1000))
+            instance.onGateway(url: gateway.url, loads: gateway.loads())
         }
         directives += instance.onTick(now: now, backlog: backlog)
         expireCalls(now)

@@ -48,6 +48,9 @@ public final class GatewayTable: Sendable {
 
     public init() {}
 
+    /// The clock both sides count seconds with.
+    public static func nowSeconds() -> Int64 { Int64(DispatchTime.now().uptimeNanoseconds / 1_000_000_000) }
+
     // MARK: the controller's side
 
     public func setRoutes(_ service: String, _ routes: [ServiceRoute]) {
@@ -61,7 +64,7 @@ public final class GatewayTable: Sendable {
     }
 
     /// Load per service over the last `window` seconds, for the region's summary.
-    public func loads(nowSeconds: Int64) -> [Wire.ServiceLoad] {
+    public func loads(nowSeconds: Int64 = GatewayTable.nowSeconds()) -> [Wire.ServiceLoad] {
         state.withLock { s in
             let names = Set(s.stats.keys).union(s.routes.keys).union(s.waiting.keys)
             return names.sorted().map { name in

@@ -268,12 +268,14 @@ public enum EndReason: String, Codable, Sendable, CaseIterable {
     case preempted
     /// Stopped by an operator (`gridctl requeue`) and queued again; does not use up attempts.
     case requeued
+    /// The agent stopped it: its health probe failed `failure_threshold` times in a row.
+    case unhealthy
 
     /// A fault around the job rather than the job's own outcome: the run may be retried.
     public var isFault: Bool {
         switch self {
         case .fenced, .agentStopped, .nodeLost, .nodeRestarted, .rejected, .preempted, .requeued: return true
-        case .exited, .cancelled, .timedOut, .endedWhileAgentDown, .startFailed: return false
+        case .exited, .cancelled, .timedOut, .endedWhileAgentDown, .startFailed, .unhealthy: return false
         }
     }
 }

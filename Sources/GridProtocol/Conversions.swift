@@ -328,6 +328,7 @@ extension Wire.EndReason {
         case .rejected: self = .rejected
         case .preempted: self = .preempted
         case .requeued: self = .requeued
+        case .unhealthy: self = .unhealthy
         }
     }
 
@@ -343,6 +344,7 @@ extension Wire.EndReason {
         case .startFailed: return .startFailed
         case .nodeLost: return .nodeLost
         case .nodeRestarted: return .nodeRestarted
+        case .unhealthy: return .unhealthy
         case .rejected: return .rejected
         case .preempted: return .preempted
         case .requeued: return .requeued

@@ -92,6 +92,15 @@ struct GridControllerCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data("grid-controller \(name) http on http://\(address)/ (dashboard, /api/v1, /metrics)\n".utf8))
             }, successTerminationBehavior: .ignore))
         }
+        if cfg.role == .region, case .success(.on(let host, let port)) = HTTPListen.parse(cfg.gateway) {
+            let table = service.gateway
+            let advertised = cfg.gatewayURL
+            let gateway = ServiceGateway(table: table, logger: logger)
+            services.append(.init(service: GatewayServer(gateway: gateway, host: host, port: port, logger: logger) { address in
+                table.url = advertised.isEmpty ? "http://\(address)" : advertised
+                FileHandle.standardOutput.write(Data("grid-controller \(name) gateway on http://\(address)/ (/<service>/...)\n".utf8))
+            }, successTerminationBehavior: .ignore))
+        }
         // SIGHUP: what can change without a restart does; the rest is named. `running` follows
         // what was applied, so a later SIGHUP compares with what is in force.
         let running = Mutex(cfg)

@@ -12,7 +12,7 @@ struct Gridctl: ParsableCommand {
         commandName: "gridctl",
         abstract: "Submit work to a ComputeGrid network and see where it ran.",
         version: BuildInfo.line,
-        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Node.self, Accounts.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self,
+        subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Node.self, Accounts.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self, Deploy.self, Services.self, ServiceShow.self, Scale.self, Rollout.self, Undeploy.self,
                       Completion.self])
 }
 

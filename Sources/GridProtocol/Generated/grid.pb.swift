@@ -201,6 +201,9 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
 
   /// region: stopped by an operator (gridctl requeue); queued again
   case requeued // = 12
+
+  /// agent: stopped after its health probe failed failure_threshold times in a row
+  case unhealthy // = 13
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -222,6 +225,7 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
     case 10: self = .rejected
     case 11: self = .preempted
     case 12: self = .requeued
+    case 13: self = .unhealthy
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -241,6 +245,7 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
     case .rejected: return 10
     case .preempted: return 11
     case .requeued: return 12
+    case .unhealthy: return 13
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -260,6 +265,7 @@ public nonisolated enum Computegrid_V1_EndReason: SwiftProtobuf.Enum, Swift.Case
     .rejected,
     .preempted,
     .requeued,
+    .unhealthy,
   ]
 
 }
@@ -2712,7 +2718,7 @@ nonisolated extension Computegrid_V1_MessageType: SwiftProtobuf._ProtoNameProvid
 }
 
 nonisolated extension Computegrid_V1_EndReason: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0END_REASON_UNSPECIFIED\0\u{1}EXITED\0\u{1}CANCELLED\0\u{1}TIMED_OUT\0\u{1}FENCED\0\u{1}AGENT_STOPPED\0\u{1}ENDED_WHILE_AGENT_DOWN\0\u{1}START_FAILED\0\u{1}NODE_LOST\0\u{1}NODE_RESTARTED\0\u{1}REJECTED\0\u{1}PREEMPTED\0\u{1}REQUEUED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0END_REASON_UNSPECIFIED\0\u{1}EXITED\0\u{1}CANCELLED\0\u{1}TIMED_OUT\0\u{1}FENCED\0\u{1}AGENT_STOPPED\0\u{1}ENDED_WHILE_AGENT_DOWN\0\u{1}START_FAILED\0\u{1}NODE_LOST\0\u{1}NODE_RESTARTED\0\u{1}REJECTED\0\u{1}PREEMPTED\0\u{1}REQUEUED\0\u{1}UNHEALTHY\0")
 }
 
 nonisolated extension Computegrid_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
