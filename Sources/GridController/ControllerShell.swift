@@ -143,7 +143,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
             }
         }
         // The gateway's address and load, once a second, for the region's summaries.
-        if now.monotonicMs - lastGatewayReportMs >= 1000 {
+        if lastGatewayReportMs == .min || now.monotonicMs - lastGatewayReportMs >= 1000 {
             lastGatewayReportMs = now.monotonicMs
             instance.onGateway(url: gateway.url, loads: gateway.loads())
         }

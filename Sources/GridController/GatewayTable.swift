@@ -73,7 +73,7 @@ public final class GatewayTable: Sendable {
                 l.readyReplicas = UInt32(clamping: s.routes[name]?.count ?? 0)
                 guard let st = s.stats[name] else { return l }
                 var total = 0
-                for (i, sec) in st.seconds.enumerated() where nowSeconds - sec < Int64(Self.window) && sec <= nowSeconds { total += st.counts[i] }
+                for (i, sec) in st.seconds.enumerated() where sec > nowSeconds - Int64(Self.window) && sec <= nowSeconds { total += st.counts[i] }
                 l.requestsPerSecond = Double(total) / Double(Self.window)
                 l.inFlight = st.inFlightSamples > 0 ? st.inFlightSum / Double(st.inFlightSamples) : Double(st.inFlight)
                 l.inFlight += Double(s.waiting[name] ?? 0)

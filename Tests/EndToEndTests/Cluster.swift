@@ -56,6 +56,7 @@ final class Cluster {
         var env = ProcessInfo.processInfo.environment
         env["GRID_CONTROLLER_HTTP"] = env["GRID_CONTROLLER_HTTP"] ?? "127.0.0.1:0"
         env["GRID_AGENT_HTTP"] = env["GRID_AGENT_HTTP"] ?? "off"
+        env["GRID_CONTROLLER_GATEWAY"] = env["GRID_CONTROLLER_GATEWAY"] ?? "127.0.0.1:0"
         env.merge(environment) { $1 }
         p.environment = env
         try p.run()
