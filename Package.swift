@@ -159,6 +159,7 @@ let package = Package(
                 "GridFleet", "GridCLI", "GridController", "GridDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         .testTarget(name: "GridCoreTests", dependencies: ["GridCore"]),
@@ -175,7 +176,8 @@ let package = Package(
         .testTarget(
             name: "GridControllerTests",
             dependencies: ["GridController", "GridCore", "GridProtocol", "GridStore", "GridTransport",
-                           .product(name: "Logging", package: "swift-log")]
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "GridAgentTests", dependencies: ["GridAgent", "GridCore", "GridProtocol"]),
         .testTarget(

@@ -1070,6 +1070,9 @@ public struct NationalInstance: Sendable {
     public var nextDueMs: Int64? { timers.nextDue }
 
     public func job(_ id: JobID) -> JobRecord? { jobs[id] }
+    public func service(_ name: String) -> ServiceRecord? { services[name] }
+    /// A cancel of this job is in flight (sent to its region until the job ends).
+    public func isCancelling(_ id: JobID) -> Bool { cancelling[id] != nil }
     public var jobCount: Int { jobs.count }
     public var jobIDs: [String] { jobs.keys.map(\.rawValue).sorted() }
     public var forwardsInFlight: Int { forwards.count }

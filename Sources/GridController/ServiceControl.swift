@@ -196,6 +196,10 @@ extension NationalInstance {
             return out + reconcileAgain(svc, now: now)
         }
 
+        let desiredBefore = svc.desired
+        if svc.spec.autoscale != nil, [.ready, .degraded, .deploying].contains(svc.phase) { autoscale(&svc, now: now) }
+        let scaled = svc.desired != desiredBefore ? svc.message : nil
+
         let stopping = Set(live.filter { cancelling[$0] != nil })
         let active = live.filter { !stopping.contains($0) }
         let current = active.filter { jobs[$0]?.spec == wanted }
@@ -267,9 +271,41 @@ extension NationalInstance {
             svc.stableSpec = nil
         } else if svc.phase == .ready {
             svc.phase = .degraded
-            svc.message = "\(readyCurrent) of \(svc.desired) replica(s) ready"
+            svc.message = "\(readyCurrent) of \(svc.desired) replica(s) ready" + (scaled.map { "; " + $0 } ?? "")
         }
         return out + store(svc, before: before, now: now)
+    }
+
+    /// Sets the count from the gateways' load (SERVICES.md, "Autoscaling"): requests per
+    /// second over `target_rps` and requests in flight (waiting ones included) over
+    /// `target_in_flight`, the larger, within min…max; a scale-up waits its cooldown after the
+    /// last change, a scale-down its own.
+    func autoscale(_ svc: inout ServiceRecord, now: Moment) {
+        guard let a = svc.spec.autoscale else { return }
+        var rps = 0.0
+        var inFlight = 0.0
+        for view in regions.values where now.monotonicMs - view.lastSeenMs <= staleAfterMs {
+            if let l = view.loads[svc.spec.name] {
+                rps += l.requestsPerSecond
+                inFlight += l.inFlight
+            }
+        }
+        var wanted = 0
+        if let t = a.targetRequestsPerSecond { wanted = max(wanted, Int((rps / t).rounded(.up))) }
+        if let t = a.targetInFlight { wanted = max(wanted, Int((inFlight / t).rounded(.up))) }
+        // Requests waiting for a service at zero always start one.
+        if inFlight > 0 { wanted = max(wanted, 1) }
+        let floor = a.scaleToZero ? svc.spec.replicas.min : max(1, svc.spec.replicas.min)
+        wanted = min(max(wanted, floor), svc.spec.replicas.max)
+        guard wanted != svc.desired else { return }
+        let since = svc.lastScaledAt.map { now.wall.timeIntervalSince($0) } ?? .infinity
+        let cooldown = wanted > svc.desired ? a.scaleUpCooldownSeconds : a.scaleDownCooldownSeconds
+        // The first replica of a service at zero is not held back by a cooldown.
+        guard since >= cooldown || svc.desired == 0 else { return }
+        if wanted > svc.desired && since < cooldown && svc.desired > 0 { return }
+        svc.message = String(format: "autoscaled %d → %d (%.1f req/s, %.1f in flight)", svc.desired, wanted, rps, inFlight)
+        svc.desired = wanted
+        svc.lastScaledAt = now.wall
     }
 
     /// Reconciles once more after a change of course (a rollback), with the stored value updated.

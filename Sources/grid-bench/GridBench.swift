@@ -16,7 +16,7 @@ struct GridBench: ParsableCommand {
         version: BuildInfo.line,
         subcommands: [Micro.self, PlacementBench.self, HeartbeatBench.self, EndToEndBench.self, LatencyBench.self,
                       FailoverBench.self, RecoveryBench.self, AgentCostBench.self, NationalBench.self,
-                      RegionTraceBench.self, RegionPlacementBench.self, ObserveBench.self],
+                      RegionTraceBench.self, RegionPlacementBench.self, ObserveBench.self, ServeBench.self],
         defaultSubcommand: Micro.self)
 }
 
