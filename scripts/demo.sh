@@ -3,6 +3,8 @@
 # sample jobs in examples/jobs, a table of where each ran and how it ended, clean shutdown.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# Service replicas name their model files relative to here (examples/services/tiny-mlp.yaml).
+cd "$ROOT" || exit 1
 BIN="${BIN:-$ROOT/.build/debug}"
 RUN="$ROOT/run"
 LOGS="$RUN/logs"
@@ -120,10 +122,26 @@ for j in west-for-price kept-in-jurisdiction delayed-to-cheaper-hour; do
   "$BIN/gridctl" explain --controller "$NATIONAL" "$j" || exit 1
 done
 echo
+log "a model as a service: examples/services/tiny-mlp.yaml (SERVICES.md): 2 replicas, probes, the region's gateway"
+"$BIN/gridctl" deploy --controller "$NATIONAL" examples/services/tiny-mlp.yaml --wait --within 90 || exit 1
+endpoint=$("$BIN/gridctl" service --controller "$NATIONAL" tiny-mlp -o json |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["endpoints"][0])') || exit 1
+log "one answer from the service: POST $endpoint/v1/predict"
+python3 - "$endpoint" <<'PY' || exit 1
+import json, sys, urllib.request
+body = json.dumps({"inputs": [[5.1, 3.5, 1.4, 0.2, 1, 0, 0, 1]]}).encode()
+req = urllib.request.Request(sys.argv[1] + "/v1/predict", data=body, headers={"Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=10) as r:
+    answer = json.load(r)
+    print("    replica", r.headers.get("X-Grid-Replica"), "version", answer["version"], "precision", answer["precision"])
+    print("    ", dict(zip(answer["labels"], answer["outputs"][0])))
+PY
+echo
 log "delayed-to-cheaper-hour stays held in the national scheduler's store (run/national) until its hour"
 echo
 log "watch it: dashboard http://127.0.0.1:7780/ · metrics http://127.0.0.1:7780/metrics · API http://127.0.0.1:7780/openapi.yaml"
 echo "    regions: guian http://127.0.0.1:7791/ · zhongwei http://127.0.0.1:7792/ · demozone http://127.0.0.1:7793/"
+echo "    service: $endpoint (gridctl services; gridctl service tiny-mlp)"
 if [ -t 0 ] && [ -t 1 ]; then
   printf '    the network keeps serving; press Enter to stop it '
   read -r _ || true

@@ -2,7 +2,8 @@
 # Installs the system packages ComputeGrid builds against, when missing.
 # As root: installs them with apt-get. Otherwise: prints the exact apt line and fails.
 set -euo pipefail
-PACKAGES="libzmq3-dev libsqlite3-dev pkg-config libxml2-dev"
+# python3: the demo model served by `make demo` (examples/model/serve.py, standard library only).
+PACKAGES="libzmq3-dev libsqlite3-dev pkg-config libxml2-dev python3"
 # `deps.sh --test`: also what the test suite drives for real: a headless browser for the
 # dashboard, Prometheus's own text-format parser, curl for the event stream, pyzmq and
 # protobuf for the Python conformance peer (Tests/Conformance).

@@ -86,8 +86,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     /// Log lines as `text` or `json` (one JSON object per line). Default `text`.
     public var logFormat: LogFormat = .text
     /// Region: the service gateway's listener (SERVICES.md, "Gateway"): `host:port`, port 0 =
-    /// any free port, `off` = none. Default `127.0.0.1:7791`.
-    public var gateway: String = "127.0.0.1:7791"
+    /// any free port, `off` = none. Default `127.0.0.1:7810`.
+    public var gateway: String = "127.0.0.1:7810"
     /// Region: the gateway's URL as clients reach it (the national scheduler hands it out);
     /// "" = `http://` and the address it listens on.
     public var gatewayURL: String = ""
