@@ -204,7 +204,7 @@ public enum ServiceFile {
         let slo = ServiceSLO(p99Ms: raw.slo?.p99Ms, origin: raw.slo?.origin.map(RegionID.init))
         // The SLO bounds the network: the national scheduler keeps to regions within it of the origin.
         if template.routing.origin == nil { template.routing.origin = slo.origin }
-        if template.routing.latencySLOMs == nil { template.routing.latencySLOMs = slo.p99Ms }
+        if template.routing.latencySLOMs == nil, template.routing.origin != nil { template.routing.latencySLOMs = slo.p99Ms }
         if raw.job.model == nil { problems.append("model: required (name, version, artifact; parameters and precisions on accelerators)") }
         let model = ServedModel(name: raw.job.model?.name ?? "", version: raw.version ?? "", artifact: raw.artifact ?? "", format: raw.format ?? "")
         var autoscale: Autoscale?

@@ -271,9 +271,11 @@ extension Table {
         let measured = s.p99Ms > 0 ? String(format: "p99 %.1f ms at %.1f req/s (gateway)", s.p99Ms, s.requestsPerSecond) : "no requests yet"
         lines.append("latency:    SLO \(slo); measured \(measured)")
         lines.append("")
-        lines.append(render(["REPLICA", "VERSION", "STATE", "READY", "REGION", "NODE", "DEVICES", "PRECISION", "RUNS", "ENDPOINT"], s.replicas.map { r in
+        lines.append(render(["REPLICA", "VERSION", "STATE", "READY", "REGION", "NODE", "DEVICES", "GRADE", "PRECISION", "RUNS", "ENDPOINT"], s.replicas.map { r in
             [r.jobID, r.version, r.state, r.ready ? "yes" : "no", r.regionID.isEmpty ? "-" : r.regionID, r.nodeID.isEmpty ? "-" : r.nodeID,
-             r.deviceModels.isEmpty ? "-" : r.deviceModels.joined(separator: ","), r.precision.isEmpty ? "-" : r.precision, "\(r.attempt)",
+             r.deviceModels.isEmpty ? "-" : r.deviceModels.joined(separator: ","),
+             r.deviceGrades.contains(where: { !$0.isEmpty }) ? r.deviceGrades.map { $0.isEmpty ? "?" : $0 }.joined(separator: ",") : "-",
+             r.precision.isEmpty ? "-" : r.precision, "\(r.attempt)",
              r.endpoint.isEmpty ? "-" : r.endpoint]
         }))
         return lines.joined(separator: "\n")

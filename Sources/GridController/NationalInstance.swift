@@ -619,6 +619,7 @@ public struct NationalInstance: Sendable {
             job.assignment = m.assignmentID.isEmpty ? nil : AssignmentID(m.assignmentID)
             job.deviceIDs = m.deviceIds
             job.deviceModels = m.deviceModels
+            job.deviceGrades = m.deviceGrades
             job.exitCode = m.hasExitCode_p ? Int(m.exitCode) : nil
             job.message = m.message
             job.outputTail = m.outputTail

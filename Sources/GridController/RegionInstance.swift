@@ -100,6 +100,7 @@ public struct RegionInstance: Sendable {
         var model: String
         var health: HealthState
         var capability: Int
+        var grade: DeviceGrade?
         /// Held by a process the agent does not run.
         var foreign: Bool = false
     }
@@ -247,7 +248,7 @@ public struct RegionInstance: Sendable {
                 model = name
             }
             return DeviceSlot(id: d.id, model: model, health: d.health.state, capability: d.capability.hashValue,
-                              foreign: (d.foreignProcesses ?? 0) > 0)
+                              grade: d.grade, foreign: (d.foreignProcesses ?? 0) > 0)
         }
     }
 
@@ -713,6 +714,7 @@ public struct RegionInstance: Sendable {
         job.node = nil
         job.deviceIDs = []
         job.deviceModels = []
+        job.deviceGrades = []
         job.assignment = nil
         job.visibleDevices = [:]
         job.precision = nil
@@ -889,6 +891,7 @@ public struct RegionInstance: Sendable {
         u.regionID = region.rawValue
         u.deviceIds = job.deviceIDs
         u.deviceModels = job.deviceModels
+        u.deviceGrades = job.deviceGrades
         u.attempts = job.attempts.map(Wire.Attempt.init)
         u.maxAttempts = UInt32(clamping: job.spec.retry.maxAttempts)
         u.precision = job.precision?.rawValue ?? ""
@@ -932,6 +935,7 @@ public struct RegionInstance: Sendable {
         job.node = nil
         job.deviceIDs = []
         job.deviceModels = []
+        job.deviceGrades = []
         job.precision = nil
         return .persist(.assignment(revoked, at: now.wall))
     }
@@ -1628,6 +1632,8 @@ public struct RegionInstance: Sendable {
                 job.node = nodeID
                 job.deviceIDs = deviceIDs
                 job.deviceModels = deviceIDs.map { models[$0] ?? "?" }
+                let grades = Dictionary(node.slots.map { ($0.id, $0.grade?.rawValue ?? "") }, uniquingKeysWith: { a, _ in a })
+                job.deviceGrades = deviceIDs.map { grades[$0] ?? "" }
                 job.assignment = aid
                 job.precision = fit.isEmpty ? nil : fit[option].precision
                 job.message = "assigned to \(nodeID)" + (job.precision.map { " at \($0.rawValue)" } ?? "")

@@ -345,6 +345,8 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var node: NodeID?
     public var deviceIDs: [String]
     public var deviceModels: [String]
+    /// Their grades ("A"…"D", "" = ungraded), in the same order (as the region placed them).
+    public var deviceGrades: [String] = []
     public var assignment: AssignmentID?
     public var epoch: Int
     public var exitCode: Int?
@@ -397,7 +399,7 @@ public struct JobRecord: Codable, Sendable, Hashable {
 extension JobRecord {
     enum CodingKeys: String, CodingKey {
         case id, spec, state, region, node, deviceIDs, deviceModels, assignment, epoch, exitCode, message, outputTail
-        case visibleDevices, submittedAt, updatedAt, attempts, route, precision, hold, endpoint, ready
+        case visibleDevices, submittedAt, updatedAt, attempts, route, precision, hold, endpoint, ready, deviceGrades
     }
 
     /// Records stored before attempts existed still decode.
@@ -419,6 +421,7 @@ extension JobRecord {
         hold = try c.decodeIfPresent(JobHold.self, forKey: .hold)
         endpoint = try c.decodeIfPresent(String.self, forKey: .endpoint)
         ready = try c.decodeIfPresent(Bool.self, forKey: .ready) ?? false
+        deviceGrades = try c.decodeIfPresent([String].self, forKey: .deviceGrades) ?? []
     }
 }
 

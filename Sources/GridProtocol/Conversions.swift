@@ -270,6 +270,7 @@ extension Wire.Job {
         nodeID = r.node?.rawValue ?? ""
         deviceIds = r.deviceIDs
         deviceModels = r.deviceModels
+        deviceGrades = r.deviceGrades
         assignmentID = r.assignment?.rawValue ?? ""
         epoch = UInt64(max(0, r.epoch))
         if let code = r.exitCode {
@@ -308,6 +309,7 @@ extension Wire.Job {
         r.hold = holdReason.isEmpty ? nil : JobHold(reason: holdReason, since: Date(unixMilliseconds: updatedUnixMs))
         r.endpoint = endpoint.isEmpty ? nil : endpoint
         r.ready = ready
+        r.deviceGrades = deviceGrades
         return r
     }
 }

@@ -132,6 +132,7 @@ extension Wire.ServiceStatus {
             w.nodeID = j.node?.rawValue ?? ""
             w.deviceIds = j.deviceIDs
             w.deviceModels = j.deviceModels
+            w.deviceGrades = j.deviceGrades
             w.precision = j.precision?.rawValue ?? ""
             w.ready = j.state == .running && j.ready
             if w.ready { readyCount += 1 }

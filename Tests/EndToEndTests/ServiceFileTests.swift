@@ -17,7 +17,10 @@ import Testing
         #expect(spec.replicas == ReplicaRange(min: 2, max: 4))
         #expect(spec.health == ProbeSpec(path: "/healthz", intervalSeconds: 2, timeoutSeconds: 0.5, failureThreshold: 3, initialDelaySeconds: 2))
         #expect(spec.readiness == ProbeSpec(path: "/readyz", intervalSeconds: 0.5, timeoutSeconds: 0.5, failureThreshold: 1), "the timeout defaults to at most the interval")
-        #expect(spec.slo.p99Ms == 50 && spec.template.routing.latencySLOMs == 50)
+        // No origin: the SLO bounds no network path (a job's latency bound needs an origin),
+        // and the spec is one the national scheduler accepts.
+        #expect(spec.slo.p99Ms == 50 && spec.template.routing.latencySLOMs == nil)
+        #expect(spec.problems().isEmpty, "\(spec.problems())")
         #expect(spec.update == UpdateStrategy(maxSurge: 1, maxUnavailable: 0))
         #expect(spec.autoscale?.targetRequestsPerSecond == 200 && spec.autoscale?.scaleDownCooldownSeconds == 300)
         #expect(spec.template.accelerators.maxGrade == .c)

@@ -938,6 +938,12 @@ public nonisolated struct Computegrid_V1_StatusUpdate: @unchecked Sendable {
     set {_uniqueStorage()._ready = newValue}
   }
 
+  /// region -> national: the units' grades ("A".."D", "" = ungraded), as device_ids
+  public var deviceGrades: [String] {
+    get {_storage._deviceGrades}
+    set {_uniqueStorage()._deviceGrades = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2090,6 +2096,8 @@ public nonisolated struct Computegrid_V1_Replica: Sendable {
   /// runs of this replica's job
   public var attempt: UInt32 = 0
 
+  public var deviceGrades: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2536,6 +2544,12 @@ public nonisolated struct Computegrid_V1_Job: @unchecked Sendable {
   public var ready: Bool {
     get {_storage._ready}
     set {_uniqueStorage()._ready = newValue}
+  }
+
+  /// the units' grades, in the order of device_ids
+  public var deviceGrades: [String] {
+    get {_storage._deviceGrades}
+    set {_uniqueStorage()._deviceGrades = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -3657,7 +3671,7 @@ nonisolated extension Computegrid_V1_Attempt: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0\u{3}end_reason\0\u{1}attempts\0\u{3}max_attempts\0\u{1}precision\0\u{3}hold_reason\0\u{1}endpoint\0\u{1}ready\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0\u{3}end_reason\0\u{1}attempts\0\u{3}max_attempts\0\u{1}precision\0\u{3}hold_reason\0\u{1}endpoint\0\u{1}ready\0\u{3}device_grades\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -3681,6 +3695,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
     var _holdReason: String = String()
     var _endpoint: String = String()
     var _ready: Bool = false
+    var _deviceGrades: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3712,6 +3727,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
       _holdReason = source._holdReason
       _endpoint = source._endpoint
       _ready = source._ready
+      _deviceGrades = source._deviceGrades
     }
   }
 
@@ -3751,6 +3767,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
         case 19: try { try decoder.decodeSingularStringField(value: &_storage._holdReason) }()
         case 20: try { try decoder.decodeSingularStringField(value: &_storage._endpoint) }()
         case 21: try { try decoder.decodeSingularBoolField(value: &_storage._ready) }()
+        case 22: try { try decoder.decodeRepeatedStringField(value: &_storage._deviceGrades) }()
         default: break
         }
       }
@@ -3822,6 +3839,9 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
       if _storage._ready != false {
         try visitor.visitSingularBoolField(value: _storage._ready, fieldNumber: 21)
       }
+      if !_storage._deviceGrades.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._deviceGrades, fieldNumber: 22)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3852,6 +3872,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
         if _storage._holdReason != rhs_storage._holdReason {return false}
         if _storage._endpoint != rhs_storage._endpoint {return false}
         if _storage._ready != rhs_storage._ready {return false}
+        if _storage._deviceGrades != rhs_storage._deviceGrades {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -5505,7 +5526,7 @@ nonisolated extension Computegrid_V1_ServiceStatus: SwiftProtobuf.Message, Swift
 
 nonisolated extension Computegrid_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Replica"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}version\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{1}precision\0\u{1}ready\0\u{1}endpoint\0\u{1}message\0\u{1}attempt\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}version\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{1}precision\0\u{1}ready\0\u{1}endpoint\0\u{1}message\0\u{1}attempt\0\u{3}device_grades\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5525,6 +5546,7 @@ nonisolated extension Computegrid_V1_Replica: SwiftProtobuf.Message, SwiftProtob
       case 10: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
       case 11: try { try decoder.decodeSingularStringField(value: &self.message) }()
       case 12: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
+      case 13: try { try decoder.decodeRepeatedStringField(value: &self.deviceGrades) }()
       default: break
       }
     }
@@ -5567,6 +5589,9 @@ nonisolated extension Computegrid_V1_Replica: SwiftProtobuf.Message, SwiftProtob
     if self.attempt != 0 {
       try visitor.visitSingularUInt32Field(value: self.attempt, fieldNumber: 12)
     }
+    if !self.deviceGrades.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.deviceGrades, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -5583,6 +5608,7 @@ nonisolated extension Computegrid_V1_Replica: SwiftProtobuf.Message, SwiftProtob
     if lhs.endpoint != rhs.endpoint {return false}
     if lhs.message != rhs.message {return false}
     if lhs.attempt != rhs.attempt {return false}
+    if lhs.deviceGrades != rhs.deviceGrades {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -6131,7 +6157,7 @@ nonisolated extension Computegrid_V1_Query.Kind: SwiftProtobuf._ProtoNameProvidi
 
 nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0\u{1}route\0\u{1}precision\0\u{3}hold_reason\0\u{1}endpoint\0\u{1}ready\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0\u{1}route\0\u{1}precision\0\u{3}hold_reason\0\u{1}endpoint\0\u{1}ready\0\u{3}device_grades\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -6156,6 +6182,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
     var _holdReason: String = String()
     var _endpoint: String = String()
     var _ready: Bool = false
+    var _deviceGrades: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -6188,6 +6215,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       _holdReason = source._holdReason
       _endpoint = source._endpoint
       _ready = source._ready
+      _deviceGrades = source._deviceGrades
     }
   }
 
@@ -6228,6 +6256,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         case 20: try { try decoder.decodeSingularStringField(value: &_storage._holdReason) }()
         case 21: try { try decoder.decodeSingularStringField(value: &_storage._endpoint) }()
         case 22: try { try decoder.decodeSingularBoolField(value: &_storage._ready) }()
+        case 23: try { try decoder.decodeRepeatedStringField(value: &_storage._deviceGrades) }()
         default: break
         }
       }
@@ -6306,6 +6335,9 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       if _storage._ready != false {
         try visitor.visitSingularBoolField(value: _storage._ready, fieldNumber: 22)
       }
+      if !_storage._deviceGrades.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._deviceGrades, fieldNumber: 23)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -6337,6 +6369,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._holdReason != rhs_storage._holdReason {return false}
         if _storage._endpoint != rhs_storage._endpoint {return false}
         if _storage._ready != rhs_storage._ready {return false}
+        if _storage._deviceGrades != rhs_storage._deviceGrades {return false}
         return true
       }
       if !storagesAreEqual {return false}
