@@ -155,6 +155,21 @@ final class Cluster {
         return (p.terminationStatus, out)
     }
 
+    /// The URL a daemon printed after `marker` (e.g. " gateway on http://HOST:PORT/").
+    func printedURL(_ name: String, marker: String, within seconds: Double = 20) throws -> String {
+        let d = try #require(daemon(name))
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let text = try? String(contentsOf: d.stdout, encoding: .utf8),
+               let line = text.split(separator: "\n").first(where: { $0.contains(marker) }),
+               let url = line.split(separator: " ").first(where: { $0.hasPrefix("http://") }) {
+                return String(url.dropLast(url.hasSuffix("/") ? 1 : 0))
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw ClientError("\(name) printed no '\(marker)' line; stderr:\n\(log(name))")
+    }
+
     /// Polls an async probe until it says true or `seconds` pass; then records and throws.
     static func eventually(_ what: String, seconds: Double = 30, _ probe: () async throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(seconds)

@@ -192,6 +192,70 @@ extension EndToEnd {
         }
         for case let pid? in pids { #expect(kill(pid_t(pid), 0) != 0, "replica process \(pid) still running after undeploy") }
     }
+
+    /// A replica on a node that goes silent (its agent frozen with SIGSTOP) is placed again on
+    /// another node once the old run's lease is over; the old process has been stopped by its
+    /// shim by then, so the model never serves twice from one replica. And a service scaled to
+    /// zero starts a replica for the first request, which waits at the gateway and is answered.
+    @Test func aFrozenNodesReplicaMovesAndAServiceAtZeroWakesForItsFirstRequest() async throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        let regionConfig = c.dir.appendingPathComponent("region.yaml")
+        try NoJobRunsTwiceTests.regionConfig(leaseMs: 2000).write(to: regionConfig, atomically: true, encoding: .utf8)
+        try c.startRegion("r1", extra: ["--config", regionConfig.path])
+        let agentConfig = c.dir.appendingPathComponent("agent.yaml")
+        try NoJobRunsTwiceTests.agentConfig.write(to: agentConfig, atomically: true, encoding: .utf8)
+        for (node, ports) in [("n1", "23300-23349"), ("n2", "23350-23399")] {
+            c.environment["GRID_AGENT_SERVICE_PORTS"] = ports
+            try c.start(node, "grid-agent", ["run", "--config", agentConfig.path, "--node-id", node, "--region", try #require(c.regionEndpoints["r1"]),
+                                             "--data-dir", c.dir.appendingPathComponent(node).path,
+                                             "--simulate", Cluster.fixtures.appendingPathComponent("nvidia-smi-q-x_tesla-t4_v11.xml").path])
+        }
+        c.environment = [:]
+        _ = try c.eventually(30, "two ready nodes") { () -> Bool? in
+            try c.client().query(.regions).regions.first?.nodesReady == 2 ? true : nil
+        }
+        let client = try c.client()
+        func spec(_ name: String, min: Int, max: Int, autoscale: Autoscale? = nil) -> ServiceSpec {
+            ServiceSpec(name: name, template: JobSpec(name: name, command: "python3", args: [Self.model.path + "/serve.py"],
+                                                      accelerators: AcceleratorRequest(count: 1)),
+                        model: ServedModel(name: "tiny-mlp", version: "v1", artifact: Self.model.path + "/tiny-mlp-{version}.json"),
+                        replicas: ReplicaRange(min: min, max: max),
+                        readiness: ProbeSpec(path: "/readyz", intervalSeconds: 0.2, timeoutSeconds: 0.2, failureThreshold: 1),
+                        autoscale: autoscale)
+        }
+        _ = try client.deploy(spec("solo", min: 1, max: 1))
+        let first = try c.eventually(30, "solo ready") { () -> Wire.Replica? in
+            try client.services("solo").first?.replicas.first { $0.ready }
+        }
+        let oldPid = try #require(try await Self.info(first.endpoint)["pid"] as? Int)
+        let frozen = try #require(c.daemon(first.nodeID)?.process.processIdentifier)
+        kill(frozen, SIGSTOP)
+        defer { kill(frozen, SIGCONT) }
+        let moved = try c.eventually(40, "the replica placed again on the other node and ready") { () -> Wire.Replica? in
+            guard let r = try client.services("solo").first?.replicas.first, r.ready, r.nodeID != first.nodeID else { return nil }
+            return r
+        }
+        #expect(moved.jobID == first.jobID && moved.attempt == 2, "the same replica job, a second run: \(moved)")
+        #expect(kill(pid_t(oldPid), 0) != 0, "the frozen node's replica process \(oldPid) still runs beside its replacement")
+        let gateway = try #require(try client.services("solo").first?.endpoints.first)
+        let answer = try await HTTPCall.send("POST", gateway + "/v1/predict", body: #"{"inputs": [[1, 2, 3, 4, 5, 6, 7, 8]]}"#)
+        #expect(answer.status == 200 && answer.headers["x-grid-replica"] == first.jobID, "\(answer.status) \(answer.body)")
+        kill(frozen, SIGCONT)
+
+        // Scaled to zero: no replica until a request comes; it waits at the gateway and is answered.
+        _ = try client.deploy(spec("lazy", min: 0, max: 1, autoscale: Autoscale(targetInFlight: 1, scaleUpCooldownSeconds: 0,
+                                                                                  scaleDownCooldownSeconds: 600, scaleToZero: true)))
+        let lazy = try #require(try client.services("lazy").first)
+        #expect(lazy.replicas.isEmpty && lazy.state == "ready", "\(lazy.state) \(lazy.replicas.count)")
+        let base = try c.printedURL("r1", marker: " gateway on ")
+        let started = Date()
+        let woke = try await HTTPCall.send("POST", base + "/lazy/v1/predict", body: #"{"inputs": [[1, 2, 3, 4, 5, 6, 7, 8]]}"#)
+        #expect(woke.status == 200 && woke.body.contains("outputs"), "\(woke.status) \(woke.body)")
+        #expect(Date().timeIntervalSince(started) < 30)
+        #expect(try client.services("lazy").first?.desired == 1)
+    }
 }
 }
 
