@@ -8,7 +8,7 @@ swift build --product gridctl
 swift build --product grid-agent
 swift build --product grid-controller
 swift package --allow-writing-to-directory docs/man generate-manual --help >/dev/null  # builds the tool
-tool=$(find .build -path '*/debug/generate-manual' -type f -perm -u+x | head -1)
+tool=$(find .build \( -path '*/debug/generate-manual' -o -path '*/debug/generate-manual-tool' \) -type f -perm -u+x | head -1)
 [ -n "$tool" ] || { echo "generate-manual was not built" >&2; exit 1; }
 mkdir -p docs/man
 for t in gridctl grid-agent grid-controller; do
