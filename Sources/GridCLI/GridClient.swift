@@ -195,10 +195,12 @@ extension GridClient {
     }
 
     /// Every service (`name` nil) or the one named.
-    public func services(_ name: String? = nil, timeout: Double = 5) throws -> [Wire.ServiceStatus] {
+    /// `origin`: the region the caller is in (endpoints nearest it first).
+    public func services(_ name: String? = nil, origin: String? = nil, timeout: Double = 5) throws -> [Wire.ServiceStatus] {
         var q = Wire.Query()
         q.kind = .services
         q.service = name ?? ""
+        q.regionID = origin ?? ""
         guard case .queryReply(let r) = try request(.query(q), timeout: timeout) else {
             throw ClientError("unexpected answer to a services query from \(endpoint)")
         }

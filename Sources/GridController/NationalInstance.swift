@@ -480,7 +480,9 @@ public struct NationalInstance: Sendable {
     }
 
     func candidates(now: Moment) -> [RegionCandidate] {
-        regions.values.map { RegionCandidate(summary: $0.summary, ageSeconds: Double(now.monotonicMs - $0.lastSeenMs) / 1000) }
+        regions.map { id, v in
+            RegionCandidate(summary: v.summary, ageSeconds: Double(now.monotonicMs - v.lastSeenMs) / 1000, inflight: inflight[id] ?? 0)
+        }
     }
 
     // MARK: regions
@@ -746,9 +748,9 @@ public struct NationalInstance: Sendable {
                 guard let svc = services[m.service] else {
                     return [.error("not_found", "service \(m.service) is not deployed (gridctl services lists them)", to: origin)]
                 }
-                reply.services = [serviceStatus(svc)]
+                reply.services = [serviceStatus(svc, origin: m.regionID)]
             } else {
-                reply.services = services.keys.sorted().compactMap { services[$0].map(serviceStatus) }
+                reply.services = services.keys.sorted().compactMap { services[$0].map { serviceStatus($0, origin: m.regionID) } }
             }
             reply.total = UInt64(reply.services.count)
         case .regions:

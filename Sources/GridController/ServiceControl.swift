@@ -107,13 +107,14 @@ extension NationalInstance {
 
     /// A service with its replicas, the gateways to use (those of regions holding a ready
     /// replica, nearest the SLO's origin first) and the load the gateways measured.
-    func serviceStatus(_ svc: ServiceRecord) -> Wire.ServiceStatus {
+    /// `origin`: the asker's region (QUERY SERVICES `region_id`); else the SLO's origin.
+    func serviceStatus(_ svc: ServiceRecord, origin asker: String = "") -> Wire.ServiceStatus {
         let name = svc.spec.name
         var holding: Set<RegionID> = []
         for id in svc.replicas {
             if let j = jobs[id], j.state == .running, j.ready, let r = j.region { holding.insert(r) }
         }
-        let origin = svc.spec.slo.origin?.rawValue
+        let origin = asker.isEmpty ? svc.spec.slo.origin?.rawValue : asker
         let ordered = holding.sorted { a, b in
             let ra = origin.flatMap { settings.rtt[$0]?[a.rawValue] } ?? .infinity
             let rb = origin.flatMap { settings.rtt[$0]?[b.rawValue] } ?? .infinity

@@ -85,6 +85,10 @@ public struct ControllerAPI: Sendable {
         api.get("accounts") { request, _ in
             try await self.query(.accounts, region: request.uri.queryParameters.get("region"))
         }
+        api.get("services") { request, _ in try await self.services(nil, origin: request.uri.queryParameters.get("origin")) }
+        api.get("services/:name") { request, context in
+            try await self.services(try context.parameters.require("name"), origin: request.uri.queryParameters.get("origin"))
+        }
         api.post("jobs") { request, context in try await self.submit(request, context) }
         for action in ["cancel", "hold", "release", "requeue"] {
             api.post("jobs/:id/\(action)") { request, context in
@@ -143,6 +147,21 @@ public struct ControllerAPI: Sendable {
             return Self.problem(.serviceUnavailable, "unavailable", "the controller's loop did not answer within 5 s")
         }
         return Self.jsonResponse(.ok, try Self.encode(Overview(o).regions))
+    }
+
+    /// Services (national): every one, or the one named, with replicas and endpoints (SERVICES.md).
+    func services(_ name: String?, origin: String? = nil) async throws -> Response {
+        guard controller.role == .national else {
+            return Self.problem(.notFound, "not_found", "services are kept by the national scheduler; ask it")
+        }
+        var q = Wire.Query()
+        q.kind = .services
+        q.service = name ?? ""
+        q.regionID = origin ?? ""
+        let answer = await controller.ask(.query(q))
+        guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
+        if name != nil, let s = r.services.first { return Self.jsonResponse(.ok, try s.jsonString(options: Self.json)) }
+        return Self.jsonResponse(.ok, try Self.list(r, .services))
     }
 
     func query(_ kind: Wire.Query.Kind, region: String? = nil, job: String = "", page request: Request? = nil) async throws -> Response {
@@ -403,6 +422,7 @@ public struct ControllerAPI: Sendable {
         switch kind {
         case .nodes: key = "nodes"; items = try r.nodes.map { try $0.jsonString(options: json) }
         case .accounts: key = "accounts"; items = try r.accounts.map { try $0.jsonString(options: json) }
+        case .services: key = "services"; items = try r.services.map { try $0.jsonString(options: json) }
         default: key = "jobs"; items = try r.jobs.map { try $0.jsonString(options: json) }
         }
         return #"{"total":\#(r.total),"next_offset":\#(r.nextOffset),"\#(key)":[\#(items.joined(separator: ","))]}"#

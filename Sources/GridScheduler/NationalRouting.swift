@@ -87,9 +87,13 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
 public struct RegionCandidate: Sendable {
     public var summary: RegionSummary
     public var ageSeconds: Double
-    public init(summary: RegionSummary, ageSeconds: Double) {
+    /// Devices of jobs already forwarded there that its last summary does not show yet: not
+    /// free, so a burst is not all sent to the region that looked emptiest a moment ago.
+    public var inflight: Int
+    public init(summary: RegionSummary, ageSeconds: Double, inflight: Int = 0) {
         self.summary = summary
         self.ageSeconds = ageSeconds
+        self.inflight = inflight
     }
 }
 
@@ -120,7 +124,7 @@ public enum NationalRouting {
                 continue
             }
             let matching = c.summary.capacity.filter { e in wants.contains { matches(e, $0) } }
-            let free = matching.reduce(0) { $0 + min($1.free, $1.healthy) }
+            let free = max(0, matching.reduce(0) { $0 + min($1.free, $1.healthy) } - c.inflight)
             let total = matching.reduce(0) { $0 + $1.healthy }
             if want.count == 0 {
                 if c.summary.nodesReady == 0 {

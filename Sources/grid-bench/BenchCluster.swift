@@ -46,17 +46,22 @@ final class BenchCluster {
 
     /// The HTTP base address a controller printed ("http on http://HOST:PORT/").
     func httpBase(_ name: String, within seconds: Double = 20) throws -> String {
+        try printedURL(name, marker: " http on ", within: seconds)
+    }
+
+    /// The URL a daemon printed after `marker` (" gateway on http://HOST:PORT/").
+    func printedURL(_ name: String, marker: String, within seconds: Double = 20) throws -> String {
         let out = dir.appendingPathComponent("\(name).out")
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if let text = try? String(contentsOf: out, encoding: .utf8),
-               let line = text.split(separator: "\n").first(where: { $0.contains(" http on ") }),
+               let line = text.split(separator: "\n").first(where: { $0.contains(marker) }),
                let url = line.split(separator: " ").first(where: { $0.hasPrefix("http://") }) {
                 return String(url.dropLast(url.hasSuffix("/") ? 1 : 0))
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        throw BenchError("\(name) printed no HTTP address; see \(dir.path)/\(name).err")
+        throw BenchError("\(name) printed no '\(marker.trimmingCharacters(in: .whitespaces))' line; see \(dir.path)/\(name).err")
     }
 
     @discardableResult

@@ -90,6 +90,7 @@ struct ServeBench: ParsableCommand {
 
         // Throughput: `clients` threads, each one request at a time, through the gateway and then direct.
         for (label, base) in [("gateway (\(replicas) replicas)", service), ("direct (1 replica)", direct)] {
+            let cpuBefore = ProcessUsage.cpuSeconds(cluster.pid("r1"))
             let done = Atomic<Int>(0)
             let failed = Atomic<Int>(0)
             let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
@@ -99,8 +100,9 @@ struct ServeBench: ParsableCommand {
                 }
             }
             let n = done.load(ordering: .relaxed)
-            print(String(format: "throughput %@: %.0f requests/s (%d clients, %d failed)", label, Double(n) / seconds, clients,
-                         failed.load(ordering: .relaxed)))
+            let cpu = ProcessUsage.cpuSeconds(cluster.pid("r1")) - cpuBefore
+            print(String(format: "throughput %@: %.0f requests/s (%d clients, %d failed); region controller CPU %.0f%% of a core, %.0f µs per request",
+                         label, Double(n) / seconds, clients, failed.load(ordering: .relaxed), 100 * cpu / seconds, n > 0 ? cpu / Double(n) * 1e6 : 0))
         }
 
         // Replacement: SIGKILL one replica's process; time until as many replicas are ready again.
@@ -129,22 +131,5 @@ struct ServeBench: ParsableCommand {
             Thread.sleep(forTimeInterval: every)
         }
         throw BenchError("timed out waiting for \(what)")
-    }
-}
-
-extension BenchCluster {
-    /// The URL a daemon printed after `marker` ("gateway on http://HOST:PORT/").
-    func printedURL(_ name: String, marker: String, within seconds: Double = 20) throws -> String {
-        let out = dir.appendingPathComponent("\(name).out")
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if let text = try? String(contentsOf: out, encoding: .utf8),
-               let line = text.split(separator: "\n").first(where: { $0.contains(marker) }),
-               let url = line.split(separator: " ").first(where: { $0.hasPrefix("http://") }) {
-                return String(url.dropLast(url.hasSuffix("/") ? 1 : 0))
-            }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        throw BenchError("\(name) printed no '\(marker)' line; see \(dir.path)/\(name).err")
     }
 }

@@ -72,10 +72,11 @@ struct ServiceShow: ParsableCommand {
         commandName: "service",
         abstract: "Show a service: its replicas (region, node, devices, precision, readiness, runs), endpoint and measured latency.")
     @OptionGroup var options: ControllerOptions
+    @Option(help: "The region you call from: endpoints nearest it first (by the national scheduler's RTT table).") var origin: String?
     @Argument var name: String
     func run() throws {
         do {
-            guard let s = try options.client().services(name, timeout: options.timeout).first else { throw fail("service \(name) not found") }
+            guard let s = try options.client().services(name, origin: origin, timeout: options.timeout).first else { throw fail("service \(name) not found") }
             try show(s, options)
         } catch let e as ClientError { throw fail(e.message) }
     }

@@ -80,18 +80,7 @@ final class Cluster {
 
     /// Waits for the "http on http://HOST:PORT/" line a daemon prints once its HTTP listener is up.
     func httpBase(of name: String, within seconds: Double = 20) throws -> String {
-        let d = try #require(daemon(name))
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if let text = try? String(contentsOf: d.stdout, encoding: .utf8),
-               let line = text.split(separator: "\n").first(where: { $0.contains(" http on ") }),
-               let url = line.split(separator: " ").first(where: { $0.hasPrefix("http://") }) {
-                return String(url.dropLast(url.hasSuffix("/") ? 1 : 0))
-            }
-            if !d.process.isRunning { break }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        throw ClientError("\(name) did not report its HTTP address; stderr:\n\(log(name))")
+        try printedURL(name, marker: " http on ", within: seconds)
     }
 
     /// Starts the national scheduler with flat profiles for `regions` (the Guizhou and Ningxia
@@ -165,6 +154,7 @@ final class Cluster {
                let url = line.split(separator: " ").first(where: { $0.hasPrefix("http://") }) {
                 return String(url.dropLast(url.hasSuffix("/") ? 1 : 0))
             }
+            if !d.process.isRunning { break }
             Thread.sleep(forTimeInterval: 0.05)
         }
         throw ClientError("\(name) printed no '\(marker)' line; stderr:\n\(log(name))")

@@ -122,6 +122,12 @@ extension EndToEnd {
         // Replicas hold a device each, on the nodes the region chose, with their own port.
         #expect(Set(s.replicas.map(\.endpoint)).count == 2)
         #expect(s.replicas.allSatisfy { $0.deviceModels.count == 1 && !$0.nodeID.isEmpty })
+        let api = try c.httpBase(of: "national")
+        let listed = try await HTTPCall.get(api + "/api/v1/services")
+        #expect(listed.status == 200 && (listed.json["services"] as? [[String: Any]])?.first?["state"] as? String == "ready", "\(listed.body)")
+        let one = try await HTTPCall.get(api + "/api/v1/services/tiny-mlp")
+        #expect(one.status == 200 && (one.json["replicas"] as? [Any])?.count == 2, "\(one.body)")
+        #expect(try await HTTPCall.get(api + "/api/v1/services/nope").status == 404)
         let shown = try c.gridctl(["service", "tiny-mlp"])
         #expect(shown.status == 0 && shown.output.contains("ready") && shown.output.contains(gateway), "\(shown.output)")
 
@@ -132,7 +138,10 @@ extension EndToEnd {
 
         // kill -9 one replica's process: it is replaced, and requests keep being answered.
         let victim = try #require(s.replicas.first)
-        let pid = try #require(try await Self.info(victim.endpoint)["pid"] as? Int)
+        let victimInfo = try await Self.info(victim.endpoint)
+        let pid = try #require(victimInfo["pid"] as? Int)
+        // The same path a GPU host takes: the replica was given its device's visible-devices variable.
+        #expect((victimInfo["visible_devices"] as? [String: String])?["CUDA_VISIBLE_DEVICES"] != nil, "\(victimInfo)")
         #expect(kill(pid_t(pid), SIGKILL) == 0)
         s = try c.eventually(60, "the killed replica replaced") { () -> Wire.ServiceStatus? in
             guard let s = try status(c), s.state == "ready", s.restarts >= 1, !s.replicas.contains(where: { $0.jobID == victim.jobID }),

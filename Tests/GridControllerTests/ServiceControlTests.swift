@@ -234,6 +234,49 @@ struct ServiceHarness {
         #expect(s.live("v1").count == 1, "a request waiting at a gateway starts one replica")
     }
 
+    @Test func endpointsAreTheGatewaysOfRegionsWithAReadyReplicaNearestTheAskerFirst() throws {
+        var settings = NationalInstance.Settings()
+        settings.rtt = ["east": ["east": 1, "west": 30], "west": ["west": 1, "east": 30]]
+        var h = NationalHarness()
+        h.instance = NationalInstance(settings: settings, recovered: NationalRecovery(), now: h.now)
+        for (region, gateway) in [("east", "http://e:7810"), ("west", "http://w:7810")] {
+            var w = Wire.RegionSummary(RegionSummary(
+                region: RegionID(region), nodesReady: 1, nodesLost: 0, queuedJobs: 0, runningJobs: 0,
+                capacity: [CapacityEntry(vendor: .nvidia, model: "T4", memoryTotalMiB: 16384, total: 1, free: 1, healthy: 1, grade: .d)],
+                nodes: [], nodesTruncated: false, generatedAt: h.now.wall))
+            w.sequence = 1
+            w.full = true
+            w.gatewayURL = gateway
+            _ = h.send(.regionSummary(w), from: NationalHarness.regionOrigin(region))
+        }
+        var d = Wire.Deploy()
+        d.spec = Wire.ServiceSpec(ServiceHarness.spec())
+        _ = h.send(.deploy(d), from: h.client)
+        let svc = try #require(h.instance.service("tiny"))
+        #expect(Set(svc.replicas.compactMap { h.instance.job($0)?.region?.rawValue }) == ["east", "west"], "one replica per region (one free device each)")
+        for (n, id) in svc.replicas.enumerated() {
+            let job = try #require(h.instance.job(id))
+            var u = Wire.StatusUpdate()
+            u.jobID = id.rawValue
+            u.assignmentID = "\(id).1"
+            u.epoch = 1
+            u.regionID = job.region?.rawValue ?? ""
+            u.state = "running"
+            u.ready = true
+            u.updateID = "u\(n)"
+            _ = h.send(.statusUpdate(u), from: NationalHarness.regionOrigin(u.regionID))
+        }
+        func endpoints(from origin: String) -> [String] {
+            var q = Wire.Query()
+            q.kind = .services
+            q.regionID = origin
+            guard case .queryReply(let r) = h.send(.query(q), from: h.client).bodies.last else { return [] }
+            return r.services.first?.endpoints ?? []
+        }
+        #expect(endpoints(from: "west") == ["http://w:7810/tiny", "http://e:7810/tiny"])
+        #expect(endpoints(from: "east") == ["http://e:7810/tiny", "http://w:7810/tiny"])
+    }
+
     @Test func aBadSpecIsRefusedNamingEveryProblem() {
         var s = ServiceHarness()
         var spec = ServiceHarness.spec()

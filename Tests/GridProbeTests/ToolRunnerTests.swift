@@ -39,7 +39,7 @@ struct ToolRunnerTests {
         let start = Date()
         let res = await runner.run(tool, timeoutSeconds: 1)
         #expect(res.outcome == .timedOut)
-        #expect(secondsElapsed(since: start) < 15, "bounded by the deadline, not by the 1000 s tool")
+        #expect(secondsElapsed(since: start) < 60, "bounded by the deadline, not by the 1000 s tool (60 s leaves room for a loaded 2-core CI machine whose test pool stalls)")
         #expect(res.reaped)
         #expect(!runner.isBusy("hang"))
     }
@@ -51,7 +51,7 @@ struct ToolRunnerTests {
         let res = await runner.run(tool, timeoutSeconds: 1)
         #expect(res.outcome == .timedOut)
         #expect(res.reaped)
-        #expect(secondsElapsed(since: start) < 15, "bounded by the deadline, not by the 1000 s tool")
+        #expect(secondsElapsed(since: start) < 60, "bounded by the deadline, not by the 1000 s tool (60 s leaves room for a loaded 2-core CI machine whose test pool stalls)")
     }
 
     @Test func hugeOutputIsBoundedAndDoesNotDeadlock() async throws {
@@ -64,7 +64,7 @@ struct ToolRunnerTests {
         #expect(res.stdoutTruncated)
         #expect(res.stdout.utf8.count == 1 << 20)
         #expect(res.stderrTail.utf8.count <= 4096)
-        #expect(secondsElapsed(since: start) < 30)
+        #expect(secondsElapsed(since: start) < 60, "50 MB of output neither blocks the tool nor the caller")
     }
 
     @Test func outputUnderTheLimitIsComplete() async throws {
@@ -91,7 +91,7 @@ struct ToolRunnerTests {
         let res = await runner.run(tool, timeoutSeconds: 5)
         #expect(res.outcome == .exited(0))
         #expect(res.stdout == "done\n")
-        #expect(secondsElapsed(since: start) < 15)
+        #expect(secondsElapsed(since: start) < 60, "bounded by the tool's own exit, not by its 1000 s background child")
     }
 
     @Test func secondRunWhileFirstInFlightIsBusy() async throws {
@@ -104,10 +104,10 @@ struct ToolRunnerTests {
             try await Task.sleep(nanoseconds: 10_000_000)
             waited += 1
         }
-        let start = Date()
         let second = await runner.run(tool, tool: "slow-tool", timeoutSeconds: 2)
         #expect(second.outcome == .busy)
-        #expect(secondsElapsed(since: start) < 20, "answered busy without waiting for the first run")
+        // The first run ends only at its own deadline: still in flight means the busy answer did not wait for it.
+        #expect(runner.isBusy("slow-tool"), "answered busy without waiting for the first run")
         let firstResult = await first.value
         #expect(firstResult.outcome == .timedOut)
         #expect(!runner.isBusy("slow-tool"))

@@ -150,4 +150,16 @@ func gpu(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, model:
         #expect(NationalRouting.choose(candidates: c, spec: spec, policy: RoutingPolicy(allowQueueing: true)).region == "a")
         #expect(NationalRouting.choose(candidates: c, spec: spec, policy: RoutingPolicy(allowQueueing: false)).region == nil)
     }
+
+    @Test func devicesAlreadyForwardedAreNotFree() {
+        let spec = JobSpec(name: "x", command: "y", accelerators: AcceleratorRequest(count: 1))
+        func choose(inflightA: Int) -> RegionID? {
+            NationalRouting.choose(candidates: [.init(summary: region("a", free: 2, healthy: 2), ageSeconds: 1, inflight: inflightA),
+                                                .init(summary: region("b", free: 1, healthy: 1), ageSeconds: 1)],
+                                   spec: spec, policy: RoutingPolicy()).region
+        }
+        #expect(choose(inflightA: 0) == "a")
+        #expect(choose(inflightA: 1) == "a", "one free left there; ties go by name")
+        #expect(choose(inflightA: 2) == "b", "a's two devices are taken by jobs its summary does not show yet")
+    }
 }

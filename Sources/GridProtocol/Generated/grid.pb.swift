@@ -2339,6 +2339,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
   public var limit: UInt32 = 0
 
   /// NODES and ACCOUNTS at the national scheduler: the region to ask (required when there is more than one).
+  /// SERVICES: the asker's region; each service's endpoints come nearest it first (else nearest its SLO origin).
   public var regionID: String = String()
 
   /// Echoed in the reply; the national scheduler uses it to relay a region's answer.
