@@ -103,15 +103,21 @@ public enum ServiceFile {
     struct RawSLO: Decodable {
         var p99Ms: Double?
         var origin: String?
+        var tokensPerRequest: Int?
+        var networkMs: Double?
         enum CodingKeys: String, CodingKey, CaseIterable {
             case origin
             case p99Ms = "p99_ms"
+            case tokensPerRequest = "tokens_per_request"
+            case networkMs = "network_ms"
         }
         init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.allCases.map(\.rawValue))
             let c = try decoder.container(keyedBy: CodingKeys.self)
             p99Ms = try c.tolerant(Double.self, forKey: .p99Ms)
             origin = try c.tolerant(String.self, forKey: .origin)
+            tokensPerRequest = try c.tolerant(Int.self, forKey: .tokensPerRequest)
+            networkMs = try c.tolerant(Double.self, forKey: .networkMs)
         }
     }
 
@@ -201,10 +207,11 @@ public enum ServiceFile {
         }
         let name = raw.job.name ?? URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
         template.name = name
-        let slo = ServiceSLO(p99Ms: raw.slo?.p99Ms, origin: raw.slo?.origin.map(RegionID.init))
-        // The SLO bounds the network: the national scheduler keeps to regions within it of the origin.
+        let slo = ServiceSLO(p99Ms: raw.slo?.p99Ms, origin: raw.slo?.origin.map(RegionID.init),
+                             tokensPerRequest: raw.slo?.tokensPerRequest, networkMs: raw.slo?.networkMs)
+        // The SLO bounds the network: the national scheduler keeps to regions within its share of the origin.
         if template.routing.origin == nil { template.routing.origin = slo.origin }
-        if template.routing.latencySLOMs == nil, template.routing.origin != nil { template.routing.latencySLOMs = slo.p99Ms }
+        if template.routing.latencySLOMs == nil, template.routing.origin != nil { template.routing.latencySLOMs = slo.networkBoundMs }
         if raw.job.model == nil { problems.append("model: required (name, version, artifact; parameters and precisions on accelerators)") }
         let model = ServedModel(name: raw.job.model?.name ?? "", version: raw.version ?? "", artifact: raw.artifact ?? "", format: raw.format ?? "")
         var autoscale: Autoscale?

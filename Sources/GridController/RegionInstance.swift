@@ -1639,6 +1639,9 @@ public struct RegionInstance: Sendable {
                 job.message = "assigned to \(nodeID)" + (job.precision.map { " at \($0.rawValue)" } ?? "")
                 let why = index.explain(node: nodeID, deviceIDs: deviceIDs)
                 if !why.isEmpty { job.message += ": " + why }
+                if let m = job.spec.model, let tps = m.tokensPerSecond, let gcu = ModelFit.computeGCU(m) {
+                    job.message += String(format: "; needs ≥ %.0f GCU in all for %.0f tokens/s", gcu.rounded(.up), tps)
+                }
                 job.updatedAt = now.wall
                 job.attempts.append(Attempt(number: job.attempts.filter { $0.endReason != .rejected }.count + 1,
                                             node: nodeID, assignment: aid, epoch: job.epoch))

@@ -60,8 +60,10 @@ public struct ServiceSpec: Codable, Sendable, Hashable {
         }
         out += health.problems("health")
         out += readiness.problems("readiness")
-        if let p = slo.p99Ms, !(p.isFinite && p > 0 && p <= 600_000) { out.append("slo.p99_ms: 0 < p99 ≤ 600000 ms, got \(p)") }
-        if slo.origin != nil, slo.p99Ms == nil { out.append("slo.p99_ms: required with slo.origin (the latency to keep from it)") }
+        out += slo.problems()
+        if slo.tokensPerRequest != nil, template.model == nil {
+            out.append("slo.tokens_per_request: needs the model's size (parameters, precisions) to turn tokens/s into compute")
+        }
         if !(0...Self.maxReplicas).contains(update.maxSurge) { out.append("update.max_surge: 0…\(Self.maxReplicas), got \(update.maxSurge)") }
         if !(0...Self.maxReplicas).contains(update.maxUnavailable) {
             out.append("update.max_unavailable: 0…\(Self.maxReplicas), got \(update.maxUnavailable)")
@@ -192,9 +194,51 @@ public struct ServiceSLO: Codable, Sendable, Hashable {
     public var p99Ms: Double?
     /// Where the service's traffic comes from (a region id, as in jobs' `origin`).
     public var origin: RegionID?
-    public init(p99Ms: Double? = nil, origin: RegionID? = nil) {
+    /// Tokens one request generates at most (a model service): with `p99Ms`, sets the
+    /// throughput a replica needs, and from it the compute its devices must have.
+    public var tokensPerRequest: Int?
+    /// The part of `p99Ms` left to the network (RTT from `origin`); the rest is the replica's
+    /// compute time. Nil: regions up to `p99Ms` away may be used and the compute budget is the
+    /// whole `p99Ms` (a network much faster than the model).
+    public var networkMs: Double?
+
+    public init(p99Ms: Double? = nil, origin: RegionID? = nil, tokensPerRequest: Int? = nil, networkMs: Double? = nil) {
         self.p99Ms = p99Ms
         self.origin = origin
+        self.tokensPerRequest = tokensPerRequest
+        self.networkMs = networkMs
+    }
+
+    public static let tokensPerRequestRange = 1...10_000_000
+
+    /// The RTT bound from `origin` the replicas' regions must keep.
+    public var networkBoundMs: Double? { networkMs ?? p99Ms }
+
+    /// Time a replica has to generate a request's tokens, ms: p99 less the network's share.
+    public var computeBudgetMs: Double? { p99Ms.map { $0 - (networkMs ?? 0) } }
+
+    /// Tokens/s a replica must generate so that `batch` concurrent requests of
+    /// `tokensPerRequest` tokens each finish within the compute budget; nil without both.
+    public func tokensPerSecond(batch: Int) -> Double? {
+        guard let t = tokensPerRequest, let budget = computeBudgetMs, budget > 0 else { return nil }
+        return Double(max(1, batch)) * Double(t) * 1000 / budget
+    }
+
+    func problems() -> [String] {
+        var out: [String] = []
+        if let p = p99Ms, !(p.isFinite && p > 0 && p <= 600_000) { out.append("slo.p99_ms: 0 < p99 ≤ 600000 ms, got \(p)") }
+        if origin != nil, p99Ms == nil { out.append("slo.p99_ms: required with slo.origin (the latency to keep from it)") }
+        if let t = tokensPerRequest {
+            if !Self.tokensPerRequestRange.contains(t) { out.append("slo.tokens_per_request: 1…10000000, got \(t)") }
+            if p99Ms == nil { out.append("slo.tokens_per_request: needs slo.p99_ms (the time to generate them in)") }
+        }
+        if let n = networkMs {
+            if p99Ms == nil { out.append("slo.network_ms: needs slo.p99_ms (the network's share of it)") }
+            if !(n.isFinite && n > 0 && n < (p99Ms ?? .infinity)) {
+                out.append("slo.network_ms: 0 < network_ms < p99_ms (\(p99Ms.map { "\($0)" } ?? "unset")), got \(n)")
+            }
+        }
+        return out
     }
 }
 
@@ -310,7 +354,9 @@ public struct ServiceRecord: Codable, Sendable, Hashable {
 
 extension ServiceSpec {
     /// The job spec of one replica of `version`: the template, plus the port, the probes,
-    /// the model's artifact and version in its environment, and the SLO as the routing bound.
+    /// the model's artifact and version in its environment, the SLO's network share as the
+    /// routing bound, and its compute share as the model's throughput need (so the region's
+    /// model fit asks for devices with the compute to meet it, on the lowest grade that has it).
     public func replicaSpec(version: String, drainMs: Int) -> JobSpec {
         var j = template
         j.name = name
@@ -323,8 +369,12 @@ extension ServiceSpec {
         if !model.format.isEmpty { j.env["GRID_MODEL_FORMAT"] = model.format }
         if let origin = slo.origin {
             j.routing.origin = origin
-            // The SLO bounds the network part too: no region farther than p99 from the origin.
-            if let p99 = slo.p99Ms { j.routing.latencySLOMs = min(j.routing.latencySLOMs ?? .infinity, p99) }
+            // The SLO bounds the network part too: no region farther than its share from the origin.
+            if let bound = slo.networkBoundMs { j.routing.latencySLOMs = min(j.routing.latencySLOMs ?? .infinity, bound) }
+        }
+        if var m = j.model, let need = slo.tokensPerSecond(batch: m.batchSize) {
+            m.tokensPerSecond = max(m.tokensPerSecond ?? 0, need)
+            j.model = m
         }
         return j
     }

@@ -62,6 +62,8 @@ extension Wire.ServiceSpec {
         readiness = Wire.ProbeSpec(s.readiness)
         sloP99Ms = s.slo.p99Ms ?? 0
         sloOrigin = s.slo.origin?.rawValue ?? ""
+        sloTokensPerRequest = UInt32(clamping: s.slo.tokensPerRequest ?? 0)
+        sloNetworkMs = s.slo.networkMs ?? 0
         maxSurge = UInt32(clamping: s.update.maxSurge)
         maxUnavailable = UInt32(clamping: s.update.maxUnavailable)
         if let a = s.autoscale {
@@ -88,7 +90,9 @@ extension Wire.ServiceSpec {
             model: ServedModel(name: model.name, version: model.version, artifact: model.artifact, format: model.format),
             replicas: ReplicaRange(min: Int(minReplicas), max: Int(maxReplicas)),
             health: hasHealth ? health.probe : .health, readiness: hasReadiness ? readiness.probe : .readiness,
-            slo: ServiceSLO(p99Ms: sloP99Ms > 0 ? sloP99Ms : nil, origin: sloOrigin.isEmpty ? nil : RegionID(sloOrigin)),
+            slo: ServiceSLO(p99Ms: sloP99Ms != 0 ? sloP99Ms : nil, origin: sloOrigin.isEmpty ? nil : RegionID(sloOrigin),
+                            tokensPerRequest: sloTokensPerRequest > 0 ? Int(sloTokensPerRequest) : nil,
+                            networkMs: sloNetworkMs != 0 ? sloNetworkMs : nil),
             update: UpdateStrategy(maxSurge: Int(maxSurge), maxUnavailable: Int(maxUnavailable)))
         if hasAutoscale {
             let a = autoscale

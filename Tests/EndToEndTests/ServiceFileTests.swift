@@ -88,4 +88,31 @@ import Testing
             _ = try ServiceFile.parse("name: x\ncommand: /bin/true\n", source: "x.yaml")
         } throws: { "\($0)".contains("model: required") }
     }
+
+    @Test func anSLOWithTokensAndANetworkShareSetsTheRoutingBoundAndTheThroughputNeed() throws {
+        let spec = try ServiceFile.parse("""
+            name: chat
+            command: serve
+            accelerators: {count: 1}
+            model: {name: llama, version: v1, artifact: /srv/llama, parameters: 13B, precisions: [bf16, int8]}
+            slo: {p99_ms: 300, origin: east, tokens_per_request: 256, network_ms: 100}
+            """, source: "chat.yaml")
+        #expect(spec.slo == ServiceSLO(p99Ms: 300, origin: "east", tokensPerRequest: 256, networkMs: 100))
+        #expect(spec.template.routing.latencySLOMs == 100, "only the network's share bounds the RTT")
+        let replica = spec.replicaSpec(version: "v1", drainMs: 0)
+        #expect(replica.routing.latencySLOMs == 100 && replica.routing.origin == "east")
+        #expect(replica.model?.tokensPerSecond == 1280, "256 tokens in the 200 ms left after the network")
+        #expect {
+            _ = try ServiceFile.parse("""
+                name: chat
+                command: serve
+                model: {name: llama, version: v1, artifact: /srv/llama}
+                slo: {p99_ms: 100, tokens_per_request: 0, network_ms: 150}
+                """, source: "chat.yaml")
+        } throws: { error in
+            let m = "\(error)"
+            return m.contains("slo.tokens_per_request: 1…10000000, got 0") && m.contains("slo.network_ms: 0 < network_ms < p99_ms (100.0), got 150.0")
+                && m.contains("slo.tokens_per_request: needs the model's size")
+        }
+    }
 }

@@ -59,4 +59,31 @@ import Testing
         let a = try #require(h.tick().assignments.first)
         #expect(a.precision.isEmpty && h.instance.job("plain")?.precision == nil)
     }
+
+    /// Issue 13, item 3: a service's SLO (p99 less the network's share, tokens per request)
+    /// becomes each replica's throughput need, so the region picks the lowest grade with the
+    /// compute to meet it, and says so.
+    @Test func aServiceSLOPicksTheLowestGradeFastEnough() throws {
+        func replica(p99: Double, network: Double? = nil) -> JobSpec {
+            ServiceSpec(name: "chat", template: JobSpec(name: "chat", command: "serve", retry: RetryPolicy(backoffSeconds: 0), model: Self.llama13B),
+                        model: ServedModel(name: "llama", version: "v1", artifact: "/srv/llama"),
+                        slo: ServiceSLO(p99Ms: p99, tokensPerRequest: 256, networkMs: network))
+                .replicaSpec(version: "v1", drainMs: 0)
+        }
+        // 256 tokens in 2 s: 128 tokens/s, 2 × 13e9 × 128 / 0.4 = 8.3 GCU: the A10G is enough.
+        #expect(abs((replica(p99: 2000).model?.tokensPerSecond ?? 0) - 128) < 1e-9)
+        // 300 ms of which 100 ms is network: 200 ms for 256 tokens, 1,280 tokens/s, 83 GCU: the A10G's 70 is not.
+        let fast = replica(p99: 300, network: 100)
+        #expect(abs((fast.model?.tokensPerSecond ?? 0) - 1280) < 1e-9)
+        for (name, spec, node) in [("slow", replica(p99: 2000), "small"), ("fast", fast, "big")] {
+            var h = RegionHarness()
+            _ = h.register("big", devices: [Self.gpu("a100", "NVIDIA A100-SXM4-80GB", memGiB: 80, grade: .b, gcu: 312)])
+            _ = h.register("small", devices: [Self.gpu("a10g", "NVIDIA A10G", memGiB: 24, grade: .c, gcu: 70)])
+            _ = h.forward(name, spec)
+            let a = try #require(h.tick().assignments.first)
+            #expect(a.nodeID == node, "\(name)")
+            let message = h.instance.job(JobID(name))?.message ?? ""
+            #expect(message.contains("needs ≥ \(name == "slow" ? 9 : 84) GCU in all for \(name == "slow" ? 128 : 1280) tokens/s"), "\(message)")
+        }
+    }
 }

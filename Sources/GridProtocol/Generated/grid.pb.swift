@@ -1874,6 +1874,18 @@ public nonisolated struct Computegrid_V1_ServiceSpec: @unchecked Sendable {
     set {_uniqueStorage()._replicas = newValue}
   }
 
+  /// 0 = none; with slo_p99_ms sets each replica's tokens/s need
+  public var sloTokensPerRequest: UInt32 {
+    get {_storage._sloTokensPerRequest}
+    set {_uniqueStorage()._sloTokensPerRequest = newValue}
+  }
+
+  /// 0 = none (the RTT bound is slo_p99_ms); else the RTT bound, and p99 − it the compute budget
+  public var sloNetworkMs: Double {
+    get {_storage._sloNetworkMs}
+    set {_uniqueStorage()._sloNetworkMs = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -5106,7 +5118,7 @@ nonisolated extension Computegrid_V1_ReplicaOf: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Computegrid_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}template\0\u{1}model\0\u{3}min_replicas\0\u{3}max_replicas\0\u{1}health\0\u{1}readiness\0\u{3}slo_p99_ms\0\u{3}slo_origin\0\u{3}max_surge\0\u{3}max_unavailable\0\u{1}autoscale\0\u{1}replicas\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}template\0\u{1}model\0\u{3}min_replicas\0\u{3}max_replicas\0\u{1}health\0\u{1}readiness\0\u{3}slo_p99_ms\0\u{3}slo_origin\0\u{3}max_surge\0\u{3}max_unavailable\0\u{1}autoscale\0\u{1}replicas\0\u{3}slo_tokens_per_request\0\u{3}slo_network_ms\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -5122,6 +5134,8 @@ nonisolated extension Computegrid_V1_ServiceSpec: SwiftProtobuf.Message, SwiftPr
     var _maxUnavailable: UInt32 = 0
     var _autoscale: Computegrid_V1_Autoscale? = nil
     var _replicas: UInt32 = 0
+    var _sloTokensPerRequest: UInt32 = 0
+    var _sloNetworkMs: Double = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -5145,6 +5159,8 @@ nonisolated extension Computegrid_V1_ServiceSpec: SwiftProtobuf.Message, SwiftPr
       _maxUnavailable = source._maxUnavailable
       _autoscale = source._autoscale
       _replicas = source._replicas
+      _sloTokensPerRequest = source._sloTokensPerRequest
+      _sloNetworkMs = source._sloNetworkMs
     }
   }
 
@@ -5176,6 +5192,8 @@ nonisolated extension Computegrid_V1_ServiceSpec: SwiftProtobuf.Message, SwiftPr
         case 11: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxUnavailable) }()
         case 12: try { try decoder.decodeSingularMessageField(value: &_storage._autoscale) }()
         case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._replicas) }()
+        case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._sloTokensPerRequest) }()
+        case 15: try { try decoder.decodeSingularDoubleField(value: &_storage._sloNetworkMs) }()
         default: break
         }
       }
@@ -5227,6 +5245,12 @@ nonisolated extension Computegrid_V1_ServiceSpec: SwiftProtobuf.Message, SwiftPr
       if _storage._replicas != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._replicas, fieldNumber: 13)
       }
+      if _storage._sloTokensPerRequest != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._sloTokensPerRequest, fieldNumber: 14)
+      }
+      if _storage._sloNetworkMs.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._sloNetworkMs, fieldNumber: 15)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -5249,6 +5273,8 @@ nonisolated extension Computegrid_V1_ServiceSpec: SwiftProtobuf.Message, SwiftPr
         if _storage._maxUnavailable != rhs_storage._maxUnavailable {return false}
         if _storage._autoscale != rhs_storage._autoscale {return false}
         if _storage._replicas != rhs_storage._replicas {return false}
+        if _storage._sloTokensPerRequest != rhs_storage._sloTokensPerRequest {return false}
+        if _storage._sloNetworkMs != rhs_storage._sloNetworkMs {return false}
         return true
       }
       if !storagesAreEqual {return false}
