@@ -147,7 +147,7 @@ let package = Package(
         .executableTarget(
             name: "gridctl",
             dependencies: [
-                "GridCLI", "GridCore", "GridDaemon", "GridProtocol",
+                "GridCLI", "GridCore", "GridDaemon", "GridProtocol", "GridTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]

@@ -1,4 +1,5 @@
 import Foundation
+import GridTransport
 import GridCatalog
 import GridCore
 import GridProbe
@@ -55,6 +56,12 @@ public struct AgentConfig: Codable, Sendable {
     /// The address service replicas serve on (GRID_HOST) and that their endpoints name: one
     /// the region's gateway can reach. Default `127.0.0.1` (gateway on the same host).
     public var advertiseHost: String = "127.0.0.1"
+    /// This agent's CURVE key pair (`gridctl keys generate`; its `.pub` goes into the region's
+    /// authorized_keys for this node id). With `region_key`, the link to the region is CURVE.
+    public var keyFile: String = ""
+    /// The region's public key (40 Z85 characters or its `.pub` file): the agent talks only to
+    /// the controller that holds the matching secret.
+    public var regionKey: String = ""
 
     public init() {}
 
@@ -84,6 +91,8 @@ public struct AgentConfig: Codable, Sendable {
         case logFormat = "log_format"
         case servicePorts = "service_ports"
         case advertiseHost = "advertise_host"
+        case keyFile = "key_file"
+        case regionKey = "region_key"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -110,6 +119,8 @@ public struct AgentConfig: Codable, Sendable {
         logFormat = try c.value(.logFormat, default: d.logFormat)
         servicePorts = try c.value(.servicePorts, default: d.servicePorts)
         advertiseHost = try c.value(.advertiseHost, default: d.advertiseHost)
+        keyFile = try c.value(.keyFile, default: d.keyFile)
+        regionKey = try c.value(.regionKey, default: d.regionKey)
     }
 
     /// The shim to run jobs under: `job_shim`, else `grid-job-shim` next to this executable.
@@ -147,6 +158,10 @@ public struct AgentConfig: Codable, Sendable {
         if advertiseHost.isEmpty || advertiseHost.contains(where: { $0.isWhitespace || $0 == "/" }) {
             out.append("advertise_host: a host name or address the gateway can reach, got '\(advertiseHost)'")
         }
+        if keyFile.isEmpty != regionKey.isEmpty {
+            out.append(keyFile.isEmpty ? "key_file: required with region_key (the agent's own CURVE key)"
+                                       : "region_key: required with key_file (the region's public key, to connect with CURVE)")
+        }
         for path in simulate where !FileManager.default.isReadableFile(atPath: path) {
             out.append("simulate: cannot read '\(path)'")
         }
@@ -181,6 +196,8 @@ public struct AgentConfig: Codable, Sendable {
         if let v = environment["GRID_AGENT_HTTP"], !v.isEmpty { config.http = v }
         if let v = environment["GRID_AGENT_SERVICE_PORTS"], !v.isEmpty { config.servicePorts = v }
         if let v = environment["GRID_AGENT_ADVERTISE_HOST"], !v.isEmpty { config.advertiseHost = v }
+        if let v = environment["GRID_AGENT_KEY_FILE"], !v.isEmpty { config.keyFile = v }
+        if let v = environment["GRID_AGENT_REGION_KEY"], !v.isEmpty { config.regionKey = v }
         if config.nodeID.isEmpty {
             config.nodeID = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
         }
@@ -190,6 +207,9 @@ public struct AgentConfig: Codable, Sendable {
         config.dataDir = config.dataDir.isEmpty ? "/var/lib/computegrid/agent" : resolve(config.dataDir)
         config.simulate = config.simulate.map(resolve)
         if !config.jobShim.isEmpty { config.jobShim = resolve(config.jobShim) }
+        if !config.keyFile.isEmpty { config.keyFile = resolve(config.keyFile) }
+        // A key itself (Z85 may hold '/') stays as it is; anything else is a .pub path.
+        if !config.regionKey.isEmpty, !(config.regionKey.count == 40 && Z85.decode(config.regionKey)?.count == 32) { config.regionKey = resolve(config.regionKey) }
         // Problems of the file itself stop a load even when values are not checked (`probe`, `drain`).
         if !validate && !decodeProblems.isEmpty { throw ConfigError(source: path ?? "(defaults)", problems: decodeProblems) }
         if validate {

@@ -167,7 +167,7 @@ public final class AgentShell {
             out += perform(instance.onProbeResult(id, kind, ok: ok, detail: detail, now: now))
         case .event(.observe(let reply)):
             reply(observation(now: now))
-        case .frame(_, let payload, _):
+        case .frame(_, let payload, _, _):
             do {
                 out += perform(instance.receive(try codec.decode(payload), now: now))
             } catch {
@@ -372,8 +372,17 @@ public final class AgentService: Service, @unchecked Sendable {
         self.metrics = metrics
         self.source = source
         self.logger = logger
-        let loop = try SocketLoop<AgentEvent>(options: SocketLoopOptions(
-            connect: config.region, identity: nil, maxMessageBytes: config.maxMessageBytes, tickMilliseconds: 50))
+        var options = SocketLoopOptions(connect: config.region, identity: nil, maxMessageBytes: config.maxMessageBytes, tickMilliseconds: 50)
+        if !config.keyFile.isEmpty {
+            do {
+                let pair = try CurveKeyFile.readPair(config.keyFile)
+                options.curveClient = (try CurveKeyFile.readPublic(config.regionKey), pair.publicKey, pair.secretKey)
+                logger.info("CURVE on: the region is authenticated by its key", metadata: ["public_key": "\(pair.publicKey)"])
+            } catch {
+                throw ConfigError(source: "key_file/region_key", problems: ["\(error)"])
+            }
+        }
+        let loop = try SocketLoop<AgentEvent>(options: options)
         self.loop = loop
         var env = ProcessInfo.processInfo.environment.filter { ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER"].contains($0.key) }
         env.merge(config.jobEnvironment) { _, new in new }

@@ -19,12 +19,20 @@ public final class GridClient {
     var sequence: UInt64 = 0
     let sender: String
 
-    public init(endpoint: String, sender: String = "gridctl") throws {
+    /// With CURVE: the controller's public key (pinned: nobody else can answer) and this
+    /// client's own pair (the controller lets it in only if it is in its authorized_keys).
+    let curve: Bool
+
+    public init(endpoint: String, sender: String = "gridctl", curve: (serverKey: String, pair: CurveKeyPair)? = nil) throws {
         self.endpoint = endpoint
         self.sender = sender
+        self.curve = curve != nil
         do {
             context = try ZMQContext()
             socket = try ZMQSocket(context, .dealer)
+            if let curve {
+                try socket.setCurveClient(serverKey: curve.serverKey, publicKey: curve.pair.publicKey, secretKey: curve.pair.secretKey)
+            }
             try socket.connect(endpoint)
         } catch {
             throw ClientError("cannot connect to \(endpoint): \(error)")
@@ -47,7 +55,9 @@ public final class GridClient {
         while true {
             let left = deadline.timeIntervalSinceNow
             if left <= 0 {
-                throw ClientError("no answer from \(endpoint) within \(Int(timeout))s; is the controller running? (set --controller or GRID_CONTROLLER)")
+                throw ClientError("no answer from \(endpoint) within \(Int(timeout))s; is the controller running? (set --controller or GRID_CONTROLLER)"
+                                  + (curve ? "; with CURVE, a key the controller does not list, or the wrong --server-key, also gets no answer"
+                                           : "; a controller with CURVE on answers only clients with --key and --server-key"))
             }
             let ready = (try? poll([socket.pollItem], timeoutMs: Int(min(left, 3600) * 1000) + 1)) ?? [false]
             guard ready[0], let frames = try? socket.receive(dontWait: true), let payload = frames.last else { continue }

@@ -1,4 +1,5 @@
 import Foundation
+import GridTransport
 import GridCore
 import GridScheduler
 import Yams
@@ -94,8 +95,22 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
 
     public init() {}
 
+    /// This controller's CURVE key pair (a `.key` file from `gridctl keys generate`). Set, the
+    /// bound socket speaks CURVE only and lets in the keys of `authorized_keys` alone, and a
+    /// region connects to its national scheduler with it. Empty: plaintext (loopback demo).
+    public var keyFile: String = ""
+    /// Who may connect, with what role (docs/security.md); required with `key_file`. Re-read
+    /// on SIGHUP: a key taken out is refused from its next message on.
+    public var authorizedKeys: String = ""
+    /// Region: the national scheduler's public key (40 Z85 characters or a `.pub` file); with
+    /// `key_file`, the link to it is CURVE and the national scheduler is authenticated by it.
+    public var nationalKey: String = ""
+
     enum CodingKeys: String, CodingKey, CaseIterable {
         case role, id, bind, national
+        case keyFile = "key_file"
+        case authorizedKeys = "authorized_keys"
+        case nationalKey = "national_key"
         case dataDir = "data_dir"
         case heartbeatIntervalMs = "heartbeat_interval_ms"
         case nodeLostAfterMs = "node_lost_after_ms"
@@ -151,6 +166,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         logFormat = try c.value(.logFormat, default: d.logFormat)
         gateway = try c.value(.gateway, default: d.gateway)
         gatewayURL = try c.value(.gatewayURL, default: d.gatewayURL)
+        keyFile = try c.value(.keyFile, default: d.keyFile)
+        authorizedKeys = try c.value(.authorizedKeys, default: d.authorizedKeys)
+        nationalKey = try c.value(.nationalKey, default: d.nationalKey)
     }
 
     /// Role-specific defaults for id and bind.
@@ -209,6 +227,12 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             out.append("gateway_url: '\(gatewayURL)' is not an http:// or https:// URL")
         }
         if maxMessageBytes < 64 << 10 { out.append("max_message_bytes: at least 65536, got \(maxMessageBytes)") }
+        if !keyFile.isEmpty, authorizedKeys.isEmpty {
+            out.append("authorized_keys: required with key_file (who may connect; docs/security.md)")
+        }
+        if keyFile.isEmpty, !authorizedKeys.isEmpty { out.append("key_file: required with authorized_keys (the controller's own CURVE key)") }
+        if !nationalKey.isEmpty, role != .region { out.append("national_key: only a region connects to a national scheduler") }
+        if !nationalKey.isEmpty, keyFile.isEmpty { out.append("key_file: required with national_key (the region's own key to connect with)") }
         return out
     }
 
@@ -259,6 +283,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             ("GRID_CONTROLLER_GATEWAY", { $0.gateway = $1 }),
             ("GRID_CONTROLLER_GATEWAY_URL", { $0.gatewayURL = $1 }),
             ("GRID_HTTP_TOKEN_FILE", { $0.httpTokenFile = $1 }),
+            ("GRID_CONTROLLER_KEY_FILE", { $0.keyFile = $1 }),
+            ("GRID_CONTROLLER_AUTHORIZED_KEYS", { $0.authorizedKeys = $1 }),
+            ("GRID_CONTROLLER_NATIONAL_KEY", { $0.nationalKey = $1 }),
         ]
         for (name, apply) in env {
             if let v = environment[name], !v.isEmpty { apply(&config, v) }
@@ -268,9 +295,14 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         } else if !config.dataDir.hasPrefix("/") {
             config.dataDir = URL(fileURLWithPath: baseDir).appendingPathComponent(config.dataDir).standardizedFileURL.path
         }
-        if !config.httpTokenFile.isEmpty && !config.httpTokenFile.hasPrefix("/") {
-            config.httpTokenFile = URL(fileURLWithPath: baseDir).appendingPathComponent(config.httpTokenFile).standardizedFileURL.path
+        func absolute(_ path: inout String) {
+            if !path.isEmpty && !path.hasPrefix("/") { path = URL(fileURLWithPath: baseDir).appendingPathComponent(path).standardizedFileURL.path }
         }
+        absolute(&config.httpTokenFile)
+        absolute(&config.keyFile)
+        absolute(&config.authorizedKeys)
+        // A key itself (Z85 may hold '/') stays as it is; anything else is a .pub path.
+        if !(config.nationalKey.count == 40 && Z85.decode(config.nationalKey)?.count == 32) { absolute(&config.nationalKey) }
         problems += decodeProblems + ConfigFile.locate(config.problems(), in: node)
         if !problems.isEmpty { throw ConfigError(source: source, problems: ConfigFile.inFileOrder(problems)) }
         return config

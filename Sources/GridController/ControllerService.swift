@@ -17,6 +17,8 @@ public final class ControllerService: Service, @unchecked Sendable {
     public let gateway = GatewayTable()
     let loop: SocketLoop<ControllerCall>
     let logger: Logger
+    /// Who may connect and say what (nil: plaintext, no authentication). Reloaded on SIGHUP.
+    public let access: AccessControl?
     /// The role's logic with the clock applied. Touched only on the loop thread once `run` starts.
     private let handle: ([LoopInput<ControllerCall>], Bool) -> [LoopOutput]
     private let nextWake: () -> UInt64?
@@ -32,6 +34,25 @@ public final class ControllerService: Service, @unchecked Sendable {
         // then aborts in stream_engine_base.cpp:331 (`!_io_error`) when a peer's connection
         // fails while its input is stopped; keep the bound high until that libzmq is gone.
         options.receiveHighWaterMark = 100_000
+        if !config.keyFile.isEmpty {
+            let pair: CurveKeyPair
+            let list: AccessList
+            do { pair = try CurveKeyFile.readPair(config.keyFile) } catch { throw ConfigError(source: "key_file", problems: ["\(error)"]) }
+            list = try AccessList.load(config.authorizedKeys)
+            let access = AccessControl(list, logger: logger)
+            self.access = access
+            options.curveServerSecretKey = pair.secretKey
+            options.authenticator = access
+            if config.role == .region, !config.nationalKey.isEmpty {
+                let server: String
+                do { server = try CurveKeyFile.readPublic(config.nationalKey) } catch { throw ConfigError(source: "national_key", problems: ["\(error)"]) }
+                options.curveClient = (server, pair.publicKey, pair.secretKey)
+            }
+            logger.info("CURVE on: only keys in authorized_keys may connect", metadata: [
+                "public_key": "\(pair.publicKey)", "authorized_keys": "\(config.authorizedKeys)", "keys": "\(list.keys.count)"])
+        } else {
+            access = nil
+        }
         do {
             loop = try SocketLoop<ControllerCall>(options: options)
         } catch {
@@ -42,15 +63,24 @@ public final class ControllerService: Service, @unchecked Sendable {
         case .region:
             let shell = try RegionShell(settings: RegionInstance.Settings(config: config), store: store,
                                         maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock, metrics: metrics,
-                                        gateway: gateway)
+                                        gateway: gateway, access: access)
             handle = { shell.handle($0, backlog: $1) }
             nextWake = { shell.nextWakeNanoseconds }
         case .national:
             let shell = try NationalShell(settings: NationalInstance.Settings(config: config), store: store,
-                                          maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock, metrics: metrics)
+                                          maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock, metrics: metrics,
+                                          access: access)
             handle = { shell.handle($0, backlog: $1) }
             nextWake = { shell.nextWakeNanoseconds }
         }
+    }
+
+    /// Reads `authorized_keys` again and puts it in force (SIGHUP); a bad file keeps the old list.
+    public func reloadAuthorizedKeys() throws {
+        guard let access else { return }
+        let list = try AccessList.load(config.authorizedKeys)
+        access.replace(list)
+        logger.notice("authorized_keys reloaded", metadata: ["keys": "\(list.keys.count)"])
     }
 
     /// Delivers `body` to the controller as a client's message and waits for its answer (an

@@ -104,10 +104,14 @@ public final class ControllerShell<Instance: ControllerInstance> {
     /// The region's service rotation and its gateway's measurements (unused by the national scheduler).
     public let gateway: GatewayTable
     var lastGatewayReportMs: Int64 = .min
+    /// Who may say what (CURVE keys); nil: the socket is not authenticated (loopback demo).
+    public let access: AccessControl?
 
     public init(settings: Instance.Settings, store: GridStore, maxFrameBytes: Int, logger: Logger, clock: MomentClock,
-                metrics: ControllerMetrics = ControllerMetrics(), gateway: GatewayTable = GatewayTable()) throws {
+                metrics: ControllerMetrics = ControllerMetrics(), gateway: GatewayTable = GatewayTable(),
+                access: AccessControl? = nil) throws {
         self.gateway = gateway
+        self.access = access
         self.settings = settings
         self.store = store
         self.logger = logger
@@ -131,10 +135,23 @@ public final class ControllerShell<Instance: ControllerInstance> {
             switch input {
             case .tick: continue
             case .badShape(let peer, let frames): messenger.countBadShape(from: peer, frames: frames)
-            case .frame(let peer, let payload, let delimited):
+            case .frame(let peer, let payload, let delimited, let user):
                 guard let message = messenger.decode(payload, from: peer, delimited: delimited, nowMs: now.monotonicMs, reply: &errors) else { continue }
+                var principal: Principal?
+                if let access, let user {
+                    if let why = access.authorize(message.body, user: user) {
+                        if message.body.type != .errorReply {
+                            var e = Wire.ErrorReply()
+                            e.code = "forbidden"
+                            e.message = why
+                            errors.append(messenger.output(.errorReply(e), to: peer, replyTo: message.sequence, delimited: delimited))
+                        }
+                        continue
+                    }
+                    principal = access.principal(forKey: user)
+                }
                 countReceived(message.body.type)
-                let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited)
+                let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited, principal: principal)
                 directives += instance.receive(message, origin: origin, now: now)
             case .event(.observe(let reply)):
                 observers.append(reply)

@@ -35,10 +35,14 @@ public struct Origin: Sendable {
     public var peer: Peer
     public var sequence: UInt64
     public var delimited: Bool
-    public init(peer: Peer, sequence: UInt64 = 0, delimited: Bool = false) {
+    /// Whom the sender's CURVE key speaks for; nil on a socket without authentication (and for
+    /// the controller's own in-process asks and its parent).
+    public var principal: Principal?
+    public init(peer: Peer, sequence: UInt64 = 0, delimited: Bool = false, principal: Principal? = nil) {
         self.peer = peer
         self.sequence = sequence
         self.delimited = delimited
+        self.principal = principal
     }
 }
 

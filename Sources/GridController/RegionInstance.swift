@@ -347,6 +347,20 @@ public struct RegionInstance: Sendable {
     public mutating func receive(_ message: Message, origin: Origin, now: Moment) -> [ControllerDirective] {
         lastWall = now.wall
         if case .upstream = origin.peer { nationalHeardMs = now.monotonicMs }
+        // An agent's key speaks for its own nodes only: a report matched by assignment (whose
+        // node_id is only for logs) must be about an assignment of one of them.
+        if case .agent(let mine)? = origin.principal {
+            var node: NodeID?
+            switch message.body {
+            case .statusUpdate(let m): node = assignments[AssignmentID(m.assignmentID)]?.node ?? jobs[JobID(m.jobID)]?.node
+            case .assignmentAck(let m): node = assignments[AssignmentID(m.assignmentID)]?.node
+            default: break
+            }
+            if let node, !mine.contains(node) {
+                return [.error("forbidden", "\(message.body.type) for assignment of node \(node): this key speaks for \(mine.map(\.rawValue).sorted().joined(separator: ", ")) only", to: origin),
+                        .log(LogEvent(.warning, "refused", ["reason": "forbidden", "node": "\(node)"]))]
+            }
+        }
         switch message.body {
         case .register(let m): return onRegister(m, origin: origin, now: now)
         case .heartbeat(let m): return onHeartbeat(m, origin: origin, now: now)

@@ -24,8 +24,9 @@ public enum Peer: Hashable, Sendable {
 /// What the loop hands the role's handler.
 public enum LoopInput<Event: Sendable> {
     /// One payload frame from a peer. `delimited` is true when the peer used a REQ-style empty
-    /// delimiter frame, so the reply must carry one too.
-    case frame(from: Peer, payload: [UInt8], delimited: Bool)
+    /// delimiter frame, so the reply must carry one too. `user` is the id the ZAP authenticator
+    /// gave the peer's connection (nil on a socket without authentication).
+    case frame(from: Peer, payload: [UInt8], delimited: Bool, user: String? = nil)
     /// A ROUTER message that did not have the shape [identity, (empty,) payload].
     case badShape(from: Peer, frames: Int)
     /// Posted from another thread with `SocketLoop.post`.
@@ -70,6 +71,11 @@ public struct SocketLoopOptions: Sendable {
     public var curveServerSecretKey: String?
     /// CURVE: (server public key, own public key, own secret key) for the DEALER.
     public var curveClient: (serverKey: String, publicKey: String, secretKey: String)?
+    /// Who may connect to the ROUTER (a ZAP handler of the loop's context runs it). With it
+    /// the ROUTER enforces its ZAP domain: a peer is let in only when the authenticator says
+    /// so, and every frame carries the user id it gave.
+    public var authenticator: (any ZAPAuthenticator)?
+    public var zapDomain: String
 
     public init(
         bind: String? = nil, connect: String? = nil, identity: String? = nil,
@@ -77,7 +83,8 @@ public struct SocketLoopOptions: Sendable {
         heartbeatIntervalMs: Int32 = 2_000, heartbeatTimeoutMs: Int32 = 6_000,
         reconnectIntervalMs: Int32 = 100, reconnectIntervalMaxMs: Int32 = 5_000,
         curveServerSecretKey: String? = nil,
-        curveClient: (serverKey: String, publicKey: String, secretKey: String)? = nil
+        curveClient: (serverKey: String, publicKey: String, secretKey: String)? = nil,
+        authenticator: (any ZAPAuthenticator)? = nil, zapDomain: String = "computegrid"
     ) {
         self.bind = bind
         self.connect = connect
@@ -91,6 +98,8 @@ public struct SocketLoopOptions: Sendable {
         self.reconnectIntervalMaxMs = reconnectIntervalMaxMs
         self.curveServerSecretKey = curveServerSecretKey
         self.curveClient = curveClient
+        self.authenticator = authenticator
+        self.zapDomain = zapDomain
     }
 }
 
@@ -118,6 +127,9 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
     private let stopFlag = Atomic<Bool>(false)
     private let tickMs: Int
     private let statsBox = Mutex(SocketLoopStats())
+    private let zap: ZAPHandler?
+    /// Frames from the ROUTER carry the ZAP user id.
+    private let authenticated: Bool
 
     /// The endpoint the ROUTER actually bound (resolves `tcp://127.0.0.1:*`).
     public let boundEndpoint: String?
@@ -126,6 +138,13 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
         context = try ZMQContext()
         mailbox = try Mailbox<Event?>()
         tickMs = max(1, options.tickMilliseconds)
+        if let a = options.authenticator, options.bind != nil {
+            zap = try ZAPHandler(context: context, authenticator: a)
+            authenticated = true
+        } else {
+            zap = nil
+            authenticated = false
+        }
         if let bind = options.bind {
             let r = try ZMQSocket(context, .router)
             try r.setRouterMandatory(true)
@@ -134,6 +153,10 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
             try r.setReceiveHighWaterMark(options.receiveHighWaterMark ?? options.highWaterMark)
             try r.setHeartbeat(intervalMs: options.heartbeatIntervalMs, timeoutMs: options.heartbeatTimeoutMs, ttlMs: options.heartbeatTimeoutMs)
             if let secret = options.curveServerSecretKey { try r.setCurveServer(secretKey: secret) }
+            if zap != nil {
+                try r.setZAPDomain(options.zapDomain)
+                try r.setZAPEnforceDomain(true)
+            }
             try r.bind(bind)
             router = r
             boundEndpoint = try r.lastEndpoint()
@@ -160,11 +183,13 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
         } else {
             dealer = nil
         }
+        zap?.start()
     }
 
     deinit {
         router?.close()
         dealer?.close()
+        zap?.stop()
         context.terminate()
     }
 
@@ -207,10 +232,10 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
             }
             var index = 1
             if let router {
-                if ready[index] { drain(router, handler, upstream: false) }
+                if ready[index] { drain(router, handler, upstream: false, user: authenticated) }
                 index += 1
             }
-            if let dealer, ready[index] { drain(dealer, handler, upstream: true) }
+            if let dealer, ready[index] { drain(dealer, handler, upstream: true, user: false) }
         }
     }
 
@@ -254,10 +279,10 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
             var full = false
             var index = 1
             if let router {
-                if ready[index] { full = collect(router, upstream: false, into: &batch, limit: maxBatch) || full }
+                if ready[index] { full = collect(router, upstream: false, user: authenticated, into: &batch, limit: maxBatch) || full }
                 index += 1
             }
-            if let dealer, ready[index] { full = collect(dealer, upstream: true, into: &batch, limit: maxBatch) || full }
+            if let dealer, ready[index] { full = collect(dealer, upstream: true, user: false, into: &batch, limit: maxBatch) || full }
             backlog = full
             let now = DispatchTime.now().uptimeNanoseconds
             if now >= nextTick {
@@ -270,37 +295,37 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
     }
 
     /// Reads frames until none is left or the batch holds `limit`; true when it stopped at the limit.
-    private func collect(_ socket: ZMQSocket, upstream: Bool, into batch: inout [LoopInput<Event>], limit: Int) -> Bool {
+    private func collect(_ socket: ZMQSocket, upstream: Bool, user: Bool, into batch: inout [LoopInput<Event>], limit: Int) -> Bool {
         while batch.count < limit {
-            let frames: [[UInt8]]?
-            do { frames = try socket.receive(dontWait: true) } catch { return false }
-            guard let frames else { return false }
+            let got: (frames: [[UInt8]], user: String?)?
+            do { got = try socket.receiveWithUser(dontWait: true, wantUser: user) } catch { return false }
+            guard let got else { return false }
             statsBox.withLock { $0.received += 1 }
-            batch.append(Self.input(frames, upstream: upstream))
+            batch.append(Self.input(got.frames, upstream: upstream, user: got.user))
         }
         return true
     }
 
-    static func input(_ frames: [[UInt8]], upstream: Bool) -> LoopInput<Event> {
+    static func input(_ frames: [[UInt8]], upstream: Bool, user: String? = nil) -> LoopInput<Event> {
         if upstream {
-            if frames.count == 1 { return .frame(from: .upstream, payload: frames[0], delimited: false) }
-            if frames.count == 2, frames[0].isEmpty { return .frame(from: .upstream, payload: frames[1], delimited: true) }
+            if frames.count == 1 { return .frame(from: .upstream, payload: frames[0], delimited: false, user: user) }
+            if frames.count == 2, frames[0].isEmpty { return .frame(from: .upstream, payload: frames[1], delimited: true, user: user) }
             return .badShape(from: .upstream, frames: frames.count)
         }
         let peer = Peer.downstream(identity: frames[0])
-        if frames.count == 2 { return .frame(from: peer, payload: frames[1], delimited: false) }
-        if frames.count == 3, frames[1].isEmpty { return .frame(from: peer, payload: frames[2], delimited: true) }
+        if frames.count == 2 { return .frame(from: peer, payload: frames[1], delimited: false, user: user) }
+        if frames.count == 3, frames[1].isEmpty { return .frame(from: peer, payload: frames[2], delimited: true, user: user) }
         return .badShape(from: peer, frames: frames.count)
     }
 
-    private func drain(_ socket: ZMQSocket, _ handler: (LoopInput<Event>) -> [LoopOutput], upstream: Bool) {
+    private func drain(_ socket: ZMQSocket, _ handler: (LoopInput<Event>) -> [LoopOutput], upstream: Bool, user: Bool) {
         // Bounded batch so one busy socket cannot starve timers and the mailbox.
         for _ in 0..<256 {
-            let frames: [[UInt8]]?
-            do { frames = try socket.receive(dontWait: true) } catch { return }
-            guard let frames else { return }
+            let got: (frames: [[UInt8]], user: String?)?
+            do { got = try socket.receiveWithUser(dontWait: true, wantUser: user) } catch { return }
+            guard let got else { return }
             statsBox.withLock { $0.received += 1 }
-            send(handler(Self.input(frames, upstream: upstream)))
+            send(handler(Self.input(got.frames, upstream: upstream, user: got.user)))
         }
     }
 

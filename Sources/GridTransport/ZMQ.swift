@@ -194,6 +194,21 @@ public final class ZMQSocket {
         try setInt(ZMQ_CURVE_SERVER, 1, name: "CURVE_SERVER")
         try setBytes(ZMQ_CURVE_SECRETKEY, Array(secretKey.utf8), name: "CURVE_SECRETKEY")
     }
+    /// The ZAP domain the socket's peers are authenticated in (RFC 27).
+    public func setZAPDomain(_ domain: String) throws(ZMQError) { try setBytes(ZMQ_ZAP_DOMAIN, Array(domain.utf8), name: "ZAP_DOMAIN") }
+
+    /// With `on`, a connection is refused when no ZAP handler answers (libzmq ≥ 4.3's
+    /// ZMQ_ZAP_ENFORCE_DOMAIN, 93, a draft option the Debian library accepts): a controller
+    /// whose authenticator is not running lets nobody in, rather than everybody.
+    public func setZAPEnforceDomain(_ on: Bool) throws(ZMQError) { try setInt(93, on ? 1 : 0, name: "ZAP_ENFORCE_DOMAIN") }
+
+    /// Makes this socket a PLAIN client (user name and password in clear): only tests use it,
+    /// to show that a controller refuses the mechanism.
+    public func setPlainClient(username: String, password: String) throws(ZMQError) {
+        try setBytes(ZMQ_PLAIN_USERNAME, Array(username.utf8), name: "PLAIN_USERNAME")
+        try setBytes(ZMQ_PLAIN_PASSWORD, Array(password.utf8), name: "PLAIN_PASSWORD")
+    }
+
     /// Makes this socket a CURVE client of the server whose public key is `serverKey`.
     public func setCurveClient(serverKey: String, publicKey: String, secretKey: String) throws(ZMQError) {
         try setBytes(ZMQ_CURVE_SERVERKEY, Array(serverKey.utf8), name: "CURVE_SERVERKEY")
@@ -226,8 +241,15 @@ public final class ZMQSocket {
 
     /// Receives one whole multipart message, or nil when `dontWait` and nothing is queued.
     public func receive(dontWait: Bool = false) throws(ZMQError) -> [[UInt8]]? {
+        try receiveWithUser(dontWait: dontWait, wantUser: false)?.frames
+    }
+
+    /// Receives one whole message and, with `wantUser`, the user id the ZAP handler gave its
+    /// connection (the "User-Id" metadata property; nil without authentication).
+    public func receiveWithUser(dontWait: Bool = false, wantUser: Bool = true) throws(ZMQError) -> (frames: [[UInt8]], user: String?)? {
         let h = try raw("recv")
         var frames: [[UInt8]] = []
+        var user: String?
         while true {
             var msg = zmq_msg_t()
             zmq_msg_init(&msg)
@@ -241,6 +263,8 @@ public final class ZMQSocket {
                 if e == EAGAIN && frames.isEmpty { return nil }
                 throw ZMQError("recv", errno: e)
             }
+            // A ROUTER's identity frame is made locally and has no metadata: read it from the peer's frames.
+            if wantUser && user == nil, let u = zmq_msg_gets(&msg, "User-Id") { user = String(cString: u) }
             let size = zmq_msg_size(&msg)
             if size > 0, let data = zmq_msg_data(&msg) {
                 frames.append(Array(UnsafeRawBufferPointer(start: data, count: size)))
@@ -249,7 +273,7 @@ public final class ZMQSocket {
             }
             if zmq_msg_more(&msg) == 0 { break }
         }
-        return frames
+        return (frames, user)
     }
 
     /// Poll handle for this socket, readable when a message is queued.
@@ -292,4 +316,40 @@ public struct CurveKeyPair: Sendable, Equatable {
         }
         return CurveKeyPair(publicKey: text(pub), secretKey: text(sec))
     }
+
+    public init(publicKey: String, secretKey: String) {
+        self.publicKey = publicKey
+        self.secretKey = secretKey
+    }
+
+    /// The pair of a secret key (Z85), its public half derived; nil when it is not a key.
+    public init?(secretKey: String) {
+        guard Z85.decode(secretKey)?.count == 32 else { return nil }
+        var pub = [CChar](repeating: 0, count: 41)
+        guard zmq_curve_public(&pub, secretKey) == 0 else { return nil }
+        self.publicKey = String(decoding: pub.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        self.secretKey = secretKey
+    }
+}
+
+/// ZeroMQ's Z85 text encoding (RFC 32) of binary keys.
+public enum Z85 {
+    /// Text of `bytes` (a multiple of 4 long), nil otherwise.
+    public static func encode(_ bytes: [UInt8]) -> String? {
+        guard !bytes.isEmpty, bytes.count % 4 == 0 else { return nil }
+        var out = [CChar](repeating: 0, count: bytes.count * 5 / 4 + 1)
+        guard bytes.withUnsafeBufferPointer({ zmq_z85_encode(&out, $0.baseAddress, $0.count) }) != nil else { return nil }
+        return String(decoding: out.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Bytes of `text` (a multiple of 5 characters of the Z85 alphabet), nil otherwise.
+    public static func decode(_ text: String) -> [UInt8]? {
+        let chars = Array(text.utf8)
+        guard !chars.isEmpty, chars.count % 5 == 0, chars.allSatisfy({ alphabet.contains($0) }) else { return nil }
+        var out = [UInt8](repeating: 0, count: chars.count * 4 / 5)
+        guard zmq_z85_decode(&out, text) != nil else { return nil }
+        return out
+    }
+
+    static let alphabet = Set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#".utf8)
 }

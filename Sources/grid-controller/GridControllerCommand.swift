@@ -124,6 +124,10 @@ struct GridControllerCommand: AsyncParsableCommand {
                     try tokens.reload()
                     if tokens.configured { applied.append("http_token_file (\(tokens.count) token(s))") }
                 }
+                if fresh.authorizedKeys == now.authorizedKeys, let access = service.access {
+                    try service.reloadAuthorizedKeys()
+                    applied.append("authorized_keys (\(access.current.keys.count) key(s))")
+                }
                 running.withLock { $0 = next }
                 ReloadOnHangup.report(logger, applied: applied, changed: changedKeys(next, fresh), reloadable: [])
             } catch {

@@ -4,6 +4,7 @@ import GridCLI
 import GridCore
 import GridDaemon
 import GridProtocol
+import GridTransport
 import SwiftProtobuf
 
 @main
@@ -13,7 +14,7 @@ struct Gridctl: ParsableCommand {
         abstract: "Submit work to a ComputeGrid network and see where it ran.",
         version: BuildInfo.line,
         subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Node.self, Accounts.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self, Deploy.self, Services.self, ServiceShow.self, Scale.self, Rollout.self, Undeploy.self,
-                      Completion.self])
+                      Keys.self, Completion.self])
 }
 
 /// `gridctl completion bash|zsh|fish`: the shell completion script, to install where the shell
@@ -44,6 +45,10 @@ struct ControllerOptions: ParsableArguments {
     var output: OutputFormat?
     @Option(help: "Columns to show, comma-separated (e.g. job,state,node); names as in the header.")
     var columns: String?
+    @Option(help: ArgumentHelp("Your CURVE key pair (a .key file from gridctl keys generate), for a controller with CURVE on (default: $GRID_KEY_FILE).", valueName: "file"))
+    var key: String?
+    @Option(name: .customLong("server-key"), help: ArgumentHelp("The controller's public key: 40 Z85 characters or its .pub file (default: $GRID_SERVER_KEY).", valueName: "key"))
+    var serverKey: String?
 
     /// How to print: -o, else --json, else a table; colours only on a terminal without NO_COLOR.
     var printer: Printer {
@@ -62,7 +67,21 @@ struct ControllerOptions: ParsableArguments {
         controller ?? ProcessInfo.processInfo.environment["GRID_CONTROLLER"].flatMap { $0.isEmpty ? nil : $0 } ?? "tcp://127.0.0.1:7700"
     }
 
-    func client() throws -> GridClient { try GridClient(endpoint: endpoint) }
+    func client() throws -> GridClient {
+        let env = ProcessInfo.processInfo.environment
+        let keyFile = key ?? env["GRID_KEY_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+        let server = serverKey ?? env["GRID_SERVER_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        guard let keyFile else {
+            if server != nil { throw fail("--server-key needs --key (your own key pair) as well") }
+            return try GridClient(endpoint: endpoint)
+        }
+        guard let server else { throw fail("--key needs --server-key (the controller's public key) as well") }
+        do {
+            return try GridClient(endpoint: endpoint, curve: (try CurveKeyFile.readPublic(server), try CurveKeyFile.readPair(keyFile)))
+        } catch let e as KeyFileError {
+            throw fail("\(e)")
+        }
+    }
 
     /// One job as the controller knows it; exits 1 when it does not.
     func job(_ id: String) throws -> JobRecord {

@@ -155,7 +155,7 @@ import Testing
         let serverDone = LoopThread(name: "server") {
             server.run { input in
                 switch input {
-                case .frame(let peer, let payload, _):
+                case .frame(let peer, let payload, _, _):
                     seen.add("server got \(String(decoding: payload, as: UTF8.self)) from \(peer.label)")
                     return [LoopOutput(to: peer, payload: Array("pong".utf8))]
                 case .tick: seen.add("server tick")
@@ -168,7 +168,7 @@ import Testing
             client.run { input in
                 switch input {
                 case .event(.ping(let n)): return [LoopOutput(to: .upstream, payload: Array("ping \(n)".utf8))]
-                case .frame(.upstream, let payload, _): seen.add("client got \(String(decoding: payload, as: UTF8.self))")
+                case .frame(.upstream, let payload, _, _): seen.add("client got \(String(decoding: payload, as: UTF8.self))")
                 default: break
                 }
                 return []

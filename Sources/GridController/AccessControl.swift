@@ -1,0 +1,202 @@
+import Foundation
+import GridCore
+import GridProtocol
+import GridTransport
+import Logging
+import Synchronization
+
+/// What an operator key may do (docs/security.md). `admin` includes `operate`, which includes
+/// `submit`; every operator may read (queries).
+public enum OperatorRight: String, Sendable, Hashable, CaseIterable, Comparable {
+    case submit, operate, admin
+    public static func < (a: Self, b: Self) -> Bool { allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)! }
+}
+
+/// Who an authenticated key speaks for.
+public enum Principal: Sendable, Hashable {
+    /// A node agent: the nodes it may register, heartbeat and report for.
+    case agent(nodes: Set<NodeID>)
+    /// A region controller (at the national scheduler): its summaries and reports.
+    case region(RegionID)
+    /// A person or tool using gridctl or the API over ZeroMQ.
+    case `operator`(name: String, right: OperatorRight)
+
+    public var label: String {
+        switch self {
+        case .agent(let nodes): return "agent " + nodes.map(\.rawValue).sorted().joined(separator: ",")
+        case .region(let r): return "region \(r)"
+        case .operator(let name, let right): return "operator \(name) (\(right.rawValue))"
+        }
+    }
+}
+
+/// The keys a controller lets in, from its `authorized_keys` file: one key per line,
+///
+///     <public key, Z85>  agent     <node id>[,<node id>...]
+///     <public key, Z85>  region    <region id>
+///     <public key, Z85>  operator  <name>  submit|operate|admin
+///
+/// `#` starts a comment (a key itself may begin with `#`, a Z85 character). Every mistake is
+/// reported with its line.
+public struct AccessList: Sendable, Equatable {
+    public var keys: [String: Principal]
+
+    public init(keys: [String: Principal] = [:]) { self.keys = keys }
+
+    public static func parse(_ text: String, source: String) throws(ConfigError) -> AccessList {
+        var keys: [String: Principal] = [:]
+        var problems: [String] = []
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            // '#' is a Z85 character, so a key may start with it: a comment is a first field that is
+            // not a key, or any later field starting with '#' (names and rights never hold one).
+            var f = raw.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)
+            guard let first = f.first, !(first.hasPrefix("#") && !(first.count == 40 && Z85.decode(first)?.count == 32)) else { continue }
+            if let c = f.dropFirst().firstIndex(where: { $0.hasPrefix("#") }) { f = Array(f[..<c]) }
+            let at = "line \(n + 1)"
+            guard f.count >= 3 else { problems.append("\(at): want '<key> agent|region|operator <name> [right]', got \(f.count) field(s)"); continue }
+            let key = f[0]
+            guard key.count == 40, Z85.decode(key)?.count == 32 else {
+                problems.append("\(at): '\(key.prefix(48))' is not a CURVE public key (40 Z85 characters, as gridctl keys generate writes)")
+                continue
+            }
+            if keys[key] != nil { problems.append("\(at): key \(key.prefix(8))… is listed twice"); continue }
+            func identifier(_ s: String, _ what: String) -> Bool {
+                if let p = IdentifierRules.problem(with: s) { problems.append("\(at): \(what) '\(s)' \(p)"); return false }
+                return true
+            }
+            switch f[1] {
+            case "agent":
+                let nodes = f[2].split(separator: ",").map(String.init)
+                guard f.count == 3, !nodes.isEmpty, nodes.allSatisfy({ identifier($0, "node id") }) else {
+                    if f.count != 3 { problems.append("\(at): an agent line is '<key> agent <node id>[,<node id>...]'") }
+                    continue
+                }
+                keys[key] = .agent(nodes: Set(nodes.map(NodeID.init)))
+            case "region":
+                guard f.count == 3 else { problems.append("\(at): a region line is '<key> region <region id>'"); continue }
+                guard identifier(f[2], "region id") else { continue }
+                keys[key] = .region(RegionID(f[2]))
+            case "operator":
+                guard f.count == 4, let right = OperatorRight(rawValue: f[3]) else {
+                    problems.append("\(at): an operator line is '<key> operator <name> submit|operate|admin'")
+                    continue
+                }
+                guard identifier(f[2], "operator name") else { continue }
+                keys[key] = .operator(name: f[2], right: right)
+            default:
+                problems.append("\(at): role '\(f[1])' is not one of agent, region, operator")
+            }
+        }
+        if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
+        return AccessList(keys: keys)
+    }
+
+    public static func load(_ path: String) throws(ConfigError) -> AccessList {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigError(source: path, problems: ["cannot read it: \(error.localizedDescription)"])
+        }
+        return try parse(text, source: path)
+    }
+}
+
+/// The controller's gate: the ZAP authenticator (who may connect at all) and the check of every
+/// message against what its key may say (`authorize`). The list is swapped whole on reload
+/// (SIGHUP), so a revoked key is refused from its next message on, connected or not.
+public final class AccessControl: ZAPAuthenticator, @unchecked Sendable {
+    private let list: Mutex<AccessList>
+    private let logger: Logger
+    /// Refused handshakes and messages by reason (for `gridctl status` and metrics).
+    private let refusals = Mutex<[String: Int]>([:])
+    private let warned = Mutex<[String: (minute: Int64, count: Int)]>([:])
+    /// Warnings per reason per minute before they are only counted.
+    static let warningsPerMinute = 5
+
+    public init(_ list: AccessList, logger: Logger) {
+        self.list = Mutex(list)
+        self.logger = logger
+    }
+
+    public func replace(_ new: AccessList) { list.withLock { $0 = new } }
+    public var current: AccessList { list.withLock { $0 } }
+    public var refused: [String: Int] { refusals.withLock { $0 } }
+
+    public func principal(forKey key: String) -> Principal? { list.withLock { $0.keys[key] } }
+
+    public func authenticate(_ request: ZAPRequest) -> ZAPDecision {
+        guard request.mechanism == "CURVE", let key = request.clientKey else {
+            return refuse("mechanism", "\(request.mechanism) connection from \(request.address) refused: this controller accepts CURVE only")
+        }
+        guard principal(forKey: key) != nil else {
+            return refuse("unknown_key", "unknown key \(key.prefix(8))… from \(request.address) refused: add it to authorized_keys (docs/security.md)")
+        }
+        return .allow(userID: key)
+    }
+
+    /// Nil when the key behind `user` may send `body`; else why not (the reply and the log say it).
+    /// `user` nil: the socket has no authentication (a loopback controller without CURVE).
+    public func authorize(_ body: Body, user: String?) -> String? {
+        guard let user else { return nil }
+        guard let who = principal(forKey: user) else {
+            return note("revoked", "key \(user.prefix(8))… is no longer authorized")
+        }
+        if let why = Self.check(body, who) { return note("forbidden", "\(who.label): \(why)") }
+        return nil
+    }
+
+    /// What `who` may send: the whole rule set, pure.
+    public static func check(_ body: Body, _ who: Principal) -> String? {
+        switch who {
+        case .agent(let nodes):
+            func own(_ id: String, _ field: String) -> String? {
+                nodes.contains(NodeID(id)) ? nil : "may not speak for node '\(id)' (\(field))"
+            }
+            switch body {
+            case .register(let m): return own(m.nodeID, "Register.node_id")
+            case .heartbeat(let m): return own(m.nodeID, "Heartbeat.node_id")
+            case .assignmentAck(let m): return own(m.nodeID, "AssignmentAck.node_id")
+            case .statusUpdate(let m): return own(m.nodeID, "StatusUpdate.node_id")
+            case .errorReply: return nil
+            default: return "an agent key may not send \(body.type)"
+            }
+        case .region(let id):
+            func own(_ r: String, _ field: String) -> String? { r == id.rawValue ? nil : "may not speak for region '\(r)' (\(field))" }
+            switch body {
+            case .regionSummary(let m): return own(m.regionID, "RegionSummary.region_id")
+            case .statusUpdate(let m): return own(m.regionID, "StatusUpdate.region_id")
+            case .jobForwardAck, .queryReply, .errorReply, .statusAck, .submitReply: return nil
+            default: return "a region key may not send \(body.type)"
+            }
+        case .operator(_, let right):
+            let need: OperatorRight?
+            switch body {
+            case .query: need = nil
+            case .submit: need = .submit
+            case .jobControl, .nodeCommand, .regionControl, .deploy, .serviceControl: need = .operate
+            default: return "an operator key may not send \(body.type)"
+            }
+            if let need, right < need { return "\(body.type) needs the '\(need.rawValue)' right (this key has '\(right.rawValue)')" }
+            return nil
+        }
+    }
+
+    private func refuse(_ reason: String, _ text: String) -> ZAPDecision {
+        _ = note(reason, text)
+        return .deny(reason: text)
+    }
+
+    /// Counts the refusal and logs it, at most `warningsPerMinute` lines per reason a minute.
+    private func note(_ reason: String, _ text: String) -> String {
+        refusals.withLock { $0[reason, default: 0] += 1 }
+        let minute = Int64(Date().timeIntervalSince1970 / 60)
+        let log = warned.withLock { w -> Bool in
+            var e = w[reason] ?? (minute, 0)
+            if e.minute != minute { e = (minute, 0) }
+            e.count += 1
+            w[reason] = e
+            return e.count <= Self.warningsPerMinute
+        }
+        if log { logger.warning("refused", metadata: ["reason": "\(reason)", "detail": "\(text)"]) }
+        return text
+    }
+}

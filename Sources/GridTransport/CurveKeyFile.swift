@@ -1,0 +1,102 @@
+import Foundation
+
+/// A key file that cannot be used: which file and why, and what to do.
+public struct KeyFileError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var path: String
+    public var problem: String
+    public init(_ path: String, _ problem: String) {
+        self.path = path
+        self.problem = problem
+    }
+    public var description: String { "\(path): \(problem)" }
+}
+
+/// CURVE key files as `gridctl keys generate` writes them (docs/security.md):
+///
+/// - `NAME.key`, mode 0600: the pair, `public-key = "<Z85>"` and `secret-key = "<Z85>"` lines;
+/// - `NAME.pub`: the public key alone on a line, for authorized_keys and for clients that pin
+///   a server.
+///
+/// `#` lines are comments. A secret file readable by group or others is refused.
+public enum CurveKeyFile {
+    /// Writes both files of a new pair into `directory`; refuses to overwrite a key.
+    @discardableResult
+    public static func generate(name: String, directory: String) throws(KeyFileError) -> (pair: CurveKeyPair, secretPath: String, publicPath: String) {
+        let pair: CurveKeyPair
+        do { pair = try CurveKeyPair.generate() } catch { throw KeyFileError(directory, "cannot generate a key pair: \(error)") }
+        let dir = URL(fileURLWithPath: directory)
+        let secretPath = dir.appendingPathComponent("\(name).key").path
+        let publicPath = dir.appendingPathComponent("\(name).pub").path
+        for p in [secretPath, publicPath] where FileManager.default.fileExists(atPath: p) {
+            throw KeyFileError(p, "exists; remove it first if you mean to replace the key (and re-enrol the new one)")
+        }
+        do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+            throw KeyFileError(directory, "cannot create the directory: \(error.localizedDescription)")
+        }
+        let secret = """
+            # ComputeGrid CURVE key pair '\(name)' (gridctl keys generate). Secret: keep it mode 0600,
+            # never copy it off this host. Give others \(name).pub.
+            public-key = "\(pair.publicKey)"
+            secret-key = "\(pair.secretKey)"
+
+            """
+        try write(secret, to: secretPath, mode: 0o600)
+        try write("# ComputeGrid CURVE public key '\(name)'\n\(pair.publicKey)\n", to: publicPath, mode: 0o644)
+        return (pair, secretPath, publicPath)
+    }
+
+    static func write(_ text: String, to path: String, mode: mode_t) throws(KeyFileError) {
+        // Created with its final mode (O_EXCL): the secret is never readable by others, not even briefly.
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, mode)
+        guard fd >= 0 else { throw KeyFileError(path, "cannot create: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        guard bytes.withUnsafeBytes({ Foundation.write(fd, $0.baseAddress, $0.count) }) == bytes.count, fsync(fd) == 0 else {
+            throw KeyFileError(path, "cannot write: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// The pair in a `.key` file.
+    public static func readPair(_ path: String) throws(KeyFileError) -> CurveKeyPair {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw KeyFileError(path, "cannot read: \(String(cString: strerror(errno))) (create one with gridctl keys generate)") }
+        if st.st_mode & 0o077 != 0 {
+            throw KeyFileError(path, "a secret key readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it")
+        }
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch { throw KeyFileError(path, "cannot read: \(error.localizedDescription)") }
+        var values: [String: String] = [:]
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, ["public-key", "secret-key"].contains(parts[0]) else {
+                throw KeyFileError(path, "line \(n + 1): want 'public-key = \"…\"' or 'secret-key = \"…\"'")
+            }
+            values[parts[0]] = parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        }
+        guard let secret = values["secret-key"], let pair = CurveKeyPair(secretKey: secret) else {
+            throw KeyFileError(path, "no valid secret-key (40 Z85 characters)")
+        }
+        if let pub = values["public-key"], pub != pair.publicKey {
+            throw KeyFileError(path, "public-key does not belong to secret-key (the file was edited?)")
+        }
+        return pair
+    }
+
+    /// A public key given as itself (40 Z85 characters) or as the path of a `.pub` file.
+    public static func readPublic(_ keyOrPath: String) throws(KeyFileError) -> String {
+        if keyOrPath.count == 40, Z85.decode(keyOrPath)?.count == 32 { return keyOrPath }
+        let text: String
+        do { text = try String(contentsOfFile: keyOrPath, encoding: .utf8) } catch {
+            throw KeyFileError(keyOrPath, "neither a public key (40 Z85 characters) nor a readable .pub file: \(error.localizedDescription)")
+        }
+        // A key may begin with '#' (a Z85 character): a comment is a line that is not a key.
+        let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !($0.hasPrefix("#") && !($0.count == 40 && Z85.decode($0)?.count == 32)) }
+        guard lines.count == 1, lines[0].count == 40, Z85.decode(lines[0])?.count == 32 else {
+            throw KeyFileError(keyOrPath, "want one public key (40 Z85 characters) on a line")
+        }
+        return lines[0]
+    }
+}

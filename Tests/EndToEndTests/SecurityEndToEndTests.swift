@@ -1,0 +1,136 @@
+import Foundation
+import GridCLI
+import GridCore
+import GridProtocol
+import GridTransport
+import Testing
+
+extension EndToEnd {
+/// CURVE and ZAP through the real executables (issue 11, items 2 and 3; docs/security.md): keys
+/// from `gridctl keys generate`, controllers that let in only their authorized_keys, agents
+/// and gridctl that pin the controller's key. Refused: NULL and PLAIN clients, an unknown key,
+/// node A's key speaking for node B, an operator without the right; revoked on SIGHUP.
+@Suite(.serialized) struct SecurityEndToEndTests {
+    @Test func onlyAuthorizedKeysGetInAndEachSpeaksOnlyForItself() async throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        let keys = c.dir.appendingPathComponent("keys")
+        let gridctl = Cluster.binDir.appendingPathComponent("gridctl").path
+        var pub: [String: String] = [:]
+        for name in ["national", "r1", "node-a", "node-b", "rogue", "alice", "bob"] {
+            let made = try Cluster.run(gridctl, ["keys", "generate", name, "--dir", keys.path])
+            #expect(made.status == 0, "\(made.output)")
+            pub[name] = try CurveKeyFile.readPublic(keys.appendingPathComponent("\(name).pub").path)
+        }
+        let again = try Cluster.run(gridctl, ["keys", "generate", "alice", "--dir", keys.path])
+        #expect(again.status != 0 && again.output.contains("exists"), "a key is never overwritten: \(again.output)")
+        func file(_ name: String, _ lines: [String]) throws -> String {
+            let url = c.dir.appendingPathComponent(name)
+            try (lines.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
+            return url.path
+        }
+        func key(_ name: String) -> String { keys.appendingPathComponent("\(name).key").path }
+        func pubFile(_ name: String) -> String { keys.appendingPathComponent("\(name).pub").path }
+        let nationalKeys = try file("national-keys", ["# who may connect to the national scheduler",
+                                                      "\(pub["r1"]!) region r1", "\(pub["alice"]!) operator alice admin",
+                                                      "\(pub["bob"]!) operator bob submit"])
+        let regionLines = ["\(pub["node-a"]!) agent node-a", "\(pub["node-b"]!) agent node-b", "\(pub["alice"]!) operator alice admin"]
+        let regionKeys = try file("r1-keys", regionLines)
+        let regionConfig = try file("r1.yaml", ["node_lost_after_ms: 3000", "heartbeat_interval_ms: 500", "summary_interval_ms: 300"])
+
+        c.environment = ["GRID_CONTROLLER_KEY_FILE": key("national"), "GRID_CONTROLLER_AUTHORIZED_KEYS": nationalKeys]
+        try c.startNational()
+        c.environment = ["GRID_CONTROLLER_KEY_FILE": key("r1"), "GRID_CONTROLLER_AUTHORIZED_KEYS": regionKeys,
+                         "GRID_CONTROLLER_NATIONAL_KEY": pubFile("national")]
+        try c.startRegion("r1", extra: ["--config", regionConfig])
+        for node in ["node-a", "node-b", "rogue"] {
+            c.environment = ["GRID_AGENT_KEY_FILE": key(node), "GRID_AGENT_REGION_KEY": pub["r1"]!]
+            try c.startAgent(node, region: "r1", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
+        }
+        c.environment = [:]
+
+        let alice = try GridClient(endpoint: c.nationalEndpoint, curve: (pub["national"]!, try CurveKeyFile.readPair(key("alice"))))
+        // The region reaches the national scheduler over CURVE; both enrolled agents register; the rogue never does.
+        let nodes = try c.eventually(30, "node-a and node-b ready at the national scheduler") { () -> [Wire.NodeBrief]? in
+            let all = try alice.allNodes()
+            return all.filter { $0.state == "ready" }.count == 2 ? all : nil
+        }
+        #expect(Set(nodes.map(\.nodeID)) == ["node-a", "node-b"], "the rogue agent's key is not listed: \(nodes.map(\.nodeID))")
+        try await Task.sleep(for: .seconds(1))
+        #expect(!(try alice.allNodes()).contains { $0.nodeID == "rogue" })
+        #expect(c.log("r1").contains("unknown key \(pub["rogue"]!.prefix(8))"), "the refusal is logged with its reason")
+
+        // Work runs end to end through authenticated links, submitted by gridctl with a key.
+        let submitted = try Cluster.run(gridctl, ["submit", "--key", key("alice"), "--server-key", pubFile("national"),
+                                                  "--controller", c.nationalEndpoint, try file("job.yaml", ["name: hello", "command: /bin/echo", "args: [hi]"])])
+        #expect(submitted.status == 0, "\(submitted.output)")
+        _ = try c.eventually(60, "hello ran") { try alice.jobs().first { $0.spec.name == "hello" && $0.state == .succeeded } }
+
+        // No key (NULL) and PLAIN get nothing: no answer, nothing reaches the scheduler.
+        #expect(throws: ClientError.self) { _ = try GridClient(endpoint: c.nationalEndpoint).query(.regions, timeout: 1) }
+        let ctx = try ZMQContext()
+        defer { ctx.terminate() }
+        let plain = try ZMQSocket(ctx, .dealer)
+        defer { plain.close() }
+        try plain.setPlainClient(username: "admin", password: "admin")
+        try plain.connect(c.nationalEndpoint)
+        var q = Wire.Query()
+        q.kind = .regions
+        _ = try plain.send([EnvelopeCodec().encode(Message(sender: "plain", sequence: 1, body: .query(q)))], dontWait: true)
+        #expect(try poll([plain.pollItem], timeoutMs: 1000) == [false])
+        // A client that pins the wrong server key gets nothing either (it cannot be fooled by an impostor).
+        #expect(throws: ClientError.self) {
+            _ = try GridClient(endpoint: c.nationalEndpoint, curve: (pub["r1"]!, try CurveKeyFile.readPair(key("alice")))).query(.regions, timeout: 1)
+        }
+
+        // Rights: bob may submit and read, not operate.
+        let bob = try GridClient(endpoint: c.nationalEndpoint, curve: (pub["national"]!, try CurveKeyFile.readPair(key("bob"))))
+        #expect(try bob.query(.regions).regions.count == 1)
+        #expect {
+            _ = try bob.nodeCommand(.cordon, node: "node-a", region: "r1", reason: "bob tries")
+        } throws: { "\($0)".contains("forbidden") && "\($0)".contains("needs the 'operate' right") }
+
+        // Node A's key cannot speak for node B, neither by node id nor by node B's assignment.
+        let asA = try GridClient(endpoint: try #require(c.regionEndpoints["r1"]), curve: (pub["r1"]!, try CurveKeyFile.readPair(key("node-a"))))
+        var hb = Wire.Heartbeat()
+        hb.nodeID = "node-b"
+        #expect {
+            _ = try asA.request(.heartbeat(hb))
+        } throws: { "\($0)".contains("forbidden") && "\($0)".contains("may not speak for node 'node-b'") }
+        #expect(try alice.allNodes().first { $0.nodeID == "node-b" }?.state == "ready", "node B is unaffected")
+
+        // Revoked: node-b's line taken out and SIGHUP — its next heartbeats are refused, and it is lost.
+        try (regionLines.filter { !$0.contains("node-b") }.joined(separator: "\n") + "\n").write(toFile: regionKeys, atomically: true, encoding: .utf8)
+        kill(try #require(c.daemon("r1")).process.processIdentifier, SIGHUP)
+        _ = try c.eventually(30, "node-b lost after its key was revoked") {
+            try alice.allNodes().first { $0.nodeID == "node-b" && $0.state == "lost" }
+        }
+        #expect(c.log("r1").contains("is no longer authorized"))
+        #expect(try alice.allNodes().first { $0.nodeID == "node-a" }?.state == "ready", "the others keep going")
+    }
+
+    @Test func aControllerWithAKeyButNoListOrABadListDoesNotStart() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        let gridctl = Cluster.binDir.appendingPathComponent("gridctl").path
+        _ = try Cluster.run(gridctl, ["keys", "generate", "n", "--dir", c.dir.path])
+        let key = c.dir.appendingPathComponent("n.key").path
+        let controller = Cluster.binDir.appendingPathComponent("grid-controller").path
+        let noList = try Cluster.run(controller, ["--role", "national", "--bind", "tcp://127.0.0.1:*", "--data-dir", c.dir.path],
+                                     environment: ["GRID_CONTROLLER_KEY_FILE": key, "GRID_CONTROLLER_HTTP": "off"])
+        #expect(noList.status == 2 && noList.output.contains("authorized_keys: required with key_file"), "\(noList.output)")
+        let bad = c.dir.appendingPathComponent("bad-keys")
+        try "not-a-key operator x admin\n\(String(repeating: "a", count: 40)) wizard x\n".write(to: bad, atomically: true, encoding: .utf8)
+        let badList = try Cluster.run(controller, ["--role", "national", "--bind", "tcp://127.0.0.1:*", "--data-dir", c.dir.path],
+                                      environment: ["GRID_CONTROLLER_KEY_FILE": key, "GRID_CONTROLLER_AUTHORIZED_KEYS": bad.path,
+                                                    "GRID_CONTROLLER_HTTP": "off"])
+        #expect(badList.status != 0 && badList.output.contains("line 1: 'not-a-key' is not a CURVE public key")
+                && badList.output.contains("line 2: role 'wizard' is not one of agent, region, operator"), "\(badList.output)")
+        chmod(key, 0o644)
+        let open = try Cluster.run(controller, ["--role", "national", "--bind", "tcp://127.0.0.1:*", "--data-dir", c.dir.path],
+                                   environment: ["GRID_CONTROLLER_KEY_FILE": key, "GRID_CONTROLLER_AUTHORIZED_KEYS": bad.path,
+                                                 "GRID_CONTROLLER_HTTP": "off"])
+        #expect(open.status != 0 && open.output.contains("chmod 600"), "\(open.output)")
+    }
+}
+}
