@@ -44,17 +44,25 @@ public final class GridClient {
         context.terminate()
     }
 
-    /// Sends `body` and waits up to `timeout` seconds for the reply to it.
-    public func request(_ body: Body, timeout: Double = 5) throws -> Body {
+    /// Sends `body` and waits up to `timeout` seconds for the reply to it. With `resendEvery`,
+    /// the same message is sent again at that interval until answered (only for requests the
+    /// controller deduplicates, e.g. a submit that names its job ids): a lost reply or a
+    /// controller restarted between the request and its answer then costs nothing.
+    public func request(_ body: Body, timeout: Double = 5, resendEvery: Double? = nil) throws -> Body {
         guard timeout.isFinite, timeout > 0 else { throw ClientError("timeout must be a positive number of seconds, got \(timeout)") }
         sequence += 1
         let seq = sequence
         let frame = codec.encode(Message(sender: sender, sequence: seq, body: body))
         do { try socket.send([frame]) } catch { throw ClientError("cannot send to \(endpoint): \(error)") }
         let deadline = Date().addingTimeInterval(timeout)
+        var nextSend = resendEvery.map { Date().addingTimeInterval($0) } ?? .distantFuture
         while true {
-            let left = deadline.timeIntervalSinceNow
-            if left <= 0 {
+            if let every = resendEvery, Date() >= nextSend {
+                _ = try? socket.send([frame], dontWait: true)
+                nextSend = Date().addingTimeInterval(every)
+            }
+            let left = min(deadline.timeIntervalSinceNow, max(0.001, nextSend.timeIntervalSinceNow))
+            if deadline.timeIntervalSinceNow <= 0 {
                 throw ClientError("no answer from \(endpoint) within \(Int(timeout))s; is the controller running? (set --controller or GRID_CONTROLLER)"
                                   + (curve ? "; with CURVE, a key the controller does not list, or the wrong --server-key, also gets no answer"
                                            : "; a controller with CURVE on answers only clients with --key and --server-key"))
@@ -152,10 +160,20 @@ public final class GridClient {
             w.jobID = item.id?.rawValue ?? ""
             return w
         }
-        guard case .submitReply(let r) = try request(.submit(s), timeout: timeout) else {
+        // Every job named: sending again is safe (the scheduler answers a known id from what it stored).
+        let resend = items.allSatisfy { $0.id != nil } ? min(1, timeout / 3) : nil
+        guard case .submitReply(let r) = try request(.submit(s), timeout: timeout, resendEvery: resend) else {
             throw ClientError("\(endpoint) answered a submit with something else")
         }
         return r
+    }
+
+    /// A job id made by the client (`j-<ms, base 36>-<30 random bits, base 36>`): time-ordered
+    /// like the scheduler's own and unique without asking it, so a submit can be sent again.
+    public static func newJobID(now: Date = Date()) -> JobID {
+        var rng = SystemRandomNumberGenerator()
+        let random = String(UInt32.random(in: 0..<(1 << 30), using: &rng), radix: 36)
+        return JobID("j-" + String(UInt64(max(0, now.timeIntervalSince1970 * 1000)), radix: 36) + "-" + random)
     }
 
     /// Every node of a region (all regions when nil), page by page: nothing is cut off.

@@ -151,6 +151,10 @@ public final class ControllerShell<Instance: ControllerInstance> {
                     principal = access.principal(forKey: user)
                 }
                 countReceived(message.body.type)
+                if case .query(let q) = message.body, q.kind == .counters {
+                    errors.append(messenger.output(.queryReply(countersReply()), to: peer, replyTo: message.sequence, delimited: delimited))
+                    continue
+                }
                 let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited, principal: principal)
                 directives += instance.receive(message, origin: origin, now: now)
             case .event(.observe(let reply)):
@@ -193,11 +197,30 @@ public final class ControllerShell<Instance: ControllerInstance> {
             answer(.errorReply(e))
             return []
         }
+        if case .query(let q) = message.body, q.kind == .counters {
+            countReceived(message.body.type)
+            answer(.queryReply(countersReply()))
+            return []
+        }
         var identity = localCallPrefix
         withUnsafeBytes(of: n.bigEndian) { identity.append(contentsOf: $0) }
         calls[n] = (answer, now.monotonicMs + Self.callTimeoutMs)
         countReceived(message.body.type)
         return instance.receive(message, origin: Origin(peer: .downstream(identity: identity), sequence: n), now: now)
+    }
+
+    /// This controller's own counts (Query COUNTERS): received by type, rejected frames and
+    /// refused keys by reason, commits. Answered by the shell, which keeps them.
+    func countersReply() -> Wire.QueryReply {
+        var r = Wire.QueryReply()
+        for (type, n) in receivedByType.enumerated() where n > 0 {
+            r.counters["received." + (Wire.MessageType(rawValue: type).map { "\($0)" } ?? "\(type)")] = UInt64(n)
+        }
+        for (reason, n) in messenger.rejected { r.counters["rejected.\(reason)"] = UInt64(n) }
+        for (reason, n) in access?.refused ?? [:] { r.counters["refused.\(reason)"] = UInt64(n) }
+        r.counters["commits"] = UInt64(commits)
+        r.counters["failed_commits"] = UInt64(failedCommits)
+        return r
     }
 
     func countReceived(_ type: Wire.MessageType) {
@@ -229,6 +252,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
             o.receivedByType[Wire.MessageType(rawValue: type).map { "\($0)" } ?? "\(type)", default: 0] += n
         }
         o.rejectedFrames = messenger.rejected
+        for (reason, n) in access?.refused ?? [:] { o.rejectedFrames["refused_\(reason)"] = n }
         o.commits = commits
         o.failedCommits = failedCommits
         o.pendingCalls = calls.count

@@ -12,7 +12,12 @@ public struct NationalRecovery: Sendable {
     public var regions: [(summary: RegionSummary, lastSeen: Date)] = []
     public var applied: [(String, Date)] = []
     public var services: [ServiceRecord] = []
+    /// The epoch (ms) of the last run's generated job ids: the next run's is later, whatever
+    /// the clock says, so a generated id is never handed out twice.
+    public var idEpochMs: UInt64 = 0
     public init() {}
+
+    public static let idEpochKey = "job_id_epoch_ms"
 
     public static func load(from store: GridStore, retention: TimeInterval, now: Date) throws -> NationalRecovery {
         try store.read("recover national state") { tx in
@@ -22,6 +27,7 @@ public struct NationalRecovery: Sendable {
             r.regions = try tx.regions()
             r.applied = try tx.appliedUpdates(since: now.addingTimeInterval(-retention))
             r.services = try tx.services()
+            r.idEpochMs = UInt64(try tx.meta(idEpochKey) ?? "") ?? 0
             return r
         }
     }
@@ -125,6 +131,8 @@ public struct NationalInstance: Sendable {
     var nextCorrelation: UInt64 = 1
     var timers = TimerHeap<Timer>()
     var idPrefix: String
+    /// Stored with the first id generated from it (nil once stored).
+    var idEpochToStore: UInt64?
     var idCounter = 0
     var routeDirty = false
     /// Devices forwarded to each region since its last summary (not yet in its free counts).
@@ -155,7 +163,11 @@ public struct NationalInstance: Sendable {
         self.settings = settings
         pricing = ScarcityPricing(fullPrice: settings.routing.scarcityPrice, protectPrice: settings.routing.protectPrice)
         startedMs = now.monotonicMs
-        idPrefix = "j-" + String(UInt64(max(0, now.wall.timeIntervalSince1970 * 1000)), radix: 36)
+        // Job ids are `j-<epoch>-<n>`: the epoch is this start's time in ms, or later than the last
+        // run's if the clock stepped back, so no two runs share a prefix.
+        let epoch = max(UInt64(max(0, now.wall.timeIntervalSince1970 * 1000)), recovered.idEpochMs + 1)
+        idPrefix = "j-" + String(epoch, radix: 36)
+        idEpochToStore = epoch
         for j in recovered.jobs {
             jobs[j.id] = j
             guard j.state == .pending, j.hold == nil else { continue }
@@ -265,6 +277,10 @@ public struct NationalInstance: Sendable {
             }
             let count = Int(max(1, item.count))
             let base = item.jobID.isEmpty ? nextJobID(count: count) : item.jobID
+            if item.jobID.isEmpty, let epoch = idEpochToStore {
+                out.append(.persist(.meta(key: NationalRecovery.idEpochKey, value: "\(epoch)")))
+                idEpochToStore = nil
+            }
             if count > 1, let problem = IdentifierRules.problem(with: "\(base)-\(count - 1)") {
                 results.append(result(item.jobID, false, "item \(i): array ids \(base)-0 … \(base)-\(count - 1): \(problem)", ""))
                 continue

@@ -549,11 +549,14 @@ public enum StoreMutation: Sendable {
     case service(ServiceRecord)
     /// An undeployed service is forgotten.
     case serviceRemoved(String)
+    /// A small fact the controller must not forget (e.g. the last job-id epoch).
+    case meta(key: String, value: String)
 }
 
 extension StoreTransaction {
     public func apply(_ m: StoreMutation) throws {
         switch m {
+        case .meta(let key, let value): try setMeta(key, value)
         case .node(let n): try upsertNode(n)
         case .nodeState(let id, let state): try setNodeState(id, state)
         case .nodeCordon(let id, let cordon):

@@ -14,7 +14,7 @@ struct Gridctl: ParsableCommand {
         abstract: "Submit work to a ComputeGrid network and see where it ran.",
         version: BuildInfo.line,
         subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Node.self, Accounts.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self, Deploy.self, Services.self, ServiceShow.self, Scale.self, Rollout.self, Undeploy.self,
-                      Keys.self, Completion.self])
+                      Counters.self, Keys.self, Completion.self])
 }
 
 /// `gridctl completion bash|zsh|fish`: the shell completion script, to install where the shell
@@ -112,7 +112,7 @@ struct Submit: ParsableCommand {
             process costs ~40 ms to start.
             """)
     @OptionGroup var options: ControllerOptions
-    @Option(help: "Job id to use (retrying a submit with the same id never creates a second job). With an array: the ids' prefix.")
+    @Option(help: "Job id to use (retrying a submit with the same id never creates a second job). With an array: the ids' prefix. Without it gridctl makes one per file (j-<time>-<random>), so its own resends never create a second job.")
     var id: String?
     @Option(help: "Submit each file as an array of this many jobs (overrides the file's count).")
     var array: Int?
@@ -130,7 +130,8 @@ struct Submit: ParsableCommand {
                     throw ClientError("cannot read \(file): \(error.localizedDescription)")
                 }
                 let entry = try JobFile.parseEntry(text, source: file)
-                items.append((entry.spec, array ?? entry.count, id.map(JobID.init)))
+                // Always a job id: the request can then be sent again without making a second job.
+                items.append((entry.spec, array ?? entry.count, id.map(JobID.init) ?? GridClient.newJobID()))
             } catch {
                 failed = true
                 FileHandle.standardError.write(Data("gridctl: \(error)\n".utf8))
@@ -494,3 +495,30 @@ struct Wait: ParsableCommand {
 }
 
 extension OutputFormat: ExpressibleByArgument {}
+
+/// `gridctl counters`: what a controller received, rejected and refused (issue 11, item 6).
+struct Counters: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a controller's counters: messages received by type, frames rejected and keys refused by reason.",
+        discussion: """
+            Asks the controller named by --controller (the national scheduler by default; a region \
+            answers for itself). rejected.<reason>: frames that did not decode or broke a bound \
+            (PROTOCOL.md, "Errors"); refused.<reason>: CURVE handshakes and messages a key may not \
+            send (docs/security.md). Totals since the controller started; /metrics has the same.
+            """)
+    @OptionGroup var options: ControllerOptions
+
+    struct Row: Encodable { var counter: String; var value: UInt64 }
+
+    func run() throws {
+        do {
+            var q = Wire.Query()
+            q.kind = .counters
+            guard case .queryReply(let r) = try options.client().request(.query(q), timeout: options.timeout) else {
+                throw fail("\(options.endpoint) answered with something else")
+            }
+            let rows = r.counters.sorted { $0.key < $1.key }.map { Row(counter: $0.key, value: $0.value) }
+            print(try options.printer.list(rows, [Column("COUNTER") { r, _ in r.counter }, Column("VALUE") { r, _ in "\(r.value)" }]))
+        } catch let e as ClientError { throw fail(e.message) }
+    }
+}

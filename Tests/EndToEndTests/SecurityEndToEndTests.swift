@@ -3,6 +3,7 @@ import GridCLI
 import GridCore
 import GridProtocol
 import GridTransport
+import Synchronization
 import Testing
 
 extension EndToEnd {
@@ -107,6 +108,21 @@ extension EndToEnd {
         }
         #expect(c.log("r1").contains("is no longer authorized"))
         #expect(try alice.allNodes().first { $0.nodeID == "node-a" }?.state == "ready", "the others keep going")
+
+        // Every refusal is counted by reason, and gridctl reads the counts.
+        func counters(_ endpoint: String, _ server: String) throws -> [String: UInt64] {
+            let out = try Cluster.run(gridctl, ["counters", "-o", "json", "--key", key("alice"), "--server-key", pubFile(server), "--controller", endpoint])
+            #expect(out.status == 0, "\(out.output)")
+            let rows = try JSONSerialization.jsonObject(with: Data(out.output.utf8)) as? [[String: Any]] ?? []
+            return Dictionary(uniqueKeysWithValues: rows.compactMap { r in (r["counter"] as? String).map { ($0, (r["value"] as? NSNumber)?.uint64Value ?? 0) } })
+        }
+        let atNational = try counters(c.nationalEndpoint, "national")
+        // NULL and PLAIN fail at the ZMTP greeting (the mechanisms differ) before any ZAP request: not counted here.
+        #expect((atNational["refused.forbidden"] ?? 0) >= 1, "bob's cordon: \(atNational)")
+        let atRegion = try counters(try #require(c.regionEndpoints["r1"]), "r1")
+        #expect((atRegion["refused.unknown_key"] ?? 0) >= 1 && (atRegion["refused.forbidden"] ?? 0) >= 1 && (atRegion["refused.revoked"] ?? 0) >= 1,
+                "the rogue agent, node A for node B, the revoked key: \(atRegion)")
+        #expect((atRegion["received.heartbeat"] ?? 0) > 0)
     }
 
     @Test func aControllerWithAKeyButNoListOrABadListDoesNotStart() throws {
@@ -131,6 +147,38 @@ extension EndToEnd {
                                    environment: ["GRID_CONTROLLER_KEY_FILE": key, "GRID_CONTROLLER_AUTHORIZED_KEYS": bad.path,
                                                  "GRID_CONTROLLER_HTTP": "off"])
         #expect(open.status != 0 && open.output.contains("chmod 600"), "\(open.output)")
+    }
+}
+
+/// Issue 11, item 5: a submit gridctl has to send again (the scheduler was stopped while it
+/// waited) makes one job, not two.
+@Suite(.serialized) struct IdempotentSubmitEndToEndTests {
+    @Test func gridctlsResendsOfASubmitMakeOneJob() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        let job = c.dir.appendingPathComponent("once.yaml")
+        try "name: once\ncommand: /bin/true\naccelerators: {count: 0}\n".write(to: job, atomically: true, encoding: .utf8)
+        let national = try #require(c.daemon("national")).process.processIdentifier
+        _ = try c.client().query(.regions)
+        kill(national, SIGSTOP)
+        let result = Mutex<(status: Int32, output: String)?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let endpoint = c.nationalEndpoint
+        DispatchQueue.global().async {
+            let r = try? Cluster.run(Cluster.binDir.appendingPathComponent("gridctl").path,
+                                     ["submit", job.path, "--timeout", "20", "--controller", endpoint])
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        Thread.sleep(forTimeInterval: 3.5)  // gridctl sends again every second meanwhile
+        kill(national, SIGCONT)
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        let r = try #require(result.withLock { $0 })
+        #expect(r.status == 0, "\(r.output)")
+        let jobs = try c.client().jobs().filter { $0.spec.name == "once" }
+        #expect(jobs.count == 1, "one job for one submit, however often it was sent: \(jobs.map(\.id))")
+        #expect(jobs.first.map { r.output.contains($0.id.rawValue) } == true, "gridctl printed the id it made: \(r.output)")
     }
 }
 }

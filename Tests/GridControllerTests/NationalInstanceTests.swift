@@ -50,7 +50,7 @@ struct NationalHarness {
         let out = h.send(.submit(s), from: h.client)
         guard case .submitReply(let reply) = out.bodies.last else { Issue.record("no reply"); return }
         #expect(reply.accepted && reply.regionID == "east")
-        #expect(out.mutations.count == 2, "job and its forward in the outbox, in the same batch as the reply")
+        #expect(out.mutations.count == 3, "job, its forward in the outbox and (first generated id) the id epoch, in the same batch as the reply")
         let forwards = h.tick().bodies.compactMap { if case .jobForward(let f) = $0 { return f } else { return nil } }
         #expect(forwards.map(\.jobID) == [reply.jobID])
         #expect(h.tick(advanceMs: 500).bodies.isEmpty)
@@ -281,5 +281,36 @@ struct NationalHarness {
         let merged = (later + [(300, -1)]).sorted { $0.0 != $1.0 ? $0.0 < $1.0 : ($0.1 == -1 ? false : ($1.1 == -1 ? true : $0.1 < $1.1)) }
         #expect(rest == merged.map(\.1))
         #expect(heap.count == 0 && heap.nextDue == nil)
+    }
+}
+
+/// Issue 11, item 5: generated job ids are unique across restarts and clock steps.
+@Suite struct JobIDEpochTests {
+    static func submit(_ h: inout NationalHarness) -> (id: String, stored: UInt64?) {
+        var s = Wire.Submit()
+        s.spec = Wire.JobSpec(JobSpec(name: "x", command: "true"))
+        let out = h.send(.submit(s), from: h.client)
+        var id = "", stored: UInt64?
+        for d in out {
+            if case .persist(.meta(let key, let value)) = d, key == NationalRecovery.idEpochKey { stored = UInt64(value) }
+            if case .send(.submitReply(let r), _, _, _) = d { id = r.jobID }
+        }
+        return (id, stored)
+    }
+
+    @Test func aRestartWithTheClockSteppedBackNeverHandsOutAnEarlierRunsIDs() throws {
+        var first = NationalHarness()
+        let a = Self.submit(&first)
+        let epoch = try #require(a.stored, "the first generated id stores its epoch")
+        #expect(Self.submit(&first).stored == nil, "once per run, not per job")
+        // Restarted an hour earlier by the clock: the new run's epoch is still later than the stored one.
+        var recovered = NationalRecovery()
+        recovered.idEpochMs = epoch
+        var second = NationalHarness(recovered: recovered)
+        second.now = Moment(monotonicMs: 10, wall: first.now.wall.addingTimeInterval(-3600))
+        second.instance = NationalInstance(settings: NationalInstance.Settings(), recovered: recovered, now: second.now)
+        let b = Self.submit(&second)
+        #expect(b.stored == epoch + 1)
+        #expect(a.id != b.id && a.id.hasPrefix("j-\(String(epoch, radix: 36))-") && b.id.hasPrefix("j-\(String(epoch + 1, radix: 36))-"), "\(a.id) \(b.id)")
     }
 }

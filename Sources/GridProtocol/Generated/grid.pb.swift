@@ -2383,6 +2383,9 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
 
     /// national: every service (service = "" ) or the one named
     case services // = 6
+
+    /// the controller asked (never relayed): its counters (QueryReply.counters)
+    case counters // = 7
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -2398,6 +2401,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       case 4: self = .job
       case 5: self = .accounts
       case 6: self = .services
+      case 7: self = .counters
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -2411,6 +2415,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       case .job: return 4
       case .accounts: return 5
       case .services: return 6
+      case .counters: return 7
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -2424,6 +2429,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       .job,
       .accounts,
       .services,
+      .counters,
     ]
 
   }
@@ -2691,6 +2697,11 @@ public nonisolated struct Computegrid_V1_QueryReply: Sendable {
   public var accounts: [Computegrid_V1_AccountStatus] = []
 
   public var services: [Computegrid_V1_ServiceStatus] = []
+
+  /// COUNTERS: "received.<type>", "rejected.<reason>" (frames that did not decode or broke a bound),
+  /// "refused.<reason>" (CURVE/ZAP: handshakes and messages a key may not send), "commits",
+  /// "failed_commits"; totals since the controller started.
+  public var counters: Dictionary<String,UInt64> = [:]
 
   /// Rows that match the query in all; `next_offset` = 0 when this page is the last.
   public var total: UInt64 = 0
@@ -6179,7 +6190,7 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Computegrid_V1_Query.Kind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}JOBS\0\u{1}NODES\0\u{1}REGIONS\0\u{1}JOB\0\u{1}ACCOUNTS\0\u{1}SERVICES\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}JOBS\0\u{1}NODES\0\u{1}REGIONS\0\u{1}JOB\0\u{1}ACCOUNTS\0\u{1}SERVICES\0\u{1}COUNTERS\0")
 }
 
 nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -6586,7 +6597,7 @@ nonisolated extension Computegrid_V1_AccountStatus: SwiftProtobuf.Message, Swift
 
 nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QueryReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{1}nodes\0\u{1}regions\0\u{1}total\0\u{3}next_offset\0\u{1}correlation\0\u{1}accounts\0\u{1}services\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{1}nodes\0\u{1}regions\0\u{1}total\0\u{3}next_offset\0\u{1}correlation\0\u{1}accounts\0\u{1}services\0\u{1}counters\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6602,6 +6613,7 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.correlation) }()
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.accounts) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
+      case 9: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &self.counters) }()
       default: break
       }
     }
@@ -6632,6 +6644,9 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
     if !self.services.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.services, fieldNumber: 8)
     }
+    if !self.counters.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: self.counters, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6641,6 +6656,7 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
     if lhs.regions != rhs.regions {return false}
     if lhs.accounts != rhs.accounts {return false}
     if lhs.services != rhs.services {return false}
+    if lhs.counters != rhs.counters {return false}
     if lhs.total != rhs.total {return false}
     if lhs.nextOffset != rhs.nextOffset {return false}
     if lhs.correlation != rhs.correlation {return false}
