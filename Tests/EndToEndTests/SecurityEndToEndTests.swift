@@ -179,6 +179,10 @@ extension EndToEnd {
         let jobs = try c.client().jobs().filter { $0.spec.name == "once" }
         #expect(jobs.count == 1, "one job for one submit, however often it was sent: \(jobs.map(\.id))")
         #expect(jobs.first.map { r.output.contains($0.id.rawValue) } == true, "gridctl printed the id it made: \(r.output)")
+        var q = Wire.Query()
+        q.kind = .counters
+        guard case .queryReply(let counts) = try c.client().request(.query(q)) else { Issue.record("no counters"); return }
+        #expect((counts.counters["received.submit"] ?? 0) >= 2, "the submit was sent more than once: \(counts.counters)")
     }
 }
 }
