@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
         // HTTP client: the agent's replica probes and the region gateway's upstream connections.
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.24.0"),
+        // Ed25519 signatures of assignments (already built for AsyncHTTPClient's certificates).
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"6.0.0"),
     ],
     targets: [
         // libzmq through pkg-config; the Swift layer on it lives in GridTransport.
@@ -43,11 +45,12 @@ let package = Package(
         // Wire protocol: protobuf schema, generated code, envelope codec.
         .target(
             name: "GridProtocol",
-            dependencies: ["GridCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            dependencies: ["GridCore", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                           .product(name: "Crypto", package: "swift-crypto")],
             exclude: ["Proto"]
         ),
         // ZeroMQ sockets as Swift values.
-        .target(name: "GridTransport", dependencies: ["CZeroMQ"]),
+        .target(name: "GridTransport", dependencies: ["CZeroMQ", .product(name: "Crypto", package: "swift-crypto")]),
         // Placement decisions: (snapshot, requests, policy) -> plan. Pure.
         .target(name: "GridScheduler", dependencies: ["GridCore", "GridCatalog"]),
         // SQLite persistence for controllers (GRDB).

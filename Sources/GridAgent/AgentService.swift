@@ -68,11 +68,15 @@ public final class AgentShell {
     var initial: [AgentDirective] = []
     var lastWatchMs: Int64 = .min
     public private(set) var rejectedFrames = 0
+    /// With CURVE on: the region's signing key; only assignments it signed, unexpired, run.
+    let verifier: AssignmentVerifier?
+    public private(set) var refusedAssignments = 0
     public private(set) var journalFailures = 0
 
     public init(instance: AgentInstance, journal: AgentJournal, shim: ShimOptions, maxFrameBytes: Int, outputTailBytes: Int,
-                logger: Logger, clock: @escaping @Sendable () -> Int64 = AgentShell.monotonicMs,
+                logger: Logger, clock: @escaping @Sendable () -> Int64 = AgentShell.monotonicMs, verifier: AssignmentVerifier? = nil,
                 stopLoop: @escaping @Sendable () -> Void, post: @escaping @Sendable (AgentEvent) -> Void) {
+        self.verifier = verifier
         self.instance = instance
         self.journal = journal
         self.shim = shim
@@ -169,7 +173,22 @@ public final class AgentShell {
             reply(observation(now: now))
         case .frame(_, let payload, _, _):
             do {
-                out += perform(instance.receive(try codec.decode(payload), now: now))
+                let message = try codec.decode(payload)
+                if let verifier, case .assignment(let a) = message.body,
+                   let why = verifier.problem(with: a, nowMs: UInt64(max(0, Date().timeIntervalSince1970 * 1000))) {
+                    // Not run, and said so: the region places the job again (never as an attempt).
+                    refusedAssignments += 1
+                    logger.warning("refused assignment \(a.assignmentID): \(why)", metadata: ["refused_total": "\(refusedAssignments)"])
+                    var ack = Wire.AssignmentAck()
+                    ack.assignmentID = a.assignmentID
+                    ack.epoch = a.epoch
+                    ack.nodeID = instance.settings.node.rawValue
+                    ack.accepted = false
+                    ack.reason = "signature: \(why)"
+                    out += perform([.send(.assignmentAck(ack))])
+                    return out
+                }
+                out += perform(instance.receive(message, now: now))
             } catch {
                 rejectedFrames += 1
                 logger.warning("rejected frame from region: \(error)", metadata: ["rejected_total": "\(rejectedFrames)"])
@@ -373,14 +392,22 @@ public final class AgentService: Service, @unchecked Sendable {
         self.source = source
         self.logger = logger
         var options = SocketLoopOptions(connect: config.region, identity: nil, maxMessageBytes: config.maxMessageBytes, tickMilliseconds: 50)
+        let verifier: AssignmentVerifier?
         if !config.keyFile.isEmpty {
             do {
                 let pair = try CurveKeyFile.readPair(config.keyFile)
                 options.curveClient = (try CurveKeyFile.readPublic(config.regionKey), pair.publicKey, pair.secretKey)
-                logger.info("CURVE on: the region is authenticated by its key", metadata: ["public_key": "\(pair.publicKey)"])
+                // Fail closed: with CURVE on, only signed assignments run, so the region's signing key is required.
+                guard let signing = try CurveKeyFile.readSigningPublic(config.regionKey) else {
+                    throw KeyFileError(config.regionKey, "no 'signing:' line: give region_key as the region's .pub file (gridctl keys generate writes it), so assignments can be verified")
+                }
+                verifier = try AssignmentVerifier(publicKey: signing)
+                logger.info("CURVE on: the region is authenticated by its key; only assignments it signed run", metadata: ["public_key": "\(pair.publicKey)"])
             } catch {
                 throw ConfigError(source: "key_file/region_key", problems: ["\(error)"])
             }
+        } else {
+            verifier = nil
         }
         let loop = try SocketLoop<AgentEvent>(options: options)
         self.loop = loop
@@ -416,7 +443,7 @@ public final class AgentService: Service, @unchecked Sendable {
                                 shim: ShimOptions(path: shimPath, leaseFile: data.appendingPathComponent("lease").path,
                                                   fenceGraceMs: Int64(config.fenceGraceMs), cgroupParent: cgroups.parent),
                                 maxFrameBytes: config.maxMessageBytes, outputTailBytes: config.outputTailBytes,
-                                logger: logger, stopLoop: { loop.stop() }) { loop.post($0) }
+                                logger: logger, verifier: verifier, stopLoop: { loop.stop() }) { loop.post($0) }
         try shell.recover()
         try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: pidFile), options: .atomic)
         record(initial)

@@ -34,10 +34,17 @@ public final class ControllerService: Service, @unchecked Sendable {
         // then aborts in stream_engine_base.cpp:331 (`!_io_error`) when a peer's connection
         // fails while its input is stopped; keep the bound high until that libzmq is gone.
         options.receiveHighWaterMark = 100_000
+        var signer: AssignmentSigner?
         if !config.keyFile.isEmpty {
             let pair: CurveKeyPair
             let list: AccessList
-            do { pair = try CurveKeyFile.readPair(config.keyFile) } catch { throw ConfigError(source: "key_file", problems: ["\(error)"]) }
+            do {
+                pair = try CurveKeyFile.readPair(config.keyFile)
+                // A region signs every assignment with the key file's Ed25519 key (agents verify it).
+                if config.role == .region, let seed = try CurveKeyFile.readSigningSeed(config.keyFile) {
+                    signer = try AssignmentSigner(seed: seed)
+                }
+            } catch { throw ConfigError(source: "key_file", problems: ["\(error)"]) }
             list = try AccessList.load(config.authorizedKeys)
             let access = AccessControl(list, logger: logger)
             self.access = access
@@ -48,6 +55,7 @@ public final class ControllerService: Service, @unchecked Sendable {
                 do { server = try CurveKeyFile.readPublic(config.nationalKey) } catch { throw ConfigError(source: "national_key", problems: ["\(error)"]) }
                 options.curveClient = (server, pair.publicKey, pair.secretKey)
             }
+            if signer != nil { logger.info("assignments signed (Ed25519) with key_file's signing key") }
             logger.info("CURVE on: only keys in authorized_keys may connect", metadata: [
                 "public_key": "\(pair.publicKey)", "authorized_keys": "\(config.authorizedKeys)", "keys": "\(list.keys.count)"])
         } else {
@@ -63,7 +71,7 @@ public final class ControllerService: Service, @unchecked Sendable {
         case .region:
             let shell = try RegionShell(settings: RegionInstance.Settings(config: config), store: store,
                                         maxFrameBytes: config.maxMessageBytes, logger: logger, clock: clock, metrics: metrics,
-                                        gateway: gateway, access: access)
+                                        gateway: gateway, access: access, signer: signer)
             handle = { shell.handle($0, backlog: $1) }
             nextWake = { shell.nextWakeNanoseconds }
         case .national:

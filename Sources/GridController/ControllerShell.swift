@@ -106,12 +106,15 @@ public final class ControllerShell<Instance: ControllerInstance> {
     var lastGatewayReportMs: Int64 = .min
     /// Who may say what (CURVE keys); nil: the socket is not authenticated (loopback demo).
     public let access: AccessControl?
+    /// A region's assignment signer (docs/security.md): every assignment sent is signed afresh.
+    let signer: AssignmentSigner?
 
     public init(settings: Instance.Settings, store: GridStore, maxFrameBytes: Int, logger: Logger, clock: MomentClock,
                 metrics: ControllerMetrics = ControllerMetrics(), gateway: GatewayTable = GatewayTable(),
-                access: AccessControl? = nil) throws {
+                access: AccessControl? = nil, signer: AssignmentSigner? = nil) throws {
         self.gateway = gateway
         self.access = access
+        self.signer = signer
         self.settings = settings
         self.store = store
         self.logger = logger
@@ -297,6 +300,15 @@ public final class ControllerShell<Instance: ControllerInstance> {
                 if case .downstream(let identity) = peer, let n = Self.callNumber(identity) {
                     calls.removeValue(forKey: n)?.answer(body)
                     continue
+                }
+                var body = body
+                if let signer, case .assignment(let a) = body {
+                    do {
+                        body = .assignment(try signer.signed(a, nowMs: UInt64(max(0, clock.now().wall.timeIntervalSince1970 * 1000))))
+                    } catch {
+                        logger.error("cannot sign assignment \(a.assignmentID): \(error); not sent (resent later)")
+                        continue
+                    }
                 }
                 out.append(messenger.output(body, to: peer, replyTo: replyTo, delimited: delimited))
             case .log(let e):

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// A key file that cannot be used: which file and why, and what to do.
@@ -13,9 +14,11 @@ public struct KeyFileError: Error, CustomStringConvertible, Sendable, Equatable 
 
 /// CURVE key files as `gridctl keys generate` writes them (docs/security.md):
 ///
-/// - `NAME.key`, mode 0600: the pair, `public-key = "<Z85>"` and `secret-key = "<Z85>"` lines;
-/// - `NAME.pub`: the public key alone on a line, for authorized_keys and for clients that pin
-///   a server.
+/// - `NAME.key`, mode 0600: the CURVE pair, `public-key = "<Z85>"` and `secret-key = "<Z85>"`
+///   lines, and `signing-key = "<base64>"`, the 32-byte secret of an Ed25519 key a region
+///   signs its assignments with;
+/// - `NAME.pub`: the CURVE public key alone on a line, for authorized_keys and for clients that
+///   pin a server, and `signing: <base64>`, the Ed25519 public key agents verify with.
 ///
 /// `#` lines are comments. A secret file readable by group or others is refused.
 public enum CurveKeyFile {
@@ -33,15 +36,19 @@ public enum CurveKeyFile {
         do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
             throw KeyFileError(directory, "cannot create the directory: \(error.localizedDescription)")
         }
+        let signing = Curve25519.Signing.PrivateKey()
         let secret = """
-            # ComputeGrid CURVE key pair '\(name)' (gridctl keys generate). Secret: keep it mode 0600,
+            # ComputeGrid keys '\(name)' (gridctl keys generate). Secret: keep it mode 0600,
             # never copy it off this host. Give others \(name).pub.
             public-key = "\(pair.publicKey)"
             secret-key = "\(pair.secretKey)"
+            signing-key = "\(signing.rawRepresentation.base64EncodedString())"
 
             """
         try write(secret, to: secretPath, mode: 0o600)
-        try write("# ComputeGrid CURVE public key '\(name)'\n\(pair.publicKey)\n", to: publicPath, mode: 0o644)
+        try write("# ComputeGrid public keys '\(name)': CURVE (authorized_keys, pinning), then Ed25519 (signatures)\n"
+                  + "\(pair.publicKey)\nsigning: \(signing.publicKey.rawRepresentation.base64EncodedString())\n",
+                  to: publicPath, mode: 0o644)
         return (pair, secretPath, publicPath)
     }
 
@@ -58,6 +65,15 @@ public enum CurveKeyFile {
 
     /// The pair in a `.key` file.
     public static func readPair(_ path: String) throws(KeyFileError) -> CurveKeyPair {
+        try read(path).pair
+    }
+
+    /// The Ed25519 signing secret (32 bytes) of a `.key` file; nil when it has none.
+    public static func readSigningSeed(_ path: String) throws(KeyFileError) -> [UInt8]? {
+        try read(path).signingSeed
+    }
+
+    static func read(_ path: String) throws(KeyFileError) -> (pair: CurveKeyPair, signingSeed: [UInt8]?) {
         var st = stat()
         guard stat(path, &st) == 0 else { throw KeyFileError(path, "cannot read: \(String(cString: strerror(errno))) (create one with gridctl keys generate)") }
         if st.st_mode & 0o077 != 0 {
@@ -70,8 +86,8 @@ public enum CurveKeyFile {
             let line = raw.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") { continue }
             let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard parts.count == 2, ["public-key", "secret-key"].contains(parts[0]) else {
-                throw KeyFileError(path, "line \(n + 1): want 'public-key = \"…\"' or 'secret-key = \"…\"'")
+            guard parts.count == 2, ["public-key", "secret-key", "signing-key"].contains(parts[0]) else {
+                throw KeyFileError(path, "line \(n + 1): want 'public-key = \"…\"', 'secret-key = \"…\"' or 'signing-key = \"…\"'")
             }
             values[parts[0]] = parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "\""))
         }
@@ -81,7 +97,12 @@ public enum CurveKeyFile {
         if let pub = values["public-key"], pub != pair.publicKey {
             throw KeyFileError(path, "public-key does not belong to secret-key (the file was edited?)")
         }
-        return pair
+        var seed: [UInt8]?
+        if let text = values["signing-key"] {
+            guard let d = Data(base64Encoded: text), d.count == 32 else { throw KeyFileError(path, "signing-key: want 32 bytes in base64") }
+            seed = Array(d)
+        }
+        return (pair, seed)
     }
 
     /// A public key given as itself (40 Z85 characters) or as the path of a `.pub` file.
@@ -91,12 +112,32 @@ public enum CurveKeyFile {
         do { text = try String(contentsOfFile: keyOrPath, encoding: .utf8) } catch {
             throw KeyFileError(keyOrPath, "neither a public key (40 Z85 characters) nor a readable .pub file: \(error.localizedDescription)")
         }
-        // A key may begin with '#' (a Z85 character): a comment is a line that is not a key.
-        let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
-            .filter { !$0.isEmpty && !($0.hasPrefix("#") && !($0.count == 40 && Z85.decode($0)?.count == 32)) }
+        let lines = keyLines(text).filter { !$0.hasPrefix("signing:") }
         guard lines.count == 1, lines[0].count == 40, Z85.decode(lines[0])?.count == 32 else {
             throw KeyFileError(keyOrPath, "want one public key (40 Z85 characters) on a line")
         }
         return lines[0]
+    }
+
+    /// The Ed25519 public key (32 bytes) of a `.pub` file's `signing:` line; nil for a key given
+    /// as itself or a `.pub` without one.
+    public static func readSigningPublic(_ keyOrPath: String) throws(KeyFileError) -> [UInt8]? {
+        if keyOrPath.count == 40, Z85.decode(keyOrPath)?.count == 32 { return nil }
+        let text: String
+        do { text = try String(contentsOfFile: keyOrPath, encoding: .utf8) } catch {
+            throw KeyFileError(keyOrPath, "cannot read: \(error.localizedDescription)")
+        }
+        guard let line = keyLines(text).first(where: { $0.hasPrefix("signing:") }) else { return nil }
+        guard let d = Data(base64Encoded: line.dropFirst("signing:".count).trimmingCharacters(in: .whitespaces)), d.count == 32 else {
+            throw KeyFileError(keyOrPath, "signing: want 32 bytes in base64")
+        }
+        return Array(d)
+    }
+
+    /// Non-empty lines that are not comments (a CURVE key may begin with '#', a Z85 character:
+    /// a comment is a line that is not a key).
+    static func keyLines(_ text: String) -> [String] {
+        text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !($0.hasPrefix("#") && !($0.count == 40 && Z85.decode($0)?.count == 32)) }
     }
 }

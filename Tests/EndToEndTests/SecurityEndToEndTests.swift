@@ -45,7 +45,7 @@ extension EndToEnd {
                          "GRID_CONTROLLER_NATIONAL_KEY": pubFile("national")]
         try c.startRegion("r1", extra: ["--config", regionConfig])
         for node in ["node-a", "node-b", "rogue"] {
-            c.environment = ["GRID_AGENT_KEY_FILE": key(node), "GRID_AGENT_REGION_KEY": pub["r1"]!]
+            c.environment = ["GRID_AGENT_KEY_FILE": key(node), "GRID_AGENT_REGION_KEY": pubFile("r1")]
             try c.startAgent(node, region: "r1", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
         }
         c.environment = [:]
@@ -183,6 +183,110 @@ extension EndToEnd {
         q.kind = .counters
         guard case .queryReply(let counts) = try c.client().request(.query(q)) else { Issue.record("no counters"); return }
         #expect((counts.counters["received.submit"] ?? 0) >= 2, "the submit was sent more than once: \(counts.counters)")
+    }
+}
+
+/// Issue 11, item 4: an agent with CURVE on runs only assignments its region signed, unexpired,
+/// and each once. The test plays the region (it holds the region's keys) so it can send what a
+/// real region never would: forged, unsigned, expired, altered and replayed assignments.
+@Suite(.serialized) struct SignedAssignmentEndToEndTests {
+    @Test func onlyValidSignedUnexpiredAssignmentsRunAndEachOnce() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        let keys = c.dir.appendingPathComponent("keys").path
+        let gridctl = Cluster.binDir.appendingPathComponent("gridctl").path
+        for name in ["r1", "node-a", "other"] { _ = try Cluster.run(gridctl, ["keys", "generate", name, "--dir", keys]) }
+        let r1 = try CurveKeyFile.readPair(keys + "/r1.key")
+        let signer = try AssignmentSigner(seed: try #require(try CurveKeyFile.readSigningSeed(keys + "/r1.key")))
+        let impostor = try AssignmentSigner(seed: try #require(try CurveKeyFile.readSigningSeed(keys + "/other.key")))
+
+        let ctx = try ZMQContext()
+        defer { ctx.terminate() }
+        let region = try ZMQSocket(ctx, .router)
+        defer { region.close() }
+        try region.setCurveServer(secretKey: r1.secretKey)
+        try region.bind("tcp://127.0.0.1:*")
+        let endpoint = try region.lastEndpoint()
+        c.environment = ["GRID_AGENT_KEY_FILE": keys + "/node-a.key", "GRID_AGENT_REGION_KEY": keys + "/r1.pub"]
+        try c.start("node-a", "grid-agent", ["run", "--node-id", "node-a", "--region", endpoint, "--data-dir", c.dir.appendingPathComponent("node-a").path,
+                                             "--simulate", Cluster.fixtures.appendingPathComponent("nvidia-smi-q-x_tesla-t4_v11.xml").path])
+        let codec = EnvelopeCodec()
+        var agent: [UInt8]?
+        var acks: [String: Wire.AssignmentAck] = [:]
+        var finished: Set<String> = []
+        var seq: UInt64 = 0
+        /// Reads what the agent sends for up to `seconds` or until `done`; acknowledges its statuses.
+        func pump(_ seconds: Double, until done: () -> Bool = { false }) throws {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline && !done() {
+                guard try poll([region.pollItem], timeoutMs: 50)[0], let frames = try region.receive(dontWait: true), frames.count == 2 else { continue }
+                agent = frames[0]
+                guard let m = try? codec.decode(frames[1]) else { continue }
+                switch m.body {
+                case .assignmentAck(let a): acks[a.assignmentID] = a
+                case .statusUpdate(let u):
+                    if ["succeeded", "failed"].contains(u.state) { finished.insert(u.assignmentID) }
+                    var ack = Wire.StatusAck()
+                    ack.updateID = u.updateID
+                    ack.applied = true
+                    seq += 1
+                    _ = try region.send([frames[0], codec.encode(Message(sender: "r1", sequence: seq, replyTo: m.sequence, body: .statusAck(ack)))])
+                default: break
+                }
+            }
+        }
+        try pump(30) { agent != nil }
+        let peer = try #require(agent, "the agent connected over CURVE to the key it pins")
+        let marker = c.dir.appendingPathComponent("ran").path
+        func assignment(_ id: String) -> Wire.Assignment {
+            var a = Wire.Assignment()
+            a.assignmentID = "\(id).1"
+            a.epoch = 1
+            a.jobID = id
+            a.nodeID = "node-a"
+            a.command = "/bin/sh"
+            a.args = ["-c", "echo \(id) >> \(marker)"]
+            a.attempt = 1
+            return a
+        }
+        func send(_ a: Wire.Assignment) throws {
+            seq += 1
+            _ = try region.send([peer, codec.encode(Message(sender: "r1", sequence: seq, body: .assignment(a)))])
+        }
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        var altered = try signer.signed(assignment("altered"), nowMs: now)
+        altered.args = ["-c", "echo altered >> \(marker); echo pwned"]
+        let refused: [(String, Wire.Assignment, String)] = [
+            ("forged", try impostor.signed(assignment("forged"), nowMs: now), "does not verify"),
+            ("unsigned", assignment("unsigned"), "unsigned"),
+            ("expired", try signer.signed(assignment("expired"), nowMs: now - 600_000), "expired"),
+            ("altered", altered, "does not verify"),
+        ]
+        for (_, a, _) in refused { try send(a) }
+        let good = try signer.signed(assignment("good"), nowMs: now)
+        try send(good)
+        try pump(30) { acks.count == 5 && finished.contains("good.1") }
+        for (name, _, why) in refused {
+            let ack = try #require(acks["\(name).1"], "\(name) answered")
+            #expect(!ack.accepted && ack.reason.contains(why), "\(name): \(ack.reason)")
+        }
+        #expect(acks["good.1"]?.accepted == true && finished.contains("good.1"))
+        // Replayed (the same signed message again, still unexpired): acknowledged, not run again.
+        acks["good.1"] = nil
+        try send(good)
+        try pump(10) { acks["good.1"] != nil }
+        #expect(acks["good.1"]?.accepted == true)
+        try pump(1)
+        let ran = try String(contentsOfFile: marker, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(ran == ["good"], "only the valid assignment ran, once: \(ran)")
+        #expect(c.log("node-a").contains("refused assignment forged.1: signature does not verify"))
+
+        // Fail closed: an agent with CURVE on but no way to verify signatures does not start.
+        let blind = try Cluster.run(Cluster.binDir.appendingPathComponent("grid-agent").path,
+                                    ["run", "--node-id", "node-b", "--region", endpoint, "--data-dir", c.dir.appendingPathComponent("node-b").path,
+                                     "--simulate", Cluster.fixtures.appendingPathComponent("nvidia-smi-q-x_tesla-t4_v11.xml").path],
+                                    environment: ["GRID_AGENT_KEY_FILE": keys + "/node-a.key", "GRID_AGENT_REGION_KEY": r1.publicKey, "GRID_AGENT_HTTP": "off"])
+        #expect(blind.status != 0 && blind.output.contains("no 'signing:' line"), "\(blind.output)")
     }
 }
 }

@@ -716,6 +716,21 @@ public nonisolated struct Computegrid_V1_Assignment: @unchecked Sendable {
   /// Clears the value of `readiness`. Subsequent reads from it will return its default value.
   public mutating func clearReadiness() {_uniqueStorage()._readiness = nil}
 
+  /// Signed assignments (docs/security.md): a region with a signing key sets both; an agent that
+  /// knows the region's signing key runs only assignments whose signature verifies and that have
+  /// not expired. The signature is Ed25519 over this message's deterministic serialization with
+  /// `signature` empty. Each send is signed afresh (a resend carries a new expiry).
+  public var expiresAtMs: UInt64 {
+    get {_storage._expiresAtMs}
+    set {_uniqueStorage()._expiresAtMs = newValue}
+  }
+
+  /// 64 bytes; empty = unsigned
+  public var signature: Data {
+    get {_storage._signature}
+    set {_uniqueStorage()._signature = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2720,7 +2735,7 @@ public nonisolated struct Computegrid_V1_ErrorReply: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// "bad_request", "not_found", "unsupported", "unavailable", "internal" (PROTOCOL.md, "Envelope")
+  /// "bad_request", "not_found", "unsupported", "unavailable", "forbidden", "internal" (PROTOCOL.md, "Envelope")
   public var code: String = String()
 
   public var message: String = String()
@@ -3362,7 +3377,7 @@ nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0\u{3}keep_on_lease_loss\0\u{1}attempt\0\u{1}precision\0\u{1}ports\0\u{1}health\0\u{1}readiness\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0\u{3}keep_on_lease_loss\0\u{1}attempt\0\u{1}precision\0\u{1}ports\0\u{1}health\0\u{1}readiness\0\u{3}expires_at_ms\0\u{1}signature\0")
 
   fileprivate class _StorageClass {
     var _assignmentID: String = String()
@@ -3380,6 +3395,8 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
     var _ports: UInt32 = 0
     var _health: Computegrid_V1_ProbeSpec? = nil
     var _readiness: Computegrid_V1_ProbeSpec? = nil
+    var _expiresAtMs: UInt64 = 0
+    var _signature: Data = Data()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3405,6 +3422,8 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
       _ports = source._ports
       _health = source._health
       _readiness = source._readiness
+      _expiresAtMs = source._expiresAtMs
+      _signature = source._signature
     }
   }
 
@@ -3438,6 +3457,8 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
         case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._ports) }()
         case 14: try { try decoder.decodeSingularMessageField(value: &_storage._health) }()
         case 15: try { try decoder.decodeSingularMessageField(value: &_storage._readiness) }()
+        case 16: try { try decoder.decodeSingularUInt64Field(value: &_storage._expiresAtMs) }()
+        case 17: try { try decoder.decodeSingularBytesField(value: &_storage._signature) }()
         default: break
         }
       }
@@ -3495,6 +3516,12 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
       try { if let v = _storage._readiness {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
       } }()
+      if _storage._expiresAtMs != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._expiresAtMs, fieldNumber: 16)
+      }
+      if !_storage._signature.isEmpty {
+        try visitor.visitSingularBytesField(value: _storage._signature, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3519,6 +3546,8 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
         if _storage._ports != rhs_storage._ports {return false}
         if _storage._health != rhs_storage._health {return false}
         if _storage._readiness != rhs_storage._readiness {return false}
+        if _storage._expiresAtMs != rhs_storage._expiresAtMs {return false}
+        if _storage._signature != rhs_storage._signature {return false}
         return true
       }
       if !storagesAreEqual {return false}
