@@ -1,6 +1,7 @@
 import Foundation
 import GridCore
 import GridProtocol
+import GridStore
 import GridTransport
 import Logging
 import Synchronization
@@ -60,35 +61,39 @@ public struct AccessList: Sendable, Equatable {
                 continue
             }
             if keys[key] != nil { problems.append("\(at): key \(key.prefix(8))… is listed twice"); continue }
-            func identifier(_ s: String, _ what: String) -> Bool {
-                if let p = IdentifierRules.problem(with: s) { problems.append("\(at): \(what) '\(s)' \(p)"); return false }
-                return true
-            }
-            switch f[1] {
-            case "agent":
-                let nodes = f[2].split(separator: ",").map(String.init)
-                guard f.count == 3, !nodes.isEmpty, nodes.allSatisfy({ identifier($0, "node id") }) else {
-                    if f.count != 3 { problems.append("\(at): an agent line is '<key> agent <node id>[,<node id>...]'") }
-                    continue
-                }
-                keys[key] = .agent(nodes: Set(nodes.map(NodeID.init)))
-            case "region":
-                guard f.count == 3 else { problems.append("\(at): a region line is '<key> region <region id>'"); continue }
-                guard identifier(f[2], "region id") else { continue }
-                keys[key] = .region(RegionID(f[2]))
-            case "operator":
-                guard f.count == 4, let right = OperatorRight(rawValue: f[3]) else {
-                    problems.append("\(at): an operator line is '<key> operator <name> submit|operate|admin'")
-                    continue
-                }
-                guard identifier(f[2], "operator name") else { continue }
-                keys[key] = .operator(name: f[2], right: right)
-            default:
-                problems.append("\(at): role '\(f[1])' is not one of agent, region, operator")
+            switch principal(role: f[1], name: f[2], right: f.count > 3 ? f[3] : nil, extra: f.count > 4) {
+            case .success(let p): keys[key] = p
+            case .failure(let e): problems.append("\(at): \(e.message)")
             }
         }
         if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
         return AccessList(keys: keys)
+    }
+
+    public struct Problem: Error, Sendable { public var message: String }
+
+    /// The principal of a role, name and right (as in the file and in KEY_CONTROL), or what is wrong.
+    public static func principal(role: String, name: String, right: String?, extra: Bool = false) -> Result<Principal, Problem> {
+        func bad(_ m: String) -> Result<Principal, Problem> { .failure(Problem(message: m)) }
+        switch role {
+        case "agent":
+            let nodes = name.split(separator: ",").map(String.init)
+            guard right == nil || right == "", !extra, !nodes.isEmpty else { return bad("an agent line is '<key> agent <node id>[,<node id>...]'") }
+            for n in nodes { if let p = IdentifierRules.problem(with: n) { return bad("node id '\(n)' \(p)") } }
+            return .success(.agent(nodes: Set(nodes.map(NodeID.init))))
+        case "region":
+            guard right == nil || right == "", !extra else { return bad("a region line is '<key> region <region id>'") }
+            if let p = IdentifierRules.problem(with: name) { return bad("region id '\(name)' \(p)") }
+            return .success(.region(RegionID(name)))
+        case "operator":
+            guard !extra, let r = right.flatMap(OperatorRight.init(rawValue:)) else {
+                return bad("an operator line is '<key> operator <name> submit|operate|admin'")
+            }
+            if let p = IdentifierRules.problem(with: name) { return bad("operator name '\(name)' \(p)") }
+            return .success(.operator(name: name, right: r))
+        default:
+            return bad("role '\(role)' is not one of agent, region, operator")
+        }
     }
 
     public static func load(_ path: String) throws(ConfigError) -> AccessList {
@@ -112,16 +117,63 @@ public final class AccessControl: ZAPAuthenticator, @unchecked Sendable {
     /// Warnings per reason per minute before they are only counted.
     static let warningsPerMinute = 5
 
+    /// Keys enrolled over the wire (KEY_CONTROL, stored in SQLite), beside the file's.
+    private let enrolledKeys = Mutex<[String: (principal: Principal, record: EnrolledKey)]>([:])
+
     public init(_ list: AccessList, logger: Logger) {
         self.list = Mutex(list)
         self.logger = logger
     }
 
+    /// The file's list (SIGHUP).
     public func replace(_ new: AccessList) { list.withLock { $0 = new } }
+    /// The file's list.
     public var current: AccessList { list.withLock { $0 } }
     public var refused: [String: Int] { refusals.withLock { $0 } }
 
-    public func principal(forKey key: String) -> Principal? { list.withLock { $0.keys[key] } }
+    /// The enrolled keys as stored (start, or a failed commit).
+    public func setEnrolled(_ keys: [EnrolledKey]) {
+        var map: [String: (Principal, EnrolledKey)] = [:]
+        for k in keys {
+            guard case .success(let p) = AccessList.principal(role: k.role, name: k.name, right: k.right) else {
+                logger.error("enrolled key \(k.publicKey.prefix(8))… has a role the rules refuse; ignored", metadata: ["role": "\(k.role)", "name": "\(k.name)"])
+                continue
+            }
+            map[k.publicKey] = (p, k)
+        }
+        enrolledKeys.withLock { $0 = map }
+    }
+
+    public func enroll(_ k: EnrolledKey, as p: Principal) { enrolledKeys.withLock { $0[k.publicKey] = (p, k) } }
+    public func revokeEnrolled(_ key: String) { _ = enrolledKeys.withLock { $0.removeValue(forKey: key) } }
+    public func enrolled(_ key: String) -> EnrolledKey? { enrolledKeys.withLock { $0[key]?.record } }
+
+    /// Every key in force: the file's, then the enrolled ones.
+    public func entries() -> [Wire.KeyEntry] {
+        func entry(_ key: String, _ p: Principal) -> Wire.KeyEntry {
+            var e = Wire.KeyEntry()
+            e.publicKey = key
+            switch p {
+            case .agent(let nodes): e.role = "agent"; e.name = nodes.map(\.rawValue).sorted().joined(separator: ",")
+            case .region(let r): e.role = "region"; e.name = r.rawValue
+            case .operator(let name, let right): e.role = "operator"; e.name = name; e.right = right.rawValue
+            }
+            return e
+        }
+        let file = current.keys.sorted { $0.key < $1.key }.map { k, p in var e = entry(k, p); e.source = "file"; return e }
+        let enrolled = enrolledKeys.withLock { $0 }.sorted { $0.value.record.enrolledAt < $1.value.record.enrolledAt }.map { k, v in
+            var e = entry(k, v.principal)
+            e.source = "enrolled"
+            e.enrolledAtMs = UInt64(max(0, v.record.enrolledAt.timeIntervalSince1970 * 1000))
+            e.enrolledBy = v.record.enrolledBy
+            return e
+        }
+        return file + enrolled
+    }
+
+    public func principal(forKey key: String) -> Principal? {
+        list.withLock { $0.keys[key] } ?? enrolledKeys.withLock { $0[key]?.principal }
+    }
 
     public func authenticate(_ request: ZAPRequest) -> ZAPDecision {
         guard request.mechanism == "CURVE", let key = request.clientKey else {
@@ -172,7 +224,8 @@ public final class AccessControl: ZAPAuthenticator, @unchecked Sendable {
             switch body {
             case .query: need = nil
             case .submit: need = .submit
-            case .jobControl, .nodeCommand, .regionControl, .deploy, .serviceControl: need = .operate
+            case .jobControl, .cancel, .nodeCommand, .regionControl, .deploy, .serviceControl: need = .operate
+            case .keyControl: need = .admin
             default: return "an operator key may not send \(body.type)"
             }
             if let need, right < need { return "\(body.type) needs the '\(need.rawValue)' right (this key has '\(right.rawValue)')" }

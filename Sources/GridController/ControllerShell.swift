@@ -115,6 +115,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
         self.gateway = gateway
         self.access = access
         self.signer = signer
+        if let access { access.setEnrolled(try store.read("read enrolled keys") { try $0.enrolledKeys() }) }
         self.settings = settings
         self.store = store
         self.logger = logger
@@ -154,11 +155,16 @@ public final class ControllerShell<Instance: ControllerInstance> {
                     principal = access.principal(forKey: user)
                 }
                 countReceived(message.body.type)
-                if case .query(let q) = message.body, q.kind == .counters {
-                    errors.append(messenger.output(.queryReply(countersReply()), to: peer, replyTo: message.sequence, delimited: delimited))
+                let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited, principal: principal)
+                if Self.answeredByShell(message.body) {
+                    if let answer = shellAnswer(message, origin: origin, now: now, into: &directives) {
+                        errors.append(messenger.output(answer, to: peer, replyTo: message.sequence, delimited: delimited))
+                    }
                     continue
                 }
-                let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited, principal: principal)
+                if let record = Self.auditRecord(message.body, who: Self.who(principal, peer: peer, sender: message.sender), now: now) {
+                    directives.append(.persist(.audit(record)))
+                }
                 directives += instance.receive(message, origin: origin, now: now)
             case .event(.observe(let reply)):
                 observers.append(reply)
@@ -200,16 +206,138 @@ public final class ControllerShell<Instance: ControllerInstance> {
             answer(.errorReply(e))
             return []
         }
-        if case .query(let q) = message.body, q.kind == .counters {
-            countReceived(message.body.type)
-            answer(.queryReply(countersReply()))
-            return []
-        }
         var identity = localCallPrefix
         withUnsafeBytes(of: n.bigEndian) { identity.append(contentsOf: $0) }
-        calls[n] = (answer, now.monotonicMs + Self.callTimeoutMs)
         countReceived(message.body.type)
-        return instance.receive(message, origin: Origin(peer: .downstream(identity: identity), sequence: n), now: now)
+        let origin = Origin(peer: .downstream(identity: identity), sequence: n)
+        var out: [ControllerDirective] = []
+        if case .keyControl = message.body {
+            answer(Self.errorBody("unsupported", "keys are enrolled over ZeroMQ with an admin key (gridctl keys enroll), not over HTTP"))
+            return []
+        }
+        if Self.answeredByShell(message.body), let reply = shellAnswer(message, origin: origin, now: now, into: &out) {
+            answer(reply)
+            return out
+        }
+        calls[n] = (answer, now.monotonicMs + Self.callTimeoutMs)
+        if let record = Self.auditRecord(message.body, who: "http API", now: now) { out.append(.persist(.audit(record))) }
+        return out + instance.receive(message, origin: origin, now: now)
+    }
+
+    /// Messages the shell answers itself (it keeps what they ask about): COUNTERS, AUDIT and
+    /// KEY_CONTROL. Nil for the instance's messages. A KEY_CONTROL change goes into `directives`
+    /// (stored, with its audit record) and its answer is sent after the commit, as a reply.
+    func shellAnswer(_ message: Message, origin: Origin, now: Moment, into directives: inout [ControllerDirective]) -> Body? {
+        switch message.body {
+        case .query(let q) where q.kind == .counters:
+            return .queryReply(countersReply())
+        case .query(let q) where q.kind == .audit:
+            var r = Wire.QueryReply()
+            do {
+                let limit = q.limit == 0 ? 100 : Int(min(q.limit, 10_000))
+                r.audit = try store.read("read the audit log") { try $0.audit(limit: limit) }.map { a in
+                    var e = Wire.AuditEntry()
+                    e.atMs = UInt64(max(0, a.at.timeIntervalSince1970 * 1000))
+                    e.who = a.who
+                    e.action = a.action
+                    e.target = a.target
+                    e.detail = a.detail
+                    return e
+                }
+            } catch {
+                return Self.errorBody("internal", "cannot read the audit log: \(error)")
+            }
+            return .queryReply(r)
+        case .keyControl(let k):
+            guard let access else {
+                return Self.errorBody("unsupported", "keys are enrolled at a controller with CURVE on (key_file and authorized_keys; docs/security.md)")
+            }
+            let who = Self.who(origin.principal, peer: origin.peer, sender: message.sender)
+            var r = Wire.QueryReply()
+            switch k.action {
+            case .enroll:
+                guard k.publicKey.count == 40, Z85.decode(k.publicKey)?.count == 32 else {
+                    return Self.errorBody("bad_request", "KeyControl.public_key: '\(k.publicKey.prefix(48))' is not a CURVE public key (40 Z85 characters)")
+                }
+                if access.current.keys[k.publicKey] != nil {
+                    return Self.errorBody("bad_request", "key \(k.publicKey.prefix(8))… is listed in authorized_keys: change it there and reload (SIGHUP)")
+                }
+                let p: Principal
+                switch AccessList.principal(role: k.role, name: k.name, right: k.right.isEmpty ? nil : k.right) {
+                case .success(let x): p = x
+                case .failure(let e): return Self.errorBody("bad_request", "KeyControl: \(e.message)")
+                }
+                let record = EnrolledKey(publicKey: k.publicKey, role: k.role, name: k.name, right: k.right, enrolledAt: now.wall,
+                                         enrolledBy: origin.principal.map(\.label) ?? who)
+                access.enroll(record, as: p)
+                directives.append(.persist(.keyEnrolled(record)))
+                directives.append(.persist(.audit(AuditRecord(at: now.wall, who: who, action: "key_control", target: String(k.publicKey.prefix(8)) + "…",
+                                                              detail: "enroll \(p.label)"))))
+                directives.append(.log(LogEvent(.notice, "key enrolled", ["key": String(k.publicKey.prefix(8)), "as": p.label, "by": who])))
+            case .revoke:
+                if access.current.keys[k.publicKey] != nil {
+                    return Self.errorBody("bad_request", "key \(k.publicKey.prefix(8))… is listed in authorized_keys: take it out there and reload (SIGHUP)")
+                }
+                guard let old = access.enrolled(k.publicKey) else {
+                    return Self.errorBody("not_found", "key \(k.publicKey.prefix(8))… is not enrolled here")
+                }
+                access.revokeEnrolled(k.publicKey)
+                directives.append(.persist(.keyRevoked(publicKey: k.publicKey)))
+                directives.append(.persist(.audit(AuditRecord(at: now.wall, who: who, action: "key_control", target: String(k.publicKey.prefix(8)) + "…",
+                                                              detail: "revoke \(old.role) \(old.name)"))))
+                directives.append(.log(LogEvent(.notice, "key revoked", ["key": String(k.publicKey.prefix(8)), "by": who])))
+            case .list, .unspecified, .UNRECOGNIZED:
+                break
+            }
+            r.keys = access.entries()
+            if k.action == .list { return .queryReply(r) }
+            // Sent after the batch's commit, like every reply that acknowledges a change.
+            directives.append(.send(.queryReply(r), to: origin.peer, replyTo: origin.sequence, delimited: origin.delimited))
+            return nil
+        default:
+            return nil
+        }
+    }
+
+    static func answeredByShell(_ body: Body) -> Bool {
+        switch body {
+        case .keyControl: return true
+        case .query(let q): return q.kind == .counters || q.kind == .audit
+        default: return false
+        }
+    }
+
+    static func errorBody(_ code: String, _ message: String) -> Body {
+        var e = Wire.ErrorReply()
+        e.code = code
+        e.message = message
+        return .errorReply(e)
+    }
+
+    /// Who sent a message, for the audit log.
+    static func who(_ principal: Principal?, peer: Peer, sender: String) -> String {
+        if let p = principal { return p.label }
+        return "unauthenticated \(peer.label) (sender '\(sender.prefix(64))')"
+    }
+
+    /// The audit record of an operator action (nil for the rest): who, what, on what.
+    static func auditRecord(_ body: Body, who: String, now: Moment) -> AuditRecord? {
+        func r(_ target: String, _ detail: String) -> AuditRecord {
+            AuditRecord(at: now.wall, who: who, action: "\(body.type)", target: target, detail: detail)
+        }
+        switch body {
+        case .submit(let m):
+            let n = m.items.isEmpty ? 1 : m.items.reduce(0) { $0 + Int(max(1, $1.count)) }
+            let ids = m.items.isEmpty ? m.jobID : m.items.map(\.jobID).joined(separator: ",")
+            return r(ids.isEmpty ? "(ids generated)" : String(ids.prefix(512)), "submit \(n) job(s)")
+        case .cancel(let m): return r(m.jobID, "cancel")
+        case .jobControl(let m): return r(m.jobID, "\(m.action)" + (m.reason.isEmpty ? "" : ": \(m.reason.prefix(256))"))
+        case .nodeCommand(let m): return r(m.regionID.isEmpty ? m.nodeID : "\(m.regionID)/\(m.nodeID)", "\(m.action)" + (m.reason.isEmpty ? "" : ": \(m.reason.prefix(256))"))
+        case .regionControl(let m): return r(m.regionID, "\(m.action)")
+        case .deploy(let m): return r(m.spec.name, "deploy \(m.spec.model.version)")
+        case .serviceControl(let m): return r(m.name, "\(m.action)" + (m.version.isEmpty ? "" : " \(m.version)") + (m.action == .scale ? " \(m.replicas)" : ""))
+        default: return nil
+        }
     }
 
     /// This controller's own counts (Query COUNTERS): received by type, rejected frames and
@@ -325,6 +453,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
     /// Rebuilds the instance from the store (after a failed commit).
     func reload() {
         do {
+            if let access { access.setEnrolled(try store.read("read enrolled keys") { try $0.enrolledKeys() }) }
             instance = try Instance.recover(settings: settings, store: store, now: clock.now())
         } catch {
             logger.critical("could not reload state from \(store.path): \(error); keeping the in-memory state")

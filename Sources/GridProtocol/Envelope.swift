@@ -53,6 +53,9 @@ public enum Wire {
     public typealias Autoscale = Computegrid_V1_Autoscale
     public typealias Deploy = Computegrid_V1_Deploy
     public typealias ServiceControl = Computegrid_V1_ServiceControl
+    public typealias KeyControl = Computegrid_V1_KeyControl
+    public typealias KeyEntry = Computegrid_V1_KeyEntry
+    public typealias AuditEntry = Computegrid_V1_AuditEntry
     public typealias ServiceStatus = Computegrid_V1_ServiceStatus
     public typealias Replica = Computegrid_V1_Replica
     public typealias ServiceLoad = Computegrid_V1_ServiceLoad
@@ -90,6 +93,7 @@ public enum Body: Sendable, Equatable {
     case regionControl(Wire.RegionControl)
     case deploy(Wire.Deploy)
     case serviceControl(Wire.ServiceControl)
+    case keyControl(Wire.KeyControl)
 
     public var type: Wire.MessageType {
         switch self {
@@ -116,6 +120,7 @@ public enum Body: Sendable, Equatable {
         case .regionControl: return .regionControl
         case .deploy: return .deploy
         case .serviceControl: return .serviceControl
+        case .keyControl: return .keyControl
         }
     }
 
@@ -145,6 +150,7 @@ public enum Body: Sendable, Equatable {
         case .regionControl(let m): return m
         case .deploy(let m): return m
         case .serviceControl(let m): return m
+        case .keyControl(let m): return m
         }
     }
 }
@@ -271,6 +277,7 @@ public struct EnvelopeCodec: Sendable {
         case .regionControl: return .regionControl(try d(Wire.RegionControl.self))
         case .deploy: return .deploy(try d(Wire.Deploy.self))
         case .serviceControl: return .serviceControl(try d(Wire.ServiceControl.self))
+        case .keyControl: return .keyControl(try d(Wire.KeyControl.self))
         case .unspecified: throw .unknownType(0)
         case .UNRECOGNIZED(let raw): throw .unknownType(raw)
         }
@@ -373,6 +380,12 @@ enum Validation {
             try id(m.name, "ServiceControl", "name")
             if case .UNRECOGNIZED(let raw) = m.action { throw .invalidField(type: "ServiceControl", field: "action", reason: "unknown action \(raw)") }
             if m.action == .unspecified { throw .invalidField(type: "ServiceControl", field: "action", reason: "missing (scale, rollout or undeploy)") }
+        case .keyControl(let m):
+            if case .UNRECOGNIZED(let raw) = m.action { throw .invalidField(type: "KeyControl", field: "action", reason: "unknown action \(raw)") }
+            if m.action == .unspecified { throw .invalidField(type: "KeyControl", field: "action", reason: "missing (enroll, revoke or list)") }
+            for (field, v) in [("public_key", m.publicKey), ("role", m.role), ("name", m.name), ("right", m.right)] where v.utf8.count > 1024 {
+                throw .invalidField(type: "KeyControl", field: field, reason: "at most 1024 bytes")
+            }
         default: break
         }
     }

@@ -171,6 +171,27 @@ public final class GridStore: Sendable {
             // The national scheduler's services (JSON ServiceRecord), one row each.
             try db.execute(sql: "CREATE TABLE services (name TEXT PRIMARY KEY, record BLOB NOT NULL, updated_ms INTEGER NOT NULL)")
         }
+        m.registerMigration("v6-security") { db in
+            // Keys enrolled over the wire (KEY_CONTROL), and the audit log of operator actions.
+            try db.execute(sql: """
+                CREATE TABLE enrolled_keys (
+                    public_key TEXT PRIMARY KEY,
+                    role TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    access_right TEXT NOT NULL,
+                    enrolled_ms INTEGER NOT NULL,
+                    enrolled_by TEXT NOT NULL
+                );
+                CREATE TABLE audit (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    at_ms INTEGER NOT NULL,
+                    who TEXT NOT NULL,
+                    action TEXT NOT NULL,
+                    target TEXT NOT NULL,
+                    detail TEXT NOT NULL
+                );
+                """)
+        }
         return m
     }
 
@@ -499,6 +520,20 @@ public struct StoreTransaction {
         }
     }
 
+    public func enrolledKeys() throws -> [EnrolledKey] {
+        try Row.fetchAll(db, sql: "SELECT * FROM enrolled_keys ORDER BY enrolled_ms, public_key").map { r in
+            EnrolledKey(publicKey: r["public_key"], role: r["role"], name: r["name"], right: r["access_right"],
+                        enrolledAt: Date(ms: r["enrolled_ms"]), enrolledBy: r["enrolled_by"])
+        }
+    }
+
+    /// The newest `limit` audit records, newest first.
+    public func audit(limit: Int) throws -> [AuditRecord] {
+        try Row.fetchAll(db, sql: "SELECT * FROM audit ORDER BY seq DESC LIMIT ?", arguments: [limit]).map { r in
+            AuditRecord(at: Date(ms: r["at_ms"]), who: r["who"], action: r["action"], target: r["target"], detail: r["detail"])
+        }
+    }
+
     public func saveService(_ r: ServiceRecord) throws {
         try run(sql: """
             INSERT INTO services (name, record, updated_ms) VALUES (?, ?, ?)
@@ -551,12 +586,60 @@ public enum StoreMutation: Sendable {
     case serviceRemoved(String)
     /// A small fact the controller must not forget (e.g. the last job-id epoch).
     case meta(key: String, value: String)
+    case keyEnrolled(EnrolledKey)
+    case keyRevoked(publicKey: String)
+    /// An operator action, stored with its effects (same transaction).
+    case audit(AuditRecord)
+}
+
+/// A key enrolled over the wire (docs/security.md).
+public struct EnrolledKey: Sendable, Hashable {
+    public var publicKey: String
+    public var role: String
+    public var name: String
+    public var right: String
+    public var enrolledAt: Date
+    public var enrolledBy: String
+    public init(publicKey: String, role: String, name: String, right: String, enrolledAt: Date, enrolledBy: String) {
+        self.publicKey = publicKey
+        self.role = role
+        self.name = name
+        self.right = right
+        self.enrolledAt = enrolledAt
+        self.enrolledBy = enrolledBy
+    }
+}
+
+/// One operator action: who did what to what.
+public struct AuditRecord: Sendable, Hashable {
+    public var at: Date
+    public var who: String
+    public var action: String
+    public var target: String
+    public var detail: String
+    public init(at: Date, who: String, action: String, target: String, detail: String) {
+        self.at = at
+        self.who = who
+        self.action = action
+        self.target = target
+        self.detail = detail
+    }
 }
 
 extension StoreTransaction {
     public func apply(_ m: StoreMutation) throws {
         switch m {
         case .meta(let key, let value): try setMeta(key, value)
+        case .keyEnrolled(let k):
+            try run(sql: """
+                INSERT INTO enrolled_keys (public_key, role, name, access_right, enrolled_ms, enrolled_by) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT(public_key) DO UPDATE SET role = excluded.role, name = excluded.name, access_right = excluded.access_right,
+                    enrolled_ms = excluded.enrolled_ms, enrolled_by = excluded.enrolled_by
+                """, arguments: [k.publicKey, k.role, k.name, k.right, k.enrolledAt.unixMs, k.enrolledBy])
+        case .keyRevoked(let key): try run(sql: "DELETE FROM enrolled_keys WHERE public_key = ?", arguments: [key])
+        case .audit(let a):
+            try run(sql: "INSERT INTO audit (at_ms, who, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [a.at.unixMs, a.who, a.action, a.target, a.detail])
         case .node(let n): try upsertNode(n)
         case .nodeState(let id, let state): try setNodeState(id, state)
         case .nodeCordon(let id, let cordon):

@@ -76,6 +76,10 @@ public struct SocketLoopOptions: Sendable {
     /// so, and every frame carries the user id it gave.
     public var authenticator: (any ZAPAuthenticator)?
     public var zapDomain: String
+    /// The DEALER dials its endpoint again when nothing came from it for this long (nil =
+    /// never). libzmq does not reconnect after a refused handshake (a CURVE key the server does
+    /// not list yet): without this, an agent enrolled after it started would never get in.
+    public var redialAfterSilenceMs: Int?
 
     public init(
         bind: String? = nil, connect: String? = nil, identity: String? = nil,
@@ -100,6 +104,7 @@ public struct SocketLoopOptions: Sendable {
         self.curveClient = curveClient
         self.authenticator = authenticator
         self.zapDomain = zapDomain
+        self.redialAfterSilenceMs = 15_000
     }
 }
 
@@ -111,6 +116,8 @@ public struct SocketLoopStats: Sendable, Equatable {
     public var unroutable = 0
     /// Sends dropped because the peer's queue was full.
     public var wouldBlock = 0
+    /// Times the DEALER dialled its endpoint again after a silence.
+    public var redials = 0
     public init() {}
 }
 
@@ -130,6 +137,10 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
     private let zap: ZAPHandler?
     /// Frames from the ROUTER carry the ZAP user id.
     private let authenticated: Bool
+    private let upstreamEndpoint: String?
+    private let redialAfterNs: UInt64?
+    /// Last time something came from upstream (or the DEALER was dialled), monotonic ns.
+    private var upstreamHeardNs = DispatchTime.now().uptimeNanoseconds
 
     /// The endpoint the ROUTER actually bound (resolves `tcp://127.0.0.1:*`).
     public let boundEndpoint: String?
@@ -183,6 +194,8 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
         } else {
             dealer = nil
         }
+        upstreamEndpoint = options.connect
+        redialAfterNs = options.redialAfterSilenceMs.map { UInt64(max(1000, $0)) * 1_000_000 }
         zap?.start()
     }
 
@@ -236,6 +249,7 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
                 index += 1
             }
             if let dealer, ready[index] { drain(dealer, handler, upstream: true, user: false) }
+            redialIfSilent()
         }
     }
 
@@ -283,6 +297,7 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
                 index += 1
             }
             if let dealer, ready[index] { full = collect(dealer, upstream: true, user: false, into: &batch, limit: maxBatch) || full }
+            redialIfSilent()
             backlog = full
             let now = DispatchTime.now().uptimeNanoseconds
             if now >= nextTick {
@@ -294,6 +309,17 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
         }
     }
 
+    /// Dials the upstream endpoint again after `redialAfterSilenceMs` of silence (see the option).
+    private func redialIfSilent() {
+        guard let dealer, let endpoint = upstreamEndpoint, let after = redialAfterNs else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        guard now > upstreamHeardNs, now - upstreamHeardNs >= after else { return }
+        upstreamHeardNs = now
+        try? dealer.disconnect(endpoint)
+        try? dealer.connect(endpoint)
+        statsBox.withLock { $0.redials += 1 }
+    }
+
     /// Reads frames until none is left or the batch holds `limit`; true when it stopped at the limit.
     private func collect(_ socket: ZMQSocket, upstream: Bool, user: Bool, into batch: inout [LoopInput<Event>], limit: Int) -> Bool {
         while batch.count < limit {
@@ -301,6 +327,7 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
             do { got = try socket.receiveWithUser(dontWait: true, wantUser: user) } catch { return false }
             guard let got else { return false }
             statsBox.withLock { $0.received += 1 }
+            if upstream { upstreamHeardNs = DispatchTime.now().uptimeNanoseconds }
             batch.append(Self.input(got.frames, upstream: upstream, user: got.user))
         }
         return true
@@ -325,6 +352,7 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
             do { got = try socket.receiveWithUser(dontWait: true, wantUser: user) } catch { return }
             guard let got else { return }
             statsBox.withLock { $0.received += 1 }
+            if upstream { upstreamHeardNs = DispatchTime.now().uptimeNanoseconds }
             send(handler(Self.input(got.frames, upstream: upstream, user: got.user)))
         }
     }

@@ -14,7 +14,7 @@ struct Gridctl: ParsableCommand {
         abstract: "Submit work to a ComputeGrid network and see where it ran.",
         version: BuildInfo.line,
         subcommands: [Submit.self, Jobs.self, Job.self, Explain.self, Cancel.self, Hold.self, Release.self, Requeue.self, Nodes.self, Node.self, Accounts.self, Cordon.self, Uncordon.self, Drain.self, Regions.self, Wait.self, Deploy.self, Services.self, ServiceShow.self, Scale.self, Rollout.self, Undeploy.self,
-                      Counters.self, Keys.self, Completion.self])
+                      Counters.self, Audit.self, Keys.self, Completion.self])
 }
 
 /// `gridctl completion bash|zsh|fish`: the shell completion script, to install where the shell
@@ -519,6 +519,34 @@ struct Counters: ParsableCommand {
             }
             let rows = r.counters.sorted { $0.key < $1.key }.map { Row(counter: $0.key, value: $0.value) }
             print(try options.printer.list(rows, [Column("COUNTER") { r, _ in r.counter }, Column("VALUE") { r, _ in "\(r.value)" }]))
+        } catch let e as ClientError { throw fail(e.message) }
+    }
+}
+
+/// `gridctl audit`: who submitted, cancelled, drained, deployed or enrolled what (issue 11, item 4).
+struct Audit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a controller's audit log: operator actions with who did them, newest first.",
+        discussion: "Each action is stored with its effects, in the same transaction (docs/security.md, \"What is logged\").")
+    @OptionGroup var options: ControllerOptions
+    @Option(help: "At most this many entries (1…10000).") var limit = 100
+
+    struct Row: Encodable { var at: String; var who: String; var action: String; var target: String; var detail: String }
+
+    func run() throws {
+        guard (1...10_000).contains(limit) else { throw fail("--limit must be 1…10000, got \(limit)") }
+        do {
+            var q = Wire.Query()
+            q.kind = .audit
+            q.limit = UInt32(limit)
+            guard case .queryReply(let r) = try options.client().request(.query(q), timeout: options.timeout) else {
+                throw fail("\(options.endpoint) answered with something else")
+            }
+            let f = ISO8601DateFormatter()
+            let rows = r.audit.map { Row(at: f.string(from: Date(timeIntervalSince1970: Double($0.atMs) / 1000)), who: $0.who, action: $0.action,
+                                        target: $0.target, detail: $0.detail) }
+            print(try options.printer.list(rows, [Column("AT") { r, _ in r.at }, Column("WHO") { r, _ in r.who }, Column("ACTION") { r, _ in r.action },
+                                                 Column("TARGET") { r, _ in r.target }, Column("DETAIL") { r, _ in r.detail }]))
         } catch let e as ClientError { throw fail(e.message) }
     }
 }

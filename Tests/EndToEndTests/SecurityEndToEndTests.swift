@@ -18,7 +18,7 @@ extension EndToEnd {
         let keys = c.dir.appendingPathComponent("keys")
         let gridctl = Cluster.binDir.appendingPathComponent("gridctl").path
         var pub: [String: String] = [:]
-        for name in ["national", "r1", "node-a", "node-b", "rogue", "alice", "bob"] {
+        for name in ["national", "r1", "node-a", "node-b", "node-c", "rogue", "alice", "bob"] {
             let made = try Cluster.run(gridctl, ["keys", "generate", name, "--dir", keys.path])
             #expect(made.status == 0, "\(made.output)")
             pub[name] = try CurveKeyFile.readPublic(keys.appendingPathComponent("\(name).pub").path)
@@ -44,7 +44,7 @@ extension EndToEnd {
         c.environment = ["GRID_CONTROLLER_KEY_FILE": key("r1"), "GRID_CONTROLLER_AUTHORIZED_KEYS": regionKeys,
                          "GRID_CONTROLLER_NATIONAL_KEY": pubFile("national")]
         try c.startRegion("r1", extra: ["--config", regionConfig])
-        for node in ["node-a", "node-b", "rogue"] {
+        for node in ["node-a", "node-b", "node-c", "rogue"] {
             c.environment = ["GRID_AGENT_KEY_FILE": key(node), "GRID_AGENT_REGION_KEY": pubFile("r1")]
             try c.startAgent(node, region: "r1", simulate: ["nvidia-smi-q-x_tesla-t4_v11.xml"])
         }
@@ -123,6 +123,35 @@ extension EndToEnd {
         #expect((atRegion["refused.unknown_key"] ?? 0) >= 1 && (atRegion["refused.forbidden"] ?? 0) >= 1 && (atRegion["refused.revoked"] ?? 0) >= 1,
                 "the rogue agent, node A for node B, the revoked key: \(atRegion)")
         #expect((atRegion["received.heartbeat"] ?? 0) > 0)
+
+        // Enrolment at the running region by an admin key: node-c gets in; revoked, it is lost again.
+        let regionEndpoint = try #require(c.regionEndpoints["r1"])
+        func gridctlAt(_ endpoint: String, _ server: String, as who: String, _ args: [String]) throws -> (status: Int32, output: String) {
+            try Cluster.run(gridctl, args + ["--key", key(who), "--server-key", pubFile(server), "--controller", endpoint])
+        }
+        #expect(!(try alice.allNodes()).contains { $0.nodeID == "node-c" }, "node-c's key is not listed yet")
+        let enrolled = try gridctlAt(regionEndpoint, "r1", as: "alice", ["keys", "enroll", pubFile("node-c"), "--role", "agent", "--name", "node-c"])
+        #expect(enrolled.status == 0 && enrolled.output.contains("enrolled"), "\(enrolled.output)")
+        _ = try c.eventually(30, "node-c ready once enrolled") { try alice.allNodes().first { $0.nodeID == "node-c" && $0.state == "ready" } }
+        let byBob = try gridctlAt(c.nationalEndpoint, "national", as: "bob", ["keys", "enroll", pubFile("rogue"), "--role", "agent", "--name", "rogue"])
+        #expect(byBob.status != 0 && byBob.output.contains("needs the 'admin' right"), "\(byBob.output)")
+        let fileKey = try gridctlAt(regionEndpoint, "r1", as: "alice", ["keys", "revoke", pubFile("node-a")])
+        #expect(fileKey.status != 0 && fileKey.output.contains("listed in authorized_keys"), "\(fileKey.output)")
+        let revoked = try gridctlAt(regionEndpoint, "r1", as: "alice", ["keys", "revoke", pubFile("node-c")])
+        #expect(revoked.status == 0 && !revoked.output.contains("node-c"), "\(revoked.output)")
+        _ = try c.eventually(30, "node-c lost once revoked") { try alice.allNodes().first { $0.nodeID == "node-c" && $0.state == "lost" } }
+
+        // The audit log says who did what, at each controller.
+        func audit(_ endpoint: String, _ server: String) throws -> [[String: Any]] {
+            let out = try gridctlAt(endpoint, server, as: "alice", ["audit", "-o", "json"])
+            #expect(out.status == 0, "\(out.output)")
+            return try JSONSerialization.jsonObject(with: Data(out.output.utf8)) as? [[String: Any]] ?? []
+        }
+        let nationalAudit = try audit(c.nationalEndpoint, "national")
+        #expect(nationalAudit.contains { $0["who"] as? String == "operator alice (admin)" && $0["action"] as? String == "submit" }, "\(nationalAudit)")
+        let regionAudit = try audit(regionEndpoint, "r1")
+        #expect(regionAudit.contains { ($0["detail"] as? String)?.hasPrefix("enroll agent node-c") == true && $0["who"] as? String == "operator alice (admin)" }, "\(regionAudit)")
+        #expect(regionAudit.contains { $0["detail"] as? String == "revoke agent node-c" }, "\(regionAudit)")
     }
 
     @Test func aControllerWithAKeyButNoListOrABadListDoesNotStart() throws {

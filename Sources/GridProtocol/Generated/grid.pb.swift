@@ -71,6 +71,9 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
 
   /// client -> national: scale, roll out, undeploy (answered likewise)
   case serviceControl // = 49
+
+  /// admin -> controller (CURVE on): enrol, revoke, list keys (answered with QUERY_REPLY.keys)
+  case keyControl // = 50
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -103,6 +106,7 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     case 47: self = .regionControl
     case 48: self = .deploy
     case 49: self = .serviceControl
+    case 50: self = .keyControl
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -133,6 +137,7 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     case .regionControl: return 47
     case .deploy: return 48
     case .serviceControl: return 49
+    case .keyControl: return 50
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -163,6 +168,7 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     .regionControl,
     .deploy,
     .serviceControl,
+    .keyControl,
   ]
 
 }
@@ -2401,6 +2407,9 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
 
     /// the controller asked (never relayed): its counters (QueryReply.counters)
     case counters // = 7
+
+    /// the controller asked: its audit log, newest first, at most `limit` (QueryReply.audit)
+    case audit // = 8
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -2417,6 +2426,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       case 5: self = .accounts
       case 6: self = .services
       case 7: self = .counters
+      case 8: self = .audit
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -2431,6 +2441,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       case .accounts: return 5
       case .services: return 6
       case .counters: return 7
+      case .audit: return 8
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -2445,6 +2456,7 @@ public nonisolated struct Computegrid_V1_Query: Sendable {
       .accounts,
       .services,
       .counters,
+      .audit,
     ]
 
   }
@@ -2718,12 +2730,144 @@ public nonisolated struct Computegrid_V1_QueryReply: Sendable {
   /// "failed_commits"; totals since the controller started.
   public var counters: Dictionary<String,UInt64> = [:]
 
+  /// KEY_CONTROL: the keys in force after the change
+  public var keys: [Computegrid_V1_KeyEntry] = []
+
+  /// AUDIT: newest first
+  public var audit: [Computegrid_V1_AuditEntry] = []
+
   /// Rows that match the query in all; `next_offset` = 0 when this page is the last.
   public var total: UInt64 = 0
 
   public var nextOffset: UInt64 = 0
 
   public var correlation: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Enrolment of keys at a running controller (docs/security.md, "Keys"); needs the admin right.
+/// Enrolled keys are stored in SQLite and join the authorized_keys file's; revoking one takes
+/// effect with its holder's next message. A key of the file is changed in the file (SIGHUP).
+public nonisolated struct Computegrid_V1_KeyControl: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var action: Computegrid_V1_KeyControl.Action = .unspecified
+
+  /// CURVE public key, Z85, 40 characters
+  public var publicKey: String = String()
+
+  /// agent, region or operator
+  public var role: String = String()
+
+  /// agent: node ids, comma-separated; region: its id; operator: a name
+  public var name: String = String()
+
+  /// operator: submit, operate or admin
+  public var right: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Action: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+
+    /// public_key with role, name and (operator) right
+    case enroll // = 1
+
+    /// public_key
+    case revoke // = 2
+    case list // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .enroll
+      case 2: self = .revoke
+      case 3: self = .list
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .enroll: return 1
+      case .revoke: return 2
+      case .list: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Computegrid_V1_KeyControl.Action] = [
+      .unspecified,
+      .enroll,
+      .revoke,
+      .list,
+    ]
+
+  }
+
+  public init() {}
+}
+
+public nonisolated struct Computegrid_V1_KeyEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var publicKey: String = String()
+
+  public var role: String = String()
+
+  public var name: String = String()
+
+  public var right: String = String()
+
+  /// "file" (authorized_keys) or "enrolled" (KEY_CONTROL)
+  public var source: String = String()
+
+  /// enrolled keys: when
+  public var enrolledAtMs: UInt64 = 0
+
+  /// enrolled keys: who (the operator's name)
+  public var enrolledBy: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One operator action a controller recorded (who changed what), in SQLite with its effects.
+public nonisolated struct Computegrid_V1_AuditEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Unix ms
+  public var atMs: UInt64 = 0
+
+  /// "operator <name>", "http" (the API, with its token's name when known), or "unauthenticated <peer>"
+  public var who: String = String()
+
+  /// the message type: submit, job_control, node_command, deploy, key_control...
+  public var action: String = String()
+
+  /// the job, node, region, service or key acted on
+  public var target: String = String()
+
+  /// the action's own words (cancel, cordon, enroll agent node-17...)
+  public var detail: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2767,7 +2911,7 @@ public nonisolated struct Computegrid_V1_DeviceList: Sendable {
 fileprivate nonisolated let _protobuf_package = "computegrid.v1"
 
 nonisolated extension Computegrid_V1_MessageType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}HEARTBEAT\0\u{1}ASSIGNMENT_ACK\0\u{1}STATUS_UPDATE\0\u{2}\u{6}REGISTER_ACK\0\u{1}HEARTBEAT_ACK\0\u{1}ASSIGNMENT\0\u{1}STATUS_ACK\0\u{1}CANCEL\0\u{2}\u{6}REGION_SUMMARY\0\u{1}JOB_FORWARD_ACK\0\u{2}\u{9}REGION_SUMMARY_ACK\0\u{1}JOB_FORWARD\0\u{2}\u{9}SUBMIT\0\u{1}SUBMIT_REPLY\0\u{1}QUERY\0\u{1}QUERY_REPLY\0\u{1}ERROR_REPLY\0\u{1}NODE_COMMAND\0\u{1}JOB_CONTROL\0\u{1}REGION_CONTROL\0\u{1}DEPLOY\0\u{1}SERVICE_CONTROL\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}HEARTBEAT\0\u{1}ASSIGNMENT_ACK\0\u{1}STATUS_UPDATE\0\u{2}\u{6}REGISTER_ACK\0\u{1}HEARTBEAT_ACK\0\u{1}ASSIGNMENT\0\u{1}STATUS_ACK\0\u{1}CANCEL\0\u{2}\u{6}REGION_SUMMARY\0\u{1}JOB_FORWARD_ACK\0\u{2}\u{9}REGION_SUMMARY_ACK\0\u{1}JOB_FORWARD\0\u{2}\u{9}SUBMIT\0\u{1}SUBMIT_REPLY\0\u{1}QUERY\0\u{1}QUERY_REPLY\0\u{1}ERROR_REPLY\0\u{1}NODE_COMMAND\0\u{1}JOB_CONTROL\0\u{1}REGION_CONTROL\0\u{1}DEPLOY\0\u{1}SERVICE_CONTROL\0\u{1}KEY_CONTROL\0")
 }
 
 nonisolated extension Computegrid_V1_EndReason: SwiftProtobuf._ProtoNameProviding {
@@ -6219,7 +6363,7 @@ nonisolated extension Computegrid_V1_Query: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Computegrid_V1_Query.Kind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}JOBS\0\u{1}NODES\0\u{1}REGIONS\0\u{1}JOB\0\u{1}ACCOUNTS\0\u{1}SERVICES\0\u{1}COUNTERS\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}JOBS\0\u{1}NODES\0\u{1}REGIONS\0\u{1}JOB\0\u{1}ACCOUNTS\0\u{1}SERVICES\0\u{1}COUNTERS\0\u{1}AUDIT\0")
 }
 
 nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -6626,7 +6770,7 @@ nonisolated extension Computegrid_V1_AccountStatus: SwiftProtobuf.Message, Swift
 
 nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".QueryReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{1}nodes\0\u{1}regions\0\u{1}total\0\u{3}next_offset\0\u{1}correlation\0\u{1}accounts\0\u{1}services\0\u{1}counters\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}jobs\0\u{1}nodes\0\u{1}regions\0\u{1}total\0\u{3}next_offset\0\u{1}correlation\0\u{1}accounts\0\u{1}services\0\u{1}counters\0\u{1}keys\0\u{1}audit\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6643,6 +6787,8 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.accounts) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
       case 9: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: &self.counters) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.keys) }()
+      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.audit) }()
       default: break
       }
     }
@@ -6676,6 +6822,12 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
     if !self.counters.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufUInt64>.self, value: self.counters, fieldNumber: 9)
     }
+    if !self.keys.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.keys, fieldNumber: 10)
+    }
+    if !self.audit.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.audit, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6686,9 +6838,175 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
     if lhs.accounts != rhs.accounts {return false}
     if lhs.services != rhs.services {return false}
     if lhs.counters != rhs.counters {return false}
+    if lhs.keys != rhs.keys {return false}
+    if lhs.audit != rhs.audit {return false}
     if lhs.total != rhs.total {return false}
     if lhs.nextOffset != rhs.nextOffset {return false}
     if lhs.correlation != rhs.correlation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_KeyControl: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KeyControl"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}action\0\u{3}public_key\0\u{1}role\0\u{1}name\0\u{1}right\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.action) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.publicKey) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.role) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.right) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.action != .unspecified {
+      try visitor.visitSingularEnumField(value: self.action, fieldNumber: 1)
+    }
+    if !self.publicKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.publicKey, fieldNumber: 2)
+    }
+    if !self.role.isEmpty {
+      try visitor.visitSingularStringField(value: self.role, fieldNumber: 3)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 4)
+    }
+    if !self.right.isEmpty {
+      try visitor.visitSingularStringField(value: self.right, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_KeyControl, rhs: Computegrid_V1_KeyControl) -> Bool {
+    if lhs.action != rhs.action {return false}
+    if lhs.publicKey != rhs.publicKey {return false}
+    if lhs.role != rhs.role {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.right != rhs.right {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_KeyControl.Action: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACTION_UNSPECIFIED\0\u{1}ENROLL\0\u{1}REVOKE\0\u{1}LIST\0")
+}
+
+nonisolated extension Computegrid_V1_KeyEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".KeyEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}public_key\0\u{1}role\0\u{1}name\0\u{1}right\0\u{1}source\0\u{3}enrolled_at_ms\0\u{3}enrolled_by\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.publicKey) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.role) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.right) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.enrolledAtMs) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.enrolledBy) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.publicKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.publicKey, fieldNumber: 1)
+    }
+    if !self.role.isEmpty {
+      try visitor.visitSingularStringField(value: self.role, fieldNumber: 2)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 3)
+    }
+    if !self.right.isEmpty {
+      try visitor.visitSingularStringField(value: self.right, fieldNumber: 4)
+    }
+    if !self.source.isEmpty {
+      try visitor.visitSingularStringField(value: self.source, fieldNumber: 5)
+    }
+    if self.enrolledAtMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.enrolledAtMs, fieldNumber: 6)
+    }
+    if !self.enrolledBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.enrolledBy, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_KeyEntry, rhs: Computegrid_V1_KeyEntry) -> Bool {
+    if lhs.publicKey != rhs.publicKey {return false}
+    if lhs.role != rhs.role {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.right != rhs.right {return false}
+    if lhs.source != rhs.source {return false}
+    if lhs.enrolledAtMs != rhs.enrolledAtMs {return false}
+    if lhs.enrolledBy != rhs.enrolledBy {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AuditEntry"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}at_ms\0\u{1}who\0\u{1}action\0\u{1}target\0\u{1}detail\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.atMs) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.who) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.action) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.target) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.detail) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.atMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.atMs, fieldNumber: 1)
+    }
+    if !self.who.isEmpty {
+      try visitor.visitSingularStringField(value: self.who, fieldNumber: 2)
+    }
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 3)
+    }
+    if !self.target.isEmpty {
+      try visitor.visitSingularStringField(value: self.target, fieldNumber: 4)
+    }
+    if !self.detail.isEmpty {
+      try visitor.visitSingularStringField(value: self.detail, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_AuditEntry, rhs: Computegrid_V1_AuditEntry) -> Bool {
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.who != rhs.who {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs.target != rhs.target {return false}
+    if lhs.detail != rhs.detail {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
