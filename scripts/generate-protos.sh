@@ -18,7 +18,7 @@ command -v protoc >/dev/null || { echo "protoc not found: apt-get install protob
 proto_root=Sources/GridProtocol/Proto
 out=Sources/GridProtocol/Generated
 mkdir -p "$out"
-rm -f "$out"/*.pb.swift
+rm -f "$out"/*.pb.swift "$out"/FieldNames.swift
 protoc --plugin=protoc-gen-swift="$plugin" \
   --proto_path="$proto_root" \
   --swift_out="$out" \

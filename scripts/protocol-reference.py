@@ -17,6 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTO_ROOT = os.path.join(ROOT, "Sources/GridProtocol/Proto")
 PROTO = "computegrid/v1/grid.proto"
 OUT = os.path.join(ROOT, "docs/protocol-reference.md")
+# Field names by message and number, for error messages that name the field (FieldBounds).
+NAMES_OUT = os.path.join(ROOT, "Sources/GridProtocol/Generated/FieldNames.swift")
 
 T = d.FieldDescriptorProto
 SCALAR = {
@@ -135,6 +137,24 @@ def main():
     with open(OUT, "w") as out:
         out.write("\n".join(lines).rstrip() + "\n")
     print(f"generated: {os.path.relpath(OUT, ROOT)}")
+    names = [
+        "// Generated from grid.proto by scripts/protocol-reference.py (run by scripts/generate-protos.sh);",
+        "// do not edit by hand. Field names by message and number, so errors name the field.",
+        "enum FieldNames {",
+        "    static let byMessage: [String: [Int: String]] = [",
+    ]
+    def walk(messages, prefix):
+        for m in messages:
+            full = f"{prefix}.{m.name}"
+            if m.field:
+                pairs = ", ".join(f'{fld.number}: "{fld.name}"' for fld in m.field)
+                names.append(f'        "{full}": [{pairs}],')
+            walk([n for n in m.nested_type if not n.options.map_entry], full)
+    walk(f.message_type, f.package)
+    names += ["    ]", "}"]
+    with open(NAMES_OUT, "w") as out:
+        out.write("\n".join(names) + "\n")
+    print(f"generated: {os.path.relpath(NAMES_OUT, ROOT)}")
 
 
 if __name__ == "__main__":

@@ -243,6 +243,8 @@ public struct EnvelopeCodec: Sendable {
             throw .malformedEnvelope("sender is \(env.sender.utf8.count) bytes; at most \(Wire.maxSenderBytes)")
         }
         let body = try Self.decodeBody(type: env.type, payload: env.payload)
+        let message = body.message
+        try FieldBounds.check(message, type: String(Swift.type(of: message).protoMessageName.split(separator: ".").last ?? "?"))
         try Validation.check(body)
         return Message(version: env.version, sender: env.sender, sequence: env.sequence, replyTo: env.replyTo, body: body)
     }

@@ -289,3 +289,49 @@ import Testing
 }
 
 
+
+/// Issue 11, item 1: every string, bytes, repeated and map field of every message is bounded at
+/// decode time, and the refusal names the field by its path.
+@Suite struct FieldBoundsTests {
+    let codec = EnvelopeCodec()
+
+    func refusal(_ body: Body) -> ProtocolError? {
+        do { _ = try codec.decode(codec.encode(Message(sender: "t", sequence: 1, body: body))); return nil } catch { return error }
+    }
+
+    @Test func aHugeStringAnywhereIsRefusedNamingItsPath() {
+        var r = Wire.Register()
+        r.nodeID = "n1"
+        r.hostname = String(repeating: "h", count: FieldBounds.maxFieldBytes + 1)
+        #expect(refusal(.register(r)) == .invalidField(type: "Register", field: "hostname", reason: "65537 bytes, at most 65536"))
+        r.hostname = "h"
+        var d = Wire.Device()
+        d.id = "gpu0"
+        d.model = String(repeating: "m", count: 70_000)
+        r.devices = [Wire.Device(), d]
+        r.devices[0].id = "gpu1"
+        #expect(refusal(.register(r)) == .invalidField(type: "Register", field: "devices[1].model", reason: "70000 bytes, at most 65536"))
+    }
+
+    @Test func tooManyElementsOrEntriesAreRefused() {
+        var s = Wire.Submit()
+        s.spec.name = "x"
+        s.spec.command = "true"
+        s.spec.args = Array(repeating: "a", count: FieldBounds.maxRepeated + 1)
+        #expect(refusal(.submit(s)) == .invalidField(type: "Submit", field: "spec.args", reason: "100001 elements, at most 100000"))
+        s.spec.args = []
+        for i in 0...FieldBounds.maxMapEntries { s.spec.env["K\(i)"] = "v" }
+        #expect(refusal(.submit(s)) == .invalidField(type: "Submit", field: "spec.env", reason: "10001 entries, at most 10000"))
+        s.spec.env = ["BIG": String(repeating: "v", count: 65_537)]
+        #expect(refusal(.submit(s)) == .invalidField(type: "Submit", field: "spec.env[\"BIG\"]", reason: "65537 bytes, at most 65536"))
+    }
+
+    @Test func messagesWithinTheBoundsPass() {
+        var s = Wire.Submit()
+        s.spec.name = "x"
+        s.spec.command = "true"
+        s.spec.args = Array(repeating: String(repeating: "a", count: 1000), count: 100)
+        s.spec.env = ["A": String(repeating: "v", count: FieldBounds.maxFieldBytes)]
+        #expect(refusal(.submit(s)) == nil)
+    }
+}
