@@ -16,12 +16,14 @@ public enum FieldBounds {
     /// Messages nested in messages.
     public static let maxDepth = 16
 
-    /// Throws the first bound `message` breaks; `type` is its wire name for the error.
-    static func check(_ message: any SwiftProtobuf.Message, type: String) throws(ProtocolError) {
-        var v = BoundsVisitor(path: [], messageName: Swift.type(of: message).protoMessageName, depth: 0)
-        do { try message.traverse(visitor: &v) } catch let e as BoundsVisitor.Broken {
-            throw .invalidField(type: type, field: e.field, reason: e.reason)
-        } catch {
+    /// Throws the first bound `message` breaks, naming the message type and the field's path.
+    static func check<M: SwiftProtobuf.Message>(_ message: M) throws(ProtocolError) {
+        let name = M.protoMessageName
+        var v = BoundsVisitor(trail: BoundsVisitor.Trail(), messageName: name, depth: 0)
+        do { try message.traverse(visitor: &v) } catch {
+            // Names are worked out only for a refusal: the common case allocates nothing.
+            let type = String(name.split(separator: ".").last ?? "?")
+            if let e = error as? BoundsVisitor.Broken { throw .invalidField(type: type, field: e.field, reason: e.reason) }
             throw .invalidField(type: type, field: "?", reason: "\(error)")
         }
     }
@@ -33,14 +35,21 @@ struct BoundsVisitor: SwiftProtobuf.Visitor {
         var reason: String
     }
 
-    /// Path of field names down to the message being visited ("devices[2]").
-    var path: [String]
-    var messageName: String
-    var depth: Int
+    /// The fields down to the message being visited, kept as numbers (one shared stack, pushed
+    /// and popped around each nested message) and turned into names only for a refusal.
+    final class Trail {
+        var steps: [(message: String, number: Int, index: Int?)] = []
+        init() { steps.reserveCapacity(FieldBounds.maxDepth) }
+    }
 
-    func name(_ number: Int) -> String { FieldNames.byMessage[messageName]?[number] ?? "field \(number)" }
+    let trail: Trail
+    let messageName: String
+    let depth: Int
+
+    static func name(_ message: String, _ number: Int) -> String { FieldNames.byMessage[message]?[number] ?? "field \(number)" }
     func field(_ number: Int, index: Int? = nil) -> String {
-        (path + [name(number) + (index.map { "[\($0)]" } ?? "")]).joined(separator: ".")
+        let steps = trail.steps.map { Self.name($0.message, $0.number) + ($0.index.map { "[\($0)]" } ?? "") }
+        return (steps + [Self.name(messageName, number) + (index.map { "[\($0)]" } ?? "")]).joined(separator: ".")
     }
 
     func bytes(_ count: Int, _ number: Int, index: Int? = nil) throws {
@@ -59,8 +68,9 @@ struct BoundsVisitor: SwiftProtobuf.Visitor {
         guard depth < FieldBounds.maxDepth else {
             throw Broken(field: field(number, index: index), reason: "messages nested deeper than \(FieldBounds.maxDepth)")
         }
-        var inner = BoundsVisitor(path: path + [name(number) + (index.map { "[\($0)]" } ?? "")],
-                                  messageName: M.protoMessageName, depth: depth + 1)
+        trail.steps.append((messageName, number, index))
+        defer { trail.steps.removeLast() }
+        var inner = BoundsVisitor(trail: trail, messageName: M.protoMessageName, depth: depth + 1)
         try value.traverse(visitor: &inner)
     }
 

@@ -56,6 +56,9 @@ struct Micro: ParsableCommand {
         print("benchmark".padding(toLength: 46, withPad: " ", startingAt: 0) + "iterations      median         p99")
         bench("envelope encode Register (8 GPUs)") { _ = codec.encode(Message(sender: "n", sequence: 1, body: .register(register))) }
         bench("envelope decode Register (8 GPUs)") { _ = try? codec.decode(frame) }
+        var unbounded = codec
+        unbounded.checksFieldBounds = false
+        bench("envelope decode Register (8 GPUs), without FieldBounds") { _ = try? unbounded.decode(frame) }
         bench("parse nvidia-smi -q -x, 8 GPUs (V100S)") { _ = try? VendorOutputParser.parse(xmlText, as: .nvidiaSMIXML) }
         bench("probe cycle from capture: parse+merge+health") { _ = prober.simulate(captures: [("v100s.xml", xmlText)]) }
         bench("probe cycle + grading (8 GPUs)") {
