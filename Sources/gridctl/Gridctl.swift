@@ -83,6 +83,14 @@ struct ControllerOptions: ParsableArguments {
         }
     }
 
+    /// Sends `body` and returns the QUERY_REPLY that answers it (anything else is an error).
+    func queryReply(_ body: Body) throws -> Wire.QueryReply {
+        guard case .queryReply(let r) = try client().request(body, timeout: timeout) else {
+            throw ClientError("\(endpoint) answered with something else")
+        }
+        return r
+    }
+
     /// One job as the controller knows it; exits 1 when it does not.
     func job(_ id: String) throws -> JobRecord {
         guard let job = try client().query(.job, job: id, timeout: timeout).jobs.first?.record() else { throw fail("job \(id) not found") }
@@ -514,9 +522,7 @@ struct Counters: ParsableCommand {
         do {
             var q = Wire.Query()
             q.kind = .counters
-            guard case .queryReply(let r) = try options.client().request(.query(q), timeout: options.timeout) else {
-                throw fail("\(options.endpoint) answered with something else")
-            }
+            let r = try options.queryReply(.query(q))
             let rows = r.counters.sorted { $0.key < $1.key }.map { Row(counter: $0.key, value: $0.value) }
             print(try options.printer.list(rows, [Column("COUNTER") { r, _ in r.counter }, Column("VALUE") { r, _ in "\(r.value)" }]))
         } catch let e as ClientError { throw fail(e.message) }
@@ -539,9 +545,7 @@ struct Audit: ParsableCommand {
             var q = Wire.Query()
             q.kind = .audit
             q.limit = UInt32(limit)
-            guard case .queryReply(let r) = try options.client().request(.query(q), timeout: options.timeout) else {
-                throw fail("\(options.endpoint) answered with something else")
-            }
+            let r = try options.queryReply(.query(q))
             let f = ISO8601DateFormatter()
             let rows = r.audit.map { Row(at: f.string(from: Date(timeIntervalSince1970: Double($0.atMs) / 1000)), who: $0.who, action: $0.action,
                                         target: $0.target, detail: $0.detail) }

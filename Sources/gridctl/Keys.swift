@@ -14,9 +14,7 @@ struct Keys: ParsableCommand {
     /// Sends a KEY_CONTROL (admin right) and prints the keys in force.
     static func control(_ options: ControllerOptions, _ k: Wire.KeyControl) throws {
         do {
-            guard case .queryReply(let r) = try options.client().request(.keyControl(k), timeout: options.timeout) else {
-                throw fail("\(options.endpoint) answered with something else")
-            }
+            let r = try options.queryReply(.keyControl(k))
             print(try options.printer.list(r.keys.map(Row.init), Row.columns))
         } catch let e as ClientError { throw fail(e.message) }
     }
