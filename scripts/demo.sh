@@ -77,6 +77,11 @@ done
 rm -rf "$RUN"
 mkdir -p "$LOGS"
 
+log "CURVE keys for every controller, agent and the demo's operator (scripts/demo-keys.sh; docs/security.md)"
+"$ROOT/scripts/demo-keys.sh" "$BIN" | sed 's/^/    /'
+# gridctl speaks CURVE to the national scheduler with the demo operator's key, pinning its key.
+export GRID_KEY_FILE="$ROOT/controller-config/keys/operator.key" GRID_SERVER_KEY="$ROOT/controller-config/keys/national.pub"
+
 log "starting the national scheduler and three regional controllers"
 start national "$BIN/grid-controller" --config "$ROOT/controller-config/national.yaml"
 wait_listening national
@@ -142,6 +147,7 @@ echo
 log "watch it: dashboard http://127.0.0.1:7780/ · metrics http://127.0.0.1:7780/metrics · API http://127.0.0.1:7780/openapi.yaml"
 echo "    regions: guian http://127.0.0.1:7791/ · zhongwei http://127.0.0.1:7792/ · demozone http://127.0.0.1:7793/"
 echo "    service: $endpoint (gridctl services; gridctl service tiny-mlp)"
+echo "    gridctl from another shell: export GRID_KEY_FILE=$GRID_KEY_FILE GRID_SERVER_KEY=$GRID_SERVER_KEY"
 if [ -t 0 ] && [ -t 1 ]; then
   printf '    the network keeps serving; press Enter to stop it '
   read -r _ || true
