@@ -155,6 +155,8 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // Fuzz targets: replays inputs when built normally; libFuzzer drives it under scripts/fuzz.sh.
+        .executableTarget(name: "grid-fuzz", dependencies: ["GridProtocol", "GridProbe", "GridCLI"]),
         .executableTarget(
             name: "grid-bench",
             dependencies: [

@@ -1,0 +1,93 @@
+import Foundation
+import GridCLI
+import GridProbe
+import GridProtocol
+
+/// Fuzz targets (issue 11, item 8; docs/security.md, "Fuzzing"): what a peer, a vendor tool or
+/// an operator's file can feed the decoders. Built normally, `grid-fuzz TARGET FILE...` replays
+/// inputs (a crash found by the fuzzer, kept as a regression case); built by scripts/fuzz.sh
+/// with `-sanitize=fuzzer,address -DFUZZING`, libFuzzer drives `LLVMFuzzerTestOneInput` with
+/// the target named by GRID_FUZZ_TARGET.
+enum FuzzTarget: String, CaseIterable {
+    /// Envelope and payload decoding, field validation and bounds (every message type).
+    case envelope
+    /// Vendor-tool output: format detection and every parser (the first byte picks the parser).
+    case vendor
+    /// Job files (YAML).
+    case jobFile = "job-file"
+    /// Service files (YAML).
+    case serviceFile = "service-file"
+
+    static let codec = EnvelopeCodec()
+
+    func run(_ bytes: UnsafeRawBufferPointer) {
+        switch self {
+        case .envelope:
+            _ = try? Self.codec.decode(Array(bytes))
+        case .vendor:
+            guard let first = bytes.first else { return }
+            let text = String(decoding: bytes.dropFirst(), as: UTF8.self)
+            let tools = VendorTool.allCases
+            _ = VendorOutputParser.detect(text)
+            _ = try? VendorOutputParser.parse(text, as: Int(first) < tools.count ? tools[Int(first)] : nil)
+        case .jobFile:
+            _ = try? JobFile.parseEntry(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml")
+        case .serviceFile:
+            _ = try? ServiceFile.parse(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml")
+        }
+    }
+
+    nonisolated(unsafe) static var chosen: FuzzTarget?
+    static var fromEnvironment: FuzzTarget {
+        if let t = chosen { return t }
+        let name = ProcessInfo.processInfo.environment["GRID_FUZZ_TARGET"] ?? ""
+        guard let t = FuzzTarget(rawValue: name) else {
+            FileHandle.standardError.write(Data("GRID_FUZZ_TARGET must be one of \(allCases.map(\.rawValue).joined(separator: ", ")), got '\(name)'\n".utf8))
+            exit(2)
+        }
+        chosen = t
+        return t
+    }
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ data: UnsafeRawPointer?, _ size: Int) -> CInt {
+    FuzzTarget.fromEnvironment.run(UnsafeRawBufferPointer(start: data, count: data == nil ? 0 : size))
+    return 0
+}
+
+#if FUZZING
+// SwiftPM links an executable's entry point as `grid_fuzz_main`: hand it to libFuzzer's driver.
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>,
+                         _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+                         _ callback: @convention(c) (UnsafeRawPointer?, Int) -> CInt) -> CInt
+
+@_cdecl("grid_fuzz_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    var count = argc
+    var args: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = argv
+    return withUnsafeMutablePointer(to: &args) { p in
+        p.withMemoryRebound(to: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?.self, capacity: 1) {
+            LLVMFuzzerRunDriver(&count, UnsafeMutablePointer(mutating: $0), fuzzOneInput)
+        }
+    }
+}
+#else
+/// Replay: `grid-fuzz TARGET FILE...` runs each file through the target; exit 0 when none crashed.
+@main
+struct Replay {
+    static func main() {
+        let args = CommandLine.arguments.dropFirst()
+        guard let name = args.first, let target = FuzzTarget(rawValue: name) else {
+            print("usage: grid-fuzz \(FuzzTarget.allCases.map(\.rawValue).joined(separator: "|")) FILE...  (fuzzing: scripts/fuzz.sh)")
+            exit(2)
+        }
+        for path in args.dropFirst() {
+            guard let data = FileManager.default.contents(atPath: path) else { print("cannot read \(path)"); exit(1) }
+            data.withUnsafeBytes { target.run($0) }
+        }
+        print("\(args.count - 1) input(s) through \(name): no crash")
+    }
+}
+#endif

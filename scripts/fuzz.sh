@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Fuzzes the decoders with libFuzzer (docs/security.md, "Fuzzing"): builds grid-fuzz with
+# -sanitize=fuzzer,address into .build-fuzz, then runs each target for RUNS executions
+# (default 10,000,000) from a seed corpus (captured vendor outputs, sample job and service
+# files, encoded messages). A crash leaves its input in .build-fuzz/artifacts/; copy it to
+# Tests/Fixtures/fuzz/<target>/ so FuzzRegressionTests replays it in the normal suite.
+# Usage: scripts/fuzz.sh [TARGET...]   (targets: envelope vendor job-file service-file)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS="${RUNS:-10000000}"
+swift build -c release --product grid-fuzz --build-path .build-fuzz \
+  -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xswiftc -parse-as-library
+BIN=".build-fuzz/release/grid-fuzz"
+mkdir -p .build-fuzz/artifacts
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(envelope vendor job-file service-file)
+for t in "${targets[@]}"; do
+  corpus=".build-fuzz/corpus/$t"
+  mkdir -p "$corpus"
+  case "$t" in
+    envelope) cp Tests/Fixtures/fuzz/envelope-seeds/* "$corpus"/ 2>/dev/null || true ;;
+    vendor) for f in Tests/Fixtures/vendor/*; do printf '\xff' | cat - "$f" > "$corpus/$(basename "$f")"; done ;;
+    job-file) cp examples/jobs/*.yaml examples/routing/*.yaml "$corpus"/ ;;
+    service-file) cp examples/services/*.yaml "$corpus"/ ;;
+  esac
+  [ -d "Tests/Fixtures/fuzz/$t" ] && cp "Tests/Fixtures/fuzz/$t"/* "$corpus"/ 2>/dev/null || true
+  echo "== $t: $RUNS runs"
+  start=$(date +%s)
+  GRID_FUZZ_TARGET="$t" "$BIN" -runs="$RUNS" -max_len=65536 -rss_limit_mb=4096 \
+    -artifact_prefix=".build-fuzz/artifacts/$t-" -print_final_stats=1 "$corpus" 2>&1 | tail -12
+  echo "== $t: done in $(( $(date +%s) - start )) s"
+done
