@@ -209,7 +209,7 @@ public struct AgentConfig: Codable, Sendable {
         if !config.jobShim.isEmpty { config.jobShim = resolve(config.jobShim) }
         if !config.keyFile.isEmpty { config.keyFile = resolve(config.keyFile) }
         // A key itself (Z85 may hold '/') stays as it is; anything else is a .pub path.
-        if !config.regionKey.isEmpty, !(config.regionKey.count == 40 && Z85.decode(config.regionKey)?.count == 32) { config.regionKey = resolve(config.regionKey) }
+        if !config.regionKey.isEmpty, !Z85.isCurveKey(config.regionKey) { config.regionKey = resolve(config.regionKey) }
         // Problems of the file itself stop a load even when values are not checked (`probe`, `drain`).
         if !validate && !decodeProblems.isEmpty { throw ConfigError(source: path ?? "(defaults)", problems: decodeProblems) }
         if validate {

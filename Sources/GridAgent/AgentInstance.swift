@@ -631,17 +631,21 @@ public struct AgentInstance: Sendable {
 
     // MARK: assignments
 
+    /// The answer to an assignment: taken, or refused with the reason (the region places the
+    /// job again, never counting it as an attempt).
+    public static func ack(_ m: Wire.Assignment, _ accepted: Bool, _ reason: String = "") -> AgentDirective {
+        var a = Wire.AssignmentAck()
+        a.assignmentID = m.assignmentID
+        a.epoch = m.epoch
+        a.nodeID = m.nodeID
+        a.accepted = accepted
+        a.reason = reason
+        return .send(.assignmentAck(a))
+    }
+
     public mutating func onAssignment(_ m: Wire.Assignment, now: Int64) -> [AgentDirective] {
         let id = AssignmentID(m.assignmentID)
-        func ack(_ accepted: Bool, _ reason: String = "") -> AgentDirective {
-            var a = Wire.AssignmentAck()
-            a.assignmentID = m.assignmentID
-            a.epoch = m.epoch
-            a.nodeID = m.nodeID
-            a.accepted = accepted
-            a.reason = reason
-            return .send(.assignmentAck(a))
-        }
+        func ack(_ accepted: Bool, _ reason: String = "") -> AgentDirective { Self.ack(m, accepted, reason) }
         if running[id] != nil || finished[id] != nil { return [ack(true)] }  // a resend: already have it
         guard m.nodeID == settings.node.rawValue else { return [ack(false, "this agent is node \(settings.node), not \(m.nodeID)")] }
         guard !stopping else { return [ack(false, "agent on \(settings.node) is stopping")] }

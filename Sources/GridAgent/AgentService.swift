@@ -175,17 +175,11 @@ public final class AgentShell {
             do {
                 let message = try codec.decode(payload)
                 if let verifier, case .assignment(let a) = message.body,
-                   let why = verifier.problem(with: a, nowMs: UInt64(max(0, Date().timeIntervalSince1970 * 1000))) {
+                   let why = verifier.problem(with: a, nowMs: UInt64(clamping: Date().unixMilliseconds)) {
                     // Not run, and said so: the region places the job again (never as an attempt).
                     refusedAssignments += 1
                     logger.warning("refused assignment \(a.assignmentID): \(why)", metadata: ["refused_total": "\(refusedAssignments)"])
-                    var ack = Wire.AssignmentAck()
-                    ack.assignmentID = a.assignmentID
-                    ack.epoch = a.epoch
-                    ack.nodeID = instance.settings.node.rawValue
-                    ack.accepted = false
-                    ack.reason = "signature: \(why)"
-                    out += perform([.send(.assignmentAck(ack))])
+                    out += perform([AgentInstance.ack(a, false, "signature: \(why)")])
                     return out
                 }
                 out += perform(instance.receive(message, now: now))
@@ -396,9 +390,10 @@ public final class AgentService: Service, @unchecked Sendable {
         if !config.keyFile.isEmpty {
             do {
                 let pair = try CurveKeyFile.readPair(config.keyFile)
-                options.curveClient = (try CurveKeyFile.readPublic(config.regionKey), pair.publicKey, pair.secretKey)
+                let region = try CurveKeyFile.readPublicKeys(config.regionKey)
+                options.curveClient = (region.curve, pair.publicKey, pair.secretKey)
                 // Fail closed: with CURVE on, only signed assignments run, so the region's signing key is required.
-                guard let signing = try CurveKeyFile.readSigningPublic(config.regionKey) else {
+                guard let signing = region.signing else {
                     throw KeyFileError(config.regionKey, "no 'signing:' line: give region_key as the region's .pub file (gridctl keys generate writes it), so assignments can be verified")
                 }
                 verifier = try AssignmentVerifier(publicKey: signing)

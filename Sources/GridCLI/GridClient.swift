@@ -173,7 +173,7 @@ public final class GridClient {
     public static func newJobID(now: Date = Date()) -> JobID {
         var rng = SystemRandomNumberGenerator()
         let random = String(UInt32.random(in: 0..<(1 << 30), using: &rng), radix: 36)
-        return JobID("j-" + String(UInt64(max(0, now.timeIntervalSince1970 * 1000)), radix: 36) + "-" + random)
+        return JobID("j-" + String(UInt64(clamping: now.unixMilliseconds), radix: 36) + "-" + random)
     }
 
     /// Every node of a region (all regions when nil), page by page: nothing is cut off.

@@ -37,7 +37,7 @@ public enum Principal: Sendable, Hashable {
 ///     <public key, Z85>  region    <region id>
 ///     <public key, Z85>  operator  <name>  submit|operate|admin
 ///
-/// `#` starts a comment (a key itself may begin with `#`, a Z85 character). Every mistake is
+/// A field starting with `#` starts a comment (a key holds `#` only inside). Every mistake is
 /// reported with its line.
 public struct AccessList: Sendable, Equatable {
     public var keys: [String: Principal]
@@ -48,15 +48,15 @@ public struct AccessList: Sendable, Equatable {
         var keys: [String: Principal] = [:]
         var problems: [String] = []
         for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            // '#' is a Z85 character, so a key may start with it: a comment is a first field that is
-            // not a key, or any later field starting with '#' (names and rights never hold one).
+            // '#' is a Z85 character inside a key, but no key starts with it (`Z85.isCurveKey`): a
+            // field starting with '#' begins a comment (names and rights never hold one).
             var f = raw.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)
-            guard let first = f.first, !(first.hasPrefix("#") && !(first.count == 40 && Z85.decode(first)?.count == 32)) else { continue }
-            if let c = f.dropFirst().firstIndex(where: { $0.hasPrefix("#") }) { f = Array(f[..<c]) }
+            if let c = f.firstIndex(where: { $0.hasPrefix("#") }) { f = Array(f[..<c]) }
+            guard !f.isEmpty else { continue }
             let at = "line \(n + 1)"
             guard f.count >= 3 else { problems.append("\(at): want '<key> agent|region|operator <name> [right]', got \(f.count) field(s)"); continue }
             let key = f[0]
-            guard key.count == 40, Z85.decode(key)?.count == 32 else {
+            guard Z85.isCurveKey(key) else {
                 problems.append("\(at): '\(key.prefix(48))' is not a CURVE public key (40 Z85 characters, as gridctl keys generate writes)")
                 continue
             }
@@ -164,7 +164,7 @@ public final class AccessControl: ZAPAuthenticator, @unchecked Sendable {
         let enrolled = enrolledKeys.withLock { $0 }.sorted { $0.value.record.enrolledAt < $1.value.record.enrolledAt }.map { k, v in
             var e = entry(k, v.principal)
             e.source = "enrolled"
-            e.enrolledAtMs = UInt64(max(0, v.record.enrolledAt.timeIntervalSince1970 * 1000))
+            e.enrolledAtMs = UInt64(clamping: v.record.enrolledAt.unixMilliseconds)
             e.enrolledBy = v.record.enrolledBy
             return e
         }
@@ -188,12 +188,19 @@ public final class AccessControl: ZAPAuthenticator, @unchecked Sendable {
     /// Nil when the key behind `user` may send `body`; else why not (the reply and the log say it).
     /// `user` nil: the socket has no authentication (a loopback controller without CURVE).
     public func authorize(_ body: Body, user: String?) -> String? {
-        guard let user else { return nil }
-        guard let who = principal(forKey: user) else {
-            return note("revoked", "key \(user.prefix(8))… is no longer authorized")
-        }
-        if let why = Self.check(body, who) { return note("forbidden", "\(who.label): \(why)") }
+        if case .failure(let why) = admit(body, user: user) { return why.message }
         return nil
+    }
+
+    /// Whom `user`'s key speaks for, when it may send `body` (one lookup: the shell's path for
+    /// every message); else the counted, logged refusal.
+    public func admit(_ body: Body, user: String?) -> Result<Principal?, AccessList.Problem> {
+        guard let user else { return .success(nil) }
+        guard let who = principal(forKey: user) else {
+            return .failure(AccessList.Problem(message: note("revoked", "key \(user.prefix(8))… is no longer authorized")))
+        }
+        if let why = Self.check(body, who) { return .failure(AccessList.Problem(message: note("forbidden", "\(who.label): \(why)"))) }
+        return .success(who)
     }
 
     /// What `who` may send: the whole rule set, pure.

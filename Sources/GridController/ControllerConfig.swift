@@ -302,7 +302,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         absolute(&config.keyFile)
         absolute(&config.authorizedKeys)
         // A key itself (Z85 may hold '/') stays as it is; anything else is a .pub path.
-        if !(config.nationalKey.count == 40 && Z85.decode(config.nationalKey)?.count == 32) { absolute(&config.nationalKey) }
+        if !Z85.isCurveKey(config.nationalKey) { absolute(&config.nationalKey) }
         problems += decodeProblems + ConfigFile.locate(config.problems(), in: node)
         if !problems.isEmpty { throw ConfigError(source: source, problems: ConfigFile.inFileOrder(problems)) }
         return config

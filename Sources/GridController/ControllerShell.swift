@@ -142,17 +142,15 @@ public final class ControllerShell<Instance: ControllerInstance> {
             case .frame(let peer, let payload, let delimited, let user):
                 guard let message = messenger.decode(payload, from: peer, delimited: delimited, nowMs: now.monotonicMs, reply: &errors) else { continue }
                 var principal: Principal?
-                if let access, let user {
-                    if let why = access.authorize(message.body, user: user) {
+                if let access {
+                    switch access.admit(message.body, user: user) {
+                    case .success(let p): principal = p
+                    case .failure(let why):
                         if message.body.type != .errorReply {
-                            var e = Wire.ErrorReply()
-                            e.code = "forbidden"
-                            e.message = why
-                            errors.append(messenger.output(.errorReply(e), to: peer, replyTo: message.sequence, delimited: delimited))
+                            errors.append(messenger.output(Self.errorBody("forbidden", why.message), to: peer, replyTo: message.sequence, delimited: delimited))
                         }
                         continue
                     }
-                    principal = access.principal(forKey: user)
                 }
                 countReceived(message.body.type)
                 let origin = Origin(peer: peer, sequence: message.sequence, delimited: delimited, principal: principal)
@@ -237,7 +235,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
                 let limit = q.limit == 0 ? 100 : Int(min(q.limit, 10_000))
                 r.audit = try store.read("read the audit log") { try $0.audit(limit: limit) }.map { a in
                     var e = Wire.AuditEntry()
-                    e.atMs = UInt64(max(0, a.at.timeIntervalSince1970 * 1000))
+                    e.atMs = UInt64(clamping: a.at.unixMilliseconds)
                     e.who = a.who
                     e.action = a.action
                     e.target = a.target
@@ -256,7 +254,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
             var r = Wire.QueryReply()
             switch k.action {
             case .enroll:
-                guard k.publicKey.count == 40, Z85.decode(k.publicKey)?.count == 32 else {
+                guard Z85.isCurveKey(k.publicKey) else {
                     return Self.errorBody("bad_request", "KeyControl.public_key: '\(k.publicKey.prefix(48))' is not a CURVE public key (40 Z85 characters)")
                 }
                 if access.current.keys[k.publicKey] != nil {
@@ -321,9 +319,10 @@ public final class ControllerShell<Instance: ControllerInstance> {
     }
 
     /// The audit record of an operator action (nil for the rest): who, what, on what.
-    static func auditRecord(_ body: Body, who: String, now: Moment) -> AuditRecord? {
+    /// `who` is worked out only for an audited message (never for heartbeats and the like).
+    static func auditRecord(_ body: Body, who: @autoclosure () -> String, now: Moment) -> AuditRecord? {
         func r(_ target: String, _ detail: String) -> AuditRecord {
-            AuditRecord(at: now.wall, who: who, action: "\(body.type)", target: target, detail: detail)
+            AuditRecord(at: now.wall, who: who(), action: "\(body.type)", target: target, detail: detail)
         }
         switch body {
         case .submit(let m):
@@ -432,7 +431,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
                 var body = body
                 if let signer, case .assignment(let a) = body {
                     do {
-                        body = .assignment(try signer.signed(a, nowMs: UInt64(max(0, clock.now().wall.timeIntervalSince1970 * 1000))))
+                        body = .assignment(try signer.signed(a, nowMs: UInt64(clamping: clock.now().wall.unixMilliseconds)))
                     } catch {
                         logger.error("cannot sign assignment \(a.assignmentID): \(error); not sent (resent later)")
                         continue

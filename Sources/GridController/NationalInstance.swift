@@ -165,7 +165,7 @@ public struct NationalInstance: Sendable {
         startedMs = now.monotonicMs
         // Job ids are `j-<epoch>-<n>`: the epoch is this start's time in ms, or later than the last
         // run's if the clock stepped back, so no two runs share a prefix.
-        let epoch = max(UInt64(max(0, now.wall.timeIntervalSince1970 * 1000)), recovered.idEpochMs + 1)
+        let epoch = max(UInt64(clamping: now.wall.unixMilliseconds), recovered.idEpochMs + 1)
         idPrefix = "j-" + String(epoch, radix: 36)
         idEpochToStore = epoch
         for j in recovered.jobs {

@@ -107,37 +107,31 @@ public enum CurveKeyFile {
 
     /// A public key given as itself (40 Z85 characters) or as the path of a `.pub` file.
     public static func readPublic(_ keyOrPath: String) throws(KeyFileError) -> String {
-        if keyOrPath.count == 40, Z85.decode(keyOrPath)?.count == 32 { return keyOrPath }
+        try readPublicKeys(keyOrPath).curve
+    }
+
+    /// Both keys of a `.pub` file (or a CURVE key given as itself, which has no signing key),
+    /// read once.
+    public static func readPublicKeys(_ keyOrPath: String) throws(KeyFileError) -> (curve: String, signing: [UInt8]?) {
+        if Z85.isCurveKey(keyOrPath) { return (keyOrPath, nil) }
         let text: String
         do { text = try String(contentsOfFile: keyOrPath, encoding: .utf8) } catch {
             throw KeyFileError(keyOrPath, "neither a public key (40 Z85 characters) nor a readable .pub file: \(error.localizedDescription)")
         }
-        let lines = keyLines(text).filter { !$0.hasPrefix("signing:") }
-        guard lines.count == 1, lines[0].count == 40, Z85.decode(lines[0])?.count == 32 else {
+        let lines = keyLines(text)
+        let curve = lines.filter { !$0.hasPrefix("signing:") }
+        guard curve.count == 1, Z85.isCurveKey(curve[0]) else {
             throw KeyFileError(keyOrPath, "want one public key (40 Z85 characters) on a line")
         }
-        return lines[0]
-    }
-
-    /// The Ed25519 public key (32 bytes) of a `.pub` file's `signing:` line; nil for a key given
-    /// as itself or a `.pub` without one.
-    public static func readSigningPublic(_ keyOrPath: String) throws(KeyFileError) -> [UInt8]? {
-        if keyOrPath.count == 40, Z85.decode(keyOrPath)?.count == 32 { return nil }
-        let text: String
-        do { text = try String(contentsOfFile: keyOrPath, encoding: .utf8) } catch {
-            throw KeyFileError(keyOrPath, "cannot read: \(error.localizedDescription)")
-        }
-        guard let line = keyLines(text).first(where: { $0.hasPrefix("signing:") }) else { return nil }
+        guard let line = lines.first(where: { $0.hasPrefix("signing:") }) else { return (curve[0], nil) }
         guard let d = Data(base64Encoded: line.dropFirst("signing:".count).trimmingCharacters(in: .whitespaces)), d.count == 32 else {
             throw KeyFileError(keyOrPath, "signing: want 32 bytes in base64")
         }
-        return Array(d)
+        return (curve[0], Array(d))
     }
 
-    /// Non-empty lines that are not comments (a CURVE key may begin with '#', a Z85 character:
-    /// a comment is a line that is not a key).
+    /// Non-empty lines that are not comments (no CURVE key starts with '#': `Z85.isCurveKey`).
     static func keyLines(_ text: String) -> [String] {
-        text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
-            .filter { !$0.isEmpty && !($0.hasPrefix("#") && !($0.count == 40 && Z85.decode($0)?.count == 32)) }
+        text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
     }
 }

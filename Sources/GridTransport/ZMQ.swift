@@ -351,5 +351,10 @@ public enum Z85 {
         return out
     }
 
+    /// True for a CURVE key as text: 40 Z85 characters that decode to 32 bytes. No such key
+    /// starts with '#': a 5-character group whose first character is '#' (value 84) exceeds
+    /// 2^32, so a line starting with '#' is always a comment in key files.
+    public static func isCurveKey(_ text: String) -> Bool { text.utf8.count == 40 && decode(text)?.count == 32 }
+
     static let alphabet = Set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#".utf8)
 }

@@ -67,11 +67,7 @@ func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>,
 public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
     var count = argc
     var args: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = argv
-    return withUnsafeMutablePointer(to: &args) { p in
-        p.withMemoryRebound(to: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?.self, capacity: 1) {
-            LLVMFuzzerRunDriver(&count, UnsafeMutablePointer(mutating: $0), fuzzOneInput)
-        }
-    }
+    return LLVMFuzzerRunDriver(&count, &args, fuzzOneInput)
 }
 #else
 /// Replay: `grid-fuzz TARGET FILE...` runs each file through the target; exit 0 when none crashed.
