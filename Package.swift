@@ -156,7 +156,7 @@ let package = Package(
             ]
         ),
         // Fuzz targets: replays inputs when built normally; libFuzzer drives it under scripts/fuzz.sh.
-        .executableTarget(name: "grid-fuzz", dependencies: ["GridProtocol", "GridProbe", "GridCLI"]),
+        .executableTarget(name: "grid-fuzz", dependencies: ["GridProtocol", "GridProbe", "GridCLI", "GridController", "GridAgent"]),
         .executableTarget(
             name: "grid-bench",
             dependencies: [

@@ -62,6 +62,15 @@ public struct AgentConfig: Codable, Sendable {
     /// The region's public key (40 Z85 characters or its `.pub` file): the agent talks only to
     /// the controller that holds the matching secret.
     public var regionKey: String = ""
+    /// Which Unix user runs each account's jobs: account → user name or `UID:GID`, `*` for
+    /// every other account. Empty (default): jobs run as the agent. Set, each run gets its own
+    /// work directory (`<data_dir>/work/<assignment>`, mode 0700, owned by that user, removed
+    /// when the run ends) and an account with no entry is refused on this node. Needs the
+    /// agent to run as root; no entry may be root.
+    public var runAs: [String: String] = [:]
+    /// A run's combined stdout/stderr file is cut back to its last 64 KiB (with a line saying
+    /// so) when it grows past this many bytes. Default 1 GiB; 0 = no bound.
+    public var maxOutputBytes: Int = 1 << 30
 
     public init() {}
 
@@ -93,6 +102,8 @@ public struct AgentConfig: Codable, Sendable {
         case advertiseHost = "advertise_host"
         case keyFile = "key_file"
         case regionKey = "region_key"
+        case runAs = "run_as"
+        case maxOutputBytes = "max_output_bytes"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -121,6 +132,8 @@ public struct AgentConfig: Codable, Sendable {
         advertiseHost = try c.value(.advertiseHost, default: d.advertiseHost)
         keyFile = try c.value(.keyFile, default: d.keyFile)
         regionKey = try c.value(.regionKey, default: d.regionKey)
+        runAs = try c.value(.runAs, default: d.runAs)
+        maxOutputBytes = try c.value(.maxOutputBytes, default: d.maxOutputBytes)
     }
 
     /// The shim to run jobs under: `job_shim`, else `grid-job-shim` next to this executable.
@@ -162,6 +175,14 @@ public struct AgentConfig: Codable, Sendable {
             out.append(keyFile.isEmpty ? "key_file: required with region_key (the agent's own CURVE key)"
                                        : "region_key: required with key_file (the region's public key, to connect with CURVE)")
         }
+        if !runAs.isEmpty {
+            out += RunAsTable.resolve(runAs).problems
+            for account in runAs.keys.sorted() where account != "*" {
+                if let p = IdentifierRules.problem(with: account) { out.append("run_as: account '\(account)' \(p)") }
+            }
+            if geteuid() != 0 { out.append("run_as: the agent must run as root to start jobs as other users (it runs as uid \(geteuid()))") }
+        }
+        if maxOutputBytes < 0 { out.append("max_output_bytes: must be >= 0 (0 = no bound), got \(maxOutputBytes)") }
         for path in simulate where !FileManager.default.isReadableFile(atPath: path) {
             out.append("simulate: cannot read '\(path)'")
         }
@@ -171,23 +192,29 @@ public struct AgentConfig: Codable, Sendable {
     /// Loads a YAML file (nil = defaults), applies environment overrides, resolves relative
     /// paths against the file's directory, and validates.
     public static func load(path: String?, environment: [String: String], validate: Bool = true) throws -> AgentConfig {
+        guard let path else {
+            return try parse(nil, source: "(defaults)", baseDir: FileManager.default.currentDirectoryPath, environment: environment, validate: validate)
+        }
+        let url = URL(fileURLWithPath: path)
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+            throw ConfigError(source: path, problems: ["cannot read file: \(error.localizedDescription)"])
+        }
+        return try parse(text, source: path, baseDir: url.deletingLastPathComponent().path, environment: environment, validate: validate)
+    }
+
+    /// `load` without the file: decodes `text` (nil or blank = defaults) as if read from
+    /// `source` in `baseDir`, applies the environment and validates. The config fuzz target
+    /// drives this.
+    public static func parse(_ text: String?, source: String, baseDir: String, environment: [String: String], validate: Bool = true) throws -> AgentConfig {
         var config = AgentConfig()
         var node: Node? = nil
         var decodeProblems: [String] = []
-        var baseDir = FileManager.default.currentDirectoryPath
-        if let path {
-            let url = URL(fileURLWithPath: path)
-            baseDir = url.deletingLastPathComponent().path
-            let text: String
-            do { text = try String(contentsOf: url, encoding: .utf8) } catch {
-                throw ConfigError(source: path, problems: ["cannot read file: \(error.localizedDescription)"])
-            }
-            if !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
-                let decoded = try ConfigFile.decode(AgentConfig.self, from: text, source: path)
-                config = decoded.value
-                node = decoded.node
-                decodeProblems = decoded.problems
-            }
+        if let text, !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            let decoded = try ConfigFile.decode(AgentConfig.self, from: text, source: source)
+            config = decoded.value
+            node = decoded.node
+            decodeProblems = decoded.problems
         }
         if let v = environment["GRID_AGENT_NODE_ID"], !v.isEmpty { config.nodeID = v }
         if let v = environment["GRID_AGENT_REGION"], !v.isEmpty { config.region = v }
@@ -211,10 +238,10 @@ public struct AgentConfig: Codable, Sendable {
         // A key itself (Z85 may hold '/') stays as it is; anything else is a .pub path.
         if !config.regionKey.isEmpty, !Z85.isCurveKey(config.regionKey) { config.regionKey = resolve(config.regionKey) }
         // Problems of the file itself stop a load even when values are not checked (`probe`, `drain`).
-        if !validate && !decodeProblems.isEmpty { throw ConfigError(source: path ?? "(defaults)", problems: decodeProblems) }
+        if !validate && !decodeProblems.isEmpty { throw ConfigError(source: source, problems: decodeProblems) }
         if validate {
             let problems = ConfigFile.inFileOrder(decodeProblems + ConfigFile.locate(config.problems(), in: node))
-            if !problems.isEmpty { throw ConfigError(source: path ?? "(defaults)", problems: problems) }
+            if !problems.isEmpty { throw ConfigError(source: source, problems: problems) }
         }
         return config
     }

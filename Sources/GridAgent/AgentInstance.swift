@@ -104,8 +104,10 @@ public enum AgentDirective: Sendable, Equatable {
     /// Send a message to the region.
     case send(Body)
     /// Start a job's process (under its shim, in its own process group), output to
-    /// `outputPath`. The shell answers with `onProcessStarted` or `onProcessFailed`.
-    case start(AssignmentID, command: String, args: [String], environment: [String: String], outputPath: String, keepOnLeaseLoss: Bool)
+    /// `outputPath`; as `runAs` in its own work directory when the node maps accounts to users.
+    /// The shell answers with `onProcessStarted` or `onProcessFailed`.
+    case start(AssignmentID, command: String, args: [String], environment: [String: String], outputPath: String, keepOnLeaseLoss: Bool,
+               runAs: RunIdentity? = nil)
     /// Signal a job's process group.
     case signal(AssignmentID, Int32)
     /// Append to the journal. The shell makes every journal record durable (one fsync per turn)
@@ -150,6 +152,10 @@ public struct AgentInstance: Sendable {
         /// The address runs serve on (GRID_HOST) and that their endpoint names: reachable from
         /// the region's gateway.
         public var advertiseHost = "127.0.0.1"
+        /// Which user runs each account's jobs (`run_as`); empty = the agent's own.
+        public var runAs = RunAsTable()
+        /// A run's private work directory when it runs as a `run_as` user (its cwd, HOME and TMPDIR).
+        public func workDirectory(_ id: AssignmentID) -> String { jobsDirectory + "/work/" + id.rawValue }
         public init(node: NodeID, hostname: String, jobsDirectory: String, baseEnvironment: [String: String]) {
             self.node = node
             self.hostname = hostname
@@ -447,6 +453,7 @@ public struct AgentInstance: Sendable {
                 r.agentVersion = AgentVersion.string
                 r.heldAssignments = runningAssignments.map(\.rawValue) + reportedNotAcknowledged
                 r.sentMs = now
+                r.accounts = settings.runAs.dedicatedTo
                 out.append(.send(.register(r)))
                 devicesDirty = false
                 lastSentAssignments = nil
@@ -649,6 +656,10 @@ public struct AgentInstance: Sendable {
         if running[id] != nil || finished[id] != nil { return [ack(true)] }  // a resend: already have it
         guard m.nodeID == settings.node.rawValue else { return [ack(false, "this agent is node \(settings.node), not \(m.nodeID)")] }
         guard !stopping else { return [ack(false, "agent on \(settings.node) is stopping")] }
+        if !settings.runAs.isEmpty, settings.runAs.identity(for: m.account) == nil {
+            let account = m.account.isEmpty ? "default" : m.account
+            return [ack(false, "account '\(account)' has no run_as user on node \(settings.node) (agent config run_as); its jobs do not run here")]
+        }
         let byID = Self.units(devices)
         var chosen: [DeviceInventory] = []
         for d in m.deviceIds {
@@ -700,7 +711,18 @@ public struct AgentInstance: Sendable {
         if !m.precision.isEmpty { env["GRID_PRECISION"] = m.precision }
         if m.ports > 0 { env["GRID_HOST"] = settings.advertiseHost }
         let output = settings.jobsDirectory + "/" + m.assignmentID + ".log"
-        return [.start(id, command: m.command, args: m.args, environment: env, outputPath: output, keepOnLeaseLoss: m.keepOnLeaseLoss)]
+        let runAs = settings.runAs.isEmpty ? nil : settings.runAs.identity(for: m.account)
+        if let runAs {
+            // Nothing of the agent's home or temp: the run's own directory, removed when it ends.
+            let dir = settings.workDirectory(id)
+            env["HOME"] = dir
+            env["TMPDIR"] = dir
+            env["GRID_WORK_DIR"] = dir
+            env["USER"] = runAs.name
+            env["LOGNAME"] = runAs.name
+        }
+        return [.start(id, command: m.command, args: m.args, environment: env, outputPath: output, keepOnLeaseLoss: m.keepOnLeaseLoss,
+                       runAs: runAs)]
     }
 
     /// The shell started the process (`startTicks`: its start time, for the journal).

@@ -72,11 +72,17 @@ public final class AgentShell {
     let verifier: AssignmentVerifier?
     public private(set) var refusedAssignments = 0
     public private(set) var journalFailures = 0
+    /// Output files past this size are cut back to their tail (`max_output_bytes`); 0 = no bound.
+    let maxOutputBytes: Int
+    var lastOutputCheckMs: Int64 = .min
+    public private(set) var outputsCut = 0
 
     public init(instance: AgentInstance, journal: AgentJournal, shim: ShimOptions, maxFrameBytes: Int, outputTailBytes: Int,
                 logger: Logger, clock: @escaping @Sendable () -> Int64 = AgentShell.monotonicMs, verifier: AssignmentVerifier? = nil,
+                maxOutputBytes: Int = 0,
                 stopLoop: @escaping @Sendable () -> Void, post: @escaping @Sendable (AgentEvent) -> Void) {
         self.verifier = verifier
+        self.maxOutputBytes = maxOutputBytes
         self.instance = instance
         self.journal = journal
         self.shim = shim
@@ -133,11 +139,50 @@ public final class AgentShell {
                 unlink(instance.settings.jobsDirectory + "/" + n)
             }
         }
+        // Work directories of runs that ended while the agent was away.
+        let work = instance.settings.jobsDirectory + "/work"
+        for n in (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? [] where handles[AssignmentID(n)] == nil {
+            try? FileManager.default.removeItem(atPath: work + "/" + n)
+        }
         if !state.jobs.isEmpty || !state.pending.isEmpty {
             logger.notice("journal replayed", metadata: [
                 "runs": "\(state.jobs.count)", "alive": "\(found.values.filter { if case .alive = $0 { return true } else { return false } }.count)",
                 "unacknowledged_statuses": "\(state.pending.count)",
             ])
+        }
+    }
+
+    /// A run's private directory: mode 0700, owned by the user it runs as (a stale one of the
+    /// same run is replaced). The jobs directory above it lets users pass, not list (0711).
+    static func makeWorkDirectory(_ dir: String, for user: RunIdentity) throws(SpawnError) {
+        let parent = URL(fileURLWithPath: dir).deletingLastPathComponent().path
+        func fail(_ what: String) -> SpawnError { SpawnError(command: dir, reason: "\(what): \(String(cString: strerror(errno)))") }
+        mkdir(parent, 0o711)
+        chmod(parent, 0o711)
+        try? FileManager.default.removeItem(atPath: dir)
+        guard mkdir(dir, 0o700) == 0 else { throw fail("cannot make the run's work directory") }
+        guard chown(dir, user.uid, user.gid) == 0, chmod(dir, 0o700) == 0 else { throw fail("cannot give the work directory to \(user.name)") }
+    }
+
+    /// Cuts every run's output file that has grown past `maxOutputBytes` back to its last
+    /// 64 KiB, after a line that says so (every 5 s). The run writes with O_APPEND, so it goes
+    /// on at the new end.
+    func boundOutputs(now: Int64) {
+        guard maxOutputBytes > 0, lastOutputCheckMs == .min || now - lastOutputCheckMs >= 5000 else { return }
+        lastOutputCheckMs = now
+        for (id, h) in handles {
+            var st = stat()
+            guard stat(h.outputPath, &st) == 0, Int(st.st_size) > maxOutputBytes else { continue }
+            let keep = min(65_536, maxOutputBytes / 2)
+            let tail = JobProcess.tail(of: h.outputPath, limit: keep)
+            let fd = open(h.outputPath, O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            guard ftruncate(fd, 0) == 0 else { continue }
+            let text = "[grid-agent: output passed max_output_bytes (\(maxOutputBytes)); earlier output dropped]\n" + tail
+            _ = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+            outputsCut += 1
+            logger.warning("output of \(id) cut back to its tail", metadata: ["bytes": "\(st.st_size)", "max_output_bytes": "\(maxOutputBytes)"])
         }
     }
 
@@ -158,12 +203,14 @@ public final class AgentShell {
         case .tick:
             out += perform(instance.onTick(now: now))
             out += watchReattached(now: now)
+            boundOutputs(now: now)
         case .badShape(let peer, let frames):
             rejectedFrames += 1
             logger.warning("ignored message with \(frames) frames from \(peer.label)")
         case .event(.inventory(let report)): out += perform(instance.onInventory(report, ownedPIDs: ownedPIDs(), now: now))
         case .event(.exited(let id, let outcome)):
             let tail = handles.removeValue(forKey: id).map { JobProcess.tail(of: $0.outputPath, limit: outputTailBytes) } ?? ""
+            if !instance.settings.runAs.isEmpty { try? FileManager.default.removeItem(atPath: instance.settings.workDirectory(id)) }
             out += perform(instance.onProcessExited(id, outcome, tail: tail, now: now))
         case .event(.shutdown):
             out += perform(instance.onShutdown(now: now))
@@ -242,7 +289,7 @@ public final class AgentShell {
                 stopLoop()
             case .probe(let id, let kind, let url, let timeoutMs):
                 ReplicaProbe.get(url, timeoutMs: timeoutMs) { [post] ok, detail in post(.probed(id, kind, ok: ok, detail: detail)) }
-            case .start(let id, let command, let args, let environment, let outputPath, let keep):
+            case .start(let id, let command, let args, let environment, let outputPath, let keep, let runAs):
                 guard flush() else {
                     queue.append(contentsOf: instance.onProcessFailed(id, reason: "the agent journal cannot be written (disk full?); not started", now: clock()))
                     continue
@@ -252,9 +299,19 @@ public final class AgentShell {
                 let dir = URL(fileURLWithPath: outputPath).deletingLastPathComponent()
                 try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
                 let cgroup = shim.cgroupParent.map { JobCgroups.path(parent: $0, assignment: id.rawValue) }
+                var workDirectory: String? = nil
+                if let runAs {
+                    let dir = instance.settings.workDirectory(id)
+                    do { try Self.makeWorkDirectory(dir, for: runAs) } catch {
+                        queue.append(contentsOf: instance.onProcessFailed(id, reason: "\(error)", now: clock()))
+                        continue
+                    }
+                    workDirectory = dir
+                }
                 do {
                     let process = try JobProcess(command: command, args: args, environment: environment, outputPath: outputPath,
-                                                 exitPath: exitPath, shim: shim, keepOnLeaseLoss: keep, cgroup: cgroup) { end in
+                                                 exitPath: exitPath, shim: shim, keepOnLeaseLoss: keep, cgroup: cgroup,
+                                                 runAs: runAs, workDirectory: workDirectory) { end in
                         // The shim has ended: its (empty) cgroup goes too.
                         if let cgroup { rmdir(cgroup) }
                         post(.exited(id, JobProcess.readExitRecord(exitPath) ?? ProcessOutcome(end: end)))
@@ -417,7 +474,14 @@ public final class AgentService: Service, @unchecked Sendable {
         settings.fenceGraceMs = Int64(config.fenceGraceMs)
         if let ports = config.servicePortRange { settings.portRange = ports }
         settings.advertiseHost = config.advertiseHost
+        settings.runAs = RunAsTable.resolve(config.runAs).table
         try FileManager.default.createDirectory(atPath: settings.jobsDirectory, withIntermediateDirectories: true)
+        if !settings.runAs.isEmpty {
+            // Users pass through to their own work directory; they list nothing, read no output file.
+            chmod(settings.jobsDirectory, 0o711)
+            logger.info("jobs run as their account's user (run_as)", metadata: [
+                "accounts": "\(config.runAs.keys.sorted().joined(separator: ","))"])
+        }
         let shimPath = try config.resolvedJobShim()
         let cgroups = JobCgroups.decide(setting: config.cgroup,
                                         procSelfCgroup: (try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)) ?? "")
@@ -438,7 +502,7 @@ public final class AgentService: Service, @unchecked Sendable {
                                 shim: ShimOptions(path: shimPath, leaseFile: data.appendingPathComponent("lease").path,
                                                   fenceGraceMs: Int64(config.fenceGraceMs), cgroupParent: cgroups.parent),
                                 maxFrameBytes: config.maxMessageBytes, outputTailBytes: config.outputTailBytes,
-                                logger: logger, verifier: verifier, stopLoop: { loop.stop() }) { loop.post($0) }
+                                logger: logger, verifier: verifier, maxOutputBytes: config.maxOutputBytes, stopLoop: { loop.stop() }) { loop.post($0) }
         try shell.recover()
         try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: pidFile), options: .atomic)
         record(initial)

@@ -63,7 +63,7 @@ public final class JobProcess: @unchecked Sendable {
     /// Resolves `command` on the job's PATH, spawns the shim with it and starts a reaper thread
     /// that calls `onExit` once (from that thread) with the shim's wait status.
     public init(command: String, args: [String], environment: [String: String], outputPath: String, exitPath: String,
-                shim: ShimOptions, keepOnLeaseLoss: Bool, cgroup: String? = nil,
+                shim: ShimOptions, keepOnLeaseLoss: Bool, cgroup: String? = nil, runAs: RunIdentity? = nil, workDirectory: String? = nil,
                 onExit: @escaping @Sendable (ProcessEnd) -> Void) throws(SpawnError) {
         guard let executable = JobProcess.resolve(command, path: environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") else {
             throw SpawnError(command: command, reason: "not found on PATH (\(environment["PATH"] ?? "default PATH"))")
@@ -75,7 +75,7 @@ public final class JobProcess: @unchecked Sendable {
         posix_spawn_file_actions_init(&fileActions)
         defer { posix_spawn_file_actions_destroy(&fileActions) }
         posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&fileActions, 1, outputPath, O_WRONLY | O_CREAT | O_APPEND, 0o640)
+        posix_spawn_file_actions_addopen(&fileActions, 1, outputPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
@@ -93,6 +93,8 @@ public final class JobProcess: @unchecked Sendable {
         var argv = [shim.path, "--exit-file", exitPath, "--lease-file", shim.leaseFile, "--fence-grace-ms", String(shim.fenceGraceMs)]
         if keepOnLeaseLoss { argv.append("--keep") }
         if let cgroup { argv += ["--cgroup", cgroup] }
+        if let runAs { argv += ["--user", runAs.shimArgument] }
+        if let workDirectory { argv += ["--chdir", workDirectory] }
         argv += ["--", executable] + args
         let envp = environment.map { "\($0.key)=\($0.value)" }.sorted()
         var child: pid_t = 0

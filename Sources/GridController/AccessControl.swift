@@ -19,14 +19,23 @@ public enum Principal: Sendable, Hashable {
     case agent(nodes: Set<NodeID>)
     /// A region controller (at the national scheduler): its summaries and reports.
     case region(RegionID)
-    /// A person or tool using gridctl or the API over ZeroMQ.
-    case `operator`(name: String, right: OperatorRight)
+    /// A person or tool using gridctl or the API over ZeroMQ. With a `tenant` (an account), the
+    /// key acts for that account only: it submits jobs and services charged to it, sees and
+    /// controls only those, and may not touch the fleet (nodes, regions, keys).
+    case `operator`(name: String, right: OperatorRight, tenant: String? = nil)
+
+    /// The account an operator key is bound to; nil for every other key and an unbound operator.
+    public var tenant: String? {
+        if case .operator(_, _, let t) = self { return t }
+        return nil
+    }
 
     public var label: String {
         switch self {
         case .agent(let nodes): return "agent " + nodes.map(\.rawValue).sorted().joined(separator: ",")
         case .region(let r): return "region \(r)"
-        case .operator(let name, let right): return "operator \(name) (\(right.rawValue))"
+        case .operator(let name, let right, let tenant):
+            return "operator \(name) (\(right.rawValue)\(tenant.map { ", tenant \($0)" } ?? ""))"
         }
     }
 }
@@ -35,7 +44,7 @@ public enum Principal: Sendable, Hashable {
 ///
 ///     <public key, Z85>  agent     <node id>[,<node id>...]
 ///     <public key, Z85>  region    <region id>
-///     <public key, Z85>  operator  <name>  submit|operate|admin
+///     <public key, Z85>  operator  <name>  submit|operate|admin  [tenant=<account>]
 ///
 /// A field starting with `#` starts a comment (a key holds `#` only inside). Every mistake is
 /// reported with its line.
@@ -61,7 +70,12 @@ public struct AccessList: Sendable, Equatable {
                 continue
             }
             if keys[key] != nil { problems.append("\(at): key \(key.prefix(8))… is listed twice"); continue }
-            switch principal(role: f[1], name: f[2], right: f.count > 3 ? f[3] : nil, extra: f.count > 4) {
+            var tenant: String? = nil
+            if f.count >= 4, let last = f.last, last.hasPrefix("tenant=") {
+                tenant = String(last.dropFirst("tenant=".count))
+                f.removeLast()
+            }
+            switch principal(role: f[1], name: f[2], right: f.count > 3 ? f[3] : nil, tenant: tenant, extra: f.count > 4) {
             case .success(let p): keys[key] = p
             case .failure(let e): problems.append("\(at): \(e.message)")
             }
@@ -73,8 +87,11 @@ public struct AccessList: Sendable, Equatable {
     public struct Problem: Error, Sendable { public var message: String }
 
     /// The principal of a role, name and right (as in the file and in KEY_CONTROL), or what is wrong.
-    public static func principal(role: String, name: String, right: String?, extra: Bool = false) -> Result<Principal, Problem> {
+    /// `tenant` (operators only; nil or "" = none) binds the key to one account.
+    public static func principal(role: String, name: String, right: String?, tenant: String? = nil, extra: Bool = false) -> Result<Principal, Problem> {
         func bad(_ m: String) -> Result<Principal, Problem> { .failure(Problem(message: m)) }
+        let tenant = tenant.flatMap { $0.isEmpty ? nil : $0 }
+        if let tenant, role != "operator" { return bad("tenant=\(tenant): only an operator key is bound to a tenant") }
         switch role {
         case "agent":
             let nodes = name.split(separator: ",").map(String.init)
@@ -87,10 +104,14 @@ public struct AccessList: Sendable, Equatable {
             return .success(.region(RegionID(name)))
         case "operator":
             guard !extra, let r = right.flatMap(OperatorRight.init(rawValue:)) else {
-                return bad("an operator line is '<key> operator <name> submit|operate|admin'")
+                return bad("an operator line is '<key> operator <name> submit|operate|admin [tenant=<account>]'")
             }
             if let p = IdentifierRules.problem(with: name) { return bad("operator name '\(name)' \(p)") }
-            return .success(.operator(name: name, right: r))
+            if let tenant {
+                if let p = IdentifierRules.problem(with: tenant) { return bad("tenant '\(tenant)' \(p)") }
+                if r == .admin { return bad("tenant=\(tenant): an admin key acts for the whole controller; bind submit or operate keys to a tenant") }
+            }
+            return .success(.operator(name: name, right: r, tenant: tenant))
         default:
             return bad("role '\(role)' is not one of agent, region, operator")
         }
@@ -135,7 +156,7 @@ public final class AccessControl: ZAPAuthenticator, @unchecked Sendable {
     public func setEnrolled(_ keys: [EnrolledKey]) {
         var map: [String: (Principal, EnrolledKey)] = [:]
         for k in keys {
-            guard case .success(let p) = AccessList.principal(role: k.role, name: k.name, right: k.right) else {
+            guard case .success(let p) = AccessList.principal(role: k.role, name: k.name, right: k.right, tenant: k.tenant) else {
                 logger.error("enrolled key \(k.publicKey.prefix(8))… has a role the rules refuse; ignored", metadata: ["role": "\(k.role)", "name": "\(k.name)"])
                 continue
             }
@@ -156,7 +177,8 @@ public final class AccessControl: ZAPAuthenticator, @unchecked Sendable {
             switch p {
             case .agent(let nodes): e.role = "agent"; e.name = nodes.map(\.rawValue).sorted().joined(separator: ",")
             case .region(let r): e.role = "region"; e.name = r.rawValue
-            case .operator(let name, let right): e.role = "operator"; e.name = name; e.right = right.rawValue
+            case .operator(let name, let right, let tenant):
+                e.role = "operator"; e.name = name; e.right = right.rawValue; e.tenant = tenant ?? ""
             }
             return e
         }
@@ -226,7 +248,18 @@ public final class AccessControl: ZAPAuthenticator, @unchecked Sendable {
             case .jobForwardAck, .queryReply, .errorReply, .statusAck, .submitReply: return nil
             default: return "a region key may not send \(body.type)"
             }
-        case .operator(_, let right):
+        case .operator(_, let right, let tenant):
+            if let tenant {
+                // A tenant's key sees and changes its own account's work only; the instance checks
+                // each job and service it names. The fleet is not its business.
+                switch body {
+                case .nodeCommand, .regionControl, .keyControl:
+                    return "a key bound to tenant '\(tenant)' may not send \(body.type) (the fleet is the operators' business)"
+                case .query(let q) where ![.jobs, .job, .regions, .services].contains(q.kind):
+                    return "a key bound to tenant '\(tenant)' may query jobs, job, regions and services only, not \(q.kind)"
+                default: break
+                }
+            }
             let need: OperatorRight?
             switch body {
             case .query: need = nil

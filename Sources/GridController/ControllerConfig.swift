@@ -239,27 +239,30 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     /// Loads a YAML file (nil = defaults), applies environment overrides, resolves relative
     /// paths against the file's directory, and validates.
     public static func load(path: String?, role: ControllerRole?, environment: [String: String]) throws -> ControllerConfig {
+        guard let path else {
+            return try parse(nil, source: "(defaults)", baseDir: FileManager.default.currentDirectoryPath, role: role, environment: environment)
+        }
+        let url = URL(fileURLWithPath: path)
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+            throw ConfigError(source: path, problems: ["cannot read file: \(error.localizedDescription)"])
+        }
+        return try parse(text, source: path, baseDir: url.deletingLastPathComponent().path, role: role, environment: environment)
+    }
+
+    /// `load` without the file: decodes `text` (nil or blank = the role's defaults) as if read
+    /// from `source` in `baseDir`, applies the environment and validates. The config fuzz target
+    /// drives this.
+    public static func parse(_ text: String?, source: String, baseDir: String, role: ControllerRole?, environment: [String: String]) throws -> ControllerConfig {
         var config: ControllerConfig
-        var baseDir = FileManager.default.currentDirectoryPath
-        let source = path ?? "(defaults)"
         var node: Node? = nil
         var decodeProblems: [String] = []
-        if let path {
-            let url = URL(fileURLWithPath: path)
-            baseDir = url.deletingLastPathComponent().path
-            let text: String
-            do { text = try String(contentsOf: url, encoding: .utf8) } catch {
-                throw ConfigError(source: path, problems: ["cannot read file: \(error.localizedDescription)"])
-            }
-            if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
-                config = ControllerConfig.defaults(for: role ?? .region)
-            } else {
-                // Every syntax, key and type problem at once, each with its line and column.
-                let decoded = try ConfigFile.decode(ControllerConfig.self, from: text, source: path)
-                config = decoded.value
-                node = decoded.node
-                decodeProblems = decoded.problems
-            }
+        if let text, !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            // Every syntax, key and type problem at once, each with its line and column.
+            let decoded = try ConfigFile.decode(ControllerConfig.self, from: text, source: source)
+            config = decoded.value
+            node = decoded.node
+            decodeProblems = decoded.problems
         } else {
             config = ControllerConfig.defaults(for: role ?? .region)
         }

@@ -261,12 +261,12 @@ public final class ControllerShell<Instance: ControllerInstance> {
                     return Self.errorBody("bad_request", "key \(k.publicKey.prefix(8))… is listed in authorized_keys: change it there and reload (SIGHUP)")
                 }
                 let p: Principal
-                switch AccessList.principal(role: k.role, name: k.name, right: k.right.isEmpty ? nil : k.right) {
+                switch AccessList.principal(role: k.role, name: k.name, right: k.right.isEmpty ? nil : k.right, tenant: k.tenant) {
                 case .success(let x): p = x
                 case .failure(let e): return Self.errorBody("bad_request", "KeyControl: \(e.message)")
                 }
                 let record = EnrolledKey(publicKey: k.publicKey, role: k.role, name: k.name, right: k.right, enrolledAt: now.wall,
-                                         enrolledBy: origin.principal.map(\.label) ?? who)
+                                         enrolledBy: origin.principal.map(\.label) ?? who, tenant: p.tenant ?? "")
                 access.enroll(record, as: p)
                 directives.append(.persist(.keyEnrolled(record)))
                 directives.append(.persist(.audit(AuditRecord(at: now.wall, who: who, action: "key_control", target: String(k.publicKey.prefix(8)) + "…",

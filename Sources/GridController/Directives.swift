@@ -44,6 +44,12 @@ public struct Origin: Sendable {
         self.delimited = delimited
         self.principal = principal
     }
+
+    /// The account the asker acts for only (an operator key bound to a tenant); nil = any.
+    public var tenant: String? { principal?.tenant }
+
+    /// Whether the asker may see and act on work charged to `account` (`JobSpec.accountName`).
+    public func owns(account: String) -> Bool { tenant.map { $0 == account } ?? true }
 }
 
 extension ControllerDirective {
@@ -142,13 +148,14 @@ public struct TimerHeap<Timer: Sendable>: Sendable {
 /// and the reply's `total` and `next_offset` (0 on the last page).
 enum QueryPaging {
     /// `JOBS` (a page, oldest submission first) or `JOB` (one); false when that one is unknown.
-    static func answerJobs(_ jobs: [JobID: JobRecord], _ m: Wire.Query, _ reply: inout Wire.QueryReply) -> Bool {
+    /// `tenant`: only jobs charged to that account exist for the asker (another's is not found).
+    static func answerJobs(_ jobs: [JobID: JobRecord], _ m: Wire.Query, _ reply: inout Wire.QueryReply, tenant: String? = nil) -> Bool {
         if m.kind == .job {
-            guard let job = jobs[JobID(m.jobID)] else { return false }
+            guard let job = jobs[JobID(m.jobID)], tenant.map({ job.spec.accountName == $0 }) ?? true else { return false }
             reply.jobs = [Wire.Job(job)]
             return true
         }
-        let all = jobs.values.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
+        let all = (tenant.map { t in jobs.values.filter { $0.spec.accountName == t } } ?? Array(jobs.values)).sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
         reply.jobs = page(all, m, &reply).map(Wire.Job.init)
         return true
     }

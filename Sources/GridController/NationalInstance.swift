@@ -261,10 +261,18 @@ public struct NationalInstance: Sendable {
         var results: [Wire.SubmitResult] = []
         results.reserveCapacity(expanded)
         for (i, item) in items.enumerated() {
-            let spec: JobSpec
+            var spec: JobSpec
             do { spec = try item.spec.spec() } catch {
                 results.append(result("", false, "item \(i): \(error)", ""))
                 continue
+            }
+            // A tenant's key submits for its own account: unnamed, the job is charged to it.
+            if let tenant = origin.tenant {
+                if spec.account.isEmpty { spec.account = tenant }
+                guard spec.account == tenant else {
+                    results.append(result(item.jobID, false, "item \(i): account '\(spec.account)': this key submits for tenant '\(tenant)' only", ""))
+                    continue
+                }
             }
             let problems = spec.problems()
             if !problems.isEmpty {
@@ -288,7 +296,11 @@ public struct NationalInstance: Sendable {
             for k in 0..<count {
                 let id = JobID(count > 1 ? "\(base)-\(k)" : base)
                 if let existing = jobs[id] {
-                    // A retried submit: answer from what is stored.
+                    // A retried submit: answer from what is stored (another tenant's id is taken).
+                    guard origin.owns(account: existing.spec.accountName) else {
+                        results.append(result(id.rawValue, false, "item \(i): job id \(id) is taken; choose another", ""))
+                        continue
+                    }
                     results.append(result(id.rawValue, true, existing.message, existing.region?.rawValue ?? ""))
                     continue
                 }
@@ -667,7 +679,7 @@ public struct NationalInstance: Sendable {
     /// through its agent, TERM then KILL). Answered with the job as it now stands.
     public mutating func onCancel(_ m: Wire.Cancel, origin: Origin, now: Moment) -> [ControllerDirective] {
         let id = JobID(m.jobID)
-        guard var job = jobs[id] else {
+        guard var job = jobs[id], origin.owns(account: job.spec.accountName) else {
             return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]
         }
         var out = cancelJob(&job, now: now)
@@ -744,7 +756,7 @@ public struct NationalInstance: Sendable {
         }
         switch m.kind {
         case .jobs, .job:
-            guard QueryPaging.answerJobs(jobs, m, &reply) else {
+            guard QueryPaging.answerJobs(jobs, m, &reply, tenant: origin.tenant) else {
                 return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]
             }
         case .regions where named?.region != nil:
@@ -761,12 +773,14 @@ public struct NationalInstance: Sendable {
             }
         case .services:
             if !m.service.isEmpty {
-                guard let svc = services[m.service] else {
+                guard let svc = services[m.service], origin.owns(account: svc.spec.template.accountName) else {
                     return [.error("not_found", "service \(m.service) is not deployed (gridctl services lists them)", to: origin)]
                 }
                 reply.services = [serviceStatus(svc, origin: m.regionID)]
             } else {
-                reply.services = services.keys.sorted().compactMap { services[$0].map { serviceStatus($0, origin: m.regionID) } }
+                reply.services = services.keys.sorted().compactMap { name in
+                    services[name].flatMap { origin.owns(account: $0.spec.template.accountName) ? serviceStatus($0, origin: m.regionID) : nil }
+                }
             }
             reply.total = UInt64(reply.services.count)
         case .regions:
@@ -794,7 +808,7 @@ public struct NationalInstance: Sendable {
     /// hold upward with the job's status.
     public mutating func onJobControl(_ m: Wire.JobControl, origin: Origin, now: Moment) -> [ControllerDirective] {
         let id = JobID(m.jobID)
-        guard var job = jobs[id] else {
+        guard var job = jobs[id], origin.owns(account: job.spec.accountName) else {
             return [.error("not_found", "job \(m.jobID) is not known to the national scheduler", to: origin)]
         }
         if job.state.isTerminal { return [.error("bad_request", "job \(id) has already ended (\(job.state.rawValue))", to: origin)] }

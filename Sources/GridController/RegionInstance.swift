@@ -287,6 +287,7 @@ public struct RegionInstance: Sendable {
                                stalledAtHeard: 0, held: heldBy[n.id] ?? [])
             let busy = Set((heldBy[n.id] ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
             if n.cordon != nil { index.setCordoned(node: n.id, true) }
+            index.setAccounts(node: n.id, n.accounts)
             index.upsert(node: n.id, devices: n.devices, busy: busy, schedulable: false)
             if n.state != .lost { armDeadline(n.id, at: now.monotonicMs + settings.nodeLostAfterMs) }
             // Lost before the restart and still holding work: its lease runs out a full
@@ -349,6 +350,10 @@ public struct RegionInstance: Sendable {
         if case .upstream = origin.peer { nationalHeardMs = now.monotonicMs }
         // An agent's key speaks for its own nodes only: a report matched by assignment (whose
         // node_id is only for logs) must be about an assignment of one of them.
+        // A tenant's key works through the national scheduler, which checks what it owns.
+        if let tenant = origin.tenant {
+            return [.error("forbidden", "a key bound to tenant '\(tenant)' speaks to the national scheduler only", to: origin)]
+        }
         if case .agent(let mine)? = origin.principal {
             var node: NodeID?
             switch message.body {
@@ -393,9 +398,12 @@ public struct RegionInstance: Sendable {
         var record = NodeRecord(id: id, region: region, hostname: m.hostname, state: .ready, devices: devices,
                                 lastSeen: now.wall, registeredAt: previous?.record.registeredAt ?? now.wall)
         record.cordon = previous?.record.cordon
+        record.accounts = Array(Set(m.accounts)).sorted()
         let fresh = slots(devices)
+        // Dedicated to accounts (its agent's run_as): only their jobs are placed here.
+        let rededicated = index.setAccounts(node: id, record.accounts)
         // A register repeated with nothing changed (a retry, a reconnect storm) writes nothing.
-        let unchanged = previous.map { $0.record.state == .ready && $0.slots == fresh && $0.record.hostname == m.hostname } ?? false
+        let unchanged = !rededicated && (previous.map { $0.record.state == .ready && $0.slots == fresh && $0.record.hostname == m.hostname } ?? false)
         var out: [ControllerDirective] = unchanged ? [] : [.persist(.node(record))]
         var node = previous ?? Node(record: Self.stripped(record), slots: [], route: origin.peer, lastHeardMs: now.monotonicMs, stalledAtHeard: stalledMs)
         node.record = Self.stripped(record)
@@ -796,7 +804,7 @@ public struct RegionInstance: Sendable {
             guard !candidates.isEmpty else { continue }
             var found: [Int]?
             for want in wants where found == nil {
-                found = index.preemption(on: nid, for: want, victims: candidates.map(\.deviceIDs))
+                found = index.preemption(on: nid, for: want, account: account, victims: candidates.map(\.deviceIDs))
             }
             guard let chosen = found else { continue }
             let victims = chosen.map { candidates[$0] }
@@ -829,9 +837,9 @@ public struct RegionInstance: Sendable {
         guard let m = spec.model else { return "" }
         let need = fit.map { "\($0.precision.rawValue) \($0.perDeviceMiB) MiB" }.joined(separator: ", ")
         var text = "; model needs per device: \(need)"
-        guard case .impossible = index.choose(among: fit.map(\.request)).choice else { return text }
+        guard case .impossible = index.choose(among: fit.map(\.request), account: spec.accountName).choice else { return text }
         let others = ModelFit.disallowedOptions(for: spec).filter { o in
-            if case .impossible = index.choose(o.request) { return false }
+            if case .impossible = index.choose(o.request, account: spec.accountName) { return false }
             return true
         }
         if !others.isEmpty {
@@ -843,13 +851,16 @@ public struct RegionInstance: Sendable {
 
     /// Nodes counted by why they cannot take `want` ("9,812 nodes: grade outside C…A; 28:
     /// busy"), for the waiting job's message; worked out at most every 10 s per request shape.
-    mutating func diagnosis(_ want: AcceleratorRequest, now: Moment) -> String {
-        if let cached = diagnoses[want], now.monotonicMs - cached.atMs < 10_000 { return cached.text }
-        let causes = index.diagnose(want)
+    mutating func diagnosis(_ want: AcceleratorRequest, account: String, now: Moment) -> String {
+        var key = want
+        // Dedicated nodes make the account part of the answer.
+        if index.dedicatedNodeCount > 0 { key.model = (want.model ?? "") + "\u{0}" + account }
+        if let cached = diagnoses[key], now.monotonicMs - cached.atMs < 10_000 { return cached.text }
+        let causes = index.diagnose(want, account: account)
         let shown = causes.prefix(4).map { "\($0.nodes) node\($0.nodes == 1 ? "" : "s"): \($0.cause)" }
         let rest = causes.dropFirst(4).reduce(0) { $0 + $1.nodes }
         let text = causes.isEmpty ? "no nodes" : (shown + (rest > 0 ? ["\(rest) more for other reasons"] : [])).joined(separator: "; ")
-        diagnoses[want] = (now.monotonicMs, text)
+        diagnoses[key] = (now.monotonicMs, text)
         if diagnoses.count > 4096 { diagnoses.removeAll() }
         return text
     }
@@ -1463,6 +1474,7 @@ public struct RegionInstance: Sendable {
         m.deviceIds = a.deviceIDs
         m.timeoutSeconds = UInt32(clamping: job.spec.timeoutSeconds ?? 0)
         m.keepOnLeaseLoss = job.spec.retry.keepOnLeaseLoss
+        m.account = job.spec.accountName
         m.attempt = UInt32(clamping: job.attempts.filter { $0.endReason != .rejected }.count)
         m.precision = job.precision?.rawValue ?? ""
         m.ports = UInt32(clamping: job.spec.ports)
@@ -1487,7 +1499,7 @@ public struct RegionInstance: Sendable {
                 return (limit.map { startedMs + Int64($0) * 1000 }, a.deviceIDs)
             }.sorted { ($0.0 ?? .max) < ($1.0 ?? .max) }
             // The earliest time enough matching devices are free: victims list in end order.
-            guard let chosen = index.preemption(on: nid, for: want, victims: ends.map(\.1)) else { continue }
+            guard let chosen = index.preemption(on: nid, for: want, account: job.spec.accountName, victims: ends.map(\.1)) else { continue }
             let start = chosen.map { ends[$0].0 }.reduce(Optional(now.monotonicMs)) { acc, e in
                 guard let acc, let e else { return nil }
                 return max(acc, e)
@@ -1512,11 +1524,11 @@ public struct RegionInstance: Sendable {
     /// `frontier: reserve`: a request that accepts grade A and lower grades is kept below A when
     /// some node of a lower grade could ever run it (it then waits for those); unchanged when
     /// only grade A (or ungraded devices) could.
-    mutating func keepOffFrontier(_ want: AcceleratorRequest) -> AcceleratorRequest {
+    mutating func keepOffFrontier(_ want: AcceleratorRequest, account: String) -> AcceleratorRequest {
         guard want.count > 0, want.maxGrade == nil || want.maxGrade == .a, want.admits(grade: .b) else { return want }
         var lower = want
         lower.maxGrade = .b
-        return index.couldEverFit(lower) ? lower : want
+        return index.couldEverFit(lower, account: account) ? lower : want
     }
 
     /// Whether any account has a limit (worked out once): without, placement skips the quota checks.
@@ -1586,8 +1598,9 @@ public struct RegionInstance: Sendable {
                     continue
                 }
             }
-            if settings.frontier == .reserve { wants = wants.map { keepOffFrontier($0) } }
-            let shape = wants.map { var r = $0; r.count = 0; return r }
+            if settings.frontier == .reserve { wants = wants.map { keepOffFrontier($0, account: account) } }
+            // The shape, and the account while some node is dedicated (it changes what fits).
+            let shape = wants.map { var r = $0; r.count = 0; if index.dedicatedNodeCount > 0 { r.model = (r.model ?? "") + "\u{0}" + account }; return r }
             // A shape that did not fit at count k in this pass cannot fit at k or more.
             // A job devices are being freed for (by preemption) is examined even so.
             let keeps = !reservedFor.isEmpty && reservedFor.values.contains { $0.job == jid && $0.forPreemption }
@@ -1596,7 +1609,7 @@ public struct RegionInstance: Sendable {
                 out += wait(&job, b.why + quotaNote)
                 continue
             }
-            let (option, choice) = index.choose(among: wants)
+            let (option, choice) = index.choose(among: wants, account: account)
             var borrowed = false
             var use = ResourceUse()
             if case .placed(let nodeID, _) = choice, let r = reservedFor[nodeID], r.job != jid {
@@ -1693,7 +1706,7 @@ public struct RegionInstance: Sendable {
                 if let p = job.precision { fields["precision"] = p.rawValue }
                 out.append(.log(LogEvent(.info, "job placed", fields)))
             case .busy(let reason), .impossible(let reason):
-                let base = reason + "; " + diagnosis(wants[wants.count - 1], now: now) + unfit(job.spec, fit)
+                let base = reason + "; " + diagnosis(wants[wants.count - 1], account: job.spec.accountName, now: now) + unfit(job.spec, fit)
                 if want.count > 0, want.count < blocked[shape]?.count ?? Int.max { blocked[shape] = (want.count, base) }
                 if case .busy = choice, settings.preemption, want.count > 0, preemptionsFor[jid] == nil,
                    (noVictimsUntil[jid] ?? 0) <= now.monotonicMs {

@@ -19,9 +19,19 @@ extension NationalInstance {
     // MARK: requests
 
     public mutating func onDeploy(_ m: Wire.Deploy, origin: Origin, now: Moment) -> [ControllerDirective] {
-        let spec: ServiceSpec
+        var spec: ServiceSpec
         do { spec = try m.spec.service() } catch {
             return [.error("bad_request", "deploy: \(error)", to: origin)]
+        }
+        // A tenant's key deploys for its own account (its replicas are charged to it).
+        if let tenant = origin.tenant {
+            if spec.template.account.isEmpty { spec.template.account = tenant }
+            guard spec.template.account == tenant else {
+                return [.error("forbidden", "deploy \(spec.name): account '\(spec.template.account)': this key deploys for tenant '\(tenant)' only", to: origin)]
+            }
+            if let other = services[spec.name], !origin.owns(account: other.spec.template.accountName) {
+                return [.error("forbidden", "deploy \(spec.name): the name is taken by another account; choose another", to: origin)]
+            }
         }
         var out: [ControllerDirective] = []
         if var svc = services[spec.name] {
@@ -56,7 +66,7 @@ extension NationalInstance {
     }
 
     public mutating func onServiceControl(_ m: Wire.ServiceControl, origin: Origin, now: Moment) -> [ControllerDirective] {
-        guard var svc = services[m.name] else {
+        guard var svc = services[m.name], origin.owns(account: svc.spec.template.accountName) else {
             return [.error("not_found", "service \(m.name) is not deployed (gridctl services lists them)", to: origin)]
         }
         var out: [ControllerDirective] = []

@@ -106,6 +106,12 @@ public struct JobSpec: Codable, Sendable, Hashable {
     /// probes, and how long the gateway drains it before it is stopped.
     public var replica: ReplicaOf?
     public static let maxPorts = 16
+    /// Bounds on what reaches the process (`problems()`).
+    public static let maxNameBytes = 256
+    public static let maxCommandBytes = 4096
+    public static let maxArgs = 4096
+    public static let maxEnv = 4096
+    public static let maxExecBytes = 1 << 20
 
     public init(
         name: String, command: String, args: [String] = [], env: [String: String] = [:],
@@ -193,6 +199,19 @@ public struct JobSpec: Codable, Sendable, Hashable {
         }
         for key in env.keys where key.isEmpty || key.contains("=") || key.contains("\0") {
             out.append("env: invalid variable name '\(key)'")
+        }
+        // What reaches execve: bounded (Linux refuses more than ~2 MiB of arguments and
+        // environment with E2BIG), and without NUL, which would cut a string short.
+        if name.utf8.count > Self.maxNameBytes { out.append("name: at most \(Self.maxNameBytes) bytes, got \(name.utf8.count)") }
+        if command.utf8.count > Self.maxCommandBytes { out.append("command: at most \(Self.maxCommandBytes) bytes (PATH_MAX), got \(command.utf8.count)") }
+        if command.contains("\0") || args.contains(where: { $0.contains("\0") }) || env.values.contains(where: { $0.contains("\0") }) {
+            out.append("command/args/env: a NUL character cannot reach the process")
+        }
+        if args.count > Self.maxArgs { out.append("args: at most \(Self.maxArgs), got \(args.count)") }
+        if env.count > Self.maxEnv { out.append("env: at most \(Self.maxEnv) variables, got \(env.count)") }
+        let execBytes = args.reduce(command.utf8.count + 1) { $0 + $1.utf8.count + 1 } + env.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count + 2 }
+        if execBytes > Self.maxExecBytes {
+            out.append("args/env: \(execBytes) bytes in all, at most \(Self.maxExecBytes) (the agent adds its own GRID_* variables)")
         }
         if !account.isEmpty, let p = IdentifierRules.problem(with: account) { out.append("account: '\(account)' \(p)") }
         if !Self.priorityRange.contains(priority) { out.append("priority: −1000…1000, got \(priority)") }
@@ -455,6 +474,8 @@ public struct NodeRecord: Codable, Sendable, Hashable {
     public var lastSeen: Date
     public var registeredAt: Date
     public var cordon: NodeCordon? = nil
+    /// The accounts the node runs jobs for (its agent's `run_as` without `*`); empty = any.
+    public var accounts: [String] = []
 
     public init(
         id: NodeID, region: RegionID, hostname: String, state: NodeState, devices: [DeviceInventory],

@@ -16,6 +16,8 @@ public struct UnitClass: Hashable, Sendable {
     public var partition: String? = nil
     /// Compute per unit in GCU, health-derated, to 0.1 (a slice: its share of the device).
     public var gcu: Double = 0
+    /// The accounts a dedicated node runs jobs for (sorted); nil = any account.
+    public var accounts: [String]? = nil
 
     public init(vendor: AcceleratorVendor, model: String, memoryMiB: Int, grade: DeviceGrade?, health: HealthState, partition: String? = nil,
                 gcu: Double = 0) {
@@ -37,7 +39,10 @@ public struct UnitClass: Hashable, Sendable {
         if a.health != b.health { return a.health < b.health }
         if a.memoryMiB != b.memoryMiB { return a.memoryMiB < b.memoryMiB }
         if a.vendor != b.vendor { return a.vendor.rawValue < b.vendor.rawValue }
-        return a.model < b.model
+        if a.model != b.model { return a.model < b.model }
+        // A tenant's own nodes before the shared ones of the same kind.
+        if (a.accounts == nil) != (b.accounts == nil) { return a.accounts != nil }
+        return (a.accounts ?? []).lexicographicallyPrecedes(b.accounts ?? [])
     }
 }
 
@@ -176,6 +181,8 @@ public struct PlacementIndex: Sendable {
         var partition: String?
         var minGCU: Double
         var interconnect: InterconnectRequirement?
+        /// Set only while some node is dedicated to accounts (shapes are shared otherwise).
+        var account: String?
     }
 
     var models: [String: String] = [:]
@@ -189,6 +196,28 @@ public struct PlacementIndex: Sendable {
         if let m = models[model] { return m }
         models[model] = model
         return model
+    }
+
+    /// Nodes dedicated to some accounts (agent `run_as` without `*`): their units get classes
+    /// of their own, which only those accounts' requests match (`setAccounts`).
+    var accountsOf: [NodeID: [String]] = [:]
+    public var dedicatedNodeCount: Int { accountsOf.count }
+
+    /// Dedicates a node to `accounts` (empty: any account). Takes effect with the node's next
+    /// `upsert`; returns whether it changed.
+    @discardableResult
+    public mutating func setAccounts(node id: NodeID, _ accounts: [String]) -> Bool {
+        let new = accounts.isEmpty ? nil : Array(Set(accounts)).sorted()
+        guard accountsOf[id] != new else { return false }
+        accountsOf[id] = new
+        shapeCache.removeAll(keepingCapacity: true)
+        return true
+    }
+
+    /// Whether a node runs jobs of `account` (nil: a request that names none, so only shared nodes).
+    func admits(_ id: NodeID, account: String?) -> Bool {
+        guard let only = accountsOf[id] else { return true }
+        return account.map { only.contains($0) } ?? false
     }
 
     public var nodeCount: Int { slotOf.count }
@@ -210,7 +239,7 @@ public struct PlacementIndex: Sendable {
         var classSlots: [ClassSlot] = []
         for (d, parent) in DeviceInventory.schedulableUnitsWithParents(devices) {
             let profile = d.slice?.schedulingProfile
-            let cid = classID(for: d, partition: profile)
+            let cid = classID(for: d, partition: profile, accounts: accountsOf[id])
             let key = CapacityKey(vendor: d.vendor, model: intern(d.model), memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade,
                                   partition: profile)
             // A device some other process computes on is held, whoever placed it.
@@ -233,6 +262,7 @@ public struct PlacementIndex: Sendable {
         if schedulable && !cordoned.contains(id) { apply(node: id, true) }
     }
 
+    /// Takes the node out (its dedication stays, for when it comes back).
     public mutating func remove(node id: NodeID) {
         guard let slot = slotOf[id] else { return }
         apply(node: id, false)
@@ -360,8 +390,8 @@ public struct PlacementIndex: Sendable {
     // MARK: choosing
 
     /// Finds the best node and devices for a request without allocating them.
-    public mutating func choose(_ want: AcceleratorRequest) -> PlacementChoice {
-        choose(among: [want]).choice
+    public mutating func choose(_ want: AcceleratorRequest, account: String? = nil) -> PlacementChoice {
+        choose(among: [want], account: account).choice
     }
 
     /// Finds the best node and devices for any of several ways to run one job (a model job at
@@ -369,18 +399,24 @@ public struct PlacementIndex: Sendable {
     /// without allocating them. Classes are tried in placement preference across all options —
     /// least capable adequate grade first, so a lower grade at a lower precision beats a
     /// frontier part at a higher one — and a class several options can use goes to the first
-    /// of them. Returns the option that placed the job (0 when it waits).
-    public mutating func choose(among wants: [AcceleratorRequest]) -> (option: Int, choice: PlacementChoice) {
+    /// of them. Returns the option that placed the job (0 when it waits). `account`: the job's
+    /// (`JobSpec.accountName`); nodes dedicated to other accounts are never chosen.
+    public mutating func choose(among wants: [AcceleratorRequest], account: String? = nil) -> (option: Int, choice: PlacementChoice) {
         guard let first = wants.first else { return (0, .impossible("no way to run the job")) }
         if first.count <= 0 {
             guard !anyBucket.slots.isEmpty else { return (0, .impossible("no ready node")) }
-            anyCursor = anyCursor % anyBucket.slots.count
-            let slot = anyBucket.slots[anyCursor]
-            anyCursor += 1
-            return (0, .placed(node: nodes[Int(slot)]!.id, deviceIDs: []))
+            // Round robin over ready nodes, past those dedicated to other accounts.
+            for _ in 0..<anyBucket.slots.count {
+                anyCursor = anyCursor % anyBucket.slots.count
+                let slot = anyBucket.slots[anyCursor]
+                anyCursor += 1
+                let id = nodes[Int(slot)]!.id
+                if accountsOf.isEmpty || admits(id, account: account) { return (0, .placed(node: id, deviceIDs: [])) }
+            }
+            return (0, .impossible("no ready node runs jobs of account '\(account ?? "default")'"))
         }
         let count = first.count
-        let matchings = wants.map { matchingClasses($0) }
+        let matchings = wants.map { matchingClasses($0, account: account) }
         if first.interconnect == .sameNUMA && count > 1 { return chooseOnOneNUMANode(wants, matchings) }
         var merged: [(cid: Int32, option: Int)]
         if matchings.count == 1 {
@@ -430,9 +466,9 @@ public struct PlacementIndex: Sendable {
 
     /// Whether some schedulable node has enough units of classes the request can use, free or
     /// not (the request could ever be placed as things stand). Cached by shape.
-    public mutating func couldEverFit(_ want: AcceleratorRequest) -> Bool {
+    public mutating func couldEverFit(_ want: AcceleratorRequest, account: String? = nil) -> Bool {
         guard want.count > 0 else { return !anyBucket.slots.isEmpty }
-        return couldEverFit(matchingClasses(want), want.count)
+        return couldEverFit(matchingClasses(want, account: account), want.count)
     }
 
     /// Whether some schedulable node has `count` units of one of `matching`'s classes, or (for
@@ -547,10 +583,11 @@ public struct PlacementIndex: Sendable {
     }
 
     /// The classes a request may use, most preferred first; cached per request shape.
-    mutating func matchingClasses(_ want: AcceleratorRequest) -> [Int32] {
+    mutating func matchingClasses(_ want: AcceleratorRequest, account: String? = nil) -> [Int32] {
         let key = ShapeKey(vendor: want.vendor, model: want.model ?? "", minMemoryMiB: want.minMemoryMiB ?? 0,
                            minGrade: want.minGrade, maxGrade: want.maxGrade, partition: want.partition?.lowercased(),
-                           minGCU: want.perDeviceGCU, interconnect: want.interconnect)
+                           minGCU: want.perDeviceGCU, interconnect: want.interconnect,
+                           account: accountsOf.isEmpty ? nil : account)
         if let cached = shapeCache[key] { return cached }
         let pattern = ModelPattern(key.model)
         let ids = classes.indices.filter { i in
@@ -560,13 +597,14 @@ public struct PlacementIndex: Sendable {
             if c.gcu + 1e-9 < key.minGCU { return false }
             if !want.admits(grade: c.grade) { return false }
             if !want.admits(partition: c.partition) { return false }
+            if let only = c.accounts, !(key.account.map { only.contains($0) } ?? false) { return false }
             return pattern.matches(c.model)
         }.map { Int32($0) }.sorted { classRank[Int($0)] < classRank[Int($1)] }
         shapeCache[key] = ids
         return ids
     }
 
-    func schedulableClass(_ d: DeviceInventory, partition: String? = nil) -> UnitClass? {
+    func schedulableClass(_ d: DeviceInventory, partition: String? = nil, accounts: [String]? = nil) -> UnitClass? {
         switch d.health.state {
         case .healthy: break
         case .degraded: if !options.allowDegraded { return nil }
@@ -574,12 +612,14 @@ public struct PlacementIndex: Sendable {
         }
         if d.grade == .r { return nil }
         let gcu = ((d.computeUnits ?? 0) * (d.slice?.computeFraction ?? 1) * 10).rounded() / 10
-        return UnitClass(vendor: d.vendor, model: d.model, memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade, health: d.health.state,
-                         partition: partition, gcu: gcu)
+        var c = UnitClass(vendor: d.vendor, model: d.model, memoryMiB: d.memoryTotalMiB ?? 0, grade: d.grade, health: d.health.state,
+                          partition: partition, gcu: gcu)
+        c.accounts = accounts
+        return c
     }
 
-    mutating func classID(for d: DeviceInventory, partition: String? = nil) -> Int32 {
-        guard let c = schedulableClass(d, partition: partition) else { return -1 }
+    mutating func classID(for d: DeviceInventory, partition: String? = nil, accounts: [String]? = nil) -> Int32 {
+        guard let c = schedulableClass(d, partition: partition, accounts: accounts) else { return -1 }
         if let id = classIDs[c] { return id }
         let id = Int32(classes.count)
         classes.append(c)
@@ -607,9 +647,9 @@ public struct PlacementIndex: Sendable {
     /// so that `want` fits on the node: the first ones, in order, that free a matching device,
     /// until the node's free matching devices and theirs reach `want.count`. nil when even all
     /// of them would not do (or the node takes no work).
-    public mutating func preemption(on node: NodeID, for want: AcceleratorRequest, victims: [[String]]) -> [Int]? {
+    public mutating func preemption(on node: NodeID, for want: AcceleratorRequest, account: String? = nil, victims: [[String]]) -> [Int]? {
         guard let slot = slotOf[node], let n = nodes[Int(slot)], n.schedulable, want.count > 0 else { return nil }
-        let matching = Set(matchingClasses(want))
+        let matching = Set(matchingClasses(want, account: account))
         var have = n.units.filter { !$0.busy && matching.contains($0.classID) }.count
         var chosen: [Int] = []
         for (k, devices) in victims.enumerated() where have < want.count {
@@ -625,8 +665,8 @@ public struct PlacementIndex: Sendable {
 
     /// Why each node cannot take `want` now, counted by the first reason that applies, most
     /// nodes first: for "9,812 nodes: grade outside C…A; 160: memory below 40960 MiB; 28: busy".
-    public mutating func diagnose(_ want: AcceleratorRequest) -> [(cause: String, nodes: Int)] {
-        let matching = Set(matchingClasses(want))
+    public mutating func diagnose(_ want: AcceleratorRequest, account: String? = nil) -> [(cause: String, nodes: Int)] {
+        let matching = Set(matchingClasses(want, account: account))
         let pattern = want.model.map(ModelPattern.init)
         var counts: [String: Int] = [:]
         for case let n? in nodes {
@@ -634,6 +674,8 @@ public struct PlacementIndex: Sendable {
             let fit = n.units.filter { $0.classID >= 0 && matching.contains($0.classID) }
             if cordoned.contains(n.id) {
                 cause = "cordoned"
+            } else if !admits(n.id, account: account) {
+                cause = "dedicated to other accounts"
             } else if !n.schedulable {
                 cause = "not ready (lost, draining or not heard since a restart)"
             } else if fit.count >= want.count, want.interconnect == .sameNUMA, want.count > 1,

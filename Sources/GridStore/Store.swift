@@ -192,6 +192,12 @@ public final class GridStore: Sendable {
                 );
                 """)
         }
+        m.registerMigration("v7-tenants") { db in
+            // An enrolled operator key may be bound to one account (docs/security.md, "Tenants").
+            try db.execute(sql: "ALTER TABLE enrolled_keys ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
+            // A node dedicated to accounts (its agent's run_as), comma-separated; '' = any.
+            try db.execute(sql: "ALTER TABLE nodes ADD COLUMN accounts TEXT NOT NULL DEFAULT ''")
+        }
         return m
     }
 
@@ -269,13 +275,13 @@ public struct StoreTransaction {
     public func upsertNode(_ n: NodeRecord) throws {
         try run(
             sql: """
-                INSERT INTO nodes (id, hostname, state, devices, last_seen_ms, registered_ms)
-                VALUES (?, ?, ?, ?, ?, ?)
+                INSERT INTO nodes (id, hostname, state, devices, last_seen_ms, registered_ms, accounts)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET hostname = excluded.hostname, state = excluded.state,
-                    devices = excluded.devices, last_seen_ms = excluded.last_seen_ms
+                    devices = excluded.devices, last_seen_ms = excluded.last_seen_ms, accounts = excluded.accounts
                 """,
             arguments: [n.id.rawValue, n.hostname, n.state.rawValue, try Self.encodeDevices(n.devices),
-                        n.lastSeen.unixMs, n.registeredAt.unixMs])
+                        n.lastSeen.unixMs, n.registeredAt.unixMs, n.accounts.joined(separator: ",")])
     }
 
     /// Device ids of an assignment: 0x01, then each id as a 4-byte little-endian length and
@@ -351,6 +357,7 @@ public struct StoreTransaction {
                 devices: try Self.decodeDevices(row["devices"] as Data),
                 lastSeen: Date(ms: row["last_seen_ms"]), registeredAt: Date(ms: row["registered_ms"]))
             if let data = row["cordon"] as Data? { n.cordon = try? JSONDecoder().decode(NodeCordon.self, from: data) }
+            n.accounts = (row["accounts"] as String? ?? "").split(separator: ",").map(String.init)
             return n
         }
     }
@@ -523,7 +530,7 @@ public struct StoreTransaction {
     public func enrolledKeys() throws -> [EnrolledKey] {
         try Row.fetchAll(db, sql: "SELECT * FROM enrolled_keys ORDER BY enrolled_ms, public_key").map { r in
             EnrolledKey(publicKey: r["public_key"], role: r["role"], name: r["name"], right: r["access_right"],
-                        enrolledAt: Date(ms: r["enrolled_ms"]), enrolledBy: r["enrolled_by"])
+                        enrolledAt: Date(ms: r["enrolled_ms"]), enrolledBy: r["enrolled_by"], tenant: r["tenant"])
         }
     }
 
@@ -600,7 +607,10 @@ public struct EnrolledKey: Sendable, Hashable {
     public var right: String
     public var enrolledAt: Date
     public var enrolledBy: String
-    public init(publicKey: String, role: String, name: String, right: String, enrolledAt: Date, enrolledBy: String) {
+    /// An operator key's account, when it is bound to one ("" = none).
+    public var tenant: String
+    public init(publicKey: String, role: String, name: String, right: String, enrolledAt: Date, enrolledBy: String, tenant: String = "") {
+        self.tenant = tenant
         self.publicKey = publicKey
         self.role = role
         self.name = name
@@ -632,10 +642,10 @@ extension StoreTransaction {
         case .meta(let key, let value): try setMeta(key, value)
         case .keyEnrolled(let k):
             try run(sql: """
-                INSERT INTO enrolled_keys (public_key, role, name, access_right, enrolled_ms, enrolled_by) VALUES (?, ?, ?, ?, ?, ?)
+                INSERT INTO enrolled_keys (public_key, role, name, access_right, enrolled_ms, enrolled_by, tenant) VALUES (?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(public_key) DO UPDATE SET role = excluded.role, name = excluded.name, access_right = excluded.access_right,
-                    enrolled_ms = excluded.enrolled_ms, enrolled_by = excluded.enrolled_by
-                """, arguments: [k.publicKey, k.role, k.name, k.right, k.enrolledAt.unixMs, k.enrolledBy])
+                    enrolled_ms = excluded.enrolled_ms, enrolled_by = excluded.enrolled_by, tenant = excluded.tenant
+                """, arguments: [k.publicKey, k.role, k.name, k.right, k.enrolledAt.unixMs, k.enrolledBy, k.tenant])
         case .keyRevoked(let key): try run(sql: "DELETE FROM enrolled_keys WHERE public_key = ?", arguments: [key])
         case .audit(let a):
             try run(sql: "INSERT INTO audit (at_ms, who, action, target, detail) VALUES (?, ?, ?, ?, ?)",

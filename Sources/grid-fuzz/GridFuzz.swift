@@ -1,5 +1,7 @@
 import Foundation
+import GridAgent
 import GridCLI
+import GridController
 import GridProbe
 import GridProtocol
 
@@ -17,6 +19,12 @@ enum FuzzTarget: String, CaseIterable {
     case jobFile = "job-file"
     /// Service files (YAML).
     case serviceFile = "service-file"
+    /// A controller's configuration (YAML, decoded and validated as `grid-controller --config`).
+    case controllerConfig = "controller-config"
+    /// An agent's configuration (YAML, decoded and validated as `grid-agent --config`).
+    case agentConfig = "agent-config"
+    /// A controller's authorized_keys file (role, key, scope per line).
+    case authorizedKeys = "authorized-keys"
 
     static let codec = EnvelopeCodec()
 
@@ -34,6 +42,14 @@ enum FuzzTarget: String, CaseIterable {
             _ = try? JobFile.parseEntry(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml")
         case .serviceFile:
             _ = try? ServiceFile.parse(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml")
+        case .controllerConfig:
+            _ = try? ControllerConfig.parse(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml",
+                                            baseDir: "/nonexistent", role: nil, environment: [:])
+        case .agentConfig:
+            _ = try? AgentConfig.parse(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml",
+                                       baseDir: "/nonexistent", environment: [:])
+        case .authorizedKeys:
+            _ = try? AccessList.parse(String(decoding: bytes, as: UTF8.self), source: "authorized_keys")
         }
     }
 

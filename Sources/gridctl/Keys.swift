@@ -20,13 +20,14 @@ struct Keys: ParsableCommand {
     }
 
     struct Row: Encodable {
-        var key: String, role: String, name: String, right: String, source: String, enrolledBy: String
+        var key: String, role: String, name: String, right: String, tenant: String, source: String, enrolledBy: String
         init(_ e: Wire.KeyEntry) {
-            key = e.publicKey; role = e.role; name = e.name; right = e.right; source = e.source; enrolledBy = e.enrolledBy
+            key = e.publicKey; role = e.role; name = e.name; right = e.right; tenant = e.tenant; source = e.source; enrolledBy = e.enrolledBy
         }
         static let columns: [Column<Row>] = [
             Column("KEY") { r, wide in wide ? r.key : String(r.key.prefix(8)) + "…" }, Column("ROLE") { r, _ in r.role },
             Column("NAME") { r, _ in r.name }, Column("RIGHT") { r, _ in r.right.isEmpty ? "-" : r.right },
+            Column("TENANT") { r, _ in r.tenant.isEmpty ? "-" : r.tenant },
             Column("SOURCE") { r, _ in r.source }, Column("ENROLLED BY", wide: true) { r, _ in r.enrolledBy.isEmpty ? "-" : r.enrolledBy },
         ]
     }
@@ -40,6 +41,7 @@ struct Keys: ParsableCommand {
         @Option(help: "agent, region or operator.") var role: String
         @Option(help: "agent: node ids (comma-separated); region: its id; operator: a name.") var name: String
         @Option(help: "operator: submit, operate or admin.") var right: String?
+        @Option(help: "operator (submit or operate): the account the key acts for only; it sees and controls that account's jobs and services alone.") var tenant: String?
 
         func run() throws {
             var k = Wire.KeyControl()
@@ -48,6 +50,7 @@ struct Keys: ParsableCommand {
             k.role = role
             k.name = name
             k.right = right ?? ""
+            k.tenant = tenant ?? ""
             try Keys.control(options, k)
         }
     }
@@ -82,7 +85,7 @@ struct Keys: ParsableCommand {
             discussion: """
                 Give NAME.pub to the controller that must let the key in (a line of its \
                 authorized_keys: '<key> agent <node id>', '<key> region <region id>' or \
-                '<key> operator <name> submit|operate|admin'); keep NAME.key on the host that \
+                '<key> operator <name> submit|operate|admin [tenant=<account>]'); keep NAME.key on the host that \
                 uses it. An existing key is never overwritten.
                 """)
         @Argument(help: "The key's name (node id, region id or operator name): files NAME.key and NAME.pub.") var name: String

@@ -5,7 +5,7 @@ import Testing
 /// Tests/Fixtures/fuzz/<target>/ (seeds and any crash a fuzzing run found) goes through the
 /// same target in the normal build, which must end without a crash.
 @Suite struct FuzzRegressionTests {
-    @Test(arguments: ["envelope", "vendor", "job-file", "service-file"])
+    @Test(arguments: ["envelope", "vendor", "job-file", "service-file", "controller-config", "agent-config", "authorized-keys"])
     func keptInputsDoNotCrash(_ target: String) throws {
         let root = Cluster.repoRoot.appendingPathComponent("Tests/Fixtures/fuzz")
         var files: [String] = []
@@ -19,6 +19,10 @@ import Testing
         if target == "job-file" || target == "service-file" {
             let ex = Cluster.repoRoot.appendingPathComponent(target == "job-file" ? "examples/jobs" : "examples/services")
             files += try FileManager.default.contentsOfDirectory(atPath: ex.path).sorted().map { ex.appendingPathComponent($0).path }
+        }
+        if target == "controller-config" || target == "agent-config" {
+            let dir = Cluster.repoRoot.appendingPathComponent(target)
+            files += try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".yaml") }.sorted().map { dir.appendingPathComponent($0).path }
         }
         #expect(!files.isEmpty)
         let r = try Cluster.run(Cluster.binDir.appendingPathComponent("grid-fuzz").path, [target] + files)

@@ -53,7 +53,7 @@ extension Array where Element == AgentDirective {
     var statuses: [Wire.StatusUpdate] { sent.compactMap { if case .statusUpdate(let u) = $0 { return u } else { return nil } } }
     var acks: [Wire.AssignmentAck] { sent.compactMap { if case .assignmentAck(let a) = $0 { return a } else { return nil } } }
     var starts: [(AssignmentID, [String: String])] {
-        compactMap { if case .start(let id, _, _, let env, _, _) = $0 { return (id, env) } else { return nil } }
+        compactMap { if case .start(let id, _, _, let env, _, _, _) = $0 { return (id, env) } else { return nil } }
     }
     var signals: [(AssignmentID, Int32)] { compactMap { if case .signal(let id, let s) = $0 { return (id, s) } else { return nil } } }
 }

@@ -213,7 +213,7 @@ extension AgentHarness {
         var h = AgentHarness()
         h.registered()
         let out = h.running(keep: true)
-        let keep = out.compactMap { if case .start(_, _, _, _, _, let k) = $0 { return k } else { return nil } }
+        let keep = out.compactMap { if case .start(_, _, _, _, _, let k, _) = $0 { return k } else { return nil } }
         #expect(keep == [true])
         #expect(h.heartbeatAck(sentAt: h.now).leases.count == 1)
     }

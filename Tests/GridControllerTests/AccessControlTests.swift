@@ -35,11 +35,12 @@ import Testing
             let m = "\(error)"
             return m.contains("line 1: want '<key> agent|region|operator <name> [right]', got 2 field(s)")
                 && m.contains("line 2: 'short' is not a CURVE public key") && m.contains("line 4: key \(a.prefix(8))… is listed twice")
-                && m.contains("line 5: an operator line is '<key> operator <name> submit|operate|admin'")
+                && m.contains("line 5: an operator line is '<key> operator <name> submit|operate|admin [tenant=<account>]'")
                 && m.contains("line 6: a region line is '<key> region <region id>'")
         }
     }
 
+    static func query(_ kind: Wire.Query.Kind) -> Body { var q = Wire.Query(); q.kind = kind; return .query(q) }
     static func heartbeat(_ node: String) -> Body { var h = Wire.Heartbeat(); h.nodeID = node; return .heartbeat(h) }
     static func summary(_ region: String) -> Body { var s = Wire.RegionSummary(); s.regionID = region; return .regionSummary(s) }
 
@@ -56,9 +57,44 @@ import Testing
         (Principal.operator(name: "ops", right: .operate), Body.deploy(Wire.Deploy()), nil),
         (Principal.operator(name: "root", right: .admin), Body.serviceControl(Wire.ServiceControl()), nil),
         (Principal.operator(name: "root", right: .admin), heartbeat("n1"), "an operator key may not send heartbeat"),
+        // A tenant's key: its own work through the national scheduler, nothing of the fleet.
+        (Principal.operator(name: "ana", right: .operate, tenant: "team-a"), Body.submit(Wire.Submit()), nil),
+        (Principal.operator(name: "ana", right: .operate, tenant: "team-a"), Body.cancel(Wire.Cancel()), nil),
+        (Principal.operator(name: "ana", right: .operate, tenant: "team-a"), query(.jobs), nil),
+        (Principal.operator(name: "ana", right: .operate, tenant: "team-a"), query(.services), nil),
+        (Principal.operator(name: "ana", right: .operate, tenant: "team-a"), query(.nodes),
+         "a key bound to tenant 'team-a' may query jobs, job, regions and services only, not nodes"),
+        (Principal.operator(name: "ana", right: .operate, tenant: "team-a"), query(.audit),
+         "a key bound to tenant 'team-a' may query jobs, job, regions and services only, not audit"),
+        (Principal.operator(name: "ana", right: .operate, tenant: "team-a"), Body.nodeCommand(Wire.NodeCommand()),
+         "a key bound to tenant 'team-a' may not send nodeCommand (the fleet is the operators' business)"),
+        (Principal.operator(name: "ana", right: .operate, tenant: "team-a"), Body.regionControl(Wire.RegionControl()),
+         "a key bound to tenant 'team-a' may not send regionControl (the fleet is the operators' business)"),
+        (Principal.operator(name: "ana", right: .submit, tenant: "team-a"), Body.jobControl(Wire.JobControl()),
+         "jobControl needs the 'operate' right (this key has 'submit')"),
     ] as [(Principal, Body, String?)])
     func eachKeyMaySayOnlyWhatItsRoleAllows(_ who: Principal, _ body: Body, _ refusal: String?) {
         #expect(AccessControl.check(body, who) == refusal)
+    }
+
+    @Test func anOperatorLineMayBindTheKeyToATenantAndEveryMistakeInItIsNamed() throws {
+        let a = try CurveKeyPair.generate().publicKey, b = try CurveKeyPair.generate().publicKey
+        let list = try AccessList.parse("\(a) operator ana operate tenant=team-a\n\(b) operator bob submit\n", source: "keys")
+        #expect(list.keys[a] == .operator(name: "ana", right: .operate, tenant: "team-a"))
+        #expect(list.keys[a]?.tenant == "team-a" && list.keys[b]?.tenant == nil)
+        #expect(list.keys[a]?.label == "operator ana (operate, tenant team-a)")
+        #expect {
+            _ = try AccessList.parse("""
+                \(a) operator root admin tenant=team-a
+                \(b) agent n1 tenant=team-a
+                """, source: "keys")
+        } throws: { error in
+            let m = "\(error)"
+            return m.contains("line 1: tenant=team-a: an admin key acts for the whole controller")
+                && m.contains("line 2: tenant=team-a: only an operator key is bound to a tenant")
+        }
+        #expect(throws: ConfigError.self) { _ = try AccessList.parse("\(a) operator ana submit tenant=bad/name\n", source: "keys") }
+        #expect(throws: ConfigError.self) { _ = try AccessList.parse("\(a) operator ana submit tenant=x extra\n", source: "keys") }
     }
 
     @Test func aRevokedKeyIsRefusedFromItsNextMessageAndOnlyCURVEKeysThatAreListedGetIn() throws {

@@ -52,3 +52,25 @@ import Testing
         #expect(JobState.allCases.filter(\.isTerminal) == [.succeeded, .failed, .cancelled, .lost])
     }
 }
+
+/// What reaches execve is bounded and has no NUL (issue 11, item 7).
+@Suite struct JobSpecBoundsTests {
+    @Test(arguments: [
+        (JobSpec(name: String(repeating: "n", count: 257), command: "true"), "name: at most 256 bytes, got 257"),
+        (JobSpec(name: "t", command: "/" + String(repeating: "c", count: 4096)), "command: at most 4096 bytes (PATH_MAX), got 4097"),
+        (JobSpec(name: "t", command: "true", args: ["a\u{0}b"]), "command/args/env: a NUL character cannot reach the process"),
+        (JobSpec(name: "t", command: "true", env: ["K": "v\u{0}"]), "command/args/env: a NUL character cannot reach the process"),
+        (JobSpec(name: "t", command: "true", args: Array(repeating: "x", count: 4097)), "args: at most 4096, got 4097"),
+        (JobSpec(name: "t", command: "true", args: Array(repeating: String(repeating: "x", count: 60_000), count: 18)),
+         "args/env: 1080023 bytes in all, at most 1048576 (the agent adds its own GRID_* variables)"),
+    ] as [(JobSpec, String)])
+    func aSpecPastABoundIsRefusedNamingIt(_ spec: JobSpec, _ problem: String) {
+        #expect(spec.problems().contains(problem), "\(spec.problems())")
+    }
+
+    @Test func aSpecWithinTheBoundsHasNoProblem() {
+        let spec = JobSpec(name: String(repeating: "n", count: 256), command: "/usr/bin/python3",
+                           args: Array(repeating: "x", count: 4096), env: ["A": String(repeating: "v", count: 60_000)])
+        #expect(spec.problems().isEmpty, "\(spec.problems())")
+    }
+}

@@ -21,7 +21,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
     @Test func freshFileGetsEveryMigrationAndWALWithFullSync() throws {
         let dir = temporaryDirectory()
         let store = try GridStore(path: dir.appendingPathComponent("c.sqlite").path)
-        #expect(try store.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon", "v4-accounts", "v5-services", "v6-security"])
+        #expect(try store.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon", "v4-accounts", "v5-services", "v6-security", "v7-tenants"])
         #expect(try store.integrityCheck() == "ok")
         #expect(try store.pragma("journal_mode") == "wal")
         #expect(try store.pragma("synchronous") == "2")  // FULL
@@ -34,7 +34,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
             try store.write("t") { _ = try $0.insertJobIfAbsent(job("j-1")) }
         }
         let again = try GridStore(path: path)
-        #expect(try again.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon", "v4-accounts", "v5-services", "v6-security"])
+        #expect(try again.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon", "v4-accounts", "v5-services", "v6-security", "v7-tenants"])
         #expect(try again.read("t") { try $0.job("j-1") }?.spec.name == "j-1")
     }
 
@@ -193,7 +193,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
         #expect(try store.read("t") { try $0.job("old") } == nil)
         #expect(try store.read("t") { try $0.job("live") } != nil, "a live job is never pruned")
         #expect(try store.read("t") { try $0.appliedUpdates(since: .distantPast) }.map(\.0) == ["u-new"])
-        #expect(try store.appliedMigrations().last == "v6-security")
+        #expect(try store.appliedMigrations().last == "v7-tenants")
     }
 }
 

@@ -47,7 +47,9 @@ public enum NpuSMIParser {
             }
             if inProcesses {
                 // "| 0       0            | 37656         | hlt_host_devmm_          | 686 |"
-                let ids = ParseSupport.tokens(cells[0]).compactMap { ParseSupport.count($0) }
+                // (a bare "|" has no cells: found by the vendor fuzz target)
+                guard let first = cells.first else { continue }
+                let ids = ParseSupport.tokens(first).compactMap { ParseSupport.count($0) }
                 if ids.count >= 2, cells.count >= 3, let position = npuChip["\(ids[0]) \(ids[1])"],
                    let pid = ParseSupport.count(cells[1]) {
                     processes[position, default: []].append(DeviceProcess(pid: pid, name: cells[2]))

@@ -519,6 +519,10 @@ public nonisolated struct Computegrid_V1_Register: Sendable {
   /// The agent's monotonic clock when it sent this (echoed in RegisterAck; starts the lease).
   public var sentMs: Int64 = 0
 
+  /// The accounts whose jobs this node runs (its run_as without '*'; docs/security.md,
+  /// "Tenants"): the region places no other account's job here. Empty = any account.
+  public var accounts: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -735,6 +739,13 @@ public nonisolated struct Computegrid_V1_Assignment: @unchecked Sendable {
   public var signature: Data {
     get {_storage._signature}
     set {_uniqueStorage()._signature = newValue}
+  }
+
+  /// The account the job is charged to (JobSpec.account, "default" when unnamed). An agent with
+  /// run_as starts the run as that account's Unix user, and refuses an account it has none for.
+  public var account: String {
+    get {_storage._account}
+    set {_uniqueStorage()._account = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -2770,6 +2781,9 @@ public nonisolated struct Computegrid_V1_KeyControl: Sendable {
   /// operator: submit, operate or admin
   public var right: String = String()
 
+  /// operator: the account the key acts for only ("" = any; not with admin)
+  public var tenant: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Action: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -2842,6 +2856,9 @@ public nonisolated struct Computegrid_V1_KeyEntry: Sendable {
 
   /// enrolled keys: who (the operator's name)
   public var enrolledBy: String = String()
+
+  /// operator keys bound to one account; "" = none
+  public var tenant: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3296,7 +3313,7 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Computegrid_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Register"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}hostname\0\u{1}devices\0\u{3}agent_version\0\u{3}held_assignments\0\u{3}sent_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}hostname\0\u{1}devices\0\u{3}agent_version\0\u{3}held_assignments\0\u{3}sent_ms\0\u{1}accounts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3310,6 +3327,7 @@ nonisolated extension Computegrid_V1_Register: SwiftProtobuf.Message, SwiftProto
       case 4: try { try decoder.decodeSingularStringField(value: &self.agentVersion) }()
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.heldAssignments) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.sentMs) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.accounts) }()
       default: break
       }
     }
@@ -3334,6 +3352,9 @@ nonisolated extension Computegrid_V1_Register: SwiftProtobuf.Message, SwiftProto
     if self.sentMs != 0 {
       try visitor.visitSingularInt64Field(value: self.sentMs, fieldNumber: 6)
     }
+    if !self.accounts.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.accounts, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3344,6 +3365,7 @@ nonisolated extension Computegrid_V1_Register: SwiftProtobuf.Message, SwiftProto
     if lhs.agentVersion != rhs.agentVersion {return false}
     if lhs.heldAssignments != rhs.heldAssignments {return false}
     if lhs.sentMs != rhs.sentMs {return false}
+    if lhs.accounts != rhs.accounts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3521,7 +3543,7 @@ nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0\u{3}keep_on_lease_loss\0\u{1}attempt\0\u{1}precision\0\u{1}ports\0\u{1}health\0\u{1}readiness\0\u{3}expires_at_ms\0\u{1}signature\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0\u{3}keep_on_lease_loss\0\u{1}attempt\0\u{1}precision\0\u{1}ports\0\u{1}health\0\u{1}readiness\0\u{3}expires_at_ms\0\u{1}signature\0\u{1}account\0")
 
   fileprivate class _StorageClass {
     var _assignmentID: String = String()
@@ -3541,6 +3563,7 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
     var _readiness: Computegrid_V1_ProbeSpec? = nil
     var _expiresAtMs: UInt64 = 0
     var _signature: Data = Data()
+    var _account: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3568,6 +3591,7 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
       _readiness = source._readiness
       _expiresAtMs = source._expiresAtMs
       _signature = source._signature
+      _account = source._account
     }
   }
 
@@ -3603,6 +3627,7 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
         case 15: try { try decoder.decodeSingularMessageField(value: &_storage._readiness) }()
         case 16: try { try decoder.decodeSingularUInt64Field(value: &_storage._expiresAtMs) }()
         case 17: try { try decoder.decodeSingularBytesField(value: &_storage._signature) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._account) }()
         default: break
         }
       }
@@ -3666,6 +3691,9 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
       if !_storage._signature.isEmpty {
         try visitor.visitSingularBytesField(value: _storage._signature, fieldNumber: 17)
       }
+      if !_storage._account.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._account, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3692,6 +3720,7 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
         if _storage._readiness != rhs_storage._readiness {return false}
         if _storage._expiresAtMs != rhs_storage._expiresAtMs {return false}
         if _storage._signature != rhs_storage._signature {return false}
+        if _storage._account != rhs_storage._account {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -6850,7 +6879,7 @@ nonisolated extension Computegrid_V1_QueryReply: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Computegrid_V1_KeyControl: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".KeyControl"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}action\0\u{3}public_key\0\u{1}role\0\u{1}name\0\u{1}right\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}action\0\u{3}public_key\0\u{1}role\0\u{1}name\0\u{1}right\0\u{1}tenant\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6863,6 +6892,7 @@ nonisolated extension Computegrid_V1_KeyControl: SwiftProtobuf.Message, SwiftPro
       case 3: try { try decoder.decodeSingularStringField(value: &self.role) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.right) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
       default: break
       }
     }
@@ -6884,6 +6914,9 @@ nonisolated extension Computegrid_V1_KeyControl: SwiftProtobuf.Message, SwiftPro
     if !self.right.isEmpty {
       try visitor.visitSingularStringField(value: self.right, fieldNumber: 5)
     }
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6893,6 +6926,7 @@ nonisolated extension Computegrid_V1_KeyControl: SwiftProtobuf.Message, SwiftPro
     if lhs.role != rhs.role {return false}
     if lhs.name != rhs.name {return false}
     if lhs.right != rhs.right {return false}
+    if lhs.tenant != rhs.tenant {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -6904,7 +6938,7 @@ nonisolated extension Computegrid_V1_KeyControl.Action: SwiftProtobuf._ProtoName
 
 nonisolated extension Computegrid_V1_KeyEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".KeyEntry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}public_key\0\u{1}role\0\u{1}name\0\u{1}right\0\u{1}source\0\u{3}enrolled_at_ms\0\u{3}enrolled_by\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}public_key\0\u{1}role\0\u{1}name\0\u{1}right\0\u{1}source\0\u{3}enrolled_at_ms\0\u{3}enrolled_by\0\u{1}tenant\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -6919,6 +6953,7 @@ nonisolated extension Computegrid_V1_KeyEntry: SwiftProtobuf.Message, SwiftProto
       case 5: try { try decoder.decodeSingularStringField(value: &self.source) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.enrolledAtMs) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.enrolledBy) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
       default: break
       }
     }
@@ -6946,6 +6981,9 @@ nonisolated extension Computegrid_V1_KeyEntry: SwiftProtobuf.Message, SwiftProto
     if !self.enrolledBy.isEmpty {
       try visitor.visitSingularStringField(value: self.enrolledBy, fieldNumber: 7)
     }
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -6957,6 +6995,7 @@ nonisolated extension Computegrid_V1_KeyEntry: SwiftProtobuf.Message, SwiftProto
     if lhs.source != rhs.source {return false}
     if lhs.enrolledAtMs != rhs.enrolledAtMs {return false}
     if lhs.enrolledBy != rhs.enrolledBy {return false}
+    if lhs.tenant != rhs.tenant {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
