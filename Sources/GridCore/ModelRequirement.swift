@@ -94,7 +94,7 @@ public struct ModelRequirement: Codable, Sendable, Hashable {
             if let v, !range.contains(v) { out.append("model.\(key): \(range.lowerBound)…\(range.upperBound), got \(v)") }
         }
         if let h = attentionHeads, let kv = kvHeads, kv > h { out.append("model.kv_heads: at most heads (\(h)), got \(kv)") }
-        if let h = hiddenSize, let a = attentionHeads, h % a != 0 { out.append("model.hidden: \(h) is not a multiple of heads (\(a))") }
+        if let h = hiddenSize, let a = attentionHeads, a > 0, h % a != 0 { out.append("model.hidden: \(h) is not a multiple of heads (\(a))") }
         if let t = tokensPerSecond, !(t.isFinite && t > 0 && t <= 1e9) { out.append("model.tokens_per_second: > 0 and at most 1e9, got \(t)") }
         return out
     }

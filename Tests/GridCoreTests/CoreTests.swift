@@ -68,6 +68,16 @@ import Testing
         #expect(spec.problems().contains(problem), "\(spec.problems())")
     }
 
+    /// Found by the job-file fuzz target: `heads: 0` divided by zero in the check itself, so a
+    /// SUBMIT carrying it would have stopped the national scheduler.
+    @Test func zeroAttentionHeadsIsAProblemNotACrash() {
+        var m = ModelRequirement(parameters: 13e9)
+        m.hiddenSize = 5120
+        m.attentionHeads = 0
+        let spec = JobSpec(name: "t", command: "true", accelerators: AcceleratorRequest(count: 1), model: m)
+        #expect(spec.problems().contains("model.heads: 1…100000, got 0"), "\(spec.problems())")
+    }
+
     @Test func aSpecWithinTheBoundsHasNoProblem() {
         let spec = JobSpec(name: String(repeating: "n", count: 256), command: "/usr/bin/python3",
                            args: Array(repeating: "x", count: 4096), env: ["A": String(repeating: "v", count: 60_000)])
