@@ -273,6 +273,17 @@ public final class AccessControl: ZAPAuthenticator, @unchecked Sendable {
         }
     }
 
+    /// A NULL or PLAIN client (or a broken handshake) at the CURVE socket, seen by its monitor:
+    /// counted and logged with the ZAP refusals (`refused.mechanism`, `refused.handshake`).
+    public func handshakeFailed(_ failure: HandshakeFailure) {
+        switch failure.reason {
+        case .mechanism:
+            _ = note("mechanism", "a connection to \(failure.endpoint) spoke another security mechanism (NULL or PLAIN) and was refused at the handshake: this controller accepts CURVE only")
+        case .handshake:
+            _ = note("handshake", "a connection to \(failure.endpoint) failed its CURVE handshake (protocol error 0x\(String(failure.code, radix: 16)))")
+        }
+    }
+
     private func refuse(_ reason: String, _ text: String) -> ZAPDecision {
         _ = note(reason, text)
         return .deny(reason: text)

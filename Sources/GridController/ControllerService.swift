@@ -92,8 +92,9 @@ public final class ControllerService: Service, @unchecked Sendable {
     }
 
     /// Delivers `body` to the controller as a client's message and waits for its answer (an
-    /// `ERROR_REPLY` when refused or unanswered). For the HTTP API.
-    public func ask(_ body: Body) async -> Body {
+    /// `ERROR_REPLY` when refused or unanswered). For the HTTP API; `caller` (a write's bearer
+    /// token name) is who the audit log names.
+    public func ask(_ body: Body, caller: String? = nil) async -> Body {
         // The loop answers every ask (an error after `callTimeoutMs` at the latest); this bound
         // covers a loop that has stopped, so an HTTP request never waits forever.
         await OnceAnswer<Body>.awaiting(timeout: .milliseconds(RegionShell.callTimeoutMs + 5000), fallback: {
@@ -101,7 +102,7 @@ public final class ControllerService: Service, @unchecked Sendable {
             e.code = "unavailable"
             e.message = "the controller did not answer (stopping?); retry"
             return .errorReply(e)
-        }, post: { [loop] answer in loop.post(.ask(body, answer: answer)) })
+        }, post: { [loop] answer in loop.post(.ask(body, caller: caller, answer: answer)) })
     }
 
     /// The controller's counts and gauges now, from its loop thread; nil when the loop does not

@@ -46,7 +46,7 @@ public enum ControllerCall: Sendable {
     /// when refused, or when no answer came within `ControllerShell.callTimeoutMs`). A relayed
     /// request (a region's nodes asked of the national scheduler) is answered when the region
     /// answers.
-    case ask(Body, answer: @Sendable (Body) -> Void)
+    case ask(Body, caller: String?, answer: @Sendable (Body) -> Void)
     /// Hand an observation to `reply`.
     case observe(reply: @Sendable (ControllerObservation) -> Void)
 }
@@ -166,8 +166,8 @@ public final class ControllerShell<Instance: ControllerInstance> {
                 directives += instance.receive(message, origin: origin, now: now)
             case .event(.observe(let reply)):
                 observers.append(reply)
-            case .event(.ask(let body, let answer)):
-                directives += ask(body, answer: answer, now: now)
+            case .event(.ask(let body, let caller, let answer)):
+                directives += ask(body, caller: caller, answer: answer, now: now)
             }
         }
         // The gateway's address and load, once a second, for the region's summaries.
@@ -191,7 +191,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
 
     /// An in-process ask: validated exactly as a frame from a peer would be (encoded and decoded
     /// again), then given to the instance under the call's own identity.
-    func ask(_ body: Body, answer: @escaping @Sendable (Body) -> Void, now: Moment) -> [ControllerDirective] {
+    func ask(_ body: Body, caller: String? = nil, answer: @escaping @Sendable (Body) -> Void, now: Moment) -> [ControllerDirective] {
         lastCall &+= 1
         let n = lastCall
         let message: Message
@@ -218,7 +218,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
             return out
         }
         calls[n] = (answer, now.monotonicMs + Self.callTimeoutMs)
-        if let record = Self.auditRecord(message.body, who: "http API", now: now) { out.append(.persist(.audit(record))) }
+        if let record = Self.auditRecord(message.body, who: caller.map { "http \($0)" } ?? "http API", now: now) { out.append(.persist(.audit(record))) }
         return out + instance.receive(message, origin: origin, now: now)
     }
 

@@ -12,8 +12,13 @@ import SwiftProtobuf
 public protocol ControllerAccess: Sendable {
     var role: ControllerRole { get }
     var name: String { get }
-    func ask(_ body: Body) async -> Body
+    /// `caller`: the bearer token's name of a write, for the audit log; nil for reads.
+    func ask(_ body: Body, caller: String?) async -> Body
     func observe(timeout: Duration) async -> ControllerObservation?
+}
+
+extension ControllerAccess {
+    func ask(_ body: Body) async -> Body { await ask(body, caller: nil) }
 }
 
 extension ControllerService: ControllerAccess {
@@ -302,7 +307,7 @@ public struct ControllerAPI: Sendable {
         var s = Wire.Submit()
         s.items = [item]
         logger.notice("HTTP submit", metadata: ["caller": "\(caller)", "jobs": "\(entry.count)"])
-        let answer = await controller.ask(.submit(s))
+        let answer = await controller.ask(.submit(s), caller: caller)
         guard case .submitReply(let r) = answer else { return Self.refusal(answer) }
         return Self.jsonResponse(r.accepted ? .created : .unprocessableContent, try r.jsonString(options: Self.json))
     }
@@ -328,7 +333,7 @@ public struct ControllerAPI: Sendable {
             body = .jobControl(c)
         }
         logger.notice("HTTP job \(action)", metadata: ["caller": "\(caller)", "job": "\(id)"])
-        let answer = await controller.ask(body)
+        let answer = await controller.ask(body, caller: caller)
         guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
         guard let j = r.jobs.first else { return Self.jsonResponse(.accepted, try r.jsonString(options: Self.json)) }
         return Self.jsonResponse(.ok, try j.jsonString(options: Self.json))
@@ -344,7 +349,7 @@ public struct ControllerAPI: Sendable {
         m.regionID = id
         m.action = .remove
         logger.notice("HTTP region remove", metadata: ["caller": "\(caller)", "region": "\(id)"])
-        let answer = await controller.ask(.regionControl(m))
+        let answer = await controller.ask(.regionControl(m), caller: caller)
         guard case .queryReply = answer else { return Self.refusal(answer) }
         return try await regions()
     }
@@ -361,7 +366,7 @@ public struct ControllerAPI: Sendable {
         c.reason = request.uri.queryParameters.get("reason").map { String($0) } ?? "by \(caller) over HTTP"
         c.action = action == "cordon" ? .cordon : action == "uncordon" ? .uncordon : .drain
         logger.notice("HTTP node \(action)", metadata: ["caller": "\(caller)", "node": "\(id)"])
-        let answer = await controller.ask(.nodeCommand(c))
+        let answer = await controller.ask(.nodeCommand(c), caller: caller)
         guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
         guard let n = r.nodes.first else { return Self.problem(.notFound, "not_found", "node \(id) is not known") }
         return Self.jsonResponse(.ok, try n.jsonString(options: Self.json))

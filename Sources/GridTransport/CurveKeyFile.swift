@@ -20,7 +20,9 @@ public struct KeyFileError: Error, CustomStringConvertible, Sendable, Equatable 
 /// - `NAME.pub`: the CURVE public key alone on a line, for authorized_keys and for clients that
 ///   pin a server, and `signing: <base64>`, the Ed25519 public key agents verify with.
 ///
-/// `#` lines are comments. A secret file readable by group or others is refused.
+/// `#` lines are comments. A secret file is refused when others may read it, or when its group
+/// may and root does not own it (PostgreSQL's rule for its key: 0600, or 0640 owned by root —
+/// a Kubernetes Secret mounted with `defaultMode: 0440` and the pod's `fsGroup`).
 public enum CurveKeyFile {
     /// Writes both files of a new pair into `directory`; refuses to overwrite a key.
     @discardableResult
@@ -76,8 +78,8 @@ public enum CurveKeyFile {
     static func read(_ path: String) throws(KeyFileError) -> (pair: CurveKeyPair, signingSeed: [UInt8]?) {
         var st = stat()
         guard stat(path, &st) == 0 else { throw KeyFileError(path, "cannot read: \(String(cString: strerror(errno))) (create one with gridctl keys generate)") }
-        if st.st_mode & 0o077 != 0 {
-            throw KeyFileError(path, "a secret key readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it")
+        if st.st_mode & 0o037 != 0 || (st.st_mode & 0o040 != 0 && st.st_uid != 0) {
+            throw KeyFileError(path, "a secret key readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it (0640 only when root owns it)")
         }
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch { throw KeyFileError(path, "cannot read: \(error.localizedDescription)") }

@@ -135,6 +135,7 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
     private let tickMs: Int
     private let statsBox = Mutex(SocketLoopStats())
     private let zap: ZAPHandler?
+    private let handshakes: HandshakeMonitor?
     /// Frames from the ROUTER carry the ZAP user id.
     private let authenticated: Bool
     private let upstreamEndpoint: String?
@@ -168,12 +169,19 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
                 try r.setZAPDomain(options.zapDomain)
                 try r.setZAPEnforceDomain(true)
             }
+            // Failed handshakes before ZAP (NULL and PLAIN clients) are counted by the authenticator.
+            if let a = options.authenticator {
+                handshakes = try HandshakeMonitor(context: context, watching: r, authenticator: a)
+            } else {
+                handshakes = nil
+            }
             try r.bind(bind)
             router = r
             boundEndpoint = try r.lastEndpoint()
         } else {
             router = nil
             boundEndpoint = nil
+            handshakes = nil
         }
         if let connect = options.connect {
             let d = try ZMQSocket(context, .dealer)
@@ -197,12 +205,14 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
         upstreamEndpoint = options.connect
         redialAfterNs = options.redialAfterSilenceMs.map { UInt64(max(1000, $0)) * 1_000_000 }
         zap?.start()
+        handshakes?.start()
     }
 
     deinit {
         router?.close()
         dealer?.close()
         zap?.stop()
+        handshakes?.stop()
         context.terminate()
     }
 

@@ -31,6 +31,108 @@ public enum ZAPDecision: Sendable, Equatable {
 /// Decides who may connect. Called on the ZAP thread, so it must be thread-safe.
 public protocol ZAPAuthenticator: Sendable {
     func authenticate(_ request: ZAPRequest) -> ZAPDecision
+    /// A handshake failed before any ZAP request (`HandshakeFailure`): called on the monitor's
+    /// thread. The default does nothing.
+    func handshakeFailed(_ failure: HandshakeFailure)
+}
+
+extension ZAPAuthenticator {
+    public func handshakeFailed(_ failure: HandshakeFailure) {}
+}
+
+/// A connection a CURVE socket refused before ZAP saw it, from the socket's monitor.
+public struct HandshakeFailure: Sendable, Equatable {
+    public enum Reason: String, Sendable {
+        /// The peer spoke another security mechanism (NULL or PLAIN at a CURVE socket): refused
+        /// at the ZMTP greeting.
+        case mechanism
+        /// Any other ZMTP or CURVE protocol error in the handshake (a bad or forged hello).
+        case handshake
+    }
+    public var reason: Reason
+    /// libzmq's protocol error code (ZMQ_PROTOCOL_ERROR_*), 0 when none.
+    public var code: UInt32
+    /// The socket's own endpoint the connection came to.
+    public var endpoint: String
+    public init(reason: Reason, code: UInt32, endpoint: String) {
+        self.reason = reason
+        self.code = code
+        self.endpoint = endpoint
+    }
+
+    /// The failure a monitor event means; nil for events that are not failed handshakes before
+    /// ZAP (an authentication failure is ZAP's own refusal, counted there).
+    static func from(event: UInt16, value: UInt32, endpoint: String) -> HandshakeFailure? {
+        switch Int32(event) {
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            return HandshakeFailure(reason: value == UInt32(ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) ? .mechanism : .handshake,
+                                    code: value, endpoint: endpoint)
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            return HandshakeFailure(reason: .handshake, code: 0, endpoint: endpoint)
+        default:
+            return nil
+        }
+    }
+}
+
+/// Watches one socket's failed handshakes (zmq_socket_monitor) on its own thread and hands each
+/// to the authenticator: a NULL or PLAIN client fails at the ZMTP greeting, before ZAP, so only
+/// the monitor sees it.
+final class HandshakeMonitor: @unchecked Sendable {
+    static let endpoint = "inproc://computegrid.handshake-monitor"
+    private let socket: ZMQSocket
+    private let authenticator: any ZAPAuthenticator
+    private let stopFlag = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+    private var started = false
+
+    init(context: ZMQContext, watching watched: ZMQSocket, authenticator: any ZAPAuthenticator) throws(ZMQError) {
+        try watched.monitor(Self.endpoint, events: ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        socket = try ZMQSocket(context, .pair)
+        try socket.connect(Self.endpoint)
+        self.authenticator = authenticator
+    }
+
+    func start() {
+        started = true
+        let thread = Thread { [self] in
+            watch()
+            socket.close()
+            done.signal()
+        }
+        thread.name = "handshake-monitor"
+        thread.start()
+    }
+
+    func stop() {
+        stopFlag.store(true, ordering: .releasing)
+        if started { done.wait() } else { socket.close() }
+        started = false
+    }
+
+    private func watch() {
+        while !stopFlag.load(ordering: .acquiring) {
+            let ready: [Bool]
+            do { ready = try poll([socket.pollItem], timeoutMs: 100) } catch {
+                if error.contextTerminated { return }
+                continue
+            }
+            guard ready[0] else { continue }
+            let frames: [[UInt8]]?
+            do { frames = try socket.receive(dontWait: true) } catch {
+                if error.contextTerminated { return }
+                continue
+            }
+            // Frame 1: the event (16 bits) and its value (32 bits), native byte order; frame 2: the endpoint.
+            guard let frames, frames.count >= 2, frames[0].count >= 6 else { continue }
+            let head = frames[0]
+            let event = head.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt16.self) }
+            let value = head.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 2, as: UInt32.self) }
+            if let failure = HandshakeFailure.from(event: event, value: value, endpoint: String(decoding: frames[1], as: UTF8.self)) {
+                authenticator.handshakeFailed(failure)
+            }
+        }
+    }
 }
 
 /// The ZAP handler of one context: a REP socket at `inproc://zeromq.zap.01` answered by its own

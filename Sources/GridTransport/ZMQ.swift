@@ -202,6 +202,12 @@ public final class ZMQSocket {
     /// whose authenticator is not running lets nobody in, rather than everybody.
     public func setZAPEnforceDomain(_ on: Bool) throws(ZMQError) { try setInt(93, on ? 1 : 0, name: "ZAP_ENFORCE_DOMAIN") }
 
+    /// Publishes the socket's `events` (ZMQ_EVENT_* bits) on a PAIR socket bound at `endpoint`
+    /// (an inproc address), which a monitor connects to (zmq_socket_monitor).
+    public func monitor(_ endpoint: String, events: Int32) throws(ZMQError) {
+        guard let h = handle, zmq_socket_monitor(h, endpoint, events) == 0 else { throw ZMQError("socket_monitor", endpoint: endpoint) }
+    }
+
     /// Makes this socket a PLAIN client (user name and password in clear): only tests use it,
     /// to show that a controller refuses the mechanism.
     public func setPlainClient(username: String, password: String) throws(ZMQError) {

@@ -226,6 +226,9 @@ extension EndToEnd {
         #expect(try await HTTPCall.send("POST", "\(n)/api/v1/nodes/a10g-node/uncordon?region=r1", token: Self.token).status == 200)
         let liveRegion = try await HTTPCall.send("POST", "\(n)/api/v1/regions/r2/remove", token: Self.token)
         #expect(liveRegion.status == 400 && liveRegion.errorMessage.contains("is live"), "\(liveRegion.body)")
+        // The audit log names each write's token.
+        let audit = try c.gridctl(["audit", "--limit", "50"])
+        #expect(audit.status == 0 && audit.output.contains("http ops") && !audit.output.contains("http API"), "\(audit.output)")
 
         // Accounts, the documents, unknown routes.
         let accounts = try await HTTPCall.get("\(n)/api/v1/accounts?region=r1")

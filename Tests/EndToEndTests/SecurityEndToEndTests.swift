@@ -117,8 +117,10 @@ extension EndToEnd {
             return Dictionary(uniqueKeysWithValues: rows.compactMap { r in (r["counter"] as? String).map { ($0, (r["value"] as? NSNumber)?.uint64Value ?? 0) } })
         }
         let atNational = try counters(c.nationalEndpoint, "national")
-        // NULL and PLAIN fail at the ZMTP greeting (the mechanisms differ) before any ZAP request: not counted here.
+        // NULL and PLAIN fail at the ZMTP greeting (the mechanisms differ) before any ZAP
+        // request; the socket's monitor sees them.
         #expect((atNational["refused.forbidden"] ?? 0) >= 1, "bob's cordon: \(atNational)")
+        #expect((atNational["refused.mechanism"] ?? 0) >= 2, "the NULL and PLAIN clients: \(atNational)")
         let atRegion = try counters(try #require(c.regionEndpoints["r1"]), "r1")
         #expect((atRegion["refused.unknown_key"] ?? 0) >= 1 && (atRegion["refused.forbidden"] ?? 0) >= 1 && (atRegion["refused.revoked"] ?? 0) >= 1,
                 "the rogue agent, node A for node B, the revoked key: \(atRegion)")

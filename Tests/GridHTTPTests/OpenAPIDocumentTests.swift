@@ -12,7 +12,7 @@ import Yams
 struct SilentController: ControllerAccess {
     var role: ControllerRole = .national
     var name = "national"
-    func ask(_ body: Body) async -> Body { .errorReply(Wire.ErrorReply()) }
+    func ask(_ body: Body, caller: String?) async -> Body { .errorReply(Wire.ErrorReply()) }
     func observe(timeout: Duration) async -> ControllerObservation? { nil }
 }
 

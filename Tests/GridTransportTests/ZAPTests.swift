@@ -11,7 +11,9 @@ import Testing
     final class Allow: ZAPAuthenticator, @unchecked Sendable {
         let users: Mutex<[String: String]>
         let seen = Mutex<[ZAPRequest]>([])
+        let failures = Mutex<[HandshakeFailure]>([])
         init(_ users: [String: String]) { self.users = Mutex(users) }
+        func handshakeFailed(_ failure: HandshakeFailure) { failures.withLock { $0.append(failure) } }
         func authenticate(_ request: ZAPRequest) -> ZAPDecision {
             seen.withLock { $0.append(request) }
             guard request.mechanism == "CURVE", let k = request.clientKey, let user = users.withLock({ $0[k] }) else {
@@ -78,6 +80,11 @@ import Testing
         let seen = auth.seen.withLock { $0 }
         #expect(seen.contains { $0.mechanism == "CURVE" && $0.clientKey == unknown.publicKey }, "the unknown key was asked about and refused")
         #expect(seen.contains { $0.mechanism == "CURVE" && $0.clientKey == good.publicKey && $0.domain == "computegrid" && $0.address == "127.0.0.1" })
+        // NULL and PLAIN never reach ZAP (the mechanisms differ at the ZMTP greeting); the
+        // socket's monitor reports them, so they are counted all the same.
+        #expect(!seen.contains { $0.mechanism != "CURVE" })
+        let failures = auth.failures.withLock { $0 }
+        #expect(failures.filter { $0.reason == .mechanism }.count >= 2, "NULL and PLAIN seen by the monitor: \(failures)")
     }
 
     @Test func aSocketThatEnforcesItsDomainLetsNobodyInWithoutAHandler() throws {
@@ -131,6 +138,20 @@ import Testing
         #expect {
             _ = try CurveKeyFile.readPair(made.secretPath)
         } throws: { "\($0)".contains("readable by group or others (mode 644): chmod 600 it") }
+        // Group-readable only when root owns it (a Kubernetes Secret with fsGroup, mode 0440).
+        chmod(made.secretPath, 0o640)
+        if geteuid() == 0 {
+            chown(made.secretPath, 0, 10001)
+            #expect(try CurveKeyFile.readPair(made.secretPath) == made.pair)
+            chmod(made.secretPath, 0o660)
+            #expect(throws: KeyFileError.self) { _ = try CurveKeyFile.readPair(made.secretPath) }
+            chmod(made.secretPath, 0o640)
+            chown(made.secretPath, 10001, 10001)
+        }
+        // Owned by someone other than root (the test's own user when not root): 0640 is refused.
+        #expect {
+            _ = try CurveKeyFile.readPair(made.secretPath)
+        } throws: { "\($0)".contains("(mode 640): chmod 600 it (0640 only when root owns it)") }
         #expect {
             _ = try CurveKeyFile.readPublic(dir + "/missing.pub")
         } throws: { "\($0)".contains("neither a public key") }
