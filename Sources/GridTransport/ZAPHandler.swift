@@ -75,120 +75,29 @@ public struct HandshakeFailure: Sendable, Equatable {
     }
 }
 
-/// Watches one socket's failed handshakes (zmq_socket_monitor) on its own thread and hands each
-/// to the authenticator: a NULL or PLAIN client fails at the ZMTP greeting, before ZAP, so only
-/// the monitor sees it.
-final class HandshakeMonitor: @unchecked Sendable {
-    static let endpoint = "inproc://computegrid.handshake-monitor"
-    private let socket: ZMQSocket
-    private let authenticator: any ZAPAuthenticator
-    private let stopFlag = Atomic<Bool>(false)
-    private let done = DispatchSemaphore(value: 0)
-    private var started = false
-
-    init(context: ZMQContext, watching watched: ZMQSocket, authenticator: any ZAPAuthenticator) throws(ZMQError) {
-        try watched.monitor(Self.endpoint, events: ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-        socket = try ZMQSocket(context, .pair)
-        try socket.connect(Self.endpoint)
-        self.authenticator = authenticator
-    }
-
-    func start() {
-        started = true
-        let thread = Thread { [self] in
-            watch()
-            socket.close()
-            done.signal()
-        }
-        thread.name = "handshake-monitor"
-        thread.start()
-    }
-
-    func stop() {
-        stopFlag.store(true, ordering: .releasing)
-        if started { done.wait() } else { socket.close() }
-        started = false
-    }
-
-    private func watch() {
-        while !stopFlag.load(ordering: .acquiring) {
-            let ready: [Bool]
-            do { ready = try poll([socket.pollItem], timeoutMs: 100) } catch {
-                if error.contextTerminated { return }
-                continue
-            }
-            guard ready[0] else { continue }
-            let frames: [[UInt8]]?
-            do { frames = try socket.receive(dontWait: true) } catch {
-                if error.contextTerminated { return }
-                continue
-            }
-            // Frame 1: the event (16 bits) and its value (32 bits), native byte order; frame 2: the endpoint.
-            guard let frames, frames.count >= 2, frames[0].count >= 6 else { continue }
-            let head = frames[0]
-            let event = head.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt16.self) }
-            let value = head.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 2, as: UInt32.self) }
-            if let failure = HandshakeFailure.from(event: event, value: value, endpoint: String(decoding: frames[1], as: UTF8.self)) {
-                authenticator.handshakeFailed(failure)
-            }
-        }
-    }
-}
-
 /// The ZAP handler of one context: a REP socket at `inproc://zeromq.zap.01` answered by its own
 /// thread. Sockets of the context that set a ZAP domain (and enforce it) accept a peer only when
 /// this handler says 200; when it is not running, nobody is let in.
 final class ZAPHandler: @unchecked Sendable {
     static let endpoint = "inproc://zeromq.zap.01"
-    private let socket: ZMQSocket
+    private let thread: SocketThread
     private let authenticator: any ZAPAuthenticator
-    private let stopFlag = Atomic<Bool>(false)
-    private let done = DispatchSemaphore(value: 0)
-    private var started = false
 
     /// Binds the handler's socket now (before any socket of the context binds, so the first
     /// connection already meets it); `start` runs it.
     init(context: ZMQContext, authenticator: any ZAPAuthenticator) throws(ZMQError) {
-        socket = try ZMQSocket(context, .rep)
+        let socket = try ZMQSocket(context, .rep)
         try socket.bind(Self.endpoint)
+        thread = SocketThread(socket, name: "zap")
         self.authenticator = authenticator
     }
 
     func start() {
-        started = true
-        let thread = Thread { [self] in
-            serve()
-            socket.close()
-            done.signal()
-        }
-        thread.name = "zap"
-        thread.start()
+        thread.start { [authenticator] socket, frames in _ = try? socket.send(Self.reply(to: frames, authenticator)) }
     }
 
     /// Stops the thread and closes the socket (which the context's termination waits for).
-    func stop() {
-        stopFlag.store(true, ordering: .releasing)
-        if started { done.wait() } else { socket.close() }
-        started = false
-    }
-
-    private func serve() {
-        while !stopFlag.load(ordering: .acquiring) {
-            let ready: [Bool]
-            do { ready = try poll([socket.pollItem], timeoutMs: 100) } catch {
-                if error.contextTerminated { return }
-                continue
-            }
-            guard ready[0] else { continue }
-            let frames: [[UInt8]]?
-            do { frames = try socket.receive(dontWait: true) } catch {
-                if error.contextTerminated { return }
-                continue
-            }
-            guard let frames else { continue }
-            _ = try? socket.send(Self.reply(to: frames, authenticator))
-        }
-    }
+    func stop() { thread.stop() }
 
     /// The reply to one ZAP request: [version, request id, status code, status text, user id, metadata].
     static func reply(to frames: [[UInt8]], _ authenticator: any ZAPAuthenticator) -> [[UInt8]] {
@@ -208,6 +117,87 @@ final class ZAPHandler: @unchecked Sendable {
         switch authenticator.authenticate(request) {
         case .allow(let user): return answer("200", "OK", user)
         case .deny(let reason): return answer("400", reason)
+        }
+    }
+}
+
+/// Watches one socket's failed handshakes (zmq_socket_monitor) on its own thread and hands each
+/// to the authenticator: a NULL or PLAIN client fails at the ZMTP greeting, before ZAP, so only
+/// the monitor sees it.
+final class HandshakeMonitor: @unchecked Sendable {
+    static let endpoint = "inproc://computegrid.handshake-monitor"
+    private let thread: SocketThread
+    private let authenticator: any ZAPAuthenticator
+
+    init(context: ZMQContext, watching watched: ZMQSocket, authenticator: any ZAPAuthenticator) throws(ZMQError) {
+        try watched.monitor(Self.endpoint, events: ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        let socket = try ZMQSocket(context, .pair)
+        try socket.connect(Self.endpoint)
+        thread = SocketThread(socket, name: "handshake-monitor")
+        self.authenticator = authenticator
+    }
+
+    func start() {
+        thread.start { [authenticator] _, frames in
+            // Frame 1: the event (16 bits) and its value (32 bits), native byte order; frame 2: the endpoint.
+            guard frames.count >= 2, frames[0].count >= 6 else { return }
+            let event = frames[0].withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: UInt16.self) }
+            let value = frames[0].withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 2, as: UInt32.self) }
+            if let failure = HandshakeFailure.from(event: event, value: value, endpoint: String(decoding: frames[1], as: UTF8.self)) {
+                authenticator.handshakeFailed(failure)
+            }
+        }
+    }
+
+    func stop() { thread.stop() }
+}
+
+/// A socket served on its own thread: each message goes to the handler; a poll every 100 ms
+/// notices `stop`, after which the thread closes the socket (the context's termination waits
+/// for it).
+final class SocketThread: @unchecked Sendable {
+    private let socket: ZMQSocket
+    private let name: String
+    private let stopFlag = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+    private var started = false
+
+    init(_ socket: ZMQSocket, name: String) {
+        self.socket = socket
+        self.name = name
+    }
+
+    func start(_ handle: @escaping @Sendable (ZMQSocket, [[UInt8]]) -> Void) {
+        started = true
+        let thread = Thread { [self] in
+            serve(handle)
+            socket.close()
+            done.signal()
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    func stop() {
+        stopFlag.store(true, ordering: .releasing)
+        if started { done.wait() } else { socket.close() }
+        started = false
+    }
+
+    private func serve(_ handle: (ZMQSocket, [[UInt8]]) -> Void) {
+        while !stopFlag.load(ordering: .acquiring) {
+            let ready: [Bool]
+            do { ready = try poll([socket.pollItem], timeoutMs: 100) } catch {
+                if error.contextTerminated { return }
+                continue
+            }
+            guard ready[0] else { continue }
+            let frames: [[UInt8]]?
+            do { frames = try socket.receive(dontWait: true) } catch {
+                if error.contextTerminated { return }
+                continue
+            }
+            if let frames { handle(socket, frames) }
         }
     }
 }

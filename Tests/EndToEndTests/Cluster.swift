@@ -1,6 +1,7 @@
 import Foundation
 import GridCLI
 import GridCore
+import GridTransport
 import Testing
 
 /// Starts the real executables (national, regions, agents) on loopback with ephemeral ports,
@@ -179,6 +180,28 @@ final class Cluster {
             Thread.sleep(forTimeInterval: 0.1)
         }
         throw ClientError("timed out waiting for \(what)\n" + daemons.map { "--- \($0.name) ---\n\(log($0.name).suffix(3000))" }.joined(separator: "\n"))
+    }
+
+    /// `gridctl keys generate` for each name into `<dir>/keys`: the public keys by name.
+    func generateKeys(_ names: [String]) throws -> [String: String] {
+        var pub: [String: String] = [:]
+        for name in names {
+            let made = try Self.run(Self.binDir.appendingPathComponent("gridctl").path, ["keys", "generate", name, "--dir", keysDir.path])
+            guard made.status == 0 else { throw ClientError("gridctl keys generate \(name): \(made.output)") }
+            pub[name] = try CurveKeyFile.readPublic(pubFile(name))
+        }
+        return pub
+    }
+    var keysDir: URL { dir.appendingPathComponent("keys") }
+    /// The secret key file of a key `generateKeys` made.
+    func keyFile(_ name: String) -> String { keysDir.appendingPathComponent("\(name).key").path }
+    /// The public key file of a key `generateKeys` made.
+    func pubFile(_ name: String) -> String { keysDir.appendingPathComponent("\(name).pub").path }
+    /// Writes `lines` to `<dir>/<name>`; its path.
+    func writeFile(_ name: String, _ lines: [String]) throws -> String {
+        let url = dir.appendingPathComponent(name)
+        try (lines.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
+        return url.path
     }
 
     func log(_ name: String) -> String {

@@ -15,23 +15,13 @@ extension EndToEnd {
     @Test func onlyAuthorizedKeysGetInAndEachSpeaksOnlyForItself() async throws {
         let c = try Cluster()
         defer { c.stopAll() }
-        let keys = c.dir.appendingPathComponent("keys")
         let gridctl = Cluster.binDir.appendingPathComponent("gridctl").path
-        var pub: [String: String] = [:]
-        for name in ["national", "r1", "node-a", "node-b", "node-c", "rogue", "alice", "bob"] {
-            let made = try Cluster.run(gridctl, ["keys", "generate", name, "--dir", keys.path])
-            #expect(made.status == 0, "\(made.output)")
-            pub[name] = try CurveKeyFile.readPublic(keys.appendingPathComponent("\(name).pub").path)
-        }
-        let again = try Cluster.run(gridctl, ["keys", "generate", "alice", "--dir", keys.path])
+        let pub = try c.generateKeys(["national", "r1", "node-a", "node-b", "node-c", "rogue", "alice", "bob"])
+        let again = try Cluster.run(gridctl, ["keys", "generate", "alice", "--dir", c.keysDir.path])
         #expect(again.status != 0 && again.output.contains("exists"), "a key is never overwritten: \(again.output)")
-        func file(_ name: String, _ lines: [String]) throws -> String {
-            let url = c.dir.appendingPathComponent(name)
-            try (lines.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
-            return url.path
-        }
-        func key(_ name: String) -> String { keys.appendingPathComponent("\(name).key").path }
-        func pubFile(_ name: String) -> String { keys.appendingPathComponent("\(name).pub").path }
+        func file(_ name: String, _ lines: [String]) throws -> String { try c.writeFile(name, lines) }
+        func key(_ name: String) -> String { c.keyFile(name) }
+        func pubFile(_ name: String) -> String { c.pubFile(name) }
         let nationalKeys = try file("national-keys", ["# who may connect to the national scheduler",
                                                       "\(pub["r1"]!) region r1", "\(pub["alice"]!) operator alice admin",
                                                       "\(pub["bob"]!) operator bob submit"])
@@ -120,7 +110,8 @@ extension EndToEnd {
         // NULL and PLAIN fail at the ZMTP greeting (the mechanisms differ) before any ZAP
         // request; the socket's monitor sees them.
         #expect((atNational["refused.forbidden"] ?? 0) >= 1, "bob's cordon: \(atNational)")
-        #expect((atNational["refused.mechanism"] ?? 0) >= 2, "the NULL and PLAIN clients: \(atNational)")
+        #expect((atNational["refused.mechanism"] ?? 0) + (atNational["refused.handshake"] ?? 0) >= 2,
+                "the NULL and PLAIN clients: \(atNational)")
         let atRegion = try counters(try #require(c.regionEndpoints["r1"]), "r1")
         #expect((atRegion["refused.unknown_key"] ?? 0) >= 1 && (atRegion["refused.forbidden"] ?? 0) >= 1 && (atRegion["refused.revoked"] ?? 0) >= 1,
                 "the rogue agent, node A for node B, the revoked key: \(atRegion)")

@@ -17,21 +17,11 @@ extension EndToEnd {
         // Every directory above the agents' data is open to all: only the agent's own modes
         // (jobs 0711, output 0600, work 0700) stand between one tenant's run and another's.
         chmod(c.dir.path, 0o755)
-        let keys = c.dir.appendingPathComponent("keys")
         let gridctl = Cluster.binDir.appendingPathComponent("gridctl").path
-        var pub: [String: String] = [:]
-        for name in ["national", "r1", "node-a", "node-shared", "root-op", "ana", "bo"] {
-            let made = try Cluster.run(gridctl, ["keys", "generate", name, "--dir", keys.path])
-            #expect(made.status == 0, "\(made.output)")
-            pub[name] = try CurveKeyFile.readPublic(keys.appendingPathComponent("\(name).pub").path)
-        }
-        func file(_ name: String, _ lines: [String]) throws -> String {
-            let url = c.dir.appendingPathComponent(name)
-            try (lines.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
-            return url.path
-        }
-        func key(_ name: String) -> String { keys.appendingPathComponent("\(name).key").path }
-        func pubFile(_ name: String) -> String { keys.appendingPathComponent("\(name).pub").path }
+        let pub = try c.generateKeys(["national", "r1", "node-a", "node-shared", "root-op", "ana", "bo"])
+        func file(_ name: String, _ lines: [String]) throws -> String { try c.writeFile(name, lines) }
+        func key(_ name: String) -> String { c.keyFile(name) }
+        func pubFile(_ name: String) -> String { c.pubFile(name) }
         let nationalKeys = try file("national-keys", ["\(pub["r1"]!) region r1", "\(pub["root-op"]!) operator root-op admin",
                                                       "\(pub["ana"]!) operator ana operate tenant=team-a",
                                                       "\(pub["bo"]!) operator bo operate tenant=team-b"])

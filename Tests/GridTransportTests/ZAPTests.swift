@@ -84,7 +84,10 @@ import Testing
         // socket's monitor reports them, so they are counted all the same.
         #expect(!seen.contains { $0.mechanism != "CURVE" })
         let failures = auth.failures.withLock { $0 }
-        #expect(failures.filter { $0.reason == .mechanism }.count >= 2, "NULL and PLAIN seen by the monitor: \(failures)")
+        // libzmq names the mismatch (protocol error 0x11000002) or reports the failure without
+        // detail, depending on which side of the greeting notices first: each client's is there.
+        #expect(failures.count >= 2, "NULL and PLAIN seen by the monitor: \(failures)")
+        #expect(failures.allSatisfy { $0.reason == .handshake || $0.code == 0x1100_0002 })
     }
 
     @Test func aSocketThatEnforcesItsDomainLetsNobodyInWithoutAHandler() throws {
