@@ -18,7 +18,7 @@ import Yams
 ///       partition: 1g.10gb        # a MIG slice of that profile (or any) instead of whole devices
 ///       min_gcu: 100              # least compute per device, GCU (1 GCU = 1 dense FP16 TFLOPS)
 ///       min_total_gcu: 400        # least compute over all the job's devices, GCU
-///       interconnect: same_numa   # any (default) | same_numa: all devices on one NUMA node
+///       interconnect: same_numa   # any (default) | same_numa: all devices on one NUMA node | nvlink: all NVLink peers
 ///     model:                      # fit a model to devices and choose its precision (JOBS.md)
 ///       parameters: 13B
 ///       precisions: [bf16, int8]  # allowed; the scheduler sets GRID_PRECISION to its choice

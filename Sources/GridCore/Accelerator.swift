@@ -228,6 +228,10 @@ public struct DeviceInventory: Codable, Sendable, Hashable {
     public var numaNode: Int?
     /// Links the tool reports (e.g. "NVLink", "xGMI", "HCCS").
     public var interconnects: [String]
+    /// The indexes (`index`) of the node's devices this one has a direct NVLink to (from
+    /// `nvidia-smi topo -m`); nil when unknown. `interconnect: nvlink` jobs get devices that
+    /// are all peers of each other.
+    public var nvlinkPeers: [Int]?
     public var powerLimitW: Double?
     public var powerDrawW: Double?
     public var temperatureC: Double?

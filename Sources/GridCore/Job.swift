@@ -68,8 +68,8 @@ public enum InterconnectRequirement: String, Codable, Sendable, Hashable, CaseIt
     /// All devices on one NUMA node of the host (devices whose NUMA node is unknown count as
     /// one node: a host without NUMA reports none).
     case sameNUMA = "same_numa"
-    /// All devices NVLink (or xGMI, HCCS) peers of each other. Not placeable yet: agents do not
-    /// report peer groups; refused at submit with that reason.
+    /// All devices NVLink peers of each other (each has a direct NVLink to every other, as
+    /// `nvidia-smi topo -m` reports them). Devices whose links are unknown never qualify.
     case nvlink
 }
 
@@ -182,9 +182,6 @@ public struct JobSpec: Codable, Sendable, Hashable {
         }
         for (key, v) in [("min_gcu", accelerators.minGCU), ("min_total_gcu", accelerators.minTotalGCU)] {
             if let v, !(v.isFinite && v >= 0 && v <= 1e9) { out.append("accelerators.\(key): 0…1e9 GCU, got \(v)") }
-        }
-        if accelerators.interconnect == .nvlink {
-            out.append("accelerators.interconnect: nvlink is not supported yet (agents do not report NVLink/xGMI/HCCS peer groups); use same_numa or any")
         }
         if let m = model {
             out += m.problems()

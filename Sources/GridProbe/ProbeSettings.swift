@@ -65,6 +65,8 @@ public struct ProbeSettings: Codable, Sendable, Hashable {
 
     public static let defaultTools: [String: ToolSettings] = [
         "nvidia-smi": ToolSettings(executable: "nvidia-smi", arguments: ["-q", "-x"], format: .nvidiaSMIXML, vendors: [.nvidia]),
+        // NVLink peers and NUMA affinity; adds to nvidia-smi's devices, never judges their health.
+        "nvidia-smi-topo": ToolSettings(executable: "nvidia-smi", arguments: ["topo", "-m"], format: .nvidiaSMITopo, vendors: [.nvidia]),
         "rocm-smi": ToolSettings(
             executable: "rocm-smi",
             arguments: [

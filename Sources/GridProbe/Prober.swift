@@ -333,8 +333,15 @@ public final class Prober: Sendable {
         var problems: [String] = []
     }
 
-    /// What a tool run means for its devices.
+    /// What a tool run means for its devices. A topology tool only adds links: its failures are
+    /// problems for the log, never health reasons of the devices.
     func interpret(name: String, tool: ToolSettings, result r: ToolResult, vendorsPresent: Bool) -> Interpretation {
+        var i = interpretRun(name: name, tool: tool, result: r, vendorsPresent: vendorsPresent)
+        if tool.format == .nvidiaSMITopo { i.failures = [] }
+        return i
+    }
+
+    func interpretRun(name: String, tool: ToolSettings, result r: ToolResult, vendorsPresent: Bool) -> Interpretation {
         let vendors = Set(tool.vendors)
         func fail(_ kind: HealthReasonKind, _ detail: String, state: HealthState? = nil) -> Interpretation {
             Interpretation(

@@ -21,10 +21,12 @@ public enum VendorTool: String, Sendable, Codable, CaseIterable {
     case xpuSMIDump = "xpu-smi-dump"
     /// Iluvatar `ixsmi` (nvidia-smi-like table).
     case ixSMI = "ixsmi"
+    /// `nvidia-smi topo -m`: NVLink peers and NUMA affinity by GPU index (no devices of its own).
+    case nvidiaSMITopo = "nvidia-smi-topo"
 
     public var vendor: AcceleratorVendor {
         switch self {
-        case .nvidiaSMIXML, .nvidiaSMICSV: return .nvidia
+        case .nvidiaSMIXML, .nvidiaSMICSV, .nvidiaSMITopo: return .nvidia
         case .rocmSMIJSON: return .amd
         case .npuSMI: return .huawei
         case .hlSMI, .hlSMIList: return .habana
@@ -43,6 +45,8 @@ public struct VendorParseResult: Sendable, Hashable {
     public var toolVersion: String?
     /// Things the parser skipped or could not read, for logs; never fatal.
     public var warnings: [String]
+    /// Topology tools: links by the vendor's device index (the devices come from other tools).
+    public var links: [Int: DeviceLinks] = [:]
 
     public init(
         tool: VendorTool, devices: [DeviceInventory] = [], driverVersion: String? = nil,
@@ -53,6 +57,17 @@ public struct VendorParseResult: Sendable, Hashable {
         self.driverVersion = driverVersion
         self.toolVersion = toolVersion
         self.warnings = warnings
+    }
+}
+
+/// How one device is connected to the others of its node (a topology tool's view).
+public struct DeviceLinks: Sendable, Hashable {
+    /// Indexes of the devices it has a direct NVLink (xGMI, HCCS) to.
+    public var nvlinkPeers: [Int] = []
+    public var numaNode: Int?
+    public init(nvlinkPeers: [Int] = [], numaNode: Int? = nil) {
+        self.nvlinkPeers = nvlinkPeers
+        self.numaNode = numaNode
     }
 }
 

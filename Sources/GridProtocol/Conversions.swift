@@ -50,6 +50,7 @@ extension Wire.Device {
         gradeReason = d.gradeReason ?? ""
         computeUnits = d.computeUnits ?? 0
         foreignProcesses = UInt32(clamping: d.foreignProcesses ?? 0)
+        nvlinkPeers = (d.nvlinkPeers ?? []).map { UInt32(clamping: $0) }
     }
 
     /// Back to the domain type. Unknown vendor/health spellings from newer peers degrade to
@@ -79,6 +80,7 @@ extension Wire.Device {
             computeUnits: optPos(computeUnits)
         )
         d.foreignProcesses = foreignProcesses > 0 ? Int(foreignProcesses) : nil
+        d.nvlinkPeers = nvlinkPeers.isEmpty ? nil : nvlinkPeers.compactMap { Int(exactly: $0) }
         return d
     }
 }

@@ -120,6 +120,8 @@ public struct PlacementIndex: Sendable {
         var numa: Int32 = -1
         /// For a slice of a partitioned device: the device's id.
         var parent: String? = nil
+        /// Indexes of the node's devices this one has a direct NVLink to.
+        var peers: [Int] = []
     }
 
     struct ClassSlot: Sendable {
@@ -245,7 +247,8 @@ public struct PlacementIndex: Sendable {
             // A device some other process computes on is held, whoever placed it.
             let isBusy = busy.contains(d.id) || (d.foreignProcesses ?? 0) > 0
             units.append(Unit(deviceID: d.id, index: d.index, classID: cid, capacityKey: key,
-                              health: d.health.state, busy: isBusy, numa: Int32(clamping: d.numaNode ?? -1), parent: parent))
+                              health: d.health.state, busy: isBusy, numa: Int32(clamping: d.numaNode ?? -1), parent: parent,
+                              peers: parent == nil ? (d.nvlinkPeers ?? []) : []))
             if cid >= 0 {
                 if let i = classSlots.firstIndex(where: { $0.classID == cid }) {
                     classSlots[i].units += 1
@@ -417,7 +420,9 @@ public struct PlacementIndex: Sendable {
         }
         let count = first.count
         let matchings = wants.map { matchingClasses($0, account: account) }
-        if first.interconnect == .sameNUMA && count > 1 { return chooseOnOneNUMANode(wants, matchings) }
+        if (first.interconnect == .sameNUMA || first.interconnect == .nvlink) && count > 1 {
+            return chooseConnected(wants, matchings, nvlink: first.interconnect == .nvlink)
+        }
         var merged: [(cid: Int32, option: Int)]
         if matchings.count == 1 {
             merged = matchings[0].map { ($0, 0) }
@@ -480,11 +485,12 @@ public struct PlacementIndex: Sendable {
         } || matching.count > 1 && matching.reduce(0) { acc, cid in acc + (nodesWithUnits[Int(cid)].lastIndex { $0 > 0 } ?? 0) } >= count
     }
 
-    /// `interconnect: same_numa`: nodes with enough free units in all are scanned (at most
-    /// `scanLimit`), and a node fits when one NUMA node of it has `count` free units a request
-    /// can use. Among at most `candidateLimit` fits: the least capable classes first, then the
-    /// node with the fewest free units, then the id; the option is the first that fits there.
-    func chooseOnOneNUMANode(_ wants: [AcceleratorRequest], _ matchings: [[Int32]]) -> (option: Int, choice: PlacementChoice) {
+    /// `interconnect: same_numa` (or `nvlink`): nodes with enough free units in all are scanned
+    /// (at most `scanLimit`), and a node fits when one NUMA node of it has `count` free units a
+    /// request can use (or `count` free units that are all NVLink peers of each other). Among at
+    /// most `candidateLimit` fits: the least capable classes first, then the node with the
+    /// fewest free units, then the id; the option is the first that fits there.
+    func chooseConnected(_ wants: [AcceleratorRequest], _ matchings: [[Int32]], nvlink: Bool) -> (option: Int, choice: PlacementChoice) {
         let count = wants[0].count
         var best: (key: [Int], slot: Int32, option: Int, ids: [String])?
         var fits = 0, examined = 0
@@ -493,7 +499,7 @@ public struct PlacementIndex: Sendable {
                 examined += 1
                 let n = nodes[Int(slot)]!
                 for (option, matching) in matchings.enumerated() {
-                    guard let (rank, ids) = numaGroup(n, matching, count) else { continue }
+                    guard let (rank, ids) = nvlink ? nvlinkGroup(n, matching, count) : numaGroup(n, matching, count) else { continue }
                     let key = [rank, Int(n.freeTotal), option]
                     if best == nil || key.lexicographicallyPrecedes(best!.key) || (key == best!.key && n.id < nodes[Int(best!.slot)]!.id) {
                         best = (key, slot, option, ids)
@@ -509,6 +515,12 @@ public struct PlacementIndex: Sendable {
         // Could it ever fit (busy or not)? Every schedulable node is looked at: a rare path.
         for case let n? in nodes where n.schedulable {
             for matching in matchings {
+                if nvlink {
+                    if nvlinkGroup(n, matching, count, evenBusy: true) != nil {
+                        return (0, .busy("waiting for \(count) free NVLink-connected device(s) matching \(words)"))
+                    }
+                    continue
+                }
                 var groups: [Int32: Int] = [:]
                 for u in n.units where u.classID >= 0 && matching.contains(u.classID) { groups[u.numa, default: 0] += 1 }
                 if groups.values.contains(where: { $0 >= count }) {
@@ -516,7 +528,39 @@ public struct PlacementIndex: Sendable {
                 }
             }
         }
+        if nvlink {
+            return (0, .impossible("no ready node has \(count) schedulable device(s) matching \(words) that are all NVLink peers of each other"))
+        }
         return (0, .impossible("no ready node has \(count) schedulable device(s) matching \(words)"))
+    }
+
+    /// On one node: `count` free units of the matching classes that are all NVLink peers of
+    /// each other (each lists the other), the least capable first; nil when there are none.
+    /// A small exhaustive search: a node has at most a few dozen units, and a unit without
+    /// peers is never part of a group.
+    func nvlinkGroup(_ n: NodeEntry, _ matching: [Int32], _ count: Int, evenBusy: Bool = false) -> (rank: Int, ids: [String])? {
+        var rank: [Int32: Int] = [:]
+        for (i, c) in matching.enumerated() { rank[c] = i }
+        let units = n.units.filter { (evenBusy || !$0.busy) && $0.classID >= 0 && rank[$0.classID] != nil && !$0.peers.isEmpty }
+            .sorted { a, b in
+                let ra = rank[a.classID]!, rb = rank[b.classID]!
+                return ra != rb ? ra < rb : a.index < b.index
+            }
+        guard units.count >= count else { return nil }
+        func linked(_ a: Unit, _ b: Unit) -> Bool { a.peers.contains(b.index) && b.peers.contains(a.index) }
+        var chosen: [Int] = []
+        func extend(from start: Int) -> Bool {
+            if chosen.count == count { return true }
+            guard units.count - start >= count - chosen.count else { return false }
+            for i in start..<units.count where chosen.allSatisfy({ linked(units[$0], units[i]) }) {
+                chosen.append(i)
+                if extend(from: i + 1) { return true }
+                chosen.removeLast()
+            }
+            return false
+        }
+        guard extend(from: 0) else { return nil }
+        return (chosen.map { rank[units[$0].classID]! }.max()!, chosen.map { units[$0].deviceID })
     }
 
     /// On one node: the NUMA node with `count` free units of the matching classes whose
@@ -678,6 +722,8 @@ public struct PlacementIndex: Sendable {
                 cause = "dedicated to other accounts"
             } else if !n.schedulable {
                 cause = "not ready (lost, draining or not heard since a restart)"
+            } else if fit.count >= want.count, want.interconnect == .nvlink, want.count > 1, nvlinkGroup(n, Array(matching), want.count, evenBusy: true) == nil {
+                cause = "no \(want.count) devices that are NVLink peers of each other"
             } else if fit.count >= want.count, want.interconnect == .sameNUMA, want.count > 1,
                       !Dictionary(grouping: fit, by: \.numa).values.contains(where: { $0.count >= want.count }) {
                 cause = "not \(want.count) matching devices on one NUMA node"

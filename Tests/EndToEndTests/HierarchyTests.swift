@@ -62,6 +62,35 @@ extension EndToEnd {
     /// Issue 9, item 7, with the real executables: a 13B model that allows bf16 and int8, on a
     /// region with an H100 (grade A) and an A10G (grade C), runs on the A10G at int8, and the
     /// process sees GRID_PRECISION=int8. The same model without int8 takes the H100 at bf16.
+    /// Issue 9, item 6: the agent reads NVLink peers from `nvidia-smi topo -m` (here its
+    /// capture beside the device list) and an `interconnect: nvlink` job goes only where its
+    /// devices are all peers of each other.
+    @Test func anNVLinkJobRunsOnlyWhereItsDevicesArePeers() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        try c.startAgent("pcie", region: "r1", simulate: ["nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml", "nvidia-smi-topo-mp_dgx1-8gpu.txt"])
+        let client = try c.client()
+        _ = try c.eventually(30, "the PCIe node ready") { try client.query(.regions).regions.first?.nodesReady == 1 ? true : nil }
+        let spec = JobSpec(name: "allreduce", command: "/bin/sh", args: ["-c", "echo node=$GRID_NODE_ID devices=$GRID_DEVICE_IDS"],
+                           accelerators: AcceleratorRequest(count: 4, interconnect: .nvlink))
+        let r = try client.submit(spec)
+        #expect(r.accepted, "\(r.reason)")
+        // The region says why it waits (the national scheduler shows where it went).
+        let region = try GridClient(endpoint: try #require(c.regionEndpoints["r1"]))
+        let waiting = try c.eventually(30, "the job to wait with its reason") { () -> JobRecord? in
+            try region.jobs().first { $0.id.rawValue == r.jobID && $0.message.contains("NVLink peers of each other") }
+        }
+        #expect(waiting.state == .queued && waiting.node == nil, "\(waiting.state) \(waiting.message)")
+        try c.startAgent("nvlink", region: "r1", simulate: ["nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml", "nvidia-smi-topo-m_dgx-a100-8gpu.txt"])
+        let done = try c.eventually(60, "the job to run on the NVLink node") { () -> JobRecord? in
+            try client.jobs().first { $0.id.rawValue == r.jobID && $0.state.isTerminal }
+        }
+        #expect(done.state == .succeeded && done.node == "nvlink" && done.outputTail.contains("node=nvlink"), "\(done.message) \(done.outputTail)")
+        #expect(done.deviceIDs.count == 4)
+    }
+
     @Test func aModelJobRunsAtInt8OnTheLowerGrade() throws {
         let c = try Cluster()
         defer { c.stopAll() }

@@ -34,6 +34,9 @@ import GridCore
         "nvidia-smi-q-x_tesla-t4_v11.xml": .nvidiaSMIXML,
         "nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml": .nvidiaSMIXML,
         "nvidia-smi-q_h100-mig_590.48.01.txt": nil,
+        "nvidia-smi-topo-m_a100-sxm4-80gb-4gpu-numa-id.txt": .nvidiaSMITopo,
+        "nvidia-smi-topo-m_dgx-a100-8gpu.txt": .nvidiaSMITopo,
+        "nvidia-smi-topo-mp_dgx1-8gpu.txt": .nvidiaSMITopo,
         "nvidia-smi-query-gpu_csv-noheader-nounits_2gb-geforce-NA_i3pystatus-pr776.csv": .nvidiaSMICSV,
         "nvidia-smi-query-gpu_csv-noheader-nounits_2gb-geforce-NotSupported-olddriver_i3pystatus-pr776.csv": .nvidiaSMICSV,
         "nvidia-smi-query-gpu_csv-noheader-nounits_h100l-vgpu-mig_prmon-pr318.csv": .nvidiaSMICSV,
@@ -66,7 +69,7 @@ import GridCore
 
     @Test func everyFixtureIsListed() throws {
         #expect(try Fixture.allNames() == Self.expected.keys.sorted())
-        #expect(Self.expected.count == 47)  // 47 captures + SOURCES.md
+        #expect(Self.expected.count == 50)  // 50 captures + SOURCES.md
     }
 
     @Test(arguments: expected.keys.sorted())
@@ -80,7 +83,8 @@ import GridCore
             } else {
                 let result = try VendorOutputParser.parse(text)
                 #expect(result.tool == want)
-                #expect(!result.devices.isEmpty)
+                // A topology matrix describes links between devices other tools list.
+                #expect(want == .nvidiaSMITopo ? !result.links.isEmpty && result.devices.isEmpty : !result.devices.isEmpty)
                 #expect(result.devices.allSatisfy { $0.vendor == want.vendor || (want == .rocmSMIJSON && $0.vendor == .hygon) })
                 #expect(result.devices.allSatisfy { $0.health == ParseSupport.notEvaluated })
                 #expect(Set(result.devices.map(\.id)).count == result.devices.count)

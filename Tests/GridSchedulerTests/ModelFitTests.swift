@@ -205,7 +205,7 @@ import Testing
     }
 }
 
-/// Issue 9, item 6 (part): `interconnect: same_numa`.
+/// Issue 9, item 6: `interconnect: same_numa` and `nvlink`.
 @Suite struct NUMAPlacementTests {
     func gpu(_ node: String, _ k: Int, numa: Int?, grade: DeviceGrade = .b) -> DeviceInventory {
         DeviceInventory(id: "\(node)-\(k)", index: k, vendor: .nvidia, model: "Tesla V100S-PCIE-32GB", memoryTotalMiB: 32768,
@@ -243,8 +243,50 @@ import Testing
         #expect(index.choose(AcceleratorRequest(count: 2, interconnect: .sameNUMA)) == .placed(node: "mixed", deviceIDs: ["mixed-2", "mixed-3"]))
     }
 
-    @Test func nvlinkIsRefusedWithTheReason() {
+    /// `interconnect: nvlink` (issue 9, item 6): every chosen device lists every other as an
+    /// NVLink peer (nvidia-smi topo -m); a hybrid cube-mesh host has two groups of four.
+    func meshed(_ node: String, groups: [[Int]], grade: DeviceGrade = .b) -> [DeviceInventory] {
+        groups.flatMap { g in g.map { k in
+            var d = gpu(node, k, numa: nil, grade: grade)
+            d.nvlinkPeers = g.filter { $0 != k }
+            return d
+        } }.sorted { $0.index < $1.index }
+    }
+
+    @Test func nvlinkTakesDevicesThatAreAllPeersOfEachOther() {
+        var index = PlacementIndex()
+        index.upsert(node: "mesh", devices: meshed("mesh", groups: [[0, 2, 4, 6], [1, 3, 5, 7]]), busy: [], schedulable: true)
+        let four = AcceleratorRequest(count: 4, interconnect: .nvlink)
+        #expect(index.choose(four) == .placed(node: "mesh", deviceIDs: ["mesh-0", "mesh-2", "mesh-4", "mesh-6"]))
+        // Any 4 would have been mesh-0…3: two of them are not peers.
+        #expect(index.choose(AcceleratorRequest(count: 4)) == .placed(node: "mesh", deviceIDs: ["mesh-0", "mesh-1", "mesh-2", "mesh-3"]))
+        // 5 peers of each other do not exist here, ever.
+        let five = AcceleratorRequest(count: 5, interconnect: .nvlink)
+        guard case .impossible(let why) = index.choose(five) else { Issue.record("5 NVLink peers on a 4+4 mesh"); return }
+        #expect(why.contains("NVLink peers of each other"))
+        #expect(index.diagnose(five).contains { $0.cause == "no 5 devices that are NVLink peers of each other" })
+        // One group taken and one of the other busy: the rest waits.
+        index.allocate(node: "mesh", deviceIDs: ["mesh-0", "mesh-2", "mesh-4", "mesh-6", "mesh-7"])
+        guard case .busy = index.choose(four) else { Issue.record("4 NVLink peers exist, busy"); return }
+        #expect(index.choose(AcceleratorRequest(count: 3, interconnect: .nvlink)) == .placed(node: "mesh", deviceIDs: ["mesh-1", "mesh-3", "mesh-5"]))
+    }
+
+    @Test func devicesWithoutKnownLinksNeverQualifyButOneDeviceNeedsNone() {
+        var index = PlacementIndex()
+        index.upsert(node: "pcie", devices: (0..<4).map { gpu("pcie", $0, numa: 0) }, busy: [], schedulable: true)
+        guard case .impossible = index.choose(AcceleratorRequest(count: 2, interconnect: .nvlink)) else {
+            Issue.record("placed without NVLink"); return
+        }
+        #expect(index.choose(AcceleratorRequest(count: 1, interconnect: .nvlink)) == .placed(node: "pcie", deviceIDs: ["pcie-0"]))
         let spec = JobSpec(name: "x", command: "x", accelerators: AcceleratorRequest(count: 2, interconnect: .nvlink))
-        #expect(spec.problems().contains { $0.hasPrefix("accelerators.interconnect: nvlink is not supported yet") })
+        #expect(spec.problems().isEmpty, "accepted at submit now that agents report peers")
+    }
+
+    @Test func theLeastCapableNVLinkGroupIsPreferred() {
+        var index = PlacementIndex()
+        var devices = meshed("two", groups: [[0, 1], [2, 3]])
+        for i in 0..<2 { devices[i].grade = .a }
+        index.upsert(node: "two", devices: devices, busy: [], schedulable: true)
+        #expect(index.choose(AcceleratorRequest(count: 2, interconnect: .nvlink)) == .placed(node: "two", deviceIDs: ["two-2", "two-3"]))
     }
 }

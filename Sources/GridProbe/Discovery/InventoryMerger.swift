@@ -154,6 +154,17 @@ public enum InventoryMerger {
             out.append(d)
         }
 
+        // Topology tools add links to the devices of their vendor, by index.
+        for result in results where !result.links.isEmpty {
+            let vendor = result.tool.vendor
+            for i in out.indices where out[i].vendor == vendor {
+                guard let links = result.links[out[i].index] else { continue }
+                out[i].nvlinkPeers = links.nvlinkPeers
+                if out[i].numaNode == nil { out[i].numaNode = links.numaNode }
+                if !links.nvlinkPeers.isEmpty && !out[i].interconnects.contains("NVLink") { out[i].interconnects.append("NVLink") }
+            }
+        }
+
         let order = Dictionary(uniqueKeysWithValues: AcceleratorVendor.allCases.enumerated().map { ($1, $0) })
         return stableIdentities(out.sorted { a, b in
             let va = order[a.vendor] ?? 0, vb = order[b.vendor] ?? 0

@@ -28,6 +28,8 @@ public enum VendorOutputParser {
             return containsCardKey(head) ? .rocmSMIJSON : nil
         }
         let firstLine = ParseSupport.head(head, lines: 1).first.map(String.init) ?? ""
+        // nvidia-smi topo -m: a tab-separated header of GPU columns ending in the affinities.
+        if firstLine.hasPrefix("\tGPU0"), firstLine.contains("Affinity") { return .nvidiaSMITopo }
         let firstFields = NvidiaSMICSVParser.splitRow(firstLine).map { $0.lowercased() }
         if firstFields.count >= 2, firstFields[0] == "timestamp", firstFields.contains("deviceid") {
             return .xpuSMIDump
@@ -55,6 +57,7 @@ public enum VendorOutputParser {
         case .xpuSMIDiscovery: return try XPUSMIDiscoveryParser.parse(text)
         case .xpuSMIDump: return try XPUSMIDumpParser.parse(text)
         case .ixSMI: return try IluvatarSMIParser.parse(text)
+        case .nvidiaSMITopo: return try NvidiaTopologyParser.parse(text)
         }
     }
 

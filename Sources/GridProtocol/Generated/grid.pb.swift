@@ -488,6 +488,13 @@ public nonisolated struct Computegrid_V1_Device: @unchecked Sendable {
     set {_uniqueStorage()._foreignProcesses = newValue}
   }
 
+  /// Indexes of the node's devices this one has a direct NVLink to (nvidia-smi topo -m); empty =
+  /// none or unknown. Jobs with interconnect "nvlink" get devices that are all peers of each other.
+  public var nvlinkPeers: [UInt32] {
+    get {_storage._nvlinkPeers}
+    set {_uniqueStorage()._nvlinkPeers = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1526,7 +1533,7 @@ public nonisolated struct Computegrid_V1_AcceleratorRequest: Sendable {
   /// 0 = any; least GCU over all the job's devices
   public var minTotalGcu: Double = 0
 
-  /// "" or "any"; "same_numa": all devices on one NUMA node; "nvlink": refused (not reported yet)
+  /// "" or "any"; "same_numa": all devices on one NUMA node; "nvlink": all devices NVLink peers of each other
   public var interconnect: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -3072,7 +3079,7 @@ nonisolated extension Computegrid_V1_Partition: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Device"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}index\0\u{1}vendor\0\u{1}model\0\u{3}memory_total_mib\0\u{3}memory_used_mib\0\u{3}pci_bus_id\0\u{1}architecture\0\u{3}compute_capability\0\u{3}driver_version\0\u{3}firmware_version\0\u{3}numa_node\0\u{1}interconnects\0\u{3}power_limit_w\0\u{3}temperature_c\0\u{3}utilization_percent\0\u{1}partitions\0\u{3}health_state\0\u{3}health_reasons\0\u{1}grade\0\u{3}grade_reason\0\u{3}compute_units\0\u{1}serial\0\u{3}pci_device_id\0\u{3}power_draw_w\0\u{3}foreign_processes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}index\0\u{1}vendor\0\u{1}model\0\u{3}memory_total_mib\0\u{3}memory_used_mib\0\u{3}pci_bus_id\0\u{1}architecture\0\u{3}compute_capability\0\u{3}driver_version\0\u{3}firmware_version\0\u{3}numa_node\0\u{1}interconnects\0\u{3}power_limit_w\0\u{3}temperature_c\0\u{3}utilization_percent\0\u{1}partitions\0\u{3}health_state\0\u{3}health_reasons\0\u{1}grade\0\u{3}grade_reason\0\u{3}compute_units\0\u{1}serial\0\u{3}pci_device_id\0\u{3}power_draw_w\0\u{3}foreign_processes\0\u{3}nvlink_peers\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -3101,6 +3108,7 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
     var _pciDeviceID: String = String()
     var _powerDrawW: Double = 0
     var _foreignProcesses: UInt32 = 0
+    var _nvlinkPeers: [UInt32] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3137,6 +3145,7 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
       _pciDeviceID = source._pciDeviceID
       _powerDrawW = source._powerDrawW
       _foreignProcesses = source._foreignProcesses
+      _nvlinkPeers = source._nvlinkPeers
     }
   }
 
@@ -3181,6 +3190,7 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
         case 24: try { try decoder.decodeSingularStringField(value: &_storage._pciDeviceID) }()
         case 25: try { try decoder.decodeSingularDoubleField(value: &_storage._powerDrawW) }()
         case 26: try { try decoder.decodeSingularUInt32Field(value: &_storage._foreignProcesses) }()
+        case 27: try { try decoder.decodeRepeatedUInt32Field(value: &_storage._nvlinkPeers) }()
         default: break
         }
       }
@@ -3267,6 +3277,9 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
       if _storage._foreignProcesses != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._foreignProcesses, fieldNumber: 26)
       }
+      if !_storage._nvlinkPeers.isEmpty {
+        try visitor.visitPackedUInt32Field(value: _storage._nvlinkPeers, fieldNumber: 27)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3302,6 +3315,7 @@ nonisolated extension Computegrid_V1_Device: SwiftProtobuf.Message, SwiftProtobu
         if _storage._pciDeviceID != rhs_storage._pciDeviceID {return false}
         if _storage._powerDrawW != rhs_storage._powerDrawW {return false}
         if _storage._foreignProcesses != rhs_storage._foreignProcesses {return false}
+        if _storage._nvlinkPeers != rhs_storage._nvlinkPeers {return false}
         return true
       }
       if !storagesAreEqual {return false}
