@@ -194,6 +194,7 @@ public enum Columns {
         Column("HEALTH", colourBy: { $0.worstHealth.rawValue }) { n, _ in health(n) },
         Column("MODELS") { n, _ in n.models.joined(separator: ", ") },
         Column("CORDON") { n, _ in n.cordon.map { $0.reason.isEmpty ? "(no reason)" : $0.reason } ?? "-" },
+        Column("DEDICATED", wide: true) { n, _ in n.accounts.isEmpty ? "-" : n.accounts.joined(separator: ",") },
         Column("HOSTNAME", wide: true) { n, _ in n.hostname },
         Column("LAST SEEN", wide: true) { n, _ in time(n.lastSeen) },
         Column("RESOURCE", wide: true) { n, _ in ResourceName(region: n.region, node: n.node).description },
@@ -209,6 +210,7 @@ public enum Columns {
         Column("BUSY") { u, _ in u.busy ? "yes" : "no" },
         Column("JOB") { u, _ in u.jobID.isEmpty ? "-" : u.jobID },
         Column("NUMA", wide: true) { u, _ in u.numaNode < 0 ? "-" : String(u.numaNode) },
+        Column("NVLINK", wide: true) { u, _ in u.nvlinkPeers.isEmpty ? "-" : u.nvlinkPeers.map(String.init).joined(separator: ",") },
         Column("RESOURCE", wide: true) { u, _ in u.resource.isEmpty ? "-" : u.resource },
     ]
 

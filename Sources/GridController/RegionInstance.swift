@@ -1241,6 +1241,7 @@ public struct RegionInstance: Sendable {
                 x.busy = u.busy
                 x.partition = u.key.partition ?? ""
                 x.numaNode = Int32(u.numa)
+                x.nvlinkPeers = u.nvlinkPeers.map { UInt32(clamping: $0) }
                 x.jobID = holders[u.deviceID] ?? ""
                 return x
             }
@@ -1309,6 +1310,7 @@ public struct RegionInstance: Sendable {
                          worstHealth: n.slots.map(\.health).max() ?? .healthy,
                          lastSeen: now.wall.addingTimeInterval(-ago))
         b.cordon = n.record.cordon
+        b.accounts = n.record.accounts
         var counts: [HealthState: Int] = [:]
         for slot in n.slots { counts[slot.health, default: 0] += 1 }
         b.healthCounts = counts

@@ -599,6 +599,8 @@ public struct NodeBrief: Codable, Sendable, Hashable {
     public var worstHealth: HealthState
     public var lastSeen: Date
     public var cordon: NodeCordon? = nil
+    /// The accounts the node is dedicated to; empty = any.
+    public var accounts: [String] = []
     /// Units by health; nil from a peer (or a stored record) that does not carry them.
     public var healthCounts: [HealthState: Int]? = nil
     public init(

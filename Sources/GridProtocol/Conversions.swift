@@ -392,6 +392,7 @@ extension Wire.NodeBrief {
         worstHealth = b.worstHealth.rawValue
         lastSeenUnixMs = b.lastSeen.unixMilliseconds
         healthCounts = Dictionary(uniqueKeysWithValues: (b.healthCounts ?? [:]).map { ($0.key.rawValue, Int32(clamping: $0.value)) })
+        accounts = b.accounts
         if let c = b.cordon {
             cordoned = true
             cordonReason = c.reason
@@ -410,6 +411,7 @@ extension Wire.NodeBrief {
         if cordoned {
             b.cordon = NodeCordon(reason: cordonReason, drain: cordonDrain, since: Date(unixMilliseconds: cordonSinceUnixMs))
         }
+        b.accounts = accounts
         if !healthCounts.isEmpty {
             b.healthCounts = Dictionary(healthCounts.compactMap { k, v in HealthState(rawValue: k).map { ($0, Int(v)) } }, uniquingKeysWith: +)
         }

@@ -802,6 +802,8 @@ public struct PlacementIndex: Sendable {
         public var numa: Int
         /// For a slice: the partitioned device's id; nil for a whole device.
         public var parent: String?
+        /// Indexes of the node's devices it has a direct NVLink to.
+        public var nvlinkPeers: [Int] = []
 
         /// The unit's resource name in `region`, on `node`.
         public func resource(region: RegionID, node: NodeID) -> ResourceName {
@@ -813,7 +815,7 @@ public struct PlacementIndex: Sendable {
     public func units(of id: NodeID) -> [UnitView] {
         guard let slot = slotOf[id], let n = nodes[Int(slot)] else { return [] }
         return n.units.map { UnitView(deviceID: $0.deviceID, key: $0.capacityKey, health: $0.health, busy: $0.busy,
-                                      schedulable: $0.classID >= 0, numa: Int($0.numa), parent: $0.parent) }
+                                      schedulable: $0.classID >= 0, numa: Int($0.numa), parent: $0.parent, nvlinkPeers: $0.peers) }
     }
 
     /// Whether a device is held, as the index knows it.

@@ -89,6 +89,11 @@ extension EndToEnd {
         }
         #expect(done.state == .succeeded && done.node == "nvlink" && done.outputTail.contains("node=nvlink"), "\(done.message) \(done.outputTail)")
         #expect(done.deviceIDs.count == 4)
+        var q = Wire.Query()
+        q.kind = .nodes
+        q.nodeID = "nvlink"
+        guard case .queryReply(let node) = try region.request(.query(q)) else { Issue.record("no node"); return }
+        #expect(node.nodes.first?.units.map { $0.nvlinkPeers.count } == Array(repeating: 7, count: 8), "gridctl node shows each device's peers")
     }
 
     @Test func aModelJobRunsAtInt8OnTheLowerGrade() throws {

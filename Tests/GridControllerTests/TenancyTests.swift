@@ -119,6 +119,12 @@ import Testing
         r.accounts = ["team-a"]
         let reg = h.send(.register(r))
         #expect(reg.persistedNodes.first?.accounts == ["team-a"], "the dedication is stored with the node")
+        var nq = Wire.Query()
+        nq.kind = .nodes
+        guard case .queryReply(let listed) = h.send(.query(nq), from: Origin(peer: .downstream(identity: Array("ops".utf8)))).bodies.last else {
+            Issue.record("no node list"); return
+        }
+        #expect(listed.nodes.first?.accounts == ["team-a"], "operators see it in gridctl nodes")
 
         // team-b's job does not go to team-a's node: it waits, and says why.
         var bSpec = JobSpec(name: "b", command: "true", accelerators: AcceleratorRequest(count: 1))

@@ -1063,51 +1063,107 @@ public nonisolated struct Computegrid_V1_Capacity: Sendable {
   public init() {}
 }
 
-public nonisolated struct Computegrid_V1_NodeBrief: Sendable {
+public nonisolated struct Computegrid_V1_NodeBrief: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var nodeID: String = String()
+  public var nodeID: String {
+    get {_storage._nodeID}
+    set {_uniqueStorage()._nodeID = newValue}
+  }
 
-  public var regionID: String = String()
+  public var regionID: String {
+    get {_storage._regionID}
+    set {_uniqueStorage()._regionID = newValue}
+  }
 
-  public var hostname: String = String()
+  public var hostname: String {
+    get {_storage._hostname}
+    set {_uniqueStorage()._hostname = newValue}
+  }
 
-  public var state: String = String()
+  public var state: String {
+    get {_storage._state}
+    set {_uniqueStorage()._state = newValue}
+  }
 
-  public var deviceCount: Int32 = 0
+  public var deviceCount: Int32 {
+    get {_storage._deviceCount}
+    set {_uniqueStorage()._deviceCount = newValue}
+  }
 
-  public var freeDevices: Int32 = 0
+  public var freeDevices: Int32 {
+    get {_storage._freeDevices}
+    set {_uniqueStorage()._freeDevices = newValue}
+  }
 
-  public var models: [String] = []
+  public var models: [String] {
+    get {_storage._models}
+    set {_uniqueStorage()._models = newValue}
+  }
 
-  public var worstHealth: String = String()
+  public var worstHealth: String {
+    get {_storage._worstHealth}
+    set {_uniqueStorage()._worstHealth = newValue}
+  }
 
-  public var lastSeenUnixMs: Int64 = 0
+  public var lastSeenUnixMs: Int64 {
+    get {_storage._lastSeenUnixMs}
+    set {_uniqueStorage()._lastSeenUnixMs = newValue}
+  }
 
   /// An operator's cordon: no new work on the node (drain: and it is being emptied).
-  public var cordoned: Bool = false
+  public var cordoned: Bool {
+    get {_storage._cordoned}
+    set {_uniqueStorage()._cordoned = newValue}
+  }
 
-  public var cordonReason: String = String()
+  public var cordonReason: String {
+    get {_storage._cordonReason}
+    set {_uniqueStorage()._cordonReason = newValue}
+  }
 
-  public var cordonDrain: Bool = false
+  public var cordonDrain: Bool {
+    get {_storage._cordonDrain}
+    set {_uniqueStorage()._cordonDrain = newValue}
+  }
 
-  public var cordonSinceUnixMs: Int64 = 0
+  public var cordonSinceUnixMs: Int64 {
+    get {_storage._cordonSinceUnixMs}
+    set {_uniqueStorage()._cordonSinceUnixMs = newValue}
+  }
 
   /// Schedulable units by health ("healthy", "degraded", "unhealthy", "unknown"); free_devices
   /// counts only free units that can take work (healthy, or degraded where allowed).
-  public var healthCounts: Dictionary<String,Int32> = [:]
+  public var healthCounts: Dictionary<String,Int32> {
+    get {_storage._healthCounts}
+    set {_uniqueStorage()._healthCounts = newValue}
+  }
 
   /// Only when one node was asked for (QUERY NODES with node_id): its schedulable units.
-  public var units: [Computegrid_V1_UnitBrief] = []
+  public var units: [Computegrid_V1_UnitBrief] {
+    get {_storage._units}
+    set {_uniqueStorage()._units = newValue}
+  }
 
   /// The node's resource name, cg://<region>/<node> (PROTOCOL.md, "Resource names").
-  public var resource: String = String()
+  public var resource: String {
+    get {_storage._resource}
+    set {_uniqueStorage()._resource = newValue}
+  }
+
+  /// The accounts the node is dedicated to (its agent's run_as without '*'); empty = any.
+  public var accounts: [String] {
+    get {_storage._accounts}
+    set {_uniqueStorage()._accounts = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// One schedulable unit (a device, or a slice of a partitioned one) of a node, as the region
@@ -1145,6 +1201,9 @@ public nonisolated struct Computegrid_V1_UnitBrief: Sendable {
 
   /// cg://<region>/<node>/<device>[/<partition>]: a slice names its device and then itself.
   public var resource: String = String()
+
+  /// indexes of the devices it has a direct NVLink to
+  public var nvlinkPeers: [UInt32] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -4279,104 +4338,177 @@ nonisolated extension Computegrid_V1_Capacity: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeBrief"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{1}hostname\0\u{1}state\0\u{3}device_count\0\u{3}free_devices\0\u{1}models\0\u{3}worst_health\0\u{3}last_seen_unix_ms\0\u{1}cordoned\0\u{3}cordon_reason\0\u{3}cordon_drain\0\u{3}cordon_since_unix_ms\0\u{3}health_counts\0\u{1}units\0\u{1}resource\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}region_id\0\u{1}hostname\0\u{1}state\0\u{3}device_count\0\u{3}free_devices\0\u{1}models\0\u{3}worst_health\0\u{3}last_seen_unix_ms\0\u{1}cordoned\0\u{3}cordon_reason\0\u{3}cordon_drain\0\u{3}cordon_since_unix_ms\0\u{3}health_counts\0\u{1}units\0\u{1}resource\0\u{1}accounts\0")
+
+  fileprivate class _StorageClass {
+    var _nodeID: String = String()
+    var _regionID: String = String()
+    var _hostname: String = String()
+    var _state: String = String()
+    var _deviceCount: Int32 = 0
+    var _freeDevices: Int32 = 0
+    var _models: [String] = []
+    var _worstHealth: String = String()
+    var _lastSeenUnixMs: Int64 = 0
+    var _cordoned: Bool = false
+    var _cordonReason: String = String()
+    var _cordonDrain: Bool = false
+    var _cordonSinceUnixMs: Int64 = 0
+    var _healthCounts: Dictionary<String,Int32> = [:]
+    var _units: [Computegrid_V1_UnitBrief] = []
+    var _resource: String = String()
+    var _accounts: [String] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _nodeID = source._nodeID
+      _regionID = source._regionID
+      _hostname = source._hostname
+      _state = source._state
+      _deviceCount = source._deviceCount
+      _freeDevices = source._freeDevices
+      _models = source._models
+      _worstHealth = source._worstHealth
+      _lastSeenUnixMs = source._lastSeenUnixMs
+      _cordoned = source._cordoned
+      _cordonReason = source._cordonReason
+      _cordonDrain = source._cordonDrain
+      _cordonSinceUnixMs = source._cordonSinceUnixMs
+      _healthCounts = source._healthCounts
+      _units = source._units
+      _resource = source._resource
+      _accounts = source._accounts
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.hostname) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.state) }()
-      case 5: try { try decoder.decodeSingularInt32Field(value: &self.deviceCount) }()
-      case 6: try { try decoder.decodeSingularInt32Field(value: &self.freeDevices) }()
-      case 7: try { try decoder.decodeRepeatedStringField(value: &self.models) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.worstHealth) }()
-      case 9: try { try decoder.decodeSingularInt64Field(value: &self.lastSeenUnixMs) }()
-      case 10: try { try decoder.decodeSingularBoolField(value: &self.cordoned) }()
-      case 11: try { try decoder.decodeSingularStringField(value: &self.cordonReason) }()
-      case 12: try { try decoder.decodeSingularBoolField(value: &self.cordonDrain) }()
-      case 13: try { try decoder.decodeSingularInt64Field(value: &self.cordonSinceUnixMs) }()
-      case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: &self.healthCounts) }()
-      case 15: try { try decoder.decodeRepeatedMessageField(value: &self.units) }()
-      case 16: try { try decoder.decodeSingularStringField(value: &self.resource) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._nodeID) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._regionID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._hostname) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._state) }()
+        case 5: try { try decoder.decodeSingularInt32Field(value: &_storage._deviceCount) }()
+        case 6: try { try decoder.decodeSingularInt32Field(value: &_storage._freeDevices) }()
+        case 7: try { try decoder.decodeRepeatedStringField(value: &_storage._models) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._worstHealth) }()
+        case 9: try { try decoder.decodeSingularInt64Field(value: &_storage._lastSeenUnixMs) }()
+        case 10: try { try decoder.decodeSingularBoolField(value: &_storage._cordoned) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._cordonReason) }()
+        case 12: try { try decoder.decodeSingularBoolField(value: &_storage._cordonDrain) }()
+        case 13: try { try decoder.decodeSingularInt64Field(value: &_storage._cordonSinceUnixMs) }()
+        case 14: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: &_storage._healthCounts) }()
+        case 15: try { try decoder.decodeRepeatedMessageField(value: &_storage._units) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._resource) }()
+        case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._accounts) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.nodeID.isEmpty {
-      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
-    }
-    if !self.regionID.isEmpty {
-      try visitor.visitSingularStringField(value: self.regionID, fieldNumber: 2)
-    }
-    if !self.hostname.isEmpty {
-      try visitor.visitSingularStringField(value: self.hostname, fieldNumber: 3)
-    }
-    if !self.state.isEmpty {
-      try visitor.visitSingularStringField(value: self.state, fieldNumber: 4)
-    }
-    if self.deviceCount != 0 {
-      try visitor.visitSingularInt32Field(value: self.deviceCount, fieldNumber: 5)
-    }
-    if self.freeDevices != 0 {
-      try visitor.visitSingularInt32Field(value: self.freeDevices, fieldNumber: 6)
-    }
-    if !self.models.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.models, fieldNumber: 7)
-    }
-    if !self.worstHealth.isEmpty {
-      try visitor.visitSingularStringField(value: self.worstHealth, fieldNumber: 8)
-    }
-    if self.lastSeenUnixMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.lastSeenUnixMs, fieldNumber: 9)
-    }
-    if self.cordoned != false {
-      try visitor.visitSingularBoolField(value: self.cordoned, fieldNumber: 10)
-    }
-    if !self.cordonReason.isEmpty {
-      try visitor.visitSingularStringField(value: self.cordonReason, fieldNumber: 11)
-    }
-    if self.cordonDrain != false {
-      try visitor.visitSingularBoolField(value: self.cordonDrain, fieldNumber: 12)
-    }
-    if self.cordonSinceUnixMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.cordonSinceUnixMs, fieldNumber: 13)
-    }
-    if !self.healthCounts.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: self.healthCounts, fieldNumber: 14)
-    }
-    if !self.units.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.units, fieldNumber: 15)
-    }
-    if !self.resource.isEmpty {
-      try visitor.visitSingularStringField(value: self.resource, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._nodeID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nodeID, fieldNumber: 1)
+      }
+      if !_storage._regionID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._regionID, fieldNumber: 2)
+      }
+      if !_storage._hostname.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._hostname, fieldNumber: 3)
+      }
+      if !_storage._state.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._state, fieldNumber: 4)
+      }
+      if _storage._deviceCount != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._deviceCount, fieldNumber: 5)
+      }
+      if _storage._freeDevices != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._freeDevices, fieldNumber: 6)
+      }
+      if !_storage._models.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._models, fieldNumber: 7)
+      }
+      if !_storage._worstHealth.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._worstHealth, fieldNumber: 8)
+      }
+      if _storage._lastSeenUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._lastSeenUnixMs, fieldNumber: 9)
+      }
+      if _storage._cordoned != false {
+        try visitor.visitSingularBoolField(value: _storage._cordoned, fieldNumber: 10)
+      }
+      if !_storage._cordonReason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._cordonReason, fieldNumber: 11)
+      }
+      if _storage._cordonDrain != false {
+        try visitor.visitSingularBoolField(value: _storage._cordonDrain, fieldNumber: 12)
+      }
+      if _storage._cordonSinceUnixMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._cordonSinceUnixMs, fieldNumber: 13)
+      }
+      if !_storage._healthCounts.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt32>.self, value: _storage._healthCounts, fieldNumber: 14)
+      }
+      if !_storage._units.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._units, fieldNumber: 15)
+      }
+      if !_storage._resource.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._resource, fieldNumber: 16)
+      }
+      if !_storage._accounts.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._accounts, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Computegrid_V1_NodeBrief, rhs: Computegrid_V1_NodeBrief) -> Bool {
-    if lhs.nodeID != rhs.nodeID {return false}
-    if lhs.regionID != rhs.regionID {return false}
-    if lhs.hostname != rhs.hostname {return false}
-    if lhs.state != rhs.state {return false}
-    if lhs.deviceCount != rhs.deviceCount {return false}
-    if lhs.freeDevices != rhs.freeDevices {return false}
-    if lhs.models != rhs.models {return false}
-    if lhs.worstHealth != rhs.worstHealth {return false}
-    if lhs.lastSeenUnixMs != rhs.lastSeenUnixMs {return false}
-    if lhs.cordoned != rhs.cordoned {return false}
-    if lhs.cordonReason != rhs.cordonReason {return false}
-    if lhs.cordonDrain != rhs.cordonDrain {return false}
-    if lhs.cordonSinceUnixMs != rhs.cordonSinceUnixMs {return false}
-    if lhs.healthCounts != rhs.healthCounts {return false}
-    if lhs.units != rhs.units {return false}
-    if lhs.resource != rhs.resource {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._nodeID != rhs_storage._nodeID {return false}
+        if _storage._regionID != rhs_storage._regionID {return false}
+        if _storage._hostname != rhs_storage._hostname {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._deviceCount != rhs_storage._deviceCount {return false}
+        if _storage._freeDevices != rhs_storage._freeDevices {return false}
+        if _storage._models != rhs_storage._models {return false}
+        if _storage._worstHealth != rhs_storage._worstHealth {return false}
+        if _storage._lastSeenUnixMs != rhs_storage._lastSeenUnixMs {return false}
+        if _storage._cordoned != rhs_storage._cordoned {return false}
+        if _storage._cordonReason != rhs_storage._cordonReason {return false}
+        if _storage._cordonDrain != rhs_storage._cordonDrain {return false}
+        if _storage._cordonSinceUnixMs != rhs_storage._cordonSinceUnixMs {return false}
+        if _storage._healthCounts != rhs_storage._healthCounts {return false}
+        if _storage._units != rhs_storage._units {return false}
+        if _storage._resource != rhs_storage._resource {return false}
+        if _storage._accounts != rhs_storage._accounts {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -4384,7 +4516,7 @@ nonisolated extension Computegrid_V1_NodeBrief: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Computegrid_V1_UnitBrief: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UnitBrief"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_id\0\u{1}vendor\0\u{1}model\0\u{3}memory_mib\0\u{1}grade\0\u{1}health\0\u{1}busy\0\u{1}partition\0\u{3}numa_node\0\u{3}job_id\0\u{1}resource\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_id\0\u{1}vendor\0\u{1}model\0\u{3}memory_mib\0\u{1}grade\0\u{1}health\0\u{1}busy\0\u{1}partition\0\u{3}numa_node\0\u{3}job_id\0\u{1}resource\0\u{3}nvlink_peers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4403,6 +4535,7 @@ nonisolated extension Computegrid_V1_UnitBrief: SwiftProtobuf.Message, SwiftProt
       case 9: try { try decoder.decodeSingularInt32Field(value: &self.numaNode) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
       case 11: try { try decoder.decodeSingularStringField(value: &self.resource) }()
+      case 12: try { try decoder.decodeRepeatedUInt32Field(value: &self.nvlinkPeers) }()
       default: break
       }
     }
@@ -4442,6 +4575,9 @@ nonisolated extension Computegrid_V1_UnitBrief: SwiftProtobuf.Message, SwiftProt
     if !self.resource.isEmpty {
       try visitor.visitSingularStringField(value: self.resource, fieldNumber: 11)
     }
+    if !self.nvlinkPeers.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.nvlinkPeers, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4457,6 +4593,7 @@ nonisolated extension Computegrid_V1_UnitBrief: SwiftProtobuf.Message, SwiftProt
     if lhs.numaNode != rhs.numaNode {return false}
     if lhs.jobID != rhs.jobID {return false}
     if lhs.resource != rhs.resource {return false}
+    if lhs.nvlinkPeers != rhs.nvlinkPeers {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
