@@ -44,6 +44,8 @@ public enum ConfigFile {
         guard let node else {
             return Decoded(value: try YAMLDecoder().decode(type, from: "{}"), node: nil, problems: [])
         }
+        let traps = baseSixtyTraps(in: node)
+        if !traps.isEmpty { throw ConfigError(source: source, problems: traps) }
         let collector = Collector()
         var value: T?
         do {
@@ -56,6 +58,45 @@ public enum ConfigFile {
         let problems = collector.problems.map { locate($0, in: node) }
         guard let value else { throw ConfigError(source: source, problems: problems) }
         return Decoded(value: value, node: node, problems: problems)
+    }
+
+    /// Yams reads a plain scalar holding ':' as a YAML 1.1 base-60 integer when it decodes an
+    /// integer ("1:30" is 90), in unchecked arithmetic: a large one, or one of 11 parts or
+    /// more, stops the process (found by the job-file fuzz target). Such scalars are refused
+    /// before decoding, each with its line and column.
+    static func baseSixtyTraps(in root: Node) -> [String] {
+        var out: [String] = []
+        func visit(_ node: Node) {
+            switch node {
+            case .scalar(let s):
+                guard s.style == .plain || s.style == .any, s.string.contains(":"), overflowsBaseSixty(s.string) else { return }
+                let at = s.mark.map { "line \($0.line), column \($0.column): " } ?? ""
+                out.append("\(at)'\(s.string.prefix(80))' is a base-60 number (YAML 1.1 'a:b:c') too large for an integer; quote it if it is text")
+            case .mapping(let m): for (_, v) in m { visit(v) }
+            case .sequence(let q): for v in q { visit(v) }
+            case .alias: return
+            }
+        }
+        visit(root)
+        return out
+    }
+
+    /// Whether Yams' base-60 reading of `text` (as an `Int`) would overflow.
+    static func overflowsBaseSixty(_ text: String) -> Bool {
+        var t = text.replacingOccurrences(of: "_", with: "")
+        if t.hasPrefix("-") || t.hasPrefix("+") { t.removeFirst() }
+        let parts = t.components(separatedBy: ":").map { Int($0, radix: 10) }
+        guard !parts.contains(where: { $0 == nil }) else { return false }  // not a number: Yams gives up
+        var base = 1, value = 0
+        for digit in parts.reversed().map({ $0! }) {
+            let (product, o1) = digit.multipliedReportingOverflow(by: base)
+            let (sum, o2) = value.addingReportingOverflow(product)
+            let (next, o3) = base.multipliedReportingOverflow(by: 60)
+            if o1 || o2 || o3 { return true }
+            value = sum
+            base = next
+        }
+        return value == .min
     }
 
     /// Prefixes each `problems()` line that starts with a key path ("accelerators.count: …")

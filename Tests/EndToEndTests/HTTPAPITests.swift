@@ -154,6 +154,9 @@ extension EndToEnd {
         #expect(wrong.status == 401 && wrong.errorCode == "unauthorized")
         let bad = try await HTTPCall.send("POST", "\(n)/api/v1/jobs", body: "command: true\naccelerators: { count: -3 }\n", token: Self.token)
         #expect(bad.status == 400 && bad.errorMessage.contains("count"), "\(bad.body)")
+        // A base-60 number too large for an integer stopped the national scheduler (found by fuzzing).
+        let trap = try await HTTPCall.send("POST", "\(n)/api/v1/jobs", body: "command: true\npriority: 51288888888888888:8888888888888888889\n", token: Self.token)
+        #expect(trap.status == 400 && trap.errorMessage.contains("base-60"), "\(trap.body)")
         let submitted = try await HTTPCall.send("POST", "\(n)/api/v1/jobs?id=http-1", body: job, token: Self.token)
         #expect(submitted.status == 201, "\(submitted.body)")
         let results = try #require(submitted.json["results"] as? [[String: Any]])

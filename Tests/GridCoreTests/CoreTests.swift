@@ -84,3 +84,24 @@ import Testing
         #expect(spec.problems().isEmpty, "\(spec.problems())")
     }
 }
+
+/// Found by the job-file fuzz target: Yams' base-60 integer reading traps on overflow.
+@Suite struct BaseSixtyTests {
+    struct Doc: Decodable { var count: Int?; var name: String? }
+
+    @Test(arguments: ["51288888888888888:8888888888888888889", "1:1:1:1:1:1:1:1:1:1:1", "-9223372036854775807:59", "+1_0:0:0:0:0:0:0:0:0:0:0"])
+    func aBaseSixtyNumberTooLargeIsRefusedWithItsLineNotACrash(_ value: String) {
+        #expect {
+            _ = try ConfigFile.decode(Doc.self, from: "name: x\ncount: \(value)\n", source: "job.yaml")
+        } throws: { "\($0)".contains("line 2, column 8: '\(value)' is a base-60 number") }
+    }
+
+    @Test func smallBaseSixtyNumbersAndQuotedTextStillDecode() throws {
+        #expect(try ConfigFile.decode(Doc.self, from: "count: 1:30\n", source: "j").value.count == 90)
+        #expect(try ConfigFile.decode(Doc.self, from: "name: \"51288888888888888:8888888888888888889\"\n", source: "j").value.name
+                == "51288888888888888:8888888888888888889")
+        // Unquoted, such text is refused even for a text field (the check runs before the types
+        // are known); quoted it is plain text.
+        #expect(throws: ConfigError.self) { _ = try ConfigFile.decode(Doc.self, from: "name: 1:1:1:1:1:1:1:1:1:1:1\n", source: "j") }
+    }
+}
