@@ -175,7 +175,7 @@ public final class AgentShell {
             guard stat(h.outputPath, &st) == 0, Int(st.st_size) > maxOutputBytes else { continue }
             let keep = min(65_536, maxOutputBytes / 2)
             let tail = JobProcess.tail(of: h.outputPath, limit: keep)
-            let fd = open(h.outputPath, O_WRONLY | O_CLOEXEC)
+            let fd = open(h.outputPath, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
             guard fd >= 0 else { continue }
             defer { close(fd) }
             guard ftruncate(fd, 0) == 0 else { continue }
