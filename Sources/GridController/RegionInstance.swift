@@ -203,7 +203,7 @@ public struct RegionInstance: Sendable {
     var lastWall = Date(timeIntervalSince1970: 0)
     var preemptionsFor: [JobID: Set<AssignmentID>] = [:]
     /// Recent `diagnosis` texts by request shape.
-    var diagnoses: [AcceleratorRequest: (atMs: Int64, text: String)] = [:]
+    var diagnoses: [PlacementShape: (atMs: Int64, text: String)] = [:]
     /// The queue's expected wait as last worked out (see `summary`).
     var expectedWait: (atMs: Int64?, seconds: Int) = (nil, 0)
     var placementDirty = true
@@ -852,9 +852,7 @@ public struct RegionInstance: Sendable {
     /// Nodes counted by why they cannot take `want` ("9,812 nodes: grade outside C…A; 28:
     /// busy"), for the waiting job's message; worked out at most every 10 s per request shape.
     mutating func diagnosis(_ want: AcceleratorRequest, account: String, now: Moment) -> String {
-        var key = want
-        // Dedicated nodes make the account part of the answer.
-        if index.dedicatedNodeCount > 0 { key.model = (want.model ?? "") + "\u{0}" + account }
+        let key = placementShape([want], account: account, keepCount: true)
         if let cached = diagnoses[key], now.monotonicMs - cached.atMs < 10_000 { return cached.text }
         let causes = index.diagnose(want, account: account)
         let shown = causes.prefix(4).map { "\($0.nodes) node\($0.nodes == 1 ? "" : "s"): \($0.cause)" }
@@ -1523,6 +1521,19 @@ public struct RegionInstance: Sendable {
         return waiting.filter { $0 != except }.min()
     }
 
+    /// What a request is for the caches of a pass (what did not fit, why it waits): its
+    /// requests without the count (unless `keepCount`), and its account while some node is
+    /// dedicated to accounts (then the account changes what fits).
+    struct PlacementShape: Hashable {
+        var wants: [AcceleratorRequest]
+        var account: String?
+    }
+
+    func placementShape(_ wants: [AcceleratorRequest], account: String, keepCount: Bool = false) -> PlacementShape {
+        PlacementShape(wants: keepCount ? wants : wants.map { var r = $0; r.count = 0; return r },
+                       account: index.dedicatedNodeCount > 0 ? account : nil)
+    }
+
     /// `frontier: reserve`: a request that accepts grade A and lower grades is kept below A when
     /// some node of a lower grade could ever run it (it then waits for those); unchanged when
     /// only grade A (or ungraded devices) could.
@@ -1570,7 +1581,7 @@ public struct RegionInstance: Sendable {
         if queueCursor >= queue.count { queueCursor = 0 }
         var out: [ControllerDirective] = []
         var placedIDs: Set<JobID> = []
-        var blocked: [[AcceleratorRequest]: (count: Int, why: String)] = [:]
+        var blocked: [PlacementShape: (count: Int, why: String)] = [:]
         let begin = queueCursor
         let end = min(queue.count, queueCursor + settings.placementBudget)
         let budgetHit = end < queue.count
@@ -1601,8 +1612,7 @@ public struct RegionInstance: Sendable {
                 }
             }
             if settings.frontier == .reserve { wants = wants.map { keepOffFrontier($0, account: account) } }
-            // The shape, and the account while some node is dedicated (it changes what fits).
-            let shape = wants.map { var r = $0; r.count = 0; if index.dedicatedNodeCount > 0 { r.model = (r.model ?? "") + "\u{0}" + account }; return r }
+            let shape = placementShape(wants, account: account)
             // A shape that did not fit at count k in this pass cannot fit at k or more.
             // A job devices are being freed for (by preemption) is examined even so.
             let keeps = !reservedFor.isEmpty && reservedFor.values.contains { $0.job == jid && $0.forPreemption }

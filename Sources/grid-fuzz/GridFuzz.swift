@@ -29,27 +29,28 @@ enum FuzzTarget: String, CaseIterable {
     static let codec = EnvelopeCodec()
 
     func run(_ bytes: UnsafeRawBufferPointer) {
+        var text: String { String(decoding: bytes, as: UTF8.self) }
         switch self {
         case .envelope:
             _ = try? Self.codec.decode(Array(bytes))
         case .vendor:
             guard let first = bytes.first else { return }
-            let text = String(decoding: bytes.dropFirst(), as: UTF8.self)
+            let output = String(decoding: bytes.dropFirst(), as: UTF8.self)
             let tools = VendorTool.allCases
-            _ = VendorOutputParser.detect(text)
-            _ = try? VendorOutputParser.parse(text, as: Int(first) < tools.count ? tools[Int(first)] : nil)
+            _ = VendorOutputParser.detect(output)
+            _ = try? VendorOutputParser.parse(output, as: Int(first) < tools.count ? tools[Int(first)] : nil)
         case .jobFile:
-            _ = try? JobFile.parseEntry(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml")
+            _ = try? JobFile.parseEntry(text, source: "fuzz.yaml")
         case .serviceFile:
-            _ = try? ServiceFile.parse(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml")
+            _ = try? ServiceFile.parse(text, source: "fuzz.yaml")
         case .controllerConfig:
-            _ = try? ControllerConfig.parse(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml",
+            _ = try? ControllerConfig.parse(text, source: "fuzz.yaml",
                                             baseDir: "/nonexistent", role: nil, environment: [:])
         case .agentConfig:
-            _ = try? AgentConfig.parse(String(decoding: bytes, as: UTF8.self), source: "fuzz.yaml",
+            _ = try? AgentConfig.parse(text, source: "fuzz.yaml",
                                        baseDir: "/nonexistent", environment: [:])
         case .authorizedKeys:
-            _ = try? AccessList.parse(String(decoding: bytes, as: UTF8.self), source: "authorized_keys")
+            _ = try? AccessList.parse(text, source: "authorized_keys")
         }
     }
 
