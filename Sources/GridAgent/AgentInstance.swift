@@ -660,6 +660,13 @@ public struct AgentInstance: Sendable {
             let account = m.account.isEmpty ? "default" : m.account
             return [ack(false, "account '\(account)' has no run_as user on node \(settings.node) (agent config run_as); its jobs do not run here")]
         }
+        if m.gangSize > 1 || m.gangRank > 0 || !m.gangHosts.isEmpty {
+            // A gang rank: what the job is told of its gang must be whole and small.
+            guard m.gangSize > 1, m.gangSize <= UInt32(JobSpec.maxNodes), m.gangRank < m.gangSize, m.gangHosts.count == Int(m.gangSize),
+                  m.gangHosts.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 255 && !$0.contains(",") && !$0.contains("\0") }) else {
+                return [ack(false, "gang rank \(m.gangRank) of \(m.gangSize) with \(m.gangHosts.count) host(s): want 2…\(JobSpec.maxNodes) ranks, rank < size, one host name (1…255 bytes, no comma) per rank")]
+            }
+        }
         let byID = Self.units(devices)
         var chosen: [DeviceInventory] = []
         for d in m.deviceIds {
@@ -709,6 +716,14 @@ public struct AgentInstance: Sendable {
             }.joined(separator: ",")
         }
         if !m.precision.isEmpty { env["GRID_PRECISION"] = m.precision }
+        if m.gangSize > 1 {
+            // A gang's rank (PROTOCOL.md, "Gangs"): e.g. torchrun --nnodes=$GRID_GANG_SIZE
+            // --node_rank=$GRID_GANG_RANK --master_addr=$GRID_GANG_LEADER.
+            env["GRID_GANG_RANK"] = String(m.gangRank)
+            env["GRID_GANG_SIZE"] = String(m.gangSize)
+            env["GRID_GANG_HOSTS"] = m.gangHosts.joined(separator: ",")
+            env["GRID_GANG_LEADER"] = m.gangHosts.first ?? ""
+        }
         if m.ports > 0 { env["GRID_HOST"] = settings.advertiseHost }
         let output = settings.jobsDirectory + "/" + m.assignmentID + ".log"
         let runAs = settings.runAs.isEmpty ? nil : settings.runAs.identity(for: m.account)

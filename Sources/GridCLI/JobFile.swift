@@ -19,6 +19,7 @@ import Yams
 ///       min_gcu: 100              # least compute per device, GCU (1 GCU = 1 dense FP16 TFLOPS)
 ///       min_total_gcu: 400        # least compute over all the job's devices, GCU
 ///       interconnect: same_numa   # any (default) | same_numa: all devices on one NUMA node | nvlink: all NVLink peers
+///     nodes: 4                    # gang: 4 distinct nodes at once, `accelerators` on each (1…1024, default 1)
 ///     model:                      # fit a model to devices and choose its precision (JOBS.md)
 ///       parameters: 13B
 ///       precisions: [bf16, int8]  # allowed; the scheduler sets GRID_PRECISION to its choice
@@ -83,9 +84,10 @@ public enum JobFile {
         var priority: String?
         var model: RawModel?
         var account: String?
+        var nodes: Int?
 
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case name, command, args, env, accelerators, count, requeue, origin, jurisdictions, objective, deadline, priority, model, account
+            case name, command, args, env, accelerators, count, requeue, origin, jurisdictions, objective, deadline, priority, model, account, nodes
             case dataGB = "data_gb"
             case latencySLOMs = "latency_slo_ms"
             case runTime = "run_time"
@@ -127,6 +129,7 @@ public enum JobFile {
             priority = try c.numberOrText(.priority)
             model = try c.tolerant(RawModel.self, forKey: .model)
             account = try c.tolerant(String.self, forKey: .account)
+            nodes = try c.tolerant(Int.self, forKey: .nodes)
         }
     }
 
@@ -349,11 +352,12 @@ public enum JobFile {
             model = m
         }
         let defaultName = URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
-        let spec = JobSpec(
+        var spec = JobSpec(
             name: raw.name ?? defaultName, command: raw.command ?? "", args: raw.args ?? [], env: raw.env ?? [:],
             accelerators: request, timeoutSeconds: raw.timeoutSeconds,
             allowedRegions: (raw.allowedRegions ?? []).map(RegionID.init), retry: retry, routing: routing, priority: priority, model: model,
             account: raw.account ?? "")
+        spec.nodes = raw.nodes ?? 1
         if raw.command == nil { problems.append("command: required (the program to run, e.g. python3)") }
         problems += spec.problems().filter {
             !($0.hasPrefix("command:") && raw.command == nil) && !($0.hasPrefix("model.parameters:") && (model?.parameters ?? 1) == 0)

@@ -26,12 +26,21 @@ public enum Table {
     /// (never cut), and for a model job what each precision needs and which was chosen.
     public static func detail(_ j: JobRecord) -> String {
         var lines = ["job \(j.id) (\(j.spec.name)): \(j.state.rawValue)"]
-        lines.append("asked: \(j.spec.accelerators.count) device(s)\(JobEvent.requestNote(j.spec)); command \(([j.spec.command] + j.spec.args).joined(separator: " "))")
+        let gang = j.spec.nodes > 1 ? " on each of \(j.spec.nodes) nodes (gang)" : ""
+        lines.append("asked: \(j.spec.accelerators.count) device(s)\(gang)\(JobEvent.requestNote(j.spec)); command \(([j.spec.command] + j.spec.args).joined(separator: " "))")
         lines.append("submitted: \(Columns.time(j.submittedAt)); updated: \(Columns.time(j.updatedAt))")
         if let r = j.region { lines.append("region: \(r)" + (j.node.map { ", node \($0)" } ?? "")) }
         if !j.deviceIDs.isEmpty {
             lines.append("devices: " + zip(j.deviceIDs, j.deviceModels + Array(repeating: "?", count: max(0, j.deviceIDs.count - j.deviceModels.count)))
                 .map { "\($0) (\($1))" }.joined(separator: ", "))
+        }
+        if !j.gang.isEmpty {
+            lines.append("ranks:")
+            for m in j.gang {
+                let devices = zip(m.deviceIDs, m.deviceModels + Array(repeating: "?", count: max(0, m.deviceIDs.count - m.deviceModels.count)))
+                    .map { "\($0) (\($1))" }.joined(separator: ", ")
+                lines.append("  \(m.rank)  \(m.node)  \(m.state.rawValue)\(m.exitCode.map { " exit \($0)" } ?? "")  \(devices.isEmpty ? "-" : devices)  \(m.assignment)")
+            }
         }
         if !j.visibleDevices.isEmpty {
             lines.append("visible: " + j.visibleDevices.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
@@ -170,8 +179,10 @@ public enum Columns {
         Column("NAME") { j, _ in j.spec.name },
         Column("STATE", colourBy: { $0.hold == nil ? $0.state.rawValue : "held" }) { j, _ in j.state.rawValue + (j.hold == nil ? "" : " (held)") },
         Column("REGION") { j, _ in j.region?.rawValue ?? "-" },
-        Column("NODE") { j, _ in j.node?.rawValue ?? "-" },
-        Column("DEVICES") { j, _ in j.deviceModels.isEmpty ? "-" : Table.summarize(j.deviceModels) },
+        Column("NODE") { j, _ in j.node.map { $0.rawValue + (j.gang.count > 1 ? " +\(j.gang.count - 1)" : "") } ?? "-" },
+        Column("DEVICES") { j, _ in
+            j.gang.count > 1 ? Table.summarize(j.gang.flatMap(\.deviceModels)) : j.deviceModels.isEmpty ? "-" : Table.summarize(j.deviceModels)
+        },
         Column("PRECISION", wide: true) { j, _ in j.precision?.rawValue ?? "-" },
         Column("ACCOUNT", wide: true) { j, _ in j.spec.account.isEmpty ? "-" : j.spec.account },
         Column("PRIORITY", wide: true) { j, _ in String(j.spec.priority) },

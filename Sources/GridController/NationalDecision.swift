@@ -51,7 +51,7 @@ extension NationalInstance {
             deadlineHour = nil
             note = "the deadline can no longer be met: started as soon as possible"
         }
-        let gpus = max(0, spec.accelerators.count)
+        let gpus = spec.totalDevices
         let wants = ModelFit.requests(for: spec)
         // What the controller knows that the profiles do not: who is connected and fresh, who
         // has the devices, who refused.
@@ -77,6 +77,10 @@ extension NationalInstance {
             let free = matching.reduce(0) { $0 + min($1.free, $1.healthy) }
             let total = matching.reduce(0) { $0 + $1.healthy }
             if gpus == 0 && view.summary.nodesReady == 0 { unavailable[p.id] = ("no ready nodes", false); continue }
+            if spec.nodes > 1 && view.summary.nodesReady < spec.nodes {
+                unavailable[p.id] = ("\(view.summary.nodesReady) ready node(s) < \(spec.nodes) (gang)", false)
+                continue
+            }
             if total < gpus {
                 unavailable[p.id] = ("\(total) healthy matching device(s) < \(gpus) wanted", false)
                 continue

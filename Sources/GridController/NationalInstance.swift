@@ -404,7 +404,7 @@ public struct NationalInstance: Sendable {
         }
         let note = job.route?.note ?? ""
         job.message = "forwarded to \(region)" + (note.isEmpty ? "" : "; " + note)
-        inflight[region, default: 0] += max(0, job.spec.accelerators.count)
+        inflight[region, default: 0] += job.spec.totalDevices
         return (.forwarded(region), forward(job, to: region, now: now))
     }
 
@@ -414,7 +414,7 @@ public struct NationalInstance: Sendable {
         release(job.id)
         let start = Self.hour(until)
         let hours = job.spec.expectedRunHours
-        let gpus = max(0, job.spec.accelerators.count)
+        let gpus = job.spec.totalDevices
         held[job.id] = (region, start, hours, gpus)
         for h in start..<(start + hours) { reserved[region, default: [:]][h, default: 0] += gpus }
         let dueMs = now.monotonicMs + max(0, Int64((until.timeIntervalSince(now.wall) * 1000).rounded(.up)))
@@ -659,6 +659,7 @@ public struct NationalInstance: Sendable {
             if !m.attempts.isEmpty { job.attempts = m.attempts.map(\.attempt) }
             job.endpoint = m.endpoint.isEmpty ? nil : m.endpoint
             job.ready = job.state == .running && m.ready
+            job.gang = m.gang.compactMap { try? $0.member() }
             job.updatedAt = now.wall
             jobs[job.id] = job
             out.append(.persist(.job(job)))

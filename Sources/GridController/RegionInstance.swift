@@ -167,6 +167,10 @@ public struct RegionInstance: Sendable {
     var preempting: [AssignmentID: JobID] = [:]
     /// Runs an operator asked to requeue (`gridctl requeue`), with the reason: stopped, then queued again.
     var requeueing: [AssignmentID: String] = [:]
+    /// Ranks of a gang whose run ended (another rank failed, the gang was requeued or
+    /// cancelled): told to stop, their devices held until they report their end (or their node
+    /// is lost, or says it no longer holds them). Why, for logs.
+    var stopping: [AssignmentID: String] = [:]
     /// What each account holds and has used; what each assignment charged it, and whether it
     /// borrowed from the account's cohort (then it may be reclaimed).
     public private(set) var ledger: AccountLedger
@@ -305,6 +309,11 @@ public struct RegionInstance: Sendable {
                 routesDirty.insert(r.service)
             }
         }
+        // An assignment that still holds devices but is no longer its job's current run: a
+        // gang's rank that was being stopped when the region went down. It is stopped again.
+        for a in assignments.values where !(jobs[a.job].map { !$0.state.isTerminal && $0.holds(a.id) } ?? false) {
+            stopping[a.id] = "stopped before the region restarted"
+        }
         // What each account holds, from the assignments that hold devices (oldest first, so
         // the newest runs are the ones marked borrowed past an account's quota).
         for a in assignments.values.sorted(by: { ($0.createdAt, $0.id.rawValue) < ($1.createdAt, $1.id.rawValue) }) {
@@ -328,7 +337,7 @@ public struct RegionInstance: Sendable {
             // A placement whose `assigned` was never acknowledged still waits for it.
             let aid = AssignmentID("\(u.jobID).\(u.epoch)")
             if settings.confirmStarts, u.state == JobState.assigned.rawValue, assignments[aid]?.state == .pending {
-                unconfirmed[aid] = item.key
+                for each in jobs[JobID(u.jobID)]?.currentAssignments ?? [aid] { unconfirmed[each] = item.key }
                 awaitingConfirmation[item.key] = aid
             }
         }
@@ -524,11 +533,20 @@ public struct RegionInstance: Sendable {
         }
         // The digest says whether the node holds what we think it holds; only when it does not
         // (or the node sent its list) do we compare lists.
-        if !m.runningAssignments.isEmpty {
+        if !m.runningAssignments.isEmpty || (m.assignmentCount == 0 && m.assignmentDigest != node.digest) {
+            // A gang rank being stopped that the node does not hold (it never got the
+            // assignment, or has forgotten a finished run): its devices are free.
+            let holds = Set(m.runningAssignments)
+            for aid in node.held where stopping[aid] != nil && !holds.contains(aid.rawValue) {
+                guard var a = assignments[aid] else { continue }
+                release(a)
+                a.state = .revoked
+                out.append(.persist(.assignment(a, at: now.wall)))
+            }
             for running in m.runningAssignments {
                 let aid = AssignmentID(running)
                 if let a = assignments[aid] {
-                    if cancelRequested.contains(a.job) || preempting[a.id] != nil || requeueing[a.id] != nil {
+                    if cancelRequested.contains(a.job) || preempting[a.id] != nil || requeueing[a.id] != nil || stopping[a.id] != nil {
                         out.append(cancel(a, to: origin.peer))
                     }
                 } else {
@@ -606,10 +624,19 @@ public struct RegionInstance: Sendable {
             ack.reason = reason
             return .reply(.statusAck(ack), to: origin)
         }
+        if stopping[AssignmentID(m.assignmentID)] != nil, let a = assignments[AssignmentID(m.assignmentID)] {
+            // A gang's rank that was told to stop: its end frees its devices; nothing else changes.
+            guard let state = JobState(rawValue: m.state), state.isTerminal else { return [answer(true, "ignored: this rank is being stopped")] }
+            var done = a
+            done.state = .done
+            release(a)
+            return [.persist(.assignment(done, at: now.wall)), answer(true, "rank stopped"),
+                    .log(LogEvent(.info, "gang rank stopped", ["job": m.jobID, "assignment": m.assignmentID, "node": "\(a.node)"]))]
+        }
         guard var job = jobs[JobID(m.jobID)] else {
             return [answer(false, "job \(m.jobID) unknown in region \(region)")]
         }
-        guard job.assignment?.rawValue == m.assignmentID, UInt64(job.epoch) == m.epoch else {
+        guard job.holds(AssignmentID(m.assignmentID)), UInt64(job.epoch) == m.epoch else {
             counters.staleUpdates += 1
             let current = "assignment \(job.assignment?.rawValue ?? "none") epoch \(job.epoch)"
             return [answer(false, "stale: assignment \(m.assignmentID) epoch \(m.epoch) is not current (\(current))"),
@@ -620,6 +647,9 @@ public struct RegionInstance: Sendable {
         remember(m.updateID, now)
         guard let state = JobState(rawValue: m.state), state.progress >= job.state.progress, !job.state.isTerminal else {
             return out + [answer(true, "ignored: job already \(job.state.rawValue)")]
+        }
+        if !job.gang.isEmpty {
+            return out + onRankUpdate(m, state: state, job: job, now: now) + [answer(true, "")]
         }
         // A run an operator asked to requeue goes back to the queue (unless it succeeded first).
         if state.isTerminal, state != .succeeded, let aid = job.assignment, let why = requeueing[aid], let a = assignments[aid],
@@ -685,6 +715,133 @@ public struct RegionInstance: Sendable {
         return out
     }
 
+    // MARK: gangs
+
+    /// A report from one rank of a gang's current run. The job is `running` once every rank
+    /// runs and `succeeded` once every rank has; a rank that fails (or is cancelled) ends the
+    /// job so and the others are stopped; a rank stopped by a fault, a preemption or an
+    /// operator's requeue sends the whole gang back to the queue (`requeue`, retry policy).
+    mutating func onRankUpdate(_ m: Wire.StatusUpdate, state: JobState, job: JobRecord, now: Moment) -> [ControllerDirective] {
+        var job = job
+        let aid = AssignmentID(m.assignmentID)
+        guard let r = job.gang.firstIndex(where: { $0.assignment == aid }), var a = assignments[aid] else { return [] }
+        let n = job.gang.count
+        var out: [ControllerDirective] = []
+        if state.isTerminal && state != .succeeded && !cancelRequested.contains(job.id) {
+            let ranks = job.gang.map(\.assignment)
+            if let why = requeueing[aid] ?? ranks.compactMap({ requeueing[$0] }).first {
+                return requeue(a, .requeued, reason: "requeued by an operator" + (why.isEmpty ? "" : ": \(why)"), now: now, newState: .done)
+            }
+            if let by = preempting[aid] ?? ranks.compactMap({ preempting[$0] }).first {
+                return requeue(a, .preempted, reason: "preempted by \(by) (higher priority)", now: now, newState: .done)
+            }
+            if let reason = m.endReason.reason, reason.isFault {
+                return requeue(a, reason, reason: "rank \(r) on \(a.node): " + (m.message.isEmpty ? reason.rawValue : m.message), now: now, newState: .done)
+            }
+        }
+        job.gang[r].state = state
+        if m.hasExitCode_p { job.gang[r].exitCode = Int(m.exitCode) }
+        if r == 0, !m.visibleDevices.isEmpty { job.visibleDevices = m.visibleDevices }
+        var variant: String?
+        switch state {
+        case .running:
+            if a.state == .pending {
+                a.state = .accepted
+                assignments[aid] = a
+                sentAt[aid] = nil
+                out.append(.persist(.assignment(a, at: now.wall)))
+            }
+            let up = job.gang.filter { $0.state == .running || $0.state == .succeeded }.count
+            if job.state == .assigned {
+                if up == n {
+                    job.state = .running
+                    job.message = "all \(n) ranks running"
+                    if let last = job.attempts.indices.last { job.attempts[last].startedAt = now.wall }
+                } else {
+                    job.message = "\(up) of \(n) ranks running"
+                }
+            }
+            variant = "ranks-\(up)"
+        case .succeeded:
+            a.state = .done
+            out.append(.persist(.assignment(a, at: now.wall)))
+            release(a)
+            if r == 0, !m.outputTail.isEmpty { job.outputTail = m.outputTail }
+            let done = job.gang.filter { $0.state == .succeeded }.count
+            if done == n {
+                job.state = .succeeded
+                job.exitCode = 0
+                job.message = "all \(n) ranks succeeded"
+                if let last = job.attempts.indices.last {
+                    job.attempts[last].endedAt = now.wall
+                    job.attempts[last].endReason = .exited
+                    job.attempts[last].message = job.message
+                }
+                cancelRequested.remove(job.id)
+                out.append(.log(LogEvent(.info, "job finished", ["job": m.jobID, "state": state.rawValue, "ranks": "\(n)"])))
+            } else {
+                job.message = "\(done) of \(n) ranks finished"
+                variant = "done-\(done)"
+            }
+        default:
+            guard state.isTerminal else { return [] }
+            // This rank failed or was cancelled: so is the job, and the other ranks stop.
+            a.state = .done
+            out.append(.persist(.assignment(a, at: now.wall)))
+            release(a)
+            job.state = state
+            job.exitCode = m.hasExitCode_p ? Int(m.exitCode) : nil
+            job.message = "rank \(r) on \(a.node) \(state.rawValue)" + (m.message.isEmpty ? "" : ": \(m.message)")
+                + (n > 1 ? "; the other \(n - 1) rank(s) are stopped" : "")
+            if !m.outputTail.isEmpty { job.outputTail = m.outputTail }
+            if let last = job.attempts.indices.last {
+                job.attempts[last].endedAt = now.wall
+                job.attempts[last].endReason = m.endReason.reason ?? .exited
+                job.attempts[last].message = job.message
+            }
+            out += stopRanks(of: job, except: aid, reason: "rank \(r) \(state.rawValue)", now: now)
+            cancelRequested.remove(job.id)
+            out.append(.log(LogEvent(.info, "job finished", ["job": m.jobID, "state": state.rawValue, "rank": "\(r)", "node": "\(a.node)"])))
+        }
+        job.updatedAt = now.wall
+        jobs[job.id] = job
+        out.append(.persist(.job(job)))
+        out += enqueueStatus(job, now: now, variant: job.state.isTerminal ? nil : variant)
+        return out
+    }
+
+    /// Stops every rank of `job`'s current run but `except` that still holds devices: a rank
+    /// never sent is taken back at once; the others are told to stop (CANCEL; the agent sends
+    /// TERM, then KILL after its grace) and keep their devices until they report their end.
+    mutating func stopRanks(of job: JobRecord, except: AssignmentID?, reason: String, now: Moment) -> [ControllerDirective] {
+        var out: [ControllerDirective] = []
+        for member in job.gang where member.assignment != except {
+            guard var a = assignments[member.assignment] else { continue }
+            if unconfirmed[a.id] != nil {
+                release(a)
+                a.state = .revoked
+                out.append(.persist(.assignment(a, at: now.wall)))
+                continue
+            }
+            stopping[a.id] = reason
+            if let peer = nodes[a.node]?.route { out.append(cancel(a, to: peer)) }
+            out.append(.log(LogEvent(.notice, "stopping a gang rank", ["job": "\(job.id)", "assignment": "\(a.id)", "node": "\(a.node)", "reason": reason])))
+        }
+        return out
+    }
+
+    /// Takes back a placement never sent to its nodes (every rank of a gang).
+    mutating func unplaceAll(_ job: inout JobRecord, now: Moment) -> [ControllerDirective] {
+        let ids = job.currentAssignments
+        var out: [ControllerDirective] = []
+        for aid in ids.reversed() {
+            guard let a = assignments[aid] else { continue }
+            out.append(unplace(a, from: &job, now: now))
+        }
+        job.gang = []
+        return out
+    }
+
     mutating func remember(_ updateID: String, _ now: Moment) {
         applied[updateID] = now.monotonicMs
         appliedOrder.append((updateID, now.monotonicMs))
@@ -702,6 +859,7 @@ public struct RegionInstance: Sendable {
         sentAt[a.id] = nil
         if let uid = unconfirmed.removeValue(forKey: a.id) { awaitingConfirmation[uid] = nil }
         requeueing[a.id] = nil
+        stopping[a.id] = nil
         if let c = charged.removeValue(forKey: a.id) { ledger.refund(c.account, c.use, at: lastWall) }
         if let by = preempting.removeValue(forKey: a.id) {
             preemptionsFor[by]?.remove(a.id)
@@ -723,8 +881,11 @@ public struct RegionInstance: Sendable {
         revoked.state = newState
         var out: [ControllerDirective] = [.persist(.assignment(revoked, at: now.wall))]
         release(a)
-        guard var job = jobs[a.job], job.assignment == a.id, !job.state.isTerminal else { return out }
-        if let last = job.attempts.indices.last, job.attempts[last].assignment == a.id {
+        guard var job = jobs[a.job], job.holds(a.id), !job.state.isTerminal else { return out }
+        // A gang runs all its ranks or none: the others are stopped.
+        out += stopRanks(of: job, except: a.id, reason: "rank on \(a.node) ended: \(reason)", now: now)
+        job.gang = []
+        if let last = job.attempts.indices.last, job.attempts[last].assignment == job.assignment {
             job.attempts[last].endedAt = now.wall
             job.attempts[last].endReason = why
             job.attempts[last].message = reason
@@ -797,9 +958,13 @@ public struct RegionInstance: Sendable {
                 return (v.spec.priority < p || lent) && !v.spec.retry.requeueNever && preempting[a.id] == nil
                     && !cancelRequested.contains(a.job) && unconfirmed[a.id] == nil
             }.sorted { a, b in
-                let pa = jobs[a.job]!.spec.priority, pb = jobs[b.job]!.spec.priority
-                // Lowest priority first; among equals the newest run (least work lost).
-                return pa != pb ? pa < pb : (a.createdAt, a.id.rawValue) > (b.createdAt, b.id.rawValue)
+                let ja = jobs[a.job]!, jb = jobs[b.job]!
+                let pa = ja.spec.priority, pb = jb.spec.priority
+                // Lowest priority first; then one-node runs before gangs (stopping one rank
+                // stops every rank); among equals the newest run (least work lost).
+                if pa != pb { return pa < pb }
+                if ja.spec.nodes != jb.spec.nodes { return ja.spec.nodes < jb.spec.nodes }
+                return (a.createdAt, a.id.rawValue) > (b.createdAt, b.id.rawValue)
             }
             guard !candidates.isEmpty else { continue }
             var found: [Int]?
@@ -870,7 +1035,7 @@ public struct RegionInstance: Sendable {
         var deviceSeconds = 0.0
         for id in queue {
             guard let j = jobs[id] else { continue }
-            deviceSeconds += Double(max(1, j.spec.accelerators.count)) * Double(j.spec.expectedRunSeconds)
+            deviceSeconds += Double(max(1, j.spec.totalDevices)) * Double(j.spec.expectedRunSeconds)
         }
         return Int(min(Double(UInt32.max), deviceSeconds / Double(max(1, healthy))))
     }
@@ -921,6 +1086,7 @@ public struct RegionInstance: Sendable {
         u.holdReason = job.hold?.reason ?? ""
         u.endpoint = job.endpoint ?? ""
         u.ready = job.state == .running && job.ready
+        u.gang = job.gang.map(Wire.GangRank.init)
         u.updateID = Self.updateID(region, job) + (variant.map { ":" + $0 } ?? "")
         let payload: [UInt8] = (try? u.serializedBytes()) ?? []
         let item = OutboxItem(key: u.updateID, destination: "national", type: "status_update", payload: payload,
@@ -934,13 +1100,16 @@ public struct RegionInstance: Sendable {
         guard let o = outbox.removeValue(forKey: m.updateID) else { return [] }
         var out: [ControllerDirective] = [.persist(.outboxDone(key: m.updateID))]
         let moved = !m.applied && m.reason.hasPrefix("moved")
-        if let aid = awaitingConfirmation.removeValue(forKey: m.updateID) {
-            unconfirmed[aid] = nil
-            if !moved {
-                // The national scheduler has recorded the placement (or does not know the job,
-                // so cannot have run it elsewhere): start it.
-                sentAt[aid] = (0, sentAt[aid]?.attempts ?? 0)
-                timers.schedule(.resend(aid), at: now.monotonicMs)
+        if let first = awaitingConfirmation.removeValue(forKey: m.updateID) {
+            let ranks = jobs[assignments[first]?.job ?? JobID("")].map { $0.holds(first) ? $0.currentAssignments : [first] } ?? [first]
+            for aid in ranks {
+                unconfirmed[aid] = nil
+                if !moved {
+                    // The national scheduler has recorded the placement (or does not know the job,
+                    // so cannot have run it elsewhere): start it.
+                    sentAt[aid] = (0, sentAt[aid]?.attempts ?? 0)
+                    timers.schedule(.resend(aid), at: now.monotonicMs)
+                }
             }
         }
         if moved { out += dropMoved(JobID(o.update.jobID), reason: m.reason, now: now) }
@@ -986,9 +1155,9 @@ public struct RegionInstance: Sendable {
         case .hold:
             if job.hold == nil || job.hold?.reason != m.reason {
                 job.hold = JobHold(reason: m.reason, since: job.hold?.since ?? now.wall)
-                if let aid = job.assignment, let a = assignments[aid], unconfirmed[aid] != nil {
+                if let aid = job.assignment, unconfirmed[aid] != nil {
                     // Placed but not sent (waiting for the national scheduler): taken back.
-                    out.append(unplace(a, from: &job, now: now))
+                    out += unplaceAll(&job, now: now)
                     job.state = .queued
                 }
                 if job.state == .queued { queue.removeAll { $0 == id } }
@@ -1018,7 +1187,7 @@ public struct RegionInstance: Sendable {
                 return refuse("bad_request", "job \(id) is \(job.state.rawValue), not running: nothing to requeue")
             }
             if unconfirmed[aid] != nil {
-                out.append(unplace(a, from: &job, now: now))
+                out += unplaceAll(&job, now: now)
                 job.state = .queued
                 job.message = "requeued by an operator before it started" + (m.reason.isEmpty ? "" : ": \(m.reason)")
                 job.updatedAt = now.wall
@@ -1028,10 +1197,13 @@ public struct RegionInstance: Sendable {
                 out.append(.persist(.job(job)))
                 out += enqueueStatus(job, now: now)
             } else if requeueing[aid] == nil {
-                requeueing[aid] = m.reason
-                job.message = "requeue requested; stopping the run on \(a.node)"
+                job.message = "requeue requested; stopping the run on \(a.node)" + (job.gang.count > 1 ? " and the other \(job.gang.count - 1) rank(s)" : "")
                 jobs[id] = job
-                if let peer = nodes[a.node]?.route { out.append(cancel(a, to: peer)) }
+                for each in job.currentAssignments {
+                    guard let x = assignments[each] else { continue }
+                    requeueing[each] = m.reason
+                    if let peer = nodes[x.node]?.route { out.append(cancel(x, to: peer)) }
+                }
                 out.append(.log(LogEvent(.notice, "requeue requested by an operator", ["job": "\(id)", "assignment": "\(aid)"])))
             }
         default:
@@ -1056,10 +1228,11 @@ public struct RegionInstance: Sendable {
             queue.removeAll { $0 == id }
             queueCursor = min(queueCursor, queue.count)
         case .assigned:
-            guard let aid = job.assignment, let a = assignments[aid], a.state == .pending, sentAt[aid]?.at ?? 0 == 0 else {
+            let sent = job.currentAssignments.contains { aid in assignments[aid].map { $0.state != .pending || (sentAt[aid]?.at ?? 0) != 0 } ?? true }
+            guard job.assignment != nil, !sent else {
                 return [.log(LogEvent(.error, "a started job was reported moved; kept", ["job": "\(id)", "reason": reason]))]
             }
-            out.append(unplace(a, from: &job, now: now))
+            out += unplaceAll(&job, now: now)
         default:
             return []
         }
@@ -1121,10 +1294,10 @@ public struct RegionInstance: Sendable {
             queue.removeAll { $0 == id }
             return [.persist(.job(job))] + enqueueStatus(job, now: now)
         }
-        guard let aid = job.assignment, let a = assignments[aid] else { return [] }
+        guard let aid = job.assignment, assignments[aid] != nil else { return [] }
         if unconfirmed[aid] != nil {
             // Placed but never sent to the node (waiting for the national scheduler): it ends here.
-            var out = [unplace(a, from: &job, now: now)]
+            var out = unplaceAll(&job, now: now)
             job.state = .cancelled
             job.message = "cancelled before it started"
             job.updatedAt = now.wall
@@ -1143,8 +1316,11 @@ public struct RegionInstance: Sendable {
         }
         if draining[id] != nil { return [] }  // the stop follows when the drain is over
         cancelRequested.insert(id)
-        guard let peer = nodes[a.node]?.route else { return [] }
-        return [cancel(a, to: peer)]
+        // Every rank of a gang is stopped; the first to report its end ends the job.
+        return job.currentAssignments.compactMap { each in
+            guard let x = assignments[each], let peer = nodes[x.node]?.route else { return nil }
+            return cancel(x, to: peer)
+        }
     }
 
     /// A drained replica's time is up: stop it.
@@ -1426,7 +1602,7 @@ public struct RegionInstance: Sendable {
     }
 
     mutating func resend(_ aid: AssignmentID, now: Moment) -> [ControllerDirective] {
-        guard let a = assignments[aid], a.state == .pending, let job = jobs[a.job] else { return [] }
+        guard let a = assignments[aid], a.state == .pending, let job = jobs[a.job], job.holds(aid), stopping[aid] == nil else { return [] }
         // Not confirmed yet: the confirmation schedules the first send.
         guard unconfirmed[aid] == nil else { return [] }
         let sent = sentAt[aid] ?? (0, 0)
@@ -1480,18 +1656,155 @@ public struct RegionInstance: Sendable {
         m.ports = UInt32(clamping: job.spec.ports)
         if let h = job.spec.replica?.health { m.health = Wire.ProbeSpec(h) }
         if let r = job.spec.replica?.readiness { m.readiness = Wire.ProbeSpec(r) }
+        if job.gang.count > 1, let rank = job.gang.firstIndex(where: { $0.assignment == a.id }) {
+            m.gangRank = UInt32(rank)
+            m.gangSize = UInt32(job.gang.count)
+            m.gangHosts = job.gang.map { member in
+                let host = nodes[member.node]?.record.hostname ?? ""
+                return host.isEmpty ? member.node.rawValue : host
+            }
+        }
         return .send(.assignment(m), to: peer)
     }
 
-    /// Picks the node where `want` could start soonest as the running work ends (by each run's
-    /// time limit, else its run-time estimate; a run with neither never counts as ending), and
-    /// reserves it for `job`. One reservation at a time: the first waiting multi-device job.
-    mutating func reserve(for job: JobRecord, _ want: AcceleratorRequest, now: Moment) {
-        var best: (start: Int64?, node: NodeID)?
+    /// Why `node`, reserved for another job, is kept from `job` (nil when it is not): a
+    /// reservation keeps a node from work of lower or equal priority, save work whose time
+    /// limit ends it before the reservation starts (backfill), never while a preemption is
+    /// freeing the node. A reservation whose job no longer waits is dropped here.
+    mutating func reservationKeeps(_ nodeID: NodeID, from job: JobRecord, now: Moment) -> String? {
+        guard let r = reservedFor[nodeID], r.job != job.id else { return nil }
+        guard r.live(jobs, now.monotonicMs) else {
+            reservedFor[nodeID] = nil
+            return nil
+        }
+        guard job.spec.priority <= r.priority else { return nil }
+        let limit = r.forPreemption ? nil : job.spec.timeoutSeconds ?? job.spec.routing.runSeconds
+        let ends = limit.map { now.monotonicMs + Int64($0) * 1000 }
+        if let ends, let start = r.startMs, ends <= start { return nil }
+        let when = r.startMs.map { " from about \(max(0, $0 - now.monotonicMs) / 1000) s from now" } ?? ""
+        return r.forPreemption
+            ? "waiting: the free devices on \(nodeID) are kept for \(r.job), which stopped lower-priority work there"
+            : "waiting: \(nodeID) is reserved for \(r.job)\(when); work with a time limit that ends before then may use it (backfill)"
+    }
+
+    /// Places a gang (`spec.nodes` > 1): every rank on its own node at once, or none. The
+    /// ranks share one epoch (`<job>.<epoch>` for rank 0, `<job>.<epoch>-r<k>` for rank k),
+    /// one attempt and the account's quota (all ranks admitted together). A gang that waits
+    /// for busy devices reserves the nodes where it could start soonest (backfill as for any
+    /// reservation); a gang does not preempt. Returns what to do and whether it was placed.
+    mutating func placeGang(_ job: inout JobRecord, wants: [AcceleratorRequest], fit: [ModelFit.Option], quotaNote: String,
+                            now: Moment) -> ([ControllerDirective], Bool) {
+        let jid = job.id
+        let account = job.spec.accountName
+        let ranks = job.spec.nodes
+        var out: [ControllerDirective] = []
+        let (option, choice) = index.chooseGang(among: wants, ranks: ranks, account: account)
+        switch choice {
+        case .placed(let slots):
+            for slot in slots {
+                if let why = reservationKeeps(slot.node, from: job, now: now) { return (wait(&job, why), false) }
+            }
+            let uses = slots.map { index.resourceUse(node: $0.node, deviceIDs: $0.deviceIDs) }
+            var borrowed = false
+            if quotas {
+                switch ledger.admit(account, uses.reduce(ResourceUse(), +)) {
+                case .within: break
+                case .borrowing:
+                    if let cohort = settings.accounts.quota(for: account).cohort, let by = reclaiming(cohort, except: jid) {
+                        return (wait(&job, "quota: account \(account) is past its own quota and cohort \(cohort) is taking back what it lent (for \(by))"), false)
+                    }
+                    borrowed = true
+                case .refused(let why):
+                    return (wait(&job, "quota: " + why), false)
+                }
+            }
+            if !reservedFor.isEmpty { reservedFor = reservedFor.filter { $0.value.job != jid } }
+            job.epoch += 1
+            var members: [GangMember] = []
+            for (rank, slot) in slots.enumerated() {
+                if !slot.deviceIDs.isEmpty { index.allocate(node: slot.node, deviceIDs: slot.deviceIDs) }
+                let models = Dictionary((nodes[slot.node]?.slots ?? []).map { ($0.id, $0.model) }, uniquingKeysWith: { a, _ in a })
+                members.append(GangMember(rank: rank, node: slot.node, assignment: GangMember.assignmentID(job: jid, epoch: job.epoch, rank: rank),
+                                          deviceIDs: slot.deviceIDs, deviceModels: slot.deviceIDs.map { models[$0] ?? "?" }))
+            }
+            let lead = members[0]
+            let grades = Dictionary((nodes[lead.node]?.slots ?? []).map { ($0.id, $0.grade?.rawValue ?? "") }, uniquingKeysWith: { a, _ in a })
+            job.gang = members
+            job.state = .assigned
+            job.node = lead.node
+            job.deviceIDs = lead.deviceIDs
+            job.deviceModels = lead.deviceModels
+            job.deviceGrades = lead.deviceIDs.map { grades[$0] ?? "" }
+            job.assignment = lead.assignment
+            job.precision = fit.isEmpty ? nil : fit[option].precision
+            job.message = "assigned to \(ranks) nodes (gang): " + members.map { "\($0.node)" }.joined(separator: ", ")
+                + (job.precision.map { " at \($0.rawValue)" } ?? "")
+            if borrowed { job.message += " (borrowing from cohort \(settings.accounts.quota(for: account).cohort ?? "?"))" }
+            job.updatedAt = now.wall
+            job.attempts.append(Attempt(number: job.attempts.filter { $0.endReason != .rejected }.count + 1,
+                                        node: lead.node, assignment: lead.assignment, epoch: job.epoch))
+            jobs[jid] = job
+            out.append(.persist(.job(job)))
+            counters.placements += 1
+            if placementWaits.count < 65_536 { placementWaits.append(max(0, now.wall.timeIntervalSince(job.submittedAt))) }
+            out += enqueueStatus(job, now: now)
+            let uid = Self.updateID(region, job)
+            for (rank, member) in members.enumerated() {
+                let a = AssignmentRecord(id: member.assignment, job: jid, node: member.node, epoch: job.epoch, deviceIDs: member.deviceIDs,
+                                         state: .pending, createdAt: now.wall)
+                assignments[a.id] = a
+                ledger.charge(account, uses[rank], at: now.wall)
+                charged[a.id] = (account, uses[rank], borrowed)
+                nodes[member.node]?.held.insert(a.id)
+                refreshDigest(member.node)
+                out.append(.persist(.assignment(a, at: now.wall)))
+                if settings.confirmStarts {
+                    unconfirmed[a.id] = uid
+                } else {
+                    if let peer = nodes[member.node]?.route {
+                        sentAt[a.id] = (now.monotonicMs, 1)
+                        out.append(assignmentMessage(a, job: job, to: peer))
+                    }
+                    timers.schedule(.resend(a.id), at: now.monotonicMs + settings.retryIntervalMs)
+                }
+            }
+            if settings.confirmStarts { awaitingConfirmation[uid] = lead.assignment }
+            var fields = ["job": "\(jid)", "nodes": members.map { "\($0.node)" }.joined(separator: ","), "ranks": "\(ranks)", "epoch": "\(job.epoch)"]
+            if let p = job.precision { fields["precision"] = p.rawValue }
+            out.append(.log(LogEvent(.info, "gang placed", fields)))
+            return (out, true)
+        case .busy(let reason), .impossible(let reason):
+            let want = wants[wants.count - 1]
+            if case .busy = choice, settings.reservations, want.count > 0,
+               !reservedFor.values.contains(where: { $0.job == jid }),
+               !reservedFor.values.contains(where: { !$0.forPreemption && $0.live(jobs, now.monotonicMs) }) {
+                reserve(for: job, want, ranks: ranks, now: now)
+            }
+            let held = reservedFor.filter { $0.value.job == jid && !$0.value.forPreemption }.keys.sorted()
+            let why = reason + quotaNote + (held.isEmpty ? "" : "; reserved: " + held.map(\.rawValue).joined(separator: ", "))
+            if job.message != why {
+                job.message = why
+                jobs[jid] = job
+                out.append(.persist(.job(job)))
+            }
+            return (out, false)
+        }
+    }
+
+    /// Picks the `ranks` nodes (1 for a one-node job) where `want` could start soonest as the
+    /// running work ends (by each run's time limit, else its run-time estimate; a run with
+    /// neither never counts as ending) and reserves them for `job` from the latest of their
+    /// starts. One reservation at a time: the first waiting multi-device job or gang.
+    mutating func reserve(for job: JobRecord, _ want: AcceleratorRequest, ranks: Int = 1, now: Moment) {
+        var found: [(start: Int64?, node: NodeID)] = []
         var scanned = 0
         for (nid, node) in nodes where node.record.state == .ready && node.route != nil && reservedFor[nid] == nil {
             scanned += 1
             if scanned > settings.preemptionScanLimit { break }
+            if ranks > 1, index.fitsNow(node: nid, for: want, account: job.spec.accountName) {
+                found.append((now.monotonicMs, nid))
+                continue
+            }
             let ends = node.held.compactMap { aid -> (Int64?, [String])? in
                 guard let a = assignments[aid], let j = jobs[a.job] else { return nil }
                 let limit = j.spec.timeoutSeconds ?? j.spec.routing.runSeconds
@@ -1504,12 +1817,14 @@ public struct RegionInstance: Sendable {
                 guard let acc, let e else { return nil }
                 return max(acc, e)
             }
-            if best == nil || (start ?? .max) < (best!.start ?? .max) || ((start ?? .max) == (best!.start ?? .max) && nid < best!.node) {
-                best = (start, nid)
-            }
+            found.append((start, nid))
         }
-        if let best {
-            reservedFor[best.node] = Reservation(job: job.id, priority: job.spec.priority, startMs: best.start, forPreemption: false)
+        guard found.count >= ranks else { return }
+        let chosen = found.sorted { ($0.start ?? .max, $0.node) < ($1.start ?? .max, $1.node) }.prefix(ranks)
+        // The gang starts when the last of its nodes is free (unknown if any is).
+        let start = chosen.reduce(Optional(now.monotonicMs)) { acc, c in acc.flatMap { a in c.start.map { max(a, $0) } } }
+        for c in chosen {
+            reservedFor[c.node] = Reservation(job: job.id, priority: job.spec.priority, startMs: start, forPreemption: false)
         }
     }
 
@@ -1612,6 +1927,12 @@ public struct RegionInstance: Sendable {
                 }
             }
             if settings.frontier == .reserve { wants = wants.map { keepOffFrontier($0, account: account) } }
+            if job.spec.nodes > 1 {
+                let (more, placed) = placeGang(&job, wants: wants, fit: fit, quotaNote: quotaNote, now: now)
+                out += more
+                if placed { placedIDs.insert(jid) }
+                continue
+            }
             let shape = placementShape(wants, account: account)
             // A shape that did not fit at count k in this pass cannot fit at k or more.
             // A job devices are being freed for (by preemption) is examined even so.
@@ -1624,22 +1945,9 @@ public struct RegionInstance: Sendable {
             let (option, choice) = index.choose(among: wants, account: account)
             var borrowed = false
             var use = ResourceUse()
-            if case .placed(let nodeID, _) = choice, let r = reservedFor[nodeID], r.job != jid {
-                if !r.live(jobs, now.monotonicMs) {
-                    reservedFor[nodeID] = nil
-                } else if job.spec.priority <= r.priority {
-                    // Backfill: only work whose time limit ends it before the reservation starts
-                    // (never while a preemption is freeing the node).
-                    let limit = r.forPreemption ? nil : job.spec.timeoutSeconds ?? job.spec.routing.runSeconds
-                    let ends = limit.map { now.monotonicMs + Int64($0) * 1000 }
-                    if ends == nil || r.startMs == nil || ends! > r.startMs! {
-                        let when = r.startMs.map { " from about \(($0 - now.monotonicMs) / 1000) s from now" } ?? ""
-                        out += wait(&job, r.forPreemption
-                            ? "waiting: the free devices on \(nodeID) are kept for \(r.job), which stopped lower-priority work there"
-                            : "waiting: \(nodeID) is reserved for \(r.job)\(when); work with a time limit that ends before then may use it (backfill)")
-                        continue
-                    }
-                }
+            if case .placed(let nodeID, _) = choice, let why = reservationKeeps(nodeID, from: job, now: now) {
+                out += wait(&job, why)
+                continue
             }
             if case .placed(let nodeID, let deviceIDs) = choice {
                 if !reservedFor.isEmpty { reservedFor = reservedFor.filter { $0.value.job != jid } }

@@ -105,6 +105,10 @@ public struct JobSpec: Codable, Sendable, Hashable {
     /// Set on a service's replicas by the national scheduler: which service and version, its
     /// probes, and how long the gateway drains it before it is stopped.
     public var replica: ReplicaOf?
+    /// Gang: the job runs on this many distinct nodes at once, `accelerators` on each, all
+    /// placed together or not at all (1 = an ordinary one-node job). 1…`maxNodes`.
+    public var nodes: Int = 1
+    public static let maxNodes = 1024
     public static let maxPorts = 16
     /// Bounds on what reaches the process (`problems()`).
     public static let maxNameBytes = 256
@@ -134,7 +138,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry, routing, priority, model, account, ports, replica
+        case name, command, args, env, accelerators, timeoutSeconds, allowedRegions, retry, routing, priority, model, account, ports, replica, nodes
     }
     public static let priorityRange = -1000...1000
 
@@ -155,7 +159,11 @@ public struct JobSpec: Codable, Sendable, Hashable {
         account = try c.decodeIfPresent(String.self, forKey: .account) ?? ""
         ports = try c.decodeIfPresent(Int.self, forKey: .ports) ?? 0
         replica = try c.decodeIfPresent(ReplicaOf.self, forKey: .replica)
+        nodes = try c.decodeIfPresent(Int.self, forKey: .nodes) ?? 1
     }
+
+    /// Devices the job holds while it runs: `accelerators.count` on each of its `nodes`.
+    public var totalDevices: Int { max(0, accelerators.count) * max(1, nodes) }
 
     /// The account charged: `account`, or `default`.
     public var accountName: String { account.isEmpty ? "default" : account }
@@ -216,6 +224,11 @@ public struct JobSpec: Codable, Sendable, Hashable {
         if let r = replica {
             out += r.problems()
             if ports < 1 { out.append("ports: a service replica needs at least one port (its endpoint)") }
+        }
+        if !(1...Self.maxNodes).contains(nodes) { out.append("nodes: 1…\(Self.maxNodes) nodes (a gang), got \(nodes)") }
+        if nodes > 1 {
+            if replica != nil { out.append("nodes: a service replica runs on one node") }
+            if ports > 0 { out.append("ports: a gang (nodes > 1) cannot ask for ports; its ranks find each other by GRID_GANG_HOSTS") }
         }
         out += routing.problems()
         return out
@@ -384,6 +397,9 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var endpoint: String?
     /// The current run passes its readiness probe (a service replica in the gateway's rotation).
     public var ready: Bool = false
+    /// A gang's current run (`spec.nodes` > 1): one member per rank, rank 0 first; `node`,
+    /// `deviceIDs` and `assignment` above are rank 0's. Empty for a one-node job or while queued.
+    public var gang: [GangMember] = []
 
     public init(
         id: JobID, spec: JobSpec, state: JobState, region: RegionID? = nil, node: NodeID? = nil,
@@ -415,7 +431,7 @@ public struct JobRecord: Codable, Sendable, Hashable {
 extension JobRecord {
     enum CodingKeys: String, CodingKey {
         case id, spec, state, region, node, deviceIDs, deviceModels, assignment, epoch, exitCode, message, outputTail
-        case visibleDevices, submittedAt, updatedAt, attempts, route, precision, hold, endpoint, ready, deviceGrades
+        case visibleDevices, submittedAt, updatedAt, attempts, route, precision, hold, endpoint, ready, deviceGrades, gang
     }
 
     /// Records stored before attempts existed still decode.
@@ -438,6 +454,45 @@ extension JobRecord {
         endpoint = try c.decodeIfPresent(String.self, forKey: .endpoint)
         ready = try c.decodeIfPresent(Bool.self, forKey: .ready) ?? false
         deviceGrades = try c.decodeIfPresent([String].self, forKey: .deviceGrades) ?? []
+        gang = try c.decodeIfPresent([GangMember].self, forKey: .gang) ?? []
+    }
+
+    /// Whether `aid` is one of the current run's assignments (rank 0's or another rank's).
+    public func holds(_ aid: AssignmentID) -> Bool {
+        assignment == aid || gang.contains { $0.assignment == aid }
+    }
+
+    /// The current run's assignments: rank 0's, then the other ranks' (one for a one-node job).
+    public var currentAssignments: [AssignmentID] {
+        gang.isEmpty ? (assignment.map { [$0] } ?? []) : gang.map(\.assignment)
+    }
+}
+
+/// One rank of a gang's run: where it runs, on which devices, and how far it has got.
+public struct GangMember: Codable, Sendable, Hashable {
+    public var rank: Int
+    public var node: NodeID
+    public var assignment: AssignmentID
+    public var deviceIDs: [String]
+    public var deviceModels: [String]
+    /// `assigned` until its agent reports; then the rank's own state (`running`, `succeeded`, ...).
+    public var state: JobState
+    public var exitCode: Int?
+
+    public init(rank: Int, node: NodeID, assignment: AssignmentID, deviceIDs: [String], deviceModels: [String] = [],
+                state: JobState = .assigned, exitCode: Int? = nil) {
+        self.rank = rank
+        self.node = node
+        self.assignment = assignment
+        self.deviceIDs = deviceIDs
+        self.deviceModels = deviceModels
+        self.state = state
+        self.exitCode = exitCode
+    }
+
+    /// A gang's assignment ids: rank 0 `<job>.<epoch>` (as a one-node job's), rank k `<job>.<epoch>-r<k>`.
+    public static func assignmentID(job: JobID, epoch: Int, rank: Int) -> AssignmentID {
+        AssignmentID(rank == 0 ? "\(job).\(epoch)" : "\(job).\(epoch)-r\(rank)")
     }
 }
 

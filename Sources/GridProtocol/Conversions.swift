@@ -137,6 +137,7 @@ extension Wire.JobSpec {
         priority = Int32(clamping: s.priority)
         ports = UInt32(clamping: s.ports)
         if let r = s.replica { replica = Wire.ReplicaOf(r) }
+        nodes = s.nodes > 1 ? UInt32(clamping: s.nodes) : 0
     }
 
     func routing() throws(ProtocolError) -> RoutingRequest {
@@ -212,6 +213,7 @@ extension Wire.JobSpec {
         s.accelerators.interconnect = interconnect
         s.ports = Int(ports)
         s.replica = hasReplica ? replica.replica : nil
+        s.nodes = max(1, Int(nodes))
         if let first = s.problems().first {
             throw .invalidField(type: "JobSpec", field: String(first.prefix(while: { $0 != ":" })), reason: first)
         }
@@ -290,6 +292,7 @@ extension Wire.Job {
         holdReason = r.hold?.reason ?? ""
         endpoint = r.endpoint ?? ""
         ready = r.ready
+        gang = r.gang.map(Wire.GangRank.init)
     }
 
     public func record() throws(ProtocolError) -> JobRecord {
@@ -312,7 +315,34 @@ extension Wire.Job {
         r.endpoint = endpoint.isEmpty ? nil : endpoint
         r.ready = ready
         r.deviceGrades = deviceGrades
+        var members: [GangMember] = []
+        for g in gang { members.append(try g.member()) }
+        r.gang = members
         return r
+    }
+}
+
+extension Wire.GangRank {
+    public init(_ m: GangMember) {
+        self.init()
+        rank = UInt32(clamping: m.rank)
+        nodeID = m.node.rawValue
+        assignmentID = m.assignment.rawValue
+        deviceIds = m.deviceIDs
+        deviceModels = m.deviceModels
+        state = m.state.rawValue
+        if let c = m.exitCode {
+            exitCode = Int32(clamping: c)
+            hasExitCode_p = true
+        }
+    }
+
+    public func member() throws(ProtocolError) -> GangMember {
+        guard let st = JobState(rawValue: state) else {
+            throw .invalidField(type: "GangRank", field: "state", reason: "unknown state '\(state)'")
+        }
+        return GangMember(rank: Int(rank), node: NodeID(nodeID), assignment: AssignmentID(assignmentID), deviceIDs: deviceIds,
+                          deviceModels: deviceModels, state: st, exitCode: hasExitCode_p ? Int(exitCode) : nil)
     }
 }
 

@@ -44,6 +44,7 @@ public enum Wire {
     public typealias RouteDecision = Computegrid_V1_RouteDecision
     public typealias RouteCandidate = Computegrid_V1_RouteCandidate
     public typealias Attempt = Computegrid_V1_Attempt
+    public typealias GangRank = Computegrid_V1_GangRank
     public typealias EndReason = Computegrid_V1_EndReason
     public typealias ErrorReply = Computegrid_V1_ErrorReply
     public typealias ProbeSpec = Computegrid_V1_ProbeSpec

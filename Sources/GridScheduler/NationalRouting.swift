@@ -109,7 +109,9 @@ public struct RoutingDecision: Sendable, Equatable {
 /// the shortest queue, then region id.
 public enum NationalRouting {
     public static func choose(candidates: [RegionCandidate], spec: JobSpec, policy: RoutingPolicy) -> RoutingDecision {
-        let want = spec.accelerators
+        var want = spec.accelerators
+        // A gang needs its devices on `nodes` nodes: counted here in all (the region places the ranks).
+        want.count = spec.totalDevices
         let wants = ModelFit.requests(for: spec)
         var terms: [String] = []
         var ranked: [(free: Int, total: Int, queued: Int, region: RegionID)] = []
@@ -127,10 +129,13 @@ public enum NationalRouting {
             let free = max(0, matching.reduce(0) { $0 + min($1.free, $1.healthy) } - c.inflight)
             let total = matching.reduce(0) { $0 + $1.healthy }
             if want.count == 0 {
-                if c.summary.nodesReady == 0 {
-                    terms.append("\(r): no ready nodes")
+                if c.summary.nodesReady < spec.nodes {
+                    terms.append(spec.nodes > 1 ? "\(r): \(c.summary.nodesReady) ready node(s) < \(spec.nodes) (gang)" : "\(r): no ready nodes")
                     continue
                 }
+            } else if spec.nodes > 1 && c.summary.nodesReady < spec.nodes {
+                terms.append("\(r): \(c.summary.nodesReady) ready node(s) < \(spec.nodes) (gang)")
+                continue
             } else if total < want.count {
                 terms.append("\(r): \(total) healthy matching device(s) < \(want.count) wanted")
                 continue

@@ -19,8 +19,10 @@ struct SchedulerHarness {
     var h: RegionHarness
     var running: [String: Wire.Assignment] = [:]
     var plans: [Plan] = []
-    /// Per job: runs stopped for preemption or reclaim, and runs that came back queued after one.
-    var preemptedRuns: [String: Int] = [:]
+    /// Per job: runs stopped for preemption or reclaim (a gang's run once, however many of its
+    /// ranks were stopped), by epoch.
+    var stoppedRuns: [String: Set<UInt64>] = [:]
+    var preemptedRuns: [String: Int] { stoppedRuns.mapValues(\.count) }
 
     init(_ configure: (inout RegionInstance.Settings) -> Void) {
         h = RegionHarness(configure)
@@ -50,7 +52,7 @@ struct SchedulerHarness {
                     guard let a = running.removeValue(forKey: c.assignmentID) else { continue }
                     progressed = true
                     plan.stopped.append(c.assignmentID)
-                    preemptedRuns[a.jobID, default: 0] += 1
+                    stoppedRuns[a.jobID, default: []].insert(a.epoch)
                     _ = h.status(a, .cancelled, reason: .cancelled)
                 default: break
                 }
@@ -110,14 +112,18 @@ struct SchedulerHarness {
                     let account = ["ml", "vision", "batch", "web"][rng.int(4)]
                     var spec = JobSpec(name: "j", command: "true", accelerators: AcceleratorRequest(count: 1 + rng.int(3)),
                                        priority: [-100, 0, 0, 100, 1000][rng.int(5)], account: account)
-                    switch rng.int(4) {
+                    switch rng.int(5) {
                     case 0: spec.accelerators.minGrade = .b
                     case 1: spec.accelerators.maxGrade = .b
                     case 2:
                         spec.accelerators.count = 1
                         spec.model = ModelRequirement(parameters: 13e9, precisions: [.bf16, .int8], layers: 40, hiddenSize: 5120, attentionHeads: 40)
-                    default:
+                    case 3:
                         if rng.int(2) == 0 { spec.accelerators.interconnect = .sameNUMA }
+                    default:
+                        // A gang: 2–3 nodes × 1–2 devices.
+                        spec.nodes = 2 + rng.int(2)
+                        spec.accelerators.count = 1 + rng.int(2)
                     }
                     let id = "j\(next)"
                     next += 1
@@ -125,7 +131,14 @@ struct SchedulerHarness {
                     arrivals.append((id, spec))
                 }
                 let finishing = s.running.keys.sorted().filter { _ in rng.int(3) == 0 }
-                _ = s.step(arrivals: arrivals, finishing: finishing)
+                let plan = s.step(arrivals: arrivals, finishing: finishing)
+                // 0. A gang is placed whole, on distinct nodes, or not at all.
+                for (key, ranks) in Dictionary(grouping: plan.placed, by: { "\($0.jobID).\($0.epoch)" }) {
+                    let size = specs[ranks[0].jobID]?.nodes ?? 1
+                    #expect(ranks.count == size && Set(ranks.map(\.nodeID)).count == size,
+                            "seed \(seed) step \(stepNo): \(key) placed \(ranks.count) of \(size) ranks on \(Set(ranks.map(\.nodeID)))")
+                    #expect(size == 1 || Set(ranks.map(\.gangRank)) == Set((0..<UInt32(size)).map { $0 }))
+                }
 
                 // 1. No device in two runs.
                 var owner: [String: String] = [:]
@@ -147,7 +160,7 @@ struct SchedulerHarness {
                     guard let job = s.h.instance.job(JobID(id)), job.state == .queued, job.hold == nil else { continue }
                     if job.message.contains("quota:") || job.message.contains("are kept for") || job.message.contains("is reserved for") { continue }
                     if job.attempts.last?.endReason == .preempted && job.message.contains("attempt") { continue }
-                    let choice = index.choose(among: ModelFit.requests(for: spec)).choice
+                    let choice = index.chooseGang(among: ModelFit.requests(for: spec), ranks: spec.nodes).choice
                     if case .placed = choice {
                         if fixed != nil { print("DEBUG \(id) spec \(spec.accelerators) model \(spec.model != nil) account \(spec.account) attempts \(job.attempts.count) state \(job.state) choice \(choice)") }
                         Issue.record("seed \(seed) step \(stepNo): \(id) (priority \(spec.priority)) waits but fits: \(job.message)")

@@ -755,6 +755,26 @@ public nonisolated struct Computegrid_V1_Assignment: @unchecked Sendable {
     set {_uniqueStorage()._account = newValue}
   }
 
+  /// A gang (JobSpec.nodes > 1): this run is rank `gang_rank` of `gang_size` runs of the job,
+  /// placed together on distinct nodes. The agent sets GRID_GANG_RANK, GRID_GANG_SIZE,
+  /// GRID_GANG_HOSTS (gang_hosts joined by ","; rank order) and GRID_GANG_LEADER (rank 0's host).
+  /// 0 and 1 = not a gang (gang_hosts empty).
+  public var gangRank: UInt32 {
+    get {_storage._gangRank}
+    set {_uniqueStorage()._gangRank = newValue}
+  }
+
+  public var gangSize: UInt32 {
+    get {_storage._gangSize}
+    set {_uniqueStorage()._gangSize = newValue}
+  }
+
+  /// each rank's node hostname (its node id when it has none)
+  public var gangHosts: [String] {
+    get {_storage._gangHosts}
+    set {_uniqueStorage()._gangHosts = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -983,11 +1003,45 @@ public nonisolated struct Computegrid_V1_StatusUpdate: @unchecked Sendable {
     set {_uniqueStorage()._deviceGrades = newValue}
   }
 
+  /// region -> national: a gang's ranks (JobSpec.nodes > 1), rank 0 first; empty otherwise
+  public var gang: [Computegrid_V1_GangRank] {
+    get {_storage._gang}
+    set {_uniqueStorage()._gang = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// One rank of a gang's current run, as the region reports it upward.
+public nonisolated struct Computegrid_V1_GangRank: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rank: UInt32 = 0
+
+  public var nodeID: String = String()
+
+  public var assignmentID: String = String()
+
+  public var deviceIds: [String] = []
+
+  public var deviceModels: [String] = []
+
+  /// a JobState raw value: the rank's own ("assigned", "running", "failed", ...)
+  public var state: String = String()
+
+  public var exitCode: Int32 = 0
+
+  public var hasExitCode_p: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Computegrid_V1_StatusAck: Sendable {
@@ -1821,6 +1875,12 @@ public nonisolated struct Computegrid_V1_JobSpec: @unchecked Sendable {
   public var hasReplica: Bool {_storage._replica != nil}
   /// Clears the value of `replica`. Subsequent reads from it will return its default value.
   public mutating func clearReplica() {_uniqueStorage()._replica = nil}
+
+  /// gang: distinct nodes, `accelerators` on each; 0 or 1 = one node; at most 1024
+  public var nodes: UInt32 {
+    get {_storage._nodes}
+    set {_uniqueStorage()._nodes = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2673,6 +2733,12 @@ public nonisolated struct Computegrid_V1_Job: @unchecked Sendable {
   public var deviceGrades: [String] {
     get {_storage._deviceGrades}
     set {_uniqueStorage()._deviceGrades = newValue}
+  }
+
+  /// a gang's ranks (spec.nodes > 1), rank 0 first; empty otherwise
+  public var gang: [Computegrid_V1_GangRank] {
+    get {_storage._gang}
+    set {_uniqueStorage()._gang = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -3616,7 +3682,7 @@ nonisolated extension Computegrid_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Assignment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0\u{3}keep_on_lease_loss\0\u{1}attempt\0\u{1}precision\0\u{1}ports\0\u{1}health\0\u{1}readiness\0\u{3}expires_at_ms\0\u{1}signature\0\u{1}account\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}assignment_id\0\u{1}epoch\0\u{3}job_id\0\u{3}node_id\0\u{1}command\0\u{1}args\0\u{1}env\0\u{3}device_ids\0\u{3}timeout_seconds\0\u{3}keep_on_lease_loss\0\u{1}attempt\0\u{1}precision\0\u{1}ports\0\u{1}health\0\u{1}readiness\0\u{3}expires_at_ms\0\u{1}signature\0\u{1}account\0\u{3}gang_rank\0\u{3}gang_size\0\u{3}gang_hosts\0")
 
   fileprivate class _StorageClass {
     var _assignmentID: String = String()
@@ -3637,6 +3703,9 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
     var _expiresAtMs: UInt64 = 0
     var _signature: Data = Data()
     var _account: String = String()
+    var _gangRank: UInt32 = 0
+    var _gangSize: UInt32 = 0
+    var _gangHosts: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3665,6 +3734,9 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
       _expiresAtMs = source._expiresAtMs
       _signature = source._signature
       _account = source._account
+      _gangRank = source._gangRank
+      _gangSize = source._gangSize
+      _gangHosts = source._gangHosts
     }
   }
 
@@ -3701,6 +3773,9 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
         case 16: try { try decoder.decodeSingularUInt64Field(value: &_storage._expiresAtMs) }()
         case 17: try { try decoder.decodeSingularBytesField(value: &_storage._signature) }()
         case 18: try { try decoder.decodeSingularStringField(value: &_storage._account) }()
+        case 19: try { try decoder.decodeSingularUInt32Field(value: &_storage._gangRank) }()
+        case 20: try { try decoder.decodeSingularUInt32Field(value: &_storage._gangSize) }()
+        case 21: try { try decoder.decodeRepeatedStringField(value: &_storage._gangHosts) }()
         default: break
         }
       }
@@ -3767,6 +3842,15 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
       if !_storage._account.isEmpty {
         try visitor.visitSingularStringField(value: _storage._account, fieldNumber: 18)
       }
+      if _storage._gangRank != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._gangRank, fieldNumber: 19)
+      }
+      if _storage._gangSize != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._gangSize, fieldNumber: 20)
+      }
+      if !_storage._gangHosts.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._gangHosts, fieldNumber: 21)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3794,6 +3878,9 @@ nonisolated extension Computegrid_V1_Assignment: SwiftProtobuf.Message, SwiftPro
         if _storage._expiresAtMs != rhs_storage._expiresAtMs {return false}
         if _storage._signature != rhs_storage._signature {return false}
         if _storage._account != rhs_storage._account {return false}
+        if _storage._gangRank != rhs_storage._gangRank {return false}
+        if _storage._gangSize != rhs_storage._gangSize {return false}
+        if _storage._gangHosts != rhs_storage._gangHosts {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3970,7 +4057,7 @@ nonisolated extension Computegrid_V1_Attempt: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusUpdate"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0\u{3}end_reason\0\u{1}attempts\0\u{3}max_attempts\0\u{1}precision\0\u{3}hold_reason\0\u{1}endpoint\0\u{1}ready\0\u{3}device_grades\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{3}assignment_id\0\u{1}epoch\0\u{3}node_id\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}region_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}update_id\0\u{3}end_reason\0\u{1}attempts\0\u{3}max_attempts\0\u{1}precision\0\u{3}hold_reason\0\u{1}endpoint\0\u{1}ready\0\u{3}device_grades\0\u{1}gang\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -3995,6 +4082,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
     var _endpoint: String = String()
     var _ready: Bool = false
     var _deviceGrades: [String] = []
+    var _gang: [Computegrid_V1_GangRank] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -4027,6 +4115,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
       _endpoint = source._endpoint
       _ready = source._ready
       _deviceGrades = source._deviceGrades
+      _gang = source._gang
     }
   }
 
@@ -4067,6 +4156,7 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
         case 20: try { try decoder.decodeSingularStringField(value: &_storage._endpoint) }()
         case 21: try { try decoder.decodeSingularBoolField(value: &_storage._ready) }()
         case 22: try { try decoder.decodeRepeatedStringField(value: &_storage._deviceGrades) }()
+        case 23: try { try decoder.decodeRepeatedMessageField(value: &_storage._gang) }()
         default: break
         }
       }
@@ -4141,6 +4231,9 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
       if !_storage._deviceGrades.isEmpty {
         try visitor.visitRepeatedStringField(value: _storage._deviceGrades, fieldNumber: 22)
       }
+      if !_storage._gang.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._gang, fieldNumber: 23)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -4172,10 +4265,76 @@ nonisolated extension Computegrid_V1_StatusUpdate: SwiftProtobuf.Message, SwiftP
         if _storage._endpoint != rhs_storage._endpoint {return false}
         if _storage._ready != rhs_storage._ready {return false}
         if _storage._deviceGrades != rhs_storage._deviceGrades {return false}
+        if _storage._gang != rhs_storage._gang {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_GangRank: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GangRank"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rank\0\u{3}node_id\0\u{3}assignment_id\0\u{3}device_ids\0\u{3}device_models\0\u{1}state\0\u{3}exit_code\0\u{3}has_exit_code\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.rank) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.assignmentID) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.deviceIds) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.deviceModels) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.state) }()
+      case 7: try { try decoder.decodeSingularInt32Field(value: &self.exitCode) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.hasExitCode_p) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.rank != 0 {
+      try visitor.visitSingularUInt32Field(value: self.rank, fieldNumber: 1)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
+    }
+    if !self.assignmentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.assignmentID, fieldNumber: 3)
+    }
+    if !self.deviceIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.deviceIds, fieldNumber: 4)
+    }
+    if !self.deviceModels.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.deviceModels, fieldNumber: 5)
+    }
+    if !self.state.isEmpty {
+      try visitor.visitSingularStringField(value: self.state, fieldNumber: 6)
+    }
+    if self.exitCode != 0 {
+      try visitor.visitSingularInt32Field(value: self.exitCode, fieldNumber: 7)
+    }
+    if self.hasExitCode_p != false {
+      try visitor.visitSingularBoolField(value: self.hasExitCode_p, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_GangRank, rhs: Computegrid_V1_GangRank) -> Bool {
+    if lhs.rank != rhs.rank {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.assignmentID != rhs.assignmentID {return false}
+    if lhs.deviceIds != rhs.deviceIds {return false}
+    if lhs.deviceModels != rhs.deviceModels {return false}
+    if lhs.state != rhs.state {return false}
+    if lhs.exitCode != rhs.exitCode {return false}
+    if lhs.hasExitCode_p != rhs.hasExitCode_p {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -5190,7 +5349,7 @@ nonisolated extension Computegrid_V1_ModelRequirement: SwiftProtobuf.Message, Sw
 
 nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0\u{3}origin_region\0\u{3}data_gb\0\u{1}jurisdictions\0\u{3}latency_slo_ms\0\u{1}objective\0\u{3}objective_weights\0\u{3}deadline_unix_ms\0\u{3}run_seconds\0\u{3}kw_per_device\0\u{1}priority\0\u{1}model\0\u{1}account\0\u{1}ports\0\u{1}replica\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}command\0\u{1}args\0\u{1}env\0\u{1}accelerators\0\u{3}timeout_seconds\0\u{3}allowed_regions\0\u{3}max_attempts\0\u{3}retry_backoff_seconds\0\u{3}requeue_never\0\u{3}keep_on_lease_loss\0\u{3}origin_region\0\u{3}data_gb\0\u{1}jurisdictions\0\u{3}latency_slo_ms\0\u{1}objective\0\u{3}objective_weights\0\u{3}deadline_unix_ms\0\u{3}run_seconds\0\u{3}kw_per_device\0\u{1}priority\0\u{1}model\0\u{1}account\0\u{1}ports\0\u{1}replica\0\u{1}nodes\0")
 
   fileprivate class _StorageClass {
     var _name: String = String()
@@ -5218,6 +5377,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
     var _account: String = String()
     var _ports: UInt32 = 0
     var _replica: Computegrid_V1_ReplicaOf? = nil
+    var _nodes: UInt32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -5253,6 +5413,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       _account = source._account
       _ports = source._ports
       _replica = source._replica
+      _nodes = source._nodes
     }
   }
 
@@ -5296,6 +5457,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
         case 23: try { try decoder.decodeSingularStringField(value: &_storage._account) }()
         case 24: try { try decoder.decodeSingularUInt32Field(value: &_storage._ports) }()
         case 25: try { try decoder.decodeSingularMessageField(value: &_storage._replica) }()
+        case 26: try { try decoder.decodeSingularUInt32Field(value: &_storage._nodes) }()
         default: break
         }
       }
@@ -5383,6 +5545,9 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
       try { if let v = _storage._replica {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
       } }()
+      if _storage._nodes != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._nodes, fieldNumber: 26)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -5417,6 +5582,7 @@ nonisolated extension Computegrid_V1_JobSpec: SwiftProtobuf.Message, SwiftProtob
         if _storage._account != rhs_storage._account {return false}
         if _storage._ports != rhs_storage._ports {return false}
         if _storage._replica != rhs_storage._replica {return false}
+        if _storage._nodes != rhs_storage._nodes {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -6548,7 +6714,7 @@ nonisolated extension Computegrid_V1_Query.Kind: SwiftProtobuf._ProtoNameProvidi
 
 nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Job"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0\u{1}route\0\u{1}precision\0\u{3}hold_reason\0\u{1}endpoint\0\u{1}ready\0\u{3}device_grades\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}spec\0\u{1}state\0\u{3}region_id\0\u{3}node_id\0\u{3}device_ids\0\u{3}device_models\0\u{3}assignment_id\0\u{1}epoch\0\u{3}exit_code\0\u{3}has_exit_code\0\u{1}message\0\u{3}output_tail\0\u{3}visible_devices\0\u{3}submitted_unix_ms\0\u{3}updated_unix_ms\0\u{1}attempts\0\u{1}route\0\u{1}precision\0\u{3}hold_reason\0\u{1}endpoint\0\u{1}ready\0\u{3}device_grades\0\u{1}gang\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -6574,6 +6740,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
     var _endpoint: String = String()
     var _ready: Bool = false
     var _deviceGrades: [String] = []
+    var _gang: [Computegrid_V1_GangRank] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -6607,6 +6774,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       _endpoint = source._endpoint
       _ready = source._ready
       _deviceGrades = source._deviceGrades
+      _gang = source._gang
     }
   }
 
@@ -6648,6 +6816,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         case 21: try { try decoder.decodeSingularStringField(value: &_storage._endpoint) }()
         case 22: try { try decoder.decodeSingularBoolField(value: &_storage._ready) }()
         case 23: try { try decoder.decodeRepeatedStringField(value: &_storage._deviceGrades) }()
+        case 24: try { try decoder.decodeRepeatedMessageField(value: &_storage._gang) }()
         default: break
         }
       }
@@ -6729,6 +6898,9 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
       if !_storage._deviceGrades.isEmpty {
         try visitor.visitRepeatedStringField(value: _storage._deviceGrades, fieldNumber: 23)
       }
+      if !_storage._gang.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._gang, fieldNumber: 24)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -6761,6 +6933,7 @@ nonisolated extension Computegrid_V1_Job: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._endpoint != rhs_storage._endpoint {return false}
         if _storage._ready != rhs_storage._ready {return false}
         if _storage._deviceGrades != rhs_storage._deviceGrades {return false}
+        if _storage._gang != rhs_storage._gang {return false}
         return true
       }
       if !storagesAreEqual {return false}
