@@ -96,6 +96,60 @@ extension EndToEnd {
         #expect(node.nodes.first?.units.map { $0.nvlinkPeers.count } == Array(repeating: 7, count: 8), "gridctl node shows each device's peers")
     }
 
+    /// Issue 9, item 2, with the real executables: a gang of 2 nodes × 2 devices runs one
+    /// process per rank, each told its rank, the gang's size and hosts, and succeeds when both
+    /// have; a gang of 3 whose rank 1 fails ends `failed` and the other ranks' processes are
+    /// stopped (none left running).
+    @Test func aGangRunsEveryRankAtOnceAndAFailedRankStopsTheRest() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        for n in ["g1", "g2", "g3"] { try c.startAgent(n, region: "r1", simulate: ["nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml"]) }
+        let client = try c.client()
+        _ = try c.eventually(30, "three nodes ready") { try client.query(.regions).regions.first?.nodesReady == 3 ? true : nil }
+        var spec = JobSpec(name: "allreduce", command: "/bin/sh",
+                           args: ["-c", "echo rank=$GRID_GANG_RANK size=$GRID_GANG_SIZE leader=$GRID_GANG_LEADER hosts=$GRID_GANG_HOSTS node=$GRID_NODE_ID; sleep 1"],
+                           accelerators: AcceleratorRequest(count: 2))
+        spec.nodes = 2
+        let ok = try client.submit(spec)
+        #expect(ok.accepted, "\(ok.reason)")
+        let done = try c.eventually(60, "the gang to finish") { () -> JobRecord? in
+            try client.jobs().first { $0.id.rawValue == ok.jobID && $0.state.isTerminal }
+        }
+        #expect(done.state == .succeeded, "\(done.message) \(done.outputTail)")
+        #expect(done.gang.count == 2 && Set(done.gang.map(\.node)).count == 2 && done.gang.allSatisfy { $0.state == .succeeded && $0.deviceIDs.count == 2 })
+        // Rank 0's output is the job's. Hosts are the nodes' host names (one machine here).
+        let leader = try #require(done.gang.first?.node.rawValue)
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? ""
+        #expect(done.outputTail.contains("rank=0 size=2 leader="), "\(done.outputTail)")
+        #expect(done.outputTail.contains("node=\(leader)") && done.outputTail.contains(","), "\(done.outputTail)")
+        #expect(host.isEmpty || done.outputTail.contains(host))
+        let detail = Table.detail(done)
+        #expect(detail.contains("on each of 2 nodes (gang)") && detail.contains("ranks:"), "\(detail)")
+
+        let pids = c.dir.appendingPathComponent("pids")
+        try FileManager.default.createDirectory(at: pids, withIntermediateDirectories: true)
+        try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: pids.path)
+        spec.name = "one-rank-fails"
+        spec.nodes = 3
+        spec.accelerators.count = 1
+        spec.args = ["-c", "echo $$ > \(pids.path)/rank-$GRID_GANG_RANK; if [ \"$GRID_GANG_RANK\" = 1 ]; then sleep 2; exit 3; fi; exec sleep 120"]
+        let bad = try client.submit(spec)
+        let failed = try c.eventually(60, "the gang to fail") { () -> JobRecord? in
+            try client.jobs().first { $0.id.rawValue == bad.jobID && $0.state.isTerminal }
+        }
+        #expect(failed.state == .failed && failed.exitCode == 3 && failed.message.contains("rank 1"), "\(failed.message)")
+        let others = try [0, 2].map { r in try #require(Int32(String(contentsOf: pids.appendingPathComponent("rank-\(r)"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))) }
+        _ = try c.eventually(30, "the other ranks' processes to be gone") { () -> Bool? in
+            others.allSatisfy { kill($0, 0) != 0 } ? true : nil
+        }
+        // Every device is free again.
+        _ = try c.eventually(30, "all 24 devices free") { () -> Bool? in
+            try client.query(.regions).regions.first?.capacity.reduce(0) { $0 + Int($1.free) } == 24 ? true : nil
+        }
+    }
+
     @Test func aModelJobRunsAtInt8OnTheLowerGrade() throws {
         let c = try Cluster()
         defer { c.stopAll() }
