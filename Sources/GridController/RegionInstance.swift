@@ -1692,8 +1692,16 @@ public struct RegionInstance: Sendable {
     /// one attempt and the account's quota (all ranks admitted together). A gang that waits
     /// for busy devices reserves the nodes where it could start soonest (backfill as for any
     /// reservation); a gang does not preempt. Returns what to do and whether it was placed.
+    enum GangOutcome {
+        case placed
+        /// For a reason of its own (a reservation, its quota).
+        case waits
+        /// The ranks do not fit as the region stands (the reason).
+        case doesNotFit(String)
+    }
+
     mutating func placeGang(_ job: inout JobRecord, wants: [AcceleratorRequest], fit: [ModelFit.Option], quotaNote: String,
-                            now: Moment) -> ([ControllerDirective], Bool) {
+                            now: Moment) -> ([ControllerDirective], GangOutcome) {
         let jid = job.id
         let account = job.spec.accountName
         let ranks = job.spec.nodes
@@ -1702,7 +1710,7 @@ public struct RegionInstance: Sendable {
         switch choice {
         case .placed(let slots):
             for slot in slots {
-                if let why = reservationKeeps(slot.node, from: job, now: now) { return (wait(&job, why), false) }
+                if let why = reservationKeeps(slot.node, from: job, now: now) { return (wait(&job, why), .waits) }
             }
             let uses = slots.map { index.resourceUse(node: $0.node, deviceIDs: $0.deviceIDs) }
             var borrowed = false
@@ -1711,11 +1719,11 @@ public struct RegionInstance: Sendable {
                 case .within: break
                 case .borrowing:
                     if let cohort = settings.accounts.quota(for: account).cohort, let by = reclaiming(cohort, except: jid) {
-                        return (wait(&job, "quota: account \(account) is past its own quota and cohort \(cohort) is taking back what it lent (for \(by))"), false)
+                        return (wait(&job, "quota: account \(account) is past its own quota and cohort \(cohort) is taking back what it lent (for \(by))"), .waits)
                     }
                     borrowed = true
                 case .refused(let why):
-                    return (wait(&job, "quota: " + why), false)
+                    return (wait(&job, "quota: " + why), .waits)
                 }
             }
             if !reservedFor.isEmpty { reservedFor = reservedFor.filter { $0.value.job != jid } }
@@ -1772,7 +1780,7 @@ public struct RegionInstance: Sendable {
             var fields = ["job": "\(jid)", "nodes": members.map { "\($0.node)" }.joined(separator: ","), "ranks": "\(ranks)", "epoch": "\(job.epoch)"]
             if let p = job.precision { fields["precision"] = p.rawValue }
             out.append(.log(LogEvent(.info, "gang placed", fields)))
-            return (out, true)
+            return (out, .placed)
         case .busy(let reason), .impossible(let reason):
             let want = wants[wants.count - 1]
             if case .busy = choice, settings.reservations, want.count > 0,
@@ -1787,7 +1795,7 @@ public struct RegionInstance: Sendable {
                 jobs[jid] = job
                 out.append(.persist(.job(job)))
             }
-            return (out, false)
+            return (out, .doesNotFit(reason))
         }
     }
 
@@ -1897,6 +1905,9 @@ public struct RegionInstance: Sendable {
         var out: [ControllerDirective] = []
         var placedIDs: Set<JobID> = []
         var blocked: [PlacementShape: (count: Int, why: String)] = [:]
+        // Gangs that did not fit in this pass, by shape with its count: the fewest ranks that
+        // did not fit (more ranks of the same shape cannot fit either).
+        var blockedGangs: [PlacementShape: (ranks: Int, why: String)] = [:]
         let begin = queueCursor
         let end = min(queue.count, queueCursor + settings.placementBudget)
         let budgetHit = end < queue.count
@@ -1928,9 +1939,19 @@ public struct RegionInstance: Sendable {
             }
             if settings.frontier == .reserve { wants = wants.map { keepOffFrontier($0, account: account) } }
             if job.spec.nodes > 1 {
-                let (more, placed) = placeGang(&job, wants: wants, fit: fit, quotaNote: quotaNote, now: now)
+                let gangShape = placementShape(wants, account: account, keepCount: true)
+                if let b = blockedGangs[gangShape], job.spec.nodes >= b.ranks, !reservedFor.values.contains(where: { $0.job == jid }) {
+                    out += wait(&job, b.why + quotaNote)
+                    continue
+                }
+                let (more, outcome) = placeGang(&job, wants: wants, fit: fit, quotaNote: quotaNote, now: now)
                 out += more
-                if placed { placedIDs.insert(jid) }
+                switch outcome {
+                case .placed: placedIDs.insert(jid)
+                case .waits: break
+                case .doesNotFit(let why):
+                    if job.spec.nodes < blockedGangs[gangShape]?.ranks ?? .max { blockedGangs[gangShape] = (job.spec.nodes, why) }
+                }
                 continue
             }
             let shape = placementShape(wants, account: account)

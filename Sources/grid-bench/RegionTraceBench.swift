@@ -423,9 +423,10 @@ struct RegionPlacementBench: ParsableCommand {
     @Option var fixtures = "Tests/Fixtures/vendor"
     @Option var devicesPerNode = 8
     @Flag(help: "No account quotas (priorities and fair share still on).") var noQuotas = false
+    @Option(help: "Share of the jobs (0…1) that are gangs: 2–4 nodes, each with the job's devices.") var gangs = 0.0
 
     func run() throws {
-        Machine.header("region-placement", "\(nodes) nodes x \(devicesPerNode) devices, \(jobs) jobs, quotas \(noQuotas ? "off" : "on")")
+        Machine.header("region-placement", "\(nodes) nodes x \(devicesPerNode) devices, \(jobs) jobs, quotas \(noQuotas ? "off" : "on"), gangs \(gangs)")
         let fleet = TraceFleet.nodes(nodes, fixtures: fixtures, devicesPerNode: devicesPerNode)
         let devices = fleet.reduce(0) { $0 + $1.1.count }
         let quarter = devices / 4
@@ -443,11 +444,15 @@ struct RegionPlacementBench: ParsableCommand {
             f.jobID = j.id
             var spec = j.spec
             spec.priority = [-100, 0, 0, 100, 1000][Int(rng.next() % 5)]
+            if gangs > 0, Double(rng.next() % 1_000_000) / 1_000_000 < gangs, spec.replica == nil {
+                spec.nodes = 2 + Int(rng.next() % 3)
+            }
             f.spec = Wire.JobSpec(spec)
             _ = sim.send(.jobForward(f), from: sim.national)
         }
         print("devices: \(devices); jobs queued: \(trace.count)")
         var placed = 0
+        var assignments = 0
         var turns = 0
         var spent: Duration = .zero
         var idle = 0
@@ -459,12 +464,14 @@ struct RegionPlacementBench: ParsableCommand {
             let out = sim.instance.onTick(now: sim.now)
             spent += ContinuousClock.now - t0
             turns += 1
-            let n = out.filter { if case .send(.assignment, _, _, _) = $0 { return true } else { return false } }.count
+            let sent = out.compactMap { d -> Wire.Assignment? in if case .send(.assignment(let a), _, _, _) = d { return a } else { return nil } }
+            let n = sent.filter { $0.gangRank == 0 }.count
+            assignments += sent.count
             placed += n
             idle = n == 0 ? idle + 1 : 0
         }
         let secs = Double(spent.components.seconds) + Double(spent.components.attoseconds) / 1e18
-        print("turns: \(turns); placed: \(placed); still queued: \(trace.count - placed); time in placement turns: \(String(format: "%.3f", secs)) s")
-        print(String(format: "RESULT region-placement: %.0f placements/s", Double(placed) / secs))
+        print("turns: \(turns); placed: \(placed) jobs (\(assignments) assignments: a gang's ranks each count); still queued: \(trace.count - placed); time in placement turns: \(String(format: "%.3f", secs)) s")
+        print(String(format: "RESULT region-placement: %.0f placements/s (jobs), %.0f assignments/s", Double(placed) / secs, Double(assignments) / secs))
     }
 }
