@@ -945,12 +945,18 @@ public struct RegionInstance: Sendable {
         // An account within its own quota takes back what others of its cohort borrowed
         // (Kueue's reclaim), whatever their priority.
         let account = job.spec.accountName
-        let reclaim = quotas && ledger.admit(account, ResourceUse(devices: max(1, job.spec.accelerators.count))) == .within
-        var best: (key: [Int], node: NodeID, victims: [AssignmentRecord])?
+        let reclaim = quotas && ledger.admit(account, ResourceUse(devices: max(1, job.spec.totalDevices))) == .within
+        // A gang needs `ranks` nodes: those that fit it now count at no cost.
+        let ranks = max(1, job.spec.nodes)
+        var costs: [(key: [Int], node: NodeID, victims: [AssignmentRecord])] = []
         var scanned = 0
-        for (nid, node) in nodes where node.record.state == .ready && node.route != nil && !node.held.isEmpty {
+        for (nid, node) in nodes where node.record.state == .ready && node.route != nil && (ranks > 1 || !node.held.isEmpty) {
             scanned += 1
             if scanned > settings.preemptionScanLimit { break }
+            if ranks > 1, wants.contains(where: { index.fitsNow(node: nid, for: $0, account: account) }) {
+                costs.append(([Int.min, 0], nid, []))
+                continue
+            }
             let candidates = node.held.compactMap { assignments[$0] }.filter { a in
                 guard let v = jobs[a.job] else { return false }
                 let lent = reclaim && (charged[a.id]?.borrowed ?? false) && v.spec.accountName != account
@@ -974,23 +980,27 @@ public struct RegionInstance: Sendable {
             guard let chosen = found else { continue }
             let victims = chosen.map { candidates[$0] }
             let key = [victims.map { jobs[$0.job]!.spec.priority }.max()!, victims.reduce(0) { $0 + $1.deviceIDs.count }]
-            if best == nil || key.lexicographicallyPrecedes(best!.key) || (key == best!.key && nid < best!.node) {
-                best = (key, nid, victims)
-            }
+            costs.append((key, nid, victims))
         }
-        guard let best, let peer = nodes[best.node]?.route else { return [] }
+        // The cheapest nodes (lowest priorities stopped, then fewest devices, then node id).
+        let chosen = costs.sorted { a, b in a.key != b.key ? a.key.lexicographicallyPrecedes(b.key) : a.node < b.node }.prefix(ranks)
+        guard chosen.count == ranks, chosen.contains(where: { !$0.victims.isEmpty }) else { return [] }
         var out: [ControllerDirective] = []
-        preemptionsFor[job.id] = Set(best.victims.map(\.id))
-        reservedFor[best.node] = Reservation(job: job.id, priority: job.spec.priority, startMs: now.monotonicMs,
-                                             forPreemption: true, untilMs: now.monotonicMs + 60_000)
-        if reclaim, best.victims.contains(where: { charged[$0.id]?.borrowed ?? false }), let cohort = settings.accounts.quota(for: account).cohort {
+        preemptionsFor[job.id] = Set(chosen.flatMap { $0.victims.map(\.id) })
+        for c in chosen {
+            reservedFor[c.node] = Reservation(job: job.id, priority: job.spec.priority, startMs: now.monotonicMs,
+                                              forPreemption: true, untilMs: now.monotonicMs + 60_000)
+        }
+        if reclaim, chosen.contains(where: { $0.victims.contains { charged[$0.id]?.borrowed ?? false } }), let cohort = settings.accounts.quota(for: account).cohort {
             reclaimers[cohort, default: []].insert(job.id)
         }
-        for v in best.victims {
-            preempting[v.id] = job.id
-            out.append(cancel(v, to: peer))
-            out.append(.log(LogEvent(.notice, "preempting a run for a higher-priority job",
-                                     ["victim": "\(v.job)", "assignment": "\(v.id)", "for": "\(job.id)", "node": "\(best.node)"])))
+        for c in chosen {
+            for v in c.victims {
+                preempting[v.id] = job.id
+                if let peer = nodes[c.node]?.route { out.append(cancel(v, to: peer)) }
+                out.append(.log(LogEvent(.notice, "preempting a run for a higher-priority job",
+                                         ["victim": "\(v.job)", "assignment": "\(v.id)", "for": "\(job.id)", "node": "\(c.node)"])))
+            }
         }
         return out
     }
@@ -1691,7 +1701,7 @@ public struct RegionInstance: Sendable {
     /// ranks share one epoch (`<job>.<epoch>` for rank 0, `<job>.<epoch>-r<k>` for rank k),
     /// one attempt and the account's quota (all ranks admitted together). A gang that waits
     /// for busy devices reserves the nodes where it could start soonest (backfill as for any
-    /// reservation); a gang does not preempt. Returns what to do and whether it was placed.
+    /// reservation) unless it can preempt lower-priority work on enough nodes (`preempt`).
     enum GangOutcome {
         case placed
         /// For a reason of its own (a reservation, its quota).
@@ -1783,7 +1793,13 @@ public struct RegionInstance: Sendable {
             return (out, .placed)
         case .busy(let reason), .impossible(let reason):
             let want = wants[wants.count - 1]
-            if case .busy = choice, settings.reservations, want.count > 0,
+            if case .busy = choice, settings.preemption, want.count > 0, preemptionsFor[jid] == nil,
+               (noVictimsUntil[jid] ?? 0) <= now.monotonicMs {
+                let stops = preempt(for: job, now: now)
+                if stops.isEmpty { noVictimsUntil[jid] = now.monotonicMs + 5000 } else { noVictimsUntil[jid] = nil }
+                out += stops
+            }
+            if case .busy = choice, settings.reservations, want.count > 0, preemptionsFor[jid] == nil,
                !reservedFor.values.contains(where: { $0.job == jid }),
                !reservedFor.values.contains(where: { !$0.forPreemption && $0.live(jobs, now.monotonicMs) }) {
                 reserve(for: job, want, ranks: ranks, now: now)

@@ -567,7 +567,7 @@ extension Date {
 
 /// One durable change, as a controller's logic asks for it. A shell collects the changes of a
 /// batch of messages and commits them together (`GridStore.commit`).
-public enum StoreMutation: Sendable {
+public indirect enum StoreMutation: Sendable {
     case node(NodeRecord)
     case nodeState(NodeID, NodeState)
     /// An operator's cordon set or lifted (nil).

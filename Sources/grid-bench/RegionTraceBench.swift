@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GridController
+import GridStore
 import GridCore
 import GridFleet
 import GridProtocol
@@ -450,7 +451,7 @@ struct RegionPlacementBench: ParsableCommand {
             f.spec = Wire.JobSpec(spec)
             _ = sim.send(.jobForward(f), from: sim.national)
         }
-        print("devices: \(devices); jobs queued: \(trace.count)")
+        print("devices: \(devices); jobs queued: \(trace.count); directive \(MemoryLayout<ControllerDirective>.size) B, mutation \(MemoryLayout<StoreMutation>.size) B, job \(MemoryLayout<JobRecord>.size) B, spec \(MemoryLayout<JobSpec>.size) B")
         var placed = 0
         var assignments = 0
         var turns = 0

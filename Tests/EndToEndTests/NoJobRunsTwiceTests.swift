@@ -184,6 +184,47 @@ extension EndToEnd {
         #expect(Self.survivors(jobIDs: Set(ids)).isEmpty)
     }
 
+    /// A gang of two on three nodes; kill -9 of the agent of one rank (never restarted). Its
+    /// rank's shim fences its process when the lease lapses, the region then takes the whole
+    /// run back, stops the other rank, and runs the gang again on the two live nodes: no run of
+    /// the second epoch starts before every run of the first has ended, and the job succeeds.
+    @Test func killNineOfOneRanksAgentRunsTheGangAgainNeverTwiceAtOnce() throws {
+        let s = try Setup()
+        defer { s.c.stopAll() }
+        for n in ["n1", "n2", "n3"] { try s.startAgent(n) }
+        try s.waitForNodes(3)
+        let client = try s.c.client()
+        var spec = s.spec("gang", seconds: 6)
+        spec.nodes = 2
+        let r = try client.submit(spec)
+        #expect(r.accepted, "\(r.reason)")
+        let first = try s.c.eventually(30, "both ranks running") { () -> JobRecord? in
+            let j = try s.job(r.jobID)
+            return j?.state == .running && s.runs().filter({ $0.end == nil }).count == 2 ? j : nil
+        }
+        let victim = try #require(first.gang.last?.node.rawValue)
+        s.c.stop(victim, signal: SIGKILL)
+        let done = try s.c.eventually(90, "the gang to end") { () -> JobRecord? in
+            let j = try s.job(r.jobID)
+            return j?.state.isTerminal == true ? j : nil
+        }
+        #expect(done.state == .succeeded, "\(done.state): \(done.message)")
+        #expect(done.attempts.first?.endReason == .nodeLost && done.attempts.count == 2, "\(done.attempts)")
+        #expect(!done.gang.contains { $0.node.rawValue == victim })
+        let runs = s.runs()
+        func epoch(_ assignment: String) -> Int {
+            Int(assignment.split(separator: ".").last?.split(separator: "-").first ?? "") ?? -1
+        }
+        let byEpoch = Dictionary(grouping: runs, by: { epoch($0.assignment) })
+        #expect(byEpoch.keys.sorted() == [1, 2], "\(runs)")
+        #expect(byEpoch[1]?.count == 2 && byEpoch[1]?.allSatisfy { $0.ended == "stop" } == true, "the first run's ranks were stopped: \(runs)")
+        #expect(byEpoch[2]?.count == 2 && byEpoch[2]?.allSatisfy { $0.ended == "end" } == true, "the second run's ranks ran to their end: \(runs)")
+        let firstEnd = byEpoch[1]?.compactMap(\.end).max() ?? .max
+        let secondStart = byEpoch[2]?.map(\.start).min() ?? 0
+        #expect(firstEnd < secondStart, "a rank of the second run started before the first run had ended: \(runs)")
+        #expect(Self.survivors(jobIDs: [r.jobID]).isEmpty)
+    }
+
     @Test func aJobThatEndsWhileTheAgentIsDownIsReportedOnceWithItsStatus() throws {
         let s = try Setup()
         defer { s.c.stopAll() }

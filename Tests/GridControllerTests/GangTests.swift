@@ -194,6 +194,44 @@ import Testing
         #expect(h.instance.job("endless")?.message.contains("reserved for g") == true)
     }
 
+    /// A high-priority gang on a full region stops lower-priority runs on as many nodes as it
+    /// has ranks (a free node counts at no cost), takes them when the runs end, and the
+    /// stopped runs are queued again, never lost.
+    @Test func aHigherPriorityGangPreemptsOnEnoughNodesAtOnce() throws {
+        var h = RegionHarness { $0.reservations = false }
+        Self.fleet(&h, nodes: 3)
+        var low: [Wire.Assignment] = []
+        for i in 0..<2 {
+            _ = h.forward("low\(i)", JobSpec(name: "low", command: "true", accelerators: AcceleratorRequest(count: 2), priority: -100))
+            low += h.tick().assignments
+        }
+        Self.start(&h, low)
+        var spec = Self.gang(3, 2)
+        spec.priority = 100
+        _ = h.forward("g", spec)
+        let out = h.tick()
+        #expect(Set(out.cancels.map(\.assignmentID)) == Set(low.map(\.assignmentID)), "both low runs are stopped: \(out.cancels.map(\.assignmentID))")
+        for a in low { _ = h.status(a, .cancelled, reason: .cancelled) }
+        let placed = h.tick(advanceMs: 10).assignments
+        #expect(placed.count == 3 && Set(placed.map(\.jobID)) == ["g"], "\(placed.map(\.assignmentID))")
+        for i in 0..<2 {
+            let j = try #require(h.instance.job(JobID("low\(i)")))
+            #expect(j.state == .queued && j.attempts.last?.endReason == .preempted, "\(j.state) \(j.attempts)")
+        }
+    }
+
+    @Test func aGangDoesNotPreemptWhenTooFewNodesCouldBeHad() throws {
+        var h = RegionHarness { $0.reservations = false }
+        Self.fleet(&h, nodes: 2)
+        _ = h.forward("high", JobSpec(name: "high", command: "true", accelerators: AcceleratorRequest(count: 2), priority: 500))
+        _ = h.forward("low", JobSpec(name: "low", command: "true", accelerators: AcceleratorRequest(count: 2), priority: -100))
+        Self.start(&h, h.tick().assignments)
+        var spec = Self.gang(2, 2)
+        spec.priority = 100
+        _ = h.forward("g", spec)
+        #expect(h.tick().cancels.isEmpty, "one node could be had (the other runs higher-priority work): nothing is stopped")
+    }
+
     @Test func gangSpecsAreBoundedAndRoundTrip() throws {
         var s = Self.gang(4, 2)
         #expect(s.problems().isEmpty)
