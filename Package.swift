@@ -169,7 +169,7 @@ let package = Package(
         ),
         .testTarget(name: "GridCoreTests", dependencies: ["GridCore"]),
         .testTarget(name: "GridCatalogTests", dependencies: ["GridCatalog", "GridCore"]),
-        .testTarget(name: "GridProbeTests", dependencies: ["GridProbe", "GridCore"]),
+        .testTarget(name: "GridProbeTests", dependencies: ["GridProbe", "GridCore", "GridScheduler"]),
         .testTarget(name: "GridProtocolTests", dependencies: ["GridProtocol", "GridCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "GridTransportTests", dependencies: ["GridTransport"]),
         .testTarget(name: "GridStoreTests", dependencies: ["GridStore", "GridCore", "GridProtocol"]),

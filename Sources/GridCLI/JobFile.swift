@@ -18,7 +18,7 @@ import Yams
 ///       partition: 1g.10gb        # a MIG slice of that profile (or any) instead of whole devices
 ///       min_gcu: 100              # least compute per device, GCU (1 GCU = 1 dense FP16 TFLOPS)
 ///       min_total_gcu: 400        # least compute over all the job's devices, GCU
-///       interconnect: same_numa   # any (default) | same_numa: all devices on one NUMA node | nvlink: all NVLink peers
+///       interconnect: same_numa   # any (default) | same_numa: all devices on one NUMA node | nvlink / xgmi: all NVLink / xGMI peers
 ///     nodes: 4                    # gang: 4 distinct nodes at once, `accelerators` on each (1…1024, default 1)
 ///     model:                      # fit a model to devices and choose its precision (JOBS.md)
 ///       parameters: 13B
@@ -253,7 +253,7 @@ public enum JobFile {
         request.minTotalGCU = raw.accelerators?.minTotalGCU
         if let i = raw.accelerators?.interconnect {
             if let v = InterconnectRequirement(rawValue: i.lowercased()) { request.interconnect = v } else {
-                problems.append("accelerators.interconnect: '\(i)' is not one of any, same_numa, nvlink")
+                problems.append("accelerators.interconnect: '\(i)' is not one of any, same_numa, nvlink, xgmi")
             }
         }
         if let m = raw.accelerators?.minMemory {

@@ -2074,7 +2074,7 @@ public struct RegionInstance: Sendable {
                     if noVictimsUntil.count > 100_000 { noVictimsUntil = noVictimsUntil.filter { $0.value > now.monotonicMs } }
                     out += stops
                 }
-                if case .busy = choice, settings.reservations, want.count > 1, wants.count == 1, want.interconnect != .sameNUMA, want.interconnect != .nvlink,
+                if case .busy = choice, settings.reservations, want.count > 1, wants.count == 1, want.interconnect != .sameNUMA, want.interconnect?.needsPeers != true,
                    !reservedFor.values.contains(where: { $0.job == jid }),
                    !reservedFor.values.contains(where: { !$0.forPreemption && $0.live(jobs, now.monotonicMs) }) {
                     reserve(for: job, want, now: now)

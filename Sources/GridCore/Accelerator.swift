@@ -228,9 +228,10 @@ public struct DeviceInventory: Codable, Sendable, Hashable {
     public var numaNode: Int?
     /// Links the tool reports (e.g. "NVLink", "xGMI", "HCCS").
     public var interconnects: [String]
-    /// The indexes (`index`) of the node's devices this one has a direct NVLink to (from
-    /// `nvidia-smi topo -m`); nil when unknown. `interconnect: nvlink` jobs get devices that
-    /// are all peers of each other.
+    /// The indexes (`index`) of the node's devices this one has a direct fabric link to:
+    /// NVLink from `nvidia-smi topo -m`, xGMI from `rocm-smi`'s link types; nil when unknown.
+    /// `interconnect: nvlink` (`xgmi`) jobs get NVIDIA (AMD) devices that are all peers of
+    /// each other.
     public var nvlinkPeers: [Int]?
     public var powerLimitW: Double?
     public var powerDrawW: Double?

@@ -69,8 +69,31 @@ public enum InterconnectRequirement: String, Codable, Sendable, Hashable, CaseIt
     /// one node: a host without NUMA reports none).
     case sameNUMA = "same_numa"
     /// All devices NVLink peers of each other (each has a direct NVLink to every other, as
-    /// `nvidia-smi topo -m` reports them). Devices whose links are unknown never qualify.
+    /// `nvidia-smi topo -m` reports them). NVIDIA devices only; devices whose links are
+    /// unknown never qualify.
     case nvlink
+    /// All devices xGMI (AMD Infinity Fabric) peers of each other, as `rocm-smi` reports the
+    /// link type between each pair. AMD devices only.
+    case xgmi
+
+    /// Whether every device must be a direct fabric peer of every other (`nvlink`, `xgmi`).
+    public var needsPeers: Bool { self == .nvlink || self == .xgmi }
+    /// How people call the links: "NVLink", "xGMI" ("" otherwise).
+    public var fabricName: String {
+        switch self {
+        case .nvlink: return "NVLink"
+        case .xgmi: return "xGMI"
+        case .any, .sameNUMA: return ""
+        }
+    }
+    /// The vendor whose fabric the value names (a request without a vendor gets it).
+    public var fabricVendor: AcceleratorVendor? {
+        switch self {
+        case .nvlink: return .nvidia
+        case .xgmi: return .amd
+        case .any, .sameNUMA: return nil
+        }
+    }
 }
 
 /// A job as submitted: what to run and what it needs.

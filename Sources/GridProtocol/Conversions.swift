@@ -185,7 +185,7 @@ extension Wire.JobSpec {
         if !accelerators.interconnect.isEmpty {
             guard let i = InterconnectRequirement(rawValue: accelerators.interconnect) else {
                 throw .invalidField(type: "JobSpec", field: "accelerators.interconnect",
-                                    reason: "'\(accelerators.interconnect)' is not one of any, same_numa, nvlink")
+                                    reason: "'\(accelerators.interconnect)' is not one of any, same_numa, nvlink, xgmi")
             }
             interconnect = i
         }

@@ -420,8 +420,8 @@ public struct PlacementIndex: Sendable {
         }
         let count = first.count
         let matchings = wants.map { matchingClasses($0, account: account) }
-        if (first.interconnect == .sameNUMA || first.interconnect == .nvlink) && count > 1 {
-            return chooseConnected(wants, matchings, nvlink: first.interconnect == .nvlink)
+        if (first.interconnect == .sameNUMA || first.interconnect?.needsPeers == true) && count > 1 {
+            return chooseConnected(wants, matchings, nvlink: first.interconnect?.needsPeers == true)
         }
         var merged: [(cid: Int32, option: Int)]
         if matchings.count == 1 {
@@ -512,12 +512,13 @@ public struct PlacementIndex: Sendable {
         }
         if let best { return (best.option, .placed(node: nodes[Int(best.slot)]!.id, deviceIDs: best.ids)) }
         let words = RegionPlacement.describe(wants[wants.count - 1])
+        let fabric = wants[0].interconnect?.fabricName ?? "NVLink"
         // Could it ever fit (busy or not)? Every schedulable node is looked at: a rare path.
         for case let n? in nodes where n.schedulable {
             for matching in matchings {
                 if nvlink {
                     if nvlinkGroup(n, matching, count, evenBusy: true) != nil {
-                        return (0, .busy("waiting for \(count) free NVLink-connected device(s) matching \(words)"))
+                        return (0, .busy("waiting for \(count) free \(fabric)-connected device(s) matching \(words)"))
                     }
                     continue
                 }
@@ -529,7 +530,7 @@ public struct PlacementIndex: Sendable {
             }
         }
         if nvlink {
-            return (0, .impossible("no ready node has \(count) schedulable device(s) matching \(words) that are all NVLink peers of each other"))
+            return (0, .impossible("no ready node has \(count) schedulable device(s) matching \(words) that are all \(fabric) peers of each other"))
         }
         return (0, .impossible("no ready node has \(count) schedulable device(s) matching \(words)"))
     }
@@ -628,7 +629,7 @@ public struct PlacementIndex: Sendable {
 
     /// The classes a request may use, most preferred first; cached per request shape.
     mutating func matchingClasses(_ want: AcceleratorRequest, account: String? = nil) -> [Int32] {
-        let key = ShapeKey(vendor: want.vendor, model: want.model ?? "", minMemoryMiB: want.minMemoryMiB ?? 0,
+        let key = ShapeKey(vendor: want.vendor ?? want.interconnect?.fabricVendor, model: want.model ?? "", minMemoryMiB: want.minMemoryMiB ?? 0,
                            minGrade: want.minGrade, maxGrade: want.maxGrade, partition: want.partition?.lowercased(),
                            minGCU: want.perDeviceGCU, interconnect: want.interconnect,
                            account: accountsOf.isEmpty ? nil : account)
@@ -722,8 +723,8 @@ public struct PlacementIndex: Sendable {
                 cause = "dedicated to other accounts"
             } else if !n.schedulable {
                 cause = "not ready (lost, draining or not heard since a restart)"
-            } else if fit.count >= want.count, want.interconnect == .nvlink, want.count > 1, nvlinkGroup(n, Array(matching), want.count, evenBusy: true) == nil {
-                cause = "no \(want.count) devices that are NVLink peers of each other"
+            } else if fit.count >= want.count, want.interconnect?.needsPeers == true, want.count > 1, nvlinkGroup(n, Array(matching), want.count, evenBusy: true) == nil {
+                cause = "no \(want.count) devices that are \(want.interconnect?.fabricName ?? "") peers of each other"
             } else if fit.count >= want.count, want.interconnect == .sameNUMA, want.count > 1,
                       !Dictionary(grouping: fit, by: \.numa).values.contains(where: { $0.count >= want.count }) {
                 cause = "not \(want.count) matching devices on one NUMA node"

@@ -96,6 +96,29 @@ extension EndToEnd {
         #expect(node.nodes.first?.units.map { $0.nvlinkPeers.count } == Array(repeating: 7, count: 8), "gridctl node shows each device's peers")
     }
 
+    /// The same for AMD: rocm-smi's link types (a derived capture: cards 0–2 an xGMI hive,
+    /// card 3 on PCIe) give the agent its xGMI peers, and an `interconnect: xgmi` job of three
+    /// devices runs on the hive, not on the PCIe-only node beside it.
+    @Test func anXGMIJobRunsOnTheHive() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational()
+        try c.startRegion("r1")
+        try c.startAgent("pcie", region: "r1", simulate: ["rocm-smi-json_mi100_rocm602.json"])
+        try c.startAgent("hive", region: "r1", simulate: ["rocm-smi-json_mi100-xgmi-derived_rocm602.json"])
+        let client = try c.client()
+        _ = try c.eventually(30, "both nodes ready") { try client.query(.regions).regions.first?.nodesReady == 2 ? true : nil }
+        let spec = JobSpec(name: "rccl", command: "/bin/sh", args: ["-c", "echo node=$GRID_NODE_ID rocr=$ROCR_VISIBLE_DEVICES"],
+                           accelerators: AcceleratorRequest(count: 3, interconnect: .xgmi))
+        let r = try client.submit(spec)
+        #expect(r.accepted, "\(r.reason)")
+        let done = try c.eventually(60, "the job to run on the hive") { () -> JobRecord? in
+            try client.jobs().first { $0.id.rawValue == r.jobID && $0.state.isTerminal }
+        }
+        #expect(done.state == .succeeded && done.node == "hive" && done.outputTail.contains("node=hive"), "\(done.message) \(done.outputTail)")
+        #expect(done.deviceIDs.count == 3 && done.visibleDevices["ROCR_VISIBLE_DEVICES"] == "0,1,2", "\(done.visibleDevices)")
+    }
+
     /// Issue 9, item 2, with the real executables: a gang of 2 nodes × 2 devices runs one
     /// process per rank, each told its rank, the gang's size and hosts, and succeeds when both
     /// have; a gang of 3 whose rank 1 fails ends `failed` and the other ranks' processes are

@@ -32,14 +32,18 @@ public enum RocmSMIJSONParser {
         if cards.isEmpty {
             throw VendorParseError.malformed(tool: .rocmSMIJSON, detail: "no \"cardN\" objects at the top level")
         }
-        let xgmiCards = xgmiPeers(system)
+        let xgmi = xgmiPeers(system)
         for card in cards {
             guard top[card.key] is [String: Any] else {
                 result.warnings.append("\(card.key) is not a JSON object; skipped")
                 continue
             }
             var device = device(Fields(top[card.key]), index: card.number, driver: result.driverVersion)
-            if xgmiCards.contains(card.number) { device.interconnects = ["xGMI"] }
+            if let peers = xgmi[card.number], !peers.isEmpty {
+                device.interconnects = ["xGMI"]
+                // Direct fabric peers by device index, as `nvidia-smi topo -m` gives NVLink's.
+                device.nvlinkPeers = peers.sorted()
+            }
             result.devices.append(device)
         }
         return result
@@ -99,14 +103,16 @@ public enum RocmSMIJSONParser {
         return nil
     }
 
-    /// Cards joined by an XGMI link according to `system` "(Topology) Link type between DRM
-    /// devices i and j".
-    private static func xgmiPeers(_ system: Fields) -> Set<Int> {
-        var peers: Set<Int> = []
+    /// Each card's xGMI peers according to `system` "(Topology) Link type between DRM devices
+    /// i and j" (`XGMI`; `PCIE` is not a peer link). Card numbers are the DRM indexes.
+    private static func xgmiPeers(_ system: Fields) -> [Int: Set<Int>] {
+        var peers: [Int: Set<Int>] = [:]
         for (key, value) in system.all where value.uppercased() == "XGMI" {
             guard key.hasPrefix("(topology) link type between drm devices ") else { continue }
             let numbers = key.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
-            if numbers.count == 2 { peers.formUnion(numbers) }
+            guard numbers.count == 2, numbers[0] != numbers[1], numbers.allSatisfy({ (0...4095).contains($0) }) else { continue }
+            peers[numbers[0], default: []].insert(numbers[1])
+            peers[numbers[1], default: []].insert(numbers[0])
         }
         return peers
     }

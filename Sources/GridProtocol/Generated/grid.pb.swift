@@ -488,8 +488,10 @@ public nonisolated struct Computegrid_V1_Device: @unchecked Sendable {
     set {_uniqueStorage()._foreignProcesses = newValue}
   }
 
-  /// Indexes of the node's devices this one has a direct NVLink to (nvidia-smi topo -m); empty =
-  /// none or unknown. Jobs with interconnect "nvlink" get devices that are all peers of each other.
+  /// Indexes of the node's devices this one has a direct fabric link to: NVLink (nvidia-smi topo
+  /// -m) or xGMI (rocm-smi's link type between DRM devices); empty = none or unknown. Jobs with
+  /// interconnect "nvlink" ("xgmi") get NVIDIA (AMD) devices that are all peers of each other.
+  /// (The name predates xGMI; field numbers never change.)
   public var nvlinkPeers: [UInt32] {
     get {_storage._nvlinkPeers}
     set {_uniqueStorage()._nvlinkPeers = newValue}
@@ -1256,7 +1258,7 @@ public nonisolated struct Computegrid_V1_UnitBrief: Sendable {
   /// cg://<region>/<node>/<device>[/<partition>]: a slice names its device and then itself.
   public var resource: String = String()
 
-  /// indexes of the devices it has a direct NVLink to
+  /// indexes of the devices it has a direct NVLink or xGMI link to
   public var nvlinkPeers: [UInt32] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1646,7 +1648,7 @@ public nonisolated struct Computegrid_V1_AcceleratorRequest: Sendable {
   /// 0 = any; least GCU over all the job's devices
   public var minTotalGcu: Double = 0
 
-  /// "" or "any"; "same_numa": all devices on one NUMA node; "nvlink": all devices NVLink peers of each other
+  /// "" or "any"; "same_numa": all devices on one NUMA node; "nvlink" / "xgmi": all devices NVLink / xGMI peers of each other (NVIDIA / AMD)
   public var interconnect: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
