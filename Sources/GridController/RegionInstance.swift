@@ -1710,13 +1710,20 @@ public struct RegionInstance: Sendable {
         case doesNotFit(String)
     }
 
-    mutating func placeGang(_ job: inout JobRecord, wants: [AcceleratorRequest], fit: [ModelFit.Option], quotaNote: String,
-                            now: Moment) -> ([ControllerDirective], GangOutcome) {
+    /// `orFrontier`: the requests before `frontier: reserve` kept them below grade A — used
+    /// when the lower grades could never hold the whole gang (the reserve is judged per node).
+    mutating func placeGang(_ job: inout JobRecord, wants: [AcceleratorRequest], orFrontier: [AcceleratorRequest],
+                            fit: [ModelFit.Option], quotaNote: String, now: Moment) -> ([ControllerDirective], GangOutcome) {
         let jid = job.id
         let account = job.spec.accountName
         let ranks = job.spec.nodes
         var out: [ControllerDirective] = []
-        let (option, choice) = index.chooseGang(among: wants, ranks: ranks, account: account)
+        var used = wants
+        var (option, choice) = index.chooseGang(among: wants, ranks: ranks, account: account)
+        if case .impossible = choice, orFrontier != wants {
+            used = orFrontier
+            (option, choice) = index.chooseGang(among: orFrontier, ranks: ranks, account: account)
+        }
         switch choice {
         case .placed(let slots):
             for slot in slots {
@@ -1792,7 +1799,7 @@ public struct RegionInstance: Sendable {
             out.append(.log(LogEvent(.info, "gang placed", fields)))
             return (out, .placed)
         case .busy(let reason), .impossible(let reason):
-            let want = wants[wants.count - 1]
+            let want = used[used.count - 1]
             if case .busy = choice, settings.preemption, want.count > 0, preemptionsFor[jid] == nil,
                (noVictimsUntil[jid] ?? 0) <= now.monotonicMs {
                 let stops = preempt(for: job, now: now)
@@ -1953,6 +1960,7 @@ public struct RegionInstance: Sendable {
                     continue
                 }
             }
+            let beforeFrontier = wants
             if settings.frontier == .reserve { wants = wants.map { keepOffFrontier($0, account: account) } }
             if job.spec.nodes > 1 {
                 let gangShape = placementShape(wants, account: account, keepCount: true)
@@ -1960,7 +1968,7 @@ public struct RegionInstance: Sendable {
                     out += wait(&job, b.why + quotaNote)
                     continue
                 }
-                let (more, outcome) = placeGang(&job, wants: wants, fit: fit, quotaNote: quotaNote, now: now)
+                let (more, outcome) = placeGang(&job, wants: wants, orFrontier: beforeFrontier, fit: fit, quotaNote: quotaNote, now: now)
                 out += more
                 switch outcome {
                 case .placed: placedIDs.insert(jid)

@@ -232,6 +232,27 @@ import Testing
         #expect(h.tick().cancels.isEmpty, "one node could be had (the other runs higher-priority work): nothing is stopped")
     }
 
+    /// `frontier: reserve` (the default) keeps work a lower grade could run off grade A — judged
+    /// per node, so a gang larger than the lower-grade nodes would wait forever: it takes the
+    /// frontier node then; a gang that fits the lower grades stays on them.
+    @Test func theFrontierReserveNeverStrandsAGangLargerThanTheLowerGrades() throws {
+        var h = RegionHarness()
+        func graded(_ id: String, _ model: String, _ grade: DeviceGrade) -> DeviceInventory {
+            var d = device(id, 0, model: model, memGiB: 32)
+            d.grade = grade
+            return d
+        }
+        _ = h.register("a1", devices: [graded("a1-g0", "NVIDIA H100 80GB HBM3", .a)])
+        for n in ["b1", "b2"] { _ = h.register(n, devices: [graded("\(n)-g0", "Tesla V100S-PCIE-32GB", .b)]) }
+        _ = h.forward("two", Self.gang(2, 1))
+        let two = h.tick().assignments
+        #expect(Set(two.map(\.nodeID)) == ["b1", "b2"], "a gang the lower grades can hold stays off the frontier: \(two.map(\.nodeID))")
+        for a in two { _ = h.ack(a); _ = h.status(a, .succeeded, exit: 0) }
+        _ = h.forward("three", Self.gang(3, 1))
+        let three = h.tick(advanceMs: 10).assignments
+        #expect(Set(three.map(\.nodeID)) == ["a1", "b1", "b2"], "\(three.map(\.nodeID)) \(h.instance.job("three")?.message ?? "")")
+    }
+
     @Test func gangSpecsAreBoundedAndRoundTrip() throws {
         var s = Self.gang(4, 2)
         #expect(s.problems().isEmpty)
