@@ -184,7 +184,7 @@ public struct NationalInstance: Sendable {
             timers.schedule(.cancel(id), at: now.monotonicMs)
         }
         for item in recovered.outbox where item.type == "job_forward" {
-            guard let f = try? Wire.JobForward(serializedBytes: item.payload) else { continue }
+            guard let f = try? Wire.JobForward(serializedBytes: item.payload.bytes) else { continue }
             let id = JobID(f.jobID)
             forwards[id] = Forward(message: f, region: RegionID(item.destination), attempts: 0, dueMs: now.monotonicMs, item: item)
             timers.schedule(.forward(id), at: now.monotonicMs)

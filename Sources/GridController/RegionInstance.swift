@@ -288,7 +288,8 @@ public struct RegionInstance: Sendable {
             // After a restart every node gets a full grace period to speak again, and offers no
             // devices until it does (its route is unknown).
             nodes[n.id] = Node(record: Self.stripped(n), slots: slots(n.devices), route: nil, lastHeardMs: now.monotonicMs,
-                               stalledAtHeard: 0, held: heldBy[n.id] ?? [])
+                               stalledAtHeard: 0, held: heldBy[n.id] ?? [],
+                               digest: AssignmentDigest.of((heldBy[n.id] ?? []).map(\.rawValue)))
             let busy = Set((heldBy[n.id] ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
             if n.cordon != nil { index.setCordoned(node: n.id, true) }
             index.setAccounts(node: n.id, n.accounts)
@@ -331,7 +332,7 @@ public struct RegionInstance: Sendable {
             return ja.spec.priority != jb.spec.priority ? ja.spec.priority > jb.spec.priority : ja.submittedAt < jb.submittedAt
         }
         for item in recovered.outbox where item.type == "status_update" {
-            guard let u = try? Wire.StatusUpdate(serializedBytes: item.payload) else { continue }
+            guard let u = try? Wire.StatusUpdate(serializedBytes: item.payload.bytes) else { continue }
             outbox[item.key] = Outgoing(item: item, update: u, attempts: 0, dueMs: now.monotonicMs)
             timers.schedule(.outbox(item.key), at: now.monotonicMs)
             // A placement whose `assigned` was never acknowledged still waits for it.
@@ -710,7 +711,7 @@ public struct RegionInstance: Sendable {
             sentAt[aid] = nil
             out.append(.persist(.assignment(a, at: now.wall)))
         }
-        out += enqueueStatus(job, now: now, variant: again ? m.updateID : nil)
+        out.append(enqueueStatus(job, now: now, variant: again ? m.updateID : nil))
         out.append(answer(true, ""))
         return out
     }
@@ -806,7 +807,7 @@ public struct RegionInstance: Sendable {
         job.updatedAt = now.wall
         jobs[job.id] = job
         out.append(.persist(.job(job)))
-        out += enqueueStatus(job, now: now, variant: job.state.isTerminal ? nil : variant)
+        out.append(enqueueStatus(job, now: now, variant: job.state.isTerminal ? nil : variant))
         return out
     }
 
@@ -853,6 +854,16 @@ public struct RegionInstance: Sendable {
         nodes[id]?.digest = AssignmentDigest.of(held.map(\.rawValue))
     }
 
+    /// `aid` is now held by `node`; its digest follows (XOR of the id's hash, PROTOCOL.md).
+    mutating func hold(_ aid: AssignmentID, on node: NodeID) {
+        if nodes[node]?.held.insert(aid).inserted == true { nodes[node]?.digest ^= AssignmentDigest.of(id: aid.rawValue) }
+    }
+
+    /// `aid` is no longer held by `node`.
+    mutating func unhold(_ aid: AssignmentID, on node: NodeID) {
+        if nodes[node]?.held.remove(aid) != nil { nodes[node]?.digest ^= AssignmentDigest.of(id: aid.rawValue) }
+    }
+
     /// The assignment no longer holds devices: free them in the index and forget it.
     mutating func release(_ a: AssignmentRecord) {
         assignments[a.id] = nil
@@ -865,8 +876,7 @@ public struct RegionInstance: Sendable {
             preemptionsFor[by]?.remove(a.id)
             if preemptionsFor[by]?.isEmpty == true { preemptionsFor[by] = nil }
         }
-        nodes[a.node]?.held.remove(a.id)
-        refreshDigest(a.node)
+        unhold(a.id, on: a.node)
         index.release(node: a.node, deviceIDs: a.deviceIDs)
         placementDirty = true
     }
@@ -927,7 +937,7 @@ public struct RegionInstance: Sendable {
         }
         jobs[job.id] = job
         out.append(.persist(.job(job)))
-        out += enqueueStatus(job, now: now)
+        out.append(enqueueStatus(job, now: now))
         let event = job.state == .lost ? "job lost" : "job re-queued"
         out.append(.log(LogEvent(.warning, event, ["job": "\(job.id)", "reason": reason, "attempts": "\(runs)"])))
         return out
@@ -1072,7 +1082,7 @@ public struct RegionInstance: Sendable {
     /// state of the same job and epoch replaces an older one not yet sent.
     /// `variant` tells apart reports of one state that differ in something else (a hold set or
     /// lifted), so the national scheduler applies each instead of taking it for a duplicate.
-    mutating func enqueueStatus(_ job: JobRecord, now: Moment, variant: String? = nil) -> [ControllerDirective] {
+    mutating func enqueueStatus(_ job: JobRecord, now: Moment, variant: String? = nil) -> ControllerDirective {
         var u = Wire.StatusUpdate()
         u.jobID = job.id.rawValue
         u.assignmentID = job.assignment?.rawValue ?? ""
@@ -1098,12 +1108,12 @@ public struct RegionInstance: Sendable {
         u.ready = job.state == .running && job.ready
         u.gang = job.gang.map(Wire.GangRank.init)
         u.updateID = Self.updateID(region, job) + (variant.map { ":" + $0 } ?? "")
-        let payload: [UInt8] = (try? u.serializedBytes()) ?? []
-        let item = OutboxItem(key: u.updateID, destination: "national", type: "status_update", payload: payload,
+        // Encoded by the store when the shell commits the batch, not here.
+        let item = OutboxItem(key: u.updateID, destination: "national", type: "status_update", message: .statusUpdate(u),
                               createdAt: now.wall, attempts: 0, lastAttemptAt: nil)
         outbox[u.updateID] = Outgoing(item: item, update: u, attempts: 0, dueMs: now.monotonicMs)
         timers.schedule(.outbox(u.updateID), at: now.monotonicMs)
-        return [.persist(.outbox(item))]
+        return .persist(.outbox(item))
     }
 
     public mutating func onStatusAck(_ m: Wire.StatusAck, now: Moment) -> [ControllerDirective] {
@@ -1175,7 +1185,7 @@ public struct RegionInstance: Sendable {
                 job.updatedAt = now.wall
                 jobs[id] = job
                 out.append(.persist(.job(job)))
-                out += enqueueStatus(job, now: now, variant: "hold-" + stamp)
+                out.append(enqueueStatus(job, now: now, variant: "hold-" + stamp))
                 out.append(.log(LogEvent(.notice, "job held by an operator", ["job": "\(id)", "reason": m.reason])))
             }
         case .release:
@@ -1189,7 +1199,7 @@ public struct RegionInstance: Sendable {
                     placementDirty = true
                 }
                 out.append(.persist(.job(job)))
-                out += enqueueStatus(job, now: now, variant: "release-" + stamp)
+                out.append(enqueueStatus(job, now: now, variant: "release-" + stamp))
                 out.append(.log(LogEvent(.notice, "job released by an operator", ["job": "\(id)"])))
             }
         case .requeue:
@@ -1205,7 +1215,7 @@ public struct RegionInstance: Sendable {
                 if job.hold == nil { enqueue(id, front: true) }
                 placementDirty = true
                 out.append(.persist(.job(job)))
-                out += enqueueStatus(job, now: now)
+                out.append(enqueueStatus(job, now: now))
             } else if requeueing[aid] == nil {
                 job.message = "requeue requested; stopping the run on \(a.node)" + (job.gang.count > 1 ? " and the other \(job.gang.count - 1) rank(s)" : "")
                 jobs[id] = job
@@ -1302,7 +1312,7 @@ public struct RegionInstance: Sendable {
             job.updatedAt = now.wall
             jobs[id] = job
             queue.removeAll { $0 == id }
-            return [.persist(.job(job))] + enqueueStatus(job, now: now)
+            return [.persist(.job(job)), enqueueStatus(job, now: now)]
         }
         guard let aid = job.assignment, assignments[aid] != nil else { return [] }
         if unconfirmed[aid] != nil {
@@ -1313,7 +1323,7 @@ public struct RegionInstance: Sendable {
             job.updatedAt = now.wall
             jobs[id] = job
             out.append(.persist(.job(job)))
-            return out + enqueueStatus(job, now: now)
+            return out + [enqueueStatus(job, now: now)]
         }
         // A replica in the gateway's rotation leaves it first and is stopped when its drain
         // time is over, so requests in flight finish and none is sent to a stopping process.
@@ -1544,7 +1554,11 @@ public struct RegionInstance: Sendable {
                 out += drained(id, now: now)
             }
         }
-        if placementDirty { out += place(now: now) }
+        if placementDirty {
+            // Most turns pop no timer: take place's directives as they are, not copied (a turn
+            // that places 4,096 jobs returns ~20,000 of them).
+            if out.isEmpty { out = place(now: now) } else { out += place(now: now) }
+        }
         // Once a second every rotation is worked out again (a run requeued by a lost node
         // leaves it here); otherwise only those touched this turn.
         if summaryDue { routesDirty.formUnion(serviceJobs.keys) }
@@ -1748,18 +1762,18 @@ public struct RegionInstance: Sendable {
             var members: [GangMember] = []
             for (rank, slot) in slots.enumerated() {
                 if !slot.deviceIDs.isEmpty { index.allocate(node: slot.node, deviceIDs: slot.deviceIDs) }
-                let models = Dictionary((nodes[slot.node]?.slots ?? []).map { ($0.id, $0.model) }, uniquingKeysWith: { a, _ in a })
+                let held = nodes[slot.node]?.slots ?? []
                 members.append(GangMember(rank: rank, node: slot.node, assignment: GangMember.assignmentID(job: jid, epoch: job.epoch, rank: rank),
-                                          deviceIDs: slot.deviceIDs, deviceModels: slot.deviceIDs.map { models[$0] ?? "?" }))
+                                          deviceIDs: slot.deviceIDs, deviceModels: slot.deviceIDs.map { d in held.first { $0.id == d }?.model ?? "?" }))
             }
             let lead = members[0]
-            let grades = Dictionary((nodes[lead.node]?.slots ?? []).map { ($0.id, $0.grade?.rawValue ?? "") }, uniquingKeysWith: { a, _ in a })
+            let leadSlots = nodes[lead.node]?.slots ?? []
             job.gang = members
             job.state = .assigned
             job.node = lead.node
             job.deviceIDs = lead.deviceIDs
             job.deviceModels = lead.deviceModels
-            job.deviceGrades = lead.deviceIDs.map { grades[$0] ?? "" }
+            job.deviceGrades = lead.deviceIDs.map { d in leadSlots.first { $0.id == d }?.grade?.rawValue ?? "" }
             job.assignment = lead.assignment
             job.precision = fit.isEmpty ? nil : fit[option].precision
             job.message = "assigned to \(ranks) nodes (gang): " + members.map { "\($0.node)" }.joined(separator: ", ")
@@ -1772,7 +1786,7 @@ public struct RegionInstance: Sendable {
             out.append(.persist(.job(job)))
             counters.placements += 1
             if placementWaits.count < 65_536 { placementWaits.append(max(0, now.wall.timeIntervalSince(job.submittedAt))) }
-            out += enqueueStatus(job, now: now)
+            out.append(enqueueStatus(job, now: now))
             let uid = Self.updateID(region, job)
             for (rank, member) in members.enumerated() {
                 let a = AssignmentRecord(id: member.assignment, job: jid, node: member.node, epoch: job.epoch, deviceIDs: member.deviceIDs,
@@ -1780,8 +1794,7 @@ public struct RegionInstance: Sendable {
                 assignments[a.id] = a
                 ledger.charge(account, uses[rank], at: now.wall)
                 charged[a.id] = (account, uses[rank], borrowed)
-                nodes[member.node]?.held.insert(a.id)
-                refreshDigest(member.node)
+                hold(a.id, on: member.node)
                 out.append(.persist(.assignment(a, at: now.wall)))
                 if settings.confirmStarts {
                     unconfirmed[a.id] = uid
@@ -2019,13 +2032,13 @@ public struct RegionInstance: Sendable {
                 guard let node = nodes[nodeID] else { continue }
                 job.epoch += 1
                 let aid = AssignmentID("\(job.id).\(job.epoch)")
-                let models = Dictionary(node.slots.map { ($0.id, $0.model) }, uniquingKeysWith: { a, _ in a })
                 job.state = .assigned
                 job.node = nodeID
                 job.deviceIDs = deviceIDs
-                job.deviceModels = deviceIDs.map { models[$0] ?? "?" }
-                let grades = Dictionary(node.slots.map { ($0.id, $0.grade?.rawValue ?? "") }, uniquingKeysWith: { a, _ in a })
-                job.deviceGrades = deviceIDs.map { grades[$0] ?? "" }
+                // A node has a few devices: a scan beats building a dictionary per placement.
+                let slots = deviceIDs.map { d in node.slots.first { $0.id == d } }
+                job.deviceModels = slots.map { $0?.model ?? "?" }
+                job.deviceGrades = slots.map { $0?.grade?.rawValue ?? "" }
                 job.assignment = aid
                 job.precision = fit.isEmpty ? nil : fit[option].precision
                 job.message = "assigned to \(nodeID)" + (job.precision.map { " at \($0.rawValue)" } ?? "")
@@ -2047,15 +2060,14 @@ public struct RegionInstance: Sendable {
                     job.message += " (borrowing from cohort \(settings.accounts.quota(for: account).cohort ?? "?"))"
                     jobs[jid] = job
                 }
-                nodes[nodeID]?.held.insert(aid)
-                refreshDigest(nodeID)
+                hold(aid, on: nodeID)
                 placedIDs.insert(jid)
                 counters.placements += 1
                 // Drained by the shell each batch; bounded for instances driven without one.
                 if placementWaits.count < 65_536 { placementWaits.append(max(0, now.wall.timeIntervalSince(job.submittedAt))) }
                 out.append(.persist(.job(job)))
                 out.append(.persist(.assignment(a, at: now.wall)))
-                out += enqueueStatus(job, now: now)
+                out.append(enqueueStatus(job, now: now))
                 if settings.confirmStarts {
                     let uid = Self.updateID(region, job)
                     unconfirmed[aid] = uid

@@ -500,20 +500,23 @@ extension Wire.RegionSummary {
 
 /// FNV-1a 64 over sorted ids, each followed by a 0 byte: the assignment digest a heartbeat
 /// carries (PROTOCOL.md). 0 for none.
+/// The digest of a set of assignment ids a heartbeat carries (PROTOCOL.md "Assignment digest"):
+/// the XOR of each id's FNV-1a 64, so it is independent of order and a holder keeps it up to
+/// date in O(1) per id added or removed (`digest ^= AssignmentDigest.of(id:)` both ways).
 public enum AssignmentDigest {
-    public static func of<S: Sequence>(_ ids: S) -> UInt64 where S.Element == String {
-        let sorted = ids.sorted()
-        guard !sorted.isEmpty else { return 0 }
+    /// FNV-1a 64 of one id's UTF-8 bytes.
+    public static func of(id: String) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for id in sorted {
-            for b in id.utf8 {
-                h ^= UInt64(b)
-                h = h &* 0x100_0000_01b3
-            }
-            h ^= 0
+        for b in id.utf8 {
+            h ^= UInt64(b)
             h = h &* 0x100_0000_01b3
         }
         return h
+    }
+
+    /// Of a set of ids (each id once); 0 for none.
+    public static func of<S: Sequence>(_ ids: S) -> UInt64 where S.Element == String {
+        ids.reduce(0) { $0 ^ of(id: $1) }
     }
 }
 

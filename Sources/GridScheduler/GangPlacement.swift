@@ -24,9 +24,11 @@ extension PlacementIndex {
     /// without allocating anything: rank 0 is chosen as any job is (`choose(among:)`, which
     /// picks the option, e.g. a model job's precision); every further rank uses that option
     /// and is chosen the same way with the nodes already taken set aside. The index is left
-    /// exactly as it was (the trial allocations and set-aside nodes are undone before return).
+    /// exactly as it was.
     ///
-    /// Cost: `ranks` calls of `choose` plus one bucket move per taken node, each way.
+    /// Cost: `ranks` calls of `choose` that skip the nodes already taken (a set lookup per
+    /// candidate). Only when the gang does not fit are the taken nodes made unschedulable for
+    /// one more `choose` (and restored), so that "busy" and "impossible" are judged without them.
     public mutating func chooseGang(among wants: [AcceleratorRequest], ranks: Int, account: String? = nil)
         -> (option: Int, choice: GangChoice)
     {
@@ -39,38 +41,37 @@ extension PlacementIndex {
             }
         }
         var taken: [GangSlot] = []
+        var excluded: Set<Int32> = []
         var option = 0
         var options = wants
-        var outcome: GangChoice?
-        while taken.count < ranks && outcome == nil {
-            let (o, c) = choose(among: options, account: account)
-            switch c {
-            case .placed(let node, let ids):
+        while taken.count < ranks {
+            var (o, c) = choose(among: options, account: account, excluding: excluded)
+            if case .placed(let node, let ids) = c {
                 if taken.isEmpty {
                     option = o
                     options = [wants[o]]
                 }
                 taken.append(GangSlot(node: node, deviceIDs: ids))
-                if !ids.isEmpty { allocate(node: node, deviceIDs: ids) }
-                apply(node: node, false)
-            case .busy:
+                excluded.insert(slotOf[node]!)
+                continue
+            }
+            if !taken.isEmpty {
+                // Judge busy or impossible without the nodes taken: set them aside for one more
+                // look, then put them back.
+                for slot in taken { apply(node: slot.node, false) }
+                (o, c) = choose(among: options, account: account)
+                for slot in taken.reversed() { apply(node: slot.node, (requested[slot.node] ?? false) && !cordoned.contains(slot.node)) }
+            }
+            switch c {
+            case .placed, .busy:
                 let words = RegionPlacement.describe(options[0])
-                outcome = .busy("waiting for \(ranks) nodes at once with \(options[0].count) free device(s) each matching \(words) (gang); \(taken.count) have them free now")
+                return (0, .busy("waiting for \(ranks) nodes at once with \(options[0].count) free device(s) each matching \(words) (gang); \(taken.count) have them free now"))
             case .impossible(let why):
-                if taken.isEmpty {
-                    outcome = .impossible("gang of \(ranks) nodes: \(why)")
-                } else {
-                    let words = options[0].count > 0 ? "\(options[0].count) schedulable device(s) matching \(RegionPlacement.describe(options[0]))" : "room for a rank"
-                    outcome = .impossible("gang of \(ranks) nodes: only \(taken.count) ready node(s) have \(words)")
-                }
+                if taken.isEmpty { return (0, .impossible("gang of \(ranks) nodes: \(why)")) }
+                let words = options[0].count > 0 ? "\(options[0].count) schedulable device(s) matching \(RegionPlacement.describe(options[0]))" : "room for a rank"
+                return (0, .impossible("gang of \(ranks) nodes: only \(taken.count) ready node(s) have \(words)"))
             }
         }
-        // Undo the trial: the caller allocates what it keeps.
-        for slot in taken.reversed() {
-            apply(node: slot.node, (requested[slot.node] ?? false) && !cordoned.contains(slot.node))
-            if !slot.deviceIDs.isEmpty { release(node: slot.node, deviceIDs: slot.deviceIDs) }
-        }
-        if let outcome { return (0, outcome) }
         return (option, .placed(taken))
     }
 

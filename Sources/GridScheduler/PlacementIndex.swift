@@ -404,7 +404,16 @@ public struct PlacementIndex: Sendable {
     /// frontier part at a higher one — and a class several options can use goes to the first
     /// of them. Returns the option that placed the job (0 when it waits). `account`: the job's
     /// (`JobSpec.accountName`); nodes dedicated to other accounts are never chosen.
+    ///
+    /// `excluding`: nodes (by slot) set aside, as a gang's ranks already chosen are; they are
+    /// never chosen, but still count for whether the request could ever fit (busy or
+    /// impossible), so a caller that needs that judged without them asks again after making
+    /// them unschedulable (`chooseGang` does, on its failure path only).
     public mutating func choose(among wants: [AcceleratorRequest], account: String? = nil) -> (option: Int, choice: PlacementChoice) {
+        choose(among: wants, account: account, excluding: [])
+    }
+
+    mutating func choose(among wants: [AcceleratorRequest], account: String?, excluding: Set<Int32>) -> (option: Int, choice: PlacementChoice) {
         guard let first = wants.first else { return (0, .impossible("no way to run the job")) }
         if first.count <= 0 {
             guard !anyBucket.slots.isEmpty else { return (0, .impossible("no ready node")) }
@@ -413,6 +422,7 @@ public struct PlacementIndex: Sendable {
                 anyCursor = anyCursor % anyBucket.slots.count
                 let slot = anyBucket.slots[anyCursor]
                 anyCursor += 1
+                if excluding.contains(slot) { continue }
                 let id = nodes[Int(slot)]!.id
                 if accountsOf.isEmpty || admits(id, account: account) { return (0, .placed(node: id, deviceIDs: [])) }
             }
@@ -421,7 +431,7 @@ public struct PlacementIndex: Sendable {
         let count = first.count
         let matchings = wants.map { matchingClasses($0, account: account) }
         if (first.interconnect == .sameNUMA || first.interconnect?.needsPeers == true) && count > 1 {
-            return chooseConnected(wants, matchings, nvlink: first.interconnect?.needsPeers == true)
+            return chooseConnected(wants, matchings, nvlink: first.interconnect?.needsPeers == true, excluding: excluding)
         }
         var merged: [(cid: Int32, option: Int)]
         if matchings.count == 1 {
@@ -440,7 +450,7 @@ public struct PlacementIndex: Sendable {
             let row = buckets[Int(cid)]
             guard row.count > count else { continue }
             for k in count..<row.count where !row[k].slots.isEmpty {
-                let slot = best(of: row[k].slots)
+                guard let slot = best(of: row[k].slots, excluding: excluding) else { continue }
                 return (option, .placed(node: nodes[Int(slot)]!.id, deviceIDs: pick(slot, count, matchings[option])))
             }
         }
@@ -449,7 +459,7 @@ public struct PlacementIndex: Sendable {
             var examined = 0
             var fits: [Int32] = []
             outer: for k in stride(from: count, to: totalBuckets.count, by: 1) {
-                for slot in totalBuckets[k].slots {
+                for slot in totalBuckets[k].slots where !excluding.contains(slot) {
                     examined += 1
                     if matchingFree(slot, matching) >= count {
                         fits.append(slot)
@@ -473,7 +483,10 @@ public struct PlacementIndex: Sendable {
     /// not (the request could ever be placed as things stand). Cached by shape.
     public mutating func couldEverFit(_ want: AcceleratorRequest, account: String? = nil) -> Bool {
         guard want.count > 0 else { return !anyBucket.slots.isEmpty }
-        return couldEverFit(matchingClasses(want, account: account), want.count)
+        // Two statements: a non-mutating call whose argument mutates `self` copies the whole
+        // index first (found by perf: a copy of the index per waiting job).
+        let matching = matchingClasses(want, account: account)
+        return couldEverFit(matching, want.count)
     }
 
     /// Whether some schedulable node has `count` units of one of `matching`'s classes, or (for
@@ -490,12 +503,12 @@ public struct PlacementIndex: Sendable {
     /// request can use (or `count` free units that are all NVLink peers of each other). Among at
     /// most `candidateLimit` fits: the least capable classes first, then the node with the
     /// fewest free units, then the id; the option is the first that fits there.
-    func chooseConnected(_ wants: [AcceleratorRequest], _ matchings: [[Int32]], nvlink: Bool) -> (option: Int, choice: PlacementChoice) {
+    func chooseConnected(_ wants: [AcceleratorRequest], _ matchings: [[Int32]], nvlink: Bool, excluding: Set<Int32> = []) -> (option: Int, choice: PlacementChoice) {
         let count = wants[0].count
         var best: (key: [Int], slot: Int32, option: Int, ids: [String])?
         var fits = 0, examined = 0
         outer: for k in stride(from: count, to: totalBuckets.count, by: 1) {
-            for slot in totalBuckets[k].slots {
+            for slot in totalBuckets[k].slots where !excluding.contains(slot) {
                 examined += 1
                 let n = nodes[Int(slot)]!
                 for (option, matching) in matchings.enumerated() {
@@ -596,19 +609,23 @@ public struct PlacementIndex: Sendable {
         return r
     }
 
-    /// Among the first `candidateLimit` nodes of a bucket: the one with the fewest free units in
-    /// all (packs partly used nodes first), then the smallest id.
-    func best(of slots: [Int32]) -> Int32 {
-        var chosen = slots[0]
-        var chosenNode = nodes[Int(chosen)]!
-        for slot in slots.prefix(options.candidateLimit).dropFirst() {
-            let n = nodes[Int(slot)]!
-            if n.freeTotal < chosenNode.freeTotal || (n.freeTotal == chosenNode.freeTotal && n.id < chosenNode.id) {
+    /// Among the first `candidateLimit` nodes of a bucket not in `excluding`: the one with the
+    /// fewest free units in all (packs partly used nodes first), then the smallest id; nil when
+    /// every node of the bucket is excluded.
+    func best(of slots: [Int32], excluding: Set<Int32> = []) -> Int32? {
+        var chosen: Int32 = -1
+        var chosenFree: Int32 = 0
+        var seen = 0
+        for slot in slots where excluding.isEmpty || !excluding.contains(slot) {
+            let free = nodes[Int(slot)]!.freeTotal
+            if chosen < 0 || free < chosenFree || (free == chosenFree && nodes[Int(slot)]!.id < nodes[Int(chosen)]!.id) {
                 chosen = slot
-                chosenNode = n
+                chosenFree = free
             }
+            seen += 1
+            if seen >= options.candidateLimit { break }
         }
-        return chosen
+        return chosen < 0 ? nil : chosen
     }
 
     func matchingFree(_ slot: Int32, _ matching: [Int32]) -> Int {
@@ -617,14 +634,15 @@ public struct PlacementIndex: Sendable {
 
     /// The free devices to take on a node: most preferred class first, then runtime index.
     func pick(_ slot: Int32, _ count: Int, _ matching: [Int32]) -> [String] {
-        let n = nodes[Int(slot)]!
-        var rank: [Int32: Int] = [:]
-        for (i, c) in matching.enumerated() { rank[c] = i }
-        let free = n.units.filter { !$0.busy && $0.classID >= 0 && rank[$0.classID] != nil }
-        return free.sorted { a, b in
-            let ra = rank[a.classID]!, rb = rank[b.classID]!
-            return ra != rb ? ra < rb : a.index < b.index
-        }.prefix(count).map(\.deviceID)
+        // A node has a few units and a request a few classes: linear scans, no dictionary.
+        var free: [(rank: Int, index: Int, id: String)] = []
+        nodes[Int(slot)]!.units.withUnsafeBufferPointer { units in
+            for u in units where !u.busy && u.classID >= 0 {
+                if let r = matching.firstIndex(of: u.classID) { free.append((r, Int(u.index), u.deviceID)) }
+            }
+        }
+        free.sort { $0.rank != $1.rank ? $0.rank < $1.rank : $0.index < $1.index }
+        return free.prefix(count).map(\.id)
     }
 
     /// The classes a request may use, most preferred first; cached per request shape.
@@ -711,31 +729,61 @@ public struct PlacementIndex: Sendable {
     /// Why each node cannot take `want` now, counted by the first reason that applies, most
     /// nodes first: for "9,812 nodes: grade outside C…A; 160: memory below 40960 MiB; 28: busy".
     public mutating func diagnose(_ want: AcceleratorRequest, account: String? = nil) -> [(cause: String, nodes: Int)] {
-        let matching = Set(matchingClasses(want, account: account))
+        let matchingList = matchingClasses(want, account: account)
+        let matching = Set(matchingList)
+        // By class id: a flag per class instead of a set lookup per unit (every node is visited).
+        var isMatching = [Bool](repeating: false, count: classes.count)
+        for c in matchingList where c >= 0 && Int(c) < isMatching.count { isMatching[Int(c)] = true }
         let pattern = want.model.map(ModelPattern.init)
+        // The common causes are counted without hashing a string per node.
+        var free = 0, busy = 0, notReady = 0, dedicated = 0, cordonedCount = 0
         var counts: [String: Int] = [:]
+        var keyFlags: [CapacityKey: UInt8] = [:]
         for case let n? in nodes {
             let cause: String
-            let fit = n.units.filter { $0.classID >= 0 && matching.contains($0.classID) }
-            if cordoned.contains(n.id) {
-                cause = "cordoned"
-            } else if !admits(n.id, account: account) {
-                cause = "dedicated to other accounts"
+            if !cordoned.isEmpty && cordoned.contains(n.id) {
+                cordonedCount += 1
+                continue
+            } else if !accountsOf.isEmpty && !admits(n.id, account: account) {
+                dedicated += 1
+                continue
             } else if !n.schedulable {
-                cause = "not ready (lost, draining or not heard since a restart)"
-            } else if fit.count >= want.count, want.interconnect?.needsPeers == true, want.count > 1, nvlinkGroup(n, Array(matching), want.count, evenBusy: true) == nil {
+                notReady += 1
+                continue
+            }
+            var fitCount = 0, freeCount = 0
+            for u in n.units where u.classID >= 0 && isMatching[Int(u.classID)] {
+                fitCount += 1
+                if !u.busy { freeCount += 1 }
+            }
+            if fitCount >= want.count, want.interconnect?.needsPeers == true, want.count > 1, nvlinkGroup(n, matchingList, want.count, evenBusy: true) == nil {
                 cause = "no \(want.count) devices that are \(want.interconnect?.fabricName ?? "") peers of each other"
-            } else if fit.count >= want.count, want.interconnect == .sameNUMA, want.count > 1,
-                      !Dictionary(grouping: fit, by: \.numa).values.contains(where: { $0.count >= want.count }) {
+            } else if fitCount >= want.count, want.interconnect == .sameNUMA, want.count > 1,
+                      !Dictionary(grouping: n.units.filter { $0.classID >= 0 && matching.contains($0.classID) }, by: \.numa).values.contains(where: { $0.count >= want.count }) {
                 cause = "not \(want.count) matching devices on one NUMA node"
-            } else if fit.count >= want.count {
-                cause = fit.filter({ !$0.busy }).count >= want.count ? "free (placeable now)" : "busy"
+            } else if fitCount >= want.count {
+                if freeCount >= want.count { free += 1 } else { busy += 1 }
+                continue
             } else {
-                let kind = n.units.filter { u in
-                    (want.vendor == nil || u.capacityKey.vendor == want.vendor) && (pattern?.matches(u.capacityKey.model) ?? true)
+                // Kind (vendor, model), memory and grade depend on the device's capacity key
+                // alone: judged once per key in this call, not per device (a model pattern
+                // match is a string search).
+                func judged(_ u: Unit) -> UInt8 {
+                    if let f = keyFlags[u.capacityKey] { return f }
+                    var f: UInt8 = 0
+                    if (want.vendor == nil || u.capacityKey.vendor == want.vendor) && (pattern?.matches(u.capacityKey.model) ?? true) {
+                        f |= 1
+                        if u.capacityKey.memoryMiB >= (want.minMemoryMiB ?? 0) {
+                            f |= 2
+                            if want.admits(grade: u.capacityKey.grade) { f |= 4 }
+                        }
+                    }
+                    keyFlags[u.capacityKey] = f
+                    return f
                 }
-                let roomy = kind.filter { $0.capacityKey.memoryMiB >= (want.minMemoryMiB ?? 0) }
-                let graded = roomy.filter { want.admits(grade: $0.capacityKey.grade) }
+                let kind = n.units.filter { judged($0) & 1 != 0 }
+                let roomy = kind.filter { judged($0) & 2 != 0 }
+                let graded = roomy.filter { judged($0) & 4 != 0 }
                 let need = want.perDeviceGCU
                 let strong = need <= 0 ? graded : graded.filter { u in u.classID < 0 || classes[Int(u.classID)].gcu + 1e-9 >= need }
                 if kind.isEmpty {
@@ -753,6 +801,10 @@ public struct PlacementIndex: Sendable {
                 }
             }
             counts[cause, default: 0] += 1
+        }
+        for (cause, k) in [("free (placeable now)", free), ("busy", busy), ("not ready (lost, draining or not heard since a restart)", notReady),
+                           ("dedicated to other accounts", dedicated), ("cordoned", cordonedCount)] where k > 0 {
+            counts[cause, default: 0] += k
         }
         return counts.map { ($0.key, $0.value) }.sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
     }

@@ -21,19 +21,40 @@ public struct OutboxItem: Sendable, Hashable {
     public var destination: String
     /// Wire message type name, e.g. "JOB_FORWARD".
     public var type: String
-    public var payload: [UInt8]
+    public var payload: OutboxPayload
     public var createdAt: Date
     public var attempts: Int
     public var lastAttemptAt: Date?
 
     public init(key: String, destination: String, type: String, payload: [UInt8], createdAt: Date, attempts: Int = 0, lastAttemptAt: Date? = nil) {
+        self.init(key: key, destination: destination, type: type, message: .encoded(payload), createdAt: createdAt,
+                  attempts: attempts, lastAttemptAt: lastAttemptAt)
+    }
+
+    public init(key: String, destination: String, type: String, message: OutboxPayload, createdAt: Date, attempts: Int = 0, lastAttemptAt: Date? = nil) {
         self.key = key
         self.destination = destination
         self.type = type
-        self.payload = payload
+        self.payload = message
         self.createdAt = createdAt
         self.attempts = attempts
         self.lastAttemptAt = lastAttemptAt
+    }
+}
+
+/// An outbox item's message: typed, as a controller's logic produced it, and encoded only when
+/// the store writes it (in the shell's commit, not on the decision path); or the bytes read
+/// back from the store.
+public enum OutboxPayload: Sendable, Hashable {
+    case encoded([UInt8])
+    case statusUpdate(Wire.StatusUpdate)
+
+    /// The protobuf encoding of the message (empty if it cannot be encoded).
+    public var bytes: [UInt8] {
+        switch self {
+        case .encoded(let b): return b
+        case .statusUpdate(let u): return (try? u.serializedBytes()) ?? []
+        }
     }
 }
 
@@ -658,7 +679,7 @@ extension StoreTransaction {
         case .job(let j): try saveJob(j)
         case .assignment(let a, let at): try saveAssignment(a, at: at)
         case .outbox(let item):
-            try enqueue(key: item.key, destination: item.destination, type: item.type, payload: item.payload, at: item.createdAt)
+            try enqueue(key: item.key, destination: item.destination, type: item.type, payload: item.payload.bytes, at: item.createdAt)
         case .outboxDone(let key): try acknowledge(key: key)
         case .applied(let id, let at): _ = try markApplied(id, at: at)
         case .region(let s, let seen): try upsertRegion(s, seen: seen)

@@ -424,6 +424,57 @@ func device(_ id: String, _ index: Int, vendor: AcceleratorVendor = .nvidia, mod
         #expect(h.heartbeat("n1", digestOf: ["x.1"]).heartbeatAcks.first?.sendAssignments == true)
     }
 
+    /// The region keeps each node's digest up to date as assignments come and go (XOR of each
+    /// id's hash, added and taken out one at a time): after placements, an end and a restart
+    /// of the region, an agent that reports exactly what it holds is never asked for its list.
+    @Test func theDigestFollowsAssignmentsAddedAndRemovedAndARestart() throws {
+        var h = RegionHarness()
+        var stored: [StoreMutation] = []
+        stored += h.register("n1", devices: (0..<4).map { device("g\($0)", $0) }).mutations
+        for i in 1...3 { stored += h.forward("j-\(i)", JobSpec(name: "t", command: "true")).mutations }
+        let turn = h.tick()
+        stored += turn.mutations
+        let sent = turn.assignments
+        #expect(sent.count == 3)
+        for a in sent { stored += h.ack(a).mutations }
+        var held = sent.map(\.assignmentID)
+        #expect(h.heartbeat("n1", digestOf: held.reversed()).heartbeatAcks.first?.sendAssignments == false)
+        #expect(h.heartbeat("n1", digestOf: Array(held.dropLast())).heartbeatAcks.first?.sendAssignments == true)
+        stored += h.status(sent[1], .running).mutations
+        let done = h.status(sent[1], .succeeded, exit: 0)
+        #expect(done.statusAcks.first?.applied == true)
+        stored += done.mutations
+        held.remove(at: 1)
+        #expect(h.heartbeat("n1", digestOf: held).heartbeatAcks.first?.sendAssignments == false)
+        stored += h.forward("j-4", JobSpec(name: "t", command: "true")).mutations
+        let again = h.tick()
+        stored += again.mutations
+        let fourth = try #require(again.assignments.first)
+        held.append(fourth.assignmentID)
+        #expect(h.heartbeat("n1", digestOf: held).heartbeatAcks.first?.sendAssignments == false)
+        // Rebuilt from a real store of what it wrote: the digest is worked out again at once.
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("digest-\(UUID().uuidString).sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = try GridStore(path: path)
+        try store.commit(stored)
+        let recovered = try RegionRecovery.load(from: store, region: "r1", retention: 3600, now: h.now.wall)
+        #expect(recovered.assignments.count == 3)
+        var after = RegionHarness(recovered: recovered)
+        #expect(after.heartbeat("n1", digestOf: held).heartbeatAcks.first?.sendAssignments == false)
+        #expect(after.heartbeat("n1", digestOf: held + ["x.1"]).heartbeatAcks.first?.sendAssignments == true)
+    }
+
+    @Test func theDigestIsOrderFreeAndChangesWithTheSet() {
+        let ids = (0..<50).map { "j-\($0).\($0 % 3 + 1)" }
+        #expect(AssignmentDigest.of(ids) == AssignmentDigest.of(ids.reversed()))
+        #expect(AssignmentDigest.of([String]()) == 0)
+        var d: UInt64 = 0
+        for id in ids { d ^= AssignmentDigest.of(id: id) }
+        #expect(d == AssignmentDigest.of(ids))
+        for i in ids.indices { #expect(AssignmentDigest.of(ids.filter { $0 != ids[i] }) != AssignmentDigest.of(ids)) }
+        #expect(AssignmentDigest.of(["j-1.1"]) != AssignmentDigest.of(["j-1.2"]))
+    }
+
     @Test func oneConnectionCarriesManyNodes() {
         var h = RegionHarness()
         _ = h.register("sim-1", devices: [device("a", 0)])

@@ -581,7 +581,7 @@ public nonisolated struct Computegrid_V1_Heartbeat: Sendable {
   /// (HeartbeatAck.send_assignments) and whenever the set changed since the last beat.
   public var runningAssignments: [String] = []
 
-  /// FNV-1a 64 over the sorted held assignment ids, each followed by a 0 byte; 0 when none.
+  /// XOR over the held assignment ids of each id's FNV-1a 64 (UTF-8 bytes); 0 when none.
   /// Lets the region check what the node holds without the list on every beat.
   public var assignmentDigest: UInt64 = 0
 
