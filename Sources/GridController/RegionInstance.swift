@@ -1555,9 +1555,7 @@ public struct RegionInstance: Sendable {
             }
         }
         if placementDirty {
-            // Most turns pop no timer: take place's directives as they are, not copied (a turn
-            // that places 4,096 jobs returns ~20,000 of them).
-            if out.isEmpty { out = place(now: now) } else { out += place(now: now) }
+            place(now: now, into: &out)
         }
         // Once a second every rotation is worked out again (a run requeued by a lost node
         // leaves it here); otherwise only those touched this turn.
@@ -1932,13 +1930,20 @@ public struct RegionInstance: Sendable {
     /// One bounded placement pass over the queue. When the queue is longer than the budget the
     /// next turn continues where this one stopped, so heartbeats are served in between.
     mutating func place(now: Moment) -> [ControllerDirective] {
+        var out: [ControllerDirective] = []
+        place(now: now, into: &out)
+        return out
+    }
+
+    /// One placement turn; its directives are appended to `out` (a turn that places 4,096 jobs
+    /// makes ~20,000 of them: not copied from one array into another).
+    mutating func place(now: Moment, into out: inout [ControllerDirective]) {
         placementDirty = false
         guard !queue.isEmpty else {
             queueCursor = 0
-            return []
+            return
         }
         if queueCursor >= queue.count { queueCursor = 0 }
-        var out: [ControllerDirective] = []
         var placedIDs: Set<JobID> = []
         var blocked: [PlacementShape: (count: Int, why: String)] = [:]
         // Gangs that did not fit in this pass, by shape with its count: the fewest ranks that
@@ -2120,7 +2125,6 @@ public struct RegionInstance: Sendable {
         } else {
             queueCursor = 0
         }
-        return out
     }
 
     // MARK: summaries and retention

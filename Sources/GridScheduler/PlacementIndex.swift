@@ -203,6 +203,8 @@ public struct PlacementIndex: Sendable {
     /// Nodes dedicated to some accounts (agent `run_as` without `*`): their units get classes
     /// of their own, which only those accounts' requests match (`setAccounts`).
     var accountsOf: [NodeID: [String]] = [:]
+    /// `explain`'s texts by chosen classes and units left free.
+    var explanations: [ExplainKey: String] = [:]
     public var dedicatedNodeCount: Int { accountsOf.count }
 
     /// Dedicates a node to `accounts` (empty: any account). Takes effect with the node's next
@@ -824,8 +826,33 @@ public struct PlacementIndex: Sendable {
     /// Why these units were chosen, in words, for the job's message: their class and the
     /// order that put it first ("2 × NVIDIA A10G (grade C, healthy, 23028 MiB, 71 GCU); least
     /// capable grade that fits first, then the node with the fewest free units: 2 left free").
-    public func explain(node id: NodeID, deviceIDs: [String]) -> String {
-        guard let slot = slotOf[id], let n = nodes[Int(slot)], !deviceIDs.isEmpty else { return "" }
+    public mutating func explain(node id: NodeID, deviceIDs: [String]) -> String {
+        guard let slot = slotOf[id], !deviceIDs.isEmpty else { return "" }
+        // The text depends only on the chosen units' classes and how many stay free: cached by
+        // those (a placement per job would otherwise format the same few lines again).
+        var chosen: [Int32] = []
+        var left = 0
+        for u in nodes[Int(slot)]!.units {
+            if deviceIDs.contains(u.deviceID) { chosen.append(u.classID) } else if !u.busy && u.classID >= 0 { left += 1 }
+        }
+        // The chosen units are already marked busy when this is asked (after allocation);
+        // counted the same either way.
+        chosen.sort()
+        let key = ExplainKey(classes: chosen, left: left)
+        if let text = explanations[key] { return text }
+        let text = explainText(slot, deviceIDs: deviceIDs, left: left)
+        if explanations.count >= 4096 { explanations.removeAll() }
+        explanations[key] = text
+        return text
+    }
+
+    struct ExplainKey: Hashable {
+        var classes: [Int32]
+        var left: Int
+    }
+
+    func explainText(_ slot: Int32, deviceIDs: [String], left: Int) -> String {
+        let n = nodes[Int(slot)]!
         var kinds: [String: Int] = [:]
         for u in n.units where deviceIDs.contains(u.deviceID) && u.classID >= 0 {
             let c = classes[Int(u.classID)]
@@ -835,7 +862,7 @@ public struct PlacementIndex: Sendable {
             kinds[name, default: 0] += 1
         }
         let what = kinds.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: " + ")
-        return "\(what); least capable grade that fits first, then healthy, then least memory, then the node with the fewest free units: \(n.units.filter { !$0.busy && $0.classID >= 0 }.count) left free"
+        return "\(what); least capable grade that fits first, then healthy, then least memory, then the node with the fewest free units: \(left) left free"
     }
 
     /// Free units that can take work (schedulable: healthy, or degraded where allowed), as
