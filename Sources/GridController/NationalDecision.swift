@@ -76,9 +76,8 @@ extension NationalInstance {
             let matching = view.summary.capacity.filter { e in wants.contains { NationalRouting.matches(e, $0) } }
             let free = matching.reduce(0) { $0 + min($1.free, $1.healthy) }
             let total = matching.reduce(0) { $0 + $1.healthy }
-            if gpus == 0 && view.summary.nodesReady == 0 { unavailable[p.id] = ("no ready nodes", false); continue }
-            if spec.nodes > 1 && view.summary.nodesReady < spec.nodes {
-                unavailable[p.id] = ("\(view.summary.nodesReady) ready node(s) < \(spec.nodes) (gang)", false)
+            if let why = view.summary.tooFewReadyNodes(for: spec) {
+                unavailable[p.id] = (why, false)
                 continue
             }
             if total < gpus {

@@ -967,29 +967,31 @@ public struct RegionInstance: Sendable {
                 costs.append(([Int.min, 0], nid, []))
                 continue
             }
-            let candidates = node.held.compactMap { assignments[$0] }.filter { a in
-                guard let v = jobs[a.job] else { return false }
+            // Each run's job is looked up once (priority and ranks kept beside it), not twice
+            // per comparison while sorting.
+            let ranked = node.held.compactMap { aid -> (a: AssignmentRecord, priority: Int, ranks: Int)? in
+                guard let a = assignments[aid], let v = jobs[a.job] else { return nil }
                 let lent = reclaim && (charged[a.id]?.borrowed ?? false) && v.spec.accountName != account
                     && ledger.sameCohort(account, v.spec.accountName)
-                return (v.spec.priority < p || lent) && !v.spec.retry.requeueNever && preempting[a.id] == nil
-                    && !cancelRequested.contains(a.job) && unconfirmed[a.id] == nil
-            }.sorted { a, b in
-                let ja = jobs[a.job]!, jb = jobs[b.job]!
-                let pa = ja.spec.priority, pb = jb.spec.priority
+                guard (v.spec.priority < p || lent) && !v.spec.retry.requeueNever && preempting[a.id] == nil
+                    && !cancelRequested.contains(a.job) && unconfirmed[a.id] == nil else { return nil }
+                return (a, v.spec.priority, v.spec.nodes)
+            }.sorted { x, y in
                 // Lowest priority first; then one-node runs before gangs (stopping one rank
                 // stops every rank); among equals the newest run (least work lost).
-                if pa != pb { return pa < pb }
-                if ja.spec.nodes != jb.spec.nodes { return ja.spec.nodes < jb.spec.nodes }
-                return (a.createdAt, a.id.rawValue) > (b.createdAt, b.id.rawValue)
+                if x.priority != y.priority { return x.priority < y.priority }
+                if x.ranks != y.ranks { return x.ranks < y.ranks }
+                return (x.a.createdAt, x.a.id.rawValue) > (y.a.createdAt, y.a.id.rawValue)
             }
-            guard !candidates.isEmpty else { continue }
+            guard !ranked.isEmpty else { continue }
+            let candidates = ranked.map(\.a)
             var found: [Int]?
             for want in wants where found == nil {
                 found = index.preemption(on: nid, for: want, account: account, victims: candidates.map(\.deviceIDs))
             }
             guard let chosen = found else { continue }
             let victims = chosen.map { candidates[$0] }
-            let key = [victims.map { jobs[$0.job]!.spec.priority }.max()!, victims.reduce(0) { $0 + $1.deviceIDs.count }]
+            let key = [chosen.map { ranked[$0].priority }.max()!, victims.reduce(0) { $0 + $1.deviceIDs.count }]
             costs.append((key, nid, victims))
         }
         // The cheapest nodes (lowest priorities stopped, then fewest devices, then node id).
@@ -1862,7 +1864,9 @@ public struct RegionInstance: Sendable {
             found.append((start, nid))
         }
         guard found.count >= ranks else { return }
-        let chosen = found.sorted { ($0.start ?? .max, $0.node) < ($1.start ?? .max, $1.node) }.prefix(ranks)
+        let sooner: ((start: Int64?, node: NodeID), (start: Int64?, node: NodeID)) -> Bool = { ($0.start ?? .max, $0.node) < ($1.start ?? .max, $1.node) }
+        // One node: the soonest, without sorting every node scanned.
+        let chosen = ranks == 1 ? found.min(by: sooner).map { [$0] } ?? [] : Array(found.sorted(by: sooner).prefix(ranks))
         // The gang starts when the last of its nodes is free (unknown if any is).
         let start = chosen.reduce(Optional(now.monotonicMs)) { acc, c in acc.flatMap { a in c.start.map { max(a, $0) } } }
         for c in chosen {

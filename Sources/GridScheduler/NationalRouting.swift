@@ -128,14 +128,12 @@ public enum NationalRouting {
             let matching = c.summary.capacity.filter { e in wants.contains { matches(e, $0) } }
             let free = max(0, matching.reduce(0) { $0 + min($1.free, $1.healthy) } - c.inflight)
             let total = matching.reduce(0) { $0 + $1.healthy }
-            if want.count == 0 {
-                if c.summary.nodesReady < spec.nodes {
-                    terms.append(spec.nodes > 1 ? "\(r): \(c.summary.nodesReady) ready node(s) < \(spec.nodes) (gang)" : "\(r): no ready nodes")
-                    continue
-                }
-            } else if spec.nodes > 1 && c.summary.nodesReady < spec.nodes {
-                terms.append("\(r): \(c.summary.nodesReady) ready node(s) < \(spec.nodes) (gang)")
+            if let why = c.summary.tooFewReadyNodes(for: spec) {
+                terms.append("\(r): \(why)")
                 continue
+            }
+            if want.count == 0 {
+                // No devices to count: ready nodes are all it needs.
             } else if total < want.count {
                 terms.append("\(r): \(total) healthy matching device(s) < \(want.count) wanted")
                 continue
@@ -162,5 +160,15 @@ public enum NationalRouting {
         if let m = want.model, !ModelPattern(m).matches(c.model) { return false }
         if let mem = want.minMemoryMiB, c.memoryTotalMiB < mem { return false }
         return want.admits(grade: c.grade) && want.admits(partition: c.partition)
+    }
+}
+
+extension RegionSummary {
+    /// Why the region cannot hold `spec` for want of ready nodes, or nil: a gang needs
+    /// `spec.nodes` ready nodes; a job without devices needs one. The same test for both
+    /// national routing paths (`NationalRouting` and the cost-based decision).
+    public func tooFewReadyNodes(for spec: JobSpec) -> String? {
+        if spec.nodes > 1 { return nodesReady < spec.nodes ? "\(nodesReady) ready node(s) < \(spec.nodes) (gang)" : nil }
+        return spec.totalDevices == 0 && nodesReady == 0 ? "no ready nodes" : nil
     }
 }

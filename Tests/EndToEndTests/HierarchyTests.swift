@@ -144,10 +144,20 @@ extension EndToEnd {
         #expect(done.gang.count == 2 && Set(done.gang.map(\.node)).count == 2 && done.gang.allSatisfy { $0.state == .succeeded && $0.deviceIDs.count == 2 })
         // Rank 0's output is the job's. Hosts are the nodes' host names (one machine here).
         let leader = try #require(done.gang.first?.node.rawValue)
-        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? ""
         #expect(done.outputTail.contains("rank=0 size=2 leader="), "\(done.outputTail)")
-        #expect(done.outputTail.contains("node=\(leader)") && done.outputTail.contains(","), "\(done.outputTail)")
-        #expect(host.isEmpty || done.outputTail.contains(host))
+        #expect(done.outputTail.contains("node=\(leader)"), "\(done.outputTail)")
+        // GRID_GANG_HOSTS: one entry per rank, each the host name its agent registered
+        // (ProcessInfo's, or the node id when that is empty); the leader is the first.
+        let line = try #require(done.outputTail.split(separator: "\n").first { $0.hasPrefix("rank=0") }, "\(done.outputTail)")
+        var fields: [String: String] = [:]
+        for kv in line.split(separator: " ") {
+            let p = kv.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            if p.count == 2 { fields[String(p[0])] = String(p[1]) }
+        }
+        let hosts = (fields["hosts"] ?? "").split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        let host = ProcessInfo.processInfo.hostName
+        #expect(hosts.count == 2 && hosts.allSatisfy { !$0.isEmpty && (host.isEmpty || $0 == host) }, "\(line)")
+        #expect(fields["leader"] == hosts.first, "\(line)")
         let detail = Table.detail(done)
         #expect(detail.contains("on each of 2 nodes (gang)") && detail.contains("ranks:"), "\(detail)")
 

@@ -19,6 +19,13 @@ import Testing
         }
     }
 
+    /// A fleet of `nodes` nodes, gang "g" forwarded and placed: its assignments by rank.
+    static func placed(_ h: inout RegionHarness, nodes: Int, _ spec: JobSpec) -> [Wire.Assignment] {
+        fleet(&h, nodes: nodes)
+        _ = h.forward("g", spec)
+        return h.tick().assignments.sorted { $0.gangRank < $1.gangRank }
+    }
+
     /// Runs every assignment of `out`: acknowledged, then running.
     static func start(_ h: inout RegionHarness, _ assignments: [Wire.Assignment]) {
         for a in assignments {
@@ -29,9 +36,7 @@ import Testing
 
     @Test func aGangIsPlacedOnDistinctNodesAtOnceWithItsRanksAndHosts() throws {
         var h = RegionHarness()
-        Self.fleet(&h, nodes: 3)
-        _ = h.forward("g", Self.gang(3, 2))
-        let sent = h.tick().assignments.sorted { $0.gangRank < $1.gangRank }
+        let sent = Self.placed(&h, nodes: 3, Self.gang(3, 2))
         #expect(sent.count == 3)
         #expect(Set(sent.map(\.nodeID)).count == 3, "ranks on distinct nodes: \(sent.map(\.nodeID))")
         #expect(sent.map(\.gangRank) == [0, 1, 2] && sent.allSatisfy { $0.gangSize == 3 && $0.deviceIds.count == 2 })
@@ -69,9 +74,7 @@ import Testing
 
     @Test func theJobRunsWhenEveryRankRunsAndSucceedsWhenEveryRankHas() throws {
         var h = RegionHarness()
-        Self.fleet(&h, nodes: 2)
-        _ = h.forward("g", Self.gang(2, 2))
-        let sent = h.tick().assignments.sorted { $0.gangRank < $1.gangRank }
+        let sent = Self.placed(&h, nodes: 2, Self.gang(2, 2))
         _ = h.ack(sent[0])
         _ = h.status(sent[0], .running)
         #expect(h.instance.job("g")?.state == .assigned)
@@ -90,9 +93,7 @@ import Testing
 
     @Test func aFailedRankFailsTheJobAndStopsTheOthers() throws {
         var h = RegionHarness()
-        Self.fleet(&h, nodes: 3)
-        _ = h.forward("g", Self.gang(3, 1))
-        let sent = h.tick().assignments.sorted { $0.gangRank < $1.gangRank }
+        let sent = Self.placed(&h, nodes: 3, Self.gang(3, 1))
         Self.start(&h, sent)
         let out = h.status(sent[1], .failed, exit: 3)
         let job = try #require(h.instance.job("g"))
@@ -112,9 +113,7 @@ import Testing
 
     @Test func aLostRankRequeuesTheWholeGangWithANewEpoch() throws {
         var h = RegionHarness()
-        Self.fleet(&h, nodes: 3)
-        _ = h.forward("g", Self.gang(2, 2))
-        let sent = h.tick().assignments.sorted { $0.gangRank < $1.gangRank }
+        let sent = Self.placed(&h, nodes: 3, Self.gang(2, 2))
         Self.start(&h, sent)
         let spare = Set(["n1", "n2", "n3"]).subtracting(sent.map(\.nodeID)).first!
         // The rank-1 node goes silent; the others keep heartbeating.
@@ -143,9 +142,7 @@ import Testing
 
     @Test func cancelStopsEveryRankAndTheFirstEndEndsTheJob() throws {
         var h = RegionHarness()
-        Self.fleet(&h, nodes: 2)
-        _ = h.forward("g", Self.gang(2, 1))
-        let sent = h.tick().assignments.sorted { $0.gangRank < $1.gangRank }
+        let sent = Self.placed(&h, nodes: 2, Self.gang(2, 1))
         Self.start(&h, sent)
         var c = Wire.Cancel()
         c.jobID = "g"
@@ -159,9 +156,7 @@ import Testing
 
     @Test func anOperatorRequeueStopsEveryRankAndQueuesTheGangOnce() throws {
         var h = RegionHarness()
-        Self.fleet(&h, nodes: 2)
-        _ = h.forward("g", Self.gang(2, 1))
-        let sent = h.tick().assignments.sorted { $0.gangRank < $1.gangRank }
+        let sent = Self.placed(&h, nodes: 2, Self.gang(2, 1))
         Self.start(&h, sent)
         var m = Wire.JobControl()
         m.jobID = "g"
