@@ -58,10 +58,13 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     /// Region: a higher-priority job with no free devices stops lower-priority runs (TERM, then
     /// KILL after the agent's grace), which are queued again. Default true.
     public var preemption: Bool = true
-    /// Region: the first waiting multi-device job gets a node reserved (the one its running
-    /// work frees soonest, by time limits); other work backfills it only when its time limit
-    /// ends it before then. Default true.
+    /// Region: a waiting multi-device job or gang gets nodes reserved (those its running work
+    /// frees soonest, by time limits; up to `reservationDepth` jobs at once); other work
+    /// backfills them only when its time limit ends it before then. Default true.
     public var reservations: Bool = true
+    /// Region: how many waiting jobs may hold reservations at once, on distinct nodes (highest
+    /// priority first). Default 4; 1 reserves for one job at a time.
+    public var reservationDepth: Int = 4
     /// Region placement policy.
     public var placement: PlacementPolicy = PlacementPolicy()
     /// Region: accounts — quotas (devices, devices per grade, GCU), cohorts that lend unused
@@ -122,6 +125,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case placementBudget = "placement_budget"
         case confirmStarts = "confirm_starts"
         case drain, preemption, reservations
+        case reservationDepth = "reservation_depth"
         case historyRetentionHours = "history_retention_hours"
         case placement, routing, regions, prices, accounts
         case logLevel = "log_level"
@@ -157,6 +161,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         drain = try c.value(.drain, default: d.drain)
         preemption = try c.value(.preemption, default: d.preemption)
         reservations = try c.value(.reservations, default: d.reservations)
+        reservationDepth = try c.value(.reservationDepth, default: d.reservationDepth)
         routing = try c.value(.routing, default: d.routing)
         regions = try c.value(.regions, default: d.regions)
         prices = try c.value(.prices, default: d.prices)
@@ -217,6 +222,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         out += accounts.problems()
         if role == .national && accounts != AccountPolicy() { out.append("accounts: only a region takes accounts (quotas are per region)") }
         out += prices.problems()
+        if reservationDepth < 1 || reservationDepth > 1024 { out.append("reservation_depth: must be 1...1024, got \(reservationDepth)") }
         if placementBudget < 1 || placementBudget > 1_000_000 { out.append("placement_budget: must be 1...1000000, got \(placementBudget)") }
         if !(historyRetentionHours > 0 && historyRetentionHours <= 24 * 365) {
             out.append("history_retention_hours: must be > 0 and at most 8760, got \(historyRetentionHours)")

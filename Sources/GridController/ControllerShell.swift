@@ -501,6 +501,7 @@ extension RegionInstance.Settings {
         preemption = config.preemption
         accounts = config.accounts
         reservations = config.reservations
+        reservationDepth = config.reservationDepth
     }
 }
 

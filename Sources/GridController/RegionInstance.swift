@@ -86,9 +86,13 @@ public struct RegionInstance: Sendable {
         public var accounts = AccountPolicy()
         /// Whether work a lower grade could run may use grade A when the lower grades are busy.
         public var frontier: FrontierPolicy = .reserve
-        /// Reserve a node for the first waiting multi-device job, so a stream of small jobs
+        /// Reserve nodes for waiting multi-device jobs and gangs, so a stream of small jobs
         /// cannot starve it; others backfill the node only when their time limit ends them first.
         public var reservations: Bool = true
+        /// How many waiting jobs may hold reservations at once (on distinct nodes), highest
+        /// priority first. One let a single job hold them, so a gang — which needs several
+        /// nodes free at the same time — rarely had its turn behind one-node jobs.
+        public var reservationDepth: Int = 4
         public init(region: RegionID) { self.region = region }
     }
 
@@ -1820,8 +1824,7 @@ public struct RegionInstance: Sendable {
                 out += stops
             }
             if case .busy = choice, settings.reservations, want.count > 0, preemptionsFor[jid] == nil,
-               !reservedFor.values.contains(where: { $0.job == jid }),
-               !reservedFor.values.contains(where: { !$0.forPreemption && $0.live(jobs, now.monotonicMs) }) {
+               !reservedFor.values.contains(where: { $0.job == jid }), reservationsHeld(now) < settings.reservationDepth {
                 reserve(for: job, want, ranks: ranks, now: now)
             }
             let held = reservedFor.filter { $0.value.job == jid && !$0.value.forPreemption }.keys.sorted()
@@ -1835,10 +1838,16 @@ public struct RegionInstance: Sendable {
         }
     }
 
+    /// How many jobs hold live reservations (not those of a preemption in progress).
+    func reservationsHeld(_ now: Moment) -> Int {
+        guard !reservedFor.isEmpty else { return 0 }
+        return Set(reservedFor.values.lazy.filter { !$0.forPreemption && $0.live(jobs, now.monotonicMs) }.map(\.job)).count
+    }
+
     /// Picks the `ranks` nodes (1 for a one-node job) where `want` could start soonest as the
     /// running work ends (by each run's time limit, else its run-time estimate; a run with
     /// neither never counts as ending) and reserves them for `job` from the latest of their
-    /// starts. One reservation at a time: the first waiting multi-device job or gang.
+    /// starts. Up to `reservationDepth` jobs hold reservations at once, on distinct nodes.
     mutating func reserve(for job: JobRecord, _ want: AcceleratorRequest, ranks: Int = 1, now: Moment) {
         var found: [(start: Int64?, node: NodeID)] = []
         var scanned = 0
@@ -1985,7 +1994,10 @@ public struct RegionInstance: Sendable {
             let beforeFrontier = wants
             if settings.frontier == .reserve { wants = wants.map { keepOffFrontier($0, account: account) } }
             if job.spec.nodes > 1 {
-                let gangShape = placementShape(wants, account: account, keepCount: true)
+                // Keyed by the request as kept off the frontier *and* as it was: two gangs kept to
+                // the same lower grades differ when only one of them may fall back to frontier
+                // nodes (found by the property harness under `frontier: reserve`).
+                let gangShape = placementShape(wants + beforeFrontier, account: account, keepCount: true)
                 if let b = blockedGangs[gangShape], job.spec.nodes >= b.ranks, !reservedFor.values.contains(where: { $0.job == jid }) {
                     out += wait(&job, b.why + quotaNote)
                     continue
@@ -2104,8 +2116,7 @@ public struct RegionInstance: Sendable {
                     out += stops
                 }
                 if case .busy = choice, settings.reservations, want.count > 1, wants.count == 1, want.interconnect != .sameNUMA, want.interconnect?.needsPeers != true,
-                   !reservedFor.values.contains(where: { $0.job == jid }),
-                   !reservedFor.values.contains(where: { !$0.forPreemption && $0.live(jobs, now.monotonicMs) }) {
+                   !reservedFor.values.contains(where: { $0.job == jid }), reservationsHeld(now) < settings.reservationDepth {
                     reserve(for: job, want, now: now)
                 }
                 let why = base + quotaNote + (reservedFor.first { $0.value.job == jid && !$0.value.forPreemption }.map { "; reserved: \($0.key)" } ?? "")

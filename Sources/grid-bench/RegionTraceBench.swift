@@ -23,12 +23,14 @@ struct TraceJob {
 /// A seeded mixed trace over `hours`, sized to keep a region of `devices` devices about
 /// `load` busy: frontier training (needs grade A), training (B or better), fine-tuning (24 GiB),
 /// model serving (13B/7B at bf16 or int8), and small batch work, in five priority classes.
+/// `gangShare` > 0 adds distributed training: gangs of 2–4 nodes × 8 devices of grade B or
+/// better (that share of the offered device-time, taken from single-node training).
 enum MixedTrace {
-    static func make(hours: Double, devices: Int, load: Double, seed: UInt64) -> [TraceJob] {
+    static func make(hours: Double, devices: Int, load: Double, seed: UInt64, gangShare: Double = 0) -> [TraceJob] {
         var rng = SplitMix64(seed: seed)
         // (kind, share of device-seconds, devices, mean run s, priority, account, spec maker)
         typealias Maker = (inout SplitMix64) -> JobSpec
-        let kinds: [(String, Double, Int, Double, Int, String, Maker)] = [
+        var kinds: [(String, Double, Int, Double, Int, String, Maker)] = [
             ("frontier-train", 0.15, 8, 4 * 3600, 100, "ml", { _ in
                 JobSpec(name: "frontier", command: "x", accelerators: AcceleratorRequest(count: 8, minGrade: .a), priority: 100, account: "ml") }),
             ("train", 0.30, 4, 2 * 3600, 0, "vision", { _ in
@@ -44,6 +46,15 @@ enum MixedTrace {
             ("batch", 0.15, 1, 900, -100, "batch", { _ in
                 JobSpec(name: "batch", command: "x", accelerators: AcceleratorRequest(count: 1), priority: -100, account: "batch") }),
         ]
+        if gangShare > 0 {
+            kinds[1].1 = max(0, kinds[1].1 - gangShare)
+            // 3 nodes × 8 devices on average: the rate below counts devices per job as 24.
+            kinds.append(("gang-train", gangShare, 24, 3 * 3600, 0, "vision", { r in
+                var s = JobSpec(name: "gang", command: "x", accelerators: AcceleratorRequest(count: 8, minGrade: .b), account: "vision")
+                s.nodes = 2 + Int(r.next() % 3)
+                return s
+            }))
+        }
         let horizon = hours * 3600
         var out: [TraceJob] = []
         for (kind, share, count, meanRun, _, _, make) in kinds {
@@ -129,9 +140,11 @@ struct RegionSimulation {
     let national = Origin(peer: .upstream)
     var seq: UInt64 = 0
 
-    init(nodes: [(NodeID, [DeviceInventory])], accounts: AccountPolicy, preemption: Bool, frontier: FrontierPolicy = .reserve) {
+    init(nodes: [(NodeID, [DeviceInventory])], accounts: AccountPolicy, preemption: Bool, frontier: FrontierPolicy = .reserve,
+         reservationDepth: Int = RegionInstance.Settings(region: "trace").reservationDepth) {
         var s = RegionInstance.Settings(region: "trace")
         s.frontier = frontier
+        s.reservationDepth = reservationDepth
         s.nodeLostAfterMs = 1_000_000_000_000
         s.confirmStarts = false
         s.preemption = preemption
@@ -159,8 +172,8 @@ struct RegionSimulation {
     }
 
     static func run(trace: [TraceJob], nodes: [(NodeID, [DeviceInventory])], accounts: AccountPolicy, preemption: Bool,
-                    frontier: FrontierPolicy, horizonS: Double) -> TraceOutcome {
-        var sim = RegionSimulation(nodes: nodes, accounts: accounts, preemption: preemption, frontier: frontier)
+                    frontier: FrontierPolicy, reservationDepth: Int, horizonS: Double) -> TraceOutcome {
+        var sim = RegionSimulation(nodes: nodes, accounts: accounts, preemption: preemption, frontier: frontier, reservationDepth: reservationDepth)
         var out = TraceOutcome(name: "region/\(frontier.rawValue)")
         let classes = Array(Set(nodes.flatMap { $0.1 }.map { d -> DeviceInventory in
             var c = d
@@ -329,6 +342,26 @@ enum FIFOFirstFit {
                 let wants = ModelFit.requests(for: job.spec)
                 let masks = wants.map(usable)
                 var placed = false
+                if job.spec.nodes > 1 {
+                    // A gang: the first `nodes` nodes (by id) with enough free matching devices,
+                    // all at once or none (the baseline knows gangs, nothing more).
+                    let want = wants[0]
+                    var ranks: [(Int, [Int])] = []
+                    for (n, node) in nodes.enumerated() where ranks.count < job.spec.nodes {
+                        let fits = node.1.indices.filter { free[n][$0] && masks[0][classOf[n][$0]] }
+                        if fits.count >= want.count { ranks.append((n, Array(fits.prefix(want.count)))) }
+                    }
+                    if ranks.count == job.spec.nodes {
+                        for (n, take) in ranks {
+                            for k in take { free[n][k] = false }
+                            ends.append((t + job.runS, n, take, job, t))
+                        }
+                        out.waits[job.id] = t - job.arrivalS
+                    } else {
+                        kept.append(job)
+                    }
+                    continue
+                }
                 nodeLoop: for (n, node) in nodes.enumerated() {
                     for (w, want) in wants.enumerated() {
                         let fits = node.1.indices.filter { free[n][$0] && masks[w][classOf[n][$0]] }
@@ -361,12 +394,14 @@ struct RegionTraceBench: ParsableCommand {
     @Option var seed: UInt64 = 1
     @Option var fixtures = "Tests/Fixtures/vendor"
     @Option var devicesPerNode = 8
+    @Option(help: "How many waiting jobs may hold reservations at once (the region's reservation_depth).") var reservationDepth = 4
+    @Option(help: "Share (0…1) of the offered device-time that is gang training: 2–4 nodes × 8 devices of grade ≥ B, taken from single-node training.") var gangs = 0.0
 
     func run() throws {
-        Machine.header("region-trace", "\(nodes) nodes x \(devicesPerNode) devices, \(hours) h, load \(load), seed \(seed)")
+        Machine.header("region-trace", "\(nodes) nodes x \(devicesPerNode) devices, \(hours) h, load \(load), seed \(seed), gangs \(gangs), reservation depth \(reservationDepth)")
         let fleet = TraceFleet.nodes(nodes, fixtures: fixtures, devicesPerNode: devicesPerNode)
         let devices = fleet.reduce(0) { $0 + $1.1.count }
-        let trace = MixedTrace.make(hours: hours, devices: devices, load: load, seed: seed)
+        let trace = MixedTrace.make(hours: hours, devices: devices, load: load, seed: seed, gangShare: gangs)
         let horizon = hours * 3600
         let gradeA = fleet.flatMap { $0.1 }.filter { $0.grade == .a }.count
         print("devices: \(devices) (\(gradeA) grade A); jobs: \(trace.count)")
@@ -383,8 +418,8 @@ struct RegionTraceBench: ParsableCommand {
             print("\(name): simulated in \(ContinuousClock.now - t0)")
             return r
         }
-        let region = timed("region/reserve") { RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .reserve, horizonS: horizon) }
-        let shared = timed("region/share") { RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .share, horizonS: horizon) }
+        let region = timed("region/reserve") { RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .reserve, reservationDepth: reservationDepth, horizonS: horizon) }
+        let shared = timed("region/share") { RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .share, reservationDepth: reservationDepth, horizonS: horizon) }
         let fifo = timed("fifo-first-fit") { FIFOFirstFit.run(trace: trace, nodes: fleet, horizonS: horizon) }
         let classes: [(String, Int)] = [("high (100)", 100), ("normal (0)", 0), ("low (-100)", -100)]
         print("")
@@ -401,6 +436,18 @@ struct RegionTraceBench: ParsableCommand {
             let misuse = o.frontierDeviceSeconds > 0 ? 100 * o.frontierAvoidable / o.frontierDeviceSeconds : 0
             print(o.name.padding(toLength: 16, withPad: " ", startingAt: 0)
                   + String(format: " %6.1f   %17.1f   %9d  %7d   ", busy, misuse, o.preemptions, o.waits.count) + perClass.joined(separator: "; "))
+        }
+        let gangJobs = trace.filter { $0.spec.nodes > 1 }
+        if !gangJobs.isEmpty {
+            print("")
+            print("gangs (\(gangJobs.count) jobs, \(gangJobs.reduce(0) { $0 + $1.spec.nodes }) ranks): started, mean/p99 wait in minutes")
+            for o in [region, shared, fifo] {
+                let waits = gangJobs.map { o.waits[$0.id] ?? (horizon - $0.arrivalS) }.sorted()
+                let mean = waits.reduce(0, +) / Double(waits.count) / 60
+                let p99 = waits[min(waits.count - 1, Int(Double(waits.count) * 0.99))] / 60
+                let started = gangJobs.filter { o.waits[$0.id] != nil }.count
+                print(o.name.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: " %7d   %.1f/%.1f", started, mean, p99))
+            }
         }
         print("")
         print("jobs never started count as waiting until the end of the window")

@@ -41,6 +41,45 @@ import Testing
         #expect(h.tick(advanceMs: 10).assignments.map(\.jobID) == ["endless"])
     }
 
+    /// `reservation_depth`: with 1, only the first waiting job holds a reservation and a gang
+    /// behind it holds none; with 2 the gang reserves nodes of its own (distinct from the
+    /// first's), endless one-device jobs cannot take them, and it starts once the runs on them
+    /// end.
+    @Test(arguments: [1, 2]) func severalJobsHoldReservationsUpToTheDepth(depth: Int) throws {
+        var h = RegionHarness { $0.reservationDepth = depth }
+        for n in 1...4 { _ = h.register("n\(n)", devices: [device("n\(n)-g0", 0), device("n\(n)-g1", 1)]) }
+        // Every device runs endless one-device work.
+        for n in 1...8 { _ = h.forward("run\(n)", Self.small()) }
+        let runs = h.tick().assignments
+        #expect(runs.count == 8 && Set(runs.map(\.nodeID)).count == 4)
+        for a in runs {
+            _ = h.ack(a)
+            _ = h.status(a, .running)
+        }
+        _ = h.forward("wide", JobSpec(name: "wide", command: "true", accelerators: AcceleratorRequest(count: 2)))
+        var gang = JobSpec(name: "gang", command: "true", accelerators: AcceleratorRequest(count: 2))
+        gang.nodes = 2
+        _ = h.forward("gang", gang)
+        #expect(h.tick(advanceMs: 10).assignments.isEmpty)
+        func reserved(_ job: String) -> Set<String> {
+            guard let m = h.instance.job(JobID(job))?.message, let r = m.range(of: "reserved: ") else { return [] }
+            return Set(m[r.upperBound...].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        }
+        let wide = reserved("wide"), g = reserved("gang")
+        #expect(wide.count == 1, "\(h.instance.job("wide")?.message ?? "")")
+        if depth == 1 {
+            #expect(g.isEmpty, "\(h.instance.job("gang")?.message ?? "")")
+            return
+        }
+        #expect(g.count == 2 && g.isDisjoint(with: wide), "gang \(g), wide \(wide)")
+        // The runs on the gang's nodes end; endless one-device work waits; the gang starts there.
+        for n in 1...2 { _ = h.forward("endless\(n)", Self.small()) }
+        for a in runs where g.contains(a.nodeID) { _ = h.status(a, .succeeded, exit: 0) }
+        let started = h.tick(advanceMs: 10).assignments
+        #expect(Set(started.filter { $0.jobID == "gang" }.map(\.nodeID)) == g, "\(started.map { "\($0.jobID)@\($0.nodeID)" })")
+        #expect(!started.contains { $0.jobID.hasPrefix("endless") && g.contains($0.nodeID) })
+    }
+
     @Test func theReservedJobStartsWhenTheRunsEnd() throws {
         var h = RegionHarness()
         let a = try Self.oneRunAndAWideJobWaiting(&h)

@@ -90,9 +90,12 @@ struct SchedulerHarness {
                 "batch": AccountQuota(devices: 1 + rng.int(4)),
                 "web": AccountQuota(),
             ]
+            // Both frontier policies: odd seeds keep work off grade A while a lower grade could
+            // hold it (`reserve`, the default), even seeds share it.
+            let reserve = seed % 2 == 1
             var s = SchedulerHarness { settings in
                 settings.accounts = AccountPolicy(quotas: quotas)
-                settings.frontier = .share
+                settings.frontier = reserve ? .reserve : .share
             }
             let nodes = 2 + rng.int(5)
             for n in 0..<nodes {
@@ -160,10 +163,24 @@ struct SchedulerHarness {
                     guard let job = s.h.instance.job(JobID(id)), job.state == .queued, job.hold == nil else { continue }
                     if job.message.contains("quota:") || job.message.contains("are kept for") || job.message.contains("is reserved for") { continue }
                     if job.attempts.last?.endReason == .preempted && job.message.contains("attempt") { continue }
-                    let choice = index.chooseGang(among: ModelFit.requests(for: spec), ranks: spec.nodes).choice
+                    let wants = ModelFit.requests(for: spec)
+                    var choice = index.chooseGang(among: wants, ranks: spec.nodes).choice
+                    if reserve {
+                        // JOBS.md "frontier: reserve": a request that admits grade B and a grade
+                        // below A could ever hold is asked of grades ≤ B only; a gang takes grade A
+                        // when the lower grades could never hold it whole.
+                        let kept = wants.map { w -> AcceleratorRequest in
+                            guard w.count > 0, w.maxGrade == nil || w.maxGrade == .a, w.admits(grade: .b) else { return w }
+                            var lower = w
+                            lower.maxGrade = .b
+                            return index.couldEverFit(lower) ? lower : w
+                        }
+                        choice = index.chooseGang(among: kept, ranks: spec.nodes).choice
+                        if spec.nodes > 1, case .impossible = choice, kept != wants { choice = index.chooseGang(among: wants, ranks: spec.nodes).choice }
+                    }
                     if case .placed = choice {
                         if fixed != nil { print("DEBUG \(id) spec \(spec.accelerators) model \(spec.model != nil) account \(spec.account) attempts \(job.attempts.count) state \(job.state) choice \(choice)") }
-                        Issue.record("seed \(seed) step \(stepNo): \(id) (priority \(spec.priority)) waits but fits: \(job.message)")
+                        Issue.record("seed \(seed) (\(reserve ? "reserve" : "share")) step \(stepNo): \(id) (priority \(spec.priority)) waits but fits: \(job.message)")
                     }
                 }
                 #expect(stepNo < 5 || s.plans.contains { !$0.placed.isEmpty }, "seed \(seed): nothing was ever placed")
