@@ -87,11 +87,12 @@ public struct RegionInstance: Sendable {
         /// Whether work a lower grade could run may use grade A when the lower grades are busy.
         public var frontier: FrontierPolicy = .reserve
         /// Reserve nodes for waiting multi-device jobs and gangs, so a stream of small jobs
-        /// cannot starve it; others backfill the node only when their time limit ends them first.
+        /// cannot starve them; others backfill a reserved node only when their time limit ends
+        /// them first.
         public var reservations: Bool = true
         /// How many waiting jobs may hold reservations at once (on distinct nodes), highest
-        /// priority first. One let a single job hold them, so a gang — which needs several
-        /// nodes free at the same time — rarely had its turn behind one-node jobs.
+        /// priority first. With one, a gang (which needs several nodes free at the same time)
+        /// held none while a one-node job held the only reservation.
         public var reservationDepth: Int = 4
         public init(region: RegionID) { self.region = region }
     }

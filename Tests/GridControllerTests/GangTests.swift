@@ -26,6 +26,17 @@ import Testing
         return h.tick().assignments.sorted { $0.gangRank < $1.gangRank }
     }
 
+    /// One grade-A node (a1) and two grade-B nodes (b1, b2), one device each.
+    static func oneFrontierAndTwoLowerNodes(_ h: inout RegionHarness) {
+        func graded(_ id: String, _ model: String, _ grade: DeviceGrade) -> DeviceInventory {
+            var d = device(id, 0, model: model, memGiB: 32)
+            d.grade = grade
+            return d
+        }
+        _ = h.register("a1", devices: [graded("a1-g0", "NVIDIA H100 80GB HBM3", .a)])
+        for n in ["b1", "b2"] { _ = h.register(n, devices: [graded("\(n)-g0", "Tesla V100S-PCIE-32GB", .b)]) }
+    }
+
     /// Runs every assignment of `out`: acknowledged, then running.
     static func start(_ h: inout RegionHarness, _ assignments: [Wire.Assignment]) {
         for a in assignments {
@@ -232,13 +243,7 @@ import Testing
     /// frontier node then; a gang that fits the lower grades stays on them.
     @Test func theFrontierReserveNeverStrandsAGangLargerThanTheLowerGrades() throws {
         var h = RegionHarness()
-        func graded(_ id: String, _ model: String, _ grade: DeviceGrade) -> DeviceInventory {
-            var d = device(id, 0, model: model, memGiB: 32)
-            d.grade = grade
-            return d
-        }
-        _ = h.register("a1", devices: [graded("a1-g0", "NVIDIA H100 80GB HBM3", .a)])
-        for n in ["b1", "b2"] { _ = h.register(n, devices: [graded("\(n)-g0", "Tesla V100S-PCIE-32GB", .b)]) }
+        Self.oneFrontierAndTwoLowerNodes(&h)
         _ = h.forward("two", Self.gang(2, 1))
         let two = h.tick().assignments
         #expect(Set(two.map(\.nodeID)) == ["b1", "b2"], "a gang the lower grades can hold stays off the frontier: \(two.map(\.nodeID))")
@@ -254,13 +259,7 @@ import Testing
     /// harness, seed 39, under `frontier: reserve`).
     @Test func aGangKeptOffTheFrontierDoesNotHoldBackOneThatMayUseIt() throws {
         var h = RegionHarness()
-        func graded(_ id: String, _ model: String, _ grade: DeviceGrade) -> DeviceInventory {
-            var d = device(id, 0, model: model, memGiB: 32)
-            d.grade = grade
-            return d
-        }
-        _ = h.register("a1", devices: [graded("a1-g0", "NVIDIA H100 80GB HBM3", .a)])
-        for n in ["b1", "b2"] { _ = h.register(n, devices: [graded("\(n)-g0", "Tesla V100S-PCIE-32GB", .b)]) }
+        Self.oneFrontierAndTwoLowerNodes(&h)
         var low = Self.gang(3, 1)
         low.accelerators.maxGrade = .b
         _ = h.forward("low", low)
