@@ -126,8 +126,8 @@ public struct RegionInstance: Sendable {
         var deadlineArmed = false
     }
 
+    /// An upward status waiting for its ack (the stored outbox row is written from `update`).
     struct Outgoing: Sendable {
-        var item: OutboxItem
         var update: Wire.StatusUpdate
         var attempts: Int
         var dueMs: Int64
@@ -338,7 +338,7 @@ public struct RegionInstance: Sendable {
         }
         for item in recovered.outbox where item.type == "status_update" {
             guard let u = try? Wire.StatusUpdate(serializedBytes: item.payload.bytes) else { continue }
-            outbox[item.key] = Outgoing(item: item, update: u, attempts: 0, dueMs: now.monotonicMs)
+            outbox[item.key] = Outgoing(update: u, attempts: 0, dueMs: now.monotonicMs)
             timers.schedule(.outbox(item.key), at: now.monotonicMs)
             // A placement whose `assigned` was never acknowledged still waits for it.
             let aid = AssignmentID("\(u.jobID).\(u.epoch)")
@@ -1118,7 +1118,7 @@ public struct RegionInstance: Sendable {
         // Encoded by the store when the shell commits the batch, not here.
         let item = OutboxItem(key: u.updateID, destination: "national", type: "status_update", message: .statusUpdate(u),
                               createdAt: now.wall, attempts: 0, lastAttemptAt: nil)
-        outbox[u.updateID] = Outgoing(item: item, update: u, attempts: 0, dueMs: now.monotonicMs)
+        outbox[u.updateID] = Outgoing(update: u, attempts: 0, dueMs: now.monotonicMs)
         timers.schedule(.outbox(u.updateID), at: now.monotonicMs)
         return .persist(.outbox(item))
     }

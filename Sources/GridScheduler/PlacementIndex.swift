@@ -732,7 +732,6 @@ public struct PlacementIndex: Sendable {
     /// nodes first: for "9,812 nodes: grade outside C…A; 160: memory below 40960 MiB; 28: busy".
     public mutating func diagnose(_ want: AcceleratorRequest, account: String? = nil) -> [(cause: String, nodes: Int)] {
         let matchingList = matchingClasses(want, account: account)
-        let matching = Set(matchingList)
         // By class id: a flag per class instead of a set lookup per unit (every node is visited).
         var isMatching = [Bool](repeating: false, count: classes.count)
         for c in matchingList where c >= 0 && Int(c) < isMatching.count { isMatching[Int(c)] = true }
@@ -761,7 +760,7 @@ public struct PlacementIndex: Sendable {
             if fitCount >= want.count, want.interconnect?.needsPeers == true, want.count > 1, nvlinkGroup(n, matchingList, want.count, evenBusy: true) == nil {
                 cause = "no \(want.count) devices that are \(want.interconnect?.fabricName ?? "") peers of each other"
             } else if fitCount >= want.count, want.interconnect == .sameNUMA, want.count > 1,
-                      !Dictionary(grouping: n.units.filter { $0.classID >= 0 && matching.contains($0.classID) }, by: \.numa).values.contains(where: { $0.count >= want.count }) {
+                      !Dictionary(grouping: n.units.filter { $0.classID >= 0 && isMatching[Int($0.classID)] }, by: \.numa).values.contains(where: { $0.count >= want.count }) {
                 cause = "not \(want.count) matching devices on one NUMA node"
             } else if fitCount >= want.count {
                 if freeCount >= want.count { free += 1 } else { busy += 1 }
@@ -783,9 +782,10 @@ public struct PlacementIndex: Sendable {
                     keyFlags[u.capacityKey] = f
                     return f
                 }
-                let kind = n.units.filter { judged($0) & 1 != 0 }
-                let roomy = kind.filter { judged($0) & 2 != 0 }
-                let graded = roomy.filter { judged($0) & 4 != 0 }
+                let flagged = n.units.map { ($0, judged($0)) }
+                let kind = flagged.filter { $0.1 & 1 != 0 }.map(\.0)
+                let roomy = flagged.filter { $0.1 & 2 != 0 }.map(\.0)
+                let graded = flagged.filter { $0.1 & 4 != 0 }.map(\.0)
                 let need = want.perDeviceGCU
                 let strong = need <= 0 ? graded : graded.filter { u in u.classID < 0 || classes[Int(u.classID)].gcu + 1e-9 >= need }
                 if kind.isEmpty {
