@@ -444,6 +444,7 @@ public struct RegionInstance: Sendable {
         } else {
             let busy = Set((nodes[id]?.held ?? []).flatMap { assignments[$0]?.deviceIDs ?? [] })
             index.upsert(node: id, devices: devices, busy: busy, schedulable: true)
+            sizeTables(forUnits: index.unitTotal)
         }
         refreshDigest(id)
         armDeadline(id, at: now.monotonicMs + lostAfterMs)
@@ -1943,6 +1944,20 @@ public struct RegionInstance: Sendable {
 
     /// One bounded placement pass over the queue. When the queue is longer than the budget the
     /// next turn continues where this one stopped, so heartbeats are served in between.
+    /// Tables with an entry per active assignment can hold one per schedulable unit: sized
+    /// for that as nodes join (capacity grows by doubling, so this reallocates rarely), so a
+    /// burst of placements does not rehash every key of each several times on the way up.
+    mutating func sizeTables(forUnits units: Int) {
+        guard units > assignments.capacity else { return }
+        assignments.reserveCapacity(units)
+        charged.reserveCapacity(units)
+        sentAt.reserveCapacity(units)
+        if settings.confirmStarts {
+            unconfirmed.reserveCapacity(units)
+            awaitingConfirmation.reserveCapacity(units)
+        }
+    }
+
     mutating func place(now: Moment) -> [ControllerDirective] {
         var out: [ControllerDirective] = []
         place(now: now, into: &out)

@@ -152,6 +152,8 @@ public struct PlacementIndex: Sendable {
     var nodes: [NodeEntry?] = []
     var slotOf: [NodeID: Int32] = [:]
     var freeSlotList: [Int32] = []
+    /// Schedulable units of every node the index holds, schedulable now or not.
+    public private(set) var unitTotal = 0
     var classes: [UnitClass] = []
     var classIDs: [UnitClass: Int32] = [:]
     /// buckets[class][k]: schedulable nodes with exactly k free units of the class (k ≥ 1).
@@ -263,6 +265,7 @@ public struct PlacementIndex: Sendable {
         nodes[Int(slot)] = NodeEntry(id: id, units: units, classes: classSlots, schedulable: false,
                                      freeTotal: classSlots.reduce(0) { $0 + $1.free }, totalPosition: -1, anyPosition: -1)
         slotOf[id] = slot
+        unitTotal += units.count
         requested[id] = schedulable
         if schedulable && !cordoned.contains(id) { apply(node: id, true) }
     }
@@ -272,6 +275,7 @@ public struct PlacementIndex: Sendable {
         guard let slot = slotOf[id] else { return }
         apply(node: id, false)
         requested[id] = nil
+        unitTotal -= nodes[Int(slot)]?.units.count ?? 0
         nodes[Int(slot)] = nil
         slotOf[id] = nil
         freeSlotList.append(slot)
@@ -346,50 +350,55 @@ public struct PlacementIndex: Sendable {
     }
 
     mutating func setBusy(node id: NodeID, deviceIDs: [String], busy: Bool) {
-        guard let slot = slotOf[id], var n = nodes[Int(slot)] else { return }
-        // Take the node out of its buckets, change it, put it back: one place keeps positions right.
-        let wasSchedulable = n.schedulable
-        if wasSchedulable {
-            nodes[Int(slot)] = n
-            detachBuckets(slot)
-            n = nodes[Int(slot)]!
-        }
+        guard let slot = slotOf[id], nodes[Int(slot)] != nil else { return }
+        let s = Int(slot)
+        // Take the node out of its buckets, change it, put it back: one place keeps positions
+        // right. The entry is changed where it lies: a copy taken out and written back would
+        // copy its unit and class arrays on every change.
+        let wasSchedulable = nodes[s]!.schedulable
+        if wasSchedulable { detachBuckets(slot) }
         for did in deviceIDs {
-            guard let ui = n.units.firstIndex(where: { $0.deviceID == did }), n.units[ui].busy != busy else { continue }
-            n.units[ui].busy = busy
-            let u = n.units[ui]
-            guard u.classID >= 0 else { continue }
-            if let ci = n.classes.firstIndex(where: { $0.classID == u.classID }) {
-                n.classes[ci].free += busy ? -1 : 1
-                n.freeTotal += busy ? -1 : 1
+            guard let ui = nodes[s]!.units.firstIndex(where: { $0.deviceID == did }), nodes[s]!.units[ui].busy != busy else { continue }
+            nodes[s]!.units[ui].busy = busy
+            let classID = nodes[s]!.units[ui].classID
+            guard classID >= 0 else { continue }
+            if let ci = nodes[s]!.classes.firstIndex(where: { $0.classID == classID }) {
+                nodes[s]!.classes[ci].free += busy ? -1 : 1
+                nodes[s]!.freeTotal += busy ? -1 : 1
             }
             if wasSchedulable {
-                capacity[u.capacityKey]?.free += busy ? -1 : 1
-                changedCapacity.insert(u.capacityKey)
+                let key = nodes[s]!.units[ui].capacityKey
+                capacity[key]?.free += busy ? -1 : 1
+                changedCapacity.insert(key)
             }
         }
-        nodes[Int(slot)] = n
         if wasSchedulable { attachBuckets(slot) }
     }
 
     mutating func detachBuckets(_ slot: Int32) {
-        guard var n = nodes[Int(slot)] else { return }
-        for i in n.classes.indices where n.classes[i].position >= 0 {
-            removeClass(n.classes[i].position, n.classes[i].classID, Int(n.classes[i].free))
-            n.classes[i].position = -1
+        let s = Int(slot)
+        guard nodes[s] != nil else { return }
+        for i in 0..<nodes[s]!.classes.count where nodes[s]!.classes[i].position >= 0 {
+            let c = nodes[s]!.classes[i]
+            removeClass(c.position, c.classID, Int(c.free))
+            nodes[s]!.classes[i].position = -1
         }
-        if n.totalPosition >= 0 { removeTotal(n.totalPosition, Int(n.freeTotal)) }
-        n.totalPosition = -1
-        nodes[Int(slot)] = n
+        let total = nodes[s]!.totalPosition
+        if total >= 0 { removeTotal(total, Int(nodes[s]!.freeTotal)) }
+        nodes[s]!.totalPosition = -1
     }
 
     mutating func attachBuckets(_ slot: Int32) {
-        guard var n = nodes[Int(slot)] else { return }
-        for i in n.classes.indices where n.classes[i].free > 0 {
-            n.classes[i].position = insertClass(slot, n.classes[i].classID, Int(n.classes[i].free))
+        let s = Int(slot)
+        guard nodes[s] != nil else { return }
+        for i in 0..<nodes[s]!.classes.count where nodes[s]!.classes[i].free > 0 {
+            let c = nodes[s]!.classes[i]
+            let position = insertClass(slot, c.classID, Int(c.free))
+            nodes[s]!.classes[i].position = position
         }
-        n.totalPosition = n.freeTotal > 0 ? insertTotal(slot, Int(n.freeTotal)) : -1
-        nodes[Int(slot)] = n
+        let free = Int(nodes[s]!.freeTotal)
+        let total = free > 0 ? insertTotal(slot, free) : -1
+        nodes[s]!.totalPosition = total
     }
 
     // MARK: choosing
@@ -930,9 +939,8 @@ public struct PlacementIndex: Sendable {
         let moved = buckets[c][k].slots.removeLast()
         guard p < buckets[c][k].slots.count else { return }
         buckets[c][k].slots[p] = moved
-        if var n = nodes[Int(moved)], let i = n.classes.firstIndex(where: { $0.classID == cid }) {
-            n.classes[i].position = position
-            nodes[Int(moved)] = n
+        if let i = nodes[Int(moved)]?.classes.firstIndex(where: { $0.classID == cid }) {
+            nodes[Int(moved)]!.classes[i].position = position
         }
     }
 
