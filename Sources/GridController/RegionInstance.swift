@@ -307,6 +307,8 @@ public struct RegionInstance: Sendable {
                 timers.schedule(.leaseExpiry(n.id), at: now.monotonicMs + settings.lease + settings.leaseMarginMs + 1)
             }
         }
+        // Nodes that come back unchanged do not re-register their devices: size here.
+        sizeTables(forUnits: index.unitTotal)
         for j in recovered.jobs {
             jobs[j.id] = j
             if j.state == .queued && j.hold == nil { queue.append(j.id) }
@@ -1942,8 +1944,6 @@ public struct RegionInstance: Sendable {
         return [.persist(.job(job))]
     }
 
-    /// One bounded placement pass over the queue. When the queue is longer than the budget the
-    /// next turn continues where this one stopped, so heartbeats are served in between.
     /// Tables with an entry per active assignment can hold one per schedulable unit: sized
     /// for that as nodes join (capacity grows by doubling, so this reallocates rarely), so a
     /// burst of placements does not rehash every key of each several times on the way up.
@@ -1958,6 +1958,8 @@ public struct RegionInstance: Sendable {
         }
     }
 
+    /// One bounded placement pass over the queue. When the queue is longer than the budget the
+    /// next turn continues where this one stopped, so heartbeats are served in between.
     mutating func place(now: Moment) -> [ControllerDirective] {
         var out: [ControllerDirective] = []
         place(now: now, into: &out)
