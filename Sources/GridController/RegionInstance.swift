@@ -2008,6 +2008,15 @@ public struct RegionInstance: Sendable {
                     out += wait(&job, "account \(account) has no quota left for any grade this job accepts (\(exhausted.map(\.rawValue).sorted().joined(separator: ", ")))")
                     continue
                 }
+                // More than the account could ever hold: waits for a quota change, and neither
+                // reserves devices nor preempts for it (found by the property harness: such a
+                // gang held reservations on every node and kept placeable work waiting).
+                if let least = wants.lazy.map(\.count).min(), least > 0,
+                   let why = ledger.neverAdmits(account, ResourceUse(devices: least * max(1, job.spec.nodes))) {
+                    if !reservedFor.isEmpty { reservedFor = reservedFor.filter { $0.value.job != jid } }
+                    out += wait(&job, "quota: " + why + "; waits until the quota is raised")
+                    continue
+                }
             }
             let beforeFrontier = wants
             if settings.frontier == .reserve { wants = wants.map { keepOffFrontier($0, account: account) } }

@@ -242,6 +242,27 @@ public struct AccountLedger: Sendable {
         return borrowing ? .borrowing : .within
     }
 
+    /// Why `account` could never be admitted `add`, even holding nothing and with its whole
+    /// cohort idle (nil when it could be): such work waits for a quota change, not for devices,
+    /// so it reserves nothing and preempts nothing.
+    public func neverAdmits(_ account: String, _ add: ResourceUse) -> String? {
+        let q = policy.quota(for: account)
+        guard q.hasLimits else { return nil }
+        var dims: [Dimension] = [.devices, .gcu]
+        dims += q.devicesByGrade.keys.sorted().map { .grade($0) }
+        for d in dims {
+            guard let limit = d.limit(q) else { continue }
+            let want = d.amount(add)
+            guard want > limit + 1e-9 else { continue }
+            let figures = "account \(account): the job needs \(fmt(want)) \(d) > quota \(fmt(limit))"
+            guard let cohort = q.cohort, q.borrow else { return figures + " (no cohort to borrow from)" }
+            var cap = 0.0
+            for m in cohorts[cohort] ?? [] { if let l = d.limit(policy.quota(for: m)) { cap += l } }
+            if want > cap + 1e-9 { return figures + " and cohort \(cohort)'s \(fmt(cap)) in all" }
+        }
+        return nil
+    }
+
     /// Grades the account can take no more devices of (at its limit, nothing to borrow), for
     /// narrowing a request before placement.
     public func exhaustedGrades(_ account: String) -> Set<DeviceGrade> {

@@ -30,6 +30,41 @@ import Testing
         #expect(h.instance.ledger.inUse["ml"]?.devices == 1 && h.instance.ledger.inUse["web"]?.devices == 1)
     }
 
+    /// A gang bigger than its account could ever hold (quota 2, no cohort; 3 ranks) waits for a
+    /// quota change with the figures, and reserves no node: other work still runs on the free
+    /// devices. (Property harness seed 732720: such a gang held reservations on every node.)
+    @Test(arguments: [nil, "research"] as [String?])
+    func workPastWhatTheQuotaCouldEverAllowReservesNothing(cohort: String?) throws {
+        var quotas = ["batch": AccountQuota(devices: 2, cohort: cohort)]
+        if let cohort { quotas["ml"] = AccountQuota(devices: 0, cohort: cohort) }
+        var h = Self.harness(quotas)
+        for n in 0..<3 { _ = h.register("n\(n)", devices: [device("n\(n)-g0", 0), device("n\(n)-g1", 1)]) }
+        // One device runs endless work, so the gang cannot start now (and would reserve).
+        _ = h.forward("busy", Self.job("web"))
+        let busy = try #require(h.tick().assignments.first)
+        _ = h.ack(busy)
+        _ = h.status(busy, .running)
+        var gang = Self.job("batch", priority: 1000)
+        gang.nodes = 3
+        gang.accelerators.count = 1
+        _ = h.forward("gang", gang)
+        _ = h.forward("web-1", Self.job("web"))
+        let placed = h.tick(advanceMs: 10).assignments.map(\.jobID)
+        #expect(placed == ["web-1"], "\(placed)")
+        let waiting = try #require(h.instance.job("gang"))
+        let why = cohort == nil ? "quota: account batch: the job needs 3 devices > quota 2 (no cohort to borrow from); waits until the quota is raised"
+            : "quota: account batch: the job needs 3 devices > quota 2 and cohort research's 2 in all; waits until the quota is raised"
+        #expect(waiting.state == .queued && waiting.message == why, "\(waiting.message)")
+        #expect(h.tick(advanceMs: 10).cancels.isEmpty, "nothing is preempted for it")
+        // Within the cohort's total, the same gang borrows and runs.
+        if cohort != nil {
+            var h2 = Self.harness(["batch": AccountQuota(devices: 2, cohort: "research"), "ml": AccountQuota(devices: 1, cohort: "research")])
+            for n in 0..<3 { _ = h2.register("n\(n)", devices: [device("n\(n)-g0", 0)]) }
+            _ = h2.forward("gang", gang)
+            #expect(h2.tick().assignments.count == 3)
+        }
+    }
+
     @Test func theQuotaComesBackWhenTheRunEnds() throws {
         var h = Self.harness(["ml": AccountQuota(devices: 1)])
         _ = h.register("n1", devices: [device("g0", 0), device("g1", 1)])

@@ -88,6 +88,36 @@ struct RandomFleet {
         #expect(JobSpec(name: "x", command: "y", accelerators: AcceleratorRequest(minGrade: .b, maxGrade: .c)).problems().contains { $0.contains("max_grade") })
     }
 
+    /// Three grade-B-or-lower devices: two nodes hold two each (V100s, A10s), none three, so the
+    /// request is impossible, not busy (a busy job reserves nodes and preempts for itself). A
+    /// node that holds three across both classes makes it placeable.
+    @Test func aRequestNoSingleNodeCanHoldAcrossClassesIsImpossible() {
+        var index = PlacementIndex()
+        index.upsert(node: "v100", devices: [gpu("v0", 0, model: "Tesla V100S-PCIE-32GB", grade: .b, mem: 32768),
+                                             gpu("v1", 1, model: "Tesla V100S-PCIE-32GB", grade: .b, mem: 32768)], busy: [], schedulable: true)
+        index.upsert(node: "a10", devices: [gpu("c0", 0, model: "NVIDIA A10", grade: .c, mem: 23028),
+                                            gpu("c1", 1, model: "NVIDIA A10", grade: .c, mem: 23028)], busy: [], schedulable: true)
+        let three = AcceleratorRequest(count: 3, maxGrade: .b)
+        let alone = index.choose(three)
+        #expect(alone == .impossible("no ready node has 3 schedulable device(s) matching \(RegionPlacement.describe(three))"), "\(alone)")
+        let never = index.couldEverFit(three)
+        #expect(!never)
+        index.upsert(node: "mixed", devices: [gpu("m0", 0, model: "Tesla V100S-PCIE-32GB", grade: .b, mem: 32768),
+                                              gpu("m1", 1, model: "NVIDIA A10", grade: .c, mem: 23028),
+                                              gpu("m2", 2, model: "NVIDIA A10", grade: .c, mem: 23028)], busy: ["m2"], schedulable: true)
+        let ever = index.couldEverFit(three)
+        #expect(ever, "the mixed node holds three")
+        let oneBusy = index.choose(three)
+        guard case .busy = oneBusy else { Issue.record("one of the mixed node's three is busy: \(oneBusy)"); return }
+        index.release(node: "mixed", deviceIDs: ["m2"])
+        guard case .placed("mixed", let ids) = index.choose(three) else { Issue.record("the mixed node is free"); return }
+        #expect(Set(ids) == ["m0", "m1", "m2"])
+        // The node leaves: impossible again (the remembered answer is dropped).
+        index.remove(node: "mixed")
+        let neverAgain = index.couldEverFit(three)
+        #expect(!neverAgain)
+    }
+
     @Test func diagnosisCountsNodesByTheFirstReasonThatApplies() {
         var index = PlacementIndex()
         index.upsert(node: "a100", devices: [gpu("a0", 0), gpu("a1", 1)], busy: ["a0", "a1"], schedulable: true)
@@ -170,8 +200,9 @@ struct RandomFleet {
 
     /// The invariants a scheduler must never break, over random fleets and request streams:
     /// no device is given twice, every placement meets its constraints on schedulable devices,
-    /// a request said to be impossible has no node that could ever hold it, and the index's
-    /// capacity counts equal a recount from scratch after any mix of placements and releases.
+    /// a request said to be impossible has no node that could ever hold it (and one said to be
+    /// busy has such a node), and the index's capacity counts equal a recount from scratch
+    /// after any mix of placements and releases.
     @Test func invariantsHoldOverRandomFleetsAndRequests() async {
         await propertyCheck(count: 60, input: Gen.int(in: 0...1_000_000)) { seed in
             var rng = SeededRandom(seed: UInt64(seed))
@@ -190,6 +221,9 @@ struct RandomFleet {
                     continue
                 }
                 let want = RandomFleet.request(&rng)
+                let couldEver = fleet.nodes.contains { _, devices in
+                    devices.filter { RegionPlacement.eligibleDevice($0, for: want, policy: PlacementPolicy(allowDegraded: index.options.allowDegraded)) }.count >= want.count
+                }
                 switch index.place(want) {
                 case .placed(let node, let devices):
                     #expect(devices.count == max(0, want.count))
@@ -202,12 +236,11 @@ struct RandomFleet {
                     busy.formUnion(devices)
                     held["s\(step)"] = (node, devices)
                 case .impossible:
-                    let couldEver = fleet.nodes.contains { _, devices in
-                        devices.filter { RegionPlacement.eligibleDevice($0, for: want, policy: PlacementPolicy(allowDegraded: index.options.allowDegraded)) }.count >= want.count
-                    }
                     #expect(!couldEver, "\(want) called impossible but a node could hold it (seed \(seed))")
                 case .busy:
-                    break
+                    // Busy only when some node could hold it once its devices are free (a bound
+                    // summed over nodes said busy for work no node could ever hold).
+                    #expect(couldEver, "\(want) called busy but no node could ever hold it (seed \(seed))")
                 }
             }
             // Recount capacity from scratch and compare.
