@@ -88,6 +88,9 @@ let package = Package(
             dependencies: [
                 "GridCore", "GridProtocol", "GridController", "GridCLI", "GridAgent",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                // HTTPS for the API (swift-nio-ssl is already built for AsyncHTTPClient).
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Metrics", package: "swift-metrics"),

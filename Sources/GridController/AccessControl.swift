@@ -6,10 +6,10 @@ import GridTransport
 import Logging
 import Synchronization
 
-/// What an operator key may do (docs/security.md). `admin` includes `operate`, which includes
-/// `submit`; every operator may read (queries).
+/// What an operator key (or an HTTP token) may do (docs/security.md). `admin` includes
+/// `operate`, which includes `submit`, which includes `read`; every operator may read (queries).
 public enum OperatorRight: String, Sendable, Hashable, CaseIterable, Comparable {
-    case submit, operate, admin
+    case read, submit, operate, admin
     public static func < (a: Self, b: Self) -> Bool { allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)! }
 }
 
@@ -30,6 +30,12 @@ public enum Principal: Sendable, Hashable {
         return nil
     }
 
+    /// An operator key's (or HTTP token's) name; nil for agents and regions.
+    public var operatorName: String? {
+        if case .operator(let name, _, _) = self { return name }
+        return nil
+    }
+
     public var label: String {
         switch self {
         case .agent(let nodes): return "agent " + nodes.map(\.rawValue).sorted().joined(separator: ",")
@@ -44,7 +50,7 @@ public enum Principal: Sendable, Hashable {
 ///
 ///     <public key, Z85>  agent     <node id>[,<node id>...]
 ///     <public key, Z85>  region    <region id>
-///     <public key, Z85>  operator  <name>  submit|operate|admin  [tenant=<account>]
+///     <public key, Z85>  operator  <name>  read|submit|operate|admin  [tenant=<account>]
 ///
 /// A field starting with `#` starts a comment (a key holds `#` only inside). Every mistake is
 /// reported with its line.
@@ -104,12 +110,12 @@ public struct AccessList: Sendable, Equatable {
             return .success(.region(RegionID(name)))
         case "operator":
             guard !extra, let r = right.flatMap(OperatorRight.init(rawValue:)) else {
-                return bad("an operator line is '<key> operator <name> submit|operate|admin [tenant=<account>]'")
+                return bad("an operator line is '<key> operator <name> read|submit|operate|admin [tenant=<account>]'")
             }
             if let p = IdentifierRules.problem(with: name) { return bad("operator name '\(name)' \(p)") }
             if let tenant {
                 if let p = IdentifierRules.problem(with: tenant) { return bad("tenant '\(tenant)' \(p)") }
-                if r == .admin { return bad("tenant=\(tenant): an admin key acts for the whole controller; bind submit or operate keys to a tenant") }
+                if r == .admin { return bad("tenant=\(tenant): an admin key acts for the whole controller; bind read, submit or operate keys to a tenant") }
             }
             return .success(.operator(name: name, right: r, tenant: tenant))
         default:

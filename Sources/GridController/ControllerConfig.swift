@@ -83,10 +83,18 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     /// `host:port`, port 0 = any free port, `off` = none. Loopback unless you say otherwise.
     /// Default `127.0.0.1:7780` (national), `127.0.0.1:7790` (region).
     public var http: String = "127.0.0.1:7790"
-    /// Bearer tokens allowed to change things over HTTP (submit, cancel, hold, cordon, drain):
-    /// a file of `name token` lines (`#` comments), read at start and on SIGHUP. Relative to the
-    /// config file. "" = the HTTP API only reads.
+    /// Bearer tokens of the HTTP API: a file of `name token [read|submit|operate|admin]
+    /// [tenant=<account>]` lines (`#` comments; no right = `operate`), read at start and on
+    /// SIGHUP. Relative to the config file. "" = the HTTP API only reads (when reads are open).
     public var httpTokenFile: String = ""
+    /// Whether reads of the HTTP API (everything but `/healthz`, `/readyz`, the dashboard's page
+    /// and `/openapi.yaml`) need a bearer token too: `open`, `token`, or `auto` (the default:
+    /// `token` when `http` is not a loopback address).
+    public var httpRead: HTTPReadAccess = .auto
+    /// TLS for the HTTP listener: a PEM certificate chain and its PEM private key (both or
+    /// neither; relative to the config file). Set, the listener speaks HTTPS only.
+    public var httpTLSCert: String = ""
+    public var httpTLSKey: String = ""
     /// Log lines as `text` or `json` (one JSON object per line). Default `text`.
     public var logFormat: LogFormat = .text
     /// Region: the service gateway's listener (SERVICES.md, "Gateway"): `host:port`, port 0 =
@@ -131,6 +139,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case logLevel = "log_level"
         case http
         case httpTokenFile = "http_token_file"
+        case httpRead = "http_read"
+        case httpTLSCert = "http_tls_cert"
+        case httpTLSKey = "http_tls_key"
         case logFormat = "log_format"
         case gateway
         case gatewayURL = "gateway_url"
@@ -168,6 +179,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         logLevel = try c.value(.logLevel, default: d.logLevel)
         http = try c.value(.http, default: defaultsForRole.http)
         httpTokenFile = try c.value(.httpTokenFile, default: d.httpTokenFile)
+        httpRead = try c.value(.httpRead, default: d.httpRead)
+        httpTLSCert = try c.value(.httpTLSCert, default: d.httpTLSCert)
+        httpTLSKey = try c.value(.httpTLSKey, default: d.httpTLSKey)
         logFormat = try c.value(.logFormat, default: d.logFormat)
         gateway = try c.value(.gateway, default: d.gateway)
         gatewayURL = try c.value(.gatewayURL, default: d.gatewayURL)
@@ -228,6 +242,16 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             out.append("history_retention_hours: must be > 0 and at most 8760, got \(historyRetentionHours)")
         }
         if case .failure(let e) = HTTPListen.parse(http) { out.append("http: \(e)") }
+        if httpTLSCert.isEmpty != httpTLSKey.isEmpty {
+            out.append(httpTLSCert.isEmpty ? "http_tls_cert: required with http_tls_key (the certificate chain, PEM)"
+                                           : "http_tls_key: required with http_tls_cert (the certificate's private key, PEM)")
+        }
+        for (k, path) in [("http_tls_cert", httpTLSCert), ("http_tls_key", httpTLSKey)] where !path.isEmpty {
+            if !FileManager.default.isReadableFile(atPath: path) { out.append("\(k): cannot read '\(path)'") }
+        }
+        if httpRead == .token, httpTokenFile.isEmpty {
+            out.append("http_read: token needs http_token_file (the tokens that may read)")
+        }
         if case .failure(let e) = HTTPListen.parse(gateway) { out.append("gateway: \(e)") }
         if !gatewayURL.isEmpty, !(gatewayURL.hasPrefix("http://") || gatewayURL.hasPrefix("https://")) {
             out.append("gateway_url: '\(gatewayURL)' is not an http:// or https:// URL")
@@ -292,12 +316,19 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             ("GRID_CONTROLLER_GATEWAY", { $0.gateway = $1 }),
             ("GRID_CONTROLLER_GATEWAY_URL", { $0.gatewayURL = $1 }),
             ("GRID_HTTP_TOKEN_FILE", { $0.httpTokenFile = $1 }),
+            ("GRID_HTTP_TLS_CERT", { $0.httpTLSCert = $1 }),
+            ("GRID_HTTP_TLS_KEY", { $0.httpTLSKey = $1 }),
             ("GRID_CONTROLLER_KEY_FILE", { $0.keyFile = $1 }),
             ("GRID_CONTROLLER_AUTHORIZED_KEYS", { $0.authorizedKeys = $1 }),
             ("GRID_CONTROLLER_NATIONAL_KEY", { $0.nationalKey = $1 }),
         ]
         for (name, apply) in env {
             if let v = environment[name], !v.isEmpty { apply(&config, v) }
+        }
+        if let v = environment["GRID_HTTP_READ"], !v.isEmpty {
+            if let r = HTTPReadAccess(rawValue: v) { config.httpRead = r } else {
+                problems.append("GRID_HTTP_READ: '\(v)' is not one of \(HTTPReadAccess.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
         }
         if config.dataDir.isEmpty {
             config.dataDir = "/var/lib/computegrid/\(config.id)"
@@ -308,6 +339,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             if !path.isEmpty && !path.hasPrefix("/") { path = URL(fileURLWithPath: baseDir).appendingPathComponent(path).standardizedFileURL.path }
         }
         absolute(&config.httpTokenFile)
+        absolute(&config.httpTLSCert)
+        absolute(&config.httpTLSKey)
         absolute(&config.keyFile)
         absolute(&config.authorizedKeys)
         // A key itself (Z85 may hold '/') stays as it is; anything else is a .pub path.

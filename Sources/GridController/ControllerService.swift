@@ -92,9 +92,9 @@ public final class ControllerService: Service, @unchecked Sendable {
     }
 
     /// Delivers `body` to the controller as a client's message and waits for its answer (an
-    /// `ERROR_REPLY` when refused or unanswered). For the HTTP API; `caller` (a write's bearer
-    /// token name) is who the audit log names.
-    public func ask(_ body: Body, caller: String? = nil) async -> Body {
+    /// `ERROR_REPLY` when refused or unanswered). For the HTTP API; `caller` (the bearer
+    /// token's principal) is held to that token's right and tenant and named in the audit log.
+    public func ask(_ body: Body, caller: Principal? = nil) async -> Body {
         // The loop answers every ask (an error after `callTimeoutMs` at the latest); this bound
         // covers a loop that has stopped, so an HTTP request never waits forever.
         await OnceAnswer<Body>.awaiting(timeout: .milliseconds(RegionShell.callTimeoutMs + 5000), fallback: {

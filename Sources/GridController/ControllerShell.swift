@@ -46,7 +46,7 @@ public enum ControllerCall: Sendable {
     /// when refused, or when no answer came within `ControllerShell.callTimeoutMs`). A relayed
     /// request (a region's nodes asked of the national scheduler) is answered when the region
     /// answers.
-    case ask(Body, caller: String?, answer: @Sendable (Body) -> Void)
+    case ask(Body, caller: Principal?, answer: @Sendable (Body) -> Void)
     /// Hand an observation to `reply`.
     case observe(reply: @Sendable (ControllerObservation) -> Void)
 }
@@ -191,7 +191,9 @@ public final class ControllerShell<Instance: ControllerInstance> {
 
     /// An in-process ask: validated exactly as a frame from a peer would be (encoded and decoded
     /// again), then given to the instance under the call's own identity.
-    func ask(_ body: Body, caller: String? = nil, answer: @escaping @Sendable (Body) -> Void, now: Moment) -> [ControllerDirective] {
+    /// `caller`: the HTTP token's principal (checked by the same rules as a ZeroMQ key's, and
+    /// the tenant it is bound to applies); nil = the controller's own ask, unrestricted.
+    func ask(_ body: Body, caller: Principal? = nil, answer: @escaping @Sendable (Body) -> Void, now: Moment) -> [ControllerDirective] {
         lastCall &+= 1
         let n = lastCall
         let message: Message
@@ -207,10 +209,14 @@ public final class ControllerShell<Instance: ControllerInstance> {
         var identity = localCallPrefix
         withUnsafeBytes(of: n.bigEndian) { identity.append(contentsOf: $0) }
         countReceived(message.body.type)
-        let origin = Origin(peer: .downstream(identity: identity), sequence: n)
+        let origin = Origin(peer: .downstream(identity: identity), sequence: n, principal: caller)
         var out: [ControllerDirective] = []
         if case .keyControl = message.body {
             answer(Self.errorBody("unsupported", "keys are enrolled over ZeroMQ with an admin key (gridctl keys enroll), not over HTTP"))
+            return []
+        }
+        if let caller, let why = AccessControl.check(message.body, caller) {
+            answer(Self.errorBody("forbidden", "http token \(caller.label.dropFirst("operator ".count)): \(why)"))
             return []
         }
         if Self.answeredByShell(message.body), let reply = shellAnswer(message, origin: origin, now: now, into: &out) {
@@ -218,7 +224,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
             return out
         }
         calls[n] = (answer, now.monotonicMs + Self.callTimeoutMs)
-        if let record = Self.auditRecord(message.body, who: caller.map { "http \($0)" } ?? "http API", now: now) { out.append(.persist(.audit(record))) }
+        if let record = Self.auditRecord(message.body, who: caller.map { "http \($0.operatorName ?? $0.label)" } ?? "http API", now: now) { out.append(.persist(.audit(record))) }
         return out + instance.receive(message, origin: origin, now: now)
     }
 

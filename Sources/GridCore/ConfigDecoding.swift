@@ -117,6 +117,30 @@ public enum HTTPListen: Sendable, Equatable {
     }
 }
 
+extension HTTPListen {
+    /// Whether the listener is reachable from this host only (127.0.0.0/8, ::1, localhost).
+    public var isLoopback: Bool {
+        guard case .on(let host, _) = self else { return true }
+        let h = host.lowercased()
+        return h == "localhost" || h == "::1" || h.hasPrefix("127.")
+    }
+}
+
+/// Whether an HTTP API's reads need a bearer token (`http_read`).
+public enum HTTPReadAccess: String, Codable, Sendable, CaseIterable {
+    /// Anyone who reaches the listener reads.
+    case open
+    /// Reads need a token too (any right); a tenant's token reads its own work only.
+    case token
+    /// `token` when the listener is not loopback, `open` when it is.
+    case auto
+
+    /// `auto` decided for a listener.
+    public func resolved(for listener: HTTPListen) -> HTTPReadAccess {
+        self == .auto ? (listener.isLoopback ? .open : .token) : self
+    }
+}
+
 /// A configuration value that breaks a rule, said so a person can fix it.
 public struct ConfigValueError: Error, CustomStringConvertible, Sendable, Equatable {
     public var description: String

@@ -12,8 +12,9 @@ import SwiftProtobuf
 public protocol ControllerAccess: Sendable {
     var role: ControllerRole { get }
     var name: String { get }
-    /// `caller`: the bearer token's name of a write, for the audit log; nil for reads.
-    func ask(_ body: Body, caller: String?) async -> Body
+    /// `caller`: the bearer token's principal (its right and tenant apply; the audit log names
+    /// it); nil = unrestricted (reads when they are open).
+    func ask(_ body: Body, caller: Principal?) async -> Body
     func observe(timeout: Duration) async -> ControllerObservation?
 }
 
@@ -32,20 +33,25 @@ extension ControllerService: ControllerAccess {
 ///
 /// Every read and write goes through the controller's loop as a protocol message from an
 /// in-process peer, so the API gives the same answers as `gridctl` and a change is stored
-/// before it is answered. Writes need a bearer token from `http_token_file`.
+/// before it is answered. Writes need a bearer token from `http_token_file`; so do reads unless
+/// `reads` is `.open` (`http_read`). A token acts with its right and tenant, by the rules an
+/// operator key has over ZeroMQ.
 public struct ControllerAPI: Sendable {
     public let controller: any ControllerAccess
     public let metrics: MetricsExporter
     public let tokens: TokenStore
+    /// Whether reads need a token (`http_read`, resolved: `.open` or `.token`).
+    public let reads: HTTPReadAccess
     public let logger: Logger
     /// How often the event stream looks for changes.
     public var eventInterval: Duration = .seconds(1)
     /// Raised at shutdown: event streams end.
     public let stopping: ShutdownFlag
 
-    public init(controller: any ControllerAccess, metrics: MetricsExporter, tokens: TokenStore, logger: Logger,
-                stopping: ShutdownFlag = ShutdownFlag()) {
+    public init(controller: any ControllerAccess, metrics: MetricsExporter, tokens: TokenStore, reads: HTTPReadAccess = .open,
+                logger: Logger, stopping: ShutdownFlag = ShutdownFlag()) {
         self.stopping = stopping
+        self.reads = reads == .auto ? .token : reads
         self.controller = controller
         self.metrics = metrics
         self.tokens = tokens
@@ -64,35 +70,66 @@ public struct ControllerAPI: Sendable {
         router.middlewares.add(APIErrorMiddleware())
         router.get("/healthz") { _, _ in try await self.healthz() }
         router.get("/readyz") { _, _ in try await self.readyz() }
-        router.get("/metrics") { _, _ in try await self.scrape() }
+        router.get("/metrics") { request, _ in
+            try await self.reading(request, "reading /metrics", fleet: true) { _ in try await self.scrape() }
+        }
         router.get("/") { _, _ in Self.resource("dashboard.html", type: "text/html; charset=utf-8") }
         router.get("/dashboard.js") { _, _ in Self.resource("dashboard.js", type: "text/javascript; charset=utf-8") }
         router.get("/dashboard.css") { _, _ in Self.resource("dashboard.css", type: "text/css; charset=utf-8") }
         router.get("/openapi.yaml") { _, _ in Self.resource("openapi.yaml", type: "application/yaml") }
         let api = router.group("api/v1")
-        api.get("overview") { _, _ in try await self.overview() }
-        api.get("events") { request, _ in self.events(request) }
-        api.get("regions") { _, _ in try await self.regions() }
+        // Reads: `fleet` ones (what runs where) are refused to a token bound to a tenant.
+        api.get("overview") { request, _ in
+            try await self.reading(request, "reading the overview", fleet: true) { _ in try await self.overview() }
+        }
+        api.get("events") { request, _ in
+            try await self.reading(request, "following the overview", fleet: true) { _ in self.events(request) }
+        }
+        api.get("regions") { request, _ in
+            try await self.reading(request, "listing regions") { _ in try await self.regions() }
+        }
         api.get("nodes") { request, _ in
-            try await self.query(.nodes, region: request.uri.queryParameters.get("region"), page: request)
+            try await self.reading(request, "listing nodes", fleet: true) { who in
+                try await self.query(.nodes, region: request.uri.queryParameters.get("region"), page: request, caller: who)
+            }
         }
         api.get("nodes/:id") { request, context in
-            try await self.node(try context.parameters.require("id"), region: request.uri.queryParameters.get("region").map { String($0) })
+            let id = try context.parameters.require("id")
+            return try await self.reading(request, "reading a node", fleet: true) { who in
+                try await self.node(id, region: request.uri.queryParameters.get("region").map { String($0) }, caller: who)
+            }
         }
         api.get("resources") { request, _ in
-            try await self.resolve(request.uri.queryParameters.get("name").map { String($0) })
+            try await self.reading(request, "resolving a resource name", fleet: true) { who in
+                try await self.resolve(request.uri.queryParameters.get("name").map { String($0) }, caller: who)
+            }
         }
-        api.get("jobs") { request, _ in try await self.query(.jobs, page: request) }
-        api.get("jobs/:id") { _, context in
-            try await self.query(.job, job: try context.parameters.require("id"))
+        api.get("jobs") { request, _ in
+            try await self.reading(request, "listing jobs") { who in try await self.query(.jobs, page: request, caller: who) }
         }
-        api.get("jobs/:id/events") { _, context in try await self.events(ofJob: try context.parameters.require("id")) }
+        api.get("jobs/:id") { request, context in
+            let id = try context.parameters.require("id")
+            return try await self.reading(request, "reading a job") { who in try await self.query(.job, job: id, caller: who) }
+        }
+        api.get("jobs/:id/events") { request, context in
+            let id = try context.parameters.require("id")
+            return try await self.reading(request, "reading a job's events") { who in try await self.events(ofJob: id, caller: who) }
+        }
         api.get("accounts") { request, _ in
-            try await self.query(.accounts, region: request.uri.queryParameters.get("region"))
+            try await self.reading(request, "listing accounts", fleet: true) { who in
+                try await self.query(.accounts, region: request.uri.queryParameters.get("region"), caller: who)
+            }
         }
-        api.get("services") { request, _ in try await self.services(nil, origin: request.uri.queryParameters.get("origin")) }
+        api.get("services") { request, _ in
+            try await self.reading(request, "listing services") { who in
+                try await self.services(nil, origin: request.uri.queryParameters.get("origin"), caller: who)
+            }
+        }
         api.get("services/:name") { request, context in
-            try await self.services(try context.parameters.require("name"), origin: request.uri.queryParameters.get("origin"))
+            let name = try context.parameters.require("name")
+            return try await self.reading(request, "reading a service") { who in
+                try await self.services(name, origin: request.uri.queryParameters.get("origin"), caller: who)
+            }
         }
         api.post("jobs") { request, context in try await self.submit(request, context) }
         for action in ["cancel", "hold", "release", "requeue"] {
@@ -155,7 +192,7 @@ public struct ControllerAPI: Sendable {
     }
 
     /// Services (national): every one, or the one named, with replicas and endpoints (SERVICES.md).
-    func services(_ name: String?, origin: String? = nil) async throws -> Response {
+    func services(_ name: String?, origin: String? = nil, caller: Principal? = nil) async throws -> Response {
         guard controller.role == .national else {
             return Self.problem(.notFound, "not_found", "services are kept by the national scheduler; ask it")
         }
@@ -163,13 +200,14 @@ public struct ControllerAPI: Sendable {
         q.kind = .services
         q.service = name ?? ""
         q.regionID = origin ?? ""
-        let answer = await controller.ask(.query(q))
+        let answer = await controller.ask(.query(q), caller: caller)
         guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
         if name != nil, let s = r.services.first { return Self.jsonResponse(.ok, try s.jsonString(options: Self.json)) }
         return Self.jsonResponse(.ok, try Self.list(r, .services))
     }
 
-    func query(_ kind: Wire.Query.Kind, region: String? = nil, job: String = "", page request: Request? = nil) async throws -> Response {
+    func query(_ kind: Wire.Query.Kind, region: String? = nil, job: String = "", page request: Request? = nil,
+               caller: Principal? = nil) async throws -> Response {
         var q = Wire.Query()
         q.kind = kind
         q.jobID = job
@@ -187,7 +225,7 @@ public struct ControllerAPI: Sendable {
                 q.limit = n
             }
         }
-        let answer = await controller.ask(.query(q))
+        let answer = await controller.ask(.query(q), caller: caller)
         switch answer {
         case .queryReply(let r):
             if kind == .job {
@@ -201,12 +239,12 @@ public struct ControllerAPI: Sendable {
     }
 
     /// One node with its units (device, grade, health, busy, the job holding it).
-    func node(_ id: String, region: String?) async throws -> Response {
+    func node(_ id: String, region: String?, caller: Principal? = nil) async throws -> Response {
         var q = Wire.Query()
         q.kind = .nodes
         q.nodeID = id
         q.regionID = region ?? ""
-        let answer = await controller.ask(.query(q))
+        let answer = await controller.ask(.query(q), caller: caller)
         guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
         guard let n = r.nodes.first else { return Self.problem(.notFound, "not_found", "node \(id) is not known") }
         return Self.jsonResponse(.ok, try n.jsonString(options: Self.json))
@@ -215,7 +253,7 @@ public struct ControllerAPI: Sendable {
     /// `GET /api/v1/resources?name=cg://…`: what a resource name names — the network (the
     /// overview), a region (as /regions shows it), or a node with its units (narrowed to the
     /// named device or partition). A name that does not parse is a 400 naming the bad segment.
-    func resolve(_ text: String?) async throws -> Response {
+    func resolve(_ text: String?, caller: Principal? = nil) async throws -> Response {
         guard let text, !text.isEmpty else {
             return Self.problem(.badRequest, "bad_request", "name: required, a resource name cg://[REGION[/NODE[/DEVICE[/PARTITION]]]]")
         }
@@ -243,7 +281,7 @@ public struct ControllerAPI: Sendable {
             var q = Wire.Query()
             q.kind = .nodes
             q.resource = text
-            let answer = await controller.ask(.query(q))
+            let answer = await controller.ask(.query(q), caller: caller)
             guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
             guard let n = r.nodes.first else { return Self.problem(.notFound, "not_found", "\(name) is not known") }
             return wrap(try n.jsonString(options: Self.json))
@@ -251,11 +289,11 @@ public struct ControllerAPI: Sendable {
     }
 
     /// A job's dated events (submitted, decided, held, each attempt's start and end, the end).
-    func events(ofJob id: String) async throws -> Response {
+    func events(ofJob id: String, caller: Principal? = nil) async throws -> Response {
         var q = Wire.Query()
         q.kind = .job
         q.jobID = id
-        let answer = await controller.ask(.query(q))
+        let answer = await controller.ask(.query(q), caller: caller)
         guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
         guard let w = r.jobs.first else { return Self.problem(.notFound, "not_found", "job \(id) is not known") }
         let e = JSONEncoder()
@@ -264,31 +302,65 @@ public struct ControllerAPI: Sendable {
         return Self.jsonResponse(.ok, String(decoding: try e.encode(JobEvent.of(try w.record())), as: UTF8.self))
     }
 
-    // MARK: writes
+    // MARK: who calls
 
-    /// The caller's token name, or the refusal to send.
-    func authorise(_ request: Request, _ what: String) -> Authorisation {
-        guard tokens.configured else {
-            return .refused(Self.problem(.forbidden, "forbidden",
-                                         "this API only reads: set http_token_file in the controller's configuration to allow \(what)"))
+    /// The bearer token of a request: the `Authorization` header, or for a GET the
+    /// `access_token` query parameter (RFC 6750 §2.3: a browser's EventSource cannot set
+    /// headers). Nil when there is none.
+    static func bearer(_ request: Request) -> String? {
+        if let header = request.headers[.authorization] {
+            guard header.lowercased().hasPrefix("bearer ") else { return "" }
+            return String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
         }
-        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
+        if request.method == .get, let t = request.uri.queryParameters.get("access_token") { return String(t) }
+        return nil
+    }
+
+    /// Who calls, or the refusal to send. A write needs a token; a read needs one unless reads
+    /// are open (a token given anyway must be valid, and then binds the read to its tenant).
+    /// `fleet`: a read of what runs where (nodes, accounts, the overview, metrics), which a token
+    /// bound to a tenant may not make (as its ZeroMQ key may not).
+    func authorise(_ request: Request, _ what: String, write: Bool = false, fleet: Bool = false) -> Authorisation {
+        let given = Self.bearer(request)
+        guard tokens.configured else {
+            if !write && reads == .open { return .caller(nil) }
+            return .refused(Self.problem(.forbidden, "forbidden", write
+                ? "this API only reads: set http_token_file in the controller's configuration to allow \(what)"
+                : "\(what) needs a bearer token (http_read: token) and this controller has no http_token_file: set one, or http_read: open"))
+        }
+        guard let given else {
+            if !write && reads == .open { return .caller(nil) }
             return .refused(Self.problem(.unauthorized, "unauthorized", "\(what) needs 'Authorization: Bearer <token>' (a token from http_token_file)",
                                          headers: [.wwwAuthenticate: #"Bearer realm="computegrid""#]))
         }
-        guard let name = tokens.name(for: String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)) else {
+        guard let who = tokens.principal(for: given) else {
             return .refused(Self.problem(.unauthorized, "unauthorized", "the bearer token is not one of http_token_file's",
                                          headers: [.wwwAuthenticate: #"Bearer realm="computegrid", error="invalid_token""#]))
         }
-        return .caller(name)
+        if fleet, let tenant = who.tenant {
+            return .refused(Self.problem(.forbidden, "forbidden",
+                                         "http token \(who.operatorName ?? ""): a token bound to tenant '\(tenant)' reads its jobs, regions and services only, not \(what.replacingOccurrences(of: "reading ", with: ""))"))
+        }
+        return .caller(who)
     }
 
-    func submit(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        let caller: String
-        switch authorise(request, "submitting jobs") {
-        case .caller(let n): caller = n
+    /// A read as `who` may make it, or the refusal.
+    func reading(_ request: Request, _ what: String, fleet: Bool = false, _ answer: (Principal?) async throws -> Response) async throws -> Response {
+        switch authorise(request, what, fleet: fleet) {
+        case .caller(let who): return try await answer(who)
         case .refused(let r): return r
         }
+    }
+
+    // MARK: writes
+
+    func submit(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let caller: Principal?
+        switch authorise(request, "submitting jobs", write: true) {
+        case .caller(let who): caller = who
+        case .refused(let r): return r
+        }
+        let name = caller?.operatorName ?? "?"
         guard controller.role == .national else {
             return Self.problem(.notFound, "unsupported", "submit jobs to the national scheduler, not to region \(controller.name)")
         }
@@ -306,19 +378,20 @@ public struct ControllerAPI: Sendable {
         if let id = request.uri.queryParameters.get("id") { item.jobID = String(id) }
         var s = Wire.Submit()
         s.items = [item]
-        logger.notice("HTTP submit", metadata: ["caller": "\(caller)", "jobs": "\(entry.count)"])
+        logger.notice("HTTP submit", metadata: ["caller": "\(name)", "jobs": "\(entry.count)"])
         let answer = await controller.ask(.submit(s), caller: caller)
         guard case .submitReply(let r) = answer else { return Self.refusal(answer) }
         return Self.jsonResponse(r.accepted ? .created : .unprocessableContent, try r.jsonString(options: Self.json))
     }
 
     func jobAction(_ action: String, id: String, _ request: Request) async throws -> Response {
-        let caller: String
-        switch authorise(request, "\(action) of a job") {
-        case .caller(let n): caller = n
+        let caller: Principal?
+        switch authorise(request, "\(action) of a job", write: true) {
+        case .caller(let who): caller = who
         case .refused(let r): return r
         }
-        let reason = request.uri.queryParameters.get("reason").map { String($0) } ?? "by \(caller) over HTTP"
+        let name = caller?.operatorName ?? "?"
+        let reason = request.uri.queryParameters.get("reason").map { String($0) } ?? "by \(name) over HTTP"
         let body: Body
         switch action {
         case "cancel":
@@ -332,7 +405,7 @@ public struct ControllerAPI: Sendable {
             c.action = action == "hold" ? .hold : action == "release" ? .release : .requeue
             body = .jobControl(c)
         }
-        logger.notice("HTTP job \(action)", metadata: ["caller": "\(caller)", "job": "\(id)"])
+        logger.notice("HTTP job \(action)", metadata: ["caller": "\(name)", "job": "\(id)"])
         let answer = await controller.ask(body, caller: caller)
         guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
         guard let j = r.jobs.first else { return Self.jsonResponse(.accepted, try r.jsonString(options: Self.json)) }
@@ -340,32 +413,34 @@ public struct ControllerAPI: Sendable {
     }
 
     func removeRegion(_ id: String, _ request: Request) async throws -> Response {
-        let caller: String
-        switch authorise(request, "removing a region") {
-        case .caller(let n): caller = n
+        let caller: Principal?
+        switch authorise(request, "removing a region", write: true) {
+        case .caller(let who): caller = who
         case .refused(let r): return r
         }
+        let name = caller?.operatorName ?? "?"
         var m = Wire.RegionControl()
         m.regionID = id
         m.action = .remove
-        logger.notice("HTTP region remove", metadata: ["caller": "\(caller)", "region": "\(id)"])
+        logger.notice("HTTP region remove", metadata: ["caller": "\(name)", "region": "\(id)"])
         let answer = await controller.ask(.regionControl(m), caller: caller)
         guard case .queryReply = answer else { return Self.refusal(answer) }
         return try await regions()
     }
 
     func nodeAction(_ action: String, id: String, _ request: Request) async throws -> Response {
-        let caller: String
-        switch authorise(request, "\(action) of a node") {
-        case .caller(let n): caller = n
+        let caller: Principal?
+        switch authorise(request, "\(action) of a node", write: true) {
+        case .caller(let who): caller = who
         case .refused(let r): return r
         }
+        let name = caller?.operatorName ?? "?"
         var c = Wire.NodeCommand()
         c.nodeID = id
         c.regionID = request.uri.queryParameters.get("region").map { String($0) } ?? ""
-        c.reason = request.uri.queryParameters.get("reason").map { String($0) } ?? "by \(caller) over HTTP"
+        c.reason = request.uri.queryParameters.get("reason").map { String($0) } ?? "by \(name) over HTTP"
         c.action = action == "cordon" ? .cordon : action == "uncordon" ? .uncordon : .drain
-        logger.notice("HTTP node \(action)", metadata: ["caller": "\(caller)", "node": "\(id)"])
+        logger.notice("HTTP node \(action)", metadata: ["caller": "\(name)", "node": "\(id)"])
         let answer = await controller.ask(.nodeCommand(c), caller: caller)
         guard case .queryReply(let r) = answer else { return Self.refusal(answer) }
         guard let n = r.nodes.first else { return Self.problem(.notFound, "not_found", "node \(id) is not known") }
@@ -466,6 +541,7 @@ public struct ControllerAPI: Sendable {
         case "bad_request": status = .badRequest
         case "unsupported": status = .notFound
         case "unavailable": status = .serviceUnavailable
+        case "forbidden": status = .forbidden
         case "overloaded": status = .tooManyRequests
         default: status = .internalServerError
         }
@@ -485,7 +561,8 @@ public struct ControllerAPI: Sendable {
 }
 
 enum Authorisation {
-    case caller(String)
+    /// Nil: no token, and none needed (an open read).
+    case caller(Principal?)
     case refused(Response)
 }
 

@@ -1,6 +1,8 @@
 import Foundation
 import GridCore
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -8,7 +10,7 @@ import Synchronization
 
 /// A daemon's HTTP listener as a swift-service-lifecycle `Service`: Hummingbird on the given
 /// address, stopped with the rest of the daemon on SIGTERM/SIGINT. `onListening` gets the bound
-/// address (`host:port`, the real port when 0 was asked for).
+/// address (`host:port`, the real port when 0 was asked for). With `tls` it speaks HTTPS only.
 public struct HTTPServer<Context: RequestContext>: Service where Context.Source == ApplicationRequestContextSource {
     let responder: RouterResponder<Context>
     let host: String
@@ -16,12 +18,14 @@ public struct HTTPServer<Context: RequestContext>: Service where Context.Source 
     let logger: Logger
     let onListening: @Sendable (String) -> Void
     let stopping: ShutdownFlag
+    let tls: HTTPSConfiguration?
 
     /// `stopping` is raised when the daemon begins to shut down: long answers (the event stream)
     /// end then, so the server's graceful shutdown does not wait on them.
     public init(router: Router<Context>, host: String, port: Int, logger: Logger, stopping: ShutdownFlag = ShutdownFlag(),
-                onListening: @escaping @Sendable (String) -> Void) {
+                tls: HTTPSConfiguration? = nil, onListening: @escaping @Sendable (String) -> Void) {
         self.stopping = stopping
+        self.tls = tls
         self.responder = router.buildResponder()
         self.host = host
         self.port = port
@@ -35,8 +39,14 @@ public struct HTTPServer<Context: RequestContext>: Service where Context.Source 
         var quiet = logger
         // Hummingbird's own lines (one per request at info) stay out of the daemon's log.
         quiet.logLevel = max(logger.logLevel, .warning)
+        let server: HTTPServerBuilder
+        do { server = try tls.map { try .tls(.http1(), tlsConfiguration: $0.tls) } ?? .http1() } catch {
+            logger.error("the HTTP listener on \(host):\(port) cannot set up TLS: \(error); the daemon goes on without it")
+            return
+        }
         let app = Application(
             responder: responder,
+            server: server,
             configuration: .init(address: .hostname(host, port: port), serverName: "computegrid"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
@@ -56,6 +66,32 @@ public struct HTTPServer<Context: RequestContext>: Service where Context.Source 
             logger.error("the HTTP listener on \(host):\(port) failed: \(error); the daemon goes on without it (set 'http' to a free port, or off)")
         }
     }
+}
+
+/// The TLS of an HTTPS listener (TLS 1.2 or later).
+public struct HTTPSConfiguration: Sendable {
+    let tls: TLSConfiguration
+
+    /// From a PEM certificate chain (the server's certificate first) and its PEM private key.
+    /// Throws, naming the file, when either cannot be read or parsed.
+    public init(certificateChain certPath: String, privateKey keyPath: String) throws {
+        tls = try httpsTLS(certificateChain: certPath, privateKey: keyPath)
+    }
+}
+
+func httpsTLS(certificateChain certPath: String, privateKey keyPath: String) throws -> TLSConfiguration {
+    let chain: [NIOSSLCertificate]
+    do { chain = try NIOSSLCertificate.fromPEMFile(certPath) } catch {
+        throw ConfigError(source: certPath, problems: ["http_tls_cert: not a PEM certificate chain (\(error))"])
+    }
+    guard !chain.isEmpty else { throw ConfigError(source: certPath, problems: ["http_tls_cert: no certificate in the file"]) }
+    let key: NIOSSLPrivateKey
+    do { key = try NIOSSLPrivateKey(file: keyPath, format: .pem) } catch {
+        throw ConfigError(source: keyPath, problems: ["http_tls_key: not a PEM private key (\(error))"])
+    }
+    var c = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+    c.minimumTLSVersion = .tlsv12
+    return c
 }
 
 /// Set once when the daemon starts to shut down; read by long-running answers.

@@ -84,13 +84,18 @@ struct Overview: Encodable, Equatable {
     }
 }
 
-/// Bearer tokens allowed to change things over HTTP, from `http_token_file`: one `name token`
-/// per line, `#` comments. Reloadable (SIGHUP).
+/// Bearer tokens of the HTTP API, from `http_token_file`: one token per line,
+///
+///     <name>  <token>  [read|submit|operate|admin]  [tenant=<account>]
+///
+/// `#` comments. A token acts as an operator key of that name, right and tenant would over
+/// ZeroMQ (the same rules, `AccessList.check`); without a right it may `operate` (the file's
+/// first format). Reloadable (SIGHUP).
 public final class TokenStore: Sendable {
-    private let entries = Mutex<[(name: String, token: [UInt8])]>([])
+    private let entries = Mutex<[(token: [UInt8], principal: Principal)]>([])
     public let path: String
 
-    /// `path` "" = no tokens: the API only reads.
+    /// `path` "" = no tokens: the API only reads, and only when reads are open.
     public init(path: String) throws {
         self.path = path
         try reload()
@@ -106,37 +111,61 @@ public final class TokenStore: Sendable {
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw ConfigError(source: path, problems: ["cannot read the token file: \(error.localizedDescription)"])
         }
-        var out: [(String, [UInt8])] = []
+        var out: [([UInt8], Principal)] = []
         var problems: [String] = []
+        var seen: [String: Int] = [:]
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") { continue }
-            let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            guard parts.count == 2 else {
-                problems.append("line \(i + 1): expected 'name token', got \(parts.count) field(s)")
+            var parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            var tenant: String?
+            if parts.count >= 3, let last = parts.last, last.hasPrefix("tenant=") {
+                tenant = String(last.dropFirst("tenant=".count))
+                parts.removeLast()
+            }
+            guard parts.count == 2 || parts.count == 3 else {
+                problems.append("line \(i + 1): expected 'name token [read|submit|operate|admin] [tenant=<account>]', got \(parts.count) field(s)")
                 continue
             }
             guard parts[1].utf8.count >= 16 else {
                 problems.append("line \(i + 1): the token of '\(parts[0])' is shorter than 16 characters; use e.g. `openssl rand -hex 32`")
                 continue
             }
-            out.append((String(parts[0]), Array(parts[1].utf8)))
+            if let first = seen[parts[1]] {
+                problems.append("line \(i + 1): the token of '\(parts[0])' is also on line \(first); give each its own")
+                continue
+            }
+            seen[parts[1]] = i + 1
+            switch AccessList.principal(role: "operator", name: parts[0], right: parts.count == 3 ? parts[2] : OperatorRight.operate.rawValue,
+                                        tenant: tenant) {
+            case .success(let p):
+                out.append((Array(parts[1].utf8), p))
+            case .failure(let e):
+                problems.append("line \(i + 1): \(e.message.replacingOccurrences(of: "an operator line is '<key> operator <name>", with: "a token line is '<name> <token>"))")
+            }
         }
         if !problems.isEmpty { throw ConfigError(source: path, problems: problems) }
         entries.withLock { $0 = out }
     }
 
-    /// The name of the token, compared in constant time per entry.
-    public func name(for token: String) -> String? {
+    /// Whom the token speaks for (an operator of the token's name), compared in constant time
+    /// per entry; nil for a token not in the file.
+    public func principal(for token: String) -> Principal? {
         let given = Array(token.utf8)
         return entries.withLock { list in
-            var found: String?
+            var found: Principal?
             for e in list {
                 var diff = UInt8(e.token.count == given.count ? 0 : 1)
                 for i in 0..<e.token.count { diff |= e.token[i] ^ (i < given.count ? given[i] : 0) }
-                if diff == 0 { found = e.name }
+                if diff == 0 { found = e.principal }
             }
             return found
         }
+    }
+
+    /// The token's name.
+    public func name(for token: String) -> String? {
+        guard case .operator(let name, _, _)? = principal(for: token) else { return nil }
+        return name
     }
 }

@@ -75,8 +75,10 @@ struct GridControllerCommand: AsyncParsableCommand {
         let service: ControllerService
         let exporter = MetricsExporter()
         let tokens: TokenStore
+        var tls: HTTPSConfiguration?
         do {
             tokens = try TokenStore(path: cfg.httpTokenFile)
+            if !cfg.httpTLSCert.isEmpty { tls = try HTTPSConfiguration(certificateChain: cfg.httpTLSCert, privateKey: cfg.httpTLSKey) }
             service = try ControllerService(config: cfg, logger: logger, metrics: ControllerMetrics(factory: exporter.factory))
         } catch {
             FileHandle.standardError.write(Data("grid-controller: cannot start \(name): \(error)\n".utf8))
@@ -85,11 +87,19 @@ struct GridControllerCommand: AsyncParsableCommand {
         // Scripts and tests read the bound endpoint from this line.
         FileHandle.standardOutput.write(Data("grid-controller \(name) listening on \(service.endpoint)\n".utf8))
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
-        if case .success(.on(let host, let port)) = HTTPListen.parse(cfg.http) {
+        if case .success(let listen) = HTTPListen.parse(cfg.http), case .on(let host, let port) = listen {
             let stopping = ShutdownFlag()
-            let api = ControllerAPI(controller: service, metrics: exporter, tokens: tokens, logger: logger, stopping: stopping)
-            services.append(.init(service: HTTPServer(router: api.router(), host: host, port: port, logger: logger, stopping: stopping) { address in
-                FileHandle.standardOutput.write(Data("grid-controller \(name) http on http://\(address)/ (dashboard, /api/v1, /metrics)\n".utf8))
+            let reads = cfg.httpRead.resolved(for: listen)
+            if reads == .token, !tokens.configured {
+                logger.warning("the HTTP listener on \(cfg.http) is not loopback and there is no http_token_file: it answers /healthz and /readyz only (set http_token_file, or http_read: open)")
+            }
+            if tls == nil, !listen.isLoopback {
+                logger.warning("the HTTP listener on \(cfg.http) is not loopback and speaks plain HTTP: tokens cross the network in clear (set http_tls_cert and http_tls_key, or put TLS in front)")
+            }
+            let api = ControllerAPI(controller: service, metrics: exporter, tokens: tokens, reads: reads, logger: logger, stopping: stopping)
+            let scheme = tls == nil ? "http" : "https"
+            services.append(.init(service: HTTPServer(router: api.router(), host: host, port: port, logger: logger, stopping: stopping, tls: tls) { address in
+                FileHandle.standardOutput.write(Data("grid-controller \(name) http on \(scheme)://\(address)/ (dashboard, /api/v1, /metrics; reads \(reads.rawValue))\n".utf8))
             }, successTerminationBehavior: .ignore))
         }
         if cfg.role == .region, case .success(.on(let host, let port)) = HTTPListen.parse(cfg.gateway) {

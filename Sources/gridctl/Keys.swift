@@ -40,7 +40,7 @@ struct Keys: ParsableCommand {
         @Argument(help: "The public key: 40 Z85 characters or a .pub file.") var publicKey: String
         @Option(help: "agent, region or operator.") var role: String
         @Option(help: "agent: node ids (comma-separated); region: its id; operator: a name.") var name: String
-        @Option(help: "operator: submit, operate or admin.") var right: String?
+        @Option(help: "operator: read, submit, operate or admin.") var right: String?
         @Option(help: "operator (submit or operate): the account the key acts for only; it sees and controls that account's jobs and services alone.") var tenant: String?
 
         func run() throws {
@@ -85,7 +85,7 @@ struct Keys: ParsableCommand {
             discussion: """
                 Give NAME.pub to the controller that must let the key in (a line of its \
                 authorized_keys: '<key> agent <node id>', '<key> region <region id>' or \
-                '<key> operator <name> submit|operate|admin [tenant=<account>]'); keep NAME.key on the host that \
+                '<key> operator <name> read|submit|operate|admin [tenant=<account>]'); keep NAME.key on the host that \
                 uses it. An existing key is never overwritten.
                 """)
         @Argument(help: "The key's name (node id, region id or operator name): files NAME.key and NAME.pub.") var name: String

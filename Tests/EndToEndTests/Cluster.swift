@@ -152,7 +152,7 @@ final class Cluster {
         while Date() < deadline {
             if let text = try? String(contentsOf: d.stdout, encoding: .utf8),
                let line = text.split(separator: "\n").first(where: { $0.contains(marker) }),
-               let url = line.split(separator: " ").first(where: { $0.hasPrefix("http://") }) {
+               let url = line.split(separator: " ").first(where: { $0.hasPrefix("http://") || $0.hasPrefix("https://") }) {
                 return String(url.dropLast(url.hasSuffix("/") ? 1 : 0))
             }
             if !d.process.isRunning { break }

@@ -335,6 +335,78 @@ extension EndToEnd {
         #expect(c.stop("a10g-node") == 0)
     }
 
+    /// Issue 11: the HTTP API over TLS (the fixture certificate), reads that need a token, and
+    /// tokens that carry a right and a tenant — the rules an operator key has over ZeroMQ — with
+    /// curl as the client.
+    @Test func tokensCarryARightAndATenantOverTLS() async throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        let tls = Cluster.repoRoot.appendingPathComponent("Tests/Fixtures/tls")
+        let (ops, viewer, ana, bo) = ("ops-0123456789abcdef0123", "viewer-0123456789abcdef01", "ana-0123456789abcdef01234", "bo-0123456789abcdef012345")
+        let tokens = try c.writeFile("tokens", ["# name token [right] [tenant=]", "ops \(ops)", "viewer \(viewer) read",
+                                               "ana \(ana) submit tenant=team-a", "bo \(bo) operate tenant=team-b"])
+        c.environment = ["GRID_HTTP_TOKEN_FILE": tokens, "GRID_HTTP_READ": "token",
+                         "GRID_HTTP_TLS_CERT": tls.appendingPathComponent("localhost.crt").path,
+                         "GRID_HTTP_TLS_KEY": tls.appendingPathComponent("localhost.key").path]
+        try c.startNational()
+        c.environment = [:]
+        try c.startRegion("r1")
+        try c.startAgent("a10g-node", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
+        let n = try c.httpBase(of: "national")
+        #expect(n.hasPrefix("https://127.0.0.1:"), "\(n)")
+        let ca = tls.appendingPathComponent("localhost.crt").path
+        /// One request by curl, the certificate checked against the fixture: status and body.
+        func call(_ method: String, _ path: String, token: String? = nil, body: String? = nil, scheme: String? = nil) throws -> HTTPCall {
+            var args = ["-sS", "--max-time", "20", "--cacert", ca, "-X", method, "-w", "\n%{http_code}"]
+            if let token { args += ["-H", "Authorization: Bearer \(token)"] }
+            if let body { args += ["-H", "Content-Type: application/yaml", "--data-binary", body] }
+            let url = scheme.map { n.replacingOccurrences(of: "https://", with: "\($0)://") } ?? n
+            let (status, out) = try Cluster.run("/usr/bin/curl", args + [url + path])
+            let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
+            guard status == 0, let code = lines.last.flatMap({ Int($0) }) else { return HTTPCall(status: -Int(status), body: out, headers: [:]) }
+            return HTTPCall(status: code, body: lines.dropLast().joined(separator: "\n"), headers: [:])
+        }
+        // Probes stay open; plain HTTP to the TLS port gets no answer.
+        #expect(try call("GET", "/healthz").status == 200)
+        #expect(try call("GET", "/healthz", scheme: "http").status < 0, "plain HTTP was answered")
+        try await eventually("national ready", seconds: 40) { try call("GET", "/readyz").status == 200 }
+
+        // Reads need a token: none, a wrong one, a read token (header, or access_token for an EventSource).
+        let anonymous = try call("GET", "/api/v1/jobs")
+        #expect(anonymous.status == 401 && anonymous.errorMessage.contains("Bearer"), "\(anonymous.body)")
+        #expect(try call("GET", "/api/v1/jobs", token: "not-a-token-0000000000").status == 401)
+        #expect(try call("GET", "/api/v1/jobs", token: viewer).status == 200)
+        #expect(try call("GET", "/api/v1/overview?access_token=\(viewer)").status == 200)
+        #expect(try call("GET", "/metrics", token: viewer).status == 200)
+        #expect(try call("GET", "/metrics").status == 401)
+
+        // A read token cannot write; a tenant's token submits for its account only.
+        let job = "command: /bin/sh\nargs: [\"-c\", \"sleep 30\"]\naccelerators: { count: 1, vendor: nvidia }\n"
+        let byViewer = try call("POST", "/api/v1/jobs?id=v-1", token: viewer, body: job)
+        #expect(byViewer.status == 403 && byViewer.errorMessage.contains("'submit' right"), "\(byViewer.body)")
+        let other = try call("POST", "/api/v1/jobs?id=a-0", token: ana, body: job + "account: team-b\n")
+        #expect(other.status == 422 && other.body.contains("tenant 'team-a'"), "\(other.body)")
+        try await eventually("ana's job accepted", seconds: 40) {
+            try call("POST", "/api/v1/jobs?id=a-1", token: ana, body: job).status == 201
+        }
+        let mine = try call("GET", "/api/v1/jobs/a-1", token: ana)
+        #expect(mine.status == 200 && mine.json["spec"].flatMap { ($0 as? [String: Any])?["account"] as? String } == "team-a", "\(mine.body)")
+        // Another tenant neither sees nor touches it; the fleet is not a tenant's to read.
+        #expect(try call("GET", "/api/v1/jobs/a-1", token: bo).status == 404)
+        #expect(try call("GET", "/api/v1/jobs", token: bo).json["total"] as? Int == 0)
+        #expect(try call("POST", "/api/v1/jobs/a-1/cancel", token: bo).status == 404)
+        for fleet in ["/api/v1/nodes", "/api/v1/overview", "/api/v1/accounts", "/metrics"] {
+            let r = try call("GET", fleet, token: ana)
+            #expect(r.status == 403 && r.errorMessage.contains("tenant 'team-a'"), "\(fleet): \(r.status) \(r.body)")
+        }
+        #expect(try call("POST", "/api/v1/nodes/a10g-node/cordon?region=r1", token: bo).status == 403)
+        // ana's token may submit, not cancel; the operator's may.
+        let selfCancel = try call("POST", "/api/v1/jobs/a-1/cancel", token: ana)
+        #expect(selfCancel.status == 403 && selfCancel.errorMessage.contains("'operate' right"), "\(selfCancel.body)")
+        #expect(try call("POST", "/api/v1/jobs/a-1/cancel", token: ops).status == 200)
+        #expect(try call("GET", "/api/v1/jobs", token: viewer).json["total"] as? Int == 1)
+    }
+
     func eventually(_ what: String, seconds: Double = 30, _ probe: () async throws -> Bool) async throws {
         try await Cluster.eventually(what, seconds: seconds, probe)
     }

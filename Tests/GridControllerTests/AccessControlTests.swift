@@ -35,7 +35,7 @@ import Testing
             let m = "\(error)"
             return m.contains("line 1: want '<key> agent|region|operator <name> [right]', got 2 field(s)")
                 && m.contains("line 2: 'short' is not a CURVE public key") && m.contains("line 4: key \(a.prefix(8))… is listed twice")
-                && m.contains("line 5: an operator line is '<key> operator <name> submit|operate|admin [tenant=<account>]'")
+                && m.contains("line 5: an operator line is '<key> operator <name> read|submit|operate|admin [tenant=<account>]'")
                 && m.contains("line 6: a region line is '<key> region <region id>'")
         }
     }

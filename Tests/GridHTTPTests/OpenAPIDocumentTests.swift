@@ -12,7 +12,7 @@ import Yams
 struct SilentController: ControllerAccess {
     var role: ControllerRole = .national
     var name = "national"
-    func ask(_ body: Body, caller: String?) async -> Body { .errorReply(Wire.ErrorReply()) }
+    func ask(_ body: Body, caller: Principal?) async -> Body { .errorReply(Wire.ErrorReply()) }
     func observe(timeout: Duration) async -> ControllerObservation? { nil }
 }
 
@@ -93,6 +93,42 @@ struct SilentController: ControllerAccess {
         #expect(store.name(for: "0123456789abcdef012") == nil)
         #expect(store.name(for: "0123456789abcdef01234") == nil)
         #expect(store.name(for: "") == nil)
+    }
+
+    /// A token carries a right (default `operate`, the file's first format) and may be bound to
+    /// a tenant, by the rules of an operator key; mistakes name their line.
+    @Test func tokensCarryARightAndATenant() throws {
+        let store = try TokenStore(path: try file("""
+            ops    0123456789abcdef0123
+            viewer 1123456789abcdef0123 read
+            ana    2123456789abcdef0123 submit tenant=team-a
+            """))
+        #expect(store.principal(for: "0123456789abcdef0123") == .operator(name: "ops", right: .operate))
+        #expect(store.principal(for: "1123456789abcdef0123") == .operator(name: "viewer", right: .read))
+        #expect(store.principal(for: "2123456789abcdef0123") == .operator(name: "ana", right: .submit, tenant: "team-a"))
+        #expect(store.principal(for: "3123456789abcdef0123") == nil)
+        let path = try file("""
+            a 0123456789abcdef0123 root
+            b 1123456789abcdef0123 admin tenant=team-a
+            c 2123456789abcdef0123 read tenant=bad/name
+            d 0123456789abcdef0123 read
+            e 4123456789abcdef0123 read extra field
+            """)
+        do {
+            _ = try TokenStore(path: path)
+            Issue.record("a bad token file was accepted")
+        } catch let e as ConfigError {
+            #expect(e.problems.count == 5, "\(e.problems)")
+            #expect(e.problems.contains { $0.hasPrefix("line 1:") && $0.contains("read|submit|operate|admin") }, "\(e.problems)")
+            #expect(e.problems.contains { $0.hasPrefix("line 2:") && $0.contains("admin") })
+            #expect(e.problems.contains { $0.hasPrefix("line 3:") && $0.contains("tenant 'bad/name'") })
+            #expect(e.problems.contains { $0.hasPrefix("line 4:") && $0.contains("also on line 1") })
+            #expect(e.problems.contains { $0.hasPrefix("line 5:") && $0.contains("expected 'name token") })
+        }
+        // The same rules as a ZeroMQ key: a read token may query, not submit.
+        let viewer = try #require(store.principal(for: "1123456789abcdef0123"))
+        #expect(AccessControl.check(.query(Wire.Query()), viewer) == nil)
+        #expect(AccessControl.check(.submit(Wire.Submit()), viewer)?.contains("'submit' right") == true)
     }
 
     @Test func aBadFileSaysWhichLineAndKeepsTheOldTokens() throws {

@@ -2912,7 +2912,7 @@ public nonisolated struct Computegrid_V1_KeyControl: Sendable {
   /// agent: node ids, comma-separated; region: its id; operator: a name
   public var name: String = String()
 
-  /// operator: submit, operate or admin
+  /// operator: read, submit, operate or admin
   public var right: String = String()
 
   /// operator: the account the key acts for only ("" = any; not with admin)
