@@ -125,5 +125,31 @@ extension EndToEnd {
         #expect(try browser.command("errors") == "ok []", "the page threw or logged errors")
         browser.close()
     }
+
+    /// With `http_read: token` the page asks for a token, and with it shows the network and
+    /// follows it live (the event stream takes the token as access_token).
+    @Test func dashboardAsksForATokenWhenReadsNeedOne() throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        let token = "dashboard-token-0123456789abcdef"
+        c.environment = ["GRID_HTTP_TOKEN_FILE": try c.writeFile("tokens", ["viewer \(token) read"]), "GRID_HTTP_READ": "token"]
+        try c.startNational()
+        c.environment = [:]
+        try c.startRegion("r1")
+        try c.startAgent("a10g-node", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
+        let base = try c.httpBase(of: "national")
+        let browser = try Browser()
+        #expect(try browser.command("open \(base)/") == "ok")
+        try browser.wait(20, #"!document.querySelector('#login').hidden && document.querySelector('#tiles').children.length === 0"#)
+        _ = try browser.screenshot("dashboard-token.png")
+        // A wrong token is refused and asked again; the right one opens the page.
+        try browser.command(#"eval document.querySelector('#token').value = "wrong-token-00000000000"; document.querySelector('#login').requestSubmit()"#)
+        try browser.wait(20, #"!document.querySelector('#login').hidden && document.querySelector('#ready').textContent === "the token was refused""#)
+        try browser.command(#"eval document.querySelector('#token').value = "\#(token)"; document.querySelector('#login').requestSubmit()"#)
+        try browser.wait(30, #"document.querySelector('#login').hidden && !!document.querySelector('[data-node="a10g-node"]')"#)
+        try browser.wait(20, #"document.querySelector('#live').textContent === "live""#)
+        #expect(try browser.command("errors") == "ok []", "the page threw or logged errors")
+        browser.close()
+    }
 }
 }

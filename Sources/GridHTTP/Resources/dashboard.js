@@ -10,11 +10,32 @@ let selectedJob = null;
 let refreshing = false;
 let pendingRefresh = false;
 
+// The API token (http_read: token), kept for this tab only; sent as a bearer header, and to
+// the event stream as access_token (an EventSource cannot set headers).
+const TOKEN_KEY = "computegrid-token";
+let token = sessionStorage.getItem(TOKEN_KEY) || "";
+
+class NeedsToken extends Error {}
+
 async function getJSON(path) {
-  const r = await fetch(path, { cache: "no-store" });
+  const r = await fetch(path, { cache: "no-store", headers: token ? { Authorization: `Bearer ${token}` } : {} });
   const body = await r.json();
+  if (r.status === 401) throw new NeedsToken(body?.error?.message || "this API needs a token");
   if (!r.ok) throw new Error(body?.error?.message || r.statusText);
   return body;
+}
+
+function askForToken(message) {
+  const form = $("#login");
+  form.hidden = false;
+  $("#ready").textContent = token ? "the token was refused" : message;
+  $("#ready").className = "pill bad";
+  $("#live").hidden = true;
+  form.onsubmit = (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("#token").value.trim());
+    location.reload();
+  };
 }
 
 function renderOverview(o) {
@@ -163,9 +184,13 @@ async function refresh(o) {
 
 function follow() {
   const live = $("#live");
-  const source = new EventSource("/api/v1/events");
+  const source = new EventSource(token ? `/api/v1/events?access_token=${encodeURIComponent(token)}` : "/api/v1/events");
   source.addEventListener("overview", (e) => { live.textContent = "live"; live.className = "pill ok"; refresh(JSON.parse(e.data)); });
   source.onerror = () => { live.textContent = "reconnecting"; live.className = "pill bad"; };
 }
 
-getJSON("/api/v1/overview").then(refresh).catch((e) => { $("#ready").textContent = e.message; }).finally(follow);
+getJSON("/api/v1/overview").then((o) => { refresh(o); follow(); }).catch((e) => {
+  if (e instanceof NeedsToken) { askForToken(e.message); return; }
+  $("#ready").textContent = e.message;
+  follow();
+});
