@@ -3,7 +3,10 @@
 measure how far `grid-bench national` is from the best possible plan. Knows every job in
 advance (the scheduler does not), so it is a lower bound on the online total.
 
-    python3 bench/milp_optimum.py bench/scenarios/cn-hubs-300.json [--time-limit 300]
+    python3 bench/milp_optimum.py bench/scenarios/cn-hubs-300.json [--time-limit 300] [--decisions-out FILE]
+
+`--decisions-out` writes the plan as `grid-bench national --decisions-out` does
+(`{"job_id": ["region", start_hour] or null}`), to compare the two job by job.
 
 Same cost model as Sources/GridScheduler/RegionChoice.swift: energy (kWh x PUE x hourly price),
 carbon price x (operational + embodied), transfer when the region is not the job's origin,
@@ -20,6 +23,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario")
     ap.add_argument("--time-limit", type=float, default=300)
+    ap.add_argument("--decisions-out")
     args = ap.parse_args()
     s = json.load(open(args.scenario))
     H = s["hours"]
@@ -75,6 +79,14 @@ def main():
     placed = sum(s["jobs"][cols[k][0]]["gpus"] * s["jobs"][cols[k][0]]["hours"] for k in range(n) if res.x[k] > 0.5)
     all_gpuh = sum(j["gpus"] * j["hours"] for j in s["jobs"])
     bound = getattr(res, "mip_dual_bound", None)
+    if args.decisions_out:
+        plan = {j["id"]: None for j in s["jobs"]}
+        for k in range(n):
+            if res.x[k] > 0.5:
+                ji, ri, st = cols[k]
+                plan[s["jobs"][ji]["id"]] = [regions[ri]["id"], st]
+        with open(args.decisions_out, "w") as f:
+            json.dump(plan, f, indent=1, sort_keys=True)
     print(f"MILP optimum: total {total:.1f} (GPU-h placed {placed}, unplaced {all_gpuh - placed}); "
           f"{n} variables, {time.time() - t0:.1f} s, status: {res.message}"
           + (f"; dual bound {bound + penalty_all:.1f}" if bound is not None else ""))

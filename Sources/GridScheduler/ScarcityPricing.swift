@@ -23,6 +23,11 @@ public struct ScarcityPricing: Sendable, Equatable {
     public var boundRegions: Int
     /// GPUs kept in each region for bound jobs (the largest bound job seen there).
     public private(set) var protected: [String: Int] = [:]
+    /// Whether a region no bound job has been seen in yet keeps room for one as large as the
+    /// largest job seen anywhere (a prior: the first bound job of a region is often its largest).
+    public var priorFromAnyJob: Bool = false
+    /// The largest job seen so far, bound or not.
+    public private(set) var largestSeen = 0
 
     public init(fullPrice: Double = 0, curve: Curve = .square, floor: Double = 1, unplacedPrice: Double = 100,
                 protectPrice: Double = 5, boundRegions: Int = 2) {
@@ -45,6 +50,7 @@ public struct ScarcityPricing: Sendable, Equatable {
 
     /// Learns from a job as it arrives: a bound job raises its regions' protection.
     public mutating func observe(_ job: RegionChoice.Job, allowed: [String]) {
+        largestSeen = max(largestSeen, job.gpus)
         guard allowed.count <= boundRegions else { return }
         for r in allowed { protected[r] = max(protected[r] ?? 0, job.gpus) }
     }
@@ -55,6 +61,7 @@ public struct ScarcityPricing: Sendable, Equatable {
                       capacity: @escaping RegionChoice.Capacity) -> RegionChoice.Scarcity {
         let flexible = protectPrice > 0 && allowedCount > boundRegions
         let shield = protected
+        let prior = priorFromAnyJob ? largestSeen : 0
         let me = self
         return { r, h in
             let cap = capacity(r, h)
@@ -68,7 +75,7 @@ public struct ScarcityPricing: Sendable, Equatable {
                 case .exponential: p += me.floor / M_E * pow(me.unplacedPrice * M_E / me.floor, share)
                 }
             }
-            if flexible, let keep = shield[r], keep > 0, job.gpus > 0 {
+            if flexible, job.gpus > 0, case let keep = max(shield[r] ?? 0, prior), keep > 0 {
                 let after = left - job.gpus
                 if after < keep { p += me.protectPrice * Double(min(job.gpus, keep - after)) / Double(job.gpus) }
             }

@@ -21,6 +21,8 @@ struct NationalBench: ParsableCommand {
     var replan = "joint"
     @Option(help: "Price per GPU-hour for a job that could run in many regions to use capacity protected for jobs bound to one or two regions (the largest such job seen so far in each region). 0 = off.")
     var protect: Double = 5
+    @Option(help: "none: a region keeps room only once a bound job has been seen there; largest: before that, it keeps room for the largest job seen anywhere.")
+    var protectPrior = "none"
 
     struct Scenario: Decodable {
         struct Region: Decodable {
@@ -149,6 +151,7 @@ struct NationalBench: ParsableCommand {
         // The same scarcity pricing as the national scheduler, learning protection as jobs arrive.
         var pricing = ScarcityPricing(fullPrice: scarcity, curve: ScarcityPricing.Curve(rawValue: scarcityCurve) ?? .square,
                                       floor: scarcityFloor, unplacedPrice: 100, protectPrice: protect)
+        pricing.priorFromAnyJob = protectPrior == "largest"
         func decisionJob(_ j: Scenario.Job) -> RegionChoice.Job {
             RegionChoice.Job(id: j.id, gpus: j.gpus, hours: j.hours, kwPerGPU: j.kw_per_gpu, release: j.release_hour,
                              deadline: j.deadline_hour, origin: j.origin, dataGB: j.data_gb,
