@@ -57,6 +57,14 @@ import Testing
         var q = p
         q.fullPrice = 30
         #expect(abs(q.price(for: bound, allowedCount: 1, free: free, capacity: cap)("east", 0) - 30 * 0.25) < 1e-9)
+        // The prior (`--protect-prior largest`): regions no bound job has been seen in keep room
+        // for the largest job seen anywhere (16 here), so west and south charge too.
+        var r = p
+        r.priorFromAnyJob = true
+        #expect(r.largestSeen == 16)
+        let withPrior = r.price(for: flexible, allowedCount: 3, free: free, capacity: cap)
+        #expect(abs(withPrior("west", 0) - 5 * 4.0 / 8) < 1e-9 && withPrior("south", 0) == withPrior("west", 0))
+        #expect(abs(withPrior("east", 0) - price("east", 0)) < 1e-9)
     }
 
     @Test func cheapCleanWestWinsUnlessTheDataMayNotLeave() {
