@@ -671,8 +671,11 @@ public struct RegionInstance: Sendable {
         // it ended by itself first, or its owner cancelled it meanwhile).
         if state.isTerminal, state != .succeeded, let aid = job.assignment, let by = preempting[aid], let a = assignments[aid],
            !cancelRequested.contains(job.id) {
-            let why = (charged[aid]?.borrowed ?? false) && jobs[by].map({ $0.spec.priority <= job.spec.priority }) ?? false
-                ? "preempted by \(by) (its account reclaims the quota this run borrowed)" : "preempted by \(by) (higher priority)"
+            let notHigher = jobs[by].map({ $0.spec.priority <= job.spec.priority }) ?? false
+            let why = (charged[aid]?.borrowed ?? false) && notHigher
+                ? "preempted by \(by) (its account reclaims the quota this run borrowed)"
+                : notHigher && borrowsFrontier(a, of: job) ? "preempted by \(by) (it needs the frontier devices this run borrowed)"
+                : "preempted by \(by) (higher priority)"
             out += requeue(a, .preempted, reason: why, now: now, newState: .done)
             out.append(answer(true, ""))
             return out
@@ -966,6 +969,9 @@ public struct RegionInstance: Sendable {
         let reclaim = quotas && ledger.admit(account, ResourceUse(devices: max(1, job.spec.totalDevices))) == .within
         // A gang needs `ranks` nodes: those that fit it now count at no cost.
         let ranks = max(1, job.spec.nodes)
+        // `frontier: borrow`: work that needs grade A takes back frontier devices lent to work
+        // that did not, whatever its priority.
+        let frontierReclaim = settings.frontier == .borrow && Self.needsFrontier(job.spec)
         var costs: [(key: [Int], node: NodeID, victims: [AssignmentRecord])] = []
         var scanned = 0
         for (nid, node) in nodes where node.record.state == .ready && node.route != nil && (ranks > 1 || !node.held.isEmpty) {
@@ -981,7 +987,8 @@ public struct RegionInstance: Sendable {
                 guard let a = assignments[aid], let v = jobs[a.job] else { return nil }
                 let lent = reclaim && (charged[a.id]?.borrowed ?? false) && v.spec.accountName != account
                     && ledger.sameCohort(account, v.spec.accountName)
-                guard (v.spec.priority < p || lent) && !v.spec.retry.requeueNever && preempting[a.id] == nil
+                let lentFrontier = frontierReclaim && borrowsFrontier(a, of: v)
+                guard (v.spec.priority < p || lent || lentFrontier) && !v.spec.retry.requeueNever && preempting[a.id] == nil
                     && !cancelRequested.contains(a.job) && unconfirmed[a.id] == nil else { return nil }
                 return (a, v.spec.priority, v.spec.nodes)
             }.sorted { x, y in
@@ -1709,7 +1716,11 @@ public struct RegionInstance: Sendable {
             reservedFor[nodeID] = nil
             return nil
         }
-        guard job.spec.priority <= r.priority else { return nil }
+        // `frontier: borrow`: devices freed for work that needs grade A are kept from work that
+        // would borrow them again, whatever its priority.
+        let frontierHold = settings.frontier == .borrow && r.forPreemption && !Self.needsFrontier(job.spec)
+            && (jobs[r.job].map { Self.needsFrontier($0.spec) } ?? false)
+        guard job.spec.priority <= r.priority || frontierHold else { return nil }
         let limit = r.forPreemption ? nil : job.spec.timeoutSeconds ?? job.spec.routing.runSeconds
         let ends = limit.map { now.monotonicMs + Int64($0) * 1000 }
         if let ends, let start = r.startMs, ends <= start { return nil }
@@ -1742,9 +1753,18 @@ public struct RegionInstance: Sendable {
         var out: [ControllerDirective] = []
         var used = wants
         var (option, choice) = index.chooseGang(among: wants, ranks: ranks, account: account)
+        var borrowsFrontier = false
         if case .impossible = choice, orFrontier != wants {
             used = orFrontier
             (option, choice) = index.chooseGang(among: orFrontier, ranks: ranks, account: account)
+        } else if case .busy = choice, settings.frontier == .borrow, orFrontier != wants {
+            // `frontier: borrow`: the lower grades are busy; idle frontier nodes may be borrowed.
+            let wider = index.chooseGang(among: orFrontier, ranks: ranks, account: account)
+            if case .placed(let slots) = wider.choice, slots.contains(where: { holdsFrontier(node: $0.node, deviceIDs: $0.deviceIDs) }) {
+                (option, choice) = wider
+                used = orFrontier
+                borrowsFrontier = true
+            }
         }
         switch choice {
         case .placed(let slots):
@@ -1787,6 +1807,7 @@ public struct RegionInstance: Sendable {
             job.message = "assigned to \(ranks) nodes (gang): " + members.map { "\($0.node)" }.joined(separator: ", ")
                 + (job.precision.map { " at \($0.rawValue)" } ?? "")
             if borrowed { job.message += " (borrowing from cohort \(settings.accounts.quota(for: account).cohort ?? "?"))" }
+            if borrowsFrontier { job.message += Self.borrowingFrontier }
             job.updatedAt = now.wall
             job.attempts.append(Attempt(number: job.attempts.filter { $0.endReason != .rejected }.count + 1,
                                         node: lead.node, assignment: lead.assignment, epoch: job.epoch))
@@ -1918,6 +1939,27 @@ public struct RegionInstance: Sendable {
         return index.couldEverFit(lower, account: account) ? lower : want
     }
 
+    /// `frontier: borrow`: whether `deviceIDs` on `node` include a grade-A (frontier) device.
+    func holdsFrontier(node: NodeID, deviceIDs: [String]) -> Bool {
+        guard let slots = nodes[node]?.slots else { return false }
+        return slots.contains { $0.grade == .a && deviceIDs.contains($0.id) }
+    }
+
+    /// `frontier: borrow`: whether run `a` of job `v` is on borrowed frontier devices (it holds
+    /// grade A and its job accepts a lower grade), so work that needs grade A may take them back.
+    func borrowsFrontier(_ a: AssignmentRecord, of v: JobRecord) -> Bool {
+        settings.frontier == .borrow && holdsFrontier(node: a.node, deviceIDs: a.deviceIDs)
+            && ModelFit.requests(for: v.spec).contains { $0.count > 0 && $0.admits(grade: .b) }
+    }
+
+    /// Whether a job can run only on grade A (`min_grade: A`, at every precision it allows).
+    static func needsFrontier(_ spec: JobSpec) -> Bool {
+        let wants = ModelFit.requests(for: spec)
+        return !wants.isEmpty && wants.allSatisfy { $0.count > 0 && $0.admits(grade: .a) && !$0.admits(grade: .b) }
+    }
+
+    static let borrowingFrontier = " (borrowing frontier devices: stopped and queued again if work that needs grade A waits)"
+
     /// Whether any account has a limit (worked out once): without, placement skips the quota checks.
     let quotas: Bool
 
@@ -2019,7 +2061,7 @@ public struct RegionInstance: Sendable {
                 }
             }
             let beforeFrontier = wants
-            if settings.frontier == .reserve { wants = wants.map { keepOffFrontier($0, account: account) } }
+            if settings.frontier != .share { wants = wants.map { keepOffFrontier($0, account: account) } }
             if job.spec.nodes > 1 {
                 // Keyed by the request as kept off the frontier *and* as it was: two gangs kept to
                 // the same lower grades differ when only one of them may fall back to frontier
@@ -2039,7 +2081,9 @@ public struct RegionInstance: Sendable {
                 }
                 continue
             }
-            let shape = placementShape(wants, account: account)
+            // Under `frontier: borrow` two requests kept to the same lower grades differ when
+            // only one of them may borrow grade A: keyed by both (found by the property harness).
+            let shape = placementShape(settings.frontier == .borrow && wants != beforeFrontier ? wants + beforeFrontier : wants, account: account)
             // A shape that did not fit at count k in this pass cannot fit at k or more.
             // A job devices are being freed for (by preemption) is examined even so.
             let keeps = !reservedFor.isEmpty && reservedFor.values.contains { $0.job == jid && $0.forPreemption }
@@ -2048,7 +2092,22 @@ public struct RegionInstance: Sendable {
                 out += wait(&job, b.why + quotaNote)
                 continue
             }
-            let (option, choice) = index.choose(among: wants, account: account)
+            var (option, choice) = index.choose(among: wants, account: account)
+            // `frontier: borrow`: kept off grade A and the lower grades are busy: an idle
+            // frontier device may be borrowed (preempted when frontier work needs it).
+            var borrowsFrontier = false
+            if case .impossible = choice, wants != beforeFrontier {
+                // Kept off grade A because a lower grade could hold its devices, but none can as
+                // asked (NUMA or NVLink placement): the lower grades could never run it, so it
+                // may take grade A (found by the property harness).
+                (option, choice) = index.choose(among: beforeFrontier, account: account)
+            } else if settings.frontier == .borrow, case .busy = choice, wants != beforeFrontier {
+                let wider = index.choose(among: beforeFrontier, account: account)
+                if case .placed(let nid, let ids) = wider.choice, holdsFrontier(node: nid, deviceIDs: ids) {
+                    (option, choice) = wider
+                    borrowsFrontier = true
+                }
+            }
             var borrowed = false
             var use = ResourceUse()
             if case .placed(let nodeID, _) = choice, let why = reservationKeeps(nodeID, from: job, now: now) {
@@ -2106,6 +2165,10 @@ public struct RegionInstance: Sendable {
                 charged[aid] = (account, use, borrowed)
                 if borrowed {
                     job.message += " (borrowing from cohort \(settings.accounts.quota(for: account).cohort ?? "?"))"
+                    jobs[jid] = job
+                }
+                if borrowsFrontier {
+                    job.message += Self.borrowingFrontier
                     jobs[jid] = job
                 }
                 hold(aid, on: nodeID)

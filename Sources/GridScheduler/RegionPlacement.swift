@@ -34,6 +34,10 @@ public enum FrontierPolicy: String, Sendable, Codable, Hashable, CaseIterable {
     case reserve
     /// When the lower grades are busy, it may take grade A (still the least capable free first).
     case share
+    /// As `reserve`, but when the lower grades are busy it may borrow idle grade-A devices; a
+    /// run on borrowed frontier devices is preempted (whatever its priority) when work that
+    /// needs grade A finds none free, and queued again.
+    case borrow
 }
 
 public struct PlacementPolicy: Sendable, Codable, Hashable {

@@ -420,11 +420,12 @@ struct RegionTraceBench: ParsableCommand {
         }
         let region = timed("region/reserve") { RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .reserve, reservationDepth: reservationDepth, horizonS: horizon) }
         let shared = timed("region/share") { RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .share, reservationDepth: reservationDepth, horizonS: horizon) }
+        let borrowing = timed("region/borrow") { RegionSimulation.run(trace: trace, nodes: fleet, accounts: accounts, preemption: true, frontier: .borrow, reservationDepth: reservationDepth, horizonS: horizon) }
         let fifo = timed("fifo-first-fit") { FIFOFirstFit.run(trace: trace, nodes: fleet, horizonS: horizon) }
         let classes: [(String, Int)] = [("high (100)", 100), ("normal (0)", 0), ("low (-100)", -100)]
         print("")
         print("policy           busy %   frontier misuse %   preempted  started   mean/p99 wait, min, per class")
-        for o in [region, shared, fifo] {
+        for o in [region, shared, borrowing, fifo] {
             var perClass: [String] = []
             for (label, p) in classes {
                 let waits = trace.filter { $0.spec.priority == p }.map { o.waits[$0.id] ?? (horizon - $0.arrivalS) }.sorted()

@@ -2,6 +2,7 @@ import Foundation
 import GridController
 import GridCore
 import GridProtocol
+import GridScheduler
 import PropertyBased
 import Testing
 
@@ -178,5 +179,69 @@ import Testing
         let unknown = h.send(Self.command("nope", .cordon), from: h.national)
         guard case .errorReply(let e) = unknown.bodies.last else { Issue.record("no error"); return }
         #expect(e.code == "not_found")
+    }
+}
+
+/// `placement.frontier: borrow` (issue 9, item 7): work a lower grade could run waits for the
+/// lower grades under `reserve`, and borrows an idle frontier device under `borrow` — taken
+/// back, whatever the borrower's priority, when work that needs grade A finds none free.
+@Suite struct FrontierBorrowTests {
+    static func gpu(_ id: String, _ index: Int, grade: DeviceGrade) -> DeviceInventory {
+        DeviceInventory(id: id, index: index, vendor: .nvidia, model: grade == .a ? "NVIDIA H100 80GB HBM3" : "Tesla V100S-PCIE-32GB",
+                        memoryTotalMiB: grade == .a ? 81920 : 32768, health: .healthy, grade: grade, computeUnits: grade == .a ? 989 : 130)
+    }
+
+    /// One grade-A and one grade-B node of one device each; a run holds the B device.
+    static func region(_ policy: FrontierPolicy) throws -> RegionHarness {
+        var h = RegionHarness { $0.frontier = policy }
+        _ = h.register("a-node", devices: [gpu("h100", 0, grade: .a)])
+        _ = h.register("b-node", devices: [gpu("v100", 0, grade: .b)])
+        _ = h.forward("first", JobSpec(name: "first", command: "true"))
+        let first = try #require(h.tick().assignments.first)
+        #expect(first.nodeID == "b-node", "the least capable grade first")
+        _ = h.ack(first)
+        _ = h.status(first, .running)
+        return h
+    }
+
+    @Test func underReserveLowerWorkWaitsForTheLowerGrades() throws {
+        var h = try Self.region(.reserve)
+        _ = h.forward("second", JobSpec(name: "second", command: "true", priority: 1000))
+        #expect(h.tick(advanceMs: 10).assignments.isEmpty)
+        #expect(h.instance.job("second")?.state == .queued)
+    }
+
+    @Test func underBorrowItTakesTheIdleFrontierDeviceAndGivesItBack() throws {
+        var h = try Self.region(.borrow)
+        _ = h.forward("second", JobSpec(name: "second", command: "true", priority: 1000))
+        let borrowed = try #require(h.tick(advanceMs: 10).assignments.first)
+        #expect(borrowed.jobID == "second" && borrowed.nodeID == "a-node")
+        #expect(h.instance.job("second")?.message.contains("borrowing frontier devices") == true, "\(h.instance.job("second")?.message ?? "")")
+        _ = h.ack(borrowed)
+        _ = h.status(borrowed, .running)
+        // Work that needs grade A, at a lower priority than the borrower: the borrower is stopped.
+        var frontier = JobSpec(name: "frontier", command: "true", priority: 0)
+        frontier.accelerators.minGrade = .a
+        _ = h.forward("frontier", frontier)
+        let pass = h.tick(advanceMs: 10)
+        #expect(pass.cancels.map(\.assignmentID) == [borrowed.assignmentID], "only the borrowed run is stopped")
+        #expect(h.instance.job("frontier")?.state == .queued)
+        _ = h.status(borrowed, .cancelled, reason: .cancelled)
+        let back = try #require(h.instance.job("second"))
+        #expect(back.state == .queued && back.attempts.last?.endReason == .preempted, "\(back.state) \(back.attempts.map { $0.endReason?.rawValue ?? "-" })")
+        #expect(back.attempts.last?.message.contains("it needs the frontier devices this run borrowed") == true, "\(back.attempts.last?.message ?? "")")
+        let next = h.tick(advanceMs: 10).assignments
+        #expect(next.map(\.jobID) == ["frontier"] && next.first?.nodeID == "a-node", "\(next.map { "\($0.jobID)@\($0.nodeID)" })")
+    }
+
+    @Test func aHigherPriorityLowerGradeJobDoesNotTakeBackFrontierDevices() throws {
+        var h = try Self.region(.borrow)
+        _ = h.forward("second", JobSpec(name: "second", command: "true", priority: 0))
+        let borrowed = try #require(h.tick(advanceMs: 10).assignments.first)
+        _ = h.ack(borrowed)
+        _ = h.status(borrowed, .running)
+        // Work that does not need grade A takes nothing back (it waits for the lower grades).
+        _ = h.forward("third", JobSpec(name: "third", command: "true", priority: -10))
+        #expect(h.tick(advanceMs: 10).cancels.isEmpty, "a lower-priority job that does not need grade A stops nothing")
     }
 }

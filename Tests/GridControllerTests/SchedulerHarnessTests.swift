@@ -93,12 +93,14 @@ struct SchedulerHarness {
                 "batch": AccountQuota(devices: 1 + rng.int(4)),
                 "web": AccountQuota(),
             ]
-            // Both frontier policies: odd seeds keep work off grade A while a lower grade could
-            // hold it (`reserve`, the default), even seeds share it.
-            let reserve = seed % 2 == 1
+            // The three frontier policies by seed: keep work off grade A while a lower grade
+            // could hold it (`reserve`, the default), share it, or borrow idle grade A and give it
+            // back to work that needs it (`borrow`: what could be placed must be, as with `share`).
+            let policy: FrontierPolicy = [.share, .reserve, .borrow][seed % 3]
+            let reserve = policy == .reserve
             var s = SchedulerHarness { settings in
                 settings.accounts = AccountPolicy(quotas: quotas)
-                settings.frontier = reserve ? .reserve : .share
+                settings.frontier = policy
             }
             let nodes = 2 + rng.int(5)
             for n in 0..<nodes {
@@ -190,7 +192,7 @@ struct SchedulerHarness {
                     }
                     if case .placed = choice {
                         if fixed != nil { print("DEBUG \(id) spec \(spec.accelerators) model \(spec.model != nil) account \(spec.account) attempts \(job.attempts.count) state \(job.state) choice \(choice)") }
-                        Issue.record("seed \(seed) (\(reserve ? "reserve" : "share")) step \(stepNo): \(id) (priority \(spec.priority)) waits but fits: \(job.message)")
+                        Issue.record("seed \(seed) (\(policy.rawValue)) step \(stepNo): \(id) (priority \(spec.priority)) waits but fits: \(job.message)")
                     }
                 }
                 #expect(stepNo < 5 || !couldEverRun || s.plans.contains { !$0.placed.isEmpty }, "seed \(seed): nothing was ever placed")
