@@ -442,7 +442,7 @@ struct RegionTraceBench: ParsableCommand {
         if !gangJobs.isEmpty {
             print("")
             print("gangs (\(gangJobs.count) jobs, \(gangJobs.reduce(0) { $0 + $1.spec.nodes }) ranks): started, mean/p99 wait in minutes")
-            for o in [region, shared, fifo] {
+            for o in [region, shared, borrowing, fifo] {
                 let waits = gangJobs.map { o.waits[$0.id] ?? (horizon - $0.arrivalS) }.sorted()
                 let mean = waits.reduce(0, +) / Double(waits.count) / 60
                 let p99 = waits[min(waits.count - 1, Int(Double(waits.count) * 0.99))] / 60
