@@ -216,7 +216,7 @@ public final class ControllerShell<Instance: ControllerInstance> {
             return []
         }
         if let caller, let why = AccessControl.check(message.body, caller) {
-            answer(Self.errorBody("forbidden", "http token \(caller.label.dropFirst("operator ".count)): \(why)"))
+            answer(Self.errorBody("forbidden", "http token \(caller.operatorName ?? caller.label): \(why)"))
             return []
         }
         if Self.answeredByShell(message.body), let reply = shellAnswer(message, origin: origin, now: now, into: &out) {

@@ -225,7 +225,7 @@ public struct RegionInstance: Sendable {
         guard let a = assignments[aid], let v = jobs[a.job] else { return nil }
         let f = RunFacts(job: a.job, node: a.node, deviceIDs: a.deviceIDs, createdAt: a.createdAt, priority: v.spec.priority,
                          ranks: v.spec.nodes, requeueNever: v.spec.retry.requeueNever, account: v.spec.accountName,
-                         acceptsLowerGrade: ModelFit.requests(for: v.spec).contains { $0.count > 0 && $0.admits(grade: .b) })
+                         acceptsLowerGrade: Self.acceptsLowerGrade(v.spec))
         runFactsTable[aid] = f
         return f
     }
@@ -1009,7 +1009,7 @@ public struct RegionInstance: Sendable {
                 continue
             }
             // What the scan reads of each run comes from `runFacts`, not from copies of the run's
-            // job and assignment records (those copies were a third of the reserve trace's time).
+            // job and assignment records (BENCHMARKS.md, the reserve trace's profile).
             var ranked: [(aid: AssignmentID, f: RunFacts)] = []
             for aid in node.held {
                 guard preempting[aid] == nil, unconfirmed[aid] == nil, let f = runFacts(aid) else { continue }
@@ -1780,7 +1780,7 @@ public struct RegionInstance: Sendable {
         var out: [ControllerDirective] = []
         var used = wants
         var (option, choice) = index.chooseGang(among: wants, ranks: ranks, account: account)
-        var borrowsFrontier = false
+        var onBorrowedFrontier = false
         if case .impossible = choice, orFrontier != wants {
             used = orFrontier
             (option, choice) = index.chooseGang(among: orFrontier, ranks: ranks, account: account)
@@ -1790,7 +1790,7 @@ public struct RegionInstance: Sendable {
             if case .placed(let slots) = wider.choice, slots.contains(where: { holdsFrontier(node: $0.node, deviceIDs: $0.deviceIDs) }) {
                 (option, choice) = wider
                 used = orFrontier
-                borrowsFrontier = true
+                onBorrowedFrontier = true
             }
         }
         switch choice {
@@ -1834,7 +1834,7 @@ public struct RegionInstance: Sendable {
             job.message = "assigned to \(ranks) nodes (gang): " + members.map { "\($0.node)" }.joined(separator: ", ")
                 + (job.precision.map { " at \($0.rawValue)" } ?? "")
             if borrowed { job.message += " (borrowing from cohort \(settings.accounts.quota(for: account).cohort ?? "?"))" }
-            if borrowsFrontier { job.message += Self.borrowingFrontier }
+            if onBorrowedFrontier { job.message += Self.borrowingFrontier }
             job.updatedAt = now.wall
             job.attempts.append(Attempt(number: job.attempts.filter { $0.endReason != .rejected }.count + 1,
                                         node: lead.node, assignment: lead.assignment, epoch: job.epoch))
@@ -1957,8 +1957,8 @@ public struct RegionInstance: Sendable {
     }
 
     /// `frontier: reserve`: a request that accepts grade A and lower grades is kept below A when
-    /// some node of a lower grade could ever run it (it then waits for those); unchanged when
-    /// only grade A (or ungraded devices) could.
+    /// some node of a lower grade could ever run it as asked (NUMA and NVLink grouping included;
+    /// it then waits for those); unchanged when only grade A (or ungraded devices) could.
     mutating func keepOffFrontier(_ want: AcceleratorRequest, account: String) -> AcceleratorRequest {
         guard want.count > 0, want.maxGrade == nil || want.maxGrade == .a, want.admits(grade: .b) else { return want }
         var lower = want
@@ -1975,8 +1975,12 @@ public struct RegionInstance: Sendable {
     /// `frontier: borrow`: whether run `a` of job `v` is on borrowed frontier devices (it holds
     /// grade A and its job accepts a lower grade), so work that needs grade A may take them back.
     func borrowsFrontier(_ a: AssignmentRecord, of v: JobRecord) -> Bool {
-        settings.frontier == .borrow && holdsFrontier(node: a.node, deviceIDs: a.deviceIDs)
-            && ModelFit.requests(for: v.spec).contains { $0.count > 0 && $0.admits(grade: .b) }
+        settings.frontier == .borrow && holdsFrontier(node: a.node, deviceIDs: a.deviceIDs) && Self.acceptsLowerGrade(v.spec)
+    }
+
+    /// Whether a job accepts a grade below A (at some precision it allows).
+    static func acceptsLowerGrade(_ spec: JobSpec) -> Bool {
+        ModelFit.requests(for: spec).contains { $0.count > 0 && $0.admits(grade: .b) }
     }
 
     /// Whether a job can run only on grade A (`min_grade: A`, at every precision it allows).
@@ -2122,17 +2126,12 @@ public struct RegionInstance: Sendable {
             var (option, choice) = index.choose(among: wants, account: account)
             // `frontier: borrow`: kept off grade A and the lower grades are busy: an idle
             // frontier device may be borrowed (preempted when frontier work needs it).
-            var borrowsFrontier = false
-            if case .impossible = choice, wants != beforeFrontier {
-                // Kept off grade A because a lower grade could hold its devices, but none can as
-                // asked (NUMA or NVLink placement): the lower grades could never run it, so it
-                // may take grade A (found by the property harness).
-                (option, choice) = index.choose(among: beforeFrontier, account: account)
-            } else if settings.frontier == .borrow, case .busy = choice, wants != beforeFrontier {
+            var onBorrowedFrontier = false
+            if settings.frontier == .borrow, case .busy = choice, wants != beforeFrontier {
                 let wider = index.choose(among: beforeFrontier, account: account)
                 if case .placed(let nid, let ids) = wider.choice, holdsFrontier(node: nid, deviceIDs: ids) {
                     (option, choice) = wider
-                    borrowsFrontier = true
+                    onBorrowedFrontier = true
                 }
             }
             var borrowed = false
@@ -2194,7 +2193,7 @@ public struct RegionInstance: Sendable {
                     job.message += " (borrowing from cohort \(settings.accounts.quota(for: account).cohort ?? "?"))"
                     jobs[jid] = job
                 }
-                if borrowsFrontier {
+                if onBorrowedFrontier {
                     job.message += Self.borrowingFrontier
                     jobs[jid] = job
                 }

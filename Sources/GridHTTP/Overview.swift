@@ -136,12 +136,15 @@ public final class TokenStore: Sendable {
                 continue
             }
             seen[parts[1]] = i + 1
-            switch AccessList.principal(role: "operator", name: parts[0], right: parts.count == 3 ? parts[2] : OperatorRight.operate.rawValue,
-                                        tenant: tenant) {
-            case .success(let p):
-                out.append((Array(parts[1].utf8), p))
-            case .failure(let e):
-                problems.append("line \(i + 1): \(e.message.replacingOccurrences(of: "an operator line is '<key> operator <name>", with: "a token line is '<name> <token>"))")
+            let right = parts.count == 3 ? parts[2] : OperatorRight.operate.rawValue
+            guard OperatorRight(rawValue: right) != nil else {
+                problems.append("line \(i + 1): right '\(right)' is not one of \(OperatorRight.allCases.map(\.rawValue).joined(separator: "|"))")
+                continue
+            }
+            // The name and tenant rules of an operator key (AccessList).
+            switch AccessList.principal(role: "operator", name: parts[0], right: right, tenant: tenant) {
+            case .success(let p): out.append((Array(parts[1].utf8), p))
+            case .failure(let e): problems.append("line \(i + 1): \(e.message)")
             }
         }
         if !problems.isEmpty { throw ConfigError(source: path, problems: problems) }
@@ -161,11 +164,5 @@ public final class TokenStore: Sendable {
             }
             return found
         }
-    }
-
-    /// The token's name.
-    public func name(for token: String) -> String? {
-        guard case .operator(let name, _, _)? = principal(for: token) else { return nil }
-        return name
     }
 }

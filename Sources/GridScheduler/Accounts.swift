@@ -218,22 +218,15 @@ public struct AccountLedger: Sendable {
         let q = policy.quota(for: account)
         guard q.hasLimits else { return .within }
         let held = inUse[account] ?? ResourceUse()
-        var dims: [Dimension] = [.devices, .gcu]
-        dims += q.devicesByGrade.keys.sorted().map { .grade($0) }
         var borrowing = false
-        for d in dims {
+        for d in Self.dimensions(q) {
             guard let limit = d.limit(q) else { continue }
             let want = d.amount(add)
             guard want > 0, d.amount(held) + want > limit + 1e-9 else { continue }
             let figures = "\(fmt(d.amount(held))) + \(fmt(want)) \(d) > quota \(fmt(limit))"
             guard let cohort = q.cohort, q.borrow else { return .refused("account \(account): \(figures)") }
             // The cohort's room in this dimension: its members' limits less what they hold.
-            var cap = 0.0, used = 0.0
-            for m in cohorts[cohort] ?? [] {
-                guard let l = d.limit(policy.quota(for: m)) else { continue }
-                cap += l
-                used += d.amount(inUse[m] ?? ResourceUse())
-            }
+            let (cap, used) = cohortRoom(cohort, d)
             if used + want > cap + 1e-9 {
                 return .refused("account \(account): \(figures); cohort \(cohort) has \(fmt(max(0, cap - used))) unused")
             }
@@ -248,19 +241,32 @@ public struct AccountLedger: Sendable {
     public func neverAdmits(_ account: String, _ add: ResourceUse) -> String? {
         let q = policy.quota(for: account)
         guard q.hasLimits else { return nil }
-        var dims: [Dimension] = [.devices, .gcu]
-        dims += q.devicesByGrade.keys.sorted().map { .grade($0) }
-        for d in dims {
+        for d in Self.dimensions(q) {
             guard let limit = d.limit(q) else { continue }
             let want = d.amount(add)
             guard want > limit + 1e-9 else { continue }
             let figures = "account \(account): the job needs \(fmt(want)) \(d) > quota \(fmt(limit))"
             guard let cohort = q.cohort, q.borrow else { return figures + " (no cohort to borrow from)" }
-            var cap = 0.0
-            for m in cohorts[cohort] ?? [] { if let l = d.limit(policy.quota(for: m)) { cap += l } }
+            let cap = cohortRoom(cohort, d).cap
             if want > cap + 1e-9 { return figures + " and cohort \(cohort)'s \(fmt(cap)) in all" }
         }
         return nil
+    }
+
+    /// The dimensions a quota can limit: devices, GCU, and each grade it names.
+    static func dimensions(_ q: AccountQuota) -> [Dimension] {
+        [.devices, .gcu] + q.devicesByGrade.keys.sorted().map { .grade($0) }
+    }
+
+    /// A cohort's members' limits in a dimension added up, and what they hold in it.
+    func cohortRoom(_ cohort: String, _ d: Dimension) -> (cap: Double, used: Double) {
+        var cap = 0.0, used = 0.0
+        for m in cohorts[cohort] ?? [] {
+            guard let l = d.limit(policy.quota(for: m)) else { continue }
+            cap += l
+            used += d.amount(inUse[m] ?? ResourceUse())
+        }
+        return (cap, used)
     }
 
     /// Grades the account can take no more devices of (at its limit, nothing to borrow), for

@@ -167,12 +167,15 @@ public struct PlacementIndex: Sendable {
     /// not; says whether a request could ever fit.
     var nodesWithUnits: [[Int]] = []
     var shapeCache: [ShapeKey: [Int32]] = [:]
-    /// `couldEverFit` answers for requests that need several classes on one node; cleared
-    /// whenever a node joins, leaves or changes schedulability.
+    /// "Could it ever fit" answers that need a scan of the nodes (several classes on one node,
+    /// or units on one NUMA node or all NVLink peers); cleared whenever a node joins, leaves or
+    /// changes schedulability.
     var mixedFit: [MixedFitKey: Bool] = [:]
     struct MixedFitKey: Hashable {
-        var classes: [Int32]
+        var classes: [[Int32]]
         var count: Int
+        /// nil: any units of the node; `.sameNUMA` or a peer fabric: grouped as asked.
+        var grouping: InterconnectRequirement?
     }
     /// Nodes cordoned by an operator, and what each node's state asks for (schedulable or not).
     public private(set) var cordoned: Set<NodeID> = []
@@ -505,7 +508,33 @@ public struct PlacementIndex: Sendable {
         // Two statements: a non-mutating call whose argument mutates `self` copies the whole
         // index first (found by perf: a copy of the index per waiting job).
         let matching = matchingClasses(want, account: account)
+        if want.count > 1, let i = want.interconnect, i == .sameNUMA || i.needsPeers {
+            return couldEverFitConnected([matching], want.count, nvlink: i.needsPeers)
+        }
         return couldEverFit(matching, want.count)
+    }
+
+    /// Whether some schedulable node has `count` units of one of `matchings`' classes on one NUMA
+    /// node (or, `nvlink`, all peers of each other), busy or not. A scan, remembered until
+    /// membership changes.
+    mutating func couldEverFitConnected(_ matchings: [[Int32]], _ count: Int, nvlink: Bool) -> Bool {
+        let key = MixedFitKey(classes: matchings, count: count, grouping: nvlink ? .nvlink : .sameNUMA)
+        if let known = mixedFit[key] { return known }
+        var fits = false
+        scan: for case let n? in nodes where n.schedulable {
+            for matching in matchings {
+                if nvlink {
+                    if nvlinkGroup(n, matching, count, evenBusy: true) != nil { fits = true; break scan }
+                    continue
+                }
+                var groups: [Int32: Int] = [:]
+                for u in n.units where u.classID >= 0 && matching.contains(u.classID) { groups[u.numa, default: 0] += 1 }
+                if groups.values.contains(where: { $0 >= count }) { fits = true; break scan }
+            }
+        }
+        if mixedFit.count >= 4096 { mixedFit.removeAll(keepingCapacity: true) }
+        mixedFit[key] = fits
+        return fits
     }
 
     /// Whether some schedulable node has `count` units of `matching`'s classes: of one class
@@ -522,7 +551,7 @@ public struct PlacementIndex: Sendable {
         if oneClass { return true }
         guard matching.count > 1,
               matching.reduce(0, { acc, cid in acc + (nodesWithUnits[Int(cid)].lastIndex { $0 > 0 } ?? 0) }) >= count else { return false }
-        let key = MixedFitKey(classes: matching, count: count)
+        let key = MixedFitKey(classes: [matching], count: count, grouping: nil)
         if let known = mixedFit[key] { return known }
         let fits = anyBucket.slots.contains { slot in
             nodes[Int(slot)]!.classes.reduce(0) { acc, c in matching.contains(c.classID) ? acc + Int(c.units) : acc } >= count
@@ -537,7 +566,7 @@ public struct PlacementIndex: Sendable {
     /// request can use (or `count` free units that are all NVLink peers of each other). Among at
     /// most `candidateLimit` fits: the least capable classes first, then the node with the
     /// fewest free units, then the id; the option is the first that fits there.
-    func chooseConnected(_ wants: [AcceleratorRequest], _ matchings: [[Int32]], nvlink: Bool, excluding: Set<Int32> = []) -> (option: Int, choice: PlacementChoice) {
+    mutating func chooseConnected(_ wants: [AcceleratorRequest], _ matchings: [[Int32]], nvlink: Bool, excluding: Set<Int32> = []) -> (option: Int, choice: PlacementChoice) {
         let count = wants[0].count
         var best: (key: [Int], slot: Int32, option: Int, ids: [String])?
         var fits = 0, examined = 0
@@ -560,21 +589,9 @@ public struct PlacementIndex: Sendable {
         if let best { return (best.option, .placed(node: nodes[Int(best.slot)]!.id, deviceIDs: best.ids)) }
         let words = RegionPlacement.describe(wants[wants.count - 1])
         let fabric = wants[0].interconnect?.fabricName ?? "NVLink"
-        // Could it ever fit (busy or not)? Every schedulable node is looked at: a rare path.
-        for case let n? in nodes where n.schedulable {
-            for matching in matchings {
-                if nvlink {
-                    if nvlinkGroup(n, matching, count, evenBusy: true) != nil {
-                        return (0, .busy("waiting for \(count) free \(fabric)-connected device(s) matching \(words)"))
-                    }
-                    continue
-                }
-                var groups: [Int32: Int] = [:]
-                for u in n.units where u.classID >= 0 && matching.contains(u.classID) { groups[u.numa, default: 0] += 1 }
-                if groups.values.contains(where: { $0 >= count }) {
-                    return (0, .busy("waiting for \(count) free device(s) matching \(words)"))
-                }
-            }
+        if couldEverFitConnected(matchings, count, nvlink: nvlink) {
+            return (0, .busy(nvlink ? "waiting for \(count) free \(fabric)-connected device(s) matching \(words)"
+                                    : "waiting for \(count) free device(s) matching \(words)"))
         }
         if nvlink {
             return (0, .impossible("no ready node has \(count) schedulable device(s) matching \(words) that are all \(fabric) peers of each other"))

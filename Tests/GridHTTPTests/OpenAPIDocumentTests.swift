@@ -88,11 +88,11 @@ struct SilentController: ControllerAccess {
     @Test func namesTheTokenAndRefusesOthers() throws {
         let store = try TokenStore(path: try file("# operators\nalice 0123456789abcdef0123\n\nbob  fedcba9876543210fedc\n"))
         #expect(store.count == 2)
-        #expect(store.name(for: "0123456789abcdef0123") == "alice")
-        #expect(store.name(for: "fedcba9876543210fedc") == "bob")
-        #expect(store.name(for: "0123456789abcdef012") == nil)
-        #expect(store.name(for: "0123456789abcdef01234") == nil)
-        #expect(store.name(for: "") == nil)
+        #expect(store.principal(for: "0123456789abcdef0123")?.operatorName == "alice")
+        #expect(store.principal(for: "fedcba9876543210fedc")?.operatorName == "bob")
+        #expect(store.principal(for: "0123456789abcdef012") == nil)
+        #expect(store.principal(for: "0123456789abcdef01234") == nil)
+        #expect(store.principal(for: "") == nil)
     }
 
     /// A token carries a right (default `operate`, the file's first format) and may be bound to
@@ -142,7 +142,7 @@ struct SilentController: ControllerAccess {
             #expect(e.problems.contains { $0.hasPrefix("line 2:") && $0.contains("shorter than 16") })
             #expect(e.problems.contains { $0.hasPrefix("line 3:") && $0.contains("name token") })
         }
-        #expect(store.name(for: "0123456789abcdef0123") == "alice")
+        #expect(store.principal(for: "0123456789abcdef0123")?.operatorName == "alice")
     }
 }
 
