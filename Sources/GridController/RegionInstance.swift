@@ -152,9 +152,8 @@ public struct RegionInstance: Sendable {
     var nodes: [NodeID: Node] = [:]
     public private(set) var index: PlacementIndex
     var jobs: [JobID: JobRecord] = [:]
-    /// Queued jobs, oldest first. Placed ones are removed at the end of a pass.
-    var queue: [JobID] = []
-    var queueCursor = 0
+    /// Queued jobs in the order placement examines them (`JobQueue`).
+    var queue = JobQueue()
     var assignments: [AssignmentID: AssignmentRecord] = [:]
     var sentAt: [AssignmentID: (at: Int64, attempts: Int)] = [:]
     var outbox: [String: Outgoing] = [:]
@@ -337,7 +336,7 @@ public struct RegionInstance: Sendable {
         sizeTables(forUnits: index.unitTotal)
         for j in recovered.jobs {
             jobs[j.id] = j
-            if j.state == .queued && j.hold == nil { queue.append(j.id) }
+            if j.state == .queued && j.hold == nil { queue.insert(j.id, priority: j.spec.priority, front: false) }
             if let r = j.spec.replica, !j.state.isTerminal {
                 serviceJobs[r.service, default: []].insert(j.id)
                 routesDirty.insert(r.service)
@@ -360,10 +359,8 @@ public struct RegionInstance: Sendable {
         usageWrittenAtMs = now.monotonicMs
         lastWall = now.wall
         // Highest priority first, oldest first within a priority (the order `enqueue` keeps).
-        queue.sort { a, b in
-            let ja = jobs[a]!, jb = jobs[b]!
-            return ja.spec.priority != jb.spec.priority ? ja.spec.priority > jb.spec.priority : ja.submittedAt < jb.submittedAt
-        }
+        let byID = jobs
+        queue.sortWithinPriorities(key: { id in (byID[id]?.submittedAt ?? .distantPast, id) }, by: <)
         for item in recovered.outbox where item.type == "status_update" {
             guard let u = try? Wire.StatusUpdate(serializedBytes: item.payload.bytes) else { continue }
             outbox[item.key] = Outgoing(update: u, attempts: 0, dueMs: now.monotonicMs)
@@ -1109,15 +1106,7 @@ public struct RegionInstance: Sendable {
     /// stays ordered by priority, so a pass never places a job ahead of a higher-priority one
     /// that fits; a job put before the pass's cursor is examined next.
     mutating func enqueue(_ id: JobID, front: Bool) {
-        let p = jobs[id]?.spec.priority ?? 0
-        var lo = 0, hi = queue.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            let q = jobs[queue[mid]]?.spec.priority ?? 0
-            if front ? q > p : q >= p { lo = mid + 1 } else { hi = mid }
-        }
-        queue.insert(id, at: lo)
-        if lo < queueCursor { queueCursor = lo }
+        queue.insert(id, priority: jobs[id]?.spec.priority ?? 0, front: front)
     }
 
     static func updateID(_ region: RegionID, _ job: JobRecord) -> String { "\(region):\(job.id):\(job.epoch):\(job.state.rawValue)" }
@@ -1224,7 +1213,7 @@ public struct RegionInstance: Sendable {
                     out += unplaceAll(&job, now: now)
                     job.state = .queued
                 }
-                if job.state == .queued { queue.removeAll { $0 == id } }
+                if job.state == .queued { queue.remove(id) }
                 job.message = "held: \(m.reason)" + (job.state == .queued ? "" : "; the current run goes on (gridctl requeue stops it)")
                 job.updatedAt = now.wall
                 jobs[id] = job
@@ -1289,8 +1278,7 @@ public struct RegionInstance: Sendable {
         var out: [ControllerDirective] = []
         switch job.state {
         case .queued:
-            queue.removeAll { $0 == id }
-            queueCursor = min(queueCursor, queue.count)
+            queue.remove(id)
         case .assigned:
             let sent = job.currentAssignments.contains { aid in assignments[aid].map { $0.state != .pending || (sentAt[aid]?.at ?? 0) != 0 } ?? true }
             guard job.assignment != nil, !sent else {
@@ -1355,7 +1343,7 @@ public struct RegionInstance: Sendable {
             job.message = "cancelled before it was placed"
             job.updatedAt = now.wall
             jobs[id] = job
-            queue.removeAll { $0 == id }
+            queue.remove(id)
             return [.persist(.job(job)), enqueueStatus(job, now: now)]
         }
         guard let aid = job.assignment, assignments[aid] != nil else { return [] }
@@ -2044,20 +2032,16 @@ public struct RegionInstance: Sendable {
     mutating func place(now: Moment, into out: inout [ControllerDirective]) {
         placementDirty = false
         guard !queue.isEmpty else {
-            queueCursor = 0
+            queue.rewind()
             return
         }
-        if queueCursor >= queue.count { queueCursor = 0 }
         var placedIDs: Set<JobID> = []
         var blocked: [PlacementShape: (count: Int, why: String)] = [:]
         // Gangs that did not fit in this pass, by shape with its count: the fewest ranks that
         // did not fit (more ranks of the same shape cannot fit either).
         var blockedGangs: [PlacementShape: (ranks: Int, why: String)] = [:]
-        let begin = queueCursor
-        let end = min(queue.count, queueCursor + settings.placementBudget)
-        let budgetHit = end < queue.count
-        for qi in queueCursor..<end {
-            let jid = queue[qi]
+        let (turn, budgetHit) = queue.nextTurn(budget: settings.placementBudget)
+        for jid in turn {
             guard var job = jobs[jid], job.state == .queued else {
                 placedIDs.insert(jid)
                 continue
@@ -2243,18 +2227,10 @@ public struct RegionInstance: Sendable {
                 }
             }
         }
-        queueCursor = end
-        if !placedIDs.isEmpty {
-            // Only the examined window can hold placed jobs: compact it, not the whole queue.
-            let kept = queue[begin..<end].filter { !placedIDs.contains($0) }
-            queue.replaceSubrange(begin..<end, with: kept)
-            queueCursor = begin + kept.count
-        }
+        for id in placedIDs { queue.remove(id) }
         if budgetHit {
             // More to examine: continue on the next turn, after that turn's messages.
             placementDirty = true
-        } else {
-            queueCursor = 0
         }
     }
 
@@ -2374,20 +2350,17 @@ public struct RegionInstance: Sendable {
     /// Fair share: each priority's jobs in order of their account's fair-share factor (least
     /// recent use per share first), then arrival. Only when the queue holds several accounts.
     mutating func orderByFairShare() {
-        guard settings.accounts.fairShare, queue.count > 1, let first = jobs[queue[0]]?.spec.accountName,
+        guard settings.accounts.fairShare, queue.count > 1, let first = queue.first.flatMap({ jobs[$0]?.spec.accountName }),
               queue.contains(where: { jobs[$0]?.spec.accountName != first }) else { return }
         let factor = ledger.fairShareFactors()
-        let keyed = queue.compactMap { id -> (JobID, Int, Double, Date)? in
-            guard let j = jobs[id] else { return nil }
-            return (id, j.spec.priority, factor[j.spec.accountName] ?? 1, j.submittedAt)
-        }
-        queue = keyed.sorted { a, b in
-            if a.1 != b.1 { return a.1 > b.1 }
-            if a.2 != b.2 { return a.2 > b.2 }
-            if a.3 != b.3 { return a.3 < b.3 }
-            return a.0 < b.0
-        }.map(\.0)
-        queueCursor = 0
+        let byID = jobs
+        queue.sortWithinPriorities(key: { id -> (Double, Date, JobID) in
+            guard let j = byID[id] else { return (1, .distantPast, id) }
+            return (factor[j.spec.accountName] ?? 1, j.submittedAt, id)
+        }, by: { a, b in
+            if a.0 != b.0 { return a.0 > b.0 }
+            return (a.1, a.2) < (b.1, b.2)
+        })
     }
 
     mutating func prune(now: Moment) -> [ControllerDirective] {

@@ -488,6 +488,7 @@ struct RegionPlacementBench: ParsableCommand {
         var sim = RegionSimulation(nodes: fleet, accounts: accounts, preemption: false)
         let trace = MixedTrace.make(hours: 1.2 * Double(jobs) / Double(max(1, devices)), devices: devices, load: 1, seed: 7).prefix(jobs)
         var rng = SplitMix64(seed: 3)
+        var forwarding: Duration = .zero
         for j in trace {
             var f = Wire.JobForward()
             f.jobID = j.id
@@ -497,8 +498,13 @@ struct RegionPlacementBench: ParsableCommand {
                 spec.nodes = 2 + Int(rng.next() % 3)
             }
             f.spec = Wire.JobSpec(spec)
+            let t0 = ContinuousClock.now
             _ = sim.send(.jobForward(f), from: sim.national)
+            forwarding += ContinuousClock.now - t0
         }
+        // Taking in the burst: validation, the record, the queue (before any placement).
+        let forwardSecs = Double(forwarding.components.seconds) + Double(forwarding.components.attoseconds) / 1e18
+        print(String(format: "RESULT region-placement intake: %.0f jobs forwarded/s into a queue growing to %d", Double(trace.count) / forwardSecs, trace.count))
         print("devices: \(devices); jobs queued: \(trace.count); directive \(MemoryLayout<ControllerDirective>.size) B, mutation \(MemoryLayout<StoreMutation>.size) B, job \(MemoryLayout<JobRecord>.size) B, spec \(MemoryLayout<JobSpec>.size) B")
         var placed = 0
         var assignments = 0
