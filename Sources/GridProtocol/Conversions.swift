@@ -167,10 +167,12 @@ extension Wire.JobSpec {
 
     /// Throws when a field cannot be represented in the domain (e.g. an unknown vendor name).
     public func spec() throws(ProtocolError) -> JobSpec {
+        // One copy of the request, not one per field read.
+        let acc = accelerators
         var vendor: AcceleratorVendor?
-        if !accelerators.vendor.isEmpty {
-            guard let v = AcceleratorVendor(rawValue: accelerators.vendor) else {
-                throw .invalidField(type: "JobSpec", field: "accelerators.vendor", reason: "unknown vendor '\(accelerators.vendor)'")
+        if !acc.vendor.isEmpty {
+            guard let v = AcceleratorVendor(rawValue: acc.vendor) else {
+                throw .invalidField(type: "JobSpec", field: "accelerators.vendor", reason: "unknown vendor '\(acc.vendor)'")
             }
             vendor = v
         }
@@ -182,23 +184,23 @@ extension Wire.JobSpec {
             return g
         }
         var interconnect: InterconnectRequirement?
-        if !accelerators.interconnect.isEmpty {
-            guard let i = InterconnectRequirement(rawValue: accelerators.interconnect) else {
+        if !acc.interconnect.isEmpty {
+            guard let i = InterconnectRequirement(rawValue: acc.interconnect) else {
                 throw .invalidField(type: "JobSpec", field: "accelerators.interconnect",
-                                    reason: "'\(accelerators.interconnect)' is not one of any, same_numa, nvlink, xgmi")
+                                    reason: "'\(acc.interconnect)' is not one of any, same_numa, nvlink, xgmi")
             }
             interconnect = i
         }
         var s = JobSpec(
             name: name, command: command, args: args, env: env,
             accelerators: AcceleratorRequest(
-                count: Int(accelerators.count), vendor: vendor,
-                model: accelerators.model.isEmpty ? nil : accelerators.model,
-                minMemoryMiB: accelerators.minMemoryMib > 0 ? Int(exactly: accelerators.minMemoryMib) : nil,
-                minGrade: try grade(accelerators.minGrade, "min_grade"), maxGrade: try grade(accelerators.maxGrade, "max_grade"),
-                partition: accelerators.partition.isEmpty ? nil : accelerators.partition,
-                minGCU: accelerators.minGcu != 0 ? accelerators.minGcu : nil,
-                minTotalGCU: accelerators.minTotalGcu != 0 ? accelerators.minTotalGcu : nil),
+                count: Int(acc.count), vendor: vendor,
+                model: acc.model.isEmpty ? nil : acc.model,
+                minMemoryMiB: acc.minMemoryMib > 0 ? Int(exactly: acc.minMemoryMib) : nil,
+                minGrade: try grade(acc.minGrade, "min_grade"), maxGrade: try grade(acc.maxGrade, "max_grade"),
+                partition: acc.partition.isEmpty ? nil : acc.partition,
+                minGCU: acc.minGcu != 0 ? acc.minGcu : nil,
+                minTotalGCU: acc.minTotalGcu != 0 ? acc.minTotalGcu : nil),
             timeoutSeconds: timeoutSeconds > 0 ? Int(timeoutSeconds) : nil,
             allowedRegions: allowedRegions.map(RegionID.init),
             retry: RetryPolicy(
