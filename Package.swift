@@ -30,6 +30,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"6.0.0"),
         // Deque for the region's job queue (already built for SwiftNIO).
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.1.0"),
+        // The HTTPS listener's certificate, replaced per handshake on reload (already built for
+        // AsyncHTTPClient and HummingbirdTLS).
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.27.0"),
     ],
     targets: [
         // libzmq through pkg-config; the Swift layer on it lives in GridTransport.
@@ -94,6 +97,7 @@ let package = Package(
                 // HTTPS for the API (swift-nio-ssl is already built for AsyncHTTPClient).
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Metrics", package: "swift-metrics"),

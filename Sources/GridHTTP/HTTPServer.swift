@@ -5,6 +5,7 @@ import HummingbirdCore
 import HummingbirdTLS
 import Logging
 import NIOCore
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 
@@ -68,30 +69,79 @@ public struct HTTPServer<Context: RequestContext>: Service where Context.Source 
     }
 }
 
-/// The TLS of an HTTPS listener (TLS 1.2 or later).
-public struct HTTPSConfiguration: Sendable {
-    let tls: TLSConfiguration
+/// The TLS of an HTTPS listener (TLS 1.2 or later), with a certificate that can be replaced
+/// while the listener runs: `reload()` reads the files again (SIGHUP, after cert-manager or
+/// certbot renewed them) and every handshake from then on presents the new chain; connections
+/// already open keep theirs. A reload that cannot read or parse the files, or whose key does not
+/// match the certificate, throws and leaves the current identity in force.
+public final class HTTPSConfiguration: Sendable {
+    public let certificatePath: String
+    public let keyPath: String
+    private let identity: Mutex<HTTPSIdentity>
 
     /// From a PEM certificate chain (the server's certificate first) and its PEM private key.
     /// Throws, naming the file, when either cannot be read or parsed.
     public init(certificateChain certPath: String, privateKey keyPath: String) throws {
-        tls = try httpsTLS(certificateChain: certPath, privateKey: keyPath)
+        certificatePath = certPath
+        self.keyPath = keyPath
+        identity = Mutex(try HTTPSIdentity(certificateChain: certPath, privateKey: keyPath))
+    }
+
+    /// Reads the files again; returns the new leaf certificate's serial number (hex). Throws, and
+    /// keeps serving the current certificate, when they are not a valid pair.
+    @discardableResult
+    public func reload() throws -> String {
+        let fresh = try HTTPSIdentity(certificateChain: certificatePath, privateKey: keyPath)
+        identity.withLock { $0 = fresh }
+        return fresh.serial
+    }
+
+    /// The serial number (hex) of the leaf certificate handshakes present now.
+    public var serial: String { identity.withLock { $0.serial } }
+
+    /// The listener's configuration: the identity at start, replaced per handshake by the
+    /// current one (BoringSSL's certificate callback, through NIOSSL's context callback).
+    var tls: TLSConfiguration {
+        var c = identity.withLock { $0.configuration }
+        c.sslContextCallback = { [self] _, promise in
+            var changes = NIOSSLContextConfigurationOverride()
+            identity.withLock { current in
+                changes.certificateChain = current.chain.map { .certificate($0) }
+                changes.privateKey = .privateKey(current.key)
+            }
+            promise.succeed(changes)
+        }
+        return c
     }
 }
 
-func httpsTLS(certificateChain certPath: String, privateKey keyPath: String) throws -> TLSConfiguration {
+/// One certificate chain and its key, checked to belong together.
+struct HTTPSIdentity: Sendable {
     let chain: [NIOSSLCertificate]
-    do { chain = try NIOSSLCertificate.fromPEMFile(certPath) } catch {
-        throw ConfigError(source: certPath, problems: ["http_tls_cert: not a PEM certificate chain (\(error))"])
-    }
-    guard !chain.isEmpty else { throw ConfigError(source: certPath, problems: ["http_tls_cert: no certificate in the file"]) }
     let key: NIOSSLPrivateKey
-    do { key = try NIOSSLPrivateKey(file: keyPath, format: .pem) } catch {
-        throw ConfigError(source: keyPath, problems: ["http_tls_key: not a PEM private key (\(error))"])
+    let serial: String
+
+    init(certificateChain certPath: String, privateKey keyPath: String) throws {
+        do { chain = try NIOSSLCertificate.fromPEMFile(certPath) } catch {
+            throw ConfigError(source: certPath, problems: ["http_tls_cert: not a PEM certificate chain (\(error))"])
+        }
+        guard let leaf = chain.first else { throw ConfigError(source: certPath, problems: ["http_tls_cert: no certificate in the file"]) }
+        do { key = try NIOSSLPrivateKey(file: keyPath, format: .pem) } catch {
+            throw ConfigError(source: keyPath, problems: ["http_tls_key: not a PEM private key (\(error))"])
+        }
+        serial = leaf.serialNumber.map { String(format: "%02x", $0) }.joined()
+        // BoringSSL refuses a key that does not belong to the leaf certificate here, not at the
+        // first handshake.
+        do { _ = try NIOSSLContext(configuration: configuration) } catch {
+            throw ConfigError(source: keyPath, problems: ["http_tls_key: does not match the certificate in \(certPath) (\(error))"])
+        }
     }
-    var c = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
-    c.minimumTLSVersion = .tlsv12
-    return c
+
+    var configuration: TLSConfiguration {
+        var c = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        c.minimumTLSVersion = .tlsv12
+        return c
+    }
 }
 
 /// Set once when the daemon starts to shut down; read by long-running answers.

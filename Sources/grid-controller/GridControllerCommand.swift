@@ -75,10 +75,10 @@ struct GridControllerCommand: AsyncParsableCommand {
         let service: ControllerService
         let exporter = MetricsExporter()
         let tokens: TokenStore
-        var tls: HTTPSConfiguration?
+        let tls: HTTPSConfiguration?
         do {
             tokens = try TokenStore(path: cfg.httpTokenFile)
-            if !cfg.httpTLSCert.isEmpty { tls = try HTTPSConfiguration(certificateChain: cfg.httpTLSCert, privateKey: cfg.httpTLSKey) }
+            tls = cfg.httpTLSCert.isEmpty ? nil : try HTTPSConfiguration(certificateChain: cfg.httpTLSCert, privateKey: cfg.httpTLSKey)
             service = try ControllerService(config: cfg, logger: logger, metrics: ControllerMetrics(factory: exporter.factory))
         } catch {
             FileHandle.standardError.write(Data("grid-controller: cannot start \(name): \(error)\n".utf8))
@@ -133,6 +133,12 @@ struct GridControllerCommand: AsyncParsableCommand {
                 if fresh.httpTokenFile == now.httpTokenFile {
                     try tokens.reload()
                     if tokens.configured { applied.append("http_token_file (\(tokens.count) token(s))") }
+                }
+                // A renewed certificate at the same paths: new handshakes present it.
+                if let tls, fresh.httpTLSCert == now.httpTLSCert, fresh.httpTLSKey == now.httpTLSKey {
+                    let before = tls.serial
+                    let serial = try tls.reload()
+                    applied.append("http_tls_cert (serial \(serial)\(serial == before ? ", unchanged" : ""))")
                 }
                 if fresh.authorizedKeys == now.authorizedKeys, let access = service.access {
                     try service.reloadAuthorizedKeys()

@@ -345,18 +345,22 @@ extension EndToEnd {
         let (ops, viewer, ana, bo) = ("ops-0123456789abcdef0123", "viewer-0123456789abcdef01", "ana-0123456789abcdef01234", "bo-0123456789abcdef012345")
         let tokens = try c.writeFile("tokens", ["# name token [right] [tenant=]", "ops \(ops)", "viewer \(viewer) read",
                                                "ana \(ana) submit tenant=team-a", "bo \(bo) operate tenant=team-b"])
+        // The controller reads copies, so the certificate can be renewed in place below.
+        let (certFile, keyFile) = (c.dir.appendingPathComponent("http.crt"), c.dir.appendingPathComponent("http.key"))
+        try FileManager.default.copyItem(at: tls.appendingPathComponent("localhost.crt"), to: certFile)
+        try FileManager.default.copyItem(at: tls.appendingPathComponent("localhost.key"), to: keyFile)
         c.environment = ["GRID_HTTP_TOKEN_FILE": tokens, "GRID_HTTP_READ": "token",
-                         "GRID_HTTP_TLS_CERT": tls.appendingPathComponent("localhost.crt").path,
-                         "GRID_HTTP_TLS_KEY": tls.appendingPathComponent("localhost.key").path]
+                         "GRID_HTTP_TLS_CERT": certFile.path, "GRID_HTTP_TLS_KEY": keyFile.path]
         try c.startNational()
         c.environment = [:]
         try c.startRegion("r1")
         try c.startAgent("a10g-node", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
         let n = try c.httpBase(of: "national")
         #expect(n.hasPrefix("https://127.0.0.1:"), "\(n)")
-        let ca = tls.appendingPathComponent("localhost.crt").path
+        let original = tls.appendingPathComponent("localhost.crt").path
         /// One request by curl, the certificate checked against the fixture: status and body.
-        func call(_ method: String, _ path: String, token: String? = nil, body: String? = nil, scheme: String? = nil) throws -> HTTPCall {
+        func call(_ method: String, _ path: String, token: String? = nil, body: String? = nil, scheme: String? = nil,
+                  ca: String = original) throws -> HTTPCall {
             var args = ["-sS", "--max-time", "20", "--cacert", ca, "-X", method, "-w", "\n%{http_code}"]
             if let token { args += ["-H", "Authorization: Bearer \(token)"] }
             if let body { args += ["-H", "Content-Type: application/yaml", "--data-binary", body] }
@@ -405,6 +409,33 @@ extension EndToEnd {
         #expect(selfCancel.status == 403 && selfCancel.errorMessage.contains("'operate' right"), "\(selfCancel.body)")
         #expect(try call("POST", "/api/v1/jobs/a-1/cancel", token: ops).status == 200)
         #expect(try call("GET", "/api/v1/jobs", token: viewer).json["total"] as? Int == 1)
+
+        // The certificate renewed at the same paths (as cert-manager or certbot do): after
+        // SIGHUP new connections get the new one, without a restart.
+        let renewed = tls.appendingPathComponent("renewed.crt").path
+        #expect(try call("GET", "/healthz", ca: renewed).status < 0, "the renewed certificate was served before it was installed")
+        try FileManager.default.removeItem(at: certFile)
+        try FileManager.default.removeItem(at: keyFile)
+        try FileManager.default.copyItem(at: tls.appendingPathComponent("renewed.crt"), to: certFile)
+        try FileManager.default.copyItem(at: tls.appendingPathComponent("renewed.key"), to: keyFile)
+        let national = try #require(c.daemon("national")).process
+        try await eventually("the renewed certificate is served", seconds: 20) {
+            kill(national.processIdentifier, SIGHUP)
+            try await Task.sleep(for: .milliseconds(300))
+            return try call("GET", "/healthz", ca: renewed).status == 200
+        }
+        #expect(try call("GET", "/healthz").status < 0, "the old certificate is still served")
+        #expect(try call("GET", "/api/v1/jobs", token: viewer, ca: renewed).status == 200)
+        // A broken renewal (a key that is not the certificate's) is refused with the reason;
+        // the certificate in force stays.
+        try FileManager.default.removeItem(at: keyFile)
+        try FileManager.default.copyItem(at: tls.appendingPathComponent("localhost.key"), to: keyFile)
+        kill(national.processIdentifier, SIGHUP)
+        try await eventually("the refused reload is logged", seconds: 20) {
+            c.log("national").contains("does not match the certificate")
+        }
+        #expect(national.isRunning)
+        #expect(try call("GET", "/healthz", ca: renewed).status == 200)
     }
 
     func eventually(_ what: String, seconds: Double = 30, _ probe: () async throws -> Bool) async throws {
