@@ -126,11 +126,14 @@ struct JobQueue: Sequence {
     mutating func rewind() { cursor = .start }
 
     /// Re-sorts each priority's jobs by a key worked out once per job (the fair-share order);
-    /// the next turn starts at the top.
+    /// jobs with equal keys keep the order they were put in. The next turn starts at the top.
     mutating func sortWithinPriorities<Key>(key: (JobID) -> Key, by areInIncreasingOrder: (Key, Key) -> Bool) {
         for l in levels.indices {
-            let keyed = levels[l].entries.compactMap { e in members[e.id]?.stamp == e.stamp ? (e, key(e.id)) : nil }
-            levels[l].entries = Deque(keyed.sorted { areInIncreasingOrder($0.1, $1.1) }.map(\.0))
+            var keyed = levels[l].entries.enumerated().compactMap { i, e in members[e.id]?.stamp == e.stamp ? (e, key(e.id), i) : nil }
+            keyed.sort { a, b in
+                areInIncreasingOrder(a.1, b.1) || (!areInIncreasingOrder(b.1, a.1) && a.2 < b.2)
+            }
+            levels[l].entries = Deque(keyed.map(\.0))
             levels[l].dead = 0
         }
         levels.removeAll { $0.entries.isEmpty }

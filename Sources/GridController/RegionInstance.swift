@@ -360,7 +360,7 @@ public struct RegionInstance: Sendable {
         lastWall = now.wall
         // Highest priority first, oldest first within a priority (the order `enqueue` keeps).
         let byID = jobs
-        queue.sortWithinPriorities(key: { id in (byID[id]?.submittedAt ?? .distantPast, id) }, by: <)
+        queue.sortWithinPriorities(key: { id in byID[id]?.submittedAt ?? .distantPast }, by: <)
         for item in recovered.outbox where item.type == "status_update" {
             guard let u = try? Wire.StatusUpdate(serializedBytes: item.payload.bytes) else { continue }
             outbox[item.key] = Outgoing(update: u, attempts: 0, dueMs: now.monotonicMs)
@@ -2354,13 +2354,11 @@ public struct RegionInstance: Sendable {
               queue.contains(where: { jobs[$0]?.spec.accountName != first }) else { return }
         let factor = ledger.fairShareFactors()
         let byID = jobs
-        queue.sortWithinPriorities(key: { id -> (Double, Date, JobID) in
-            guard let j = byID[id] else { return (1, .distantPast, id) }
-            return (factor[j.spec.accountName] ?? 1, j.submittedAt, id)
-        }, by: { a, b in
-            if a.0 != b.0 { return a.0 > b.0 }
-            return (a.1, a.2) < (b.1, b.2)
-        })
+        // Equal keys (same factor, same arrival) keep their order in the queue.
+        queue.sortWithinPriorities(key: { id -> (Double, Date) in
+            guard let j = byID[id] else { return (1, .distantPast) }
+            return (factor[j.spec.accountName] ?? 1, j.submittedAt)
+        }, by: { a, b in a.0 != b.0 ? a.0 > b.0 : a.1 < b.1 })
     }
 
     mutating func prune(now: Moment) -> [ControllerDirective] {

@@ -44,8 +44,10 @@ import Testing
             return (turn, more)
         }
 
-        mutating func sortWithinPriorities(by less: (JobID, JobID) -> Bool) {
-            ids.sort { a, b in priority[a]! != priority[b]! ? priority[a]! > priority[b]! : less(a, b) }
+        /// Stable: equal keys keep their order.
+        mutating func sortWithinPriorities(key: (JobID) -> Int) {
+            let place = Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($1, $0) })
+            ids.sort { a, b in (-priority[a]!, key(a), place[a]!) < (-priority[b]!, key(b), place[b]!) }
             cursor = 0
         }
     }
@@ -80,9 +82,10 @@ import Testing
                     }
                 default:
                     let salt = rng.int(1_000)
-                    let key = { (id: JobID) in (id.rawValue.hashValue ^ salt, id) }
+                    // Few distinct keys: many ties, which keep their order.
+                    let key = { (id: JobID) in abs(id.rawValue.hashValue ^ salt) % 4 }
                     queue.sortWithinPriorities(key: key, by: <)
-                    model.sortWithinPriorities { key($0) < key($1) }
+                    model.sortWithinPriorities(key: key)
                 }
                 #expect(queue.count == model.ids.count)
                 #expect(queue.first == model.ids.first)
