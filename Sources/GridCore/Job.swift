@@ -112,7 +112,11 @@ public struct JobSpec: Codable, Sendable, Hashable {
     public var retry: RetryPolicy
     /// Where the job's data is, where it may go, its deadline and objective: the national
     /// scheduler's inputs for choosing a region and an hour.
-    public var routing: RoutingRequest
+    public var routing: RoutingRequest {
+        get { _routing.value }
+        set { _routing = Indirect(newValue) }
+    }
+    private var _routing: Indirect<RoutingRequest>
     /// Higher first: a region's queue is ordered by priority, then by arrival. −1000…1000,
     /// default 0 (`low` −100, `normal` 0, `high` 100, `critical` 1000 in job files).
     public var priority: Int
@@ -121,13 +125,21 @@ public struct JobSpec: Codable, Sendable, Hashable {
     public var account: String
     /// The model the job runs, when the scheduler should fit it to devices and choose its
     /// precision (GRID_PRECISION); nil = the accelerator request alone decides.
-    public var model: ModelRequirement?
+    public var model: ModelRequirement? {
+        get { _model?.value }
+        set { _model = newValue.map(Indirect.init) }
+    }
+    private var _model: Indirect<ModelRequirement>?
     /// Ports the agent assigns to each run from its range (`GRID_PORT`, `GRID_PORT_1`, …); the
     /// run's endpoint is `GRID_HOST:GRID_PORT`. 0…`maxPorts`.
     public var ports: Int = 0
     /// Set on a service's replicas by the national scheduler: which service and version, its
     /// probes, and how long the gateway drains it before it is stopped.
-    public var replica: ReplicaOf?
+    public var replica: ReplicaOf? {
+        get { _replica?.value }
+        set { _replica = newValue.map(Indirect.init) }
+    }
+    private var _replica: Indirect<ReplicaOf>? = nil
     /// Gang: the job runs on this many distinct nodes at once, `accelerators` on each, all
     /// placed together or not at all (1 = an ordinary one-node job). 1…`maxNodes`.
     public var nodes: Int = 1
@@ -146,9 +158,9 @@ public struct JobSpec: Codable, Sendable, Hashable {
         allowedRegions: [RegionID] = [], retry: RetryPolicy = RetryPolicy(), routing: RoutingRequest = RoutingRequest(),
         priority: Int = 0, model: ModelRequirement? = nil, account: String = ""
     ) {
-        self.model = model
+        _model = model.map(Indirect.init)
         self.account = account
-        self.routing = routing
+        _routing = Indirect(routing)
         self.priority = priority
         self.name = name
         self.command = command
@@ -176,13 +188,33 @@ public struct JobSpec: Codable, Sendable, Hashable {
         timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds)
         allowedRegions = try c.decode([RegionID].self, forKey: .allowedRegions)
         retry = try c.decodeIfPresent(RetryPolicy.self, forKey: .retry) ?? RetryPolicy()
-        routing = try c.decodeIfPresent(RoutingRequest.self, forKey: .routing) ?? RoutingRequest()
+        _routing = Indirect(try c.decodeIfPresent(RoutingRequest.self, forKey: .routing) ?? RoutingRequest())
         priority = try c.decodeIfPresent(Int.self, forKey: .priority) ?? 0
-        model = try c.decodeIfPresent(ModelRequirement.self, forKey: .model)
+        _model = try c.decodeIfPresent(ModelRequirement.self, forKey: .model).map(Indirect.init)
         account = try c.decodeIfPresent(String.self, forKey: .account) ?? ""
         ports = try c.decodeIfPresent(Int.self, forKey: .ports) ?? 0
-        replica = try c.decodeIfPresent(ReplicaOf.self, forKey: .replica)
+        _replica = try c.decodeIfPresent(ReplicaOf.self, forKey: .replica).map(Indirect.init)
         nodes = try c.decodeIfPresent(Int.self, forKey: .nodes) ?? 1
+    }
+
+    /// As the synthesized encoder would (optionals left out when nil), through the boxed parts.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(command, forKey: .command)
+        try c.encode(args, forKey: .args)
+        try c.encode(env, forKey: .env)
+        try c.encode(accelerators, forKey: .accelerators)
+        try c.encodeIfPresent(timeoutSeconds, forKey: .timeoutSeconds)
+        try c.encode(allowedRegions, forKey: .allowedRegions)
+        try c.encode(retry, forKey: .retry)
+        try c.encode(routing, forKey: .routing)
+        try c.encode(priority, forKey: .priority)
+        try c.encodeIfPresent(model, forKey: .model)
+        try c.encode(account, forKey: .account)
+        try c.encode(ports, forKey: .ports)
+        try c.encodeIfPresent(replica, forKey: .replica)
+        try c.encode(nodes, forKey: .nodes)
     }
 
     /// Devices the job holds while it runs: `accelerators.count` on each of its `nodes`.
