@@ -73,6 +73,24 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                "GridHTTPServer",
+            ]
+        ),
+        // The HTTP listener both daemons run (Hummingbird, HTTPS with reload, the Prometheus
+        // registry): apart from the controller's API so an agent does not carry the controller.
+        .target(
+            name: "GridHTTPServer",
+            dependencies: [
+                "GridCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // Regional controller and national scheduler: pure instances + shells.
@@ -92,12 +110,8 @@ let package = Package(
         .target(
             name: "GridHTTP",
             dependencies: [
-                "GridCore", "GridProtocol", "GridController", "GridCLI", "GridAgent",
+                "GridCore", "GridProtocol", "GridController", "GridCLI", "GridHTTPServer",
                 .product(name: "Hummingbird", package: "hummingbird"),
-                // HTTPS for the API (swift-nio-ssl is already built for AsyncHTTPClient).
-                .product(name: "HummingbirdTLS", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -138,7 +152,7 @@ let package = Package(
         .executableTarget(
             name: "grid-agent",
             dependencies: [
-                "GridAgent", "GridProbe", "GridCore", "GridHTTP", "GridDaemon",
+                "GridAgent", "GridProbe", "GridCore", "GridHTTPServer", "GridDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -151,7 +165,7 @@ let package = Package(
         .executableTarget(
             name: "grid-controller",
             dependencies: [
-                "GridController", "GridCore", "GridHTTP", "GridDaemon",
+                "GridController", "GridCore", "GridHTTP", "GridHTTPServer", "GridDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -197,7 +211,7 @@ let package = Package(
         .testTarget(name: "GridAgentTests", dependencies: ["GridAgent", "GridCore", "GridProtocol"]),
         .testTarget(
             name: "GridHTTPTests",
-            dependencies: ["GridHTTP", "GridController", "GridCore", "GridProtocol",
+            dependencies: ["GridHTTP", "GridHTTPServer", "GridController", "GridCore", "GridProtocol",
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Yams", package: "Yams")]

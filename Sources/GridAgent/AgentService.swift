@@ -511,11 +511,11 @@ public final class AgentService: Service, @unchecked Sendable {
     /// Probe figures for /metrics: each source's duration, and how each ended.
     func record(_ report: InventoryReport) {
         lastProbe.withLock { $0 = report }
-        Metrics.Timer(label: "grid_agent_probe_seconds", dimensions: [("source", "all")], factory: metrics)
+        Metrics.Timer(label: AgentMetricLabels.probeSeconds, dimensions: [("source", "all")], factory: metrics)
             .recordSeconds(report.durationSeconds)
         for s in report.sources {
             if let d = s.durationSeconds {
-                Metrics.Timer(label: "grid_agent_probe_seconds", dimensions: [("source", s.name)], factory: metrics).recordSeconds(d)
+                Metrics.Timer(label: AgentMetricLabels.probeSeconds, dimensions: [("source", s.name)], factory: metrics).recordSeconds(d)
             }
             Counter(label: "grid_agent_probe_source_results_total", dimensions: [("source", s.name), ("outcome", s.outcome.rawValue)],
                     factory: metrics).increment()

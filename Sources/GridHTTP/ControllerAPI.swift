@@ -2,6 +2,7 @@ import Foundation
 import GridCLI
 import GridController
 import GridCore
+import GridHTTPServer
 import GridProtocol
 import Hummingbird
 import Logging
@@ -508,26 +509,13 @@ public struct ControllerAPI: Sendable {
         return #"{"total":\#(r.total),"next_offset":\#(r.nextOffset),"\#(key)":[\#(items.joined(separator: ","))]}"#
     }
 
-    static func encode<T: Encodable>(_ value: T) throws -> String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        e.keyEncodingStrategy = .convertToSnakeCase
-        return String(decoding: try e.encode(value), as: UTF8.self)
-    }
+    static func encode<T: Encodable>(_ value: T) throws -> String { try HTTPJSON.encode(value) }
 
-    static func jsonResponse(_ status: HTTPResponse.Status, _ text: String) -> Response {
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
-    }
+    static func jsonResponse(_ status: HTTPResponse.Status, _ text: String) -> Response { HTTPJSON.response(status, text) }
 
     /// An error as `{"error": {"code", "message"}}`, the code the same as the protocol's.
     static func problem(_ status: HTTPResponse.Status, _ code: String, _ message: String, headers extra: HTTPFields = [:]) -> Response {
-        struct Problem: Encodable { var error: Detail }
-        struct Detail: Encodable { var code: String; var message: String }
-        var r = jsonResponse(status, (try? encode(Problem(error: Detail(code: code, message: message)))) ?? "{}")
-        r.headers.append(contentsOf: extra)
-        return r
+        HTTPProblem.response(status, code, message, headers: extra)
     }
 
     /// A protocol refusal as the HTTP status it means.
@@ -564,21 +552,4 @@ enum Authorisation {
     /// Nil: no token, and none needed (an open read).
     case caller(Principal?)
     case refused(Response)
-}
-
-/// Unknown routes and thrown errors as JSON problems, not empty bodies.
-struct APIErrorMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        do {
-            return try await next(request, context)
-        } catch let error as HTTPError {
-            if error.status == .notFound {
-                return ControllerAPI.problem(.notFound, "not_found", "no route \(request.method) \(request.uri.path); see /openapi.yaml")
-            }
-            return ControllerAPI.problem(error.status, "bad_request", error.body ?? "\(error.status)")
-        } catch {
-            return ControllerAPI.problem(.internalServerError, "internal", "\(error)")
-        }
-    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import GridController
 import GridCore
+import GridHTTPServer
 import Synchronization
 
 /// `GET /api/v1/overview` and the dashboard's `overview` events: a controller at a glance.

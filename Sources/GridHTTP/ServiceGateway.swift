@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import GridController
 import GridCore
+import GridHTTPServer
 import HTTPTypes
 import Hummingbird
 import Logging

@@ -226,12 +226,40 @@ public final class GridStore: Sendable {
     /// of them are stored or none is; on error nothing may be acknowledged.
     public func commit(_ batch: [StoreMutation]) throws {
         guard !batch.isEmpty else { return }
+        let writes = Self.coalesced(batch)
         try wrap("commit \(batch.count) change(s)") {
             try pool.write { db in
                 let tx = StoreTransaction(db: db)
-                for m in batch { try tx.apply(m) }
+                for m in writes { try tx.apply(m) }
             }
         }
+    }
+
+    /// A job saved more than once in one batch (placed, then running, then done, within one
+    /// batch of messages) is written once, with its last record, where it was first saved: the
+    /// rows that reference it (assignments) still find it, and the whole record is encoded and
+    /// written once instead of each time. The stored result is the same as writing every save in
+    /// order, since a save replaces the whole row; a `.prune` (the only mutation that deletes
+    /// job rows) ends the span over which saves are merged.
+    static func coalesced(_ batch: [StoreMutation]) -> [StoreMutation] {
+        var out: [StoreMutation] = []
+        out.reserveCapacity(batch.count)
+        var firstSave: [JobID: Int] = [:]
+        for m in batch {
+            switch m {
+            case .job(let j):
+                if let i = firstSave[j.id] { out[i] = m } else {
+                    firstSave[j.id] = out.count
+                    out.append(m)
+                }
+            case .prune:
+                firstSave.removeAll(keepingCapacity: true)
+                out.append(m)
+            default:
+                out.append(m)
+            }
+        }
+        return out
     }
 
     /// Names of the migrations applied, oldest first (for tests and `gridctl`).

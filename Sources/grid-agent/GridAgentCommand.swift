@@ -4,7 +4,7 @@ import GridAgent
 import GridCatalog
 import GridCore
 import GridDaemon
-import GridHTTP
+import GridHTTPServer
 import GridProbe
 import Logging
 import ServiceLifecycle
@@ -104,7 +104,7 @@ struct Run: AsyncParsableCommand {
             "source": "\(cfg.simulate.isEmpty ? "probe" : "simulate: " + cfg.simulate.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", "))",
         ])
         let service: AgentService
-        let exporter = MetricsExporter()
+        let exporter = MetricsExporter.agent()
         do {
             service = try AgentService(config: cfg, source: source, initial: initial, logger: logger, metrics: exporter.factory)
         } catch {

@@ -4,6 +4,7 @@ import GridController
 import GridCore
 import GridDaemon
 import GridHTTP
+import GridHTTPServer
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -73,7 +74,7 @@ struct GridControllerCommand: AsyncParsableCommand {
         DaemonLogHandler.bootstrap(format: cfg.logFormat, level: sharedLevel)
         let logger = Logger(label: name)
         let service: ControllerService
-        let exporter = MetricsExporter()
+        let exporter = MetricsExporter.controller()
         let tokens: TokenStore
         let tls: HTTPSConfiguration?
         do {

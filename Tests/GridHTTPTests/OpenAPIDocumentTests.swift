@@ -3,6 +3,7 @@ import GridController
 import GridCore
 import GridProtocol
 @testable import GridHTTP
+import GridHTTPServer
 import Hummingbird
 import Logging
 import Testing
@@ -27,7 +28,7 @@ struct SilentController: ControllerAccess {
     /// Every route the server has is in the document, with its method, and the document
     /// describes no route the server lacks.
     @Test func documentAndRouterListTheSameRoutes() throws {
-        let api = ControllerAPI(controller: SilentController(), metrics: MetricsExporter(), tokens: try TokenStore(path: ""),
+        let api = ControllerAPI(controller: SilentController(), metrics: MetricsExporter.controller(), tokens: try TokenStore(path: ""),
                                 logger: Logger(label: "t"))
         let served = Set(api.router().routes.map { r -> String in
             let path = "/" + r.path.description.split(separator: "/").map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }.joined(separator: "/")
@@ -152,7 +153,7 @@ struct SilentController: ControllerAccess {
     /// Counters follow running totals by their differences; a gauge's label set that went away
     /// is gone from the scrape; an observation older than the last applied changes nothing.
     @Test func countersFollowTotalsAndVanishedGaugesGo() {
-        let e = MetricsExporter()
+        let e = MetricsExporter.controller()
         var o = ControllerObservation(role: .region, id: "r1", observedAt: Date(), ready: true)
         o.counters[.heartbeats] = 5
         o.devices[DeviceGroup(vendor: "nvidia", grade: "B", health: .healthy)] = DeviceCounts(total: 8, free: 3)

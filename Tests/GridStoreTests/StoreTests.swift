@@ -203,6 +203,60 @@ func temporaryDirectory(_ name: String = #function) -> URL {
         #expect(try store.read("t") { try $0.appliedUpdates(since: .distantPast) }.map(\.0) == ["u1"])
     }
 
+    /// A job saved several times in one batch is written once with its last record where it
+    /// was first saved (GridStore.coalesced): over random batches of saves, assignments (which
+    /// need their job's row) and prunes, the stored jobs and assignments are the same as when
+    /// every change is committed on its own, in order.
+    @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8])
+    func savesOfOneJobInABatchStoreWhatSavingEachInOrderStores(seed: UInt64) throws {
+        var rng = SplitMix64(seed: seed)
+        let dir = FileManager.default.temporaryDirectory
+        let merged = try GridStore(path: dir.appendingPathComponent("merged-\(UUID().uuidString).sqlite").path)
+        let oneByOne = try GridStore(path: dir.appendingPathComponent("single-\(UUID().uuidString).sqlite").path)
+        let states: [JobState] = [.queued, .assigned, .running, .succeeded, .failed]
+        var known: Set<String> = []
+        var epochs: [String: Int] = [:]
+        for round in 0..<20 {
+            var batch: [StoreMutation] = []
+            // Jobs whose row is sure to exist at this point of the batch (an assignment needs it).
+            var available = known
+            for _ in 0..<Int.random(in: 1...30, using: &rng) {
+                let id = "j\(Int.random(in: 0..<8, using: &rng))"
+                switch Int.random(in: 0..<10, using: &rng) {
+                case 0..<6:
+                    var j = job(id, states.randomElement(using: &rng)!)
+                    j.message = "round \(round) \(Int.random(in: 0..<1000, using: &rng))"
+                    // Some saves carry an old time, so that a prune may drop them.
+                    j.updatedAt = t0.addingTimeInterval(Double(Int.random(in: -2...2, using: &rng)) * 3600)
+                    batch.append(.job(j))
+                    available.insert(id)
+                case 6..<9 where available.contains(id):
+                    epochs[id, default: 0] += 1
+                    let a = AssignmentRecord(id: AssignmentID("\(id).\(epochs[id]!)"), job: JobID(id), node: "n", epoch: epochs[id]!,
+                                             deviceIDs: ["d0"], state: Bool.random(using: &rng) ? .pending : .done, createdAt: t0)
+                    batch.append(.assignment(a, at: t0))
+                case 9:
+                    batch.append(.prune(before: t0, terminalJobs: true))
+                    available = []
+                default:
+                    break
+                }
+            }
+            try merged.commit(batch)
+            for m in batch { try oneByOne.commit([m]) }
+            // What a later batch may reference: jobs whose rows exist now.
+            known = Set(try oneByOne.read("t") { try $0.jobs() }.map(\.id.rawValue))
+        }
+        let jobsMerged = try merged.read("t") { try $0.jobs() }
+        let jobsSingle = try oneByOne.read("t") { try $0.jobs() }
+        #expect(jobsMerged == jobsSingle)
+        #expect(!jobsSingle.isEmpty)
+        let assignments = { (s: GridStore) in try s.read("t") { try $0.activeAssignments() }.map(\.id) }
+        #expect(try assignments(merged) == assignments(oneByOne))
+        let batch: [StoreMutation] = [.job(job("x")), .job(job("x", .running)), .prune(before: t0, terminalJobs: true), .job(job("x", .succeeded))]
+        #expect(GridStore.coalesced(batch).count == 3, "two saves merged; the save after the prune kept apart")
+    }
+
     @Test func pruningKeepsLiveStateAndDropsOldHistory() throws {
         let store = try GridStore(path: FileManager.default.temporaryDirectory.appendingPathComponent("prune-\(UUID().uuidString).sqlite").path)
         var old = job("old", .succeeded)

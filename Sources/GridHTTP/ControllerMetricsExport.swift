@@ -1,110 +1,26 @@
 import Foundation
 import GridController
 import GridCore
+import GridHTTPServer
 import Metrics
 import Prometheus
-import Synchronization
 
-/// One daemon's Prometheus registry. Histograms are recorded as work happens (through the
-/// swift-metrics `factory` handed to the shell); counters and gauges are brought up to date from
-/// an observation when `/metrics` is scraped, so nothing is counted twice on the hot path.
-///
-/// Names follow the Prometheus conventions: `grid_` prefix, base units (`_seconds`), `_total`
-/// on counters, one metric per quantity with labels for vendor, grade, health, state, reason.
-public final class MetricsExporter: Sendable {
-    public let registry: PrometheusCollectorRegistry
-    public let factory: PrometheusMetricsFactory
-    /// Counter values already added (counters only go up: each scrape adds the difference), and
-    /// the gauges' label sets seen (a set that disappears is reported as 0, not left stale).
-    struct Seen {
-        var counted: [String: Int] = [:]
-        var countedDouble: [String: Double] = [:]
-        var gauges: [String: Set<[String]>] = [:]
-        var lastObservation = Date.distantPast
-    }
-    private let state = Mutex(Seen())
-
-    public init() {
-        registry = PrometheusCollectorRegistry()
-        var f = PrometheusMetricsFactory(registry: registry)
+extension MetricsExporter {
+    /// The registry of a controller: its histograms' buckets set for commit, batch and
+    /// placement-wait times.
+    public static func controller() -> MetricsExporter {
         let fast: [Duration] = [.microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2.5),
                                 .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
                                 .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5)]
-        f.durationHistogramBuckets[ControllerMetrics.commitSecondsLabel] = fast
-        f.durationHistogramBuckets[ControllerMetrics.batchSecondsLabel] = fast
-        f.durationHistogramBuckets[ControllerMetrics.placementWaitLabel] =
-            [.milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1), .seconds(5), .seconds(10),
-             .seconds(30), .seconds(60), .seconds(300), .seconds(900), .seconds(3600), .seconds(4 * 3600), .seconds(24 * 3600)]
-        f.valueHistogramBuckets[ControllerMetrics.commitMutationsLabel] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000]
-        f.durationHistogramBuckets[AgentMetricLabels.probeSeconds] =
-            [.milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2),
-             .seconds(5), .seconds(10), .seconds(30)]
-        factory = f
-    }
-
-    /// The text exposition format (version 0.0.4).
-    public func render() -> [UInt8] {
-        var buffer: [UInt8] = []
-        buffer.reserveCapacity(16 << 10)
-        registry.emit(into: &buffer)
-        return buffer
-    }
-
-    /// Adds to a counter what `value` (a running total) gained since the last call.
-    public func count(_ name: String, _ labels: [(String, String)] = [], total value: Int, help: String) {
-        let d = delta(name, labels, value, \.counted)
-        if d > 0 { registry.makeCounter(name: name, labels: labels, help: help).increment(by: Int64(d)) }
-        else { _ = registry.makeCounter(name: name, labels: labels, help: help) }
-    }
-
-    /// `count` for running totals that are not whole numbers (money, kWh, grams).
-    public func count(_ name: String, _ labels: [(String, String)] = [], total value: Double, help: String) {
-        let d = delta(name, labels, value, \.countedDouble)
-        if d > 0 { registry.makeCounter(name: name, labels: labels, help: help).increment(by: d) }
-        else { _ = registry.makeCounter(name: name, labels: labels, help: help) }
-    }
-
-    /// What a running total gained since it was last seen; a total that went down (a restart of
-    /// what counts) starts again from it.
-    private func delta<T: Numeric & Comparable & Sendable>(_ name: String, _ labels: [(String, String)], _ value: T,
-                                                 _ table: WritableKeyPath<Seen, [String: T]>) -> T {
-        let key = name + "|" + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
-        return state.withLock { s in
-            let before = s[keyPath: table][key] ?? 0
-            s[keyPath: table][key] = value
-            return value >= before ? value - before : value
-        }
-    }
-
-    /// Sets one gauge per label set in `values`; a label set reported before but absent now is
-    /// removed (a removed region, a device class that went away), not left behind at 0.
-    public func gauges(_ name: String, labelNames: [String], _ values: [[String]: Double], help: String) {
-        let gone: Set<[String]> = state.withLock { s in
-            let before = s.gauges[name] ?? []
-            s.gauges[name] = Set(values.keys)
-            return before.subtracting(values.keys)
-        }
-        for (labels, v) in values {
-            registry.makeGauge(name: name, labels: Array(zip(labelNames, labels)), help: help).set(to: v)
-        }
-        for labels in gone {
-            registry.unregisterGauge(registry.makeGauge(name: name, labels: Array(zip(labelNames, labels)), help: help))
-        }
-    }
-
-    /// Whether an observation made at `at` is newer than the last one applied: two scrapes at
-    /// once (a pair of Prometheus servers) may finish in either order, and an older total must
-    /// not look like a restart.
-    func newest(_ at: Date) -> Bool {
-        state.withLock { s in
-            guard at >= s.lastObservation else { return false }
-            s.lastObservation = at
-            return true
-        }
-    }
-
-    public func gauge(_ name: String, _ value: Double, help: String) {
-        registry.makeGauge(name: name, help: help).set(to: value)
+        return MetricsExporter(
+            durationBuckets: [
+                ControllerMetrics.commitSecondsLabel: fast,
+                ControllerMetrics.batchSecondsLabel: fast,
+                ControllerMetrics.placementWaitLabel: [.milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(500), .seconds(1),
+                                                       .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300), .seconds(900),
+                                                       .seconds(3600), .seconds(4 * 3600), .seconds(24 * 3600)],
+            ],
+            valueBuckets: [ControllerMetrics.commitMutationsLabel: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000]])
     }
 
     /// Brings every controller counter and gauge up to date.
@@ -220,9 +136,4 @@ public final class MetricsExporter: Sendable {
         }
         return out
     }
-}
-
-/// Labels of the agent's histograms.
-public enum AgentMetricLabels {
-    public static let probeSeconds = "grid_agent_probe_seconds"
 }

@@ -1,7 +1,7 @@
 import Foundation
-import GridAgent
 import GridCore
 import GridProbe
+import GridHTTPServer
 import Hummingbird
 
 /// What an agent serves over HTTP: `/metrics`, `/healthz`, `/readyz` (registered with its
@@ -20,17 +20,17 @@ public struct AgentAPI: Sendable {
         router.middlewares.add(APIErrorMiddleware())
         router.get("/healthz") { _, _ in
             guard await agent.observe(timeout: .seconds(2)) != nil else {
-                return ControllerAPI.problem(.serviceUnavailable, "unavailable", "the agent's loop did not answer within 2 s")
+                return HTTPProblem.response(.serviceUnavailable, "unavailable", "the agent's loop did not answer within 2 s")
             }
-            return ControllerAPI.jsonResponse(.ok, #"{"status":"ok"}"#)
+            return HTTPJSON.response(.ok, #"{"status":"ok"}"#)
         }
         router.get("/readyz") { _, _ in
             guard let o = await agent.observe(timeout: .seconds(2)) else {
-                return ControllerAPI.problem(.serviceUnavailable, "unavailable", "the agent's loop did not answer within 2 s")
+                return HTTPProblem.response(.serviceUnavailable, "unavailable", "the agent's loop did not answer within 2 s")
             }
-            if o.stopping { return ControllerAPI.problem(.serviceUnavailable, "not_ready", "stopping: draining its jobs") }
-            if !o.registered { return ControllerAPI.problem(.serviceUnavailable, "not_ready", "not registered with its region yet") }
-            return ControllerAPI.jsonResponse(.ok, #"{"status":"ready"}"#)
+            if o.stopping { return HTTPProblem.response(.serviceUnavailable, "not_ready", "stopping: draining its jobs") }
+            if !o.registered { return HTTPProblem.response(.serviceUnavailable, "not_ready", "not registered with its region yet") }
+            return HTTPJSON.response(.ok, #"{"status":"ready"}"#)
         }
         router.get("/metrics") { _, _ in
             if let o = await agent.observe(timeout: .seconds(5)) { metrics.update(from: o, probe: agent.lastProbeReport) }
@@ -45,8 +45,8 @@ public struct AgentAPI: Sendable {
                 var sources: [ProbeSource]
                 var durationSeconds: Double
             }
-            guard let r = agent.lastProbeReport else { return ControllerAPI.problem(.serviceUnavailable, "unavailable", "no probe yet") }
-            return ControllerAPI.jsonResponse(.ok, try ControllerAPI.encode(Output(devices: r.devices, problems: r.problems, sources: r.sources,
+            guard let r = agent.lastProbeReport else { return HTTPProblem.response(.serviceUnavailable, "unavailable", "no probe yet") }
+            return HTTPJSON.response(.ok, try HTTPJSON.encode(Output(devices: r.devices, problems: r.problems, sources: r.sources,
                                                                                     durationSeconds: r.durationSeconds)))
         }
         return router
@@ -93,5 +93,19 @@ extension MetricsExporter {
                    help: "Devices each probe source described in the last probe, with how the source ended")
             gauge("grid_agent_probe_problems", Double(probe.problems.count), help: "Problems the last probe met (tool failures, unreadable files)")
         }
+    }
+}
+
+/// Labels of the agent's histograms.
+public enum AgentMetricLabels {
+    public static let probeSeconds = "grid_agent_probe_seconds"
+}
+
+extension MetricsExporter {
+    /// The registry of an agent: its probe-time histogram's buckets set.
+    public static func agent() -> MetricsExporter {
+        MetricsExporter(durationBuckets: [AgentMetricLabels.probeSeconds: [
+            .milliseconds(10), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2),
+            .seconds(5), .seconds(10), .seconds(30)]])
     }
 }
