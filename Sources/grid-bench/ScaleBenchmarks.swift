@@ -187,7 +187,16 @@ struct EndToEndBench: ParsableCommand {
         }
         let accepted = Date().timeIntervalSince(t0)
         print(String(format: "accepted %d jobs in %.2f s (%.0f/s)", submitted, accepted, Double(submitted) / accepted))
-        let ok = runner.wait(seconds: 600) { $0.completions >= jobs }
+        // Progress every 2 s: where the jobs are (the shape shows which hop holds them back).
+        var nextReport = Date().addingTimeInterval(2)
+        let ok = runner.wait(seconds: 600) { s in
+            if Date() >= nextReport {
+                nextReport = nextReport.addingTimeInterval(2)
+                print(String(format: "  %5.1f s: assigned to agents %d, completed %d, status acks %d",
+                             Date().timeIntervalSince(t0), s.assignments, s.completions, s.statusAcks))
+            }
+            return s.completions >= jobs
+        }
         let elapsed = Date().timeIntervalSince(t0)
         let s = runner.fleet.snapshot
         // The national scheduler's record: every job succeeded (the count comes from its pages).
