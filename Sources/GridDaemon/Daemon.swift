@@ -140,13 +140,36 @@ public struct ReloadOnHangup: Service {
 }
 
 extension ReloadOnHangup {
-    /// The one log line a reload leaves: what was applied, and which changed keys need a restart.
-    public static func report(_ logger: Logger, applied: [String], changed: [String], reloadable: Set<String>) {
+    /// The one log line a reload leaves: what was applied, what was refused and why (each part
+    /// of a reload stands alone: a renewed certificate that does not parse does not undo the new
+    /// log level or tokens), and which changed keys need a restart. At error level when
+    /// something was refused, so it reaches whoever watches errors.
+    public static func report(_ logger: Logger, applied: [String], refused: [String] = [], changed: [String],
+                              reloadable: Set<String>) {
         let rest = changed.filter { !reloadable.contains($0) }
-        logger.notice("configuration reloaded", metadata: [
+        var metadata: Logger.Metadata = [
             "applied": "\(applied.isEmpty ? "nothing changed" : applied.joined(separator: ", "))",
             "needs_restart": "\(rest.isEmpty ? "none" : rest.joined(separator: ", "))",
-        ])
+        ]
+        if refused.isEmpty {
+            logger.notice("configuration reloaded", metadata: metadata)
+        } else {
+            metadata["refused"] = "\(refused.joined(separator: "; "))"
+            logger.error("configuration reloaded in part: what was refused stays as it was", metadata: metadata)
+        }
+    }
+
+    /// Runs one part of a reload: its description goes to `applied`, or its error (on one
+    /// line) to `refused` under `key`; the other parts go on either way.
+    public static func part(_ key: String, applied: inout [String], refused: inout [String], _ body: () throws -> String?) {
+        do {
+            if let done = try body() { applied.append(done) }
+        } catch {
+            // On one line: the report is one log record, whatever the error's own layout.
+            let reason = "\(error)".split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty }.joined(separator: " ")
+            refused.append("\(key): \(reason)")
+        }
     }
 }
 

@@ -16,8 +16,10 @@ struct GridControllerCommand: AsyncParsableCommand {
         abstract: "Regional controller or national scheduler of a ComputeGrid network.",
         discussion: """
             Settings come from --config (YAML, see controller-config/README.md), then GRID_* environment variables, then these flags. \
-            SIGTERM or SIGINT stops it cleanly; SIGHUP re-reads the configuration file and applies log_level and http_token_file \
-            (and says which other keys changed and need a restart).
+            SIGTERM or SIGINT stops it cleanly; SIGHUP re-reads the configuration file and applies log_level, http_token_file, \
+            authorized_keys and a certificate renewed at the same http_tls_cert/http_tls_key paths, each on its own (one that \
+            fails is refused with its reason and stays as it was; the others still apply), and says which other keys changed \
+            and need a restart.
             """,
         version: BuildInfo.line)
 
@@ -131,22 +133,30 @@ struct GridControllerCommand: AsyncParsableCommand {
                     next.logLevel = fresh.logLevel
                     applied.append("log_level \(fresh.logLevel)")
                 }
+                // Each part applies or is refused on its own; the report says which.
+                var refused: [String] = []
                 if fresh.httpTokenFile == now.httpTokenFile {
-                    try tokens.reload()
-                    if tokens.configured { applied.append("http_token_file (\(tokens.count) token(s))") }
+                    ReloadOnHangup.part("http_token_file", applied: &applied, refused: &refused) {
+                        try tokens.reload()
+                        return tokens.configured ? "http_token_file (\(tokens.count) token(s))" : nil
+                    }
                 }
                 // A renewed certificate at the same paths: new handshakes present it.
                 if let tls, fresh.httpTLSCert == now.httpTLSCert, fresh.httpTLSKey == now.httpTLSKey {
-                    let before = tls.serial
-                    let serial = try tls.reload()
-                    applied.append("http_tls_cert (serial \(serial)\(serial == before ? ", unchanged" : ""))")
+                    ReloadOnHangup.part("http_tls_cert", applied: &applied, refused: &refused) {
+                        let before = tls.serial
+                        let serial = try tls.reload()
+                        return "http_tls_cert (serial \(serial)\(serial == before ? ", unchanged" : ""))"
+                    }
                 }
                 if fresh.authorizedKeys == now.authorizedKeys, let access = service.access {
-                    try service.reloadAuthorizedKeys()
-                    applied.append("authorized_keys (\(access.current.keys.count) key(s))")
+                    ReloadOnHangup.part("authorized_keys", applied: &applied, refused: &refused) {
+                        try service.reloadAuthorizedKeys()
+                        return "authorized_keys (\(access.current.keys.count) key(s))"
+                    }
                 }
                 running.withLock { $0 = next }
-                ReloadOnHangup.report(logger, applied: applied, changed: changedKeys(next, fresh), reloadable: [])
+                ReloadOnHangup.report(logger, applied: applied, refused: refused, changed: changedKeys(next, fresh), reloadable: [])
             } catch {
                 logger.error("SIGHUP: the configuration was not reloaded, the running one stays: \(error)")
             }

@@ -434,6 +434,11 @@ extension EndToEnd {
         try await eventually("the refused reload is logged", seconds: 20) {
             c.log("national").contains("does not match the certificate")
         }
+        // The refusal is of the certificate alone: the same reload still applied the tokens,
+        // and its report names both.
+        let report = try #require(c.log("national").split(separator: "\n").last { $0.contains("configuration reloaded in part") })
+        #expect(report.contains("http_tls_cert: ") && report.contains("does not match the certificate"), "\(report)")
+        #expect(report.contains("http_token_file ("), "the tokens were reloaded with it: \(report)")
         #expect(national.isRunning)
         #expect(try call("GET", "/healthz", ca: renewed).status == 200)
     }
