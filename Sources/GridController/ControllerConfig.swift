@@ -95,6 +95,10 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     /// neither; relative to the config file). Set, the listener speaks HTTPS only.
     public var httpTLSCert: String = ""
     public var httpTLSKey: String = ""
+    /// Mutual TLS: PEM certificates of the CAs whose client certificates the HTTPS listener
+    /// accepts; set, a client without such a certificate fails the handshake (before tokens are
+    /// looked at). Needs `http_tls_cert`. Relative to the config file; read at start.
+    public var httpTLSClientCA: String = ""
     /// Log lines as `text` or `json` (one JSON object per line). Default `text`.
     public var logFormat: LogFormat = .text
     /// Region: the service gateway's listener (SERVICES.md, "Gateway"): `host:port`, port 0 =
@@ -142,6 +146,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         case httpRead = "http_read"
         case httpTLSCert = "http_tls_cert"
         case httpTLSKey = "http_tls_key"
+        case httpTLSClientCA = "http_tls_client_ca"
         case logFormat = "log_format"
         case gateway
         case gatewayURL = "gateway_url"
@@ -182,6 +187,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         httpRead = try c.value(.httpRead, default: d.httpRead)
         httpTLSCert = try c.value(.httpTLSCert, default: d.httpTLSCert)
         httpTLSKey = try c.value(.httpTLSKey, default: d.httpTLSKey)
+        httpTLSClientCA = try c.value(.httpTLSClientCA, default: d.httpTLSClientCA)
         logFormat = try c.value(.logFormat, default: d.logFormat)
         gateway = try c.value(.gateway, default: d.gateway)
         gatewayURL = try c.value(.gatewayURL, default: d.gatewayURL)
@@ -246,7 +252,10 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             out.append(httpTLSCert.isEmpty ? "http_tls_cert: required with http_tls_key (the certificate chain, PEM)"
                                            : "http_tls_key: required with http_tls_cert (the certificate's private key, PEM)")
         }
-        for (k, path) in [("http_tls_cert", httpTLSCert), ("http_tls_key", httpTLSKey)] where !path.isEmpty {
+        if !httpTLSClientCA.isEmpty, httpTLSCert.isEmpty {
+            out.append("http_tls_client_ca: needs http_tls_cert and http_tls_key (client certificates are asked for over HTTPS only)")
+        }
+        for (k, path) in [("http_tls_cert", httpTLSCert), ("http_tls_key", httpTLSKey), ("http_tls_client_ca", httpTLSClientCA)] where !path.isEmpty {
             if !FileManager.default.isReadableFile(atPath: path) { out.append("\(k): cannot read '\(path)'") }
         }
         if httpRead == .token, httpTokenFile.isEmpty {
@@ -318,6 +327,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             ("GRID_HTTP_TOKEN_FILE", { $0.httpTokenFile = $1 }),
             ("GRID_HTTP_TLS_CERT", { $0.httpTLSCert = $1 }),
             ("GRID_HTTP_TLS_KEY", { $0.httpTLSKey = $1 }),
+            ("GRID_HTTP_TLS_CLIENT_CA", { $0.httpTLSClientCA = $1 }),
             ("GRID_CONTROLLER_KEY_FILE", { $0.keyFile = $1 }),
             ("GRID_CONTROLLER_AUTHORIZED_KEYS", { $0.authorizedKeys = $1 }),
             ("GRID_CONTROLLER_NATIONAL_KEY", { $0.nationalKey = $1 }),
@@ -341,6 +351,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         absolute(&config.httpTokenFile)
         absolute(&config.httpTLSCert)
         absolute(&config.httpTLSKey)
+        absolute(&config.httpTLSClientCA)
         absolute(&config.keyFile)
         absolute(&config.authorizedKeys)
         // A key itself (Z85 may hold '/') stays as it is; anything else is a .pub path.

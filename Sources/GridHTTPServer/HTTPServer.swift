@@ -74,17 +74,32 @@ public struct HTTPServer<Context: RequestContext>: Service where Context.Source 
 /// certbot renewed them) and every handshake from then on presents the new chain; connections
 /// already open keep theirs. A reload that cannot read or parse the files, or whose key does not
 /// match the certificate, throws and leaves the current identity in force.
+///
+/// With `clientCA`, a client must present a certificate that CA signed (mutual TLS) before any
+/// request is read; one without, or signed by another, fails the handshake.
 public final class HTTPSConfiguration: Sendable {
     public let certificatePath: String
     public let keyPath: String
+    public let clientCAPath: String?
     private let identity: Mutex<HTTPSIdentity>
+    private let clientCAs: [NIOSSLCertificate]
 
-    /// From a PEM certificate chain (the server's certificate first) and its PEM private key.
-    /// Throws, naming the file, when either cannot be read or parsed.
-    public init(certificateChain certPath: String, privateKey keyPath: String) throws {
+    /// From a PEM certificate chain (the server's certificate first) and its PEM private key,
+    /// and optionally the PEM certificates of the CAs whose client certificates are accepted.
+    /// Throws, naming the file, when one cannot be read or parsed.
+    public init(certificateChain certPath: String, privateKey keyPath: String, clientCA: String? = nil) throws {
         certificatePath = certPath
         self.keyPath = keyPath
         identity = Mutex(try HTTPSIdentity(certificateChain: certPath, privateKey: keyPath))
+        clientCAPath = clientCA
+        if let clientCA {
+            do { clientCAs = try NIOSSLCertificate.fromPEMFile(clientCA) } catch {
+                throw ConfigError(source: clientCA, problems: ["http_tls_client_ca: not a PEM certificate file (\(error))"])
+            }
+            if clientCAs.isEmpty { throw ConfigError(source: clientCA, problems: ["http_tls_client_ca: no certificate in the file"]) }
+        } else {
+            clientCAs = []
+        }
     }
 
     /// Reads the files again; returns the new leaf certificate's serial number (hex). Throws, and
@@ -103,6 +118,11 @@ public final class HTTPSConfiguration: Sendable {
     /// current one (BoringSSL's certificate callback, through NIOSSL's context callback).
     var tls: TLSConfiguration {
         var c = identity.withLock { $0.configuration }
+        if !clientCAs.isEmpty {
+            // A client's certificate is checked against these CAs (not against a host name).
+            c.certificateVerification = .noHostnameVerification
+            c.trustRoots = .certificates(clientCAs)
+        }
         c.sslContextCallback = { [self] _, promise in
             var changes = NIOSSLContextConfigurationOverride()
             identity.withLock { current in

@@ -61,6 +61,23 @@ import Testing
         }
     }
 
+    /// Client CAs need HTTPS, and the file must be readable; both named with the key.
+    @Test func aClientCAWithoutHTTPSOrWithoutItsFileIsRefused() throws {
+        do {
+            _ = try ControllerConfig.load(path: try write("http_tls_client_ca: /nonexistent/ca.pem\n"), role: nil, environment: [:])
+            Issue.record("a client CA without a certificate was accepted")
+        } catch let e as ConfigError {
+            #expect(e.problems.contains { $0.unlocated.hasPrefix("http_tls_client_ca: needs http_tls_cert") }, "\(e.problems)")
+            #expect(e.problems.contains { $0.unlocated == "http_tls_client_ca: cannot read '/nonexistent/ca.pem'" }, "\(e.problems)")
+        }
+        let tls = Self.root.appendingPathComponent("Tests/Fixtures/tls")
+        let cfg = try ControllerConfig.load(path: try write("role: national\n"), role: nil, environment: [
+            "GRID_HTTP_TLS_CERT": tls.appendingPathComponent("localhost.crt").path,
+            "GRID_HTTP_TLS_KEY": tls.appendingPathComponent("localhost.key").path,
+            "GRID_HTTP_TLS_CLIENT_CA": tls.appendingPathComponent("client-ca.crt").path])
+        #expect(cfg.httpTLSClientCA.hasSuffix("Tests/Fixtures/tls/client-ca.crt"))
+    }
+
     @Test func wrongTypeAndBadValuesAreReported() throws {
         #expect(throws: ConfigError.self) { try ControllerConfig.load(path: try write("heartbeat_interval_ms: often\n"), role: nil, environment: [:]) }
         do {

@@ -443,6 +443,33 @@ extension EndToEnd {
         #expect(try call("GET", "/healthz", ca: renewed).status == 200)
     }
 
+    /// With `http_tls_client_ca` the listener takes only clients whose certificate that CA
+    /// signed: none, or a look-alike signed by itself, fails the handshake — even `/healthz`.
+    @Test func clientCertificatesGateTheHTTPSListener() async throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        let tls = Cluster.repoRoot.appendingPathComponent("Tests/Fixtures/tls")
+        let file = { (name: String) in tls.appendingPathComponent(name).path }
+        c.environment = ["GRID_HTTP_TLS_CERT": file("localhost.crt"), "GRID_HTTP_TLS_KEY": file("localhost.key"),
+                         "GRID_HTTP_TLS_CLIENT_CA": file("client-ca.crt"), "GRID_HTTP_READ": "open"]
+        try c.startNational()
+        c.environment = [:]
+        let n = try c.httpBase(of: "national")
+        func status(_ path: String, client: String?) throws -> Int {
+            var args = ["-sS", "--max-time", "20", "--cacert", file("localhost.crt"), "-o", "/dev/null", "-w", "%{http_code}"]
+            if let client { args += ["--cert", file("\(client).crt"), "--key", file("\(client).key")] }
+            let (rc, out) = try Cluster.run("/usr/bin/curl", args + [n + path])
+            return rc == 0 ? Int(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 : -Int(rc)
+        }
+        try await eventually("served to a client with a signed certificate", seconds: 30) {
+            try status("/healthz", client: "client") == 200
+        }
+        #expect(try status("/api/v1/jobs", client: "client") == 200)
+        #expect(try status("/healthz", client: nil) < 0, "answered a client without a certificate")
+        #expect(try status("/healthz", client: "stranger") < 0, "answered a certificate the CA did not sign")
+        #expect(try #require(c.daemon("national")).process.isRunning)
+    }
+
     func eventually(_ what: String, seconds: Double = 30, _ probe: () async throws -> Bool) async throws {
         try await Cluster.eventually(what, seconds: seconds, probe)
     }
