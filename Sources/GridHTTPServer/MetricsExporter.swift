@@ -86,7 +86,7 @@ public final class MetricsExporter: Sendable {
     /// Whether an observation made at `at` is newer than the last one applied: two scrapes at
     /// once (a pair of Prometheus servers) may finish in either order, and an older total must
     /// not look like a restart.
-    public func newest(_ at: Date) -> Bool {
+    package func newest(_ at: Date) -> Bool {
         state.withLock { s in
             guard at >= s.lastObservation else { return false }
             s.lastObservation = at
