@@ -301,12 +301,20 @@ public final class SocketLoop<Event: Sendable>: @unchecked Sendable {
                 }
             }
             var full = false
-            var index = 1
-            if let router {
-                if ready[index] { full = collect(router, upstream: false, user: authenticated, into: &batch, limit: maxBatch) || full }
-                index += 1
+            let routerReady = router != nil && ready[1]
+            let dealerReady = dealer != nil && ready[router != nil ? 2 : 1]
+            // The parent's frames first, up to half the batch when both sockets have some, then
+            // the children's, then the parent's again if room is left. Reading the ROUTER first
+            // up to the whole batch let a flood from the nodes (tens of thousands of status
+            // reports) hold back the national scheduler's acknowledgements and confirmations,
+            // on which every job start waits (grid-bench e2e: assignments in waves, 2 s apart).
+            if let dealer, dealerReady {
+                full = collect(dealer, upstream: true, user: false, into: &batch, limit: routerReady ? maxBatch / 2 : maxBatch) || full
             }
-            if let dealer, ready[index] { full = collect(dealer, upstream: true, user: false, into: &batch, limit: maxBatch) || full }
+            if let router, routerReady { full = collect(router, upstream: false, user: authenticated, into: &batch, limit: maxBatch) || full }
+            if let dealer, dealerReady, routerReady, batch.count < maxBatch {
+                full = collect(dealer, upstream: true, user: false, into: &batch, limit: maxBatch) || full
+            }
             redialIfSilent()
             backlog = full
             let now = DispatchTime.now().uptimeNanoseconds

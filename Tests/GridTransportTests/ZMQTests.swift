@@ -195,6 +195,57 @@ import Testing
         #expect(seen.contains("server tick"))
     }
 
+    /// A flood from the children (thousands of frames queued on the ROUTER) does not hold
+    /// back the parent's frames: they are in the first batch, read before the ROUTER's, not
+    /// after the flood has been worked off. Before, the ROUTER was read up to the whole batch
+    /// first, and the parent's acknowledgements waited out every batch of the flood.
+    @Test func aFloodFromBelowDoesNotHoldBackTheParentsFrames() async throws {
+        let ctx = try ZMQContext()
+        let parent = try ZMQSocket(ctx, .router)
+        try parent.setRouterMandatory(true)
+        try parent.bind("tcp://127.0.0.1:*")
+        let loop = try SocketLoop<Ping>(options: SocketLoopOptions(bind: "tcp://127.0.0.1:*", connect: try parent.lastEndpoint(),
+                                                                 identity: "mid", tickMilliseconds: 10))
+        let child = try ZMQSocket(ctx, .dealer)
+        try child.connect(try #require(loop.boundEndpoint))
+        for i in 0..<5_000 { _ = try child.send([Array("report \(i)".utf8)]) }
+        // The parent can address the loop once its connection is up.
+        var sent = 0
+        let deadline = Date().addingTimeInterval(10)
+        while sent < 10 && Date() < deadline {
+            if (try? parent.send([Array("mid".utf8), Array("ack \(sent)".utf8)], dontWait: true)) == true { sent += 1 } else {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        #expect(sent == 10)
+        try await Task.sleep(for: .milliseconds(500))  // both queues filled before the loop reads
+        let firstBatch = Counter()
+        let done = LoopThread(name: "mid") {
+            var recorded = false
+            loop.runBatched(maxBatch: 1000) { batch, _ in
+                var up = 0, down = 0
+                for input in batch {
+                    if case .frame(let peer, _, _, _) = input { if case .upstream = peer { up += 1 } else { down += 1 } }
+                }
+                if !recorded, up + down > 0 {
+                    recorded = true
+                    firstBatch.add("up \(up)")
+                    firstBatch.add("down \(down)")
+                }
+                return []
+            }
+        }
+        let until = Date().addingTimeInterval(10)
+        while !firstBatch.contains("up 10") && Date() < until { try await Task.sleep(for: .milliseconds(20)) }
+        loop.stop()
+        done.join()
+        child.close()
+        parent.close()
+        ctx.terminate()
+        #expect(firstBatch.contains("up 10"), "the parent's frames were not in the first batch")
+        #expect(firstBatch.contains("down 990"), "the rest of the first batch is the children's")
+    }
+
     @Test func routerReportsBadShapedMessages() async throws {
         let server = try SocketLoop<Ping>(options: SocketLoopOptions(bind: "tcp://127.0.0.1:*", tickMilliseconds: 10))
         let ctx = try ZMQContext()
