@@ -208,6 +208,9 @@ public struct AgentInstance: Sendable {
     var finishedOrder: [AssignmentID] = []
     var pending: [String: PendingStatus] = [:]
     var pendingOrder: [String] = []
+    /// When the region last answered anything (with `renewedMs`, the send time of the latest
+    /// heartbeat it answered, this says how far it has read: see `onTick`'s resends).
+    var answeredAtMs: Int64 = .min
     var sendAssignmentList = false
     var lastSentAssignments: [String]? = nil
     /// Where the next port search starts (ports are handed out round the range, so a port a
@@ -306,6 +309,10 @@ public struct AgentInstance: Sendable {
     // MARK: from the region
 
     public mutating func receive(_ message: Message, now: Int64) -> [AgentDirective] {
+        switch message.body {
+        case .registerAck, .heartbeatAck, .statusAck: answeredAtMs = now
+        default: break
+        }
         switch message.body {
         case .registerAck(let m):
             var out: [AgentDirective] = []
@@ -481,8 +488,14 @@ public struct AgentInstance: Sendable {
             }
             out.append(.send(.heartbeat(h)))
         }
+        // The region reads one connection in order. While its answers keep coming, a status
+        // sent after the latest heartbeat it answered is still on its way to it (a region
+        // behind under load): a resend would only be a duplicate to decode and answer, and
+        // thousands of agents resending make a busy region busier.
+        let answering = answeredAtMs != .min && now - answeredAtMs < settings.statusRetryMs
         for key in pendingOrder {
             guard let p = pending[key], p.sentMs == .min || now - p.sentMs >= settings.statusRetryMs else { continue }
+            if answering, p.sentMs != .min, p.sentMs > (renewedMs ?? .min) { continue }
             pending[key]?.sentMs = now
             out.append(.send(.statusUpdate(p.update)))
         }

@@ -92,6 +92,20 @@ public struct NationalInstance: Sendable {
         var attempts: Int
         var dueMs: Int64
         var item: OutboxItem
+        /// The order of its last send among all forwards (0: not yet sent).
+        var sentOrder: UInt64 = 0
+    }
+
+    /// How far a region has got through the forwards sent to it. One connection delivers in
+    /// order and a region answers each forward as it reads it, so while its answers keep coming
+    /// a forward sent after the latest one it answered has not been reached yet, and a resend
+    /// would only be a duplicate for it to decode and answer (under a flood, most forwards went
+    /// out three times before this). Only forwards answered after one send count (Karn's rule:
+    /// the answer to a resent one does not say which copy it answers).
+    struct ForwardProgress: Sendable {
+        var answeredMs: Int64
+        /// The latest (in send order) forward it answered.
+        var reached: UInt64
     }
 
     struct PendingQuery: Sendable {
@@ -123,6 +137,8 @@ public struct NationalInstance: Sendable {
     var unrouted: [JobID] = []
     var regions: [RegionID: RegionView] = [:]
     var forwards: [JobID: Forward] = [:]
+    var forwardProgress: [RegionID: ForwardProgress] = [:]
+    var forwardsSent: UInt64 = 0
     /// Jobs whose cancel is on its way to their region (outbox `cancel:<job>`), with the resends so far.
     var cancelling: [JobID: Int] = [:]
     var applied: [String: Int64] = [:]
@@ -522,6 +538,8 @@ public struct NationalInstance: Sendable {
         var out: [ControllerDirective] = []
         var view = regions[id] ?? RegionView(summary: m.summary, capacity: [:], sequence: 0, lastSeenMs: now.monotonicMs, route: origin.peer)
         let isNew = regions[id]?.route == nil
+        // A new connection (the region restarted or reconnected): what it had read says nothing now.
+        if regions[id]?.route != origin.peer { forwardProgress[id] = nil }
         if m.full || m.sequence == 0 {
             view.capacity = [:]
             for c in m.summary.capacity { view.capacity[Self.key(c)] = c }
@@ -579,6 +597,10 @@ public struct NationalInstance: Sendable {
         // A late answer from a region the job has since been moved away from is not this forward's.
         guard let f = forwards[id], regions[f.region]?.route == nil || regions[f.region]?.route == origin.peer else { return [] }
         forwards[id] = nil
+        var progress = forwardProgress[f.region] ?? ForwardProgress(answeredMs: now.monotonicMs, reached: 0)
+        progress.answeredMs = now.monotonicMs
+        if f.attempts == 1 { progress.reached = max(progress.reached, f.sentOrder) }
+        forwardProgress[f.region] = progress
         var out: [ControllerDirective] = [.persist(.outboxDone(key: "forward:\(id)"))]
         guard var job = jobs[id] else { return out }
         if m.accepted {
@@ -977,7 +999,17 @@ public struct NationalInstance: Sendable {
             timers.schedule(.forward(id), at: f.dueMs)
             return []
         }
+        if f.attempts > 0, let p = forwardProgress[f.region], now.monotonicMs - p.answeredMs < settings.retryIntervalMs,
+           f.sentOrder > p.reached {
+            // The region is still working through what was sent before this one.
+            f.dueMs = now.monotonicMs + settings.retryIntervalMs
+            forwards[id] = f
+            timers.schedule(.forward(id), at: f.dueMs)
+            return []
+        }
         f.attempts += 1
+        forwardsSent += 1
+        f.sentOrder = forwardsSent
         counters.forwards += 1
         f.dueMs = now.monotonicMs + min(settings.maxRetryIntervalMs, settings.retryIntervalMs << min(f.attempts - 1, 5))
         forwards[id] = f

@@ -1303,6 +1303,11 @@ public struct RegionInstance: Sendable {
         var ack = Wire.JobForwardAck()
         ack.jobID = m.jobID
         var out: [ControllerDirective] = []
+        if jobs[JobID(m.jobID)] != nil {
+            // A resend of a job already here (its answer crossed the resend): answered as before.
+            ack.accepted = true
+            return [.reply(.jobForwardAck(ack), to: origin)]
+        }
         do {
             let spec = try m.spec.spec()
             let problems = spec.problems()
@@ -1573,9 +1578,18 @@ public struct RegionInstance: Sendable {
                 }
             case .resend(let aid):
                 // While inputs are unread the ack may be among them: do not resend yet.
-                if backlog { timers.schedule(.resend(aid), at: now.monotonicMs + settings.retryIntervalMs) } else { out += resend(aid, now: now) }
+                // A first send goes now: nothing can be on its way back for it.
+                if backlog, (sentAt[aid]?.attempts ?? 0) > 0 {
+                    timers.schedule(.resend(aid), at: now.monotonicMs + settings.retryIntervalMs)
+                } else {
+                    out += resend(aid, now: now)
+                }
             case .outbox(let key):
-                if backlog { timers.schedule(.outbox(key), at: now.monotonicMs + settings.retryIntervalMs) } else { out += sendUpward(key, now: now) }
+                if backlog, (outbox[key]?.attempts ?? 0) > 0 {
+                    timers.schedule(.outbox(key), at: now.monotonicMs + settings.retryIntervalMs)
+                } else {
+                    out += sendUpward(key, now: now)
+                }
             case .summary:
                 summaryDue = true
                 timers.schedule(.summary, at: now.monotonicMs + settings.summaryIntervalMs)

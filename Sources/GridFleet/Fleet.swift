@@ -123,6 +123,13 @@ public final class Fleet: @unchecked Sendable {
         var silencedAtNs: UInt64 = 0
         var sendDevices = false
         var heardSinceMark = false
+        /// Send times of heartbeats not yet answered, oldest first (the region answers them in
+        /// order), the send time of the latest one answered, and when anything was last
+        /// answered: a status sent after `reachedMs` while answers keep coming is still on its
+        /// way, not lost, and is not resent (as agents do; `AgentInstance.onTick`).
+        var beatsInFlight: [Int64] = []
+        var reachedMs: Int64 = .min
+        var answeredAtMs: Int64 = .min
     }
 
     struct Pending {
@@ -235,6 +242,7 @@ public final class Fleet: @unchecked Sendable {
         registerQueue = Array(nodes.indices)
         registerHead = 0
         var lastRetryScanNs = start
+        var lastStatusScanNs = start
         let items = { self.sockets.map(\.pollItem) }
         var pollItems = items()
         while true {
@@ -322,6 +330,8 @@ public final class Fleet: @unchecked Sendable {
                 guard nodes[i].registered, !nodes[i].silent else { continue }
                 if nodes[i].dirty { encodeHeartbeat(i) }
                 sendFrame(i, nodes[i].heartbeat)
+                nodes[i].beatsInFlight.append(nowMs)
+                if nodes[i].beatsInFlight.count > 8 { nodes[i].beatsInFlight.removeFirst() }
                 stats.heartbeatsSent += 1
                 if nodes[i].sendDevices {
                     nodes[i].sendDevices = false
@@ -339,9 +349,12 @@ public final class Fleet: @unchecked Sendable {
                 completionsDue.removeAll { $0.dueMs <= nowMs }
                 for d in due { complete(d.node, d.assignment, nowMs: nowMs) }
             }
-            if !pendingStatus.isEmpty {
+            if !pendingStatus.isEmpty, nowNs - lastStatusScanNs > 100_000_000 {
+                lastStatusScanNs = nowNs
                 for (key, p) in pendingStatus where nowMs - p.sentMs >= 2000 {
-                    guard !nodes[p.node].silent else { continue }
+                    let n = nodes[p.node]
+                    guard !n.silent else { continue }
+                    if nowMs - n.answeredAtMs < 2000 && p.sentMs > n.reachedMs { continue }
                     pendingStatus[key]?.sentMs = nowMs
                     sendFrame(p.node, p.frame)
                 }
@@ -396,11 +409,15 @@ public final class Fleet: @unchecked Sendable {
             guard let i = index[m.nodeID] else { return }
             if !nodes[i].registered { stats.registered += 1 }
             nodes[i].registered = true
+            nodes[i].answeredAtMs = nowMs
+            nodes[i].beatsInFlight = []
             heard(i)
             nodes[i].dirty = true
         case .heartbeatAck(let m):
             stats.heartbeatAcks += 1
             guard let i = index[m.nodeID] else { return }
+            nodes[i].answeredAtMs = nowMs
+            if !nodes[i].beatsInFlight.isEmpty { nodes[i].reachedMs = max(nodes[i].reachedMs, nodes[i].beatsInFlight.removeFirst()) }
             if m.known { heard(i) }
             if !m.known {
                 stats.unknownAcks += 1
@@ -456,7 +473,10 @@ public final class Fleet: @unchecked Sendable {
             if options.reportRunning { status(i, a, .running, nowMs: nowMs) }
             completionsDue.append((nowMs + options.jobDurationMs, i, a))
         case .statusAck(let m):
-            if pendingStatus.removeValue(forKey: m.updateID) != nil { stats.statusAcks += 1 }
+            if let p = pendingStatus.removeValue(forKey: m.updateID) {
+                stats.statusAcks += 1
+                nodes[p.node].answeredAtMs = nowMs
+            }
         case .cancel(let c):
             stats.cancels += 1
             guard let i = index[c.nodeID], nodes[i].held.removeValue(forKey: c.assignmentID) != nil else { return }

@@ -82,5 +82,28 @@ struct ObserveBench: ParsableCommand {
         return result.value
     }
 
+    /// A blocking GET of a text body; nil on any failure.
+    static func text(_ url: String) -> String? {
+        guard let u = URL(string: url) else { return nil }
+        let done = DispatchSemaphore(value: 0)
+        let result = TextBox()
+        URLSession.shared.dataTask(with: u) { data, response, _ in
+            if (response as? HTTPURLResponse)?.statusCode == 200, let data { result.value = String(decoding: data, as: UTF8.self) }
+            done.signal()
+        }.resume()
+        done.wait()
+        return result.value
+    }
+
+    /// The samples of a Prometheus text page whose names start with one of `prefixes`, on one line.
+    static func samples(_ page: String?, _ prefixes: [String]) -> String {
+        guard let page else { return "(no /metrics)" }
+        return page.split(separator: "\n")
+            .filter { line in !line.hasPrefix("#") && prefixes.contains { line.hasPrefix($0) } }
+            .map { $0.replacingOccurrences(of: "grid_", with: "") }
+            .joined(separator: ", ")
+    }
+
     final class Box: @unchecked Sendable { var value: Int? }
+    final class TextBox: @unchecked Sendable { var value: String? }
 }

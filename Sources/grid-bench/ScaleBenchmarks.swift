@@ -188,12 +188,18 @@ struct EndToEndBench: ParsableCommand {
         let accepted = Date().timeIntervalSince(t0)
         print(String(format: "accepted %d jobs in %.2f s (%.0f/s)", submitted, accepted, Double(submitted) / accepted))
         // Progress every 2 s: where the jobs are (the shape shows which hop holds them back).
+        // With each process's share of a core over the interval: which one is busy.
         var nextReport = Date().addingTimeInterval(2)
+        let pids = [h.cluster.pid("national"), h.cluster.pid("r1"), getpid()]
+        var cpu = pids.map(ProcessUsage.cpuSeconds)
         let ok = runner.wait(seconds: 600) { s in
             if Date() >= nextReport {
                 nextReport = nextReport.addingTimeInterval(2)
-                print(String(format: "  %5.1f s: assigned to agents %d, completed %d, status acks %d",
-                             Date().timeIntervalSince(t0), s.assignments, s.completions, s.statusAcks))
+                let now = pids.map(ProcessUsage.cpuSeconds)
+                let share = zip(now, cpu).map { Int(($0 - $1) / 2 * 100) }
+                cpu = now
+                print(String(format: "  %5.1f s: assigned to agents %d, completed %d, status acks %d; cpu %% national %d, region %d, fleet %d",
+                             Date().timeIntervalSince(t0), s.assignments, s.completions, s.statusAcks, share[0], share[1], share[2]))
             }
             return s.completions >= jobs
         }
@@ -222,6 +228,12 @@ struct EndToEndBench: ParsableCommand {
             Thread.sleep(forTimeInterval: 0.5)
         } while Date() < recordDeadline
         print("completed at the agents: \(s.completions) (repeated assignments \(s.repeatedAssignments)); succeeded in the national record: \(succeeded)")
+        // What the run cost in messages and commits (resends show here).
+        let counted = ["grid_messages_received_total", "grid_socket_frames", "grid_store_commits_total", "grid_national_forwards_total"]
+        for name in ["national", "r1"] {
+            let page = (try? h.cluster.httpBase(name, within: 1)).flatMap { ObserveBench.text($0 + "/metrics") }
+            print("\(name): " + ObserveBench.samples(page, counted))
+        }
         // Paging the national record while it holds every job: each page is answered on its loop.
         print(String(format: "national record read in %d pages of ≤ 10,000 jobs: %.2f s", pages, Date().timeIntervalSince(readStarted)))
         print(String(format: "RESULT e2e: %@ %.0f jobs/s accepted and completed (%d jobs in %.1f s)",

@@ -110,6 +110,39 @@ extension Array where Element == AgentDirective {
         #expect(h.receive(.assignment(AgentHarness.assignment())).starts.isEmpty)
     }
 
+    /// A region behind on its inputs still answers, in order, what was sent before: a status
+    /// sent after the latest heartbeat it answered is waiting there, not lost, and is not resent
+    /// while answers keep coming. Once it answers a heartbeat sent after the status (it read past
+    /// it) or stops answering, the status goes again.
+    @Test func aStatusIsNotResentWhileTheRegionWorksThroughWhatWasSentBeforeIt() throws {
+        var h = AgentHarness()
+        h.registered()
+        func beatAnswered(sentAt: Int64) {
+            var ack = Wire.HeartbeatAck()
+            ack.nodeID = "n1"
+            ack.known = true
+            ack.echoSentMs = sentAt
+            _ = h.receive(.heartbeatAck(ack))
+        }
+        _ = h.receive(.assignment(AgentHarness.assignment()))
+        let beforeStatus = h.now
+        _ = h.tick(10)
+        let started = h.instance.onProcessStarted("j-1.1", pid: 4242, now: h.now)
+        #expect(started.statuses.map(\.state) == ["running"])
+        // Answers to what was sent before the status keep coming: no resend.
+        for _ in 0..<4 {
+            #expect(h.tick(400).statuses.isEmpty)
+            beatAnswered(sentAt: beforeStatus)
+            #expect(h.tick(400).statuses.isEmpty, "still ahead of the region's reading")
+        }
+        // It answers a heartbeat sent after the status: the status was lost on the way.
+        beatAnswered(sentAt: h.now - 100)
+        #expect(h.tick(0).statuses.map(\.state) == ["running"])
+        // It falls silent: resent once a retry interval passes without an answer.
+        #expect(h.tick(500).statuses.isEmpty)
+        #expect(h.tick(1100).statuses.map(\.state) == ["running"])
+    }
+
     @Test func aProcessThatCannotStartIsReportedFailed() {
         var h = AgentHarness()
         h.registered()

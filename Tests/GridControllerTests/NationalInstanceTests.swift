@@ -63,6 +63,47 @@ struct NationalHarness {
         #expect(h.tick(advanceMs: 60_000).bodies.filter { if case .jobForward = $0 { return true } else { return false } }.isEmpty)
     }
 
+    /// A region answers forwards in the order they were sent. While its answers keep coming,
+    /// a forward sent after the last one it answered is not resent (it has not been reached;
+    /// under a flood most forwards used to go out three times); one sent before it was lost and
+    /// is; a region that stops answering gets resends as before.
+    @Test func forwardsAreNotResentWhileTheRegionWorksThroughThem() throws {
+        var h = NationalHarness()
+        _ = h.summary("east", free: 8, total: 8)
+        var item = Wire.SubmitItem()
+        item.spec = Wire.JobSpec(JobSpec(name: "t", command: "true", accelerators: AcceleratorRequest(count: 1)))
+        item.jobID = "a"
+        item.count = 4
+        var s = Wire.Submit()
+        s.items = [item]
+        _ = h.send(.submit(s), from: h.client)
+        func forwarded(_ out: [ControllerDirective]) -> [String] {
+            out.bodies.compactMap { if case .jobForward(let f) = $0 { return f.jobID } else { return nil } }.sorted()
+        }
+        func answer(_ id: String) {
+            var ack = Wire.JobForwardAck()
+            ack.jobID = id
+            ack.accepted = true
+            _ = h.send(.jobForwardAck(ack), from: NationalHarness.regionOrigin("east"))
+        }
+        let sent = h.tick().bodies.compactMap { if case .jobForward(let f) = $0 { return f.jobID } else { return nil } }
+        #expect(sent.sorted() == ["a-0", "a-1", "a-2", "a-3"])
+        // The region answers the second one sent: the first was lost on the way; the last two
+        // have not been read yet.
+        _ = h.tick(advanceMs: 900)
+        answer(sent[1])
+        #expect(forwarded(h.tick(advanceMs: 200)) == [sent[0]], "only the one it skipped is resent")
+        answer(sent[0])
+        // It goes on answering: nothing more is resent.
+        _ = h.tick(advanceMs: 700)
+        answer(sent[2])
+        #expect(forwarded(h.tick(advanceMs: 500)).isEmpty)
+        // Then it falls silent: what is left goes again once its answers are a retry interval old.
+        #expect(forwarded(h.tick(advanceMs: 1100)) == [sent[3]])
+        answer(sent[3])
+        #expect(forwarded(h.tick(advanceMs: 60_000)).isEmpty)
+    }
+
     @Test func aJobWhoseAllowedRegionsDoNotExistIsRefusedAtSubmit() throws {
         var h = NationalHarness()
         _ = h.summary("east", free: 4, total: 4)

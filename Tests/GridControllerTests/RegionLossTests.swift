@@ -33,6 +33,27 @@ import Testing
         #expect(h.tick(advanceMs: 1100).assignments.count == 1, "resent as usual once confirmed")
     }
 
+    /// While the shell leaves inputs unread (a flood from the nodes), resends wait — their ack
+    /// may be among the unread frames — but first sends do not: the `assigned` status goes up
+    /// and a confirmed assignment goes to its node in the same turn. (They used to wait for a
+    /// turn without backlog, so under load jobs reached the agents in waves.)
+    @Test func firstSendsGoOutUnderBacklogAndResendsWait() throws {
+        var h = RegionHarness { $0.confirmStarts = true }
+        _ = h.register("n1", devices: [device("g0", 0)])
+        _ = h.forward("j-1", JobSpec(name: "t", command: "true"))
+        #expect(h.tick(backlog: true).assignments.isEmpty, "placed; not sent before the confirmation")
+        let up = try #require(h.tick(advanceMs: 10, backlog: true).statusUpdates.first { $0.state == "assigned" },
+                              "the first upward send is not held back")
+        #expect(h.stall(1100, backlog: true).statusUpdates.isEmpty, "its resend waits while inputs are unread")
+        #expect(h.stall(1100).statusUpdates.map(\.updateID) == [up.updateID], "and goes once they are read")
+        _ = h.heartbeat("n1")
+        _ = h.send(Self.statusAck(up.updateID, applied: true), from: h.national)
+        #expect(h.tick(backlog: true).assignments.map(\.jobID) == ["j-1"], "a confirmed assignment goes out under backlog")
+        // Its resend is due after the retry interval, but waits while inputs are unread.
+        #expect(h.stall(1100, backlog: true).assignments.isEmpty, "no resend while inputs are unread")
+        #expect(h.stall(1100).assignments.map(\.jobID) == ["j-1"], "resent once the inputs are read")
+    }
+
     @Test func aMovedJobIsDroppedUnstartedAndItsDevicesFreed() throws {
         var h = RegionHarness { $0.confirmStarts = true }
         _ = h.register("n1", devices: [device("g0", 0)])
