@@ -208,9 +208,6 @@ public struct AgentInstance: Sendable {
     var finishedOrder: [AssignmentID] = []
     var pending: [String: PendingStatus] = [:]
     var pendingOrder: [String] = []
-    /// When the region last answered anything (with `renewedMs`, the send time of the latest
-    /// heartbeat it answered, this says how far it has read: see `onTick`'s resends).
-    var answeredAtMs: Int64 = .min
     var sendAssignmentList = false
     var lastSentAssignments: [String]? = nil
     /// Where the next port search starts (ports are handed out round the range, so a port a
@@ -309,10 +306,6 @@ public struct AgentInstance: Sendable {
     // MARK: from the region
 
     public mutating func receive(_ message: Message, now: Int64) -> [AgentDirective] {
-        switch message.body {
-        case .registerAck, .heartbeatAck, .statusAck: answeredAtMs = now
-        default: break
-        }
         switch message.body {
         case .registerAck(let m):
             var out: [AgentDirective] = []
@@ -488,14 +481,15 @@ public struct AgentInstance: Sendable {
             }
             out.append(.send(.heartbeat(h)))
         }
-        // The region reads one connection in order. While its answers keep coming, a status
-        // sent after the latest heartbeat it answered is still on its way to it (a region
-        // behind under load): a resend would only be a duplicate to decode and answer, and
-        // thousands of agents resending make a busy region busier.
-        let answering = answeredAtMs != .min && now - answeredAtMs < settings.statusRetryMs
+        // A status not acknowledged within the retry interval is sent again only once the
+        // region has answered a heartbeat (or register) sent after it: it reads one connection
+        // in order, so until then the status is still on its way (a region behind under load)
+        // or the region is not answering at all, and either way a resend would only be one
+        // more frame for it to read — thousands of agents resending make a busy region busier.
+        // Once it has read past the status without answering it, the status was lost.
+        let reached = renewedMs ?? .min
         for key in pendingOrder {
-            guard let p = pending[key], p.sentMs == .min || now - p.sentMs >= settings.statusRetryMs else { continue }
-            if answering, p.sentMs != .min, p.sentMs > (renewedMs ?? .min) { continue }
+            guard let p = pending[key], p.sentMs == .min || (now - p.sentMs >= settings.statusRetryMs && p.sentMs <= reached) else { continue }
             pending[key]?.sentMs = now
             out.append(.send(.statusUpdate(p.update)))
         }

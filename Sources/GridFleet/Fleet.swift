@@ -88,6 +88,8 @@ public struct FleetStats: Sendable {
     public var concurrentRuns = 0
     public var completions = 0
     public var statusAcks = 0
+    /// Statuses sent again for want of an acknowledgement.
+    public var statusResends = 0
     public var cancels = 0
     /// Cancels (or re-placements) of work held by a node that was never silenced: a live node
     /// declared lost.
@@ -124,12 +126,11 @@ public final class Fleet: @unchecked Sendable {
         var sendDevices = false
         var heardSinceMark = false
         /// Send times of heartbeats not yet answered, oldest first (the region answers them in
-        /// order), the send time of the latest one answered, and when anything was last
-        /// answered: a status sent after `reachedMs` while answers keep coming is still on its
-        /// way, not lost, and is not resent (as agents do; `AgentInstance.onTick`).
+        /// order), and the send time of the latest one answered: a status sent after
+        /// `reachedMs` is still on its way (or the region is not answering), not lost, and is
+        /// not resent (as agents do; `AgentInstance.onTick`).
         var beatsInFlight: [Int64] = []
         var reachedMs: Int64 = .min
-        var answeredAtMs: Int64 = .min
     }
 
     struct Pending {
@@ -331,7 +332,7 @@ public final class Fleet: @unchecked Sendable {
                 if nodes[i].dirty { encodeHeartbeat(i) }
                 sendFrame(i, nodes[i].heartbeat)
                 nodes[i].beatsInFlight.append(nowMs)
-                if nodes[i].beatsInFlight.count > 8 { nodes[i].beatsInFlight.removeFirst() }
+                if nodes[i].beatsInFlight.count > 120 { nodes[i].beatsInFlight.removeFirst() }
                 stats.heartbeatsSent += 1
                 if nodes[i].sendDevices {
                     nodes[i].sendDevices = false
@@ -349,23 +350,30 @@ public final class Fleet: @unchecked Sendable {
                 completionsDue.removeAll { $0.dueMs <= nowMs }
                 for d in due { complete(d.node, d.assignment, nowMs: nowMs) }
             }
-            if !pendingStatus.isEmpty, nowNs - lastStatusScanNs > 100_000_000 {
+            // Inbound.
+            let ready = (try? poll(pollItems, timeoutMs: 1)) ?? []
+            var unread = false
+            for (k, r) in ready.enumerated() where r {
+                var read = 0
+                while read < 4096, let frames = try? sockets[k].receive(dontWait: true) {
+                    read += 1
+                    guard let payload = frames.last, let message = try? codec.decode(payload) else { continue }
+                    handle(message, nowMs: Int64(Self.nowNs() / 1_000_000))
+                }
+                if read == 4096 { unread = true }
+            }
+            // Status resends, judged after the answers that came were read (not while some wait
+            // unread here: the region's answer may be among them).
+            if !unread, !pendingStatus.isEmpty, nowNs - lastStatusScanNs > 100_000_000 {
                 lastStatusScanNs = nowNs
+                let nowMs = Int64(Self.nowNs() / 1_000_000)
                 for (key, p) in pendingStatus where nowMs - p.sentMs >= 2000 {
                     let n = nodes[p.node]
                     guard !n.silent else { continue }
-                    if nowMs - n.answeredAtMs < 2000 && p.sentMs > n.reachedMs { continue }
+                    guard p.sentMs <= n.reachedMs else { continue }
+                    stats.statusResends += 1
                     pendingStatus[key]?.sentMs = nowMs
                     sendFrame(p.node, p.frame)
-                }
-            }
-            // Inbound.
-            let ready = (try? poll(pollItems, timeoutMs: 1)) ?? []
-            for (k, r) in ready.enumerated() where r {
-                for _ in 0..<4096 {
-                    guard let frames = try? sockets[k].receive(dontWait: true) else { break }
-                    guard let payload = frames.last, let message = try? codec.decode(payload) else { continue }
-                    handle(message, nowMs: Int64(Self.nowNs() / 1_000_000))
                 }
             }
             if Self.nowNs() - lastPublish > 50_000_000 {
@@ -409,14 +417,13 @@ public final class Fleet: @unchecked Sendable {
             guard let i = index[m.nodeID] else { return }
             if !nodes[i].registered { stats.registered += 1 }
             nodes[i].registered = true
-            nodes[i].answeredAtMs = nowMs
+            nodes[i].reachedMs = max(nodes[i].reachedMs, nodes[i].registerSentMs)
             nodes[i].beatsInFlight = []
             heard(i)
             nodes[i].dirty = true
         case .heartbeatAck(let m):
             stats.heartbeatAcks += 1
             guard let i = index[m.nodeID] else { return }
-            nodes[i].answeredAtMs = nowMs
             if !nodes[i].beatsInFlight.isEmpty { nodes[i].reachedMs = max(nodes[i].reachedMs, nodes[i].beatsInFlight.removeFirst()) }
             if m.known { heard(i) }
             if !m.known {
@@ -475,7 +482,6 @@ public final class Fleet: @unchecked Sendable {
         case .statusAck(let m):
             if let p = pendingStatus.removeValue(forKey: m.updateID) {
                 stats.statusAcks += 1
-                nodes[p.node].answeredAtMs = nowMs
             }
         case .cancel(let c):
             stats.cancels += 1

@@ -267,10 +267,13 @@ extension Wire.ModelRequirement {
 }
 
 extension Wire.Job {
-    public init(_ r: JobRecord) {
+    public init(_ r: JobRecord) { self.init(r, withSpec: true) }
+
+    /// `withSpec: false` leaves the spec out (a store keeps it apart: it never changes).
+    public init(_ r: JobRecord, withSpec: Bool) {
         self.init()
         jobID = r.id.rawValue
-        spec = Wire.JobSpec(r.spec)
+        if withSpec { spec = Wire.JobSpec(r.spec) }
         state = r.state.rawValue
         regionID = r.region?.rawValue ?? ""
         nodeID = r.node?.rawValue ?? ""

@@ -219,6 +219,12 @@ public final class GridStore: Sendable {
             // A node dedicated to accounts (its agent's run_as), comma-separated; '' = any.
             try db.execute(sql: "ALTER TABLE nodes ADD COLUMN accounts TEXT NOT NULL DEFAULT ''")
         }
+        m.registerMigration("v8-job-spec") { db in
+            // A job's spec never changes after it is created: kept in its own column, written
+            // once, so each change of the job rewrites only the rest (`saveJob`). NULL in rows
+            // written before, whose record still holds it.
+            try db.execute(sql: "ALTER TABLE jobs ADD COLUMN spec BLOB")
+        }
         return m
     }
 
@@ -364,17 +370,39 @@ public struct StoreTransaction {
 
     /// Job records are stored as protobuf (`Job`) behind a 0x01 byte, like devices; rows written
     /// before this version are JSON (they start with '{').
+    /// A job's record: protobuf behind a 0x02 byte, without its spec (which is in the `spec`
+    /// column, protobuf behind 0x01). Rows written before hold 0x01 and the whole job, or JSON.
     static func encodeJob(_ j: JobRecord) throws -> Data {
-        var data = Data([0x01])
-        data.append(try Wire.Job(j).serializedData())
+        var data = Data([0x02])
+        data.append(try Wire.Job(j, withSpec: false).serializedData())
         return data
     }
 
-    static func decodeJob(_ data: Data) throws -> JobRecord {
-        if data.first == 0x01 {
+    static func encodeSpec(_ spec: JobSpec) throws -> Data {
+        var data = Data([0x01])
+        data.append(try Wire.JobSpec(spec).serializedData())
+        return data
+    }
+
+    static func decodeJob(_ data: Data, spec: Data? = nil) throws -> JobRecord {
+        switch data.first {
+        case 0x02:
+            var w = try Wire.Job(serializedBytes: data.dropFirst())
+            guard let spec, spec.first == 0x01 else {
+                throw StoreError(path: "jobs", operation: "read job \(w.jobID)",
+                                 underlying: "its record has no spec and the spec column is empty (damaged row); restore from a backup")
+            }
+            w.spec = try Wire.JobSpec(serializedBytes: spec.dropFirst())
+            return try w.record()
+        case 0x01:
             return try Wire.Job(serializedBytes: data.dropFirst()).record()
+        default:
+            return try jsonDecoder.decode(JobRecord.self, from: data)
         }
-        return try jsonDecoder.decode(JobRecord.self, from: data)
+    }
+
+    static func decodeJob(_ row: Row) throws -> JobRecord {
+        try decodeJob(row["record"], spec: row["spec"])
     }
 
     /// Devices are stored as protobuf (`DeviceList`) behind a 0x01 byte: about 20x faster to
@@ -416,39 +444,54 @@ public struct StoreTransaction {
     /// Inserts the job unless one with the same id exists; returns what is stored either way.
     public func insertJobIfAbsent(_ j: JobRecord) throws -> (record: JobRecord, inserted: Bool) {
         if let existing = try job(j.id) { return (existing, false) }
-        try saveJob(j)
+        try insertJob(j, record: try Self.encodeJob(j))
         return (j, true)
     }
 
+    /// A job's spec is written when its row is (it never changes after); each later save
+    /// rewrites the rest only. (Encoding the spec each time was most of a save.)
     public func saveJob(_ j: JobRecord) throws {
+        let record = try Self.encodeJob(j)
         try run(
             sql: """
-                INSERT INTO jobs (id, record, state, region, node, submitted_ms, updated_ms)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(id) DO UPDATE SET record = excluded.record, state = excluded.state,
+                UPDATE jobs SET record = ?, state = ?, region = ?, node = ?, updated_ms = ?
+                WHERE id = ? AND spec IS NOT NULL
+                """,
+            arguments: [record, j.state.rawValue, j.region?.rawValue, j.node?.rawValue, j.updatedAt.unixMs, j.id.rawValue])
+        guard db.changesCount == 0 else { return }
+        // New, or written before the spec had its column.
+        try insertJob(j, record: record)
+    }
+
+    func insertJob(_ j: JobRecord, record: Data) throws {
+        try run(
+            sql: """
+                INSERT INTO jobs (id, record, spec, state, region, node, submitted_ms, updated_ms)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET record = excluded.record, spec = excluded.spec, state = excluded.state,
                     region = excluded.region, node = excluded.node, updated_ms = excluded.updated_ms
                 """,
-            arguments: [j.id.rawValue, try Self.encodeJob(j), j.state.rawValue, j.region?.rawValue,
+            arguments: [j.id.rawValue, record, try Self.encodeSpec(j.spec), j.state.rawValue, j.region?.rawValue,
                         j.node?.rawValue, j.submittedAt.unixMs, j.updatedAt.unixMs])
     }
 
     public func job(_ id: JobID) throws -> JobRecord? {
-        guard let data = try Data.fetchOne(db, sql: "SELECT record FROM jobs WHERE id = ?", arguments: [id.rawValue])
+        guard let row = try Row.fetchOne(db, sql: "SELECT record, spec FROM jobs WHERE id = ?", arguments: [id.rawValue])
         else { return nil }
-        return try Self.decodeJob(data)
+        return try Self.decodeJob(row)
     }
 
     /// Jobs, newest submission last; `states` filters when non-empty.
     public func jobs(states: [JobState] = [], limit: Int = 10_000) throws -> [JobRecord] {
-        let rows: [Data]
+        let rows: [Row]
         if states.isEmpty {
-            rows = try Data.fetchAll(db, sql: "SELECT record FROM jobs ORDER BY submitted_ms, id LIMIT ?", arguments: [limit])
+            rows = try Row.fetchAll(db, sql: "SELECT record, spec FROM jobs ORDER BY submitted_ms, id LIMIT ?", arguments: [limit])
         } else {
             let marks = databaseQuestionMarks(count: states.count)
             var args = StatementArguments(states.map(\.rawValue))
             args += [limit]
-            rows = try Data.fetchAll(
-                db, sql: "SELECT record FROM jobs WHERE state IN (\(marks)) ORDER BY submitted_ms, id LIMIT ?",
+            rows = try Row.fetchAll(
+                db, sql: "SELECT record, spec FROM jobs WHERE state IN (\(marks)) ORDER BY submitted_ms, id LIMIT ?",
                 arguments: args)
         }
         return try rows.map { try Self.decodeJob($0) }
@@ -748,13 +791,13 @@ extension StoreTransaction {
 
     /// Jobs not in a terminal state, oldest submission first.
     public func liveJobs() throws -> [JobRecord] {
-        try Data.fetchAll(db, sql: "SELECT record FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'lost') ORDER BY submitted_ms, id")
+        try Row.fetchAll(db, sql: "SELECT record, spec FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'lost') ORDER BY submitted_ms, id")
             .map { try StoreTransaction.decodeJob($0) }
     }
 
     /// Terminal jobs updated since `since` (kept in memory for queries and late duplicates).
     public func finishedJobs(since: Date) throws -> [JobRecord] {
-        try Data.fetchAll(db, sql: "SELECT record FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'lost') AND updated_ms >= ? ORDER BY submitted_ms, id",
+        try Row.fetchAll(db, sql: "SELECT record, spec FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'lost') AND updated_ms >= ? ORDER BY submitted_ms, id",
                           arguments: [since.unixMs])
             .map { try StoreTransaction.decodeJob($0) }
     }

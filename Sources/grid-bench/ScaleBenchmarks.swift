@@ -198,8 +198,8 @@ struct EndToEndBench: ParsableCommand {
                 let now = pids.map(ProcessUsage.cpuSeconds)
                 let share = zip(now, cpu).map { Int(($0 - $1) / 2 * 100) }
                 cpu = now
-                print(String(format: "  %5.1f s: assigned to agents %d, completed %d, status acks %d; cpu %% national %d, region %d, fleet %d",
-                             Date().timeIntervalSince(t0), s.assignments, s.completions, s.statusAcks, share[0], share[1], share[2]))
+                print(String(format: "  %5.1f s: assigned to agents %d, completed %d, status acks %d (resent %d); cpu %% national %d, region %d, fleet %d",
+                             Date().timeIntervalSince(t0), s.assignments, s.completions, s.statusAcks, s.statusResends, share[0], share[1], share[2]))
             }
             return s.completions >= jobs
         }

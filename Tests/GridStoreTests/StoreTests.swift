@@ -21,7 +21,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
     @Test func freshFileGetsEveryMigrationAndWALWithFullSync() throws {
         let dir = temporaryDirectory()
         let store = try GridStore(path: dir.appendingPathComponent("c.sqlite").path)
-        #expect(try store.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon", "v4-accounts", "v5-services", "v6-security", "v7-tenants"])
+        #expect(try store.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon", "v4-accounts", "v5-services", "v6-security", "v7-tenants", "v8-job-spec"])
         #expect(try store.integrityCheck() == "ok")
         #expect(try store.pragma("journal_mode") == "wal")
         #expect(try store.pragma("synchronous") == "2")  // FULL
@@ -34,8 +34,40 @@ func temporaryDirectory(_ name: String = #function) -> URL {
             try store.write("t") { _ = try $0.insertJobIfAbsent(job("j-1")) }
         }
         let again = try GridStore(path: path)
-        #expect(try again.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon", "v4-accounts", "v5-services", "v6-security", "v7-tenants"])
+        #expect(try again.appliedMigrations() == ["v1-initial", "v2-log", "v3-cordon", "v4-accounts", "v5-services", "v6-security", "v7-tenants", "v8-job-spec"])
         #expect(try again.read("t") { try $0.job("j-1") }?.spec.name == "j-1")
+    }
+
+    /// A job's spec is written once, in its own column; later saves rewrite the rest. A row
+    /// written before (the whole job in its record, no spec column) still reads, and its first
+    /// save moves the spec into the column.
+    @Test func aJobsSpecIsWrittenOnceAndOlderRowsStillRead() throws {
+        let store = try GridStore(path: temporaryDirectory().appendingPathComponent("c.sqlite").path)
+        var j = job("new")
+        j.spec.args = ["--epochs", "3"]
+        try store.write("t") { try $0.saveJob(j) }
+        j.state = .running
+        j.message = "running on n1"
+        try store.write("t") { try $0.saveJob(j) }
+        #expect(try store.read("t") { try $0.job("new") } == j)
+        let specBytes = try store.read("t") { try Data.fetchOne($0.db, sql: "SELECT spec FROM jobs WHERE id = 'new'") }
+        #expect(specBytes == (try StoreTransaction.encodeSpec(j.spec)))
+
+        var old = job("old", .queued)
+        old.spec.env = ["A": "1"]
+        var legacy = Data([0x01])
+        legacy.append(try Wire.Job(old).serializedData())
+        try store.write("t") { tx in
+            try tx.db.execute(sql: "INSERT INTO jobs (id, record, state, submitted_ms, updated_ms) VALUES ('old', ?, 'queued', 0, 0)",
+                              arguments: [legacy])
+        }
+        #expect(try store.read("t") { try $0.job("old") } == old)
+        old.state = .assigned
+        try store.write("t") { try $0.saveJob(old) }
+        #expect(try store.read("t") { try $0.job("old") } == old)
+        #expect(try store.read("t") { try $0.liveJobs() }.map(\.id.rawValue).sorted() == ["new", "old"])
+        let moved = try store.read("t") { try Data.fetchOne($0.db, sql: "SELECT spec FROM jobs WHERE id = 'old'") }
+        #expect(moved == (try StoreTransaction.encodeSpec(old.spec)), "the spec moved to its column")
     }
 
     @Test func insertJobIfAbsentIsIdempotent() throws {
@@ -269,7 +301,7 @@ func temporaryDirectory(_ name: String = #function) -> URL {
         #expect(try store.read("t") { try $0.job("old") } == nil)
         #expect(try store.read("t") { try $0.job("live") } != nil, "a live job is never pruned")
         #expect(try store.read("t") { try $0.appliedUpdates(since: .distantPast) }.map(\.0) == ["u-new"])
-        #expect(try store.appliedMigrations().last == "v7-tenants")
+        #expect(try store.appliedMigrations().last == "v8-job-spec")
     }
 }
 
