@@ -149,7 +149,7 @@ public struct TimerHeap<Timer: Sendable>: Sendable {
 enum QueryPaging {
     /// `JOBS` (a page, oldest submission first) or `JOB` (one); false when that one is unknown.
     /// `tenant`: only jobs charged to that account exist for the asker (another's is not found).
-    static func answerJobs(_ jobs: [JobID: JobRecord], _ m: Wire.Query, _ reply: inout Wire.QueryReply, tenant: String? = nil) -> Bool {
+    static func answerJobs(_ jobs: RecordTable<JobID, JobRecord>, _ m: Wire.Query, _ reply: inout Wire.QueryReply, tenant: String? = nil) -> Bool {
         if m.kind == .job {
             guard let job = jobs[JobID(m.jobID)], tenant.map({ job.spec.accountName == $0 }) ?? true else { return false }
             reply.jobs = [Wire.Job(job)]

@@ -130,7 +130,7 @@ public struct NationalInstance: Sendable {
     }
 
     public let settings: Settings
-    var jobs: [JobID: JobRecord] = [:]
+    var jobs = RecordTable<JobID, JobRecord>()
     /// Services by name (SERVICES.md); their replicas are jobs in `jobs`.
     var services: [String: ServiceRecord] = [:]
     /// Jobs no region could take yet, oldest first.

@@ -151,7 +151,7 @@ public struct RegionInstance: Sendable {
     public var region: RegionID { settings.region }
     var nodes: [NodeID: Node] = [:]
     public private(set) var index: PlacementIndex
-    var jobs: [JobID: JobRecord] = [:]
+    var jobs = RecordTable<JobID, JobRecord>()
     /// Queued jobs in the order placement examines them (`JobQueue`).
     var queue = JobQueue()
     var assignments: [AssignmentID: AssignmentRecord] = [:]
@@ -195,7 +195,7 @@ public struct RegionInstance: Sendable {
         var forPreemption: Bool
         var untilMs: Int64?
 
-        func live(_ jobs: [JobID: JobRecord], _ nowMs: Int64) -> Bool {
+        func live(_ jobs: RecordTable<JobID, JobRecord>, _ nowMs: Int64) -> Bool {
             guard let j = jobs[job], j.state == .queued, forPreemption || j.hold == nil else { return false }
             return untilMs.map { $0 > nowMs } ?? true
         }

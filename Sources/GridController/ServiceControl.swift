@@ -142,7 +142,7 @@ extension NationalInstance {
                 p99 = max(p99, l.p99Ms)
             }
         }
-        return Wire.ServiceStatus(svc, jobs: jobs, endpoints: endpoints, load: (rps, p99))
+        return Wire.ServiceStatus(svc, jobs: { jobs[$0] }, endpoints: endpoints, load: (rps, p99))
     }
 
     // MARK: replicas

@@ -113,7 +113,7 @@ extension Wire.ServiceSpec {
 extension Wire.ServiceStatus {
     /// A service as the national scheduler keeps it, with its replica jobs (`jobs`: by id) and
     /// the gateways to use, nearest the origin first.
-    public init(_ r: ServiceRecord, jobs: [JobID: JobRecord], endpoints: [String], load: (rps: Double, p99: Double)) {
+    public init(_ r: ServiceRecord, jobs: (JobID) -> JobRecord?, endpoints: [String], load: (rps: Double, p99: Double)) {
         self.init()
         spec = Wire.ServiceSpec(r.spec)
         state = r.phase.rawValue
@@ -127,7 +127,7 @@ extension Wire.ServiceStatus {
         p99Ms = load.p99
         var readyCount = 0
         replicas = r.replicas.compactMap { id in
-            guard let j = jobs[id] else { return nil }
+            guard let j = jobs(id) else { return nil }
             var w = Wire.Replica()
             w.jobID = id.rawValue
             w.version = j.spec.replica?.version ?? ""
