@@ -88,6 +88,8 @@ public struct FleetStats: Sendable {
     public var concurrentRuns = 0
     public var completions = 0
     public var statusAcks = 0
+    /// From a status's first send to its acknowledgement, ms.
+    public var statusAckLatenciesMs: [Int64] = []
     /// Statuses sent again for want of an acknowledgement.
     public var statusResends = 0
     public var cancels = 0
@@ -137,6 +139,7 @@ public final class Fleet: @unchecked Sendable {
         var node: Int
         var frame: [UInt8]
         var sentMs: Int64
+        var firstSentMs: Int64
     }
 
     public let options: FleetOptions
@@ -482,6 +485,7 @@ public final class Fleet: @unchecked Sendable {
         case .statusAck(let m):
             if let p = pendingStatus.removeValue(forKey: m.updateID) {
                 stats.statusAcks += 1
+                stats.statusAckLatenciesMs.append(nowMs - p.firstSentMs)
             }
         case .cancel(let c):
             stats.cancels += 1
@@ -516,7 +520,7 @@ public final class Fleet: @unchecked Sendable {
         u.updateID = "\(a.assignmentID):\(state.rawValue)"
         seq &+= 1
         let frame = codec.encode(Message(sender: a.nodeID, sequence: seq, body: .statusUpdate(u)))
-        pendingStatus[u.updateID] = Pending(node: i, frame: frame, sentMs: nowMs)
+        pendingStatus[u.updateID] = Pending(node: i, frame: frame, sentMs: nowMs, firstSentMs: nowMs)
         sendFrame(i, frame)
     }
 }

@@ -228,8 +228,10 @@ struct EndToEndBench: ParsableCommand {
             Thread.sleep(forTimeInterval: 0.5)
         } while Date() < recordDeadline
         print("completed at the agents: \(s.completions) (repeated assignments \(s.repeatedAssignments)); succeeded in the national record: \(succeeded)")
+        let ackMs = s.statusAckLatenciesMs.sorted()
+        print("agents' statuses acknowledged: \(ackMs.count), first send to acknowledgement p50 \(percentile(ackMs, 50)) ms, p99 \(percentile(ackMs, 99)) ms")
         // What the run cost in messages and commits (resends show here).
-        let counted = ["grid_messages_received_total", "grid_socket_frames", "grid_store_commits_total", "grid_national_forwards_total"]
+        let counted = ["grid_messages_received_total", "grid_socket_", "grid_region_stall", "grid_store_commits_total", "grid_national_forwards_total"]
         for name in ["national", "r1"] {
             let page = (try? h.cluster.httpBase(name, within: 1)).flatMap { ObserveBench.text($0 + "/metrics") }
             print("\(name): " + ObserveBench.samples(page, counted))
