@@ -48,6 +48,14 @@ public struct AgentConfig: Codable, Sendable {
     /// The agent's HTTP listener (Prometheus `/metrics`, `/healthz`, `/readyz`): `host:port`,
     /// port 0 = any free port, `off` = none. Default `127.0.0.1:9740`.
     public var http: String = "127.0.0.1:9740"
+    /// TLS for that listener: a PEM certificate chain and its PEM private key (both or neither;
+    /// relative to the config file; read at start). Set, it speaks HTTPS only.
+    public var httpTLSCert: String = ""
+    public var httpTLSKey: String = ""
+    /// Mutual TLS: PEM certificates of the CAs whose client certificates the listener accepts
+    /// (Prometheus' `tls_config` sends one); a client without one fails the handshake, `/healthz`
+    /// included. Needs `http_tls_cert`.
+    public var httpTLSClientCA: String = ""
     /// Log lines as `text` or `json`. Default `text`.
     public var logFormat: LogFormat = .text
     /// Ports handed to runs that serve (service replicas: GRID_PORT), `LOW-HIGH`. Agents
@@ -97,6 +105,9 @@ public struct AgentConfig: Codable, Sendable {
         case jobEnvironment = "job_environment"
         case logLevel = "log_level"
         case probe, grading, http
+        case httpTLSCert = "http_tls_cert"
+        case httpTLSKey = "http_tls_key"
+        case httpTLSClientCA = "http_tls_client_ca"
         case logFormat = "log_format"
         case servicePorts = "service_ports"
         case advertiseHost = "advertise_host"
@@ -127,6 +138,9 @@ public struct AgentConfig: Codable, Sendable {
         probe = try c.value(.probe, default: d.probe)
         grading = try c.value(.grading, default: d.grading)
         http = try c.value(.http, default: d.http)
+        httpTLSCert = try c.value(.httpTLSCert, default: d.httpTLSCert)
+        httpTLSKey = try c.value(.httpTLSKey, default: d.httpTLSKey)
+        httpTLSClientCA = try c.value(.httpTLSClientCA, default: d.httpTLSClientCA)
         logFormat = try c.value(.logFormat, default: d.logFormat)
         servicePorts = try c.value(.servicePorts, default: d.servicePorts)
         advertiseHost = try c.value(.advertiseHost, default: d.advertiseHost)
@@ -137,6 +151,8 @@ public struct AgentConfig: Codable, Sendable {
     }
 
     /// The shim to run jobs under: `job_shim`, else `grid-job-shim` next to this executable.
+    public var httpTLS: HTTPTLSFiles { HTTPTLSFiles(cert: httpTLSCert, key: httpTLSKey, clientCA: httpTLSClientCA) }
+
     public func resolvedJobShim() throws -> String {
         var candidates: [String] = []
         if !jobShim.isEmpty {
@@ -167,6 +183,7 @@ public struct AgentConfig: Codable, Sendable {
         }
         if !(0...600_000).contains(fenceGraceMs) { out.append("fence_grace_ms: 0...600000, got \(fenceGraceMs)") }
         if case .failure(let e) = HTTPListen.parse(http) { out.append("http: \(e)") }
+        out += httpTLS.problems()
         if servicePortRange == nil { out.append("service_ports: 'LOW-HIGH' with 1024 ≤ LOW ≤ HIGH ≤ 65535, got '\(servicePorts)'") }
         if advertiseHost.isEmpty || advertiseHost.contains(where: { $0.isWhitespace || $0 == "/" }) {
             out.append("advertise_host: a host name or address the gateway can reach, got '\(advertiseHost)'")
@@ -221,6 +238,9 @@ public struct AgentConfig: Codable, Sendable {
         if let v = environment["GRID_AGENT_DATA_DIR"], !v.isEmpty { config.dataDir = v }
         if let v = environment["GRID_LOG_LEVEL"], !v.isEmpty { config.logLevel = v }
         if let v = environment["GRID_AGENT_HTTP"], !v.isEmpty { config.http = v }
+        if let v = environment["GRID_AGENT_HTTP_TLS_CERT"], !v.isEmpty { config.httpTLSCert = v }
+        if let v = environment["GRID_AGENT_HTTP_TLS_KEY"], !v.isEmpty { config.httpTLSKey = v }
+        if let v = environment["GRID_AGENT_HTTP_TLS_CLIENT_CA"], !v.isEmpty { config.httpTLSClientCA = v }
         if let v = environment["GRID_AGENT_SERVICE_PORTS"], !v.isEmpty { config.servicePorts = v }
         if let v = environment["GRID_AGENT_ADVERTISE_HOST"], !v.isEmpty { config.advertiseHost = v }
         if let v = environment["GRID_AGENT_KEY_FILE"], !v.isEmpty { config.keyFile = v }
@@ -235,6 +255,9 @@ public struct AgentConfig: Codable, Sendable {
         config.simulate = config.simulate.map(resolve)
         if !config.jobShim.isEmpty { config.jobShim = resolve(config.jobShim) }
         if !config.keyFile.isEmpty { config.keyFile = resolve(config.keyFile) }
+        if !config.httpTLSCert.isEmpty { config.httpTLSCert = resolve(config.httpTLSCert) }
+        if !config.httpTLSKey.isEmpty { config.httpTLSKey = resolve(config.httpTLSKey) }
+        if !config.httpTLSClientCA.isEmpty { config.httpTLSClientCA = resolve(config.httpTLSClientCA) }
         // A key itself (Z85 may hold '/') stays as it is; anything else is a .pub path.
         if !config.regionKey.isEmpty, !Z85.isCurveKey(config.regionKey) { config.regionKey = resolve(config.regionKey) }
         // Problems of the file itself stop a load even when values are not checked (`probe`, `drain`).

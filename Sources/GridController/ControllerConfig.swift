@@ -248,16 +248,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             out.append("history_retention_hours: must be > 0 and at most 8760, got \(historyRetentionHours)")
         }
         if case .failure(let e) = HTTPListen.parse(http) { out.append("http: \(e)") }
-        if httpTLSCert.isEmpty != httpTLSKey.isEmpty {
-            out.append(httpTLSCert.isEmpty ? "http_tls_cert: required with http_tls_key (the certificate chain, PEM)"
-                                           : "http_tls_key: required with http_tls_cert (the certificate's private key, PEM)")
-        }
-        if !httpTLSClientCA.isEmpty, httpTLSCert.isEmpty {
-            out.append("http_tls_client_ca: needs http_tls_cert and http_tls_key (client certificates are asked for over HTTPS only)")
-        }
-        for (k, path) in [("http_tls_cert", httpTLSCert), ("http_tls_key", httpTLSKey), ("http_tls_client_ca", httpTLSClientCA)] where !path.isEmpty {
-            if !FileManager.default.isReadableFile(atPath: path) { out.append("\(k): cannot read '\(path)'") }
-        }
+        out += HTTPTLSFiles(cert: httpTLSCert, key: httpTLSKey, clientCA: httpTLSClientCA).problems()
         if httpRead == .token, httpTokenFile.isEmpty {
             out.append("http_read: token needs http_token_file (the tokens that may read)")
         }

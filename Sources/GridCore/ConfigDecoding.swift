@@ -152,3 +152,37 @@ public enum LogFormat: String, Codable, Sendable, CaseIterable {
     case text, json
 }
 
+
+/// The files an HTTPS listener reads, as a config names them (`http_tls_cert`, `http_tls_key`,
+/// `http_tls_client_ca`; controllers and agents alike), and what is wrong with them.
+public struct HTTPTLSFiles: Sendable, Equatable {
+    /// PEM certificate chain and its PEM private key: both or neither.
+    public var cert: String
+    public var key: String
+    /// PEM CA certificates whose client certificates are accepted (mutual TLS); "" = none asked.
+    public var clientCA: String
+
+    public init(cert: String, key: String, clientCA: String) {
+        self.cert = cert
+        self.key = key
+        self.clientCA = clientCA
+    }
+
+    public var enabled: Bool { !cert.isEmpty }
+
+    /// Each problem names its key.
+    public func problems() -> [String] {
+        var out: [String] = []
+        if cert.isEmpty != key.isEmpty {
+            out.append(cert.isEmpty ? "http_tls_cert: required with http_tls_key (the certificate chain, PEM)"
+                                    : "http_tls_key: required with http_tls_cert (the certificate's private key, PEM)")
+        }
+        if !clientCA.isEmpty, cert.isEmpty {
+            out.append("http_tls_client_ca: needs http_tls_cert and http_tls_key (client certificates are asked for over HTTPS only)")
+        }
+        for (k, path) in [("http_tls_cert", cert), ("http_tls_key", key), ("http_tls_client_ca", clientCA)] where !path.isEmpty {
+            if !FileManager.default.isReadableFile(atPath: path) { out.append("\(k): cannot read '\(path)'") }
+        }
+        return out
+    }
+}

@@ -111,11 +111,23 @@ struct Run: AsyncParsableCommand {
             throw exitWith("cannot start: \(error)", code: 1)
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
-        if case .success(.on(let host, let port)) = HTTPListen.parse(cfg.http) {
+        if case .success(let listen) = HTTPListen.parse(cfg.http), case .on(let host, let port) = listen {
             let name = cfg.nodeID
+            let files = cfg.httpTLS
+            let tls: HTTPSConfiguration?
+            do {
+                tls = files.enabled ? try HTTPSConfiguration(certificateChain: files.cert, privateKey: files.key,
+                                                             clientCA: files.clientCA.isEmpty ? nil : files.clientCA) : nil
+            } catch {
+                throw exitWith("http_tls_cert/http_tls_key: \(error)", code: 1)
+            }
+            if tls == nil, !listen.isLoopback {
+                logger.warning("the HTTP listener on \(cfg.http) is not loopback and speaks plain HTTP to anyone who reaches it (set http_tls_cert and http_tls_key, and http_tls_client_ca for the scraper's certificate)")
+            }
+            let scheme = tls == nil ? "http" : "https"
             services.append(.init(service: HTTPServer(router: AgentAPI(agent: service, metrics: exporter).router(), host: host, port: port,
-                                                      logger: logger) { address in
-                FileHandle.standardOutput.write(Data("grid-agent \(name) http on http://\(address)/ (/metrics, /healthz, /readyz, /api/v1/probe)\n".utf8))
+                                                      logger: logger, tls: tls) { address in
+                FileHandle.standardOutput.write(Data("grid-agent \(name) http on \(scheme)://\(address)/ (/metrics, /healthz, /readyz, /api/v1/probe)\n".utf8))
             }, successTerminationBehavior: .ignore))
         }
         // SIGHUP: log_level applies at once; other changed keys are named (they need a restart).

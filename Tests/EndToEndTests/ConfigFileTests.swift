@@ -78,6 +78,26 @@ import Testing
         #expect(cfg.httpTLSClientCA.hasSuffix("Tests/Fixtures/tls/client-ca.crt"))
     }
 
+    /// The agent's listener takes the same TLS keys, with the same checks; relative paths
+    /// resolve against the config file.
+    @Test func anAgentsTLSFilesAreCheckedAndResolved() throws {
+        do {
+            _ = try AgentConfig.load(path: try write("http_tls_key: missing.key\nhttp_tls_client_ca: /nonexistent/ca.pem\n"), environment: [:])
+            Issue.record("a key without its certificate was accepted")
+        } catch let e as ConfigError {
+            #expect(e.problems.contains { $0.unlocated.hasPrefix("http_tls_cert: required with http_tls_key") }, "\(e.problems)")
+            #expect(e.problems.contains { $0.unlocated.hasPrefix("http_tls_client_ca: needs http_tls_cert") }, "\(e.problems)")
+            #expect(e.problems.contains { $0.unlocated.hasPrefix("http_tls_key: cannot read '/") && $0.unlocated.hasSuffix("/missing.key'") },
+                    "resolved against the file's directory: \(e.problems)")
+        }
+        let tls = Self.root.appendingPathComponent("Tests/Fixtures/tls")
+        let cfg = try AgentConfig.load(path: try write("region: tcp://127.0.0.1:7710\n"), environment: [
+            "GRID_AGENT_HTTP_TLS_CERT": tls.appendingPathComponent("localhost.crt").path,
+            "GRID_AGENT_HTTP_TLS_KEY": tls.appendingPathComponent("localhost.key").path,
+            "GRID_AGENT_HTTP_TLS_CLIENT_CA": tls.appendingPathComponent("client-ca.crt").path])
+        #expect(cfg.httpTLS.enabled && cfg.httpTLSClientCA.hasSuffix("Tests/Fixtures/tls/client-ca.crt"))
+    }
+
     @Test func wrongTypeAndBadValuesAreReported() throws {
         #expect(throws: ConfigError.self) { try ControllerConfig.load(path: try write("heartbeat_interval_ms: often\n"), role: nil, environment: [:]) }
         do {

@@ -470,6 +470,40 @@ extension EndToEnd {
         #expect(try #require(c.daemon("national")).process.isRunning)
     }
 
+    /// An agent's listener over mutual TLS (a scraper with a certificate the CA signed gets
+    /// /metrics; no certificate, or one the CA did not sign, fails the handshake — /healthz
+    /// included); the agent keeps running.
+    @Test func anAgentsListenerAsksForClientCertificates() async throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational(profiles: ["r1"])
+        try c.startRegion("r1")
+        let tls = Cluster.repoRoot.appendingPathComponent("Tests/Fixtures/tls")
+        let file = { (name: String) in tls.appendingPathComponent(name).path }
+        c.environment = ["GRID_AGENT_HTTP": "127.0.0.1:0", "GRID_AGENT_HTTP_TLS_CERT": file("localhost.crt"),
+                         "GRID_AGENT_HTTP_TLS_KEY": file("localhost.key"), "GRID_AGENT_HTTP_TLS_CLIENT_CA": file("client-ca.crt")]
+        try c.startAgent("a10g-node", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
+        c.environment = [:]
+        let a = try c.httpBase(of: "a10g-node")
+        #expect(a.hasPrefix("https://"), "\(a)")
+        func get(_ path: String, client: String?) throws -> (status: Int, body: String) {
+            var args = ["-sS", "--max-time", "20", "--cacert", file("localhost.crt"), "-w", "\n%{http_code}"]
+            if let client { args += ["--cert", file("\(client).crt"), "--key", file("\(client).key")] }
+            let (rc, out) = try Cluster.run("/usr/bin/curl", args + [a + path])
+            guard rc == 0 else { return (-Int(rc), out) }
+            let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
+            return (Int(lines.last ?? "") ?? -1, lines.dropLast().joined(separator: "\n"))
+        }
+        try await eventually("served to a scraper with a signed certificate", seconds: 30) {
+            try get("/healthz", client: "client").status == 200
+        }
+        let metrics = try get("/metrics", client: "client")
+        #expect(metrics.status == 200 && metrics.body.contains("grid_agent_heartbeats_sent_total"))
+        #expect(try get("/healthz", client: nil).status < 0, "answered a client without a certificate")
+        #expect(try get("/metrics", client: "stranger").status < 0, "answered a certificate the CA did not sign")
+        #expect(try #require(c.daemon("a10g-node")).process.isRunning)
+    }
+
     func eventually(_ what: String, seconds: Double = 30, _ probe: () async throws -> Bool) async throws {
         try await Cluster.eventually(what, seconds: seconds, probe)
     }
