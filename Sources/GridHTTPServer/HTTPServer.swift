@@ -114,6 +114,14 @@ public final class HTTPSConfiguration: Sendable {
     /// The serial number (hex) of the leaf certificate handshakes present now.
     public var serial: String { identity.withLock { $0.serial } }
 
+    /// `reload()` as a SIGHUP report names it: "http_tls_cert (serial S)", ", unchanged" when
+    /// the files held the certificate already in force.
+    public func renew() throws -> String {
+        let before = serial
+        let now = try reload()
+        return "http_tls_cert (serial \(now)\(now == before ? ", unchanged" : ""))"
+    }
+
     /// The listener's configuration: the identity at start, replaced per handshake by the
     /// current one (BoringSSL's certificate callback, through NIOSSL's context callback).
     var tls: TLSConfiguration {

@@ -17,7 +17,8 @@ struct GridAgentCommand: AsyncParsableCommand {
         abstract: "ComputeGrid node agent: discovers accelerators, reports them to its region, runs assigned jobs.",
         discussion: """
             Start it with `grid-agent run`. SIGTERM drains it (tells the region, stops and reports every job, then exits); \
-            SIGHUP re-reads the configuration file and applies log_level.
+            SIGHUP re-reads the configuration file and applies log_level and a certificate renewed at the same \
+            http_tls_cert/http_tls_key paths.
             """,
         version: BuildInfo.line,
         subcommands: [Run.self, Probe.self, Drain.self])
@@ -111,6 +112,7 @@ struct Run: AsyncParsableCommand {
             throw exitWith("cannot start: \(error)", code: 1)
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
+        var listenerTLS: HTTPSConfiguration? = nil
         if case .success(let listen) = HTTPListen.parse(cfg.http), case .on(let host, let port) = listen {
             let name = cfg.nodeID
             let files = cfg.httpTLS
@@ -124,14 +126,17 @@ struct Run: AsyncParsableCommand {
             if tls == nil, !listen.isLoopback {
                 logger.warning("the HTTP listener on \(cfg.http) is not loopback and speaks plain HTTP to anyone who reaches it (set http_tls_cert and http_tls_key, and http_tls_client_ca for the scraper's certificate)")
             }
+            listenerTLS = tls
             let scheme = tls == nil ? "http" : "https"
             services.append(.init(service: HTTPServer(router: AgentAPI(agent: service, metrics: exporter).router(), host: host, port: port,
                                                       logger: logger, tls: tls) { address in
                 FileHandle.standardOutput.write(Data("grid-agent \(name) http on \(scheme)://\(address)/ (/metrics, /healthz, /readyz, /api/v1/probe)\n".utf8))
             }, successTerminationBehavior: .ignore))
         }
-        // SIGHUP: log_level applies at once; other changed keys are named (they need a restart).
+        // SIGHUP: log_level applies at once, and a certificate renewed at the same paths; other
+        // changed keys are named (they need a restart).
         let running = Mutex(cfg)
+        let renewable = listenerTLS
         let (file, flags) = (options.config, self.flags)
         let status = "node \(cfg.nodeID), \(initial.devices.count) device(s)"
         services.append(.init(service: ReloadOnHangup(logger: logger, onReady: { SystemdNotify.send("READY=1\nSTATUS=\(status)") }) {
@@ -145,8 +150,12 @@ struct Run: AsyncParsableCommand {
                     next.logLevel = fresh.logLevel
                     applied.append("log_level \(fresh.logLevel)")
                 }
+                var refused: [String] = []
+                if let tls = renewable, fresh.httpTLSCert == now.httpTLSCert, fresh.httpTLSKey == now.httpTLSKey {
+                    ReloadOnHangup.part("http_tls_cert", applied: &applied, refused: &refused) { try tls.renew() }
+                }
                 running.withLock { $0 = next }
-                ReloadOnHangup.report(logger, applied: applied, changed: changedKeys(next, fresh), reloadable: [])
+                ReloadOnHangup.report(logger, applied: applied, refused: refused, changed: changedKeys(next, fresh), reloadable: [])
             } catch {
                 logger.error("SIGHUP: the configuration was not reloaded, the running one stays: \(error)")
             }

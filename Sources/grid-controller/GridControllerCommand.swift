@@ -144,11 +144,7 @@ struct GridControllerCommand: AsyncParsableCommand {
                 }
                 // A renewed certificate at the same paths: new handshakes present it.
                 if let tls, fresh.httpTLSCert == now.httpTLSCert, fresh.httpTLSKey == now.httpTLSKey {
-                    ReloadOnHangup.part("http_tls_cert", applied: &applied, refused: &refused) {
-                        let before = tls.serial
-                        let serial = try tls.reload()
-                        return "http_tls_cert (serial \(serial)\(serial == before ? ", unchanged" : ""))"
-                    }
+                    ReloadOnHangup.part("http_tls_cert", applied: &applied, refused: &refused) { try tls.renew() }
                 }
                 if fresh.authorizedKeys == now.authorizedKeys, let access = service.access {
                     ReloadOnHangup.part("authorized_keys", applied: &applied, refused: &refused) {

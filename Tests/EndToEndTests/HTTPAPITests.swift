@@ -480,14 +480,18 @@ extension EndToEnd {
         try c.startRegion("r1")
         let tls = Cluster.repoRoot.appendingPathComponent("Tests/Fixtures/tls")
         let file = { (name: String) in tls.appendingPathComponent(name).path }
-        c.environment = ["GRID_AGENT_HTTP": "127.0.0.1:0", "GRID_AGENT_HTTP_TLS_CERT": file("localhost.crt"),
-                         "GRID_AGENT_HTTP_TLS_KEY": file("localhost.key"), "GRID_AGENT_HTTP_TLS_CLIENT_CA": file("client-ca.crt")]
+        // The agent reads copies, so the certificate can be renewed in place below.
+        let (certFile, keyFile) = (c.dir.appendingPathComponent("agent-http.crt"), c.dir.appendingPathComponent("agent-http.key"))
+        try FileManager.default.copyItem(at: tls.appendingPathComponent("localhost.crt"), to: certFile)
+        try FileManager.default.copyItem(at: tls.appendingPathComponent("localhost.key"), to: keyFile)
+        c.environment = ["GRID_AGENT_HTTP": "127.0.0.1:0", "GRID_AGENT_HTTP_TLS_CERT": certFile.path,
+                         "GRID_AGENT_HTTP_TLS_KEY": keyFile.path, "GRID_AGENT_HTTP_TLS_CLIENT_CA": file("client-ca.crt")]
         try c.startAgent("a10g-node", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
         c.environment = [:]
         let a = try c.httpBase(of: "a10g-node")
         #expect(a.hasPrefix("https://"), "\(a)")
-        func get(_ path: String, client: String?) throws -> (status: Int, body: String) {
-            var args = ["-sS", "--max-time", "20", "--cacert", file("localhost.crt"), "-w", "\n%{http_code}"]
+        func get(_ path: String, client: String?, ca: String = "localhost.crt") throws -> (status: Int, body: String) {
+            var args = ["-sS", "--max-time", "20", "--cacert", file(ca), "-w", "\n%{http_code}"]
             if let client { args += ["--cert", file("\(client).crt"), "--key", file("\(client).key")] }
             let (rc, out) = try Cluster.run("/usr/bin/curl", args + [a + path])
             guard rc == 0 else { return (-Int(rc), out) }
@@ -501,7 +505,20 @@ extension EndToEnd {
         #expect(metrics.status == 200 && metrics.body.contains("grid_agent_heartbeats_sent_total"))
         #expect(try get("/healthz", client: nil).status < 0, "answered a client without a certificate")
         #expect(try get("/metrics", client: "stranger").status < 0, "answered a certificate the CA did not sign")
-        #expect(try #require(c.daemon("a10g-node")).process.isRunning)
+        // A certificate renewed at the same paths is served after SIGHUP, without a restart.
+        #expect(try get("/healthz", client: "client", ca: "renewed.crt").status < 0, "the renewal was served before it was installed")
+        try FileManager.default.removeItem(at: certFile)
+        try FileManager.default.removeItem(at: keyFile)
+        try FileManager.default.copyItem(at: tls.appendingPathComponent("renewed.crt"), to: certFile)
+        try FileManager.default.copyItem(at: tls.appendingPathComponent("renewed.key"), to: keyFile)
+        let agent = try #require(c.daemon("a10g-node")).process
+        try await eventually("the renewed certificate is served", seconds: 20) {
+            kill(agent.processIdentifier, SIGHUP)
+            try await Task.sleep(for: .milliseconds(300))
+            return try get("/healthz", client: "client", ca: "renewed.crt").status == 200
+        }
+        #expect(c.log("a10g-node").contains("http_tls_cert (serial"), "the reload report names the certificate")
+        #expect(agent.isRunning)
     }
 
     func eventually(_ what: String, seconds: Double = 30, _ probe: () async throws -> Bool) async throws {
