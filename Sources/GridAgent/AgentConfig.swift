@@ -150,9 +150,10 @@ public struct AgentConfig: Codable, Sendable {
         maxOutputBytes = try c.value(.maxOutputBytes, default: d.maxOutputBytes)
     }
 
-    /// The shim to run jobs under: `job_shim`, else `grid-job-shim` next to this executable.
+    /// The HTTPS listener's files (`http_tls_*`).
     public var httpTLS: HTTPTLSFiles { HTTPTLSFiles(cert: httpTLSCert, key: httpTLSKey, clientCA: httpTLSClientCA) }
 
+    /// The shim to run jobs under: `job_shim`, else `grid-job-shim` next to this executable.
     public func resolvedJobShim() throws -> String {
         var candidates: [String] = []
         if !jobShim.isEmpty {

@@ -99,6 +99,8 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
     /// accepts; set, a client without such a certificate fails the handshake (before tokens are
     /// looked at). Needs `http_tls_cert`. Relative to the config file; read at start.
     public var httpTLSClientCA: String = ""
+    /// The HTTPS listener's files (`http_tls_*`).
+    public var httpTLS: HTTPTLSFiles { HTTPTLSFiles(cert: httpTLSCert, key: httpTLSKey, clientCA: httpTLSClientCA) }
     /// Log lines as `text` or `json` (one JSON object per line). Default `text`.
     public var logFormat: LogFormat = .text
     /// Region: the service gateway's listener (SERVICES.md, "Gateway"): `host:port`, port 0 =
@@ -248,7 +250,7 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
             out.append("history_retention_hours: must be > 0 and at most 8760, got \(historyRetentionHours)")
         }
         if case .failure(let e) = HTTPListen.parse(http) { out.append("http: \(e)") }
-        out += HTTPTLSFiles(cert: httpTLSCert, key: httpTLSKey, clientCA: httpTLSClientCA).problems()
+        out += httpTLS.problems()
         if httpRead == .token, httpTokenFile.isEmpty {
             out.append("http_read: token needs http_token_file (the tokens that may read)")
         }

@@ -138,7 +138,6 @@ public struct NationalInstance: Sendable {
     var regions: [RegionID: RegionView] = [:]
     var forwards: [JobID: Forward] = [:]
     var forwardProgress: [RegionID: ForwardProgress] = [:]
-    var forwardsSent: UInt64 = 0
     /// Jobs whose cancel is on its way to their region (outbox `cancel:<job>`), with the resends so far.
     var cancelling: [JobID: Int] = [:]
     var applied: [String: Int64] = [:]
@@ -1008,9 +1007,8 @@ public struct NationalInstance: Sendable {
             return []
         }
         f.attempts += 1
-        forwardsSent += 1
-        f.sentOrder = forwardsSent
         counters.forwards += 1
+        f.sentOrder = UInt64(counters.forwards)  // every send counts there, in order
         f.dueMs = now.monotonicMs + min(settings.maxRetryIntervalMs, settings.retryIntervalMs << min(f.attempts - 1, 5))
         forwards[id] = f
         timers.schedule(.forward(id), at: f.dueMs)

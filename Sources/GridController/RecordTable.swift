@@ -29,8 +29,6 @@ struct RecordTable<Key: Hashable & Sendable, Value: Sendable>: Sendable, Sequenc
     @discardableResult
     mutating func removeValue(forKey key: Key) -> Value? { storage.removeValue(forKey: key)?.value }
 
-    mutating func reserveCapacity(_ n: Int) { storage.reserveCapacity(n) }
-
     func makeIterator() -> LazyMapSequence<[Key: Box], (key: Key, value: Value)>.Iterator {
         storage.lazy.map { (key: $0.key, value: $0.value.value) }.makeIterator()
     }

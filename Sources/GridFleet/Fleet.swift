@@ -372,8 +372,7 @@ public final class Fleet: @unchecked Sendable {
                 let nowMs = Int64(Self.nowNs() / 1_000_000)
                 for (key, p) in pendingStatus where nowMs - p.sentMs >= 2000 {
                     let n = nodes[p.node]
-                    guard !n.silent else { continue }
-                    guard p.sentMs <= n.reachedMs else { continue }
+                    guard !n.silent, p.sentMs <= n.reachedMs else { continue }
                     stats.statusResends += 1
                     pendingStatus[key]?.sentMs = nowMs
                     sendFrame(p.node, p.frame)

@@ -114,6 +114,13 @@ public final class HTTPSConfiguration: Sendable {
     /// The serial number (hex) of the leaf certificate handshakes present now.
     public var serial: String { identity.withLock { $0.serial } }
 
+    /// The listener's configuration from a config's `http_tls_*` files; nil when it names none.
+    public static func from(_ files: HTTPTLSFiles) throws -> HTTPSConfiguration? {
+        guard files.enabled else { return nil }
+        return try HTTPSConfiguration(certificateChain: files.cert, privateKey: files.key,
+                                      clientCA: files.clientCA.isEmpty ? nil : files.clientCA)
+    }
+
     /// `reload()` as a SIGHUP report names it: "http_tls_cert (serial S)", ", unchanged" when
     /// the files held the certificate already in force.
     public func renew() throws -> String {

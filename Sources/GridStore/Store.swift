@@ -368,8 +368,6 @@ public struct StoreTransaction {
         return ids
     }
 
-    /// Job records are stored as protobuf (`Job`) behind a 0x01 byte, like devices; rows written
-    /// before this version are JSON (they start with '{').
     /// A job's record: protobuf behind a 0x02 byte, without its spec (which is in the `spec`
     /// column, protobuf behind 0x01). Rows written before hold 0x01 and the whole job, or JSON.
     static func encodeJob(_ j: JobRecord) throws -> Data {

@@ -115,11 +115,9 @@ struct Run: AsyncParsableCommand {
         var listenerTLS: HTTPSConfiguration? = nil
         if case .success(let listen) = HTTPListen.parse(cfg.http), case .on(let host, let port) = listen {
             let name = cfg.nodeID
-            let files = cfg.httpTLS
             let tls: HTTPSConfiguration?
             do {
-                tls = files.enabled ? try HTTPSConfiguration(certificateChain: files.cert, privateKey: files.key,
-                                                             clientCA: files.clientCA.isEmpty ? nil : files.clientCA) : nil
+                tls = try HTTPSConfiguration.from(cfg.httpTLS)
             } catch {
                 throw exitWith("http_tls_cert/http_tls_key: \(error)", code: 1)
             }

@@ -70,25 +70,18 @@ struct ObserveBench: ParsableCommand {
     }
 
     /// A blocking GET; the body's size, or nil on any failure.
-    static func get(_ url: String) -> Int? {
+    static func get(_ url: String) -> Int? { fetch(url)?.count }
+
+    /// A blocking GET of a text body; nil on any failure.
+    static func text(_ url: String) -> String? { fetch(url).map { String(decoding: $0, as: UTF8.self) } }
+
+    /// A blocking GET: the body of a 200 answer, nil on anything else.
+    static func fetch(_ url: String) -> Data? {
         guard let u = URL(string: url) else { return nil }
         let done = DispatchSemaphore(value: 0)
         let result = Box()
         URLSession.shared.dataTask(with: u) { data, response, _ in
-            if (response as? HTTPURLResponse)?.statusCode == 200 { result.value = data?.count }
-            done.signal()
-        }.resume()
-        done.wait()
-        return result.value
-    }
-
-    /// A blocking GET of a text body; nil on any failure.
-    static func text(_ url: String) -> String? {
-        guard let u = URL(string: url) else { return nil }
-        let done = DispatchSemaphore(value: 0)
-        let result = TextBox()
-        URLSession.shared.dataTask(with: u) { data, response, _ in
-            if (response as? HTTPURLResponse)?.statusCode == 200, let data { result.value = String(decoding: data, as: UTF8.self) }
+            if (response as? HTTPURLResponse)?.statusCode == 200 { result.value = data }
             done.signal()
         }.resume()
         done.wait()
@@ -104,6 +97,5 @@ struct ObserveBench: ParsableCommand {
             .joined(separator: ", ")
     }
 
-    final class Box: @unchecked Sendable { var value: Int? }
-    final class TextBox: @unchecked Sendable { var value: String? }
+    final class Box: @unchecked Sendable { var value: Data? }
 }

@@ -81,8 +81,7 @@ struct GridControllerCommand: AsyncParsableCommand {
         let tls: HTTPSConfiguration?
         do {
             tokens = try TokenStore(path: cfg.httpTokenFile)
-            tls = cfg.httpTLSCert.isEmpty ? nil : try HTTPSConfiguration(certificateChain: cfg.httpTLSCert, privateKey: cfg.httpTLSKey,
-                                                                         clientCA: cfg.httpTLSClientCA.isEmpty ? nil : cfg.httpTLSClientCA)
+            tls = try HTTPSConfiguration.from(cfg.httpTLS)
             service = try ControllerService(config: cfg, logger: logger, metrics: ControllerMetrics(factory: exporter.factory))
         } catch {
             FileHandle.standardError.write(Data("grid-controller: cannot start \(name): \(error)\n".utf8))
