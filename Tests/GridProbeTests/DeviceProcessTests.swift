@@ -13,6 +13,12 @@ import Testing
                           DeviceProcess(pid: 5762, name: "python", kind: .compute)])
         let v100 = try NvidiaSMIXMLParser.parse(Fixture.text("nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml"))
         #expect(v100.devices.compactMap(\.processes).reduce(0) { $0 + $1.count } == 8)
+        // The H200 captured under a PyTorch matrix-product loop, and idle.
+        let h200 = try NvidiaSMIXMLParser.parse(Fixture.text("nvidia-smi-q-x_h200-load_580.159.04.xml"))
+        #expect(h200.devices.first?.processes == [DeviceProcess(pid: 613, name: "python3", kind: .compute)])
+        #expect(h200.devices.first?.utilizationPercent == 100)
+        let idle = try NvidiaSMIXMLParser.parse(Fixture.text("nvidia-smi-q-x_h200_580.159.04.xml"))
+        #expect(idle.devices.first?.processes == [])
         let noList = try NvidiaSMIXMLParser.parse(Fixture.text("nvidia-smi-q-x_tesla-p100_v11.xml"))
         #expect(noList.devices.allSatisfy { $0.processes == nil || $0.processes == [] })
     }

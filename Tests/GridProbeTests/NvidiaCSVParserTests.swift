@@ -48,6 +48,23 @@ import GridCore
         #expect(gpu.health == ParseSupport.notEvaluated)
     }
 
+    /// Every field `--help-query-gpu` lists on driver 580 (214 columns), from the lent H200.
+    @Test func h200EveryFieldTheDriverOffers() throws {
+        let result = try NvidiaSMICSVParser.parse(Fixture.text("nvidia-smi-query-gpu_csv_h200_580.159.04.csv"))
+        #expect(result.driverVersion == "580.159.04")
+        #expect(result.warnings.isEmpty, "\(result.warnings)")
+        let gpu = try #require(result.devices.first)
+        #expect(result.devices.count == 1)
+        #expect(gpu.model == "NVIDIA H200")
+        #expect(gpu.id == "0000:00:06.0", "masked UUID: the bus id stands in")
+        #expect(gpu.pciDeviceID == "0x2335")
+        #expect(gpu.memoryTotalMiB == 143771 && gpu.memoryUsedMiB == 0)
+        #expect(gpu.computeCapability == "9.0")
+        #expect(gpu.powerDrawW == 79.02 && gpu.powerLimitW == 700)
+        #expect(gpu.temperatureC == 35)
+        #expect(gpu.signals.eccUncorrectableVolatile == 0 && gpu.signals.remappedRowsPending == false)
+    }
+
     @Test func h100MIGHasNoUtilization() throws {
         let gpu = try #require(NvidiaSMICSVParser.parse(Fixture.text("nvidia-smi-query-gpu_csv_h100-mig_590.48.01.csv")).devices.first)
         #expect(gpu.utilizationPercent == nil)

@@ -25,6 +25,14 @@ import Testing
         #expect(r.links[2]?.nvlinkPeers == [0, 1, 3])
     }
 
+    /// One H200 in a VM (captured here): no peers, NUMA node 0 and the GPU NUMA ID column's N/A.
+    @Test func aSingleGPUMatrixHasItsNUMANodeAndNoPeers() throws {
+        let r = try NvidiaTopologyParser.parse(try Fixture.text("nvidia-smi-topo-m_h200-1gpu_580.159.04.txt"))
+        #expect(r.links.keys.sorted() == [0])
+        #expect(r.links[0]?.nvlinkPeers == [])
+        #expect(r.links[0]?.numaNode == 0)
+    }
+
     @Test func withoutAHeaderItIsMalformedNotEmpty() {
         #expect(throws: VendorParseError.self) { try NvidiaTopologyParser.parse("GPU0\t X \tNV12\n") }
     }

@@ -51,6 +51,17 @@ struct NvidiaXMLCase: Sendable, CustomTestStringConvertible {
               uuid: "GPU-19d6d965-2acc-f646-00f8-4c76979aabb4", busID: "0000:0c:00.0", memoryTotal: 10240,
               memoryUsed: 9184, temperature: 27, slowdown: 95, shutdown: 98, powerDraw: 142.33, powerLimit: 320,
               driver: "595.58.03"),
+        // Captured by this project on a lent H200 (scripts/capture-nvidia.sh); no absolute
+        // thresholds on this driver: slowdown and shutdown come from T.Limit (35 + 52 + 2, + 8).
+        // The masked all-zero UUID is no identity: the bus id stands in.
+        .init(file: "nvidia-smi-q-x_h200_580.159.04.xml", count: 1, model: "NVIDIA H200",
+              uuid: "0000:00:06.0", busID: "0000:00:06.0", memoryTotal: 143771,
+              memoryUsed: 0, temperature: 35, slowdown: 89, shutdown: 95, powerDraw: 78.61, powerLimit: 700,
+              driver: "580.159.04"),
+        .init(file: "nvidia-smi-q-x_h200-load_580.159.04.xml", count: 1, model: "NVIDIA H200",
+              uuid: "0000:00:06.0", busID: "0000:00:06.0", memoryTotal: 143771,
+              memoryUsed: 883, temperature: 57, slowdown: 88, shutdown: 94, powerDraw: 683.05, powerLimit: 700,
+              driver: "580.159.04"),
         .init(file: "nvidia-smi-q-x_tesla-p100_v11.xml", count: 1, model: "Tesla P100-PCIE-16GB",
               uuid: "GPU-d3da8716-eaab-75db-efc1-60e88e1cd55e", busID: "0000:00:04.0", memoryTotal: 16384,
               memoryUsed: 0, temperature: 38, slowdown: 82, shutdown: 85, powerDraw: 26.16, powerLimit: 250,
@@ -108,6 +119,40 @@ struct NvidiaXMLCase: Sendable, CustomTestStringConvertible {
         #expect(gpu.signals.retiredPagesPending == nil)
     }
 
+    /// On a driver that prints only T.Limit headroom, a hot H200 is judged as one that prints
+    /// absolute thresholds is: within the margin of slowdown it is degraded, past shutdown
+    /// unhealthy; an idle one is healthy, and the other fields of the capture are read.
+    @Test func h200TLimitHeadroomJudgesTemperature() throws {
+        let text = try Fixture.text("nvidia-smi-q-x_h200_580.159.04.xml")
+        func judged(headroom: String) throws -> DeviceHealth {
+            let hot = text.replacingOccurrences(of: "<gpu_temp_tlimit>52 C</gpu_temp_tlimit>", with: "<gpu_temp_tlimit>\(headroom)</gpu_temp_tlimit>")
+            let gpu = try #require(NvidiaSMIXMLParser.parse(hot).devices.first)
+            return HealthEvaluator.evaluate(signals: gpu.signals, policy: HealthPolicy())
+        }
+        #expect(try judged(headroom: "52 C").state == .healthy)
+        let warm = try judged(headroom: "1 C")  // 35 + 1 = 36 = limit; slowdown at 38
+        #expect(warm.state == .degraded && warm.reasons.map(\.kind) == [.temperatureOverLimit], "\(warm)")
+        let over = try judged(headroom: "-9 C")  // past the -8 C shutdown headroom
+        #expect(over.state == .unhealthy, "\(over)")
+        // Without T.Limit fields (older drivers) nothing is made up.
+        let bare = text.replacingOccurrences(of: "<gpu_temp_tlimit>52 C</gpu_temp_tlimit>", with: "")
+        let gpu = try #require(NvidiaSMIXMLParser.parse(bare).devices.first)
+        #expect(gpu.signals.temperatureSlowdownC == nil && gpu.signals.temperatureShutdownC == nil)
+
+        // At 683 of 700 W under a matrix-product loop, sw_power_cap Active: healthy.
+        let loaded = try #require(NvidiaSMIXMLParser.parse(Fixture.text("nvidia-smi-q-x_h200-load_580.159.04.xml")).devices.first)
+        #expect(HealthEvaluator.evaluate(signals: loaded.signals, policy: HealthPolicy()) == .healthy)
+
+        let h200 = try #require(NvidiaSMIXMLParser.parse(text).devices.first)
+        #expect(h200.architecture == "Hopper")
+        #expect(h200.pciDeviceID == "0x2335")
+        #expect(h200.serial == nil, "the masked all-zero serial is no identity")
+        #expect(h200.firmwareVersion == "96.00.A5.00.1A")
+        #expect(h200.partitions.isEmpty)
+        #expect(h200.signals.eccUncorrectableVolatile == 0 && h200.signals.remappedRowsPending == false)
+        #expect(h200.signals.thermalThrottleActive == false && h200.signals.powerThrottleActive == false)
+    }
+
     @Test func a100v12FourMIGDevicesAndTrimmedCapture() throws {
         let result = try NvidiaSMIXMLParser.parse(Fixture.text("nvidia-smi-q-x_a100-sxm4-80gb-mig_v12.xml"))
         let gpu = try #require(result.devices.first)
@@ -125,10 +170,18 @@ struct NvidiaXMLCase: Sendable, CustomTestStringConvertible {
         #expect(gpu.pciDeviceID == "0x20b2")
     }
 
-    @Test func v100sPowerCapActiveOnGPUs3And6() throws {
-        let result = try NvidiaSMIXMLParser.parse(Fixture.text("nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml"))
-        let capped = result.devices.filter { $0.signals.powerThrottleActive == true }.map(\.index)
-        #expect(capped == [3, 6])
+    /// GPUs 3 and 6 of the V100S box run at their power cap (`sw_power_cap` Active, 232 W of
+    /// 250): the driver holding a loaded GPU at its own limit, which is no fault.
+    @Test func v100sAtTheirPowerCapAreNotThrottledForHealth() throws {
+        let text = try Fixture.text("nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml")
+        #expect(text.components(separatedBy: "<clocks_throttle_reason_sw_power_cap>Active<").count - 1 == 2)
+        let result = try NvidiaSMIXMLParser.parse(text)
+        #expect(result.devices.allSatisfy { $0.signals.powerThrottleActive == false })
+        // The platform's power brake is one.
+        let braked = try NvidiaSMIXMLParser.parse(text.replacingOccurrences(
+            of: "<clocks_throttle_reason_hw_power_brake_slowdown>Not Active<",
+            with: "<clocks_throttle_reason_hw_power_brake_slowdown>Active<"))
+        #expect(braked.devices.allSatisfy { $0.signals.powerThrottleActive == true })
         #expect(result.devices.allSatisfy { $0.signals.thermalThrottleActive == false })
         #expect(result.devices.map(\.pciBusID) == [
             "0000:00:0d.0", "0000:00:0e.0", "0000:00:0f.0", "0000:00:10.0",

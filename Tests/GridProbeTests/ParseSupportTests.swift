@@ -8,6 +8,15 @@ import Testing
         #expect(ParseSupport.clean(raw) == nil)
     }
 
+    @Test func terminalEscapesAreDropped() {
+        #expect(ParseSupport.withoutTerminalEscapes("\u{1B}[4mGPU0\tCPU Affinity\u{1B}[0m\nGPU0\t X ") == "GPU0\tCPU Affinity\nGPU0\t X ")
+        #expect(ParseSupport.withoutTerminalEscapes("a\u{1B}[1;31mred\u{1B}[m b") == "ared b")
+        #expect(ParseSupport.withoutTerminalEscapes("plain ü text") == "plain ü text")
+        #expect(ParseSupport.withoutTerminalEscapes("cut\u{1B}") == "cut")
+        #expect(ParseSupport.withoutTerminalEscapes("cut\u{1B}[12") == "cut")
+        #expect(ParseSupport.withoutTerminalEscapes("x\u{1B}cy") == "xy")
+    }
+
     @Test func numbersWithUnits() {
         #expect(ParseSupport.double("67.03 W") == 67.03)
         #expect(ParseSupport.double("(1402Mhz)") == 1402)

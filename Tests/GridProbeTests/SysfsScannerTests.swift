@@ -43,6 +43,31 @@ struct SysfsScannerTests {
         #expect(inv[0].health.reasons.map(\.kind) == [.notReported])
     }
 
+    /// The sysfs and procfs files of a real H200 (a VM lent to this project; captured with
+    /// scripts/capture-nvidia.sh): no NUMA node (-1), Gen5 x16, the nvidia driver, the open
+    /// kernel module's version line.
+    @Test func capturedH200VM() throws {
+        let root = Fixture.vendorDirectory.deletingLastPathComponent().appendingPathComponent("sysfs/h200-vm")
+        let scan = SysfsScanner(root: root).scan()
+        #expect(scan.problems == [])
+        #expect(scan.devices.count == 1)
+        let d = try #require(scan.devices.first)
+        #expect(d.busID == "0000:00:06.0")
+        #expect(d.vendor == .nvidia)
+        #expect(d.deviceID == 0x2335)
+        #expect(d.subsystemDeviceID == 0x18bf)
+        #expect(d.numaNode == nil, "-1 is no NUMA node")
+        #expect(d.maxLink == SysfsPCIeLink(speedGTs: 32, generation: 5, width: 16))
+        #expect(d.currentLink == SysfsPCIeLink(speedGTs: 32, generation: 5, width: 16))
+        #expect(d.driver == "nvidia")
+        #expect(d.nvidia?.model == "NVIDIA H200")
+        #expect(d.nvidia?.excluded == false)
+        #expect(d.driverVersion == "580.159.04")
+        let inv = try #require(scan.inventory().first)
+        #expect(inv.model == "NVIDIA H200" && inv.pciDeviceID == "0x2335")
+        #expect(inv.interconnects == ["PCIe Gen5 x16"])
+    }
+
     @Test func amdTreeWithVramAndHwmon() throws {
         let r = try FakeRoot("amd")
         let dev = try r.pci(

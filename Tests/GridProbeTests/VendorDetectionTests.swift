@@ -22,11 +22,14 @@ import GridCore
         "npu-smi-info_a3-ascend910-dualdie_25.2.0.txt": .npuSMI,
         "nvidia-gpu-exporter-capture_h100-mig_590.48.01.txt": nil,
         "nvidia-smi-L_h100-mig_590.48.01.txt": nil,
+        "nvidia-smi-L_h200_580.159.04.txt": nil,
         "nvidia-smi-help-query-gpu.txt": nil,
         "nvidia-smi-q-x_a100-sxm4-40gb-mig_v11.xml": .nvidiaSMIXML,
         "nvidia-smi-q-x_a100-sxm4-80gb-mig_v12.xml": .nvidiaSMIXML,
         "nvidia-smi-q-x_a10g_v11.xml": .nvidiaSMIXML,
         "nvidia-smi-q-x_dual-rtx-a5000_v13.xml": .nvidiaSMIXML,
+        "nvidia-smi-q-x_h200_580.159.04.xml": .nvidiaSMIXML,
+        "nvidia-smi-q-x_h200-load_580.159.04.xml": .nvidiaSMIXML,
         "nvidia-smi-q-x_quadro-p400_418-nodtd.xml": .nvidiaSMIXML,
         "nvidia-smi-q-x_rtx-2080-windows_v11.xml": .nvidiaSMIXML,
         "nvidia-smi-q-x_rtx-3080_v13.xml": .nvidiaSMIXML,
@@ -34,8 +37,10 @@ import GridCore
         "nvidia-smi-q-x_tesla-t4_v11.xml": .nvidiaSMIXML,
         "nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml": .nvidiaSMIXML,
         "nvidia-smi-q_h100-mig_590.48.01.txt": nil,
+        "nvidia-smi-q_h200_580.159.04.txt": nil,
         "nvidia-smi-topo-m_a100-sxm4-80gb-4gpu-numa-id.txt": .nvidiaSMITopo,
         "nvidia-smi-topo-m_dgx-a100-8gpu.txt": .nvidiaSMITopo,
+        "nvidia-smi-topo-m_h200-1gpu_580.159.04.txt": .nvidiaSMITopo,
         "nvidia-smi-topo-mp_dgx1-8gpu.txt": .nvidiaSMITopo,
         "nvidia-smi-query-gpu_csv-noheader-nounits_2gb-geforce-NA_i3pystatus-pr776.csv": .nvidiaSMICSV,
         "nvidia-smi-query-gpu_csv-noheader-nounits_2gb-geforce-NotSupported-olddriver_i3pystatus-pr776.csv": .nvidiaSMICSV,
@@ -44,6 +49,7 @@ import GridCore
         "nvidia-smi-query-gpu_csv-nounits_tesla-p100.csv": .nvidiaSMICSV,
         "nvidia-smi-query-gpu_csv_h100-80gb-hbm3_590.48.01.csv": .nvidiaSMICSV,
         "nvidia-smi-query-gpu_csv_h100-mig_590.48.01.csv": .nvidiaSMICSV,
+        "nvidia-smi-query-gpu_csv_h200_580.159.04.csv": .nvidiaSMICSV,
         "nvidia-smi-query-gpu_csv_rtx2080super-windows_591.86.csv": .nvidiaSMICSV,
         "rocm-smi-json_hygon-dcu_dtk24.04.3.json": .rocmSMIJSON,
         "rocm-smi-json_mi100_rocm571.json": .rocmSMIJSON,
@@ -70,7 +76,7 @@ import GridCore
 
     @Test func everyFixtureIsListed() throws {
         #expect(try Fixture.allNames() == Self.expected.keys.sorted())
-        #expect(Self.expected.count == 51)  // 50 captures, 1 derived (SOURCES.md says how) + SOURCES.md
+        #expect(Self.expected.count == 57)  // 56 captures, 1 derived (SOURCES.md says how) + SOURCES.md
     }
 
     @Test(arguments: expected.keys.sorted())

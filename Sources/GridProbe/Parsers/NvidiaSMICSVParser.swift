@@ -184,14 +184,16 @@ public enum NvidiaSMICSVParser {
             ParseSupport.active(r[reasons + "hw_thermal_slowdown"]),
             ParseSupport.active(r[reasons + "sw_thermal_slowdown"]),
         ])
+        // Not `sw_power_cap` (a GPU at its own power limit under load): see the XML parser.
         s.powerThrottleActive = ParseSupport.any([
-            ParseSupport.active(r[reasons + "sw_power_cap"]),
             ParseSupport.active(r[reasons + "hw_power_brake_slowdown"]),
+            ParseSupport.active(r[reasons + "hw_slowdown"]),
         ])
-        // Only the bitmask was queried: decode NVML's clocks-event bits.
+        // Only the bitmask was queried: decode NVML's clocks-event bits (0x20 SW thermal, 0x40 HW
+        // thermal, 0x08 HW slowdown, 0x80 HW power brake; 0x04, the SW power cap, is not a fault).
         if let mask = hexMask(r[reasons + "active"]) {
             if s.thermalThrottleActive == nil { s.thermalThrottleActive = mask & (0x20 | 0x40) != 0 }
-            if s.powerThrottleActive == nil { s.powerThrottleActive = mask & (0x04 | 0x80) != 0 }
+            if s.powerThrottleActive == nil { s.powerThrottleActive = mask & (0x08 | 0x80) != 0 }
         }
         s.temperatureC = ParseSupport.double(r["temperature.gpu"])
         return s

@@ -152,11 +152,27 @@ public enum NvidiaSMIXMLParser {
                 flags[String(child.name[range.upperBound...])] = ParseSupport.active(child.text)
             }
             s.thermalThrottleActive = ParseSupport.any([flags["hw_thermal_slowdown"], flags["sw_thermal_slowdown"]])
-            s.powerThrottleActive = ParseSupport.any([flags["sw_power_cap"], flags["hw_power_brake_slowdown"]])
+            // Not `sw_power_cap`: that is the driver holding the GPU at its own power limit, which
+            // every GPU at full load does (the H200 capture under a matrix-product loop shows it).
+            // The power brake (asserted by the platform) and HW slowdown are faults.
+            s.powerThrottleActive = ParseSupport.any([flags["hw_power_brake_slowdown"], flags["hw_slowdown"]])
         }
         s.temperatureC = ParseSupport.double(gpu.value("temperature/gpu_temp"))
         s.temperatureSlowdownC = ParseSupport.double(gpu.value("temperature/gpu_temp_slow_threshold"))
         s.temperatureShutdownC = ParseSupport.double(gpu.value("temperature/gpu_temp_max_threshold"))
+        // Drivers from the 580 series on Hopper print no absolute thresholds, only T.Limit: the
+        // headroom left to the GPU's limit (`gpu_temp_tlimit`, 52 C on an idle H200) and the
+        // headroom at which it slows down (-2 C) and shuts down (-8 C). The absolute figures
+        // are the current temperature plus the headroom, less the threshold's.
+        if let t = s.temperatureC, let headroom = ParseSupport.double(gpu.value("temperature/gpu_temp_tlimit")) {
+            let limit = t + headroom
+            if s.temperatureSlowdownC == nil, let slow = ParseSupport.double(gpu.value("temperature/gpu_temp_slow_tlimit_threshold")) {
+                s.temperatureSlowdownC = limit - slow
+            }
+            if s.temperatureShutdownC == nil, let max = ParseSupport.double(gpu.value("temperature/gpu_temp_max_tlimit_threshold")) {
+                s.temperatureShutdownC = limit - max
+            }
+        }
         return s
     }
 

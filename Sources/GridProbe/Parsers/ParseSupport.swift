@@ -176,6 +176,23 @@ enum ParseSupport {
         return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
     }
 
+    /// The text without terminal control sequences (ESC [ … final byte, and a lone ESC): some
+    /// tools underline or colour their output even when it goes to a pipe (`nvidia-smi topo -m`
+    /// on driver 580 underlines its header row). Text without ESC is returned as it is.
+    static func withoutTerminalEscapes(_ text: String) -> String {
+        guard text.utf8.contains(0x1B) else { return text }
+        var out = String.UnicodeScalarView()
+        var scalars = text.unicodeScalars.makeIterator()
+        while let c = scalars.next() {
+            guard c == "\u{1B}" else { out.append(c); continue }
+            guard let next = scalars.next() else { break }
+            guard next == "[" else { continue }  // a two-byte escape: drop both
+            // CSI: parameter and intermediate bytes (0x20–0x3F), then one final byte (0x40–0x7E).
+            while let b = scalars.next(), (0x20...0x3F).contains(b.value) {}
+        }
+        return String(out)
+    }
+
     /// Lines without their terminators; CRLF, LF and CR all end a line. Line numbers used in
     /// errors are positions in this array plus one.
     static func lines(_ text: String) -> [Substring] {

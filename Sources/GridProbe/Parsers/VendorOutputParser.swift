@@ -13,7 +13,7 @@ public enum VendorOutputParser {
     static let sniffLength = 16_384
 
     public static func detect(_ text: String) -> VendorTool? {
-        let head = String(text.prefix(sniffLength))
+        let head = ParseSupport.withoutTerminalEscapes(String(text.prefix(sniffLength)))
         let trimmed = head.drop(while: { $0.isWhitespace || $0 == "\u{FEFF}" })
         guard !trimmed.isEmpty else { return nil }
 
@@ -43,7 +43,8 @@ public enum VendorOutputParser {
         return nil
     }
 
-    public static func parse(_ text: String, as tool: VendorTool? = nil) throws -> VendorParseResult {
+    public static func parse(_ raw: String, as tool: VendorTool? = nil) throws -> VendorParseResult {
+        let text = ParseSupport.withoutTerminalEscapes(raw)
         guard let tool = tool ?? detect(text) else {
             throw VendorParseError.unrecognizedFormat(hint: hint(text))
         }
