@@ -29,7 +29,7 @@ demo: build
 test:
 	@scripts/deps.sh --test
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$$(command -v stdbuf >/dev/null && echo stdbuf -oL -eL) $(SWIFT) test --skip-build
 
 bench: deps
 	$(SWIFT) build -c release

@@ -37,9 +37,13 @@ final class Cluster {
     init(_ name: String = #function) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("grid-e2e-\(name.filter { $0.isLetter })-\(UUID().uuidString.prefix(6))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        EndToEndWatchdog.shared.watch(self, dir: dir)
     }
 
-    deinit { stopAll() }
+    deinit {
+        stopAll()
+        EndToEndWatchdog.shared.forget(self)
+    }
 
     @discardableResult
     func start(_ name: String, _ executable: String, _ args: [String]) throws -> Daemon {
@@ -61,6 +65,7 @@ final class Cluster {
         env.merge(environment) { $1 }
         p.environment = env
         try p.run()
+        EndToEndWatchdog.shared.started(self, name: name, pid: p.processIdentifier)
         let d = Daemon(name: name, process: p, stdout: out, stderr: err)
         daemons.append(d)
         return d
@@ -124,8 +129,8 @@ final class Cluster {
 
     /// Runs a program to its end: its exit status and what it printed (standard output and
     /// error together). `environment` adds to (or, with nil values, takes from) this process's.
-    static func run(_ executable: String, _ args: [String], environment: [String: String?] = [:], in dir: URL? = nil)
-        throws -> (status: Int32, output: String) {
+    static func run(_ executable: String, _ args: [String], environment: [String: String?] = [:], in dir: URL? = nil,
+                    within seconds: Double = 120) throws -> (status: Int32, output: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
@@ -140,8 +145,9 @@ final class Cluster {
         p.standardError = pipe
         p.standardInput = FileHandle.nullDevice
         try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
+        let drain = PipeDrain(pipe)
+        try p.finish(within: seconds)
+        let out = try drain.text()
         return (p.terminationStatus, out)
     }
 
@@ -219,7 +225,7 @@ final class Cluster {
         while d.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
         if d.process.isRunning {
             kill(d.process.processIdentifier, SIGKILL)
-            d.process.waitUntilExit()
+            _ = d.process.waitForExit(within: 10)
             return nil
         }
         daemons.removeAll { $0.name == name }
@@ -231,7 +237,7 @@ final class Cluster {
         let deadline = Date().addingTimeInterval(10)
         for d in daemons {
             while d.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-            if d.process.isRunning { kill(d.process.processIdentifier, SIGKILL); d.process.waitUntilExit() }
+            if d.process.isRunning { kill(d.process.processIdentifier, SIGKILL); _ = d.process.waitForExit(within: 10) }
         }
         daemons.removeAll()
     }

@@ -30,7 +30,7 @@ final class Browser {
     /// Ends the driver and its browser.
     func close() {
         input.fileHandleForWriting.write(Data("quit\n".utf8))
-        process.waitUntilExit()
+        if !process.waitForExit(within: 20) { kill(process.processIdentifier, SIGKILL) }
     }
 
     /// Sends one command; returns its answer line.

@@ -60,11 +60,12 @@ enum PrometheusText {
         p.standardOutput = output
         p.standardError = errors
         try p.run()
+        let outDrain = PipeDrain(output), errDrain = PipeDrain(errors)
         input.fileHandleForWriting.write(Data(text.utf8))
         try input.fileHandleForWriting.close()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
+        try p.finish(within: 60)
+        let data = try outDrain.result()
+        let err = try errDrain.text()
         guard p.terminationStatus == 0 else { throw ClientErrorText("the Prometheus parser refused the scrape: \(err)") }
         let list = try #require(try JSONSerialization.jsonObject(with: data) as? [[String: Any]])
         return list.map { Sample(name: $0["name"] as? String ?? "", labels: $0["labels"] as? [String: String] ?? [:],

@@ -30,7 +30,7 @@ extension EndToEnd {
             Thread.sleep(forTimeInterval: delay)
             kill(p.processIdentifier, sig)
         }
-        p.waitUntilExit()
+        try p.finish(within: 60)
         return (p.terminationStatus, Date().timeIntervalSince(start))
     }
 

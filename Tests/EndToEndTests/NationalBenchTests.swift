@@ -15,8 +15,9 @@ extension EndToEnd {
             let pipe = Pipe()
             p.standardOutput = pipe
             try p.run()
-            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
+            let drain = PipeDrain(pipe)
+            try p.finish(within: 120)
+            let text = try drain.text()
             #expect(p.terminationStatus == 0, "\(text)")
             #expect(text.contains("RESULT national:") && text.contains("violations 0"), "\(text)")
             for line in text.split(separator: "\n") where ["policy", "round-robin", "least-loaded", "cheapest-price-now"].contains(where: { line.hasPrefix($0) }) {

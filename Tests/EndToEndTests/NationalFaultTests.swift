@@ -170,8 +170,9 @@ extension EndToEnd {
         let pipe = Pipe()
         ps.standardOutput = pipe
         try ps.run()
-        ps.waitUntilExit()
-        let pids = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        let drain = PipeDrain(pipe)
+        try ps.finish(within: 30)
+        let pids = try drain.text().split(separator: "\n")
         let jobsOf = pids.compactMap { pid -> String? in
             guard let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return nil }
             return env.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.first { $0.hasPrefix("GRID_JOB_ID=") }

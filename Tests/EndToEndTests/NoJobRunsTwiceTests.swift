@@ -322,7 +322,7 @@ extension EndToEnd {
         drain.executableURL = Cluster.binDir.appendingPathComponent("grid-agent")
         drain.arguments = ["drain", "--data-dir", s.c.dir.appendingPathComponent("n1").path]
         try drain.run()
-        drain.waitUntilExit()
+        try drain.finish(within: 60)
         #expect(drain.terminationStatus == 0)
         #expect(!Self.assignmentRunning(first.assignment), "drain left the job running")
         #expect(s.runs().first?.ended == "stop")
@@ -351,8 +351,9 @@ extension EndToEnd {
         let out = Pipe()
         sh.standardOutput = out
         try sh.run()
-        let squatter = try #require(Int32(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        // Not waited for: Foundation sees sh end only once the sleep (which inherited its exit
+        // socket) ends. The sleep's output goes to /dev/null, so the pipe closes with sh.
+        let squatter = try #require(Int32(try PipeDrain(out).text().trimmingCharacters(in: .whitespacesAndNewlines)))
         var squatterAlive = true
         defer { if squatterAlive { kill(squatter, SIGKILL) } }
         let capture = try String(contentsOf: Cluster.fixtures.appendingPathComponent("nvidia-smi-q-x_tesla-t4_v11.xml"), encoding: .utf8)
@@ -393,7 +394,7 @@ extension EndToEnd {
             "--data-dir", s.c.dir.appendingPathComponent("n1").path,
             "--simulate", Cluster.fixtures.appendingPathComponent("nvidia-smi-q-x_tesla-t4_v11.xml").path,
         ])
-        second.process.waitUntilExit()
+        try second.process.finish(within: 30)
         #expect(second.process.terminationStatus != 0)
         #expect(s.c.log("n1-twin").contains("in use by another grid-agent"), "\(s.c.log("n1-twin"))")
         #expect(s.c.daemon("n1")?.process.isRunning == true)
