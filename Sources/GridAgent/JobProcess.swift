@@ -1,4 +1,5 @@
 import Foundation
+import GridProbe
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -77,6 +78,7 @@ public final class JobProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&fileActions, 1, outputPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
+        InheritedDescriptors.closeInChild(&fileActions)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }

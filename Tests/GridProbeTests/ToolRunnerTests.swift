@@ -18,6 +18,24 @@ struct ToolRunnerTests {
         #expect(!runner.isBusy("ok"))
     }
 
+    /// A descriptor the agent holds without close-on-exec (one its own parent handed it) does not
+    /// reach the tool: a hung tool outliving the agent would otherwise hold it.
+    @Test func theToolInheritsNoDescriptorAboveStderr() async throws {
+        #expect(InheritedDescriptors.supported, "glibc 2.34+ has posix_spawn_file_actions_addclosefrom_np")
+        let r = try FakeRoot("run-fds")
+        let opened = open("/dev/null", O_RDONLY)
+        let leaked = dup2(opened, 900)  // no close-on-exec; a number no shell uses for itself
+        close(opened)
+        #expect(leaked == 900)
+        defer { close(leaked) }
+        let tool = try r.script("fds", "for f in /proc/$$/fd/*; do echo ${f##*/}; done")
+        let res = await runner.run(tool, timeoutSeconds: 5)
+        #expect(res.outcome == .exited(0))
+        let fds = Set(res.stdout.split(separator: "\n").compactMap { Int32($0) })
+        #expect(fds.isSuperset(of: [0, 1, 2]), "\(fds)")
+        #expect(!fds.contains(leaked), "the tool got descriptor \(leaked): \(fds)")
+    }
+
     @Test func argumentsAndLocale() async throws {
         let r = try FakeRoot("run-args")
         let tool = try r.script("args", "echo \"$1|$2|$LC_ALL\"")

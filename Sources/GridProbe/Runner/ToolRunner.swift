@@ -227,6 +227,7 @@ public final class ToolRunner: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        InheritedDescriptors.closeInChild(&actions)
 
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
