@@ -251,6 +251,11 @@ public final class AccessControl: ZAPAuthenticator, @unchecked Sendable {
             switch body {
             case .regionSummary(let m): return own(m.regionID, "RegionSummary.region_id")
             case .statusUpdate(let m): return own(m.regionID, "StatusUpdate.region_id")
+            case .statusBatch(let m):
+                for (i, u) in m.updates.enumerated() {
+                    if let why = own(u.regionID, "StatusBatch.updates[\(i)].region_id") { return why }
+                }
+                return nil
             case .jobForwardAck, .queryReply, .errorReply, .statusAck, .submitReply: return nil
             default: return "a region key may not send \(body.type)"
             }

@@ -233,6 +233,7 @@ public struct NationalInstance: Sendable {
         case .regionSummary(let m): return onRegionSummary(m, origin: origin, now: now)
         case .jobForwardAck(let m): return onJobForwardAck(m, origin: origin, now: now)
         case .statusUpdate(let m): return onStatusUpdate(m, origin: origin, now: now)
+        case .statusBatch(let m): return onStatusBatch(m, origin: origin, now: now)
         case .query(let m): return onQuery(m, origin: origin, now: now)
         case .cancel(let m): return onCancel(m, origin: origin, now: now)
         case .nodeCommand(let m): return onNodeCommand(m, origin: origin, now: now)
@@ -534,6 +535,7 @@ public struct NationalInstance: Sendable {
         let id = RegionID(m.regionID)
         var ack = Wire.RegionSummaryAck()
         ack.regionID = m.regionID
+        ack.acceptsStatusBatch = true
         var out: [ControllerDirective] = []
         var view = regions[id] ?? RegionView(summary: m.summary, capacity: [:], sequence: 0, lastSeenMs: now.monotonicMs, route: origin.peer)
         let isNew = regions[id]?.route == nil
@@ -627,6 +629,21 @@ public struct NationalInstance: Sendable {
         job.updatedAt = now.wall
         jobs[id] = job
         out.append(.persist(.job(job)))
+        return out
+    }
+
+    /// A region's status updates of one turn in one frame: each handled as if it came alone, their
+    /// acknowledgements answered together, in order.
+    public mutating func onStatusBatch(_ m: Wire.StatusBatch, origin: Origin, now: Moment) -> [ControllerDirective] {
+        var out: [ControllerDirective] = []
+        var acks = Wire.StatusBatchAck()
+        acks.acks.reserveCapacity(m.updates.count)
+        for u in m.updates {
+            for d in onStatusUpdate(u, origin: origin, now: now) {
+                if case .send(.statusAck(let ack), _, _, _) = d { acks.acks.append(ack) } else { out.append(d) }
+            }
+        }
+        out.append(.reply(.statusBatchAck(acks), to: origin))
         return out
     }
 

@@ -263,6 +263,8 @@ public struct RegionInstance: Sendable {
     var summarySequence: UInt64 = 0
     var summariesSinceFull = 0
     var wantFullSummary = true
+    /// The national scheduler said it reads STATUS_BATCH (its latest summary acknowledgement).
+    var upstreamReadsBatches = false
     var counters = RegionCounters()
     /// Submission-to-placement seconds of jobs placed since the shell last took them (metrics).
     var placementWaits: [Double] = []
@@ -417,7 +419,12 @@ public struct RegionInstance: Sendable {
         case .jobControl(let m): return onJobControl(m, origin: origin, now: now)
         case .regionSummaryAck(let m):
             if m.wantFull { wantFullSummary = true }
+            upstreamReadsBatches = m.acceptsStatusBatch
             return []
+        case .statusBatchAck(let m):
+            var out: [ControllerDirective] = []
+            for ack in m.acks { out += onStatusAck(ack, now: now) }
+            return out
         case .jobForwardAck:
             return []
         case .cancel(let m): return onCancel(m, now: now)
@@ -1609,7 +1616,40 @@ public struct RegionInstance: Sendable {
         if !routesDirty.isEmpty { out += publishRoutes() }
         // After placement, so the summary counts what this turn placed.
         if summaryDue { out += summary(now: now) }
-        return out
+        return upstreamReadsBatches ? Self.batchingUpward(out) : out
+    }
+
+    /// At most this many status updates, and about this many bytes, in one STATUS_BATCH.
+    public static let maxBatchUpdates = 256
+    public static let maxBatchBytes = 1 << 20
+
+    /// The turn's status updates for the national scheduler in STATUS_BATCH frames: one frame and
+    /// one acknowledgement per batch instead of per update (each update keeps its own outbox row,
+    /// resend timer and id). They go after the turn's other directives, never before.
+    public static func batchingUpward(_ out: [ControllerDirective]) -> [ControllerDirective] {
+        var updates: [Wire.StatusUpdate] = []
+        var rest: [ControllerDirective] = []
+        for d in out {
+            if case .send(.statusUpdate(let u), .upstream, _, _) = d { updates.append(u) } else { rest.append(d) }
+        }
+        guard updates.count > 1 else { return out }
+        var batches: [Wire.StatusBatch] = [Wire.StatusBatch()]
+        var bytes = 0
+        for u in updates {
+            // An estimate: the output tail and the message are what can be large.
+            let size = 512 + u.outputTail.utf8.count + u.message.utf8.count
+            if !batches[batches.count - 1].updates.isEmpty,
+               batches[batches.count - 1].updates.count >= maxBatchUpdates || bytes + size > maxBatchBytes {
+                batches.append(Wire.StatusBatch())
+                bytes = 0
+            }
+            batches[batches.count - 1].updates.append(u)
+            bytes += size
+        }
+        for b in batches {
+            rest.append(b.updates.count == 1 ? .send(.statusUpdate(b.updates[0]), to: .upstream) : .send(.statusBatch(b), to: .upstream))
+        }
+        return rest
     }
 
     /// Detects stalls of the controller itself (a turn that came late) and keeps them from

@@ -17,6 +17,8 @@ public enum Wire {
     public typealias AssignmentAck = Computegrid_V1_AssignmentAck
     public typealias StatusUpdate = Computegrid_V1_StatusUpdate
     public typealias StatusAck = Computegrid_V1_StatusAck
+    public typealias StatusBatch = Computegrid_V1_StatusBatch
+    public typealias StatusBatchAck = Computegrid_V1_StatusBatchAck
     public typealias Cancel = Computegrid_V1_Cancel
     public typealias Capacity = Computegrid_V1_Capacity
     public typealias NodeBrief = Computegrid_V1_NodeBrief
@@ -95,6 +97,8 @@ public enum Body: Sendable, Equatable {
     case deploy(Wire.Deploy)
     case serviceControl(Wire.ServiceControl)
     case keyControl(Wire.KeyControl)
+    case statusBatch(Wire.StatusBatch)
+    case statusBatchAck(Wire.StatusBatchAck)
 
     public var type: Wire.MessageType {
         switch self {
@@ -122,6 +126,8 @@ public enum Body: Sendable, Equatable {
         case .deploy: return .deploy
         case .serviceControl: return .serviceControl
         case .keyControl: return .keyControl
+        case .statusBatch: return .statusBatch
+        case .statusBatchAck: return .statusBatchAck
         }
     }
 
@@ -152,6 +158,8 @@ public enum Body: Sendable, Equatable {
         case .deploy(let m): return m
         case .serviceControl(let m): return m
         case .keyControl(let m): return m
+        case .statusBatch(let m): return m
+        case .statusBatchAck(let m): return m
         }
     }
 }
@@ -285,6 +293,8 @@ public struct EnvelopeCodec: Sendable {
         case .deploy: return .deploy(try d(Wire.Deploy.self))
         case .serviceControl: return .serviceControl(try d(Wire.ServiceControl.self))
         case .keyControl: return .keyControl(try d(Wire.KeyControl.self))
+        case .statusBatch: return .statusBatch(try d(Wire.StatusBatch.self))
+        case .statusBatchAck: return .statusBatchAck(try d(Wire.StatusBatchAck.self))
         case .unspecified: throw .unknownType(0)
         case .UNRECOGNIZED(let raw): throw .unknownType(raw)
         }
@@ -325,6 +335,14 @@ enum Validation {
         }
     }
 
+    static func statusUpdate(_ m: Wire.StatusUpdate, _ type: String, _ path: String) throws(ProtocolError) {
+        try id(m.jobID, type, path + "job_id")
+        try id(m.updateID, type, path + "update_id")
+        if JobState(rawValue: m.state) == nil {
+            throw .invalidField(type: type, field: path + "state", reason: "unknown state '\(m.state)'")
+        }
+    }
+
     static func check(_ body: Body) throws(ProtocolError) {
         switch body {
         case .register(let m):
@@ -340,12 +358,9 @@ enum Validation {
         case .assignmentAck(let m):
             try id(m.assignmentID, "AssignmentAck", "assignment_id")
             try id(m.nodeID, "AssignmentAck", "node_id")
-        case .statusUpdate(let m):
-            try id(m.jobID, "StatusUpdate", "job_id")
-            try id(m.updateID, "StatusUpdate", "update_id")
-            if JobState(rawValue: m.state) == nil {
-                throw .invalidField(type: "StatusUpdate", field: "state", reason: "unknown state '\(m.state)'")
-            }
+        case .statusUpdate(let m): try statusUpdate(m, "StatusUpdate", "")
+        case .statusBatch(let m):
+            for (i, u) in m.updates.enumerated() { try statusUpdate(u, "StatusBatch", "updates[\(i)].") }
         case .regionSummary(let m): try id(m.regionID, "RegionSummary", "region_id")
         case .jobForward(let m):
             try id(m.jobID, "JobForward", "job_id")

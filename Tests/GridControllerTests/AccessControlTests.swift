@@ -43,6 +43,11 @@ import Testing
     static func query(_ kind: Wire.Query.Kind) -> Body { var q = Wire.Query(); q.kind = kind; return .query(q) }
     static func heartbeat(_ node: String) -> Body { var h = Wire.Heartbeat(); h.nodeID = node; return .heartbeat(h) }
     static func summary(_ region: String) -> Body { var s = Wire.RegionSummary(); s.regionID = region; return .regionSummary(s) }
+    static func batch(_ regions: String...) -> Body {
+        var b = Wire.StatusBatch()
+        b.updates = regions.map { var u = Wire.StatusUpdate(); u.regionID = $0; return u }
+        return .statusBatch(b)
+    }
 
     @Test(arguments: [
         (Principal.agent(nodes: ["n1"]), heartbeat("n1"), nil),
@@ -51,6 +56,9 @@ import Testing
         (Principal.region("east"), summary("east"), nil),
         (Principal.region("east"), summary("west"), "may not speak for region 'west' (RegionSummary.region_id)"),
         (Principal.region("east"), Body.jobControl(Wire.JobControl()), "a region key may not send jobControl"),
+        (Principal.region("east"), batch("east", "east"), nil),
+        (Principal.region("east"), batch("east", "west"), "may not speak for region 'west' (StatusBatch.updates[1].region_id)"),
+        (Principal.agent(nodes: ["n1"]), batch(), "an agent key may not send statusBatch"),
         (Principal.operator(name: "bob", right: .submit), Body.submit(Wire.Submit()), nil),
         (Principal.operator(name: "bob", right: .submit), Body.query(Wire.Query()), nil),
         (Principal.operator(name: "bob", right: .submit), Body.nodeCommand(Wire.NodeCommand()), "nodeCommand needs the 'operate' right (this key has 'submit')"),

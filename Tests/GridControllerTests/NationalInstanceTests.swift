@@ -218,6 +218,42 @@ struct NationalHarness {
         _ = h.send(.statusUpdate(update(.running, epoch: 1, node: "n1")), from: east)
         #expect(h.instance.job("j-1")?.state == .succeeded && h.instance.job("j-1")?.node == "n2")
     }
+
+    /// A region's STATUS_BATCH is handled update by update, as if each came alone, and answered
+    /// with one STATUS_BATCH_ACK holding each update's acknowledgement in order; its summary
+    /// acknowledgement tells the region the national scheduler reads batches.
+    @Test func aStatusBatchIsAppliedUpdateByUpdateAndAnsweredOnce() throws {
+        var h = NationalHarness()
+        let ackOfSummary = h.summary("east", free: 4, total: 4).bodies.compactMap { if case .regionSummaryAck(let a) = $0 { return a } else { return nil } }
+        #expect(ackOfSummary.first?.acceptsStatusBatch == true)
+        for id in ["j-1", "j-2"] {
+            var s = Wire.Submit()
+            s.spec = Wire.JobSpec(JobSpec(name: "t", command: "true"))
+            s.jobID = id
+            _ = h.send(.submit(s), from: h.client)
+        }
+        func update(_ job: String, _ state: JobState, epoch: UInt64 = 1) -> Wire.StatusUpdate {
+            var u = Wire.StatusUpdate()
+            u.jobID = job
+            u.epoch = epoch
+            u.state = state.rawValue
+            u.nodeID = "n1"
+            u.regionID = "east"
+            u.updateID = "east:\(job):\(epoch):\(state.rawValue)"
+            return u
+        }
+        var batch = Wire.StatusBatch()
+        batch.updates = [update("j-1", .running), update("nope", .running), update("j-2", .succeeded), update("j-1", .running)]
+        let out = h.send(.statusBatch(batch), from: NationalHarness.regionOrigin("east"))
+        let acks = out.bodies.compactMap { if case .statusBatchAck(let a) = $0 { return a.acks } else { return nil } }
+        #expect(acks.count == 1, "one answer for the whole batch")
+        #expect(acks.first?.map(\.updateID) == batch.updates.map(\.updateID), "one acknowledgement per update, in order")
+        #expect(acks.first?.map(\.applied) == [true, false, true, true], "the unknown job's is refused; the repeat is a duplicate")
+        #expect(!out.bodies.contains { if case .statusAck = $0 { return true } else { return false } }, "no single acknowledgements besides")
+        #expect(h.instance.job("j-1")?.state == .running && h.instance.job("j-2")?.state == .succeeded)
+        #expect(out.mutations.filter { if case .applied = $0 { return true } else { return false } }.count == 2,
+                "each applied update is recorded once")
+    }
 }
 
 @Suite struct ControllerShellTests {

@@ -103,6 +103,7 @@ extension Array where Element == ControllerDirective {
     var assignments: [Wire.Assignment] { bodies.compactMap { if case .assignment(let a) = $0 { return a } else { return nil } } }
     var statusAcks: [Wire.StatusAck] { bodies.compactMap { if case .statusAck(let a) = $0 { return a } else { return nil } } }
     var statusUpdates: [Wire.StatusUpdate] { bodies.compactMap { if case .statusUpdate(let a) = $0 { return a } else { return nil } } }
+    var statusBatches: [Wire.StatusBatch] { bodies.compactMap { if case .statusBatch(let a) = $0 { return a } else { return nil } } }
     var cancels: [Wire.Cancel] { bodies.compactMap { if case .cancel(let a) = $0 { return a } else { return nil } } }
     var heartbeatAcks: [Wire.HeartbeatAck] { bodies.compactMap { if case .heartbeatAck(let a) = $0 { return a } else { return nil } } }
     var summaries: [Wire.RegionSummary] { bodies.compactMap { if case .regionSummary(let a) = $0 { return a } else { return nil } } }

@@ -54,6 +54,68 @@ import Testing
         #expect(h.stall(1100).assignments.map(\.jobID) == ["j-1"], "resent once the inputs are read")
     }
 
+    /// Once the national scheduler says it reads STATUS_BATCH, the status updates one turn sends
+    /// up go in one frame (each keeps its id and outbox row); one STATUS_BATCH_ACK ends their
+    /// resends. Before it says so, each goes alone.
+    @Test func statusUpdatesOfATurnGoUpInOneBatchOnceTheNationalSchedulerReadsThem() throws {
+        var h = RegionHarness { $0.confirmStarts = true }
+        _ = h.register("n1", devices: (0..<4).map { device("g\($0)", $0) })
+        for i in 0..<3 { _ = h.forward("j-\(i)", JobSpec(name: "t", command: "true", accelerators: AcceleratorRequest(count: 1))) }
+        _ = h.tick()
+        let singles = h.tick(advanceMs: 10)
+        #expect(singles.statusUpdates.count == 3 && singles.statusBatches.isEmpty, "an older national scheduler gets them one by one")
+        var summaryAck = Wire.RegionSummaryAck()
+        summaryAck.regionID = "r1"
+        summaryAck.acceptsStatusBatch = true
+        _ = h.send(.regionSummaryAck(summaryAck), from: h.national)
+        // The resends of the three are due together: one frame.
+        let resent = h.tick(advanceMs: 1100)
+        #expect(resent.statusUpdates.isEmpty)
+        let batch = try #require(resent.statusBatches.first)
+        #expect(resent.statusBatches.count == 1)
+        #expect(Set(batch.updates.map(\.jobID)) == ["j-0", "j-1", "j-2"] && batch.updates.allSatisfy { $0.state == "assigned" })
+        #expect(resent.mutations.isEmpty, "no new outbox rows: the same updates, framed together")
+        var acks = Wire.StatusBatchAck()
+        acks.acks = batch.updates.map { u in
+            var a = Wire.StatusAck()
+            a.updateID = u.updateID
+            a.applied = true
+            return a
+        }
+        _ = h.heartbeat("n1")
+        let answered = h.send(.statusBatchAck(acks), from: h.national)
+        #expect(answered.mutations.filter { if case .outboxDone = $0 { return true } else { return false } }.count == 3)
+        #expect(Set(h.tick().assignments.map(\.jobID)) == ["j-0", "j-1", "j-2"], "each start confirmed by its acknowledgement in the batch")
+        #expect(h.tick(advanceMs: 5000).statusBatches.isEmpty && h.tick().statusUpdates.filter { $0.state == "assigned" }.isEmpty,
+                "nothing resent once acknowledged")
+    }
+
+    /// Batches stay within their bounds: many updates make several frames, a lone one goes as a
+    /// plain STATUS_UPDATE, and the turn's other directives keep their order ahead of them.
+    @Test func batchesAreBoundedAndALoneUpdateGoesAlone() {
+        func up(_ i: Int, tail: Int = 0) -> ControllerDirective {
+            var u = Wire.StatusUpdate()
+            u.jobID = "j-\(i)"
+            u.updateID = "r1:j-\(i)"
+            u.outputTail = String(repeating: "x", count: tail)
+            return .send(.statusUpdate(u), to: .upstream)
+        }
+        let log = ControllerDirective.log(LogEvent(.info, "x"))
+        let many = RegionInstance.batchingUpward([up(0), log] + (1..<600).map { up($0) })
+        let frames = many.compactMap { d -> [String]? in
+            if case .send(.statusBatch(let b), .upstream, _, _) = d { return b.updates.map(\.jobID) } else { return nil }
+        }
+        #expect(frames.map(\.count) == [256, 256, 88])
+        #expect(frames.flatMap { $0 } == (0..<600).map { "j-\($0)" }, "every update once, in order")
+        if case .log = many.first {} else { Issue.record("the other directives come first") }
+        let big = RegionInstance.batchingUpward((0..<3).map { up($0, tail: 400_000) })
+        #expect(big.count == 2, "about 1 MiB a frame: two, then the third alone")
+        if case .send(.statusUpdate(let u), .upstream, _, _) = big[1] { #expect(u.jobID == "j-2") } else { Issue.record("a frame of one is a STATUS_UPDATE") }
+        let lone = RegionInstance.batchingUpward([log, up(7)])
+        #expect(lone.count == 2)
+        if case .send(.statusUpdate(let u), .upstream, _, _) = lone[1] { #expect(u.jobID == "j-7") } else { Issue.record("a lone update goes as STATUS_UPDATE") }
+    }
+
     @Test func aMovedJobIsDroppedUnstartedAndItsDevicesFreed() throws {
         var h = RegionHarness { $0.confirmStarts = true }
         _ = h.register("n1", devices: [device("g0", 0)])

@@ -201,6 +201,29 @@ import Testing
         }
     }
 
+    /// A STATUS_BATCH round-trips, and one bad update in it is refused naming its place.
+    @Test func aStatusBatchRoundTripsAndABadUpdateInItIsNamed() throws {
+        func update(_ i: Int, state: String = "running") -> Wire.StatusUpdate {
+            var u = Wire.StatusUpdate()
+            u.jobID = "j-\(i)"
+            u.updateID = "r1:j-\(i):1:\(state)"
+            u.state = state
+            return u
+        }
+        var b = Wire.StatusBatch()
+        b.updates = [update(0), update(1, state: "succeeded")]
+        let back = try codec.decode(codec.encode(Message(sender: "r1", sequence: 7, body: .statusBatch(b))))
+        #expect(back.body == .statusBatch(b))
+        #expect(back.body.type == .statusBatch)
+        b.updates.append(update(2, state: "exploded"))
+        #expect(throws: ProtocolError.invalidField(type: "StatusBatch", field: "updates[2].state", reason: "unknown state 'exploded'")) {
+            try codec.decode(codec.encode(Message(sender: "r1", sequence: 8, body: .statusBatch(b))))
+        }
+        var acks = Wire.StatusBatchAck()
+        acks.acks = [Wire.StatusAck.with { $0.updateID = "r1:j-0:1:running"; $0.applied = true }]
+        #expect(try codec.decode(codec.encode(Message(sender: "national", sequence: 9, body: .statusBatchAck(acks)))).body == .statusBatchAck(acks))
+    }
+
     @Test func jobSpecConversionRejectsUnknownVendor() {
         var spec = Wire.JobSpec()
         spec.name = "x"

@@ -74,6 +74,12 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
 
   /// admin -> controller (CURVE on): enrol, revoke, list keys (answered with QUERY_REPLY.keys)
   case keyControl // = 50
+
+  /// region <-> national, once the national scheduler said it reads them (RegionSummaryAck.accepts_status_batch)
+  case statusBatch // = 51
+
+  /// national -> region: their STATUS_ACKs, one per update, in order
+  case statusBatchAck // = 52
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -107,6 +113,8 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     case 48: self = .deploy
     case 49: self = .serviceControl
     case 50: self = .keyControl
+    case 51: self = .statusBatch
+    case 52: self = .statusBatchAck
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -138,6 +146,8 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     case .deploy: return 48
     case .serviceControl: return 49
     case .keyControl: return 50
+    case .statusBatch: return 51
+    case .statusBatchAck: return 52
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -169,6 +179,8 @@ public nonisolated enum Computegrid_V1_MessageType: SwiftProtobuf.Enum, Swift.Ca
     .deploy,
     .serviceControl,
     .keyControl,
+    .statusBatch,
+    .statusBatchAck,
   ]
 
 }
@@ -1611,6 +1623,37 @@ public nonisolated struct Computegrid_V1_RegionSummaryAck: Sendable {
 
   /// The national scheduler could not apply a delta (it missed the base): send a full summary.
   public var wantFull: Bool = false
+
+  /// The national scheduler reads STATUS_BATCH: the region may put the status updates of one
+  /// turn in one frame. false (a scheduler that predates it): each STATUS_UPDATE goes alone.
+  public var acceptsStatusBatch: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Several region -> national STATUS_UPDATEs in one frame. Each is handled as if it came alone
+/// (its own update_id, deduplication and acknowledgement); STATUS_BATCH_ACK answers them all.
+public nonisolated struct Computegrid_V1_StatusBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var updates: [Computegrid_V1_StatusUpdate] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Computegrid_V1_StatusBatchAck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// one per StatusBatch.updates, in the same order
+  public var acks: [Computegrid_V1_StatusAck] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -3062,7 +3105,7 @@ public nonisolated struct Computegrid_V1_DeviceList: Sendable {
 fileprivate nonisolated let _protobuf_package = "computegrid.v1"
 
 nonisolated extension Computegrid_V1_MessageType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}HEARTBEAT\0\u{1}ASSIGNMENT_ACK\0\u{1}STATUS_UPDATE\0\u{2}\u{6}REGISTER_ACK\0\u{1}HEARTBEAT_ACK\0\u{1}ASSIGNMENT\0\u{1}STATUS_ACK\0\u{1}CANCEL\0\u{2}\u{6}REGION_SUMMARY\0\u{1}JOB_FORWARD_ACK\0\u{2}\u{9}REGION_SUMMARY_ACK\0\u{1}JOB_FORWARD\0\u{2}\u{9}SUBMIT\0\u{1}SUBMIT_REPLY\0\u{1}QUERY\0\u{1}QUERY_REPLY\0\u{1}ERROR_REPLY\0\u{1}NODE_COMMAND\0\u{1}JOB_CONTROL\0\u{1}REGION_CONTROL\0\u{1}DEPLOY\0\u{1}SERVICE_CONTROL\0\u{1}KEY_CONTROL\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}HEARTBEAT\0\u{1}ASSIGNMENT_ACK\0\u{1}STATUS_UPDATE\0\u{2}\u{6}REGISTER_ACK\0\u{1}HEARTBEAT_ACK\0\u{1}ASSIGNMENT\0\u{1}STATUS_ACK\0\u{1}CANCEL\0\u{2}\u{6}REGION_SUMMARY\0\u{1}JOB_FORWARD_ACK\0\u{2}\u{9}REGION_SUMMARY_ACK\0\u{1}JOB_FORWARD\0\u{2}\u{9}SUBMIT\0\u{1}SUBMIT_REPLY\0\u{1}QUERY\0\u{1}QUERY_REPLY\0\u{1}ERROR_REPLY\0\u{1}NODE_COMMAND\0\u{1}JOB_CONTROL\0\u{1}REGION_CONTROL\0\u{1}DEPLOY\0\u{1}SERVICE_CONTROL\0\u{1}KEY_CONTROL\0\u{1}STATUS_BATCH\0\u{1}STATUS_BATCH_ACK\0")
 }
 
 nonisolated extension Computegrid_V1_EndReason: SwiftProtobuf._ProtoNameProviding {
@@ -5156,7 +5199,7 @@ nonisolated extension Computegrid_V1_ServiceLoad: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Computegrid_V1_RegionSummaryAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegionSummaryAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}want_full\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}region_id\0\u{3}want_full\0\u{3}accepts_status_batch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -5166,6 +5209,7 @@ nonisolated extension Computegrid_V1_RegionSummaryAck: SwiftProtobuf.Message, Sw
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.regionID) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.wantFull) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.acceptsStatusBatch) }()
       default: break
       }
     }
@@ -5178,12 +5222,76 @@ nonisolated extension Computegrid_V1_RegionSummaryAck: SwiftProtobuf.Message, Sw
     if self.wantFull != false {
       try visitor.visitSingularBoolField(value: self.wantFull, fieldNumber: 2)
     }
+    if self.acceptsStatusBatch != false {
+      try visitor.visitSingularBoolField(value: self.acceptsStatusBatch, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Computegrid_V1_RegionSummaryAck, rhs: Computegrid_V1_RegionSummaryAck) -> Bool {
     if lhs.regionID != rhs.regionID {return false}
     if lhs.wantFull != rhs.wantFull {return false}
+    if lhs.acceptsStatusBatch != rhs.acceptsStatusBatch {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_StatusBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StatusBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}updates\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.updates) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.updates.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.updates, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_StatusBatch, rhs: Computegrid_V1_StatusBatch) -> Bool {
+    if lhs.updates != rhs.updates {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Computegrid_V1_StatusBatchAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StatusBatchAck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}acks\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.acks) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.acks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.acks, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Computegrid_V1_StatusBatchAck, rhs: Computegrid_V1_StatusBatchAck) -> Bool {
+    if lhs.acks != rhs.acks {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
