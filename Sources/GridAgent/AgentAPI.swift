@@ -5,14 +5,33 @@ import GridHTTPServer
 import Hummingbird
 
 /// What an agent serves over HTTP: `/metrics`, `/healthz`, `/readyz` (registered with its
-/// region) and `/api/v1/probe` (the last probe: devices, and every source tried).
+/// region) and `/api/v1/probe` (the last probe: devices, and every source tried). With
+/// `tokens` (`http_token_file`), `/metrics` and `/api/v1/probe` answer only a request that
+/// carries one of them (`Authorization: Bearer <token>`); the health routes stay open for
+/// liveness and readiness probes.
 public struct AgentAPI: Sendable {
     public let agent: AgentService
     public let metrics: MetricsExporter
+    public let tokens: ReadTokens?
 
-    public init(agent: AgentService, metrics: MetricsExporter) {
+    public init(agent: AgentService, metrics: MetricsExporter, tokens: ReadTokens? = nil) {
         self.agent = agent
         self.metrics = metrics
+        self.tokens = tokens
+    }
+
+    /// nil when the request may read; else the 401 to answer.
+    func refusal(_ request: Request) -> Response? {
+        guard let tokens, tokens.configured else { return nil }
+        var challenge = HTTPFields()
+        challenge[.wwwAuthenticate] = #"Bearer realm="grid-agent""#
+        let header = request.headers[.authorization]
+        guard tokens.name(authorization: header) != nil else {
+            return HTTPProblem.response(.unauthorized, "unauthorized",
+                                        header == nil ? "this route needs a bearer token from the agent's http_token_file"
+                                                      : "the bearer token is not in the agent's http_token_file", headers: challenge)
+        }
+        return nil
     }
 
     public func router() -> Router<BasicRequestContext> {
@@ -32,13 +51,15 @@ public struct AgentAPI: Sendable {
             if !o.registered { return HTTPProblem.response(.serviceUnavailable, "not_ready", "not registered with its region yet") }
             return HTTPJSON.response(.ok, #"{"status":"ready"}"#)
         }
-        router.get("/metrics") { _, _ in
+        router.get("/metrics") { request, _ in
+            if let denied = refusal(request) { return denied }
             if let o = await agent.observe(timeout: .seconds(5)) { metrics.update(from: o, probe: agent.lastProbeReport) }
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics.render())))
         }
-        router.get("/api/v1/probe") { _, _ in
+        router.get("/api/v1/probe") { request, _ in
+            if let denied = refusal(request) { return denied }
             struct Output: Encodable {
                 var devices: [DeviceInventory]
                 var problems: [String]

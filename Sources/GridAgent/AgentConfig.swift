@@ -56,6 +56,10 @@ public struct AgentConfig: Codable, Sendable {
     /// (Prometheus' `tls_config` sends one); a client without one fails the handshake, `/healthz`
     /// included. Needs `http_tls_cert`.
     public var httpTLSClientCA: String = ""
+    /// Bearer tokens that may read `/metrics` and `/api/v1/probe` (`<name> <token>` per line;
+    /// relative to the config file; re-read on SIGHUP). "" = those routes are open to whoever
+    /// reaches the listener. `/healthz` and `/readyz` are always open.
+    public var httpTokenFile: String = ""
     /// Log lines as `text` or `json`. Default `text`.
     public var logFormat: LogFormat = .text
     /// Ports handed to runs that serve (service replicas: GRID_PORT), `LOW-HIGH`. Agents
@@ -108,6 +112,7 @@ public struct AgentConfig: Codable, Sendable {
         case httpTLSCert = "http_tls_cert"
         case httpTLSKey = "http_tls_key"
         case httpTLSClientCA = "http_tls_client_ca"
+        case httpTokenFile = "http_token_file"
         case logFormat = "log_format"
         case servicePorts = "service_ports"
         case advertiseHost = "advertise_host"
@@ -141,6 +146,7 @@ public struct AgentConfig: Codable, Sendable {
         httpTLSCert = try c.value(.httpTLSCert, default: d.httpTLSCert)
         httpTLSKey = try c.value(.httpTLSKey, default: d.httpTLSKey)
         httpTLSClientCA = try c.value(.httpTLSClientCA, default: d.httpTLSClientCA)
+        httpTokenFile = try c.value(.httpTokenFile, default: d.httpTokenFile)
         logFormat = try c.value(.logFormat, default: d.logFormat)
         servicePorts = try c.value(.servicePorts, default: d.servicePorts)
         advertiseHost = try c.value(.advertiseHost, default: d.advertiseHost)
@@ -185,6 +191,9 @@ public struct AgentConfig: Codable, Sendable {
         if !(0...600_000).contains(fenceGraceMs) { out.append("fence_grace_ms: 0...600000, got \(fenceGraceMs)") }
         if case .failure(let e) = HTTPListen.parse(http) { out.append("http: \(e)") }
         out += httpTLS.problems()
+        if !httpTokenFile.isEmpty, !FileManager.default.isReadableFile(atPath: httpTokenFile) {
+            out.append("http_token_file: cannot read '\(httpTokenFile)'")
+        }
         if servicePortRange == nil { out.append("service_ports: 'LOW-HIGH' with 1024 ≤ LOW ≤ HIGH ≤ 65535, got '\(servicePorts)'") }
         if advertiseHost.isEmpty || advertiseHost.contains(where: { $0.isWhitespace || $0 == "/" }) {
             out.append("advertise_host: a host name or address the gateway can reach, got '\(advertiseHost)'")
@@ -242,6 +251,7 @@ public struct AgentConfig: Codable, Sendable {
         if let v = environment["GRID_AGENT_HTTP_TLS_CERT"], !v.isEmpty { config.httpTLSCert = v }
         if let v = environment["GRID_AGENT_HTTP_TLS_KEY"], !v.isEmpty { config.httpTLSKey = v }
         if let v = environment["GRID_AGENT_HTTP_TLS_CLIENT_CA"], !v.isEmpty { config.httpTLSClientCA = v }
+        if let v = environment["GRID_AGENT_HTTP_TOKEN_FILE"], !v.isEmpty { config.httpTokenFile = v }
         if let v = environment["GRID_AGENT_SERVICE_PORTS"], !v.isEmpty { config.servicePorts = v }
         if let v = environment["GRID_AGENT_ADVERTISE_HOST"], !v.isEmpty { config.advertiseHost = v }
         if let v = environment["GRID_AGENT_KEY_FILE"], !v.isEmpty { config.keyFile = v }
@@ -259,6 +269,7 @@ public struct AgentConfig: Codable, Sendable {
         if !config.httpTLSCert.isEmpty { config.httpTLSCert = resolve(config.httpTLSCert) }
         if !config.httpTLSKey.isEmpty { config.httpTLSKey = resolve(config.httpTLSKey) }
         if !config.httpTLSClientCA.isEmpty { config.httpTLSClientCA = resolve(config.httpTLSClientCA) }
+        if !config.httpTokenFile.isEmpty { config.httpTokenFile = resolve(config.httpTokenFile) }
         // A key itself (Z85 may hold '/') stays as it is; anything else is a .pub path.
         if !config.regionKey.isEmpty, !Z85.isCurveKey(config.regionKey) { config.regionKey = resolve(config.regionKey) }
         // Problems of the file itself stop a load even when values are not checked (`probe`, `drain`).

@@ -17,8 +17,8 @@ struct GridAgentCommand: AsyncParsableCommand {
         abstract: "ComputeGrid node agent: discovers accelerators, reports them to its region, runs assigned jobs.",
         discussion: """
             Start it with `grid-agent run`. SIGTERM drains it (tells the region, stops and reports every job, then exits); \
-            SIGHUP re-reads the configuration file and applies log_level and a certificate renewed at the same \
-            http_tls_cert/http_tls_key paths.
+            SIGHUP re-reads the configuration file and applies log_level, a certificate renewed at the same \
+            http_tls_cert/http_tls_key paths and the tokens in http_token_file.
             """,
         version: BuildInfo.line,
         subcommands: [Run.self, Probe.self, Drain.self])
@@ -113,6 +113,12 @@ struct Run: AsyncParsableCommand {
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: service)]
         var listenerTLS: HTTPSConfiguration? = nil
+        let readTokens: ReadTokens
+        do {
+            readTokens = try ReadTokens(path: cfg.httpTokenFile)
+        } catch {
+            throw exitWith("http_token_file: \(error)", code: 1)
+        }
         if case .success(let listen) = HTTPListen.parse(cfg.http), case .on(let host, let port) = listen {
             let name = cfg.nodeID
             let tls: HTTPSConfiguration?
@@ -126,7 +132,7 @@ struct Run: AsyncParsableCommand {
             }
             listenerTLS = tls
             let scheme = tls == nil ? "http" : "https"
-            services.append(.init(service: HTTPServer(router: AgentAPI(agent: service, metrics: exporter).router(), host: host, port: port,
+            services.append(.init(service: HTTPServer(router: AgentAPI(agent: service, metrics: exporter, tokens: readTokens).router(), host: host, port: port,
                                                       logger: logger, tls: tls) { address in
                 FileHandle.standardOutput.write(Data("grid-agent \(name) http on \(scheme)://\(address)/ (/metrics, /healthz, /readyz, /api/v1/probe)\n".utf8))
             }, successTerminationBehavior: .ignore))
@@ -151,6 +157,12 @@ struct Run: AsyncParsableCommand {
                 var refused: [String] = []
                 if let tls = renewable, fresh.httpTLSCert == now.httpTLSCert, fresh.httpTLSKey == now.httpTLSKey {
                     ReloadOnHangup.part("http_tls_cert", applied: &applied, refused: &refused) { try tls.renew() }
+                }
+                if readTokens.configured, fresh.httpTokenFile == now.httpTokenFile {
+                    ReloadOnHangup.part("http_token_file", applied: &applied, refused: &refused) {
+                        try readTokens.reload()
+                        return "http_token_file (\(readTokens.count) token(s))"
+                    }
                 }
                 running.withLock { $0 = next }
                 ReloadOnHangup.report(logger, applied: applied, refused: refused, changed: changedKeys(next, fresh), reloadable: [])

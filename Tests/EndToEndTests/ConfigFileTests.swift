@@ -82,13 +82,15 @@ import Testing
     /// resolve against the config file.
     @Test func anAgentsTLSFilesAreCheckedAndResolved() throws {
         do {
-            _ = try AgentConfig.load(path: try write("http_tls_key: missing.key\nhttp_tls_client_ca: /nonexistent/ca.pem\n"), environment: [:])
+            _ = try AgentConfig.load(path: try write("http_tls_key: missing.key\nhttp_tls_client_ca: /nonexistent/ca.pem\nhttp_token_file: no-tokens\n"), environment: [:])
             Issue.record("a key without its certificate was accepted")
         } catch let e as ConfigError {
             #expect(e.problems.contains { $0.unlocated.hasPrefix("http_tls_cert: required with http_tls_key") }, "\(e.problems)")
             #expect(e.problems.contains { $0.unlocated.hasPrefix("http_tls_client_ca: needs http_tls_cert") }, "\(e.problems)")
             #expect(e.problems.contains { $0.unlocated.hasPrefix("http_tls_key: cannot read '/") && $0.unlocated.hasSuffix("/missing.key'") },
                     "resolved against the file's directory: \(e.problems)")
+            #expect(e.problems.contains { $0.unlocated.hasPrefix("http_token_file: cannot read '/") && $0.unlocated.hasSuffix("/no-tokens'") },
+                    "\(e.problems)")
         }
         let tls = Self.root.appendingPathComponent("Tests/Fixtures/tls")
         let cfg = try AgentConfig.load(path: try write("region: tcp://127.0.0.1:7710\n"), environment: [

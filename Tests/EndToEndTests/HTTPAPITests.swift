@@ -290,6 +290,46 @@ extension EndToEnd {
 
     /// An agent's /metrics and /readyz: registered once its region answers, heartbeats counted,
     /// the device's gauges from the probe, every probe source with its outcome.
+    /// `http_token_file` on an agent: `/metrics` and `/api/v1/probe` answer a listed bearer token
+    /// only (401 with a challenge otherwise), the health routes stay open, and a SIGHUP takes up
+    /// a changed file (the old token then refused) or keeps the tokens in force if the new file
+    /// is broken, saying so.
+    @Test func anAgentsTokensGateItsMetricsAndProbe() async throws {
+        let c = try Cluster()
+        defer { c.stopAll() }
+        try c.startNational(profiles: ["r1"])
+        try c.startRegion("r1")
+        let tokens = try c.writeFile("agent-tokens", ["# who may scrape", "prometheus  scrape-token-0123456789abcdef"])
+        c.environment["GRID_AGENT_HTTP"] = "127.0.0.1:0"
+        c.environment["GRID_AGENT_HTTP_TOKEN_FILE"] = tokens
+        try c.startAgent("a10g-node", region: "r1", simulate: ["nvidia-smi-q-x_a10g_v11.xml"])
+        let a = try c.httpBase(of: "a10g-node")
+        #expect(try await HTTPCall.get("\(a)/healthz").status == 200)
+        try await eventually("the agent to be ready") { try await HTTPCall.get("\(a)/readyz").status == 200 }
+        for route in ["/metrics", "/api/v1/probe"] {
+            let none = try await HTTPCall.get(a + route)
+            #expect(none.status == 401 && none.errorCode == "unauthorized" && none.errorMessage.contains("http_token_file"), "\(route): \(none.body)")
+            #expect(none.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
+            #expect(try await HTTPCall.send("GET", a + route, token: "not-the-token-0123456789").status == 401)
+            #expect(try await HTTPCall.send("GET", a + route, token: "scrape-token-0123456789abcdef").status == 200)
+        }
+        // A new file on SIGHUP: the new token reads, the old one no longer does.
+        try "prometheus2 second-token-fedcba9876543210\n".write(toFile: tokens, atomically: true, encoding: .utf8)
+        let pid = try #require(c.daemon("a10g-node")).process.processIdentifier
+        kill(pid, SIGHUP)
+        try await eventually("the new token to be taken up") {
+            try await HTTPCall.send("GET", "\(a)/metrics", token: "second-token-fedcba9876543210").status == 200
+        }
+        #expect(try await HTTPCall.send("GET", "\(a)/metrics", token: "scrape-token-0123456789abcdef").status == 401)
+        try await eventually("the reload to be reported") { c.log("a10g-node").contains("http_token_file (1 token(s))") }
+        // A broken file: refused with its line, the tokens in force stay.
+        try "prometheus3 short\n".write(toFile: tokens, atomically: true, encoding: .utf8)
+        kill(pid, SIGHUP)
+        try await eventually("the refusal to be reported") { c.log("a10g-node").contains("line 1: the token of 'prometheus3' is shorter than 16 characters") }
+        #expect(try await HTTPCall.send("GET", "\(a)/metrics", token: "second-token-fedcba9876543210").status == 200)
+        #expect(c.daemon("a10g-node")?.process.isRunning == true)
+    }
+
     @Test func agentServesMetricsReadinessAndItsProbe() async throws {
         let c = try Cluster()
         defer { c.stopAll() }
