@@ -93,7 +93,7 @@ struct Overview: Encodable, Equatable {
 /// ZeroMQ (the same rules, `AccessList.check`); without a right it may `operate` (the file's
 /// first format). Reloadable (SIGHUP).
 public final class TokenStore: Sendable {
-    private let entries = Mutex<[(token: [UInt8], principal: Principal)]>([])
+    private let entries = Mutex<[(token: [UInt8], value: Principal)]>([])
     public let path: String
 
     /// `path` "" = no tokens: the API only reads, and only when reads are open.
@@ -108,44 +108,33 @@ public final class TokenStore: Sendable {
     /// Reads the file again; on a problem the old tokens stay and the error says file and line.
     public func reload() throws {
         guard !path.isEmpty else { return }
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw ConfigError(source: path, problems: ["cannot read the token file: \(error.localizedDescription)"])
-        }
-        var out: [([UInt8], Principal)] = []
+        var out: [(token: [UInt8], value: Principal)] = []
         var problems: [String] = []
         var seen: [String: Int] = [:]
-        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            var parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        for (number, fields) in try TokenFile.lines(path) {
+            var parts = fields
             var tenant: String?
             if parts.count >= 3, let last = parts.last, last.hasPrefix("tenant=") {
                 tenant = String(last.dropFirst("tenant=".count))
                 parts.removeLast()
             }
             guard parts.count == 2 || parts.count == 3 else {
-                problems.append("line \(i + 1): expected 'name token [read|submit|operate|admin] [tenant=<account>]', got \(parts.count) field(s)")
+                problems.append("line \(number): expected 'name token [read|submit|operate|admin] [tenant=<account>]', got \(parts.count) field(s)")
                 continue
             }
-            guard parts[1].utf8.count >= 16 else {
-                problems.append("line \(i + 1): the token of '\(parts[0])' is shorter than 16 characters; use e.g. `openssl rand -hex 32`")
+            if let p = TokenFile.problem(token: parts[1], name: parts[0], line: number, seen: &seen) {
+                problems.append(p)
                 continue
             }
-            if let first = seen[parts[1]] {
-                problems.append("line \(i + 1): the token of '\(parts[0])' is also on line \(first); give each its own")
-                continue
-            }
-            seen[parts[1]] = i + 1
             let right = parts.count == 3 ? parts[2] : OperatorRight.operate.rawValue
             guard OperatorRight(rawValue: right) != nil else {
-                problems.append("line \(i + 1): right '\(right)' is not one of \(OperatorRight.allCases.map(\.rawValue).joined(separator: "|"))")
+                problems.append("line \(number): right '\(right)' is not one of \(OperatorRight.allCases.map(\.rawValue).joined(separator: "|"))")
                 continue
             }
             // The name and tenant rules of an operator key (AccessList).
             switch AccessList.principal(role: "operator", name: parts[0], right: right, tenant: tenant) {
             case .success(let p): out.append((Array(parts[1].utf8), p))
-            case .failure(let e): problems.append("line \(i + 1): \(e.message)")
+            case .failure(let e): problems.append("line \(number): \(e.message)")
             }
         }
         if !problems.isEmpty { throw ConfigError(source: path, problems: problems) }
@@ -155,15 +144,6 @@ public final class TokenStore: Sendable {
     /// Whom the token speaks for (an operator of the token's name), compared in constant time
     /// per entry; nil for a token not in the file.
     public func principal(for token: String) -> Principal? {
-        let given = Array(token.utf8)
-        return entries.withLock { list in
-            var found: Principal?
-            for e in list {
-                var diff = UInt8(e.token.count == given.count ? 0 : 1)
-                for i in 0..<e.token.count { diff |= e.token[i] ^ (i < given.count ? given[i] : 0) }
-                if diff == 0 { found = e.principal }
-            }
-            return found
-        }
+        entries.withLock { TokenFile.match(token, in: $0) }
     }
 }
