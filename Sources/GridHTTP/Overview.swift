@@ -93,25 +93,14 @@ struct Overview: Encodable, Equatable {
 /// ZeroMQ (the same rules, `AccessList.check`); without a right it may `operate` (the file's
 /// first format). Reloadable (SIGHUP).
 public final class TokenStore: Sendable {
-    private let entries = Mutex<[(token: [UInt8], value: Principal)]>([])
-    public let path: String
+    private let list: TokenList<Principal>
+    public var path: String { list.path }
+    public var configured: Bool { list.configured }
+    public var count: Int { list.count }
 
     /// `path` "" = no tokens: the API only reads, and only when reads are open.
     public init(path: String) throws {
-        self.path = path
-        try reload()
-    }
-
-    public var configured: Bool { !path.isEmpty }
-    public var count: Int { entries.withLock { $0.count } }
-
-    /// Reads the file again; on a problem the old tokens stay and the error says file and line.
-    public func reload() throws {
-        guard !path.isEmpty else { return }
-        var out: [(token: [UInt8], value: Principal)] = []
-        var problems: [String] = []
-        var seen: [String: Int] = [:]
-        for (number, fields) in try TokenFile.lines(path) {
+        list = try TokenList(path: path) { fields in
             var parts = fields
             var tenant: String?
             if parts.count >= 3, let last = parts.last, last.hasPrefix("tenant=") {
@@ -119,31 +108,24 @@ public final class TokenStore: Sendable {
                 parts.removeLast()
             }
             guard parts.count == 2 || parts.count == 3 else {
-                problems.append("line \(number): expected 'name token [read|submit|operate|admin] [tenant=<account>]', got \(parts.count) field(s)")
-                continue
-            }
-            if let p = TokenFile.problem(token: parts[1], name: parts[0], line: number, seen: &seen) {
-                problems.append(p)
-                continue
+                return .failure(.init("expected 'name token [read|submit|operate|admin] [tenant=<account>]', got \(parts.count) field(s)"))
             }
             let right = parts.count == 3 ? parts[2] : OperatorRight.operate.rawValue
             guard OperatorRight(rawValue: right) != nil else {
-                problems.append("line \(number): right '\(right)' is not one of \(OperatorRight.allCases.map(\.rawValue).joined(separator: "|"))")
-                continue
+                return .failure(.init("right '\(right)' is not one of \(OperatorRight.allCases.map(\.rawValue).joined(separator: "|"))"))
             }
             // The name and tenant rules of an operator key (AccessList).
             switch AccessList.principal(role: "operator", name: parts[0], right: right, tenant: tenant) {
-            case .success(let p): out.append((Array(parts[1].utf8), p))
-            case .failure(let e): problems.append("line \(number): \(e.message)")
+            case .success(let p): return .success((parts[1], p))
+            case .failure(let e): return .failure(.init(e.message))
             }
         }
-        if !problems.isEmpty { throw ConfigError(source: path, problems: problems) }
-        entries.withLock { $0 = out }
     }
+
+    /// Reads the file again; on a problem the old tokens stay and the error says file and line.
+    public func reload() throws { try list.reload() }
 
     /// Whom the token speaks for (an operator of the token's name), compared in constant time
     /// per entry; nil for a token not in the file.
-    public func principal(for token: String) -> Principal? {
-        entries.withLock { TokenFile.match(token, in: $0) }
-    }
+    public func principal(for token: String) -> Principal? { list.value(for: token) }
 }

@@ -2,60 +2,29 @@ import Foundation
 import GridCore
 import Synchronization
 
-/// What token files share (the controllers' `http_token_file` and the agent's): `#` comments and
-/// blank lines skipped, fields split on spaces and tabs, each token at least 16 characters and
-/// on one line only, looked up in constant time per entry.
-public enum TokenFile {
-    /// The file's lines with their numbers and fields, comments and blank lines left out.
-    public static func lines(_ path: String) throws -> [(number: Int, fields: [String])] {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw ConfigError(source: path, problems: ["cannot read the token file: \(error.localizedDescription)"])
-        }
-        return text.split(separator: "\n", omittingEmptySubsequences: false).enumerated().compactMap { i, raw in
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty || line.hasPrefix("#") { return nil }
-            return (i + 1, line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init))
-        }
+/// A token file (the controllers' `http_token_file` and the agent's): `<name> <token> …` per
+/// line, `#` comments and blank lines skipped, fields split on spaces and tabs. Each token is at
+/// least 16 characters and on one line only; `readLine` reads the rest of a line's format. Tokens are looked up in constant time per entry. Reloadable: a file with a
+/// problem leaves the tokens in force, and the error names the file and every bad line.
+public final class TokenList<Value: Sendable>: Sendable {
+    /// A line's fields (the name and the token first) → its token and what it stands for; or why not.
+    public typealias LineReader = @Sendable (_ fields: [String]) -> Result<(token: String, value: Value), LineProblem>
+
+    public struct LineProblem: Error {
+        public var message: String
+        public init(_ message: String) { self.message = message }
     }
 
-    /// What is wrong with `token` of `name` on `line` (too short, or already on another line), or
-    /// nil, and then it counts as seen.
-    public static func problem(token: String, name: String, line: Int, seen: inout [String: Int]) -> String? {
-        guard token.utf8.count >= 16 else {
-            return "line \(line): the token of '\(name)' is shorter than 16 characters; use e.g. `openssl rand -hex 32`"
-        }
-        if let first = seen[token] { return "line \(line): the token of '\(name)' is also on line \(first); give each its own" }
-        seen[token] = line
-        return nil
-    }
-
-    /// The value of the entry whose token is `given`, comparing every byte of every entry.
-    public static func match<Value>(_ given: String, in entries: [(token: [UInt8], value: Value)]) -> Value? {
-        let bytes = Array(given.utf8)
-        var found: Value?
-        for e in entries {
-            var diff = UInt8(e.token.count == bytes.count ? 0 : 1)
-            for i in 0..<e.token.count { diff |= e.token[i] ^ (i < bytes.count ? bytes[i] : 0) }
-            if diff == 0 { found = e.value }
-        }
-        return found
-    }
-}
-
-/// Bearer tokens that may read a listener's protected routes, from a file of one token per line:
-///
-///     <name>  <token>
-///
-/// Names are for logs. Reloadable: a file with a problem leaves the tokens in force and the
-/// error names the file and line.
-public final class ReadTokens: Sendable {
-    private let entries = Mutex<[(token: [UInt8], value: String)]>([])
+    private let entries = Mutex<[(token: [UInt8], value: Value)]>([])
+    private let readLine: LineReader
+    private let emptyProblem: String?
     public let path: String
 
-    /// `path` "" = no tokens: the protected routes are open (as without this file).
-    public init(path: String) throws {
+    /// `path` "" = no tokens. `emptyProblem`: a file without a token is refused with it (nil: allowed).
+    public init(path: String, emptyProblem: String? = nil, readLine: @escaping LineReader) throws {
         self.path = path
+        self.readLine = readLine
+        self.emptyProblem = emptyProblem
         try reload()
     }
 
@@ -64,29 +33,81 @@ public final class ReadTokens: Sendable {
 
     public func reload() throws {
         guard !path.isEmpty else { return }
-        var out: [(token: [UInt8], value: String)] = []
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigError(source: path, problems: ["cannot read the token file: \(error.localizedDescription)"])
+        }
+        var out: [(token: [UInt8], value: Value)] = []
         var problems: [String] = []
         var seen: [String: Int] = [:]
-        for (number, parts) in try TokenFile.lines(path) {
-            guard parts.count == 2 else {
-                problems.append("line \(number): expected '<name> <token>', got \(parts.count) field(s)")
-                continue
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let number = i + 1
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            // Every format is `<name> <token> …`: the token's own checks first, so a token on a
+            // line refused for its other fields still counts as taken.
+            if fields.count >= 2 {
+                let (name, token) = (fields[0], fields[1])
+                guard token.utf8.count >= 16 else {
+                    problems.append("line \(number): the token of '\(name)' is shorter than 16 characters; use e.g. `openssl rand -hex 32`")
+                    continue
+                }
+                if let first = seen[token] {
+                    problems.append("line \(number): the token of '\(name)' is also on line \(first); give each its own")
+                    continue
+                }
+                seen[token] = number
             }
-            if let p = TokenFile.problem(token: parts[1], name: parts[0], line: number, seen: &seen) {
-                problems.append(p)
-                continue
+            switch readLine(fields) {
+            case .failure(let p): problems.append("line \(number): \(p.message)")
+            case .success(let e): out.append((Array(e.token.utf8), e.value))
             }
-            out.append((Array(parts[1].utf8), parts[0]))
         }
         if !problems.isEmpty { throw ConfigError(source: path, problems: problems) }
-        if out.isEmpty { throw ConfigError(source: path, problems: ["no token in the file: nothing could read the protected routes"]) }
+        if out.isEmpty, let emptyProblem { throw ConfigError(source: path, problems: [emptyProblem]) }
         entries.withLock { $0 = out }
     }
+
+    /// What `token` stands for, comparing every byte of every entry; nil for one not in the file.
+    public func value(for token: String) -> Value? {
+        let given = Array(token.utf8)
+        return entries.withLock { list in
+            var found: Value?
+            for e in list {
+                var diff = UInt8(e.token.count == given.count ? 0 : 1)
+                for i in 0..<e.token.count { diff |= e.token[i] ^ (i < given.count ? given[i] : 0) }
+                if diff == 0 { found = e.value }
+            }
+            return found
+        }
+    }
+}
+
+/// Bearer tokens that may read a listener's protected routes (the agent's `http_token_file`):
+///
+///     <name>  <token>
+///
+/// Names are for logs.
+public final class ReadTokens: Sendable {
+    private let list: TokenList<String>
+    public var path: String { list.path }
+    public var configured: Bool { list.configured }
+    public var count: Int { list.count }
+
+    /// `path` "" = no tokens: the protected routes are open (as without this file).
+    public init(path: String) throws {
+        list = try TokenList(path: path, emptyProblem: "no token in the file: nothing could read the protected routes") { fields in
+            guard fields.count == 2 else { return .failure(.init("expected '<name> <token>', got \(fields.count) field(s)")) }
+            return .success((fields[1], fields[0]))
+        }
+    }
+
+    public func reload() throws { try list.reload() }
 
     /// The name of the token an `Authorization` header carries (`Bearer <token>`), or nil.
     public func name(authorization header: String?) -> String? {
         guard let header, header.count > 7, header.prefix(7).lowercased() == "bearer " else { return nil }
-        let given = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
-        return entries.withLock { TokenFile.match(given, in: $0) }
+        return list.value(for: header.dropFirst(7).trimmingCharacters(in: .whitespaces))
     }
 }
