@@ -23,15 +23,13 @@ public struct AgentAPI: Sendable {
     /// nil when the request may read; else the 401 to answer.
     func refusal(_ request: Request) -> Response? {
         guard let tokens, tokens.configured else { return nil }
+        let header = request.headers[.authorization]
+        if tokens.name(authorization: header) != nil { return nil }
         var challenge = HTTPFields()
         challenge[.wwwAuthenticate] = #"Bearer realm="grid-agent""#
-        let header = request.headers[.authorization]
-        guard tokens.name(authorization: header) != nil else {
-            return HTTPProblem.response(.unauthorized, "unauthorized",
-                                        header == nil ? "this route needs a bearer token from the agent's http_token_file"
-                                                      : "the bearer token is not in the agent's http_token_file", headers: challenge)
-        }
-        return nil
+        return HTTPProblem.response(.unauthorized, "unauthorized",
+                                    header == nil ? "this route needs a bearer token from the agent's http_token_file"
+                                                  : "the bearer token is not in the agent's http_token_file", headers: challenge)
     }
 
     public func router() -> Router<BasicRequestContext> {

@@ -637,42 +637,46 @@ public struct NationalInstance: Sendable {
     public mutating func onStatusBatch(_ m: Wire.StatusBatch, origin: Origin, now: Moment) -> [ControllerDirective] {
         var out: [ControllerDirective] = []
         var acks = Wire.StatusBatchAck()
-        acks.acks.reserveCapacity(m.updates.count)
-        for u in m.updates {
-            for d in onStatusUpdate(u, origin: origin, now: now) {
-                if case .send(.statusAck(let ack), _, _, _) = d { acks.acks.append(ack) } else { out.append(d) }
-            }
-        }
+        acks.acks = m.updates.map { applyStatus($0, now: now, into: &out) }
         out.append(.reply(.statusBatchAck(acks), to: origin))
         return out
     }
 
     public mutating func onStatusUpdate(_ m: Wire.StatusUpdate, origin: Origin, now: Moment) -> [ControllerDirective] {
+        var out: [ControllerDirective] = []
+        let ack = applyStatus(m, now: now, into: &out)
+        out.append(.reply(.statusAck(ack), to: origin))
+        return out
+    }
+
+    /// Applies one region status update (or finds it applied, stale or moved); its
+    /// acknowledgement, with what it changed appended to `out`.
+    mutating func applyStatus(_ m: Wire.StatusUpdate, now: Moment, into out: inout [ControllerDirective]) -> Wire.StatusAck {
         var ack = Wire.StatusAck()
         ack.updateID = m.updateID
         guard var job = jobs[JobID(m.jobID)] else {
             ack.applied = false
             ack.reason = "job \(m.jobID) unknown to the national scheduler"
-            return [.reply(.statusAck(ack), to: origin)]
+            return ack
         }
         ack.applied = true
-        if applied[m.updateID] != nil { return [.reply(.statusAck(ack), to: origin)] }
+        if applied[m.updateID] != nil { return ack }
         if !m.regionID.isEmpty, job.region?.rawValue != m.regionID, job.route?.refusedBy.contains(RegionID(m.regionID)) == true {
             // The job was routed elsewhere (this region refused it, or was silent and its jobs
             // were moved): `moved` tells the region to drop it if it has not started it (a
             // region that confirms starts never has).
             ack.applied = false
             ack.reason = "moved: job \(m.jobID) is \(job.region.map { "held by region \($0)" } ?? "no longer in this region")"
-            return [.reply(.statusAck(ack), to: origin),
-                    .log(LogEvent(.warning, "status from a region that no longer holds the job", ["job": m.jobID, "from": m.regionID, "holder": job.region?.rawValue ?? "-"]))]
+            out.append(.log(LogEvent(.warning, "status from a region that no longer holds the job", ["job": m.jobID, "from": m.regionID, "holder": job.region?.rawValue ?? "-"])))
+            return ack
         }
         if !m.regionID.isEmpty, let current = job.region, current.rawValue != m.regionID {
-            return [.reply(.statusAck(ack), to: origin),
-                    .log(LogEvent(.warning, "status from a region that does not hold the job", ["job": m.jobID, "from": m.regionID, "holder": "\(current)"]))]
+            out.append(.log(LogEvent(.warning, "status from a region that does not hold the job", ["job": m.jobID, "from": m.regionID, "holder": "\(current)"])))
+            return ack
         }
         applied[m.updateID] = now.monotonicMs
         appliedOrder.append((m.updateID, now.monotonicMs))
-        var out: [ControllerDirective] = [.persist(.applied(updateID: m.updateID, at: now.wall))]
+        out.append(.persist(.applied(updateID: m.updateID, at: now.wall)))
         // A newer epoch (the region re-placed the job) wins; within one epoch states only move
         // forward. Terminal states never change.
         // A `queued` report of the current epoch is the region taking the job back (node lost,
@@ -706,8 +710,7 @@ public struct NationalInstance: Sendable {
                 out.append(.persist(.outboxDone(key: "cancel:\(job.id)")))
             }
         }
-        out.append(.reply(.statusAck(ack), to: origin))
-        return out
+        return ack
     }
 
     // MARK: cancel

@@ -1633,22 +1633,23 @@ public struct RegionInstance: Sendable {
             if case .send(.statusUpdate(let u), .upstream, _, _) = d { updates.append(u) } else { rest.append(d) }
         }
         guard updates.count > 1 else { return out }
-        var batches: [Wire.StatusBatch] = [Wire.StatusBatch()]
+        func frame(_ group: [Wire.StatusUpdate]) -> ControllerDirective {
+            group.count == 1 ? .send(.statusUpdate(group[0]), to: .upstream) : .send(.statusBatch(.with { $0.updates = group }), to: .upstream)
+        }
+        var group: [Wire.StatusUpdate] = []
         var bytes = 0
         for u in updates {
             // An estimate: the output tail and the message are what can be large.
             let size = 512 + u.outputTail.utf8.count + u.message.utf8.count
-            if !batches[batches.count - 1].updates.isEmpty,
-               batches[batches.count - 1].updates.count >= maxBatchUpdates || bytes + size > maxBatchBytes {
-                batches.append(Wire.StatusBatch())
+            if !group.isEmpty, group.count >= maxBatchUpdates || bytes + size > maxBatchBytes {
+                rest.append(frame(group))
+                group = []
                 bytes = 0
             }
-            batches[batches.count - 1].updates.append(u)
+            group.append(u)
             bytes += size
         }
-        for b in batches {
-            rest.append(b.updates.count == 1 ? .send(.statusUpdate(b.updates[0]), to: .upstream) : .send(.statusBatch(b), to: .upstream))
-        }
+        rest.append(frame(group))
         return rest
     }
 

@@ -92,15 +92,12 @@ struct Overview: Encodable, Equatable {
 /// `#` comments. A token acts as an operator key of that name, right and tenant would over
 /// ZeroMQ (the same rules, `AccessList.check`); without a right it may `operate` (the file's
 /// first format). Reloadable (SIGHUP).
-public final class TokenStore: Sendable {
-    private let list: TokenList<Principal>
-    public var path: String { list.path }
-    public var configured: Bool { list.configured }
-    public var count: Int { list.count }
+public typealias TokenStore = TokenList<Principal>
 
+extension TokenList where Value == Principal {
     /// `path` "" = no tokens: the API only reads, and only when reads are open.
-    public init(path: String) throws {
-        list = try TokenList(path: path) { fields in
+    public convenience init(path: String) throws {
+        try self.init(path: path) { fields in
             var parts = fields
             var tenant: String?
             if parts.count >= 3, let last = parts.last, last.hasPrefix("tenant=") {
@@ -122,10 +119,7 @@ public final class TokenStore: Sendable {
         }
     }
 
-    /// Reads the file again; on a problem the old tokens stay and the error says file and line.
-    public func reload() throws { try list.reload() }
-
     /// Whom the token speaks for (an operator of the token's name), compared in constant time
     /// per entry; nil for a token not in the file.
-    public func principal(for token: String) -> Principal? { list.value(for: token) }
+    public func principal(for token: String) -> Principal? { value(for: token) }
 }

@@ -4,8 +4,9 @@ import Synchronization
 
 /// A token file (the controllers' `http_token_file` and the agent's): `<name> <token> …` per
 /// line, `#` comments and blank lines skipped, fields split on spaces and tabs. Each token is at
-/// least 16 characters and on one line only; `readLine` reads the rest of a line's format. Tokens are looked up in constant time per entry. Reloadable: a file with a
-/// problem leaves the tokens in force, and the error names the file and every bad line.
+/// least 16 characters and on one line only; `readLine` reads the rest of a line's format.
+/// Tokens are looked up in constant time per entry. Reloadable: a file with a problem leaves the
+/// tokens in force, and the error names the file and every bad line.
 public final class TokenList<Value: Sendable>: Sendable {
     /// A line's fields (the name and the token first) → its token and what it stands for; or why not.
     public typealias LineReader = @Sendable (_ fields: [String]) -> Result<(token: String, value: Value), LineProblem>
@@ -88,26 +89,21 @@ public final class TokenList<Value: Sendable>: Sendable {
 ///
 ///     <name>  <token>
 ///
-/// Names are for logs.
-public final class ReadTokens: Sendable {
-    private let list: TokenList<String>
-    public var path: String { list.path }
-    public var configured: Bool { list.configured }
-    public var count: Int { list.count }
+/// Each stands for its name (for logs).
+public typealias ReadTokens = TokenList<String>
 
+extension TokenList where Value == String {
     /// `path` "" = no tokens: the protected routes are open (as without this file).
-    public init(path: String) throws {
-        list = try TokenList(path: path, emptyProblem: "no token in the file: nothing could read the protected routes") { fields in
+    public convenience init(path: String) throws {
+        try self.init(path: path, emptyProblem: "no token in the file: nothing could read the protected routes") { fields in
             guard fields.count == 2 else { return .failure(.init("expected '<name> <token>', got \(fields.count) field(s)")) }
             return .success((fields[1], fields[0]))
         }
     }
 
-    public func reload() throws { try list.reload() }
-
     /// The name of the token an `Authorization` header carries (`Bearer <token>`), or nil.
     public func name(authorization header: String?) -> String? {
         guard let header, header.count > 7, header.prefix(7).lowercased() == "bearer " else { return nil }
-        return list.value(for: header.dropFirst(7).trimmingCharacters(in: .whitespaces))
+        return value(for: header.dropFirst(7).trimmingCharacters(in: .whitespaces))
     }
 }

@@ -221,9 +221,7 @@ final class Cluster {
     func stop(_ name: String, signal: Int32 = SIGTERM, within seconds: Double = 10) -> Int32? {
         guard let d = daemon(name) else { return nil }
         if d.process.isRunning { kill(d.process.processIdentifier, signal) }
-        let deadline = Date().addingTimeInterval(seconds)
-        while d.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-        if d.process.isRunning {
+        if !d.process.waitForExit(within: seconds) {
             kill(d.process.processIdentifier, SIGKILL)
             _ = d.process.waitForExit(within: 10)
             return nil
@@ -235,9 +233,9 @@ final class Cluster {
     func stopAll() {
         for d in daemons.reversed() where d.process.isRunning { kill(d.process.processIdentifier, SIGTERM) }
         let deadline = Date().addingTimeInterval(10)
-        for d in daemons {
-            while d.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-            if d.process.isRunning { kill(d.process.processIdentifier, SIGKILL); _ = d.process.waitForExit(within: 10) }
+        for d in daemons where !d.process.waitForExit(within: max(0, deadline.timeIntervalSinceNow)) {
+            kill(d.process.processIdentifier, SIGKILL)
+            _ = d.process.waitForExit(within: 10)
         }
         daemons.removeAll()
     }

@@ -11,7 +11,7 @@ public enum NvidiaTopologyParser {
     public static func parse(_ text: String) throws -> VendorParseResult {
         var result = VendorParseResult(tool: .nvidiaSMITopo)
         var header: [String]?
-        for raw in ParseSupport.lines(ParseSupport.withoutTerminalEscapes(text)) {
+        for raw in ParseSupport.lines(text) {
             let cells = raw.split(separator: "\t", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
             guard let first = cells.first else { continue }
             if header == nil {
