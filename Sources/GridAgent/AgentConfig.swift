@@ -83,6 +83,10 @@ public struct AgentConfig: Codable, Sendable {
     /// A run's combined stdout/stderr file is cut back to its last 64 KiB (with a line saying
     /// so) when it grows past this many bytes. Default 1 GiB; 0 = no bound.
     public var maxOutputBytes: Int = 1 << 30
+    /// Seconds after start at which the agent hands the code pages only its start touched back
+    /// to the kernel (`MADV_PAGEOUT` of its read-only file mappings; what the steady loop needs
+    /// faults back in). Default 10; 0 = never.
+    public var releaseStartupPagesSeconds: Double = 10
 
     public init() {}
 
@@ -120,6 +124,7 @@ public struct AgentConfig: Codable, Sendable {
         case regionKey = "region_key"
         case runAs = "run_as"
         case maxOutputBytes = "max_output_bytes"
+        case releaseStartupPagesSeconds = "release_startup_pages_s"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -154,6 +159,7 @@ public struct AgentConfig: Codable, Sendable {
         regionKey = try c.value(.regionKey, default: d.regionKey)
         runAs = try c.value(.runAs, default: d.runAs)
         maxOutputBytes = try c.value(.maxOutputBytes, default: d.maxOutputBytes)
+        releaseStartupPagesSeconds = try c.value(.releaseStartupPagesSeconds, default: d.releaseStartupPagesSeconds)
     }
 
     /// The HTTPS listener's files (`http_tls_*`).
@@ -183,6 +189,9 @@ public struct AgentConfig: Codable, Sendable {
         if !region.contains("://") { out.append("region: '\(region)' is not a ZeroMQ endpoint (e.g. tcp://10.0.0.5:7710)") }
         if heartbeatIntervalMs <= 0 { out.append("heartbeat_interval_ms: must be > 0, got \(heartbeatIntervalMs)") }
         if probeIntervalSeconds <= 0 { out.append("probe_interval_s: must be > 0, got \(probeIntervalSeconds)") }
+        if !(0...86_400).contains(releaseStartupPagesSeconds) {
+            out.append("release_startup_pages_s: 0 (never) ... 86400, got \(releaseStartupPagesSeconds)")
+        }
         if outputTailBytes < 0 || outputTailBytes > 1 << 20 { out.append("output_tail_bytes: 0...1048576, got \(outputTailBytes)") }
         if killGraceSeconds < 0 { out.append("kill_grace_s: must be >= 0") }
         if !(cgroup == "off" || cgroup == "auto" || cgroup.hasPrefix("/")) {

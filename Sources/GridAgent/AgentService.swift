@@ -530,6 +530,19 @@ public final class AgentService: Service, @unchecked Sendable {
         }
     }
 
+    /// Hands back the pages only the start touched (`release_startup_pages_s`, StartupPages).
+    func releaseStartupPages() {
+        let outcome = StartupPages.release()
+        if outcome.refused > 0 {
+            logger.notice("startup pages not handed back: the kernel refused MADV_PAGEOUT (Linux 5.4+ has it)", metadata: [
+                "mappings": "\(outcome.advised)", "refused": "\(outcome.refused)", "errno": "\(outcome.firstError)"])
+        } else {
+            logger.info("startup-only pages handed back to the kernel", metadata: [
+                "rss_kib_before": "\(outcome.residentKiBBefore)", "rss_kib_after": "\(outcome.residentKiBAfter)",
+                "mappings": "\(outcome.advised)"])
+        }
+    }
+
     /// The last probe (sources, duration), for /metrics.
     public var lastProbeReport: InventoryReport? { lastProbe.withLock { $0 } }
 
@@ -538,6 +551,7 @@ public final class AgentService: Service, @unchecked Sendable {
         let source = self.source
         let interval = config.probeIntervalSeconds
         let grace = config.killGraceSeconds
+        let releaseAfter = config.releaseStartupPagesSeconds
         logger.info("agent \(config.nodeID) connecting to \(config.region)")
         await withTaskCancellationOrGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
@@ -548,12 +562,21 @@ public final class AgentService: Service, @unchecked Sendable {
                     }
                 }
                 group.addTask {
+                    let clock = ContinuousClock()
+                    var releaseAt = releaseAfter > 0 ? clock.now + .seconds(releaseAfter) : nil
+                    var nextProbe = clock.now + .seconds(interval)
                     while !Task.isCancelled {
-                        try? await Task.sleep(for: .seconds(interval))
+                        try? await Task.sleep(until: min(nextProbe, releaseAt ?? nextProbe), clock: clock)
                         if Task.isCancelled { break }
+                        if let at = releaseAt, clock.now >= at {
+                            releaseAt = nil
+                            self.releaseStartupPages()
+                            continue
+                        }
                         let report = await source.collect()
                         self.record(report)
                         loop.post(.inventory(report))
+                        nextProbe = clock.now + .seconds(interval)
                     }
                 }
                 await group.next()
