@@ -21,7 +21,7 @@ public struct AcceleratorCatalog: Sendable {
         guard let header = records.first else {
             throw CatalogError(line: 1, message: "catalog is empty (expected a header row)")
         }
-        let names = header.fields.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        let names = header.fields.map { $0.trimmingSpaces().lowercased() }
         var index: [CatalogColumn: Int] = [:]
         for column in CatalogColumn.allCases {
             guard let i = names.firstIndex(of: column.rawValue) else {
@@ -133,7 +133,7 @@ private struct RowReader {
     }
 
     func text(_ c: CatalogColumn) -> String? {
-        let t = record.fields[index[c]!].trimmingCharacters(in: .whitespacesAndNewlines)
+        let t = record.fields[index[c]!].trimmingSpacesAndNewlines()
         return t.isEmpty ? nil : t
     }
 
@@ -143,7 +143,7 @@ private struct RowReader {
     }
 
     func list(_ c: CatalogColumn) -> [String] {
-        (text(c) ?? "").split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+        (text(c) ?? "").split(separator: "|").map { $0.trimmingSpaces() }
             .filter { !$0.isEmpty }
     }
 

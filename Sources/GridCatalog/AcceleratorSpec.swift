@@ -141,7 +141,7 @@ public enum PCIID {
 
     /// (vendor?, device) parts of a PCI id.
     public static func split(_ raw: String) -> (vendor: String?, device: String)? {
-        var s = raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        var s = raw.trimmingSpacesAndNewlines().lowercased()
         if let colon = s.lastIndex(of: ":") {
             let vendorPart = hex(String(s[..<colon]))
             guard let device = hex(String(s[s.index(after: colon)...])) else { return nil }
@@ -160,7 +160,7 @@ public enum PCIID {
     }
 
     private static func hex(_ s: String) -> String? {
-        var t = s.trimmingCharacters(in: .whitespaces).lowercased()
+        var t = s.trimmingSpaces().lowercased()
         if t.hasPrefix("0x") { t.removeFirst(2) }
         guard !t.isEmpty, t.allSatisfy({ $0.isHexDigit }) else { return nil }
         while t.count > 4, t.hasPrefix("0"), t.count != 8 { t.removeFirst() }

@@ -428,13 +428,13 @@ public final class Prober: Sendable {
     }
 
     static func tailNote(_ text: String) -> String {
-        let last = text.split(whereSeparator: \.isNewline).last { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+        let last = text.split(whereSeparator: \.isNewline).last { !$0.trimmingSpaces().isEmpty }
         guard let last else { return "" }
         return ": \(clip(String(last)))"
     }
 
     static func clip(_ s: String, _ limit: Int = 200) -> String {
-        let t = s.trimmingCharacters(in: .whitespaces)
+        let t = s.trimmingSpaces()
         return t.count <= limit ? t : String(t.prefix(limit)) + "…"
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import GridCore
 import Testing
 @testable import GridProbe
 
@@ -6,6 +7,23 @@ import Testing
     @Test(arguments: ["N/A", "[N/A]", "[Not Supported]", "-", "NA", "Requested functionality has been deprecated", "  ", "unknown"])
     func missingSpellingsAreNil(_ raw: String) {
         #expect(ParseSupport.clean(raw) == nil)
+    }
+
+    /// Lines are found in the bytes, with the breaks `Character.isNewline` knows (CR LF as one).
+    @Test func linesSplitAsCharacterNewlinesDo() {
+        let alphabet: [Unicode.Scalar] = ["a", " ", "\n", "\r", "\u{0B}", "\u{0C}", "\u{85}", "\u{2028}", "\u{2029}",
+                                          "\u{301}", "é", "🙂", "\u{A0}", "\u{1C}", "\u{0}"]
+        var rng = SplitMix64(seed: 7)
+        for _ in 0..<20_000 {
+            var s = String.UnicodeScalarView()
+            for _ in 0..<Int(rng.next() % 14) { s.append(alphabet[Int(rng.next() % UInt64(alphabet.count))]) }
+            let text = String(s)
+            let expected = text.split(omittingEmptySubsequences: false, whereSeparator: { $0.isNewline })
+            let got = ParseSupport.lines(text)
+            #expect(got == expected, "\(text.unicodeScalars.map { String($0.value, radix: 16) })")
+            if got != expected { break }
+        }
+        #expect(ParseSupport.lines("a\r\nb\rc\n\nd") == ["a", "b", "c", "", "d"])
     }
 
     @Test func terminalEscapesAreDropped() {

@@ -40,7 +40,7 @@ public enum InventoryMerger {
     /// 8-digit domain (`00000000:3B:00.0`), rocm-smi's upper case, and a missing domain
     /// (`3b:00.0` → `0000:3b:00.0`). nil when `raw` is not a PCI address.
     public static func normalizePCIBusID(_ raw: String) -> String? {
-        let s = raw.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        let s = raw.trimmingSpacesAndNewlines().lowercased()
         let parts = s.split(separator: ":", omittingEmptySubsequences: false)
         let domainPart: Substring
         let busPart: Substring
@@ -230,7 +230,7 @@ public enum InventoryMerger {
         if d.utilizationPercent == nil { d.utilizationPercent = s.busyPercent }
         if d.driverVersion == nil { d.driverVersion = s.driverVersion }
         if d.firmwareVersion == nil { d.firmwareVersion = s.nvidia?.gpuFirmware }
-        if d.model.trimmingCharacters(in: .whitespaces).isEmpty { d.model = s.fallbackModel }
+        if d.model.trimmingSpaces().isEmpty { d.model = s.fallbackModel }
         if let link = s.maxLink.interconnectName, !d.interconnects.contains(where: { $0.hasPrefix("PCIe") }) {
             d.interconnects.append(link)
         }

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import GridCore
 
 /// Reads small text attributes from sysfs/procfs and turns every failure into a warning that
 /// names the path, so one bad file never stops a scan.
@@ -83,7 +84,7 @@ struct SysfsAttributeReader {
             warn("\(path): contents are not text (\(bytes.count) bytes)")
             return .failed
         }
-        return .value(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        return .value(text.trimmingSpacesAndNewlines())
     }
 
     /// Parses `0x10de` (or bare hex). Warns and returns nil on garbage.

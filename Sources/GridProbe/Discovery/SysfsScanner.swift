@@ -216,7 +216,7 @@ public struct SysfsScanner: Sendable {
     /// ("8.0 GT/s PCIe") spellings. Returns nil for "Unknown"/"Unknown speed" (link down);
     /// throws away (returns `.garbage`) anything else that has no leading number.
     static func parseLinkSpeed(_ raw: String) -> LinkSpeedParse {
-        let trimmed = raw.trimmingCharacters(in: .whitespaces)
+        let trimmed = raw.trimmingSpaces()
         if trimmed.lowercased().hasPrefix("unknown") { return .unknown }
         let numberPart = trimmed.prefix { $0.isNumber || $0 == "." }
         guard let rate = Double(numberPart), rate > 0, trimmed.contains("GT/s") else { return .garbage }
@@ -447,8 +447,8 @@ public struct SysfsScanner: Sendable {
         var sawPair = false
         for line in text.split(whereSeparator: \.isNewline) {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            let key = line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            let key = line[..<colon].trimmingSpaces().lowercased()
+            let value = line[line.index(after: colon)...].trimmingSpaces()
             guard !key.isEmpty else { continue }
             sawPair = true
             let nonEmpty = value.isEmpty ? nil : value

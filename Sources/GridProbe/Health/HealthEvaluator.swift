@@ -77,7 +77,7 @@ public enum HealthEvaluator {
 
         // Free-text vendor state.
         if let raw = s.vendorHealthText {
-            let text = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+            let text = raw.trimmingSpacesAndNewlines()
             let key = text.lowercased()
             if key.contains("fallen off") || key.contains("off the bus") || key.contains("gpu is lost") || key == "lost" {
                 add(.unhealthy, .fallenOffBus, "vendor tool reports \"\(text)\"")

@@ -150,7 +150,7 @@ public struct HealthPolicy: Codable, Sendable, Hashable {
         if let table = try c.decodeIfPresent([String: HealthState].self, forKey: .vendorHealthText) {
             // Keys are matched lowercased and trimmed; normalise what the operator wrote.
             var normalised: [String: HealthState] = [:]
-            for (k, v) in table { normalised[k.lowercased().trimmingCharacters(in: .whitespaces)] = v }
+            for (k, v) in table { normalised[k.lowercased().trimmingSpaces()] = v }
             vendorHealthText = normalised
         } else {
             vendorHealthText = d.vendorHealthText

@@ -1,4 +1,5 @@
 import Foundation
+import GridCore
 
 /// What NVIDIA Xid fault codes mean, for operators reading `grid-agent probe` and job messages.
 /// Source: NVIDIA "XID Errors" (docs.nvidia.com/deploy/xid-errors), the codes data-centre GPUs
@@ -55,7 +56,7 @@ public enum XidCatalog {
 
     static func time(of line: Substring) -> Double? {
         if line.hasPrefix("["), let close = line.firstIndex(of: "]") {
-            return Double(line[line.index(after: line.startIndex)..<close].trimmingCharacters(in: .whitespaces))
+            return Double(line[line.index(after: line.startIndex)..<close].trimmingSpaces())
         }
         if let semi = line.firstIndex(of: ";") {
             let fields = line[..<semi].split(separator: ",")

@@ -18,7 +18,7 @@ public enum HabanaSMITableParser {
             }
         }
         let blocks = SMITable.deviceBlocks(lines)
-        guard lines.contains(where: { $0.contains("AIP") }), !blocks.isEmpty || lines.contains(where: { SMITable.isRule($0, fill: "=") }) else {
+        guard lines.contains(where: { $0.containsLiteral("AIP") }), !blocks.isEmpty || lines.contains(where: { SMITable.isRule($0, fill: "=") }) else {
             throw VendorParseError.malformed(tool: .hlSMI, detail: "no AIP table header found")
         }
         let firmware = HabanaSMIListParser.firmware(fromToolVersion: result.toolVersion)
@@ -39,7 +39,7 @@ public enum HabanaSMITableParser {
             if nameParts.count > 1 { nameParts.removeLast() }
             let busID = ParseSupport.pciBusID(ParseSupport.tokens(first[1]).first.map(String.init))
             let readings = ParseSupport.tokens(ParseSupport.joinSlashPairs(second[0]))
-            let power = SMITable.pair(readings.last(where: { $0.contains("/") }))
+            let power = SMITable.pair(readings.last(where: { $0.containsLiteral("/") }))
             let memory = ParseSupport.usagePair(ParseSupport.joinSlashPairs(second[1]))
             let temperature = readings.count > 1 ? ParseSupport.double(readings[1]) : nil
 
@@ -63,7 +63,7 @@ public enum HabanaSMITableParser {
         }
         // "Compute Processes:  AIP  PID  Type  Process name  Usage": one line per process,
         // "N/A" in PID when an AIP runs none.
-        if let start = lines.firstIndex(where: { $0.contains("Compute Processes") }) {
+        if let start = lines.firstIndex(where: { $0.containsLiteral("Compute Processes") }) {
             var byIndex: [Int: [DeviceProcess]] = [:]
             for line in lines[(start + 1)...] {
                 let tokens = ParseSupport.tokens(NpuSMIParser.tableCells(line).joined(separator: " "))
@@ -89,9 +89,9 @@ public enum HabanaSMIListParser {
         var blocks: [(header: Substring, line: Int, entries: [Entry])] = []
         var stack: [(name: String, indent: Int)] = []
         for (offset, raw) in ParseSupport.lines(text).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
+            let line = raw.trimmingSpaces()
             if line.isEmpty { continue }
-            if line.hasPrefix("["), line.contains("AIP") {
+            if line.hasPrefix("["), line.containsLiteral("AIP") {
                 blocks.append((raw, offset + 1, []))
                 stack = []
                 continue
@@ -109,7 +109,7 @@ public enum HabanaSMIListParser {
             }
             if line.hasPrefix(":") {
                 // Value printed under its own header line ("Thermal Slowdown\n  : Not Active").
-                let value = line.dropFirst().trimmingCharacters(in: .whitespaces)
+                let value = line.dropFirst().trimmingSpaces()
                 blocks[blocks.count - 1].entries.append(Entry(path: stack.map(\.name), value: value))
                 continue
             }
@@ -184,7 +184,7 @@ public enum HabanaSMIListParser {
         d.powerLimitW = ParseSupport.double(value(powerSection, "Power Limit"))
         // Die temperature: hottest "On Chip N" sensor (not TD, HBM or board sensors).
         let chipTemperatures = entries.filter {
-            $0.path.first == "Temperature" && $0.key.contains("On Chip") && !$0.key.contains("TD")
+            $0.path.first == "Temperature" && $0.key.containsLiteral("On Chip") && !$0.key.containsLiteral("TD")
         }.compactMap { ParseSupport.double($0.value) }
         let temperature = chipTemperatures.max()
 

@@ -37,7 +37,7 @@ public enum IluvatarSMIParser {
     private static func parseTable(_ text: String, toolVersion: String?) throws -> VendorParseResult {
         let lines = ParseSupport.lines(text)
         var result = VendorParseResult(tool: .ixSMI, toolVersion: toolVersion.map { "IX-ML " + $0 })
-        if let header = lines.first(where: { $0.contains("Driver Version:") }) {
+        if let header = lines.first(where: { $0.containsLiteral("Driver Version:") }) {
             let tokens = ParseSupport.tokens(header)
             if let at = tokens.firstIndex(of: "Version:"), at + 1 < tokens.count {
                 result.driverVersion = String(tokens[at + 1])
@@ -58,7 +58,7 @@ public enum IluvatarSMIParser {
             }
             let busID = ParseSupport.pciBusID(block.rows[0][1])
             let readings = ParseSupport.tokens(ParseSupport.joinSlashPairs(block.rows[1][0]))
-            let power = SMITable.pair(readings.last(where: { $0.contains("/") }))
+            let power = SMITable.pair(readings.last(where: { $0.containsLiteral("/") }))
             let memory = ParseSupport.usagePair(ParseSupport.joinSlashPairs(block.rows[1][1]))
             let temperature = readings.count > 1 ? ParseSupport.double(readings[1]) : nil
             var d = DeviceInventory(

@@ -7,7 +7,7 @@ import GridCore
 /// "<id>/tile<N>", addressable as "<index>.<N>" in ZE_AFFINITY_MASK.
 public enum XPUSMIDiscoveryParser {
     public static func parse(_ text: String) throws -> VendorParseResult {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = text.trimmingSpacesAndNewlines()
         if trimmed.hasPrefix("{") { return try parseJSON(trimmed) }
         return try parseTable(text)
     }
@@ -16,7 +16,7 @@ public enum XPUSMIDiscoveryParser {
         var records: [(index: Int, line: Int, fields: [String: String])] = []
         var sawHeader = false
         for (offset, raw) in ParseSupport.lines(text).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
+            let line = raw.trimmingSpaces()
             guard line.hasPrefix("|") else { continue }
             let cells = NpuSMIParser.tableCells(line)
             guard cells.count >= 2 else { continue }

@@ -29,7 +29,7 @@ public enum NpuSMIParser {
         var currentNPU: Int?
         for (offset, raw) in lines.enumerated() {
             let number = offset + 1
-            let line = raw.trimmingCharacters(in: .whitespaces)
+            let line = raw.trimmingSpaces()
             guard line.hasPrefix("|") else {
                 // Borders (+---+, +===+) and text outside the table.
                 continue
@@ -40,7 +40,7 @@ public enum NpuSMIParser {
                 readVersions(cells, into: &result)
                 continue
             }
-            if joined.contains("Process id") || joined.hasPrefix("No running processes") {
+            if joined.containsLiteral("Process id") || joined.hasPrefix("No running processes") {
                 // The process table follows the device table; nothing after it is a device.
                 inProcesses = sawHeader
                 continue
@@ -56,7 +56,7 @@ public enum NpuSMIParser {
                 }
                 continue
             }
-            if let head = cells.first, head.hasPrefix("NPU"), head.contains("Name") {
+            if let head = cells.first, head.hasPrefix("NPU"), head.containsLiteral("Name") {
                 sawHeader = true
                 continue
             }
@@ -98,7 +98,7 @@ public enum NpuSMIParser {
     /// "| a | b | c |" → ["a", "b", "c"], trimmed; empty edge cells dropped.
     static func tableCells<S: StringProtocol>(_ line: S) -> [String] {
         var cells = line.split(separator: "|", omittingEmptySubsequences: false)
-            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .map { $0.trimmingSpaces() }
         if cells.first == "" { cells.removeFirst() }
         while cells.last == "" { cells.removeLast() }
         return cells
@@ -156,7 +156,7 @@ public enum NpuSMIParser {
 
     /// `npu-smi info -m`: "NPU ID  Chip ID  Chip Logic ID  Chip Name".
     static func isMappingHeader(_ line: Substring) -> Bool {
-        line.contains("Chip Logic ID") && line.contains("NPU ID")
+        line.containsLiteral("Chip Logic ID") && line.containsLiteral("NPU ID")
     }
 
     /// The mapping lists every chip with its logic id (what ASCEND_RT_VISIBLE_DEVICES takes);
@@ -168,7 +168,7 @@ public enum NpuSMIParser {
             guard tokens.count >= 4, ParseSupport.count(tokens[0]) != nil,
                   ParseSupport.count(tokens[1]) != nil
             else {
-                if !tokens.isEmpty, !line.contains("://") {
+                if !tokens.isEmpty, !line.containsLiteral("://") {
                     result.warnings.append("line \(offset + 1): not a mapping row; skipped")
                 }
                 continue

@@ -101,15 +101,27 @@ public enum NvidiaSMICSVParser {
 
     /// nvidia-smi writes ", " between values and never quotes; names and values hold no commas.
     static func splitRow<S: StringProtocol>(_ line: S) -> [String] {
-        line.split(separator: ",", omittingEmptySubsequences: false)
-            .map { $0.trimmingCharacters(in: .whitespaces) }
+        // Split at the comma's byte: walking grapheme clusters cost most of a CSV's parse.
+        var fields: [String] = []
+        let utf8 = line.utf8
+        var start = utf8.startIndex
+        var i = start
+        while i != utf8.endIndex {
+            if utf8[i] == UInt8(ascii: ",") {
+                fields.append(line[start..<i].trimmingSpaces())
+                start = utf8.index(after: i)
+            }
+            utf8.formIndex(after: &i)
+        }
+        fields.append(line[start..<utf8.endIndex].trimmingSpaces())
+        return fields
     }
 
     /// "memory.total [MiB]" → "memory.total"; aliases folded to one spelling.
     static func columnName(_ raw: String) -> String {
-        var name = raw.trimmingCharacters(in: .whitespaces).lowercased()
-        if let bracket = name.firstIndex(of: "[") {
-            name = String(name[..<bracket]).trimmingCharacters(in: .whitespaces)
+        var name = raw.trimmingSpaces().lowercased()
+        if let bracket = name.utf8.firstIndex(of: UInt8(ascii: "[")) {
+            name = String(name[..<bracket]).trimmingSpaces()
         }
         if name.hasPrefix("clocks_throttle_reasons.") {
             name = "clocks_event_reasons." + name.dropFirst("clocks_throttle_reasons.".count)
@@ -130,13 +142,11 @@ public enum NvidiaSMICSVParser {
     static func isHeader(_ fields: [String]) -> Bool {
         guard !fields.isEmpty else { return false }
         return fields.allSatisfy { field in
-            let name = field.split(separator: "[", maxSplits: 1).first.map {
-                $0.trimmingCharacters(in: .whitespaces)
-            } ?? ""
-            guard let head = name.unicodeScalars.first, head.properties.isLowercase else { return false }
-            return name.unicodeScalars.allSatisfy {
-                ($0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil))
-                    || $0 == "." || $0 == "_"
+            let name = field[..<(field.utf8.firstIndex(of: UInt8(ascii: "[")) ?? field.endIndex)].trimmingSpaces()
+            guard let head = name.utf8.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(head) else { return false }
+            return name.utf8.allSatisfy {
+                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0)
+                    || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_")
             }
         }
     }

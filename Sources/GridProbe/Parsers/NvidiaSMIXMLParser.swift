@@ -94,7 +94,7 @@ public enum NvidiaSMIXMLParser {
         guard let list = gpu.child("processes") else { return nil }
         return list.children(named: "process_info").compactMap { p in
             guard let pid = ParseSupport.count(p.value("pid")) else { return nil }
-            let type = (p.value("type") ?? "C").trimmingCharacters(in: .whitespaces)
+            let type = (p.value("type") ?? "C").trimmingSpaces()
             return DeviceProcess(pid: pid, name: ParseSupport.clean(p.value("process_name")) ?? "?",
                                  kind: type == "G" ? .graphics : .compute)
         }

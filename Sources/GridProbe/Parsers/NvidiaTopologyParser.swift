@@ -12,7 +12,7 @@ public enum NvidiaTopologyParser {
         var result = VendorParseResult(tool: .nvidiaSMITopo)
         var header: [String]?
         for raw in ParseSupport.lines(text) {
-            let cells = raw.split(separator: "\t", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            let cells = raw.split(separator: "\t", omittingEmptySubsequences: false).map { $0.trimmingSpaces() }
             guard let first = cells.first else { continue }
             if header == nil {
                 // The header row: an empty first cell, then GPU0, GPU1, …

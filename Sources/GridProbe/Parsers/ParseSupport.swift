@@ -18,10 +18,10 @@ enum ParseSupport {
     /// `NA`, the v13 deprecation sentence...) to nil.
     static func clean(_ raw: String?) -> String? {
         guard let raw else { return nil }
-        let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = raw.trimmingSpacesAndNewlines()
         var inner = trimmed
         if inner.count >= 2, inner.hasPrefix("["), inner.hasSuffix("]") {
-            inner = String(inner.dropFirst().dropLast()).trimmingCharacters(in: .whitespaces)
+            inner = String(inner.dropFirst().dropLast()).trimmingSpaces()
         }
         if missingSpellings.contains(inner.lowercased()) { return nil }
         return trimmed
@@ -88,7 +88,7 @@ enum ParseSupport {
     static func mebibytes(_ raw: String?, defaultUnit: String = "MiB") -> Int? {
         guard let text = clean(raw), let value = double(text), value >= 0 else { return nil }
         let unit = text.drop(while: { $0.isNumber || $0 == "." || $0 == " " || $0 == "(" })
-            .trimmingCharacters(in: .whitespaces).lowercased()
+            .trimmingSpaces().lowercased()
         let factor: Double
         switch unit.isEmpty ? defaultUnit.lowercased() : unit {
         case let u where u.hasPrefix("kib") || u.hasPrefix("kb"): factor = 1.0 / 1024
@@ -195,8 +195,40 @@ enum ParseSupport {
 
     /// Lines without their terminators; CRLF, LF and CR all end a line. Line numbers used in
     /// errors are positions in this array plus one.
+    /// (The breaks of `Character.isNewline`: LF, VT, FF, CR, CR LF, NEL, LS, PS; found in the
+    /// UTF-8 bytes, not by walking grapheme clusters.)
     static func lines(_ text: String) -> [Substring] {
-        text.split(omittingEmptySubsequences: false, whereSeparator: { $0.isNewline })
+        var text = text
+        return text.withUTF8 { bytes -> [(Int, Int)] in
+            var spans: [(Int, Int)] = []
+            var start = 0
+            var i = 0
+            let n = bytes.count
+            while i < n {
+                let b = bytes[i]
+                var width = 0
+                if b >= 0x0A && b <= 0x0D {
+                    width = (b == 0x0D && i + 1 < n && bytes[i + 1] == 0x0A) ? 2 : 1
+                } else if b == 0xC2, i + 1 < n, bytes[i + 1] == 0x85 {
+                    width = 2
+                } else if b == 0xE2, i + 2 < n, bytes[i + 1] == 0x80, bytes[i + 2] == 0xA8 || bytes[i + 2] == 0xA9 {
+                    width = 3
+                }
+                if width > 0 {
+                    spans.append((start, i))
+                    i += width
+                    start = i
+                } else {
+                    i += 1
+                }
+            }
+            spans.append((start, n))
+            return spans
+        }.map { span in
+            let utf8 = text.utf8
+            let lo = utf8.index(utf8.startIndex, offsetBy: span.0)
+            return text[lo..<utf8.index(lo, offsetBy: span.1 - span.0)]
+        }
     }
 
     /// Whitespace-separated tokens.
@@ -207,7 +239,7 @@ enum ParseSupport {
     /// Rewrites "a / b", "a/ b", "a    / b" as "a/b" so usage pairs survive tokenising.
     static func joinSlashPairs<S: StringProtocol>(_ text: S) -> String {
         text.split(separator: "/", omittingEmptySubsequences: false)
-            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .map { $0.trimmingSpaces() }
             .joined(separator: "/")
     }
 
@@ -257,7 +289,7 @@ enum ParseSupport {
     /// First non-empty lines, for sniffing formats without scanning whole captures.
     static func head(_ text: String, lines count: Int) -> [Substring] {
         var out: [Substring] = []
-        for line in lines(text) where !line.allSatisfy({ $0.isWhitespace }) {
+        for line in lines(text) where !line.unicodeScalars.allSatisfy(\.isWhiteSpace) {
             out.append(line)
             if out.count == count { break }
         }

@@ -130,7 +130,7 @@ public enum RocmSMIJSONParser {
                 default: text = nil
                 }
                 if let cleaned = ParseSupport.clean(text) {
-                    all[key.lowercased().trimmingCharacters(in: .whitespaces)] = cleaned
+                    all[key.lowercased().trimmingSpaces()] = cleaned
                 }
             }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import GridCore
 
 /// The boxed two-line-per-device table that nvidia-smi popularised and hl-smi and ixsmi copy:
 ///
@@ -20,7 +21,7 @@ enum SMITable {
         var blocks: [Block] = []
         var current: Block?
         for offset in (headerEnd + 1)..<lines.count {
-            let line = lines[offset].trimmingCharacters(in: .whitespaces)
+            let line = lines[offset].trimmingSpaces()
             if line.isEmpty { break }
             if isRule(Substring(line), fill: "-") || isRule(Substring(line), fill: "=") {
                 if let block = current { blocks.append(block) }
@@ -29,7 +30,7 @@ enum SMITable {
             }
             guard line.hasPrefix("|") else { break }
             let cells = NpuSMIParser.tableCells(line)
-            if cells.joined(separator: " ").contains("Processes") { break }
+            if cells.joined(separator: " ").containsLiteral("Processes") { break }
             if current == nil { current = Block(line: offset + 1, rows: []) }
             current?.rows.append(cells)
         }
@@ -39,7 +40,7 @@ enum SMITable {
 
     /// "+----+----+", "|----+----|", "|====|" rules: only border characters and the fill.
     static func isRule(_ line: Substring, fill: Character) -> Bool {
-        let trimmed = line.trimmingCharacters(in: .whitespaces)
+        let trimmed = line.trimmingSpaces()
         guard trimmed.contains(fill), trimmed.count >= 3 else { return false }
         return trimmed.allSatisfy { $0 == fill || $0 == "+" || $0 == "|" }
     }
@@ -55,8 +56,8 @@ enum SMITable {
     /// "Key: value" from the text of a table cell or a log line.
     static func keyValue<S: StringProtocol>(_ text: S) -> (key: String, value: String)? {
         guard let colon = text.firstIndex(of: ":") else { return nil }
-        let key = text[..<colon].trimmingCharacters(in: .whitespaces)
-        let value = text[text.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        let key = text[..<colon].trimmingSpaces()
+        let value = text[text.index(after: colon)...].trimmingSpaces()
         return (key, value)
     }
 }

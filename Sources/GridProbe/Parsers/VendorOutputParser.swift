@@ -17,27 +17,27 @@ public enum VendorOutputParser {
         let trimmed = head.drop(while: { $0.isWhitespace || $0 == "\u{FEFF}" })
         guard !trimmed.isEmpty else { return nil }
 
-        if head.contains("<ixsmi_log") || head.contains("IX-ML:") || head.contains("IXSMI LOG") {
+        if head.containsLiteral("<ixsmi_log") || head.containsLiteral("IX-ML:") || head.containsLiteral("IXSMI LOG") {
             return .ixSMI
         }
         if trimmed.hasPrefix("<") {
-            return head.contains("<nvidia_smi_log") ? .nvidiaSMIXML : nil
+            return head.containsLiteral("<nvidia_smi_log") ? .nvidiaSMIXML : nil
         }
         if trimmed.hasPrefix("{") {
-            if head.contains("\"device_list\"") { return .xpuSMIDiscovery }
+            if head.containsLiteral("\"device_list\"") { return .xpuSMIDiscovery }
             return containsCardKey(head) ? .rocmSMIJSON : nil
         }
         let firstLine = ParseSupport.head(head, lines: 1).first.map(String.init) ?? ""
         // nvidia-smi topo -m: a tab-separated header of GPU columns ending in the affinities.
-        if firstLine.hasPrefix("\tGPU0"), firstLine.contains("Affinity") { return .nvidiaSMITopo }
+        if firstLine.hasPrefix("\tGPU0"), firstLine.containsLiteral("Affinity") { return .nvidiaSMITopo }
         let firstFields = NvidiaSMICSVParser.splitRow(firstLine).map { $0.lowercased() }
         if firstFields.count >= 2, firstFields[0] == "timestamp", firstFields.contains("deviceid") {
             return .xpuSMIDump
         }
-        if head.contains("HL-SMI LOG") { return .hlSMIList }
-        if head.contains("HL-SMI Version"), head.contains("|") { return .hlSMI }
-        if head.contains("| Device ID"), head.contains("Device Information") { return .xpuSMIDiscovery }
-        if head.contains("npu-smi"), head.contains("Health"), head.contains("NPU") { return .npuSMI }
+        if head.containsLiteral("HL-SMI LOG") { return .hlSMIList }
+        if head.containsLiteral("HL-SMI Version"), head.containsLiteral("|") { return .hlSMI }
+        if head.containsLiteral("| Device ID"), head.containsLiteral("Device Information") { return .xpuSMIDiscovery }
+        if head.containsLiteral("npu-smi"), head.containsLiteral("Health"), head.containsLiteral("NPU") { return .npuSMI }
         if let line = ParseSupport.head(head, lines: 1).first, NpuSMIParser.isMappingHeader(line) { return .npuSMI }
         if looksLikeNvidiaCSV(head) { return .nvidiaSMICSV }
         return nil
@@ -67,7 +67,7 @@ public enum VendorOutputParser {
         let line = ParseSupport.head(String(text.prefix(sniffLength)), lines: 1).first ?? ""
         let printable = line.unicodeScalars.filter { !$0.properties.isWhitespace || $0 == " " }
             .filter { $0.value >= 0x20 && $0.value != 0x7f && $0 != "\u{FFFD}" }
-        var out = String(String.UnicodeScalarView(printable)).trimmingCharacters(in: .whitespaces)
+        var out = String(String.UnicodeScalarView(printable)).trimmingSpaces()
         if out.count > 80 { out = String(out.prefix(80)) + "…" }
         return out
     }
@@ -104,7 +104,7 @@ public enum VendorOutputParser {
         }
         guard fields.count >= 2 else { return false }
         return lines.allSatisfy { line in
-            !line.contains("|") && !line.contains("{") && !line.contains("<") && !line.contains("\t")
+            !line.containsLiteral("|") && !line.containsLiteral("{") && !line.containsLiteral("<") && !line.containsLiteral("\t")
                 && NvidiaSMICSVParser.splitRow(line).count == fields.count
         }
     }

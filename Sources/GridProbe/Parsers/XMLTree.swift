@@ -1,4 +1,5 @@
 import Foundation
+import GridCore
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -117,7 +118,7 @@ enum XMLTreeBuilder {
             qualifiedName qName: String?
         ) {
             guard var node = stack.popLast(), let text = textStack.popLast() else { return }
-            node.text = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            node.text = text.trimmingSpacesAndNewlines()
             if stack.isEmpty {
                 if root == nil { root = node }
             } else {
