@@ -67,7 +67,7 @@ final class BenchCluster {
     @discardableResult
     func start(_ name: String, _ executable: String, _ args: [String]) throws -> URL {
         let p = Process()
-        p.executableURL = binDir.appendingPathComponent(executable)
+        p.executableURL = executable.hasPrefix("/") ? URL(fileURLWithPath: executable) : binDir.appendingPathComponent(executable)
         p.arguments = args
         let out = dir.appendingPathComponent("\(name).out")
         let err = dir.appendingPathComponent("\(name).err")
@@ -113,6 +113,19 @@ struct ProcessUsage {
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
               let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
         return kb / 1024
+    }
+
+    /// What the resident set is made of: anonymous and file-backed pages (`/proc/PID/status`),
+    /// and the proportional set size, which splits pages shared with other processes
+    /// (`/proc/PID/smaps_rollup`). MiB.
+    static func residentBreakdown(_ pid: Int32) -> String {
+        func kib(_ file: String, _ key: String) -> Double {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/\(file)", encoding: .utf8),
+                  let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }) else { return 0 }
+            return Double(line.dropFirst(key.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") ?? 0
+        }
+        return String(format: "anonymous %.1f MiB, file-backed %.1f MiB, Pss %.1f MiB",
+                      kib("status", "RssAnon") / 1024, kib("status", "RssFile") / 1024, kib("smaps_rollup", "Pss") / 1024)
     }
 }
 

@@ -379,26 +379,42 @@ struct AgentCostBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "agent", abstract: "#7: one agent with 8 devices at 1 s heartbeats (RSS, CPU), and idle controllers.")
     @Option var seconds: Double = 30
     @Option var fixtures = "Tests/Fixtures/vendor"
+    @Option(help: "The grid-agent to measure (e.g. the shipped, statically linked build: make release-static); default: the one beside grid-bench.")
+    var agentBinary: String?
+    @Option(help: "Seconds between GETs of the agent's /metrics, as Prometheus would scrape it; 0 = none.")
+    var scrapeSeconds: Double = 15
 
     func run() throws {
-        Machine.header("agent", "grid-agent --simulate 8x V100S, 1 s heartbeats, \(seconds)s; idle national and region")
+        Machine.header("agent", "\(agentBinary ?? "grid-agent") --simulate 8x V100S, 1 s heartbeats, \(seconds)s; idle national and region")
         let cluster = try BenchCluster(name: "agent")
         let national = try cluster.controller("national", role: "national")
         let region = try cluster.controller("r1", role: "region", national: national)
         let capture = URL(fileURLWithPath: fixtures).appendingPathComponent("nvidia-smi-q-x_tesla-v100s-8gpu_v11.xml").path
-        try cluster.start("agent", "grid-agent", ["run", "--node-id", "bench-agent", "--region", region,
+        let agent = agentBinary.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "grid-agent"
+        try cluster.start("agent", agent, ["run", "--node-id", "bench-agent", "--region", region,
                                                    "--data-dir", cluster.dir.appendingPathComponent("agent").path,
-                                                   "--simulate", capture])
+                                                   "--simulate", capture, "--http", "127.0.0.1:0"])
+        let metrics = try cluster.printedURL("agent", marker: " http on ") + "/metrics"
         Thread.sleep(forTimeInterval: 5)
         let names = ["agent", "r1", "national"]
         let cpuA = names.map { ProcessUsage.cpuSeconds(cluster.pid($0)) }
         let t0 = Date()
-        Thread.sleep(forTimeInterval: seconds)
+        var scrapes = 0, failed = 0
+        if scrapeSeconds > 0 {
+            while Date().timeIntervalSince(t0) < seconds {
+                if ObserveBench.fetch(metrics) == nil { failed += 1 } else { scrapes += 1 }
+                Thread.sleep(forTimeInterval: min(scrapeSeconds, max(0, seconds - Date().timeIntervalSince(t0))))
+            }
+        } else {
+            Thread.sleep(forTimeInterval: seconds)
+        }
         let dt = Date().timeIntervalSince(t0)
         let cpuB = names.map { ProcessUsage.cpuSeconds(cluster.pid($0)) }
+        print("agent /metrics: \(scrapes) scrapes, \(failed) failed")
         for (i, n) in names.enumerated() {
             print(String(format: "%@: CPU %.2f%% of a core, RSS %.1f MiB", n, (cpuB[i] - cpuA[i]) / dt * 100, ProcessUsage.rssMiB(cluster.pid(n))))
         }
+        print("agent memory: \(ProcessUsage.residentBreakdown(cluster.pid("agent")))")
         print(String(format: "RESULT agent: RSS %.1f MiB, CPU %.2f%% of a core; idle region %.2f%%, idle national %.2f%%",
                      ProcessUsage.rssMiB(cluster.pid("agent")), (cpuB[0] - cpuA[0]) / dt * 100,
                      (cpuB[1] - cpuA[1]) / dt * 100, (cpuB[2] - cpuA[2]) / dt * 100))
