@@ -56,4 +56,48 @@ import Testing
         #expect(again == json)
         #expect(StartupPages.residentKiB() > 0)
     }
+
+    /// The executable's `.rodata` sits in the writable segment, so it is found through the ELF
+    /// section headers (read, not mapped: a few KiB) and handed back on its own, page-aligned
+    /// inward, at the load base the maps give.
+    @Test func theExecutablesReadOnlyDataIsFoundFromItsSectionHeaders() throws {
+        var link = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &link, link.count - 1)
+        try #require(n > 0)
+        let exe = String(decoding: link[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let headers = try #require(ELFHeaders.read(exe), "this test binary is ELF64")
+        let rodata = try #require(headers.section(".rodata"))
+        let text = try #require(headers.section(".text"))
+        #expect(rodata.size > 0 && text.size > 0 && rodata.address != text.address)
+        #expect(headers.section(".no-such-section") == nil)
+        #expect(headers.section(".rodat") == nil, "a prefix of a name is not the name")
+
+        let maps = """
+        555555554000-555555600000 r--p 00000000 fe:00 42                         \(exe)
+        555555600000-555555700000 r-xp 000ac000 fe:00 42                         \(exe)
+        """
+        let base: UInt = 0x555555554000
+        let got = StartupPages.executableReadOnlyData(maps: maps, executable: exe, headers: headers)
+        let lo = (base + rodata.address + 4095) & ~4095, hi = (base + rodata.address + rodata.size) & ~4095
+        if lo < hi {
+            #expect(got == [StartupPages.Mapping(start: lo, end: hi, path: exe + " .rodata")])
+        } else {
+            #expect(got.isEmpty, "a section inside one page has no whole page to hand back")
+        }
+        #expect(StartupPages.executableReadOnlyData(maps: "", executable: exe, headers: headers).isEmpty,
+                "without the executable's mapping there is no base")
+
+        // Not ELF, or cut short: nothing, and no trap.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("startup-pages-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let text1 = dir.appendingPathComponent("not-elf")
+        try Data("#!/bin/sh\necho hello\n".utf8).write(to: text1)
+        #expect(ELFHeaders.read(text1.path) == nil)
+        let cut = dir.appendingPathComponent("cut")
+        let whole = try Data(contentsOf: URL(fileURLWithPath: exe), options: .mappedIfSafe)
+        try whole.prefix(100).write(to: cut)
+        #expect(ELFHeaders.read(cut.path) == nil, "section headers past the end of the file")
+        #expect(ELFHeaders.read("/nonexistent/grid-agent") == nil)
+    }
 }
