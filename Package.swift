@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
         // HTTP client: the agent's replica probes and the region gateway's upstream connections.
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.24.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
         // Ed25519 signatures of assignments (already built for AsyncHTTPClient's certificates).
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"6.0.0"),
         // Deque for the region's job queue (already built for SwiftNIO).
@@ -154,6 +155,7 @@ let package = Package(
             dependencies: [
                 "GridAgent", "GridProbe", "GridCore", "GridHTTPServer", "GridDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

@@ -7,6 +7,7 @@ import GridDaemon
 import GridHTTPServer
 import GridProbe
 import Logging
+import NIOCore
 import ServiceLifecycle
 import Synchronization
 
@@ -81,6 +82,13 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         ReloadOnHangup.ignoreUntilTrapped()
+        // The agent's HTTP (a scrape every few seconds, replica probes) needs one event-loop
+        // thread and one blocking thread; NIO's defaults, one of each per core, would start
+        // 2 × cores threads with their stacks and malloc arenas: 250+ on a large GPU host.
+        // NIO_SINGLETON_GROUP_LOOP_COUNT / NIO_SINGLETON_BLOCKING_POOL_THREAD_COUNT still win.
+        let environment = ProcessInfo.processInfo.environment
+        if environment["NIO_SINGLETON_GROUP_LOOP_COUNT"] == nil { NIOSingletons.groupLoopCountSuggestion = 1 }
+        if environment["NIO_SINGLETON_BLOCKING_POOL_THREAD_COUNT"] == nil { NIOSingletons.blockingPoolThreadCountSuggestion = 1 }
         var cfg: AgentConfig
         do {
             cfg = flags.applied(to: try options.load())
