@@ -101,6 +101,28 @@ struct NvidiaXMLCase: Sendable, CustomTestStringConvertible {
         #expect(result.devices.map(\.index) == Array(0..<c.count))
     }
 
+    /// Foundation's XMLParser on Linux dies (SIGSEGV) on a processing instruction without data
+    /// (`<?name?>`); the fuzzer found it. Any processing instruction but the XML declaration is
+    /// refused with its line before the parser sees the text; the declaration still parses.
+    @Test func processingInstructionsAreRefusedBeforeTheParserSeesThem() throws {
+        for text in ["<?xml version=\"1.0\" ?>\n<?pi?>\n<nvidia_smi_log></nvidia_smi_log>",
+                     "<?xLegend?><nvidia_smi_log></nvidia_smi_log>",
+                     "<nvidia_smi_log><!-- <?x?> --></nvidia_smi_log>"] {
+            do {
+                _ = try VendorOutputParser.parse(text, as: .nvidiaSMIXML)
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect("\(error)".contains("processing instruction"), "\(error)")
+            }
+        }
+        #expect(XMLTreeBuilder.processingInstructionLine("<?xml version=\"1.0\" ?>\n\n<a><?b?></a>") == 3)
+        #expect(XMLTreeBuilder.processingInstructionLine("\u{FEFF}\n <?xml version=\"1.0\"?><a/>") == nil)
+        #expect(XMLTreeBuilder.processingInstructionLine("<?xmlfoo?><a/>") == 1, "only `<?xml ` opens the declaration")
+        for name in try Fixture.allNames() where name.hasPrefix("nvidia-smi-q-x") {
+            #expect(XMLTreeBuilder.processingInstructionLine(try Fixture.text(name)) == nil, "\(name): real captures carry only the declaration")
+        }
+    }
+
     @Test func a100v11MIGPartitionsFallBackToInstanceIDs() throws {
         let gpu = try #require(NvidiaSMIXMLParser.parse(Fixture.text("nvidia-smi-q-x_a100-sxm4-40gb-mig_v11.xml")).devices.first)
         let parent = "GPU-27b94a00-ed54-5c24-b1fd-1054085de32a"

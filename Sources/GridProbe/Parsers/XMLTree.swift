@@ -62,6 +62,9 @@ enum XMLTreeBuilder {
     static let maxDepth = 48
 
     static func parse(_ text: String) throws(XMLTreeError) -> XMLNode {
+        if let line = processingInstructionLine(text) {
+            throw .syntax(line: line, column: 1, reason: "a processing instruction (<?…?>) other than the XML declaration: nvidia-smi writes none")
+        }
         let delegate = Delegate()
         let parser = XMLParser(data: Data(text.utf8))
         parser.shouldResolveExternalEntities = false
@@ -83,6 +86,36 @@ enum XMLTreeBuilder {
             throw .empty
         }
         return root
+    }
+
+    /// The line of the first `<?` that is not the XML declaration at the start, or nil.
+    /// swift-corelibs-foundation's XMLParser reads a processing instruction's data with
+    /// `strlen` even when libxml2 passes none (`<?name?>`), and the process dies (SIGSEGV; found
+    /// by the `vendor` fuzz target, kept in Tests/Fixtures/fuzz/vendor/). nvidia-smi writes no
+    /// processing instruction, so any is refused before the parser sees it (one inside a comment
+    /// or CDATA too: not nvidia-smi output either).
+    static func processingInstructionLine(_ text: String) -> Int? {
+        var text = text
+        return text.withUTF8 { bytes -> Int? in
+            var line = 1
+            var i = 0
+            // The declaration may open the document (after a BOM or white space): `<?xml ` …
+            var start = 0
+            if bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF { start = 3 }
+            while start < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[start]) { start += 1 }
+            let declaration = Array("<?xml".utf8)
+            var declarationAt = -1
+            if bytes.count >= start + 6, Array(bytes[start..<(start + 5)]) == declaration,
+               [0x20, 0x09, 0x0A, 0x0D].contains(bytes[start + 5]) {
+                declarationAt = start
+            }
+            while i + 1 < bytes.count {
+                if bytes[i] == 0x0A { line += 1 }
+                if bytes[i] == UInt8(ascii: "<"), bytes[i + 1] == UInt8(ascii: "?"), i != declarationAt { return line }
+                i += 1
+            }
+            return nil
+        }
     }
 
     /// SAX callbacks; a stack of open elements. Not shared across threads: one per parse.
