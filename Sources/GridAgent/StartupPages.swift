@@ -36,21 +36,25 @@ public enum StartupPages {
     /// beginning `/`), readable, not writable (code and read-only data: clean, so reclaiming them
     /// writes nothing). Lines that do not parse are skipped.
     public static func releasable(maps: String) -> [Mapping] {
-        var out: [Mapping] = []
-        for line in maps.split(separator: "\n") {
-            // start-end perms offset dev inode [path]
+        mapsLines(maps).compactMap { line in
+            guard line.perms.count == 4, line.perms.hasPrefix("r-"), line.path.first == "/",
+                  !line.path.hasSuffix(" (deleted)") else { return nil }
+            return Mapping(start: line.start, end: line.end, path: line.path)
+        }
+    }
+
+    /// The lines of a `/proc/<pid>/maps` text (`start-end perms offset dev inode [path]`) that
+    /// parse, with a path (possibly holding spaces) or "".
+    static func mapsLines(_ maps: String) -> [(start: UInt, end: UInt, perms: Substring, offset: UInt, path: String)] {
+        maps.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-            guard fields.count == 6 else { continue }
-            let perms = Array(fields[1].utf8)
-            guard perms.count == 4, perms[0] == UInt8(ascii: "r"), perms[1] == UInt8(ascii: "-") else { continue }
-            let path = fields[5].drop(while: { $0 == " " })
-            guard path.first == "/", !path.hasSuffix(" (deleted)") else { continue }
+            guard fields.count >= 5, let offset = UInt(fields[2], radix: 16) else { return nil }
             let range = fields[0].split(separator: "-")
             guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16), start < end
-            else { continue }
-            out.append(Mapping(start: start, end: end, path: String(path)))
+            else { return nil }
+            let path = fields.count == 6 ? String(fields[5].drop(while: { $0 == " " })) : ""
+            return (start, end, fields[1], offset, path)
         }
-        return out
     }
 
     /// The page-aligned inside of this executable's `.rodata` section, as it lies in memory.
@@ -62,16 +66,7 @@ public enum StartupPages {
     public static func executableReadOnlyData(maps: String, executable: String, headers: ELFHeaders) -> [Mapping] {
         guard let section = headers.section(".rodata") else { return [] }
         // The load base: the executable's mapping at file offset 0.
-        var base: UInt?
-        for line in maps.split(separator: "\n") {
-            let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-            guard fields.count == 6, fields[5].drop(while: { $0 == " " }) == executable,
-                  UInt(fields[2], radix: 16) == 0,
-                  let start = fields[0].split(separator: "-").first.flatMap({ UInt($0, radix: 16) }) else { continue }
-            base = start
-            break
-        }
-        guard let base else { return [] }
+        guard let base = mapsLines(maps).first(where: { $0.path == executable && $0.offset == 0 })?.start else { return [] }
         let page: UInt = 4096
         let (lo, loOverflow) = (base &+ section.address).addingReportingOverflow(page - 1)
         let (hi, hiOverflow) = (base &+ section.address).addingReportingOverflow(section.size)
@@ -102,13 +97,8 @@ public enum StartupPages {
         outcome.residentKiBBefore = residentKiB()
         let maps = readSmallProcFile("/proc/self/maps") ?? ""
         var mappings = releasable(maps: maps)
-        var link = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &link, link.count - 1)
-        if n > 0 {
-            let exe = String(decoding: link[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if let headers = ELFHeaders.read(exe) {
-                mappings += executableReadOnlyData(maps: maps, executable: exe, headers: headers)
-            }
+        if let exe = executablePath(), let headers = ELFHeaders.read(exe) {
+            mappings += executableReadOnlyData(maps: maps, executable: exe, headers: headers)
         }
         for m in mappings {
             outcome.advised += 1
@@ -122,6 +112,14 @@ public enum StartupPages {
         }
         outcome.residentKiBAfter = residentKiB()
         return outcome
+    }
+
+    /// This process's executable (`/proc/self/exe`), as the maps name it.
+    public static func executablePath() -> String? {
+        var link = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &link, link.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: link[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// `VmRSS` of this process in KiB (0 when /proc is not there).

@@ -64,10 +64,7 @@ import Testing
     /// section headers (read, not mapped: a few KiB) and handed back on its own, page-aligned
     /// inward, at the load base the maps give.
     @Test func theExecutablesReadOnlyDataIsFoundFromItsSectionHeaders() throws {
-        var link = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &link, link.count - 1)
-        try #require(n > 0)
-        let exe = String(decoding: link[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let exe = try #require(StartupPages.executablePath())
         let headers = try #require(ELFHeaders.read(exe), "this test binary is ELF64")
         let rodata = try #require(headers.section(".rodata"))
         let text = try #require(headers.section(".text"))
