@@ -50,10 +50,10 @@ import Testing
             // seccomp filter) may refuse it outright. Nothing else may go wrong.
             #expect([EINVAL, ENOSYS, EPERM, EOPNOTSUPP].contains(outcome.firstError),
                     "only a kernel's refusal of the advice is expected, got errno \(outcome.firstError)")
-        } else {
-            #expect(outcome.residentKiBAfter < outcome.residentKiBBefore,
-                    "RSS \(outcome.residentKiBBefore) KiB before, \(outcome.residentKiBAfter) KiB after")
         }
+        // No assertion on VmRSS here: tests running alongside allocate and fault code in
+        // meanwhile (a clean-clone CI run saw 99,788 -> 111,968 KiB across the call); the drop
+        // is measured by `grid-bench agent` (BENCHMARKS.md, #7).
         // The code handed back runs again.
         let again = try JSONSerialization.data(withJSONObject: ["a": [1, 2, 3], "b": "x"], options: [.sortedKeys])
         #expect(again == json)
