@@ -471,18 +471,43 @@ public struct NationalInstance: Sendable {
         return now.monotonicMs + Int64((next - now.wall.timeIntervalSince1970) * 1000) + 1000
     }
 
-    /// Joint re-planning: every held job gives back its reservation, then all are decided again,
-    /// largest (devices × hours) first, so the big ones get the cheap hours they need and a
-    /// reservation made early does not block a better plan found later.
+    /// Joint re-planning: every held job gives back its reservation, then all are decided again
+    /// in one pass, so a reservation made early does not block a better plan found later. The
+    /// order of the pass is `routing.replan_order` (`ReplanOrder`): with `best` (default) the
+    /// pass runs largest first, and when that leaves a held job with no slot, least slack first
+    /// too, on a copy of this instance; the plan that scores lower is kept.
     mutating func replanHeld(now: Moment) -> [ControllerDirective] {
         guard !held.isEmpty else { return [] }
-        let order = held.sorted { a, b in
-            let sa = a.value.gpus * a.value.hours, sb = b.value.gpus * b.value.hours
-            return sa != sb ? sa > sb : a.key < b.key
-        }.map(\.key)
+        let nowHour = Self.hour(now.wall)
+        let items = held.map { id, h in
+            let latest = jobs[id]?.spec.routing.deadline.map { Self.hour($0) - h.hours } ?? h.start
+            return ReplanOrder.Item(id: id.rawValue, gpuHours: h.gpus * h.hours, slack: latest - nowHour)
+        }
+        let orders = settings.routing.replanOrderKind.candidates(items).map { $0.map { JobID($0) } }
+        var first = self
+        let a = first.replan(in: orders[0], now: now)
+        guard orders.count > 1, a.unplaced > 0 else {
+            self = first
+            return a.directives
+        }
+        var second = self
+        let b = second.replan(in: orders[1], now: now)
+        if ReplanOrder.pick([a.score, b.score]) == 1 {
+            self = second
+            return b.directives
+        }
+        self = first
+        return a.directives
+    }
+
+    /// One joint re-planning pass in `order`: its directives, what the chosen options scored
+    /// (plus the unplaced price of each job left with no slot) and how many were left so.
+    mutating func replan(in order: [JobID], now: Moment) -> (directives: [ControllerDirective], score: Double, unplaced: Int) {
         let previous = held
         for id in order { release(id) }
         var out: [ControllerDirective] = []
+        var score = 0.0
+        var unplaced = 0
         for id in order {
             guard var job = jobs[id], job.state == .pending else { continue }
             let before = job.route?.start
@@ -490,6 +515,8 @@ public struct NationalInstance: Sendable {
             let (outcome, directives) = route(&job, now: now)
             switch outcome {
             case .waiting:
+                unplaced += 1
+                if let p = previous[id] { score += pricing.unplacedPrice * Double(p.gpus * p.hours) }
                 // No region to be had right now (silent, say): keep the plan it had.
                 if let p = previous[id], let start = kept.route?.start, start > now.wall {
                     job = kept
@@ -500,13 +527,14 @@ public struct NationalInstance: Sendable {
             case .impossible(let why):
                 job.state = .failed
                 job.message = "no region can run it any more: \(why)"
-            case .forwarded, .held: break
+            case .forwarded, .held:
+                if let e = job.route, let r = e.region, let c = e.candidates.first(where: { $0.region == r }) { score += c.score }
             }
             jobs[id] = job
             if job.state != .pending || job.route?.start != before { out.append(.persist(.job(job))) }
             out += directives
         }
-        return out
+        return (out, score, unplaced)
     }
 
     /// Queues a JOB_FORWARD in the outbox (same commit as the job) and sends it now.

@@ -26,10 +26,13 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
     /// the capacity kept for jobs bound to one or two. Default 5.
     public var protectPrice: Double = 5
     /// With region profiles: every hour, held jobs give back their reservations and are decided
-    /// again together, largest first (`joint`, default), or each is decided again only at its
-    /// hour (`keep`).
+    /// again together (`joint`, default), or each is decided again only at its hour (`keep`).
     public var replan: String = "joint"
     public var replanJointly: Bool { replan == "joint" }
+    /// With `replan: joint`: the order of the pass, `size`, `slack` or `best` (default; see
+    /// `ReplanOrder`).
+    public var replanOrder: String = ReplanOrder.best.rawValue
+    public var replanOrderKind: ReplanOrder { ReplanOrder(rawValue: replanOrder) ?? .best }
     public init(staleAfterSeconds: Double = 30, allowQueueing: Bool = true, defaultKWPerDevice: Double = 0.4,
                 horizonHours: Int = 48, timeShifting: Bool = true, regionLostAfterSeconds: Double = 60) {
         self.regionLostAfterSeconds = regionLostAfterSeconds
@@ -50,6 +53,7 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         case scarcityPrice = "scarcity_price"
         case protectPrice = "protect_price"
         case replan
+        case replanOrder = "replan_order"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -65,6 +69,7 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         scarcityPrice = try c.value(.scarcityPrice, default: d.scarcityPrice)
         protectPrice = try c.value(.protectPrice, default: d.protectPrice)
         replan = try c.value(.replan, default: d.replan)
+        replanOrder = try c.value(.replanOrder, default: d.replanOrder)
     }
 
     /// Every problem, each naming its key and range.
@@ -79,6 +84,9 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
             out.append("routing.\(k): 0…100000, got \(v)")
         }
         if !["joint", "keep"].contains(replan) { out.append("routing.replan: '\(replan)' is not one of joint, keep") }
+        if ReplanOrder(rawValue: replanOrder) == nil {
+            out.append("routing.replan_order: '\(replanOrder)' is not one of \(ReplanOrder.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         if !(1...24 * 14).contains(horizonHours) { out.append("routing.horizon_hours: 1…336, got \(horizonHours)") }
         return out
     }

@@ -236,6 +236,17 @@ public enum RegionChoice {
             // (no time shifting), with one every start in the window.
             var bestHere: (score: Double, start: Int, terms: Terms)?
             var start = earliest
+            // Each hour's scarcity price is asked once per start that covers it: kept here
+            // (NaN = not asked yet) for spans short enough to hold.
+            let (window, o1) = latestStart.subtractingReportingOverflow(earliest)
+            let (span, o2) = window.addingReportingOverflow(job.hours)
+            var price = !o1 && !o2 && span > 0 && span <= 4096 ? [Double](repeating: .nan, count: span) : []
+            func scarce(_ h: Int) -> Double {
+                guard !price.isEmpty else { return scarcity(region.id, h) }
+                let i = h - earliest
+                if price[i].isNaN { price[i] = scarcity(region.id, h) }
+                return price[i]
+            }
             while start <= latestStart {
                 var fits = true
                 for h in start..<(start + job.hours) where capacity(region.id, h) < job.gpus {
@@ -245,7 +256,7 @@ public enum RegionChoice {
                 }
                 if fits {
                     var t = terms(job, in: region, start: start, prices: prices, rttMs: rttMs)
-                    for h in start..<(start + job.hours) { t.scarcity += Double(job.gpus) * scarcity(region.id, h) }
+                    for h in start..<(start + job.hours) { t.scarcity += Double(job.gpus) * scarce(h) }
                     let score = w.energy * t.energy + w.carbon * t.carbon + w.transfer * t.transfer + w.wait * t.wait + t.scarcity
                     if bestHere == nil || score < bestHere!.score - 1e-9 { bestHere = (score, start, t) }
                     if job.deadline == nil || !shift { break }

@@ -28,6 +28,13 @@ public struct ScarcityPricing: Sendable, Equatable {
     public var priorFromAnyJob: Bool = false
     /// The largest job seen so far, bound or not.
     public private(set) var largestSeen = 0
+    /// Bound demand learned from past periods. When set, it replaces the protection learned
+    /// online: a flexible job pays `forecastWeight × unplacedPrice` per GPU-hour for the
+    /// expected part of its GPUs a later bound job would have needed (`BoundDemandForecast`).
+    public var forecast: BoundDemandForecast?
+    /// How much of the expected loss a flexible job pays (a displaced bound job may still fit
+    /// at another hour, so less than 1).
+    public var forecastWeight: Double = 0.5
 
     public init(fullPrice: Double = 0, curve: Curve = .square, floor: Double = 1, unplacedPrice: Double = 100,
                 protectPrice: Double = 5, boundRegions: Int = 2) {
@@ -57,9 +64,10 @@ public struct ScarcityPricing: Sendable, Equatable {
 
     /// The scarcity price for `job` (allowed in `allowedCount` regions), given what is free and
     /// what each region-hour holds in all.
+    /// `now`: the hour of the decision, in the forecast's hours (from the period's start).
     public func price(for job: RegionChoice.Job, allowedCount: Int, free: @escaping RegionChoice.Capacity,
-                      capacity: @escaping RegionChoice.Capacity) -> RegionChoice.Scarcity {
-        let flexible = protectPrice > 0 && allowedCount > boundRegions
+                      capacity: @escaping RegionChoice.Capacity, now: Int = 0) -> RegionChoice.Scarcity {
+        let flexible = (protectPrice > 0 || forecast != nil) && allowedCount > boundRegions
         let shield = protected
         let prior = priorFromAnyJob ? largestSeen : 0
         let me = self
@@ -75,7 +83,10 @@ public struct ScarcityPricing: Sendable, Equatable {
                 case .exponential: p += me.floor / M_E * pow(me.unplacedPrice * M_E / me.floor, share)
                 }
             }
-            if flexible, job.gpus > 0, case let keep = max(shield[r] ?? 0, prior), keep > 0 {
+            if flexible, job.gpus > 0, let forecast = me.forecast {
+                let short = forecast.shortfall(region: r, now: now, hour: h, gpus: job.gpus, left: left)
+                if short > 0 { p += me.forecastWeight * me.unplacedPrice * short }
+            } else if flexible, job.gpus > 0, case let keep = max(shield[r] ?? 0, prior), keep > 0 {
                 let after = left - job.gpus
                 if after < keep { p += me.protectPrice * Double(min(job.gpus, keep - after)) / Double(job.gpus) }
             }

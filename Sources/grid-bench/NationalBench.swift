@@ -23,6 +23,14 @@ struct NationalBench: ParsableCommand {
     var protect: Double = 5
     @Option(help: "none: a region keeps room only once a bound job has been seen there; largest: before that, it keeps room for the largest job seen anywhere.")
     var protectPrior = "none"
+    @Option(name: .customLong("history"), help: "A past period's scenario (same regions and hours; repeat for more): the bound demand forecast (BoundDemandForecast) replaces the protection learned online.")
+    var history: [String] = []
+    @Option(help: "With --history: the part of the expected loss (unplaced price × expected shortfall) a flexible job pays per GPU-hour.")
+    var forecastWeight: Double = 0.5
+    @Option(help: "With --history: largest (the largest bound job that may run in a region-hour) or largest+share (plus the other bound jobs spread over their windows).")
+    var forecastNeed: BoundDemandForecast.Need = .largest
+    @Option(help: "Order of joint re-planning: size (largest GPU-hours first), slack (least slack first), best (both, keeping the plan that scores lower; the national scheduler's default).")
+    var replanOrder: ReplanOrder = .best
 
     struct Scenario: Decodable {
         struct Region: Decodable {
@@ -72,14 +80,24 @@ struct NationalBench: ParsableCommand {
         var violations: [String] = []
     }
 
-    func run() throws {
+    static func load(_ path: String) throws -> Scenario {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: scenario)) } catch {
-            throw ValidationError("cannot read \(scenario): \(error.localizedDescription)")
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw ValidationError("cannot read \(path): \(error.localizedDescription)")
         }
-        let s: Scenario
-        do { s = try JSONDecoder().decode(Scenario.self, from: data) } catch {
-            throw ValidationError("\(scenario): not a scenario: \(error)")
+        do { return try JSONDecoder().decode(Scenario.self, from: data) } catch {
+            throw ValidationError("\(path): not a scenario: \(error)")
+        }
+    }
+
+    func run() throws {
+        let s = try Self.load(scenario)
+        let past = try history.map { path -> Scenario in
+            let h = try Self.load(path)
+            guard h.hours == s.hours, Set(h.regions.map(\.id)) == Set(s.regions.map(\.id)) else {
+                throw ValidationError("--history \(path): \(h.hours) hours and regions \(h.regions.map(\.id).sorted()); the scenario has \(s.hours) hours and \(s.regions.map(\.id).sorted())")
+            }
+            return h
         }
         let objective: RegionChoice.Objective
         switch policy {
@@ -89,10 +107,10 @@ struct NationalBench: ParsableCommand {
         case "latency": objective = .latency
         default: throw ValidationError("--policy: '\(policy)' is not one of cost, carbon, balanced, latency")
         }
-        print("grid-bench national: \(URL(fileURLWithPath: scenario).lastPathComponent): \(s.regions.count) regions, \(s.jobs.count) jobs, \(s.hours) hours; policy \(policy)")
+        print("grid-bench national: \(URL(fileURLWithPath: scenario).lastPathComponent): \(s.regions.count) regions, \(s.jobs.count) jobs, \(s.hours) hours; policy \(policy), re-planning \(replan) in order \(replanOrder.rawValue)" + (past.isEmpty ? "" : ", bound demand forecast from \(past.count) past periods (need \(forecastNeed.rawValue), weight \(forecastWeight))"))
         var results: [(Strategy, Outcome)] = []
         for strategy in Strategy.allCases {
-            results.append((strategy, replay(s, strategy: strategy, objective: objective)))
+            results.append((strategy, replay(s, strategy: strategy, objective: objective, history: past)))
         }
         let cur = s.currency ?? ""
         func f(_ v: Double) -> String { String(format: "%.1f", v) }
@@ -124,7 +142,7 @@ struct NationalBench: ParsableCommand {
 
     /// Hour by hour: each hour's released jobs (and those still waiting) are decided in id
     /// order against what earlier decisions left free; a decision reserves its GPU-hours.
-    func replay(_ s: Scenario, strategy: Strategy, objective: RegionChoice.Objective) -> Outcome {
+    func replay(_ s: Scenario, strategy: Strategy, objective: RegionChoice.Objective, history: [Scenario] = []) -> Outcome {
         let regions = s.regions.map {
             RegionChoice.Region(id: $0.id, jurisdictions: [$0.jurisdiction], pue: $0.pue, pricePerKWh: $0.price_per_kwh,
                                 carbonGPerKWh: $0.carbon_g_per_kwh, embodiedGPerGPUHour: $0.embodied_g_per_gpu_hour)
@@ -144,6 +162,7 @@ struct NationalBench: ParsableCommand {
         let jobs = s.jobs.sorted { ($0.release_hour, $0.id) < ($1.release_hour, $1.id) }
         var next = 0
         var rr = 0
+        let replanOrder = self.replanOrder
         // The policy holds a job whose best start is later (time shifting) with a reservation it
         // re-plans every hour: released first, decided again before new jobs, so it never loses
         // its slot but can take a better one. Baselines start jobs only when they can start now.
@@ -156,6 +175,16 @@ struct NationalBench: ParsableCommand {
             RegionChoice.Job(id: j.id, gpus: j.gpus, hours: j.hours, kwPerGPU: j.kw_per_gpu, release: j.release_hour,
                              deadline: j.deadline_hour, origin: j.origin, dataGB: j.data_gb,
                              allowedJurisdictions: j.allowed_jurisdictions, latencySLOms: j.latency_slo_ms, objective: objective)
+        }
+        if !history.isEmpty {
+            pricing.forecast = BoundDemandForecast(periods: history.map { day in
+                day.jobs.map { j in
+                    BoundDemandForecast.PastJob(release: j.release_hour, deadline: j.deadline_hour, gpus: j.gpus, hours: j.hours,
+                                                regions: ScarcityPricing.allowedRegions(decisionJob(j), regions: regions, rtt: rtt))
+                }
+            }, hours: s.hours)
+            pricing.forecast?.need = forecastNeed
+            pricing.forecastWeight = forecastWeight
         }
         var allowedCount: [String: Int] = [:]
         for hour in 0..<s.hours {
@@ -173,9 +202,53 @@ struct NationalBench: ParsableCommand {
             var still: [Scenario.Job] = []
             let joint = self.replan == "joint" && strategy == .policy  // baselines decide in arrival order
             var queue = replanned.map(\.job) + waiting.sorted(by: { $0.id < $1.id })
+            var planned: [String: RegionChoice.Decision] = [:]
             if joint {
                 for h in replanned { for x in h.start..<(h.start + h.job.hours) { free[h.region]![x] += h.job.gpus } }
-                queue.sort { ($0.gpus * $0.hours, $1.id) > ($1.gpus * $1.hours, $0.id) }
+                // What a plan in this order would score: the chosen options' scores, and the
+                // unplaced price for each job left with no slot in its window.
+                func dryRun(_ q: [Scenario.Job]) -> (score: Double, decisions: [String: RegionChoice.Decision], unplaced: Int) {
+                    var f = free
+                    var total = 0.0
+                    var decisions: [String: RegionChoice.Decision] = [:]
+                    var unplaced = 0
+                    for j in q {
+                        let job = decisionJob(j)
+                        let snap = f
+                        let capacity: RegionChoice.Capacity = { r, h in h >= 0 && h < s.hours ? snap[r]?[h] ?? 0 : 0 }
+                        let initial = initialFree
+                        let scarce = pricing.price(for: job, allowedCount: allowedCount[j.id] ?? regions.count, free: capacity,
+                                                   capacity: { r, h in h >= 0 && h < s.hours ? initial[r]?[h] ?? 0 : 0 }, now: hour)
+                        let d = RegionChoice.decide(job, regions: regions, rtt: rtt, capacity: capacity, now: hour, horizon: s.hours,
+                                                    prices: prices, shift: true, scarcity: scarce)
+                        decisions[j.id] = d
+                        if let r = d.region, let st = d.start, let score = d.candidates.first(where: { $0.region == r })?.score {
+                            total += score
+                            for x in st..<(st + j.hours) { f[r]![x] -= j.gpus }
+                        } else if !d.impossible {
+                            total += 100 * Double(j.gpus * j.hours)
+                            unplaced += 1
+                        }
+                    }
+                    return (total, decisions, unplaced)
+                }
+                let byID = Dictionary(queue.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+                let orders = replanOrder.candidates(queue.map {
+                    ReplanOrder.Item(id: $0.id, gpuHours: $0.gpus * $0.hours, slack: $0.deadline_hour - $0.hours - max(hour, $0.release_hour))
+                }).map { $0.map { byID[$0]! } }
+                if orders.count > 1 {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    // The plan kept is the dry run's own: its decisions are used as they are.
+                    // The other orders are tried only when the first leaves a job with no slot.
+                    var plans = [dryRun(orders[0])]
+                    if plans[0].unplaced > 0 { plans += orders.dropFirst().map(dryRun) }
+                    let k = ReplanOrder.pick(plans.map(\.score))
+                    queue = orders[k]
+                    planned = plans[k].decisions
+                    out.decideSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                } else {
+                    queue = orders[0]
+                }
             }
             for j in queue {
                 // keep: a held job gives back only its own reservation, so its old slot is
@@ -187,9 +260,9 @@ struct NationalBench: ParsableCommand {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 let initial = initialFree
                 let scarce = pricing.price(for: job, allowedCount: allowedCount[j.id] ?? regions.count, free: capacity,
-                                           capacity: { r, h in h >= 0 && h < s.hours ? initial[r]?[h] ?? 0 : 0 })
-                let d = RegionChoice.decide(job, regions: regions, rtt: rtt, capacity: capacity, now: hour, horizon: s.hours,
-                                            prices: prices, shift: strategy == .policy, scarcity: strategy == .policy ? scarce : { _, _ in 0 })
+                                           capacity: { r, h in h >= 0 && h < s.hours ? initial[r]?[h] ?? 0 : 0 }, now: hour)
+                let d = planned[j.id] ?? RegionChoice.decide(job, regions: regions, rtt: rtt, capacity: capacity, now: hour, horizon: s.hours,
+                                                             prices: prices, shift: strategy == .policy, scarcity: strategy == .policy ? scarce : { _, _ in 0 })
                 out.decideSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
                 out.decideCalls += 1
                 var choice: (String, Int)?
@@ -265,3 +338,6 @@ struct NationalBench: ParsableCommand {
 extension String {
     func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
 }
+
+extension ReplanOrder: ExpressibleByArgument {}
+extension BoundDemandForecast.Need: ExpressibleByArgument {}

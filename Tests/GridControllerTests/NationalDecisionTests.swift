@@ -174,6 +174,42 @@ import Testing
         #expect(hourOf("big") == 18 && hourOf("small") == 20 && h.instance.job("big")?.state == .pending)
     }
 
+    /// `routing.replan_order`: largest first gives the big job the cheap hour 17, the only hour
+    /// the urgent job has left (hour 16 is full), and leaves the urgent one without a slot;
+    /// `best` then plans least slack first too and keeps that plan: both keep a slot.
+    @Test(arguments: ["size", "best"])
+    func jointReplanningTriesLeastSlackFirstWhenLargestFirstLeavesAJobOut(order: String) throws {
+        var settings = Self.settings(cheapHour: 17)
+        settings.profiles[1].pricePerKWh[18] = 0.10
+        settings.routing.replanOrder = order
+        #expect(settings.routing.problems().isEmpty)
+        var h = Self.harness(settings)
+        _ = h.summary("west", free: 8, total: 8)
+        func hourOf(_ id: String) -> Int? { h.instance.job(JobID(id))?.route?.start.map { Int($0.timeIntervalSince1970 / 3600) % 24 } }
+        let urgent = RoutingRequest(objective: Self.waitFree, deadline: h.now.wall.addingTimeInterval(3 * 3600 - 60), runSeconds: 3600)
+        _ = h.send(.submit(Self.job("urgent", gpus: 8, routing: urgent)), from: h.client)
+        let big = RoutingRequest(objective: Self.waitFree, deadline: h.now.wall.addingTimeInterval(10 * 3600), runSeconds: 7200)
+        _ = h.send(.submit(Self.job("big", gpus: 8, routing: big)), from: h.client)
+        #expect(hourOf("urgent") == 17 && hourOf("big") == 18, "urgent \(hourOf("urgent") ?? -1), big \(hourOf("big") ?? -1)")
+        // The top of hour 16, with west full this hour.
+        let toNextHour = Int64((3600 - h.now.wall.timeIntervalSince1970.truncatingRemainder(dividingBy: 3600)) * 1000) + 1500
+        _ = h.tick(advanceMs: toNextHour - 2000)
+        _ = h.summary("west", free: 0, total: 8, sequence: 1)
+        _ = h.tick(advanceMs: 2000)
+        if order == "size" {
+            #expect(hourOf("big") == 17, "largest first: the big job takes the cheap hour")
+        } else {
+            #expect(hourOf("urgent") == 17 && hourOf("big") == 18, "urgent \(hourOf("urgent") ?? -1), big \(hourOf("big") ?? -1)")
+            #expect(h.instance.job("urgent")?.state == .pending && h.instance.job("big")?.state == .pending)
+        }
+    }
+
+    @Test func aBadReplanOrderIsNamedWithItsKey() {
+        var r = RoutingPolicy()
+        r.replanOrder = "fastest"
+        #expect(r.problems() == ["routing.replan_order: 'fastest' is not one of size, slack, best"])
+    }
+
     @Test func aHeldJobSurvivesARestart() throws {
         var h = Self.harness(Self.settings(cheapHour: 18))
         _ = h.summary("west", free: 8, total: 8)

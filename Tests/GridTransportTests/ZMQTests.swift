@@ -177,7 +177,9 @@ import Testing
         client.post(.ping(1))
         // The loop's DEALER is ZMQ_IMMEDIATE: a message sent before the connection is up is
         // dropped, not queued, and every real sender retries. So does this one, once a second.
-        let deadline = Date().addingTimeInterval(20)
+        // 45 s: in a clean-clone CI run (all suites starting at once on 2 cores) 20 s once
+        // passed without the server seeing a ping; the stats below say where it stuck if again.
+        let deadline = Date().addingTimeInterval(45)
         var lastPing = Date()
         while !seen.contains("client got pong") && Date() < deadline {
             try await Task.sleep(for: .milliseconds(20))
@@ -190,8 +192,9 @@ import Testing
         client.stop()
         serverDone.join()
         clientDone.join()
-        #expect(seen.contains("server got ping 1 from peer 'c1'"))
-        #expect(seen.contains("client got pong"))
+        let why = "client \(client.stats), server \(server.stats)"
+        #expect(seen.contains("server got ping 1 from peer 'c1'"), "\(why)")
+        #expect(seen.contains("client got pong"), "\(why)")
         #expect(seen.contains("server tick"))
     }
 
