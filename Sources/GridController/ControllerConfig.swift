@@ -249,6 +249,9 @@ public struct ControllerConfig: Codable, Sendable, Equatable {
         if !(historyRetentionHours > 0 && historyRetentionHours <= 24 * 365) {
             out.append("history_retention_hours: must be > 0 and at most 8760, got \(historyRetentionHours)")
         }
+        if routing.forecastDays > 0 && Double(routing.forecastDays + 1) * 24 > historyRetentionHours {
+            out.append("routing.forecast_days: \(routing.forecastDays) day(s) of history need history_retention_hours ≥ \((routing.forecastDays + 1) * 24), got \(historyRetentionHours)")
+        }
         if case .failure(let e) = HTTPListen.parse(http) { out.append("http: \(e)") }
         out += httpTLS.problems()
         if httpRead == .token, httpTokenFile.isEmpty {

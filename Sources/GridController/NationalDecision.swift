@@ -103,7 +103,8 @@ extension NationalInstance {
         let rttOf: (String, String) -> Double? = { a, b in rtt[a]?[b] ?? rtt[b]?[a] }
         let allowed = ScarcityPricing.allowedRegions(rc, regions: settings.profiles, rtt: rttOf)
         let total: RegionChoice.Capacity = { region, _ in healthy[region] ?? 0 }
-        let scarcity = pricing.price(for: rc, allowedCount: allowed.count, free: capacity, capacity: total)
+        let scarcity = pricing.price(for: rc, allowedCount: allowed.count, free: capacity, capacity: total,
+                                     now: nowHour, forecastOrigin: nowHour / 24 * 24)
         let d = RegionChoice.decide(rc, regions: settings.profiles, rtt: rttOf,
                                     capacity: capacity, now: nowHour, horizon: nowHour + settings.routing.horizonHours,
                                     prices: settings.prices, shift: settings.routing.timeShifting, scarcity: scarcity)

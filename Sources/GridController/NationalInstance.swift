@@ -161,6 +161,8 @@ public struct NationalInstance: Sendable {
     var nextMoveCheckMs: Int64 = 0
     /// Congestion and protection prices for the decision, learning from the jobs that arrive.
     var pricing: ScarcityPricing
+    /// The UTC day (hours since the epoch / 24) the bound-demand forecast was built for.
+    var forecastDay = Int.min
     var allSilentReported = false
     /// Running counts for /metrics (plain integers; read when scraped).
     struct Counters: Sendable {
@@ -193,6 +195,7 @@ public struct NationalInstance: Sendable {
                 unrouted.append(j.id)
             }
         }
+        refreshForecast(now: now)
         for item in recovered.outbox where item.type == "cancel" {
             let id = JobID(String(item.key.dropFirst("cancel:".count)))
             cancelling[id] = 0
@@ -390,6 +393,7 @@ public struct NationalInstance: Sendable {
             job.message = "held: \(h.reason)"
             return (.waiting, [])
         }
+        refreshForecast(now: now)
         let routed = decide(job, now: now)
         counters.decisions += 1
         if job.route == nil, let o = routed.observed { pricing.observe(o.job, allowed: o.allowed) }
@@ -469,6 +473,41 @@ public struct NationalInstance: Sendable {
     static func nextHourMs(_ now: Moment) -> Int64 {
         let next = (now.wall.timeIntervalSince1970 / 3600).rounded(.down) * 3600 + 3600
         return now.monotonicMs + Int64((next - now.wall.timeIntervalSince1970) * 1000) + 1000
+    }
+
+    /// Builds the bound-demand forecast (`routing.forecast_days`) from the jobs submitted on
+    /// each of the last days, once per UTC day: each day is a period, a job's hours counted
+    /// from that day's midnight. Days before the first job this scheduler knows of are not
+    /// counted (a new scheduler has no history, not a history of quiet days).
+    mutating func refreshForecast(now: Moment) {
+        let days = settings.routing.forecastDays
+        guard days > 0, !settings.profiles.isEmpty else { return }
+        let today = Self.hour(now.wall) / 24
+        guard today != forecastDay else { return }
+        forecastDay = today
+        let rtt = settings.rtt
+        let rttOf: (String, String) -> Double? = { a, b in rtt[a]?[b] ?? rtt[b]?[a] }
+        var byDay: [Int: [BoundDemandForecast.PastJob]] = [:]
+        var firstDay = today
+        for (_, job) in jobs {
+            let submitted = Self.hour(job.submittedAt)
+            let day = submitted / 24
+            firstDay = min(firstDay, day)
+            guard day < today, day >= today - days else { continue }
+            let spec = job.spec, r = spec.routing
+            let hours = max(1, spec.expectedRunHours)
+            let deadline = r.deadline.map { Self.hour($0) } ?? submitted + settings.routing.horizonHours
+            let rc = RegionChoice.Job(id: job.id.rawValue, gpus: spec.totalDevices, hours: hours, kwPerGPU: 0,
+                                      release: submitted, deadline: deadline, origin: r.origin?.rawValue ?? "", dataGB: 0,
+                                      allowedJurisdictions: r.jurisdictions, latencySLOms: r.latencySLOMs, objective: r.objective)
+            let allowed = ScarcityPricing.allowedRegions(rc, regions: settings.profiles, rtt: rttOf)
+            byDay[day, default: []].append(BoundDemandForecast.PastJob(
+                release: submitted - day * 24, deadline: min(deadline - day * 24, 24), gpus: spec.totalDevices,
+                hours: hours, regions: allowed))
+        }
+        let periods = (max(today - days, firstDay)..<today).map { byDay[$0] ?? [] }
+        pricing.forecast = periods.isEmpty ? nil : BoundDemandForecast(periods: periods, hours: 24)
+        pricing.forecastWeight = settings.routing.forecastWeight
     }
 
     /// Joint re-planning: every held job gives back its reservation, then all are decided again
@@ -1008,6 +1047,7 @@ public struct NationalInstance: Sendable {
             case .forward(let id): out += sendForward(id, now: now)
             case .release(let id): out += releaseHeld(id, now: now)
             case .replan:
+                refreshForecast(now: now)
                 if settings.routing.replanJointly { out += replanHeld(now: now) }
                 timers.schedule(.replan, at: Self.nextHourMs(now))
             case .cancel(let id): out += sendCancel(id, now: now)

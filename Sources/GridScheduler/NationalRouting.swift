@@ -33,6 +33,12 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
     /// `ReplanOrder`).
     public var replanOrder: String = ReplanOrder.best.rawValue
     public var replanOrderKind: ReplanOrder { ReplanOrder(rawValue: replanOrder) ?? .best }
+    /// With region profiles: days of past submissions (UTC days, hours of the day) the
+    /// bound-demand forecast is built from (`BoundDemandForecast`), once a day; 0 = off (the
+    /// protection learned online instead). Needs `history_retention_hours` to cover them.
+    public var forecastDays: Int = 0
+    /// The part of the forecast's expected loss a flexible job pays (see `ScarcityPricing`).
+    public var forecastWeight: Double = 0.5
     public init(staleAfterSeconds: Double = 30, allowQueueing: Bool = true, defaultKWPerDevice: Double = 0.4,
                 horizonHours: Int = 48, timeShifting: Bool = true, regionLostAfterSeconds: Double = 60) {
         self.regionLostAfterSeconds = regionLostAfterSeconds
@@ -54,6 +60,8 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         case protectPrice = "protect_price"
         case replan
         case replanOrder = "replan_order"
+        case forecastDays = "forecast_days"
+        case forecastWeight = "forecast_weight"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -70,6 +78,8 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
         protectPrice = try c.value(.protectPrice, default: d.protectPrice)
         replan = try c.value(.replan, default: d.replan)
         replanOrder = try c.value(.replanOrder, default: d.replanOrder)
+        forecastDays = try c.value(.forecastDays, default: d.forecastDays)
+        forecastWeight = try c.value(.forecastWeight, default: d.forecastWeight)
     }
 
     /// Every problem, each naming its key and range.
@@ -84,6 +94,8 @@ public struct RoutingPolicy: Sendable, Codable, Hashable {
             out.append("routing.\(k): 0…100000, got \(v)")
         }
         if !["joint", "keep"].contains(replan) { out.append("routing.replan: '\(replan)' is not one of joint, keep") }
+        if !(0...60).contains(forecastDays) { out.append("routing.forecast_days: 0 (off) or 1…60, got \(forecastDays)") }
+        if !(forecastWeight >= 0 && forecastWeight <= 10) { out.append("routing.forecast_weight: 0…10, got \(forecastWeight)") }
         if ReplanOrder(rawValue: replanOrder) == nil {
             out.append("routing.replan_order: '\(replanOrder)' is not one of \(ReplanOrder.allCases.map(\.rawValue).joined(separator: ", "))")
         }

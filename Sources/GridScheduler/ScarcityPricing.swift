@@ -64,9 +64,10 @@ public struct ScarcityPricing: Sendable, Equatable {
 
     /// The scarcity price for `job` (allowed in `allowedCount` regions), given what is free and
     /// what each region-hour holds in all.
-    /// `now`: the hour of the decision, in the forecast's hours (from the period's start).
+    /// `now`: the hour of the decision; `forecastOrigin`: the hour the forecast's period starts
+    /// at on the same clock (the forecast is asked for `now − origin` and `hour − origin`).
     public func price(for job: RegionChoice.Job, allowedCount: Int, free: @escaping RegionChoice.Capacity,
-                      capacity: @escaping RegionChoice.Capacity, now: Int = 0) -> RegionChoice.Scarcity {
+                      capacity: @escaping RegionChoice.Capacity, now: Int = 0, forecastOrigin: Int = 0) -> RegionChoice.Scarcity {
         let flexible = (protectPrice > 0 || forecast != nil) && allowedCount > boundRegions
         let shield = protected
         let prior = priorFromAnyJob ? largestSeen : 0
@@ -84,7 +85,7 @@ public struct ScarcityPricing: Sendable, Equatable {
                 }
             }
             if flexible, job.gpus > 0, let forecast = me.forecast {
-                let short = forecast.shortfall(region: r, now: now, hour: h, gpus: job.gpus, left: left)
+                let short = forecast.shortfall(region: r, now: now &- forecastOrigin, hour: h &- forecastOrigin, gpus: job.gpus, left: left)
                 if short > 0 { p += me.forecastWeight * me.unplacedPrice * short }
             } else if flexible, job.gpus > 0, case let keep = max(shield[r] ?? 0, prior), keep > 0 {
                 let after = left - job.gpus

@@ -113,6 +113,23 @@ import Testing
         #expect(throws: ConfigError.self) { try AgentConfig.load(path: "/nonexistent/agent.yaml", environment: [:]) }
     }
 
+    /// The forecast needs its days kept: each key named, with what would do.
+    @Test func forecastDaysNeedTheHistoryKeptAndBadValuesAreNamed() throws {
+        do {
+            _ = try ControllerConfig.load(path: try write("role: national\nrouting:\n  forecast_days: 7\n  forecast_weight: -1\n  replan_order: fastest\n"),
+                                          role: nil, environment: [:])
+            Issue.record("bad values accepted")
+        } catch let e as ConfigError {
+            let p = e.problems.map(\.unlocated)
+            #expect(p.contains("routing.forecast_days: 7 day(s) of history need history_retention_hours ≥ 192, got 24.0"), "\(p)")
+            #expect(p.contains("routing.forecast_weight: 0…10, got -1.0"), "\(p)")
+            #expect(p.contains("routing.replan_order: 'fastest' is not one of size, slack, best"), "\(p)")
+        }
+        let ok = try ControllerConfig.load(path: try write("role: national\nhistory_retention_hours: 192\nrouting:\n  forecast_days: 7\n  replan_order: slack\n"),
+                                           role: nil, environment: [:])
+        #expect(ok.routing.forecastDays == 7 && ok.routing.replanOrder == "slack" && ok.routing.forecastWeight == 0.5)
+    }
+
     @Test(arguments: files("examples/jobs"))
     func sampleJobsParse(_ name: String) throws {
         let path = Self.root.appendingPathComponent("examples/jobs/\(name)").path

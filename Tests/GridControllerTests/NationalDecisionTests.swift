@@ -204,6 +204,36 @@ import Testing
         }
     }
 
+    /// `routing.forecast_days`: yesterday a 16-GPU job bound to east (CN-SH) came at 15:00 and
+    /// could run until 23:00. Today at 13:00 a job that may run anywhere, whose data sits in
+    /// east, would take 8 of east's 16 GPUs until 17:00. Without a forecast it stays by its data
+    /// (500 GB to move costs more than west's cheaper power saves); with one day of history it
+    /// goes west and leaves east the room yesterday's bound job needed.
+    @Test(arguments: [0, 1])
+    func yesterdaysBoundJobsKeepRoomForTodaysWhenForecastIsOn(days: Int) throws {
+        var settings = Self.settings()
+        settings.profiles.append(RegionChoice.Region(id: "south", jurisdictions: ["CN-GD"], pue: 1.3, pricePerKWh: Array(repeating: 0.7, count: 24),
+                                                     carbonGPerKWh: Array(repeating: 500, count: 24), embodiedGPerGPUHour: 3.7))
+        settings.routing.protectPrice = 0
+        settings.routing.forecastDays = days
+        settings.historyRetentionMs = 72 * 3_600_000
+        #expect(settings.routing.problems().isEmpty)
+        var h = Self.harness(settings)
+        _ = h.summary("east", free: 16, total: 16)
+        _ = h.summary("west", free: 16, total: 16)
+        let bound = RoutingRequest(origin: "east", dataGB: 10, jurisdictions: ["CN-SH"],
+                                   deadline: h.now.wall.addingTimeInterval(8 * 3600), runSeconds: 7200)
+        #expect(Self.reply(h.send(.submit(Self.job("bound", gpus: 16, routing: bound)), from: h.client))?.regionID == "east")
+        // 22 hours later: 13:00 the next day.
+        _ = h.tick(advanceMs: 22 * 3_600_000)
+        _ = h.summary("east", free: 16, total: 16, sequence: 2)
+        _ = h.summary("west", free: 16, total: 16, sequence: 2)
+        let flexible = RoutingRequest(origin: "east", dataGB: 500, runSeconds: 4 * 3600)
+        let reply = Self.reply(h.send(.submit(Self.job("flex", gpus: 8, routing: flexible)), from: h.client))
+        #expect(reply?.accepted == true)
+        #expect(reply?.regionID == (days == 0 ? "east" : "west"), "\(h.instance.job("flex")?.route?.candidates.map { "\($0.region): \($0.score)" } ?? [])")
+    }
+
     @Test func aBadReplanOrderIsNamedWithItsKey() {
         var r = RoutingPolicy()
         r.replanOrder = "fastest"
