@@ -236,20 +236,28 @@ public enum RegionChoice {
             // (no time shifting), with one every start in the window.
             var bestHere: (score: Double, start: Int, terms: Terms)?
             var start = earliest
-            // Each hour's scarcity price is asked once per start that covers it: kept here
-            // (NaN = not asked yet) for spans short enough to hold.
+            // Each hour's capacity and scarcity price would be asked once per start that covers
+            // it: kept here (Int.min / NaN = not asked yet) for spans short enough to hold.
             let (window, o1) = latestStart.subtractingReportingOverflow(earliest)
             let (span, o2) = window.addingReportingOverflow(job.hours)
-            var price = !o1 && !o2 && span > 0 && span <= 4096 ? [Double](repeating: .nan, count: span) : []
+            let memo = !o1 && !o2 && span > 0 && span <= 4096
+            var price = memo ? [Double](repeating: .nan, count: span) : []
+            var room = memo ? [Int](repeating: .min, count: span) : []
             func scarce(_ h: Int) -> Double {
-                guard !price.isEmpty else { return scarcity(region.id, h) }
+                guard memo else { return scarcity(region.id, h) }
                 let i = h - earliest
                 if price[i].isNaN { price[i] = scarcity(region.id, h) }
                 return price[i]
             }
+            func free(_ h: Int) -> Int {
+                guard memo else { return capacity(region.id, h) }
+                let i = h - earliest
+                if room[i] == .min { room[i] = capacity(region.id, h) }
+                return room[i]
+            }
             while start <= latestStart {
                 var fits = true
-                for h in start..<(start + job.hours) where capacity(region.id, h) < job.gpus {
+                for h in start..<(start + job.hours) where free(h) < job.gpus {
                     fits = false
                     start = h  // no start before h + 1 can fit either
                     break
