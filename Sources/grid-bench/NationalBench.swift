@@ -203,6 +203,21 @@ struct NationalBench: ParsableCommand {
             let joint = self.replan == "joint" && strategy == .policy  // baselines decide in arrival order
             var queue = replanned.map(\.job) + waiting.sorted(by: { $0.id < $1.id })
             var planned: [String: RegionChoice.Decision] = [:]
+            // One job against `f` (what is free): the policy with time shifting and its scarcity
+            // price; the baselines at the earliest start that fits, with no price.
+            func decideOne(_ j: Scenario.Job, _ f: [String: [Int]]) -> RegionChoice.Decision {
+                let job = decisionJob(j)
+                let capacity: RegionChoice.Capacity = { r, h in h >= 0 && h < s.hours ? f[r]?[h] ?? 0 : 0 }
+                guard strategy == .policy else {
+                    return RegionChoice.decide(job, regions: regions, rtt: rtt, capacity: capacity, now: hour, horizon: s.hours,
+                                               prices: prices, shift: false)
+                }
+                let initial = initialFree
+                let scarce = pricing.price(for: job, allowedCount: allowedCount[j.id] ?? regions.count, free: capacity,
+                                           capacity: { r, h in h >= 0 && h < s.hours ? initial[r]?[h] ?? 0 : 0 }, now: hour)
+                return RegionChoice.decide(job, regions: regions, rtt: rtt, capacity: capacity, now: hour, horizon: s.hours,
+                                           prices: prices, shift: true, scarcity: scarce)
+            }
             if joint {
                 for h in replanned { for x in h.start..<(h.start + h.job.hours) { free[h.region]![x] += h.job.gpus } }
                 // What a plan in this order would score: the chosen options' scores, and the
@@ -213,14 +228,7 @@ struct NationalBench: ParsableCommand {
                     var decisions: [String: RegionChoice.Decision] = [:]
                     var unplaced = 0
                     for j in q {
-                        let job = decisionJob(j)
-                        let snap = f
-                        let capacity: RegionChoice.Capacity = { r, h in h >= 0 && h < s.hours ? snap[r]?[h] ?? 0 : 0 }
-                        let initial = initialFree
-                        let scarce = pricing.price(for: job, allowedCount: allowedCount[j.id] ?? regions.count, free: capacity,
-                                                   capacity: { r, h in h >= 0 && h < s.hours ? initial[r]?[h] ?? 0 : 0 }, now: hour)
-                        let d = RegionChoice.decide(job, regions: regions, rtt: rtt, capacity: capacity, now: hour, horizon: s.hours,
-                                                    prices: prices, shift: true, scarcity: scarce)
+                        let d = decideOne(j, f)
                         decisions[j.id] = d
                         if let r = d.region, let st = d.start, let score = d.candidates.first(where: { $0.region == r })?.score {
                             total += score
@@ -255,14 +263,8 @@ struct NationalBench: ParsableCommand {
                 // always there to take again and it cannot take another held job's.
                 if !joint, let h = previous[j.id] { for x in h.start..<(h.start + h.job.hours) { free[h.region]![x] += h.job.gpus } }
                 let job = decisionJob(j)
-                let snapshot = free
-                let capacity: RegionChoice.Capacity = { r, h in h >= 0 && h < s.hours ? snapshot[r]?[h] ?? 0 : 0 }
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                let initial = initialFree
-                let scarce = pricing.price(for: job, allowedCount: allowedCount[j.id] ?? regions.count, free: capacity,
-                                           capacity: { r, h in h >= 0 && h < s.hours ? initial[r]?[h] ?? 0 : 0 }, now: hour)
-                let d = planned[j.id] ?? RegionChoice.decide(job, regions: regions, rtt: rtt, capacity: capacity, now: hour, horizon: s.hours,
-                                                             prices: prices, shift: strategy == .policy, scarcity: strategy == .policy ? scarce : { _, _ in 0 })
+                let d = planned[j.id] ?? decideOne(j, free)
                 out.decideSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
                 out.decideCalls += 1
                 var choice: (String, Int)?
