@@ -243,28 +243,32 @@ public enum RegionChoice {
             let memo = !o1 && !o2 && span > 0 && span <= 4096
             var price = memo ? [Double](repeating: .nan, count: span) : []
             var room = memo ? [Int](repeating: .min, count: span) : []
-            func scarce(_ h: Int) -> Double {
-                guard memo else { return scarcity(region.id, h) }
-                let i = h - earliest
-                if price[i].isNaN { price[i] = scarcity(region.id, h) }
-                return price[i]
-            }
-            func free(_ h: Int) -> Int {
-                guard memo else { return capacity(region.id, h) }
-                let i = h - earliest
-                if room[i] == .min { room[i] = capacity(region.id, h) }
-                return room[i]
-            }
             while start <= latestStart {
                 var fits = true
-                for h in start..<(start + job.hours) where free(h) < job.gpus {
-                    fits = false
-                    start = h  // no start before h + 1 can fit either
-                    break
+                for h in start..<(start + job.hours) {
+                    let roomThen: Int
+                    if memo {
+                        if room[h - earliest] == .min { room[h - earliest] = capacity(region.id, h) }
+                        roomThen = room[h - earliest]
+                    } else {
+                        roomThen = capacity(region.id, h)
+                    }
+                    if roomThen < job.gpus {
+                        fits = false
+                        start = h  // no start before h + 1 can fit either
+                        break
+                    }
                 }
                 if fits {
                     var t = terms(job, in: region, start: start, prices: prices, rttMs: rttMs)
-                    for h in start..<(start + job.hours) { t.scarcity += Double(job.gpus) * scarce(h) }
+                    for h in start..<(start + job.hours) {
+                        if memo {
+                            if price[h - earliest].isNaN { price[h - earliest] = scarcity(region.id, h) }
+                            t.scarcity += Double(job.gpus) * price[h - earliest]
+                        } else {
+                            t.scarcity += Double(job.gpus) * scarcity(region.id, h)
+                        }
+                    }
                     let score = w.energy * t.energy + w.carbon * t.carbon + w.transfer * t.transfer + w.wait * t.wait + t.scarcity
                     if bestHere == nil || score < bestHere!.score - 1e-9 { bestHere = (score, start, t) }
                     if job.deadline == nil || !shift { break }

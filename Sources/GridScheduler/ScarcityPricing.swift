@@ -35,6 +35,10 @@ public struct ScarcityPricing: Sendable, Equatable {
     /// How much of the expected loss a flexible job pays (a displaced bound job may still fit
     /// at another hour, so less than 1).
     public var forecastWeight: Double = 0.5
+    /// Packing: price per GPU-hour for taking a region-hour from at least the largest job seen
+    /// so far to less (breaking a gap as wide as the widest job), for any job narrower than
+    /// that. 0 = off.
+    public var gapPrice: Double = 0
 
     public init(fullPrice: Double = 0, curve: Curve = .square, floor: Double = 1, unplacedPrice: Double = 100,
                 protectPrice: Double = 5, boundRegions: Int = 2) {
@@ -83,6 +87,9 @@ public struct ScarcityPricing: Sendable, Equatable {
                 case .square: p += me.fullPrice * share * share
                 case .exponential: p += me.floor / M_E * pow(me.unplacedPrice * M_E / me.floor, share)
                 }
+            }
+            if me.gapPrice > 0, job.gpus > 0, job.gpus < me.largestSeen, left >= me.largestSeen, left - job.gpus < me.largestSeen {
+                p += me.gapPrice
             }
             if flexible, job.gpus > 0, let forecast = me.forecast {
                 let short = forecast.shortfall(region: r, now: now &- forecastOrigin, hour: h &- forecastOrigin, gpus: job.gpus, left: left)

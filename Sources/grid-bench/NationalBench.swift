@@ -31,6 +31,8 @@ struct NationalBench: ParsableCommand {
     var forecastNeed: BoundDemandForecast.Need = .largest
     @Option(help: "Order of joint re-planning: size (largest GPU-hours first), slack (least slack first), best (both, keeping the plan that scores lower; the national scheduler's default).")
     var replanOrder: ReplanOrder = .best
+    @Option(help: "Packing: price per GPU-hour for breaking a region-hour's gap as wide as the largest job seen so far (ScarcityPricing.gapPrice). 0 = off.")
+    var gapPrice: Double = 0
 
     struct Scenario: Decodable {
         struct Region: Decodable {
@@ -171,6 +173,7 @@ struct NationalBench: ParsableCommand {
         var pricing = ScarcityPricing(fullPrice: scarcity, curve: ScarcityPricing.Curve(rawValue: scarcityCurve) ?? .square,
                                       floor: scarcityFloor, unplacedPrice: 100, protectPrice: protect)
         pricing.priorFromAnyJob = protectPrior == "largest"
+        pricing.gapPrice = gapPrice
         func decisionJob(_ j: Scenario.Job) -> RegionChoice.Job {
             RegionChoice.Job(id: j.id, gpus: j.gpus, hours: j.hours, kwPerGPU: j.kw_per_gpu, release: j.release_hour,
                              deadline: j.deadline_hour, origin: j.origin, dataGB: j.data_gb,
@@ -222,11 +225,11 @@ struct NationalBench: ParsableCommand {
                 for h in replanned { for x in h.start..<(h.start + h.job.hours) { free[h.region]![x] += h.job.gpus } }
                 // What a plan in this order would score: the chosen options' scores, and the
                 // unplaced price for each job left with no slot in its window.
-                func dryRun(_ q: [Scenario.Job]) -> (score: Double, decisions: [String: RegionChoice.Decision], unplaced: Int) {
+                func dryRun(_ q: [Scenario.Job]) -> (score: Double, decisions: [String: RegionChoice.Decision], unplaced: [String]) {
                     var f = free
                     var total = 0.0
                     var decisions: [String: RegionChoice.Decision] = [:]
-                    var unplaced = 0
+                    var unplaced: [String] = []
                     for j in q {
                         let d = decideOne(j, f)
                         decisions[j.id] = d
@@ -235,7 +238,7 @@ struct NationalBench: ParsableCommand {
                             for x in st..<(st + j.hours) { f[r]![x] -= j.gpus }
                         } else if !d.impossible {
                             total += 100 * Double(j.gpus * j.hours)
-                            unplaced += 1
+                            unplaced.append(j.id)
                         }
                     }
                     return (total, decisions, unplaced)
@@ -249,7 +252,7 @@ struct NationalBench: ParsableCommand {
                     // The plan kept is the dry run's own: its decisions are used as they are.
                     // The other orders are tried only when the first leaves a job with no slot.
                     var plans = [dryRun(orders[0])]
-                    if plans[0].unplaced > 0 { plans += orders.dropFirst().map(dryRun) }
+                    if !plans[0].unplaced.isEmpty { plans += orders.dropFirst().map(dryRun) }
                     let k = ReplanOrder.pick(plans.map(\.score))
                     queue = orders[k]
                     planned = plans[k].decisions

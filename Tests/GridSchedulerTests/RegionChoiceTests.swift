@@ -67,6 +67,25 @@ import Testing
         #expect(abs(withPrior("east", 0) - price("east", 0)) < 1e-9)
     }
 
+    /// `gapPrice`: a job narrower than the largest seen pays for taking a region-hour from a gap
+    /// that wide to less; one that leaves the gap, or is as wide itself, pays nothing.
+    @Test func gapPriceChargesOnlyForBreakingTheWidestGap() {
+        var p = ScarcityPricing(fullPrice: 0, protectPrice: 0)
+        p.gapPrice = 3
+        p.observe(Self.job("wide", gpus: 32), allowed: ["east", "west", "south"])
+        let cap: RC.Capacity = { _, _ in 64 }
+        let small = Self.job("small", gpus: 8)
+        func price(_ job: RC.Job, free: Int) -> Double {
+            p.price(for: job, allowedCount: 3, free: { _, _ in free }, capacity: cap)("east", 0)
+        }
+        #expect(price(small, free: 36) == 3, "36 − 8 = 28 < 32: the last 32-wide gap broken")
+        #expect(price(small, free: 40) == 0, "40 − 8 = 32: the gap is left")
+        #expect(price(small, free: 20) == 0, "no 32-wide gap to break")
+        #expect(price(Self.job("wide2", gpus: 32), free: 36) == 0, "as wide as the widest")
+        p.gapPrice = 0
+        #expect(price(small, free: 36) == 0, "off")
+    }
+
     @Test func cheapCleanWestWinsUnlessTheDataMayNotLeave() {
         let regions = [Self.region("east", "CN-SH", price: 0.9, carbon: 560), Self.region("west", "CN-NX", price: 0.3, carbon: 300)]
         let free = RC.decide(Self.job(data: 10), regions: regions, rtt: Self.rtt, capacity: Self.plenty, now: 0, horizon: 48, prices: Self.prices)
