@@ -99,8 +99,7 @@ extension NationalInstance {
             id: job.id.rawValue, gpus: gpus, hours: hours, kwPerGPU: r.kwPerDevice ?? settings.routing.defaultKWPerDevice,
             release: nowHour, deadline: deadlineHour, origin: r.origin?.rawValue ?? "", dataGB: r.dataGB,
             allowedJurisdictions: r.jurisdictions, latencySLOms: r.latencySLOMs, objective: r.objective)
-        let rtt = settings.rtt
-        let rttOf: (String, String) -> Double? = { a, b in rtt[a]?[b] ?? rtt[b]?[a] }
+        let rttOf = settings.rttBetween
         let allowed = ScarcityPricing.allowedRegions(rc, regions: settings.profiles, rtt: rttOf)
         let total: RegionChoice.Capacity = { region, _ in healthy[region] ?? 0 }
         let scarcity = pricing.price(for: rc, allowedCount: allowed.count, free: capacity, capacity: total,

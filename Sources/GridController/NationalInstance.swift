@@ -62,6 +62,12 @@ public struct NationalInstance: Sendable {
         /// jobs to other regions; 0 = never.
         public var regionLostAfterMs: Int64 = 60_000
         public init() {}
+
+        /// The RTT between two regions as configured (either direction), ms.
+        var rttBetween: (String, String) -> Double? {
+            let rtt = self.rtt
+            return { a, b in rtt[a]?[b] ?? rtt[b]?[a] }
+        }
     }
 
     struct RegionView: Sendable {
@@ -393,7 +399,6 @@ public struct NationalInstance: Sendable {
             job.message = "held: \(h.reason)"
             return (.waiting, [])
         }
-        refreshForecast(now: now)
         let routed = decide(job, now: now)
         counters.decisions += 1
         if job.route == nil, let o = routed.observed { pricing.observe(o.job, allowed: o.allowed) }
@@ -476,7 +481,8 @@ public struct NationalInstance: Sendable {
     }
 
     /// Builds the bound-demand forecast (`routing.forecast_days`) from the jobs submitted on
-    /// each of the last days, once per UTC day: each day is a period, a job's hours counted
+    /// each of the last days, once per UTC day (at start and from the hourly `.replan` timer,
+    /// which fires a second past each hour): each day is a period, a job's hours counted
     /// from that day's midnight. Days before the first job this scheduler knows of are not
     /// counted (a new scheduler has no history, not a history of quiet days).
     mutating func refreshForecast(now: Moment) {
@@ -485,8 +491,7 @@ public struct NationalInstance: Sendable {
         let today = Self.hour(now.wall) / 24
         guard today != forecastDay else { return }
         forecastDay = today
-        let rtt = settings.rtt
-        let rttOf: (String, String) -> Double? = { a, b in rtt[a]?[b] ?? rtt[b]?[a] }
+        let rttOf = settings.rttBetween
         var byDay: [Int: [BoundDemandForecast.PastJob]] = [:]
         var firstDay = today
         for (_, job) in jobs {
