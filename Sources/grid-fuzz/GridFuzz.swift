@@ -37,8 +37,12 @@ enum FuzzTarget: String, CaseIterable {
             guard let first = bytes.first else { return }
             let output = String(decoding: bytes.dropFirst(), as: UTF8.self)
             let tools = VendorTool.allCases
-            _ = VendorOutputParser.detect(output)
-            _ = try? VendorOutputParser.parse(output, as: Int(first) < tools.count ? tools[Int(first)] : nil)
+            if Int(first) < tools.count {
+                _ = VendorOutputParser.detect(output)
+                _ = try? VendorOutputParser.parse(output, as: tools[Int(first)])
+            } else {
+                _ = try? VendorOutputParser.parse(output)  // detects, once
+            }
         case .jobFile:
             _ = try? JobFile.parseEntry(text, source: "fuzz.yaml")
         case .serviceFile:

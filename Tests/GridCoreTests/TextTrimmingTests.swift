@@ -59,6 +59,21 @@ import Testing
             let expected = needle.isEmpty || hay.utf8.count >= needle.utf8.count
                 && (0...(hay.utf8.count - needle.utf8.count)).contains { Array(hay.utf8).dropFirst($0).starts(with: needle.utf8) }
             #expect(hay.containsLiteral(needle) == expected, "\(hay.debugDescription) / \(needle.debugDescription)")
+            let byte = needle.utf8.first ?? 0
+            #expect(hay.containsByte(byte) == hay.utf8.contains(byte), "\(hay.debugDescription) / \(byte)")
         }
+    }
+
+    /// The memchr/memcmp search at the edges: the needle last, after many false starts, and
+    /// cut by a substring's end.
+    @Test func literalSearchAtTheEdges() {
+        let hay = String(repeating: "a", count: 4_000) + "ab"
+        #expect(hay.containsLiteral("aab"))
+        #expect(hay.containsLiteral("b"))
+        #expect(!hay.containsLiteral("ba"))
+        #expect(!Substring(hay).dropLast().containsLiteral("ab"))
+        #expect(Substring(hay).dropLast().containsLiteral("aaaa"))
+        #expect(!"\u{1B}".dropFirst().containsByte(0x1B))
+        #expect("x\u{1B}[0m".containsByte(0x1B))
     }
 }

@@ -22,6 +22,10 @@ import Testing
             let got = ParseSupport.lines(text)
             #expect(got == expected, "\(text.unicodeScalars.map { String($0.value, radix: 16) })")
             if got != expected { break }
+            // head stops after `count` non-blank lines and gives the same ones as the full split.
+            let count = Int(rng.next() % 4)
+            let nonBlank = expected.filter { !$0.unicodeScalars.allSatisfy(\.properties.isWhitespace) }
+            #expect(ParseSupport.head(text, lines: count) == Array(nonBlank.prefix(count)))
         }
         #expect(ParseSupport.lines("a\r\nb\rc\n\nd") == ["a", "b", "c", "", "d"])
     }

@@ -180,7 +180,7 @@ enum ParseSupport {
     /// tools underline or colour their output even when it goes to a pipe (`nvidia-smi topo -m`
     /// on driver 580 underlines its header row). Text without ESC is returned as it is.
     static func withoutTerminalEscapes(_ text: String) -> String {
-        guard text.utf8.contains(0x1B) else { return text }
+        guard text.containsByte(0x1B) else { return text }
         var out = String.UnicodeScalarView()
         var scalars = text.unicodeScalars.makeIterator()
         while let c = scalars.next() {
@@ -198,12 +198,23 @@ enum ParseSupport {
     /// (The breaks of `Character.isNewline`: LF, VT, FF, CR, CR LF, NEL, LS, PS; found in the
     /// UTF-8 bytes, not by walking grapheme clusters.)
     static func lines(_ text: String) -> [Substring] {
-        var text = text
-        return text.withUTF8 { bytes -> [(Int, Int)] in
-            var spans: [(Int, Int)] = []
+        var out: [Substring] = []
+        forEachLine(text) { out.append($0); return true }
+        return out
+    }
+
+    /// Calls `body` with each line of `text` (the breaks of `lines`) until it answers false.
+    static func forEachLine(_ text: String, _ body: (Substring) -> Bool) {
+        var bytesOf = text
+        let utf8 = text.utf8
+        bytesOf.withUTF8 { bytes in
             var start = 0
             var i = 0
             let n = bytes.count
+            func emit(_ from: Int, _ to: Int) -> Bool {
+                let lo = utf8.index(utf8.startIndex, offsetBy: from)
+                return body(text[lo..<utf8.index(lo, offsetBy: to - from)])
+            }
             while i < n {
                 let b = bytes[i]
                 var width = 0
@@ -215,19 +226,14 @@ enum ParseSupport {
                     width = 3
                 }
                 if width > 0 {
-                    spans.append((start, i))
+                    guard emit(start, i) else { return }
                     i += width
                     start = i
                 } else {
                     i += 1
                 }
             }
-            spans.append((start, n))
-            return spans
-        }.map { span in
-            let utf8 = text.utf8
-            let lo = utf8.index(utf8.startIndex, offsetBy: span.0)
-            return text[lo..<utf8.index(lo, offsetBy: span.1 - span.0)]
+            _ = emit(start, n)
         }
     }
 
@@ -289,9 +295,10 @@ enum ParseSupport {
     /// First non-empty lines, for sniffing formats without scanning whole captures.
     static func head(_ text: String, lines count: Int) -> [Substring] {
         var out: [Substring] = []
-        for line in lines(text) where !line.unicodeScalars.allSatisfy(\.isWhiteSpace) {
-            out.append(line)
-            if out.count == count { break }
+        guard count > 0 else { return out }
+        forEachLine(text) { line in
+            if !line.unicodeScalars.allSatisfy(\.isWhiteSpace) { out.append(line) }
+            return out.count < count
         }
         return out
     }
