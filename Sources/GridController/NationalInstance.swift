@@ -518,14 +518,23 @@ public struct NationalInstance: Sendable {
     /// Joint re-planning: every held job gives back its reservation, then all are decided again
     /// in one pass, so a reservation made early does not block a better plan found later. The
     /// order of the pass is `routing.replan_order` (`ReplanOrder`): with `best` (default) the
-    /// pass runs largest first, and when that leaves a held job with no slot, least slack first
-    /// too, on a copy of this instance; the plan that scores lower is kept.
+    /// pass runs largest first, and when that leaves a held job with no slot, bound first (fewest
+    /// allowed regions, then least slack) too, on a copy of this instance; the plan that scores
+    /// lower is kept.
     mutating func replanHeld(now: Moment) -> [ControllerDirective] {
         guard !held.isEmpty else { return [] }
         let nowHour = Self.hour(now.wall)
+        let rttOf = settings.rttBetween
         let items = held.map { id, h in
             let latest = jobs[id]?.spec.routing.deadline.map { Self.hour($0) - h.hours } ?? h.start
-            return ReplanOrder.Item(id: id.rawValue, gpuHours: h.gpus * h.hours, slack: latest - nowHour)
+            let regions = jobs[id].map { job in
+                let r = job.spec.routing
+                let rc = RegionChoice.Job(id: id.rawValue, gpus: h.gpus, hours: h.hours, kwPerGPU: 0, release: nowHour,
+                                          deadline: latest + h.hours, origin: r.origin?.rawValue ?? "", dataGB: 0,
+                                          allowedJurisdictions: r.jurisdictions, latencySLOms: r.latencySLOMs, objective: r.objective)
+                return ScarcityPricing.allowedRegions(rc, regions: settings.profiles, rtt: rttOf).count
+            } ?? .max
+            return ReplanOrder.Item(id: id.rawValue, gpuHours: h.gpus * h.hours, slack: latest - nowHour, regions: regions)
         }
         let orders = settings.routing.replanOrderKind.candidates(items).map { $0.map { JobID($0) } }
         var first = self
@@ -534,14 +543,16 @@ public struct NationalInstance: Sendable {
             self = first
             return a.directives
         }
-        var second = self
-        let b = second.replan(in: orders[1], now: now)
-        if ReplanOrder.pick([a.score, b.score]) == 1 {
-            self = second
-            return b.directives
+        // The other orders, each on its own copy; the lowest score wins, the first on a tie.
+        var plans = [(first, a.directives, a.score)]
+        for order in orders.dropFirst() {
+            var copy = self
+            let p = copy.replan(in: order, now: now)
+            plans.append((copy, p.directives, p.score))
         }
-        self = first
-        return a.directives
+        let k = ReplanOrder.pick(plans.map(\.2))
+        self = plans[k].0
+        return plans[k].1
     }
 
     /// One joint re-planning pass in `order`: its directives, what the chosen options scored

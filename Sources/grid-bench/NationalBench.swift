@@ -245,7 +245,8 @@ struct NationalBench: ParsableCommand {
                 }
                 let byID = Dictionary(queue.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
                 let orders = replanOrder.candidates(queue.map {
-                    ReplanOrder.Item(id: $0.id, gpuHours: $0.gpus * $0.hours, slack: $0.deadline_hour - $0.hours - max(hour, $0.release_hour))
+                    ReplanOrder.Item(id: $0.id, gpuHours: $0.gpus * $0.hours, slack: $0.deadline_hour - $0.hours - max(hour, $0.release_hour),
+                                     regions: ScarcityPricing.allowedRegions(decisionJob($0), regions: regions, rtt: rtt).count)
                 }).map { $0.map { byID[$0]! } }
                 if orders.count > 1 {
                     let t0 = DispatchTime.now().uptimeNanoseconds

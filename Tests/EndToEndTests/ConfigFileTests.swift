@@ -123,7 +123,7 @@ import Testing
             let p = e.problems.map(\.unlocated)
             #expect(p.contains("routing.forecast_days: 7 day(s) of history need history_retention_hours ≥ 192, got 24.0"), "\(p)")
             #expect(p.contains("routing.forecast_weight: 0…10, got -1.0"), "\(p)")
-            #expect(p.contains("routing.replan_order: 'fastest' is not one of size, slack, best"), "\(p)")
+            #expect(p.contains("routing.replan_order: 'fastest' is not one of size, slack, bound, best"), "\(p)")
         }
         let ok = try ControllerConfig.load(path: try write("role: national\nhistory_retention_hours: 192\nrouting:\n  forecast_days: 7\n  replan_order: slack\n"),
                                            role: nil, environment: [:])

@@ -176,7 +176,8 @@ import Testing
 
     /// `routing.replan_order`: largest first gives the big job the cheap hour 17, the only hour
     /// the urgent job has left (hour 16 is full), and leaves the urgent one without a slot;
-    /// `best` then plans least slack first too and keeps that plan: both keep a slot.
+    /// `best` then plans bound first too (both may run anywhere, so least slack first) and keeps
+    /// that plan: both keep a slot.
     @Test(arguments: ["size", "best"])
     func jointReplanningTriesLeastSlackFirstWhenLargestFirstLeavesAJobOut(order: String) throws {
         var settings = Self.settings(cheapHour: 17)
@@ -237,7 +238,7 @@ import Testing
     @Test func aBadReplanOrderIsNamedWithItsKey() {
         var r = RoutingPolicy()
         r.replanOrder = "fastest"
-        #expect(r.problems() == ["routing.replan_order: 'fastest' is not one of size, slack, best"])
+        #expect(r.problems() == ["routing.replan_order: 'fastest' is not one of size, slack, bound, best"])
     }
 
     @Test func aHeldJobSurvivesARestart() throws {
