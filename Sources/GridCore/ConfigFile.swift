@@ -35,6 +35,8 @@ public enum ConfigFile {
     /// document that is not a mapping). Otherwise the caller adds its own checks to `problems`
     /// (located with `locate`) and reports them all together.
     public static func decode<T: Decodable>(_ type: T.Type, from text: String, source: String) throws -> Decoded<T> {
+        let complex = complexKeys(in: text)
+        if !complex.isEmpty { throw ConfigError(source: source, problems: complex) }
         let node: Node?
         do {
             node = try Yams.compose(yaml: text)
@@ -58,6 +60,83 @@ public enum ConfigFile {
         let problems = collector.problems.map { locate($0, in: node) }
         guard let value else { throw ConfigError(source: source, problems: problems) }
         return Decoded(value: value, node: node, problems: problems)
+    }
+
+    /// Mapping keys that are not plain values: the explicit key indicator (`? `) and flow
+    /// collections used as keys (`[a]: b`, `{a: b}: c`). No configuration, job or service file
+    /// has them, and Yams' duplicate-key check compares such keys in time exponential in their
+    /// nesting: 1.2 KB of nested `? -` stopped the loader for minutes (found by the
+    /// controller-config fuzz target; through `POST /api/v1/jobs` a job file reaches the
+    /// national scheduler). Refused before Yams sees the text, each with its line and column.
+    /// A lexical scan: quoted strings, comments and block scalars (`|`, `>`) are skipped.
+    static func complexKeys(in text: String) -> [String] {
+        var out: [String] = []
+        var quote: UInt8? = nil          // inside a quoted scalar that may span lines
+        var blockIndent: Int? = nil      // inside a block scalar: lines indented more than this
+        var lineNumber = 0
+        for line in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let bytes = Array(line.last == UInt8(ascii: "\r") ? line.dropLast() : line[...])
+            let indent = bytes.prefix(while: { $0 == 0x20 }).count
+            if let b = blockIndent {
+                if indent == bytes.count || indent > b { continue }  // blank or content
+                blockIndent = nil
+            }
+            var i = quote == nil ? indent : 0
+            var tokenStart = quote == nil
+            var lastSignificant = -1     // index of the last byte outside quotes and comments
+            while i < bytes.count {
+                let c = bytes[i]
+                if let q = quote {
+                    if q == UInt8(ascii: "\"") && c == UInt8(ascii: "\\") { i += 2; continue }
+                    if c == q {
+                        if q == UInt8(ascii: "'"), i + 1 < bytes.count, bytes[i + 1] == q { i += 2; continue }
+                        quote = nil
+                        lastSignificant = i
+                        tokenStart = false
+                    }
+                    i += 1
+                    continue
+                }
+                let next: UInt8? = i + 1 < bytes.count ? bytes[i + 1] : nil
+                let spaceAfter = next == nil || next == 0x20 || next == 0x09
+                if c == UInt8(ascii: "#"), i == 0 || bytes[i - 1] == 0x20 || bytes[i - 1] == 0x09 { break }
+                if tokenStart {
+                    if c == UInt8(ascii: "\"") || c == UInt8(ascii: "'") { quote = c; i += 1; continue }
+                    if c == UInt8(ascii: "?") && spaceAfter {
+                        out.append("line \(lineNumber), column \(i + 1): an explicit mapping key ('? '): keys here are plain names; write 'name: value'")
+                        return out
+                    }
+                }
+                if (c == UInt8(ascii: "]") || c == UInt8(ascii: "}")) {
+                    var j = i + 1
+                    while j < bytes.count, bytes[j] == 0x20 || bytes[j] == 0x09 { j += 1 }
+                    if j < bytes.count, bytes[j] == UInt8(ascii: ":"),
+                       j + 1 == bytes.count || [0x20, 0x09, UInt8(ascii: ","), UInt8(ascii: "]"), UInt8(ascii: "}")].contains(bytes[j + 1]) {
+                        out.append("line \(lineNumber), column \(i + 1): a list or mapping used as a mapping key: keys here are plain names; write 'name: value'")
+                        return out
+                    }
+                }
+                if c != 0x20 && c != 0x09 { lastSignificant = i }
+                // A node starts at the line's start, after a sequence indicator ('- '), after a
+                // key's ': ' and after a flow indicator; blanks keep the state; anything else is
+                // inside a plain scalar.
+                if c != 0x20 && c != 0x09 {
+                    tokenStart = c == UInt8(ascii: "[") || c == UInt8(ascii: "{") || c == UInt8(ascii: ",")
+                        || (c == UInt8(ascii: ":") && spaceAfter) || (c == UInt8(ascii: "-") && tokenStart && spaceAfter)
+                }
+                i += 1
+            }
+            // A block scalar header ends its line: '|' or '>' with optional indicators.
+            if quote == nil, lastSignificant >= 0 {
+                var k = lastSignificant
+                while k > 0, bytes[k] == UInt8(ascii: "+") || bytes[k] == UInt8(ascii: "-") || (bytes[k] >= 0x30 && bytes[k] <= 0x39) { k -= 1 }
+                if bytes[k] == UInt8(ascii: "|") || bytes[k] == UInt8(ascii: ">"), k == 0 || bytes[k - 1] == 0x20 || bytes[k - 1] == 0x09 {
+                    blockIndent = indent
+                }
+            }
+        }
+        return out
     }
 
     /// Yams reads a plain scalar holding ':' as a YAML 1.1 base-60 integer when it decodes an

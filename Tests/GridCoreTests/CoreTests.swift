@@ -105,3 +105,45 @@ import Testing
         #expect(throws: ConfigError.self) { _ = try ConfigFile.decode(Doc.self, from: "name: 1:1:1:1:1:1:1:1:1:1:1\n", source: "j") }
     }
 }
+
+/// Found by the controller-config fuzz target: Yams' duplicate-key check compares complex keys
+/// in time exponential in their nesting (1.2 KB took minutes), so keys that are not plain
+/// values are refused before Yams reads the text.
+@Suite struct ComplexKeyTests {
+    struct Doc: Decodable { var name: String?; var script: String?; var list: [String]? }
+
+    @Test(arguments: [
+        ("? a\n: b\n", "line 1, column 1: an explicit mapping key"),
+        ("name: x\nlist:\n  - ? a\n    : b\n", "line 3, column 5: an explicit mapping key"),
+        ("[a, b]: c\n", "line 1, column 6: a list or mapping used as a mapping key"),
+        ("name: {x: 1}\n{a: b}: c\n", "line 2, column 6: a list or mapping used as a mapping key"),
+        ("{? a: b}\n", "line 1, column 2: an explicit mapping key"),
+    ])
+    func complexKeysAreRefusedWithTheirPlace(_ text: String, _ expected: String) {
+        #expect { _ = try ConfigFile.decode(Doc.self, from: text, source: "c.yaml") } throws: { "\($0)".contains(expected) }
+    }
+
+    /// Question marks and brackets in values, quotes, comments and block scalars are text.
+    @Test func questionMarksAndBracketsInTextStillDecode() throws {
+        let text = """
+            name: "why? [a]: b"   # ? a comment [x]: y
+            script: |
+              ? not a key
+              [a]: not a key either
+            list: [what? yes, 'it''s ? fine', "{a}: b"]
+            """
+        let doc = try ConfigFile.decode(Doc.self, from: text + "\n", source: "c.yaml").value
+        #expect(doc.name == "why? [a]: b")
+        #expect(doc.script == "? not a key\n[a]: not a key either\n")
+        #expect(doc.list == ["what? yes", "it's ? fine", "{a}: b"])
+    }
+
+    @Test func theFuzzersInputIsRefusedAtOnce() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/fuzz/controller-config/slow-nested-complex-keys.yaml")
+        let text = try String(contentsOf: url, encoding: .utf8)
+        let start = ContinuousClock.now
+        #expect(throws: ConfigError.self) { _ = try ConfigFile.decode(Doc.self, from: text, source: "c.yaml") }
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+}
