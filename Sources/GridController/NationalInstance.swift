@@ -502,10 +502,7 @@ public struct NationalInstance: Sendable {
             let spec = job.spec, r = spec.routing
             let hours = max(1, spec.expectedRunHours)
             let deadline = r.deadline.map { Self.hour($0) } ?? submitted + settings.routing.horizonHours
-            let rc = RegionChoice.Job(id: job.id.rawValue, gpus: spec.totalDevices, hours: hours, kwPerGPU: 0,
-                                      release: submitted, deadline: deadline, origin: r.origin?.rawValue ?? "", dataGB: 0,
-                                      allowedJurisdictions: r.jurisdictions, latencySLOms: r.latencySLOMs, objective: r.objective)
-            let allowed = ScarcityPricing.allowedRegions(rc, regions: settings.profiles, rtt: rttOf)
+            let allowed = allowedRegions(job.id, r, rtt: rttOf)
             byDay[day, default: []].append(BoundDemandForecast.PastJob(
                 release: submitted - day * 24, deadline: min(deadline - day * 24, 24), gpus: spec.totalDevices,
                 hours: hours, regions: allowed))
@@ -513,6 +510,15 @@ public struct NationalInstance: Sendable {
         let periods = (max(today - days, firstDay)..<today).map { byDay[$0] ?? [] }
         pricing.forecast = periods.isEmpty ? nil : BoundDemandForecast(periods: periods, hours: 24)
         pricing.forecastWeight = settings.routing.forecastWeight
+    }
+
+    /// The regions a job's jurisdictions and latency SLO allow (what the scarcity price and the
+    /// forecast call bound); size, window and cost do not matter to it.
+    func allowedRegions(_ id: JobID, _ r: RoutingRequest, rtt: (String, String) -> Double?) -> [String] {
+        let rc = RegionChoice.Job(id: id.rawValue, gpus: 0, hours: 1, kwPerGPU: 0, release: 0, deadline: 1,
+                                  origin: r.origin?.rawValue ?? "", dataGB: 0, allowedJurisdictions: r.jurisdictions,
+                                  latencySLOms: r.latencySLOMs, objective: r.objective)
+        return ScarcityPricing.allowedRegions(rc, regions: settings.profiles, rtt: rtt)
     }
 
     /// Joint re-planning: every held job gives back its reservation, then all are decided again
@@ -527,13 +533,7 @@ public struct NationalInstance: Sendable {
         let rttOf = settings.rttBetween
         let items = held.map { id, h in
             let latest = jobs[id]?.spec.routing.deadline.map { Self.hour($0) - h.hours } ?? h.start
-            let regions = jobs[id].map { job in
-                let r = job.spec.routing
-                let rc = RegionChoice.Job(id: id.rawValue, gpus: h.gpus, hours: h.hours, kwPerGPU: 0, release: nowHour,
-                                          deadline: latest + h.hours, origin: r.origin?.rawValue ?? "", dataGB: 0,
-                                          allowedJurisdictions: r.jurisdictions, latencySLOms: r.latencySLOMs, objective: r.objective)
-                return ScarcityPricing.allowedRegions(rc, regions: settings.profiles, rtt: rttOf).count
-            } ?? .max
+            let regions = jobs[id].map { allowedRegions(id, $0.spec.routing, rtt: rttOf).count } ?? .max
             return ReplanOrder.Item(id: id.rawValue, gpuHours: h.gpus * h.hours, slack: latest - nowHour, regions: regions)
         }
         let orders = settings.routing.replanOrderKind.candidates(items).map { $0.map { JobID($0) } }
